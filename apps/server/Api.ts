@@ -1,0 +1,115 @@
+/**
+ * Wearflow's HTTP contract: users and connections, the data API (Junction's shapes), and
+ * every provider plugin's webhook group. OpenAPI and the docs page are generated from it.
+ */
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
+import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
+import { Activity, Sample, Sleep, Workout } from "@wearflow/core/schema"
+import { GarminApi } from "@wearflow/garmin"
+import { Context, Schema } from "effect"
+
+/** The team the caller's API key belongs to. */
+export class CurrentTeam extends Context.Tag("wearflow/CurrentTeam")<CurrentTeam, { readonly teamId: string }>() {}
+
+export class ApiKeyAuth extends HttpApiMiddleware.Tag<ApiKeyAuth>()("ApiKeyAuth", {
+  failure: Schema.Union(Unauthorized, ServiceUnavailable),
+  provides: CurrentTeam,
+  security: { apiKey: HttpApiSecurity.apiKey({ in: "header", key: "x-api-key" }) }
+}) {}
+
+const UserId = HttpApiSchema.param("user_id", Schema.String)
+
+export const CreateUser = Schema.Struct({
+  client_user_id: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256)).annotations({
+    description: "your own id for this user"
+  })
+})
+
+export const CreatedUser = Schema.Struct({ user_id: Schema.UUID, client_user_id: Schema.String })
+
+export const ConnectedSource = Schema.Struct({
+  provider: Schema.String,
+  provider_user_id: Schema.String,
+  status: Schema.String,
+  scopes: Schema.Array(Schema.String),
+  created_on: Schema.String
+})
+
+export const UserView = Schema.Struct({
+  user_id: Schema.UUID,
+  team_id: Schema.UUID,
+  client_user_id: Schema.String,
+  created_on: Schema.String,
+  connected_sources: Schema.Array(ConnectedSource)
+}).annotations({ identifier: "User" })
+
+const Secret = Schema.Redacted(Schema.String.pipe(Schema.minLength(1)))
+
+export const LinkGarmin = Schema.Struct({
+  provider_user_id: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128)).annotations({
+    description: "Garmin userId (from GET /wellness-api/rest/user/id)"
+  }),
+  oauth2: Schema.optional(
+    Schema.Struct({
+      access_token: Secret,
+      refresh_token: Schema.optional(Secret),
+      expires_at: Schema.optional(Schema.DateFromString).annotations({ description: "ISO 8601 expiry of the access token" }),
+      scopes: Schema.optional(Schema.Array(Schema.String))
+    })
+  ),
+  oauth1: Schema.optional(Schema.Struct({ token: Secret, token_secret: Secret }))
+}).annotations({ description: "An existing Garmin connection; tokens are optional and stored encrypted." })
+
+export const LinkedConnection = Schema.Struct({
+  user_id: Schema.UUID,
+  provider: Schema.String,
+  provider_user_id: Schema.String,
+  status: Schema.String,
+  replayed_notifications: Schema.Int.annotations({ description: "stored notifications queued for this user because they arrived before the link" })
+})
+
+export class UsersApi extends HttpApiGroup.make("users")
+  .add(HttpApiEndpoint.post("create", "/v2/user").setPayload(CreateUser).addSuccess(CreatedUser).addError(Conflict))
+  .add(HttpApiEndpoint.get("get")`/v2/user/${UserId}`.addSuccess(UserView).addError(NotFound))
+  .add(
+    HttpApiEndpoint.post("linkGarmin")`/v2/user/${UserId}/connections/garmin`
+      .setPayload(LinkGarmin)
+      .addSuccess(LinkedConnection)
+      .addError(NotFound)
+  )
+  .addError(InvalidRequest)
+  .middleware(ApiKeyAuth)
+  .annotate(OpenApi.Title, "Users and connections") {}
+
+const DateRange = Schema.Struct({
+  start_date: Schema.String.annotations({ description: "YYYY-MM-DD (whole local day) or ISO 8601 date-time" }),
+  end_date: Schema.optional(Schema.String.annotations({ description: "inclusive; YYYY-MM-DD or ISO 8601 date-time" }))
+})
+
+const summary = <const R extends string, S extends Schema.Schema.Any>(resource: R, item: S) =>
+  HttpApiEndpoint.get(resource, `/v2/summary/${resource}/:user_id`)
+    .setPath(Schema.Struct({ user_id: Schema.String }))
+    .setUrlParams(DateRange)
+    .addSuccess(Schema.Struct({ [resource]: Schema.Array(item) } as { [K in R]: Schema.Array$<S> }))
+    .addError(NotFound)
+
+export class DataApi extends HttpApiGroup.make("data")
+  .add(summary("activity", Activity))
+  .add(summary("sleep", Sleep))
+  .add(summary("workouts", Workout))
+  .add(
+    HttpApiEndpoint.get("heartrate")`/v2/timeseries/${UserId}/heartrate`
+      .setUrlParams(DateRange)
+      .addSuccess(Schema.Array(Sample))
+      .addError(NotFound)
+  )
+  .addError(InvalidRequest)
+  .middleware(ApiKeyAuth)
+  .annotate(OpenApi.Title, "Data") {}
+
+export class WearflowApi extends HttpApi.make(ApiId)
+  .add(UsersApi)
+  .add(DataApi)
+  .add(GarminApi)
+  .annotate(OpenApi.Title, "Wearflow")
+  .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}

@@ -1,0 +1,70 @@
+/**
+ * The server's configuration, from the environment. Secrets left unset are generated once
+ * into the data dir (mode 0600) so `npm start` works with no set-up and keeps working
+ * across restarts.
+ */
+import { parseKey } from "@wearflow/core/crypto"
+import { Config, Effect, LogLevel, Option, Redacted } from "effect"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+
+export const ServerConfig = Config.all({
+  port: Config.port("PORT").pipe(Config.withDefault(8080)),
+  host: Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
+  databaseUrl: Config.option(Config.redacted("DATABASE_URL")),
+  dataDir: Config.string("WEARFLOW_DATA_DIR").pipe(Config.withDefault("./.wearflow")),
+  apiKey: Config.option(Config.redacted("WEARFLOW_API_KEY")),
+  encryptionKey: Config.option(Config.redacted("WEARFLOW_ENCRYPTION_KEY")),
+  logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
+  ingestConcurrency: Config.integer("WEARFLOW_INGEST_CONCURRENCY").pipe(
+    Config.withDefault(4),
+    Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 1..64", validation: (n) => n >= 1 && n <= 64 })
+  ),
+  maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024))
+})
+export type ServerConfig = Config.Config.Success<typeof ServerConfig>
+
+export class SecretFileError extends Error {}
+
+/** Reads `<dataDir>/<name>`, creating it with `generate()` when it does not exist. */
+const secretFile = (dataDir: string, name: string, generate: () => string) =>
+  Effect.tryPromise({
+    try: async () => {
+      const file = path.join(dataDir, name)
+      await fs.mkdir(dataDir, { recursive: true })
+      const existing = await fs.readFile(file, "utf8").catch(() => undefined)
+      if (existing !== undefined) return { value: existing.trim(), file, created: false }
+      const value = generate()
+      await fs.writeFile(file, value + "\n", { mode: 0o600, flag: "wx" })
+      return { value, file, created: true }
+    },
+    catch: (cause) => new SecretFileError(`cannot read or create ${name} in ${dataDir}: ${String(cause)}`)
+  })
+
+/** WEARFLOW_API_KEY, or a key generated into the data dir (its path is logged, never the key). */
+export const resolveApiKey = (config: ServerConfig) =>
+  Option.match(config.apiKey, {
+    onSome: Effect.succeed,
+    onNone: () =>
+      secretFile(config.dataDir, "api-key", () => "wf_" + randomBytes(24).toString("base64url")).pipe(
+        Effect.tap((s) => Effect.logInfo(`WEARFLOW_API_KEY is not set; using the key in ${s.file}`)),
+        Effect.map((s) => Redacted.make(s.value))
+      )
+  })
+
+/** WEARFLOW_ENCRYPTION_KEY (32 bytes, base64 or hex), or one generated into the data dir. */
+export const resolveEncryptionKey = (config: ServerConfig) =>
+  Option.match(config.encryptionKey, {
+    onSome: (key) => Effect.succeed(Redacted.value(key)),
+    onNone: () =>
+      secretFile(config.dataDir, "encryption-key", () => randomBytes(32).toString("base64")).pipe(
+        Effect.tap((s) => (s.created ? Effect.logWarning(`generated a token encryption key in ${s.file}; back it up`) : Effect.void)),
+        Effect.map((s) => s.value)
+      )
+  }).pipe(
+    Effect.flatMap((text) => {
+      const key = parseKey(text)
+      return key ? Effect.succeed(Redacted.make(key)) : Effect.fail(new SecretFileError("the token encryption key must be 32 bytes, base64 or hex"))
+    })
+  )

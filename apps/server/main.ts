@@ -1,0 +1,75 @@
+/**
+ * The Wearflow server: configuration → layers → HTTP API and background workers, on Bun.
+ * With DATABASE_URL unset it runs an embedded Postgres under WEARFLOW_DATA_DIR.
+ */
+import { FetchHttpClient, HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
+import { BunHttpServer, BunRuntime } from "@effect/platform-bun"
+import { Accounts } from "@wearflow/core/accounts"
+import { layerTokenCipher } from "@wearflow/core/crypto"
+import * as Host from "@wearflow/core/host"
+import { IngestQueue, Inbox, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
+import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
+import { RecordStore } from "@wearflow/core/pipeline/store"
+import { Providers } from "@wearflow/core/provider"
+import { DataQuery } from "@wearflow/core/query"
+import * as Database from "@wearflow/core/storage/database"
+import * as Garmin from "@wearflow/garmin"
+import * as PostgresSink from "@wearflow/sink-postgres"
+import { Effect, Layer, Logger } from "effect"
+import { WearflowApi } from "./Api.ts"
+import { resolveApiKey, resolveEncryptionKey, ServerConfig } from "./config.ts"
+import { ApiKeyAuthLive, DataLive, UsersLive } from "./handlers.ts"
+import { layerWithoutEchoedInput } from "./middleware.ts"
+
+const AppLayer = Effect.gen(function* () {
+  const config = yield* ServerConfig
+  const apiKey = yield* resolveApiKey(config)
+  const encryptionKey = yield* resolveEncryptionKey(config)
+
+  const Storage = Layer.mergeAll(
+    IngestQueue.layer.pipe(Layer.provide(layerQueueStore())),
+    layerTokenCipher(encryptionKey)
+  ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir })))
+
+  const Services = Layer.mergeAll(
+    Accounts.Default,
+    Inbox.Default,
+    RecordStore.Default,
+    DataQuery.Default,
+    Providers.layer([Garmin.provider])
+  ).pipe(Layer.provideMerge(Storage))
+
+  const Bootstrap = Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
+
+  const Workers = Layer.mergeAll(
+    layerTakers(config.ingestConcurrency).pipe(Layer.provide(IngestWorker.Default)),
+    SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin)))
+  )
+
+  const Api = HttpApiBuilder.api(WearflowApi).pipe(
+    Layer.provide([Layer.merge(UsersLive, DataLive).pipe(Layer.provide(ApiKeyAuthLive)), Host.load(Garmin.plugin)])
+  )
+
+  const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
+    Layer.provide(layerWithoutEchoedInput),
+    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(Api),
+    HttpServer.withLogAddress,
+    Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes }))
+  )
+
+  return Layer.mergeAll(Http, Workers).pipe(
+    Layer.provide(Bootstrap),
+    Layer.provide(Services),
+    Layer.provide(FetchHttpClient.layer)
+  )
+}).pipe(Layer.unwrapEffect)
+
+const LoggingLayer = Effect.gen(function* () {
+  const { logLevel } = yield* ServerConfig
+  return Layer.merge(Logger.json, Logger.minimumLogLevel(logLevel))
+}).pipe(Layer.unwrapEffect)
+
+Layer.launch(AppLayer).pipe(Effect.provide(LoggingLayer), BunRuntime.runMain({ disablePrettyLogger: true }))

@@ -1,0 +1,75 @@
+/**
+ * Encryption at rest for provider tokens (AES-256-GCM), hashing of API keys, and the
+ * deterministic ids the store derives from natural keys.
+ *
+ * Ciphertext layout: `[version=1][key id: 4 bytes][iv: 12][tag: 16][ciphertext]`. The key id
+ * lets a later key rotation decrypt old rows with the old key and re-encrypt with the new.
+ */
+import { Context, Data, Effect, Layer, Redacted } from "effect"
+import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from "node:crypto"
+
+export class DecryptionError extends Data.TaggedError("DecryptionError")<{ readonly message: string }> {}
+
+const VERSION = 1
+
+const keyIdOf = (key: Uint8Array) => createHash("sha256").update(key).digest().subarray(0, 4)
+
+export interface TokenCipher {
+  readonly encrypt: (plaintext: Redacted.Redacted<string>) => Uint8Array
+  readonly decrypt: (ciphertext: Uint8Array) => Effect.Effect<Redacted.Redacted<string>, DecryptionError>
+}
+export const TokenCipher = Context.GenericTag<TokenCipher>("wearflow/TokenCipher")
+
+/** Parses a 32-byte key given as base64 or 64 hex characters. */
+export const parseKey = (text: string): Uint8Array | undefined => {
+  const trimmed = text.trim()
+  const bytes = /^[0-9a-fA-F]{64}$/.test(trimmed) ? Buffer.from(trimmed, "hex") : Buffer.from(trimmed, "base64")
+  return bytes.length === 32 ? bytes : undefined
+}
+
+export const makeTokenCipher = (key: Redacted.Redacted<Uint8Array>): TokenCipher => {
+  const secret = Redacted.value(key)
+  const keyId = keyIdOf(secret)
+  return {
+    encrypt: (plaintext) => {
+      const iv = randomBytes(12)
+      const cipher = createCipheriv("aes-256-gcm", secret, iv)
+      const body = Buffer.concat([cipher.update(Redacted.value(plaintext), "utf8"), cipher.final()])
+      return Buffer.concat([Buffer.from([VERSION]), keyId, iv, cipher.getAuthTag(), body])
+    },
+    decrypt: (ciphertext) =>
+      Effect.try({
+        try: () => {
+          const data = Buffer.from(ciphertext)
+          if (data[0] !== VERSION || !timingSafeEqual(data.subarray(1, 5), keyId)) {
+            throw new Error("encrypted with another key")
+          }
+          const decipher = createDecipheriv("aes-256-gcm", secret, data.subarray(5, 17))
+          decipher.setAuthTag(data.subarray(17, 33))
+          return Redacted.make(Buffer.concat([decipher.update(data.subarray(33)), decipher.final()]).toString("utf8"))
+        },
+        catch: (e) => new DecryptionError({ message: `cannot decrypt token: ${e instanceof Error ? e.message : "unknown"}` })
+      })
+  }
+}
+
+export const layerTokenCipher = (key: Redacted.Redacted<Uint8Array>) => Layer.succeed(TokenCipher, makeTokenCipher(key))
+
+/** SHA-256 of an API key; only hashes are stored and looked up. */
+export const hashApiKey = (key: Redacted.Redacted<string>) => createHash("sha256").update(Redacted.value(key)).digest()
+
+/** A stable UUID (v8 layout) derived from a natural key, so reprocessing yields the same id. */
+export const stableUuid = (...parts: ReadonlyArray<string>): string => {
+  const hash = createHash("sha256").update(parts.join("\u0000")).digest()
+  hash[6] = (hash[6]! & 0x0f) | 0x80
+  hash[8] = (hash[8]! & 0x3f) | 0x80
+  const hex = hash.subarray(0, 16).toString("hex")
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+}
+
+/** Constant-time string comparison (for shared secrets such as Garmin's client id header). */
+export const constantTimeEquals = (a: string, b: string): boolean => {
+  const ha = createHash("sha256").update(a).digest()
+  const hb = createHash("sha256").update(b).digest()
+  return timingSafeEqual(ha, hb)
+}

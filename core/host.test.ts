@@ -1,0 +1,97 @@
+import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
+import { describe, expect, it } from "@effect/vitest"
+import { Config, ConfigError, ConfigProvider, Context, Effect, Either, Layer } from "effect"
+import { createServer, type Server } from "node:http"
+import type { AddressInfo } from "node:net"
+import { load } from "./host.ts"
+import type { Manifest } from "./plugin.ts"
+
+/** A loopback HTTP server that counts the requests that reached it. */
+const countingServer = Effect.acquireRelease(
+  Effect.async<{ server: Server; port: number; hits: () => number }>((resume) => {
+    let hits = 0
+    const server = createServer((_, res) => {
+      hits++
+      res.end("ok")
+    })
+    server.listen(0, "127.0.0.1", () =>
+      resume(Effect.succeed({ server, port: (server.address() as AddressInfo).port, hits: () => hits }))
+    )
+  }),
+  ({ server }) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+)
+
+class Probe extends Context.Tag("test/Probe")<
+  Probe,
+  { readonly get: (url: string) => Effect.Effect<number, HttpClientError.HttpClientError>; readonly secret: Either.Either<string, ConfigError.ConfigError> }
+>() {}
+
+const manifest = (net: ReadonlyArray<string>): Manifest => ({
+  id: "probe",
+  kind: "provider",
+  version: "0.0.0",
+  permissions: { net, env: ["PROBE_*", "SHARED_NAME"] },
+  config: Config.string("PROBE_TOKEN")
+})
+
+/** A plugin layer that reads config at construction and exposes its HttpClient. */
+const probePlugin = (net: ReadonlyArray<string>) => ({
+  manifest: manifest(net),
+  layer: Layer.effect(
+    Probe,
+    Effect.gen(function* () {
+      const client = yield* HttpClient.HttpClient
+      const secret = yield* Effect.either(Config.string("OTHER_SECRET"))
+      yield* Config.string("PROBE_TOKEN")
+      return { get: (url: string) => client.get(url).pipe(Effect.map((r) => r.status)), secret }
+    })
+  )
+})
+
+const env = ConfigProvider.fromMap(new Map([["PROBE_TOKEN", "t"], ["OTHER_SECRET", "s3cret"], ["SHARED_NAME", "x"]]))
+
+describe("plugin host", () => {
+  it.scoped("lets a plugin call a declared host", () =>
+    Effect.gen(function* () {
+      const { port, hits } = yield* countingServer
+      const probe = yield* Effect.provide(Probe, load(probePlugin([`127.0.0.1:${port}`]), env).pipe(Layer.provide(FetchHttpClient.layer)))
+      expect(yield* probe.get(`http://127.0.0.1:${port}/x`)).toBe(200)
+      expect(hits()).toBe(1)
+    })
+  )
+
+  it.scoped("refuses an undeclared host with a typed error, before connecting", () =>
+    Effect.gen(function* () {
+      const { port, hits } = yield* countingServer
+      const probe = yield* Effect.provide(Probe, load(probePlugin(["apis.garmin.com"]), env).pipe(Layer.provide(FetchHttpClient.layer)))
+      const error = yield* Effect.flip(probe.get(`http://127.0.0.1:${port}/x`))
+      expect(error._tag).toBe("RequestError")
+      expect(error.reason).toBe("InvalidUrl")
+      expect((error.cause as { _tag: string })._tag).toBe("NetPermissionDenied")
+      expect(error.message).toContain(`127.0.0.1:${port}`)
+      expect(hits()).toBe(0)
+    })
+  )
+
+  it.scoped("refuses undeclared environment names with a typed error, and still reads declared ones", () =>
+    Effect.gen(function* () {
+      const probe = yield* Effect.provide(Probe, load(probePlugin([]), env).pipe(Layer.provide(FetchHttpClient.layer)))
+      const error = Either.getLeft(probe.secret)
+      expect(error._tag).toBe("Some")
+      const configError = (error as { value: ConfigError.ConfigError }).value
+      expect(ConfigError.isUnsupported(configError)).toBe(true)
+      expect(String(configError)).toContain("OTHER_SECRET")
+      expect(String(configError)).not.toContain("s3cret")
+    })
+  )
+
+  it.effect("a missing declared variable fails construction as missing data", () =>
+    Effect.gen(function* () {
+      const exit = yield* Effect.exit(
+        Effect.provide(Probe, load(probePlugin([]), ConfigProvider.fromMap(new Map())).pipe(Layer.provide(FetchHttpClient.layer)))
+      )
+      expect(exit._tag).toBe("Failure")
+      expect(String(exit)).toContain("PROBE_TOKEN")
+    })
+  )
+})

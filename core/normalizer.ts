@@ -1,0 +1,62 @@
+/**
+ * The Normalizer contract: a pure, total function from one raw provider record to
+ * normalized records. Bad fields become an `ItemError`, never an exception, and an
+ * `ItemError` never carries the offending value (health data stays out of logs and bodies).
+ */
+import { Data, Either, ParseResult, Schema } from "effect"
+import type { SummaryFields, SummaryResource, TimeseriesBatch, TimeseriesResource } from "./schema.ts"
+
+export type SummaryRecord = {
+  readonly [R in SummaryResource]: {
+    readonly kind: "summary"
+    readonly resource: R
+    /** The provider's own id for this record (e.g. Garmin's summaryId). */
+    readonly sourceId: string
+    readonly data: SummaryFields[R]
+  }
+}[SummaryResource]
+
+export interface TimeseriesRecord {
+  readonly kind: "timeseries"
+  readonly resource: TimeseriesResource
+  /** The provider record the samples came from; one batch per source record. */
+  readonly sourceId: string
+  readonly data: TimeseriesBatch
+}
+
+export type NormalizedRecord = SummaryRecord | TimeseriesRecord
+
+/** A record that could not be normalized. `message` names fields, never values. */
+export class ItemError extends Data.TaggedError("ItemError")<{
+  readonly message: string
+}> {}
+
+export type Normalizer = (raw: unknown) => Either.Either<ReadonlyArray<NormalizedRecord>, ItemError>
+
+const issueText: Record<ParseResult.ArrayFormatterIssue["_tag"], string> = {
+  Missing: "is missing",
+  Unexpected: "is not allowed",
+  Forbidden: "cannot be checked",
+  Type: "has the wrong type",
+  Refinement: "is out of range or malformed",
+  Transformation: "cannot be converted",
+  Pointer: "is invalid",
+  Composite: "is invalid"
+}
+
+/** Describes schema issues by paths and kinds of problem only, never by the values seen. */
+export const describeIssues = (issues: ReadonlyArray<Pick<ParseResult.ArrayFormatterIssue, "_tag" | "path">>, root = "record"): string =>
+  issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.length === 0 ? root : issue.path.join(".")} ${issueText[issue._tag] ?? "is invalid"}`)
+    .join("; ")
+
+export const describeParseError = (error: ParseResult.ParseError): string =>
+  describeIssues(ParseResult.ArrayFormatter.formatErrorSync(error))
+
+/** Decodes one raw record with `schema`, turning failures into a value-free `ItemError`. */
+export const decodeRecord = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "ignore" })
+  return (raw: unknown): Either.Either<A, ItemError> =>
+    Either.mapLeft(decode(raw), (error) => new ItemError({ message: describeParseError(error) }))
+}

@@ -1,0 +1,123 @@
+/**
+ * Feeds one sink from the outbox, in order, in batches. Each round runs in one transaction
+ * that locks the sink's cursor (so only one process feeds a sink), reads the next batch of
+ * committed events, delivers it, and advances the cursor. A sink writing to this same
+ * database joins that transaction, so its rows and its cursor commit together.
+ *
+ * Only events from transactions older than every running one are read (pg_snapshot_xmin):
+ * an event committed late by a slow transaction is never skipped.
+ */
+import { SqlClient, SqlError } from "@effect/sql"
+import { Duration, Effect, Layer, Metric, Schedule } from "effect"
+import type { EventEnvelope } from "../schema.ts"
+import { type OutboxEvent, type Sink, SinkError } from "../sink.ts"
+
+interface OutboxRow {
+  readonly position: string
+  readonly tx: string
+  readonly event_id: string
+  readonly event_type: string
+  readonly team_id: string
+  readonly user_id: string
+  readonly record_id: string | null
+  readonly payload: EventEnvelope
+  readonly created_at: Date
+}
+
+export const eventsDelivered = Metric.counter("wearflow_sink_events_delivered_total")
+export const deliveryErrors = Metric.counter("wearflow_sink_errors_total")
+export const eventsDeadLettered = Metric.counter("wearflow_sink_events_dead_lettered_total")
+
+export interface SinkRunnerOptions {
+  readonly batchSize?: number
+  /** Pause when the outbox has nothing new. */
+  readonly idle?: Duration.DurationInput
+}
+
+const toEvent = (row: OutboxRow): OutboxEvent => ({
+  position: row.position,
+  eventId: row.event_id,
+  eventType: row.event_type,
+  teamId: row.team_id,
+  userId: row.user_id,
+  recordId: row.record_id,
+  envelope: row.payload,
+  createdAt: row.created_at
+})
+
+type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number }
+
+export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const batchSize = options.batchSize ?? 500
+    const idle = options.idle ?? Duration.millis(200)
+    const metric = <A extends Metric.Metric.Counter<number>>(m: A) => Metric.tagged(m, "sink", sink.id)
+
+    yield* sql`insert into sink_cursors (sink_id) values (${sink.id}) on conflict do nothing`
+
+    const nextBatch = sql<OutboxRow>`
+      select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at
+      from outbox o, sink_cursors c
+      where c.sink_id = ${sink.id}
+        and (o.tx, o.position) > (c.tx, c.position)
+        and o.tx < pg_snapshot_xmin(pg_current_snapshot())
+      order by o.tx, o.position
+      limit ${batchSize}`
+
+    const advance = (last: OutboxRow) =>
+      sql`update sink_cursors set tx = ${last.tx}::xid8, position = ${last.position}, updated_at = now() where sink_id = ${sink.id}`
+
+    /** One round: lock the cursor, read, deliver, advance; all or nothing. */
+    const round = (onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
+      Effect.gen(function* () {
+        const locked = yield* sql`select 1 from sink_cursors where sink_id = ${sink.id} for update skip locked`
+        if (locked.length === 0) return { _tag: "Busy" } as Round
+        const rows = yield* nextBatch
+        if (rows.length > 0) {
+          yield* onBatch(rows)
+          yield* advance(rows[rows.length - 1]!)
+        }
+        return { _tag: "Delivered", count: rows.length } as Round
+      }).pipe(sql.withTransaction)
+
+    const deliver = round((rows) => sink.deliver(rows.map(toEvent)))
+
+    /** A batch the sink rejected for good: keep it for operators and move past it. */
+    const deadLetter = (error: SinkError) =>
+      round((rows) =>
+        sql`insert into sink_dead_letters ${sql.insert(rows.map((r) => ({ sink_id: sink.id, event_id: r.event_id, position: r.position, error: error.message })))}
+            on conflict do nothing`.pipe(
+          Effect.zipRight(Metric.incrementBy(metric(eventsDeadLettered), rows.length)),
+          Effect.asVoid
+        )
+      )
+
+    const backoff = Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("60 seconds")))
+
+    const step = deliver.pipe(
+      Effect.tap((r) => (r._tag === "Delivered" && r.count > 0 ? Metric.incrementBy(metric(eventsDelivered), r.count) : Effect.void)),
+      Effect.catchTag("SinkError", (error) =>
+        error.retryable
+          ? Effect.fail(error)
+          : Effect.logError("sink rejected a batch permanently; dead-lettered").pipe(
+              Effect.annotateLogs("error", error.message),
+              Effect.zipRight(deadLetter(error))
+            )
+      ),
+      Effect.tapError((error) =>
+        Effect.logWarning("sink delivery failed; retrying with back-off").pipe(
+          Effect.annotateLogs("error", error.message),
+          Effect.zipRight(Metric.increment(metric(deliveryErrors)))
+        )
+      ),
+      Effect.retry(backoff),
+      Effect.flatMap((r) => (r._tag === "Delivered" && r.count === batchSize ? Effect.void : Effect.sleep(idle)))
+    )
+
+    return yield* Effect.forever(step).pipe(Effect.annotateLogs("sink", sink.id))
+  })
+
+/** Runs the sink behind `tag` for the lifetime of the layer; its failures never reach ingestion. */
+export const layer = <I, S extends Sink>(tag: import("effect").Context.Tag<I, S>, options?: SinkRunnerOptions) =>
+  Layer.scopedDiscard(Effect.flatMap(tag, (sink) => Effect.forkScoped(make(sink, options))))

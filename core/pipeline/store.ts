@@ -1,0 +1,119 @@
+/**
+ * The normalized store: records keyed by (user, provider, resource, source record id) with a
+ * content hash, timeseries samples, and, in the same transaction, the outbox events that say
+ * what changed. Created vs updated vs unchanged is decided by the hash, so a re-delivery of
+ * identical content writes nothing and emits nothing.
+ */
+import { SqlClient } from "@effect/sql"
+import { Effect, Metric } from "effect"
+import { createHash, randomUUID } from "node:crypto"
+import { stableUuid } from "../crypto.ts"
+import type { NormalizedRecord } from "../normalizer.ts"
+import type { EventEnvelope } from "../schema.ts"
+
+/** The user a record belongs to, with what the event envelope names. */
+export interface Recipient {
+  readonly userId: string
+  readonly teamId: string
+  readonly clientUserId: string
+}
+
+export interface WriteOutcome {
+  readonly created: number
+  readonly updated: number
+  readonly unchanged: number
+}
+
+export const eventsEmitted = Metric.counter("wearflow_events_emitted_total")
+
+/** Where a record sits in time, for range queries. */
+const placement = (record: NormalizedRecord): { calendarDate: string | null; startAt: string | null } => {
+  if (record.kind === "timeseries") return { calendarDate: null, startAt: record.data.data[0]?.timestamp ?? null }
+  switch (record.resource) {
+    case "activity":
+      return { calendarDate: record.data.calendar_date, startAt: record.data.date }
+    case "sleep":
+      return { calendarDate: record.data.calendar_date, startAt: record.data.bedtime_start }
+    case "workouts":
+      return { calendarDate: record.data.calendar_date, startAt: record.data.time_start }
+  }
+}
+
+const contentHash = (data: unknown) => createHash("sha256").update(JSON.stringify(data)).digest()
+
+export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordStore", {
+  effect: Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+
+    const upsertSamples = (recipient: Recipient, provider: string, recordId: string, record: NormalizedRecord & { kind: "timeseries" }) => {
+      const rows = record.data.data.map((s) => ({
+        user_id: recipient.userId,
+        resource: record.resource,
+        provider,
+        source_type: record.data.source.type,
+        ts: s.timestamp,
+        value: s.value,
+        unit: s.unit,
+        timezone_offset: s.timezone_offset,
+        record_id: recordId
+      }))
+      if (rows.length === 0) return Effect.void
+      return sql`
+        insert into samples ${sql.insert(rows)}
+        on conflict (user_id, resource, provider, source_type, ts) do update
+          set value = excluded.value, unit = excluded.unit, timezone_offset = excluded.timezone_offset, record_id = excluded.record_id
+      `.pipe(Effect.asVoid)
+    }
+
+    /**
+     * Upserts `records` for `recipient` and appends one outbox event per created or changed
+     * record. Runs in one transaction. A record from an older inbox item never overwrites one
+     * from a newer item, so out-of-order processing keeps the latest delivery.
+     */
+    const write = Effect.fn("RecordStore.write")(function* (
+      recipient: Recipient,
+      provider: string,
+      records: ReadonlyArray<NormalizedRecord>,
+      inboxId: number
+    ) {
+      let created = 0
+      let updated = 0
+      for (const record of records) {
+        const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
+        const data = record.kind === "summary" ? { id, user_id: recipient.userId, ...record.data } : { user_id: recipient.userId, ...record.data }
+        const { calendarDate, startAt } = placement(record)
+        const [row] = yield* sql<{ inserted: boolean; created_at: Date; updated_at: Date }>`
+          insert into records (id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id)
+          values (${id}, ${recipient.userId}, ${provider}, ${record.resource}, ${record.sourceId}, ${calendarDate}, ${startAt},
+                  ${JSON.stringify(data)}::jsonb, ${contentHash(data)}, ${inboxId})
+          on conflict (user_id, provider, resource, source_id) do update
+            set data = excluded.data, content_hash = excluded.content_hash, calendar_date = excluded.calendar_date,
+                start_at = excluded.start_at, inbox_id = excluded.inbox_id, updated_at = now()
+            where records.content_hash <> excluded.content_hash and records.inbox_id <= excluded.inbox_id
+          returning (xmax = 0) as inserted, created_at, updated_at`
+        if (!row) continue
+        if (record.kind === "timeseries") yield* upsertSamples(recipient, provider, id, record)
+        const change = row.inserted ? "created" : "updated"
+        if (row.inserted) created++
+        else updated++
+        const eventData = record.kind === "summary"
+          ? { ...data, created_at: row.created_at.toISOString(), updated_at: row.updated_at.toISOString() }
+          : data
+        const envelope: EventEnvelope = {
+          event_type: `daily.data.${record.resource}.${change}`,
+          data: eventData,
+          user_id: recipient.userId,
+          client_user_id: recipient.clientUserId,
+          team_id: recipient.teamId
+        }
+        yield* sql`
+          insert into outbox (event_id, event_type, team_id, user_id, record_id, payload)
+          values (${randomUUID()}, ${envelope.event_type}, ${recipient.teamId}, ${recipient.userId}, ${id}, ${JSON.stringify(envelope)}::jsonb)`
+        yield* Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type))
+      }
+      return { created, updated, unchanged: records.length - created - updated } satisfies WriteOutcome
+    }, sql.withTransaction)
+
+    return { write } as const
+  })
+}) {}

@@ -1,0 +1,34 @@
+/**
+ * The Sink contract: a destination that consumes the event outbox in order, in batches.
+ * A sink acknowledges a batch only by returning successfully once it is durable at the
+ * destination; the runner (pipeline/sink-runner.ts) then advances its cursor.
+ */
+import { Data, type Effect } from "effect"
+import type { EventEnvelope } from "./schema.ts"
+
+/** One event from the outbox, as sinks receive it. */
+export interface OutboxEvent {
+  readonly position: string
+  readonly eventId: string
+  readonly eventType: string
+  readonly teamId: string
+  readonly userId: string
+  /** The normalized record the event is about, if any. */
+  readonly recordId: string | null
+  readonly envelope: EventEnvelope
+  readonly createdAt: Date
+}
+
+/** A delivery failure; `retryable` decides between backing off and dead-lettering. */
+export class SinkError extends Data.TaggedError("SinkError")<{
+  readonly message: string
+  readonly retryable: boolean
+  readonly cause?: unknown
+}> {}
+
+export interface Sink {
+  readonly id: string
+  /** Makes the whole batch durable at the destination, idempotently (batches may be re-sent). */
+  readonly deliver: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SinkError>
+  readonly health: Effect.Effect<void, SinkError>
+}

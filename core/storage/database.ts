@@ -1,0 +1,46 @@
+/**
+ * The system of record: Postgres through @effect/sql-pg, either at DATABASE_URL or an
+ * embedded server under the data dir. Numbered migrations run at start-up.
+ */
+import { Migrator, SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import * as path from "node:path"
+import * as EmbeddedPostgres from "./embedded-postgres.ts"
+import foundation from "./migrations/0001_foundation.ts"
+
+export const migrations = Migrator.fromRecord({
+  "0001_foundation": foundation
+})
+
+export interface DatabaseOptions {
+  /** An external database; when absent an embedded server runs in `<dataDir>/pg`. */
+  readonly url: Option.Option<Redacted.Redacted<string>>
+  readonly dataDir: string
+  readonly maxConnections?: number
+}
+
+export const migrate = Migrator.make({})({ loader: migrations })
+
+const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
+  PgClient.layer({
+    url,
+    maxConnections,
+    connectTimeout: Duration.seconds(5),
+    applicationName: "wearflow"
+  })
+
+/** SqlClient on a migrated database. An embedded server is stopped after the pool closes. */
+export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient | PgClient.PgClient, EmbeddedPostgres.EmbeddedPostgresError | Migrator.MigrationError | import("@effect/sql").SqlError.SqlError> =>
+  Layer.unwrapScoped(
+    Effect.gen(function* () {
+      const url = Option.isSome(options.url)
+        ? options.url.value
+        : (yield* Effect.acquireRelease(
+            EmbeddedPostgres.start({ pgDir: path.join(options.dataDir, "pg"), database: "wearflow" }),
+            (db) => db.stop.pipe(Effect.tapError((e) => Effect.logError(e.message)), Effect.ignore)
+          )).url
+      const client = clientLayer(url, options.maxConnections ?? 20)
+      return Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
+    })
+  )

@@ -1,0 +1,86 @@
+/**
+ * The Garmin provider plugin: Health and Activity API PUSH and PING notifications.
+ *
+ * The request path only verifies the `garmin-client-id` header, parses and checks the body's
+ * structure, commits it to the inbox and answers. Normalization runs in the ingest worker.
+ */
+import { HttpApi, HttpApiBuilder } from "@effect/platform"
+import { constantTimeEquals } from "@wearflow/core/crypto"
+import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
+import { Inbox } from "@wearflow/core/pipeline/inbox"
+import type { Manifest } from "@wearflow/core/plugin"
+import type { Provider } from "@wearflow/core/provider"
+import { Config, Effect, Either, Metric, Option, Redacted } from "effect"
+import { GarminApi } from "./Api.ts"
+import { normalizers } from "./normalize.ts"
+import { inspect, itemsOf, type NotificationKind } from "./notifications.ts"
+
+export { GarminApi } from "./Api.ts"
+
+export interface GarminConfig {
+  /** Consumer key / OAuth2 client id; Garmin sends it in the `garmin-client-id` header. */
+  readonly clientId: Option.Option<Redacted.Redacted<string>>
+}
+
+export const manifest: Manifest<GarminConfig> = {
+  id: "garmin",
+  kind: "provider",
+  version: "0.1.0",
+  permissions: {
+    net: ["apis.garmin.com", "connect.garmin.com", "connectapi.garmin.com", "diauth.garmin.com"],
+    env: ["GARMIN_*"]
+  },
+  config: Config.all({ clientId: Config.option(Config.redacted("GARMIN_CLIENT_ID")) })
+}
+
+export const provider: Provider = { id: manifest.id, itemsOf, normalizers }
+
+const rejected = Metric.counter("wearflow_notifications_rejected_total").pipe(Metric.tagged("provider", manifest.id))
+
+/** The Garmin group built against Wearflow's API id, so the app can mount it in its HttpApi. */
+const GarminHttpApi = HttpApi.make(ApiId).add(GarminApi)
+
+export const layer = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
+  Effect.gen(function* () {
+    const config = yield* manifest.config
+    const inbox = yield* Inbox
+    if (Option.isNone(config.clientId)) {
+      yield* Effect.logWarning("GARMIN_CLIENT_ID is not set: every Garmin notification will be refused with 401")
+    }
+
+    const authorize = (header: string | undefined) =>
+      Option.isSome(config.clientId) && header !== undefined && constantTimeEquals(header, Redacted.value(config.clientId.value))
+        ? Effect.void
+        : Effect.fail(new Unauthorized({ message: "missing or wrong garmin-client-id header" }))
+
+    const receive = (kind: NotificationKind) =>
+      Effect.fn(`Garmin.${kind}`)(function* ({ request }: { readonly request: import("@effect/platform").HttpServerRequest.HttpServerRequest }) {
+        yield* authorize(request.headers["garmin-client-id"])
+        const text = yield* Effect.mapError(request.text, () => new InvalidRequest({ message: "the request body could not be read" }))
+        // JSON.parse's own messages quote the input, so they are not passed on.
+        const body = yield* Either.try(() => JSON.parse(text) as unknown).pipe(
+          Either.mapLeft(() => new InvalidRequest({ message: `body is not valid JSON (${text.length} characters received)` }))
+        )
+        const summary = yield* Either.mapLeft(inspect(kind, body), (message) => new InvalidRequest({ message }))
+        const inboxId = yield* inbox.commit({ provider: manifest.id, kind, body: text, itemCount: summary.itemCount }).pipe(
+          Effect.tapError((e) => Effect.logError("could not commit Garmin notification; answering 503", e.cause)),
+          Effect.mapError(() => new ServiceUnavailable({ message: "notification not stored; retry later", retryable: true }))
+        )
+        yield* Effect.logInfo("Garmin notification stored").pipe(
+          Effect.annotateLogs({ kind, inbox_id: inboxId, items: summary.itemCount, invalid_items: summary.errors.length, ignored_keys: summary.ignoredKeys })
+        )
+        return { inbox_id: inboxId, accepted: summary.accepted, ignored_keys: summary.ignoredKeys, errors: summary.errors }
+      }, (effect) => Effect.tapErrorTag(effect, "InvalidRequest", () => Metric.increment(rejected)))
+
+    return handlers
+      .handleRaw("push", receive("push"))
+      .handleRaw("ping", receive("ping"))
+      .handle("health", () =>
+        inbox.health.pipe(
+          Effect.as({ status: "ok" as const, provider: "garmin" as const }),
+          Effect.mapError(() => new ServiceUnavailable({ message: "database unavailable", retryable: true }))
+        ))
+  })
+)
+
+export const plugin = { manifest, layer }

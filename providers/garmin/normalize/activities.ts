@@ -1,0 +1,86 @@
+/** `activities` → one `workouts` summary. */
+import { Either, Schema } from "effect"
+import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
+import type { Source, WorkoutFields } from "@wearflow/core/schema"
+import { localDateFromEpochSeconds, timestampFromEpochSeconds } from "@wearflow/core/time"
+import { DurationSeconds, Finite, SummaryBase, opt } from "./shared.ts"
+
+export const RawActivity = Schema.Struct({
+  ...SummaryBase,
+  // Required: time_end and the sport are mandatory in the normalized workout.
+  durationInSeconds: DurationSeconds,
+  activityType: Schema.String.pipe(Schema.pattern(/[A-Za-z0-9]/)),
+  activityId: opt(Schema.Int.pipe(Schema.nonNegative())),
+  activityName: opt(Schema.String),
+  movingDurationInSeconds: opt(DurationSeconds),
+  averageHeartRateInBeatsPerMinute: opt(Finite),
+  maxHeartRateInBeatsPerMinute: opt(Finite),
+  distanceInMeters: opt(Finite),
+  activeKilocalories: opt(Finite),
+  totalElevationGainInMeters: opt(Finite),
+  averageSpeedInMetersPerSecond: opt(Finite),
+  maxSpeedInMetersPerSecond: opt(Finite),
+  deviceName: opt(Schema.String),
+  manual: opt(Schema.Boolean)
+})
+export type RawActivity = typeof RawActivity.Type
+
+type Sport = (typeof WorkoutFields.Type)["sport"]
+
+/** `OPEN_WATER_SWIMMING` → name "Open Water Swimming", slug "open_water_swimming". */
+export const sportOf = (activityType: string): Sport => {
+  const words = activityType
+    .split(/[^A-Za-z0-9]+/)
+    .filter((w) => w.length > 0)
+    .map((w) => w.toLowerCase())
+  return {
+    id: null,
+    name: words.map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join(" "),
+    slug: words.join("_")
+  }
+}
+
+/** Garmin marks hand-entered activities with `manual` and deviceName "unknown". */
+const sourceOf = (raw: RawActivity): Source => {
+  const manual = raw.manual === true || raw.deviceName === "unknown"
+  const device = raw.deviceName != null && raw.deviceName !== "unknown" ? raw.deviceName : null
+  return { provider: "garmin", type: manual ? "app" : "watch", device_id: device, app_id: null }
+}
+
+const workout = (raw: RawActivity): typeof WorkoutFields.Type => {
+  const start = raw.startTimeInSeconds
+  return {
+    title: raw.activityName ?? null,
+    calendar_date: localDateFromEpochSeconds(start, raw.startTimeOffsetInSeconds ?? 0),
+    time_start: timestampFromEpochSeconds(start),
+    time_end: timestampFromEpochSeconds(start + raw.durationInSeconds),
+    sport: sportOf(raw.activityType),
+    average_hr: raw.averageHeartRateInBeatsPerMinute ?? null,
+    max_hr: raw.maxHeartRateInBeatsPerMinute ?? null,
+    distance: raw.distanceInMeters ?? null,
+    // Unlike in dailies, Garmin's activity activeKilocalories already includes BMR.
+    calories: raw.activeKilocalories ?? null,
+    // Elapsed duration includes pauses, so it is not a moving time.
+    moving_time: raw.movingDurationInSeconds ?? null,
+    total_elevation_gain: raw.totalElevationGainInMeters ?? null,
+    elev_high: null,
+    elev_low: null,
+    average_speed: raw.averageSpeedInMetersPerSecond ?? null,
+    max_speed: raw.maxSpeedInMetersPerSecond ?? null,
+    // Activity summaries carry no power; it only appears in activityDetails samples.
+    average_watts: null,
+    max_watts: null,
+    weighted_average_watts: null,
+    provider_id: String(raw.activityId ?? raw.summaryId),
+    timezone_offset: raw.startTimeOffsetInSeconds ?? null,
+    source: sourceOf(raw)
+  }
+}
+
+const toRecords = (raw: RawActivity): ReadonlyArray<NormalizedRecord> => [
+  { kind: "summary", resource: "workouts", sourceId: raw.summaryId, data: workout(raw) }
+]
+
+const decode = decodeRecord(RawActivity)
+
+export const normalizeActivity: Normalizer = (raw) => Either.map(decode(raw), toRecords)

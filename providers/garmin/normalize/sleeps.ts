@@ -1,0 +1,86 @@
+/** `sleeps` → one `sleep` summary for the main sleep; naps are not mapped yet. */
+import { Either, Schema } from "effect"
+import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
+import { CalendarDate, type SleepFields } from "@wearflow/core/schema"
+import { timestampFromEpochSeconds } from "@wearflow/core/time"
+import {
+  DurationSeconds,
+  Finite,
+  OffsetMap,
+  SummaryBase,
+  calendarDateOf,
+  dateOf,
+  mean1,
+  offsetEntries,
+  opt,
+  round1,
+  sumPresent,
+  watchSource
+} from "./shared.ts"
+
+export const RawSleep = Schema.Struct({
+  ...SummaryBase,
+  // Required: a sleep without a length has no bedtime_stop and no efficiency.
+  durationInSeconds: DurationSeconds,
+  calendarDate: opt(CalendarDate),
+  deepSleepDurationInSeconds: opt(DurationSeconds),
+  lightSleepDurationInSeconds: opt(DurationSeconds),
+  remSleepInSeconds: opt(DurationSeconds),
+  awakeDurationInSeconds: opt(DurationSeconds),
+  // Garmin spells this field two ways. Both are checked but neither is mapped: the
+  // normalized schema has no slot for it, it is not sleep (not in `total`) and not awake.
+  unmeasurableSleepInSeconds: opt(DurationSeconds),
+  unmeasurableSleepDurationInSeconds: opt(DurationSeconds),
+  overallSleepScore: opt(
+    Schema.Struct({
+      value: opt(Schema.Int.pipe(Schema.between(0, 100))),
+      qualifierKey: opt(Schema.String)
+    })
+  ),
+  timeOffsetSleepRespiration: opt(OffsetMap)
+})
+export type RawSleep = typeof RawSleep.Type
+
+/** Percent of the session asleep; `null` for an empty session or unknown stages. */
+const efficiency = (total: number | null, duration: number): number | null =>
+  total === null || duration === 0 ? null : round1((total / duration) * 100)
+
+const sleep = (raw: RawSleep): typeof SleepFields.Type => {
+  const start = raw.startTimeInSeconds
+  const stop = start + raw.durationInSeconds
+  // Older devices have no REM stage, so the total is the sum of the stages reported.
+  const total = sumPresent([raw.deepSleepDurationInSeconds, raw.lightSleepDurationInSeconds, raw.remSleepInSeconds])
+  // Garmin dates a sleep by the morning it ends, so derive from the wake-up time.
+  const calendarDate = calendarDateOf(raw.calendarDate, stop, raw.startTimeOffsetInSeconds)
+  return {
+    date: dateOf(calendarDate),
+    calendar_date: calendarDate,
+    bedtime_start: timestampFromEpochSeconds(start),
+    bedtime_stop: timestampFromEpochSeconds(stop),
+    type: "long_sleep",
+    duration: raw.durationInSeconds,
+    total,
+    awake: raw.awakeDurationInSeconds ?? null,
+    light: raw.lightSleepDurationInSeconds ?? null,
+    rem: raw.remSleepInSeconds ?? null,
+    deep: raw.deepSleepDurationInSeconds ?? null,
+    score: raw.overallSleepScore?.value ?? null,
+    hr_lowest: null,
+    hr_average: null,
+    efficiency: efficiency(total, raw.durationInSeconds),
+    latency: null,
+    temperature_delta: null,
+    average_hrv: null,
+    respiratory_rate: mean1(offsetEntries(raw.timeOffsetSleepRespiration).map(([, breaths]) => breaths)),
+    timezone_offset: raw.startTimeOffsetInSeconds ?? null,
+    source: watchSource
+  }
+}
+
+const toRecords = (raw: RawSleep): ReadonlyArray<NormalizedRecord> => [
+  { kind: "summary", resource: "sleep", sourceId: raw.summaryId, data: sleep(raw) }
+]
+
+const decode = decodeRecord(RawSleep)
+
+export const normalizeSleep: Normalizer = (raw) => Either.map(decode(raw), toRecords)

@@ -1,0 +1,100 @@
+/**
+ * Garmin notification bodies: `{"<summaryKey>": [items]}`, one body possibly carrying several
+ * keys and many users. Validation here is the cheap, structural check done before the 200;
+ * field-level validation happens in the normalizers, off the request path.
+ */
+import type { NotificationItem } from "@wearflow/core/provider"
+import { Either } from "effect"
+
+/** Every key Garmin's Health and Activity APIs send, in PUSH or PING mode. */
+export const dataKeys = [
+  "dailies",
+  "epochs",
+  "sleeps",
+  "bodyComps",
+  "stressDetails",
+  "userMetrics",
+  "pulseox",
+  "allDayRespiration",
+  "healthSnapshot",
+  "hrv",
+  "bloodPressures",
+  "skinTemp",
+  "activities",
+  "activityDetails",
+  "manuallyUpdatedActivities",
+  "activityFiles",
+  "moveIQActivities",
+  "mct"
+] as const
+export const lifecycleKeys = ["deregistrations", "userPermissionsChange"] as const
+const knownKeys: ReadonlySet<string> = new Set<string>([...dataKeys, ...lifecycleKeys])
+
+export type NotificationKind = "push" | "ping"
+
+export interface ItemProblem {
+  readonly key: string
+  readonly index: number
+  readonly message: string
+}
+
+export interface NotificationSummary {
+  readonly accepted: Record<string, number>
+  readonly ignoredKeys: ReadonlyArray<string>
+  readonly errors: ReadonlyArray<ItemProblem>
+  readonly itemCount: number
+}
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+const isText = (u: unknown): u is string => typeof u === "string" && u.length > 0
+
+/** Why one item cannot be processed, or undefined when it is structurally fine. */
+const problemOf = (kind: NotificationKind, key: string, item: unknown): string | undefined => {
+  if (!isRecord(item)) return "item is not an object"
+  if (!isText(item.userId) && !isText(item.userAccessToken)) return "item has neither userId nor userAccessToken"
+  // A PING item (and every activityFiles item) carries a URL to pull instead of the data.
+  if (kind === "ping" || key === "activityFiles") return isText(item.callbackURL) ? undefined : "callbackURL is missing"
+  if (key === "deregistrations") return undefined
+  return isText(item.summaryId) ? undefined : "summaryId is missing"
+}
+
+/** Structural check of a parsed body: counts per key, unknown keys, per-item problems. */
+export const inspect = (kind: NotificationKind, body: unknown): Either.Either<NotificationSummary, string> => {
+  if (!isRecord(body)) return Either.left("body must be a JSON object whose keys are Garmin summary types")
+  const accepted: Record<string, number> = {}
+  const ignoredKeys: Array<string> = []
+  const errors: Array<ItemProblem> = []
+  let itemCount = 0
+  for (const [key, value] of Object.entries(body)) {
+    if (!knownKeys.has(key)) {
+      ignoredKeys.push(key)
+      continue
+    }
+    if (!Array.isArray(value)) {
+      errors.push({ key, index: -1, message: `${key} must be a list` })
+      continue
+    }
+    accepted[key] = value.length
+    itemCount += value.length
+    value.forEach((item, index) => {
+      const message = problemOf(kind, key, item)
+      if (message) errors.push({ key, index, message })
+    })
+  }
+  return Either.right({ accepted, ignoredKeys, errors, itemCount })
+}
+
+/** The items of a stored PUSH body, addressed by Garmin userId, for the ingest worker. */
+export const itemsOf = (body: unknown): ReadonlyArray<NotificationItem> => {
+  if (!isRecord(body)) return []
+  const items: Array<NotificationItem> = []
+  for (const [key, value] of Object.entries(body)) {
+    if (!knownKeys.has(key) || !Array.isArray(value)) continue
+    value.forEach((raw, index) => {
+      if (problemOf("push", key, raw) !== undefined) return
+      const userId = (raw as Record<string, unknown>).userId
+      items.push({ key, index, providerUserId: isText(userId) ? userId : undefined, raw })
+    })
+  }
+  return items
+}

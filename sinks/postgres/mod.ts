@@ -1,0 +1,143 @@
+/**
+ * The Postgres sink: writes every resource event into a typed table per resource
+ * (`wearflow_data.activity`, `wearflow_data.heartrate`, ...) in this database or another.
+ * Upserts on the record id (summaries) or sample key (timeseries): re-sent batches change
+ * nothing. Sharing the app's database, its writes commit with the runner's cursor.
+ */
+import { Reactivity } from "@effect/experimental"
+import { SqlClient, type SqlError } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import type { Manifest } from "@wearflow/core/plugin"
+import { type OutboxEvent, type Sink, SinkError } from "@wearflow/core/sink"
+import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import { type Column, ddlOf, quote, type Table, tables } from "./tables.ts"
+
+export interface PostgresSinkConfig {
+  /** Another database to write to; by default the app's own. */
+  readonly url: Option.Option<Redacted.Redacted<string>>
+  readonly schema: string
+}
+
+export const manifest: Manifest<PostgresSinkConfig> = {
+  id: "postgres",
+  kind: "sink",
+  version: "0.1.0",
+  permissions: { net: [], env: ["SINK_POSTGRES_*"] },
+  config: Config.all({
+    url: Config.option(Config.redacted("SINK_POSTGRES_URL")),
+    schema: Config.string("SINK_POSTGRES_SCHEMA").pipe(
+      Config.withDefault("wearflow_data"),
+      Config.validate({ message: "SINK_POSTGRES_SCHEMA must be a plain identifier", validation: (s) => /^[a-z_][a-z0-9_]*$/.test(s) })
+    )
+  })
+}
+
+export class PostgresSink extends Context.Tag("wearflow/sinks/PostgresSink")<PostgresSink, Sink>() {}
+
+const EVENT = /^(?:daily|historical)\.data\.([a-z_]+)\.(?:created|updated)$/
+const CHUNK = 1000
+
+/** Connection-level and resource problems pass; bad data and schema errors do not. */
+const retryableCodes = /^(08|40|53|57|58)/
+const classify = (error: SqlError.SqlError) => {
+  const code = (error.cause as { code?: unknown } | undefined)?.code
+  const retryable = typeof code !== "string" || retryableCodes.test(code)
+  return new SinkError({ message: `postgres sink: ${error.message}${typeof code === "string" ? ` (${code})` : ""}`, retryable, cause: error })
+}
+
+const cell = (column: Column, value: unknown) =>
+  value === undefined || value === null ? null : column.type === "jsonb" ? JSON.stringify(value) : value
+
+const summaryRow = (table: Table, event: OutboxEvent): Record<string, unknown> | undefined => {
+  const data = event.envelope.data as Record<string, unknown> & { source?: { provider?: string } }
+  if (typeof data !== "object" || data === null || typeof data.id !== "string") return undefined
+  const extra: Record<string, unknown> = {
+    provider: data.source?.provider ?? "unknown",
+    team_id: event.teamId,
+    client_user_id: event.envelope.client_user_id,
+    event_id: event.eventId,
+    synced_at: new Date()
+  }
+  return Object.fromEntries(table.columns.map((c) => [c.name, cell(c, c.name in extra ? extra[c.name] : data[c.name])]))
+}
+
+const sampleRows = (table: Table, event: OutboxEvent): Array<Record<string, unknown>> => {
+  const batch = event.envelope.data as { source?: { provider?: string }; data?: ReadonlyArray<Record<string, unknown>> }
+  return (batch.data ?? []).map((sample) => {
+    const extra: Record<string, unknown> = {
+      user_id: event.userId,
+      provider: batch.source?.provider ?? "unknown",
+      team_id: event.teamId,
+      client_user_id: event.envelope.client_user_id,
+      event_id: event.eventId,
+      synced_at: new Date()
+    }
+    return Object.fromEntries(table.columns.map((c) => [c.name, cell(c, c.name in extra ? extra[c.name] : sample[c.name])]))
+  })
+}
+
+/** Keeps the last row per primary key: one statement cannot upsert the same row twice. */
+const lastPerKey = (table: Table, rows: ReadonlyArray<Record<string, unknown>>) => {
+  const byKey = new Map<string, Record<string, unknown>>()
+  for (const row of rows) byKey.set(table.primaryKey.map((k) => String(row[k])).join("\u0000"), row)
+  return [...byKey.values()]
+}
+
+export const make = (sql: SqlClient.SqlClient, schema: string) =>
+  Effect.gen(function* () {
+    yield* sql.unsafe(`create schema if not exists "${schema}"`)
+    for (const table of tables) {
+      for (const statement of ddlOf(schema, table)) yield* sql.unsafe(statement)
+    }
+    const byResource = new Map(tables.map((t) => [t.resource as string, t]))
+
+    const upsert = (table: Table, rows: ReadonlyArray<Record<string, unknown>>) => {
+      const updates = table.columns
+        .filter((c) => !table.primaryKey.includes(c.name))
+        .map((c) => `${quote(c.name)} = excluded.${quote(c.name)}`)
+        .join(", ")
+      return Effect.forEach(
+        chunks(lastPerKey(table, rows), CHUNK),
+        (chunk) =>
+          sql`insert into ${sql(schema)}.${sql(table.name)} ${sql.insert(chunk)}
+              on conflict (${sql.literal(table.primaryKey.map(quote).join(", "))})
+              do update set ${sql.literal(updates)}`,
+        { discard: true }
+      )
+    }
+
+    const deliver = (batch: ReadonlyArray<OutboxEvent>) => {
+      const rows = new Map<Table, Array<Record<string, unknown>>>()
+      for (const event of batch) {
+        const table = byResource.get(EVENT.exec(event.eventType)?.[1] ?? "")
+        if (!table) continue
+        const produced = table.kind === "summary" ? [summaryRow(table, event)].filter((r) => r !== undefined) : sampleRows(table, event)
+        rows.set(table, [...(rows.get(table) ?? []), ...produced])
+      }
+      return Effect.forEach(rows, ([table, tableRows]) => upsert(table, tableRows), { discard: true }).pipe(Effect.mapError(classify))
+    }
+
+    const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError(classify))
+
+    return { id: manifest.id, deliver, health } satisfies Sink
+  })
+
+const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
+  const out: Array<ReadonlyArray<A>> = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
+/** The sink on the app's database (SqlClient), or on SINK_POSTGRES_URL when set. */
+export const layer = Layer.scoped(
+  PostgresSink,
+  Effect.gen(function* () {
+    const config = yield* manifest.config
+    const sql = Option.isSome(config.url)
+      ? yield* PgClient.make({ url: config.url.value, applicationName: "wearflow-sink-postgres" }).pipe(Effect.provide(Reactivity.layer))
+      : yield* SqlClient.SqlClient
+    return yield* make(sql, config.schema)
+  })
+)
+
+export const plugin = { manifest, layer }
