@@ -4,7 +4,13 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Data, Effect, Either } from "effect"
-import type { SourceType, SummaryResource, TimeseriesResource } from "./schema.ts"
+import type { Activity, Sleep, SourceType, SummaryResource, TimeseriesResource, Workout } from "./schema.ts"
+
+export interface SummaryOf {
+  readonly activity: Activity
+  readonly sleep: Sleep
+  readonly workouts: Workout
+}
 
 export type DateBound =
   | { readonly _tag: "Day"; readonly day: string }
@@ -48,7 +54,7 @@ export class DataQuery extends Effect.Service<DataQuery>()("wearflow/DataQuery",
     const sql = yield* SqlClient.SqlClient
 
     /** Summaries of one resource, oldest first, with created_at / updated_at. */
-    const summaries = Effect.fn("DataQuery.summaries")(function* (userId: string, resource: SummaryResource, range: DateRange) {
+    const summaries = Effect.fn("DataQuery.summaries")(function* <R extends SummaryResource>(userId: string, resource: R, range: DateRange) {
       const lower = range.start._tag === "Day" ? sql`calendar_date >= ${range.start.day}::date` : sql`start_at >= ${range.start.at}`
       const upper = range.end === undefined
         ? sql`true`
@@ -57,7 +63,7 @@ export class DataQuery extends Effect.Service<DataQuery>()("wearflow/DataQuery",
         select data, created_at, updated_at from records
         where user_id = ${userId} and resource = ${resource} and ${lower} and ${upper}
         order by calendar_date, start_at, id`
-      return rows.map((r) => ({ ...r.data, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString() }))
+      return rows.map((r) => ({ ...r.data, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString() }) as unknown as SummaryOf[R])
     })
 
     /** Samples of one timeseries resource, oldest first, in Junction's sample shape. */

@@ -56,9 +56,16 @@ export class IngestWorker extends Effect.Service<IngestWorker>()("wearflow/Inges
 
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
       const [row] = yield* sql<{ provider: string; body: string }>`select provider, body from inbox where id = ${job.inboxId}`
-      if (!row) return yield* Effect.logWarning("inbox item vanished before processing").pipe(Effect.annotateLogs("inbox_id", job.inboxId))
+      const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, errors: [] }
+      if (!row) {
+        yield* Effect.logWarning("inbox item vanished before processing")
+        return nothing
+      }
       const provider = providers.get(row.provider)
-      if (!provider) return yield* Effect.logError("no provider plugin loaded for inbox item").pipe(Effect.annotateLogs({ inbox_id: job.inboxId, provider: row.provider }))
+      if (!provider) {
+        yield* Effect.logError("no provider plugin loaded for inbox item").pipe(Effect.annotateLogs("provider", row.provider))
+        return nothing
+      }
 
       const items = provider.itemsOf(JSON.parse(row.body)).filter(
         (item) => job.providerUserId === undefined || item.providerUserId === job.providerUserId

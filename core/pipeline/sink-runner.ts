@@ -95,7 +95,8 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     const backoff = Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("60 seconds")))
 
-    const step = deliver.pipe(
+    /** One delivery attempt, dead-lettering a permanently rejected batch; how many events were taken. */
+    const once = deliver.pipe(
       Effect.tap((r) => (r._tag === "Delivered" && r.count > 0 ? Metric.incrementBy(metric(eventsDelivered), r.count) : Effect.void)),
       Effect.catchTag("SinkError", (error) =>
         error.retryable
@@ -104,7 +105,10 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
               Effect.annotateLogs("error", error.message),
               Effect.zipRight(deadLetter(error))
             )
-      ),
+      )
+    )
+
+    const step = once.pipe(
       Effect.tapError((error) =>
         Effect.logWarning("sink delivery failed; retrying with back-off").pipe(
           Effect.annotateLogs("error", error.message),
@@ -115,9 +119,11 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
       Effect.flatMap((r) => (r._tag === "Delivered" && r.count === batchSize ? Effect.void : Effect.sleep(idle)))
     )
 
-    return yield* Effect.forever(step).pipe(Effect.annotateLogs("sink", sink.id))
+    return { once, run: Effect.forever(step).pipe(Effect.annotateLogs("sink", sink.id)) } as const
   })
 
 /** Runs the sink behind `tag` for the lifetime of the layer; its failures never reach ingestion. */
 export const layer = <I, S extends Sink>(tag: import("effect").Context.Tag<I, S>, options?: SinkRunnerOptions) =>
-  Layer.scopedDiscard(Effect.flatMap(tag, (sink) => Effect.forkScoped(make(sink, options))))
+  Layer.scopedDiscard(
+    Effect.flatMap(tag, (sink) => Effect.flatMap(make(sink, options), (runner) => Effect.forkScoped(runner.run)))
+  )
