@@ -1,0 +1,72 @@
+/** Spawns the real Bun server (apps/server/main.ts) and waits until it serves. */
+import { type ChildProcess, spawn } from "node:child_process"
+import { createServer } from "node:net"
+import { fileURLToPath } from "node:url"
+
+const root = fileURLToPath(new URL("../../", import.meta.url))
+const bun = fileURLToPath(new URL("../../node_modules/.bin/bun", import.meta.url))
+
+export const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))))
+    })
+  })
+
+export interface RunningServer {
+  readonly baseUrl: string
+  readonly process: ChildProcess
+  /** Everything the server wrote to stdout and stderr so far. */
+  readonly logs: () => string
+  /** Sends `signal` and resolves with the exit code. */
+  readonly stop: (signal?: NodeJS.Signals) => Promise<number | null>
+}
+
+export const startServer = async (env: Record<string, string | undefined>, timeoutMs = 60_000): Promise<RunningServer> => {
+  const port = await freePort()
+  const { DATABASE_URL: _ignored, ...inherited } = process.env
+  const child = spawn(bun, ["apps/server/main.ts"], {
+    cwd: root,
+    env: { ...inherited, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Info", ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let output = ""
+  child.stdout!.on("data", (chunk) => (output += chunk))
+  child.stderr!.on("data", (chunk) => (output += chunk))
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+  const baseUrl = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${output}`)
+    const ok = await fetch(`${baseUrl}/api/v1/webhooks/garmin/health`).then((r) => r.ok, () => false)
+    if (ok) break
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL")
+      throw new Error(`server did not become healthy:\n${output}`)
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return {
+    baseUrl,
+    process: child,
+    logs: () => output,
+    stop: async (signal = "SIGTERM") => {
+      if (child.exitCode === null) child.kill(signal)
+      return exited
+    }
+  }
+}
+
+/** Polls `probe` until it returns a value other than undefined. */
+export const eventually = async <A>(probe: () => Promise<A | undefined>, timeoutMs = 15_000): Promise<A> => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error("condition not met in time")
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
