@@ -4,7 +4,7 @@
  * across restarts.
  */
 import { parseKey } from "@wearflow/core/crypto"
-import { Config, Effect, LogLevel, Option, Redacted } from "effect"
+import { Config, Duration, Effect, LogLevel, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -21,6 +21,8 @@ export const ServerConfig = Config.all({
     Config.withDefault(4),
     Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 1..64", validation: (n) => n >= 1 && n <= 64 })
   ),
+  /** How long a crashed process's in-flight queue items stay locked before another takes them. */
+  queueLockExpiration: Config.duration("WEARFLOW_QUEUE_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(30))),
   maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024))
 })
 export type ServerConfig = Config.Config.Success<typeof ServerConfig>

@@ -28,7 +28,7 @@ const AppLayer = Effect.gen(function* () {
   const encryptionKey = yield* resolveEncryptionKey(config)
 
   const Storage = Layer.mergeAll(
-    IngestQueue.layer.pipe(Layer.provide(layerQueueStore())),
+    IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ lockExpiration: config.queueLockExpiration }))),
     layerTokenCipher(encryptionKey)
   ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir })))
 

@@ -4,7 +4,7 @@
  */
 import * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient, SqlPersistedQueue } from "@effect/sql"
-import { Context, Data, Duration, Effect, Layer, Metric, Schema } from "effect"
+import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
 
 /** Work for the ingest worker: one inbox row, optionally only the items of one provider user. */
 export const IngestJob = Schema.Struct({
@@ -17,18 +17,26 @@ export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue
   static readonly layer = Layer.effect(IngestQueue, PersistedQueue.make({ name: "ingest", schema: IngestJob }))
 }
 
-/** The queue store in Postgres. Short lock expiry: a crashed worker's items are retaken within 30 s. */
-export const layerQueueStore = (options?: { readonly pollInterval?: Duration.DurationInput }) =>
-  PersistedQueue.layer.pipe(
+/**
+ * The queue store in Postgres. A live worker refreshes its locks every third of
+ * `lockExpiration`; a crashed worker's items are retaken once it passes (default 30 s).
+ */
+export const layerQueueStore = (options?: {
+  readonly pollInterval?: Duration.DurationInput
+  readonly lockExpiration?: Duration.DurationInput
+}) => {
+  const lockExpiration = Duration.decode(options?.lockExpiration ?? Duration.seconds(30))
+  return PersistedQueue.layer.pipe(
     Layer.provide(
       SqlPersistedQueue.layerStore({
         tableName: "ingest_queue",
         pollInterval: options?.pollInterval ?? Duration.millis(100),
-        lockRefreshInterval: Duration.seconds(10),
-        lockExpiration: Duration.seconds(30)
+        lockRefreshInterval: Duration.divide(lockExpiration, 3).pipe(Option.getOrElse(() => lockExpiration)),
+        lockExpiration
       })
     )
   )
+}
 
 /** The body could not be made durable; the provider must retry (HTTP 503). */
 export class InboxUnavailable extends Data.TaggedError("InboxUnavailable")<{ readonly cause: unknown }> {
