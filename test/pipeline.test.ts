@@ -6,7 +6,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
 import { layerTokenCipher } from "@wearflow/core/crypto"
-import { Inbox, IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { Inbox, IngestQueue, ingestJobId, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
@@ -77,6 +77,21 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
 
       const activity = yield* (yield* DataQuery).summaries(user.user_id, "activity", range)
       expect(activity.map((a) => a.steps)).toEqual([4210, 3305])
+    }))
+
+  it.effect("the inbox's one-statement commit writes the very job IngestQueue.offer would", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const inboxId = yield* (yield* Inbox).commit({ provider: "garmin", kind: "push", body: "{}", itemCount: 0 })
+      const queue = yield* IngestQueue
+      yield* queue.offer({ inboxId }, { id: ingestJobId(inboxId) })
+      const jobs = yield* sql<{ element: string; queue_name: string }>`select element, queue_name from ingest_queue where id = ${ingestJobId(inboxId)}`
+      expect(jobs).toHaveLength(1)
+      expect(JSON.parse(jobs[0]!.element)).toEqual({ inboxId })
+      // The queue decodes it as a job: taking until ours shows up proves the round trip.
+      let taken = yield* queue.take((job) => Effect.succeed(job))
+      while (taken.inboxId !== inboxId) taken = yield* queue.take((job) => Effect.succeed(job))
+      expect(taken).toEqual({ inboxId })
     }))
 
   it.effect("a changed record emits .updated, and an older delivery never overwrites a newer one", () =>

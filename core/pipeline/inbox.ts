@@ -13,8 +13,11 @@ export const IngestJob = Schema.Struct({
 })
 export type IngestJob = typeof IngestJob.Type
 
+const QUEUE_TABLE = "ingest_queue"
+const QUEUE_NAME = "ingest"
+
 export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue, PersistedQueue.PersistedQueue<IngestJob>>() {
-  static readonly layer = Layer.effect(IngestQueue, PersistedQueue.make({ name: "ingest", schema: IngestJob }))
+  static readonly layer = Layer.effect(IngestQueue, PersistedQueue.make({ name: QUEUE_NAME, schema: IngestJob }))
 }
 
 /**
@@ -29,7 +32,7 @@ export const layerQueueStore = (options?: {
   return PersistedQueue.layer.pipe(
     Layer.provide(
       SqlPersistedQueue.layerStore({
-        tableName: "ingest_queue",
+        tableName: QUEUE_TABLE,
         pollInterval: options?.pollInterval ?? Duration.millis(100),
         lockRefreshInterval: Duration.divide(lockExpiration, 3).pipe(Option.getOrElse(() => lockExpiration)),
         lockExpiration
@@ -52,7 +55,8 @@ export interface Notification {
 }
 
 /** Queue ids are at most 36 characters. */
-export const ingestJobId = (inboxId: number) => `inbox-${inboxId}`
+const JOB_ID_PREFIX = "inbox-"
+export const ingestJobId = (inboxId: number) => `${JOB_ID_PREFIX}${inboxId}`
 
 export const received = Metric.counter("wearflow_notifications_received_total")
 export const rejected = Metric.counter("wearflow_notifications_rejected_total")
@@ -60,22 +64,41 @@ export const rejected = Metric.counter("wearflow_notifications_rejected_total")
 export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const queue = yield* IngestQueue
+    // Not called here (commit writes the job row itself), but its layer creates the queue table.
+    yield* IngestQueue
 
-    const commit = Effect.fn("Inbox.commit")(function* (notification: Notification) {
-      const [row] = yield* sql<{ id: string }>`
-        insert into inbox (provider, kind, body, item_count)
-        values (${notification.provider}, ${notification.kind}, ${notification.body}, ${notification.itemCount})
-        returning id`
-      const inboxId = Number(row!.id)
-      // PING items wait for the pull worker; only PUSH bodies go straight to normalization.
-      if (notification.kind === "push") yield* queue.offer({ inboxId }, { id: ingestJobId(inboxId) })
-      return inboxId
-    }, (effect, notification) =>
-      sql.withTransaction(effect).pipe(
-        Effect.tap(() => Metric.increment(Metric.tagged(received, "provider", notification.provider))),
-        Effect.mapError((cause) => new InboxUnavailable({ cause }))
-      ))
+    /**
+     * One statement stores the body and, for PUSH bodies, offers its ingest job: one round
+     * trip, atomic without an explicit transaction. The job row is exactly what
+     * `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })` writes (SqlPersistedQueue's
+     * table, pinned with @effect/sql 0.52); test/pipeline.test.ts checks the two agree.
+     * PING bodies wait for the pull worker instead.
+     */
+    const commit = Effect.fn("Inbox.commit")(
+      function* (notification: Notification) {
+        const rows = notification.kind === "push"
+          ? yield* sql<{ id: string }>`
+              with stored as (
+                insert into inbox (provider, kind, body, item_count)
+                values (${notification.provider}, ${notification.kind}, ${notification.body}, ${notification.itemCount})
+                returning id
+              ), queued as (
+                insert into ${sql(QUEUE_TABLE)} (id, queue_name, element, completed, attempts, created_at, updated_at)
+                select ${JOB_ID_PREFIX} || id, ${QUEUE_NAME}, json_build_object('inboxId', id)::text, false, 0, now(), now() from stored
+              )
+              select id from stored`
+          : yield* sql<{ id: string }>`
+              insert into inbox (provider, kind, body, item_count)
+              values (${notification.provider}, ${notification.kind}, ${notification.body}, ${notification.itemCount})
+              returning id`
+        return Number(rows[0]!.id)
+      },
+      (effect, notification) =>
+        effect.pipe(
+          Effect.tap(() => Metric.increment(Metric.tagged(received, "provider", notification.provider))),
+          Effect.mapError((cause) => new InboxUnavailable({ cause }))
+        )
+    )
 
     /** Whether the inbox can take a body right now. */
     const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError((cause) => new InboxUnavailable({ cause })))

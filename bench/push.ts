@@ -1,0 +1,116 @@
+/**
+ * Benchmark of the provider-facing fast path: Garmin PUSH bodies posted to the real server,
+ * against a baseline measured in the same run on the same Postgres — a bare Bun handler doing
+ * only the irreducible work (check the header, parse JSON, one INSERT, answer).
+ *
+ *   npm run bench            (env: BENCH_SECONDS=5 BENCH_CONCURRENCY=32)
+ */
+import { Effect, Redacted } from "effect"
+import { spawn } from "node:child_process"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import pg from "pg"
+import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 5)
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32)
+const body = await fs.readFile(new URL("../test/fixtures/garmin/dailies.json", import.meta.url), "utf8")
+
+interface Figures {
+  readonly requests: number
+  readonly perSecond: number
+  readonly p50: number
+  readonly p99: number
+  readonly failures: number
+}
+
+/** Posts `body` with `concurrency` clients for `duration` ms; latencies in ms. */
+const load = async (url: string, headers: Record<string, string>, duration: number): Promise<Figures> => {
+  const latencies: Array<number> = []
+  let failures = 0
+  const end = performance.now() + duration
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const start = performance.now()
+        const response = await fetch(url, { method: "POST", headers, body })
+        await response.arrayBuffer()
+        if (response.status !== 200) failures++
+        latencies.push(performance.now() - start)
+      }
+    })
+  )
+  latencies.sort((a, b) => a - b)
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
+  return { requests: latencies.length, perSecond: latencies.length / (duration / 1000), p50: at(0.5), p99: at(0.99), failures }
+}
+
+const measure = async (name: string, url: string, headers: Record<string, string>) => {
+  await load(url, headers, 1000) // warm-up
+  const figures = await load(url, headers, seconds * 1000)
+  console.log(
+    `${name.padEnd(10)} ${figures.perSecond.toFixed(0).padStart(7)} req/s   p50 ${figures.p50.toFixed(2)} ms   p99 ${figures.p99.toFixed(2)} ms   non-200: ${figures.failures}`
+  )
+  return figures
+}
+
+const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-"))
+await fs.chmod(dir, 0o755)
+const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
+const url = Redacted.value(database.url)
+const admin = new pg.Client({ connectionString: url })
+await admin.connect()
+await admin.query("create table baseline_inbox (id bigint generated always as identity primary key, body text not null, received_at timestamptz not null default now())")
+await admin.query("create database bench_wearflow")
+
+// Baseline: the minimum a durable webhook receiver must do.
+const pool = new pg.Pool({ connectionString: url, max: 20 })
+const baseline = Bun.serve({
+  port: 0,
+  hostname: "127.0.0.1",
+  async fetch(request) {
+    if (request.headers.get("garmin-client-id") !== "bench") return new Response(null, { status: 401 })
+    const text = await request.text()
+    JSON.parse(text)
+    const result = await pool.query("insert into baseline_inbox (body) values ($1) returning id", [text])
+    return Response.json({ inbox_id: Number(result.rows[0].id) })
+  }
+})
+
+const port = 20_000 + Math.floor(Math.random() * 20_000)
+const server = spawn(process.execPath, ["apps/server/main.ts"], {
+  cwd: new URL("..", import.meta.url).pathname,
+  env: {
+    ...process.env,
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    DATABASE_URL: url.replace(/\/bench$/, "/bench_wearflow"),
+    GARMIN_CLIENT_ID: "bench",
+    WEARFLOW_API_KEY: "bench",
+    WEARFLOW_DATA_DIR: path.join(dir, "data"),
+    LOG_LEVEL: "Warn"
+  },
+  stdio: ["ignore", "inherit", "inherit"]
+})
+for (;;) {
+  const ok = await fetch(`http://127.0.0.1:${port}/api/v1/webhooks/garmin/health`).then((r) => r.ok, () => false)
+  if (ok) break
+  await Bun.sleep(100)
+}
+
+console.log(`Garmin PUSH (dailies.json, ${body.length} bytes), ${concurrency} concurrent clients, ${seconds} s each, Bun ${Bun.version}`)
+const headers = { "garmin-client-id": "bench", "content-type": "application/json" }
+const base = await measure("baseline", `http://127.0.0.1:${baseline.port}/`, headers)
+const wearflow = await measure("wearflow", `http://127.0.0.1:${port}/api/v1/webhooks/garmin/push`, headers)
+console.log(
+  `ratio wearflow/baseline: throughput ${(wearflow.perSecond / base.perSecond).toFixed(2)}×, p50 ${(wearflow.p50 / base.p50).toFixed(2)}×, p99 ${(wearflow.p99 / base.p99).toFixed(2)}×`
+)
+
+server.kill("SIGTERM")
+await new Promise((resolve) => server.once("exit", resolve))
+baseline.stop(true)
+await pool.end()
+await admin.end()
+await Effect.runPromise(database.stop)
+await fs.rm(dir, { recursive: true, force: true })
