@@ -13,10 +13,12 @@ import { RecordStore } from "@wearflow/core/pipeline/store"
 import { Providers } from "@wearflow/core/provider"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import { type OutboxEvent, SinkError } from "@wearflow/core/sink"
+import * as Host from "@wearflow/core/host"
 import * as Database from "@wearflow/core/storage/database"
 import * as Garmin from "@wearflow/garmin"
 import * as PostgresSink from "@wearflow/sink-postgres"
-import { Effect, Either, Layer, Option, Redacted } from "effect"
+import { FetchHttpClient } from "@effect/platform"
+import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import pg from "pg"
@@ -288,6 +290,24 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const again = yield* sql<{ n: number }>`select count(*)::int as n from wearflow_data.activity where user_id = ${user.user_id}`
       expect(again[0]!.n).toBe(2)
     }))
+
+  it.effect("the Postgres sink can write to another database and schema (SINK_POSTGRES_URL / _SCHEMA)", () =>
+    Effect.gen(function* () {
+      const elsewhere = yield* Effect.promise(() => freshDatabaseUrl())
+      const env = ConfigProvider.fromMap(new Map([["SINK_POSTGRES_URL", Redacted.value(elsewhere)], ["SINK_POSTGRES_SCHEMA", "analytics"]]))
+      const context = yield* Layer.build(Host.load(PostgresSink.plugin, env).pipe(Layer.provide(FetchHttpClient.layer)))
+      const sink = Context.get(context, PostgresSink.PostgresSink)
+      const runner = yield* SinkRunner.make(sink, { batchSize: 10_000 })
+      const user = yield* linkedUser("elsewhere", "garmin-elsewhere")
+      yield* ingest(fixture("sleeps").replaceAll(GARMIN_USER, "garmin-elsewhere"))
+      yield* runner.once
+
+      const other = new pg.Client({ connectionString: Redacted.value(elsewhere) })
+      yield* Effect.promise(() => other.connect())
+      const rows = yield* Effect.promise(() => other.query("select deep, total from analytics.sleep where user_id = $1 order by calendar_date", [user.user_id]))
+      yield* Effect.promise(() => other.end())
+      expect(rows.rows.map((r) => [r.deep, r.total])).toEqual([[9446, 11588], [0, 0]])
+    }).pipe(Effect.scoped))
 })
 
 describe("date ranges", () => {

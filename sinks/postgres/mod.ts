@@ -128,15 +128,26 @@ const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A
   return out
 }
 
+/**
+ * Runs `deliver` outside the caller's transaction. @effect/sql finds the open transaction
+ * through one context tag shared by every client, so a sink on another database would
+ * otherwise send its statements down the runner's connection to the app's database.
+ */
+const outsideCallerTransaction = (sink: Sink): Sink => ({
+  ...sink,
+  deliver: (batch) => Effect.mapInputContext(sink.deliver(batch), Context.omit(SqlClient.TransactionConnection))
+})
+
 /** The sink on the app's database (SqlClient), or on SINK_POSTGRES_URL when set. */
 export const layer = Layer.scoped(
   PostgresSink,
   Effect.gen(function* () {
     const config = yield* manifest.config
-    const sql = Option.isSome(config.url)
-      ? yield* PgClient.make({ url: config.url.value, applicationName: "wearflow-sink-postgres" }).pipe(Effect.provide(Reactivity.layer))
-      : yield* SqlClient.SqlClient
-    return yield* make(sql, config.schema)
+    if (Option.isNone(config.url)) return yield* make(yield* SqlClient.SqlClient, config.schema)
+    const own = yield* PgClient.make({ url: config.url.value, applicationName: "wearflow-sink-postgres" }).pipe(
+      Effect.provide(Reactivity.layer)
+    )
+    return outsideCallerTransaction(yield* make(own, config.schema))
   })
 )
 
