@@ -4,7 +4,7 @@
  * across restarts.
  */
 import { parseKey } from "@wearflow/core/crypto"
-import { Config, Duration, Effect, LogLevel, Option, Redacted } from "effect"
+import { Config, Data, Duration, Effect, LogLevel, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -27,7 +27,8 @@ export const ServerConfig = Config.all({
 })
 export type ServerConfig = Config.Config.Success<typeof ServerConfig>
 
-export class SecretFileError extends Error {}
+/** A generated secret could not be read or written in the data dir. */
+export class SecretFileError extends Data.TaggedError("SecretFileError")<{ readonly message: string }> {}
 
 /** Reads `<dataDir>/<name>`, creating it with `generate()` when it does not exist. */
 const secretFile = (dataDir: string, name: string, generate: () => string) =>
@@ -41,7 +42,7 @@ const secretFile = (dataDir: string, name: string, generate: () => string) =>
       await fs.writeFile(file, value + "\n", { mode: 0o600, flag: "wx" })
       return { value, file, created: true }
     },
-    catch: (cause) => new SecretFileError(`cannot read or create ${name} in ${dataDir}: ${String(cause)}`)
+    catch: (cause) => new SecretFileError({ message: `cannot read or create ${name} in ${dataDir}: ${String(cause)}` })
   })
 
 /** WEARFLOW_API_KEY, or a key generated into the data dir (its path is logged, never the key). */
@@ -67,6 +68,6 @@ export const resolveEncryptionKey = (config: ServerConfig) =>
   }).pipe(
     Effect.flatMap((text) => {
       const key = parseKey(text)
-      return key ? Effect.succeed(Redacted.make(key)) : Effect.fail(new SecretFileError("the token encryption key must be 32 bytes, base64 or hex"))
+      return key ? Effect.succeed(Redacted.make(key)) : Effect.fail(new SecretFileError({ message: "the token encryption key must be 32 bytes, base64 or hex" }))
     })
   )

@@ -59,7 +59,6 @@ const JOB_ID_PREFIX = "inbox-"
 export const ingestJobId = (inboxId: number) => `${JOB_ID_PREFIX}${inboxId}`
 
 export const received = Metric.counter("wearflow_notifications_received_total")
-export const rejected = Metric.counter("wearflow_notifications_rejected_total")
 
 export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
   effect: Effect.gen(function* () {

@@ -67,7 +67,9 @@ export class IngestWorker extends Effect.Service<IngestWorker>()("wearflow/Inges
         return nothing
       }
 
-      const items = provider.itemsOf(JSON.parse(row.body)).filter(
+      // Bodies were parsed before they were stored; a body that no longer parses yields no items.
+      const body = Either.try(() => JSON.parse(row.body) as unknown).pipe(Either.getOrElse(() => undefined))
+      const items = provider.itemsOf(body).filter(
         (item) => job.providerUserId === undefined || item.providerUserId === job.providerUserId
       )
       const errors: Array<ItemProblem> = []

@@ -90,7 +90,8 @@ const assertReachable = async (dir: string, runAs: RunAs) => {
   }
 }
 
-const freePort = () =>
+/** A TCP port free on loopback right now. */
+export const freePort = () =>
   new Promise<number>((resolve, reject) => {
     const server = createServer()
     server.once("error", reject)

@@ -48,32 +48,29 @@ const classify = (error: SqlError.SqlError) => {
 const cell = (column: Column, value: unknown) =>
   value === undefined || value === null ? null : column.type === "jsonb" ? JSON.stringify(value) : value
 
+/** Columns every row carries besides the resource's own fields. */
+const bookkeeping = (event: OutboxEvent, provider: string | undefined): Record<string, unknown> => ({
+  user_id: event.userId,
+  provider: provider ?? "unknown",
+  team_id: event.teamId,
+  client_user_id: event.envelope.client_user_id,
+  event_id: event.eventId,
+  synced_at: new Date()
+})
+
+const rowOf = (table: Table, fields: Record<string, unknown>, extra: Record<string, unknown>) =>
+  Object.fromEntries(table.columns.map((c) => [c.name, cell(c, c.name in extra ? extra[c.name] : fields[c.name])]))
+
 const summaryRow = (table: Table, event: OutboxEvent): Record<string, unknown> | undefined => {
   const data = event.envelope.data as Record<string, unknown> & { source?: { provider?: string } }
   if (typeof data !== "object" || data === null || typeof data.id !== "string") return undefined
-  const extra: Record<string, unknown> = {
-    provider: data.source?.provider ?? "unknown",
-    team_id: event.teamId,
-    client_user_id: event.envelope.client_user_id,
-    event_id: event.eventId,
-    synced_at: new Date()
-  }
-  return Object.fromEntries(table.columns.map((c) => [c.name, cell(c, c.name in extra ? extra[c.name] : data[c.name])]))
+  return rowOf(table, data, bookkeeping(event, data.source?.provider))
 }
 
 const sampleRows = (table: Table, event: OutboxEvent): Array<Record<string, unknown>> => {
   const batch = event.envelope.data as { source?: { provider?: string }; data?: ReadonlyArray<Record<string, unknown>> }
-  return (batch.data ?? []).map((sample) => {
-    const extra: Record<string, unknown> = {
-      user_id: event.userId,
-      provider: batch.source?.provider ?? "unknown",
-      team_id: event.teamId,
-      client_user_id: event.envelope.client_user_id,
-      event_id: event.eventId,
-      synced_at: new Date()
-    }
-    return Object.fromEntries(table.columns.map((c) => [c.name, cell(c, c.name in extra ? extra[c.name] : sample[c.name])]))
-  })
+  const extra = bookkeeping(event, batch.source?.provider)
+  return (batch.data ?? []).map((sample) => rowOf(table, sample, extra))
 }
 
 /** Keeps the last row per primary key: one statement cannot upsert the same row twice. */

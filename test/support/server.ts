@@ -1,20 +1,10 @@
 /** Spawns the real Bun server (apps/server/main.ts) and waits until it serves. */
 import { type ChildProcess, spawn } from "node:child_process"
-import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
+import { freePort } from "../../core/storage/embedded-postgres.ts"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
 const bun = fileURLToPath(new URL("../../node_modules/.bin/bun", import.meta.url))
-
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))))
-    })
-  })
 
 export interface RunningServer {
   readonly baseUrl: string
