@@ -3,7 +3,8 @@
  * against a baseline measured in the same run on the same Postgres — a bare Bun handler doing
  * only the irreducible work (check the header, parse JSON, one INSERT, answer).
  *
- *   npm run bench            (env: BENCH_SECONDS=5 BENCH_CONCURRENCY=32)
+ *   npm run bench            (env: BENCH_SECONDS=5 BENCH_CONCURRENCY=32;
+ *                             BENCH_SERVER_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp" profiles the server)
  */
 import { Effect, Redacted } from "effect"
 import { spawn } from "node:child_process"
@@ -79,7 +80,8 @@ const baseline = Bun.serve({
 })
 
 const port = 20_000 + Math.floor(Math.random() * 20_000)
-const server = spawn(process.execPath, ["apps/server/main.ts"], {
+const serverFlags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
+const server = spawn(process.execPath, [...serverFlags, "apps/server/main.ts"], {
   cwd: new URL("..", import.meta.url).pathname,
   env: {
     ...process.env,

@@ -19,7 +19,7 @@ export const ServerConfig = Config.all({
   logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
   ingestConcurrency: Config.integer("WEARFLOW_INGEST_CONCURRENCY").pipe(
     Config.withDefault(4),
-    Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 1..64", validation: (n) => n >= 1 && n <= 64 })
+    Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 0..64 (0: this process only receives)", validation: (n) => n >= 0 && n <= 64 })
   ),
   /** How long a crashed process's in-flight queue items stay locked before another takes them. */
   queueLockExpiration: Config.duration("WEARFLOW_QUEUE_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(30))),
