@@ -6,7 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { Data, Effect, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
-import { hashApiKey, stableUuid, TokenCipher } from "./crypto.ts"
+import { hashApiKey, TokenCipher } from "./crypto.ts"
 import { IngestQueue } from "./pipeline/inbox.ts"
 import type { Recipient } from "./pipeline/store.ts"
 
@@ -37,6 +37,8 @@ export interface ConnectionTokens {
 
 export class UserNotFound extends Data.TaggedError("UserNotFound")<{ readonly userId: string }> {}
 export class UserExists extends Data.TaggedError("UserExists")<{ readonly userId: string }> {}
+/** The provider account is linked in another team: its data must never reach two tenants. */
+export class ProviderUserTaken extends Data.TaggedError("ProviderUserTaken")<{ readonly provider: string }> {}
 
 const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 
@@ -111,6 +113,10 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       yield* getUser(teamId, userId)
       const encrypt = (value: Redacted.Redacted<string> | undefined) => (value ? cipher.encrypt(value) : null)
       yield* lockProviderUser(sql, provider, providerUserId)
+      const elsewhere = yield* sql<{ n: number }>`
+        select count(*)::int as n from provider_connections c join users u on u.id = c.user_id
+        where c.provider = ${provider} and c.provider_user_id = ${providerUserId} and c.status = 'active' and u.team_id <> ${teamId}`
+      if (elsewhere[0]!.n > 0) return yield* new ProviderUserTaken({ provider })
       const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
         insert into provider_connections
           (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, token_secret, access_token_expires_at)
@@ -126,7 +132,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         returning inbox_id`
       for (const { inbox_id } of waiting) {
         const inboxId = Number(inbox_id)
-        yield* queue.offer({ inboxId, providerUserId }, { id: stableUuid("replay", provider, providerUserId, inbox_id) })
+        // A fresh id each time: the same body may be parked and replayed more than once.
+        yield* queue.offer({ inboxId, providerUserId }, { id: randomUUID() })
       }
       return { connection: { ...row!, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length }
     }, sql.withTransaction)

@@ -14,11 +14,13 @@ const VERSION = 1
 
 const keyIdOf = (key: Uint8Array) => createHash("sha256").update(key).digest().subarray(0, 4)
 
-export interface TokenCipher {
-  readonly encrypt: (plaintext: Redacted.Redacted<string>) => Uint8Array
-  readonly decrypt: (ciphertext: Uint8Array) => Effect.Effect<Redacted.Redacted<string>, DecryptionError>
-}
-export const TokenCipher = Context.GenericTag<TokenCipher>("wearflow/TokenCipher")
+export class TokenCipher extends Context.Tag("wearflow/TokenCipher")<
+  TokenCipher,
+  {
+    readonly encrypt: (plaintext: Redacted.Redacted<string>) => Uint8Array
+    readonly decrypt: (ciphertext: Uint8Array) => Effect.Effect<Redacted.Redacted<string>, DecryptionError>
+  }
+>() {}
 
 /** Parses a 32-byte key given as base64 or 64 hex characters. */
 export const parseKey = (text: string): Uint8Array | undefined => {
@@ -27,7 +29,7 @@ export const parseKey = (text: string): Uint8Array | undefined => {
   return bytes.length === 32 ? bytes : undefined
 }
 
-export const makeTokenCipher = (key: Redacted.Redacted<Uint8Array>): TokenCipher => {
+export const makeTokenCipher = (key: Redacted.Redacted<Uint8Array>): TokenCipher["Type"] => {
   const secret = Redacted.value(key)
   const keyId = keyIdOf(secret)
   return {

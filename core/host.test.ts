@@ -1,4 +1,4 @@
-import { FetchHttpClient, HttpClient, HttpClientError } from "@effect/platform"
+import { FetchHttpClient, HttpClient, type HttpClientError, HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Config, ConfigError, ConfigProvider, Context, Effect, Either, Layer } from "effect"
 import { createServer, type Server } from "node:http"
@@ -94,4 +94,48 @@ describe("plugin host", () => {
       expect(String(exit)).toContain("PROBE_TOKEN")
     })
   )
+
+  it.scoped("checks the final URL: a plugin cannot rewrite a request past the guard, and relative URLs work", () =>
+    Effect.gen(function* () {
+      const { port, hits } = yield* countingServer
+      const sneaky = {
+        manifest: manifest(["apis.garmin.com"]),
+        layer: Layer.effect(
+          Probe,
+          Effect.map(HttpClient.HttpClient, (client) => ({
+            get: (url: string) =>
+              client.pipe(HttpClient.mapRequest(HttpClientRequest.setUrl(url))).get("https://apis.garmin.com/ok").pipe(Effect.map((r) => r.status)),
+            secret: Either.right("")
+          }))
+        )
+      }
+      const probe = yield* Effect.provide(Probe, load(sneaky, env).pipe(Layer.provide(FetchHttpClient.layer)))
+      const error = yield* Effect.flip(probe.get(`http://127.0.0.1:${port}/x`))
+      expect((error.cause as { _tag: string })._tag).toBe("NetPermissionDenied")
+      expect(hits()).toBe(0)
+
+      const based = {
+        manifest: manifest([`127.0.0.1:${port}`]),
+        layer: Layer.effect(
+          Probe,
+          Effect.map(HttpClient.HttpClient, (client) => ({
+            get: (path: string) =>
+              client.pipe(HttpClient.mapRequest(HttpClientRequest.prependUrl(`http://127.0.0.1:${port}`))).get(path).pipe(Effect.map((r) => r.status)),
+            secret: Either.right("")
+          }))
+        )
+      }
+      const relative = yield* Effect.provide(Probe, load(based, env).pipe(Layer.provide(FetchHttpClient.layer)))
+      expect(yield* relative.get("/x")).toBe(200)
+      expect(hits()).toBe(1)
+    }))
+
+  it.effect("the restricted configuration does not leak to layers built beside the plugin", () =>
+    Effect.gen(function* () {
+      class Sibling extends Context.Tag("test/Sibling")<Sibling, string>() {}
+      const sibling = Layer.effect(Sibling, Config.string("OTHER_SECRET"))
+      const both = Layer.merge(load(probePlugin([]), env), sibling).pipe(Layer.provide(FetchHttpClient.layer))
+      const value = yield* Effect.provide(Sibling, both).pipe(Effect.withConfigProvider(env))
+      expect(value).toBe("s3cret")
+    }))
 })

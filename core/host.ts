@@ -3,8 +3,8 @@
  * the manifest's `net`, and a ConfigProvider that refuses names outside its `env` (Deno's
  * `--allow-net=host` / `--allow-env=NAME`, enforced per plugin).
  */
-import { HttpClient, HttpClientError } from "@effect/platform"
-import { ConfigError, ConfigProvider, Data, Effect, Layer } from "effect"
+import { HttpClient, HttpClientError, type HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import { ConfigError, ConfigProvider, Data, Effect, HashSet, Layer } from "effect"
 import { allowsEnv, allowsHost, type Manifest, type Plugin } from "./plugin.ts"
 
 /** A plugin tried to reach a host its manifest does not declare. */
@@ -17,16 +17,24 @@ export class NetPermissionDenied extends Data.TaggedError("NetPermissionDenied")
   }
 }
 
-/** Wraps `client` so that requests to undeclared hosts fail before any connection is made. */
+/**
+ * Wraps `client` so that requests to undeclared hosts fail before any connection is made.
+ * The check sits where requests are executed, after every `mapRequest` a plugin adds, so it
+ * sees the final URL (a relative URL made absolute, or one rewritten later, is checked too).
+ */
 export const guardHttpClient = (manifest: Manifest, client: HttpClient.HttpClient): HttpClient.HttpClient =>
-  HttpClient.mapRequestEffect(client, (request) => {
-    const url = URL.canParse(request.url) ? new URL(request.url) : undefined
-    if (url && allowsHost(manifest.permissions, url)) return Effect.succeed(request)
-    const cause = new NetPermissionDenied({ plugin: manifest.id, host: url?.host ?? "(invalid url)" })
-    return Effect.fail(
-      new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause, description: cause.message })
-    )
-  })
+  HttpClient.makeWith(
+    (prepared: Effect.Effect<HttpClientRequest.HttpClientRequest>) =>
+      Effect.flatMap(prepared, (request): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
+        const url = URL.canParse(request.url) ? new URL(request.url) : undefined
+        if (url && allowsHost(manifest.permissions, url)) return client.execute(request)
+        const cause = new NetPermissionDenied({ plugin: manifest.id, host: url?.host ?? "(invalid url)" })
+        return Effect.fail(
+          new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause, description: cause.message })
+        )
+      }),
+    Effect.succeed
+  )
 
 const envName = (path: ReadonlyArray<string>) => path.join("_")
 
@@ -44,7 +52,10 @@ export const restrictConfigProvider = (manifest: Manifest, base: ConfigProvider.
                 `plugin ${manifest.id} may not read ${envName(path)}: not in its declared env permissions`
               )
             ),
-      enumerateChildren: (path) => flat.enumerateChildren(path),
+      enumerateChildren: (path) =>
+        flat.enumerateChildren(path).pipe(
+          Effect.map((names) => HashSet.filter(names, (name) => allowsEnv(manifest.permissions, envName([...path, name]))))
+        ),
       patch: flat.patch
     })
   )
@@ -52,15 +63,19 @@ export const restrictConfigProvider = (manifest: Manifest, base: ConfigProvider.
 
 /**
  * Builds a plugin's layer inside its sandbox. `base` is where configuration really comes
- * from (the process environment in the app, a map in tests).
+ * from (the process environment in the app, a map in tests). The restricted ConfigProvider
+ * applies to the layer's construction only — where plugins read their configuration — and
+ * never leaks to sibling layers.
  */
 export const load = <ROut, E, RIn>(
   plugin: Plugin<ROut, E, RIn>,
   base: ConfigProvider.ConfigProvider = ConfigProvider.fromEnv()
 ) => {
-  const sandbox = Layer.merge(
-    Layer.effect(HttpClient.HttpClient, Effect.map(HttpClient.HttpClient, (client) => guardHttpClient(plugin.manifest, client))),
-    Layer.setConfigProvider(restrictConfigProvider(plugin.manifest, base))
+  const restricted = restrictConfigProvider(plugin.manifest, base)
+  const sandboxed = Layer.locallyEffect(plugin.layer, (build) => Effect.withConfigProvider(build, restricted))
+  const guardedClient = Layer.effect(
+    HttpClient.HttpClient,
+    Effect.map(HttpClient.HttpClient, (client) => guardHttpClient(plugin.manifest, client))
   )
-  return Layer.provide(plugin.layer, sandbox)
+  return Layer.provide(sandboxed, guardedClient)
 }

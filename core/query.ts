@@ -21,9 +21,15 @@ export class InvalidDateRange extends Data.TaggedError("InvalidDateRange")<{ rea
 const DAY = /^\d{4}-\d{2}-\d{2}$/
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/
 
+/** A real calendar day: 2016-02-30 would silently become March 1st. */
+const isCalendarDay = (day: string) => {
+  const date = new Date(`${day}T00:00:00Z`)
+  return !Number.isNaN(date.getTime()) && date.toISOString().slice(0, 10) === day
+}
+
 export const parseDateBound = (name: string, text: string): Either.Either<DateBound, InvalidDateRange> => {
-  if (DAY.test(text) && !Number.isNaN(Date.parse(`${text}T00:00:00Z`))) return Either.right({ _tag: "Day", day: text })
-  if (DATE_TIME.test(text)) {
+  if (DAY.test(text) && isCalendarDay(text)) return Either.right({ _tag: "Day", day: text })
+  if (DATE_TIME.test(text) && isCalendarDay(text.slice(0, 10))) {
     const at = new Date(text)
     if (!Number.isNaN(at.getTime())) return Either.right({ _tag: "Instant", at })
   }

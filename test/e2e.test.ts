@@ -155,20 +155,37 @@ describe("Garmin PUSH → store → query API and typed tables", () => {
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.activity where user_id = $1", [bob])) === 1 ? true : undefined))
   })
 
+  /** Everything that a duplicate would show up in. */
+  const totals = async () => ({
+    events: await count("select count(*) as n from outbox"),
+    records: await count("select count(*) as n from records"),
+    samples: await count("select count(*) as n from samples"),
+    activity: await count("select count(*) as n from wearflow_data.activity"),
+    heartrate: await count("select count(*) as n from wearflow_data.heartrate"),
+    sleep: await count("select count(*) as n from wearflow_data.sleep"),
+    workouts: await count("select count(*) as n from wearflow_data.workouts")
+  })
+
+  /** Waits until the Postgres sink has taken every event. */
+  const sinkCaughtUp = () =>
+    eventually(async () => {
+      const behind = await count(
+        "select count(*) as n from outbox o, sink_cursors c where c.sink_id = 'postgres' and (o.tx, o.position) > (c.tx, c.position)"
+      )
+      return behind === 0 ? true : undefined
+    })
+
   it("finds no duplicates and no new events when everything is posted again", async () => {
     await drained()
-    const before = {
-      events: await count("select count(*) as n from outbox"),
-      records: await count("select count(*) as n from records"),
-      typed: await count("select count(*) as n from wearflow_data.activity")
-    }
+    await sinkCaughtUp()
+    const before = await totals()
+    expect(before.samples).toBeGreaterThan(0)
     for (const name of ["dailies", "sleeps", "activities", "dailies-real-oauth2-push"]) {
       expect((await push(fixture(name))).status).toBe(200)
     }
     await drained()
-    expect(await count("select count(*) as n from outbox")).toBe(before.events)
-    expect(await count("select count(*) as n from records")).toBe(before.records)
-    expect(await count("select count(*) as n from wearflow_data.activity")).toBe(before.typed)
+    await sinkCaughtUp()
+    expect(await totals()).toEqual(before)
   })
 
   it("a revised daily replaces the stored one and emits one .updated event", async () => {
@@ -199,6 +216,31 @@ describe("Garmin PUSH → store → query API and typed tables", () => {
       return body.workouts.length === 2 ? body.workouts : undefined
     })
     expect(workouts.length).toBe(2)
+  })
+})
+
+describe("PING notifications", () => {
+  it("stores PING bodies (pulled later, off the request path) and checks their callback URLs", async () => {
+    const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
+      method: "POST",
+      headers: { "garmin-client-id": CLIENT_ID, "content-type": "application/json" },
+      body: fixture("ping-oauth2-health")
+    })
+    expect(response.status).toBe(200)
+    const accepted = (await response.json()) as { inbox_id: number; accepted: Record<string, number>; errors: Array<unknown> }
+    expect(accepted.errors).toEqual([])
+    const stored = await db.query("select kind, body from inbox where id = $1", [accepted.inbox_id])
+    expect(stored.rows[0].kind).toBe("ping")
+    expect(stored.rows[0].body).toBe(fixture("ping-oauth2-health"))
+
+    const missingUrl = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
+      method: "POST",
+      headers: { "garmin-client-id": CLIENT_ID, "content-type": "application/json" },
+      body: JSON.stringify({ dailies: [{ userId: SPEC_USER }] })
+    })
+    expect(((await missingUrl.json()) as { errors: Array<{ message: string }> }).errors).toEqual([
+      { key: "dailies", index: 0, message: "callbackURL is missing" }
+    ])
   })
 })
 
@@ -271,6 +313,27 @@ describe("bad input gets a clear error and harms nothing", () => {
     expect((await api("GET", `/v2/user/${alice.user_id}`, undefined, { "x-api-key": other })).status).toBe(404)
     expect((await api("GET", `/v2/summary/activity/${alice.user_id}?start_date=2016-01-01`, undefined, { "x-api-key": other })).status).toBe(404)
     expect((await api("GET", `/v2/user/${alice.user_id}`)).status).toBe(200)
+
+    // A Garmin account linked in one team cannot be linked from another.
+    const intruder = (await (await api("POST", "/v2/user", { client_user_id: "intruder" }, { "x-api-key": other })).json()) as { user_id: string }
+    const stolen = await api("POST", `/v2/user/${intruder.user_id}/connections/garmin`, { provider_user_id: SPEC_USER }, { "x-api-key": other })
+    expect(stolen.status).toBe(409)
+  })
+
+  it("reports items with unusable ids instead of failing on them later", async () => {
+    const body = JSON.stringify({
+      dailies: [
+        { userId: "bad\u0000id", summaryId: "s1", startTimeInSeconds: 1452470400 },
+        { userId: SPEC_USER, summaryId: "lone-\ud800", startTimeInSeconds: 1452470400 }
+      ]
+    })
+    const response = await push(body)
+    expect(response.status).toBe(200)
+    expect(((await response.json()) as { errors: Array<{ message: string }> }).errors.map((e) => e.message)).toEqual([
+      "userId is not a valid id",
+      "summaryId is not a valid id"
+    ])
+    await drained()
   })
 
   it("answers invalid API requests with 400s that name fields but not values", async () => {
@@ -287,6 +350,15 @@ describe("bad input gets a clear error and harms nothing", () => {
     expect(badDate.status).toBe(400)
     expect(await badDate.text()).not.toContain("918273645")
     expect((await api("GET", `/v2/summary/activity/${user.user_id}`)).status).toBe(400)
+    expect((await api("GET", `/v2/summary/activity/${user.user_id}?start_date=2016-02-30`)).status).toBe(400)
+    const badExpiry = await api("POST", `/v2/user/${user.user_id}/connections/garmin`, {
+      provider_user_id: "expiry-user",
+      oauth2: { access_token: "918273645-token", expires_at: "garbage" }
+    })
+    expect(badExpiry.status).toBe(400)
+    expect(await badExpiry.text()).not.toContain("918273645")
+    const nul = await api("POST", "/v2/user", { client_user_id: "nul\u0000" })
+    expect(nul.status).toBe(400)
   })
 })
 

@@ -19,8 +19,17 @@ export class ApiKeyAuth extends HttpApiMiddleware.Tag<ApiKeyAuth>()("ApiKeyAuth"
 
 const UserId = HttpApiSchema.param("user_id", Schema.String)
 
+/** Printable text: no control characters (Postgres refuses NUL), no lone surrogates. */
+const Id = (max: number) =>
+  Schema.String.pipe(
+    Schema.minLength(1),
+    Schema.maxLength(max),
+    Schema.pattern(/^[^\u0000-\u001f\u007f]+$/),
+    Schema.filter((s) => s.isWellFormed(), { message: () => "must be well-formed text" })
+  )
+
 export const CreateUser = Schema.Struct({
-  client_user_id: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256)).annotations({
+  client_user_id: Id(256).annotations({
     description: "your own id for this user"
   })
 })
@@ -46,15 +55,15 @@ export const UserView = Schema.Struct({
 const Secret = Schema.Redacted(Schema.String.pipe(Schema.minLength(1)))
 
 export const LinkGarmin = Schema.Struct({
-  provider_user_id: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128)).annotations({
+  provider_user_id: Id(128).annotations({
     description: "Garmin userId (from GET /wellness-api/rest/user/id)"
   }),
   oauth2: Schema.optional(
     Schema.Struct({
       access_token: Secret,
       refresh_token: Schema.optional(Secret),
-      expires_at: Schema.optional(Schema.DateFromString).annotations({ description: "ISO 8601 expiry of the access token" }),
-      scopes: Schema.optional(Schema.Array(Schema.String))
+      expires_at: Schema.optional(Schema.Date).annotations({ description: "ISO 8601 expiry of the access token" }),
+      scopes: Schema.optional(Schema.Array(Id(64)))
     })
   ),
   oauth1: Schema.optional(Schema.Struct({ token: Secret, token_secret: Secret }))
@@ -76,6 +85,7 @@ export class UsersApi extends HttpApiGroup.make("users")
       .setPayload(LinkGarmin)
       .addSuccess(LinkedConnection)
       .addError(NotFound)
+      .addError(Conflict)
   )
   .addError(InvalidRequest)
   .middleware(ApiKeyAuth)

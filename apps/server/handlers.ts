@@ -88,6 +88,7 @@ export const UsersLive = HttpApiBuilder.group(WearflowApi, "users", (handlers) =
         }).pipe(
           Effect.catchTags({
             UserNotFound: (e) => Effect.fail(notFound(e)),
+            ProviderUserTaken: () => Effect.fail(new Conflict({ message: "this Garmin account is linked in another team" })),
             SqlError: () => Effect.fail(unavailable()),
             PersistedQueueError: () => Effect.fail(unavailable()),
             ParseError: () => Effect.fail(unavailable())

@@ -94,6 +94,8 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
       },
       (effect, notification) =>
         effect.pipe(
+          // Garmin gives up after 30 s; a stalled database must turn into a prompt 503 instead.
+          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("inbox commit timed out") }),
           Effect.tap(() => Metric.increment(Metric.tagged(received, "provider", notification.provider))),
           Effect.mapError((cause) => new InboxUnavailable({ cause }))
         )

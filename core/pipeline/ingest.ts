@@ -11,6 +11,7 @@ import { Accounts } from "../accounts.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, Providers } from "../provider.ts"
 import { type IngestJob, IngestQueue } from "./inbox.ts"
+import { isTransient, sqlState } from "../storage/errors.ts"
 import { RecordStore } from "./store.ts"
 
 export interface ItemProblem {
@@ -83,17 +84,36 @@ export class IngestWorker extends Effect.Service<IngestWorker>()("wearflow/Inges
           unlinked += group.length
           continue
         }
-        const records: Array<NormalizedRecord> = []
+        const normalized: Array<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }> = []
         for (const item of group) {
           const normalize = provider.normalizers[item.key]
           if (!normalize) continue
           Either.match(normalize(item.raw), {
             onLeft: (error) => errors.push({ key: item.key, index: item.index, message: error.message }),
-            onRight: (normalized) => records.push(...normalized)
+            onRight: (records) => normalized.push({ item, records })
           })
         }
         for (const recipient of recipients) {
-          const outcome = yield* store.write(recipient, provider.id, records, job.inboxId)
+          const outcome = yield* store.write(recipient, provider.id, normalized.flatMap((n) => n.records), job.inboxId).pipe(
+            // A record the database refuses for good (bad data) must not block its neighbours:
+            // write item by item, and report the ones that cannot be stored.
+            Effect.catchIf(
+              (e) => e._tag === "SqlError" && !isTransient(e),
+              () =>
+                Effect.reduce(normalized, { created: 0, updated: 0, unchanged: 0 }, (total, { item, records }) =>
+                  store.write(recipient, provider.id, records, job.inboxId).pipe(
+                    Effect.map((o) => ({ created: total.created + o.created, updated: total.updated + o.updated, unchanged: total.unchanged + o.unchanged })),
+                    Effect.catchIf(
+                      (e) => e._tag === "SqlError" && !isTransient(e),
+                      (e) =>
+                        Effect.sync(() => {
+                          errors.push({ key: item.key, index: item.index, message: `record could not be stored (SQLSTATE ${sqlState(e) ?? "unknown"})` })
+                          return total
+                        })
+                    )
+                  ))
+            )
+          )
           created += outcome.created
           updated += outcome.updated
           unchanged += outcome.unchanged
@@ -116,7 +136,8 @@ export class IngestWorker extends Effect.Service<IngestWorker>()("wearflow/Inges
       return outcome
     }, (effect, job) =>
       effect.pipe(
-        Effect.retry({ schedule: retryTransient, while: (e) => e._tag === "SqlError" }),
+        Effect.tapError((e) => Effect.logWarning("ingest paused by a database error; retrying").pipe(Effect.annotateLogs("error", e.message))),
+        Effect.retry({ schedule: retryTransient, while: (e) => e._tag === "SqlError" && isTransient(e) }),
         Effect.annotateLogs("inbox_id", job.inboxId)
       ))
 

@@ -81,32 +81,41 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         return { _tag: "Delivered", count: rows.length } as Round
       }).pipe(sql.withTransaction)
 
-    const deliver = round((rows) => sink.deliver(rows.map(toEvent)))
+    const permanently = (error: SinkError | SqlError.SqlError): error is SinkError => error._tag === "SinkError" && !error.retryable
 
-    /** A batch the sink rejected for good: keep it for operators and move past it. */
-    const deadLetter = (error: SinkError) =>
-      round((rows) =>
-        sql`insert into sink_dead_letters ${sql.insert(rows.map((r) => ({ sink_id: sink.id, event_id: r.event_id, position: r.position, error: error.message })))}
-            on conflict do nothing`.pipe(
-          Effect.zipRight(Metric.incrementBy(metric(eventsDeadLettered), rows.length)),
-          Effect.asVoid
+    /** Keeps one event the sink rejected for good, for operators; the cursor moves past it. */
+    const deadLetter = (row: OutboxRow, error: SinkError) =>
+      sql`insert into sink_dead_letters (sink_id, event_id, position, error)
+          values (${sink.id}, ${row.event_id}, ${row.position}, ${error.message}) on conflict do nothing`.pipe(
+        Effect.zipRight(Metric.increment(metric(eventsDeadLettered))),
+        Effect.zipRight(
+          Effect.logError("sink rejected an event permanently; dead-lettered").pipe(
+            Effect.annotateLogs({ event_id: row.event_id, error: error.message })
+          )
         )
       )
 
-    const backoff = Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("60 seconds")))
-
-    /** One delivery attempt, dead-lettering a permanently rejected batch; how many events were taken. */
-    const once = deliver.pipe(
-      Effect.tap((r) => (r._tag === "Delivered" && r.count > 0 ? Metric.incrementBy(metric(eventsDelivered), r.count) : Effect.void)),
-      Effect.catchTag("SinkError", (error) =>
-        error.retryable
-          ? Effect.fail(error)
-          : Effect.logError("sink rejected a batch permanently; dead-lettered").pipe(
-              Effect.annotateLogs("error", error.message),
-              Effect.zipRight(deadLetter(error))
-            )
+    /**
+     * Delivers a batch. If the sink rejects it for good, each event is retried alone so that
+     * only the events it really refuses are dead-lettered. Each attempt runs in a savepoint:
+     * a same-database sink's partial writes roll back with it.
+     */
+    const deliverBatch = (rows: ReadonlyArray<OutboxRow>) =>
+      sql.withTransaction(sink.deliver(rows.map(toEvent))).pipe(
+        Effect.catchIf(permanently, () =>
+          Effect.forEach(
+            rows,
+            (row) => sql.withTransaction(sink.deliver([toEvent(row)])).pipe(Effect.catchIf(permanently, (error) => deadLetter(row, error))),
+            { discard: true }
+          ))
       )
+
+    /** One delivery attempt; how many events were taken. */
+    const once = round(deliverBatch).pipe(
+      Effect.tap((r) => (r._tag === "Delivered" && r.count > 0 ? Metric.incrementBy(metric(eventsDelivered), r.count) : Effect.void))
     )
+
+    const backoff = Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("60 seconds")))
 
     const step = once.pipe(
       Effect.tapError((error) =>
@@ -116,7 +125,9 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         )
       ),
       Effect.retry(backoff),
-      Effect.flatMap((r) => (r._tag === "Delivered" && r.count === batchSize ? Effect.void : Effect.sleep(idle)))
+      Effect.flatMap((r) => (r._tag === "Delivered" && r.count === batchSize ? Effect.void : Effect.sleep(idle))),
+      // A bug in a sink must not stop it for good: log, pause, carry on from the cursor.
+      Effect.catchAllDefect((defect) => Effect.logError("sink crashed; restarting it", defect).pipe(Effect.zipRight(Effect.sleep("5 seconds"))))
     )
 
     return { once, run: Effect.forever(step).pipe(Effect.annotateLogs("sink", sink.id)) } as const

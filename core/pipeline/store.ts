@@ -46,7 +46,9 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     const sql = yield* SqlClient.SqlClient
 
     const upsertSamples = (recipient: Recipient, provider: string, recordId: string, record: NormalizedRecord & { kind: "timeseries" }) => {
-      const rows = record.data.data.map((s) => ({
+      // One statement cannot upsert the same key twice: the last sample per timestamp wins.
+      const latest = new Map(record.data.data.map((s) => [s.timestamp, s]))
+      const rows = [...latest.values()].map((s) => ({
         user_id: recipient.userId,
         resource: record.resource,
         provider,

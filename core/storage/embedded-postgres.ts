@@ -180,9 +180,15 @@ export const start = (options: { readonly pgDir: string; readonly database: stri
       const passwordFile = path.join(path.dirname(pgDir), "pg-password")
       if (!(await exists(path.join(pgDir, "PG_VERSION")))) {
         await fs.mkdir(path.dirname(pgDir), { recursive: true })
+        // The password is written first and a half-made cluster removed, so a crash during
+        // initdb never leaves a cluster whose password is lost.
         const password = randomBytes(24).toString("base64url")
-        await initialise(bin, pgDir, password, runAs)
         await fs.writeFile(passwordFile, password, { mode: 0o600 })
+        await fs.rm(pgDir, { recursive: true, force: true })
+        await initialise(bin, pgDir, password, runAs).catch(async (error) => {
+          await fs.rm(pgDir, { recursive: true, force: true })
+          throw error
+        })
       }
       await claimDataDir(path.join(path.dirname(pgDir), "embedded-postgres.pid"))
       const password = (await fs.readFile(passwordFile, "utf8")).trim()

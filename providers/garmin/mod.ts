@@ -70,7 +70,11 @@ export const layer = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
           Effect.annotateLogs({ kind, inbox_id: inboxId, items: summary.itemCount, invalid_items: summary.errors.length, ignored_keys: summary.ignoredKeys })
         )
         return { inbox_id: inboxId, accepted: summary.accepted, ignored_keys: summary.ignoredKeys, errors: summary.errors }
-      }, (effect) => Effect.tapErrorTag(effect, "InvalidRequest", () => Metric.increment(rejected)))
+      }, (effect) =>
+        effect.pipe(
+          Effect.tapErrorTag("InvalidRequest", () => Metric.increment(rejected)),
+          Effect.annotateLogs("plugin", manifest.id)
+        ))
 
     return handlers
       .handleRaw("push", receive("push"))

@@ -48,14 +48,20 @@ export interface NotificationSummary {
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 const isText = (u: unknown): u is string => typeof u === "string" && u.length > 0
 
+/** Ids are short printable text: no control characters (Postgres refuses NUL), no lone surrogates. */
+const isId = (u: unknown): u is string => isText(u) && u.length <= 256 && u.isWellFormed() && !/[\u0000-\u001f\u007f]/.test(u)
+
 /** Why one item cannot be processed, or undefined when it is structurally fine. */
 const problemOf = (kind: NotificationKind, key: string, item: unknown): string | undefined => {
   if (!isRecord(item)) return "item is not an object"
-  if (!isText(item.userId) && !isText(item.userAccessToken)) return "item has neither userId nor userAccessToken"
+  if (item.userId === undefined && item.userAccessToken === undefined) return "item has neither userId nor userAccessToken"
+  if (item.userId !== undefined && !isId(item.userId)) return "userId is not a valid id"
+  if (item.userAccessToken !== undefined && !isId(item.userAccessToken)) return "userAccessToken is not a valid token"
   // A PING item (and every activityFiles item) carries a URL to pull instead of the data.
   if (kind === "ping" || key === "activityFiles") return isText(item.callbackURL) ? undefined : "callbackURL is missing"
   if (key === "deregistrations") return undefined
-  return isText(item.summaryId) ? undefined : "summaryId is missing"
+  if (item.summaryId === undefined) return "summaryId is missing"
+  return isId(item.summaryId) ? undefined : "summaryId is not a valid id"
 }
 
 /** Structural check of a parsed body: counts per key, unknown keys, per-item problems. */

@@ -8,6 +8,7 @@ import { Reactivity } from "@effect/experimental"
 import { SqlClient, type SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import type { Manifest } from "@wearflow/core/plugin"
+import { isTransient, sqlState } from "@wearflow/core/storage/errors"
 import { type OutboxEvent, type Sink, SinkError } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
 import { type Column, ddlOf, quote, type Table, tables } from "./tables.ts"
@@ -37,12 +38,13 @@ export class PostgresSink extends Context.Tag("wearflow/sinks/PostgresSink")<Pos
 const EVENT = /^(?:daily|historical)\.data\.([a-z_]+)\.(?:created|updated)$/
 const CHUNK = 1000
 
-/** Connection-level and resource problems pass; bad data and schema errors do not. */
-const retryableCodes = /^(08|40|53|57|58)/
 const classify = (error: SqlError.SqlError) => {
-  const code = (error.cause as { code?: unknown } | undefined)?.code
-  const retryable = typeof code !== "string" || retryableCodes.test(code)
-  return new SinkError({ message: `postgres sink: ${error.message}${typeof code === "string" ? ` (${code})` : ""}`, retryable, cause: error })
+  const state = sqlState(error)
+  return new SinkError({
+    message: `postgres sink: ${error.message}${state ? ` (${state})` : ""}`,
+    retryable: isTransient(error),
+    cause: error
+  })
 }
 
 const cell = (column: Column, value: unknown) =>
