@@ -6,9 +6,25 @@
 import { SqlClient } from "@effect/sql"
 import { Data, Effect, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
+import { createHash } from "node:crypto"
 import { hashApiKey, TokenCipher } from "./crypto.ts"
 import { IngestQueue } from "./pipeline/inbox.ts"
-import type { Recipient } from "./pipeline/store.ts"
+import { appendEvent, type Recipient } from "./pipeline/store.ts"
+import type { Credentials, LifecycleChange, Provider, UserRef } from "./provider.ts"
+
+/** Junction's `provider.connection.error` error types. */
+export type ConnectionErrorType =
+  | "token_refresh_failed"
+  | "webhook_registration_failed"
+  | "user_not_found"
+  | "deregistered_per_provider"
+  | "required_scopes_not_granted"
+  | "provider_credential_error"
+  | "provider_password_expired"
+  | "unknown"
+
+/** The provider as events describe it. */
+export const providerInfo = (provider: Pick<Provider, "id" | "name">) => ({ name: provider.name, slug: provider.id, logo: null })
 
 export interface User {
   readonly user_id: string
@@ -42,9 +58,18 @@ export class ProviderUserTaken extends Data.TaggedError("ProviderUserTaken")<{ r
 
 const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 
+const tokenHash = (token: string) => createHash("sha256").update(token).digest()
+
+/**
+ * The key notifications for a provider user are grouped, parked and replayed under: the
+ * user id, or for token-addressed (OAuth 1.0a) items a hash of the token (never the token).
+ */
+export const userKey = (ref: UserRef): string =>
+  ref._tag === "UserId" ? ref.id : `token:${tokenHash(ref.token).toString("hex")}`
+
 /** Serializes "is this provider user linked?" against linking them, per provider user. */
-const lockProviderUser = (sql: SqlClient.SqlClient, provider: string, providerUserId: string) =>
-  sql`select pg_advisory_xact_lock(hashtextextended(${provider + ":" + providerUserId}, 0))`
+const lockUserKey = (sql: SqlClient.SqlClient, provider: string, key: string) =>
+  sql`select pg_advisory_xact_lock(hashtextextended(${provider + ":" + key}, 0))`
 
 export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
   effect: Effect.gen(function* () {
@@ -101,7 +126,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
 
     /**
      * Links `providerUserId` to the user (replacing an earlier link for that provider) and
-     * queues every notification that arrived for that provider user while nobody had linked it.
+     * queues every notification that arrived for that provider user — by id, or by the OAuth
+     * 1.0a token given — while nobody had linked it.
      */
     const link = Effect.fn("Accounts.link")(function* (
       teamId: string,
@@ -112,31 +138,46 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
     ) {
       yield* getUser(teamId, userId)
       const encrypt = (value: Redacted.Redacted<string> | undefined) => (value ? cipher.encrypt(value) : null)
-      yield* lockProviderUser(sql, provider, providerUserId)
+      const keys = [providerUserId]
+      if (tokens.accessToken && tokens.tokenSecret) keys.push(userKey({ _tag: "AccessToken", token: Redacted.value(tokens.accessToken) }))
+      for (const key of keys) yield* lockUserKey(sql, provider, key)
       const elsewhere = yield* sql<{ n: number }>`
         select count(*)::int as n from provider_connections c join users u on u.id = c.user_id
         where c.provider = ${provider} and c.provider_user_id = ${providerUserId} and c.status = 'active' and u.team_id <> ${teamId}`
       if (elsewhere[0]!.n > 0) return yield* new ProviderUserTaken({ provider })
+      const authVersion = tokens.tokenSecret ? "oauth1" : tokens.accessToken ? "oauth2" : null
       const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
         insert into provider_connections
-          (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, token_secret, access_token_expires_at)
+          (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, token_secret,
+           access_token_expires_at, access_token_hash, auth_version)
         values (${randomUUID()}, ${userId}, ${provider}, ${providerUserId}, 'active', ${tokens.scopes ?? []},
-                ${encrypt(tokens.accessToken)}, ${encrypt(tokens.refreshToken)}, ${encrypt(tokens.tokenSecret)}, ${tokens.accessTokenExpiresAt ?? null})
+                ${encrypt(tokens.accessToken)}, ${encrypt(tokens.refreshToken)}, ${encrypt(tokens.tokenSecret)},
+                ${tokens.accessTokenExpiresAt ?? null},
+                ${tokens.accessToken && tokens.tokenSecret ? tokenHash(Redacted.value(tokens.accessToken)) : null}, ${authVersion})
         on conflict (user_id, provider) do update set
           provider_user_id = excluded.provider_user_id, status = 'active', scopes = excluded.scopes,
           access_token = excluded.access_token, refresh_token = excluded.refresh_token, token_secret = excluded.token_secret,
-          access_token_expires_at = excluded.access_token_expires_at, updated_at = now()
+          access_token_expires_at = excluded.access_token_expires_at, access_token_hash = excluded.access_token_hash,
+          auth_version = excluded.auth_version, last_error = null, updated_at = now()
         returning provider, provider_user_id, status, scopes, created_at`
-      const waiting = yield* sql<{ inbox_id: string }>`
-        delete from unlinked_notifications where provider = ${provider} and provider_user_id = ${providerUserId}
-        returning inbox_id`
-      for (const { inbox_id } of waiting) {
-        const inboxId = Number(inbox_id)
+      const waiting = yield* sql<{ inbox_id: string; provider_user_id: string }>`
+        delete from unlinked_notifications where provider = ${provider} and provider_user_id in ${sql.in(keys)}
+        returning inbox_id, provider_user_id`
+      for (const parked of waiting) {
         // A fresh id each time: the same body may be parked and replayed more than once.
-        yield* queue.offer({ inboxId, providerUserId }, { id: randomUUID() })
+        yield* queue.offer({ inboxId: Number(parked.inbox_id), userKey: parked.provider_user_id }, { id: randomUUID() })
       }
       return { connection: { ...row!, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length }
     }, sql.withTransaction)
+
+    /** Active connections for a provider user, by id or by OAuth 1.0a token. */
+    const connectionsFor = (provider: string, ref: UserRef) =>
+      sql<{ user_id: string; team_id: string; client_user_id: string; access_token: Uint8Array | null; token_secret: Uint8Array | null }>`
+        select u.id as user_id, u.team_id, u.client_user_id, c.access_token, c.token_secret
+        from provider_connections c join users u on u.id = c.user_id
+        where c.provider = ${provider} and c.status = 'active'
+          and ${ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${tokenHash(ref.token)}`}
+        order by c.created_at`
 
     /**
      * The users a provider user's data goes to. When there are none, records that `inboxId`
@@ -144,24 +185,76 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
      */
     const recipientsOrPark = Effect.fn("Accounts.recipientsOrPark")(function* (
       provider: string,
-      providerUserId: string,
+      ref: UserRef,
       inboxId: number,
       itemCount: number
     ) {
-      yield* lockProviderUser(sql, provider, providerUserId)
-      const rows = yield* sql<{ user_id: string; team_id: string; client_user_id: string }>`
-        select u.id as user_id, u.team_id, u.client_user_id
-        from provider_connections c join users u on u.id = c.user_id
-        where c.provider = ${provider} and c.provider_user_id = ${providerUserId} and c.status = 'active'`
+      const key = userKey(ref)
+      yield* lockUserKey(sql, provider, key)
+      const rows = yield* connectionsFor(provider, ref)
       if (rows.length === 0) {
         yield* sql`
           insert into unlinked_notifications (provider, provider_user_id, inbox_id, item_count)
-          values (${provider}, ${providerUserId}, ${inboxId}, ${itemCount})
+          values (${provider}, ${key}, ${inboxId}, ${itemCount})
           on conflict do nothing`
       }
       return rows.map((r): Recipient => ({ userId: r.user_id, teamId: r.team_id, clientUserId: r.client_user_id }))
     }, sql.withTransaction)
 
-    return { ensureTeamKey, teamForApiKey, createUser, getUser, connectionsOf, link, recipientsOrPark } as const
+    /** Appends `provider.connection.error` for a connection's user. */
+    const connectionError = (
+      provider: Pick<Provider, "id" | "name">,
+      recipient: Recipient,
+      errorType: ConnectionErrorType,
+      message: string,
+      details: Record<string, unknown> = {}
+    ) =>
+      appendEvent(sql, {
+        event_type: "provider.connection.error",
+        data: { user_id: recipient.userId, provider: providerInfo(provider), message, error_type: errorType, error_details: details },
+        user_id: recipient.userId,
+        client_user_id: recipient.clientUserId,
+        team_id: recipient.teamId
+      }, null)
+
+    /**
+     * What a lifecycle item says, applied: a deregistered connection stops (no more data goes
+     * to it) and its users hear of it; a permission change updates the scopes and, when a
+     * permission the provider needs is gone, the users hear of that.
+     */
+    const applyLifecycle = Effect.fn("Accounts.applyLifecycle")(function* (provider: Provider, ref: UserRef, change: LifecycleChange) {
+      const match = ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${tokenHash(ref.token)}`
+      if (change._tag === "Deregistered") {
+        const rows = yield* sql<{ user_id: string; team_id: string; client_user_id: string }>`
+          update provider_connections c set status = 'deregistered', updated_at = now()
+          from users u
+          where u.id = c.user_id and c.provider = ${provider.id} and c.status = 'active' and ${match}
+          returning u.id as user_id, u.team_id, u.client_user_id`
+        for (const r of rows) {
+          yield* connectionError(provider, { userId: r.user_id, teamId: r.team_id, clientUserId: r.client_user_id }, "deregistered_per_provider", `the user deregistered from ${provider.name}`)
+        }
+        return
+      }
+      const rows = yield* sql<{ user_id: string; team_id: string; client_user_id: string }>`
+        update provider_connections c set scopes = ${change.permissions}, updated_at = now()
+        from users u
+        where u.id = c.user_id and c.provider = ${provider.id} and c.status = 'active' and ${match}
+        returning u.id as user_id, u.team_id, u.client_user_id`
+      const missing = provider.requiredPermissions.filter((p) => !change.permissions.includes(p))
+      if (missing.length === 0) return
+      for (const r of rows) {
+        yield* connectionError(provider, { userId: r.user_id, teamId: r.team_id, clientUserId: r.client_user_id }, "required_scopes_not_granted", `permissions withdrawn: ${missing.join(", ")}`, { missing_permissions: missing })
+      }
+    }, sql.withTransaction)
+
+    /** The decrypted tokens of a provider user's first active connection, for pulls. */
+    const credentialsOf = Effect.fn("Accounts.credentialsOf")(function* (provider: string, ref: UserRef) {
+      const [row] = yield* connectionsFor(provider, ref)
+      if (!row) return undefined
+      const decrypt = (value: Uint8Array | null) => (value ? Effect.map(cipher.decrypt(value), (v) => v as Redacted.Redacted<string> | undefined) : Effect.succeed(undefined))
+      return { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) } satisfies Credentials
+    })
+
+    return { ensureTeamKey, teamForApiKey, createUser, getUser, connectionsOf, link, recipientsOrPark, credentialsOf, applyLifecycle, connectionError } as const
   })
 }) {}

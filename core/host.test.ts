@@ -30,7 +30,7 @@ const manifest = (net: ReadonlyArray<string>): Manifest => ({
   id: "probe",
   kind: "provider",
   version: "0.0.0",
-  permissions: { net, env: ["PROBE_*", "SHARED_NAME"] },
+  permissions: { net: Config.succeed(net), env: ["PROBE_*", "SHARED_NAME"] },
   config: Config.string("PROBE_TOKEN")
 })
 

@@ -22,13 +22,13 @@ export class NetPermissionDenied extends Data.TaggedError("NetPermissionDenied")
  * The check sits where requests are executed, after every `mapRequest` a plugin adds, so it
  * sees the final URL (a relative URL made absolute, or one rewritten later, is checked too).
  */
-export const guardHttpClient = (manifest: Manifest, client: HttpClient.HttpClient): HttpClient.HttpClient =>
+export const guardHttpClient = (plugin: string, hosts: ReadonlyArray<string>, client: HttpClient.HttpClient): HttpClient.HttpClient =>
   HttpClient.makeWith(
     (prepared: Effect.Effect<HttpClientRequest.HttpClientRequest>) =>
       Effect.flatMap(prepared, (request): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
         const url = URL.canParse(request.url) ? new URL(request.url) : undefined
-        if (url && allowsHost(manifest.permissions, url)) return client.execute(request)
-        const cause = new NetPermissionDenied({ plugin: manifest.id, host: url?.host ?? "(invalid url)" })
+        if (url && allowsHost(hosts, url)) return client.execute(request)
+        const cause = new NetPermissionDenied({ plugin, host: url?.host ?? "(invalid url)" })
         return Effect.fail(
           new HttpClientError.RequestError({ request, reason: "InvalidUrl", cause, description: cause.message })
         )
@@ -75,7 +75,11 @@ export const load = <ROut, E, RIn>(
   const sandboxed = Layer.locallyEffect(plugin.layer, (build) => Effect.withConfigProvider(build, restricted))
   const guardedClient = Layer.effect(
     HttpClient.HttpClient,
-    Effect.map(HttpClient.HttpClient, (client) => guardHttpClient(plugin.manifest, client))
+    Effect.gen(function* () {
+      const hosts = yield* Effect.withConfigProvider(plugin.manifest.permissions.net, restricted)
+      const client = yield* HttpClient.HttpClient
+      return guardHttpClient(plugin.manifest.id, hosts, client)
+    })
   )
   return Layer.provide(sandboxed, guardedClient)
 }

@@ -6,8 +6,12 @@
 import type { Config, Layer } from "effect"
 
 export interface Permissions {
-  /** Hosts the plugin may call: `api.example.com`, `127.0.0.1:9000`, or `*.example.com`. */
-  readonly net: ReadonlyArray<string>
+  /**
+   * Hosts the plugin may call: `api.example.com`, `127.0.0.1:9000`, or `*.example.com`. A
+   * Config, read through the plugin's own restricted environment, so the hosts can follow
+   * the base URLs an operator configures (e.g. a staging or test server).
+   */
+  readonly net: Config.Config<ReadonlyArray<string>>
   /** Environment variable names it may read; a trailing `*` allows a prefix (`GARMIN_*`). */
   readonly env: ReadonlyArray<string>
 }
@@ -21,6 +25,9 @@ export interface Manifest<Conf = unknown> {
   readonly config: Config.Config<Conf>
 }
 
+/** Hosts of the given base URLs, as `net` permissions. */
+export const hostsOf = (urls: ReadonlyArray<URL>): ReadonlyArray<string> => [...new Set(urls.map((url) => url.host))]
+
 /** What a plugin's `mod.ts` exports. */
 export interface Plugin<ROut, E = never, RIn = never, Conf = unknown> {
   readonly manifest: Manifest<Conf>
@@ -30,10 +37,10 @@ export interface Plugin<ROut, E = never, RIn = never, Conf = unknown> {
 const matches = (pattern: string, value: string) =>
   pattern.endsWith("*") ? value.startsWith(pattern.slice(0, -1)) : pattern === value
 
-export const allowsEnv = (permissions: Permissions, name: string) => permissions.env.some((p) => matches(p, name))
+export const allowsEnv = (permissions: Pick<Permissions, "env">, name: string) => permissions.env.some((p) => matches(p, name))
 
-export const allowsHost = (permissions: Permissions, url: URL) =>
-  permissions.net.some((entry) => {
+export const allowsHost = (hosts: ReadonlyArray<string>, url: URL) =>
+  hosts.some((entry) => {
     const host = entry.toLowerCase()
     if (host.startsWith("*.")) return url.hostname.endsWith(host.slice(1))
     return host.includes(":") ? url.host === host : url.hostname === host

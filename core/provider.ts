@@ -1,32 +1,86 @@
 /**
  * The Provider contract: how a provider's notification bodies split into items addressed to
- * provider users, and the normalizer for each item kind. Its HTTP routes are an
- * HttpApiGroup exported from its `mod.ts`; pulls, OAuth and backfill join this contract as
- * providers need them.
+ * provider users, the normalizer for each item kind, how a PING item is pulled, and what a
+ * lifecycle item means. Its HTTP routes are an HttpApiGroup exported from its `mod.ts`.
  */
-import { Context, Layer } from "effect"
+import { Context, Data, Effect, Layer, type Redacted } from "effect"
 import type { Normalizer } from "./normalizer.ts"
+
+/** How a notification names its user: the provider's user id, or (older OAuth 1.0a) a token. */
+export type UserRef =
+  | { readonly _tag: "UserId"; readonly id: string }
+  | { readonly _tag: "AccessToken"; readonly token: string }
 
 /** One record of a notification body, addressed to one provider user. */
 export interface NotificationItem {
   /** The body's top-level key, e.g. Garmin's `dailies`. */
   readonly key: string
   readonly index: number
-  /** The provider's id for the user (Garmin `userId`); undefined when the item lacks one. */
-  readonly providerUserId: string | undefined
+  /** Undefined when the item names no user it can be routed by. */
+  readonly user: UserRef | undefined
   readonly raw: unknown
 }
 
+/** The user's tokens, decrypted, for pulls. */
+export interface Credentials {
+  readonly accessToken: Redacted.Redacted<string> | undefined
+  /** OAuth 1.0a token secret. */
+  readonly tokenSecret: Redacted.Redacted<string> | undefined
+}
+
+/** What pulling a PING item gave: records shaped like a PUSH body's, or a file. */
+export type Pulled =
+  | { readonly _tag: "Records"; readonly key: string; readonly records: ReadonlyArray<unknown> }
+  | {
+    readonly _tag: "File"
+    /** The provider's id of the record the file belongs to (Garmin summaryId). */
+    readonly summaryId: string
+    readonly activityId: string | undefined
+    readonly fileType: string
+    readonly contentType: string
+    readonly bytes: Uint8Array
+  }
+
+/** A pull failed; `retryable` failures (429, 5xx, network) are retried with back-off. */
+export class PullError extends Data.TaggedError("PullError")<{
+  readonly message: string
+  readonly retryable: boolean
+  readonly status?: number | undefined
+}> {}
+
+/** What a lifecycle item says about a provider user's connection. */
+export type LifecycleChange =
+  | { readonly _tag: "Deregistered" }
+  | { readonly _tag: "PermissionsChanged"; readonly permissions: ReadonlyArray<string> }
+
 export interface Provider {
   readonly id: string
-  /** Splits a stored notification body into items, in body order. */
-  readonly itemsOf: (body: unknown) => ReadonlyArray<NotificationItem>
+  /** Display name, as events show it (`provider.name`). */
+  readonly name: string
+  /** Splits a stored notification body into items, in body order, leaving out malformed ones. */
+  readonly itemsOf: (kind: "push" | "ping", body: unknown) => ReadonlyArray<NotificationItem>
   /** One normalizer per item key; keys without one are stored but produce no records. */
   readonly normalizers: Readonly<Record<string, Normalizer>>
+  /** Fetches the data a PING item points at. */
+  readonly pull: (item: NotificationItem, credentials: Credentials | undefined) => Effect.Effect<Pulled, PullError>
+  /** Reads a lifecycle item (deregistration, permission change); undefined for data items. */
+  readonly lifecycle: (item: NotificationItem) => LifecycleChange | undefined
+  /** Permissions without which the connection cannot deliver its data. */
+  readonly requiredPermissions: ReadonlyArray<string>
 }
 
 /** The providers this process runs, by id. */
 export class Providers extends Context.Tag("wearflow/Providers")<Providers, ReadonlyMap<string, Provider>>() {
   static readonly layer = (providers: ReadonlyArray<Provider>) =>
     Layer.succeed(Providers, new Map(providers.map((provider) => [provider.id, provider])))
+
+  /** The registry from providers that plugin layers build (they need their sandboxed clients). */
+  static readonly fromTags = <I>(...tags: ReadonlyArray<Context.Tag<I, Provider>>): Layer.Layer<Providers, never, I> =>
+    Layer.effect(
+      Providers,
+      Effect.map(
+        Effect.forEach(tags, (tag) => tag),
+        (providers): ReadonlyMap<string, Provider> => new Map(providers.map((provider) => [provider.id, provider]))
+      )
+    )
 }

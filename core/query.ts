@@ -4,13 +4,11 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Data, Effect, Either } from "effect"
-import type { Activity, Sleep, SourceType, SummaryResource, TimeseriesResource, Workout } from "./schema.ts"
+import type { Schema } from "effect"
+import type { Resources, SampleOf, SourceType, SummaryResource, TimeseriesResource } from "./schema.ts"
 
-export interface SummaryOf {
-  readonly activity: Activity
-  readonly sleep: Sleep
-  readonly workouts: Workout
-}
+/** The stored item of a summary resource, with its identity fields. */
+export type SummaryOf<R extends SummaryResource> = Schema.Schema.Type<(typeof Resources)[R]["schema"]>
 
 export type DateBound =
   | { readonly _tag: "Day"; readonly day: string }
@@ -69,23 +67,24 @@ export class DataQuery extends Effect.Service<DataQuery>()("wearflow/DataQuery",
         select data, created_at, updated_at from records
         where user_id = ${userId} and resource = ${resource} and ${lower} and ${upper}
         order by calendar_date, start_at, id`
-      return rows.map((r) => ({ ...r.data, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString() }) as unknown as SummaryOf[R])
+      return rows.map((r) => ({ ...r.data, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString() }) as unknown as SummaryOf<R>)
     })
 
     /** Samples of one timeseries resource, oldest first, in Junction's sample shape. */
-    const samples = Effect.fn("DataQuery.samples")(function* (userId: string, resource: TimeseriesResource, range: DateRange) {
+    const samples = Effect.fn("DataQuery.samples")(function* <R extends TimeseriesResource>(userId: string, resource: R, range: DateRange) {
       const to = range.end === undefined ? sql`true` : sql`ts < ${endInstant(range.end)}`
-      const rows = yield* sql<{ ts: Date; timezone_offset: number | null; source_type: SourceType; unit: string; value: number }>`
-        select ts, timezone_offset, source_type, unit, value from samples
+      const rows = yield* sql<{ ts: Date; timezone_offset: number | null; source_type: SourceType; unit: string; value: number | null; fields: Record<string, unknown> | null }>`
+        select ts, timezone_offset, source_type, unit, value, fields from samples
         where user_id = ${userId} and resource = ${resource} and ts >= ${startInstant(range.start)} and ${to}
         order by ts`
       return rows.map((r) => ({
         timestamp: r.ts.toISOString(),
+        ...r.fields,
         timezone_offset: r.timezone_offset,
         type: r.source_type,
         unit: r.unit,
-        value: r.value
-      }))
+        ...(r.value === null ? {} : { value: r.value })
+      }) as unknown as SampleOf<R>)
     })
 
     return { summaries, samples } as const

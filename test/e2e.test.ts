@@ -298,7 +298,7 @@ describe("bad input gets a clear error and harms nothing", () => {
     const body = JSON.stringify({ dailies: [{ userId: SPEC_USER, summaryId: "log-probe", startTimeInSeconds: 1452470400, steps: "7777766666" }] })
     expect((await push(body)).status).toBe(200)
     await drained()
-    expect(server.logs()).toContain("notification items failed validation")
+    expect(server.logs()).toContain("notification items failed")
     expect(server.logs()).not.toContain("7777766666")
     expect(server.logs()).not.toContain("918273645")
   })

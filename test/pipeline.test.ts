@@ -6,6 +6,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
 import { layerTokenCipher } from "@wearflow/core/crypto"
+import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { Inbox, IngestQueue, ingestJobId, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
@@ -21,6 +22,8 @@ import { FetchHttpClient } from "@effect/platform"
 import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import pg from "pg"
 import { freshDatabaseUrl } from "./support/database.ts"
 
@@ -34,9 +37,20 @@ const Storage = Layer.mergeAll(
   layerTokenCipher(Redacted.make(randomBytes(32)))
 ).pipe(Layer.provideMerge(Database.layer({ url: Option.some(url), dataDir: "unused" })))
 
-const Services = IngestWorker.Default.pipe(
+const GarminProvider = Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider }, ConfigProvider.fromMap(new Map())).pipe(
+  Layer.provide(FetchHttpClient.layer)
+)
+
+const Services = IngestWorker.layer().pipe(
   Layer.provideMerge(
-    Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default, Providers.layer([Garmin.provider]))
+    Layer.mergeAll(
+      Accounts.Default,
+      Inbox.Default,
+      RecordStore.Default,
+      DataQuery.Default,
+      Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminProvider)),
+      ActivityFiles.layerLocal(path.join(os.tmpdir(), "wearflow-pipeline-files"))
+    )
   ),
   Layer.provideMerge(Storage)
 )
@@ -133,12 +147,13 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const worker = yield* IngestWorker
       // Earlier tests left their own jobs in the queue; take until the replay comes up.
       let replay = yield* queue.take((job) => Effect.map(worker.process(job), (outcome) => ({ job, outcome })))
-      while (replay.job.providerUserId !== "garmin-late") {
+      while (replay.job.userKey !== "garmin-late") {
         replay = yield* queue.take((job) => Effect.map(worker.process(job), (outcome) => ({ job, outcome })))
       }
       // The body's own first job may run first now that the user is linked; either way, once.
       expect(replay.outcome).toMatchObject({ items: 2, unlinked: 0 })
-      expect(replay.outcome.created + replay.outcome.unchanged).toBe(2)
+      // Two sleeps; the first also carries respiration and SpO2 samples.
+      expect(replay.outcome.created + replay.outcome.unchanged).toBe(4)
       const sleep = yield* (yield* DataQuery).summaries(user.user_id, "sleep", range)
       expect(sleep.map((s) => s.deep)).toEqual([9446, 0])
     }))
@@ -198,13 +213,14 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       expect(cursor!.position).toBe("0")
 
       // Ingestion is unaffected by the failing sink.
-      expect((yield* ingest(fixture("sleeps").replaceAll(GARMIN_USER, "garmin-flaky"))).created).toBe(2)
+      const sleeps = (yield* ingest(fixture("sleeps").replaceAll(GARMIN_USER, "garmin-flaky"))).created
+      expect(sleeps).toBe(4)
 
       yield* runner.once
-      expect(received.length).toBe(total + 2)
+      expect(received.length).toBe(total + sleeps)
       expect(new Set(received.map((e) => e.eventId)).size).toBe(received.length)
       yield* runner.once
-      expect(received.length).toBe(total + 2)
+      expect(received.length).toBe(total + sleeps)
     }))
 
   it.effect("dead-letters only the events a sink rejects for good, delivers the rest, and moves on", () =>

@@ -2,11 +2,13 @@
  * The Wearflow server: configuration → layers → HTTP API and background workers, on Bun.
  * With DATABASE_URL unset it runs an embedded Postgres under WEARFLOW_DATA_DIR.
  */
-import { FetchHttpClient, HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
+import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { BunHttpServer, BunRuntime } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/accounts"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
+import * as OutboundHttp from "@wearflow/core/http-client"
+import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { IngestQueue, Inbox, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
@@ -17,6 +19,7 @@ import * as Database from "@wearflow/core/storage/database"
 import * as Garmin from "@wearflow/garmin"
 import * as PostgresSink from "@wearflow/sink-postgres"
 import { Effect, Layer, Logger } from "effect"
+import * as path from "node:path"
 import { WearflowApi } from "./Api.ts"
 import { resolveApiKey, resolveEncryptionKey, ServerConfig } from "./config.ts"
 import { ApiKeyAuthLive, DataLive, UsersLive } from "./handlers.ts"
@@ -32,23 +35,27 @@ const AppLayer = Effect.gen(function* () {
     layerTokenCipher(encryptionKey)
   ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir })))
 
-  const Services = Layer.mergeAll(
-    Accounts.Default,
-    Inbox.Default,
-    RecordStore.Default,
-    DataQuery.Default,
-    Providers.layer([Garmin.provider])
-  ).pipe(Layer.provideMerge(Storage))
+  // Built once: the webhook routes and the Provider the workers use share one sandbox.
+  const GarminLive = Host.load(Garmin.plugin)
+
+  const Core = Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default).pipe(
+    Layer.provideMerge(Storage)
+  )
 
   const Bootstrap = Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
 
   const Workers = Layer.mergeAll(
-    layerTakers(config.ingestConcurrency).pipe(Layer.provide(IngestWorker.Default)),
+    layerTakers(config.ingestConcurrency).pipe(
+      Layer.provide(IngestWorker.layer()),
+      Layer.provide(Providers.fromTags(Garmin.GarminProvider)),
+      Layer.provide(ActivityFiles.layerLocal(path.join(config.dataDir, "files"))),
+      Layer.provide(GarminLive)
+    ),
     SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin)))
   )
 
   const Api = HttpApiBuilder.api(WearflowApi).pipe(
-    Layer.provide([Layer.merge(UsersLive, DataLive).pipe(Layer.provide(ApiKeyAuthLive)), Host.load(Garmin.plugin)])
+    Layer.provide([Layer.merge(UsersLive, DataLive).pipe(Layer.provide(ApiKeyAuthLive)), GarminLive])
   )
 
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
@@ -62,8 +69,8 @@ const AppLayer = Effect.gen(function* () {
 
   return Layer.mergeAll(Http, Workers).pipe(
     Layer.provide(Bootstrap),
-    Layer.provide(Services),
-    Layer.provide(FetchHttpClient.layer)
+    Layer.provide(Core),
+    Layer.provide(OutboundHttp.layer())
   )
 }).pipe(Layer.unwrapEffect)
 

@@ -6,10 +6,13 @@ import * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient, SqlPersistedQueue } from "@effect/sql"
 import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
 
-/** Work for the ingest worker: one inbox row, optionally only the items of one provider user. */
+/**
+ * Work for the ingest worker: one inbox row, optionally only the items of one provider user
+ * (a replay after linking; `userKey` as Accounts.userKey makes it).
+ */
 export const IngestJob = Schema.Struct({
   inboxId: Schema.Number,
-  providerUserId: Schema.optional(Schema.String)
+  userKey: Schema.optional(Schema.String)
 })
 export type IngestJob = typeof IngestJob.Type
 
@@ -52,6 +55,8 @@ export interface Notification {
   readonly kind: "push" | "ping"
   readonly body: string
   readonly itemCount: number
+  /** For a body pulled for a PING item: that item. Committing it twice stores it once. */
+  readonly source?: { readonly inboxId: number; readonly index: number } | undefined
 }
 
 /** Queue ids are at most 36 characters. */
@@ -67,29 +72,32 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
     yield* IngestQueue
 
     /**
-     * One statement stores the body and, for PUSH bodies, offers its ingest job: one round
-     * trip, atomic without an explicit transaction. The job row is exactly what
-     * `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })` writes (SqlPersistedQueue's
-     * table, pinned with @effect/sql 0.52); test/pipeline.test.ts checks the two agree.
-     * PING bodies wait for the pull worker instead.
+     * One statement stores the body and offers its ingest job (which normalizes a PUSH body
+     * or pulls a PING body's items): one round trip, atomic without an explicit transaction.
+     * The job row is exactly what `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })`
+     * writes (SqlPersistedQueue's table, @effect/sql 0.52); test/pipeline.test.ts checks the
+     * two agree.
      */
     const commit = Effect.fn("Inbox.commit")(
       function* (notification: Notification) {
-        const rows = notification.kind === "push"
-          ? yield* sql<{ id: string }>`
-              with stored as (
-                insert into inbox (provider, kind, body, item_count)
-                values (${notification.provider}, ${notification.kind}, ${notification.body}, ${notification.itemCount})
-                returning id
-              ), queued as (
-                insert into ${sql(QUEUE_TABLE)} (id, queue_name, element, completed, attempts, created_at, updated_at)
-                select ${JOB_ID_PREFIX} || id, ${QUEUE_NAME}, json_build_object('inboxId', id)::text, false, 0, now(), now() from stored
-              )
-              select id from stored`
-          : yield* sql<{ id: string }>`
-              insert into inbox (provider, kind, body, item_count)
-              values (${notification.provider}, ${notification.kind}, ${notification.body}, ${notification.itemCount})
-              returning id`
+        const rows = yield* sql<{ id: string }>`
+          with stored as (
+            insert into inbox (provider, kind, body, item_count, source_inbox_id, source_index)
+            values (${notification.provider}, ${notification.kind}, ${notification.body}, ${notification.itemCount},
+                    ${notification.source?.inboxId ?? null}, ${notification.source?.index ?? null})
+            on conflict (source_inbox_id, source_index) where source_inbox_id is not null do nothing
+            returning id
+          ), queued as (
+            insert into ${sql(QUEUE_TABLE)} (id, queue_name, element, completed, attempts, created_at, updated_at)
+            select ${JOB_ID_PREFIX} || id, ${QUEUE_NAME}, json_build_object('inboxId', id)::text, false, 0, now(), now() from stored
+          )
+          select id from stored`
+        // Already stored from an earlier attempt at the same PING item: that row stands.
+        if (rows.length === 0 && notification.source) {
+          const [existing] = yield* sql<{ id: string }>`
+            select id from inbox where source_inbox_id = ${notification.source.inboxId} and source_index = ${notification.source.index}`
+          return Number(existing!.id)
+        }
         return Number(rows[0]!.id)
       },
       (effect, notification) =>

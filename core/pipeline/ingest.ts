@@ -1,18 +1,23 @@
 /**
- * The ingest worker: takes inbox items from the durable queue, splits them into items per
- * provider user, normalizes them, and writes records and events for every linked user.
+ * The ingest worker: takes inbox items from the durable queue and splits them into items per
+ * provider user.
+ * - PUSH bodies: items are normalized and written, with their events, for every linked user;
+ *   lifecycle items (deregistration, permission changes) update the connections.
+ * - PING bodies: each item is pulled from the provider; what comes back is committed as a
+ *   new inbox body (so it is durable and normalized like a PUSH), or kept as a file.
  * Items for provider users nobody has linked are parked (see Accounts.recipientsOrPark).
- * Transient database failures are retried with back-off inside the job, so an
- * acknowledged notification is never dropped by a burst of failed attempts.
+ * Transient database failures are retried with back-off inside the job, so an acknowledged
+ * notification is never dropped by a burst of failed attempts.
  */
 import { SqlClient } from "@effect/sql"
-import { Effect, Either, Layer, Metric, Schedule } from "effect"
-import { Accounts } from "../accounts.ts"
+import { Context, type Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
+import { Accounts, userKey } from "../accounts.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
-import { type NotificationItem, Providers } from "../provider.ts"
-import { type IngestJob, IngestQueue } from "./inbox.ts"
+import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
 import { isTransient, sqlState } from "../storage/errors.ts"
-import { RecordStore } from "./store.ts"
+import { ActivityFiles } from "./files.ts"
+import { Inbox, type IngestJob, IngestQueue } from "./inbox.ts"
+import { type Recipient, RecordStore } from "./store.ts"
 
 export interface ItemProblem {
   readonly key: string
@@ -27,20 +32,29 @@ export interface IngestOutcome {
   readonly created: number
   readonly updated: number
   readonly unchanged: number
+  /** PING items whose data was fetched. */
+  readonly pulled: number
   readonly errors: ReadonlyArray<ItemProblem>
 }
 
 export const itemsProcessed = Metric.counter("wearflow_items_processed_total")
 export const itemsUnlinked = Metric.counter("wearflow_items_unlinked_total")
 export const itemErrors = Metric.counter("wearflow_item_errors_total")
+export const itemsPulled = Metric.counter("wearflow_items_pulled_total")
 
-const groupByProviderUser = (items: ReadonlyArray<NotificationItem>) => {
-  const groups = new Map<string, Array<NotificationItem>>()
+interface UserGroup {
+  readonly ref: UserRef
+  readonly items: Array<NotificationItem>
+}
+
+const groupByUser = (items: ReadonlyArray<NotificationItem>) => {
+  const groups = new Map<string, UserGroup>()
   for (const item of items) {
-    if (item.providerUserId === undefined) continue
-    const group = groups.get(item.providerUserId) ?? []
-    group.push(item)
-    groups.set(item.providerUserId, group)
+    if (item.user === undefined) continue
+    const key = userKey(item.user)
+    const group = groups.get(key) ?? { ref: item.user, items: [] }
+    group.items.push(item)
+    groups.set(key, group)
   }
   return groups
 }
@@ -48,16 +62,134 @@ const groupByProviderUser = (items: ReadonlyArray<NotificationItem>) => {
 /** Database outages are retried: capped exponential back-off, up to 30 s between attempts. */
 const retryTransient = Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("30 seconds")))
 
-export class IngestWorker extends Effect.Service<IngestWorker>()("wearflow/IngestWorker", {
-  effect: Effect.gen(function* () {
+export interface IngestOptions {
+  /** Back-off between attempts at a pull that failed with 429, 5xx or a network error. */
+  readonly pullBackoff?: Duration.DurationInput
+  /** Attempts at such a pull before it is reported as failed. */
+  readonly pullAttempts?: number
+}
+
+const isPermanentSqlError = (e: { readonly _tag: string }) => e._tag === "SqlError" && !isTransient(e as never)
+
+export const make = (options: IngestOptions = {}) =>
+  Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const providers = yield* Providers
     const accounts = yield* Accounts
     const store = yield* RecordStore
+    const inbox = yield* Inbox
+    const files = yield* ActivityFiles
+    const pullRetry = Schedule.exponential(options.pullBackoff ?? "1 second").pipe(
+      Schedule.union(Schedule.spaced("2 minutes")),
+      Schedule.intersect(Schedule.recurs((options.pullAttempts ?? 8) - 1))
+    )
+
+    /** Writes normalized records for one recipient; records the database refuses become item problems. */
+    const writeFor = (
+      recipient: Recipient,
+      provider: Provider,
+      normalized: ReadonlyArray<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }>,
+      inboxId: number,
+      errors: Array<ItemProblem>
+    ) =>
+      store.write(recipient, provider.id, normalized.flatMap((n) => n.records), inboxId).pipe(
+        // A record the database refuses for good (bad data) must not block its neighbours:
+        // write item by item, and report the ones that cannot be stored.
+        Effect.catchIf(isPermanentSqlError, () =>
+          Effect.reduce(normalized, { created: 0, updated: 0, unchanged: 0 }, (total, { item, records }) =>
+            store.write(recipient, provider.id, records, inboxId).pipe(
+              Effect.map((o) => ({ created: total.created + o.created, updated: total.updated + o.updated, unchanged: total.unchanged + o.unchanged })),
+              Effect.catchIf(isPermanentSqlError, (e) =>
+                Effect.sync(() => {
+                  errors.push({ key: item.key, index: item.index, message: `record could not be stored (SQLSTATE ${sqlState(e as never) ?? "unknown"})` })
+                  return total
+                }))
+            )))
+      )
+
+    /** A PUSH body: lifecycle items change connections; data items are normalized and stored. */
+    const processPush = Effect.fn("IngestWorker.processPush")(function* (provider: Provider, job: IngestJob, items: ReadonlyArray<NotificationItem>) {
+      const errors: Array<ItemProblem> = []
+      let unlinked = 0
+      let created = 0
+      let updated = 0
+      let unchanged = 0
+      for (const group of groupByUser(items).values()) {
+        for (const item of group.items) {
+          const change = provider.lifecycle(item)
+          if (change) yield* accounts.applyLifecycle(provider, group.ref, change)
+        }
+        const data = group.items.filter((item) => provider.normalizers[item.key] !== undefined)
+        if (data.length === 0) continue
+        const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, data.length)
+        if (recipients.length === 0) {
+          unlinked += data.length
+          continue
+        }
+        const normalized: Array<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }> = []
+        for (const item of data) {
+          Either.match(provider.normalizers[item.key]!(item.raw), {
+            onLeft: (error) => errors.push({ key: item.key, index: item.index, message: error.message }),
+            onRight: (records) => normalized.push({ item, records })
+          })
+        }
+        for (const recipient of recipients) {
+          const outcome = yield* writeFor(recipient, provider, normalized, job.inboxId, errors)
+          created += outcome.created
+          updated += outcome.updated
+          unchanged += outcome.unchanged
+        }
+      }
+      return { items: items.length, unlinked, created, updated, unchanged, pulled: 0, errors } satisfies IngestOutcome
+    })
+
+    /** A PING body: pull each item, keep what comes back as a new inbox body or a file. */
+    const processPing = Effect.fn("IngestWorker.processPing")(function* (provider: Provider, job: IngestJob, items: ReadonlyArray<NotificationItem>) {
+      const errors: Array<ItemProblem> = []
+      let unlinked = 0
+      let pulled = 0
+      for (const group of groupByUser(items).values()) {
+        const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, group.items.length)
+        if (recipients.length === 0) {
+          unlinked += group.items.length
+          continue
+        }
+        const credentials = yield* accounts.credentialsOf(provider.id, group.ref).pipe(
+          Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
+        )
+        for (const item of group.items) {
+          const result = yield* provider.pull(item, credentials).pipe(
+            Effect.retry({ schedule: pullRetry, while: (e) => e.retryable }),
+            Effect.either
+          )
+          if (Either.isLeft(result)) {
+            errors.push({ key: item.key, index: item.index, message: result.left.message })
+            yield* Effect.logWarning("pull failed").pipe(
+              Effect.annotateLogs({ key: item.key, index: item.index, status: result.left.status, error: result.left.message })
+            )
+            continue
+          }
+          const data = result.right
+          if (data._tag === "Records") {
+            yield* inbox.commit({
+              provider: provider.id,
+              kind: "push",
+              body: JSON.stringify({ [data.key]: data.records }),
+              itemCount: data.records.length,
+              source: { inboxId: job.inboxId, index: item.index }
+            })
+          } else {
+            yield* files.save(provider.id, recipients, data)
+          }
+          pulled++
+        }
+      }
+      return { items: items.length, unlinked, created: 0, updated: 0, unchanged: 0, pulled, errors } satisfies IngestOutcome
+    })
 
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
-      const [row] = yield* sql<{ provider: string; body: string }>`select provider, body from inbox where id = ${job.inboxId}`
-      const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, errors: [] }
+      const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, pulled: 0, errors: [] }
+      const [row] = yield* sql<{ provider: string; kind: string; body: string }>`select provider, kind, body from inbox where id = ${job.inboxId}`
       if (!row) {
         yield* Effect.logWarning("inbox item vanished before processing")
         return nothing
@@ -67,83 +199,39 @@ export class IngestWorker extends Effect.Service<IngestWorker>()("wearflow/Inges
         yield* Effect.logError("no provider plugin loaded for inbox item").pipe(Effect.annotateLogs("provider", row.provider))
         return nothing
       }
-
       // Bodies were parsed before they were stored; a body that no longer parses yields no items.
       const body = Either.try(() => JSON.parse(row.body) as unknown).pipe(Either.getOrElse(() => undefined))
-      const items = provider.itemsOf(body).filter(
-        (item) => job.providerUserId === undefined || item.providerUserId === job.providerUserId
-      )
-      const errors: Array<ItemProblem> = []
-      let unlinked = 0
-      let created = 0
-      let updated = 0
-      let unchanged = 0
-      for (const [providerUserId, group] of groupByProviderUser(items)) {
-        const recipients = yield* accounts.recipientsOrPark(provider.id, providerUserId, job.inboxId, group.length)
-        if (recipients.length === 0) {
-          unlinked += group.length
-          continue
-        }
-        const normalized: Array<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }> = []
-        for (const item of group) {
-          const normalize = provider.normalizers[item.key]
-          if (!normalize) continue
-          Either.match(normalize(item.raw), {
-            onLeft: (error) => errors.push({ key: item.key, index: item.index, message: error.message }),
-            onRight: (records) => normalized.push({ item, records })
-          })
-        }
-        for (const recipient of recipients) {
-          const outcome = yield* store.write(recipient, provider.id, normalized.flatMap((n) => n.records), job.inboxId).pipe(
-            // A record the database refuses for good (bad data) must not block its neighbours:
-            // write item by item, and report the ones that cannot be stored.
-            Effect.catchIf(
-              (e) => e._tag === "SqlError" && !isTransient(e),
-              () =>
-                Effect.reduce(normalized, { created: 0, updated: 0, unchanged: 0 }, (total, { item, records }) =>
-                  store.write(recipient, provider.id, records, job.inboxId).pipe(
-                    Effect.map((o) => ({ created: total.created + o.created, updated: total.updated + o.updated, unchanged: total.unchanged + o.unchanged })),
-                    Effect.catchIf(
-                      (e) => e._tag === "SqlError" && !isTransient(e),
-                      (e) =>
-                        Effect.sync(() => {
-                          errors.push({ key: item.key, index: item.index, message: `record could not be stored (SQLSTATE ${sqlState(e) ?? "unknown"})` })
-                          return total
-                        })
-                    )
-                  ))
-            )
-          )
-          created += outcome.created
-          updated += outcome.updated
-          unchanged += outcome.unchanged
-        }
-      }
-      const outcome: IngestOutcome = { items: items.length, unlinked, created, updated, unchanged, errors }
+      const kind = row.kind === "ping" ? "ping" : "push"
+      const items = provider.itemsOf(kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
+      const outcome = kind === "ping" ? yield* processPing(provider, job, items) : yield* processPush(provider, job, items)
       // A replay for one provider user does not overwrite the outcome of the first pass.
-      if (job.providerUserId === undefined) {
+      if (job.userKey === undefined) {
         yield* sql`update inbox set processed_at = now(), outcome = ${JSON.stringify(outcome)}::jsonb where id = ${job.inboxId}`
       }
-      yield* Metric.incrementBy(Metric.tagged(itemsProcessed, "provider", provider.id), items.length)
-      yield* Metric.incrementBy(Metric.tagged(itemsUnlinked, "provider", provider.id), unlinked)
-      yield* Metric.incrementBy(Metric.tagged(itemErrors, "provider", provider.id), errors.length)
-      if (errors.length > 0) {
+      yield* Metric.incrementBy(Metric.tagged(itemsProcessed, "provider", provider.id), outcome.items)
+      yield* Metric.incrementBy(Metric.tagged(itemsUnlinked, "provider", provider.id), outcome.unlinked)
+      yield* Metric.incrementBy(Metric.tagged(itemErrors, "provider", provider.id), outcome.errors.length)
+      yield* Metric.incrementBy(Metric.tagged(itemsPulled, "provider", provider.id), outcome.pulled)
+      if (outcome.errors.length > 0) {
         // Paths and problem kinds only: item errors never carry health values.
-        yield* Effect.logWarning("notification items failed validation").pipe(
-          Effect.annotateLogs({ inbox_id: job.inboxId, provider: provider.id, errors: errors.slice(0, 20) })
+        yield* Effect.logWarning("notification items failed").pipe(
+          Effect.annotateLogs({ provider: provider.id, errors: outcome.errors.slice(0, 20) })
         )
       }
       return outcome
     }, (effect, job) =>
       effect.pipe(
-        Effect.tapError((e) => Effect.logWarning("ingest paused by a database error; retrying").pipe(Effect.annotateLogs("error", e.message))),
+        Effect.tapError((e) => Effect.logWarning("ingest paused by an error; retrying").pipe(Effect.annotateLogs("error", e.message))),
         Effect.retry({ schedule: retryTransient, while: (e) => e._tag === "SqlError" && isTransient(e) }),
         Effect.annotateLogs("inbox_id", job.inboxId)
       ))
 
     return { process } as const
   })
-}) {}
+
+export class IngestWorker extends Context.Tag("wearflow/IngestWorker")<IngestWorker, Effect.Effect.Success<ReturnType<typeof make>>>() {
+  static readonly layer = (options?: IngestOptions) => Layer.effect(IngestWorker, make(options))
+}
 
 /** Runs `concurrency` takers on the ingest queue for the lifetime of the layer. */
 export const layerTakers = (concurrency: number) =>

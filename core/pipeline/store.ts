@@ -26,17 +26,21 @@ export interface WriteOutcome {
 
 export const eventsEmitted = Metric.counter("wearflow_events_emitted_total")
 
-/** Where a record sits in time, for range queries. */
+/** Appends one event to the outbox (inside the caller's transaction, if any). */
+export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, recordId: string | null) =>
+  sql`
+    insert into outbox (event_id, event_type, team_id, user_id, record_id, payload)
+    values (${randomUUID()}, ${envelope.event_type}, ${envelope.team_id}, ${envelope.user_id}, ${recordId}, ${JSON.stringify(envelope)}::jsonb)`.pipe(
+    Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type)))
+  )
+
+/** Where a record sits in time, for range queries: its local day and its start. */
 const placement = (record: NormalizedRecord): { calendarDate: string | null; startAt: string | null } => {
   if (record.kind === "timeseries") return { calendarDate: null, startAt: record.data.data[0]?.timestamp ?? null }
-  switch (record.resource) {
-    case "activity":
-      return { calendarDate: record.data.calendar_date, startAt: record.data.date }
-    case "sleep":
-      return { calendarDate: record.data.calendar_date, startAt: record.data.bedtime_start }
-    case "workouts":
-      return { calendarDate: record.data.calendar_date, startAt: record.data.time_start }
-  }
+  const data = record.data as unknown as Record<string, string | undefined>
+  const calendarDate = data.calendar_date ?? data.period_start ?? null
+  const startAt = data.time_start ?? data.bedtime_start ?? data.measured_at ?? data.date ?? (calendarDate ? `${calendarDate}T00:00:00.000Z` : null)
+  return { calendarDate, startAt }
 }
 
 const contentHash = (data: unknown) => createHash("sha256").update(JSON.stringify(data)).digest()
@@ -48,22 +52,27 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     const upsertSamples = (recipient: Recipient, provider: string, recordId: string, record: NormalizedRecord & { kind: "timeseries" }) => {
       // One statement cannot upsert the same key twice: the last sample per timestamp wins.
       const latest = new Map(record.data.data.map((s) => [s.timestamp, s]))
-      const rows = [...latest.values()].map((s) => ({
-        user_id: recipient.userId,
-        resource: record.resource,
-        provider,
-        source_type: record.data.source.type,
-        ts: s.timestamp,
-        value: s.value,
-        unit: s.unit,
-        timezone_offset: s.timezone_offset,
-        record_id: recordId
-      }))
+      const rows = [...latest.values()].map((sample) => {
+        const { timestamp, timezone_offset, unit, value, type: _type, ...fields } = sample as typeof sample & { value?: number }
+        return {
+          user_id: recipient.userId,
+          resource: record.resource,
+          provider,
+          source_type: record.data.source.type,
+          ts: timestamp,
+          value: value ?? null,
+          unit,
+          timezone_offset,
+          fields: Object.keys(fields).length === 0 ? null : JSON.stringify(fields),
+          record_id: recordId
+        }
+      })
       if (rows.length === 0) return Effect.void
       return sql`
         insert into samples ${sql.insert(rows)}
         on conflict (user_id, resource, provider, source_type, ts) do update
-          set value = excluded.value, unit = excluded.unit, timezone_offset = excluded.timezone_offset, record_id = excluded.record_id
+          set value = excluded.value, unit = excluded.unit, timezone_offset = excluded.timezone_offset,
+              fields = excluded.fields, record_id = excluded.record_id
       `.pipe(Effect.asVoid)
     }
 
@@ -108,10 +117,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
           client_user_id: recipient.clientUserId,
           team_id: recipient.teamId
         }
-        yield* sql`
-          insert into outbox (event_id, event_type, team_id, user_id, record_id, payload)
-          values (${randomUUID()}, ${envelope.event_type}, ${recipient.teamId}, ${recipient.userId}, ${id}, ${JSON.stringify(envelope)}::jsonb)`
-        yield* Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type))
+        yield* appendEvent(sql, envelope, id)
       }
       return { created, updated, unchanged: records.length - created - updated } satisfies WriteOutcome
     }, sql.withTransaction)

@@ -8,9 +8,11 @@ import { Duration, Effect, Layer, Option, Redacted } from "effect"
 import * as path from "node:path"
 import * as EmbeddedPostgres from "./embedded-postgres.ts"
 import foundation from "./migrations/0001_foundation.ts"
+import pullsIdentityConnect from "./migrations/0002_pulls_identity_connect.ts"
 
 export const migrations = Migrator.fromRecord({
-  "0001_foundation": foundation
+  "0001_foundation": foundation,
+  "0002_pulls_identity_connect": pullsIdentityConnect
 })
 
 export interface DatabaseOptions {

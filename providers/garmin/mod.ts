@@ -2,45 +2,58 @@
  * The Garmin provider plugin: Health and Activity API PUSH and PING notifications.
  *
  * The request path only verifies the `garmin-client-id` header, parses and checks the body's
- * structure, commits it to the inbox and answers. Normalization runs in the ingest worker.
+ * structure, commits it to the inbox and answers. Normalization, PING pulls and lifecycle
+ * changes run in the ingest worker through the `GarminProvider` this plugin builds.
  */
-import { HttpApi, HttpApiBuilder } from "@effect/platform"
+import { HttpApi, HttpApiBuilder, HttpClient } from "@effect/platform"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
 import type { Manifest } from "@wearflow/core/plugin"
 import type { Provider } from "@wearflow/core/provider"
-import { Config, Effect, Either, Metric, Option, Redacted } from "effect"
+import { Context, Effect, Either, Layer, Metric, Option, Redacted } from "effect"
 import { GarminApi } from "./Api.ts"
+import { GarminConfig, GarminHosts } from "./config.ts"
 import { normalizers } from "./normalize.ts"
-import { inspect, itemsOf, type NotificationKind } from "./notifications.ts"
+import { inspect, itemsOf, lifecycleOf, type NotificationKind } from "./notifications.ts"
+import { makePull } from "./pull.ts"
 
 export { GarminApi } from "./Api.ts"
-
-export interface GarminConfig {
-  /** Consumer key / OAuth2 client id; Garmin sends it in the `garmin-client-id` header. */
-  readonly clientId: Option.Option<Redacted.Redacted<string>>
-}
 
 export const manifest: Manifest<GarminConfig> = {
   id: "garmin",
   kind: "provider",
   version: "0.1.0",
-  permissions: {
-    net: ["apis.garmin.com", "connect.garmin.com", "connectapi.garmin.com", "diauth.garmin.com"],
-    env: ["GARMIN_*"]
-  },
-  config: Config.all({ clientId: Config.option(Config.redacted("GARMIN_CLIENT_ID")) })
+  permissions: { net: GarminHosts, env: ["GARMIN_*"] },
+  config: GarminConfig
 }
 
-export const provider: Provider = { id: manifest.id, itemsOf, normalizers }
+/** The Garmin Provider (normalizers, pulls, lifecycle), built with the plugin's sandboxed HttpClient. */
+export class GarminProvider extends Context.Tag("wearflow/providers/GarminProvider")<GarminProvider, Provider>() {}
+
+export const layerProvider = Layer.effect(
+  GarminProvider,
+  Effect.gen(function* () {
+    const config = yield* manifest.config
+    const client = yield* HttpClient.HttpClient
+    return {
+      id: manifest.id,
+      name: "Garmin",
+      itemsOf,
+      normalizers,
+      pull: makePull(client, config),
+      lifecycle: lifecycleOf,
+      requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"]
+    } satisfies Provider
+  })
+)
 
 const rejected = Metric.counter("wearflow_notifications_rejected_total").pipe(Metric.tagged("provider", manifest.id))
 
 /** The Garmin group built against Wearflow's API id, so the app can mount it in its HttpApi. */
 const GarminHttpApi = HttpApi.make(ApiId).add(GarminApi)
 
-export const layer = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
+const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
   Effect.gen(function* () {
     const config = yield* manifest.config
     const inbox = yield* Inbox
@@ -86,5 +99,7 @@ export const layer = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
         ))
   })
 )
+
+export const layer = Layer.merge(webhooks, layerProvider)
 
 export const plugin = { manifest, layer }

@@ -3,7 +3,7 @@
  * keys and many users. Validation here is the cheap, structural check done before the 200;
  * field-level validation happens in the normalizers, off the request path.
  */
-import type { NotificationItem } from "@wearflow/core/provider"
+import type { LifecycleChange, NotificationItem, UserRef } from "@wearflow/core/provider"
 import { Either } from "effect"
 
 /** Every key Garmin's Health and Activity APIs send, in PUSH or PING mode. */
@@ -90,17 +90,28 @@ export const inspect = (kind: NotificationKind, body: unknown): Either.Either<No
   return Either.right({ accepted, ignoredKeys, errors, itemCount })
 }
 
-/** The items of a stored PUSH body, addressed by Garmin userId, for the ingest worker. */
-export const itemsOf = (body: unknown): ReadonlyArray<NotificationItem> => {
+/** Garmin names users by `userId` (OAuth 2.0 era) or, before migration, `userAccessToken`. */
+const userRefOf = (item: Record<string, unknown>): UserRef | undefined =>
+  isId(item.userId) ? { _tag: "UserId", id: item.userId } : isId(item.userAccessToken) ? { _tag: "AccessToken", token: item.userAccessToken } : undefined
+
+/** The items of a stored body (PUSH or PING), addressed to Garmin users, for the ingest worker. */
+export const itemsOf = (kind: NotificationKind, body: unknown): ReadonlyArray<NotificationItem> => {
   if (!isRecord(body)) return []
   const items: Array<NotificationItem> = []
   for (const [key, value] of Object.entries(body)) {
     if (!knownKeys.has(key) || !Array.isArray(value)) continue
     value.forEach((raw, index) => {
-      if (problemOf("push", key, raw) !== undefined) return
-      const userId = (raw as Record<string, unknown>).userId
-      items.push({ key, index, providerUserId: isText(userId) ? userId : undefined, raw })
+      if (problemOf(kind, key, raw) !== undefined) return
+      items.push({ key, index, user: userRefOf(raw as Record<string, unknown>), raw })
     })
   }
   return items
+}
+
+/** What a lifecycle item says: the user deregistered, or changed the permissions they grant. */
+export const lifecycleOf = (item: NotificationItem): LifecycleChange | undefined => {
+  if (item.key === "deregistrations") return { _tag: "Deregistered" }
+  if (item.key !== "userPermissionsChange") return undefined
+  const permissions = (item.raw as { permissions?: unknown }).permissions
+  return { _tag: "PermissionsChanged", permissions: Array.isArray(permissions) ? permissions.filter((p): p is string => typeof p === "string") : [] }
 }

@@ -23,7 +23,7 @@ export const manifest: Manifest<PostgresSinkConfig> = {
   id: "postgres",
   kind: "sink",
   version: "0.1.0",
-  permissions: { net: [], env: ["SINK_POSTGRES_*"] },
+  permissions: { net: Config.succeed([]), env: ["SINK_POSTGRES_*"] },
   config: Config.all({
     url: Config.option(Config.redacted("SINK_POSTGRES_URL")),
     schema: Config.string("SINK_POSTGRES_SCHEMA").pipe(

@@ -1,0 +1,765 @@
+/**
+ * A fake Garmin Health API on loopback, for tests.
+ *
+ * One server plays every Garmin host (apis.garmin.com, connect.garmin.com,
+ * connectapi.garmin.com, diauth.garmin.com): point all four base URLs at `url`.
+ * Paths and behaviour follow /work/shared/reference/garmin.md: PING pulls (OAuth2 pull
+ * token or OAuth 1.0a signature), activity files (single download, then 410), OAuth2 PKCE
+ * with rotating refresh tokens, OAuth 1.0a three-legged flow, OAuth1 → OAuth2 token
+ * exchange, user endpoints and backfill. Everything lives in `state`, which tests may
+ * read and change at any time; `inject()` adds failures and delays in front of it.
+ */
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http"
+
+// ---------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------
+
+/** A summary record as Garmin serves it (free-form JSON). */
+export type GarminRecord = Record<string, unknown>
+
+export interface OAuth2Grant {
+  accessToken: string
+  /** Milliseconds since epoch; set it in the past to simulate an expired access token. */
+  accessTokenExpiresAt: number
+  refreshToken: string
+  refreshTokenExpiresAt: number
+}
+
+export interface FakeGarminUser {
+  readonly userId: string
+  /** False after DELETE /user/registration; every credential of the user is then refused. */
+  registered: boolean
+  /** Served by /user/permissions and used as the OAuth2 `scope`. */
+  permissions: Array<string>
+  /** The current OAuth2 pair; undefined before consent or after the grant was revoked. */
+  oauth2: OAuth2Grant | undefined
+  /** Refresh tokens rotated out. Presenting one again revokes the grant, as Garmin does. */
+  retiredRefreshTokens: Array<string>
+  /** OAuth 1.0a access token (legacy era). */
+  oauth1: { token: string; secret: string } | undefined
+  /** When set, token-exchange answers this status for the user instead of issuing tokens. */
+  tokenExchangeFailure: 401 | 500 | undefined
+  /** Pull data by REST type name (`epochs`, `mct`, `pulseox`, ...). Records with an
+   *  `uploadTimeInSeconds` field are served only to pulls whose window contains it. */
+  data: Record<string, Array<GarminRecord>>
+}
+
+export interface FakeActivityFile {
+  readonly userId: string
+  /** The `token` the callbackURL must carry. */
+  readonly token: string
+  bytes: Uint8Array
+  contentType: string
+  /** Files download once; later downloads get 410. */
+  downloaded: boolean
+}
+
+export interface PendingRequestToken {
+  readonly secret: string
+  readonly callback: string
+  /** Set once the user approved at /oauthConfirm. */
+  verifier: string | undefined
+  userId: string | undefined
+}
+
+export interface PendingAuthorizationCode {
+  readonly userId: string
+  readonly codeChallenge: string
+  readonly redirectUri: string
+}
+
+export interface BackfillRequest {
+  readonly userId: string
+  readonly type: string
+  readonly start: number
+  readonly end: number
+}
+
+export interface FakeGarminState {
+  /** Registered (and deregistered) users by Garmin userId. */
+  users: Map<string, FakeGarminUser>
+  /** Who approves the next /oauth2Confirm; undefined → a new random user. */
+  nextOAuth2User: string | undefined
+  /** Who approves the next /oauthConfirm; undefined → a new random user. */
+  nextOAuth1User: string | undefined
+  /** Response shape of /user/permissions (Garmin's real shape is unverified). */
+  permissionsShape: "array" | "object"
+  /** PING pull tokens (the callbackURL's `token`) → userId. */
+  pullTokens: Map<string, string>
+  /** Activity files by id. */
+  activityFiles: Map<string, FakeActivityFile>
+  /** OAuth1 request tokens not yet exchanged for access tokens. */
+  requestTokens: Map<string, PendingRequestToken>
+  /** OAuth2 authorization codes not yet exchanged (single use). */
+  authorizationCodes: Map<string, PendingAuthorizationCode>
+  /** Every accepted backfill request, in order. */
+  backfills: Array<BackfillRequest>
+  counters: {
+    /** refresh_token grants received (attempts, so concurrent refreshes show up). */
+    refreshCount: number
+    /** token-exchange requests with a valid signature (including injected per-user failures). */
+    tokenExchangeCount: number
+    deregistrations: number
+    /** OAuth2 grants revoked because a rotated-out refresh token was reused. */
+    revocations: number
+  }
+}
+
+export interface RecordedRequest {
+  readonly method: string
+  readonly path: string
+  readonly query: Record<string, string>
+  readonly headers: Record<string, string | undefined>
+  readonly body: string
+}
+
+export interface InjectRule {
+  readonly method?: string
+  /** A string matches the path exactly; a RegExp is tested against the path (no query). */
+  readonly path: string | RegExp
+  /** Status to answer with (default 500). A rule with delayMs but no status/body only delays. */
+  readonly status?: number
+  readonly body?: string
+  readonly headers?: Record<string, string>
+  readonly delayMs?: number
+  /** How many matching requests the rule applies to (default 1). */
+  readonly times?: number
+}
+
+export interface FakeGarmin {
+  /** e.g. http://127.0.0.1:PORT */
+  readonly url: string
+  readonly state: FakeGarminState
+  readonly requests: Array<RecordedRequest>
+  inject(rule: InjectRule): void
+  /**
+   * Builds a PING callbackURL like Garmin's, pointing at this server.
+   * `{ userId }` mints a fresh pull token for that user; `{ token }` puts the given token in
+   * the URL verbatim (valid only if `state.pullTokens` binds it); `{ oauth1: true }` leaves
+   * the token out, so the pull must be OAuth 1.0a signed.
+   */
+  pingUrl(
+    type: string,
+    userKey: { userId: string } | { token: string } | { oauth1: true },
+    uploadStart: number,
+    uploadEnd: number
+  ): string
+  /** Adds (or replaces) a user with defaults for anything not given. */
+  addUser(userId: string, init?: Partial<Omit<FakeGarminUser, "userId">>): FakeGarminUser
+  /** Stores an activity file for `userId` and returns its callbackURL. */
+  addActivityFile(userId: string, file: { id?: string; bytes: Uint8Array | string; contentType?: string }): string
+  close(): Promise<void>
+}
+
+export interface FakeGarminOptions {
+  readonly consumerKey: string
+  readonly consumerSecret: string
+}
+
+// ---------------------------------------------------------------------------
+// Constants and small helpers
+// ---------------------------------------------------------------------------
+
+const ACCESS_TOKEN_TTL_S = 86_400
+const REFRESH_TOKEN_TTL_S = 7_776_000
+const MAX_PULL_WINDOW_S = 86_400
+const MAX_BACKFILL_RANGE_S = 90 * 86_400
+const DEFAULT_PERMISSIONS = ["ACTIVITY_EXPORT", "HEALTH_EXPORT", "MCT_EXPORT", "HISTORICAL_DATA_EXPORT"]
+
+const randomToken = (bytes = 16): string => randomBytes(bytes).toString("hex")
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Whole, non-negative seconds, or undefined. */
+const seconds = (value: string | null): number | undefined =>
+  value !== null && /^\d+$/.test(value) ? Number(value) : undefined
+
+const newUser = (userId: string, init: Partial<Omit<FakeGarminUser, "userId">> = {}): FakeGarminUser => ({
+  registered: true,
+  permissions: [...DEFAULT_PERMISSIONS],
+  oauth2: undefined,
+  retiredRefreshTokens: [],
+  oauth1: undefined,
+  tokenExchangeFailure: undefined,
+  data: {},
+  ...init,
+  userId
+})
+
+const emptyState = (): FakeGarminState => ({
+  users: new Map(),
+  nextOAuth2User: undefined,
+  nextOAuth1User: undefined,
+  permissionsShape: "array",
+  pullTokens: new Map(),
+  activityFiles: new Map(),
+  requestTokens: new Map(),
+  authorizationCodes: new Map(),
+  backfills: [],
+  counters: { refreshCount: 0, tokenExchangeCount: 0, deregistrations: 0, revocations: 0 }
+})
+
+/** The user who approves a consent screen: the named one (created if new) or a fresh one. */
+const approvingUser = (state: FakeGarminState, userId: string | undefined): FakeGarminUser => {
+  const id = userId ?? randomToken()
+  const user = state.users.get(id) ?? newUser(id)
+  // Consenting again re-registers a deregistered user under the same userId.
+  user.registered = true
+  state.users.set(id, user)
+  return user
+}
+
+// ---------------------------------------------------------------------------
+// HTTP plumbing
+// ---------------------------------------------------------------------------
+
+/** One request as the handlers see it. */
+interface Exchange {
+  readonly method: string
+  readonly url: URL
+  /** The URI the client signed, for OAuth1 base strings: scheme://host/path, no query. */
+  readonly signedUri: string
+  readonly headers: IncomingHttpHeaders
+  readonly body: string
+}
+
+/** What a handler answers; written to the socket by `send`. */
+interface Reply {
+  readonly status: number
+  readonly headers?: Record<string, string>
+  readonly body?: string | Uint8Array
+}
+
+interface App {
+  readonly state: FakeGarminState
+  readonly client: FakeGarminOptions
+}
+
+const json = (status: number, value: unknown): Reply => ({
+  status,
+  headers: { "content-type": "application/json;charset=UTF-8" },
+  body: JSON.stringify(value)
+})
+const garminError = (status: number, errorMessage: string) => json(status, { errorMessage })
+const oauthError = (status: number, error: string) => json(status, { error })
+const form = (values: Record<string, string>): Reply => ({
+  status: 200,
+  headers: { "content-type": "application/x-www-form-urlencoded" },
+  body: new URLSearchParams(values).toString()
+})
+const redirect = (target: string, params: Record<string, string>): Reply => {
+  const location = new URL(target)
+  for (const [key, value] of Object.entries(params)) location.searchParams.set(key, value)
+  return { status: 302, headers: { location: location.toString() } }
+}
+const empty = (status: number): Reply => ({ status })
+
+const readBody = async (req: IncomingMessage): Promise<string> => {
+  const chunks: Array<Buffer> = []
+  for await (const chunk of req) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString("utf8")
+}
+
+const toExchange = (req: IncomingMessage, body: string, serverUrl: string): Exchange => {
+  const url = new URL(req.url ?? "/", serverUrl)
+  const host = (req.headers.host ?? url.host).toLowerCase()
+  return { method: req.method ?? "GET", url, signedUri: `http://${host}${url.pathname}`, headers: req.headers, body }
+}
+
+const toRecorded = (ex: Exchange): RecordedRequest => ({
+  method: ex.method,
+  path: ex.url.pathname,
+  query: Object.fromEntries(ex.url.searchParams),
+  headers: Object.fromEntries(
+    Object.entries(ex.headers).map(([key, value]) => [key, Array.isArray(value) ? value.join(", ") : value])
+  ),
+  body: ex.body
+})
+
+const send = (res: ServerResponse, reply: Reply): void => {
+  res.writeHead(reply.status, reply.headers)
+  res.end(reply.body === undefined ? undefined : Buffer.from(reply.body))
+}
+
+/** Form fields of a urlencoded body (empty for any other content type). */
+const formFields = (ex: Exchange): URLSearchParams =>
+  (ex.headers["content-type"] ?? "").includes("application/x-www-form-urlencoded")
+    ? new URLSearchParams(ex.body)
+    : new URLSearchParams()
+
+// ---------------------------------------------------------------------------
+// OAuth 1.0a signature verification (RFC 5849 §3.4, HMAC-SHA1)
+// ---------------------------------------------------------------------------
+
+/** RFC 3986 percent-encoding, as OAuth 1.0a requires (stricter than encodeURIComponent). */
+const percentEncode = (value: string): string =>
+  encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+
+/** Parses `OAuth k="v", ...` into decoded pairs; undefined for any other scheme. */
+const parseOAuthHeader = (header: string | undefined): Map<string, string> | undefined => {
+  if (header === undefined || !/^OAuth\s/i.test(header)) return undefined
+  const pairs = new Map<string, string>()
+  for (const match of header.slice(6).matchAll(/([\w.~%-]+)="([^"]*)"/g)) {
+    pairs.set(decodeURIComponent(match[1] ?? ""), decodeURIComponent(match[2] ?? ""))
+  }
+  return pairs
+}
+
+/** Base string = METHOD & enc(URI) & enc(sorted, encoded params). */
+const signatureBaseString = (method: string, uri: string, params: Array<[string, string]>): string => {
+  const normalized = params
+    .map(([key, value]) => [percentEncode(key), percentEncode(value)] as const)
+    .sort(([ka, va], [kb, vb]) => (ka === kb ? (va < vb ? -1 : va > vb ? 1 : 0) : ka < kb ? -1 : 1))
+    .map(([key, value]) => `${key}=${value}`)
+    .join("&")
+  return [method.toUpperCase(), percentEncode(uri), percentEncode(normalized)].join("&")
+}
+
+const hmacSha1 = (baseString: string, consumerSecret: string, tokenSecret: string): string =>
+  createHmac("sha1", `${percentEncode(consumerSecret)}&${percentEncode(tokenSecret)}`)
+    .update(baseString)
+    .digest("base64")
+
+const safeEqual = (a: string, b: string): boolean => {
+  const left = Buffer.from(a)
+  const right = Buffer.from(b)
+  return left.length === right.length && timingSafeEqual(left, right)
+}
+
+interface VerifiedOAuth1<C> {
+  /** Every signed parameter (header oauth_*, query, form body), decoded. */
+  readonly params: Map<string, string>
+  /** What `lookup` returned for oauth_token; undefined when the request carried no token. */
+  readonly credential: C | undefined
+  readonly token: string | undefined
+}
+
+/**
+ * Verifies an OAuth 1.0a HMAC-SHA1 request signed with our consumer key. `lookup` resolves
+ * oauth_token to its secret; a token it does not know fails verification. Timestamps and
+ * nonces are not checked: tests may replay requests freely.
+ */
+const verifyOAuth1 = <C extends { readonly secret: string }>(
+  app: App,
+  ex: Exchange,
+  lookup: (token: string) => C | undefined
+): VerifiedOAuth1<C> | undefined => {
+  const header = parseOAuthHeader(ex.headers.authorization)
+  const signature = header?.get("oauth_signature")
+  if (header === undefined || signature === undefined) return undefined
+  if (header.get("oauth_consumer_key") !== app.client.consumerKey) return undefined
+  if (header.get("oauth_signature_method") !== "HMAC-SHA1") return undefined
+
+  const token = header.get("oauth_token")
+  const credential = token === undefined ? undefined : lookup(token)
+  if (token !== undefined && credential === undefined) return undefined
+
+  const params: Array<[string, string]> = [
+    ...[...header].filter(([key]) => key !== "oauth_signature" && key !== "realm"),
+    ...ex.url.searchParams,
+    ...formFields(ex)
+  ]
+  const expected = hmacSha1(
+    signatureBaseString(ex.method, ex.signedUri, params),
+    app.client.consumerSecret,
+    credential?.secret ?? ""
+  )
+  return safeEqual(expected, signature) ? { params: new Map(params), credential, token } : undefined
+}
+
+// ---------------------------------------------------------------------------
+// Authentication of users
+// ---------------------------------------------------------------------------
+
+const findUser = (state: FakeGarminState, predicate: (user: FakeGarminUser) => boolean) =>
+  [...state.users.values()].find(predicate)
+
+const bearerToken = (ex: Exchange): string | undefined =>
+  /^Bearer\s+(.+)$/i.exec(ex.headers.authorization ?? "")?.[1]
+
+/** The registered user whose current, unexpired access token this is. */
+const userByAccessToken = (state: FakeGarminState, token: string): FakeGarminUser | undefined =>
+  findUser(
+    state,
+    (user) => user.registered && user.oauth2?.accessToken === token && user.oauth2.accessTokenExpiresAt > Date.now()
+  )
+
+/** The registered user whose OAuth1 access token signed this request. */
+const userByOAuth1 = (app: App, ex: Exchange): FakeGarminUser | undefined =>
+  verifyOAuth1(app, ex, (token) => {
+    const user = findUser(app.state, (candidate) => candidate.registered && candidate.oauth1?.token === token)
+    return user?.oauth1 && { secret: user.oauth1.secret, user }
+  })?.credential?.user
+
+/** User-scoped endpoints accept a Bearer token (OAuth2) or an OAuth1 signature. */
+const authenticateUser = (app: App, ex: Exchange): FakeGarminUser | undefined => {
+  const bearer = bearerToken(ex)
+  return bearer !== undefined ? userByAccessToken(app.state, bearer) : userByOAuth1(app, ex)
+}
+
+/**
+ * PING pulls and activity files. With a `token` in the URL (OAuth2 era) the token names the
+ * user, and a Bearer header, if sent, must belong to that same user. Without one (OAuth1 era)
+ * the request must be signed with the user's OAuth1 token.
+ */
+const authorizePull = (app: App, ex: Exchange, tokenOwner: (token: string) => string | undefined) => {
+  const token = ex.url.searchParams.get("token")
+  if (token === null) return userByOAuth1(app, ex)
+  const ownerId = tokenOwner(token)
+  const user = ownerId === undefined ? undefined : app.state.users.get(ownerId)
+  if (!user?.registered) return undefined
+  const bearer = bearerToken(ex)
+  return bearer === undefined || userByAccessToken(app.state, bearer) === user ? user : undefined
+}
+
+// ---------------------------------------------------------------------------
+// OAuth2 tokens
+// ---------------------------------------------------------------------------
+
+/** Issues a fresh OAuth2 pair, retiring the previous refresh token (rotation). */
+const issueOAuth2 = (user: FakeGarminUser) => {
+  if (user.oauth2 !== undefined) user.retiredRefreshTokens.push(user.oauth2.refreshToken)
+  const now = Date.now()
+  const grant: OAuth2Grant = {
+    accessToken: randomToken(24),
+    accessTokenExpiresAt: now + ACCESS_TOKEN_TTL_S * 1000,
+    refreshToken: randomToken(24),
+    refreshTokenExpiresAt: now + REFRESH_TOKEN_TTL_S * 1000
+  }
+  user.oauth2 = grant
+  return json(200, {
+    access_token: grant.accessToken,
+    token_type: "bearer",
+    expires_in: ACCESS_TOKEN_TTL_S,
+    refresh_token: grant.refreshToken,
+    refresh_token_expires_in: REFRESH_TOKEN_TTL_S,
+    scope: user.permissions.join(" "),
+    jti: randomUUID()
+  })
+}
+
+/** Drops the user's OAuth2 grant: every token of it stops working. */
+const revokeOAuth2 = (app: App, user: FakeGarminUser): void => {
+  if (user.oauth2 !== undefined) user.retiredRefreshTokens.push(user.oauth2.refreshToken)
+  user.oauth2 = undefined
+  app.state.counters.revocations++
+}
+
+const pkceS256 = (verifier: string): string => createHash("sha256").update(verifier).digest("base64url")
+
+const authorizationCodeGrant = (app: App, fields: URLSearchParams): Reply => {
+  const code = fields.get("code") ?? ""
+  const pending = app.state.authorizationCodes.get(code)
+  app.state.authorizationCodes.delete(code) // single use, even when this attempt fails
+  const verifier = fields.get("code_verifier")
+  if (pending === undefined || verifier === null) return oauthError(400, "invalid_grant")
+  if (fields.get("redirect_uri") !== pending.redirectUri) return oauthError(400, "invalid_grant")
+  if (pkceS256(verifier) !== pending.codeChallenge) return oauthError(400, "invalid_grant")
+  const user = app.state.users.get(pending.userId)
+  return user === undefined ? oauthError(400, "invalid_grant") : issueOAuth2(user)
+}
+
+const refreshTokenGrant = (app: App, fields: URLSearchParams): Reply => {
+  app.state.counters.refreshCount++
+  const token = fields.get("refresh_token") ?? ""
+  const current = findUser(app.state, (user) => user.oauth2?.refreshToken === token)
+  if (current?.oauth2 !== undefined && current.registered && current.oauth2.refreshTokenExpiresAt > Date.now()) {
+    return issueOAuth2(current)
+  }
+  // A rotated-out token means two parties hold the grant: Garmin revokes the connection.
+  const stale = findUser(app.state, (user) => user.retiredRefreshTokens.includes(token))
+  if (stale !== undefined) revokeOAuth2(app, stale)
+  return oauthError(400, "invalid_grant")
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+/** GET /wellness-api/rest/{type}: the PING callback pull. */
+const pullSummaries = (app: App, ex: Exchange, type: string): Reply => {
+  const user = authorizePull(app, ex, (token) => app.state.pullTokens.get(token))
+  if (user === undefined) return garminError(401, "InvalidPullTokenException")
+  const start = seconds(ex.url.searchParams.get("uploadStartTimeInSeconds"))
+  const end = seconds(ex.url.searchParams.get("uploadEndTimeInSeconds"))
+  if (start === undefined || end === undefined || end < start) {
+    return garminError(400, "uploadStartTimeInSeconds and uploadEndTimeInSeconds are required")
+  }
+  if (end - start > MAX_PULL_WINDOW_S) return garminError(400, `time range exceeds ${MAX_PULL_WINDOW_S} seconds`)
+  const inWindow = (record: GarminRecord) => {
+    const uploaded = record["uploadTimeInSeconds"]
+    return typeof uploaded !== "number" || (uploaded >= start && uploaded <= end)
+  }
+  return json(200, (user.data[type] ?? []).filter(inWindow))
+}
+
+/** GET /wellness-api/rest/activityFile?id=&token=: one download, then 410. */
+const downloadActivityFile = (app: App, ex: Exchange): Reply => {
+  const file = app.state.activityFiles.get(ex.url.searchParams.get("id") ?? "")
+  if (file === undefined) return garminError(404, "Activity file not found")
+  const user = authorizePull(app, ex, (token) => (safeEqual(token, file.token) ? file.userId : undefined))
+  if (user === undefined) return garminError(401, "InvalidPullTokenException")
+  if (file.downloaded) return garminError(410, "Activity file already downloaded")
+  file.downloaded = true
+  return { status: 200, headers: { "content-type": file.contentType }, body: file.bytes }
+}
+
+/** GET /oauth2Confirm: the user approves at once; redirects back with a code. */
+const oauth2Confirm = (app: App, ex: Exchange): Reply => {
+  const query = ex.url.searchParams
+  const redirectUri = query.get("redirect_uri")
+  const codeChallenge = query.get("code_challenge")
+  if (query.get("client_id") !== app.client.consumerKey) return garminError(400, "unknown client_id")
+  if (query.get("response_type") !== "code" || query.get("code_challenge_method") !== "S256") {
+    return garminError(400, "response_type=code and code_challenge_method=S256 are required")
+  }
+  if (redirectUri === null || codeChallenge === null) return garminError(400, "redirect_uri and code_challenge are required")
+  const user = approvingUser(app.state, app.state.nextOAuth2User)
+  const code = randomToken()
+  app.state.authorizationCodes.set(code, { userId: user.userId, codeChallenge, redirectUri })
+  const state = query.get("state")
+  return redirect(redirectUri, state === null ? { code } : { code, state })
+}
+
+/** POST /di-oauth2-service/oauth/token */
+const oauth2Token = (app: App, ex: Exchange): Reply => {
+  const fields = formFields(ex)
+  if (fields.get("client_id") !== app.client.consumerKey || fields.get("client_secret") !== app.client.consumerSecret) {
+    return oauthError(401, "invalid_client")
+  }
+  switch (fields.get("grant_type")) {
+    case "authorization_code":
+      return authorizationCodeGrant(app, fields)
+    case "refresh_token":
+      return refreshTokenGrant(app, fields)
+    default:
+      return oauthError(400, "unsupported_grant_type")
+  }
+}
+
+/** POST /oauth-service/oauth/request_token: signed with the consumer only. */
+const oauth1RequestToken = (app: App, ex: Exchange): Reply => {
+  const verified = verifyOAuth1(app, ex, () => undefined)
+  if (verified === undefined) return garminError(401, "Invalid OAuth signature")
+  const callback = verified.params.get("oauth_callback")
+  if (callback === undefined) return garminError(400, "oauth_callback is required")
+  const token = randomToken()
+  const secret = randomToken()
+  app.state.requestTokens.set(token, { secret, callback, verifier: undefined, userId: undefined })
+  return form({ oauth_token: token, oauth_token_secret: secret, oauth_callback_confirmed: "true" })
+}
+
+/** GET /oauthConfirm: the user approves at once; redirects back with a verifier. */
+const oauth1Confirm = (app: App, ex: Exchange): Reply => {
+  const token = ex.url.searchParams.get("oauth_token") ?? ""
+  const pending = app.state.requestTokens.get(token)
+  if (pending === undefined) return garminError(400, "unknown oauth_token")
+  const verifier = randomToken()
+  pending.userId = approvingUser(app.state, app.state.nextOAuth1User).userId
+  pending.verifier = verifier
+  const callback = ex.url.searchParams.get("oauth_callback") ?? pending.callback
+  return redirect(callback, { oauth_token: token, oauth_verifier: verifier })
+}
+
+/** POST /oauth-service/oauth/access_token: signed with the approved request token. */
+const oauth1AccessToken = (app: App, ex: Exchange): Reply => {
+  const verified = verifyOAuth1(app, ex, (token) => app.state.requestTokens.get(token))
+  const pending = verified?.credential
+  if (verified?.token === undefined || pending?.verifier === undefined || pending.userId === undefined) {
+    return garminError(401, "Invalid OAuth signature or request token")
+  }
+  if (verified.params.get("oauth_verifier") !== pending.verifier) return garminError(401, "Invalid oauth_verifier")
+  app.state.requestTokens.delete(verified.token)
+  const user = approvingUser(app.state, pending.userId)
+  user.oauth1 = { token: randomToken(), secret: randomToken() }
+  return form({ oauth_token: user.oauth1.token, oauth_token_secret: user.oauth1.secret })
+}
+
+/** POST /partner-gateway/rest/user/token-exchange: OAuth1 token → OAuth2 pair. */
+const tokenExchange = (app: App, ex: Exchange): Reply => {
+  const user = userByOAuth1(app, ex)
+  if (user === undefined) return garminError(401, "Invalid OAuth signature")
+  app.state.counters.tokenExchangeCount++
+  if (user.tokenExchangeFailure !== undefined) return garminError(user.tokenExchangeFailure, "token exchange failed")
+  return issueOAuth2(user) // the OAuth1 token stays valid (Garmin: 30 more days)
+}
+
+/** Wraps a handler that needs an authenticated user. */
+const withUser =
+  (handle: (app: App, ex: Exchange, user: FakeGarminUser, match: RegExpExecArray) => Reply) =>
+  (app: App, ex: Exchange, match: RegExpExecArray): Reply => {
+    const user = authenticateUser(app, ex)
+    return user === undefined ? garminError(401, "Unauthorized") : handle(app, ex, user, match)
+  }
+
+const userId = withUser((_app, _ex, user) => json(200, { userId: user.userId }))
+
+const userPermissions = withUser((app, _ex, user) =>
+  json(200, app.state.permissionsShape === "array" ? user.permissions : { permissions: user.permissions })
+)
+
+const deleteRegistration = withUser((app, _ex, user) => {
+  user.registered = false
+  app.state.counters.deregistrations++
+  return empty(204)
+})
+
+/** GET /wellness-api/rest/backfill/{type}: 202, or 409 for a range already requested. */
+const backfill = withUser((app, ex, user, match) => {
+  const type = match[1] ?? ""
+  const start = seconds(ex.url.searchParams.get("summaryStartTimeInSeconds"))
+  const end = seconds(ex.url.searchParams.get("summaryEndTimeInSeconds"))
+  if (start === undefined || end === undefined || end <= start) {
+    return garminError(400, "summaryStartTimeInSeconds and summaryEndTimeInSeconds are required")
+  }
+  if (end - start > MAX_BACKFILL_RANGE_S) return garminError(400, "time range exceeds 90 days")
+  const duplicate = app.state.backfills.some(
+    (request) => request.userId === user.userId && request.type === type && request.start === start && request.end === end
+  )
+  if (duplicate) return garminError(409, "Duplicate backfill request")
+  app.state.backfills.push({ userId: user.userId, type, start, end })
+  return empty(202)
+})
+
+// ---------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------
+
+interface Route {
+  readonly method: string
+  readonly path: RegExp
+  readonly handle: (app: App, ex: Exchange, match: RegExpExecArray) => Reply
+}
+
+// Order matters: the generic PING pull comes after the fixed wellness-api paths.
+const routes: ReadonlyArray<Route> = [
+  { method: "GET", path: /^\/oauth2Confirm$/, handle: oauth2Confirm },
+  { method: "POST", path: /^\/di-oauth2-service\/oauth\/token$/, handle: oauth2Token },
+  { method: "POST", path: /^\/oauth-service\/oauth\/request_token$/, handle: oauth1RequestToken },
+  { method: "GET", path: /^\/oauthConfirm$/, handle: oauth1Confirm },
+  { method: "POST", path: /^\/oauth-service\/oauth\/access_token$/, handle: oauth1AccessToken },
+  { method: "POST", path: /^\/partner-gateway\/rest\/user\/token-exchange$/, handle: tokenExchange },
+  { method: "GET", path: /^\/wellness-api\/rest\/user\/id$/, handle: userId },
+  { method: "GET", path: /^\/wellness-api\/rest\/user\/permissions$/, handle: userPermissions },
+  { method: "DELETE", path: /^\/wellness-api\/rest\/user\/registration$/, handle: deleteRegistration },
+  { method: "GET", path: /^\/wellness-api\/rest\/backfill\/(\w+)$/, handle: backfill },
+  { method: "GET", path: /^\/wellness-api\/rest\/activityFile$/, handle: downloadActivityFile },
+  { method: "GET", path: /^\/wellness-api\/rest\/(\w+)$/, handle: (app, ex, match) => pullSummaries(app, ex, match[1] ?? "") }
+]
+
+const route = (app: App, ex: Exchange): Reply => {
+  for (const candidate of routes) {
+    const match = candidate.method === ex.method ? candidate.path.exec(ex.url.pathname) : null
+    if (match !== null) return candidate.handle(app, ex, match)
+  }
+  return garminError(404, "Not Found")
+}
+
+// ---------------------------------------------------------------------------
+// Failure injection
+// ---------------------------------------------------------------------------
+
+interface ActiveRule {
+  readonly rule: InjectRule
+  remaining: number
+}
+
+/** Takes one use of the first rule matching the request, if any. */
+const takeRule = (rules: Array<ActiveRule>, ex: Exchange): InjectRule | undefined => {
+  const index = rules.findIndex(({ rule }) => {
+    const methodMatches = rule.method === undefined || rule.method.toUpperCase() === ex.method
+    const pathMatches = typeof rule.path === "string" ? rule.path === ex.url.pathname : rule.path.test(ex.url.pathname)
+    return methodMatches && pathMatches
+  })
+  const active = rules[index]
+  if (active === undefined) return undefined
+  if (--active.remaining <= 0) rules.splice(index, 1)
+  return active.rule
+}
+
+/** A rule with only delayMs slows the request down and lets it through; any other fails it. */
+const injectedReply = (rule: InjectRule): Reply | undefined => {
+  if (rule.delayMs !== undefined && rule.status === undefined && rule.body === undefined) return undefined
+  const contentType = rule.body === undefined ? {} : { "content-type": "application/json;charset=UTF-8" }
+  return { status: rule.status ?? 500, headers: { ...contentType, ...rule.headers }, body: rule.body ?? "" }
+}
+
+// ---------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------
+
+export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeGarmin> => {
+  const state = emptyState()
+  const app: App = { state, client: options }
+  const requests: Array<RecordedRequest> = []
+  const rules: Array<ActiveRule> = []
+  let url = ""
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const ex = toExchange(req, await readBody(req), url)
+    requests.push(toRecorded(ex))
+    const rule = takeRule(rules, ex)
+    if (rule?.delayMs !== undefined) await sleep(rule.delayMs)
+    send(res, (rule && injectedReply(rule)) ?? route(app, ex))
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      // Surface bugs in the fake as a 500 the test can see, rather than a hung request.
+      if (!res.headersSent) send(res, garminError(500, `fake-garmin: ${String(error)}`))
+      else res.destroy()
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => resolve())
+  })
+  const address = server.address()
+  if (address === null || typeof address === "string") throw new Error("fake-garmin: no TCP address")
+  url = `http://127.0.0.1:${address.port}`
+
+  const addUser = (userId: string, init: Partial<Omit<FakeGarminUser, "userId">> = {}) => {
+    const user = newUser(userId, init)
+    state.users.set(userId, user)
+    return user
+  }
+
+  const pingUrl: FakeGarmin["pingUrl"] = (type, userKey, uploadStart, uploadEnd) => {
+    const callback = new URL(`/wellness-api/rest/${type}`, url)
+    callback.searchParams.set("uploadStartTimeInSeconds", String(uploadStart))
+    callback.searchParams.set("uploadEndTimeInSeconds", String(uploadEnd))
+    if ("userId" in userKey) {
+      const token = randomToken()
+      state.pullTokens.set(token, userKey.userId)
+      callback.searchParams.set("token", token)
+    } else if ("token" in userKey) {
+      callback.searchParams.set("token", userKey.token)
+    }
+    return callback.toString()
+  }
+
+  const addActivityFile: FakeGarmin["addActivityFile"] = (owner, file) => {
+    const id = file.id ?? String(randomBytes(4).readUInt32BE())
+    const token = randomToken()
+    const bytes = typeof file.bytes === "string" ? new TextEncoder().encode(file.bytes) : file.bytes
+    const contentType = file.contentType ?? "application/octet-stream"
+    state.activityFiles.set(id, { userId: owner, token, bytes, contentType, downloaded: false })
+    return `${url}/wellness-api/rest/activityFile?id=${encodeURIComponent(id)}&token=${token}`
+  }
+
+  return {
+    url,
+    state,
+    requests,
+    inject: (rule) => void rules.push({ rule, remaining: rule.times ?? 1 }),
+    pingUrl,
+    addUser,
+    addActivityFile,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()))
+        server.closeAllConnections() // fetch keeps connections alive; don't wait for them
+      })
+  }
+}
