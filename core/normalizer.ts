@@ -4,7 +4,7 @@
  * `ItemError` never carries the offending value (health data stays out of logs and bodies).
  */
 import { Data, Either, ParseResult, Schema } from "effect"
-import type { SummaryFields, SummaryResource, TimeseriesBatch, TimeseriesResource } from "./schema.ts"
+import type { SampleOf, SummaryFields, SummaryResource, TimeseriesBatch, TimeseriesResource } from "./schema.ts"
 
 export type SummaryRecord = {
   readonly [R in SummaryResource]: {
@@ -16,13 +16,16 @@ export type SummaryRecord = {
   }
 }[SummaryResource]
 
-export interface TimeseriesRecord {
-  readonly kind: "timeseries"
-  readonly resource: TimeseriesResource
-  /** The provider record the samples came from; one batch per source record. */
-  readonly sourceId: string
-  readonly data: TimeseriesBatch
-}
+/** Samples of one timeseries resource, typed by that resource's sample shape. */
+export type TimeseriesRecord = {
+  readonly [R in TimeseriesResource]: {
+    readonly kind: "timeseries"
+    readonly resource: R
+    /** The provider record the samples came from; one batch per source record and resource. */
+    readonly sourceId: string
+    readonly data: TimeseriesBatch<SampleOf<R>>
+  }
+}[TimeseriesResource]
 
 export type NormalizedRecord = SummaryRecord | TimeseriesRecord
 

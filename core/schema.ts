@@ -160,7 +160,97 @@ export const Workout = Schema.Struct({ ...SummaryIdentity, ...WorkoutFields.fiel
 })
 export type Workout = typeof Workout.Type
 
-/** One timeseries point (Junction sample shape). */
+/** Body composition measurement (Junction `body`). Masses in kg, shares in percent. */
+export const BodyFields = Schema.Struct({
+  date: Timestamp,
+  calendar_date: CalendarDate,
+  measured_at: Timestamp,
+  weight: Num.annotations({ description: "kg" }),
+  fat: Num.annotations({ description: "body fat, percent" }),
+  water_percentage: Num.annotations({ description: "body water, percent" }),
+  muscle_mass_kilogram: Num.annotations({ description: "kg" }),
+  muscle_mass_percentage: Num.annotations({ description: "muscle mass / weight, percent" }),
+  bone_mass_kilogram: Num.annotations({ description: "kg" }),
+  bone_mass_percentage: Num.annotations({ description: "bone mass / weight, percent" }),
+  body_mass_index: Num.annotations({ description: "kg/m²" }),
+  lean_body_mass_kilogram: Num.annotations({ description: "kg" }),
+  visceral_fat_index: Num,
+  waist_circumference_centimeters: Num.annotations({ description: "cm" }),
+  timezone_offset: TimezoneOffset,
+  source: Source
+})
+export const Body = Schema.Struct({ ...SummaryIdentity, ...BodyFields.fields }).annotations({
+  identifier: "Body"
+})
+export type Body = typeof Body.Type
+
+/** Pregnancy details a cycle record may carry. */
+export const Pregnancy = Schema.Struct({
+  title: Schema.NullOr(Schema.String),
+  start_date: Schema.NullOr(CalendarDate),
+  due_date: Schema.NullOr(CalendarDate),
+  original_due_date: Schema.NullOr(CalendarDate),
+  number_of_babies: Schema.NullOr(Schema.String)
+})
+
+/** One menstrual cycle (Junction `menstrual_cycle`). Lengths in days, end dates inclusive. */
+export const MenstrualCycleFields = Schema.Struct({
+  period_start: CalendarDate,
+  period_end: Schema.NullOr(CalendarDate).annotations({ description: "last day of the period, inclusive" }),
+  cycle_end: Schema.NullOr(CalendarDate).annotations({ description: "last day of the cycle, inclusive" }),
+  is_predicted: Schema.NullOr(Schema.Boolean),
+  cycle_length: Int.annotations({ description: "days" }),
+  predicted_cycle_length: Int.annotations({ description: "days" }),
+  period_length: Int.annotations({ description: "days" }),
+  day_in_cycle: Int.annotations({ description: "1 = period_start" }),
+  current_phase: Int,
+  current_phase_type: Schema.NullOr(Schema.String),
+  length_of_current_phase: Int.annotations({ description: "days" }),
+  days_until_next_phase: Int.annotations({ description: "days" }),
+  fertile_window_start: Int.annotations({ description: "day in cycle" }),
+  fertile_window_length: Int.annotations({ description: "days" }),
+  has_specified_cycle_length: Schema.NullOr(Schema.Boolean),
+  has_specified_period_length: Schema.NullOr(Schema.Boolean),
+  pregnancy: Schema.NullOr(Pregnancy),
+  last_updated_at: Schema.NullOr(Timestamp),
+  timezone_offset: TimezoneOffset,
+  source: Source
+})
+export const MenstrualCycle = Schema.Struct({ ...SummaryIdentity, ...MenstrualCycleFields.fields }).annotations({
+  identifier: "MenstrualCycle"
+})
+export type MenstrualCycle = typeof MenstrualCycle.Type
+
+/** A stream column: one entry per point of `time`, `null` where not measured. */
+const Stream = Schema.Array(Num)
+
+/**
+ * The sampled streams of one workout (Junction `workout_stream`): parallel arrays indexed
+ * like `time`.
+ */
+export const WorkoutStreamFields = Schema.Struct({
+  workout_id: Schema.String.annotations({ description: "provider_id of the workouts record" }),
+  calendar_date: CalendarDate,
+  time_start: Timestamp,
+  time: Schema.Array(Schema.Number).annotations({ description: "seconds since time_start" }),
+  heartrate: Stream.annotations({ description: "bpm" }),
+  lat: Stream.annotations({ description: "degrees" }),
+  lng: Stream.annotations({ description: "degrees" }),
+  altitude: Stream.annotations({ description: "metres" }),
+  velocity_smooth: Stream.annotations({ description: "metres per second" }),
+  cadence: Stream.annotations({ description: "steps, revolutions or strokes per minute" }),
+  watts: Stream.annotations({ description: "watts" }),
+  distance: Stream.annotations({ description: "metres since start" }),
+  temperature: Stream.annotations({ description: "°C" }),
+  timezone_offset: TimezoneOffset,
+  source: Source
+})
+export const WorkoutStream = Schema.Struct({ ...SummaryIdentity, ...WorkoutStreamFields.fields }).annotations({
+  identifier: "WorkoutStream"
+})
+export type WorkoutStream = typeof WorkoutStream.Type
+
+/** One timeseries point (Junction sample shape), for discrete resources. */
 export const Sample = Schema.Struct({
   timestamp: Timestamp,
   timezone_offset: TimezoneOffset,
@@ -170,25 +260,81 @@ export const Sample = Schema.Struct({
 }).annotations({ identifier: "Sample" })
 export type Sample = typeof Sample.Type
 
-/** The data of a timeseries event: one source, many samples. */
-export const TimeseriesBatch = Schema.Struct({
-  source: Source,
-  data: Schema.Array(Sample)
-})
-export type TimeseriesBatch = typeof TimeseriesBatch.Type
+/** A value accumulated over `[start, end)`; `timestamp` is `start`. */
+export const IntervalSample = Schema.Struct({
+  timestamp: Timestamp,
+  start: Timestamp,
+  end: Timestamp,
+  timezone_offset: TimezoneOffset,
+  type: SourceType,
+  unit: Schema.String,
+  value: Schema.Number
+}).annotations({ identifier: "IntervalSample" })
+export type IntervalSample = typeof IntervalSample.Type
 
-/** Every resource Wearflow produces, with the schema of one stored item. */
+/** One blood-pressure reading: a pair of values, no single `value`. */
+export const BloodPressureSample = Schema.Struct({
+  timestamp: Timestamp,
+  timezone_offset: TimezoneOffset,
+  type: SourceType,
+  unit: Schema.String,
+  systolic: Schema.Number,
+  diastolic: Schema.Number
+}).annotations({ identifier: "BloodPressureSample" })
+export type BloodPressureSample = typeof BloodPressureSample.Type
+
+/** The data of a timeseries event: one source, many samples. */
+export const TimeseriesBatchOf = <S extends Schema.Schema.AnyNoContext>(sample: S) =>
+  Schema.Struct({ source: Source, data: Schema.Array(sample) })
+
+/** A batch of discrete samples; `TimeseriesBatch<IntervalSample>` etc. for the other shapes. */
+export const TimeseriesBatch = TimeseriesBatchOf(Sample)
+export interface TimeseriesBatch<S = Sample> {
+  readonly source: Source
+  readonly data: ReadonlyArray<S>
+}
+
+/** Every resource Wearflow produces, with the schema of one stored item (one sample for timeseries). */
 export const Resources = {
   activity: { kind: "summary", fields: ActivityFields, schema: Activity },
   sleep: { kind: "summary", fields: SleepFields, schema: Sleep },
   workouts: { kind: "summary", fields: WorkoutFields, schema: Workout },
-  heartrate: { kind: "timeseries", unit: "bpm", schema: Sample }
+  body: { kind: "summary", fields: BodyFields, schema: Body },
+  menstrual_cycle: { kind: "summary", fields: MenstrualCycleFields, schema: MenstrualCycle },
+  workout_stream: { kind: "summary", fields: WorkoutStreamFields, schema: WorkoutStream },
+  heartrate: { kind: "timeseries", unit: "bpm", schema: Sample },
+  hrv: { kind: "timeseries", unit: "ms", schema: Sample },
+  stress_level: { kind: "timeseries", unit: "score", schema: Sample },
+  blood_oxygen: { kind: "timeseries", unit: "%", schema: Sample },
+  respiratory_rate: { kind: "timeseries", unit: "breaths/min", schema: Sample },
+  blood_pressure: { kind: "timeseries", unit: "mmHg", schema: BloodPressureSample },
+  body_temperature_delta: { kind: "timeseries", unit: "°C", schema: IntervalSample },
+  vo2_max: { kind: "timeseries", unit: "mL/kg/min", schema: Sample },
+  weight: { kind: "timeseries", unit: "kg", schema: Sample },
+  fat: { kind: "timeseries", unit: "%", schema: Sample },
+  steps: { kind: "timeseries", unit: "count", schema: IntervalSample },
+  calories_active: { kind: "timeseries", unit: "kcal", schema: IntervalSample },
+  distance: { kind: "timeseries", unit: "m", schema: IntervalSample }
 } as const
 
 export type ResourceName = keyof typeof Resources
-export const SummaryResource = Schema.Literal("activity", "sleep", "workouts")
+export const SummaryResource = Schema.Literal("activity", "sleep", "workouts", "body", "menstrual_cycle", "workout_stream")
 export type SummaryResource = typeof SummaryResource.Type
-export const TimeseriesResource = Schema.Literal("heartrate")
+export const TimeseriesResource = Schema.Literal(
+  "heartrate",
+  "hrv",
+  "stress_level",
+  "blood_oxygen",
+  "respiratory_rate",
+  "blood_pressure",
+  "body_temperature_delta",
+  "vo2_max",
+  "weight",
+  "fat",
+  "steps",
+  "calories_active",
+  "distance"
+)
 export type TimeseriesResource = typeof TimeseriesResource.Type
 export const ResourceName = Schema.Union(SummaryResource, TimeseriesResource)
 
@@ -197,7 +343,16 @@ export interface SummaryFields {
   readonly activity: typeof ActivityFields.Type
   readonly sleep: typeof SleepFields.Type
   readonly workouts: typeof WorkoutFields.Type
+  readonly body: typeof BodyFields.Type
+  readonly menstrual_cycle: typeof MenstrualCycleFields.Type
+  readonly workout_stream: typeof WorkoutStreamFields.Type
 }
+
+/** The sample shape of each timeseries resource. */
+export type SampleOf<R extends TimeseriesResource> = Schema.Schema.Type<(typeof Resources)[R]["schema"]>
+
+/** The canonical unit of each timeseries resource. */
+export const unitOf = <R extends TimeseriesResource>(resource: R): (typeof Resources)[R]["unit"] => Resources[resource].unit
 
 export const EventType = Schema.TemplateLiteral(
   Schema.Literal("daily", "historical"),

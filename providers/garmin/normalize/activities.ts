@@ -1,12 +1,14 @@
-/** `activities` → one `workouts` summary. */
+/** `activities` and `manuallyUpdatedActivities` → one `workouts` summary. */
 import { Either, Schema } from "effect"
 import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
 import type { Source, WorkoutFields } from "@wearflow/core/schema"
 import { localDateFromEpochSeconds, timestampFromEpochSeconds } from "@wearflow/core/time"
-import { DurationSeconds, Finite, SummaryBase, opt } from "./shared.ts"
+import { DurationSeconds, EpochSeconds, Finite, OffsetSeconds, opt } from "./shared.ts"
 
-export const RawActivity = Schema.Struct({
-  ...SummaryBase,
+/** The fields of a Garmin activity summary, also found under `summary` in activityDetails. */
+export const ActivitySummaryFields = {
+  startTimeInSeconds: EpochSeconds,
+  startTimeOffsetInSeconds: opt(OffsetSeconds),
   // Required: time_end and the sport are mandatory in the normalized workout.
   durationInSeconds: DurationSeconds,
   activityType: Schema.String.pipe(Schema.pattern(/[A-Za-z0-9]/)),
@@ -22,6 +24,16 @@ export const RawActivity = Schema.Struct({
   maxSpeedInMetersPerSecond: opt(Finite),
   deviceName: opt(Schema.String),
   manual: opt(Schema.Boolean)
+}
+
+/** An activityDetails `summary`: the activity fields without the record's ids. */
+export const RawActivitySummary = Schema.Struct(ActivitySummaryFields)
+export type RawActivitySummary = typeof RawActivitySummary.Type
+
+export const RawActivity = Schema.Struct({
+  userId: Schema.String,
+  summaryId: Schema.String,
+  ...ActivitySummaryFields
 })
 export type RawActivity = typeof RawActivity.Type
 
@@ -41,13 +53,14 @@ export const sportOf = (activityType: string): Sport => {
 }
 
 /** Garmin marks hand-entered activities with `manual` and deviceName "unknown". */
-const sourceOf = (raw: RawActivity): Source => {
+export const activitySource = (raw: RawActivitySummary): Source => {
   const manual = raw.manual === true || raw.deviceName === "unknown"
   const device = raw.deviceName != null && raw.deviceName !== "unknown" ? raw.deviceName : null
   return { provider: "garmin", type: manual ? "app" : "watch", device_id: device, app_id: null }
 }
 
-const workout = (raw: RawActivity): typeof WorkoutFields.Type => {
+/** The workout of an activity summary; `providerId` is the Garmin id customers see. */
+export const workoutOf = (raw: RawActivitySummary, providerId: string): typeof WorkoutFields.Type => {
   const start = raw.startTimeInSeconds
   return {
     title: raw.activityName ?? null,
@@ -71,14 +84,14 @@ const workout = (raw: RawActivity): typeof WorkoutFields.Type => {
     average_watts: null,
     max_watts: null,
     weighted_average_watts: null,
-    provider_id: String(raw.activityId ?? raw.summaryId),
+    provider_id: providerId,
     timezone_offset: raw.startTimeOffsetInSeconds ?? null,
-    source: sourceOf(raw)
+    source: activitySource(raw)
   }
 }
 
 const toRecords = (raw: RawActivity): ReadonlyArray<NormalizedRecord> => [
-  { kind: "summary", resource: "workouts", sourceId: raw.summaryId, data: workout(raw) }
+  { kind: "summary", resource: "workouts", sourceId: raw.summaryId, data: workoutOf(raw, String(raw.activityId ?? raw.summaryId)) }
 ]
 
 const decode = decodeRecord(RawActivity)

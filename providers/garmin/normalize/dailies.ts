@@ -1,27 +1,34 @@
-/** `dailies` → one `activity` summary, plus a `heartrate` batch when the day has samples. */
+/**
+ * `dailies` → one `activity` summary, plus a `heartrate` batch when the day has samples and a
+ * `stress_level` batch when it has stress values.
+ */
 import { Either, Schema } from "effect"
 import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
-import { CalendarDate, type ActivityFields } from "@wearflow/core/schema"
-import { timestampFromEpochSeconds } from "@wearflow/core/time"
+import type { ActivityFields } from "@wearflow/core/schema"
 import {
   Count,
   DurationSeconds,
   Finite,
+  LocalDate,
   OffsetMap,
+  type Point,
   SummaryBase,
   calendarDateOf,
   dateOf,
+  discreteSeries,
   mean1,
   minutes,
-  offsetEntries,
+  nonNegative,
   opt,
+  pointsFrom,
+  positive,
   sumBoth,
   watchSource
 } from "./shared.ts"
 
 export const RawDaily = Schema.Struct({
   ...SummaryBase,
-  calendarDate: opt(CalendarDate),
+  calendarDate: opt(LocalDate),
   activeKilocalories: opt(Finite),
   bmrKilocalories: opt(Finite),
   steps: opt(Count),
@@ -33,7 +40,9 @@ export const RawDaily = Schema.Struct({
   minHeartRateInBeatsPerMinute: opt(Finite),
   maxHeartRateInBeatsPerMinute: opt(Finite),
   restingHeartRateInBeatsPerMinute: opt(Finite),
-  timeOffsetHeartRateSamples: opt(OffsetMap)
+  timeOffsetHeartRateSamples: opt(OffsetMap),
+  // 3-minute stress levels (present in some dailies); negative values are status codes.
+  timeOffsetStressLevelValues: opt(OffsetMap)
 })
 export type RawDaily = typeof RawDaily.Type
 
@@ -43,7 +52,7 @@ type HeartRate = (typeof ActivityFields.Type)["heart_rate"]
  * The day's heart-rate figures. `avg_bpm` is the mean of the day's samples because Garmin's
  * `averageHeartRateInBeatsPerMinute` is a 7-day average. `null` when Garmin sent no HR at all.
  */
-const heartRate = (raw: RawDaily, samples: ReadonlyArray<[number, number]>): HeartRate => {
+const heartRate = (raw: RawDaily, samples: ReadonlyArray<Point>): HeartRate => {
   const hr = {
     avg_bpm: mean1(samples.map(([, bpm]) => bpm)),
     min_bpm: raw.minHeartRateInBeatsPerMinute ?? null,
@@ -54,7 +63,7 @@ const heartRate = (raw: RawDaily, samples: ReadonlyArray<[number, number]>): Hea
   return Object.values(hr).every((v) => v === null) ? null : hr
 }
 
-const activity = (raw: RawDaily, samples: ReadonlyArray<[number, number]>): typeof ActivityFields.Type => {
+const activity = (raw: RawDaily, samples: ReadonlyArray<Point>): typeof ActivityFields.Type => {
   const calendarDate = calendarDateOf(raw.calendarDate, raw.startTimeInSeconds, raw.startTimeOffsetInSeconds)
   const pushes = raw.pushes ?? null
   return {
@@ -79,32 +88,22 @@ const activity = (raw: RawDaily, samples: ReadonlyArray<[number, number]>): type
   }
 }
 
-/** One `heartrate` batch from the 15-second samples, keyed like the summary. */
-const heartRateSeries = (raw: RawDaily, samples: ReadonlyArray<[number, number]>): NormalizedRecord => ({
-  kind: "timeseries",
-  resource: "heartrate",
-  sourceId: raw.summaryId,
-  data: {
-    source: watchSource,
-    data: samples.map(([offset, bpm]) => ({
-      timestamp: timestampFromEpochSeconds(raw.startTimeInSeconds + offset),
-      timezone_offset: raw.startTimeOffsetInSeconds ?? null,
-      type: "watch" as const,
-      unit: "bpm",
-      value: bpm
-    }))
-  }
-})
-
 const toRecords = (raw: RawDaily): ReadonlyArray<NormalizedRecord> => {
-  const samples = offsetEntries(raw.timeOffsetHeartRateSamples)
+  const start = raw.startTimeInSeconds
+  const offset = raw.startTimeOffsetInSeconds
+  // A bpm of zero or below is not a reading.
+  const samples = pointsFrom(start, raw.timeOffsetHeartRateSamples, positive)
   const summary: NormalizedRecord = {
     kind: "summary",
     resource: "activity",
     sourceId: raw.summaryId,
     data: activity(raw, samples)
   }
-  return samples.length === 0 ? [summary] : [summary, heartRateSeries(raw, samples)]
+  return [
+    summary,
+    ...discreteSeries("heartrate", raw.summaryId, watchSource, offset, samples),
+    ...discreteSeries("stress_level", raw.summaryId, watchSource, offset, pointsFrom(start, raw.timeOffsetStressLevelValues, nonNegative))
+  ]
 }
 
 const decode = decodeRecord(RawDaily)

@@ -3,11 +3,12 @@
  * later conversion total (no `RangeError` from `Date`), and small numeric helpers.
  */
 import { Schema } from "effect"
-import type { Source } from "@wearflow/core/schema"
-import { localDateFromEpochSeconds } from "@wearflow/core/time"
+import type { NormalizedRecord } from "@wearflow/core/normalizer"
+import { CalendarDate, Resources, type Source } from "@wearflow/core/schema"
+import { localDateFromEpochSeconds, timestampFromEpochSeconds } from "@wearflow/core/time"
 
 /** Latest epoch second whose ISO form still has a 4-digit year (9999-12-31T23:59:59Z). */
-const MAX_EPOCH_SECONDS = 253_402_300_799
+export const MAX_EPOCH_SECONDS = 253_402_300_799
 
 /** Epoch seconds, bounded so `timestampFromEpochSeconds` never throws and matches `Timestamp`. */
 export const EpochSeconds = Schema.Int.pipe(Schema.between(0, MAX_EPOCH_SECONDS))
@@ -17,6 +18,14 @@ export const OffsetSeconds = Schema.Int.pipe(Schema.between(-86_400, 86_400))
 
 /** A duration in seconds; the upper bound (~31 years) only keeps date arithmetic finite. */
 export const DurationSeconds = Schema.Number.pipe(Schema.finite(), Schema.between(0, 1e9))
+
+/** A `YYYY-MM-DD` that names a real day (no 2016-02-30), so date arithmetic and sinks accept it. */
+export const LocalDate = CalendarDate.pipe(
+  Schema.filter((s) => {
+    const ms = Date.parse(`${s}T00:00:00Z`)
+    return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 10) === s
+  })
+)
 
 /** Any finite measurement; NaN/Infinity cannot come from JSON and would serialize as null. */
 export const Finite = Schema.Number.pipe(Schema.finite())
@@ -89,3 +98,85 @@ export const dateOf = (calendarDate: string): string => `${calendarDate}T00:00:0
 
 /** Source of Garmin health summaries: always the watch, device not named by Garmin. */
 export const watchSource: Source = { provider: "garmin", type: "watch", device_id: null, app_id: null }
+
+/** `calendarDate` plus `days`, or `null` when the result leaves the 4-digit-year range. */
+export const addDays = (calendarDate: string, days: number): string | null => {
+  const ms = Date.parse(`${calendarDate}T00:00:00Z`) + days * 86_400_000
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_EPOCH_SECONDS * 1000) return null
+  return new Date(ms).toISOString().slice(0, 10)
+}
+
+/** Whether `epochSeconds` still converts to a valid `Timestamp`. */
+const inRange = (epochSeconds: number): boolean => epochSeconds >= 0 && epochSeconds <= MAX_EPOCH_SECONDS
+
+/** Values Garmin uses for "no reading" are zero or negative (status codes) for most metrics. */
+export const positive = (value: number): boolean => value > 0
+/** Stress levels run 0–100; negative values are status codes (off wrist, motion, …). */
+export const nonNegative = (value: number): boolean => value >= 0
+
+/** Timeseries whose samples are `{timestamp, timezone_offset, type, unit, value}`. */
+export type DiscreteResource = "heartrate" | "hrv" | "stress_level" | "blood_oxygen" | "respiratory_rate" | "vo2_max" | "weight" | "fat"
+/** Timeseries whose samples also carry `start` and `end`. */
+export type IntervalResource = "steps" | "calories_active" | "distance" | "body_temperature_delta"
+
+/** A reading at an epoch second. */
+export type Point = readonly [epochSeconds: number, value: number]
+
+/**
+ * One batch of discrete samples, or no record at all when no point survives: points outside
+ * the representable range are dropped, so the result always matches the sample schema.
+ */
+export const discreteSeries = (
+  resource: DiscreteResource,
+  sourceId: string,
+  source: Source,
+  timezoneOffset: number | null | undefined,
+  points: ReadonlyArray<Point>
+): Array<NormalizedRecord> => {
+  const data = points
+    .filter(([at]) => inRange(at))
+    .map(([at, value]) => ({
+      timestamp: timestampFromEpochSeconds(at),
+      timezone_offset: timezoneOffset ?? null,
+      type: source.type,
+      unit: Resources[resource].unit,
+      value
+    }))
+  return data.length === 0 ? [] : [{ kind: "timeseries", resource, sourceId, data: { source, data } }]
+}
+
+/** A value accumulated over `[start, end)` epoch seconds. */
+export interface Interval {
+  readonly start: number
+  readonly end: number
+  readonly value: number
+}
+
+/** One batch of interval samples (`timestamp` = `start`), or nothing when none survives. */
+export const intervalSeries = (
+  resource: IntervalResource,
+  sourceId: string,
+  source: Source,
+  timezoneOffset: number | null | undefined,
+  intervals: ReadonlyArray<Interval>
+): Array<NormalizedRecord> => {
+  const data = intervals
+    .filter(({ end, start }) => inRange(start) && inRange(end))
+    .map(({ end, start, value }) => ({
+      timestamp: timestampFromEpochSeconds(start),
+      start: timestampFromEpochSeconds(start),
+      end: timestampFromEpochSeconds(end),
+      timezone_offset: timezoneOffset ?? null,
+      type: source.type,
+      unit: Resources[resource].unit,
+      value
+    }))
+  return data.length === 0 ? [] : [{ kind: "timeseries", resource, sourceId, data: { source, data } }]
+}
+
+/** Offset-map entries as points after `startSeconds`, keeping only values `keep` accepts. */
+export const pointsFrom = (
+  startSeconds: number,
+  map: Readonly<Record<string, number>> | null | undefined,
+  keep: (value: number) => boolean
+): Array<Point> => offsetEntries(map).filter(([, value]) => keep(value)).map(([offset, value]) => [startSeconds + offset, value])

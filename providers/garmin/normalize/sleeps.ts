@@ -1,18 +1,24 @@
-/** `sleeps` → one `sleep` summary for the main sleep; naps are not mapped yet. */
+/**
+ * `sleeps` → one `sleep` summary for the main sleep, plus `respiratory_rate` and
+ * `blood_oxygen` batches from the in-sleep samples. Naps are not mapped yet.
+ */
 import { Either, Schema } from "effect"
 import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
-import { CalendarDate, type SleepFields } from "@wearflow/core/schema"
+import type { SleepFields } from "@wearflow/core/schema"
 import { timestampFromEpochSeconds } from "@wearflow/core/time"
 import {
   DurationSeconds,
   Finite,
+  LocalDate,
   OffsetMap,
   SummaryBase,
   calendarDateOf,
   dateOf,
+  discreteSeries,
   mean1,
-  offsetEntries,
   opt,
+  pointsFrom,
+  positive,
   round1,
   sumPresent,
   watchSource
@@ -22,7 +28,7 @@ export const RawSleep = Schema.Struct({
   ...SummaryBase,
   // Required: a sleep without a length has no bedtime_stop and no efficiency.
   durationInSeconds: DurationSeconds,
-  calendarDate: opt(CalendarDate),
+  calendarDate: opt(LocalDate),
   deepSleepDurationInSeconds: opt(DurationSeconds),
   lightSleepDurationInSeconds: opt(DurationSeconds),
   remSleepInSeconds: opt(DurationSeconds),
@@ -37,13 +43,17 @@ export const RawSleep = Schema.Struct({
       qualifierKey: opt(Schema.String)
     })
   ),
-  timeOffsetSleepRespiration: opt(OffsetMap)
+  timeOffsetSleepRespiration: opt(OffsetMap),
+  timeOffsetSleepSpo2: opt(OffsetMap)
 })
 export type RawSleep = typeof RawSleep.Type
 
 /** Percent of the session asleep; `null` for an empty session or unknown stages. */
 const efficiency = (total: number | null, duration: number): number | null =>
   total === null || duration === 0 ? null : round1((total / duration) * 100)
+
+/** Breaths per minute during the sleep; zero or below is not a reading. */
+const respiration = (raw: RawSleep) => pointsFrom(raw.startTimeInSeconds, raw.timeOffsetSleepRespiration, positive)
 
 const sleep = (raw: RawSleep): typeof SleepFields.Type => {
   const start = raw.startTimeInSeconds
@@ -71,15 +81,21 @@ const sleep = (raw: RawSleep): typeof SleepFields.Type => {
     latency: null,
     temperature_delta: null,
     average_hrv: null,
-    respiratory_rate: mean1(offsetEntries(raw.timeOffsetSleepRespiration).map(([, breaths]) => breaths)),
+    respiratory_rate: mean1(respiration(raw).map(([, breaths]) => breaths)),
     timezone_offset: raw.startTimeOffsetInSeconds ?? null,
     source: watchSource
   }
 }
 
-const toRecords = (raw: RawSleep): ReadonlyArray<NormalizedRecord> => [
-  { kind: "summary", resource: "sleep", sourceId: raw.summaryId, data: sleep(raw) }
-]
+const toRecords = (raw: RawSleep): ReadonlyArray<NormalizedRecord> => {
+  const offset = raw.startTimeOffsetInSeconds
+  return [
+    { kind: "summary", resource: "sleep", sourceId: raw.summaryId, data: sleep(raw) },
+    ...discreteSeries("respiratory_rate", raw.summaryId, watchSource, offset, respiration(raw)),
+    // SpO2 of zero or below is Garmin's "no value".
+    ...discreteSeries("blood_oxygen", raw.summaryId, watchSource, offset, pointsFrom(raw.startTimeInSeconds, raw.timeOffsetSleepSpo2, positive))
+  ]
+}
 
 const decode = decodeRecord(RawSleep)
 

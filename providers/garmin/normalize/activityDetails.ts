@@ -1,0 +1,125 @@
+/**
+ * `activityDetails` → the activity's `workouts` summary (from `summary`, completed from the
+ * samples), one `workout_stream` with the sampled streams, and a `heartrate` batch.
+ */
+import { Either, Schema } from "effect"
+import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
+import type { WorkoutFields, WorkoutStreamFields } from "@wearflow/core/schema"
+import { RawActivitySummary, activitySource, workoutOf } from "./activities.ts"
+import { DurationSeconds, EpochSeconds, Finite, discreteSeries, mean1, opt, positive } from "./shared.ts"
+
+/** One point of `samples[]` (up to one per second). */
+export const RawDetailSample = Schema.Struct({
+  // Required: a point without a time cannot be placed in the stream.
+  startTimeInSeconds: EpochSeconds,
+  latitudeInDegree: opt(Finite),
+  longitudeInDegree: opt(Finite),
+  elevationInMeters: opt(Finite),
+  // Garmin's spelling is "Celcius"; the correct spelling is accepted too.
+  airTemperatureCelcius: opt(Finite),
+  airTemperatureCelsius: opt(Finite),
+  heartRate: opt(Finite),
+  speedMetersPerSecond: opt(Finite),
+  stepsPerMinute: opt(Finite),
+  bikeCadenceInRPM: opt(Finite),
+  swimCadenceInStrokesPerMinute: opt(Finite),
+  wheelChairCadenceInPushesPerMinute: opt(Finite),
+  powerInWatts: opt(Finite),
+  totalDistanceInMeters: opt(Finite),
+  clockDurationInSeconds: opt(DurationSeconds),
+  timerDurationInSeconds: opt(DurationSeconds),
+  movingDurationInSeconds: opt(DurationSeconds)
+})
+export type RawDetailSample = typeof RawDetailSample.Type
+
+export const RawActivityDetail = Schema.Struct({
+  userId: Schema.String,
+  summaryId: Schema.String,
+  activityId: opt(Schema.Int.pipe(Schema.nonNegative())),
+  summary: RawActivitySummary,
+  samples: opt(Schema.Array(RawDetailSample))
+})
+export type RawActivityDetail = typeof RawActivityDetail.Type
+
+/** Garmin names the details of activity `X` `X-detail`; the workout is the activity's own. */
+const activitySummaryId = (summaryId: string): string => summaryId.replace(/-detail$/, "")
+
+/**
+ * The id of the workout: the summary's activityId (what `activities` reports), else the
+ * record's, else the activity's summaryId. Real pushes have been seen where the top-level
+ * activityId differs from the summary's, so the summary wins.
+ */
+const providerIdOf = (raw: RawActivityDetail): string =>
+  String(raw.summary.activityId ?? raw.activityId ?? activitySummaryId(raw.summaryId))
+
+const present = (values: ReadonlyArray<number | null | undefined>): Array<number> => values.filter((v): v is number => v != null)
+
+// Reductions rather than Math.max(...values): a day-long stream would overflow the call stack.
+const maxOf = (values: ReadonlyArray<number>): number | null => (values.length === 0 ? null : values.reduce((a, b) => (b > a ? b : a)))
+const minOf = (values: ReadonlyArray<number>): number | null => (values.length === 0 ? null : values.reduce((a, b) => (b < a ? b : a)))
+
+/** The summary's workout, with elevation range and power taken from the samples. */
+const workout = (raw: RawActivityDetail, samples: ReadonlyArray<RawDetailSample>): typeof WorkoutFields.Type => {
+  const elevations = present(samples.map((s) => s.elevationInMeters))
+  const watts = present(samples.map((s) => s.powerInWatts))
+  return {
+    ...workoutOf(raw.summary, providerIdOf(raw)),
+    elev_high: maxOf(elevations),
+    elev_low: minOf(elevations),
+    average_watts: mean1(watts),
+    max_watts: maxOf(watts)
+  }
+}
+
+const cadenceOf = (s: RawDetailSample): number | null =>
+  s.stepsPerMinute ?? s.bikeCadenceInRPM ?? s.swimCadenceInStrokesPerMinute ?? s.wheelChairCadenceInPushesPerMinute ?? null
+
+const stream = (
+  raw: RawActivityDetail,
+  samples: ReadonlyArray<RawDetailSample>,
+  data: typeof WorkoutFields.Type
+): typeof WorkoutStreamFields.Type => {
+  const start = raw.summary.startTimeInSeconds
+  return {
+    workout_id: data.provider_id,
+    calendar_date: data.calendar_date,
+    time_start: data.time_start,
+    // Garmin's own elapsed wall-clock time since the start, else the difference of timestamps.
+    time: samples.map((s) => s.clockDurationInSeconds ?? s.startTimeInSeconds - start),
+    heartrate: samples.map((s) => (s.heartRate != null && positive(s.heartRate) ? s.heartRate : null)),
+    lat: samples.map((s) => s.latitudeInDegree ?? null),
+    lng: samples.map((s) => s.longitudeInDegree ?? null),
+    altitude: samples.map((s) => s.elevationInMeters ?? null),
+    velocity_smooth: samples.map((s) => s.speedMetersPerSecond ?? null),
+    cadence: samples.map(cadenceOf),
+    watts: samples.map((s) => s.powerInWatts ?? null),
+    distance: samples.map((s) => s.totalDistanceInMeters ?? null),
+    temperature: samples.map((s) => s.airTemperatureCelcius ?? s.airTemperatureCelsius ?? null),
+    timezone_offset: data.timezone_offset,
+    source: data.source
+  }
+}
+
+const toRecords = (raw: RawActivityDetail): ReadonlyArray<NormalizedRecord> => {
+  const samples = [...(raw.samples ?? [])].sort((a, b) => a.startTimeInSeconds - b.startTimeInSeconds)
+  const data = workout(raw, samples)
+  const records: Array<NormalizedRecord> = [
+    { kind: "summary", resource: "workouts", sourceId: activitySummaryId(raw.summaryId), data }
+  ]
+  if (samples.length === 0) return records
+  return [
+    ...records,
+    { kind: "summary", resource: "workout_stream", sourceId: raw.summaryId, data: stream(raw, samples, data) },
+    ...discreteSeries(
+      "heartrate",
+      raw.summaryId,
+      activitySource(raw.summary),
+      raw.summary.startTimeOffsetInSeconds,
+      samples.flatMap((s) => (s.heartRate != null && positive(s.heartRate) ? [[s.startTimeInSeconds, s.heartRate] as const] : []))
+    )
+  ]
+}
+
+const decode = decodeRecord(RawActivityDetail)
+
+export const normalizeActivityDetail: Normalizer = (raw) => Either.map(decode(raw), toRecords)

@@ -1,0 +1,41 @@
+/**
+ * `epochs` → `steps`, `calories_active` and `distance` interval samples for one 15-minute
+ * slice. A partial epoch (duration under 900 s) is emitted too: the full epoch sent later
+ * has the same start, so its samples replace the partial ones.
+ */
+import { Either, Schema } from "effect"
+import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
+import { Count, DurationSeconds, Finite, type IntervalResource, SummaryBase, intervalSeries, opt, watchSource } from "./shared.ts"
+
+/** Garmin's epoch length: every epoch describes the slice [start, start + 900 s). */
+export const EPOCH_SECONDS = 900
+
+export const RawEpoch = Schema.Struct({
+  ...SummaryBase,
+  durationInSeconds: opt(DurationSeconds),
+  activityType: opt(Schema.String),
+  steps: opt(Count),
+  distanceInMeters: opt(Finite),
+  activeKilocalories: opt(Finite)
+})
+export type RawEpoch = typeof RawEpoch.Type
+
+const toRecords = (raw: RawEpoch): ReadonlyArray<NormalizedRecord> => {
+  const start = raw.startTimeInSeconds
+  const series = (resource: IntervalResource, value: number | null | undefined) =>
+    // Garmin sends one epoch per activity type per slice, all with the same start. A zero
+    // (typically the SEDENTARY record) would overwrite the active record's sample at that
+    // timestamp, and adds nothing to any sum, so it is not emitted.
+    value == null || value <= 0
+      ? []
+      : intervalSeries(resource, raw.summaryId, watchSource, raw.startTimeOffsetInSeconds, [{ start, end: start + EPOCH_SECONDS, value }])
+  return [
+    ...series("steps", raw.steps),
+    ...series("calories_active", raw.activeKilocalories),
+    ...series("distance", raw.distanceInMeters)
+  ]
+}
+
+const decode = decodeRecord(RawEpoch)
+
+export const normalizeEpoch: Normalizer = (raw) => Either.map(decode(raw), toRecords)
