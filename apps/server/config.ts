@@ -23,6 +23,8 @@ export const ServerConfig = Config.all({
   ),
   /** How long a crashed process's in-flight queue items stay locked before another takes them. */
   queueLockExpiration: Config.duration("WEARFLOW_QUEUE_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(30))),
+  /** First wait before retrying a pull Garmin answered with 429/5xx (doubling, at most 2 min). */
+  pullBackoff: Config.duration("WEARFLOW_PULL_BACKOFF").pipe(Config.withDefault(Duration.seconds(1))),
   maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024))
 })
 export type ServerConfig = Config.Config.Success<typeof ServerConfig>

@@ -46,7 +46,7 @@ const AppLayer = Effect.gen(function* () {
 
   const Workers = Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
-      Layer.provide(IngestWorker.layer()),
+      Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
       Layer.provide(Providers.fromTags(Garmin.GarminProvider)),
       Layer.provide(ActivityFiles.layerLocal(path.join(config.dataDir, "files"))),
       Layer.provide(GarminLive)
