@@ -143,13 +143,31 @@ describe("Garmin PUSH → store → query API and typed tables", () => {
     expect(bobs.activity).toMatchObject([{ steps: 2146, timezone_offset: 28800 }])
   })
 
+  it("serves every resource the Garmin normalizers produce: body summaries, blood pressure pairs, HRV samples", async () => {
+    for (const name of ["bodyComps", "bloodPressures", "hrv"]) expect((await push(fixture(name))).status).toBe(200)
+    await drained()
+    const body = (await (await api("GET", `/v2/summary/body/${alice}?start_date=2015-08-16&end_date=2015-08-17`)).json()) as {
+      body: Array<{ weight: number; fat: number }>
+    }
+    expect(body.body[0]).toMatchObject({ weight: 75.45, fat: 17.1 })
+    const pressure = (await (await api("GET", `/v2/timeseries/${alice}/blood_pressure?start_date=2022-09-21`)).json()) as Array<Record<string, unknown>>
+    expect(pressure).toEqual([expect.objectContaining({ systolic: 120, diastolic: 110, unit: "mmHg", timestamp: "2022-09-21T16:00:00.000Z" })])
+    expect(pressure[0]).not.toHaveProperty("value")
+    const hrv = (await (await api("GET", `/v2/timeseries/${alice}/hrv?start_date=2022-05-31&end_date=2022-06-01`)).json()) as Array<{ unit: string }>
+    expect(hrv.length).toBeGreaterThan(0)
+    expect(hrv[0]!.unit).toBe("ms")
+  })
+
   it("delivers every resource into the Postgres sink's typed tables", async () => {
     const steps = await eventually(async () => {
       const rows = (await db.query("select steps from wearflow_data.activity where user_id = $1 order by calendar_date", [alice])).rows
       return rows.length === 2 ? rows.map((r) => Number(r.steps)) : undefined
     })
     expect(steps).toEqual([4210, 3305])
-    await eventually(async () => ((await count("select count(*) as n from wearflow_data.heartrate where user_id = $1", [alice])) === 16 ? true : undefined))
+    // 2 × 8 daily samples, and the pulse taken with the blood pressure.
+    await eventually(async () => ((await count("select count(*) as n from wearflow_data.heartrate where user_id = $1", [alice])) === 17 ? true : undefined))
+    await eventually(async () => ((await count("select count(*) as n from wearflow_data.blood_pressure where user_id = $1 and systolic = 120", [alice])) === 1 ? true : undefined))
+    await eventually(async () => ((await count("select count(*) as n from wearflow_data.body where user_id = $1", [alice])) === 2 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.sleep where user_id = $1", [alice])) === 2 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.workouts where user_id = $1", [alice])) === 2 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.activity where user_id = $1", [bob])) === 1 ? true : undefined))

@@ -4,7 +4,7 @@
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
-import { Activity, Sample, Sleep, Workout } from "@wearflow/core/schema"
+import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { GarminApi } from "@wearflow/garmin"
 import { Context, Schema } from "effect"
 
@@ -103,16 +103,33 @@ const summary = <const R extends string, S extends Schema.Schema.Any>(resource: 
     .addSuccess(Schema.Struct({ [resource]: Schema.Array(item) } as { [K in R]: Schema.Array$<S> }))
     .addError(NotFound)
 
+const timeseries = <const R extends TimeseriesResource>(resource: R) =>
+  HttpApiEndpoint.get(resource, `/v2/timeseries/:user_id/${resource}`)
+    .setPath(Schema.Struct({ user_id: Schema.String }))
+    .setUrlParams(DateRange)
+    .addSuccess(Schema.Array(Resources[resource].schema as (typeof Resources)[R]["schema"]))
+    .addError(NotFound)
+
 export class DataApi extends HttpApiGroup.make("data")
   .add(summary("activity", Activity))
   .add(summary("sleep", Sleep))
   .add(summary("workouts", Workout))
-  .add(
-    HttpApiEndpoint.get("heartrate")`/v2/timeseries/${UserId}/heartrate`
-      .setUrlParams(DateRange)
-      .addSuccess(Schema.Array(Sample))
-      .addError(NotFound)
-  )
+  .add(summary("body", Body))
+  .add(summary("menstrual_cycle", MenstrualCycle))
+  .add(summary("workout_stream", WorkoutStream))
+  .add(timeseries("heartrate"))
+  .add(timeseries("hrv"))
+  .add(timeseries("stress_level"))
+  .add(timeseries("blood_oxygen"))
+  .add(timeseries("respiratory_rate"))
+  .add(timeseries("blood_pressure"))
+  .add(timeseries("body_temperature_delta"))
+  .add(timeseries("vo2_max"))
+  .add(timeseries("weight"))
+  .add(timeseries("fat"))
+  .add(timeseries("steps"))
+  .add(timeseries("calories_active"))
+  .add(timeseries("distance"))
   .addError(InvalidRequest)
   .middleware(ApiKeyAuth)
   .annotate(OpenApi.Title, "Data") {}

@@ -7,7 +7,7 @@ import { HttpApiBuilder } from "@effect/platform"
 import { Accounts } from "@wearflow/core/accounts"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
-import type { SummaryResource } from "@wearflow/core/schema"
+import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
 import { Effect, Layer, Option } from "effect"
 import { ApiKeyAuth, CurrentTeam, WearflowApi } from "./Api.ts"
 
@@ -119,14 +119,32 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
           return { [resource]: items } as never
         }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) }))
 
+    const series = <R extends TimeseriesResource>(resource: R) =>
+      ({ path, urlParams }: { readonly path: { readonly user_id: string }; readonly urlParams: { readonly start_date: string; readonly end_date?: string | undefined } }) =>
+        Effect.gen(function* () {
+          const { user, range } = yield* scope(path.user_id, urlParams)
+          return yield* query.samples(user.user_id, resource, range)
+        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) }))
+
     return handlers
       .handle("activity", summary("activity"))
       .handle("sleep", summary("sleep"))
       .handle("workouts", summary("workouts"))
-      .handle("heartrate", ({ path, urlParams }) =>
-        Effect.gen(function* () {
-          const { user, range } = yield* scope(path.user_id, urlParams)
-          return yield* query.samples(user.user_id, "heartrate", range)
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) })))
+      .handle("body", summary("body"))
+      .handle("menstrual_cycle", summary("menstrual_cycle"))
+      .handle("workout_stream", summary("workout_stream"))
+      .handle("heartrate", series("heartrate"))
+      .handle("hrv", series("hrv"))
+      .handle("stress_level", series("stress_level"))
+      .handle("blood_oxygen", series("blood_oxygen"))
+      .handle("respiratory_rate", series("respiratory_rate"))
+      .handle("blood_pressure", series("blood_pressure"))
+      .handle("body_temperature_delta", series("body_temperature_delta"))
+      .handle("vo2_max", series("vo2_max"))
+      .handle("weight", series("weight"))
+      .handle("fat", series("fat"))
+      .handle("steps", series("steps"))
+      .handle("calories_active", series("calories_active"))
+      .handle("distance", series("distance"))
   })
 )
