@@ -247,6 +247,29 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       }
     }, sql.withTransaction)
 
+    /**
+     * Moves every stored token to the current encryption key (after a new key was put in
+     * front of WEARFLOW_ENCRYPTION_KEY). Row by row, each in its own transaction; safe to
+     * run again or concurrently. Returns how many connections were re-encrypted.
+     */
+    const reencryptTokens = Effect.fn("Accounts.reencryptTokens")(function* () {
+      const rows = yield* sql<{ id: string; access_token: Uint8Array | null; refresh_token: Uint8Array | null; token_secret: Uint8Array | null }>`
+        select id, access_token, refresh_token, token_secret from provider_connections
+        where access_token is not null or refresh_token is not null or token_secret is not null`
+      let moved = 0
+      for (const row of rows) {
+        const columns = [row.access_token, row.refresh_token, row.token_secret]
+        if (!columns.some((c) => c !== null && cipher.isStale(c))) continue
+        const again = (c: Uint8Array | null) => (c === null ? Effect.succeed(null) : Effect.map(cipher.decrypt(c), cipher.encrypt))
+        const [access, refresh, secret] = yield* Effect.all(columns.map(again))
+        yield* sql`
+          update provider_connections set access_token = ${access ?? null}, refresh_token = ${refresh ?? null}, token_secret = ${secret ?? null}
+          where id = ${row.id} and access_token is not distinct from ${row.access_token} and refresh_token is not distinct from ${row.refresh_token}`
+        moved++
+      }
+      return moved
+    })
+
     /** The decrypted tokens of a provider user's first active connection, for pulls. */
     const credentialsOf = Effect.fn("Accounts.credentialsOf")(function* (provider: string, ref: UserRef) {
       const [row] = yield* connectionsFor(provider, ref)
@@ -255,6 +278,6 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       return { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) } satisfies Credentials
     })
 
-    return { ensureTeamKey, teamForApiKey, createUser, getUser, connectionsOf, link, recipientsOrPark, credentialsOf, applyLifecycle, connectionError } as const
+    return { ensureTeamKey, teamForApiKey, createUser, getUser, connectionsOf, link, recipientsOrPark, credentialsOf, applyLifecycle, connectionError, reencryptTokens } as const
   })
 }) {}

@@ -3,7 +3,7 @@
  * deterministic ids the store derives from natural keys.
  *
  * Ciphertext layout: `[version=1][key id: 4 bytes][iv: 12][tag: 16][ciphertext]`. The key id
- * lets a later key rotation decrypt old rows with the old key and re-encrypt with the new.
+ * lets rotation decrypt old rows with the old key and re-encrypt them with the new one.
  */
 import { Context, Data, Effect, Layer, Redacted } from "effect"
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from "node:crypto"
@@ -17,8 +17,12 @@ const keyIdOf = (key: Uint8Array) => createHash("sha256").update(key).digest().s
 export class TokenCipher extends Context.Tag("wearflow/TokenCipher")<
   TokenCipher,
   {
+    /** Encrypts with the current key. */
     readonly encrypt: (plaintext: Redacted.Redacted<string>) => Uint8Array
+    /** Decrypts with whichever configured key the ciphertext names. */
     readonly decrypt: (ciphertext: Uint8Array) => Effect.Effect<Redacted.Redacted<string>, DecryptionError>
+    /** Whether the ciphertext was made with a key other than the current one. */
+    readonly isStale: (ciphertext: Uint8Array) => boolean
   }
 >() {}
 
@@ -29,33 +33,43 @@ export const parseKey = (text: string): Uint8Array | undefined => {
   return bytes.length === 32 ? bytes : undefined
 }
 
-export const makeTokenCipher = (key: Redacted.Redacted<Uint8Array>): TokenCipher["Type"] => {
-  const secret = Redacted.value(key)
-  const keyId = keyIdOf(secret)
+/**
+ * Parses a key list, `current[,older...]`: rotation is adding a new key in front, letting
+ * Accounts.reencryptTokens move every token to it, then dropping the old key.
+ */
+export const parseKeys = (text: string): ReadonlyArray<Uint8Array> | undefined => {
+  const keys = text.split(",").map(parseKey)
+  return keys.length > 0 && keys.every((k) => k !== undefined) ? (keys as ReadonlyArray<Uint8Array>) : undefined
+}
+
+export const makeTokenCipher = (keys: Redacted.Redacted<ReadonlyArray<Uint8Array>>): TokenCipher["Type"] => {
+  const byId = Redacted.value(keys).map((secret) => ({ secret, keyId: keyIdOf(secret) }))
+  const current = byId[0]!
+  const keyOf = (data: Buffer) => byId.find((k) => timingSafeEqual(data.subarray(1, 5), k.keyId))
   return {
     encrypt: (plaintext) => {
       const iv = randomBytes(12)
-      const cipher = createCipheriv("aes-256-gcm", secret, iv)
+      const cipher = createCipheriv("aes-256-gcm", current.secret, iv)
       const body = Buffer.concat([cipher.update(Redacted.value(plaintext), "utf8"), cipher.final()])
-      return Buffer.concat([Buffer.from([VERSION]), keyId, iv, cipher.getAuthTag(), body])
+      return Buffer.concat([Buffer.from([VERSION]), current.keyId, iv, cipher.getAuthTag(), body])
     },
     decrypt: (ciphertext) =>
       Effect.try({
         try: () => {
           const data = Buffer.from(ciphertext)
-          if (data[0] !== VERSION || !timingSafeEqual(data.subarray(1, 5), keyId)) {
-            throw new Error("encrypted with another key")
-          }
-          const decipher = createDecipheriv("aes-256-gcm", secret, data.subarray(5, 17))
+          const key = data[0] === VERSION ? keyOf(data) : undefined
+          if (!key) throw new Error("encrypted with a key that is not configured")
+          const decipher = createDecipheriv("aes-256-gcm", key.secret, data.subarray(5, 17))
           decipher.setAuthTag(data.subarray(17, 33))
           return Redacted.make(Buffer.concat([decipher.update(data.subarray(33)), decipher.final()]).toString("utf8"))
         },
         catch: (e) => new DecryptionError({ message: `cannot decrypt token: ${e instanceof Error ? e.message : "unknown"}` })
-      })
+      }),
+    isStale: (ciphertext) => !Buffer.from(ciphertext).subarray(1, 5).equals(current.keyId)
   }
 }
 
-export const layerTokenCipher = (key: Redacted.Redacted<Uint8Array>) => Layer.succeed(TokenCipher, makeTokenCipher(key))
+export const layerTokenCipher = (keys: Redacted.Redacted<ReadonlyArray<Uint8Array>>) => Layer.succeed(TokenCipher, makeTokenCipher(keys))
 
 /** SHA-256 of an API key; only hashes are stored and looked up. */
 export const hashApiKey = (key: Redacted.Redacted<string>) => createHash("sha256").update(Redacted.value(key)).digest()

@@ -5,7 +5,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
-import { layerTokenCipher } from "@wearflow/core/crypto"
+import { layerTokenCipher, makeTokenCipher } from "@wearflow/core/crypto"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { Inbox, IngestQueue, ingestJobId, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
@@ -31,10 +31,13 @@ const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name
 const GARMIN_USER = "4aacafe82427c251df9c9592d0c06768"
 
 const url = await freshDatabaseUrl()
+/** Tokens are encrypted with `currentKey`; `retiredKey` is still accepted, as during a rotation. */
+const currentKey = randomBytes(32)
+const retiredKey = randomBytes(32)
 
 const Storage = Layer.mergeAll(
   IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: "20 millis" }))),
-  layerTokenCipher(Redacted.make(randomBytes(32)))
+  layerTokenCipher(Redacted.make([currentKey, retiredKey]))
 ).pipe(Layer.provideMerge(Database.layer({ url: Option.some(url), dataDir: "unused" })))
 
 const GarminProvider = Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider }, ConfigProvider.fromMap(new Map())).pipe(
@@ -187,6 +190,26 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
         select access_token, refresh_token from provider_connections where user_id = ${user.user_id}`
       expect(Buffer.from(row!.access_token).toString("latin1")).not.toContain("plain-access-token")
       expect(Buffer.from(row!.refresh_token).length).toBeGreaterThan(33)
+    }))
+
+  it.effect("key rotation: tokens under a retired key are re-encrypted with the current one", () =>
+    Effect.gen(function* () {
+      const accounts = yield* Accounts
+      const sql = yield* SqlClient.SqlClient
+      const teamId = yield* accounts.ensureTeamKey("rotation", Redacted.make("key-rotation"))
+      const user = yield* accounts.createUser(teamId, "rotation")
+      yield* accounts.link(teamId, user.user_id, "garmin", "garmin-rotation", { accessToken: Redacted.make("rotating-access-token") })
+      const retired = makeTokenCipher(Redacted.make([retiredKey]))
+      yield* sql`update provider_connections set access_token = ${retired.encrypt(Redacted.make("rotating-access-token"))} where user_id = ${user.user_id}`
+
+      expect(yield* accounts.reencryptTokens()).toBeGreaterThanOrEqual(1)
+      expect(yield* accounts.reencryptTokens()).toBe(0)
+      const [row] = yield* sql<{ access_token: Uint8Array }>`select access_token from provider_connections where user_id = ${user.user_id}`
+      const currentOnly = makeTokenCipher(Redacted.make([currentKey]))
+      expect(Redacted.value(yield* currentOnly.decrypt(row!.access_token))).toBe("rotating-access-token")
+      expect((yield* Effect.either(retired.decrypt(row!.access_token)))._tag).toBe("Left")
+      const credentials = yield* accounts.credentialsOf("garmin", { _tag: "UserId", id: "garmin-rotation" })
+      expect(Redacted.value(credentials!.accessToken!)).toBe("rotating-access-token")
     }))
 
   it.effect("a sink acknowledges only delivered batches: a failing sink keeps its cursor, ingestion goes on", () =>

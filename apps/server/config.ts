@@ -3,7 +3,7 @@
  * into the data dir (mode 0600) so `npm start` works with no set-up and keeps working
  * across restarts.
  */
-import { parseKey } from "@wearflow/core/crypto"
+import { parseKeys } from "@wearflow/core/crypto"
 import { Config, Data, Duration, Effect, LogLevel, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
@@ -58,7 +58,10 @@ export const resolveApiKey = (config: ServerConfig) =>
       )
   })
 
-/** WEARFLOW_ENCRYPTION_KEY (32 bytes, base64 or hex), or one generated into the data dir. */
+/**
+ * WEARFLOW_ENCRYPTION_KEY — 32-byte keys, base64 or hex, current first (`new,old` while
+ * rotating) — or one generated into the data dir.
+ */
 export const resolveEncryptionKey = (config: ServerConfig) =>
   Option.match(config.encryptionKey, {
     onSome: (key) => Effect.succeed(Redacted.value(key)),
@@ -69,7 +72,9 @@ export const resolveEncryptionKey = (config: ServerConfig) =>
       )
   }).pipe(
     Effect.flatMap((text) => {
-      const key = parseKey(text)
-      return key ? Effect.succeed(Redacted.make(key)) : Effect.fail(new SecretFileError({ message: "the token encryption key must be 32 bytes, base64 or hex" }))
+      const keys = parseKeys(text)
+      return keys
+        ? Effect.succeed(Redacted.make(keys))
+        : Effect.fail(new SecretFileError({ message: "token encryption keys must be 32 bytes each, base64 or hex, separated by commas" }))
     })
   )

@@ -44,6 +44,16 @@ const AppLayer = Effect.gen(function* () {
 
   const Bootstrap = Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
 
+  // After a key rotation, tokens move to the new key in the background.
+  const TokenRotation = Layer.scopedDiscard(
+    Effect.flatMap(Accounts, (accounts) =>
+      accounts.reencryptTokens().pipe(
+        Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted provider tokens with the current key").pipe(Effect.annotateLogs("connections", moved)) : Effect.void)),
+        Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt provider tokens", cause)),
+        Effect.forkScoped
+      ))
+  )
+
   const Workers = Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
       Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
@@ -67,7 +77,7 @@ const AppLayer = Effect.gen(function* () {
     Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes }))
   )
 
-  return Layer.mergeAll(Http, Workers).pipe(
+  return Layer.mergeAll(Http, Workers, TokenRotation).pipe(
     Layer.provide(Bootstrap),
     Layer.provide(Core),
     Layer.provide(OutboundHttp.layer())
