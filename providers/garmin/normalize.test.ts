@@ -16,6 +16,7 @@ import {
   WorkoutFields,
   WorkoutStreamFields
 } from "@wearflow/core/schema"
+import { dataKeys } from "./notifications.ts"
 import { normalizers, sportOf } from "./normalize.ts"
 
 const fixture = (name: string, key: string): Array<Record<string, unknown>> => {
@@ -936,27 +937,8 @@ describe("garmin fixtures", () => {
   const files = readdirSync(dir).filter((f) => f.endsWith(".json") && !f.startsWith("ping-"))
 
   it("has a normalizer for every data key and none for the keys that carry no data", () => {
-    expect(Object.keys(normalizers).sort()).toEqual(
-      [
-        "dailies",
-        "epochs",
-        "sleeps",
-        "bodyComps",
-        "stressDetails",
-        "userMetrics",
-        "pulseox",
-        "allDayRespiration",
-        "healthSnapshot",
-        "hrv",
-        "bloodPressures",
-        "skinTemp",
-        "activities",
-        "activityDetails",
-        "manuallyUpdatedActivities",
-        "moveIQActivities",
-        "mct"
-      ].sort()
-    )
+    // Every data key Garmin sends, but activityFiles (a file to download, not records).
+    expect(Object.keys(normalizers).sort()).toEqual(dataKeys.filter((key) => key !== "activityFiles").sort())
     for (const key of notData) expect(normalizers).not.toHaveProperty(key)
   })
 
