@@ -71,9 +71,6 @@ export interface Provider {
 
 /** The providers this process runs, by id. */
 export class Providers extends Context.Tag("wearflow/Providers")<Providers, ReadonlyMap<string, Provider>>() {
-  static readonly layer = (providers: ReadonlyArray<Provider>) =>
-    Layer.succeed(Providers, new Map(providers.map((provider) => [provider.id, provider])))
-
   /** The registry from providers that plugin layers build (they need their sandboxed clients). */
   static readonly fromTags = <I>(...tags: ReadonlyArray<Context.Tag<I, Provider>>): Layer.Layer<Providers, never, I> =>
     Layer.effect(

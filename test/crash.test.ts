@@ -33,7 +33,8 @@ afterAll(async () => {
 
 describe("kill -9", () => {
   it("loses nothing it acknowledged and processes each notification exactly once", async () => {
-    const first = await startServer(env)
+    // One ingest worker, so that work is certainly still in flight when the kill lands.
+    const first = await startServer({ ...env, WEARFLOW_INGEST_CONCURRENCY: "1" })
     servers.push(first)
     const headers = { "x-api-key": "crash-key", "content-type": "application/json" }
     const user = (await (await fetch(`${first.baseUrl}/v2/user`, { method: "POST", headers, body: '{"client_user_id":"crash"}' })).json()) as {

@@ -77,7 +77,10 @@ beforeAll(async () => {
     DATABASE_URL: Redacted.value(database.url),
     GARMIN_CLIENT_ID: CLIENT_ID,
     WEARFLOW_API_KEY: API_KEY,
-    WEARFLOW_DATA_DIR: path.join(dir, "data")
+    WEARFLOW_DATA_DIR: path.join(dir, "data"),
+    // The PING fixtures point at apis.garmin.com: with Garmin's API elsewhere, those pulls are
+    // refused as foreign hosts instead of leaving this machine (test/ping.test.ts covers pulls).
+    GARMIN_API_URL: "http://127.0.0.1:9"
   })
   db = await connect()
 })

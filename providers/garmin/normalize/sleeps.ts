@@ -8,7 +8,6 @@ import type { SleepFields } from "@wearflow/core/schema"
 import { timestampFromEpochSeconds } from "@wearflow/core/time"
 import {
   DurationSeconds,
-  Finite,
   LocalDate,
   OffsetMap,
   SummaryBase,
