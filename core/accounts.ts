@@ -10,7 +10,7 @@ import { createHash } from "node:crypto"
 import { hashApiKey, TokenCipher } from "./crypto.ts"
 import { IngestQueue } from "./pipeline/inbox.ts"
 import { appendEvent, type Recipient } from "./pipeline/store.ts"
-import type { Credentials, LifecycleChange, Provider, UserRef } from "./provider.ts"
+import type { ConnectionTokens, Credentials, LifecycleChange, Provider, UserRef } from "./provider.ts"
 
 /** Junction's `provider.connection.error` error types. */
 export type ConnectionErrorType =
@@ -26,6 +26,25 @@ export type ConnectionErrorType =
 /** The provider as events describe it. */
 export const providerInfo = (provider: Pick<Provider, "id" | "name">) => ({ name: provider.name, slug: provider.id, logo: null })
 
+/**
+ * Junction's `resource_availability`: each resource the provider serves, available when the
+ * user granted the permission it needs. Unknown scopes (tokens given without them) count as
+ * granted: the provider will say otherwise through a permission change.
+ */
+export const resourceAvailability = (provider: Pick<Provider, "resourceScopes">, scopes: ReadonlyArray<string> | undefined) =>
+  Object.fromEntries(
+    Object.entries(provider.resourceScopes).map(([resource, scope]) => {
+      const granted = scopes === undefined || scopes.length === 0 || scopes.includes(scope)
+      return [resource, {
+        status: granted ? "available" : "unavailable",
+        scope_requirements: {
+          user_granted: { required: granted ? [scope] : [], optional: [] },
+          user_denied: { required: granted ? [] : [scope], optional: [] }
+        }
+      }]
+    })
+  )
+
 export interface User {
   readonly user_id: string
   readonly client_user_id: string
@@ -39,16 +58,6 @@ export interface Connection {
   readonly status: string
   readonly scopes: ReadonlyArray<string>
   readonly created_at: string
-}
-
-/** Tokens for an existing provider connection; stored encrypted. */
-export interface ConnectionTokens {
-  readonly accessToken?: Redacted.Redacted<string> | undefined
-  readonly refreshToken?: Redacted.Redacted<string> | undefined
-  /** OAuth 1.0a token secret. */
-  readonly tokenSecret?: Redacted.Redacted<string> | undefined
-  readonly accessTokenExpiresAt?: Date | undefined
-  readonly scopes?: ReadonlyArray<string> | undefined
 }
 
 export class UserNotFound extends Data.TaggedError("UserNotFound")<{ readonly userId: string }> {}
@@ -125,43 +134,56 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       )
 
     /**
-     * Links `providerUserId` to the user (replacing an earlier link for that provider) and
-     * queues every notification that arrived for that provider user — by id, or by the OAuth
-     * 1.0a token given — while nobody had linked it.
+     * Links `providerUserId` to the user (replacing an earlier link for that provider), tells
+     * the user's team (`provider.connection.created`), and queues every notification that
+     * arrived for that provider user — by id, or by the OAuth 1.0a token given — while nobody
+     * had linked it.
      */
     const link = Effect.fn("Accounts.link")(function* (
       teamId: string,
       userId: string,
-      provider: string,
+      provider: Pick<Provider, "id" | "name" | "resourceScopes">,
       providerUserId: string,
       tokens: ConnectionTokens
     ) {
-      yield* getUser(teamId, userId)
+      const user = yield* getUser(teamId, userId)
       const encrypt = (value: Redacted.Redacted<string> | undefined) => (value ? cipher.encrypt(value) : null)
       const keys = [providerUserId]
       if (tokens.accessToken && tokens.tokenSecret) keys.push(userKey({ _tag: "AccessToken", token: Redacted.value(tokens.accessToken) }))
-      for (const key of keys) yield* lockUserKey(sql, provider, key)
+      for (const key of keys) yield* lockUserKey(sql, provider.id, key)
       const elsewhere = yield* sql<{ n: number }>`
         select count(*)::int as n from provider_connections c join users u on u.id = c.user_id
-        where c.provider = ${provider} and c.provider_user_id = ${providerUserId} and c.status = 'active' and u.team_id <> ${teamId}`
-      if (elsewhere[0]!.n > 0) return yield* new ProviderUserTaken({ provider })
+        where c.provider = ${provider.id} and c.provider_user_id = ${providerUserId} and c.status = 'active' and u.team_id <> ${teamId}`
+      if (elsewhere[0]!.n > 0) return yield* new ProviderUserTaken({ provider: provider.id })
       const authVersion = tokens.tokenSecret ? "oauth1" : tokens.accessToken ? "oauth2" : null
       const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
         insert into provider_connections
           (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, token_secret,
-           access_token_expires_at, access_token_hash, auth_version)
-        values (${randomUUID()}, ${userId}, ${provider}, ${providerUserId}, 'active', ${tokens.scopes ?? []},
+           access_token_expires_at, refresh_token_expires_at, access_token_hash, auth_version)
+        values (${randomUUID()}, ${userId}, ${provider.id}, ${providerUserId}, 'active', ${tokens.scopes ?? []},
                 ${encrypt(tokens.accessToken)}, ${encrypt(tokens.refreshToken)}, ${encrypt(tokens.tokenSecret)},
-                ${tokens.accessTokenExpiresAt ?? null},
+                ${tokens.accessTokenExpiresAt ?? null}, ${tokens.refreshTokenExpiresAt ?? null},
                 ${tokens.accessToken && tokens.tokenSecret ? tokenHash(Redacted.value(tokens.accessToken)) : null}, ${authVersion})
         on conflict (user_id, provider) do update set
           provider_user_id = excluded.provider_user_id, status = 'active', scopes = excluded.scopes,
           access_token = excluded.access_token, refresh_token = excluded.refresh_token, token_secret = excluded.token_secret,
-          access_token_expires_at = excluded.access_token_expires_at, access_token_hash = excluded.access_token_hash,
-          auth_version = excluded.auth_version, last_error = null, updated_at = now()
+          access_token_expires_at = excluded.access_token_expires_at, refresh_token_expires_at = excluded.refresh_token_expires_at,
+          access_token_hash = excluded.access_token_hash, auth_version = excluded.auth_version, last_error = null, updated_at = now()
         returning provider, provider_user_id, status, scopes, created_at`
+      yield* appendEvent(sql, {
+        event_type: "provider.connection.created",
+        data: {
+          user_id: userId,
+          provider: providerInfo(provider),
+          external_user_id: providerUserId,
+          resource_availability: resourceAvailability(provider, tokens.scopes)
+        },
+        user_id: userId,
+        client_user_id: user.client_user_id,
+        team_id: teamId
+      }, null)
       const waiting = yield* sql<{ inbox_id: string; provider_user_id: string }>`
-        delete from unlinked_notifications where provider = ${provider} and provider_user_id in ${sql.in(keys)}
+        delete from unlinked_notifications where provider = ${provider.id} and provider_user_id in ${sql.in(keys)}
         returning inbox_id, provider_user_id`
       for (const parked of waiting) {
         // A fresh id each time: the same body may be parked and replayed more than once.
@@ -270,14 +292,6 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       return moved
     })
 
-    /** The decrypted tokens of a provider user's first active connection, for pulls. */
-    const credentialsOf = Effect.fn("Accounts.credentialsOf")(function* (provider: string, ref: UserRef) {
-      const [row] = yield* connectionsFor(provider, ref)
-      if (!row) return undefined
-      const decrypt = (value: Uint8Array | null) => (value ? Effect.map(cipher.decrypt(value), (v) => v as Redacted.Redacted<string> | undefined) : Effect.succeed(undefined))
-      return { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) } satisfies Credentials
-    })
-
-    return { ensureTeamKey, teamForApiKey, createUser, getUser, connectionsOf, link, recipientsOrPark, credentialsOf, applyLifecycle, connectionError, reencryptTokens } as const
+    return { ensureTeamKey, teamForApiKey, createUser, getUser, connectionsOf, link, recipientsOrPark, applyLifecycle, connectionError, reencryptTokens } as const
   })
 }) {}

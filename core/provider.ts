@@ -48,6 +48,68 @@ export class PullError extends Data.TaggedError("PullError")<{
   readonly status?: number | undefined
 }> {}
 
+/** Tokens of a provider connection (stored encrypted). */
+export interface ConnectionTokens {
+  readonly accessToken?: Redacted.Redacted<string> | undefined
+  readonly refreshToken?: Redacted.Redacted<string> | undefined
+  /** OAuth 1.0a token secret. */
+  readonly tokenSecret?: Redacted.Redacted<string> | undefined
+  readonly accessTokenExpiresAt?: Date | undefined
+  readonly refreshTokenExpiresAt?: Date | undefined
+  /** The permissions the user granted, when the provider said. */
+  readonly scopes?: ReadonlyArray<string> | undefined
+}
+
+export type AuthVersion = "oauth2" | "oauth1"
+
+/** What must be kept between sending the user to the provider and its callback. */
+export interface PendingAuth {
+  /** OAuth 2.0 PKCE code verifier. */
+  readonly codeVerifier?: Redacted.Redacted<string> | undefined
+  /** OAuth 1.0a request token and secret. */
+  readonly requestToken?: string | undefined
+  readonly requestTokenSecret?: Redacted.Redacted<string> | undefined
+}
+
+/** A provider account the user connected, with its tokens. */
+export interface Connected {
+  readonly providerUserId: string
+  readonly tokens: ConnectionTokens
+}
+
+/**
+ * An OAuth exchange with the provider failed. `denied`: the user or the provider refused
+ * (bad or revoked grant, declined consent) — retrying will not help; `unavailable`: the
+ * provider could not be reached or answered 429/5xx — retry later.
+ */
+export class AuthError extends Data.TaggedError("AuthError")<{
+  readonly message: string
+  readonly reason: "denied" | "unavailable" | "misconfigured"
+  readonly status?: number | undefined
+}> {}
+
+/** A provider's connect flows, token refresh, deregistration and OAuth upgrade. */
+export interface ProviderAuth {
+  /** The OAuth versions users can connect with; the first is the default. */
+  readonly versions: ReadonlyArray<AuthVersion>
+  /** Where to send the user to approve access; `state` comes back with the callback. */
+  readonly begin: (
+    version: AuthVersion,
+    input: { readonly callbackUrl: string; readonly state: string }
+  ) => Effect.Effect<{ readonly authorizeUrl: string; readonly pending: PendingAuth }, AuthError>
+  /** Finishes a flow from the callback's query parameters. */
+  readonly complete: (
+    version: AuthVersion,
+    input: { readonly callbackUrl: string; readonly pending: PendingAuth; readonly query: Readonly<Record<string, string>> }
+  ) => Effect.Effect<Connected, AuthError>
+  /** Trades a refresh token for a new pair (providers may rotate the refresh token). */
+  readonly refresh: (refreshToken: Redacted.Redacted<string>) => Effect.Effect<ConnectionTokens, AuthError>
+  /** Tells the provider the user disconnected, so it stops sending their data. */
+  readonly deregister: (credentials: Credentials) => Effect.Effect<void, AuthError>
+  /** Moves an OAuth 1.0a connection to OAuth 2.0 tokens, when the provider offers that. */
+  readonly upgrade?: ((credentials: Credentials) => Effect.Effect<Connected, AuthError>) | undefined
+}
+
 /** What a lifecycle item says about a provider user's connection. */
 export type LifecycleChange =
   | { readonly _tag: "Deregistered" }
@@ -67,6 +129,10 @@ export interface Provider {
   readonly lifecycle: (item: NotificationItem) => LifecycleChange | undefined
   /** Permissions without which the connection cannot deliver its data. */
   readonly requiredPermissions: ReadonlyArray<string>
+  /** The permission each resource needs; resources not listed need none. */
+  readonly resourceScopes: Readonly<Record<string, string>>
+  /** Connect flows and token upkeep; undefined for providers without OAuth. */
+  readonly auth: ProviderAuth | undefined
 }
 
 /** The providers this process runs, by id. */

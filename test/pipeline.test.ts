@@ -5,6 +5,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
+import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher, makeTokenCipher } from "@wearflow/core/crypto"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { Inbox, IngestQueue, ingestJobId, layerQueueStore } from "@wearflow/core/pipeline/inbox"
@@ -29,6 +30,7 @@ import { freshDatabaseUrl } from "./support/database.ts"
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
 const GARMIN_USER = "4aacafe82427c251df9c9592d0c06768"
+const garmin = { id: "garmin", name: "Garmin", resourceScopes: Garmin.resourceScopes }
 
 const url = await freshDatabaseUrl()
 /** Tokens are encrypted with `currentKey`; `retiredKey` is still accepted, as during a rotation. */
@@ -45,6 +47,7 @@ const GarminProvider = Host.load({ manifest: Garmin.manifest, layer: Garmin.laye
 )
 
 const Services = IngestWorker.layer().pipe(
+  Layer.provideMerge(Connections.Default),
   Layer.provideMerge(
     Layer.mergeAll(
       Accounts.Default,
@@ -66,7 +69,7 @@ const linkedUser = (clientUserId: string, garminUserId: string) =>
     const accounts = yield* Accounts
     const teamId = yield* accounts.ensureTeamKey(clientUserId, Redacted.make(`key-${clientUserId}`))
     const user = yield* accounts.createUser(teamId, clientUserId)
-    yield* accounts.link(teamId, user.user_id, "garmin", garminUserId, {})
+    yield* accounts.link(teamId, user.user_id, garmin, garminUserId, {})
     return user
   })
 
@@ -88,11 +91,12 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const body = fixture("dailies").replaceAll(GARMIN_USER, "garmin-idempotent")
       const first = yield* ingest(body)
       expect(first).toMatchObject({ items: 2, unlinked: 0, created: 4, updated: 0, unchanged: 0, errors: [] })
-      expect(yield* outboxCount(user.user_id)).toBe(4)
+      // Four data events, after the link's provider.connection.created.
+      expect(yield* outboxCount(user.user_id)).toBe(5)
 
       const again = yield* ingest(body)
       expect(again).toMatchObject({ created: 0, updated: 0, unchanged: 4 })
-      expect(yield* outboxCount(user.user_id)).toBe(4)
+      expect(yield* outboxCount(user.user_id)).toBe(5)
 
       const activity = yield* (yield* DataQuery).summaries(user.user_id, "activity", range)
       expect(activity.map((a) => a.steps)).toEqual([4210, 3305])
@@ -143,7 +147,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
 
       const teamId = yield* accounts.ensureTeamKey("late", Redacted.make("key-late"))
       const user = yield* accounts.createUser(teamId, "late")
-      const linked = yield* accounts.link(teamId, user.user_id, "garmin", "garmin-late", {})
+      const linked = yield* accounts.link(teamId, user.user_id, garmin, "garmin-late", {})
       expect(linked.replayed).toBe(1)
 
       const queue = yield* IngestQueue
@@ -167,7 +171,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const a = yield* linkedUser("fan-a", "garmin-shared")
       const teamId = yield* accounts.ensureTeamKey("fan-a", Redacted.make("key-fan-a"))
       const b = yield* accounts.createUser(teamId, "fan-b")
-      yield* accounts.link(teamId, b.user_id, "garmin", "garmin-shared", {})
+      yield* accounts.link(teamId, b.user_id, garmin, "garmin-shared", {})
       const outcome = yield* ingest(fixture("activities").replaceAll(GARMIN_USER, "garmin-shared"))
       expect(outcome.created).toBe(4)
       for (const user of [a, b]) {
@@ -181,7 +185,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const accounts = yield* Accounts
       const teamId = yield* accounts.ensureTeamKey("tokens", Redacted.make("key-tokens"))
       const user = yield* accounts.createUser(teamId, "tokens")
-      yield* accounts.link(teamId, user.user_id, "garmin", "garmin-tokens", {
+      yield* accounts.link(teamId, user.user_id, garmin, "garmin-tokens", {
         accessToken: Redacted.make("plain-access-token-123"),
         refreshToken: Redacted.make("plain-refresh-token-456")
       })
@@ -198,7 +202,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const sql = yield* SqlClient.SqlClient
       const teamId = yield* accounts.ensureTeamKey("rotation", Redacted.make("key-rotation"))
       const user = yield* accounts.createUser(teamId, "rotation")
-      yield* accounts.link(teamId, user.user_id, "garmin", "garmin-rotation", { accessToken: Redacted.make("rotating-access-token") })
+      yield* accounts.link(teamId, user.user_id, garmin, "garmin-rotation", { accessToken: Redacted.make("rotating-access-token") })
       const retired = makeTokenCipher(Redacted.make([retiredKey]))
       yield* sql`update provider_connections set access_token = ${retired.encrypt(Redacted.make("rotating-access-token"))} where user_id = ${user.user_id}`
 
@@ -208,7 +212,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const currentOnly = makeTokenCipher(Redacted.make([currentKey]))
       expect(Redacted.value(yield* currentOnly.decrypt(row!.access_token))).toBe("rotating-access-token")
       expect((yield* Effect.either(retired.decrypt(row!.access_token)))._tag).toBe("Left")
-      const credentials = yield* accounts.credentialsOf("garmin", { _tag: "UserId", id: "garmin-rotation" })
+      const credentials = yield* (yield* Connections).credentialsFor("garmin", { _tag: "UserId", id: "garmin-rotation" })
       expect(Redacted.value(credentials!.accessToken!)).toBe("rotating-access-token")
     }))
 
@@ -281,9 +285,9 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
         { id, deliver: (batch) => Effect.sync(() => void received.push(...batch.map((e) => e.eventId))), health: Effect.void },
         { batchSize: 10_000 }
       )
+      const user = yield* linkedUser("ordered", "garmin-ordered")
       yield* runner.once
       const before = received.length
-      const user = yield* linkedUser("ordered", "garmin-ordered")
 
       // A slow transaction takes an outbox position, then a fast one commits after it.
       const slow = new pg.Client({ connectionString: Redacted.value(url) })
@@ -336,7 +340,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       expect(samples[0]!.n).toBe(16)
 
       // Re-sending the same events (as after a crash before the cursor moved) duplicates nothing.
-      const events = yield* sql<{ event_id: string }>`select event_id from outbox where user_id = ${user.user_id}`
+      const events = yield* sql<{ event_id: string }>`select event_id from outbox where user_id = ${user.user_id} and event_type like 'daily.data.%'`
       expect(events.length).toBe(4)
       yield* sql`update sink_cursors set tx = '0', position = 0 where sink_id = 'postgres'`
       yield* runner.once

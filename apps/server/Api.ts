@@ -77,6 +77,36 @@ export const LinkedConnection = Schema.Struct({
   replayed_notifications: Schema.Int.annotations({ description: "stored notifications queued for this user because they arrived before the link" })
 })
 
+const HttpUrl = Schema.String.pipe(
+  Schema.maxLength(2048),
+  Schema.filter((s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol), { message: () => "must be an http(s) URL" })
+)
+
+export const LinkTokenRequest = Schema.Struct({
+  user_id: Schema.String,
+  provider: Id(64).annotations({ description: "provider slug, e.g. `garmin`" }),
+  redirect_url: Schema.optional(HttpUrl.annotations({
+    description: "where the user lands afterwards, with `state=success|error`, `provider` and on error `error_type` query parameters"
+  })),
+  oauth_version: Schema.optional(Schema.Literal("oauth2", "oauth1").annotations({ description: "default oauth2; oauth1 only for Garmin's legacy flow (retired 2026-12-31)" }))
+})
+
+export const LinkToken = Schema.Struct({
+  link_token: Schema.String,
+  link_web_url: Schema.String.annotations({ description: "open in the user's browser: it sends them to the provider's consent page" }),
+  expires_at: Schema.String
+})
+
+export const ProviderSlug = HttpApiSchema.param("provider", Id(64))
+
+export const Disconnected = Schema.Struct({
+  user_id: Schema.UUID,
+  provider: Schema.String,
+  status: Schema.Literal("disconnected"),
+  provider_deregistered: Schema.Boolean.annotations({ description: "the provider confirmed it stops sending this user's data" }),
+  shared_account: Schema.Boolean.annotations({ description: "another user is linked to the same provider account, so the provider was not told" })
+})
+
 export class UsersApi extends HttpApiGroup.make("users")
   .add(HttpApiEndpoint.post("create", "/v2/user").setPayload(CreateUser).addSuccess(CreatedUser).addError(Conflict))
   .add(HttpApiEndpoint.get("get")`/v2/user/${UserId}`.addSuccess(UserView).addError(NotFound))
@@ -87,9 +117,38 @@ export class UsersApi extends HttpApiGroup.make("users")
       .addError(NotFound)
       .addError(Conflict)
   )
+  .add(
+    HttpApiEndpoint.del("disconnect")`/v2/user/${UserId}/connections/${ProviderSlug}`
+      .addSuccess(Disconnected)
+      .addError(NotFound)
+      .addError(ServiceUnavailable)
+      .annotate(OpenApi.Description, "Ends the connection: tells the provider (Garmin: DELETE user/registration) and erases the tokens.")
+  )
+  .add(
+    HttpApiEndpoint.post("linkToken", "/v2/link/token")
+      .setPayload(LinkTokenRequest)
+      .addSuccess(LinkToken)
+      .addError(NotFound)
+      .annotate(OpenApi.Description, "A single-use link (valid one hour) that connects the user to a provider through its OAuth consent page.")
+  )
   .addError(InvalidRequest)
   .middleware(ApiKeyAuth)
   .annotate(OpenApi.Title, "Users and connections") {}
+
+/** The connect flow's browser-facing pages: no API key, the link token is the credential. */
+export class LinkApi extends HttpApiGroup.make("link")
+  .add(
+    HttpApiEndpoint.get("start")`/v2/link/${ProviderSlug}/start`
+      .setUrlParams(Schema.Struct({ token: Schema.String }))
+      .addSuccess(HttpApiSchema.Empty(302))
+      .annotate(OpenApi.Description, "Redirects to the provider's consent page.")
+  )
+  .add(
+    HttpApiEndpoint.get("callback")`/v2/link/${ProviderSlug}/callback`
+      .addSuccess(HttpApiSchema.Empty(302))
+      .annotate(OpenApi.Description, "The provider's OAuth callback; register `<WEARFLOW_PUBLIC_URL>/v2/link/<provider>/callback` in the provider's portal.")
+  )
+  .annotate(OpenApi.Title, "Connect flow") {}
 
 const DateRange = Schema.Struct({
   start_date: Schema.String.annotations({ description: "YYYY-MM-DD (whole local day) or ISO 8601 date-time" }),
@@ -136,6 +195,7 @@ export class DataApi extends HttpApiGroup.make("data")
 
 export class WearflowApi extends HttpApi.make(ApiId)
   .add(UsersApi)
+  .add(LinkApi)
   .add(DataApi)
   .add(GarminApi)
   .annotate(OpenApi.Title, "Wearflow")

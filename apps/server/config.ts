@@ -25,7 +25,25 @@ export const ServerConfig = Config.all({
   queueLockExpiration: Config.duration("WEARFLOW_QUEUE_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(30))),
   /** First wait before retrying a pull Garmin answered with 429/5xx (doubling, at most 2 min). */
   pullBackoff: Config.duration("WEARFLOW_PULL_BACKOFF").pipe(Config.withDefault(Duration.seconds(1))),
-  maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024))
+  maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024)),
+  /** The URL users' browsers and providers reach this server at (link URLs, OAuth callbacks). */
+  publicUrl: Config.option(
+    Config.string("WEARFLOW_PUBLIC_URL").pipe(
+      Config.validate({ message: "WEARFLOW_PUBLIC_URL must be an http(s) URL", validation: (s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol) }),
+      Config.map((s) => s.replace(/\/+$/, ""))
+    )
+  ),
+  /** How often OAuth 2.0 tokens are checked, and how long before expiry they are refreshed. */
+  tokenRefresh: Config.all({
+    interval: Config.duration("WEARFLOW_TOKEN_REFRESH_INTERVAL").pipe(Config.withDefault(Duration.minutes(1))),
+    ahead: Config.duration("WEARFLOW_TOKEN_REFRESH_AHEAD").pipe(Config.withDefault(Duration.hours(1)))
+  }).pipe(
+    Config.validate({
+      // Garmin asks for refreshes at least 600 s before expiry; a check may come one interval late.
+      message: "WEARFLOW_TOKEN_REFRESH_AHEAD must exceed 10 minutes plus WEARFLOW_TOKEN_REFRESH_INTERVAL",
+      validation: ({ ahead, interval }) => Duration.toMillis(ahead) > 600_000 + Duration.toMillis(interval)
+    })
+  )
 })
 export type ServerConfig = Config.Config.Success<typeof ServerConfig>
 

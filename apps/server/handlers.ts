@@ -3,8 +3,10 @@
  * Core failures map to wire errors here: unknown users are 404 (also across teams, so a team
  * cannot probe another team's ids), storage outages 503.
  */
-import { HttpApiBuilder } from "@effect/platform"
+import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { Accounts } from "@wearflow/core/accounts"
+import { Connections, type LinkOutcome } from "@wearflow/core/connections"
+import { Providers } from "@wearflow/core/provider"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
@@ -33,9 +35,15 @@ export const ApiKeyAuthLive = Layer.effect(
   })
 )
 
-export const UsersLive = HttpApiBuilder.group(WearflowApi, "users", (handlers) =>
+/** The provider's OAuth callback under the server's public URL. */
+const callbackUrl = (publicUrl: string, provider: string) => `${publicUrl}/v2/link/${encodeURIComponent(provider)}/callback`
+
+export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi, "users", (handlers) =>
   Effect.gen(function* () {
     const accounts = yield* Accounts
+    const connections = yield* Connections
+    const providers = yield* Providers
+    const garmin = providers.get("garmin")
     return handlers
       .handle("create", ({ payload }) =>
         Effect.gen(function* () {
@@ -70,7 +78,8 @@ export const UsersLive = HttpApiBuilder.group(WearflowApi, "users", (handlers) =
       .handle("linkGarmin", ({ path, payload }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
-          const { connection, replayed } = yield* accounts.link(teamId, path.user_id, "garmin", payload.provider_user_id, {
+          if (!garmin) return yield* new NotFound({ message: "the Garmin provider is not loaded" })
+          const { connection, replayed } = yield* accounts.link(teamId, path.user_id, garmin, payload.provider_user_id, {
             accessToken: payload.oauth2?.access_token ?? payload.oauth1?.token,
             refreshToken: payload.oauth2?.refresh_token,
             tokenSecret: payload.oauth1?.token_secret,
@@ -93,6 +102,96 @@ export const UsersLive = HttpApiBuilder.group(WearflowApi, "users", (handlers) =
             PersistedQueueError: () => Effect.fail(unavailable()),
             ParseError: () => Effect.fail(unavailable())
           })
+        ))
+      .handle("disconnect", ({ path }) =>
+        Effect.gen(function* () {
+          const { teamId } = yield* CurrentTeam
+          const result = yield* connections.disconnect(teamId, path.user_id, path.provider)
+          yield* Effect.logInfo("provider disconnected").pipe(Effect.annotateLogs({ user_id: path.user_id, provider: path.provider, ...result }))
+          return {
+            user_id: path.user_id,
+            provider: path.provider,
+            status: "disconnected" as const,
+            provider_deregistered: result.providerDeregistered,
+            shared_account: result.sharedAccount
+          }
+        }).pipe(
+          Effect.catchTags({
+            UserNotFound: (e) => Effect.fail(notFound(e)),
+            NotConnected: (e) => Effect.fail(new NotFound({ message: `the user has no ${e.provider} connection` })),
+            AuthError: (e) => Effect.fail(new ServiceUnavailable({ message: `${e.message}; nothing was changed, retry later`, retryable: true })),
+            DecryptionError: () => Effect.fail(unavailable()),
+            SqlError: () => Effect.fail(unavailable())
+          })
+        ))
+      .handle("linkToken", ({ payload }) =>
+        Effect.gen(function* () {
+          const { teamId } = yield* CurrentTeam
+          const { token, expiresAt } = yield* connections.createLink(teamId, payload.user_id, payload.provider, {
+            redirectUrl: payload.redirect_url,
+            version: payload.oauth_version
+          })
+          const start = new URL(`${publicUrl}/v2/link/${encodeURIComponent(payload.provider)}/start`)
+          start.searchParams.set("token", token)
+          return { link_token: token, link_web_url: start.toString(), expires_at: expiresAt.toISOString() }
+        }).pipe(
+          Effect.catchTags({
+            UserNotFound: (e) => Effect.fail(notFound(e)),
+            ProviderUnsupported: (e) => Effect.fail(new InvalidRequest({ message: e.message })),
+            SqlError: () => Effect.fail(unavailable())
+          })
+        ))
+  })
+)
+
+const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+
+/** A minimal page for the user's browser when there is no redirect_url to send them to. */
+const page = (status: number, title: string, message: string) =>
+  HttpServerResponse.text(
+    `<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${escapeHtml(title)}</title>` +
+      `<body style="font-family:system-ui;max-width:32rem;margin:4rem auto;padding:0 1rem"><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p></body></html>`,
+    { status, contentType: "text/html; charset=utf-8" }
+  )
+
+/** Where the browser goes once a connect flow ends: the customer's redirect_url, or a page. */
+const finished = (provider: string, outcome: LinkOutcome, redirectUrl: string | undefined) => {
+  if (redirectUrl !== undefined) {
+    const target = new URL(redirectUrl)
+    target.searchParams.set("state", outcome._tag === "Connected" ? "success" : "error")
+    target.searchParams.set("provider", provider)
+    if (outcome._tag === "Failed") target.searchParams.set("error_type", outcome.errorType)
+    return HttpServerResponse.redirect(target, { status: 302 })
+  }
+  return outcome._tag === "Connected"
+    ? page(200, "Connected", "Your account is connected. You can close this window.")
+    : page(400, "Not connected", outcome.message)
+}
+
+export const LinkLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi, "link", (handlers) =>
+  Effect.gen(function* () {
+    const connections = yield* Connections
+    const failedPage = (e: { readonly _tag: string; readonly message?: string }) =>
+      Effect.succeed(
+        e._tag === "LinkInvalid" || e._tag === "ProviderUnsupported"
+          ? page(404, "Link not usable", e.message ?? "")
+          : page(503, "Try again later", "The connection could not be started or finished right now. Please try again in a few minutes.")
+      )
+    return handlers
+      .handleRaw("start", ({ path, urlParams }) =>
+        connections.beginLink(path.provider, urlParams.token, callbackUrl(publicUrl, path.provider)).pipe(
+          Effect.map((authorizeUrl) => HttpServerResponse.redirect(authorizeUrl, { status: 302 })),
+          Effect.tapError((e) => Effect.logWarning("could not start a connect flow").pipe(Effect.annotateLogs({ provider: path.provider, error: e._tag, reason: e.message }))),
+          Effect.catchAll(failedPage)
+        ))
+      .handleRaw("callback", ({ path, request }) =>
+        Effect.gen(function* () {
+          const query = Object.fromEntries(new URL(request.url, "http://callback").searchParams)
+          const { outcome, redirectUrl } = yield* connections.finishLink(path.provider, query, callbackUrl(publicUrl, path.provider))
+          return finished(path.provider, outcome, redirectUrl)
+        }).pipe(
+          Effect.tapError((e) => Effect.logWarning("could not finish a connect flow").pipe(Effect.annotateLogs({ provider: path.provider, error: e._tag }))),
+          Effect.catchAll(failedPage)
         ))
   })
 )

@@ -5,6 +5,7 @@
 import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { BunHttpServer, BunRuntime } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/accounts"
+import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
 import * as OutboundHttp from "@wearflow/core/http-client"
@@ -18,11 +19,11 @@ import { DataQuery } from "@wearflow/core/query"
 import * as Database from "@wearflow/core/storage/database"
 import * as Garmin from "@wearflow/garmin"
 import * as PostgresSink from "@wearflow/sink-postgres"
-import { Effect, Layer, Logger } from "effect"
+import { Effect, Layer, Logger, Option } from "effect"
 import * as path from "node:path"
 import { WearflowApi } from "./Api.ts"
 import { resolveApiKey, resolveEncryptionKey, ServerConfig } from "./config.ts"
-import { ApiKeyAuthLive, DataLive, UsersLive } from "./handlers.ts"
+import { ApiKeyAuthLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { layerWithoutEchoedInput } from "./middleware.ts"
 
 const AppLayer = Effect.gen(function* () {
@@ -42,6 +43,13 @@ const AppLayer = Effect.gen(function* () {
     Layer.provideMerge(Storage)
   )
 
+  const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
+
+  // The providers (with their sandboxed clients) and the connections they keep up.
+  const ConnectionsLive = Connections.Default.pipe(
+    Layer.provideMerge(Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminLive)))
+  )
+
   const Bootstrap = Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
 
   // After a key rotation, tokens move to the new key in the background.
@@ -57,15 +65,18 @@ const AppLayer = Effect.gen(function* () {
   const Workers = Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
       Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
-      Layer.provide(Providers.fromTags(Garmin.GarminProvider)),
-      Layer.provide(ActivityFiles.layerLocal(path.join(config.dataDir, "files"))),
-      Layer.provide(GarminLive)
+      Layer.provide(ActivityFiles.layerLocal(path.join(config.dataDir, "files")))
     ),
+    Connections.layerRefresher(config.tokenRefresh),
     SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin)))
   )
 
   const Api = HttpApiBuilder.api(WearflowApi).pipe(
-    Layer.provide([Layer.merge(UsersLive, DataLive).pipe(Layer.provide(ApiKeyAuthLive)), GarminLive])
+    Layer.provide([
+      Layer.mergeAll(UsersLive(publicUrl), DataLive).pipe(Layer.provide(ApiKeyAuthLive)),
+      LinkLive(publicUrl),
+      GarminLive
+    ])
   )
 
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
@@ -79,6 +90,7 @@ const AppLayer = Effect.gen(function* () {
 
   return Layer.mergeAll(Http, Workers, TokenRotation).pipe(
     Layer.provide(Bootstrap),
+    Layer.provideMerge(ConnectionsLive),
     Layer.provide(Core),
     Layer.provide(OutboundHttp.layer())
   )

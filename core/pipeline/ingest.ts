@@ -12,6 +12,7 @@
 import { SqlClient } from "@effect/sql"
 import { Context, type Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
 import { Accounts, userKey } from "../accounts.ts"
+import { Connections } from "../connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
 import { isTransient, sqlState } from "../storage/errors.ts"
@@ -76,6 +77,7 @@ export const make = (options: IngestOptions = {}) =>
     const sql = yield* SqlClient.SqlClient
     const providers = yield* Providers
     const accounts = yield* Accounts
+    const connections = yield* Connections
     const store = yield* RecordStore
     const inbox = yield* Inbox
     const files = yield* ActivityFiles
@@ -154,7 +156,7 @@ export const make = (options: IngestOptions = {}) =>
           unlinked += group.items.length
           continue
         }
-        const credentials = yield* accounts.credentialsOf(provider.id, group.ref).pipe(
+        const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
           Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
         )
         for (const item of group.items) {

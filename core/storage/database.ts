@@ -9,10 +9,12 @@ import * as path from "node:path"
 import * as EmbeddedPostgres from "./embedded-postgres.ts"
 import foundation from "./migrations/0001_foundation.ts"
 import pullsIdentityConnect from "./migrations/0002_pulls_identity_connect.ts"
+import connectFlows from "./migrations/0003_connect_flows.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
-  "0002_pulls_identity_connect": pullsIdentityConnect
+  "0002_pulls_identity_connect": pullsIdentityConnect,
+  "0003_connect_flows": connectFlows
 })
 
 export interface DatabaseOptions {

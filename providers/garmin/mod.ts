@@ -3,7 +3,8 @@
  *
  * The request path only verifies the `garmin-client-id` header, parses and checks the body's
  * structure, commits it to the inbox and answers. Normalization, PING pulls and lifecycle
- * changes run in the ingest worker through the `GarminProvider` this plugin builds.
+ * changes run in the ingest worker through the `GarminProvider` this plugin builds, which also
+ * carries the OAuth connect flows and token upkeep (auth.ts).
  */
 import { HttpApi, HttpApiBuilder, HttpClient } from "@effect/platform"
 import { constantTimeEquals } from "@wearflow/core/crypto"
@@ -17,6 +18,7 @@ import { GarminConfig, GarminHosts } from "./config.ts"
 import { normalizers } from "./normalize.ts"
 import { inspect, itemsOf, lifecycleOf, type NotificationKind } from "./notifications.ts"
 import { makePull } from "./pull.ts"
+import { makeAuth } from "./auth.ts"
 
 export { GarminApi } from "./Api.ts"
 
@@ -26,6 +28,29 @@ export const manifest: Manifest<GarminConfig> = {
   version: "0.1.0",
   permissions: { net: GarminHosts, env: ["GARMIN_*"] },
   config: GarminConfig
+}
+
+/** The Garmin permission each produced resource needs (Garmin's consent screen toggles). */
+export const resourceScopes: Readonly<Record<string, string>> = {
+  activity: "HEALTH_EXPORT",
+  sleep: "HEALTH_EXPORT",
+  body: "HEALTH_EXPORT",
+  heartrate: "HEALTH_EXPORT",
+  hrv: "HEALTH_EXPORT",
+  stress_level: "HEALTH_EXPORT",
+  blood_oxygen: "HEALTH_EXPORT",
+  respiratory_rate: "HEALTH_EXPORT",
+  blood_pressure: "HEALTH_EXPORT",
+  body_temperature_delta: "HEALTH_EXPORT",
+  vo2_max: "HEALTH_EXPORT",
+  weight: "HEALTH_EXPORT",
+  fat: "HEALTH_EXPORT",
+  steps: "HEALTH_EXPORT",
+  calories_active: "HEALTH_EXPORT",
+  distance: "HEALTH_EXPORT",
+  workouts: "ACTIVITY_EXPORT",
+  workout_stream: "ACTIVITY_EXPORT",
+  menstrual_cycle: "MCT_EXPORT"
 }
 
 /** The Garmin Provider (normalizers, pulls, lifecycle), built with the plugin's sandboxed HttpClient. */
@@ -43,7 +68,9 @@ export const layerProvider = Layer.effect(
       normalizers,
       pull: makePull(client, config),
       lifecycle: lifecycleOf,
-      requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"]
+      requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"],
+      resourceScopes,
+      auth: makeAuth(client, config)
     } satisfies Provider
   })
 )

@@ -1,0 +1,387 @@
+/**
+ * Provider connections over their lifetime: connect flows started from link URLs, OAuth 2.0
+ * tokens refreshed before they expire, disconnects, and the move of OAuth 1.0a connections to
+ * OAuth 2.0.
+ *
+ * Refresh tokens rotate on every refresh, and presenting a rotated-out one revokes the
+ * connection. So a refresh runs inside a transaction holding the connection's row lock, and
+ * re-checks the expiry once it holds it: across processes, one refresh per expiry, and the new
+ * pair is committed together.
+ */
+import { SqlClient, type Statement } from "@effect/sql"
+import { Data, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
+import { createHash, randomBytes } from "node:crypto"
+import { Accounts } from "./accounts.ts"
+import { TokenCipher } from "./crypto.ts"
+import {
+  type AuthError,
+  type AuthVersion,
+  type Credentials,
+  type PendingAuth,
+  type Provider,
+  type ProviderAuth,
+  Providers,
+  type UserRef
+} from "./provider.ts"
+
+/** How long a link URL stays usable. */
+const LINK_TTL = Duration.hours(1)
+
+/** The provider does not exist here, or has no connect flow. */
+export class ProviderUnsupported extends Data.TaggedError("ProviderUnsupported")<{ readonly message: string }> {}
+/** The link URL is unknown, expired or already used. */
+export class LinkInvalid extends Data.TaggedError("LinkInvalid")<{ readonly message: string }> {}
+/** The user has no active connection to that provider. */
+export class NotConnected extends Data.TaggedError("NotConnected")<{ readonly provider: string }> {}
+
+/** Why a connect flow ended without a connection, as the redirect's `error_type` says it. */
+export type LinkErrorType = "access_denied" | "provider_unavailable" | "account_linked_elsewhere" | "misconfigured"
+
+export type LinkOutcome =
+  | { readonly _tag: "Connected"; readonly userId: string; readonly providerUserId: string }
+  | { readonly _tag: "Failed"; readonly userId: string; readonly errorType: LinkErrorType; readonly message: string }
+
+export interface MigrationProgress {
+  readonly total: number
+  readonly done: number
+  readonly migrated: number
+  readonly failed: number
+}
+
+export interface MigrationReport {
+  readonly total: number
+  readonly migrated: number
+  /** Connections another run was migrating at the same time. */
+  readonly skipped: number
+  readonly failures: ReadonlyArray<{ readonly user_id: string; readonly client_user_id: string; readonly provider_user_id: string; readonly reason: string }>
+}
+
+type RefreshResult = "refreshed" | "fresh" | "busy" | "failed" | "retry"
+
+const linkId = (token: string) => createHash("sha256").update(token).digest("hex")
+
+interface ConnectionRow {
+  readonly id: string
+  readonly user_id: string
+  readonly provider: string
+  readonly access_token: Uint8Array | null
+  readonly refresh_token: Uint8Array | null
+  readonly token_secret: Uint8Array | null
+  readonly access_token_expires_at: Date | null
+}
+
+export class Connections extends Effect.Service<Connections>()("wearflow/Connections", {
+  effect: Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const cipher = yield* TokenCipher
+    const accounts = yield* Accounts
+    const providers = yield* Providers
+
+    const decrypt = (value: Uint8Array | null) =>
+      value === null ? Effect.succeed(undefined) : Effect.map(cipher.decrypt(value), (v): Redacted.Redacted<string> | undefined => v)
+    const encrypt = (value: Redacted.Redacted<string> | undefined) => (value === undefined ? null : cipher.encrypt(value))
+
+    const authOf = (providerId: string): Effect.Effect<{ provider: Provider; auth: ProviderAuth }, ProviderUnsupported> => {
+      const provider = providers.get(providerId)
+      return provider?.auth
+        ? Effect.succeed({ provider, auth: provider.auth })
+        : Effect.fail(new ProviderUnsupported({ message: `no connect flow for provider ${providerId}` }))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Connect flows
+    // -------------------------------------------------------------------------------------
+
+    /** A single-use link for the user to connect `providerId`; only its hash is stored. */
+    const createLink = Effect.fn("Connections.createLink")(function* (
+      teamId: string,
+      userId: string,
+      providerId: string,
+      options: { readonly redirectUrl?: string | undefined; readonly version?: AuthVersion | undefined }
+    ) {
+      yield* accounts.getUser(teamId, userId)
+      const { auth } = yield* authOf(providerId)
+      const version = options.version ?? auth.versions[0]!
+      if (!auth.versions.includes(version)) return yield* new ProviderUnsupported({ message: `${providerId} does not connect with ${version}` })
+      const token = randomBytes(32).toString("base64url")
+      const expiresAt = new Date(Date.now() + Duration.toMillis(LINK_TTL))
+      yield* sql`
+        insert into link_sessions (id, team_id, user_id, provider, redirect_url, auth_version, expires_at)
+        values (${linkId(token)}, ${teamId}, ${userId}, ${providerId}, ${options.redirectUrl ?? null}, ${version}, ${expiresAt})`
+      return { token, expiresAt }
+    })
+
+    const openSession = (where: Statement.Statement<unknown>) =>
+      sql<{ id: string; team_id: string; user_id: string; provider: string; redirect_url: string | null; auth_version: AuthVersion; code_verifier: Uint8Array | null; request_token: string | null; request_token_secret: Uint8Array | null }>`
+        select id, team_id, user_id, provider, redirect_url, auth_version, code_verifier, request_token, request_token_secret
+        from link_sessions where ${where} and completed_at is null and expires_at > now()`.pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    /** The provider's consent page for a link; opening the link again starts over. */
+    const beginLink = Effect.fn("Connections.beginLink")(function* (providerId: string, token: string, callbackUrl: string) {
+      const { auth } = yield* authOf(providerId)
+      const session = yield* openSession(sql`id = ${linkId(token)} and provider = ${providerId}`)
+      if (Option.isNone(session)) return yield* new LinkInvalid({ message: "this link is unknown, expired or already used; ask for a new one" })
+      const { authorizeUrl, pending } = yield* auth.begin(session.value.auth_version, { callbackUrl, state: token })
+      yield* sql`
+        update link_sessions set code_verifier = ${encrypt(pending.codeVerifier)}, request_token = ${pending.requestToken ?? null},
+          request_token_secret = ${encrypt(pending.requestTokenSecret)}
+        where id = ${session.value.id}`
+      return authorizeUrl
+    })
+
+    /**
+     * Finishes a flow from the provider's callback: the session is found by `state` (OAuth 2.0)
+     * or the request token (OAuth 1.0a) and used up, the provider's tokens are fetched and the
+     * connection linked. Says where the user goes next.
+     */
+    const finishLink = Effect.fn("Connections.finishLink")(function* (providerId: string, query: Readonly<Record<string, string>>, callbackUrl: string) {
+      const { provider, auth } = yield* authOf(providerId)
+      const where = query["state"] !== undefined
+        ? sql`id = ${linkId(query["state"])}`
+        : query["oauth_token"] !== undefined
+        ? sql`request_token = ${query["oauth_token"]}`
+        : undefined
+      const found = where === undefined ? Option.none() : yield* openSession(sql`${where} and provider = ${providerId}`)
+      if (Option.isNone(found)) return yield* new LinkInvalid({ message: "this sign-in is unknown, expired or already finished; start again from your link" })
+      const session = found.value
+      // Used up before the provider is called: a replayed callback cannot finish it twice.
+      const claimed = yield* sql`update link_sessions set completed_at = now() where id = ${session.id} and completed_at is null returning id`
+      if (claimed.length === 0) return yield* new LinkInvalid({ message: "this sign-in was already finished" })
+      const pending: PendingAuth = {
+        codeVerifier: yield* decrypt(session.code_verifier),
+        requestToken: session.request_token ?? undefined,
+        requestTokenSecret: yield* decrypt(session.request_token_secret)
+      }
+      const failed = (errorType: LinkErrorType, message: string): LinkOutcome => ({ _tag: "Failed", userId: session.user_id, errorType, message })
+      const connected = yield* Effect.either(auth.complete(session.auth_version, { callbackUrl, pending, query }))
+      const outcome: LinkOutcome = yield* Either.match(connected, {
+        onLeft: (e) =>
+          Effect.succeed(failed(e.reason === "denied" ? "access_denied" : e.reason === "misconfigured" ? "misconfigured" : "provider_unavailable", e.message)),
+        onRight: ({ providerUserId, tokens }) =>
+          accounts.link(session.team_id, session.user_id, provider, providerUserId, tokens).pipe(
+            Effect.as<LinkOutcome>({ _tag: "Connected", userId: session.user_id, providerUserId }),
+            Effect.catchTag("ProviderUserTaken", () => Effect.succeed(failed("account_linked_elsewhere", `this ${provider.name} account is connected in another workspace`)))
+          )
+      })
+      if (outcome._tag === "Failed") {
+        yield* Effect.logWarning("connect flow failed").pipe(Effect.annotateLogs({ provider: providerId, user_id: session.user_id, error_type: outcome.errorType, reason: outcome.message }))
+      } else {
+        yield* Effect.logInfo("provider connected").pipe(Effect.annotateLogs({ provider: providerId, user_id: session.user_id, auth_version: session.auth_version }))
+      }
+      return { outcome, redirectUrl: session.redirect_url ?? undefined }
+    })
+
+    // -------------------------------------------------------------------------------------
+    // Token refresh
+    // -------------------------------------------------------------------------------------
+
+    /**
+     * Refreshes one connection's OAuth 2.0 tokens if they expire within `ahead`, holding its
+     * row lock: `wait` queues behind another refresher, otherwise a locked row is left to it.
+     */
+    const refreshOne = (connectionId: string, options: { readonly ahead: Duration.Duration; readonly wait: boolean }) =>
+      Effect.gen(function* () {
+        const [row] = yield* sql<ConnectionRow & { team_id: string; client_user_id: string }>`
+          select c.id, c.user_id, c.provider, c.access_token, c.refresh_token, c.token_secret, c.access_token_expires_at, u.team_id, u.client_user_id
+          from provider_connections c join users u on u.id = c.user_id
+          where c.id = ${connectionId} and c.status = 'active' and c.auth_version = 'oauth2' and c.refresh_token is not null
+          for update of c ${options.wait ? sql`` : sql`skip locked`}`
+        if (!row) return "busy" satisfies RefreshResult
+        const dueBy = Date.now() + Duration.toMillis(options.ahead)
+        if (row.access_token_expires_at !== null && row.access_token_expires_at.getTime() > dueBy) return "fresh" satisfies RefreshResult
+        const { provider, auth } = yield* authOf(row.provider)
+        const refreshToken = yield* decrypt(row.refresh_token)
+        const result = yield* Effect.either(auth.refresh(refreshToken!))
+        if (Either.isRight(result)) {
+          const tokens = result.right
+          yield* sql`
+            update provider_connections set
+              access_token = ${encrypt(tokens.accessToken)},
+              refresh_token = ${tokens.refreshToken ? encrypt(tokens.refreshToken) : row.refresh_token},
+              access_token_expires_at = ${tokens.accessTokenExpiresAt ?? null},
+              refresh_token_expires_at = coalesce(${tokens.refreshTokenExpiresAt ?? null}, refresh_token_expires_at),
+              last_error = null, updated_at = now()
+            where id = ${row.id}`
+          return "refreshed" satisfies RefreshResult
+        }
+        const error: AuthError = result.left
+        if (error.reason !== "denied") {
+          yield* Effect.logWarning("token refresh failed; retrying later").pipe(Effect.annotateLogs({ provider: row.provider, user_id: row.user_id, reason: error.message }))
+          return "retry" satisfies RefreshResult
+        }
+        // The grant is gone (revoked, expired refresh token): the user must connect again.
+        yield* sql`update provider_connections set last_error = 'token_refresh_failed', updated_at = now() where id = ${row.id}`
+        yield* accounts.connectionError(provider, { userId: row.user_id, teamId: row.team_id, clientUserId: row.client_user_id }, "token_refresh_failed", `${provider.name} refused the token refresh; the user must connect again`, { status: error.status ?? null })
+        yield* Effect.logWarning("token refresh refused; connection needs the user to connect again").pipe(Effect.annotateLogs({ provider: row.provider, user_id: row.user_id }))
+        return "failed" satisfies RefreshResult
+      }).pipe(sql.withTransaction)
+
+    /** Refreshes every connection whose access token expires within `ahead`. */
+    const refreshDue = Effect.fn("Connections.refreshDue")(function* (ahead: Duration.Duration) {
+      const due = yield* sql<{ id: string }>`
+        select id from provider_connections
+        where status = 'active' and auth_version = 'oauth2' and refresh_token is not null and last_error is null
+          and access_token_expires_at < ${new Date(Date.now() + Duration.toMillis(ahead))}
+        order by access_token_expires_at`
+      const counts: Record<RefreshResult, number> = { refreshed: 0, fresh: 0, busy: 0, failed: 0, retry: 0 }
+      for (const { id } of due) {
+        const result = yield* refreshOne(id, { ahead, wait: false }).pipe(
+          Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as("retry" as const)))
+        )
+        counts[result]++
+      }
+      return counts
+    })
+
+    /**
+     * Tokens for pulling a provider user's data: the first active connection's, refreshed
+     * first when they expire within a minute (waiting for a refresh already under way).
+     */
+    const credentialsFor = Effect.fn("Connections.credentialsFor")(function* (providerId: string, ref: UserRef) {
+      const select = sql<ConnectionRow & { auth_version: string | null; refreshable: boolean }>`
+        select c.id, c.user_id, c.provider, c.access_token, c.refresh_token, c.token_secret, c.access_token_expires_at, c.auth_version,
+          (c.refresh_token is not null and c.last_error is null) as refreshable
+        from provider_connections c
+        where c.provider = ${providerId} and c.status = 'active'
+          and ${ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${createHash("sha256").update(ref.token).digest()}`}
+        order by c.created_at limit 1`
+      let [row] = yield* select
+      if (!row) return undefined
+      const soon = Date.now() + 60_000
+      if (row.auth_version === "oauth2" && row.refreshable && row.access_token_expires_at !== null && row.access_token_expires_at.getTime() < soon) {
+        yield* refreshOne(row.id, { ahead: Duration.minutes(1), wait: true }).pipe(Effect.catchTag("ProviderUnsupported", () => Effect.void))
+        ;[row] = yield* select
+        if (!row) return undefined
+      }
+      return { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) } satisfies Credentials
+    })
+
+    // -------------------------------------------------------------------------------------
+    // Disconnect
+    // -------------------------------------------------------------------------------------
+
+    /**
+     * Ends the user's connection. The provider is told (so it stops sending data) unless
+     * another user shares that provider account; tokens are erased either way. When the
+     * provider cannot be reached nothing changes and the error says to retry.
+     */
+    const disconnect = Effect.fn("Connections.disconnect")(function* (teamId: string, userId: string, providerId: string) {
+      yield* accounts.getUser(teamId, userId)
+      const [row] = yield* sql<ConnectionRow & { provider_user_id: string; shared: number }>`
+        select c.id, c.user_id, c.provider, c.provider_user_id, c.access_token, c.refresh_token, c.token_secret, c.access_token_expires_at,
+          (select count(*)::int from provider_connections o
+            where o.provider = c.provider and o.provider_user_id = c.provider_user_id and o.status = 'active' and o.id <> c.id) as shared
+        from provider_connections c
+        where c.user_id = ${userId} and c.provider = ${providerId} and c.status <> 'disconnected'
+        for update of c`
+      if (!row) return yield* new NotConnected({ provider: providerId })
+      const provider = providers.get(providerId)
+      const credentials = { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) }
+      let providerDeregistered = false
+      if (provider?.auth && credentials.accessToken !== undefined && row.shared === 0) {
+        const told = yield* Effect.either(provider.auth.deregister(credentials))
+        if (Either.isLeft(told) && told.left.reason !== "denied") return yield* told.left
+        providerDeregistered = Either.isRight(told)
+        if (Either.isLeft(told)) {
+          yield* Effect.logWarning("the provider refused the deregistration; disconnecting anyway").pipe(Effect.annotateLogs({ provider: providerId, user_id: userId, reason: told.left.message }))
+        }
+      }
+      yield* sql`
+        update provider_connections set status = 'disconnected', access_token = null, refresh_token = null, token_secret = null,
+          access_token_hash = null, access_token_expires_at = null, refresh_token_expires_at = null, last_error = null, updated_at = now()
+        where id = ${row.id}`
+      return { providerDeregistered, sharedAccount: row.shared > 0 }
+    }, sql.withTransaction)
+
+    // -------------------------------------------------------------------------------------
+    // OAuth 1.0a → 2.0
+    // -------------------------------------------------------------------------------------
+
+    /**
+     * Exchanges every active OAuth 1.0a connection of the provider for OAuth 2.0 tokens. Each
+     * connection moves in its own transaction, so an interrupted run resumes with what is
+     * left, and a second run at the same time skips what the first holds. The OAuth 1.0a
+     * token's hash stays, so notifications still addressed by it keep finding the user.
+     */
+    const migrateToOAuth2 = Effect.fn("Connections.migrateToOAuth2")(function* (
+      providerId: string,
+      options: { readonly concurrency: number; readonly onProgress: (progress: MigrationProgress) => Effect.Effect<void> }
+    ) {
+      const { auth } = yield* authOf(providerId)
+      const upgrade = auth.upgrade
+      if (upgrade === undefined) return yield* new ProviderUnsupported({ message: `${providerId} has no OAuth 1.0a → 2.0 exchange` })
+      const candidates = yield* sql<{ id: string; user_id: string; client_user_id: string; provider_user_id: string }>`
+        select c.id, u.id as user_id, u.client_user_id, c.provider_user_id
+        from provider_connections c join users u on u.id = c.user_id
+        where c.provider = ${providerId} and c.status = 'active' and c.auth_version = 'oauth1'
+        order by c.created_at`
+      const failures: Array<MigrationReport["failures"][number]> = []
+      let migrated = 0
+      let skipped = 0
+      let done = 0
+      const total = candidates.length
+      yield* options.onProgress({ total, done, migrated, failed: 0 })
+
+      const migrateOne = (candidate: (typeof candidates)[number]) =>
+        Effect.gen(function* () {
+          const [row] = yield* sql<ConnectionRow & { provider_user_id: string }>`
+            select id, user_id, provider, provider_user_id, access_token, refresh_token, token_secret, access_token_expires_at
+            from provider_connections where id = ${candidate.id} and status = 'active' and auth_version = 'oauth1'
+            for update skip locked`
+          if (!row) return "skipped" as const
+          const credentials = { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) }
+          const connected = yield* upgrade(credentials)
+          if (connected.providerUserId !== row.provider_user_id) {
+            return yield* Effect.fail(`the provider says the new token belongs to another account (${connected.providerUserId})`)
+          }
+          const { tokens } = connected
+          yield* sql`
+            update provider_connections set access_token = ${encrypt(tokens.accessToken)}, refresh_token = ${encrypt(tokens.refreshToken)},
+              token_secret = null, access_token_expires_at = ${tokens.accessTokenExpiresAt ?? null},
+              refresh_token_expires_at = ${tokens.refreshTokenExpiresAt ?? null},
+              scopes = ${tokens.scopes ?? []}, auth_version = 'oauth2', last_error = null, updated_at = now()
+            where id = ${row.id}`
+          return "migrated" as const
+        }).pipe(
+          sql.withTransaction,
+          Effect.catchAll((e) =>
+            Effect.succeed({
+              reason: typeof e === "string" ? e : e._tag === "AuthError" ? e.message : e._tag === "DecryptionError" ? "stored tokens could not be decrypted" : "database error"
+            })
+          ),
+          Effect.tap((result) =>
+            Effect.suspend(() => {
+              done++
+              if (result === "migrated") migrated++
+              else if (result === "skipped") skipped++
+              else failures.push({ user_id: candidate.user_id, client_user_id: candidate.client_user_id, provider_user_id: candidate.provider_user_id, reason: result.reason })
+              return options.onProgress({ total, done, migrated, failed: failures.length })
+            })
+          )
+        )
+
+      yield* Effect.forEach(candidates, migrateOne, { concurrency: options.concurrency, discard: true })
+      return { total, migrated, skipped, failures } satisfies MigrationReport
+    })
+
+    return { createLink, beginLink, finishLink, refreshDue, credentialsFor, disconnect, migrateToOAuth2 } as const
+  })
+}) {
+  /**
+   * Keeps OAuth 2.0 tokens fresh: every `interval`, refreshes those expiring within `ahead`.
+   * Any number of processes may run it; the row locks let one refresh each token.
+   */
+  static readonly layerRefresher = (options: { readonly interval: Duration.DurationInput; readonly ahead: Duration.DurationInput }) =>
+    Layer.scopedDiscard(
+      Effect.gen(function* () {
+        const connections = yield* Connections
+        const ahead = Duration.decode(options.ahead)
+        const round = connections.refreshDue(ahead).pipe(
+          Effect.tap((counts) =>
+            counts.refreshed + counts.failed > 0 ? Effect.logInfo("refreshed provider tokens").pipe(Effect.annotateLogs(counts)) : Effect.void),
+          Effect.catchAllCause((cause) => Effect.logError("token refresh round failed", cause))
+        )
+        yield* Effect.forkScoped(Effect.repeat(round, Schedule.spaced(options.interval)))
+      })
+    )
+}

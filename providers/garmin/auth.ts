@@ -1,0 +1,214 @@
+/**
+ * Garmin connect flows and token upkeep: OAuth 2.0 PKCE (oauth2Confirm → token endpoint),
+ * OAuth 1.0a three-legged (request token → oauthConfirm → access token), refresh with
+ * rotating refresh tokens, deregistration, and the OAuth 1.0a → 2.0 token exchange.
+ * Everything goes through the plugin's sandboxed HttpClient, so only Garmin's configured
+ * hosts are reached.
+ */
+import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import { AuthError, type AuthVersion, type Connected, type ConnectionTokens, type Credentials, type ProviderAuth } from "@wearflow/core/provider"
+import { constantTimeEquals } from "@wearflow/core/crypto"
+import { Duration, Effect, Option, Redacted, Schema } from "effect"
+import { createHash, randomBytes } from "node:crypto"
+import { consumerOf, type GarminConfig } from "./config.ts"
+import { authorizationHeader, type OAuth1Key } from "./oauth1.ts"
+
+const TIMEOUT = Duration.seconds(30)
+
+/** The token endpoint's answer (authorization_code, refresh_token and token-exchange alike). */
+const TokenResponse = Schema.Struct({
+  access_token: Schema.String,
+  refresh_token: Schema.optional(Schema.String),
+  expires_in: Schema.optional(Schema.Number),
+  refresh_token_expires_in: Schema.optional(Schema.Number),
+  scope: Schema.optional(Schema.String)
+})
+
+const UserIdResponse = Schema.Struct({ userId: Schema.String })
+
+/** Garmin's shape for /user/permissions is unverified: a bare list or `{permissions: [...]}`. */
+const PermissionsResponse = Schema.Union(
+  Schema.Array(Schema.String),
+  Schema.Struct({ permissions: Schema.Array(Schema.String) }).pipe(Schema.transform(Schema.Array(Schema.String), {
+    strict: true,
+    decode: (body) => body.permissions,
+    encode: (permissions) => ({ permissions })
+  }))
+)
+
+const unavailable = (message: string, status?: number) => new AuthError({ message, reason: "unavailable", status })
+const denied = (message: string, status?: number) => new AuthError({ message, reason: "denied", status })
+
+export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): ProviderAuth => {
+  const { urls } = config
+  const consumer = Option.match(consumerOf(config), {
+    onNone: () => Effect.fail(new AuthError({ message: "GARMIN_CLIENT_ID and GARMIN_CLIENT_SECRET must be set to connect Garmin users", reason: "misconfigured" })),
+    onSome: Effect.succeed
+  })
+
+  /** Sends a request; 2xx answers come back, others become AuthErrors (401/403/400 denied). */
+  const send = (request: HttpClientRequest.HttpClientRequest, what: string) =>
+    client.execute(request).pipe(
+      Effect.timeoutFail({ duration: TIMEOUT, onTimeout: () => unavailable(`Garmin did not answer the ${what} in time`) }),
+      Effect.catchTags({
+        RequestError: (e) => Effect.fail(unavailable(`could not reach Garmin for the ${what} (${e.reason})`)),
+        ResponseError: (e) => Effect.fail(unavailable(`Garmin's answer to the ${what} could not be read (${e.reason})`))
+      }),
+      Effect.flatMap((response) => {
+        if (response.status >= 200 && response.status < 300) return Effect.succeed(response)
+        const message = `Garmin answered ${response.status} to the ${what}`
+        return Effect.fail(response.status === 429 || response.status >= 500 ? unavailable(message, response.status) : denied(message, response.status))
+      })
+    )
+
+  const body = <A, I>(schema: Schema.Schema<A, I>, what: string) => (response: HttpClientResponse.HttpClientResponse) =>
+    response.json.pipe(
+      Effect.flatMap(Schema.decodeUnknown(schema)),
+      Effect.mapError(() => unavailable(`Garmin's answer to the ${what} could not be read`))
+    )
+
+  const formBody = (what: string) => (response: HttpClientResponse.HttpClientResponse) =>
+    response.text.pipe(
+      Effect.map((text) => new URLSearchParams(text)),
+      Effect.mapError(() => unavailable(`Garmin's answer to the ${what} could not be read`))
+    )
+
+  const tokensOf = (answer: typeof TokenResponse.Type): ConnectionTokens => {
+    const now = Date.now()
+    return {
+      accessToken: Redacted.make(answer.access_token),
+      refreshToken: answer.refresh_token === undefined ? undefined : Redacted.make(answer.refresh_token),
+      accessTokenExpiresAt: answer.expires_in === undefined ? undefined : new Date(now + answer.expires_in * 1000),
+      refreshTokenExpiresAt: answer.refresh_token_expires_in === undefined ? undefined : new Date(now + answer.refresh_token_expires_in * 1000),
+      scopes: answer.scope?.split(/[\s,]+/).filter((s) => s.length > 0)
+    }
+  }
+
+  /** POST to the OAuth 2.0 token endpoint with the client credentials. */
+  const tokenGrant = (fields: Record<string, string>, what: string) =>
+    Effect.gen(function* () {
+      const { key, secret } = yield* consumer
+      const request = HttpClientRequest.post(`${urls.auth}/di-oauth2-service/oauth/token`).pipe(
+        HttpClientRequest.acceptJson,
+        HttpClientRequest.bodyUrlParams({ ...fields, client_id: Redacted.value(key), client_secret: Redacted.value(secret) })
+      )
+      return tokensOf(yield* send(request, what).pipe(Effect.flatMap(body(TokenResponse, what))))
+    }).pipe(Effect.scoped)
+
+  /** Signs `request` for the user: Bearer (OAuth 2.0) or OAuth 1.0a with their token. */
+  const authorize = (request: HttpClientRequest.HttpClientRequest, credentials: Credentials) =>
+    Effect.gen(function* () {
+      if (credentials.accessToken === undefined) return yield* denied("no token is stored for this connection")
+      if (credentials.tokenSecret === undefined) return HttpClientRequest.bearerToken(request, credentials.accessToken)
+      return HttpClientRequest.setHeader(
+        request,
+        "authorization",
+        authorizationHeader(yield* consumer, { key: credentials.accessToken, secret: credentials.tokenSecret }, { method: request.method, url: request.url })
+      )
+    })
+
+  /** The Garmin userId and granted permissions behind `credentials`. */
+  const identify = (credentials: Credentials, fallbackScopes: ReadonlyArray<string> | undefined) =>
+    Effect.gen(function* () {
+      const get = (path: string) => authorize(HttpClientRequest.get(`${urls.api}${path}`).pipe(HttpClientRequest.acceptJson), credentials)
+      const { userId } = yield* get("/wellness-api/rest/user/id").pipe(
+        Effect.flatMap((request) => send(request, "user id request")),
+        Effect.flatMap(body(UserIdResponse, "user id request"))
+      )
+      const permissions = yield* get("/wellness-api/rest/user/permissions").pipe(
+        Effect.flatMap((request) => send(request, "permissions request")),
+        Effect.flatMap(body(PermissionsResponse, "permissions request")),
+        // Scopes are informative; the token's own scope stands in when this call fails.
+        Effect.catchTag("AuthError", (e) =>
+          Effect.logWarning("could not read the Garmin user's permissions").pipe(Effect.annotateLogs("reason", e.message), Effect.as(fallbackScopes)))
+      )
+      return { userId, permissions }
+    }).pipe(Effect.scoped)
+
+  /** POST an OAuth 1.0a request-/access-token call; answers are form-encoded. */
+  const oauth1Post = (url: string, token: OAuth1Key | undefined, form: Record<string, string>, what: string) =>
+    Effect.gen(function* () {
+      const header = authorizationHeader(yield* consumer, token, { method: "POST", url, form })
+      const request = HttpClientRequest.post(url).pipe(HttpClientRequest.setHeader("authorization", header), HttpClientRequest.bodyUrlParams(form))
+      return yield* send(request, what).pipe(Effect.flatMap(formBody(what)))
+    }).pipe(Effect.scoped)
+
+  const begin: ProviderAuth["begin"] = (version, { callbackUrl, state }) =>
+    Effect.gen(function* () {
+      const { key } = yield* consumer
+      if (version === "oauth2") {
+        const verifier = randomBytes(48).toString("base64url")
+        const authorizeUrl = new URL(`${urls.connect}/oauth2Confirm`)
+        authorizeUrl.search = new URLSearchParams({
+          response_type: "code",
+          client_id: Redacted.value(key),
+          code_challenge: createHash("sha256").update(verifier).digest("base64url"),
+          code_challenge_method: "S256",
+          redirect_uri: callbackUrl,
+          state
+        }).toString()
+        return { authorizeUrl: authorizeUrl.toString(), pending: { codeVerifier: Redacted.make(verifier) } }
+      }
+      const answer = yield* oauth1Post(`${urls.connectApi}/oauth-service/oauth/request_token`, undefined, { oauth_callback: callbackUrl }, "request token call")
+      const token = answer.get("oauth_token")
+      const secret = answer.get("oauth_token_secret")
+      if (!token || !secret) return yield* unavailable("Garmin's request token answer has no token")
+      const authorizeUrl = new URL(`${urls.connect}/oauthConfirm`)
+      authorizeUrl.search = new URLSearchParams({ oauth_token: token, oauth_callback: callbackUrl }).toString()
+      return { authorizeUrl: authorizeUrl.toString(), pending: { requestToken: token, requestTokenSecret: Redacted.make(secret) } }
+    })
+
+  const complete: ProviderAuth["complete"] = (version: AuthVersion, { callbackUrl, pending, query }) =>
+    Effect.gen(function* () {
+      if (version === "oauth2") {
+        if (query["error"] !== undefined) return yield* denied(`the user did not grant access (${query["error"].slice(0, 60)})`)
+        const code = query["code"]
+        if (code === undefined || pending.codeVerifier === undefined) return yield* denied("the callback carries no authorization code")
+        const tokens = yield* tokenGrant(
+          { grant_type: "authorization_code", code, code_verifier: Redacted.value(pending.codeVerifier), redirect_uri: callbackUrl },
+          "token exchange"
+        )
+        const { userId, permissions } = yield* identify({ accessToken: tokens.accessToken, tokenSecret: undefined }, tokens.scopes)
+        return { providerUserId: userId, tokens: { ...tokens, scopes: permissions } } satisfies Connected
+      }
+      const token = query["oauth_token"]
+      const verifier = query["oauth_verifier"]
+      if (token === undefined || verifier === undefined || pending.requestToken === undefined || pending.requestTokenSecret === undefined) {
+        return yield* denied("the user did not grant access (no oauth_verifier)")
+      }
+      if (!constantTimeEquals(token, pending.requestToken)) return yield* denied("the callback's oauth_token is not this flow's request token")
+      const answer = yield* oauth1Post(
+        `${urls.connectApi}/oauth-service/oauth/access_token`,
+        { key: Redacted.make(pending.requestToken), secret: pending.requestTokenSecret },
+        { oauth_verifier: verifier },
+        "access token call"
+      )
+      const accessToken = answer.get("oauth_token")
+      const tokenSecret = answer.get("oauth_token_secret")
+      if (!accessToken || !tokenSecret) return yield* unavailable("Garmin's access token answer has no token")
+      const credentials = { accessToken: Redacted.make(accessToken), tokenSecret: Redacted.make(tokenSecret) }
+      const { userId, permissions } = yield* identify(credentials, undefined)
+      return { providerUserId: userId, tokens: { ...credentials, scopes: permissions } } satisfies Connected
+    })
+
+  const refresh: ProviderAuth["refresh"] = (refreshToken) =>
+    tokenGrant({ grant_type: "refresh_token", refresh_token: Redacted.value(refreshToken) }, "token refresh")
+
+  const deregister: ProviderAuth["deregister"] = (credentials) =>
+    authorize(HttpClientRequest.del(`${urls.api}/wellness-api/rest/user/registration`), credentials).pipe(
+      Effect.flatMap((request) => send(request, "deregistration")),
+      Effect.asVoid,
+      Effect.scoped
+    )
+
+  const upgrade: NonNullable<ProviderAuth["upgrade"]> = (credentials) =>
+    Effect.gen(function* () {
+      if (credentials.tokenSecret === undefined) return yield* denied("not an OAuth 1.0a connection")
+      const request = yield* authorize(HttpClientRequest.post(`${urls.api}/partner-gateway/rest/user/token-exchange`).pipe(HttpClientRequest.acceptJson), credentials)
+      const tokens = tokensOf(yield* send(request, "token exchange").pipe(Effect.flatMap(body(TokenResponse, "token exchange"))))
+      const { userId, permissions } = yield* identify({ accessToken: tokens.accessToken, tokenSecret: undefined }, tokens.scopes)
+      return { providerUserId: userId, tokens: { ...tokens, scopes: permissions } } satisfies Connected
+    }).pipe(Effect.scoped)
+
+  return { versions: ["oauth2", "oauth1"], begin, complete, refresh, deregister, upgrade }
+}
