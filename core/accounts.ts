@@ -89,6 +89,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
     /** Makes sure `key` opens team `name` (the bootstrap key from WEARFLOW_API_KEY). */
     const ensureTeamKey = Effect.fn("Accounts.ensureTeamKey")(function* (name: string, key: Redacted.Redacted<string>) {
       const hash = hashApiKey(key)
+      // Replicas starting together bootstrap the same key: one creates the team, the others find it.
+      yield* sql`select pg_advisory_xact_lock(hashtextextended('wearflow:bootstrap-key', 0))`
       const existing = yield* sql<{ team_id: string }>`select team_id from api_keys where key_hash = ${hash}`
       if (existing[0]) return existing[0].team_id
       const teamId = randomUUID()

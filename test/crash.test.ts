@@ -78,7 +78,7 @@ describe("kill -9", () => {
       // 60 bodies × 2 dailies → 120 activity records + 120 heart-rate batches, one event each.
       await eventually(async () => ((await count("select count(*) as n from records where user_id = $1")) === 240 ? true : undefined), 30_000)
       await eventually(async () => ((await count("select count(*) as n from wearflow_data.activity where user_id = $1")) === 120 ? true : undefined), 30_000)
-      expect(await count("select count(*) as n from outbox where user_id = $1")).toBe(240)
+      expect(await count("select count(*) as n from outbox where user_id = $1 and record_id is not null")).toBe(240)
       expect(await count("select count(distinct record_id) as n from outbox where user_id = $1")).toBe(240)
       expect(Number((await db.query("select count(*) as n from inbox where processed_at is null")).rows[0].n)).toBe(0)
     } finally {

@@ -103,7 +103,15 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
             where records.content_hash <> excluded.content_hash and records.inbox_id <= excluded.inbox_id
           returning (xmax = 0) as inserted, created_at, updated_at`
         if (!row) continue
-        if (record.kind === "timeseries") yield* upsertSamples(recipient, provider, id, record)
+        if (record.kind === "timeseries") {
+          // A revised batch (a final sleep after a tentative one) replaces the whole batch:
+          // samples it no longer has go too.
+          if (!row.inserted) {
+            const kept = record.data.data.map((s) => s.timestamp)
+            yield* sql`delete from samples where record_id = ${id} and not (ts = any(${kept}::timestamptz[]))`
+          }
+          yield* upsertSamples(recipient, provider, id, record)
+        }
         const change = row.inserted ? "created" : "updated"
         if (row.inserted) created++
         else updated++

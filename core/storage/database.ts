@@ -9,12 +9,12 @@ import * as path from "node:path"
 import * as EmbeddedPostgres from "./embedded-postgres.ts"
 import foundation from "./migrations/0001_foundation.ts"
 import pullsIdentityConnect from "./migrations/0002_pulls_identity_connect.ts"
-import connectFlows from "./migrations/0003_connect_flows.ts"
+import connectFlowsRevisions from "./migrations/0003_connect_flows_revisions.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
   "0002_pulls_identity_connect": pullsIdentityConnect,
-  "0003_connect_flows": connectFlows
+  "0003_connect_flows_revisions": connectFlowsRevisions
 })
 
 export interface DatabaseOptions {
@@ -24,7 +24,20 @@ export interface DatabaseOptions {
   readonly maxConnections?: number
 }
 
-export const migrate = Migrator.make({})({ loader: migrations })
+/**
+ * Runs pending migrations. Replicas starting together would race to create the migrations
+ * table, so the run holds a session advisory lock on a connection of its own: the second
+ * process waits, then finds nothing to do.
+ */
+export const migrate = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.gen(function* () {
+    const lock = yield* sql.reserve
+    yield* Effect.acquireRelease(
+      lock.executeRaw("select pg_advisory_lock(hashtextextended('wearflow:migrations', 0))", []),
+      () => Effect.ignore(lock.executeRaw("select pg_advisory_unlock(hashtextextended('wearflow:migrations', 0))", []))
+    )
+    return yield* Migrator.make({})({ loader: migrations })
+  }).pipe(Effect.scoped))
 
 const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
   PgClient.layer({

@@ -36,6 +36,9 @@ const PermissionsResponse = Schema.Union(
   }))
 )
 
+/** `path` under a configured base URL (which may carry a path prefix of its own). */
+const endpoint = (base: URL, path: string) => `${base.href.replace(/\/$/, "")}${path}`
+
 const unavailable = (message: string, status?: number) => new AuthError({ message, reason: "unavailable", status })
 const denied = (message: string, status?: number) => new AuthError({ message, reason: "denied", status })
 
@@ -88,7 +91,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
   const tokenGrant = (fields: Record<string, string>, what: string) =>
     Effect.gen(function* () {
       const { key, secret } = yield* consumer
-      const request = HttpClientRequest.post(`${urls.auth}/di-oauth2-service/oauth/token`).pipe(
+      const request = HttpClientRequest.post(endpoint(urls.auth, "/di-oauth2-service/oauth/token")).pipe(
         HttpClientRequest.acceptJson,
         HttpClientRequest.bodyUrlParams({ ...fields, client_id: Redacted.value(key), client_secret: Redacted.value(secret) })
       )
@@ -110,7 +113,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
   /** The Garmin userId and granted permissions behind `credentials`. */
   const identify = (credentials: Credentials, fallbackScopes: ReadonlyArray<string> | undefined) =>
     Effect.gen(function* () {
-      const get = (path: string) => authorize(HttpClientRequest.get(`${urls.api}${path}`).pipe(HttpClientRequest.acceptJson), credentials)
+      const get = (path: string) => authorize(HttpClientRequest.get(endpoint(urls.api, path)).pipe(HttpClientRequest.acceptJson), credentials)
       const { userId } = yield* get("/wellness-api/rest/user/id").pipe(
         Effect.flatMap((request) => send(request, "user id request")),
         Effect.flatMap(body(UserIdResponse, "user id request"))
@@ -125,11 +128,14 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       return { userId, permissions }
     }).pipe(Effect.scoped)
 
-  /** POST an OAuth 1.0a request-/access-token call; answers are form-encoded. */
-  const oauth1Post = (url: string, token: OAuth1Key | undefined, form: Record<string, string>, what: string) =>
+  /**
+   * POST an OAuth 1.0a request-/access-token call. The protocol parameters (`oauth_callback`,
+   * `oauth_verifier`) travel signed in the Authorization header; answers are form-encoded.
+   */
+  const oauth1Post = (url: string, token: OAuth1Key | undefined, oauthParams: Record<string, string>, what: string) =>
     Effect.gen(function* () {
-      const header = authorizationHeader(yield* consumer, token, { method: "POST", url, form })
-      const request = HttpClientRequest.post(url).pipe(HttpClientRequest.setHeader("authorization", header), HttpClientRequest.bodyUrlParams(form))
+      const header = authorizationHeader(yield* consumer, token, { method: "POST", url, form: oauthParams })
+      const request = HttpClientRequest.post(url).pipe(HttpClientRequest.setHeader("authorization", header))
       return yield* send(request, what).pipe(Effect.flatMap(formBody(what)))
     }).pipe(Effect.scoped)
 
@@ -138,7 +144,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       const { key } = yield* consumer
       if (version === "oauth2") {
         const verifier = randomBytes(48).toString("base64url")
-        const authorizeUrl = new URL(`${urls.connect}/oauth2Confirm`)
+        const authorizeUrl = new URL(endpoint(urls.connect, "/oauth2Confirm"))
         authorizeUrl.search = new URLSearchParams({
           response_type: "code",
           client_id: Redacted.value(key),
@@ -149,11 +155,11 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
         }).toString()
         return { authorizeUrl: authorizeUrl.toString(), pending: { codeVerifier: Redacted.make(verifier) } }
       }
-      const answer = yield* oauth1Post(`${urls.connectApi}/oauth-service/oauth/request_token`, undefined, { oauth_callback: callbackUrl }, "request token call")
+      const answer = yield* oauth1Post(endpoint(urls.connectApi, "/oauth-service/oauth/request_token"), undefined, { oauth_callback: callbackUrl }, "request token call")
       const token = answer.get("oauth_token")
       const secret = answer.get("oauth_token_secret")
       if (!token || !secret) return yield* unavailable("Garmin's request token answer has no token")
-      const authorizeUrl = new URL(`${urls.connect}/oauthConfirm`)
+      const authorizeUrl = new URL(endpoint(urls.connect, "/oauthConfirm"))
       authorizeUrl.search = new URLSearchParams({ oauth_token: token, oauth_callback: callbackUrl }).toString()
       return { authorizeUrl: authorizeUrl.toString(), pending: { requestToken: token, requestTokenSecret: Redacted.make(secret) } }
     })
@@ -178,7 +184,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       }
       if (!constantTimeEquals(token, pending.requestToken)) return yield* denied("the callback's oauth_token is not this flow's request token")
       const answer = yield* oauth1Post(
-        `${urls.connectApi}/oauth-service/oauth/access_token`,
+        endpoint(urls.connectApi, "/oauth-service/oauth/access_token"),
         { key: Redacted.make(pending.requestToken), secret: pending.requestTokenSecret },
         { oauth_verifier: verifier },
         "access token call"
@@ -195,7 +201,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
     tokenGrant({ grant_type: "refresh_token", refresh_token: Redacted.value(refreshToken) }, "token refresh")
 
   const deregister: ProviderAuth["deregister"] = (credentials) =>
-    authorize(HttpClientRequest.del(`${urls.api}/wellness-api/rest/user/registration`), credentials).pipe(
+    authorize(HttpClientRequest.del(endpoint(urls.api, "/wellness-api/rest/user/registration")), credentials).pipe(
       Effect.flatMap((request) => send(request, "deregistration")),
       Effect.asVoid,
       Effect.scoped
@@ -204,7 +210,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
   const upgrade: NonNullable<ProviderAuth["upgrade"]> = (credentials) =>
     Effect.gen(function* () {
       if (credentials.tokenSecret === undefined) return yield* denied("not an OAuth 1.0a connection")
-      const request = yield* authorize(HttpClientRequest.post(`${urls.api}/partner-gateway/rest/user/token-exchange`).pipe(HttpClientRequest.acceptJson), credentials)
+      const request = yield* authorize(HttpClientRequest.post(endpoint(urls.api, "/partner-gateway/rest/user/token-exchange")).pipe(HttpClientRequest.acceptJson), credentials)
       const tokens = tokensOf(yield* send(request, "token exchange").pipe(Effect.flatMap(body(TokenResponse, "token exchange"))))
       const { userId, permissions } = yield* identify({ accessToken: tokens.accessToken, tokenSecret: undefined }, tokens.scopes)
       return { providerUserId: userId, tokens: { ...tokens, scopes: permissions } } satisfies Connected

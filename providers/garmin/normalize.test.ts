@@ -196,9 +196,9 @@ describe("garmin sleeps", () => {
   it("maps stages, score, efficiency and respiration to a schema-valid sleep", () => {
     const records = valid(normalizers.sleeps, sleeps[0])
     expect(shape(records)).toEqual([
-      ["summary", "sleep", "EXAMPLE_567891"],
-      ["timeseries", "respiratory_rate", "EXAMPLE_567891"],
-      ["timeseries", "blood_oxygen", "EXAMPLE_567891"]
+      ["summary", "sleep", "sleep:2016-01-10"],
+      ["timeseries", "respiratory_rate", "sleep:2016-01-10"],
+      ["timeseries", "blood_oxygen", "sleep:2016-01-10"]
     ])
     const data = Schema.decodeUnknownSync(SleepFields)(summaryData(records, "sleep"))
     expect(data).toEqual({
@@ -253,7 +253,7 @@ describe("garmin sleeps", () => {
 
   it("accepts the alternate unmeasurable spelling and empty respiration", () => {
     const records = valid(normalizers.sleeps, sleeps[1])
-    expect(shape(records)).toEqual([["summary", "sleep", "x-EXAMPLE"]]) // empty SpO2 and respiration maps
+    expect(shape(records)).toEqual([["summary", "sleep", "sleep:2021-01-29"]]) // empty SpO2 and respiration maps
     const data = Schema.decodeUnknownSync(SleepFields)(summaryData(records, "sleep"))
     expect(sleeps[1]).toHaveProperty("unmeasurableSleepInSeconds", 0)
     expect(sleeps[0]).toHaveProperty("unmeasurableSleepDurationInSeconds", 0)
@@ -276,9 +276,41 @@ describe("garmin sleeps", () => {
   it("derives calendar_date from the local wake-up time when calendarDate is absent", () => {
     // Starts 2021-01-28 22:31 local (+09:00), ends 2021-01-29 06:22 local: Garmin says 2021-01-29.
     const { calendarDate: _drop, ...raw } = sleeps[1] ?? {}
-    const data = Schema.decodeUnknownSync(SleepFields)(summaryData(ok(normalizers.sleeps, raw), "sleep"))
+    const records = ok(normalizers.sleeps, raw)
+    const data = Schema.decodeUnknownSync(SleepFields)(summaryData(records, "sleep"))
     expect(data.calendar_date).toBe("2021-01-29")
     expect(data.date).toBe("2021-01-29T00:00:00.000Z")
+    // Without Garmin's own date the key falls back to the summaryId.
+    expect(shape(records)).toEqual([["summary", "sleep", "x-EXAMPLE"]])
+  })
+
+  it("keys a night's sleep and samples by calendarDate, so a final sleep replaces the tentative one", () => {
+    const tentative = { ...first(sleeps), summaryId: "x153a9f3-5692e525-2e7c", validation: "AUTO_TENTATIVE" }
+    // The final record of the same night: another summaryId (start and duration in hex), a
+    // start 2 minutes later, new stages.
+    const final = {
+      ...first(sleeps),
+      summaryId: "x153a9f3-5692e59d-2db4",
+      validation: "ENHANCED_FINAL",
+      startTimeInSeconds: 1452467493 + 120,
+      durationInSeconds: 11700,
+      deepSleepDurationInSeconds: 8000
+    }
+    const keys = (raw: unknown) => shape(valid(normalizers.sleeps, raw))
+    expect(keys(final)).toEqual(keys(tentative))
+    expect(keys(final)).toEqual([
+      ["summary", "sleep", "sleep:2016-01-10"],
+      ["timeseries", "respiratory_rate", "sleep:2016-01-10"],
+      ["timeseries", "blood_oxygen", "sleep:2016-01-10"]
+    ])
+    // Another night keeps its own key.
+    expect(first(keys({ ...final, calendarDate: "2016-01-11" }))).toEqual(["summary", "sleep", "sleep:2016-01-11"])
+  })
+
+  it("accepts every validation state without mapping it (the sleep schema has no field for it)", () => {
+    const states = ["MANUAL", "DEVICE", "OFF_WRIST", "AUTO_TENTATIVE", "AUTO_FINAL", "AUTO_MANUAL", "ENHANCED_TENTATIVE", "ENHANCED_FINAL"]
+    const data = states.map((validation) => summaryData(valid(normalizers.sleeps, { ...first(sleeps), validation }), "sleep"))
+    for (const d of data) expect(d).toEqual(first(data))
   })
 
   it("leaves efficiency null for an empty session", () => {
@@ -550,9 +582,9 @@ describe("garmin epochs", () => {
   it("maps a partial epoch to steps, calories_active and distance over the 15-minute slice", () => {
     const records = valid(normalizers.epochs, epochs[0])
     expect(shape(records)).toEqual([
-      ["timeseries", "steps", "x153a9f3-5a9478d4-6"],
-      ["timeseries", "calories_active", "x153a9f3-5a9478d4-6"],
-      ["timeseries", "distance", "x153a9f3-5a9478d4-6"]
+      ["timeseries", "steps", "epoch:1519679700:WALKING"],
+      ["timeseries", "calories_active", "epoch:1519679700:WALKING"],
+      ["timeseries", "distance", "epoch:1519679700:WALKING"]
     ])
     const slice = { timestamp: "2018-02-26T21:15:00.000Z", start: "2018-02-26T21:15:00.000Z", end: "2018-02-26T21:30:00.000Z", timezone_offset: -21600, type: "watch" }
     expect(samplesOf(records, "steps")).toEqual([{ ...slice, unit: "count", value: 93 }])
@@ -567,6 +599,18 @@ describe("garmin epochs", () => {
   it("keys the full epoch like the partial one, so it replaces it", () => {
     const full = valid(normalizers.epochs, { ...epochs[0], durationInSeconds: 900, steps: 120 })
     expect(samplesOf(full, "steps")).toEqual([{ ...first(samplesOf(ok(normalizers.epochs, epochs[0]), "steps")), value: 120 }])
+  })
+
+  it("keys an epoch by slice and activity type, not by summaryId", () => {
+    const partial = ok(normalizers.epochs, epochs[0])
+    // The full epoch under another summaryId still updates the partial's records.
+    expect(shape(ok(normalizers.epochs, { ...epochs[0], summaryId: "x153a9f3-5a9478d4-384", durationInSeconds: 900, steps: 120 }))).toEqual(shape(partial))
+    // Another activity type in the same slice, or the next slice, is another record.
+    expect(first(shape(ok(normalizers.epochs, { ...epochs[0], activityType: "RUNNING" })))).toEqual(["timeseries", "steps", "epoch:1519679700:RUNNING"])
+    expect(first(shape(ok(normalizers.epochs, { ...epochs[0], startTimeInSeconds: 1519679700 + 900 })))).toEqual(["timeseries", "steps", "epoch:1519680600:WALKING"])
+    // Without an activity type, the summaryId.
+    const { activityType: _drop, ...untyped } = first(epochs)
+    expect(first(shape(ok(normalizers.epochs, untyped)))).toEqual(["timeseries", "steps", "x153a9f3-5a9478d4-6"])
   })
 
   it("emits nothing for a sedentary epoch, so it cannot overwrite the slice's active epoch", () => {

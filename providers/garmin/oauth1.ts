@@ -10,7 +10,8 @@ export interface OAuth1Key {
 
 /**
  * The `Authorization` header for `method url` (query parameters and `form` fields are signed
- * too), with the consumer key/secret and, when given, the user's token/secret.
+ * too; `oauth_*` fields among them travel in the header itself), with the consumer key/secret
+ * and, when given, the user's token/secret.
  */
 export const authorizationHeader = (
   consumer: OAuth1Key,

@@ -1,7 +1,8 @@
 /**
  * `epochs` → `steps`, `calories_active` and `distance` interval samples for one 15-minute
  * slice. A partial epoch (duration under 900 s) is emitted too: the full epoch sent later
- * has the same start, so its samples replace the partial ones.
+ * has the same start and activity type, so it replaces the partial one — the same record
+ * (whatever its summaryId) and the same sample timestamps.
  */
 import { Either, Schema } from "effect"
 import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
@@ -20,15 +21,26 @@ export const RawEpoch = Schema.Struct({
 })
 export type RawEpoch = typeof RawEpoch.Type
 
+/**
+ * The store key of an epoch: its slice and activity type, the pair Garmin revises (one record
+ * per activity type per slice). Nothing promises that the full epoch keeps its partial's
+ * summaryId (Garmin's ids often embed start and duration); with one key, the full epoch
+ * updates the partial's record, and the store's inbox-order guard keeps a late partial from
+ * overwriting it. Without an activity type, the summaryId.
+ */
+const epochSourceId = (raw: Pick<RawEpoch, "activityType" | "startTimeInSeconds" | "summaryId">): string =>
+  raw.activityType == null ? raw.summaryId : `epoch:${raw.startTimeInSeconds}:${raw.activityType}`
+
 const toRecords = (raw: RawEpoch): ReadonlyArray<NormalizedRecord> => {
   const start = raw.startTimeInSeconds
+  const sourceId = epochSourceId(raw)
   const series = (resource: IntervalResource, value: number | null | undefined) =>
     // Garmin sends one epoch per activity type per slice, all with the same start. A zero
     // (typically the SEDENTARY record) would overwrite the active record's sample at that
     // timestamp, and adds nothing to any sum, so it is not emitted.
     value == null || value <= 0
       ? []
-      : intervalSeries(resource, raw.summaryId, watchSource, raw.startTimeOffsetInSeconds, [{ start, end: start + EPOCH_SECONDS, value }])
+      : intervalSeries(resource, sourceId, watchSource, raw.startTimeOffsetInSeconds, [{ start, end: start + EPOCH_SECONDS, value }])
   return [
     ...series("steps", raw.steps),
     ...series("calories_active", raw.activeKilocalories),

@@ -1,6 +1,11 @@
 /**
  * `sleeps` → one `sleep` summary for the main sleep, plus `respiratory_rate` and
  * `blood_oxygen` batches from the in-sleep samples. Naps are not mapped yet.
+ *
+ * Garmin revises a night: a tentative sleep (AUTO_TENTATIVE, ENHANCED_TENTATIVE) is followed
+ * by a final one (AUTO_FINAL, ENHANCED_FINAL) whose summaryId may differ, since it embeds the
+ * start and duration, and the start may shift. All records of a night therefore share one
+ * key, so the final one replaces the tentative one instead of adding a second sleep.
  */
 import { Either, Schema } from "effect"
 import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
@@ -86,13 +91,21 @@ const sleep = (raw: RawSleep): typeof SleepFields.Type => {
   }
 }
 
+/**
+ * The store key of a sleep and its samples: the night, as Garmin sends one main sleep per
+ * user and `calendarDate`; the summaryId only when Garmin gave no date.
+ */
+const sleepSourceId = (raw: Pick<RawSleep, "calendarDate" | "summaryId">): string =>
+  raw.calendarDate == null ? raw.summaryId : `sleep:${raw.calendarDate}`
+
 const toRecords = (raw: RawSleep): ReadonlyArray<NormalizedRecord> => {
   const offset = raw.startTimeOffsetInSeconds
+  const sourceId = sleepSourceId(raw)
   return [
-    { kind: "summary", resource: "sleep", sourceId: raw.summaryId, data: sleep(raw) },
-    ...discreteSeries("respiratory_rate", raw.summaryId, watchSource, offset, respiration(raw)),
+    { kind: "summary", resource: "sleep", sourceId, data: sleep(raw) },
+    ...discreteSeries("respiratory_rate", sourceId, watchSource, offset, respiration(raw)),
     // SpO2 of zero or below is Garmin's "no value".
-    ...discreteSeries("blood_oxygen", raw.summaryId, watchSource, offset, pointsFrom(raw.startTimeInSeconds, raw.timeOffsetSleepSpo2, positive))
+    ...discreteSeries("blood_oxygen", sourceId, watchSource, offset, pointsFrom(raw.startTimeInSeconds, raw.timeOffsetSleepSpo2, positive))
   ]
 }
 

@@ -1,0 +1,313 @@
+/**
+ * Connections end to end: the real server and a fake Garmin on loopback. Link URLs run the
+ * OAuth 2.0 PKCE and OAuth 1.0a flows in a browser's place; tokens are refreshed before they
+ * expire, once, even with two server processes; disconnecting deregisters at Garmin.
+ */
+import { Redacted } from "effect"
+import { readFileSync } from "node:fs"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import pg from "pg"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freshDatabaseUrl } from "./support/database.ts"
+import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
+import { eventually, type RunningServer, startServer } from "./support/server.ts"
+
+const CONSUMER = { consumerKey: "connect-consumer-key", consumerSecret: "connect-consumer-secret" }
+const API_KEY = "connect-api-key"
+const REDIRECT = "https://app.example/garmin-done"
+const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
+const NOW = Math.floor(Date.now() / 1000)
+
+let garmin: FakeGarmin
+let servers: Array<RunningServer> = []
+let db: pg.Client
+let dataDirs: Array<string> = []
+let base = ""
+
+const env = (url: string, dataDir: string) => ({
+  DATABASE_URL: url,
+  WEARFLOW_API_KEY: API_KEY,
+  WEARFLOW_DATA_DIR: dataDir,
+  WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis",
+  GARMIN_CLIENT_ID: CONSUMER.consumerKey,
+  GARMIN_CLIENT_SECRET: CONSUMER.consumerSecret,
+  GARMIN_API_URL: garmin.url,
+  GARMIN_CONNECT_URL: garmin.url,
+  GARMIN_CONNECTAPI_URL: garmin.url,
+  GARMIN_AUTH_URL: garmin.url
+})
+
+const api = async (method: string, route: string, body?: unknown) => {
+  const response = await fetch(`${base}${route}`, {
+    method,
+    headers: { "x-api-key": API_KEY, "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) })
+  })
+  return { status: response.status, body: (await response.json()) as any }
+}
+
+/** One browser step: GET without following redirects. */
+const visit = async (url: string) => {
+  const response = await fetch(url, { redirect: "manual" })
+  return { status: response.status, location: response.headers.get("location") ?? undefined, text: await response.text() }
+}
+
+const createUser = async (clientUserId: string) => {
+  const created = await api("POST", "/v2/user", { client_user_id: clientUserId })
+  expect(created.status).toBe(200)
+  return created.body.user_id as string
+}
+
+const linkUrl = async (userId: string, extra: Record<string, unknown> = {}) => {
+  const link = await api("POST", "/v2/link/token", { user_id: userId, provider: "garmin", ...extra })
+  expect(link.status).toBe(200)
+  return link.body as { link_token: string; link_web_url: string; expires_at: string }
+}
+
+const connectionOf = async (userId: string) =>
+  (await db.query("select * from provider_connections where user_id = $1 and provider = 'garmin'", [userId])).rows[0]
+
+const eventsOf = async (userId: string, type: string) =>
+  (await db.query("select payload from outbox where user_id = $1 and event_type = $2 order by position", [userId, type])).rows.map((r) => r.payload)
+
+beforeAll(async () => {
+  garmin = await startFakeGarmin(CONSUMER)
+  const url = Redacted.value(await freshDatabaseUrl())
+  for (const name of ["a", "b"]) dataDirs.push(await fs.mkdtemp(path.join(os.tmpdir(), `wearflow-connect-${name}-`)))
+  // Two processes on one database, as two replicas would run.
+  servers = await Promise.all(dataDirs.map((dir) => startServer(env(url, dir))))
+  base = servers[0]!.baseUrl
+  db = new pg.Client({ connectionString: url })
+  await db.connect()
+})
+
+afterAll(async () => {
+  await db?.end()
+  await Promise.all(servers.map((s) => s.stop()))
+  await garmin?.close()
+  await Promise.all(dataDirs.map((dir) => fs.rm(dir, { recursive: true, force: true })))
+})
+
+describe("OAuth 2.0 PKCE connect flow", () => {
+  it("takes the user from the link URL to Garmin's consent and back, stores the connection and announces it", async () => {
+    const userId = await createUser("pkce-user")
+    garmin.addUser("garmin-pkce", { permissions: ["ACTIVITY_EXPORT", "HEALTH_EXPORT"] })
+    garmin.state.nextOAuth2User = "garmin-pkce"
+    const link = await linkUrl(userId, { redirect_url: REDIRECT })
+    expect(new URL(link.link_web_url).pathname).toBe("/v2/link/garmin/start")
+
+    const start = await visit(link.link_web_url)
+    expect(start.status).toBe(302)
+    const consent = new URL(start.location!)
+    expect(consent.origin + consent.pathname).toBe(`${garmin.url}/oauth2Confirm`)
+    expect(consent.searchParams.get("client_id")).toBe(CONSUMER.consumerKey)
+    expect(consent.searchParams.get("code_challenge_method")).toBe("S256")
+    expect(consent.searchParams.get("code_challenge")).toMatch(/^[\w-]{43}$/)
+    expect(consent.searchParams.get("redirect_uri")).toBe(`http://localhost:${new URL(base).port}/v2/link/garmin/callback`)
+
+    const approved = await visit(consent.toString())
+    expect(approved.status).toBe(302)
+    // The redirect_uri names localhost (the default public URL); the test reaches 127.0.0.1.
+    const callback = new URL(approved.location!)
+    const callbackOnServer = `${base}${callback.pathname}${callback.search}`
+    const done = await visit(callbackOnServer)
+    expect(done.status).toBe(302)
+    const landing = new URL(done.location!)
+    expect(landing.origin + landing.pathname).toBe(REDIRECT)
+    expect(Object.fromEntries(landing.searchParams)).toEqual({ state: "success", provider: "garmin" })
+
+    const user = await api("GET", `/v2/user/${userId}`)
+    expect(user.body.connected_sources).toEqual([
+      expect.objectContaining({ provider: "garmin", provider_user_id: "garmin-pkce", status: "active", scopes: ["ACTIVITY_EXPORT", "HEALTH_EXPORT"] })
+    ])
+    const row = await connectionOf(userId)
+    expect(row.auth_version).toBe("oauth2")
+    expect(row.access_token_expires_at.getTime()).toBeGreaterThan(Date.now() + 86_000_000)
+    expect(Buffer.from(row.access_token).toString("latin1")).not.toContain(garmin.state.users.get("garmin-pkce")!.oauth2!.accessToken)
+
+    const [created] = await eventsOf(userId, "provider.connection.created")
+    expect(created.data).toMatchObject({
+      user_id: userId,
+      provider: { slug: "garmin", name: "Garmin" },
+      external_user_id: "garmin-pkce",
+      resource_availability: {
+        workouts: { status: "available" },
+        activity: { status: "available" },
+        menstrual_cycle: { status: "unavailable", scope_requirements: { user_denied: { required: ["MCT_EXPORT"] } } }
+      }
+    })
+
+    // The callback is single use: replaying it (or the code) finishes nothing.
+    const replay = await visit(callbackOnServer)
+    expect(replay.status).toBe(404)
+    expect(replay.text).toContain("already finished")
+
+    // The connection works: a PING for that user is pulled with the stored Bearer token.
+    garmin.state.users.get("garmin-pkce")!.data.dailies = [{ ...daily, userId: "garmin-pkce", summaryId: "pkce-pulled", calendarDate: "2024-04-01", steps: 4321 }]
+    const ping = await fetch(`${base}/api/v1/webhooks/garmin/ping`, {
+      method: "POST",
+      headers: { "garmin-client-id": CONSUMER.consumerKey, "content-type": "application/json" },
+      body: JSON.stringify({ dailies: [{ userId: "garmin-pkce", callbackURL: garmin.pingUrl("dailies", { userId: "garmin-pkce" }, NOW - 600, NOW) }] })
+    })
+    expect(ping.status).toBe(200)
+    const steps = await eventually(async () => {
+      const { body } = await api("GET", `/v2/summary/activity/${userId}?start_date=2024-04-01`)
+      return body.activity.length > 0 ? body.activity.map((a: { steps: number }) => a.steps) : undefined
+    }, 20_000)
+    expect(steps).toEqual([4321])
+  })
+
+  it("sends the user back with error_type=access_denied when they decline", async () => {
+    const userId = await createUser("pkce-declines")
+    const link = await linkUrl(userId, { redirect_url: REDIRECT })
+    const start = await visit(link.link_web_url)
+    const state = new URL(start.location!).searchParams.get("state")!
+    const done = await visit(`${base}/v2/link/garmin/callback?error=access_denied&state=${state}`)
+    expect(done.status).toBe(302)
+    expect(Object.fromEntries(new URL(done.location!).searchParams)).toEqual({ state: "error", provider: "garmin", error_type: "access_denied" })
+    expect(await connectionOf(userId)).toBeUndefined()
+  })
+
+  it("refuses unknown link tokens and unknown users with clear answers", async () => {
+    const unknown = await visit(`${base}/v2/link/garmin/start?token=not-a-real-token`)
+    expect(unknown.status).toBe(404)
+    expect(unknown.text).toContain("ask for a new one")
+    const noUser = await api("POST", "/v2/link/token", { user_id: "6f1c1a52-1111-4a3c-9d6e-000000000000", provider: "garmin" })
+    expect(noUser.status).toBe(404)
+    const badProvider = await api("POST", "/v2/link/token", { user_id: await createUser("no-such-provider"), provider: "fitbit" })
+    expect(badProvider.status).toBe(400)
+    expect(badProvider.body.message).toContain("fitbit")
+    const badRedirect = await api("POST", "/v2/link/token", { user_id: await createUser("bad-redirect"), provider: "garmin", redirect_url: "javascript:alert(1)" })
+    expect(badRedirect.status).toBe(400)
+  })
+})
+
+describe("OAuth 1.0a connect flow", () => {
+  it("runs request token → oauthConfirm → access token, and shows a page when there is no redirect_url", async () => {
+    const userId = await createUser("oauth1-user")
+    garmin.state.nextOAuth1User = "garmin-oauth1-flow"
+    const link = await linkUrl(userId, { oauth_version: "oauth1" })
+    const start = await visit(link.link_web_url)
+    expect(start.status).toBe(302)
+    const consent = new URL(start.location!)
+    expect(consent.pathname).toBe("/oauthConfirm")
+    const approved = await visit(consent.toString())
+    const callback = new URL(approved.location!)
+    expect(callback.searchParams.get("oauth_verifier")).toBeTruthy()
+    const done = await visit(`${base}${callback.pathname}${callback.search}`)
+    expect(done.status).toBe(200)
+    expect(done.text).toContain("Connected")
+
+    const row = await connectionOf(userId)
+    expect(row).toMatchObject({ provider_user_id: "garmin-oauth1-flow", auth_version: "oauth1", status: "active" })
+    expect(row.token_secret).not.toBeNull()
+    // Requests signed with the new token (user/id) verified at the fake: the token is Garmin's.
+    const fakeUser = garmin.state.users.get("garmin-oauth1-flow")!
+    expect(fakeUser.oauth1).toBeDefined()
+  })
+})
+
+describe("token refresh", () => {
+  it("refreshes a token expiring within the hour exactly once, with two server processes polling every 100 ms", async () => {
+    const fakeUser = garmin.addUser("garmin-refresh", {
+      oauth2: {
+        accessToken: "refresh-me-access",
+        accessTokenExpiresAt: Date.now() + 15 * 60_000,
+        refreshToken: "refresh-me-refresh",
+        refreshTokenExpiresAt: Date.now() + 90 * 86_400_000
+      }
+    })
+    // Garmin answers slowly, so both processes see the token due while the first refresh runs.
+    garmin.inject({ method: "POST", path: "/di-oauth2-service/oauth/token", delayMs: 500 })
+    const before = { ...garmin.state.counters }
+    const userId = await createUser("refresh-user")
+    const linked = await api("POST", `/v2/user/${userId}/connections/garmin`, {
+      provider_user_id: "garmin-refresh",
+      oauth2: { access_token: "refresh-me-access", refresh_token: "refresh-me-refresh", expires_at: new Date(Date.now() + 15 * 60_000).toISOString() }
+    })
+    expect(linked.status).toBe(200)
+
+    const refreshed = await eventually(async () => {
+      const row = await connectionOf(userId)
+      return row.access_token_expires_at.getTime() > Date.now() + 86_000_000 ? row : undefined
+    })
+    // Let both refreshers run several more rounds.
+    await new Promise((r) => setTimeout(r, 1_000))
+    expect(garmin.state.counters.refreshCount - before.refreshCount).toBe(1)
+    expect(garmin.state.counters.revocations).toBe(before.revocations)
+    expect(refreshed.last_error).toBeNull()
+    // The stored pair is the rotated one Garmin now holds: another refresh would work.
+    expect(fakeUser.oauth2!.refreshToken).not.toBe("refresh-me-refresh")
+    expect(fakeUser.retiredRefreshTokens).toEqual(["refresh-me-refresh"])
+  })
+
+  it("reports token_refresh_failed when Garmin refuses the refresh token, and stops trying", async () => {
+    garmin.addUser("garmin-revoked")
+    const userId = await createUser("revoked-user")
+    await api("POST", `/v2/user/${userId}/connections/garmin`, {
+      provider_user_id: "garmin-revoked",
+      oauth2: { access_token: "dead-access", refresh_token: "dead-refresh", expires_at: new Date(Date.now() + 5 * 60_000).toISOString() }
+    })
+    const [event] = await eventually(async () => {
+      const events = await eventsOf(userId, "provider.connection.error")
+      return events.length > 0 ? events : undefined
+    })
+    expect(event.data).toMatchObject({ error_type: "token_refresh_failed", provider: { slug: "garmin" } })
+    const attempts = garmin.requests.filter((r) => r.body.includes("dead-refresh")).length
+    await new Promise((r) => setTimeout(r, 500))
+    expect(garmin.requests.filter((r) => r.body.includes("dead-refresh")).length).toBe(attempts)
+    expect((await connectionOf(userId)).last_error).toBe("token_refresh_failed")
+  })
+})
+
+describe("disconnect", () => {
+  it("deregisters at Garmin, erases the tokens, and answers 404 the second time", async () => {
+    const fakeUser = garmin.addUser("garmin-leaving", {
+      oauth2: { accessToken: "leaving-access", accessTokenExpiresAt: Date.now() + 86_400_000, refreshToken: "leaving-refresh", refreshTokenExpiresAt: Date.now() + 86_400_000 }
+    })
+    const userId = await createUser("leaving-user")
+    await api("POST", `/v2/user/${userId}/connections/garmin`, {
+      provider_user_id: "garmin-leaving",
+      oauth2: { access_token: "leaving-access", refresh_token: "leaving-refresh" }
+    })
+    const before = garmin.state.counters.deregistrations
+    const gone = await api("DELETE", `/v2/user/${userId}/connections/garmin`)
+    expect(gone.status).toBe(200)
+    expect(gone.body).toEqual({ user_id: userId, provider: "garmin", status: "disconnected", provider_deregistered: true, shared_account: false })
+    expect(garmin.state.counters.deregistrations).toBe(before + 1)
+    expect(fakeUser.registered).toBe(false)
+    const row = await connectionOf(userId)
+    expect(row).toMatchObject({ status: "disconnected", access_token: null, refresh_token: null })
+    expect((await api("DELETE", `/v2/user/${userId}/connections/garmin`)).status).toBe(404)
+  })
+
+  it("keeps a Garmin account other users still share registered", async () => {
+    garmin.addUser("garmin-shared-account", {
+      oauth2: { accessToken: "shared-access", accessTokenExpiresAt: Date.now() + 86_400_000, refreshToken: "shared-refresh", refreshTokenExpiresAt: Date.now() + 86_400_000 }
+    })
+    const [first, second] = [await createUser("shared-1"), await createUser("shared-2")]
+    for (const userId of [first, second]) {
+      await api("POST", `/v2/user/${userId}/connections/garmin`, { provider_user_id: "garmin-shared-account", oauth2: { access_token: "shared-access" } })
+    }
+    const before = garmin.state.counters.deregistrations
+    const gone = await api("DELETE", `/v2/user/${first}/connections/garmin`)
+    expect(gone.body).toMatchObject({ provider_deregistered: false, shared_account: true })
+    expect(garmin.state.counters.deregistrations).toBe(before)
+    expect((await connectionOf(second!)).status).toBe("active")
+  })
+
+  it("changes nothing when Garmin cannot be reached, and says to retry", async () => {
+    garmin.addUser("garmin-flaky", {
+      oauth2: { accessToken: "flaky-access", accessTokenExpiresAt: Date.now() + 86_400_000, refreshToken: "flaky-refresh", refreshTokenExpiresAt: Date.now() + 86_400_000 }
+    })
+    const userId = await createUser("flaky-user")
+    await api("POST", `/v2/user/${userId}/connections/garmin`, { provider_user_id: "garmin-flaky", oauth2: { access_token: "flaky-access" } })
+    garmin.inject({ method: "DELETE", path: "/wellness-api/rest/user/registration", status: 503 })
+    const failed = await api("DELETE", `/v2/user/${userId}/connections/garmin`)
+    expect(failed.status).toBe(503)
+    expect((await connectionOf(userId)).status).toBe("active")
+    expect((await api("DELETE", `/v2/user/${userId}/connections/garmin`)).status).toBe(200)
+  })
+})
