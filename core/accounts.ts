@@ -170,7 +170,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
           provider_user_id = excluded.provider_user_id, status = 'active', scopes = excluded.scopes,
           access_token = excluded.access_token, refresh_token = excluded.refresh_token, token_secret = excluded.token_secret,
           access_token_expires_at = excluded.access_token_expires_at, refresh_token_expires_at = excluded.refresh_token_expires_at,
-          access_token_hash = excluded.access_token_hash, auth_version = excluded.auth_version, last_error = null, updated_at = now()
+          access_token_hash = excluded.access_token_hash, auth_version = excluded.auth_version, last_error = null,
+          oauth1_token = null, oauth1_token_secret = null, oauth1_valid_until = null, updated_at = now()
         returning provider, provider_user_id, status, scopes, created_at`
       yield* appendEvent(sql, {
         event_type: "provider.connection.created",
@@ -277,17 +278,19 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
      * run again or concurrently. Returns how many connections were re-encrypted.
      */
     const reencryptTokens = Effect.fn("Accounts.reencryptTokens")(function* () {
-      const rows = yield* sql<{ id: string; access_token: Uint8Array | null; refresh_token: Uint8Array | null; token_secret: Uint8Array | null }>`
-        select id, access_token, refresh_token, token_secret from provider_connections
-        where access_token is not null or refresh_token is not null or token_secret is not null`
+      type Row = Record<(typeof tokenColumns)[number], Uint8Array | null> & { id: string }
+      const tokenColumns = ["access_token", "refresh_token", "token_secret", "oauth1_token", "oauth1_token_secret"] as const
+      const rows = yield* sql<Row>`
+        select id, ${sql.literal(tokenColumns.join(", "))} from provider_connections
+        where ${sql.literal(tokenColumns.map((c) => `${c} is not null`).join(" or "))}`
       let moved = 0
       for (const row of rows) {
-        const columns = [row.access_token, row.refresh_token, row.token_secret]
-        if (!columns.some((c) => c !== null && cipher.isStale(c))) continue
+        if (!tokenColumns.some((c) => row[c] !== null && cipher.isStale(row[c]))) continue
         const again = (c: Uint8Array | null) => (c === null ? Effect.succeed(null) : Effect.map(cipher.decrypt(c), cipher.encrypt))
-        const [access, refresh, secret] = yield* Effect.all(columns.map(again))
+        const fresh = yield* Effect.all(tokenColumns.map((c) => again(row[c])))
+        // Only if no refresh or migration rewrote the row meanwhile.
         yield* sql`
-          update provider_connections set access_token = ${access ?? null}, refresh_token = ${refresh ?? null}, token_secret = ${secret ?? null}
+          update provider_connections set ${sql.update(Object.fromEntries(tokenColumns.map((c, i) => [c, fresh[i] ?? null])))}
           where id = ${row.id} and access_token is not distinct from ${row.access_token} and refresh_token is not distinct from ${row.refresh_token}`
         moved++
       }

@@ -27,12 +27,17 @@ import {
 /** How long a link URL stays usable. */
 const LINK_TTL = Duration.hours(1)
 
+/** How long an OAuth 1.0a token keeps working after its exchange for OAuth 2.0 (Garmin: 30 days). */
+const OAUTH1_GRACE = Duration.days(30)
+
 /** The provider does not exist here, or has no connect flow. */
 export class ProviderUnsupported extends Data.TaggedError("ProviderUnsupported")<{ readonly message: string }> {}
 /** The link URL is unknown, expired or already used. */
 export class LinkInvalid extends Data.TaggedError("LinkInvalid")<{ readonly message: string }> {}
 /** The user has no active connection to that provider. */
 export class NotConnected extends Data.TaggedError("NotConnected")<{ readonly provider: string }> {}
+/** The provider says new tokens belong to another account than the connection's. */
+export class AccountMismatch extends Data.TaggedError("AccountMismatch")<{ readonly message: string }> {}
 
 /** Why a connect flow ended without a connection, as the redirect's `error_type` says it. */
 export type LinkErrorType = "access_denied" | "provider_unavailable" | "account_linked_elsewhere" | "misconfigured"
@@ -64,11 +69,19 @@ interface ConnectionRow {
   readonly id: string
   readonly user_id: string
   readonly provider: string
+  readonly auth_version: string | null
   readonly access_token: Uint8Array | null
   readonly refresh_token: Uint8Array | null
   readonly token_secret: Uint8Array | null
   readonly access_token_expires_at: Date | null
+  readonly oauth1_token: Uint8Array | null
+  readonly oauth1_token_secret: Uint8Array | null
+  readonly oauth1_valid_until: Date | null
 }
+
+/** The columns a ConnectionRow reads, from `provider_connections c`. */
+const connectionColumns = `c.id, c.user_id, c.provider, c.auth_version, c.access_token, c.refresh_token, c.token_secret,
+  c.access_token_expires_at, c.oauth1_token, c.oauth1_token_secret, c.oauth1_valid_until`
 
 export class Connections extends Effect.Service<Connections>()("wearflow/Connections", {
   effect: Effect.gen(function* () {
@@ -80,6 +93,20 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     const decrypt = (value: Uint8Array | null) =>
       value === null ? Effect.succeed(undefined) : Effect.map(cipher.decrypt(value), (v): Redacted.Redacted<string> | undefined => v)
     const encrypt = (value: Redacted.Redacted<string> | undefined) => (value === undefined ? null : cipher.encrypt(value))
+
+    /** A connection's tokens: its OAuth 2.0 bearer, and an OAuth 1.0a pair while usable. */
+    const credentialsOf = (row: ConnectionRow) =>
+      Effect.gen(function* () {
+        const access = yield* decrypt(row.access_token)
+        if (row.auth_version === "oauth1" || (row.auth_version === null && row.token_secret !== null)) {
+          const secret = yield* decrypt(row.token_secret)
+          return { bearer: undefined, oauth1: access && secret ? { token: access, secret } : undefined } satisfies Credentials
+        }
+        const legacyUsable = row.oauth1_valid_until !== null && row.oauth1_valid_until.getTime() > Date.now()
+        const token = legacyUsable ? yield* decrypt(row.oauth1_token) : undefined
+        const secret = legacyUsable ? yield* decrypt(row.oauth1_token_secret) : undefined
+        return { bearer: access, oauth1: token && secret ? { token, secret } : undefined } satisfies Credentials
+      })
 
     const authOf = (providerId: string): Effect.Effect<{ provider: Provider; auth: ProviderAuth }, ProviderUnsupported> => {
       const provider = providers.get(providerId)
@@ -182,7 +209,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     const refreshOne = (connectionId: string, options: { readonly ahead: Duration.Duration; readonly wait: boolean }) =>
       Effect.gen(function* () {
         const [row] = yield* sql<ConnectionRow & { team_id: string; client_user_id: string }>`
-          select c.id, c.user_id, c.provider, c.access_token, c.refresh_token, c.token_secret, c.access_token_expires_at, u.team_id, u.client_user_id
+          select ${sql.literal(connectionColumns)}, u.team_id, u.client_user_id
           from provider_connections c join users u on u.id = c.user_id
           where c.id = ${connectionId} and c.status = 'active' and c.auth_version = 'oauth2' and c.refresh_token is not null
           for update of c ${options.wait ? sql`` : sql`skip locked`}`
@@ -238,9 +265,8 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
      * first when they expire within a minute (waiting for a refresh already under way).
      */
     const credentialsFor = Effect.fn("Connections.credentialsFor")(function* (providerId: string, ref: UserRef) {
-      const select = sql<ConnectionRow & { auth_version: string | null; refreshable: boolean }>`
-        select c.id, c.user_id, c.provider, c.access_token, c.refresh_token, c.token_secret, c.access_token_expires_at, c.auth_version,
-          (c.refresh_token is not null and c.last_error is null) as refreshable
+      const select = sql<ConnectionRow & { refreshable: boolean }>`
+        select ${sql.literal(connectionColumns)}, (c.refresh_token is not null and c.last_error is null) as refreshable
         from provider_connections c
         where c.provider = ${providerId} and c.status = 'active'
           and ${ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${createHash("sha256").update(ref.token).digest()}`}
@@ -253,7 +279,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         ;[row] = yield* select
         if (!row) return undefined
       }
-      return { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) } satisfies Credentials
+      return yield* credentialsOf(row)
     })
 
     // -------------------------------------------------------------------------------------
@@ -268,7 +294,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     const disconnect = Effect.fn("Connections.disconnect")(function* (teamId: string, userId: string, providerId: string) {
       yield* accounts.getUser(teamId, userId)
       const [row] = yield* sql<ConnectionRow & { provider_user_id: string; shared: number }>`
-        select c.id, c.user_id, c.provider, c.provider_user_id, c.access_token, c.refresh_token, c.token_secret, c.access_token_expires_at,
+        select ${sql.literal(connectionColumns)}, c.provider_user_id,
           (select count(*)::int from provider_connections o
             where o.provider = c.provider and o.provider_user_id = c.provider_user_id and o.status = 'active' and o.id <> c.id) as shared
         from provider_connections c
@@ -276,9 +302,9 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         for update of c`
       if (!row) return yield* new NotConnected({ provider: providerId })
       const provider = providers.get(providerId)
-      const credentials = { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) }
+      const credentials = yield* credentialsOf(row)
       let providerDeregistered = false
-      if (provider?.auth && credentials.accessToken !== undefined && row.shared === 0) {
+      if (provider?.auth && (credentials.bearer !== undefined || credentials.oauth1 !== undefined) && row.shared === 0) {
         const told = yield* Effect.either(provider.auth.deregister(credentials))
         if (Either.isLeft(told) && told.left.reason !== "denied") return yield* told.left
         providerDeregistered = Either.isRight(told)
@@ -288,7 +314,8 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
       }
       yield* sql`
         update provider_connections set status = 'disconnected', access_token = null, refresh_token = null, token_secret = null,
-          access_token_hash = null, access_token_expires_at = null, refresh_token_expires_at = null, last_error = null, updated_at = now()
+          access_token_hash = null, access_token_expires_at = null, refresh_token_expires_at = null, last_error = null,
+          oauth1_token = null, oauth1_token_secret = null, oauth1_valid_until = null, updated_at = now()
         where id = ${row.id}`
       return { providerDeregistered, sharedAccount: row.shared > 0 }
     }, sql.withTransaction)
@@ -300,8 +327,11 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     /**
      * Exchanges every active OAuth 1.0a connection of the provider for OAuth 2.0 tokens. Each
      * connection moves in its own transaction, so an interrupted run resumes with what is
-     * left, and a second run at the same time skips what the first holds. The OAuth 1.0a
-     * token's hash stays, so notifications still addressed by it keep finding the user.
+     * left, and a second run at the same time skips what the first holds. The OAuth 1.0a pair
+     * is kept while the provider honours it (pulls of OAuth 1.0a-era callback URLs still in
+     * flight are signed with it), and its hash stays, so notifications addressed by the old
+     * token keep finding the user. A database failure ends the run; provider refusals are
+     * reported per connection.
      */
     const migrateToOAuth2 = Effect.fn("Connections.migrateToOAuth2")(function* (
       providerId: string,
@@ -325,30 +355,30 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
       const migrateOne = (candidate: (typeof candidates)[number]) =>
         Effect.gen(function* () {
           const [row] = yield* sql<ConnectionRow & { provider_user_id: string }>`
-            select id, user_id, provider, provider_user_id, access_token, refresh_token, token_secret, access_token_expires_at
-            from provider_connections where id = ${candidate.id} and status = 'active' and auth_version = 'oauth1'
+            select ${sql.literal(connectionColumns)}, c.provider_user_id
+            from provider_connections c where c.id = ${candidate.id} and c.status = 'active' and c.auth_version = 'oauth1'
             for update skip locked`
           if (!row) return "skipped" as const
-          const credentials = { accessToken: yield* decrypt(row.access_token), tokenSecret: yield* decrypt(row.token_secret) }
-          const connected = yield* upgrade(credentials)
+          const connected = yield* upgrade(yield* credentialsOf(row))
           if (connected.providerUserId !== row.provider_user_id) {
-            return yield* Effect.fail(`the provider says the new token belongs to another account (${connected.providerUserId})`)
+            return yield* new AccountMismatch({ message: `the provider says the new token belongs to another account (${connected.providerUserId})` })
           }
           const { tokens } = connected
           yield* sql`
             update provider_connections set access_token = ${encrypt(tokens.accessToken)}, refresh_token = ${encrypt(tokens.refreshToken)},
-              token_secret = null, access_token_expires_at = ${tokens.accessTokenExpiresAt ?? null},
-              refresh_token_expires_at = ${tokens.refreshTokenExpiresAt ?? null},
+              oauth1_token = access_token, oauth1_token_secret = token_secret,
+              oauth1_valid_until = ${new Date(Date.now() + Duration.toMillis(OAUTH1_GRACE))}, token_secret = null,
+              access_token_expires_at = ${tokens.accessTokenExpiresAt ?? null}, refresh_token_expires_at = ${tokens.refreshTokenExpiresAt ?? null},
               scopes = ${tokens.scopes ?? []}, auth_version = 'oauth2', last_error = null, updated_at = now()
             where id = ${row.id}`
           return "migrated" as const
         }).pipe(
           sql.withTransaction,
-          Effect.catchAll((e) =>
-            Effect.succeed({
-              reason: typeof e === "string" ? e : e._tag === "AuthError" ? e.message : e._tag === "DecryptionError" ? "stored tokens could not be decrypted" : "database error"
-            })
-          ),
+          Effect.catchTags({
+            AuthError: (e) => Effect.succeed({ reason: e.message }),
+            AccountMismatch: (e) => Effect.succeed({ reason: e.message }),
+            DecryptionError: () => Effect.succeed({ reason: "stored tokens could not be decrypted (wrong WEARFLOW_ENCRYPTION_KEY?)" })
+          }),
           Effect.tap((result) =>
             Effect.suspend(() => {
               done++

@@ -21,11 +21,15 @@ export interface NotificationItem {
   readonly raw: unknown
 }
 
-/** The user's tokens, decrypted, for pulls. */
+/** A user's tokens, decrypted, for calls made on their behalf. */
 export interface Credentials {
-  readonly accessToken: Redacted.Redacted<string> | undefined
-  /** OAuth 1.0a token secret. */
-  readonly tokenSecret: Redacted.Redacted<string> | undefined
+  /** OAuth 2.0 access token. */
+  readonly bearer: Redacted.Redacted<string> | undefined
+  /**
+   * OAuth 1.0a token and secret: of an OAuth 1.0a connection, or of one moved to OAuth 2.0
+   * while the provider still honours the old token (Garmin: 30 days).
+   */
+  readonly oauth1: { readonly token: Redacted.Redacted<string>; readonly secret: Redacted.Redacted<string> } | undefined
 }
 
 /** What pulling a PING item gave: records shaped like a PUSH body's, or a file. */

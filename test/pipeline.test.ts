@@ -213,7 +213,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       expect(Redacted.value(yield* currentOnly.decrypt(row!.access_token))).toBe("rotating-access-token")
       expect((yield* Effect.either(retired.decrypt(row!.access_token)))._tag).toBe("Left")
       const credentials = yield* (yield* Connections).credentialsFor("garmin", { _tag: "UserId", id: "garmin-rotation" })
-      expect(Redacted.value(credentials!.accessToken!)).toBe("rotating-access-token")
+      expect(Redacted.value(credentials!.bearer!)).toBe("rotating-access-token")
     }))
 
   it.effect("a sink acknowledges only delivered batches: a failing sink keeps its cursor, ingestion goes on", () =>

@@ -113,8 +113,9 @@ const isAlive = (pid: number) => {
   try {
     process.kill(pid, 0)
     return true
-  } catch {
-    return false
+  } catch (error) {
+    // EPERM: it runs, as another user (the cluster's `postgres` user when started as root).
+    return (error as NodeJS.ErrnoException).code === "EPERM"
   }
 }
 
@@ -170,6 +171,26 @@ const ensureDatabase = async (port: number, password: string, database: string) 
  * Starts (or adopts) the cluster in `pgDir` and creates `database` in it. The returned handle
  * can stop and restart it; stopping is the caller's job (see `layer` in database.ts).
  */
+/**
+ * The URL of the embedded server another process (the app) runs on `pgDir`, if it runs: for
+ * commands that work beside the app and must neither claim nor stop its cluster.
+ */
+export const attach = (options: { readonly pgDir: string; readonly database: string }) =>
+  Effect.tryPromise({
+    try: async (): Promise<Redacted.Redacted<string> | undefined> => {
+      const pgDir = path.resolve(options.pgDir)
+      const port = await runningPort(pgDir)
+      if (port === undefined) return undefined
+      const password = (await fs.readFile(path.join(path.dirname(pgDir), "pg-password"), "utf8")).trim()
+      return Redacted.make(`postgres://${SUPERUSER}:${encodeURIComponent(password)}@127.0.0.1:${port}/${options.database}`)
+    },
+    catch: (cause) =>
+      new EmbeddedPostgresError({
+        message: `could not read the embedded Postgres details in ${options.pgDir}: ${cause instanceof Error ? cause.message : String(cause)}`,
+        cause
+      })
+  })
+
 export const start = (options: { readonly pgDir: string; readonly database: string }) =>
   Effect.tryPromise({
     try: async (): Promise<EmbeddedPostgres> => {

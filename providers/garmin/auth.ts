@@ -98,15 +98,15 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       return tokensOf(yield* send(request, what).pipe(Effect.flatMap(body(TokenResponse, what))))
     }).pipe(Effect.scoped)
 
-  /** Signs `request` for the user: Bearer (OAuth 2.0) or OAuth 1.0a with their token. */
+  /** Signs `request` for the user: Bearer (OAuth 2.0) when there is one, else OAuth 1.0a. */
   const authorize = (request: HttpClientRequest.HttpClientRequest, credentials: Credentials) =>
     Effect.gen(function* () {
-      if (credentials.accessToken === undefined) return yield* denied("no token is stored for this connection")
-      if (credentials.tokenSecret === undefined) return HttpClientRequest.bearerToken(request, credentials.accessToken)
+      if (credentials.bearer !== undefined) return HttpClientRequest.bearerToken(request, credentials.bearer)
+      if (credentials.oauth1 === undefined) return yield* denied("no token is stored for this connection")
       return HttpClientRequest.setHeader(
         request,
         "authorization",
-        authorizationHeader(yield* consumer, { key: credentials.accessToken, secret: credentials.tokenSecret }, { method: request.method, url: request.url })
+        authorizationHeader(yield* consumer, { key: credentials.oauth1.token, secret: credentials.oauth1.secret }, { method: request.method, url: request.url })
       )
     })
 
@@ -174,7 +174,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
           { grant_type: "authorization_code", code, code_verifier: Redacted.value(pending.codeVerifier), redirect_uri: callbackUrl },
           "token exchange"
         )
-        const { userId, permissions } = yield* identify({ accessToken: tokens.accessToken, tokenSecret: undefined }, tokens.scopes)
+        const { userId, permissions } = yield* identify({ bearer: tokens.accessToken, oauth1: undefined }, tokens.scopes)
         return { providerUserId: userId, tokens: { ...tokens, scopes: permissions } } satisfies Connected
       }
       const token = query["oauth_token"]
@@ -192,9 +192,9 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       const accessToken = answer.get("oauth_token")
       const tokenSecret = answer.get("oauth_token_secret")
       if (!accessToken || !tokenSecret) return yield* unavailable("Garmin's access token answer has no token")
-      const credentials = { accessToken: Redacted.make(accessToken), tokenSecret: Redacted.make(tokenSecret) }
-      const { userId, permissions } = yield* identify(credentials, undefined)
-      return { providerUserId: userId, tokens: { ...credentials, scopes: permissions } } satisfies Connected
+      const pair = { token: Redacted.make(accessToken), secret: Redacted.make(tokenSecret) }
+      const { userId, permissions } = yield* identify({ bearer: undefined, oauth1: pair }, undefined)
+      return { providerUserId: userId, tokens: { accessToken: pair.token, tokenSecret: pair.secret, scopes: permissions } } satisfies Connected
     })
 
   const refresh: ProviderAuth["refresh"] = (refreshToken) =>
@@ -209,10 +209,13 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
 
   const upgrade: NonNullable<ProviderAuth["upgrade"]> = (credentials) =>
     Effect.gen(function* () {
-      if (credentials.tokenSecret === undefined) return yield* denied("not an OAuth 1.0a connection")
-      const request = yield* authorize(HttpClientRequest.post(endpoint(urls.api, "/partner-gateway/rest/user/token-exchange")).pipe(HttpClientRequest.acceptJson), credentials)
+      if (credentials.oauth1 === undefined) return yield* denied("not an OAuth 1.0a connection")
+      const request = yield* authorize(
+        HttpClientRequest.post(endpoint(urls.api, "/partner-gateway/rest/user/token-exchange")).pipe(HttpClientRequest.acceptJson),
+        { bearer: undefined, oauth1: credentials.oauth1 }
+      )
       const tokens = tokensOf(yield* send(request, "token exchange").pipe(Effect.flatMap(body(TokenResponse, "token exchange"))))
-      const { userId, permissions } = yield* identify({ accessToken: tokens.accessToken, tokenSecret: undefined }, tokens.scopes)
+      const { userId, permissions } = yield* identify({ bearer: tokens.accessToken, oauth1: undefined }, tokens.scopes)
       return { providerUserId: userId, tokens: { ...tokens, scopes: permissions } } satisfies Connected
     }).pipe(Effect.scoped)
 

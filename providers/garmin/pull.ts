@@ -52,16 +52,16 @@ export const makePull = (client: HttpClient.HttpClient, config: GarminConfig) =>
       if (!URL.canParse(url)) return yield* new PullError({ message: "callbackURL is not a URL", retryable: false })
       const hasPullToken = new URL(url).searchParams.has("token")
       let request = HttpClientRequest.get(url)
-      if (!hasPullToken && credentials?.accessToken && credentials.tokenSecret) {
+      if (!hasPullToken && credentials?.oauth1) {
         // OAuth 1.0a era: no token in the URL; the request itself is signed.
         const consumer = consumerOf(config)
         if (Option.isNone(consumer)) {
           return yield* new PullError({ message: "GARMIN_CLIENT_ID and GARMIN_CLIENT_SECRET are needed to sign OAuth 1.0a pulls", retryable: false })
         }
-        const header = authorizationHeader(consumer.value, { key: credentials.accessToken, secret: credentials.tokenSecret }, { method: "GET", url })
+        const header = authorizationHeader(consumer.value, { key: credentials.oauth1.token, secret: credentials.oauth1.secret }, { method: "GET", url })
         request = HttpClientRequest.setHeader(request, "authorization", header)
-      } else if (credentials?.accessToken && !credentials.tokenSecret) {
-        request = HttpClientRequest.bearerToken(request, credentials.accessToken)
+      } else if (credentials?.bearer) {
+        request = HttpClientRequest.bearerToken(request, credentials.bearer)
       }
       const response = yield* client.execute(request).pipe(
         Effect.timeoutFail({ duration: PULL_TIMEOUT, onTimeout: () => new PullError({ message: "Garmin did not answer in time", retryable: true }) }),

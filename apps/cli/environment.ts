@@ -1,0 +1,109 @@
+/**
+ * What a command needs from the server's world: its configuration (same variables, same
+ * defaults), its token encryption keys, its database and the Garmin provider. Anything
+ * unusable becomes an EnvironmentError with a one-line message (exit code 3).
+ */
+import type { SqlError } from "@effect/sql/SqlError"
+import type { MigrationError } from "@effect/sql/Migrator"
+import { Accounts } from "@wearflow/core/accounts"
+import { Connections } from "@wearflow/core/connections"
+import { layerTokenCipher } from "@wearflow/core/crypto"
+import * as Host from "@wearflow/core/host"
+import * as OutboundHttp from "@wearflow/core/http-client"
+import { IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { Providers } from "@wearflow/core/provider"
+import * as Database from "@wearflow/core/storage/database"
+import * as EmbeddedPostgres from "@wearflow/core/storage/embedded-postgres"
+import * as Garmin from "@wearflow/garmin"
+import { type ConfigError, ConfigProvider, Data, Effect, Layer, Option } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { resolveEncryptionKey, ServerConfig } from "../server/config.ts"
+
+/** The database or the configuration cannot be used; nothing was changed. */
+export class EnvironmentError extends Data.TaggedError("EnvironmentError")<{ readonly message: string }> {}
+
+const exists = (file: string) => fs.access(file).then(() => true, () => false)
+
+const causeMessage = (cause: unknown) => (cause instanceof Error && cause.message ? `: ${cause.message}` : "")
+
+const configError = (e: ConfigError.ConfigError) => new EnvironmentError({ message: `configuration: ${String(e).replace(/\s+/g, " ")}` })
+
+const databaseError = (e: EmbeddedPostgres.EmbeddedPostgresError | MigrationError | SqlError) =>
+  new EnvironmentError({
+    message: e._tag === "EmbeddedPostgresError"
+      ? e.message
+      : e._tag === "MigrationError"
+      ? `the database could not be migrated: ${e.message}`
+      : `the database is unusable: ${e.message}${causeMessage(e.cause)}`
+  })
+
+export const loadConfig = Effect.mapError(ServerConfig, configError)
+export type Config = Effect.Effect.Success<typeof loadConfig>
+
+/**
+ * The server's keys. Unlike the server, a command never generates one: a new key could not
+ * decrypt a single stored token.
+ */
+export const encryptionKeys = (config: Config) =>
+  Effect.gen(function* () {
+    if (Option.isNone(config.encryptionKey)) {
+      const file = path.join(config.dataDir, "encryption-key")
+      if (!(yield* Effect.promise(() => exists(file)))) {
+        return yield* new EnvironmentError({
+          message: `no token encryption key: WEARFLOW_ENCRYPTION_KEY is unset and ${path.resolve(file)} does not exist (set them as the server has them)`
+        })
+      }
+    }
+    return yield* resolveEncryptionKey(config).pipe(Effect.mapError((e) => new EnvironmentError({ message: e.message })))
+  })
+
+/**
+ * Garmin's consumer key and secret sign every exchange: without them each connection would
+ * fail alike, so the command stops before it starts.
+ */
+export const requireGarminConsumer = Effect.gen(function* () {
+  const garmin = yield* Effect.withConfigProvider(Garmin.manifest.config, Host.restrictConfigProvider(Garmin.manifest, ConfigProvider.fromEnv())).pipe(
+    Effect.mapError(configError)
+  )
+  const missing = [Option.isNone(garmin.clientId) && "GARMIN_CLIENT_ID", Option.isNone(garmin.clientSecret) && "GARMIN_CLIENT_SECRET"].filter((name) => name !== false)
+  if (missing.length > 0) return yield* new EnvironmentError({ message: `${missing.join(" and ")} must be set (Garmin's consumer key and secret sign the token exchange)` })
+})
+
+/**
+ * DATABASE_URL; else the embedded Postgres in the data dir — connected to while the server
+ * runs it, otherwise started for the command and stopped after. A data dir without a cluster
+ * is an error, not a reason to create an empty database.
+ */
+const databaseLayer = (config: Config, maxConnections: number) =>
+  Effect.gen(function* () {
+    if (Option.isSome(config.databaseUrl)) return Database.layer({ url: config.databaseUrl, dataDir: config.dataDir, maxConnections })
+    const running = yield* EmbeddedPostgres.attach({ pgDir: path.join(config.dataDir, "pg"), database: "wearflow" }).pipe(
+      Effect.mapError((e) => new EnvironmentError({ message: e.message }))
+    )
+    if (running !== undefined) return Database.layer({ url: Option.some(running), dataDir: config.dataDir, maxConnections })
+    if (!(yield* Effect.promise(() => exists(path.join(config.dataDir, "pg", "PG_VERSION"))))) {
+      return yield* new EnvironmentError({
+        message: `no database: DATABASE_URL is unset and ${path.resolve(config.dataDir, "pg")} holds no embedded Postgres (set DATABASE_URL or WEARFLOW_DATA_DIR as the server has them)`
+      })
+    }
+    return Database.layer({ url: Option.none(), dataDir: config.dataDir, maxConnections })
+  }).pipe(Layer.unwrapEffect, Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : databaseError(e))))
+
+/**
+ * Connections over the server's database with the Garmin provider (its sandboxed client,
+ * without the webhook routes, which would need the inbox). One database connection per
+ * concurrent exchange (each holds its row lock while Garmin answers), plus a spare.
+ */
+export const layer = (config: Config, keys: Effect.Effect.Success<ReturnType<typeof encryptionKeys>>, concurrency: number) => {
+  const Storage = Layer.mergeAll(IngestQueue.layer.pipe(Layer.provide(layerQueueStore({}))), layerTokenCipher(keys)).pipe(
+    Layer.provideMerge(databaseLayer(config, concurrency + 2))
+  )
+  const GarminProvider = Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider })
+  const ProvidersLive = Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminProvider), Layer.provide(OutboundHttp.layer()))
+  return Connections.Default.pipe(
+    Layer.provide(ProvidersLive),
+    Layer.provide(Accounts.Default.pipe(Layer.provideMerge(Storage))),
+    Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : e._tag === "SqlError" ? databaseError(e) : configError(e)))
+  )
+}
