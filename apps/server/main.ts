@@ -65,7 +65,10 @@ const AppLayer = Effect.gen(function* () {
   const Workers = Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
       Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
-      Layer.provide(ActivityFiles.layerLocal(path.join(config.dataDir, "files")))
+      Layer.provide(Option.match(config.filesBucket, {
+        onNone: () => ActivityFiles.layerLocal(path.join(config.dataDir, "files")),
+        onSome: (bucket) => ActivityFiles.layerS3(bucket, path.join(config.dataDir, "files"))
+      }))
     ),
     Connections.layerRefresher(config.tokenRefresh),
     SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin)))

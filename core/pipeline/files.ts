@@ -1,9 +1,11 @@
 /**
- * Activity files (FIT, TCX, GPX) fetched for PING items: stored once by content under the
- * files directory, and recorded for every user the provider account is linked to.
+ * Activity files (FIT, TCX, GPX) fetched for PING items: stored once by content (its SHA-256
+ * names it) in a local directory or an S3-compatible bucket, and recorded for every user the
+ * provider account is linked to.
  */
+import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import { SqlClient } from "@effect/sql"
-import { Context, Data, Effect, Layer } from "effect"
+import { Context, Data, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -16,45 +18,117 @@ export class FileStoreError extends Data.TaggedError("FileStoreError")<{ readonl
 
 type PulledFile = Extract<Pulled, { readonly _tag: "File" }>
 
+/** Where files go: `put` stores bytes under a key and says where they are. */
+interface FileStore {
+  readonly put: (key: string, bytes: Uint8Array, contentType: string) => Effect.Effect<string, FileStoreError>
+}
+
+/** An S3-compatible bucket (AWS S3, MinIO, R2, …) for activity files. */
+export interface S3FilesOptions {
+  readonly bucket: string
+  /** Key prefix, without a trailing slash. */
+  readonly prefix: string
+  readonly region: string
+  /** Another S3-compatible service's URL; AWS when absent. */
+  readonly endpoint: Option.Option<string>
+  readonly forcePathStyle: boolean
+  /** Explicit keys; the SDK's default chain (environment, profile, instance role) when absent. */
+  readonly credentials: Option.Option<{ readonly accessKeyId: Redacted.Redacted<string>; readonly secretAccessKey: Redacted.Redacted<string> }>
+}
+
+const failure = (what: string) => (e: unknown) =>
+  new FileStoreError({ message: `cannot store activity file (${what}): ${e instanceof Error ? e.message : String(e)}` })
+
+const localStore = (directory: string): FileStore => ({
+  put: (key, bytes) =>
+    Effect.tryPromise({
+      try: async () => {
+        const location = path.resolve(directory, key)
+        await fs.mkdir(path.dirname(location), { recursive: true })
+        // Written aside and renamed: a crash never leaves half a file under the final name.
+        const partial = `${location}.${randomBytes(4).toString("hex")}.partial`
+        await fs.writeFile(partial, bytes)
+        await fs.rename(partial, location)
+        return location
+      },
+      catch: failure("local directory")
+    })
+})
+
+const s3Store = (client: S3Client, options: S3FilesOptions): FileStore => ({
+  put: (key, bytes, contentType) => {
+    const objectKey = options.prefix === "" ? key : `${options.prefix}/${key}`
+    return Effect.tryPromise({
+      try: (signal) =>
+        client.send(new PutObjectCommand({ Bucket: options.bucket, Key: objectKey, Body: bytes, ContentType: contentType }), { abortSignal: signal }),
+      catch: failure(`bucket ${options.bucket}`)
+    }).pipe(Effect.as(`s3://${options.bucket}/${objectKey}`))
+  }
+})
+
 export class ActivityFiles extends Context.Tag("wearflow/ActivityFiles")<
   ActivityFiles,
   { readonly save: (provider: string, recipients: ReadonlyArray<Recipient>, file: PulledFile) => Effect.Effect<string, FileStoreError | import("@effect/sql").SqlError.SqlError> }
 >() {
   /** Files kept in a local directory (`<data dir>/files` in the app). */
-  static readonly layerLocal = (directory: string) =>
-    Layer.effect(
+  static readonly layerLocal = (directory: string) => Layer.effect(ActivityFiles, make(localStore(directory)))
+
+  /**
+   * Files kept in an S3-compatible bucket. Garmin's file URLs are single use, so a file the
+   * bucket will not take (after retries) is kept in `fallbackDirectory` instead of lost.
+   */
+  static readonly layerS3 = (options: S3FilesOptions, fallbackDirectory: string) =>
+    Layer.scoped(
       ActivityFiles,
       Effect.gen(function* () {
-        const sql = yield* SqlClient.SqlClient
-        const write = (location: string, bytes: Uint8Array) =>
-          Effect.tryPromise({
-            try: async () => {
-              await fs.mkdir(path.dirname(location), { recursive: true })
-              // Written aside and renamed: a crash never leaves half a file under the final name.
-              const partial = `${location}.${randomBytes(4).toString("hex")}.partial`
-              await fs.writeFile(partial, bytes)
-              await fs.rename(partial, location)
-            },
-            catch: (e) => new FileStoreError({ message: `cannot store activity file: ${e instanceof Error ? e.message : String(e)}` })
-          })
-
-        const save = Effect.fn("ActivityFiles.save")(function* (provider: string, recipients: ReadonlyArray<Recipient>, file: PulledFile) {
-          const sha256 = createHash("sha256").update(file.bytes).digest()
-          const extension = file.fileType.toLowerCase().replace(/[^a-z0-9]/g, "") || "bin"
-          const location = path.resolve(directory, provider, `${sha256.toString("hex")}.${extension}`)
-          yield* write(location, file.bytes)
-          for (const recipient of recipients) {
-            yield* sql`
-              insert into activity_files (user_id, provider, summary_id, activity_id, file_type, content_type, location, size_bytes, sha256)
-              values (${recipient.userId}, ${provider}, ${file.summaryId}, ${file.activityId ?? null}, ${file.fileType}, ${file.contentType},
-                      ${location}, ${file.bytes.length}, ${sha256})
-              on conflict (user_id, provider, summary_id) do update set
-                activity_id = excluded.activity_id, file_type = excluded.file_type, content_type = excluded.content_type,
-                location = excluded.location, size_bytes = excluded.size_bytes, sha256 = excluded.sha256, downloaded_at = now()`
-          }
-          return location
+        const client = yield* Effect.acquireRelease(
+          Effect.sync(() =>
+            new S3Client({
+              region: options.region,
+              forcePathStyle: options.forcePathStyle,
+              ...Option.match(options.endpoint, { onNone: () => ({}), onSome: (endpoint) => ({ endpoint }) }),
+              ...Option.match(options.credentials, {
+                onNone: () => ({}),
+                onSome: (c) => ({ credentials: { accessKeyId: Redacted.value(c.accessKeyId), secretAccessKey: Redacted.value(c.secretAccessKey) } })
+              })
+            })
+          ),
+          (client) => Effect.sync(() => client.destroy())
+        )
+        const bucket = s3Store(client, options)
+        const local = localStore(fallbackDirectory)
+        return yield* make({
+          put: (key, bytes, contentType) =>
+            bucket.put(key, bytes, contentType).pipe(
+              Effect.retry(Schedule.exponential("500 millis").pipe(Schedule.intersect(Schedule.recurs(4)))),
+              Effect.catchAll((error) =>
+                Effect.logWarning("the bucket refused an activity file; kept it on local disk").pipe(
+                  Effect.annotateLogs({ bucket: options.bucket, reason: error.message }),
+                  Effect.zipRight(local.put(key, bytes, contentType))
+                ))
+            )
         })
-        return { save }
       })
     )
 }
+
+const make = (store: FileStore) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const save = Effect.fn("ActivityFiles.save")(function* (provider: string, recipients: ReadonlyArray<Recipient>, file: PulledFile) {
+      const sha256 = createHash("sha256").update(file.bytes).digest()
+      const extension = file.fileType.toLowerCase().replace(/[^a-z0-9]/g, "") || "bin"
+      const location = yield* store.put(`${provider}/${sha256.toString("hex")}.${extension}`, file.bytes, file.contentType)
+      for (const recipient of recipients) {
+        yield* sql`
+          insert into activity_files (user_id, provider, summary_id, activity_id, file_type, content_type, location, size_bytes, sha256)
+          values (${recipient.userId}, ${provider}, ${file.summaryId}, ${file.activityId ?? null}, ${file.fileType}, ${file.contentType},
+                  ${location}, ${file.bytes.length}, ${sha256})
+          on conflict (user_id, provider, summary_id) do update set
+            activity_id = excluded.activity_id, file_type = excluded.file_type, content_type = excluded.content_type,
+            location = excluded.location, size_bytes = excluded.size_bytes, sha256 = excluded.sha256, downloaded_at = now()`
+      }
+      return location
+    })
+    return { save }
+  })

@@ -1,0 +1,126 @@
+/**
+ * Activity files into an S3-compatible bucket: the real server pulls a file a PING announces
+ * and puts it in a real S3-protocol server (s3rver) on loopback; with the bucket down, the
+ * single-use file is kept on local disk rather than lost.
+ */
+import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
+import { Redacted } from "effect"
+import * as fs from "node:fs/promises"
+import type { AddressInfo } from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import pg from "pg"
+// @ts-expect-error s3rver ships no type declarations
+import S3rver from "s3rver"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freshDatabaseUrl } from "./support/database.ts"
+import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
+import { eventually, type RunningServer, startServer } from "./support/server.ts"
+
+const CONSUMER = { consumerKey: "files-consumer-key", consumerSecret: "files-consumer-secret" }
+const API_KEY = "files-api-key"
+const BUCKET = "wearflow-files"
+
+let garmin: FakeGarmin
+let s3: { close(): Promise<void>; run(): Promise<AddressInfo> }
+let s3Url = ""
+let server: RunningServer
+let db: pg.Client
+let dirs: Array<string> = []
+
+const ping = async (body: unknown) => {
+  const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
+    method: "POST",
+    headers: { "garmin-client-id": CONSUMER.consumerKey, "content-type": "application/json" },
+    body: JSON.stringify(body)
+  })
+  expect(response.status).toBe(200)
+  return ((await response.json()) as { inbox_id: number }).inbox_id
+}
+
+const outcomeOf = (inboxId: number) =>
+  eventually(async () => {
+    const row = (await db.query("select outcome from inbox where id = $1 and processed_at is not null", [inboxId])).rows[0]
+    return row?.outcome as { pulled: number; errors: Array<{ message: string }> } | undefined
+  }, 30_000)
+
+const linkedUser = async (clientUserId: string, garminUserId: string) => {
+  garmin.addUser(garminUserId)
+  const headers = { "x-api-key": API_KEY, "content-type": "application/json" }
+  const created = await fetch(`${server.baseUrl}/v2/user`, { method: "POST", headers, body: JSON.stringify({ client_user_id: clientUserId }) })
+  const userId = ((await created.json()) as { user_id: string }).user_id
+  const linked = await fetch(`${server.baseUrl}/v2/user/${userId}/connections/garmin`, { method: "POST", headers, body: JSON.stringify({ provider_user_id: garminUserId }) })
+  expect(linked.status).toBe(200)
+  return userId
+}
+
+const startS3 = async (port: number, directory: string) => {
+  s3 = new S3rver({ port, address: "127.0.0.1", silent: true, directory, configureBuckets: [{ name: BUCKET }] })
+  const address = await s3.run()
+  s3Url = `http://127.0.0.1:${address.port}`
+}
+
+beforeAll(async () => {
+  garmin = await startFakeGarmin(CONSUMER)
+  for (const name of ["s3", "data"]) dirs.push(await fs.mkdtemp(path.join(os.tmpdir(), `wearflow-files-${name}-`)))
+  await startS3(0, dirs[0]!)
+  const url = Redacted.value(await freshDatabaseUrl())
+  server = await startServer({
+    DATABASE_URL: url,
+    WEARFLOW_API_KEY: API_KEY,
+    WEARFLOW_DATA_DIR: dirs[1]!,
+    GARMIN_CLIENT_ID: CONSUMER.consumerKey,
+    GARMIN_CLIENT_SECRET: CONSUMER.consumerSecret,
+    GARMIN_API_URL: garmin.url,
+    GARMIN_CONNECT_URL: garmin.url,
+    GARMIN_CONNECTAPI_URL: garmin.url,
+    GARMIN_AUTH_URL: garmin.url,
+    WEARFLOW_FILES_S3_BUCKET: BUCKET,
+    WEARFLOW_FILES_S3_ENDPOINT: s3Url,
+    WEARFLOW_FILES_S3_FORCE_PATH_STYLE: "true",
+    AWS_ACCESS_KEY_ID: "S3RVER",
+    AWS_SECRET_ACCESS_KEY: "S3RVER"
+  })
+  db = new pg.Client({ connectionString: url })
+  await db.connect()
+})
+
+afterAll(async () => {
+  await db?.end()
+  await server?.stop()
+  await s3?.close().catch(() => undefined)
+  await garmin?.close()
+  await Promise.all(dirs.map((dir) => fs.rm(dir, { recursive: true, force: true })))
+})
+
+describe("activity files in an S3-compatible bucket", () => {
+  it("puts a pulled FIT file into the bucket, named by its SHA-256, and links it to the user and activity", async () => {
+    const userId = await linkedUser("s3-file", "garmin-s3-file")
+    const bytes = new Uint8Array([14, 16, 0x9b, 0x08, 0x2e, 0x46, 0x49, 0x54, 1, 2, 3])
+    const callbackURL = garmin.addActivityFile("garmin-s3-file", { id: "s3-file-1", bytes })
+    const inboxId = await ping({ activityFiles: [{ userId: "garmin-s3-file", summaryId: "s3-file-1", activityId: 7001, fileType: "FIT", callbackURL }] })
+    expect((await outcomeOf(inboxId)).pulled).toBe(1)
+
+    const row = (await db.query("select activity_id, size_bytes, location, encode(sha256, 'hex') as sha from activity_files where user_id = $1", [userId])).rows[0]
+    expect(row).toMatchObject({ activity_id: "7001", size_bytes: "11", location: `s3://${BUCKET}/activity-files/garmin/${row.sha}.fit` })
+    const client = new S3Client({ region: "us-east-1", endpoint: s3Url, forcePathStyle: true, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } })
+    const object = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: `activity-files/garmin/${row.sha}.fit` }))
+    expect(new Uint8Array(await object.Body!.transformToByteArray())).toEqual(bytes)
+    client.destroy()
+  })
+
+  it("keeps the single-use file on local disk when the bucket is down", async () => {
+    const userId = await linkedUser("s3-down", "garmin-s3-down")
+    const port = Number(new URL(s3Url).port)
+    await s3.close()
+    const bytes = new Uint8Array([14, 16, 0x9b, 0x08, 0x2e, 0x46, 0x49, 0x54, 9, 9])
+    const callbackURL = garmin.addActivityFile("garmin-s3-down", { id: "s3-file-2", bytes })
+    const inboxId = await ping({ activityFiles: [{ userId: "garmin-s3-down", summaryId: "s3-file-2", fileType: "FIT", callbackURL }] })
+    expect((await outcomeOf(inboxId)).pulled).toBe(1)
+    const row = (await db.query("select location from activity_files where user_id = $1", [userId])).rows[0]
+    expect(row.location.startsWith(path.resolve(dirs[1]!, "files"))).toBe(true)
+    expect(new Uint8Array(await fs.readFile(row.location))).toEqual(bytes)
+    expect(server.logs()).toContain("the bucket refused an activity file; kept it on local disk")
+    await startS3(port, dirs[0]!)
+  })
+})
