@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "./support/database.ts"
 import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { dailySteps, garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "cli-consumer-key", consumerSecret: "cli-consumer-secret" }
 const API_KEY = "cli-api-key"
@@ -67,14 +68,8 @@ interface JsonReport {
   failures: Array<{ user_id: string; client_user_id: string; provider_user_id: string; reason: string }>
 }
 
-const api = async (method: string, route: string, body?: unknown) => {
-  const response = await fetch(`${server.baseUrl}${route}`, {
-    method,
-    headers: { "x-api-key": API_KEY, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  return { status: response.status, body: (await response.json()) as any }
-}
+const api = wearflowApi(() => server.baseUrl, API_KEY)
+const ping = garminWebhook(() => server.baseUrl, CONSUMER.consumerKey, "ping")
 
 /** A Wearflow user linked to Garmin user `garminId` with OAuth 1.0a tokens (the fake knows them). */
 const oauth1User = async (n: string) => {
@@ -107,12 +102,7 @@ beforeAll(async () => {
     WEARFLOW_ENCRYPTION_KEY: ENCRYPTION_KEY,
     WEARFLOW_API_KEY: API_KEY,
     WEARFLOW_DATA_DIR: dataDir,
-    GARMIN_CLIENT_ID: CONSUMER.consumerKey,
-    GARMIN_CLIENT_SECRET: CONSUMER.consumerSecret,
-    GARMIN_API_URL: garmin.url,
-    GARMIN_CONNECT_URL: garmin.url,
-    GARMIN_CONNECTAPI_URL: garmin.url,
-    GARMIN_AUTH_URL: garmin.url
+    ...garmin.env
   }
   server = await startServer(env)
   db = new pg.Client({ connectionString: url })
@@ -183,16 +173,8 @@ describe("wearflow garmin migrate-oauth2", () => {
     const { userId, garminId } = users[0]!
     const fake = garmin.state.users.get(garminId)!
     fake.data.dailies = [{ ...daily, userId: garminId, summaryId: "cli-migrated-1", calendarDate: "2024-04-01", steps: 6543 }]
-    const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
-      method: "POST",
-      headers: { "garmin-client-id": CONSUMER.consumerKey, "content-type": "application/json" },
-      body: JSON.stringify({ dailies: [{ userId: garminId, callbackURL: garmin.pingUrl("dailies", { userId: garminId }, NOW - 3600, NOW) }] })
-    })
-    expect(response.status).toBe(200)
-    const steps = await eventually(async () => {
-      const { body } = await api("GET", `/v2/summary/activity/${userId}?start_date=2024-04-01&end_date=2024-04-01`)
-      return body.activity.length > 0 ? (body.activity as Array<{ steps: number }>).map((a) => a.steps) : undefined
-    }, 20_000)
+    await ping({ dailies: [{ userId: garminId, callbackURL: garmin.pingUrl("dailies", { userId: garminId }, NOW - 3600, NOW) }] })
+    const steps = await dailySteps(api, userId, "2024-04-01", 20_000)
     expect(steps).toEqual([6543])
     const pull = garmin.requests.filter((r) => r.path === "/wellness-api/rest/dailies").at(-1)!
     expect(pull.headers.authorization).toBe(`Bearer ${fake.oauth2!.accessToken}`)
@@ -203,18 +185,10 @@ describe("wearflow garmin migrate-oauth2", () => {
     expect(await authVersions([userId])).toEqual({ [userId]: "oauth2" })
     const fake = garmin.state.users.get(garminId)!
     fake.data.dailies = [{ ...daily, userId: garminId, summaryId: "cli-legacy-1", calendarDate: "2024-04-02", steps: 2468 }]
-    const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
-      method: "POST",
-      headers: { "garmin-client-id": CONSUMER.consumerKey, "content-type": "application/json" },
-      body: JSON.stringify({
-        dailies: [{ userAccessToken: oauth1.token, uploadStartTimeInSeconds: NOW - 3600, uploadEndTimeInSeconds: NOW, callbackURL: garmin.pingUrl("dailies", { oauth1: true }, NOW - 3600, NOW) }]
-      })
+    await ping({
+      dailies: [{ userAccessToken: oauth1.token, uploadStartTimeInSeconds: NOW - 3600, uploadEndTimeInSeconds: NOW, callbackURL: garmin.pingUrl("dailies", { oauth1: true }, NOW - 3600, NOW) }]
     })
-    expect(response.status).toBe(200)
-    const steps = await eventually(async () => {
-      const { body } = await api("GET", `/v2/summary/activity/${userId}?start_date=2024-04-02&end_date=2024-04-02`)
-      return body.activity.length > 0 ? (body.activity as Array<{ steps: number }>).map((a) => a.steps) : undefined
-    }, 20_000)
+    const steps = await dailySteps(api, userId, "2024-04-02", 20_000)
     expect(steps).toEqual([2468])
     const pull = garmin.requests.filter((r) => r.path === "/wellness-api/rest/dailies").at(-1)!
     expect(pull.headers.authorization).toMatch(new RegExp(`^OAuth .*oauth_token="${oauth1.token}"`))

@@ -4,6 +4,7 @@
  * expire, once, even with two server processes; disconnecting deregisters at Garmin.
  */
 import { Redacted } from "effect"
+import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -13,9 +14,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "./support/database.ts"
 import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "connect-consumer-key", consumerSecret: "connect-consumer-secret" }
 const API_KEY = "connect-api-key"
+const ENCRYPTION_KEY = randomBytes(32).toString("base64")
 const REDIRECT = "https://app.example/garmin-done"
 const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
@@ -29,24 +32,15 @@ let base = ""
 const env = (url: string, dataDir: string) => ({
   DATABASE_URL: url,
   WEARFLOW_API_KEY: API_KEY,
+  // Replicas share the token encryption key, as a deployment configures them.
+  WEARFLOW_ENCRYPTION_KEY: ENCRYPTION_KEY,
   WEARFLOW_DATA_DIR: dataDir,
   WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis",
-  GARMIN_CLIENT_ID: CONSUMER.consumerKey,
-  GARMIN_CLIENT_SECRET: CONSUMER.consumerSecret,
-  GARMIN_API_URL: garmin.url,
-  GARMIN_CONNECT_URL: garmin.url,
-  GARMIN_CONNECTAPI_URL: garmin.url,
-  GARMIN_AUTH_URL: garmin.url
+  ...garmin.env
 })
 
-const api = async (method: string, route: string, body?: unknown) => {
-  const response = await fetch(`${base}${route}`, {
-    method,
-    headers: { "x-api-key": API_KEY, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  return { status: response.status, body: (await response.json()) as any }
-}
+const api = wearflowApi(() => base, API_KEY)
+const ping = garminWebhook(() => base, CONSUMER.consumerKey, "ping")
 
 /** One browser step: GET without following redirects. */
 const visit = async (url: string) => {
@@ -146,12 +140,7 @@ describe("OAuth 2.0 PKCE connect flow", () => {
 
     // The connection works: a PING for that user is pulled with the stored Bearer token.
     garmin.state.users.get("garmin-pkce")!.data.dailies = [{ ...daily, userId: "garmin-pkce", summaryId: "pkce-pulled", calendarDate: "2024-04-01", steps: 4321 }]
-    const ping = await fetch(`${base}/api/v1/webhooks/garmin/ping`, {
-      method: "POST",
-      headers: { "garmin-client-id": CONSUMER.consumerKey, "content-type": "application/json" },
-      body: JSON.stringify({ dailies: [{ userId: "garmin-pkce", callbackURL: garmin.pingUrl("dailies", { userId: "garmin-pkce" }, NOW - 600, NOW) }] })
-    })
-    expect(ping.status).toBe(200)
+    await ping({ dailies: [{ userId: "garmin-pkce", callbackURL: garmin.pingUrl("dailies", { userId: "garmin-pkce" }, NOW - 600, NOW) }] })
     const steps = await eventually(async () => {
       const { body } = await api("GET", `/v2/summary/activity/${userId}?start_date=2024-04-01`)
       return body.activity.length > 0 ? body.activity.map((a: { steps: number }) => a.steps) : undefined

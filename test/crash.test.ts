@@ -11,6 +11,7 @@ import pg from "pg"
 import { afterAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "./support/database.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
 const fixture = JSON.parse(await fs.readFile(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")) as {
   dailies: Array<Record<string, unknown>>
@@ -36,15 +37,9 @@ describe("kill -9", () => {
     // One ingest worker, so that work is certainly still in flight when the kill lands.
     const first = await startServer({ ...env, WEARFLOW_INGEST_CONCURRENCY: "1" })
     servers.push(first)
-    const headers = { "x-api-key": "crash-key", "content-type": "application/json" }
-    const user = (await (await fetch(`${first.baseUrl}/v2/user`, { method: "POST", headers, body: '{"client_user_id":"crash"}' })).json()) as {
-      user_id: string
-    }
-    await fetch(`${first.baseUrl}/v2/user/${user.user_id}/connections/garmin`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({ provider_user_id: "crash-garmin-user" })
-    })
+    const api = wearflowApi(() => first.baseUrl, "crash-key")
+    const user = (await api("POST", "/v2/user", { client_user_id: "crash" })).body as { user_id: string }
+    await api("POST", `/v2/user/${user.user_id}/connections/garmin`, { provider_user_id: "crash-garmin-user" })
 
     const bodies = Array.from({ length: 60 }, (_, n) =>
       JSON.stringify({
@@ -52,13 +47,7 @@ describe("kill -9", () => {
       })
     )
     const statuses = await Promise.all(
-      bodies.map((body) =>
-        fetch(`${first.baseUrl}/api/v1/webhooks/garmin/push`, {
-          method: "POST",
-          headers: { "garmin-client-id": "crash-client", "content-type": "application/json" },
-          body
-        }).then((r) => r.status)
-      )
+      bodies.map((body) => sendGarminNotification(first.baseUrl, "crash-client", "push", body).then((r) => r.status))
     )
     await first.stop("SIGKILL")
     expect(statuses.every((s) => s === 200)).toBe(true)

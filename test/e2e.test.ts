@@ -13,6 +13,7 @@ import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { sendGarminNotification } from "./support/wearflow-client.ts"
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
 const CLIENT_ID = "e2e-garmin-client"
@@ -242,11 +243,7 @@ describe("Garmin PUSH → store → query API and typed tables", () => {
 
 describe("PING notifications", () => {
   it("stores PING bodies (pulled later, off the request path) and checks their callback URLs", async () => {
-    const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
-      method: "POST",
-      headers: { "garmin-client-id": CLIENT_ID, "content-type": "application/json" },
-      body: fixture("ping-oauth2-health")
-    })
+    const response = await sendGarminNotification(server.baseUrl, CLIENT_ID, "ping", fixture("ping-oauth2-health"))
     expect(response.status).toBe(200)
     const accepted = (await response.json()) as { inbox_id: number; accepted: Record<string, number>; errors: Array<unknown> }
     expect(accepted.errors).toEqual([])
@@ -254,11 +251,7 @@ describe("PING notifications", () => {
     expect(stored.rows[0].kind).toBe("ping")
     expect(stored.rows[0].body).toBe(fixture("ping-oauth2-health"))
 
-    const missingUrl = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
-      method: "POST",
-      headers: { "garmin-client-id": CLIENT_ID, "content-type": "application/json" },
-      body: JSON.stringify({ dailies: [{ userId: SPEC_USER }] })
-    })
+    const missingUrl = await sendGarminNotification(server.baseUrl, CLIENT_ID, "ping", { dailies: [{ userId: SPEC_USER }] })
     expect(((await missingUrl.json()) as { errors: Array<{ message: string }> }).errors).toEqual([
       { key: "dailies", index: 0, message: "callbackURL is missing" }
     ])

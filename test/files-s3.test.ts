@@ -15,7 +15,8 @@ import S3rver from "s3rver"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "./support/database.ts"
 import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
-import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { type RunningServer, startServer } from "./support/server.ts"
+import { garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "files-consumer-key", consumerSecret: "files-consumer-secret" }
 const API_KEY = "files-api-key"
@@ -28,28 +29,15 @@ let server: RunningServer
 let db: pg.Client
 let dirs: Array<string> = []
 
-const ping = async (body: unknown) => {
-  const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
-    method: "POST",
-    headers: { "garmin-client-id": CONSUMER.consumerKey, "content-type": "application/json" },
-    body: JSON.stringify(body)
-  })
-  expect(response.status).toBe(200)
-  return ((await response.json()) as { inbox_id: number }).inbox_id
-}
-
-const outcomeOf = (inboxId: number) =>
-  eventually(async () => {
-    const row = (await db.query("select outcome from inbox where id = $1 and processed_at is not null", [inboxId])).rows[0]
-    return row?.outcome as { pulled: number; errors: Array<{ message: string }> } | undefined
-  }, 30_000)
+const api = wearflowApi(() => server.baseUrl, API_KEY)
+const ping = garminWebhook(() => server.baseUrl, CONSUMER.consumerKey, "ping")
+const outcomeOf = inboxOutcomes(() => db, 30_000)
 
 const linkedUser = async (clientUserId: string, garminUserId: string) => {
   garmin.addUser(garminUserId)
-  const headers = { "x-api-key": API_KEY, "content-type": "application/json" }
-  const created = await fetch(`${server.baseUrl}/v2/user`, { method: "POST", headers, body: JSON.stringify({ client_user_id: clientUserId }) })
-  const userId = ((await created.json()) as { user_id: string }).user_id
-  const linked = await fetch(`${server.baseUrl}/v2/user/${userId}/connections/garmin`, { method: "POST", headers, body: JSON.stringify({ provider_user_id: garminUserId }) })
+  const created = await api("POST", "/v2/user", { client_user_id: clientUserId })
+  const userId = created.body.user_id as string
+  const linked = await api("POST", `/v2/user/${userId}/connections/garmin`, { provider_user_id: garminUserId })
   expect(linked.status).toBe(200)
   return userId
 }
@@ -69,12 +57,7 @@ beforeAll(async () => {
     DATABASE_URL: url,
     WEARFLOW_API_KEY: API_KEY,
     WEARFLOW_DATA_DIR: dirs[1]!,
-    GARMIN_CLIENT_ID: CONSUMER.consumerKey,
-    GARMIN_CLIENT_SECRET: CONSUMER.consumerSecret,
-    GARMIN_API_URL: garmin.url,
-    GARMIN_CONNECT_URL: garmin.url,
-    GARMIN_CONNECTAPI_URL: garmin.url,
-    GARMIN_AUTH_URL: garmin.url,
+    ...garmin.env,
     WEARFLOW_FILES_S3_BUCKET: BUCKET,
     WEARFLOW_FILES_S3_ENDPOINT: s3Url,
     WEARFLOW_FILES_S3_FORCE_PATH_STYLE: "true",

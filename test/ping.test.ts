@@ -12,7 +12,8 @@ import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "./support/database.ts"
 import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
-import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { type RunningServer, startServer } from "./support/server.ts"
+import { dailySteps, garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "ping-consumer-key", consumerSecret: "ping-consumer-secret" }
 const API_KEY = "ping-api-key"
@@ -24,31 +25,10 @@ let server: RunningServer
 let db: pg.Client
 let dataDir: string
 
-const api = async (method: string, route: string, body?: unknown) => {
-  const response = await fetch(`${server.baseUrl}${route}`, {
-    method,
-    headers: { "x-api-key": API_KEY, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  return { status: response.status, body: (await response.json()) as any }
-}
-
-const ping = async (body: unknown) => {
-  const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
-    method: "POST",
-    headers: { "garmin-client-id": CONSUMER.consumerKey, "content-type": "application/json" },
-    body: JSON.stringify(body)
-  })
-  expect(response.status).toBe(200)
-  return ((await response.json()) as { inbox_id: number }).inbox_id
-}
-
+const api = wearflowApi(() => server.baseUrl, API_KEY)
+const ping = garminWebhook(() => server.baseUrl, CONSUMER.consumerKey, "ping")
 /** The worker's outcome for a PING body, once it has one. */
-const outcomeOf = (inboxId: number) =>
-  eventually(async () => {
-    const row = (await db.query("select outcome from inbox where id = $1 and processed_at is not null", [inboxId])).rows[0]
-    return row?.outcome as { pulled: number; unlinked: number; errors: Array<{ key: string; message: string }> } | undefined
-  }, 20_000)
+const outcomeOf = inboxOutcomes(() => db, 20_000)
 
 /** A Garmin user who granted OAuth 2.0 access. */
 const oauth2User = (userId: string) =>
@@ -68,11 +48,7 @@ const newUser = async (clientUserId: string, link: Record<string, unknown>) => {
   return created.body.user_id as string
 }
 
-const stepsOf = (userId: string, day: string) =>
-  eventually(async () => {
-    const { body } = await api("GET", `/v2/summary/activity/${userId}?start_date=${day}&end_date=${day}`)
-    return body.activity.length > 0 ? (body.activity as Array<{ steps: number }>).map((a) => a.steps) : undefined
-  }, 20_000)
+const stepsOf = (userId: string, day: string) => dailySteps(api, userId, day, 20_000)
 
 beforeAll(async () => {
   garmin = await startFakeGarmin(CONSUMER)
@@ -83,12 +59,7 @@ beforeAll(async () => {
     WEARFLOW_API_KEY: API_KEY,
     WEARFLOW_DATA_DIR: dataDir,
     WEARFLOW_PULL_BACKOFF: "50 millis",
-    GARMIN_CLIENT_ID: CONSUMER.consumerKey,
-    GARMIN_CLIENT_SECRET: CONSUMER.consumerSecret,
-    GARMIN_API_URL: garmin.url,
-    GARMIN_CONNECT_URL: garmin.url,
-    GARMIN_CONNECTAPI_URL: garmin.url,
-    GARMIN_AUTH_URL: garmin.url
+    ...garmin.env
   })
   db = new pg.Client({ connectionString: Redacted.value(url) })
   await db.connect()

@@ -6,27 +6,24 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
 import { Connections } from "@wearflow/core/connections"
-import { layerTokenCipher, makeTokenCipher } from "@wearflow/core/crypto"
-import { ActivityFiles } from "@wearflow/core/pipeline/files"
-import { Inbox, IngestQueue, ingestJobId, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { makeTokenCipher } from "@wearflow/core/crypto"
+import { Inbox, IngestQueue, ingestJobId } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
-import { RecordStore } from "@wearflow/core/pipeline/store"
-import { Providers } from "@wearflow/core/provider"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import { type OutboxEvent, SinkError } from "@wearflow/core/sink"
 import * as Host from "@wearflow/core/host"
-import * as Database from "@wearflow/core/storage/database"
 import * as Garmin from "@wearflow/garmin"
 import * as PostgresSink from "@wearflow/sink-postgres"
 import { FetchHttpClient } from "@effect/platform"
-import { ConfigProvider, Context, Effect, Either, Layer, Option, Redacted } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
 import { freshDatabaseUrl } from "./support/database.ts"
+import { pipelineServices } from "./support/pipeline.ts"
 
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
 const GARMIN_USER = "4aacafe82427c251df9c9592d0c06768"
@@ -37,29 +34,12 @@ const url = await freshDatabaseUrl()
 const currentKey = randomBytes(32)
 const retiredKey = randomBytes(32)
 
-const Storage = Layer.mergeAll(
-  IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: "20 millis" }))),
-  layerTokenCipher(Redacted.make([currentKey, retiredKey]))
-).pipe(Layer.provideMerge(Database.layer({ url: Option.some(url), dataDir: "unused" })))
-
-const GarminProvider = Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider }, ConfigProvider.fromMap(new Map())).pipe(
-  Layer.provide(FetchHttpClient.layer)
-)
-
-const Services = IngestWorker.layer().pipe(
-  Layer.provideMerge(Connections.Default),
-  Layer.provideMerge(
-    Layer.mergeAll(
-      Accounts.Default,
-      Inbox.Default,
-      RecordStore.Default,
-      DataQuery.Default,
-      Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminProvider)),
-      ActivityFiles.layerLocal(path.join(os.tmpdir(), "wearflow-pipeline-files"))
-    )
-  ),
-  Layer.provideMerge(Storage)
-)
+const Services = pipelineServices({
+  databaseUrl: url,
+  tokenKeys: [currentKey, retiredKey],
+  filesDir: path.join(os.tmpdir(), "wearflow-pipeline-files"),
+  pollInterval: "20 millis"
+})
 
 const range = Either.getOrThrow(parseDateRange("2000-01-01", "2100-01-01"))
 

@@ -7,24 +7,16 @@
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
-import { Connections } from "@wearflow/core/connections"
-import { layerTokenCipher } from "@wearflow/core/crypto"
-import { ActivityFiles } from "@wearflow/core/pipeline/files"
-import { Inbox, IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { Inbox } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
-import { RecordStore } from "@wearflow/core/pipeline/store"
-import { Providers } from "@wearflow/core/provider"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
-import * as Host from "@wearflow/core/host"
-import * as Database from "@wearflow/core/storage/database"
-import * as Garmin from "@wearflow/garmin"
-import { FetchHttpClient } from "@effect/platform"
-import { ConfigProvider, Effect, Either, Layer, Option, Redacted } from "effect"
+import { Effect, Either, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { freshDatabaseUrl } from "./support/database.ts"
+import { pipelineServices } from "./support/pipeline.ts"
 
 type Raw = Record<string, unknown>
 const fixture = (name: string): Array<Raw> =>
@@ -32,29 +24,12 @@ const fixture = (name: string): Array<Raw> =>
 
 const url = await freshDatabaseUrl()
 
-const Storage = Layer.mergeAll(
-  IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: "20 millis" }))),
-  layerTokenCipher(Redacted.make([randomBytes(32)]))
-).pipe(Layer.provideMerge(Database.layer({ url: Option.some(url), dataDir: "unused" })))
-
-const GarminProvider = Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider }, ConfigProvider.fromMap(new Map())).pipe(
-  Layer.provide(FetchHttpClient.layer)
-)
-
-const Services = IngestWorker.layer().pipe(
-  Layer.provideMerge(Connections.Default),
-  Layer.provideMerge(
-    Layer.mergeAll(
-      Accounts.Default,
-      Inbox.Default,
-      RecordStore.Default,
-      DataQuery.Default,
-      Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminProvider)),
-      ActivityFiles.layerLocal(path.join(os.tmpdir(), "wearflow-revisions-files"))
-    )
-  ),
-  Layer.provideMerge(Storage)
-)
+const Services = pipelineServices({
+  databaseUrl: url,
+  tokenKeys: [randomBytes(32)],
+  filesDir: path.join(os.tmpdir(), "wearflow-revisions-files"),
+  pollInterval: "20 millis"
+})
 
 const range = Either.getOrThrow(parseDateRange("2000-01-01", "2100-01-01"))
 

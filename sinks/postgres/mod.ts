@@ -84,10 +84,17 @@ const lastPerKey = (table: Table, rows: ReadonlyArray<Record<string, unknown>>) 
 
 export const make = (sql: SqlClient.SqlClient, schema: string) =>
   Effect.gen(function* () {
-    yield* sql.unsafe(`create schema if not exists "${schema}"`)
-    for (const table of tables) {
-      for (const statement of ddlOf(schema, table)) yield* sql.unsafe(statement)
-    }
+    // Replicas starting together would race on the same DDL ("if not exists" does not
+    // serialize catalog inserts): one creates the tables while the others wait.
+    yield* sql.withTransaction(
+      Effect.gen(function* () {
+        yield* sql`select pg_advisory_xact_lock(hashtextextended(${`wearflow:sink-postgres:${schema}`}, 0))`
+        yield* sql.unsafe(`create schema if not exists "${schema}"`)
+        for (const table of tables) {
+          for (const statement of ddlOf(schema, table)) yield* sql.unsafe(statement)
+        }
+      })
+    )
     const byResource = new Map(tables.map((t) => [t.resource as string, t]))
 
     const upsert = (table: Table, rows: ReadonlyArray<Record<string, unknown>>) => {

@@ -131,6 +131,8 @@ export interface InjectRule {
 export interface FakeGarmin {
   /** e.g. http://127.0.0.1:PORT */
   readonly url: string
+  /** The server's Garmin settings for this fake: client id and secret, every base URL at `url`. */
+  readonly env: Readonly<Record<string, string>>
   readonly state: FakeGarminState
   readonly requests: Array<RecordedRequest>
   inject(rule: InjectRule): void
@@ -750,6 +752,14 @@ export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeG
 
   return {
     url,
+    env: {
+      GARMIN_CLIENT_ID: options.consumerKey,
+      GARMIN_CLIENT_SECRET: options.consumerSecret,
+      GARMIN_API_URL: url,
+      GARMIN_CONNECT_URL: url,
+      GARMIN_CONNECTAPI_URL: url,
+      GARMIN_AUTH_URL: url
+    },
     state,
     requests,
     inject: (rule) => void rules.push({ rule, remaining: rule.times ?? 1 }),
