@@ -61,12 +61,15 @@ await fs.chmod(dir, 0o755)
 const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
 const url = Redacted.value(database.url)
 const admin = new pg.Client({ connectionString: url })
+admin.on("error", () => {})
 await admin.connect()
 await admin.query("create table baseline_inbox (id bigint generated always as identity primary key, body text not null, received_at timestamptz not null default now())")
 await admin.query("create database bench_wearflow")
 
 // Baseline: the minimum a durable webhook receiver must do.
 const pool = new pg.Pool({ connectionString: url, max: 20 })
+// Postgres stops at the end of the run; idle connections it terminates are expected then.
+pool.on("error", () => {})
 const baseline = Bun.serve({
   port: 0,
   hostname: "127.0.0.1",
