@@ -10,7 +10,7 @@ import { createHash } from "node:crypto"
 import { hashApiKey, TokenCipher } from "./crypto.ts"
 import { IngestQueue } from "./pipeline/inbox.ts"
 import { appendEvent, type Recipient } from "./pipeline/store.ts"
-import type { ConnectionTokens, Credentials, LifecycleChange, Provider, UserRef } from "./provider.ts"
+import type { ConnectionTokens, LifecycleChange, Provider, UserRef } from "./provider.ts"
 
 /** Junction's `provider.connection.error` error types. */
 export type ConnectionErrorType =
@@ -75,6 +75,10 @@ const tokenHash = (token: string) => createHash("sha256").update(token).digest()
  */
 export const userKey = (ref: UserRef): string =>
   ref._tag === "UserId" ? ref.id : `token:${tokenHash(ref.token).toString("hex")}`
+
+/** SQL matching the connection (`c`) a notification's user reference names. */
+export const matchesUserRef = (sql: SqlClient.SqlClient, ref: UserRef) =>
+  ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${tokenHash(ref.token)}`
 
 /** Serializes "is this provider user linked?" against linking them, per provider user. */
 const lockUserKey = (sql: SqlClient.SqlClient, provider: string, key: string) =>
@@ -201,7 +205,7 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         select u.id as user_id, u.team_id, u.client_user_id, c.access_token, c.token_secret
         from provider_connections c join users u on u.id = c.user_id
         where c.provider = ${provider} and c.status = 'active'
-          and ${ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${tokenHash(ref.token)}`}
+          and ${matchesUserRef(sql, ref)}
         order by c.created_at`
 
     /**
@@ -248,7 +252,7 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
      * permission the provider needs is gone, the users hear of that.
      */
     const applyLifecycle = Effect.fn("Accounts.applyLifecycle")(function* (provider: Provider, ref: UserRef, change: LifecycleChange) {
-      const match = ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${tokenHash(ref.token)}`
+      const match = matchesUserRef(sql, ref)
       if (change._tag === "Deregistered") {
         const rows = yield* sql<{ user_id: string; team_id: string; client_user_id: string }>`
           update provider_connections c set status = 'deregistered', updated_at = now()

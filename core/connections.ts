@@ -11,7 +11,7 @@
 import { SqlClient, type Statement } from "@effect/sql"
 import { Data, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
 import { createHash, randomBytes } from "node:crypto"
-import { Accounts } from "./accounts.ts"
+import { Accounts, matchesUserRef } from "./accounts.ts"
 import { TokenCipher } from "./crypto.ts"
 import {
   type AuthError,
@@ -98,7 +98,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     const credentialsOf = (row: ConnectionRow) =>
       Effect.gen(function* () {
         const access = yield* decrypt(row.access_token)
-        if (row.auth_version === "oauth1" || (row.auth_version === null && row.token_secret !== null)) {
+        if (row.auth_version === "oauth1") {
           const secret = yield* decrypt(row.token_secret)
           return { bearer: undefined, oauth1: access && secret ? { token: access, secret } : undefined } satisfies Credentials
         }
@@ -269,7 +269,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         select ${sql.literal(connectionColumns)}, (c.refresh_token is not null and c.last_error is null) as refreshable
         from provider_connections c
         where c.provider = ${providerId} and c.status = 'active'
-          and ${ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${createHash("sha256").update(ref.token).digest()}`}
+          and ${matchesUserRef(sql, ref)}
         order by c.created_at limit 1`
       let [row] = yield* select
       if (!row) return undefined

@@ -4,18 +4,15 @@
  * user with exit code 1; re-runs exchange only what is left; a migrated connection's next PING
  * is pulled with its new OAuth 2.0 token; usage and configuration errors are one clear line.
  */
-import { Redacted } from "effect"
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
-import * as fs from "node:fs/promises"
-import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { freshDatabaseUrl } from "./support/database.ts"
-import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
-import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import type { FakeGarmin } from "./support/fake-garmin.ts"
+import { type GarminStack, startGarminStack } from "./support/stack.ts"
+import { eventually, type RunningServer } from "./support/server.ts"
 import { dailySteps, garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "cli-consumer-key", consumerSecret: "cli-consumer-secret" }
@@ -26,11 +23,11 @@ const bin = path.join(root, "node_modules", ".bin")
 const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 
+let stack: GarminStack
 let garmin: FakeGarmin
 let server: RunningServer
 let db: pg.Client
-let dataDir: string
-let env: Record<string, string>
+let env: Readonly<Record<string, string>>
 /** Everything every run printed, checked for tokens at the end. */
 const printed: Array<string> = []
 
@@ -94,26 +91,12 @@ const authVersions = async (userIds: ReadonlyArray<string>) =>
 const exchanges = () => garmin.state.counters.tokenExchangeCount
 
 beforeAll(async () => {
-  garmin = await startFakeGarmin(CONSUMER)
-  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-cli-"))
-  const url = Redacted.value(await freshDatabaseUrl())
-  env = {
-    DATABASE_URL: url,
-    WEARFLOW_ENCRYPTION_KEY: ENCRYPTION_KEY,
-    WEARFLOW_API_KEY: API_KEY,
-    WEARFLOW_DATA_DIR: dataDir,
-    ...garmin.env
-  }
-  server = await startServer(env)
-  db = new pg.Client({ connectionString: url })
-  await db.connect()
+  stack = await startGarminStack({ name: "cli", consumer: CONSUMER, apiKey: API_KEY, env: { WEARFLOW_ENCRYPTION_KEY: ENCRYPTION_KEY } })
+  ;({ garmin, server, db, env } = stack)
 })
 
 afterAll(async () => {
-  await db?.end()
-  await server?.stop()
-  await garmin?.close()
-  await fs.rm(dataDir, { recursive: true, force: true })
+  await stack?.close()
 })
 
 describe("wearflow garmin migrate-oauth2", () => {

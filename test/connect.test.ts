@@ -3,18 +3,14 @@
  * OAuth 2.0 PKCE and OAuth 1.0a flows in a browser's place; tokens are refreshed before they
  * expire, once, even with two server processes; disconnecting deregisters at Garmin.
  */
-import { Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
-import * as fs from "node:fs/promises"
-import * as os from "node:os"
-import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { freshDatabaseUrl } from "./support/database.ts"
-import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
-import { eventually, type RunningServer, startServer } from "./support/server.ts"
-import { garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
+import type { FakeGarmin } from "./support/fake-garmin.ts"
+import { type GarminStack, startGarminStack } from "./support/stack.ts"
+import { eventually } from "./support/server.ts"
+import { dailySteps, garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "connect-consumer-key", consumerSecret: "connect-consumer-secret" }
 const API_KEY = "connect-api-key"
@@ -23,21 +19,10 @@ const REDIRECT = "https://app.example/garmin-done"
 const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 
+let stack: GarminStack
 let garmin: FakeGarmin
-let servers: Array<RunningServer> = []
 let db: pg.Client
-let dataDirs: Array<string> = []
 let base = ""
-
-const env = (url: string, dataDir: string) => ({
-  DATABASE_URL: url,
-  WEARFLOW_API_KEY: API_KEY,
-  // Replicas share the token encryption key, as a deployment configures them.
-  WEARFLOW_ENCRYPTION_KEY: ENCRYPTION_KEY,
-  WEARFLOW_DATA_DIR: dataDir,
-  WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis",
-  ...garmin.env
-})
 
 const api = wearflowApi(() => base, API_KEY)
 const ping = garminWebhook(() => base, CONSUMER.consumerKey, "ping")
@@ -67,21 +52,21 @@ const eventsOf = async (userId: string, type: string) =>
   (await db.query("select payload from outbox where user_id = $1 and event_type = $2 order by position", [userId, type])).rows.map((r) => r.payload)
 
 beforeAll(async () => {
-  garmin = await startFakeGarmin(CONSUMER)
-  const url = Redacted.value(await freshDatabaseUrl())
-  for (const name of ["a", "b"]) dataDirs.push(await fs.mkdtemp(path.join(os.tmpdir(), `wearflow-connect-${name}-`)))
-  // Two processes on one database, as two replicas would run.
-  servers = await Promise.all(dataDirs.map((dir) => startServer(env(url, dir))))
-  base = servers[0]!.baseUrl
-  db = new pg.Client({ connectionString: url })
-  await db.connect()
+  // Two processes on one database, as two replicas would run; they share the token
+  // encryption key, as a deployment configures them.
+  stack = await startGarminStack({
+    name: "connect",
+    consumer: CONSUMER,
+    apiKey: API_KEY,
+    replicas: 2,
+    env: { WEARFLOW_ENCRYPTION_KEY: ENCRYPTION_KEY, WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis" }
+  })
+  ;({ garmin, db } = stack)
+  base = stack.server.baseUrl
 })
 
 afterAll(async () => {
-  await db?.end()
-  await Promise.all(servers.map((s) => s.stop()))
-  await garmin?.close()
-  await Promise.all(dataDirs.map((dir) => fs.rm(dir, { recursive: true, force: true })))
+  await stack?.close()
 })
 
 describe("OAuth 2.0 PKCE connect flow", () => {
@@ -141,10 +126,7 @@ describe("OAuth 2.0 PKCE connect flow", () => {
     // The connection works: a PING for that user is pulled with the stored Bearer token.
     garmin.state.users.get("garmin-pkce")!.data.dailies = [{ ...daily, userId: "garmin-pkce", summaryId: "pkce-pulled", calendarDate: "2024-04-01", steps: 4321 }]
     await ping({ dailies: [{ userId: "garmin-pkce", callbackURL: garmin.pingUrl("dailies", { userId: "garmin-pkce" }, NOW - 600, NOW) }] })
-    const steps = await eventually(async () => {
-      const { body } = await api("GET", `/v2/summary/activity/${userId}?start_date=2024-04-01`)
-      return body.activity.length > 0 ? body.activity.map((a: { steps: number }) => a.steps) : undefined
-    }, 20_000)
+    const steps = await dailySteps(api, userId, "2024-04-01", 20_000)
     expect(steps).toEqual([4321])
   })
 
@@ -192,9 +174,22 @@ describe("OAuth 1.0a connect flow", () => {
     const row = await connectionOf(userId)
     expect(row).toMatchObject({ provider_user_id: "garmin-oauth1-flow", auth_version: "oauth1", status: "active" })
     expect(row.token_secret).not.toBeNull()
-    // Requests signed with the new token (user/id) verified at the fake: the token is Garmin's.
+
+    // The stored pair is the one Garmin issued: an OAuth 1.0a-era PING (no token in the URL)
+    // finds the user by that token and is pulled signed with it.
     const fakeUser = garmin.state.users.get("garmin-oauth1-flow")!
-    expect(fakeUser.oauth1).toBeDefined()
+    fakeUser.data.dailies = [{ ...daily, userId: "garmin-oauth1-flow", summaryId: "oauth1-flow-pulled", calendarDate: "2024-04-03", steps: 1357 }]
+    await ping({
+      dailies: [{
+        userAccessToken: fakeUser.oauth1!.token,
+        uploadStartTimeInSeconds: NOW - 600,
+        uploadEndTimeInSeconds: NOW,
+        callbackURL: garmin.pingUrl("dailies", { oauth1: true }, NOW - 600, NOW)
+      }]
+    })
+    expect(await dailySteps(api, userId, "2024-04-03", 20_000)).toEqual([1357])
+    const pull = garmin.requests.filter((r) => r.path === "/wellness-api/rest/dailies").at(-1)!
+    expect(pull.headers.authorization).toContain(`oauth_token="${fakeUser.oauth1!.token}"`)
   })
 })
 

@@ -4,7 +4,6 @@
  * single-use file is kept on local disk rather than lost.
  */
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
-import { Redacted } from "effect"
 import * as fs from "node:fs/promises"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
@@ -13,21 +12,22 @@ import pg from "pg"
 // @ts-expect-error s3rver ships no type declarations
 import S3rver from "s3rver"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { freshDatabaseUrl } from "./support/database.ts"
-import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
-import { type RunningServer, startServer } from "./support/server.ts"
+import type { FakeGarmin } from "./support/fake-garmin.ts"
+import { type GarminStack, startGarminStack } from "./support/stack.ts"
+import { type RunningServer } from "./support/server.ts"
 import { garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "files-consumer-key", consumerSecret: "files-consumer-secret" }
 const API_KEY = "files-api-key"
 const BUCKET = "wearflow-files"
 
+let stack: GarminStack
 let garmin: FakeGarmin
 let s3: { close(): Promise<void>; run(): Promise<AddressInfo> }
 let s3Url = ""
 let server: RunningServer
 let db: pg.Client
-let dirs: Array<string> = []
+let s3Dir = ""
 
 const api = wearflowApi(() => server.baseUrl, API_KEY)
 const ping = garminWebhook(() => server.baseUrl, CONSUMER.consumerKey, "ping")
@@ -49,31 +49,27 @@ const startS3 = async (port: number, directory: string) => {
 }
 
 beforeAll(async () => {
-  garmin = await startFakeGarmin(CONSUMER)
-  for (const name of ["s3", "data"]) dirs.push(await fs.mkdtemp(path.join(os.tmpdir(), `wearflow-files-${name}-`)))
-  await startS3(0, dirs[0]!)
-  const url = Redacted.value(await freshDatabaseUrl())
-  server = await startServer({
-    DATABASE_URL: url,
-    WEARFLOW_API_KEY: API_KEY,
-    WEARFLOW_DATA_DIR: dirs[1]!,
-    ...garmin.env,
-    WEARFLOW_FILES_S3_BUCKET: BUCKET,
-    WEARFLOW_FILES_S3_ENDPOINT: s3Url,
-    WEARFLOW_FILES_S3_FORCE_PATH_STYLE: "true",
-    AWS_ACCESS_KEY_ID: "S3RVER",
-    AWS_SECRET_ACCESS_KEY: "S3RVER"
+  s3Dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-files-s3-"))
+  await startS3(0, s3Dir)
+  stack = await startGarminStack({
+    name: "files",
+    consumer: CONSUMER,
+    apiKey: API_KEY,
+    env: {
+      WEARFLOW_FILES_S3_BUCKET: BUCKET,
+      WEARFLOW_FILES_S3_ENDPOINT: s3Url,
+      WEARFLOW_FILES_S3_FORCE_PATH_STYLE: "true",
+      AWS_ACCESS_KEY_ID: "S3RVER",
+      AWS_SECRET_ACCESS_KEY: "S3RVER"
+    }
   })
-  db = new pg.Client({ connectionString: url })
-  await db.connect()
+  ;({ garmin, server, db } = stack)
 })
 
 afterAll(async () => {
-  await db?.end()
-  await server?.stop()
+  await stack?.close()
   await s3?.close().catch(() => undefined)
-  await garmin?.close()
-  await Promise.all(dirs.map((dir) => fs.rm(dir, { recursive: true, force: true })))
+  await fs.rm(s3Dir, { recursive: true, force: true })
 })
 
 describe("activity files in an S3-compatible bucket", () => {
@@ -101,9 +97,9 @@ describe("activity files in an S3-compatible bucket", () => {
     const inboxId = await ping({ activityFiles: [{ userId: "garmin-s3-down", summaryId: "s3-file-2", fileType: "FIT", callbackURL }] })
     expect((await outcomeOf(inboxId)).pulled).toBe(1)
     const row = (await db.query("select location from activity_files where user_id = $1", [userId])).rows[0]
-    expect(row.location.startsWith(path.resolve(dirs[1]!, "files"))).toBe(true)
+    expect(row.location.startsWith(path.resolve(stack.dataDir, "files"))).toBe(true)
     expect(new Uint8Array(await fs.readFile(row.location))).toEqual(bytes)
     expect(server.logs()).toContain("the bucket refused an activity file; kept it on local disk")
-    await startS3(port, dirs[0]!)
+    await startS3(port, s3Dir)
   })
 })

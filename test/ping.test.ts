@@ -3,16 +3,13 @@
  * notifications announce — OAuth 2.0 and OAuth 1.0a era — and refuses callback URLs
  * elsewhere, retries 429s, records other failures, and keeps activity files.
  */
-import { Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
-import * as os from "node:os"
-import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { freshDatabaseUrl } from "./support/database.ts"
-import { type FakeGarmin, startFakeGarmin } from "./support/fake-garmin.ts"
-import { type RunningServer, startServer } from "./support/server.ts"
+import type { FakeGarmin } from "./support/fake-garmin.ts"
+import { type GarminStack, startGarminStack } from "./support/stack.ts"
+import { type RunningServer } from "./support/server.ts"
 import { dailySteps, garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "ping-consumer-key", consumerSecret: "ping-consumer-secret" }
@@ -20,10 +17,10 @@ const API_KEY = "ping-api-key"
 const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 
+let stack: GarminStack
 let garmin: FakeGarmin
 let server: RunningServer
 let db: pg.Client
-let dataDir: string
 
 const api = wearflowApi(() => server.baseUrl, API_KEY)
 const ping = garminWebhook(() => server.baseUrl, CONSUMER.consumerKey, "ping")
@@ -51,25 +48,12 @@ const newUser = async (clientUserId: string, link: Record<string, unknown>) => {
 const stepsOf = (userId: string, day: string) => dailySteps(api, userId, day, 20_000)
 
 beforeAll(async () => {
-  garmin = await startFakeGarmin(CONSUMER)
-  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-ping-"))
-  const url = await freshDatabaseUrl()
-  server = await startServer({
-    DATABASE_URL: Redacted.value(url),
-    WEARFLOW_API_KEY: API_KEY,
-    WEARFLOW_DATA_DIR: dataDir,
-    WEARFLOW_PULL_BACKOFF: "50 millis",
-    ...garmin.env
-  })
-  db = new pg.Client({ connectionString: Redacted.value(url) })
-  await db.connect()
+  stack = await startGarminStack({ name: "ping", consumer: CONSUMER, apiKey: API_KEY, env: { WEARFLOW_PULL_BACKOFF: "50 millis" } })
+  ;({ garmin, server, db } = stack)
 })
 
 afterAll(async () => {
-  await db?.end()
-  await server?.stop()
-  await garmin?.close()
-  await fs.rm(dataDir, { recursive: true, force: true })
+  await stack?.close()
 })
 
 describe("PING pulls", () => {
