@@ -7,6 +7,8 @@ import { SqlClient } from "@effect/sql"
 import { Data, Effect, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { createHash } from "node:crypto"
+import { scheduleBackfill } from "./backfill/schedule.ts"
+import { BackfillSettings } from "./backfill/settings.ts"
 import { hashApiKey, TokenCipher } from "./crypto.ts"
 import { IngestQueue } from "./pipeline/inbox.ts"
 import { appendEvent, type Recipient } from "./pipeline/store.ts"
@@ -148,7 +150,7 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
     const link = Effect.fn("Accounts.link")(function* (
       teamId: string,
       userId: string,
-      provider: Pick<Provider, "id" | "name" | "resourceScopes">,
+      provider: Pick<Provider, "id" | "name" | "resourceScopes"> & Partial<Pick<Provider, "backfill">>,
       providerUserId: string,
       tokens: ConnectionTokens
     ) {
@@ -162,7 +164,7 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         where c.provider = ${provider.id} and c.provider_user_id = ${providerUserId} and c.status = 'active' and u.team_id <> ${teamId}`
       if (elsewhere[0]!.n > 0) return yield* new ProviderUserTaken({ provider: provider.id })
       const authVersion = tokens.tokenSecret ? "oauth1" : tokens.accessToken ? "oauth2" : null
-      const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
+      const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date; linked_at: Date }>`
         insert into provider_connections
           (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, token_secret,
            access_token_expires_at, refresh_token_expires_at, access_token_hash, auth_version)
@@ -175,8 +177,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
           access_token = excluded.access_token, refresh_token = excluded.refresh_token, token_secret = excluded.token_secret,
           access_token_expires_at = excluded.access_token_expires_at, refresh_token_expires_at = excluded.refresh_token_expires_at,
           access_token_hash = excluded.access_token_hash, auth_version = excluded.auth_version, last_error = null,
-          oauth1_token = null, oauth1_token_secret = null, oauth1_valid_until = null, updated_at = now()
-        returning provider, provider_user_id, status, scopes, created_at`
+          oauth1_token = null, oauth1_token_secret = null, oauth1_valid_until = null, linked_at = now(), updated_at = now()
+        returning provider, provider_user_id, status, scopes, created_at, linked_at`
       yield* appendEvent(sql, {
         event_type: "provider.connection.created",
         data: {
@@ -196,7 +198,13 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         // A fresh id each time: the same body may be parked and replayed more than once.
         yield* queue.offer({ inboxId: Number(parked.inbox_id), userKey: parked.provider_user_id }, { id: randomUUID() })
       }
-      return { connection: { ...row!, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length }
+      // The history is fetched from the same transaction: a connection never exists without its backfill.
+      const settings = yield* Effect.serviceOption(BackfillSettings)
+      const backfillId = provider.backfill !== undefined && Option.isSome(settings) && settings.value.onConnect
+        ? yield* scheduleBackfill(sql, { teamId, userId, provider: provider.id, linkedAt: row!.linked_at, origin: "connection" })
+        : undefined
+      const { linked_at: _, ...connection } = row!
+      return { connection: { ...connection, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length, backfillId }
     }, sql.withTransaction)
 
     /** Active connections for a provider user, by id or by OAuth 1.0a token. */

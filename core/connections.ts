@@ -43,7 +43,7 @@ export class AccountMismatch extends Data.TaggedError("AccountMismatch")<{ reado
 export type LinkErrorType = "access_denied" | "provider_unavailable" | "account_linked_elsewhere" | "misconfigured"
 
 export type LinkOutcome =
-  | { readonly _tag: "Connected"; readonly userId: string; readonly providerUserId: string }
+  | { readonly _tag: "Connected"; readonly userId: string; readonly providerUserId: string; readonly backfillId: string | undefined }
   | { readonly _tag: "Failed"; readonly userId: string; readonly errorType: LinkErrorType; readonly message: string }
 
 export interface MigrationProgress {
@@ -186,7 +186,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
           Effect.succeed(failed(e.reason === "denied" ? "access_denied" : e.reason === "misconfigured" ? "misconfigured" : "provider_unavailable", e.message)),
         onRight: ({ providerUserId, tokens }) =>
           accounts.link(session.team_id, session.user_id, provider, providerUserId, tokens).pipe(
-            Effect.as<LinkOutcome>({ _tag: "Connected", userId: session.user_id, providerUserId }),
+            Effect.map((linked): LinkOutcome => ({ _tag: "Connected", userId: session.user_id, providerUserId, backfillId: linked.backfillId })),
             Effect.catchTag("ProviderUserTaken", () => Effect.succeed(failed("account_linked_elsewhere", `this ${provider.name} account is connected in another workspace`)))
           )
       })

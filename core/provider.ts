@@ -3,7 +3,7 @@
  * provider users, the normalizer for each item kind, how a PING item is pulled, and what a
  * lifecycle item means. Its HTTP routes are an HttpApiGroup exported from its `mod.ts`.
  */
-import { Context, Data, Effect, Layer, type Redacted } from "effect"
+import { Context, Data, type Duration, Effect, Layer, type Redacted } from "effect"
 import type { Normalizer } from "./normalizer.ts"
 
 /** How a notification names its user: the provider's user id, or (older OAuth 1.0a) a token. */
@@ -114,6 +114,49 @@ export interface ProviderAuth {
   readonly upgrade?: ((credentials: Credentials) => Effect.Effect<Connected, AuthError>) | undefined
 }
 
+/** One kind of history a provider can be asked to resend (Garmin: a backfill type). */
+export interface BackfillType {
+  /** The provider's name for it, e.g. Garmin's `dailies` or `pulseOx`. */
+  readonly type: string
+  /** The resource whose `historical.data.<resource>.created` it contributes to. */
+  readonly resource: string
+  /** Notification keys its data arrives under (Garmin: `pulseOx` arrives as `pulseox`). */
+  readonly keys: ReadonlyArray<string>
+  /** The longest range one request may cover. */
+  readonly maxDays: number
+}
+
+/** A time range, start inclusive, end exclusive. */
+export interface TimeRange {
+  readonly start: Date
+  readonly end: Date
+}
+
+/** How the provider answered a request for history. */
+export type BackfillAnswer =
+  /** Accepted; the data arrives later through the normal notifications. */
+  | { readonly _tag: "Accepted" }
+  /** That range was requested before; the provider will not send it again. */
+  | { readonly _tag: "AlreadyRequested" }
+  /** Asked further back than allowed; `earliest` when the provider said how far back is allowed. */
+  | { readonly _tag: "TooFarBack"; readonly earliest: Date | undefined; readonly message: string }
+  /** No permission (or revoked): the chain for this connection stops. */
+  | { readonly _tag: "Forbidden"; readonly status: number; readonly message: string }
+  /** Over the provider's rate limit. */
+  | { readonly _tag: "RateLimited"; readonly retryAfter: Duration.Duration | undefined }
+  /** 5xx, a network failure or a timeout: try again later. */
+  | { readonly _tag: "Unavailable"; readonly message: string }
+  /** Refused for this type only (not enabled for the app, bad range): its windows fail, the chain goes on. */
+  | { readonly _tag: "Rejected"; readonly status: number; readonly message: string }
+
+/** A provider's history requests: what can be asked for, how, and when an item's data is from. */
+export interface ProviderBackfill {
+  readonly types: ReadonlyArray<BackfillType>
+  readonly request: (credentials: Credentials, type: string, range: TimeRange) => Effect.Effect<BackfillAnswer>
+  /** When an item's data is from (its start or its day), to tell which requested range it answers. */
+  readonly itemTime: (item: NotificationItem) => Date | undefined
+}
+
 /** What a lifecycle item says about a provider user's connection. */
 export type LifecycleChange =
   | { readonly _tag: "Deregistered" }
@@ -137,6 +180,8 @@ export interface Provider {
   readonly resourceScopes: Readonly<Record<string, string>>
   /** Connect flows and token upkeep; undefined for providers without OAuth. */
   readonly auth: ProviderAuth | undefined
+  /** History requests; undefined for providers that cannot resend history. */
+  readonly backfill: ProviderBackfill | undefined
 }
 
 /** The providers this process runs, by id. */

@@ -1,8 +1,18 @@
-/** Proves the fake Garmin server: every endpoint, and failure injection. */
+/** Proves the fake Garmin server: every endpoint, backfill delivery, and failure injection. */
 import { createHash, createHmac, randomBytes } from "node:crypto"
+import { createServer, type IncomingHttpHeaders } from "node:http"
+import type { AddressInfo } from "node:net"
+import { setTimeout as sleep } from "node:timers/promises"
 import OAuth from "oauth-1.0a"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type FakeGarmin, type FakeGarminUser, startFakeGarmin } from "./support/fake-garmin.ts"
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest"
+import {
+  type FakeBackfillSettings,
+  type FakeGarmin,
+  type FakeGarminUser,
+  type GarminRecord,
+  recordTimeOf,
+  startFakeGarmin
+} from "./support/fake-garmin.ts"
 
 const consumer = { key: "consumer-key", secret: "consumer-secret" }
 const oauth = new OAuth({
@@ -339,6 +349,383 @@ describe("user lifecycle and backfill", () => {
   it("answers 404 for anything else", async () => {
     expect((await fetch(`${garmin.url}/nowhere`)).status).toBe(404)
     expect((await fetch(`${garmin.url}/wellness-api/rest/user/id`, { method: "POST" })).status).toBe(404)
+  })
+})
+
+// ---------------------------------------------------------------------------
+// Backfill: answers, delivery, history
+// ---------------------------------------------------------------------------
+
+const DAY = 86_400
+/** 2026-01-01T00:00:00Z in epoch seconds. */
+const D0 = Date.UTC(2026, 0, 1) / 1000
+
+/** A user of `fake` with an OAuth2 grant (seedUser's, on any instance). */
+const connectedUser = (fake: FakeGarmin, init: Partial<Omit<FakeGarminUser, "userId">> = {}): FakeGarminUser =>
+  fake.addUser(randomBytes(16).toString("hex"), {
+    oauth2: {
+      accessToken: randomBytes(8).toString("hex"),
+      accessTokenExpiresAt: Date.now() + 60_000,
+      refreshToken: randomBytes(8).toString("hex"),
+      refreshTokenExpiresAt: Date.now() + 60_000
+    },
+    ...init
+  })
+
+const requestBackfill = (fake: FakeGarmin, user: FakeGarminUser, type: string, start: number, end: number) =>
+  fetch(`${fake.url}/wellness-api/rest/backfill/${type}?summaryStartTimeInSeconds=${start}&summaryEndTimeInSeconds=${end}`, {
+    headers: bearer(user.oauth2!.accessToken)
+  })
+
+interface Receiver {
+  readonly url: string
+  /** Every POST received, in order, retries included. */
+  readonly received: Array<{ readonly headers: IncomingHttpHeaders; readonly body: Record<string, Array<GarminRecord>> }>
+  close(): Promise<void>
+}
+
+/** A loopback stand-in for Wearflow's PUSH endpoint; `statusFor(n)` answers the n-th POST (from 0). */
+const startReceiver = async (statusFor: (index: number) => number = () => 200): Promise<Receiver> => {
+  const received: Receiver["received"] = []
+  const server = createServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (chunk: Buffer) => chunks.push(chunk))
+    req.on("end", () => {
+      const index = received.push({ headers: req.headers, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) }) - 1
+      res.writeHead(statusFor(index)).end()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}/api/v1/webhooks/garmin/push`,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      })
+  }
+}
+
+/** Records of `records` whose time lies in [start, end). */
+const inWindow = (records: ReadonlyArray<GarminRecord>, start: number, end: number) =>
+  records.filter((record) => {
+    const time = recordTimeOf(record)
+    return time !== undefined && time >= start && time < end
+  })
+
+const deliveriesOf = (fake: FakeGarmin, user: FakeGarminUser) =>
+  fake.state.deliveries.filter((delivery) => delivery.userId === user.userId)
+
+const untilDelivered = (fake: FakeGarmin, user: FakeGarminUser, count: number) =>
+  vi.waitFor(() => expect(deliveriesOf(fake, user)).toHaveLength(count), { timeout: 5_000, interval: 20 })
+
+describe("backfill", () => {
+  let defaults: FakeBackfillSettings
+  beforeAll(() => {
+    defaults = { ...garmin.state.backfill }
+  })
+  afterEach(() => {
+    Object.assign(garmin.state.backfill, defaults)
+  })
+
+  it("starts with Garmin-like delivery settings and no limits", () => {
+    expect(defaults).toEqual({
+      deliverTo: undefined,
+      deliveryDelayMs: 300,
+      chunkSize: 40,
+      chunkGapMs: 50,
+      minStartTimeInSeconds: undefined,
+      daysPerMinute: undefined,
+      rateWindowMs: 60_000
+    })
+  })
+
+  it("seeds history from the fixtures: one record per day, activities every second day", () => {
+    const user = seedUser()
+    const added = garmin.seedHistory(user.userId, { from: D0, to: D0 + 10 * DAY })
+    expect(Object.keys(added).sort()).toEqual(["activities", "bodyComps", "dailies", "epochs", "hrv", "sleeps", "stressDetails"])
+    for (const [key, records] of Object.entries(added)) {
+      expect(records, key).toHaveLength(key === "activities" ? 5 : 10)
+      expect(user.data[key]).toEqual(expect.arrayContaining(records))
+      for (const record of records) {
+        expect(record["userId"]).toBe(user.userId)
+        expect(record).not.toHaveProperty("userAccessToken")
+        expect(recordTimeOf(record)).toBeGreaterThanOrEqual(D0)
+        expect(recordTimeOf(record)).toBeLessThan(D0 + 10 * DAY)
+      }
+    }
+    const ids = Object.values(added).flatMap((records) => records.map((record) => record["summaryId"]))
+    expect(new Set(ids).size).toBe(ids.length)
+
+    // Every time field moves with the record: calendarDate, nested sleep levels.
+    const [daily] = added["dailies"]!
+    expect(daily).toMatchObject({ calendarDate: "2026-01-01", startTimeInSeconds: D0, steps: 4210 })
+    const [sleep] = added["sleeps"]!
+    const levels = sleep!["sleepLevelsMap"] as { deep: Array<{ startTimeInSeconds: number }> }
+    expect(levels.deep[0]!.startTimeInSeconds).toBe(sleep!["startTimeInSeconds"])
+    expect(added["bodyComps"]![0]!["measurementTimeInSeconds"]).toBeGreaterThanOrEqual(D0)
+
+    const sparse = garmin.seedHistory(user.userId, {
+      from: D0,
+      to: D0 + 10 * DAY,
+      types: ["dailies", "activityDetails"],
+      everyDays: 2
+    })
+    expect(sparse["dailies"]).toHaveLength(5)
+    expect(sparse["activityDetails"]).toHaveLength(3)
+    expect(sparse["activityDetails"]![0]!["summaryId"]).toMatch(/^\d+-detail$/)
+    expect(() => garmin.seedHistory(user.userId, { from: D0, to: D0 + DAY, types: ["mct"] })).toThrow(/carry no time/)
+    expect(() => garmin.seedHistory("nobody", { from: D0, to: D0 + DAY })).toThrow(/unknown user/)
+  })
+
+  it("answers 202 at once, then PUSHes exactly the records of the window, in chunks", async () => {
+    const receiver = await startReceiver()
+    try {
+      Object.assign(garmin.state.backfill, { deliverTo: receiver.url, deliveryDelayMs: 100, chunkSize: 2, chunkGapMs: 10 })
+      const user = seedUser()
+      const seeded = garmin.seedHistory(user.userId, { from: D0, to: D0 + 10 * DAY, types: ["dailies"] })
+      const expected = inWindow(seeded["dailies"]!, D0 + 2 * DAY, D0 + 7 * DAY)
+      expect(expected).toHaveLength(5)
+
+      const asked = Date.now()
+      expect((await requestBackfill(garmin, user, "dailies", D0 + 2 * DAY, D0 + 7 * DAY)).status).toBe(202)
+      expect(receiver.received).toHaveLength(0) // the data comes later
+      await untilDelivered(garmin, user, 3)
+
+      expect(receiver.received.map(({ body }) => Object.keys(body))).toEqual([["dailies"], ["dailies"], ["dailies"]])
+      expect(receiver.received.map(({ body }) => body["dailies"]!.length)).toEqual([2, 2, 1])
+      expect(receiver.received.flatMap(({ body }) => body["dailies"]!)).toEqual(expected)
+      for (const { headers } of receiver.received) {
+        expect(headers["garmin-client-id"]).toBe(consumer.key)
+        expect(headers["content-type"]).toBe("application/json")
+      }
+      const delivered = { userId: user.userId, type: "dailies", key: "dailies", status: 200, at: expect.any(Number) }
+      expect(deliveriesOf(garmin, user)).toEqual([
+        { ...delivered, count: 2 },
+        { ...delivered, count: 2 },
+        { ...delivered, count: 1 }
+      ])
+      expect(deliveriesOf(garmin, user)[0]!.at - asked).toBeGreaterThanOrEqual(90)
+    } finally {
+      await receiver.close()
+    }
+  })
+
+  it("keys data by envelope key for deliveries and pulls; finds each kind of record time", async () => {
+    const receiver = await startReceiver()
+    try {
+      Object.assign(garmin.state.backfill, { deliverTo: receiver.url, deliveryDelayMs: 0 })
+      const user = seedUser()
+      const pulseox = garmin.seedHistory(user.userId, { from: D0, to: D0 + 3 * DAY, types: ["pulseox"] })["pulseox"]!
+      const details = garmin.seedHistory(user.userId, { from: D0, to: D0 + 4 * DAY, types: ["activityDetails"] })[
+        "activityDetails"
+      ]!
+      expect(details[0]).not.toHaveProperty("startTimeInSeconds") // found under summary
+      user.data["userMetrics"] = [
+        { summaryId: "metrics-in", calendarDate: "2026-01-01", vo2Max: 48 },
+        { summaryId: "metrics-at-end", calendarDate: "2026-01-02", vo2Max: 49 } // the end is exclusive
+      ]
+      user.data["bodyComps"] = [
+        { summaryId: "weight-before", measurementTimeInSeconds: D0 - 1 },
+        { summaryId: "weight-in", measurementTimeInSeconds: D0 }
+      ]
+
+      const windows = [
+        ["pulseOx", D0 + 3 * DAY],
+        ["activityDetails", D0 + 4 * DAY],
+        ["userMetrics", D0 + DAY],
+        ["bodyComps", D0 + DAY]
+      ] as const
+      for (const [type, end] of windows) {
+        expect((await requestBackfill(garmin, user, type, D0, end)).status).toBe(202)
+      }
+      await untilDelivered(garmin, user, 4)
+      const bodies = Object.assign({}, ...receiver.received.map(({ body }) => body)) as Record<string, Array<GarminRecord>>
+      expect(bodies["pulseox"]).toEqual(pulseox)
+      expect(bodies["activityDetails"]).toEqual(details)
+      expect(bodies["userMetrics"]!.map((record) => record["summaryId"])).toEqual(["metrics-in"])
+      expect(bodies["bodyComps"]!.map((record) => record["summaryId"])).toEqual(["weight-in"])
+      const pulseOxDelivery = deliveriesOf(garmin, user).find((delivery) => delivery.type === "pulseOx")
+      expect(pulseOxDelivery).toMatchObject({ key: "pulseox", count: 3 })
+
+      // A PING pull of the REST name pulseOx serves the same list.
+      const pulled = await fetch(garmin.pingUrl("pulseOx", { userId: user.userId }, 0, 10))
+      expect(await pulled.json()).toEqual(pulseox)
+
+      // An empty window delivers nothing, as Garmin sends nothing.
+      expect((await requestBackfill(garmin, user, "sleeps", D0, D0 + DAY)).status).toBe(202)
+      await sleep(150)
+      expect(deliveriesOf(garmin, user)).toHaveLength(4)
+    } finally {
+      await receiver.close()
+    }
+  })
+
+  it("delivers nothing while deliverTo is unset", async () => {
+    garmin.state.backfill.deliveryDelayMs = 0
+    const user = seedUser()
+    garmin.seedHistory(user.userId, { from: D0, to: D0 + DAY, types: ["dailies"] })
+    expect((await requestBackfill(garmin, user, "dailies", D0, D0 + DAY)).status).toBe(202)
+    await sleep(100)
+    expect(deliveriesOf(garmin, user)).toEqual([])
+  })
+
+  it("retries a delivery the receiver refused, as Garmin does; 0 when it cannot connect", async () => {
+    const receiver = await startReceiver((index) => (index === 0 ? 500 : 200))
+    try {
+      Object.assign(garmin.state.backfill, { deliverTo: receiver.url, deliveryDelayMs: 0 })
+      const user = seedUser()
+      garmin.seedHistory(user.userId, { from: D0, to: D0 + 3 * DAY, types: ["sleeps"] })
+      expect((await requestBackfill(garmin, user, "sleeps", D0, D0 + 3 * DAY)).status).toBe(202)
+      await untilDelivered(garmin, user, 1)
+      expect(receiver.received).toHaveLength(2)
+      expect(receiver.received[1]!.body).toEqual(receiver.received[0]!.body)
+      expect(deliveriesOf(garmin, user)).toEqual([
+        { userId: user.userId, type: "sleeps", key: "sleeps", count: 3, status: 200, at: expect.any(Number) }
+      ])
+    } finally {
+      await receiver.close()
+    }
+
+    // Nothing listens there any more: 1 try + 5 retries 200 ms apart, then status 0.
+    const user = seedUser()
+    garmin.seedHistory(user.userId, { from: D0, to: D0 + DAY, types: ["dailies"] })
+    expect((await requestBackfill(garmin, user, "dailies", D0, D0 + DAY)).status).toBe(202)
+    await untilDelivered(garmin, user, 1)
+    expect(deliveriesOf(garmin, user)[0]).toMatchObject({ count: 1, status: 0 })
+  })
+
+  it("answers 403 without HISTORICAL_DATA_EXPORT", async () => {
+    const user = seedUser()
+    user.permissions = ["ACTIVITY_EXPORT", "HEALTH_EXPORT"]
+    const response = await requestBackfill(garmin, user, "dailies", D0, D0 + DAY)
+    expect(response.status).toBe(403)
+    expect(await response.json()).toEqual({ errorMessage: expect.stringContaining("HISTORICAL_DATA_EXPORT") })
+    expect(garmin.state.backfills.filter((request) => request.userId === user.userId)).toEqual([])
+  })
+
+  it("answers 400 before the min start time, naming it as ISO 8601; the user's limit wins", async () => {
+    const user = seedUser()
+    user.backfillMinStartTimeInSeconds = Date.UTC(2026, 8, 1) / 1000
+    garmin.state.backfill.minStartTimeInSeconds = D0 // the user's own limit overrides it
+    const before = await requestBackfill(garmin, user, "dailies", D0, D0 + DAY)
+    expect(before.status).toBe(400)
+    expect(await before.json()).toEqual({
+      errorMessage: "summaryStartTimeInSeconds is before the min start time of 2026-09-01T00:00:00Z"
+    })
+    const september = Date.UTC(2026, 8, 1) / 1000
+    expect((await requestBackfill(garmin, user, "dailies", september, september + DAY)).status).toBe(202)
+
+    const other = seedUser() // no limit of its own: the global one applies
+    const global = await requestBackfill(garmin, other, "sleeps", D0 - DAY, D0)
+    expect(global.status).toBe(400)
+    expect(await global.json()).toEqual({
+      errorMessage: "summaryStartTimeInSeconds is before the min start time of 2026-01-01T00:00:00Z"
+    })
+    expect((await requestBackfill(garmin, other, "sleeps", D0, D0 + DAY)).status).toBe(202)
+  })
+
+  it("limits activity types to 30 days and every type to 90", async () => {
+    const user = seedUser()
+    for (const type of ["activities", "activityDetails", "moveiq"]) {
+      const tooLong = await requestBackfill(garmin, user, type, D0, D0 + 31 * DAY)
+      expect(tooLong.status, type).toBe(400)
+      expect(await tooLong.json()).toEqual({ errorMessage: "time range exceeds 30 days" })
+      expect((await requestBackfill(garmin, user, type, D0, D0 + 30 * DAY)).status, type).toBe(202)
+    }
+    expect((await requestBackfill(garmin, user, "dailies", D0, D0 + 90 * DAY)).status).toBe(202)
+    expect((await requestBackfill(garmin, user, "sleeps", D0, D0 + 90 * DAY + 1)).status).toBe(400)
+  })
+
+  it("logs every request with its answer, in order; backfills keeps the accepted ones", async () => {
+    const user = seedUser()
+    const before = garmin.state.backfillRequests.length
+    const unauthorized = await fetch(
+      `${garmin.url}/wellness-api/rest/backfill/hrv?summaryStartTimeInSeconds=${D0}&summaryEndTimeInSeconds=${D0 + DAY}`,
+      { headers: bearer("not-a-token") }
+    )
+    expect(unauthorized.status).toBe(401)
+    expect((await requestBackfill(garmin, user, "hrv", D0, D0 + DAY)).status).toBe(202)
+    expect((await requestBackfill(garmin, user, "hrv", D0, D0 + DAY)).status).toBe(409)
+    const missing = await fetch(`${garmin.url}/wellness-api/rest/backfill/hrv?summaryStartTimeInSeconds=${D0}`, {
+      headers: bearer(user.oauth2!.accessToken)
+    })
+    expect(missing.status).toBe(400)
+
+    const at = expect.any(Number)
+    expect(garmin.state.backfillRequests.slice(before)).toEqual([
+      { userId: undefined, type: "hrv", start: D0, end: D0 + DAY, status: 401, at },
+      { userId: user.userId, type: "hrv", start: D0, end: D0 + DAY, status: 202, at },
+      { userId: user.userId, type: "hrv", start: D0, end: D0 + DAY, status: 409, at },
+      { userId: user.userId, type: "hrv", start: D0, end: undefined, status: 400, at }
+    ])
+    expect(garmin.state.backfills.filter((request) => request.userId === user.userId)).toEqual([
+      { userId: user.userId, type: "hrv", start: D0, end: D0 + DAY }
+    ])
+  })
+})
+
+describe("backfill rate limit and shutdown (own servers)", () => {
+  it("answers 429 with Retry-After over the days budget, summed over users; refusals do not count", async () => {
+    const fake = await startFakeGarmin({ consumerKey: consumer.key, consumerSecret: consumer.secret })
+    try {
+      Object.assign(fake.state.backfill, { daysPerMinute: 10, rateWindowMs: 1_000 })
+      const alice = connectedUser(fake)
+      const bob = connectedUser(fake)
+
+      expect((await requestBackfill(fake, alice, "dailies", D0, D0 + 6 * DAY)).status).toBe(202)
+      const limited = await requestBackfill(fake, bob, "dailies", D0, D0 + 5 * DAY)
+      expect(limited.status).toBe(429)
+      expect(limited.headers.get("retry-after")).toBe("1")
+      // The refused 5 days did not count: 6 + 4 fits.
+      expect((await requestBackfill(fake, bob, "sleeps", D0, D0 + 4 * DAY)).status).toBe(202)
+      // Partial days count as whole ones: 10 + ceil(1 s / 1 day) is over.
+      expect((await requestBackfill(fake, alice, "hrv", D0, D0 + 1)).status).toBe(429)
+      // More than a whole window's budget never fits; the duplicate check comes after the limit.
+      expect((await requestBackfill(fake, alice, "dailies", D0, D0 + 11 * DAY)).status).toBe(429)
+      expect((await requestBackfill(fake, alice, "dailies", D0, D0 + 6 * DAY)).status).toBe(429)
+
+      await sleep(1_050) // the window passes
+      expect((await requestBackfill(fake, alice, "dailies", D0, D0 + 6 * DAY)).status).toBe(409)
+      expect((await requestBackfill(fake, bob, "dailies", D0, D0 + 5 * DAY)).status).toBe(202)
+
+      const statuses = fake.state.backfillRequests.map((entry) => entry.status)
+      expect(statuses).toEqual([202, 429, 202, 429, 429, 429, 409, 202])
+      const accepted = fake.state.backfillRequests.filter((entry) => entry.status === 202)
+      expect(accepted[2]!.at - accepted[0]!.at).toBeGreaterThanOrEqual(1_000)
+    } finally {
+      await fake.close()
+    }
+  })
+
+  it("close() cancels pending deliveries and retries", async () => {
+    const receiver = await startReceiver(() => 500)
+    try {
+      const waiting = await startFakeGarmin({ consumerKey: consumer.key, consumerSecret: consumer.secret })
+      Object.assign(waiting.state.backfill, { deliverTo: receiver.url, deliveryDelayMs: 100 })
+      const user = connectedUser(waiting)
+      waiting.seedHistory(user.userId, { from: D0, to: D0 + DAY, types: ["dailies"] })
+      expect((await requestBackfill(waiting, user, "dailies", D0, D0 + DAY)).status).toBe(202)
+      await waiting.close()
+
+      const retrying = await startFakeGarmin({ consumerKey: consumer.key, consumerSecret: consumer.secret })
+      Object.assign(retrying.state.backfill, { deliverTo: receiver.url, deliveryDelayMs: 0 })
+      const other = connectedUser(retrying)
+      retrying.seedHistory(other.userId, { from: D0, to: D0 + DAY, types: ["dailies"] })
+      expect((await requestBackfill(retrying, other, "dailies", D0, D0 + DAY)).status).toBe(202)
+      await vi.waitFor(() => expect(receiver.received).toHaveLength(1), { timeout: 2_000, interval: 10 })
+      await retrying.close() // during the 200 ms before the first retry
+
+      await sleep(500)
+      expect(receiver.received).toHaveLength(1) // only the retrying server's first attempt
+      expect(receiver.received[0]!.body["dailies"]![0]!["userId"]).toBe(other.userId)
+      expect(waiting.state.deliveries).toEqual([])
+      expect(retrying.state.deliveries).toEqual([])
+    } finally {
+      await receiver.close()
+    }
   })
 })
 

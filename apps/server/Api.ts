@@ -135,6 +135,93 @@ export class UsersApi extends HttpApiGroup.make("users")
   .middleware(ApiKeyAuth)
   .annotate(OpenApi.Title, "Users and connections") {}
 
+const RequestedRange = Schema.Struct({
+  type: Schema.String.annotations({ description: "the provider's backfill type, e.g. Garmin `dailies`" }),
+  resource: Schema.String,
+  range_start: Schema.String,
+  range_end: Schema.String
+})
+
+const AlreadyRequested = Schema.Struct({
+  ...RequestedRange.fields,
+  requested_at: Schema.NullOr(Schema.String)
+})
+
+export const BackfillRequest = Schema.Struct({
+  days: Schema.optional(Schema.Int.pipe(Schema.between(1, 1825)).annotations({ description: "days of history (default WEARFLOW_BACKFILL_DAYS)" })),
+  types: Schema.optional(Schema.Array(Id(64)).annotations({ description: "provider backfill types (default: those enabled)" }))
+})
+
+export const BackfillStarted = Schema.Struct({
+  backfill_id: Schema.UUID,
+  status: Schema.Literal("scheduled"),
+  planned: Schema.Array(RequestedRange).annotations({ description: "the windows to request, one at a time, in order" }),
+  already_requested: Schema.Array(AlreadyRequested).annotations({
+    description: "ranges the provider was already asked for since the user connected: it would not send them again, so they are left out"
+  }),
+  message: Schema.String
+})
+
+/** Nothing new can be requested, or a backfill is already running. */
+export class BackfillConflict extends Schema.TaggedError<BackfillConflict>()(
+  "BackfillConflict",
+  { message: Schema.String, already_requested: Schema.Array(AlreadyRequested) },
+  HttpApiSchema.annotations({ status: 409 })
+) {}
+
+export const BackfillCancelled = Schema.Struct({ backfill_id: Schema.UUID, status: Schema.Literal("cancelled") })
+
+const HistoricalPull = Schema.Struct({
+  status: Schema.Literal("scheduled", "in_progress", "success", "failure", "retrying"),
+  range_start: Schema.NullOr(Schema.String),
+  range_end: Schema.NullOr(Schema.String),
+  timeline: Schema.Struct({ scheduled_at: Schema.String, started_at: Schema.NullOr(Schema.String), ended_at: Schema.NullOr(Schema.String) }),
+  days_with_data: Schema.Int,
+  windows: Schema.Struct({ total: Schema.Int, done: Schema.Int }),
+  error_details: Schema.NullOr(Schema.String)
+})
+
+export const HistoricalPulls = Schema.Struct({
+  data: Schema.Array(Schema.Struct({
+    backfill_id: Schema.UUID,
+    user_id: Schema.UUID,
+    client_user_id: Schema.String,
+    provider: Schema.Struct({ name: Schema.String, slug: Schema.String, logo: Schema.Null }),
+    status: Schema.String,
+    origin: Schema.String,
+    created_at: Schema.String,
+    ended_at: Schema.NullOr(Schema.String),
+    historical_pulls: Schema.Record({ key: Schema.String, value: HistoricalPull })
+  })),
+  next_cursor: Schema.Null
+}).annotations({ identifier: "HistoricalPulls" })
+
+/** Backfills: start, cancel, and the historical-pull status (Junction's introspection shape). */
+export class BackfillApi extends HttpApiGroup.make("backfill")
+  .add(
+    HttpApiEndpoint.post("start")`/v2/user/${UserId}/backfill/${ProviderSlug}`
+      .setPayload(BackfillRequest)
+      .addSuccess(BackfillStarted, { status: 202 })
+      .addError(NotFound)
+      .addError(BackfillConflict)
+      .annotate(OpenApi.Description, "Fetches the user's history from the provider, one window at a time. Ranges already requested since the user connected are explained, not re-sent.")
+  )
+  .add(
+    HttpApiEndpoint.del("cancel")`/v2/user/${UserId}/backfill/${ProviderSlug}`
+      .addSuccess(BackfillCancelled)
+      .addError(NotFound)
+  )
+  .add(
+    HttpApiEndpoint.get("status", "/v2/introspect/historical_pull")
+      .setUrlParams(Schema.Struct({ user_id: Schema.optional(Schema.String), provider: Schema.optional(Schema.String) }))
+      .addSuccess(HistoricalPulls)
+      .annotate(OpenApi.Description, "Per user and provider, the latest backfill's status per resource.")
+  )
+  .addError(InvalidRequest)
+  .addError(ServiceUnavailable)
+  .middleware(ApiKeyAuth)
+  .annotate(OpenApi.Title, "Backfills") {}
+
 /** The connect flow's browser-facing pages: no API key, the link token is the credential. */
 export class LinkApi extends HttpApiGroup.make("link")
   .add(
@@ -197,6 +284,7 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(UsersApi)
   .add(LinkApi)
   .add(DataApi)
+  .add(BackfillApi)
   .add(GarminApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}

@@ -3,10 +3,12 @@
  * into the data dir (mode 0600) so `npm start` works with no set-up and keeps working
  * across restarts.
  */
+import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import { parseKeys } from "@wearflow/core/crypto"
 import { Config, Data, Duration, Effect, LogLevel, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
+import * as os from "node:os"
 import * as path from "node:path"
 
 export const ServerConfig = Config.all({
@@ -59,6 +61,55 @@ export const ServerConfig = Config.all({
   )
 })
 export type ServerConfig = Config.Config.Success<typeof ServerConfig>
+
+const positive = (name: string, fallback: Duration.Duration) =>
+  Config.duration(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({ message: `${name} must be a positive duration`, validation: (d) => Duration.toMillis(d) > 0 })
+  )
+
+/** Backfills (history requests): what to ask for, when a window counts as complete, the provider's budget. */
+export const BackfillConfig = Config.all({
+  onConnect: Config.boolean("WEARFLOW_BACKFILL_ON_CONNECT").pipe(Config.withDefault(BackfillSettings.defaults.onConnect)),
+  days: Config.integer("WEARFLOW_BACKFILL_DAYS").pipe(
+    Config.withDefault(BackfillSettings.defaults.days),
+    Config.validate({ message: "WEARFLOW_BACKFILL_DAYS must be 1..1825", validation: (n) => n >= 1 && n <= 1825 })
+  ),
+  types: Config.option(Config.array(Config.string(), "WEARFLOW_BACKFILL_TYPES")).pipe(
+    Config.map(Option.map((types) => types.map((t) => t.trim()).filter((t) => t.length > 0))),
+    Config.map(Option.getOrUndefined)
+  ),
+  quietPeriod: positive("WEARFLOW_BACKFILL_QUIET_PERIOD", BackfillSettings.defaults.quietPeriod),
+  settle: Config.duration("WEARFLOW_BACKFILL_SETTLE").pipe(Config.withDefault(BackfillSettings.defaults.settle)),
+  budgetDays: Config.integer("WEARFLOW_BACKFILL_BUDGET_DAYS").pipe(
+    Config.withDefault(BackfillSettings.defaults.budgetDays),
+    Config.validate({ message: "WEARFLOW_BACKFILL_BUDGET_DAYS must be positive (Garmin: 100 for evaluation keys, 10000 in production)", validation: (n) => n > 0 })
+  ),
+  budgetWindow: positive("WEARFLOW_BACKFILL_BUDGET_WINDOW", BackfillSettings.defaults.budgetWindow),
+  retryBackoff: positive("WEARFLOW_BACKFILL_RETRY_BACKOFF", BackfillSettings.defaults.retryBackoff)
+})
+
+/**
+ * This process as a workflow runner: an address unique among the processes sharing the
+ * database and stable across restarts (default: host name and PORT).
+ */
+export const RunnerConfig = Config.all({
+  address: Config.option(Config.string("WEARFLOW_RUNNER_ADDRESS").pipe(
+    Config.validate({ message: "WEARFLOW_RUNNER_ADDRESS must be host:port", validation: (s) => /^[^:\s]+:\d{1,5}$/.test(s) })
+  )),
+  lockExpiration: positive("WEARFLOW_RUNNER_LOCK_EXPIRATION", Duration.seconds(35))
+})
+
+/** The runner address: WEARFLOW_RUNNER_ADDRESS, or this host's name and the HTTP port. */
+export const runnerAddress = (runner: Config.Config.Success<typeof RunnerConfig>, port: number) =>
+  Option.match(runner.address, {
+    onNone: () => ({ host: os.hostname(), port }),
+    onSome: (address) => {
+      const at = address.lastIndexOf(":")
+      return { host: address.slice(0, at), port: Number(address.slice(at + 1)) }
+    }
+  })
+
 
 /** A generated secret could not be read or written in the data dir. */
 export class SecretFileError extends Data.TaggedError("SecretFileError")<{ readonly message: string }> {}

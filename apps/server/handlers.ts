@@ -5,13 +5,14 @@
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { Accounts } from "@wearflow/core/accounts"
+import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections"
 import { Providers } from "@wearflow/core/provider"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
 import { Effect, Layer, Option } from "effect"
-import { ApiKeyAuth, CurrentTeam, WearflowApi } from "./Api.ts"
+import { ApiKeyAuth, BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
 
 const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
 const notFound = (e: { readonly userId: string }) => new NotFound({ message: `user ${e.userId} not found` })
@@ -79,7 +80,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
           if (!garmin) return yield* new NotFound({ message: "the Garmin provider is not loaded" })
-          const { connection, replayed } = yield* accounts.link(teamId, path.user_id, garmin, payload.provider_user_id, {
+          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, garmin, payload.provider_user_id, {
             accessToken: payload.oauth2?.access_token ?? payload.oauth1?.token,
             refreshToken: payload.oauth2?.refresh_token,
             tokenSecret: payload.oauth1?.token_secret,
@@ -87,6 +88,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
             scopes: payload.oauth2?.scopes
           })
           yield* Effect.logInfo("Garmin connection linked").pipe(Effect.annotateLogs({ user_id: path.user_id, replayed }))
+          if (backfillId !== undefined) yield* startChain(backfillId)
           return {
             user_id: path.user_id,
             provider: connection.provider,
@@ -188,6 +190,7 @@ export const LinkLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi,
         Effect.gen(function* () {
           const query = Object.fromEntries(new URL(request.url, "http://callback").searchParams)
           const { outcome, redirectUrl } = yield* connections.finishLink(path.provider, query, callbackUrl(publicUrl, path.provider))
+          if (outcome._tag === "Connected" && outcome.backfillId !== undefined) yield* startChain(outcome.backfillId)
           return finished(path.provider, outcome, redirectUrl)
         }).pipe(
           Effect.tapError((e) => Effect.logWarning("could not finish a connect flow").pipe(Effect.annotateLogs({ provider: path.provider, error: e._tag }))),
@@ -245,5 +248,50 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
       .handle("steps", series("steps"))
       .handle("calories_active", series("calories_active"))
       .handle("distance", series("distance"))
+  })
+)
+
+export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handlers) =>
+  Effect.gen(function* () {
+    const backfills = yield* Backfills
+    return handlers
+      .handle("start", ({ path, payload }) =>
+        Effect.gen(function* () {
+          const { teamId } = yield* CurrentTeam
+          const started = yield* backfills.requestFor(teamId, path.user_id, path.provider, payload)
+          yield* startChain(started.backfillId)
+          const skipped = started.alreadyRequested.length
+          return {
+            backfill_id: started.backfillId,
+            status: "scheduled" as const,
+            planned: started.planned,
+            already_requested: started.alreadyRequested,
+            message: skipped === 0
+              ? `${started.planned.length} windows will be requested, one at a time`
+              : `${started.planned.length} windows will be requested; ${skipped} ranges were already requested since the user connected and are left out (the provider does not send a range twice)`
+          }
+        }).pipe(
+          Effect.catchTags({
+            UserNotFound: (e) => Effect.fail(notFound(e)),
+            BackfillNotFound: (e) => Effect.fail(new NotFound({ message: e.message })),
+            BackfillConflict: (e) => Effect.fail(new BackfillConflict({ message: e.message, already_requested: e.alreadyRequested })),
+            SqlError: () => Effect.fail(unavailable())
+          })
+        ))
+      .handle("cancel", ({ path }) =>
+        Effect.gen(function* () {
+          const { teamId } = yield* CurrentTeam
+          const cancelled = yield* backfills.cancel(teamId, path.user_id, path.provider)
+          if (Option.isNone(cancelled)) return yield* new NotFound({ message: `no ${path.provider} backfill is running for this user` })
+          yield* interruptChain(cancelled.value)
+          return { backfill_id: cancelled.value, status: "cancelled" as const }
+        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) })))
+      .handle("status", ({ urlParams }) =>
+        Effect.gen(function* () {
+          const { teamId } = yield* CurrentTeam
+          if (urlParams.user_id !== undefined && !/^[0-9a-f-]{36}$/i.test(urlParams.user_id)) return { data: [], next_cursor: null }
+          const data = yield* backfills.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider })
+          return { data, next_cursor: null }
+        }).pipe(Effect.catchTags({ SqlError: () => Effect.fail(unavailable()) })))
   })
 )

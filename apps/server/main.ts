@@ -5,6 +5,10 @@
 import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { BunHttpServer, BunRuntime } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/accounts"
+import { Backfills, startChain } from "@wearflow/core/backfill/backfills"
+import * as BackfillChains from "@wearflow/core/backfill/chain"
+import { BackfillSettings } from "@wearflow/core/backfill/settings"
+import * as Engine from "@wearflow/core/engine"
 import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
@@ -22,8 +26,8 @@ import * as PostgresSink from "@wearflow/sink-postgres"
 import { Effect, Layer, Logger, Option } from "effect"
 import * as path from "node:path"
 import { WearflowApi } from "./Api.ts"
-import { resolveApiKey, resolveEncryptionKey, ServerConfig } from "./config.ts"
-import { ApiKeyAuthLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, runnerAddress, ServerConfig } from "./config.ts"
+import { ApiKeyAuthLive, BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { layerWithoutEchoedInput } from "./middleware.ts"
 
 const AppLayer = Effect.gen(function* () {
@@ -39,7 +43,12 @@ const AppLayer = Effect.gen(function* () {
   // Built once: the webhook routes and the Provider the workers use share one sandbox.
   const GarminLive = Host.load(Garmin.plugin)
 
+  const runner = yield* RunnerConfig
   const Core = Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default).pipe(
+    Layer.provideMerge(Layer.mergeAll(
+      Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
+      Layer.succeed(BackfillSettings, yield* BackfillConfig)
+    )),
     Layer.provideMerge(Storage)
   )
 
@@ -48,6 +57,15 @@ const AppLayer = Effect.gen(function* () {
   // The providers (with their sandboxed clients) and the connections they keep up.
   const ConnectionsLive = Connections.Default.pipe(
     Layer.provideMerge(Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminLive)))
+  )
+
+  // Backfills: the chains run here; those recorded but never started (a crash right after a link) start now.
+  const BackfillsLive = BackfillChains.layer.pipe(Layer.provideMerge(Backfills.Default))
+  const ResumeScheduled = Layer.effectDiscard(
+    Effect.flatMap(Backfills, (backfills) => backfills.scheduled).pipe(
+      Effect.flatMap((ids) => Effect.forEach(ids, startChain, { discard: true })),
+      Effect.catchAllCause((cause) => Effect.logError("could not start scheduled backfills", cause))
+    )
   )
 
   const Bootstrap = Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
@@ -76,7 +94,7 @@ const AppLayer = Effect.gen(function* () {
 
   const Api = HttpApiBuilder.api(WearflowApi).pipe(
     Layer.provide([
-      Layer.mergeAll(UsersLive(publicUrl), DataLive).pipe(Layer.provide(ApiKeyAuthLive)),
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuthLive)),
       LinkLive(publicUrl),
       GarminLive
     ])
@@ -91,8 +109,9 @@ const AppLayer = Effect.gen(function* () {
     Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes }))
   )
 
-  return Layer.mergeAll(Http, Workers, TokenRotation).pipe(
+  return Layer.mergeAll(Http, Workers, TokenRotation, ResumeScheduled).pipe(
     Layer.provide(Bootstrap),
+    Layer.provideMerge(BackfillsLive),
     Layer.provideMerge(ConnectionsLive),
     Layer.provide(Core),
     Layer.provide(OutboundHttp.layer())

@@ -6,12 +6,14 @@
  * - PING bodies: each item is pulled from the provider; what comes back is committed as a
  *   new inbox body (so it is durable and normalized like a PUSH), or kept as a file.
  * Items for provider users nobody has linked are parked (see Accounts.recipientsOrPark).
+ * Data items also tell running backfills that the history they asked for is arriving.
  * Transient database failures are retried with back-off inside the job, so an acknowledged
  * notification is never dropped by a burst of failed attempts.
  */
 import { SqlClient } from "@effect/sql"
 import { Context, type Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
 import { Accounts, userKey } from "../accounts.ts"
+import { Backfills } from "../backfill/backfills.ts"
 import { Connections } from "../connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
@@ -81,6 +83,7 @@ export const make = (options: IngestOptions = {}) =>
     const store = yield* RecordStore
     const inbox = yield* Inbox
     const files = yield* ActivityFiles
+    const backfills = yield* Backfills
     const pullRetry = Schedule.exponential(options.pullBackoff ?? "1 second").pipe(
       Schedule.union(Schedule.spaced("2 minutes")),
       Schedule.intersect(Schedule.recurs((options.pullAttempts ?? 8) - 1))
@@ -141,6 +144,8 @@ export const make = (options: IngestOptions = {}) =>
           updated += outcome.updated
           unchanged += outcome.unchanged
         }
+        // Stored first: a backfill told its data is in may complete and announce it at once.
+        yield* backfills.recordArrivals(provider, recipients, normalized.map((n) => n.item))
       }
       return { items: items.length, unlinked, created, updated, unchanged, pulled: 0, errors } satisfies IngestOutcome
     })

@@ -10,11 +10,15 @@ import * as EmbeddedPostgres from "./embedded-postgres.ts"
 import foundation from "./migrations/0001_foundation.ts"
 import pullsIdentityConnect from "./migrations/0002_pulls_identity_connect.ts"
 import connectFlowsRevisions from "./migrations/0003_connect_flows_revisions.ts"
+import rateLimits from "./migrations/0004_rate_limits.ts"
+import backfills from "./migrations/0005_backfills.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
   "0002_pulls_identity_connect": pullsIdentityConnect,
-  "0003_connect_flows_revisions": connectFlowsRevisions
+  "0003_connect_flows_revisions": connectFlowsRevisions,
+  "0004_rate_limits": rateLimits,
+  "0005_backfills": backfills
 })
 
 export interface DatabaseOptions {
@@ -25,19 +29,22 @@ export interface DatabaseOptions {
 }
 
 /**
- * Runs pending migrations. Replicas starting together would race to create the migrations
- * table, so the run holds a session advisory lock on a connection of its own: the second
- * process waits, then finds nothing to do.
+ * Runs `effect` holding the migrations lock. Replicas starting together would race to create
+ * tables, so schema changes hold a session advisory lock on a connection of their own: the
+ * second process waits, then finds nothing to do.
  */
-export const migrate = Effect.flatMap(SqlClient.SqlClient, (sql) =>
-  Effect.gen(function* () {
-    const lock = yield* sql.reserve
-    yield* Effect.acquireRelease(
-      lock.executeRaw("select pg_advisory_lock(hashtextextended('wearflow:migrations', 0))", []),
-      () => Effect.ignore(lock.executeRaw("select pg_advisory_unlock(hashtextextended('wearflow:migrations', 0))", []))
-    )
-    return yield* Migrator.make({})({ loader: migrations })
-  }).pipe(Effect.scoped))
+export const withMigrationLock = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.gen(function* () {
+      const lock = yield* sql.reserve
+      yield* Effect.acquireRelease(
+        lock.executeRaw("select pg_advisory_lock(hashtextextended('wearflow:migrations', 0))", []),
+        () => Effect.ignore(lock.executeRaw("select pg_advisory_unlock(hashtextextended('wearflow:migrations', 0))", []))
+      )
+      return yield* effect
+    }).pipe(Effect.scoped))
+
+export const migrate = withMigrationLock(Migrator.make({})({ loader: migrations }))
 
 const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
   PgClient.layer({

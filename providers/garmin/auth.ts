@@ -37,10 +37,26 @@ const PermissionsResponse = Schema.Union(
 )
 
 /** `path` under a configured base URL (which may carry a path prefix of its own). */
-const endpoint = (base: URL, path: string) => `${base.href.replace(/\/$/, "")}${path}`
+export const endpoint = (base: URL, path: string) => `${base.href.replace(/\/$/, "")}${path}`
 
 const unavailable = (message: string, status?: number) => new AuthError({ message, reason: "unavailable", status })
 const denied = (message: string, status?: number) => new AuthError({ message, reason: "denied", status })
+
+/** Signs `request` for the user: Bearer (OAuth 2.0) when there is one, else OAuth 1.0a. */
+export const signFor = (config: GarminConfig, request: HttpClientRequest.HttpClientRequest, credentials: Credentials) =>
+  Effect.gen(function* () {
+    if (credentials.bearer !== undefined) return HttpClientRequest.bearerToken(request, credentials.bearer)
+    if (credentials.oauth1 === undefined) return yield* denied("no token is stored for this connection")
+    const consumer = consumerOf(config)
+    if (Option.isNone(consumer)) {
+      return yield* new AuthError({ message: "GARMIN_CLIENT_ID and GARMIN_CLIENT_SECRET are needed to sign OAuth 1.0a requests", reason: "misconfigured" })
+    }
+    return HttpClientRequest.setHeader(
+      request,
+      "authorization",
+      authorizationHeader(consumer.value, { key: credentials.oauth1.token, secret: credentials.oauth1.secret }, { method: request.method, url: request.url })
+    )
+  })
 
 export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): ProviderAuth => {
   const { urls } = config
@@ -98,17 +114,7 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       return tokensOf(yield* send(request, what).pipe(Effect.flatMap(body(TokenResponse, what))))
     }).pipe(Effect.scoped)
 
-  /** Signs `request` for the user: Bearer (OAuth 2.0) when there is one, else OAuth 1.0a. */
-  const authorize = (request: HttpClientRequest.HttpClientRequest, credentials: Credentials) =>
-    Effect.gen(function* () {
-      if (credentials.bearer !== undefined) return HttpClientRequest.bearerToken(request, credentials.bearer)
-      if (credentials.oauth1 === undefined) return yield* denied("no token is stored for this connection")
-      return HttpClientRequest.setHeader(
-        request,
-        "authorization",
-        authorizationHeader(yield* consumer, { key: credentials.oauth1.token, secret: credentials.oauth1.secret }, { method: request.method, url: request.url })
-      )
-    })
+  const authorize = (request: HttpClientRequest.HttpClientRequest, credentials: Credentials) => signFor(config, request, credentials)
 
   /** The Garmin userId and granted permissions behind `credentials`. */
   const identify = (credentials: Credentials, fallbackScopes: ReadonlyArray<string> | undefined) =>

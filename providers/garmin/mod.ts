@@ -19,6 +19,7 @@ import { normalizers } from "./normalize.ts"
 import { inspect, itemsOf, lifecycleOf, type NotificationKind } from "./notifications.ts"
 import { makePull } from "./pull.ts"
 import { makeAuth } from "./auth.ts"
+import { makeBackfill } from "./backfill.ts"
 
 export { GarminApi } from "./Api.ts"
 
@@ -70,7 +71,8 @@ export const layerProvider = Layer.effect(
       lifecycle: lifecycleOf,
       requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"],
       resourceScopes,
-      auth: makeAuth(client, config)
+      auth: makeAuth(client, config),
+      backfill: makeBackfill(client, config)
     } satisfies Provider
   })
 )

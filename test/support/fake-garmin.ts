@@ -6,10 +6,13 @@
  * Paths and behaviour follow /work/shared/reference/garmin.md: PING pulls (OAuth2 pull
  * token or OAuth 1.0a signature), activity files (single download, then 410), OAuth2 PKCE
  * with rotating refresh tokens, OAuth 1.0a three-legged flow, OAuth1 → OAuth2 token
- * exchange, user endpoints and backfill. Everything lives in `state`, which tests may
- * read and change at any time; `inject()` adds failures and delays in front of it.
+ * exchange, user endpoints and backfill (answers, then delivery of the backfilled records as
+ * PUSH notifications to `state.backfill.deliverTo`). Everything lives in `state`, which tests
+ * may read and change at any time; `inject()` adds failures and delays in front of it, and
+ * `seedHistory()` fills a user's history from the fixture files.
  */
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
+import { readFileSync } from "node:fs"
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http"
 
 // ---------------------------------------------------------------------------
@@ -41,9 +44,18 @@ export interface FakeGarminUser {
   oauth1: { token: string; secret: string } | undefined
   /** When set, token-exchange answers this status for the user instead of issuing tokens. */
   tokenExchangeFailure: 401 | 500 | undefined
-  /** Pull data by REST type name (`epochs`, `mct`, `pulseox`, ...). Records with an
-   *  `uploadTimeInSeconds` field are served only to pulls whose window contains it. */
+  /**
+   * The user's records by notification (envelope) key: `epochs`, `mct`, `pulseox`,
+   * `allDayRespiration`, `moveIQActivities`, ... — the key Garmin puts them under in a PUSH
+   * body. Pulls (whose path uses the REST name, e.g. `pulseOx`) and backfill deliveries both
+   * translate to this key with `envelopeKeyOf`, so one list serves both. Pulls serve records
+   * with an `uploadTimeInSeconds` field only to windows containing it; backfills deliver
+   * records by their own time (`recordTimeOf`).
+   */
   data: Record<string, Array<GarminRecord>>
+  /** Earliest backfill start Garmin accepts for this user (epoch s); overrides
+   *  `state.backfill.minStartTimeInSeconds`. Undefined: that setting applies. */
+  backfillMinStartTimeInSeconds: number | undefined
 }
 
 export interface FakeActivityFile {
@@ -77,6 +89,66 @@ export interface BackfillRequest {
   readonly end: number
 }
 
+/** Backfill behaviour; tests may change any field at any time (each is read when used). */
+export interface FakeBackfillSettings {
+  /** Wearflow's PUSH endpoint, e.g. http://127.0.0.1:PORT/api/v1/webhooks/garmin/push.
+   *  Undefined (the default): accepted backfills deliver nothing. */
+  deliverTo: string | undefined
+  /** Wait between the 202 and the first delivery (default 300 ms): the data comes later. */
+  deliveryDelayMs: number
+  /** Records per POST (default 40): Garmin spreads a backfill over several notifications. */
+  chunkSize: number
+  /** Wait between two POSTs of one backfill (default 50 ms). */
+  chunkGapMs: number
+  /** Earliest start accepted for every user (epoch s); undefined (default): no limit. */
+  minStartTimeInSeconds: number | undefined
+  /** Days of data (summed over accepted requests of all users) allowed per `rateWindowMs`;
+   *  over it → 429. Undefined (default): no limit. Garmin: 100 (evaluation), 10,000 (production). */
+  daysPerMinute: number | undefined
+  /** The rate-limit window (default 60,000 ms); shorten it to keep tests fast. */
+  rateWindowMs: number
+}
+
+/** One backfill request as the handler saw it, whatever it answered. */
+export interface BackfillLogEntry {
+  /** Undefined when the credentials were refused (401). */
+  readonly userId: string | undefined
+  /** The REST type from the path, e.g. `pulseOx`. */
+  readonly type: string
+  /** Undefined when the parameter was missing or not whole seconds. */
+  readonly start: number | undefined
+  readonly end: number | undefined
+  readonly status: number
+  /** Date.now() when handled. */
+  readonly at: number
+}
+
+/** One POST of backfilled records to `deliverTo`, after retries. */
+export interface BackfillDelivery {
+  readonly userId: string
+  /** The backfill (REST) type, e.g. `pulseOx`. */
+  readonly type: string
+  /** The envelope key the records were sent under, e.g. `pulseox`. */
+  readonly key: string
+  /** Records in this POST. */
+  readonly count: number
+  /** The last attempt's HTTP status; 0 when it could not connect. */
+  readonly status: number
+  /** Date.now() after the last attempt. */
+  readonly at: number
+}
+
+export interface SeedHistoryOptions {
+  /** Epoch seconds; records are added whose time falls in [from, to). */
+  readonly from: number
+  readonly to: number
+  /** Envelope keys (fixture file names). Default: dailies, sleeps, epochs, activities,
+   *  bodyComps, hrv, stressDetails. */
+  readonly types?: ReadonlyArray<string>
+  /** One record per key every N UTC days (default 1); activity keys every second such day. */
+  readonly everyDays?: number
+}
+
 export interface FakeGarminState {
   /** Registered (and deregistered) users by Garmin userId. */
   users: Map<string, FakeGarminUser>
@@ -96,6 +168,11 @@ export interface FakeGarminState {
   authorizationCodes: Map<string, PendingAuthorizationCode>
   /** Every accepted backfill request, in order. */
   backfills: Array<BackfillRequest>
+  /** Every backfill request that reached the handler, any status, in order. */
+  backfillRequests: Array<BackfillLogEntry>
+  /** Every POST of backfilled records, in order of completion. */
+  deliveries: Array<BackfillDelivery>
+  backfill: FakeBackfillSettings
   counters: {
     /** refresh_token grants received (attempts, so concurrent refreshes show up). */
     refreshCount: number
@@ -152,6 +229,13 @@ export interface FakeGarmin {
   addUser(userId: string, init?: Partial<Omit<FakeGarminUser, "userId">>): FakeGarminUser
   /** Stores an activity file for `userId` and returns its callbackURL. */
   addActivityFile(userId: string, file: { id?: string; bytes: Uint8Array | string; contentType?: string }): string
+  /**
+   * Appends realistic history to `userId`'s `data`: per key, the first record of
+   * /work/shared/fixtures/garmin/<key>.json, moved to each day of the range (every time field
+   * and calendarDate shifted together, fresh summaryId, this userId). Returns what it added.
+   */
+  seedHistory(userId: string, options: SeedHistoryOptions): Record<string, Array<GarminRecord>>
+  /** Stops the server and cancels pending backfill deliveries. */
   close(): Promise<void>
 }
 
@@ -167,7 +251,16 @@ export interface FakeGarminOptions {
 const ACCESS_TOKEN_TTL_S = 86_400
 const REFRESH_TOKEN_TTL_S = 7_776_000
 const MAX_PULL_WINDOW_S = 86_400
-const MAX_BACKFILL_RANGE_S = 90 * 86_400
+const DAY_S = 86_400
+const MAX_BACKFILL_RANGE_S = 90 * DAY_S
+/** Activity types allow 30 days per backfill request, health types 90. */
+const MAX_ACTIVITY_BACKFILL_RANGE_S = 30 * DAY_S
+const ACTIVITY_BACKFILL_TYPES = new Set(["activities", "activityDetails", "moveiq"])
+/** A failed delivery is retried this many times, this far apart, as Garmin retries. */
+const DELIVERY_RETRIES = 5
+const DELIVERY_RETRY_GAP_MS = 200
+/** Garmin gives up on an endpoint that has not answered in 30 s. */
+const DELIVERY_TIMEOUT_MS = 30_000
 const DEFAULT_PERMISSIONS = ["ACTIVITY_EXPORT", "HEALTH_EXPORT", "MCT_EXPORT", "HISTORICAL_DATA_EXPORT"]
 
 const randomToken = (bytes = 16): string => randomBytes(bytes).toString("hex")
@@ -185,6 +278,7 @@ const newUser = (userId: string, init: Partial<Omit<FakeGarminUser, "userId">> =
   oauth1: undefined,
   tokenExchangeFailure: undefined,
   data: {},
+  backfillMinStartTimeInSeconds: undefined,
   ...init,
   userId
 })
@@ -199,6 +293,17 @@ const emptyState = (): FakeGarminState => ({
   requestTokens: new Map(),
   authorizationCodes: new Map(),
   backfills: [],
+  backfillRequests: [],
+  deliveries: [],
+  backfill: {
+    deliverTo: undefined,
+    deliveryDelayMs: 300,
+    chunkSize: 40,
+    chunkGapMs: 50,
+    minStartTimeInSeconds: undefined,
+    daysPerMinute: undefined,
+    rateWindowMs: 60_000
+  },
   counters: { refreshCount: 0, tokenExchangeCount: 0, deregistrations: 0, revocations: 0 }
 })
 
@@ -236,6 +341,8 @@ interface Reply {
 interface App {
   readonly state: FakeGarminState
   readonly client: FakeGarminOptions
+  /** Work that outlives a request (backfill deliveries); `close()` cancels it. */
+  readonly background: Background
 }
 
 const json = (status: number, value: unknown): Reply => ({
@@ -476,6 +583,151 @@ const refreshTokenGrant = (app: App, fields: URLSearchParams): Reply => {
 }
 
 // ---------------------------------------------------------------------------
+// Backfill: keys, record times, background delivery
+// ---------------------------------------------------------------------------
+
+/** The three REST/backfill names whose records arrive under another envelope key. */
+const ENVELOPE_KEYS: Readonly<Record<string, string>> = {
+  pulseOx: "pulseox",
+  respiration: "allDayRespiration",
+  moveiq: "moveIQActivities"
+}
+
+/** The envelope key (and `user.data` key) of a REST or backfill type; most are the same name. */
+export const envelopeKeyOf = (restType: string): string => ENVELOPE_KEYS[restType] ?? restType
+
+/**
+ * When a record happened, in epoch seconds, as a backfill window sees it: `startTimeInSeconds`,
+ * else `measurementTimeInSeconds`, else `summary.startTimeInSeconds` (activityDetails), else
+ * `calendarDate` at UTC midnight. Undefined when it has none (e.g. mct): never backfilled.
+ */
+export const recordTimeOf = (record: GarminRecord): number | undefined => {
+  const summary = record["summary"]
+  const nested = typeof summary === "object" && summary !== null ? (summary as GarminRecord)["startTimeInSeconds"] : undefined
+  for (const candidate of [record["startTimeInSeconds"], record["measurementTimeInSeconds"], nested]) {
+    if (typeof candidate === "number" && Number.isFinite(candidate)) return candidate
+  }
+  const date = record["calendarDate"]
+  if (typeof date !== "string" || !/^\d{4}-\d{2}-\d{2}$/.test(date)) return undefined
+  const midnight = Date.parse(`${date}T00:00:00Z`)
+  return Number.isNaN(midnight) ? undefined : midnight / 1000
+}
+
+const daysOf = (start: number, end: number): number => Math.ceil((end - start) / DAY_S)
+
+/** Like `new Date().toISOString()` without the milliseconds: 2026-09-01T00:00:00Z. */
+const isoSeconds = (epochSeconds: number): string => new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z")
+
+/**
+ * Milliseconds until the rate limit leaves room for `days` more, or undefined when it does
+ * now. Only accepted requests count; when even an empty window could not hold `days`, the
+ * answer is a whole window (the caller should ask for less).
+ */
+const rateLimitWaitMs = (state: FakeGarminState, days: number, now: number): number | undefined => {
+  const { daysPerMinute: limit, rateWindowMs } = state.backfill
+  if (limit === undefined) return undefined
+  const recent = state.backfillRequests.flatMap((entry) =>
+    entry.status === 202 && entry.start !== undefined && entry.end !== undefined && entry.at > now - rateWindowMs
+      ? [{ at: entry.at, days: daysOf(entry.start, entry.end) }]
+      : []
+  )
+  let used = recent.reduce((sum, entry) => sum + entry.days, 0)
+  if (used + days <= limit) return undefined
+  for (const entry of recent) {
+    // Oldest first (the log is in order): when this one leaves the window, is there room?
+    used -= entry.days
+    if (used + days <= limit) return entry.at + rateWindowMs - now
+  }
+  return rateWindowMs
+}
+
+/** Timers and in-flight POSTs of background work, kept so `close()` can cancel them all. */
+interface Background {
+  /** Resolves after `ms`; once cancelled it never resolves, so the waiting task just stops. */
+  sleep(ms: number): Promise<void>
+  /** Aborted by `cancel()`; in-flight POSTs listen to it. */
+  readonly signal: AbortSignal
+  cancel(): void
+}
+
+const makeBackground = (): Background => {
+  const timers = new Set<ReturnType<typeof setTimeout>>()
+  const controller = new AbortController()
+  return {
+    sleep: (ms) =>
+      new Promise<void>((resolve) => {
+        if (controller.signal.aborted) return
+        const timer = setTimeout(() => {
+          timers.delete(timer)
+          resolve()
+        }, ms)
+        timers.add(timer)
+      }),
+    signal: controller.signal,
+    cancel: () => {
+      for (const timer of timers) clearTimeout(timer)
+      timers.clear()
+      controller.abort()
+    }
+  }
+}
+
+/** One POST as Garmin sends a PUSH notification; the status, or 0 if it could not connect. */
+const postOnce = async (app: App, target: string, body: string): Promise<number> => {
+  try {
+    const response = await fetch(target, {
+      method: "POST",
+      headers: {
+        "garmin-client-id": app.client.consumerKey,
+        "content-type": "application/json",
+        "user-agent": "Garmin Health API"
+      },
+      body,
+      signal: AbortSignal.any([app.background.signal, AbortSignal.timeout(DELIVERY_TIMEOUT_MS)])
+    })
+    await response.arrayBuffer() // drain it, so the connection can be reused
+    return response.status
+  } catch {
+    return 0
+  }
+}
+
+/** POSTs until a 2xx answer or the retries run out; the last status. */
+const postWithRetries = async (app: App, target: string, body: string): Promise<number> => {
+  for (let attempt = 0; ; attempt++) {
+    const status = await postOnce(app, target, body)
+    if ((status >= 200 && status < 300) || attempt >= DELIVERY_RETRIES || app.background.signal.aborted) return status
+    await app.background.sleep(DELIVERY_RETRY_GAP_MS)
+  }
+}
+
+/**
+ * After an accepted backfill: waits, then PUSHes the user's records of the window (by their
+ * time, start inclusive, end exclusive) in chunks, each recorded in `state.deliveries`. The
+ * records and settings are read when delivery starts, so tests may seed data after the 202.
+ */
+const deliverBackfill = async (app: App, request: BackfillRequest): Promise<void> => {
+  const { state, background } = app
+  await background.sleep(state.backfill.deliveryDelayMs)
+  const target = state.backfill.deliverTo
+  const user = state.users.get(request.userId)
+  if (target === undefined || user === undefined) return
+  const key = envelopeKeyOf(request.type)
+  const records = (user.data[key] ?? []).filter((record) => {
+    const time = recordTimeOf(record)
+    return time !== undefined && time >= request.start && time < request.end
+  })
+  const chunkSize = Math.max(1, Math.floor(state.backfill.chunkSize))
+  for (let offset = 0; offset < records.length; offset += chunkSize) {
+    if (offset > 0) await background.sleep(state.backfill.chunkGapMs)
+    const chunk = records.slice(offset, offset + chunkSize)
+    const status = await postWithRetries(app, target, JSON.stringify({ [key]: chunk }))
+    if (background.signal.aborted) return
+    state.deliveries.push({ userId: user.userId, type: request.type, key, count: chunk.length, status, at: Date.now() })
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Handlers
 // ---------------------------------------------------------------------------
 
@@ -493,7 +745,7 @@ const pullSummaries = (app: App, ex: Exchange, type: string): Reply => {
     const uploaded = record["uploadTimeInSeconds"]
     return typeof uploaded !== "number" || (uploaded >= start && uploaded <= end)
   }
-  return json(200, (user.data[type] ?? []).filter(inWindow))
+  return json(200, (user.data[envelopeKeyOf(type)] ?? []).filter(inWindow))
 }
 
 /** GET /wellness-api/rest/activityFile?id=&token=: one download, then 410. */
@@ -607,22 +859,64 @@ const deleteRegistration = withUser((app, _ex, user) => {
   return empty(204)
 })
 
-/** GET /wellness-api/rest/backfill/{type}: 202, or 409 for a range already requested. */
-const backfill = withUser((app, ex, user, match) => {
-  const type = match[1] ?? ""
-  const start = seconds(ex.url.searchParams.get("summaryStartTimeInSeconds"))
-  const end = seconds(ex.url.searchParams.get("summaryEndTimeInSeconds"))
+/** The answer to an authenticated backfill request; on 202 it records and schedules delivery. */
+const answerBackfill = (
+  app: App,
+  user: FakeGarminUser,
+  type: string,
+  start: number | undefined,
+  end: number | undefined,
+  now: number
+): Reply => {
+  const { state } = app
+  if (!user.permissions.includes("HISTORICAL_DATA_EXPORT")) {
+    return garminError(403, "User has not granted the HISTORICAL_DATA_EXPORT permission")
+  }
   if (start === undefined || end === undefined || end <= start) {
     return garminError(400, "summaryStartTimeInSeconds and summaryEndTimeInSeconds are required")
   }
   if (end - start > MAX_BACKFILL_RANGE_S) return garminError(400, "time range exceeds 90 days")
-  const duplicate = app.state.backfills.some(
+  if (ACTIVITY_BACKFILL_TYPES.has(type) && end - start > MAX_ACTIVITY_BACKFILL_RANGE_S) {
+    return garminError(400, "time range exceeds 30 days")
+  }
+  const minStart = user.backfillMinStartTimeInSeconds ?? state.backfill.minStartTimeInSeconds
+  if (minStart !== undefined && start < minStart) {
+    // Garmin's real wording is unverified; Wearflow looks for "min start" and a timestamp.
+    return garminError(400, `summaryStartTimeInSeconds is before the min start time of ${isoSeconds(minStart)}`)
+  }
+  const waitMs = rateLimitWaitMs(state, daysOf(start, end), now)
+  if (waitMs !== undefined) {
+    return {
+      ...garminError(429, "Rate limit exceeded"),
+      headers: { "content-type": "application/json;charset=UTF-8", "retry-after": String(Math.max(1, Math.ceil(waitMs / 1000))) }
+    }
+  }
+  const duplicate = state.backfills.some(
     (request) => request.userId === user.userId && request.type === type && request.start === start && request.end === end
   )
   if (duplicate) return garminError(409, "Duplicate backfill request")
-  app.state.backfills.push({ userId: user.userId, type, start, end })
+  const request: BackfillRequest = { userId: user.userId, type, start, end }
+  state.backfills.push(request)
+  void deliverBackfill(app, request) // in the background: the 202 does not wait for it
   return empty(202)
-})
+}
+
+/**
+ * GET /wellness-api/rest/backfill/{type}. Checked in order: 401 credentials, 403 no
+ * HISTORICAL_DATA_EXPORT, 400 bad range (90 days; 30 for activity types), 400 before the min
+ * start, 429 over the days budget, 409 range already requested; else 202 and a later delivery.
+ * Every request is logged in `state.backfillRequests`, whatever it answered.
+ */
+const backfill = (app: App, ex: Exchange, match: RegExpExecArray): Reply => {
+  const type = match[1] ?? ""
+  const start = seconds(ex.url.searchParams.get("summaryStartTimeInSeconds"))
+  const end = seconds(ex.url.searchParams.get("summaryEndTimeInSeconds"))
+  const now = Date.now()
+  const user = authenticateUser(app, ex)
+  const reply = user === undefined ? garminError(401, "Unauthorized") : answerBackfill(app, user, type, start, end, now)
+  app.state.backfillRequests.push({ userId: user?.userId, type, start, end, status: reply.status, at: now })
+  return reply
+}
 
 // ---------------------------------------------------------------------------
 // Routing
@@ -688,12 +982,91 @@ const injectedReply = (rule: InjectRule): Reply | undefined => {
 }
 
 // ---------------------------------------------------------------------------
+// History seeding (for backfill tests)
+// ---------------------------------------------------------------------------
+
+/** /work/shared/fixtures/garmin/, from this file's place in test/support. */
+const FIXTURES_DIR = new URL("../../../shared/fixtures/garmin/", import.meta.url)
+const DEFAULT_HISTORY_KEYS = ["dailies", "sleeps", "epochs", "activities", "bodyComps", "hrv", "stressDetails"]
+/** Users do not work out every day: these keys get a record every second seeded day. */
+const ACTIVITY_KEYS = new Set(["activities", "activityDetails", "manuallyUpdatedActivities", "moveIQActivities"])
+/** Fields holding epoch seconds, moved with the record (durations and offsets are not). */
+const TIME_FIELDS = new Set([
+  "startTimeInSeconds",
+  "endTimeInSeconds",
+  "measurementTimeInSeconds",
+  "eventStartTimeInSeconds",
+  "lastUpdatedTimeInSeconds"
+])
+
+/** The first record of a fixture file, read at call time so fixture edits show up at once. */
+const fixtureRecord = (key: string): GarminRecord => {
+  const file = new URL(`${key}.json`, FIXTURES_DIR)
+  const body = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>
+  const first = (body[key] as Array<GarminRecord> | undefined)?.[0]
+  if (first === undefined) throw new Error(`fake-garmin: ${file.pathname} has no "${key}" record`)
+  return first
+}
+
+/** A deep copy with every time field moved by `deltaS` seconds (a whole number of days). */
+const shiftTimes = (value: unknown, deltaS: number): unknown => {
+  if (Array.isArray(value)) return value.map((item) => shiftTimes(item, deltaS))
+  if (typeof value !== "object" || value === null) return value
+  return Object.fromEntries(
+    Object.entries(value).map(([field, inner]) => {
+      if (TIME_FIELDS.has(field) && typeof inner === "number") return [field, inner + deltaS]
+      if (field === "calendarDate" && typeof inner === "string") {
+        return [field, new Date(Date.parse(`${inner}T00:00:00Z`) + deltaS * 1000).toISOString().slice(0, 10)]
+      }
+      return [field, shiftTimes(inner, deltaS)]
+    })
+  )
+}
+
+/** The fixture record moved to `day` (UTC midnight, epoch s), keeping its time of day. */
+const recordOnDay = (template: GarminRecord, key: string, userId: string, day: number): GarminRecord => {
+  const time = recordTimeOf(template)
+  if (time === undefined) throw new Error(`fake-garmin: ${key} records carry no time; they cannot be seeded as history`)
+  const record = shiftTimes(template, day - Math.floor(time / DAY_S) * DAY_S) as GarminRecord
+  delete record["userAccessToken"] // OAuth2-era notifications carry userId only
+  record["userId"] = userId
+  record["summaryId"] = `${key}-${new Date(day * 1000).toISOString().slice(0, 10)}-${randomToken(4)}`
+  if (key === "activityDetails") {
+    // Detail summaryIds are "<activityId>-detail".
+    const activityId = randomBytes(4).readUInt32BE()
+    record["activityId"] = activityId
+    record["summaryId"] = `${activityId}-detail`
+  }
+  return record
+}
+
+const seedHistoryOf = (state: FakeGarminState, userId: string, options: SeedHistoryOptions) => {
+  const user = state.users.get(userId)
+  if (user === undefined) throw new Error(`fake-garmin: seedHistory for unknown user ${userId}; addUser first`)
+  const step = Math.max(1, Math.floor(options.everyDays ?? 1)) * DAY_S
+  const added: Record<string, Array<GarminRecord>> = {}
+  for (const key of options.types ?? DEFAULT_HISTORY_KEYS) {
+    const template = fixtureRecord(key)
+    const records: Array<GarminRecord> = []
+    for (let day = Math.floor(options.from / DAY_S) * DAY_S, index = 0; day < options.to; day += step, index++) {
+      if (ACTIVITY_KEYS.has(key) && index % 2 === 1) continue
+      const record = recordOnDay(template, key, userId, day)
+      const time = recordTimeOf(record)
+      if (time !== undefined && time >= options.from && time < options.to) records.push(record)
+    }
+    ;(user.data[key] ??= []).push(...records)
+    added[key] = records
+  }
+  return added
+}
+
+// ---------------------------------------------------------------------------
 // Server
 // ---------------------------------------------------------------------------
 
 export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeGarmin> => {
   const state = emptyState()
-  const app: App = { state, client: options }
+  const app: App = { state, client: options, background: makeBackground() }
   const requests: Array<RecordedRequest> = []
   const rules: Array<ActiveRule> = []
   let url = ""
@@ -766,8 +1139,10 @@ export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeG
     pingUrl,
     addUser,
     addActivityFile,
+    seedHistory: (userId, seedOptions) => seedHistoryOf(state, userId, seedOptions),
     close: () =>
       new Promise<void>((resolve, reject) => {
+        app.background.cancel() // pending deliveries would otherwise fire after the test
         server.close((error) => (error ? reject(error) : resolve()))
         server.closeAllConnections() // fetch keeps connections alive; don't wait for them
       })

@@ -4,6 +4,9 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Accounts } from "@wearflow/core/accounts"
+import { Backfills } from "@wearflow/core/backfill/backfills"
+import { BackfillSettings } from "@wearflow/core/backfill/settings"
+import * as Engine from "@wearflow/core/engine"
 import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
@@ -27,6 +30,9 @@ export interface PipelineOptions {
   readonly pollInterval: Duration.DurationInput
 }
 
+/** Each pipeline is its own workflow runner. */
+let runnerPort = 1
+
 export const pipelineServices = (options: PipelineOptions) => {
   const Storage = Layer.mergeAll(
     IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: options.pollInterval }))),
@@ -39,6 +45,7 @@ export const pipelineServices = (options: PipelineOptions) => {
   )
 
   return IngestWorker.layer().pipe(
+    Layer.provideMerge(Backfills.Default),
     Layer.provideMerge(Connections.Default),
     Layer.provideMerge(
       Layer.mergeAll(
@@ -50,6 +57,8 @@ export const pipelineServices = (options: PipelineOptions) => {
         ActivityFiles.layerLocal(options.filesDir)
       )
     ),
+    Layer.provideMerge(Engine.layer({ runnerAddress: { host: "pipeline-test", port: ++runnerPort } })),
+    Layer.provideMerge(Layer.succeed(BackfillSettings, BackfillSettings.defaults)),
     Layer.provideMerge(Storage)
   )
 }

@@ -1,0 +1,84 @@
+/**
+ * The backfill workflows' steps. The chain requests one window at a time under the shared
+ * rate limit, waits for the window's answer (its data, or the quiet period), and moves on.
+ * Every step is an activity or a durable sleep, so a chain killed mid-way resumes where it
+ * was, and no request already answered is sent again.
+ */
+import { Activity, DurableClock, DurableDeferred, DurableRateLimiter } from "@effect/workflow"
+import { Duration, Effect, Layer, Schema } from "effect"
+import { Backfills } from "./backfills.ts"
+import { daysIn } from "./plan.ts"
+import { BackfillSettings } from "./settings.ts"
+import { answerWindow, BackfillChain, BackfillQuietPeriod, Step, WindowAnswer, windowAnswered } from "./workflows.ts"
+
+const PlannedWindow = Schema.Struct({
+  id: Schema.String,
+  type: Schema.String,
+  resource: Schema.String,
+  range_start: Schema.DateFromSelf,
+  range_end: Schema.DateFromSelf
+})
+
+const ChainLive = BackfillChain.toLayer(
+  Effect.fn(function* ({ backfillId }) {
+    const backfills = yield* Backfills
+    const settings = yield* BackfillSettings
+    const { provider } = yield* backfills.loadBackfill(backfillId).pipe(Effect.orDie)
+    const planned = yield* Activity.make({
+      name: "plan",
+      success: Schema.Array(Schema.Struct({ ...PlannedWindow.fields, range_start: Schema.Date, range_end: Schema.Date })),
+      execute: backfills.plan(backfillId).pipe(Effect.map((p) => p.windows), Effect.orDie)
+    })
+
+    for (const window of planned) {
+      let attempt = 0
+      let step: Step
+      while (true) {
+        yield* DurableRateLimiter.rateLimit({
+          name: `budget/${window.id}/${attempt}`,
+          key: `backfill:${provider}`,
+          algorithm: "fixed-window",
+          window: settings.budgetWindow,
+          limit: settings.budgetDays,
+          tokens: Math.min(daysIn(window.range_start, window.range_end), settings.budgetDays)
+        }).pipe(Effect.orDie)
+        step = yield* Activity.make({ name: `request/${window.id}/${attempt}`, success: Step, execute: backfills.request(window.id).pipe(Effect.orDie) })
+        if (step._tag !== "Retry") break
+        if (step.afterMillis > 0) yield* DurableClock.sleep({ name: `retry/${window.id}/${attempt}`, duration: Duration.millis(step.afterMillis) })
+        attempt++
+      }
+      if (step._tag === "Stop") break
+      if (step._tag === "Finished") continue
+
+      yield* BackfillQuietPeriod.execute({ backfillId, windowId: window.id }, { discard: true })
+      const answer = yield* DurableDeferred.await(windowAnswered(window.id))
+      // Data reaching both ends arrived: give the rest of the batch a moment to land.
+      if (answer === "covered") yield* DurableClock.sleep({ name: `settle/${window.id}`, duration: settings.settle })
+      yield* Activity.make({ name: `complete/${window.id}`, execute: backfills.complete(window.id, answer).pipe(Effect.orDie) })
+    }
+    yield* Activity.make({ name: "finish", execute: backfills.finish(backfillId).pipe(Effect.orDie) })
+  })
+)
+
+/** Sleeps until the window's quiet period is over, later again while data keeps coming, then answers it. */
+const QuietPeriodLive = BackfillQuietPeriod.toLayer(
+  Effect.fn(function* ({ backfillId, windowId }) {
+    const backfills = yield* Backfills
+    for (let round = 0; ; round++) {
+      const remaining = yield* Activity.make({
+        name: `remaining/${round}`,
+        success: Schema.UndefinedOr(Schema.Number),
+        execute: backfills.quietRemaining(windowId).pipe(Effect.orDie)
+      })
+      if (remaining === undefined) return
+      if (remaining <= 0) {
+        yield* Activity.make({ name: "answer", execute: answerWindow(backfillId, windowId, "quiet" satisfies WindowAnswer) })
+        return
+      }
+      yield* DurableClock.sleep({ name: `quiet/${round}`, duration: Duration.millis(Math.ceil(remaining)) })
+    }
+  })
+)
+
+/** The backfill workflows, registered with the engine. */
+export const layer = Layer.mergeAll(ChainLive, QuietPeriodLive)

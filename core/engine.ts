@@ -1,0 +1,56 @@
+/**
+ * Effect's durable engines on Postgres: @effect/workflow on @effect/cluster, for long-lived
+ * processes (backfill chains), plus a rate limiter whose budget lives in the database.
+ *
+ * Every process is a runner. Runners share shards through Postgres (advisory locks) and
+ * reach each other only through the database: messages are stored, the runner owning the
+ * shard picks them up. A runner that dies keeps its shards until its lock expires; one
+ * restarted under the same address takes them back at once.
+ */
+import { ClusterWorkflowEngine, RunnerAddress, RunnerHealth, Runners, Sharding, ShardingConfig, SqlMessageStorage, SqlRunnerStorage } from "@effect/cluster"
+import * as RateLimiter from "@effect/experimental/RateLimiter"
+import { Duration, Effect, Layer, Option } from "effect"
+import { withMigrationLock } from "./storage/database.ts"
+import * as RateLimiterStore from "./storage/rate-limiter-store.ts"
+
+export interface EngineOptions {
+  /** This runner's address: unique among the processes sharing the database, stable across restarts. */
+  readonly runnerAddress: { readonly host: string; readonly port: number }
+  /** How long a dead runner's shards stay locked before others take them (default 35 s). */
+  readonly lockExpiration?: Duration.DurationInput
+}
+
+const shardingConfig = (options: EngineOptions) => {
+  const expiration = Duration.decode(options.lockExpiration ?? Duration.seconds(35))
+  return ShardingConfig.layer({
+    runnerAddress: Option.some(RunnerAddress.make(options.runnerAddress.host, options.runnerAddress.port)),
+    shardLockExpiration: expiration,
+    shardLockRefreshInterval: Duration.divide(expiration, 3).pipe(Option.getOrElse(() => expiration)),
+    // Work sent to another runner is found in storage: this bounds how long it waits there.
+    entityMessagePollInterval: Duration.seconds(1),
+    refreshAssignmentsInterval: Duration.seconds(1)
+  })
+}
+
+const storage = Layer.merge(SqlMessageStorage.layer, Layer.orDie(SqlRunnerStorage.layer))
+
+/**
+ * The cluster's own tables, created under Wearflow's migration lock: replicas starting
+ * together would otherwise race on the DDL.
+ */
+const prepareStorage = (options: EngineOptions) =>
+  Layer.effectDiscard(withMigrationLock(Layer.build(storage.pipe(Layer.provide(shardingConfig(options)))).pipe(Effect.orDie)))
+
+export const layer = (options: EngineOptions) => {
+  const Cluster = Sharding.layer.pipe(
+    Layer.provideMerge(Runners.layerNoop),
+    Layer.provideMerge(storage),
+    Layer.provide(RunnerHealth.layerNoop),
+    Layer.provide(shardingConfig(options)),
+    Layer.provide(prepareStorage(options))
+  )
+  return Layer.mergeAll(
+    ClusterWorkflowEngine.layer.pipe(Layer.provideMerge(Cluster)),
+    RateLimiter.layer.pipe(Layer.provide(RateLimiterStore.layer))
+  )
+}
