@@ -164,7 +164,7 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         where c.provider = ${provider.id} and c.provider_user_id = ${providerUserId} and c.status = 'active' and u.team_id <> ${teamId}`
       if (elsewhere[0]!.n > 0) return yield* new ProviderUserTaken({ provider: provider.id })
       const authVersion = tokens.tokenSecret ? "oauth1" : tokens.accessToken ? "oauth2" : null
-      const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date; linked_at: Date }>`
+      const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
         insert into provider_connections
           (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, token_secret,
            access_token_expires_at, refresh_token_expires_at, access_token_hash, auth_version)
@@ -178,7 +178,7 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
           access_token_expires_at = excluded.access_token_expires_at, refresh_token_expires_at = excluded.refresh_token_expires_at,
           access_token_hash = excluded.access_token_hash, auth_version = excluded.auth_version, last_error = null,
           oauth1_token = null, oauth1_token_secret = null, oauth1_valid_until = null, linked_at = now(), updated_at = now()
-        returning provider, provider_user_id, status, scopes, created_at, linked_at`
+        returning provider, provider_user_id, status, scopes, created_at`
       yield* appendEvent(sql, {
         event_type: "provider.connection.created",
         data: {
@@ -201,10 +201,9 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       // The history is fetched from the same transaction: a connection never exists without its backfill.
       const settings = yield* Effect.serviceOption(BackfillSettings)
       const backfillId = provider.backfill !== undefined && Option.isSome(settings) && settings.value.onConnect
-        ? yield* scheduleBackfill(sql, { teamId, userId, provider: provider.id, linkedAt: row!.linked_at, origin: "connection" })
+        ? yield* scheduleBackfill(sql, { teamId, userId, provider: provider.id, origin: "connection" })
         : undefined
-      const { linked_at: _, ...connection } = row!
-      return { connection: { ...connection, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length, backfillId }
+      return { connection: { ...row!, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length, backfillId }
     }, sql.withTransaction)
 
     /** Active connections for a provider user, by id or by OAuth 1.0a token. */

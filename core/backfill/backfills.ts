@@ -147,8 +147,9 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       sql<{ type: string; resource: string; range_start: Date; range_end: Date; requested_at: Date | null }>`
         select w.type, w.resource, w.range_start, w.range_end, w.requested_at
         from backfill_windows w join backfills b on b.id = w.backfill_id
-        where b.user_id = ${backfill.user_id} and b.provider = ${backfill.provider} and b.linked_at = ${backfill.linked_at}
-          and b.id <> ${backfill.id} and w.requested_at is not null
+        join backfills this on this.id = ${backfill.id}
+        where b.user_id = this.user_id and b.provider = this.provider and b.linked_at = this.linked_at
+          and b.id <> this.id and w.requested_at is not null
         order by w.requested_at`
 
     /**
@@ -165,18 +166,20 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       const wanted = backfill.types ?? settings.types
       const types = backfill_.types.filter((t) => wanted === undefined || wanted.includes(t.type))
       const learned = yield* sql<{ type: string; max_days: number }>`select type, max_days from backfill_earliest where provider = ${provider.id}`
-      const windows = planWindows({
+      const days = backfill.days ?? settings.days
+      const before = yield* requestedBefore(backfill)
+      const requested = new Map<string, Array<{ start: Date; end: Date }>>()
+      for (const b of before) requested.set(b.type, [...(requested.get(b.type) ?? []), { start: b.range_start, end: b.range_end }])
+      const fresh = planWindows({
         types,
         end: backfill.range_end,
-        days: backfill.days ?? settings.days,
-        maxDays: new Map(learned.map((l) => [l.type, l.max_days]))
+        days,
+        maxDays: new Map(learned.map((l) => [l.type, l.max_days])),
+        requested
       })
-      const before = yield* requestedBefore(backfill)
-      const covered = (w: { type: string; start: Date; end: Date }) =>
-        before.some((b) => b.type === w.type && b.range_start.getTime() <= w.start.getTime() && b.range_end.getTime() >= w.end.getTime())
-      const fresh = windows.filter((w) => !covered(w))
+      const from = backfill.range_end.getTime() - days * DAY_MS
       const alreadyRequested = before
-        .filter((b) => windows.some((w) => w.type === b.type && b.range_start < w.end && b.range_end > w.start))
+        .filter((b) => types.some((t) => t.type === b.type) && b.range_end.getTime() > from)
         .map((b): RequestedRange => ({ type: b.type, resource: b.resource, range_start: b.range_start.toISOString(), range_end: b.range_end.toISOString(), requested_at: iso(b.requested_at) }))
       const rows = fresh.map((w, seq) => ({
         id: randomUUID(),
@@ -263,9 +266,10 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       const provider = yield* providerOf(backfill.provider)
       const history = yield* backfillOf(provider)
 
+      // The connection the backfill was made for: a relink since then starts a backfill of its own.
       const [connection] = yield* sql<{ provider_user_id: string }>`
-        select provider_user_id from provider_connections
-        where user_id = ${backfill.user_id} and provider = ${backfill.provider} and status = 'active' and linked_at = ${backfill.linked_at}`
+        select c.provider_user_id from provider_connections c join backfills b on b.user_id = c.user_id and b.provider = c.provider
+        where b.id = ${backfill.id} and c.status = 'active' and c.linked_at = b.linked_at`
       const credentials = connection
         ? yield* connections.credentialsFor(provider.id, { _tag: "UserId", id: connection.provider_user_id }).pipe(
           Effect.catchTag("DecryptionError", () => Effect.succeed(undefined))
@@ -498,14 +502,14 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       if (provider?.backfill === undefined) return yield* new BackfillNotFound({ message: `${providerId} cannot backfill history` })
       const unknown = (input.types ?? []).filter((t) => !provider.backfill!.types.some((bt) => bt.type === t))
       if (unknown.length > 0) return yield* new BackfillNotFound({ message: `unknown ${provider.name} backfill types: ${unknown.join(", ")}` })
-      const [connection] = yield* sql<{ linked_at: Date }>`
-        select linked_at from provider_connections where user_id = ${userId} and provider = ${providerId} and status = 'active'`
+      const [connection] = yield* sql<{ id: string }>`
+        select id from provider_connections where user_id = ${userId} and provider = ${providerId} and status = 'active'`
       if (!connection) return yield* new BackfillNotFound({ message: `the user has no active ${provider.name} connection` })
       const [active] = yield* sql<{ id: string }>`select id from backfills where user_id = ${userId} and provider = ${providerId} and status in ('scheduled', 'running')`
       if (active) {
         return yield* new BackfillConflict({ message: "a backfill is already running for this connection; cancel it first", alreadyRequested: [] })
       }
-      const id = yield* scheduleBackfill(sql, { teamId, userId, provider: providerId, linkedAt: connection.linked_at, origin: "request", days: input.days, types: input.types })
+      const id = yield* scheduleBackfill(sql, { teamId, userId, provider: providerId, origin: "request", days: input.days, types: input.types })
       const planned = yield* plan(id)
       if (planned.windows.length === 0) {
         // Nothing new to ask for: the provider would only answer 409. Leave no empty backfill behind.

@@ -1,7 +1,7 @@
 /**
- * A backfill's plan: each enabled type's history, cut into windows no longer than the
- * provider allows per request, newest first across types, so recent data of every kind
- * arrives before older data of any kind.
+ * A backfill's plan: each enabled type's history, less what was already requested, cut into
+ * windows no longer than the provider allows per request, newest first across types, so
+ * recent data of every kind arrives before older data of any kind.
  */
 import type { BackfillType } from "../provider.ts"
 
@@ -28,6 +28,26 @@ export interface PlanOptions {
   readonly days: number
   /** How many days back each type turned out to allow, where a provider said so. */
   readonly maxDays: ReadonlyMap<string, number>
+  /** Ranges already requested per type (the provider does not send them twice): left out. */
+  readonly requested?: ReadonlyMap<string, ReadonlyArray<{ readonly start: Date; readonly end: Date }>> | undefined
+}
+
+interface Span {
+  readonly start: number
+  readonly end: number
+}
+
+/** `span` minus every range in `taken`, newest part first. */
+const uncovered = (span: Span, taken: ReadonlyArray<Span>): Array<Span> => {
+  let parts: Array<Span> = [span]
+  for (const t of taken) {
+    parts = parts.flatMap((p) =>
+      t.end <= p.start || t.start >= p.end
+        ? [p]
+        : [{ start: p.start, end: Math.max(p.start, t.start) }, { start: Math.min(p.end, t.end), end: p.end }].filter((q) => q.end > q.start)
+    )
+  }
+  return parts.sort((a, b) => b.end - a.end)
 }
 
 /** Whole days a range spans (what providers' rate limits count). */
@@ -38,10 +58,12 @@ export const planWindows = (options: PlanOptions): ReadonlyArray<PlannedWindow> 
   const liveAfter = end - DAY_MS
   const perType = options.types.map((type) => {
     const depth = Math.min(options.days, options.maxDays.get(type.type) ?? Infinity)
-    const start = end - depth * DAY_MS
-    const windows: Array<{ start: number; end: number }> = []
-    for (let to = end; to > start; to -= type.maxDays * DAY_MS) {
-      windows.push({ start: Math.max(start, to - type.maxDays * DAY_MS), end: to })
+    const taken = (options.requested?.get(type.type) ?? []).map((r) => ({ start: r.start.getTime(), end: r.end.getTime() }))
+    const windows: Array<Span> = []
+    for (const part of uncovered({ start: end - depth * DAY_MS, end }, taken)) {
+      for (let to = part.end; to > part.start; to -= type.maxDays * DAY_MS) {
+        windows.push({ start: Math.max(part.start, to - type.maxDays * DAY_MS), end: to })
+      }
     }
     return { type, windows }
   })

@@ -15,7 +15,6 @@ export interface ScheduleInput {
   readonly teamId: string
   readonly userId: string
   readonly provider: string
-  readonly linkedAt: Date
   readonly origin: "connection" | "request"
   readonly days?: number | undefined
   readonly types?: ReadonlyArray<string> | undefined
@@ -36,8 +35,9 @@ export const scheduleBackfill = (sql: SqlClient.SqlClient, input: ScheduleInput)
     const id = randomUUID()
     yield* sql`
       insert into backfills (id, team_id, user_id, provider, linked_at, origin, days, types, range_end)
-      values (${id}, ${input.teamId}, ${input.userId}, ${input.provider}, ${input.linkedAt}, ${input.origin},
-              ${input.days ?? null}, ${input.types ? [...input.types] : null}, now())`
+      select ${id}, ${input.teamId}, ${input.userId}, ${input.provider}, c.linked_at, ${input.origin},
+             ${input.days ?? null}, ${input.types ? [...input.types] : null}, now()
+      from provider_connections c where c.user_id = ${input.userId} and c.provider = ${input.provider}`
     return id
   })
 

@@ -39,6 +39,8 @@ export const startGarminStack = async (options: {
     Array.from({ length: options.replicas ?? 1 }, () => fs.mkdtemp(path.join(os.tmpdir(), `wearflow-${options.name}-`)))
   )
   const envFor = (dataDir: string) => ({
+    // Tests that are not about backfills keep their fake Garmin's request log to themselves.
+    WEARFLOW_BACKFILL_ON_CONNECT: "false",
     DATABASE_URL: url,
     WEARFLOW_API_KEY: options.apiKey,
     WEARFLOW_DATA_DIR: dataDir,

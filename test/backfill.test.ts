@@ -1,0 +1,311 @@
+/**
+ * Backfills end to end: the real server and a fake Garmin that answers backfill requests and
+ * then delivers the history as PUSH notifications. A connection starts a chain of requests,
+ * one window at a time; each resource's `historical.data.*.created` goes out only once its
+ * data is stored; Garmin's error answers, the shared rate limit, a kill -9 in the middle and
+ * two processes on one database are each checked against the fake's request log.
+ */
+import { randomBytes } from "node:crypto"
+import type pg from "pg"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { FakeGarmin } from "./support/fake-garmin.ts"
+import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { type GarminStack, startGarminStack } from "./support/stack.ts"
+import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
+
+const CONSUMER = { consumerKey: "backfill-consumer-key", consumerSecret: "backfill-consumer-secret" }
+const API_KEY = "backfill-api-key"
+const DAY = 86_400
+const NOW = Math.floor(Date.now() / 1000)
+
+/** Three types, 40 days: dailies and sleeps one window each, activities two (30 + 10 days). */
+const BACKFILL_ENV = {
+  WEARFLOW_BACKFILL_ON_CONNECT: "true",
+  WEARFLOW_BACKFILL_DAYS: "40",
+  WEARFLOW_BACKFILL_TYPES: "dailies,sleeps,activities",
+  WEARFLOW_BACKFILL_QUIET_PERIOD: "2 seconds",
+  WEARFLOW_BACKFILL_SETTLE: "300 millis",
+  WEARFLOW_BACKFILL_BUDGET_DAYS: "10000",
+  WEARFLOW_BACKFILL_RETRY_BACKOFF: "200 millis"
+}
+
+type Api = ReturnType<typeof wearflowApi>
+
+interface Harness {
+  readonly stack: GarminStack
+  readonly garmin: FakeGarmin
+  readonly db: pg.Client
+  readonly api: Api
+}
+
+const harness = async (name: string, env: Record<string, string> = {}, replicas = 1): Promise<Harness> => {
+  const stack = await startGarminStack({ name, consumer: CONSUMER, apiKey: API_KEY, replicas, env: { ...BACKFILL_ENV, ...env } })
+  stack.garmin.state.backfill.deliverTo = `${stack.server.baseUrl}/api/v1/webhooks/garmin/push`
+  stack.garmin.state.backfill.deliveryDelayMs = 150
+  return { stack, garmin: stack.garmin, db: stack.db, api: wearflowApi(() => stack.server.baseUrl, API_KEY) }
+}
+
+/** A Wearflow user linked (through the API) to a Garmin user with 40 days of history. */
+const connectedUser = async (h: Harness, name: string, options: { permissions?: Array<string>; history?: boolean; api?: Api } = {}) => {
+  const garminId = `garmin-${name}-${randomBytes(3).toString("hex")}`
+  const accessToken = `token-${garminId}`
+  h.garmin.addUser(garminId, {
+    ...(options.permissions ? { permissions: options.permissions } : {}),
+    oauth2: { accessToken, accessTokenExpiresAt: Date.now() + DAY * 1000, refreshToken: `refresh-${garminId}`, refreshTokenExpiresAt: Date.now() + 90 * DAY * 1000 }
+  })
+  const seeded = options.history === false
+    ? {}
+    : h.garmin.seedHistory(garminId, { from: NOW - 40 * DAY, to: NOW - DAY, types: ["dailies", "sleeps", "activities"] })
+  const api = options.api ?? h.api
+  const created = await api("POST", "/v2/user", { client_user_id: name })
+  expect(created.status).toBe(200)
+  const userId = created.body.user_id as string
+  const linked = await api("POST", `/v2/user/${userId}/connections/garmin`, {
+    provider_user_id: garminId,
+    oauth2: { access_token: accessToken, expires_at: new Date(Date.now() + DAY * 1000).toISOString() }
+  })
+  expect(linked.status).toBe(200)
+  return { userId, garminId, seeded }
+}
+
+const pullsOf = async (api: Api, userId: string) => {
+  const { status, body } = await api("GET", `/v2/introspect/historical_pull?user_id=${userId}&provider=garmin`)
+  expect(status).toBe(200)
+  return body.data[0] as { status: string; historical_pulls: Record<string, any> } | undefined
+}
+
+/** Waits until the user's latest backfill has ended; answers its view. */
+const finished = (api: Api, userId: string, timeoutMs = 40_000) =>
+  eventually(async () => {
+    const view = await pullsOf(api, userId)
+    return view && view.status !== "scheduled" && view.status !== "running" ? view : undefined
+  }, timeoutMs)
+
+const requestsOf = (garmin: FakeGarmin, garminId: string) => garmin.state.backfillRequests.filter((r) => r.userId === garminId)
+
+const eventsOf = async (db: pg.Client, userId: string, pattern: string) =>
+  (await db.query("select position::bigint as position, event_type, payload from outbox where user_id = $1 and event_type like $2 order by position", [userId, pattern])).rows as Array<{
+    position: string
+    event_type: string
+    payload: any
+  }>
+
+/** No (type, range) was ever requested twice for the Garmin user. */
+const expectNoRepeats = (garmin: FakeGarmin, garminId: string) => {
+  const keys = requestsOf(garmin, garminId).filter((r) => r.status !== 429 && r.status < 500).map((r) => `${r.type}:${r.start}:${r.end}`)
+  expect(new Set(keys).size).toBe(keys.length)
+}
+
+describe("a backfill chain on one server", () => {
+  let h: Harness
+  beforeAll(async () => {
+    h = await harness("backfill")
+  })
+  afterAll(async () => {
+    await h?.stack.close()
+  })
+
+  it("requests each window in turn once its data arrived, then announces each resource with its real range", async () => {
+    const { userId, garminId, seeded } = await connectedUser(h, "chain")
+    // A live notification during the backfill is processed normally and does not count as history.
+    const live = { ...seeded.dailies!.at(-1)!, summaryId: `live-${garminId}`, startTimeInSeconds: NOW - 600, calendarDate: new Date((NOW - 600) * 1000).toISOString().slice(0, 10), userId: garminId }
+    await eventually(async () => (requestsOf(h.garmin, garminId).length > 0 ? true : undefined), 20_000)
+    expect((await sendGarminNotification(h.stack.server.baseUrl, CONSUMER.consumerKey, "push", { dailies: [live] })).status).toBe(200)
+
+    const view = await finished(h.api, userId)
+    expect(view.status).toBe("done")
+    const pulls = view.historical_pulls
+    expect(Object.keys(pulls).sort()).toEqual(["activity", "sleep", "workouts"])
+    for (const pull of Object.values(pulls)) {
+      expect(pull.status).toBe("success")
+      expect(pull.error_details).toBeNull()
+      expect(pull.timeline.started_at).not.toBeNull()
+      expect(pull.timeline.ended_at).not.toBeNull()
+      expect(Date.parse(pull.range_end) - Date.parse(pull.range_start)).toBe(40 * DAY * 1000)
+    }
+    expect(pulls.activity.days_with_data).toBe(seeded.dailies!.length + 1) // the live day is stored too
+    expect(pulls.sleep.days_with_data).toBe(seeded.sleeps!.length)
+    expect(pulls.workouts.windows).toEqual({ total: 2, done: 2 })
+
+    // One request per window, in the planned order, each after the previous window's data.
+    const requests = requestsOf(h.garmin, garminId)
+    expect(requests.map((r) => [r.type, r.status])).toEqual([["dailies", 202], ["sleeps", 202], ["activities", 202], ["activities", 202]])
+    expect(requests.map((r) => (r.end! - r.start!) / DAY)).toEqual([40, 40, 30, 10])
+    const deliveries = h.garmin.state.deliveries.filter((d) => d.userId === garminId)
+    for (let i = 1; i < requests.length; i++) {
+      const previous = deliveries.filter((d) => d.type === requests[i - 1]!.type && d.at <= requests[i]!.at)
+      if (requests[i - 1]!.type !== requests[i]!.type) expect(previous.length).toBeGreaterThan(0)
+    }
+
+    // Each historical event comes after every record of its resource, with the real range.
+    for (const resource of ["activity", "sleep", "workouts"]) {
+      const [notice, ...more] = await eventsOf(h.db, userId, `historical.data.${resource}.created`)
+      expect(more).toEqual([])
+      expect(notice!.payload.data).toMatchObject({ user_id: userId, is_final: true, provider: "garmin", start_date: pulls[resource].range_start, end_date: pulls[resource].range_end })
+      const data = await eventsOf(h.db, userId, `daily.data.${resource}.%`)
+      expect(data.length).toBeGreaterThan(0)
+      expect(BigInt(notice!.position)).toBeGreaterThan(BigInt(data.at(-1)!.position))
+    }
+  })
+
+  it("explains a re-run over ranges already requested instead of sending them again", async () => {
+    const { userId, garminId } = await connectedUser(h, "rerun")
+    await finished(h.api, userId)
+    const before = requestsOf(h.garmin, garminId).length
+    const again = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["dailies"], days: 40 })
+    // The new plan ends now, so only the hours since the connection are new; the rest is explained.
+    expect(again.status).toBe(202)
+    expect(again.body.already_requested).toEqual([expect.objectContaining({ type: "dailies", resource: "activity" })])
+    expect(again.body.message).toMatch(/already requested/)
+    await finished(h.api, userId)
+    const sent = requestsOf(h.garmin, garminId).slice(before)
+    expect(sent.length).toBe(1)
+    expect(sent[0]!.start).toBeGreaterThanOrEqual(NOW - 5)
+    // Running one while another runs is refused, and explained.
+    const third = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 5 })
+    expect(third.status).toBe(202)
+    const fourth = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 5 })
+    expect(fourth.status).toBe(409)
+    expect(fourth.body.message).toMatch(/already running/)
+    const cancelled = await h.api("DELETE", `/v2/user/${userId}/backfill/garmin`)
+    expect(cancelled.status).toBe(200)
+    expect(cancelled.body.status).toBe("cancelled")
+    expect((await h.api("DELETE", `/v2/user/${userId}/backfill/garmin`)).status).toBe(404)
+    expect((await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["nope"] })).status).toBe(404)
+  })
+
+  it("409 from Garmin: that window is done with no new data and is never retried", async () => {
+    h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", status: 409, body: JSON.stringify({ errorMessage: "Duplicate backfill request" }) })
+    const { userId, garminId } = await connectedUser(h, "dup")
+    const view = await finished(h.api, userId)
+    expect(view.historical_pulls.sleep.status).toBe("success")
+    expect(requestsOf(h.garmin, garminId).filter((r) => r.type === "sleeps")).toHaveLength(0) // the injected answer never reached the handler
+    const windows = (await h.db.query("select w.type, w.status, w.attempts from backfill_windows w join backfills b on b.id = w.backfill_id where b.user_id = $1 and w.type = 'sleeps'", [userId])).rows
+    expect(windows).toEqual([{ type: "sleeps", status: "already_requested", attempts: 1 }])
+    expect(await eventsOf(h.db, userId, "historical.data.sleep.created")).toHaveLength(1)
+  })
+
+  it("403 (no HISTORICAL_DATA_EXPORT): stops the chain, marks every resource failed and tells the team", async () => {
+    const { userId, garminId } = await connectedUser(h, "forbidden", { permissions: ["ACTIVITY_EXPORT", "HEALTH_EXPORT"] })
+    const view = await finished(h.api, userId)
+    expect(requestsOf(h.garmin, garminId).map((r) => r.status)).toEqual([403])
+    for (const pull of Object.values(view.historical_pulls)) {
+      expect(pull.status).toBe("failure")
+      expect(pull.error_details).toMatch(/403/)
+    }
+    const [error] = await eventsOf(h.db, userId, "provider.connection.error")
+    expect(error!.payload.data).toMatchObject({ error_type: "required_scopes_not_granted", provider: { slug: "garmin" } })
+    expect(await eventsOf(h.db, userId, "historical.data.%")).toEqual([])
+  })
+
+  it("429 and 5xx: waits and retries the same window, then goes on", async () => {
+    h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/dailies", status: 429, headers: { "retry-after": "1" } })
+    h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", status: 503 })
+    h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", status: 502 })
+    const { userId, garminId } = await connectedUser(h, "flaky")
+    const view = await finished(h.api, userId)
+    expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
+    const attempts = (await h.db.query("select w.type, w.attempts from backfill_windows w join backfills b on b.id = w.backfill_id where b.user_id = $1 order by w.seq", [userId])).rows
+    expect(attempts).toEqual([{ type: "dailies", attempts: 2 }, { type: "sleeps", attempts: 3 }, { type: "activities", attempts: 1 }, { type: "activities", attempts: 1 }])
+    expect(requestsOf(h.garmin, garminId).map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
+  })
+
+  it("400 min start: narrows the window to what Garmin allows, retries once, and remembers it", async () => {
+    const allowedFrom = NOW - 20 * DAY
+    const { userId, garminId } = await connectedUser(h, "minstart")
+    h.garmin.state.users.get(garminId)!.backfillMinStartTimeInSeconds = allowedFrom
+    const view = await finished(h.api, userId)
+    expect(view.status).toBe("done")
+    const requests = requestsOf(h.garmin, garminId)
+    expect(requests.map((r) => [r.type, r.status])).toEqual([
+      ["dailies", 400], ["dailies", 202],
+      ["sleeps", 400], ["sleeps", 202],
+      ["activities", 400], ["activities", 202] // the older activities window lies wholly before the limit: skipped
+    ])
+    expect(requests[1]!.start).toBe(allowedFrom)
+    for (const pull of Object.values(view.historical_pulls)) {
+      expect(pull.status).toBe("success")
+      expect(pull.range_start).toBe(new Date(allowedFrom * 1000).toISOString())
+    }
+    const learned = (await h.db.query("select type, max_days from backfill_earliest order by type")).rows
+    // Garmin allowed 20 days back: later connections plan no further.
+    expect(learned).toEqual([{ type: "activities", max_days: 20 }, { type: "dailies", max_days: 20 }, { type: "sleeps", max_days: 20 }])
+  })
+})
+
+describe("the shared rate limit", () => {
+  let h: Harness
+  beforeAll(async () => {
+    // 10 days of data per 2 s; each connection asks for 2 windows of 4 days.
+    h = await harness("backfill-rate", {
+      WEARFLOW_BACKFILL_DAYS: "4",
+      WEARFLOW_BACKFILL_TYPES: "dailies,sleeps",
+      WEARFLOW_BACKFILL_BUDGET_DAYS: "10",
+      WEARFLOW_BACKFILL_BUDGET_WINDOW: "2 seconds",
+      WEARFLOW_BACKFILL_QUIET_PERIOD: "300 millis"
+    })
+  })
+  afterAll(async () => {
+    await h?.stack.close()
+  })
+
+  it("keeps every connection's requests together under one budget of days per window", async () => {
+    const users = await Promise.all(["r1", "r2", "r3"].map((name) => connectedUser(h, name, { history: false })))
+    await Promise.all(users.map((u) => finished(h.api, u.userId)))
+    const requests = h.garmin.state.backfillRequests.filter((r) => users.some((u) => u.garminId === r.userId))
+    expect(requests).toHaveLength(6)
+    // The budget holds over every stretch: by any request, no more days were asked for than
+    // the windows elapsed allow (a request may straddle two windows: one request's days of slack).
+    const start = requests[0]!.at
+    let asked = 0
+    for (const r of requests) {
+      asked += (r.end! - r.start!) / DAY
+      expect(asked).toBeLessThanOrEqual(10 * ((r.at - start) / 2_000 + 1) + 4)
+    }
+    // The three chains shared it: their requests interleave.
+    expect(new Set(requests.slice(0, 3).map((r) => r.userId)).size).toBeGreaterThan(1)
+  })
+})
+
+describe("durability", () => {
+  it("kill -9 in the middle of a chain: a restart resumes it, and no request is sent twice", async () => {
+    const h = await harness("backfill-crash", { WEARFLOW_RUNNER_ADDRESS: "crash-test:1", WEARFLOW_BACKFILL_QUIET_PERIOD: "3 seconds" })
+    let restarted: RunningServer | undefined
+    try {
+      const { userId, garminId } = await connectedUser(h, "crash")
+      await eventually(async () => (requestsOf(h.garmin, garminId).length >= 2 ? true : undefined), 30_000)
+      expect(await h.stack.server.stop("SIGKILL")).toBeNull()
+      const before = requestsOf(h.garmin, garminId).length
+      restarted = await startServer(h.stack.env)
+      h.garmin.state.backfill.deliverTo = `${restarted.baseUrl}/api/v1/webhooks/garmin/push`
+      const api = wearflowApi(() => restarted!.baseUrl, API_KEY)
+      const view = await finished(api, userId, 60_000)
+      expect(view.status).toBe("done")
+      expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
+      const requests = requestsOf(h.garmin, garminId)
+      expect(requests.length).toBeGreaterThan(before)
+      expect(requests.map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
+      expectNoRepeats(h.garmin, garminId)
+    } finally {
+      await restarted?.stop()
+      await h.stack.close()
+    }
+  })
+
+  it("two server processes on one database: each step runs once", async () => {
+    const h = await harness("backfill-two", { WEARFLOW_ENCRYPTION_KEY: randomBytes(32).toString("base64") }, 2)
+    try {
+      const second = wearflowApi(() => h.stack.servers[1]!.baseUrl, API_KEY)
+      const users = await Promise.all(["two-a", "two-b", "two-c", "two-d"].map((name, i) => connectedUser(h, name, { api: i % 2 === 0 ? h.api : second })))
+      const views = await Promise.all(users.map((u) => finished(h.api, u.userId, 60_000)))
+      for (const view of views) expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
+      for (const user of users) {
+        expect(requestsOf(h.garmin, user.garminId).map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
+        expectNoRepeats(h.garmin, user.garminId)
+        for (const resource of ["activity", "sleep", "workouts"]) expect(await eventsOf(h.db, user.userId, `historical.data.${resource}.created`)).toHaveLength(1)
+      }
+    } finally {
+      await h.stack.close()
+    }
+  })
+})
