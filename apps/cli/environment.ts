@@ -1,11 +1,13 @@
 /**
  * What a command needs from the server's world: its configuration (same variables, same
- * defaults), its token encryption keys, its database and the Garmin provider. Anything
- * unusable becomes an EnvironmentError with a one-line message (exit code 3).
+ * defaults), its token encryption keys, its database, the Garmin provider, and the running
+ * server's URL and API key. Anything unusable becomes an EnvironmentError with a one-line
+ * message (exit code 3).
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import type { MigrationError } from "@effect/sql/Migrator"
 import { Accounts } from "@wearflow/core/accounts"
+import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
@@ -15,10 +17,10 @@ import { Providers } from "@wearflow/core/provider"
 import * as Database from "@wearflow/core/storage/database"
 import * as EmbeddedPostgres from "@wearflow/core/storage/embedded-postgres"
 import * as Garmin from "@wearflow/garmin"
-import { type ConfigError, ConfigProvider, Data, Effect, Layer, Option } from "effect"
+import { Config as EffectConfig, type ConfigError, ConfigProvider, Data, Effect, Layer, Option, type Redacted } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { resolveEncryptionKey, ServerConfig } from "../server/config.ts"
+import { resolveApiKey, resolveEncryptionKey, ServerConfig } from "../server/config.ts"
 
 /** The database or the configuration cannot be used; nothing was changed. */
 export class EnvironmentError extends Data.TaggedError("EnvironmentError")<{ readonly message: string }> {}
@@ -90,6 +92,12 @@ const databaseLayer = (config: Config, maxConnections: number) =>
     return Database.layer({ url: Option.none(), dataDir: config.dataDir, maxConnections })
   }).pipe(Layer.unwrapEffect, Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : databaseError(e))))
 
+/** The Garmin provider, loaded through the plugin host (its sandboxed client, without the webhook routes). */
+const ProvidersLive = Providers.fromTags(Garmin.GarminProvider).pipe(
+  Layer.provide(Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider })),
+  Layer.provide(OutboundHttp.layer())
+)
+
 /**
  * Connections over the server's database with the Garmin provider (its sandboxed client,
  * without the webhook routes, which would need the inbox). One database connection per
@@ -99,11 +107,55 @@ export const layer = (config: Config, keys: Effect.Effect.Success<ReturnType<typ
   const Storage = Layer.mergeAll(IngestQueue.layer.pipe(Layer.provide(layerQueueStore({}))), layerTokenCipher(keys)).pipe(
     Layer.provideMerge(databaseLayer(config, concurrency + 2))
   )
-  const GarminProvider = Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider })
-  const ProvidersLive = Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminProvider), Layer.provide(OutboundHttp.layer()))
   return Connections.Default.pipe(
     Layer.provide(ProvidersLive),
     Layer.provide(Accounts.Default.pipe(Layer.provideMerge(Storage))),
     Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : e._tag === "SqlError" ? databaseError(e) : configError(e)))
   )
 }
+
+/**
+ * What `backfill status` reads with: the server's database and the providers (for their
+ * names). No token keys: it reads no tokens. Two database connections: it reads one query at
+ * a time.
+ */
+export const statusLayer = (config: Config) =>
+  BackfillStatus.Default.pipe(
+    Layer.provide(ProvidersLive),
+    Layer.provide(databaseLayer(config, 2)),
+    Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : e._tag === "SqlError" ? databaseError(e) : configError(e)))
+  )
+
+/** The running server as `backfill start` and `cancel` reach it. */
+export interface ServerEndpoint {
+  /** Without a trailing slash; routes are appended. */
+  readonly baseUrl: string
+  readonly apiKey: Redacted.Redacted<string>
+}
+
+const ServerUrl = EffectConfig.option(
+  EffectConfig.string("WEARFLOW_SERVER_URL").pipe(
+    EffectConfig.validate({ message: "WEARFLOW_SERVER_URL must be an http(s) URL", validation: (s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol) })
+  )
+)
+
+/**
+ * WEARFLOW_SERVER_URL, else WEARFLOW_PUBLIC_URL, else the server's own port on loopback; and
+ * the server's API key: WEARFLOW_API_KEY, else the key file in the data dir. Unlike the
+ * server, a command never generates a key: the server would not know it.
+ */
+export const serverEndpoint = (config: Config) =>
+  Effect.gen(function* () {
+    const explicit = yield* Effect.mapError(ServerUrl, configError)
+    const baseUrl = Option.getOrElse(Option.orElse(explicit, () => config.publicUrl), () => `http://127.0.0.1:${config.port}`).replace(/\/+$/, "")
+    if (Option.isNone(config.apiKey)) {
+      const file = path.join(config.dataDir, "api-key")
+      if (!(yield* Effect.promise(() => exists(file)))) {
+        return yield* new EnvironmentError({
+          message: `no API key: WEARFLOW_API_KEY is unset and ${path.resolve(file)} does not exist (set them as the server has them)`
+        })
+      }
+    }
+    const apiKey = yield* resolveApiKey(config).pipe(Effect.mapError((e) => new EnvironmentError({ message: e.message })))
+    return { baseUrl, apiKey } satisfies ServerEndpoint
+  })

@@ -6,6 +6,7 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { Accounts } from "@wearflow/core/accounts"
 import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"
+import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections"
 import { Providers } from "@wearflow/core/provider"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
@@ -254,6 +255,7 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
 export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handlers) =>
   Effect.gen(function* () {
     const backfills = yield* Backfills
+    const status = yield* BackfillStatus
     return handlers
       .handle("start", ({ path, payload }) =>
         Effect.gen(function* () {
@@ -290,7 +292,7 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
           if (urlParams.user_id !== undefined && !/^[0-9a-f-]{36}$/i.test(urlParams.user_id)) return { data: [], next_cursor: null }
-          const data = yield* backfills.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider })
+          const data = yield* status.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider })
           return { data, next_cursor: null }
         }).pipe(Effect.catchTags({ SqlError: () => Effect.fail(unavailable()) })))
   })

@@ -8,6 +8,7 @@ import { Accounts } from "@wearflow/core/accounts"
 import { Backfills, startChain } from "@wearflow/core/backfill/backfills"
 import * as BackfillChains from "@wearflow/core/backfill/chain"
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
+import { BackfillStatus } from "@wearflow/core/backfill/status"
 import * as Engine from "@wearflow/core/engine"
 import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
@@ -60,7 +61,7 @@ const AppLayer = Effect.gen(function* () {
   )
 
   // Backfills: the chains run here; those recorded but never started (a crash right after a link) start now.
-  const BackfillsLive = BackfillChains.layer.pipe(Layer.provideMerge(Backfills.Default))
+  const BackfillsLive = BackfillChains.layer.pipe(Layer.provideMerge(Layer.merge(Backfills.Default, BackfillStatus.Default)))
   const ResumeScheduled = Layer.effectDiscard(
     Effect.flatMap(Backfills, (backfills) => backfills.scheduled).pipe(
       Effect.flatMap((ids) => Effect.forEach(ids, startChain, { discard: true })),

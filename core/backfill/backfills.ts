@@ -12,7 +12,7 @@ import { WorkflowEngine } from "@effect/workflow"
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Data, Duration, Effect, Option, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
-import { Accounts, providerInfo } from "../accounts.ts"
+import { Accounts } from "../accounts.ts"
 import { Connections } from "../connections.ts"
 import { type NotificationItem, type Provider, Providers } from "../provider.ts"
 import { appendEvent, type Recipient } from "../pipeline/store.ts"
@@ -53,30 +53,7 @@ export interface BackfillRequest {
   readonly types?: ReadonlyArray<string> | undefined
 }
 
-/** Junction's historical-pull status of one resource. */
-export interface HistoricalPull {
-  readonly status: "scheduled" | "in_progress" | "success" | "failure" | "retrying"
-  readonly range_start: string | null
-  readonly range_end: string | null
-  readonly timeline: { readonly scheduled_at: string; readonly started_at: string | null; readonly ended_at: string | null }
-  readonly days_with_data: number
-  readonly windows: { readonly total: number; readonly done: number }
-  readonly error_details: string | null
-}
-
-export interface BackfillView {
-  readonly backfill_id: string
-  readonly user_id: string
-  readonly client_user_id: string
-  readonly provider: { readonly name: string; readonly slug: string; readonly logo: null }
-  readonly status: string
-  readonly origin: string
-  readonly created_at: string
-  readonly ended_at: string | null
-  readonly historical_pulls: Readonly<Record<string, HistoricalPull>>
-}
-
-interface BackfillRow {
+export interface BackfillRow {
   readonly id: string
   readonly team_id: string
   readonly user_id: string
@@ -92,7 +69,7 @@ interface BackfillRow {
   readonly ended_at: Date | null
 }
 
-interface WindowRow {
+export interface WindowRow {
   readonly id: string
   readonly backfill_id: string
   readonly seq: number
@@ -109,7 +86,7 @@ interface WindowRow {
   readonly error: string | null
 }
 
-const iso = (date: Date | null) => (date === null ? null : date.toISOString())
+export const iso = (date: Date | null) => (date === null ? null : date.toISOString())
 
 /** Database outages inside an activity are waited out rather than failing the chain. */
 const retryTransient = <A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>) =>
@@ -423,78 +400,6 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       )
     })
 
-    const windowsOf = (backfillId: string) => sql<WindowRow>`select * from backfill_windows where backfill_id = ${backfillId} order by seq`
-
-    /** Junction's per-resource view of one backfill. */
-    const viewOf = (backfill: BackfillRow & { client_user_id: string }) =>
-      Effect.gen(function* () {
-        const windows = yield* windowsOf(backfill.id)
-        const provider = providers.get(backfill.provider)
-        const pulls: Record<string, HistoricalPull> = {}
-        const resources = [...new Set(windows.map((w) => w.resource))]
-        for (const resource of resources) {
-          const mine = windows.filter((w) => w.resource === resource)
-          const fetched = mine.filter((w) => w.status !== "skipped" && w.status !== "cancelled")
-          const rangeStart = fetched.length ? new Date(Math.min(...fetched.map((w) => w.range_start.getTime()))) : null
-          const rangeEnd = fetched.length ? new Date(Math.max(...fetched.map((w) => w.range_end.getTime()))) : null
-          const done = mine.filter((w) => (DONE as ReadonlyArray<string>).includes(w.status)).length
-          const failed = mine.find((w) => w.status === "failed" || w.status === "cancelled")
-          const status: HistoricalPull["status"] = failed
-            ? "failure"
-            : done === mine.length
-            ? "success"
-            : mine.some((w) => w.status === "retrying")
-            ? "retrying"
-            : mine.some((w) => w.status !== "scheduled")
-            ? "in_progress"
-            : "scheduled"
-          const started = mine.map((w) => w.requested_at).filter((d): d is Date => d !== null)
-          const ended = status === "success" || status === "failure" ? mine.map((w) => w.completed_at).filter((d): d is Date => d !== null) : []
-          const [days] = rangeStart && rangeEnd
-            ? yield* sql<{ n: number }>`
-              select count(distinct coalesce(calendar_date, (start_at at time zone 'UTC')::date))::int as n from records
-              where user_id = ${backfill.user_id} and provider = ${backfill.provider} and resource = ${resource}
-                and start_at >= ${rangeStart} and start_at < ${rangeEnd}`
-            : [{ n: 0 }]
-          pulls[resource] = {
-            status,
-            range_start: iso(rangeStart),
-            range_end: iso(rangeEnd),
-            timeline: {
-              scheduled_at: backfill.created_at.toISOString(),
-              started_at: started.length ? new Date(Math.min(...started.map((d) => d.getTime()))).toISOString() : null,
-              ended_at: ended.length ? new Date(Math.max(...ended.map((d) => d.getTime()))).toISOString() : null
-            },
-            days_with_data: days?.n ?? 0,
-            windows: { total: mine.length, done },
-            error_details: failed?.error ?? null
-          }
-        }
-        return {
-          backfill_id: backfill.id,
-          user_id: backfill.user_id,
-          client_user_id: backfill.client_user_id,
-          provider: provider ? providerInfo(provider) : { name: backfill.provider, slug: backfill.provider, logo: null },
-          status: backfill.status,
-          origin: backfill.origin,
-          created_at: backfill.created_at.toISOString(),
-          ended_at: iso(backfill.ended_at),
-          historical_pulls: pulls
-        } satisfies BackfillView
-      })
-
-    /** The latest backfill of each user (and provider) in the team, or of one user. */
-    const status = Effect.fn("Backfills.status")(function* (teamId: string | undefined, filter: { readonly userId?: string | undefined; readonly provider?: string | undefined }) {
-      const rows = yield* sql<BackfillRow & { client_user_id: string }>`
-        select distinct on (b.user_id, b.provider) b.*, u.client_user_id
-        from backfills b join users u on u.id = b.user_id
-        where ${teamId === undefined ? sql`true` : sql`b.team_id = ${teamId}`}
-          and ${filter.userId === undefined ? sql`true` : sql`b.user_id = ${filter.userId}`}
-          and ${filter.provider === undefined ? sql`true` : sql`b.provider = ${filter.provider}`}
-        order by b.user_id, b.provider, b.created_at desc`
-      return yield* Effect.forEach(rows, viewOf)
-    })
-
     /** Schedules and plans a backfill an operator asked for; explains what cannot be asked again. */
     const requestFor = Effect.fn("Backfills.requestFor")(function* (teamId: string, userId: string, providerId: string, input: BackfillRequest) {
       yield* accounts.getUser(teamId, userId)
@@ -544,7 +449,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       Effect.map((rows) => rows.map((r) => r.id))
     )
 
-    return { plan, request, quietRemaining, complete, finish, recordArrivals, status, requestFor, cancel, scheduled, loadBackfill } as const
+    return { plan, request, quietRemaining, complete, finish, recordArrivals, requestFor, cancel, scheduled, loadBackfill } as const
   })
 }) {}
 

@@ -1,0 +1,115 @@
+/**
+ * What operators ask of backfills: per user and provider, the latest backfill's status per
+ * resource, in Junction's historical-pull shape. Read-only, so the command line can use it
+ * without joining the workflow cluster.
+ */
+import { SqlClient } from "@effect/sql"
+import { Effect } from "effect"
+import { providerInfo } from "../accounts.ts"
+import { Providers } from "../provider.ts"
+import { type BackfillRow, iso, type WindowRow } from "./backfills.ts"
+import { DONE } from "./schedule.ts"
+
+/** Junction's historical-pull status of one resource. */
+export interface HistoricalPull {
+  readonly status: "scheduled" | "in_progress" | "success" | "failure" | "retrying"
+  readonly range_start: string | null
+  readonly range_end: string | null
+  readonly timeline: { readonly scheduled_at: string; readonly started_at: string | null; readonly ended_at: string | null }
+  readonly days_with_data: number
+  readonly windows: { readonly total: number; readonly done: number }
+  readonly error_details: string | null
+}
+
+export interface BackfillView {
+  readonly backfill_id: string
+  readonly user_id: string
+  readonly client_user_id: string
+  readonly provider: { readonly name: string; readonly slug: string; readonly logo: null }
+  readonly status: string
+  readonly origin: string
+  readonly created_at: string
+  readonly ended_at: string | null
+  readonly historical_pulls: Readonly<Record<string, HistoricalPull>>
+}
+
+export class BackfillStatus extends Effect.Service<BackfillStatus>()("wearflow/BackfillStatus", {
+  effect: Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const providers = yield* Providers
+
+    const windowsOf = (backfillId: string) => sql<WindowRow>`select * from backfill_windows where backfill_id = ${backfillId} order by seq`
+
+    /** Junction's per-resource view of one backfill. */
+    const viewOf = (backfill: BackfillRow & { client_user_id: string }) =>
+      Effect.gen(function* () {
+        const windows = yield* windowsOf(backfill.id)
+        const provider = providers.get(backfill.provider)
+        const pulls: Record<string, HistoricalPull> = {}
+        const resources = [...new Set(windows.map((w) => w.resource))]
+        for (const resource of resources) {
+          const mine = windows.filter((w) => w.resource === resource)
+          const fetched = mine.filter((w) => w.status !== "skipped" && w.status !== "cancelled")
+          const rangeStart = fetched.length ? new Date(Math.min(...fetched.map((w) => w.range_start.getTime()))) : null
+          const rangeEnd = fetched.length ? new Date(Math.max(...fetched.map((w) => w.range_end.getTime()))) : null
+          const done = mine.filter((w) => (DONE as ReadonlyArray<string>).includes(w.status)).length
+          const failed = mine.find((w) => w.status === "failed" || w.status === "cancelled")
+          const status: HistoricalPull["status"] = failed
+            ? "failure"
+            : done === mine.length
+            ? "success"
+            : mine.some((w) => w.status === "retrying")
+            ? "retrying"
+            : mine.some((w) => w.status !== "scheduled")
+            ? "in_progress"
+            : "scheduled"
+          const started = mine.map((w) => w.requested_at).filter((d): d is Date => d !== null)
+          const ended = status === "success" || status === "failure" ? mine.map((w) => w.completed_at).filter((d): d is Date => d !== null) : []
+          const [days] = rangeStart && rangeEnd
+            ? yield* sql<{ n: number }>`
+              select count(distinct coalesce(calendar_date, (start_at at time zone 'UTC')::date))::int as n from records
+              where user_id = ${backfill.user_id} and provider = ${backfill.provider} and resource = ${resource}
+                and start_at >= ${rangeStart} and start_at < ${rangeEnd}`
+            : [{ n: 0 }]
+          pulls[resource] = {
+            status,
+            range_start: iso(rangeStart),
+            range_end: iso(rangeEnd),
+            timeline: {
+              scheduled_at: backfill.created_at.toISOString(),
+              started_at: started.length ? new Date(Math.min(...started.map((d) => d.getTime()))).toISOString() : null,
+              ended_at: ended.length ? new Date(Math.max(...ended.map((d) => d.getTime()))).toISOString() : null
+            },
+            days_with_data: days?.n ?? 0,
+            windows: { total: mine.length, done },
+            error_details: failed?.error ?? null
+          }
+        }
+        return {
+          backfill_id: backfill.id,
+          user_id: backfill.user_id,
+          client_user_id: backfill.client_user_id,
+          provider: provider ? providerInfo(provider) : { name: backfill.provider, slug: backfill.provider, logo: null },
+          status: backfill.status,
+          origin: backfill.origin,
+          created_at: backfill.created_at.toISOString(),
+          ended_at: iso(backfill.ended_at),
+          historical_pulls: pulls
+        } satisfies BackfillView
+      })
+
+    /** The latest backfill of each user (and provider) in the team, or of one user. */
+    const status = Effect.fn("Backfills.status")(function* (teamId: string | undefined, filter: { readonly userId?: string | undefined; readonly provider?: string | undefined }) {
+      const rows = yield* sql<BackfillRow & { client_user_id: string }>`
+        select distinct on (b.user_id, b.provider) b.*, u.client_user_id
+        from backfills b join users u on u.id = b.user_id
+        where ${teamId === undefined ? sql`true` : sql`b.team_id = ${teamId}`}
+          and ${filter.userId === undefined ? sql`true` : sql`b.user_id = ${filter.userId}`}
+          and ${filter.provider === undefined ? sql`true` : sql`b.provider = ${filter.provider}`}
+        order by b.user_id, b.provider, b.created_at desc`
+      return yield* Effect.forEach(rows, viewOf)
+    })
+
+    return { status } as const
+  })
+}) {}
