@@ -14,7 +14,8 @@ import { Data, Duration, Effect, Option, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
 import { Accounts } from "../accounts.ts"
 import { Connections } from "../connections.ts"
-import { type NotificationItem, type Provider, Providers } from "../provider.ts"
+import type { BackfillAnswer, NotificationItem, Provider } from "../provider.ts"
+import { Providers } from "../provider.ts"
 import { appendEvent, type Recipient } from "../pipeline/store.ts"
 import { isTransient } from "../storage/errors.ts"
 import { DAY_MS, planWindows } from "./plan.ts"
@@ -233,39 +234,56 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
      * first: if the process dies mid-request, the retry knows a 409 may answer its own
      * earlier request, and treats it as accepted.
      */
+    /**
+     * Checks a window is still to be requested and marks it `sending`, committed before the
+     * provider is called: should the process die mid-request, the retry knows a 409 may
+     * answer its own earlier request.
+     */
+    const prepare = (windowId: string) =>
+      Effect.gen(function* () {
+        const [window] = yield* sql<WindowRow>`select * from backfill_windows where id = ${windowId} for update`
+        if (!window) return { _tag: "Stop" } satisfies Step
+        const backfill = yield* loadBackfill(window.backfill_id)
+        if (backfill.status === "cancelled") return { _tag: "Stop" } satisfies Step
+        if (window.status === "requested") return { _tag: "Waiting" } satisfies Step
+        if ((FINAL as ReadonlyArray<string>).includes(window.status)) return { _tag: "Finished" } satisfies Step
+        // The connection the backfill was made for: a relink since then starts a backfill of its own.
+        const [connection] = yield* sql<{ provider_user_id: string }>`
+          select c.provider_user_id from provider_connections c join backfills b on b.user_id = c.user_id and b.provider = c.provider
+          where b.id = ${backfill.id} and c.status = 'active' and c.linked_at = b.linked_at`
+        if (!connection) {
+          yield* stopChain(backfill, "the connection is no longer active")
+          return { _tag: "Stop" } satisfies Step
+        }
+        yield* sql`update backfill_windows set status = 'sending', attempts = attempts + 1 where id = ${window.id}`
+        yield* sql`update backfills set status = 'running', started_at = coalesce(started_at, now()) where id = ${backfill.id} and status = 'scheduled'`
+        return { _tag: "Send", window, backfill, providerUserId: connection.provider_user_id, resent: window.status === "sending" } as const
+      }).pipe(sql.withTransaction)
+
+    /** One request for a window, and what the chain does next. */
     const request = Effect.fn("Backfills.request")(function* (windowId: string) {
-      const [window] = yield* sql<WindowRow>`select * from backfill_windows where id = ${windowId}`
-      if (!window) return { _tag: "Stop" } satisfies Step
-      const backfill = yield* loadBackfill(window.backfill_id)
-      if (backfill.status === "cancelled") return { _tag: "Stop" } satisfies Step
-      if (window.status === "requested") return { _tag: "Waiting" } satisfies Step
-      if ((FINAL as ReadonlyArray<string>).includes(window.status)) return { _tag: "Finished" } satisfies Step
+      const prepared = yield* prepare(windowId)
+      if (prepared._tag !== "Send") return prepared
+      const { window, backfill, resent } = prepared
       const provider = yield* providerOf(backfill.provider)
       const history = yield* backfillOf(provider)
-
-      // The connection the backfill was made for: a relink since then starts a backfill of its own.
-      const [connection] = yield* sql<{ provider_user_id: string }>`
-        select c.provider_user_id from provider_connections c join backfills b on b.user_id = c.user_id and b.provider = c.provider
-        where b.id = ${backfill.id} and c.status = 'active' and c.linked_at = b.linked_at`
-      const credentials = connection
-        ? yield* connections.credentialsFor(provider.id, { _tag: "UserId", id: connection.provider_user_id }).pipe(
-          Effect.catchTag("DecryptionError", () => Effect.succeed(undefined))
-        )
-        : undefined
+      const credentials = yield* connections.credentialsFor(provider.id, { _tag: "UserId", id: prepared.providerUserId }).pipe(
+        Effect.catchTag("DecryptionError", () => Effect.succeed(undefined))
+      )
       if (credentials === undefined) {
-        yield* stopChain(backfill, "the connection is no longer active")
+        yield* sql.withTransaction(stopChain(backfill, "the connection's tokens are gone"))
         return { _tag: "Stop" } satisfies Step
       }
-
-      const resent = window.status === "sending"
-      yield* sql`update backfill_windows set status = 'sending', attempts = attempts + 1 where id = ${window.id}`
-      yield* sql`update backfills set status = 'running', started_at = coalesce(started_at, now()) where id = ${backfill.id} and status = 'scheduled'`
       const attempts = window.attempts + 1
       const answer = yield* history.request(credentials, window.type, { start: window.range_start, end: window.range_end })
       yield* Effect.logInfo("backfill request answered").pipe(
         Effect.annotateLogs({ backfill_id: backfill.id, type: window.type, answer: answer._tag, attempts })
       )
+      return yield* sql.withTransaction(applyAnswer(backfill, window, provider, answer, attempts, resent))
+    }, retryTransient)
 
+    const applyAnswer = (backfill: BackfillRow, window: WindowRow, provider: Provider, answer: BackfillAnswer, attempts: number, resent: boolean) =>
+      Effect.gen(function* () {
       const accepted = sql`update backfill_windows set status = 'requested', requested_at = now(), error = null where id = ${window.id}`
       switch (answer._tag) {
         case "Accepted":
@@ -326,7 +344,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
           yield* finishWindow(backfill, window, "failed", "failed", answer.message)
           return { _tag: "Finished" } satisfies Step
       }
-    }, sql.withTransaction, retryTransient)
+      })
 
     /** How long until the window's quiet period ends; undefined when it no longer waits. */
     const quietRemaining = Effect.fn("Backfills.quietRemaining")(function* (windowId: string) {
