@@ -91,6 +91,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
     const sql = yield* SqlClient.SqlClient
     const cipher = yield* TokenCipher
     const queue = yield* IngestQueue
+    // Whether linking starts a backfill is the app's choice; without settings it does not.
+    const backfill = yield* Effect.serviceOption(BackfillSettings)
 
     /** Makes sure `key` opens team `name` (the bootstrap key from WEARFLOW_API_KEY). */
     const ensureTeamKey = Effect.fn("Accounts.ensureTeamKey")(function* (name: string, key: Redacted.Redacted<string>) {
@@ -199,8 +201,7 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         yield* queue.offer({ inboxId: Number(parked.inbox_id), userKey: parked.provider_user_id }, { id: randomUUID() })
       }
       // The history is fetched from the same transaction: a connection never exists without its backfill.
-      const settings = yield* Effect.serviceOption(BackfillSettings)
-      const backfillId = provider.backfill !== undefined && Option.isSome(settings) && settings.value.onConnect
+      const backfillId = provider.backfill !== undefined && Option.isSome(backfill) && backfill.value.onConnect
         ? yield* scheduleBackfill(sql, { teamId, userId, provider: provider.id, origin: "connection" })
         : undefined
       return { connection: { ...row!, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length, backfillId }

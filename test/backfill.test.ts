@@ -71,7 +71,7 @@ const connectedUser = async (h: Harness, name: string, options: { permissions?: 
 const pullsOf = async (api: Api, userId: string) => {
   const { status, body } = await api("GET", `/v2/introspect/historical_pull?user_id=${userId}&provider=garmin`)
   expect(status).toBe(200)
-  return body.data[0] as { status: string; historical_pulls: Record<string, any> } | undefined
+  return body.data[0] as { status: string; origin: string; historical_pulls: Record<string, any> } | undefined
 }
 
 /** Waits until the user's latest backfill has ended; answers its view. */
@@ -146,6 +146,25 @@ describe("a backfill chain on one server", () => {
       expect(data.length).toBeGreaterThan(0)
       expect(BigInt(notice!.position)).toBeGreaterThan(BigInt(data.at(-1)!.position))
     }
+  })
+
+  it("a connection made through the OAuth flow starts its backfill too", async () => {
+    const garminId = `garmin-oauth-${randomBytes(3).toString("hex")}`
+    h.garmin.addUser(garminId)
+    const seeded = h.garmin.seedHistory(garminId, { from: NOW - 40 * DAY, to: NOW - DAY, types: ["dailies"] })
+    h.garmin.state.nextOAuth2User = garminId
+    const created = await h.api("POST", "/v2/user", { client_user_id: "oauth-flow" })
+    const userId = created.body.user_id as string
+    const link = await h.api("POST", "/v2/link/token", { user_id: userId, provider: "garmin" })
+    const visit = (url: string) => fetch(url, { redirect: "manual" }).then((r) => r.headers.get("location")!)
+    const consent = await visit(link.body.link_web_url)
+    const callback = new URL(await visit(consent))
+    expect((await fetch(`${h.stack.server.baseUrl}${callback.pathname}${callback.search}`, { redirect: "manual" })).status).toBe(200)
+    const view = await finished(h.api, userId)
+    expect(view.origin).toBe("connection")
+    expect(view.historical_pulls.activity.status).toBe("success")
+    expect(view.historical_pulls.activity.days_with_data).toBe(seeded.dailies!.length)
+    expect(requestsOf(h.garmin, garminId).map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
   })
 
   it("explains a re-run over ranges already requested instead of sending them again", async () => {
