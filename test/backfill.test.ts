@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto"
 import type pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { backfillFinished, connectedUser, DAY, NOW } from "./support/backfill.ts"
 import type { FakeGarmin } from "./support/fake-garmin.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
@@ -15,8 +16,6 @@ import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.t
 
 const CONSUMER = { consumerKey: "backfill-consumer-key", consumerSecret: "backfill-consumer-secret" }
 const API_KEY = "backfill-api-key"
-const DAY = 86_400
-const NOW = Math.floor(Date.now() / 1000)
 
 /** Three types, 40 days: dailies and sleeps one window each, activities two (30 + 10 days). */
 const BACKFILL_ENV = {
@@ -45,41 +44,9 @@ const harness = async (name: string, env: Record<string, string> = {}, replicas 
   return { stack, garmin: stack.garmin, db: stack.db, api: wearflowApi(() => stack.server.baseUrl, API_KEY) }
 }
 
-/** A Wearflow user linked (through the API) to a Garmin user with 40 days of history. */
-const connectedUser = async (h: Harness, name: string, options: { permissions?: Array<string>; history?: boolean; api?: Api } = {}) => {
-  const garminId = `garmin-${name}-${randomBytes(3).toString("hex")}`
-  const accessToken = `token-${garminId}`
-  h.garmin.addUser(garminId, {
-    ...(options.permissions ? { permissions: options.permissions } : {}),
-    oauth2: { accessToken, accessTokenExpiresAt: Date.now() + DAY * 1000, refreshToken: `refresh-${garminId}`, refreshTokenExpiresAt: Date.now() + 90 * DAY * 1000 }
-  })
-  const seeded = options.history === false
-    ? {}
-    : h.garmin.seedHistory(garminId, { from: NOW - 40 * DAY, to: NOW - DAY, types: ["dailies", "sleeps", "activities"] })
-  const api = options.api ?? h.api
-  const created = await api("POST", "/v2/user", { client_user_id: name })
-  expect(created.status).toBe(200)
-  const userId = created.body.user_id as string
-  const linked = await api("POST", `/v2/user/${userId}/connections/garmin`, {
-    provider_user_id: garminId,
-    oauth2: { access_token: accessToken, expires_at: new Date(Date.now() + DAY * 1000).toISOString() }
-  })
-  expect(linked.status).toBe(200)
-  return { userId, garminId, seeded }
-}
+const connected = (h: Harness, name: string, options: Parameters<typeof connectedUser>[3] & { api?: Api } = {}) =>
+  connectedUser(h.garmin, options.api ?? h.api, name, options)
 
-const pullsOf = async (api: Api, userId: string) => {
-  const { status, body } = await api("GET", `/v2/introspect/historical_pull?user_id=${userId}&provider=garmin`)
-  expect(status).toBe(200)
-  return body.data[0] as { status: string; origin: string; historical_pulls: Record<string, any> } | undefined
-}
-
-/** Waits until the user's latest backfill has ended; answers its view. */
-const finished = (api: Api, userId: string, timeoutMs = 40_000) =>
-  eventually(async () => {
-    const view = await pullsOf(api, userId)
-    return view && view.status !== "scheduled" && view.status !== "running" ? view : undefined
-  }, timeoutMs)
 
 const requestsOf = (garmin: FakeGarmin, garminId: string) => garmin.state.backfillRequests.filter((r) => r.userId === garminId)
 
@@ -106,13 +73,13 @@ describe("a backfill chain on one server", () => {
   })
 
   it("requests each window in turn once its data arrived, then announces each resource with its real range", async () => {
-    const { userId, garminId, seeded } = await connectedUser(h, "chain")
+    const { userId, garminId, seeded } = await connected(h, "chain")
     // A live notification during the backfill is processed normally and does not count as history.
     const live = { ...seeded.dailies!.at(-1)!, summaryId: `live-${garminId}`, startTimeInSeconds: NOW - 600, calendarDate: new Date((NOW - 600) * 1000).toISOString().slice(0, 10), userId: garminId }
     await eventually(async () => (requestsOf(h.garmin, garminId).length > 0 ? true : undefined), 20_000)
     expect((await sendGarminNotification(h.stack.server.baseUrl, CONSUMER.consumerKey, "push", { dailies: [live] })).status).toBe(200)
 
-    const view = await finished(h.api, userId)
+    const view = await backfillFinished(h.api, userId)
     expect(view.status).toBe("done")
     const pulls = view.historical_pulls
     expect(Object.keys(pulls).sort()).toEqual(["activity", "sleep", "workouts"])
@@ -160,7 +127,7 @@ describe("a backfill chain on one server", () => {
     const consent = await visit(link.body.link_web_url)
     const callback = new URL(await visit(consent))
     expect((await fetch(`${h.stack.server.baseUrl}${callback.pathname}${callback.search}`, { redirect: "manual" })).status).toBe(200)
-    const view = await finished(h.api, userId)
+    const view = await backfillFinished(h.api, userId)
     expect(view.origin).toBe("connection")
     expect(view.historical_pulls.activity.status).toBe("success")
     expect(view.historical_pulls.activity.days_with_data).toBe(seeded.dailies!.length)
@@ -168,22 +135,29 @@ describe("a backfill chain on one server", () => {
   })
 
   it("explains a re-run over ranges already requested instead of sending them again", async () => {
-    const { userId, garminId } = await connectedUser(h, "rerun")
-    await finished(h.api, userId)
+    const { userId, garminId } = await connected(h, "rerun")
+    await backfillFinished(h.api, userId)
     const before = requestsOf(h.garmin, garminId).length
-    const again = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["dailies"], days: 40 })
-    // The new plan ends now, so only the hours since the connection are new; the rest is explained.
-    expect(again.status).toBe(202)
-    expect(again.body.already_requested).toEqual([expect.objectContaining({ type: "dailies", resource: "activity" })])
-    expect(again.body.message).toMatch(/already requested/)
-    await finished(h.api, userId)
+    // All 40 days were asked for minutes ago (the minutes since arrived live): nothing to send.
+    const same = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["dailies"], days: 40 })
+    expect(same.status).toBe(409)
+    expect(same.body.message).toMatch(/already asked for all of this history.*reconnect/)
+    expect(same.body.already_requested).toEqual([expect.objectContaining({ type: "dailies", resource: "activity" })])
+    // Deeper: only the 10 older days go; the 40 already asked for are explained.
+    const deeper = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["dailies"], days: 50 })
+    expect(deeper.status).toBe(202)
+    expect(deeper.body.planned).toHaveLength(1)
+    expect(Date.parse(deeper.body.planned[0].range_end) - Date.parse(deeper.body.planned[0].range_start)).toBeLessThan(10 * DAY * 1000 + 600_000)
+    expect(deeper.body.already_requested).toEqual([expect.objectContaining({ type: "dailies" })])
+    expect(deeper.body.message).toMatch(/already requested/)
+    await backfillFinished(h.api, userId)
     const sent = requestsOf(h.garmin, garminId).slice(before)
-    expect(sent.length).toBe(1)
-    expect(sent[0]!.start).toBeGreaterThanOrEqual(NOW - 5)
+    expect(sent.map((r) => r.type)).toEqual(["dailies"])
+    expect(sent[0]!.end).toBeLessThanOrEqual(NOW - 39 * DAY)
     // Running one while another runs is refused, and explained.
-    const third = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 5 })
+    const third = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 60 })
     expect(third.status).toBe(202)
-    const fourth = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 5 })
+    const fourth = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 70 })
     expect(fourth.status).toBe(409)
     expect(fourth.body.message).toMatch(/already running/)
     const cancelled = await h.api("DELETE", `/v2/user/${userId}/backfill/garmin`)
@@ -195,8 +169,8 @@ describe("a backfill chain on one server", () => {
 
   it("409 from Garmin: that window is done with no new data and is never retried", async () => {
     h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", status: 409, body: JSON.stringify({ errorMessage: "Duplicate backfill request" }) })
-    const { userId, garminId } = await connectedUser(h, "dup")
-    const view = await finished(h.api, userId)
+    const { userId, garminId } = await connected(h, "dup")
+    const view = await backfillFinished(h.api, userId)
     expect(view.historical_pulls.sleep.status).toBe("success")
     expect(requestsOf(h.garmin, garminId).filter((r) => r.type === "sleeps")).toHaveLength(0) // the injected answer never reached the handler
     const windows = (await h.db.query("select w.type, w.status, w.attempts from backfill_windows w join backfills b on b.id = w.backfill_id where b.user_id = $1 and w.type = 'sleeps'", [userId])).rows
@@ -205,8 +179,8 @@ describe("a backfill chain on one server", () => {
   })
 
   it("403 (no HISTORICAL_DATA_EXPORT): stops the chain, marks every resource failed and tells the team", async () => {
-    const { userId, garminId } = await connectedUser(h, "forbidden", { permissions: ["ACTIVITY_EXPORT", "HEALTH_EXPORT"] })
-    const view = await finished(h.api, userId)
+    const { userId, garminId } = await connected(h, "forbidden", { permissions: ["ACTIVITY_EXPORT", "HEALTH_EXPORT"] })
+    const view = await backfillFinished(h.api, userId)
     expect(requestsOf(h.garmin, garminId).map((r) => r.status)).toEqual([403])
     for (const pull of Object.values(view.historical_pulls)) {
       expect(pull.status).toBe("failure")
@@ -221,8 +195,8 @@ describe("a backfill chain on one server", () => {
     h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/dailies", status: 429, headers: { "retry-after": "1" } })
     h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", status: 503 })
     h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", status: 502 })
-    const { userId, garminId } = await connectedUser(h, "flaky")
-    const view = await finished(h.api, userId)
+    const { userId, garminId } = await connected(h, "flaky")
+    const view = await backfillFinished(h.api, userId)
     expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
     const attempts = (await h.db.query("select w.type, w.attempts from backfill_windows w join backfills b on b.id = w.backfill_id where b.user_id = $1 order by w.seq", [userId])).rows
     expect(attempts).toEqual([{ type: "dailies", attempts: 2 }, { type: "sleeps", attempts: 3 }, { type: "activities", attempts: 1 }, { type: "activities", attempts: 1 }])
@@ -231,9 +205,9 @@ describe("a backfill chain on one server", () => {
 
   it("400 min start: narrows the window to what Garmin allows, retries once, and remembers it", async () => {
     const allowedFrom = NOW - 20 * DAY
-    const { userId, garminId } = await connectedUser(h, "minstart")
+    const { userId, garminId } = await connected(h, "minstart")
     h.garmin.state.users.get(garminId)!.backfillMinStartTimeInSeconds = allowedFrom
-    const view = await finished(h.api, userId)
+    const view = await backfillFinished(h.api, userId)
     expect(view.status).toBe("done")
     const requests = requestsOf(h.garmin, garminId)
     expect(requests.map((r) => [r.type, r.status])).toEqual([
@@ -269,8 +243,8 @@ describe("the shared rate limit", () => {
   })
 
   it("keeps every connection's requests together under one budget of days per window", async () => {
-    const users = await Promise.all(["r1", "r2", "r3"].map((name) => connectedUser(h, name, { history: false })))
-    await Promise.all(users.map((u) => finished(h.api, u.userId)))
+    const users = await Promise.all(["r1", "r2", "r3"].map((name) => connected(h, name, { history: false })))
+    await Promise.all(users.map((u) => backfillFinished(h.api, u.userId)))
     const requests = h.garmin.state.backfillRequests.filter((r) => users.some((u) => u.garminId === r.userId))
     expect(requests).toHaveLength(6)
     // The budget holds over every stretch: by any request, no more days were asked for than
@@ -291,14 +265,14 @@ describe("durability", () => {
     const h = await harness("backfill-crash", { WEARFLOW_RUNNER_ADDRESS: "crash-test:1", WEARFLOW_BACKFILL_QUIET_PERIOD: "3 seconds" })
     let restarted: RunningServer | undefined
     try {
-      const { userId, garminId } = await connectedUser(h, "crash")
+      const { userId, garminId } = await connected(h, "crash")
       await eventually(async () => (requestsOf(h.garmin, garminId).length >= 2 ? true : undefined), 30_000)
       expect(await h.stack.server.stop("SIGKILL")).toBeNull()
       const before = requestsOf(h.garmin, garminId).length
       restarted = await startServer(h.stack.env)
       h.garmin.state.backfill.deliverTo = `${restarted.baseUrl}/api/v1/webhooks/garmin/push`
       const api = wearflowApi(() => restarted!.baseUrl, API_KEY)
-      const view = await finished(api, userId, 60_000)
+      const view = await backfillFinished(api, userId, 60_000)
       expect(view.status).toBe("done")
       expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
       const requests = requestsOf(h.garmin, garminId)
@@ -315,8 +289,8 @@ describe("durability", () => {
     const h = await harness("backfill-two", { WEARFLOW_ENCRYPTION_KEY: randomBytes(32).toString("base64") }, 2)
     try {
       const second = wearflowApi(() => h.stack.servers[1]!.baseUrl, API_KEY)
-      const users = await Promise.all(["two-a", "two-b", "two-c", "two-d"].map((name, i) => connectedUser(h, name, { api: i % 2 === 0 ? h.api : second })))
-      const views = await Promise.all(users.map((u) => finished(h.api, u.userId, 60_000)))
+      const users = await Promise.all(["two-a", "two-b", "two-c", "two-d"].map((name, i) => connected(h, name, { api: i % 2 === 0 ? h.api : second })))
+      const views = await Promise.all(users.map((u) => backfillFinished(h.api, u.userId, 60_000)))
       for (const view of views) expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
       for (const user of users) {
         expect(requestsOf(h.garmin, user.garminId).map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])

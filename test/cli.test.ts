@@ -4,22 +4,18 @@
  * user with exit code 1; re-runs exchange only what is left; a migrated connection's next PING
  * is pulled with its new OAuth 2.0 token; usage and configuration errors are one clear line.
  */
-import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FakeGarmin } from "./support/fake-garmin.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
+import { wearflowCommand } from "./support/cli.ts"
 import { eventually, type RunningServer } from "./support/server.ts"
 import { dailySteps, garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "cli-consumer-key", consumerSecret: "cli-consumer-secret" }
 const API_KEY = "cli-api-key"
 const ENCRYPTION_KEY = Buffer.alloc(32, 7).toString("base64")
-const root = fileURLToPath(new URL("../", import.meta.url))
-const bin = path.join(root, "node_modules", ".bin")
 const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 
@@ -31,31 +27,7 @@ let env: Readonly<Record<string, string>>
 /** Everything every run printed, checked for tokens at the end. */
 const printed: Array<string> = []
 
-interface Run {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs `wearflow` as an operator would after `npm install`: the bin, with node_modules/.bin on PATH (for bun). */
-const wearflow = (args: ReadonlyArray<string>, overrides: Record<string, string | undefined> = {}) =>
-  new Promise<Run>((resolve, reject) => {
-    const { DATABASE_URL: _ignored, ...inherited } = process.env
-    const child = spawn(path.join(bin, "wearflow"), args, {
-      cwd: root,
-      env: { ...inherited, PATH: `${bin}${path.delimiter}${process.env.PATH ?? ""}`, ...env, ...overrides },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk) => (stdout += chunk))
-    child.stderr.on("data", (chunk) => (stderr += chunk))
-    child.once("error", reject)
-    child.once("close", (code) => {
-      printed.push(stdout, stderr)
-      resolve({ code, stdout, stderr })
-    })
-  })
+const wearflow = wearflowCommand(() => env, printed)
 
 interface JsonReport {
   found: number

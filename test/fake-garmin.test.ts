@@ -430,18 +430,6 @@ describe("backfill", () => {
     Object.assign(garmin.state.backfill, defaults)
   })
 
-  it("starts with Garmin-like delivery settings and no limits", () => {
-    expect(defaults).toEqual({
-      deliverTo: undefined,
-      deliveryDelayMs: 300,
-      chunkSize: 40,
-      chunkGapMs: 50,
-      minStartTimeInSeconds: undefined,
-      daysPerMinute: undefined,
-      rateWindowMs: 60_000
-    })
-  })
-
   it("seeds history from the fixtures: one record per day, activities every second day", () => {
     const user = seedUser()
     const added = garmin.seedHistory(user.userId, { from: D0, to: D0 + 10 * DAY })

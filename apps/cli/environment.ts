@@ -123,7 +123,7 @@ export const statusLayer = (config: Config) =>
   BackfillStatus.Default.pipe(
     Layer.provide(ProvidersLive),
     Layer.provide(databaseLayer(config, 2)),
-    Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : e._tag === "SqlError" ? databaseError(e) : configError(e)))
+    Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : configError(e)))
   )
 
 /** The running server as `backfill start` and `cancel` reach it. */
@@ -156,6 +156,6 @@ export const serverEndpoint = (config: Config) =>
         })
       }
     }
-    const apiKey = yield* resolveApiKey(config).pipe(Effect.mapError((e) => new EnvironmentError({ message: e.message })))
+    const apiKey = yield* Effect.suspend(() => resolveApiKey(config)).pipe(Effect.mapError((e) => new EnvironmentError({ message: e.message })))
     return { baseUrl, apiKey } satisfies ServerEndpoint
   })

@@ -285,6 +285,14 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     const applyAnswer = (backfill: BackfillRow, window: WindowRow, provider: Provider, answer: BackfillAnswer, attempts: number, resent: boolean) =>
       Effect.gen(function* () {
       const accepted = sql`update backfill_windows set status = 'requested', requested_at = now(), error = null where id = ${window.id}`
+      // Cancelled while the provider answered: what it accepted is still on record (it will not send it twice).
+      const [current] = yield* sql<{ status: string }>`select status from backfill_windows where id = ${window.id} for update`
+      if (current?.status !== "sending") {
+        if (answer._tag === "Accepted" || (answer._tag === "AlreadyRequested" && resent)) {
+          yield* sql`update backfill_windows set requested_at = now() where id = ${window.id}`
+        }
+        return { _tag: "Stop" } satisfies Step
+      }
       switch (answer._tag) {
         case "Accepted":
           yield* accepted

@@ -37,6 +37,12 @@ interface Span {
   readonly end: number
 }
 
+/**
+ * Gaps shorter than this are not asked for: a re-run minutes after the last one would
+ * otherwise request the minutes in between, which arrived live anyway.
+ */
+const MIN_GAP_MS = 3_600_000
+
 /** `span` minus every range in `taken`, newest part first. */
 const uncovered = (span: Span, taken: ReadonlyArray<Span>): Array<Span> => {
   let parts: Array<Span> = [span]
@@ -47,7 +53,8 @@ const uncovered = (span: Span, taken: ReadonlyArray<Span>): Array<Span> => {
         : [{ start: p.start, end: Math.max(p.start, t.start) }, { start: Math.min(p.end, t.end), end: p.end }].filter((q) => q.end > q.start)
     )
   }
-  return parts.sort((a, b) => b.end - a.end)
+  // A part the span was not cut from is kept whatever its length (a short backfill asked for as such).
+  return parts.filter((p) => p === span || p.end - p.start >= MIN_GAP_MS).sort((a, b) => b.end - a.end)
 }
 
 /** Whole days a range spans (what providers' rate limits count). */

@@ -25,7 +25,7 @@ export class BackfillSettings extends Context.Tag("wearflow/BackfillSettings")<B
     onConnect: true,
     days: 90,
     types: undefined,
-    quietPeriod: Duration.minutes(3),
+    quietPeriod: Duration.minutes(10),
     settle: Duration.seconds(20),
     budgetDays: 100,
     budgetWindow: Duration.minutes(1),

@@ -1,0 +1,38 @@
+/** Runs the `wearflow` command as an operator would after `npm install`: the bin, with node_modules/.bin on PATH (for bun). */
+import { spawn } from "node:child_process"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+
+const root = fileURLToPath(new URL("../../", import.meta.url))
+const bin = path.join(root, "node_modules", ".bin")
+
+export interface Run {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/**
+ * A runner for `wearflow` in the environment `env()` gives (read on every run); everything a
+ * run prints is appended to `printed`, so a test can check no secret was ever shown.
+ */
+export const wearflowCommand = (env: () => Readonly<Record<string, string>>, printed: Array<string>) =>
+  (args: ReadonlyArray<string>, overrides: Record<string, string | undefined> = {}) =>
+    new Promise<Run>((resolve, reject) => {
+      const { DATABASE_URL: _ignored, ...inherited } = process.env
+      const merged: Record<string, string | undefined> = { ...inherited, PATH: `${bin}${path.delimiter}${process.env.PATH ?? ""}`, ...env(), ...overrides }
+      const child = spawn(path.join(bin, "wearflow"), args, {
+        cwd: root,
+        env: Object.fromEntries(Object.entries(merged).filter(([, v]) => v !== undefined)),
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (chunk) => (stdout += chunk))
+      child.stderr.on("data", (chunk) => (stderr += chunk))
+      child.once("error", reject)
+      child.once("close", (code) => {
+        printed.push(stdout, stderr)
+        resolve({ code, stdout, stderr })
+      })
+    })
