@@ -269,6 +269,13 @@ describe("durability", () => {
       await eventually(async () => (requestsOf(h.garmin, garminId).length >= 2 ? true : undefined), 30_000)
       expect(await h.stack.server.stop("SIGKILL")).toBeNull()
       const before = requestsOf(h.garmin, garminId).length
+      // A backfill recorded but never started (as if the process died right after a link),
+      // for a provider this server does not load: the restart starts it, and it ends failed.
+      await h.db.query(
+        `insert into backfills (id, team_id, user_id, provider, linked_at, origin, range_end)
+         select gen_random_uuid(), team_id, id, 'unloaded', now(), 'connection', now() from users where id = $1`,
+        [userId]
+      )
       restarted = await startServer(h.stack.env)
       h.garmin.state.backfill.deliverTo = `${restarted.baseUrl}/api/v1/webhooks/garmin/push`
       const api = wearflowApi(() => restarted!.baseUrl, API_KEY)
@@ -279,6 +286,11 @@ describe("durability", () => {
       expect(requests.length).toBeGreaterThan(before)
       expect(requests.map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
       expectNoRepeats(h.garmin, garminId)
+      const broken = await eventually(async () => {
+        const row = (await h.db.query("select status, error from backfills where provider = 'unloaded'")).rows[0]
+        return row?.status === "done" ? row : undefined
+      }, 20_000)
+      expect(broken.error).toBe("stopped by an internal error")
     } finally {
       await restarted?.stop()
       await h.stack.close()

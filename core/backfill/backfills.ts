@@ -223,7 +223,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       Effect.gen(function* () {
         yield* sql`update backfill_windows set status = 'failed', error = ${reason}, completed_at = now()
                    where backfill_id = ${backfill.id} and status not in ${sql.in([...FINAL])}`
-        yield* sql`update backfills set status = 'done', error = ${reason}, ended_at = now() where id = ${backfill.id} and status = 'running'`
+        yield* sql`update backfills set status = 'done', error = ${reason}, ended_at = now() where id = ${backfill.id} and status in ('scheduled', 'running')`
       })
 
     const backoff = (attempts: number) =>
@@ -379,6 +379,12 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
         where b.id = ${backfillId} and b.status in ('scheduled', 'running')`
     }, retryTransient)
 
+    /** A chain that broke (a bug, or storage gone for longer than its retries) ends its backfill as failed, not forever running. */
+    const abandon = Effect.fn("Backfills.abandon")(function* (backfillId: string, reason: string) {
+      const backfill = yield* loadBackfill(backfillId)
+      yield* stopChain(backfill, reason)
+    }, sql.withTransaction, retryTransient)
+
     /**
      * Notes that data arrived for `recipients` (one provider user's items from one body).
      * Windows waiting for that data record its span; a window whose data now reaches both
@@ -400,7 +406,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
         times.push(time.toISOString())
       }
       if (keys.length === 0) return
-      const answered = yield* sql<{ id: string; backfill_id: string }>`
+      const answered = yield* sql<{ id: string; backfill_id: string; newly_covered: boolean }>`
         with arrived as (select * from unnest(${keys}::text[], ${times}::timestamptz[]) as a(key, t)),
         hits as (
           select w.id, min(a.t) as lo, max(a.t) as hi, count(*)::int as n
@@ -419,7 +425,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
         from hits, backfill_windows before
         where w.id = hits.id and before.id = hits.id
         returning w.id, w.backfill_id, (before.covered_at is null and w.covered_at is not null) as newly_covered`.pipe(
-        Effect.map((rows) => rows.filter((r) => (r as unknown as { newly_covered: boolean }).newly_covered))
+        Effect.map((rows) => rows.filter((r) => r.newly_covered))
       )
       yield* Effect.forEach(answered, (w) => answerWindow(w.backfill_id, w.id, "covered"), { discard: true }).pipe(
         Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
@@ -475,7 +481,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       Effect.map((rows) => rows.map((r) => r.id))
     )
 
-    return { plan, request, quietRemaining, complete, finish, recordArrivals, requestFor, cancel, scheduled, loadBackfill } as const
+    return { plan, request, quietRemaining, complete, finish, abandon, recordArrivals, requestFor, cancel, scheduled, loadBackfill } as const
   })
 }) {}
 

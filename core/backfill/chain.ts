@@ -15,8 +15,8 @@ const PlannedWindow = Schema.Struct({
   id: Schema.String,
   type: Schema.String,
   resource: Schema.String,
-  range_start: Schema.DateFromSelf,
-  range_end: Schema.DateFromSelf
+  range_start: Schema.Date,
+  range_end: Schema.Date
 })
 
 const ChainLive = BackfillChain.toLayer(
@@ -26,7 +26,7 @@ const ChainLive = BackfillChain.toLayer(
     const { provider } = yield* backfills.loadBackfill(backfillId).pipe(Effect.orDie)
     const planned = yield* Activity.make({
       name: "plan",
-      success: Schema.Array(Schema.Struct({ ...PlannedWindow.fields, range_start: Schema.Date, range_end: Schema.Date })),
+      success: Schema.Array(PlannedWindow),
       execute: backfills.plan(backfillId).pipe(Effect.map((p) => p.windows), Effect.orDie)
     })
 
@@ -57,7 +57,13 @@ const ChainLive = BackfillChain.toLayer(
       yield* Activity.make({ name: `complete/${window.id}`, execute: backfills.complete(window.id, answer).pipe(Effect.orDie) })
     }
     yield* Activity.make({ name: "finish", execute: backfills.finish(backfillId).pipe(Effect.orDie) })
-  })
+  }, (chain, { backfillId }) =>
+    chain.pipe(
+      Effect.catchAllDefect((defect) =>
+        Effect.logError("backfill chain broke; its backfill ends as failed", defect).pipe(
+          Effect.zipRight(Activity.make({ name: "abandon", execute: Effect.flatMap(Backfills, (b) => b.abandon(backfillId, "stopped by an internal error")).pipe(Effect.orDie) }))
+        ))
+    ))
 )
 
 /** Sleeps until the window's quiet period is over, later again while data keeps coming, then answers it. */
