@@ -231,7 +231,7 @@ export interface FakeGarmin {
   addActivityFile(userId: string, file: { id?: string; bytes: Uint8Array | string; contentType?: string }): string
   /**
    * Appends realistic history to `userId`'s `data`: per key, the first record of
-   * /work/shared/fixtures/garmin/<key>.json, moved to each day of the range (every time field
+   * test/fixtures/garmin/<key>.json, moved to each day of the range (every time field
    * and calendarDate shifted together, fresh summaryId, this userId). Returns what it added.
    */
   seedHistory(userId: string, options: SeedHistoryOptions): Record<string, Array<GarminRecord>>
@@ -985,8 +985,8 @@ const injectedReply = (rule: InjectRule): Reply | undefined => {
 // History seeding (for backfill tests)
 // ---------------------------------------------------------------------------
 
-/** /work/shared/fixtures/garmin/, from this file's place in test/support. */
-const FIXTURES_DIR = new URL("../../../shared/fixtures/garmin/", import.meta.url)
+/** The repository's copy of the Garmin fixtures (test/fixtures/garmin). */
+const FIXTURES_DIR = new URL("../fixtures/garmin/", import.meta.url)
 const DEFAULT_HISTORY_KEYS = ["dailies", "sleeps", "epochs", "activities", "bodyComps", "hrv", "stressDetails"]
 /** Users do not work out every day: these keys get a record every second seeded day. */
 const ACTIVITY_KEYS = new Set(["activities", "activityDetails", "manuallyUpdatedActivities", "moveIQActivities"])
