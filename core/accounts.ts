@@ -67,7 +67,7 @@ export class UserExists extends Data.TaggedError("UserExists")<{ readonly userId
 /** The provider account is linked in another team: its data must never reach two tenants. */
 export class ProviderUserTaken extends Data.TaggedError("ProviderUserTaken")<{ readonly provider: string }> {}
 
-const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
+export const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 
 const tokenHash = (token: string) => createHash("sha256").update(token).digest()
 

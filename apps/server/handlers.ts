@@ -4,7 +4,7 @@
  * cannot probe another team's ids), storage outages 503.
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
-import { Accounts } from "@wearflow/core/accounts"
+import { Accounts, isUuid } from "@wearflow/core/accounts"
 import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections"
@@ -291,7 +291,8 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
       .handle("status", ({ urlParams }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
-          if (urlParams.user_id !== undefined && !/^[0-9a-f-]{36}$/i.test(urlParams.user_id)) return { data: [], next_cursor: null }
+          // An id that cannot be a user's matches none (and never reaches a uuid column).
+          if (urlParams.user_id !== undefined && !isUuid(urlParams.user_id)) return { data: [], next_cursor: null }
           const data = yield* status.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider })
           return { data, next_cursor: null }
         }).pipe(Effect.catchTags({ SqlError: () => Effect.fail(unavailable()) })))

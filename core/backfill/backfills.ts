@@ -9,15 +9,15 @@
  * `historical.data.<resource>.created` go out, with the range actually covered.
  */
 import { WorkflowEngine } from "@effect/workflow"
-import { SqlClient, type SqlError } from "@effect/sql"
-import { Data, Duration, Effect, Option, Schedule } from "effect"
+import { SqlClient } from "@effect/sql"
+import { Data, Duration, Effect, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { Accounts } from "../accounts.ts"
 import { Connections } from "../connections.ts"
 import type { BackfillAnswer, NotificationItem, Provider } from "../provider.ts"
 import { Providers } from "../provider.ts"
 import { appendEvent, type Recipient } from "../pipeline/store.ts"
-import { isTransient } from "../storage/errors.ts"
+import { retryWhileTransient } from "../storage/errors.ts"
 import { DAY_MS, planWindows } from "./plan.ts"
 import { BackfillSettings } from "./settings.ts"
 import { cancelWindows, DONE, FINAL, scheduleBackfill } from "./schedule.ts"
@@ -89,14 +89,8 @@ export interface WindowRow {
 
 export const iso = (date: Date | null) => (date === null ? null : date.toISOString())
 
-/** Database outages inside an activity are waited out rather than failing the chain. */
-const retryTransient = <A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>) =>
-  effect.pipe(
-    Effect.retry({
-      schedule: Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("30 seconds")), Schedule.upTo("10 minutes")),
-      while: (e) => e._tag === "SqlError" && isTransient(e as unknown as SqlError.SqlError)
-    })
-  )
+/** Database outages inside an activity are waited out (ten minutes) rather than failing the chain. */
+const retryTransient = retryWhileTransient("10 minutes")
 
 export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills", {
   effect: Effect.gen(function* () {
@@ -138,7 +132,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       const backfill = yield* loadBackfill(backfillId)
       const existing = yield* sql<{ id: string; type: string; resource: string; range_start: Date; range_end: Date }>`
         select id, type, resource, range_start, range_end from backfill_windows where backfill_id = ${backfillId} order by seq`
-      if (existing.length > 0) return { windows: existing, alreadyRequested: [] as ReadonlyArray<RequestedRange> }
+      if (existing.length > 0) return { provider: backfill.provider, windows: existing, alreadyRequested: [] as ReadonlyArray<RequestedRange> }
       const provider = yield* providerOf(backfill.provider)
       const backfill_ = yield* backfillOf(provider)
       const wanted = backfill.types ?? settings.types
@@ -173,14 +167,17 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       }))
       if (rows.length > 0) yield* sql`insert into backfill_windows ${sql.insert(rows)}`
       return {
+        provider: backfill.provider,
         windows: rows.map((r) => ({ id: r.id, type: r.type, resource: r.resource, range_start: r.range_start, range_end: r.range_end })),
         alreadyRequested
       }
     }, sql.withTransaction)
 
+    // Users are deleted with their backfills, so the user is always there.
     const recipientOf = (backfill: BackfillRow) =>
-      sql<{ client_user_id: string }>`select client_user_id from users where id = ${backfill.user_id}`.pipe(
-        Effect.map((rows): Recipient => ({ userId: backfill.user_id, teamId: backfill.team_id, clientUserId: rows[0]?.client_user_id ?? "" }))
+      accounts.getUser(backfill.team_id, backfill.user_id).pipe(
+        Effect.map((user): Recipient => ({ userId: user.user_id, teamId: user.team_id, clientUserId: user.client_user_id })),
+        Effect.catchTag("UserNotFound", Effect.die)
       )
 
     /**
@@ -229,11 +226,6 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     const backoff = (attempts: number) =>
       Duration.min(Duration.times(settings.retryBackoff, 2 ** Math.max(0, attempts - 1)), MAX_BACKOFF)
 
-    /**
-     * One request for a window, and what the chain does next. The window is marked `sending`
-     * first: if the process dies mid-request, the retry knows a 409 may answer its own
-     * earlier request, and treats it as accepted.
-     */
     /**
      * Checks a window is still to be requested and marks it `sending`, committed before the
      * provider is called: should the process die mid-request, the retry knows a 409 may
@@ -481,7 +473,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       Effect.map((rows) => rows.map((r) => r.id))
     )
 
-    return { plan, request, quietRemaining, complete, finish, abandon, recordArrivals, requestFor, cancel, scheduled, loadBackfill } as const
+    return { plan, request, quietRemaining, complete, finish, abandon, recordArrivals, requestFor, cancel, scheduled } as const
   })
 }) {}
 

@@ -23,14 +23,13 @@ const ChainLive = BackfillChain.toLayer(
   Effect.fn(function* ({ backfillId }) {
     const backfills = yield* Backfills
     const settings = yield* BackfillSettings
-    const { provider } = yield* backfills.loadBackfill(backfillId).pipe(Effect.orDie)
-    const planned = yield* Activity.make({
+    const { provider, windows } = yield* Activity.make({
       name: "plan",
-      success: Schema.Array(PlannedWindow),
-      execute: backfills.plan(backfillId).pipe(Effect.map((p) => p.windows), Effect.orDie)
+      success: Schema.Struct({ provider: Schema.String, windows: Schema.Array(PlannedWindow) }),
+      execute: backfills.plan(backfillId).pipe(Effect.orDie)
     })
 
-    for (const window of planned) {
+    for (const window of windows) {
       let attempt = 0
       let step: Step
       while (true) {

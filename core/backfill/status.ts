@@ -38,20 +38,40 @@ export class BackfillStatus extends Effect.Service<BackfillStatus>()("wearflow/B
     const sql = yield* SqlClient.SqlClient
     const providers = yield* Providers
 
-    const windowsOf = (backfillId: string) => sql<WindowRow>`select * from backfill_windows where backfill_id = ${backfillId} order by seq`
+    /** Days with stored records per resource, each within its own range: one query per backfill. */
+    const daysWithData = (backfill: BackfillRow, ranges: ReadonlyArray<{ resource: string; start: Date; end: Date }>) =>
+      ranges.length === 0
+        ? Effect.succeed(new Map<string, number>())
+        : sql<{ resource: string; n: number }>`
+            select r.resource, count(distinct coalesce(x.calendar_date, (x.start_at at time zone 'UTC')::date))::int as n
+            from unnest(${ranges.map((r) => r.resource)}::text[], ${ranges.map((r) => r.start.toISOString())}::timestamptz[],
+                        ${ranges.map((r) => r.end.toISOString())}::timestamptz[]) as r(resource, range_start, range_end)
+            join records x on x.user_id = ${backfill.user_id} and x.provider = ${backfill.provider} and x.resource = r.resource
+              and x.start_at >= r.range_start and x.start_at < r.range_end
+            group by r.resource`.pipe(Effect.map((rows) => new Map(rows.map((r) => [r.resource, r.n]))))
+
+    /** The earliest or latest of the dates present, ISO; null when none is. */
+    const edge = (dates: ReadonlyArray<Date | null>, pick: (...ms: Array<number>) => number) => {
+      const present = dates.filter((d): d is Date => d !== null)
+      return present.length ? new Date(pick(...present.map((d) => d.getTime()))).toISOString() : null
+    }
 
     /** Junction's per-resource view of one backfill. */
     const viewOf = (backfill: BackfillRow & { client_user_id: string }) =>
       Effect.gen(function* () {
-        const windows = yield* windowsOf(backfill.id)
+        const windows = yield* sql<WindowRow>`select * from backfill_windows where backfill_id = ${backfill.id} order by seq`
         const provider = providers.get(backfill.provider)
-        const pulls: Record<string, HistoricalPull> = {}
-        const resources = [...new Set(windows.map((w) => w.resource))]
-        for (const resource of resources) {
+        const resources = [...new Set(windows.map((w) => w.resource))].map((resource) => {
           const mine = windows.filter((w) => w.resource === resource)
           const fetched = mine.filter((w) => w.status !== "skipped" && w.status !== "cancelled")
-          const rangeStart = fetched.length ? new Date(Math.min(...fetched.map((w) => w.range_start.getTime()))) : null
-          const rangeEnd = fetched.length ? new Date(Math.max(...fetched.map((w) => w.range_end.getTime()))) : null
+          const range = fetched.length
+            ? { resource, start: new Date(Math.min(...fetched.map((w) => w.range_start.getTime()))), end: new Date(Math.max(...fetched.map((w) => w.range_end.getTime()))) }
+            : undefined
+          return { resource, mine, range }
+        })
+        const days = yield* daysWithData(backfill, resources.flatMap((r) => (r.range ? [r.range] : [])))
+        const pulls: Record<string, HistoricalPull> = {}
+        for (const { resource, mine, range } of resources) {
           const done = mine.filter((w) => (DONE as ReadonlyArray<string>).includes(w.status)).length
           const failed = mine.find((w) => w.status === "failed" || w.status === "cancelled")
           const status: HistoricalPull["status"] = failed
@@ -63,24 +83,16 @@ export class BackfillStatus extends Effect.Service<BackfillStatus>()("wearflow/B
             : mine.some((w) => w.status !== "scheduled")
             ? "in_progress"
             : "scheduled"
-          const started = mine.map((w) => w.requested_at).filter((d): d is Date => d !== null)
-          const ended = status === "success" || status === "failure" ? mine.map((w) => w.completed_at).filter((d): d is Date => d !== null) : []
-          const [days] = rangeStart && rangeEnd
-            ? yield* sql<{ n: number }>`
-              select count(distinct coalesce(calendar_date, (start_at at time zone 'UTC')::date))::int as n from records
-              where user_id = ${backfill.user_id} and provider = ${backfill.provider} and resource = ${resource}
-                and start_at >= ${rangeStart} and start_at < ${rangeEnd}`
-            : [{ n: 0 }]
           pulls[resource] = {
             status,
-            range_start: iso(rangeStart),
-            range_end: iso(rangeEnd),
+            range_start: iso(range?.start ?? null),
+            range_end: iso(range?.end ?? null),
             timeline: {
               scheduled_at: backfill.created_at.toISOString(),
-              started_at: started.length ? new Date(Math.min(...started.map((d) => d.getTime()))).toISOString() : null,
-              ended_at: ended.length ? new Date(Math.max(...ended.map((d) => d.getTime()))).toISOString() : null
+              started_at: edge(mine.map((w) => w.requested_at), Math.min),
+              ended_at: status === "success" || status === "failure" ? edge(mine.map((w) => w.completed_at), Math.max) : null
             },
-            days_with_data: days?.n ?? 0,
+            days_with_data: days.get(resource) ?? 0,
             windows: { total: mine.length, done },
             error_details: failed?.error ?? null
           }
@@ -99,7 +111,7 @@ export class BackfillStatus extends Effect.Service<BackfillStatus>()("wearflow/B
       })
 
     /** The latest backfill of each user (and provider) in the team, or of one user. */
-    const status = Effect.fn("Backfills.status")(function* (teamId: string | undefined, filter: { readonly userId?: string | undefined; readonly provider?: string | undefined }) {
+    const status = Effect.fn("BackfillStatus.status")(function* (teamId: string | undefined, filter: { readonly userId?: string | undefined; readonly provider?: string | undefined }) {
       const rows = yield* sql<BackfillRow & { client_user_id: string }>`
         select distinct on (b.user_id, b.provider) b.*, u.client_user_id
         from backfills b join users u on u.id = b.user_id

@@ -17,7 +17,7 @@ import { Backfills } from "../backfill/backfills.ts"
 import { Connections } from "../connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
-import { isTransient, sqlState } from "../storage/errors.ts"
+import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import { ActivityFiles } from "./files.ts"
 import { Inbox, type IngestJob, IngestQueue } from "./inbox.ts"
 import { type Recipient, RecordStore } from "./store.ts"
@@ -62,8 +62,6 @@ const groupByUser = (items: ReadonlyArray<NotificationItem>) => {
   return groups
 }
 
-/** Database outages are retried: capped exponential back-off, up to 30 s between attempts. */
-const retryTransient = Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("30 seconds")))
 
 export interface IngestOptions {
   /** Back-off between attempts at a pull that failed with 429, 5xx or a network error. */
@@ -229,7 +227,8 @@ export const make = (options: IngestOptions = {}) =>
     }, (effect, job) =>
       effect.pipe(
         Effect.tapError((e) => Effect.logWarning("ingest paused by an error; retrying").pipe(Effect.annotateLogs("error", e.message))),
-        Effect.retry({ schedule: retryTransient, while: (e) => e._tag === "SqlError" && isTransient(e) }),
+        // Database outages are waited out, however long.
+        retryWhileTransient(),
         Effect.annotateLogs("inbox_id", job.inboxId)
       ))
 

@@ -1,5 +1,6 @@
-/** Which database failures are worth retrying. */
+/** Which database failures are worth retrying, and retrying them. */
 import type { SqlError } from "@effect/sql"
+import { type Duration, Effect, Schedule } from "effect"
 
 /** The SQLSTATE of a failed statement, when Postgres gave one. */
 export const sqlState = (error: SqlError.SqlError): string | undefined => {
@@ -15,4 +16,17 @@ export const sqlState = (error: SqlError.SqlError): string | undefined => {
 export const isTransient = (error: SqlError.SqlError): boolean => {
   const state = sqlState(error)
   return state === undefined || /^(08|40|53|57|58)/.test(state)
+}
+
+const isTransientSqlError = (error: { readonly _tag: string }) => error._tag === "SqlError" && isTransient(error as SqlError.SqlError)
+
+/**
+ * Retries `effect` while it fails with a transient database error: capped exponential
+ * back-off (200 ms doubling, at most 30 s apart), for at most `upTo` when given.
+ */
+export const retryWhileTransient = (upTo?: Duration.DurationInput) => {
+  const backoff = Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("30 seconds")))
+  const schedule = upTo === undefined ? backoff : backoff.pipe(Schedule.upTo(upTo))
+  return <A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.retry(effect, { schedule, while: isTransientSqlError })
 }
