@@ -46,7 +46,7 @@ export const layer = (options: EngineOptions) => {
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(storage),
     Layer.provide(RunnerHealth.layerNoop),
-    Layer.provide(shardingConfig(options)),
+    Layer.provideMerge(shardingConfig(options)),
     Layer.provide(prepareStorage(options))
   )
   return Layer.mergeAll(

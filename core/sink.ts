@@ -31,4 +31,9 @@ export interface Sink {
   /** Makes the whole batch durable at the destination, idempotently (batches may be re-sent). */
   readonly deliver: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SinkError>
   readonly health: Effect.Effect<void, SinkError>
+  /**
+   * Runs after a delivered batch's transaction commits. A sink that records work in the
+   * runner's transaction (same database) starts on it here, once it is sure to exist.
+   */
+  readonly afterCommit?: Effect.Effect<void>
 }

@@ -7,6 +7,7 @@ import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthor
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { GarminApi } from "@wearflow/garmin"
 import { Context, Schema } from "effect"
+import { WebhooksApi } from "./WebhooksApi.ts"
 
 /** The team the caller's API key belongs to. */
 export class CurrentTeam extends Context.Tag("wearflow/CurrentTeam")<CurrentTeam, { readonly teamId: string }>() {}
@@ -285,6 +286,7 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(LinkApi)
   .add(DataApi)
   .add(BackfillApi)
+  .add(WebhooksApi)
   .add(GarminApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}

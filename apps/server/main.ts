@@ -24,12 +24,14 @@ import { DataQuery } from "@wearflow/core/query"
 import * as Database from "@wearflow/core/storage/database"
 import * as Garmin from "@wearflow/garmin"
 import * as PostgresSink from "@wearflow/sink-postgres"
+import * as WebhooksSink from "@wearflow/sink-webhooks"
 import { Effect, Layer, Logger, Option } from "effect"
 import * as path from "node:path"
 import { WearflowApi } from "./Api.ts"
 import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, runnerAddress, ServerConfig } from "./config.ts"
 import { ApiKeyAuthLive, BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { layerWithoutEchoedInput } from "./middleware.ts"
+import { WebhooksLive } from "./webhooks.ts"
 
 const AppLayer = Effect.gen(function* () {
   const config = yield* ServerConfig
@@ -81,6 +83,9 @@ const AppLayer = Effect.gen(function* () {
       ))
   )
 
+  // Built once: the management API and the sink runner share its services.
+  const WebhooksPlugin = Host.load(WebhooksSink.plugin)
+
   const Workers = Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
       Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
@@ -90,12 +95,14 @@ const AppLayer = Effect.gen(function* () {
       }))
     ),
     Connections.layerRefresher(config.tokenRefresh),
-    SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin)))
+    SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin))),
+    // Short idle polls: webhook latency is the time from the outbox to the customer.
+    SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 })
   )
 
   const Api = HttpApiBuilder.api(WearflowApi).pipe(
     Layer.provide([
-      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuthLive)),
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, WebhooksLive).pipe(Layer.provide(ApiKeyAuthLive)),
       LinkLive(publicUrl),
       GarminLive
     ])
@@ -112,6 +119,7 @@ const AppLayer = Effect.gen(function* () {
 
   return Layer.mergeAll(Http, Workers, TokenRotation, ResumeScheduled).pipe(
     Layer.provide(Bootstrap),
+    Layer.provideMerge(WebhooksPlugin),
     Layer.provideMerge(BackfillsLive),
     Layer.provideMerge(ConnectionsLive),
     Layer.provide(Core),

@@ -112,7 +112,11 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /** One delivery attempt; how many events were taken. */
     const once = round(deliverBatch).pipe(
-      Effect.tap((r) => (r._tag === "Delivered" && r.count > 0 ? Metric.incrementBy(metric(eventsDelivered), r.count) : Effect.void))
+      Effect.tap((r) =>
+        r._tag === "Delivered" && r.count > 0
+          ? Metric.incrementBy(metric(eventsDelivered), r.count).pipe(Effect.zipRight(sink.afterCommit ?? Effect.void))
+          : Effect.void
+      )
     )
 
     const backoff = Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("60 seconds")))

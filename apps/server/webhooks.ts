@@ -1,0 +1,60 @@
+/** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
+import { HttpApiBuilder } from "@effect/platform"
+import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
+import { WebhookEndpoints } from "@wearflow/sink-webhooks"
+import { Effect, Option, Redacted } from "effect"
+import { CurrentTeam, WearflowApi } from "./Api.ts"
+
+const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
+
+/** The sink's failures as wire errors; messages never carry secrets or payloads. */
+const wire = <A, R>(
+  effect: Effect.Effect<A, { readonly _tag: string; readonly message: string }, R>
+): Effect.Effect<A, NotFound | InvalidRequest | ServiceUnavailable, R> =>
+  Effect.catchAll(effect, (e): Effect.Effect<never, NotFound | InvalidRequest | ServiceUnavailable> => {
+    switch (e._tag) {
+      case "EndpointNotFound":
+      case "MessageNotFound":
+        return Effect.fail(new NotFound({ message: e.message }))
+      case "EndpointRefused":
+      case "InvalidEndpoint":
+        return Effect.fail(new InvalidRequest({ message: e.message }))
+      default:
+        return Effect.fail(unavailable())
+    }
+  })
+
+const team = Effect.map(CurrentTeam, (t) => t.teamId)
+
+export const WebhooksLive = HttpApiBuilder.group(WearflowApi, "webhooks", (handlers) =>
+  Effect.gen(function* () {
+    const endpoints = yield* WebhookEndpoints
+    return handlers
+      .handle("create", ({ payload }) => wire(Effect.flatMap(team, (t) => endpoints.create(t, payload))))
+      .handle("list", () => wire(Effect.flatMap(team, (t) => endpoints.list(t))).pipe(Effect.map((data) => ({ data }))))
+      .handle("get", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.get(t, path.id))))
+      .handle("update", ({ path, payload }) => wire(Effect.flatMap(team, (t) => endpoints.update(t, path.id, payload))))
+      .handle("delete", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.remove(t, path.id))))
+      .handle("headers", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.headers(t, path.id))).pipe(Effect.map((headers) => ({ headers }))))
+      .handle("setHeaders", ({ path, payload }) =>
+        wire(Effect.flatMap(team, (t) => endpoints.setHeaders(t, path.id, payload.headers))).pipe(Effect.map((headers) => ({ headers }))))
+      .handle("secret", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.secret(t, path.id))).pipe(Effect.map((key) => ({ key: Redacted.value(key) }))))
+      .handle("rotateSecret", ({ path, payload }) =>
+        wire(Effect.flatMap(team, (t) => endpoints.rotateSecret(t, path.id, Option.fromNullable(payload.key)))).pipe(
+          Effect.map((key) => ({ key: Redacted.value(key) }))
+        ))
+      .handle("messages", ({ path, urlParams }) =>
+        wire(Effect.flatMap(team, (t) =>
+          endpoints.messages(t, path.id, {
+            limit: urlParams.limit ?? 50,
+            ...(urlParams.status ? { status: urlParams.status } : {}),
+            ...(urlParams.cursor ? { before: urlParams.cursor } : {})
+          }))))
+      .handle("recover", ({ path, payload }) =>
+        wire(Effect.flatMap(team, (t) => endpoints.recover(t, path.id, payload.since))).pipe(Effect.map((recovered) => ({ recovered }))))
+      .handle("resend", ({ path }) =>
+        wire(Effect.flatMap(team, (t) => endpoints.resend(t, path.message_id))).pipe(
+          Effect.as({ message_id: path.message_id, status: "pending" as const })
+        ))
+      .handle("test", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.test(t, path.id))).pipe(Effect.map((message_id) => ({ message_id }))))
+  }))

@@ -1,0 +1,114 @@
+/**
+ * Where webhooks may go. Customer URLs are untrusted: an endpoint must not reach the
+ * operator's own network (loopback, private, link-local, metadata services) unless the
+ * operator allows it. The check runs when an endpoint is saved and again on every new
+ * connection, against the addresses actually connected to (DNS may change in between).
+ */
+import { Data, Effect } from "effect"
+import { lookup } from "node:dns/promises"
+import { isIP } from "node:net"
+
+export class EndpointRefused extends Data.TaggedError("EndpointRefused")<{ readonly message: string }> {}
+
+export interface Reach {
+  /** Plain http (development only). */
+  readonly allowHttp: boolean
+  /** Private, loopback and link-local addresses. */
+  readonly allowPrivate: boolean
+}
+
+const v4 = (address: string): number | undefined => {
+  const parts = address.split(".")
+  if (parts.length !== 4) return undefined
+  let n = 0
+  for (const part of parts) {
+    if (!/^\d{1,3}$/.test(part) || Number(part) > 255) return undefined
+    n = n * 256 + Number(part)
+  }
+  return n
+}
+
+const inV4 = (n: number, base: string, bits: number) => {
+  const b = v4(base)!
+  const size = 2 ** (32 - bits)
+  return Math.floor(n / size) === Math.floor(b / size)
+}
+
+// Not globally routable (RFC 6890 and successors).
+const V4_BLOCKED: ReadonlyArray<readonly [string, number]> = [
+  ["0.0.0.0", 8], ["10.0.0.0", 8], ["100.64.0.0", 10], ["127.0.0.0", 8], ["169.254.0.0", 16], ["172.16.0.0", 12],
+  ["192.0.0.0", 24], ["192.0.2.0", 24], ["192.168.0.0", 16], ["198.18.0.0", 15], ["198.51.100.0", 24],
+  ["203.0.113.0", 24], ["224.0.0.0", 4], ["240.0.0.0", 4]
+]
+
+/** The 8 groups of an IPv6 address, or undefined. */
+const v6Groups = (address: string): Array<number> | undefined => {
+  let text = address.split("%")[0]!.toLowerCase()
+  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)
+  if (tail) {
+    const n = v4(tail[1]!)
+    if (n === undefined) return undefined
+    text = text.slice(0, -tail[1]!.length) + `${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`
+  }
+  const halves = text.split("::")
+  if (halves.length > 2) return undefined
+  const parse = (s: string) => (s === "" ? [] : s.split(":").map((g) => (/^[0-9a-f]{1,4}$/.test(g) ? parseInt(g, 16) : NaN)))
+  const head = parse(halves[0]!)
+  const rest = halves.length === 2 ? parse(halves[1]!) : []
+  const groups = halves.length === 2 ? [...head, ...Array(8 - head.length - rest.length).fill(0), ...rest] : head
+  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0) ? groups : undefined
+}
+
+/** Whether an IP address is loopback, private, link-local or otherwise not public. */
+export const isPrivateAddress = (address: string): boolean => {
+  const n = v4(address)
+  if (n !== undefined) return V4_BLOCKED.some(([base, bits]) => inV4(n, base, bits))
+  const g = v6Groups(address)
+  if (!g) return true
+  const embeddedV4 = (g[6]! * 65536 + g[7]!)
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return isPrivateAddress(ipv4Of(embeddedV4)) // ::ffff:a.b.c.d
+  if (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)) return isPrivateAddress(ipv4Of(embeddedV4)) // NAT64
+  if (g.slice(0, 7).every((x) => x === 0)) return true // :: and ::1
+  if ((g[0]! & 0xfe00) === 0xfc00) return true // unique local
+  if ((g[0]! & 0xffc0) === 0xfe80) return true // link-local
+  if ((g[0]! & 0xff00) === 0xff00) return true // multicast
+  if (g[0] === 0x2001 && g[1] === 0x0db8) return true // documentation
+  return false
+}
+
+const ipv4Of = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".")
+
+/** The URL's scheme is allowed. */
+export const checkScheme = (url: URL, reach: Reach): EndpointRefused | undefined =>
+  url.protocol === "https:" || (url.protocol === "http:" && reach.allowHttp)
+    ? undefined
+    : new EndpointRefused({ message: reach.allowHttp ? "the URL must be http(s)" : "the URL must use https" })
+
+/** The addresses `hostname` resolves to that may be connected to; fails if there are none. */
+export const allowedAddresses = (hostname: string, reach: Reach) =>
+  Effect.gen(function* () {
+    const host = hostname.replace(/^\[|\]$/g, "")
+    const resolved = isIP(host) !== 0
+      ? [{ address: host, family: isIP(host) }]
+      : yield* Effect.tryPromise({
+          try: () => lookup(host, { all: true, verbatim: true }),
+          catch: () => new EndpointRefused({ message: `the host ${host} does not resolve` })
+        })
+    const allowed = reach.allowPrivate ? resolved : resolved.filter((a) => !isPrivateAddress(a.address))
+    if (allowed.length === 0) {
+      return yield* new EndpointRefused({ message: `the host ${host} resolves to a private, loopback or link-local address` })
+    }
+    return allowed
+  })
+
+/** Checks a URL an endpoint is saved with. */
+export const checkUrl = (text: string, reach: Reach) =>
+  Effect.gen(function* () {
+    if (!URL.canParse(text)) return yield* new EndpointRefused({ message: "the URL is not valid" })
+    const url = new URL(text)
+    const scheme = checkScheme(url, reach)
+    if (scheme) return yield* scheme
+    if (url.username || url.password) return yield* new EndpointRefused({ message: "the URL must not carry credentials; use custom headers" })
+    yield* allowedAddresses(url.hostname, reach)
+    return url
+  })

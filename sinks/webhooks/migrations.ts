@@ -1,0 +1,85 @@
+/**
+ * The webhooks sink's own tables, migrated under the app's migration lock with a migrations
+ * table of their own: the plugin owns its schema.
+ */
+import { Migrator, SqlClient } from "@effect/sql"
+import { withMigrationLock } from "@wearflow/core/storage/database"
+import { Effect } from "effect"
+
+const endpointsAndMessages = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  // secret / previous_secret / headers are encrypted with the app's TokenCipher.
+  yield* sql`create table webhook_endpoints (
+    id uuid primary key,
+    team_id uuid not null references teams(id) on delete cascade,
+    url text not null,
+    description text not null default '',
+    rate_limit int check (rate_limit > 0),
+    disabled boolean not null default false,
+    disabled_reason text,
+    filter_types text[] not null default '{}',
+    signature_headers text not null default 'svix' check (signature_headers in ('svix', 'webhook')),
+    fifo boolean not null default false,
+    headers bytea,
+    secret bytea not null,
+    previous_secret bytea,
+    previous_secret_until timestamptz,
+    failing_since timestamptz,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now()
+  )`
+  yield* sql`create index webhook_endpoints_by_team on webhook_endpoints (team_id, created_at)`
+  // One row per (endpoint, event): its id is the svix-id every attempt carries.
+  yield* sql`create table webhook_messages (
+    id text primary key,
+    seq bigint generated always as identity,
+    endpoint_id uuid not null references webhook_endpoints(id) on delete cascade,
+    team_id uuid not null,
+    event_id uuid,
+    event_type text not null,
+    user_id uuid,
+    payload jsonb,
+    fifo boolean not null default false,
+    status text not null default 'pending' check (status in ('pending', 'retrying', 'delivered', 'failed')),
+    attempts int not null default 0,
+    run int not null default 0,
+    lease_until timestamptz not null default '-infinity',
+    leased_by text,
+    last_error text,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    delivered_at timestamptz
+  )`
+  yield* sql`create index webhook_messages_pending on webhook_messages (seq) where status = 'pending'`
+  yield* sql`create index webhook_messages_by_endpoint on webhook_messages (endpoint_id, seq desc)`
+  yield* sql`create index webhook_messages_fifo on webhook_messages (endpoint_id, user_id, seq) where fifo and status in ('pending', 'retrying')`
+  yield* sql`create table webhook_attempts (
+    message_id text not null references webhook_messages(id) on delete cascade,
+    attempt int not null,
+    trigger text not null check (trigger in ('first', 'retry', 'manual')),
+    attempted_at timestamptz not null,
+    status text not null check (status in ('success', 'failure')),
+    response_status int,
+    latency_ms int not null,
+    response_excerpt text,
+    error text,
+    primary key (message_id, attempt)
+  )`
+  // Operational events: an endpoint disabled, a message's attempts exhausted.
+  yield* sql`create table webhook_notices (
+    id bigint generated always as identity primary key,
+    team_id uuid not null,
+    endpoint_id uuid not null,
+    message_id text,
+    kind text not null,
+    detail text not null,
+    created_at timestamptz not null default now()
+  )`
+})
+
+export const migrate = withMigrationLock(
+  Migrator.make({})({
+    loader: Migrator.fromRecord({ "0001_endpoints_messages": endpointsAndMessages }),
+    table: "webhook_migrations"
+  })
+)

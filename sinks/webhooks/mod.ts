@@ -1,0 +1,81 @@
+/**
+ * The webhooks sink: every outbox event becomes one message per endpoint of its team whose
+ * filter it passes, signed Svix-style (`svix-*` or `webhook-*` headers) and retried on
+ * Svix's schedule. Messages are recorded in the sink runner's transaction (so each event
+ * fans out exactly once) and sent right after it commits (deliveries.ts).
+ *
+ * Net permission: endpoints are customers' own URLs, configured at run time, so the sink
+ * cannot name its hosts up front. Its connections go through address.ts instead: https only
+ * and no private, loopback or link-local address unless the operator allows them.
+ */
+import { SqlClient, type SqlError } from "@effect/sql"
+import type { Manifest } from "@wearflow/core/plugin"
+import { type OutboxEvent, type Sink, SinkError } from "@wearflow/core/sink"
+import { isTransient, sqlState } from "@wearflow/core/storage/errors"
+import { Config, Context, Effect, Layer } from "effect"
+import * as Deliveries from "./deliveries.ts"
+import * as Endpoints from "./endpoints.ts"
+import { migrate } from "./migrations.ts"
+import * as Retry from "./retry.ts"
+import { config, type Settings, WebhookSettings } from "./settings.ts"
+
+export const manifest: Manifest<Settings> = {
+  id: "webhooks",
+  kind: "sink",
+  version: "0.1.0",
+  permissions: { net: Config.succeed([]), env: ["WEARFLOW_WEBHOOK_*"] },
+  config
+}
+
+export class WebhooksSink extends Context.Tag("wearflow/sinks/WebhooksSink")<WebhooksSink, Sink>() {}
+
+const classify = (error: SqlError.SqlError) => {
+  const state = sqlState(error)
+  return new SinkError({ message: `webhooks sink: ${error.message}${state ? ` (${state})` : ""}`, retryable: isTransient(error), cause: error })
+}
+
+const sinkLayer = Layer.effect(
+  WebhooksSink,
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const deliveries = yield* Deliveries.Deliveries
+    /**
+     * One message per (event, matching endpoint), in outbox order. The id is derived from
+     * both, so a re-sent batch inserts nothing new.
+     */
+    const deliver = (batch: ReadonlyArray<OutboxEvent>) =>
+      sql`
+        insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo)
+        select 'msg_' || md5(w.id::text || ':' || e.event_id::text), w.id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo
+        from unnest(${batch.map((e) => e.eventId)}::uuid[], ${batch.map((e) => e.eventType)}::text[],
+                    ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
+             with ordinality as e(event_id, event_type, team_id, user_id, ord)
+        join webhook_endpoints w on w.team_id = e.team_id and not w.disabled
+          and (cardinality(w.filter_types) = 0 or exists (
+            select 1 from unnest(w.filter_types) f
+            where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
+        order by e.ord, w.id
+        on conflict (id) do nothing`.pipe(Effect.asVoid, Effect.mapError(classify))
+
+    return {
+      id: manifest.id,
+      deliver,
+      health: sql`select 1 from webhook_endpoints limit 1`.pipe(Effect.asVoid, Effect.mapError(classify)),
+      afterCommit: deliveries.wake
+    } satisfies Sink
+  })
+)
+
+/** The sink, the endpoint management, and the retry workflows, on the app's database. */
+export const layer = Layer.mergeAll(sinkLayer, Endpoints.layer, Retry.layer).pipe(
+  Layer.provideMerge(Deliveries.layer),
+  Layer.provideMerge(Layer.effect(WebhookSettings, config)),
+  Layer.provide(Layer.effectDiscard(migrate))
+)
+
+export const plugin = { manifest, layer }
+
+export { Deliveries } from "./deliveries.ts"
+export { EndpointNotFound, EndpointRefused, InvalidEndpoint, MessageNotFound, WebhookEndpoints } from "./endpoints.ts"
+export type { Endpoint, EndpointChanges, MessageView, NewEndpoint } from "./endpoints.ts"
+export { WebhookSettings } from "./settings.ts"

@@ -1,0 +1,118 @@
+/**
+ * One HTTP attempt of one message. Each endpoint has its own undici pool of keep-alive
+ * connections, whose connector resolves the host itself and connects only to addresses the
+ * operator allows (address.ts): the check holds for every connection, not just at set-up.
+ * Redirects are never followed; the whole attempt has one deadline.
+ */
+import { Effect } from "effect"
+import { isIP } from "node:net"
+// The file path, not the bare name: Bun answers a bare "undici" import with its own stand-in.
+import { buildConnector, Pool } from "undici/index.js"
+import { allowedAddresses, type Reach } from "./address.ts"
+
+export interface AttemptResult {
+  readonly ok: boolean
+  readonly attemptedAt: Date
+  readonly status: number | null
+  readonly latencyMs: number
+  /** The start of the response body, for the attempt log. */
+  readonly excerpt: string | null
+  readonly error: string | null
+}
+
+export interface SenderOptions extends Reach {
+  /** Deadline for a whole attempt, in ms (Svix: 15 s). */
+  readonly timeoutMs: number
+  /** Keep-alive connections per endpoint. */
+  readonly connections: number
+}
+
+const EXCERPT_BYTES = 1024
+/** Past this much response body the connection is dropped rather than drained. */
+const DRAIN_BYTES = 64 * 1024
+
+const describe = (error: unknown): string => {
+  if (!(error instanceof Error)) return "request failed"
+  const code = (error as { code?: string }).code
+  if (error.name === "TimeoutError" || code === "UND_ERR_ABORTED" || error.name === "AbortError") return "timed out"
+  if (error.name === "EndpointRefused") return error.message
+  return code ? `${code}: ${error.message}` : error.message
+}
+
+export const make = (options: SenderOptions) =>
+  Effect.gen(function* () {
+    const pools = new Map<string, { readonly origin: string; readonly pool: Pool }>()
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...pools.values()].map((p) => p.pool.destroy()))))
+
+    const direct = buildConnector({ timeout: Math.min(options.timeoutMs, 10_000) })
+    const guarded: buildConnector.connector = (connectOptions, callback) => {
+      const host = connectOptions.hostname
+      Effect.runPromise(Effect.either(allowedAddresses(host, options))).then((found) => {
+        if (found._tag === "Left") return callback(found.left, null)
+        const name = host.replace(/^\[|\]$/g, "")
+        direct(
+          { ...connectOptions, hostname: found.right[0]!.address, ...(isIP(name) === 0 ? { servername: name } : {}) },
+          callback
+        )
+      })
+    }
+
+    const poolFor = (endpointId: string, url: URL) => {
+      const existing = pools.get(endpointId)
+      if (existing?.origin === url.origin) return existing.pool
+      if (existing) void existing.pool.close()
+      const pool = new Pool(url.origin, {
+        connections: options.connections,
+        connect: guarded,
+        keepAliveTimeout: 30_000,
+        headersTimeout: options.timeoutMs,
+        bodyTimeout: options.timeoutMs
+      })
+      pools.set(endpointId, { origin: url.origin, pool })
+      return pool
+    }
+
+    /** POSTs `body`; never fails: the outcome is in the result. */
+    const attempt = (endpointId: string, url: URL, headers: Record<string, string>, body: string): Promise<AttemptResult> => {
+      const attemptedAt = new Date()
+      const started = performance.now()
+      const done = (fields: Omit<AttemptResult, "attemptedAt" | "latencyMs">): AttemptResult => ({
+        ...fields,
+        attemptedAt,
+        latencyMs: Math.round(performance.now() - started)
+      })
+      return poolFor(endpointId, url)
+        .request({
+          method: "POST",
+          path: url.pathname + url.search,
+          headers: { ...headers, "content-type": "application/json", "user-agent": "Wearflow-Webhooks/1" },
+          body,
+          signal: AbortSignal.timeout(options.timeoutMs)
+        })
+        .then(async (response) => {
+          let excerpt = ""
+          let size = 0
+          for await (const chunk of response.body) {
+            if (size < EXCERPT_BYTES) excerpt += Buffer.from(chunk).subarray(0, EXCERPT_BYTES - size).toString("utf8")
+            size += chunk.length
+            if (size > DRAIN_BYTES) break
+          }
+          const status = response.statusCode
+          const ok = status >= 200 && status < 300
+          const error = ok ? null : status >= 300 && status < 400 ? `redirect (${status}) not followed` : `HTTP ${status}`
+          return done({ ok, status, excerpt: excerpt.length > 0 ? excerpt : null, error })
+        })
+        .catch((error: unknown) => done({ ok: false, status: null, excerpt: null, error: describe(error) }))
+    }
+
+    /** Drops an endpoint's connections (deleted or moved). */
+    const forget = (endpointId: string) => {
+      const existing = pools.get(endpointId)
+      pools.delete(endpointId)
+      if (existing) void existing.pool.close()
+    }
+
+    return { attempt, forget } as const
+  })
+
+export type Sender = Effect.Effect.Success<ReturnType<typeof make>>
