@@ -42,7 +42,7 @@ const receiver = async () => {
 const createEndpoint = async (body: Record<string, unknown>) => {
   const reply = await api("POST", "/v2/webhooks", body)
   expect(reply.status, JSON.stringify(reply.body)).toBe(201)
-  return reply.body as { id: string; url: string; filter_types: Array<string>; disabled: boolean }
+  return reply.body as { id: string; url: string; filter_types: Array<string>; disabled: boolean; updated_at: string }
 }
 
 const secretOf = async (endpointId: string) => {
@@ -307,13 +307,17 @@ describe("failures and retries", () => {
     const slowEndpoint = await createEndpoint({ url: slow.url, filter_types: ["daily.data.activity.*"] })
     await createEndpoint({ url: fast.url, filter_types: ["daily.data.activity.*"] })
     for (let i = 0; i < 40; i++) await linkedUser(`slow-${i}`)
-    for (let i = 0; i < 40; i++) await push(dailies(`slow-${i}`, i))
+    // One PUSH with 40 users' dailies: 40 events at once for both endpoints.
+    const days = Array.from({ length: 40 }, (_, i) => JSON.parse(dailies(`slow-${i}`, i)).dailies[0])
+    await push(JSON.stringify({ dailies: days }))
     await waitFor(() => (fast.received.length === 40 ? true : undefined))
-    // Every fast delivery arrived while the slow endpoint's first requests were still hanging.
+    // Every fast delivery arrived before the slow endpoint's first requests reached their deadline.
     expect(slow.received.length).toBeGreaterThan(0)
     const firstSlow = Math.min(...slow.received.map((r) => r.at))
     expect(Math.max(...fast.received.map((r) => r.at))).toBeLessThan(firstSlow + 1000)
-    await api("DELETE", `/v2/webhooks/${slowEndpoint.id}`)
+    expect(slow.received.every((r) => r.at < firstSlow + 900)).toBe(true) // none answered yet: all still in flight
+    const deleted = await fetch(`${server.baseUrl}/v2/webhooks/${slowEndpoint.id}`, { method: "DELETE", headers: { "x-api-key": API_KEY } })
+    expect(deleted.status).toBe(204)
   })
 })
 
@@ -352,15 +356,25 @@ describe("ordering", () => {
   it("FIFO endpoints deliver each user's messages in order, holding later ones while one is retried", async () => {
     const target = await receiver()
     const endpoint = await createEndpoint({ url: target.url, fifo: true, filter_types: ["daily.data.activity.*"] })
-    await linkedUser("fifo-user")
+    const userId = await linkedUser("fifo-user")
     target.answers = [500, 500]
-    for (let steps = 1; steps <= 5; steps++) await push(dailies("fifo-user", steps))
-    await waitFor(() => (new Set(target.received.map(idOf)).size === 5 ? true : undefined))
-    const order = target.received.map((r) => (JSON.parse(r.body) as { data: { steps: number } }).data.steps)
-    // The first message is tried three times before anything after it.
-    expect(order).toEqual([1, 1, 1, 2, 3, 4, 5])
-    const messages = await messagesOf(endpoint.id)
-    expect(messages.every((m) => m.status === "delivered")).toBe(true)
+    const eventsOfUser = async () =>
+      (await db.query("select event_id from outbox where user_id = $1 and event_type like 'daily.data.activity.%' order by position", [userId])).rows.map((r) => r.event_id as string)
+    // Five days in one PUSH: five events, all in the outbox before the first attempt's retry.
+    const base = JSON.parse(dailies("fifo-user", 1)).dailies[0]
+    await push(JSON.stringify({ dailies: [1, 2, 3, 4, 5].map((day) => ({ ...base, summaryId: `fifo-${day}`, calendarDate: `2016-01-1${day}`, steps: day })) }))
+    await waitFor(async () => ((await eventsOfUser()).length === 5 ? true : undefined))
+    const events = await eventsOfUser()
+    await waitFor(async () => {
+      const delivered = await messagesOf(endpoint.id)
+      return delivered.length === 5 && delivered.every((m) => m.status === "delivered") ? true : undefined
+    })
+    const bodies = target.received.map((r) => JSON.parse(r.body) as { data: { id: string } })
+    const outbox = await db.query("select event_id, payload from outbox where event_id = any($1)", [events])
+    const eventOf = new Map(outbox.rows.map((r) => [JSON.stringify(r.payload), r.event_id as string]))
+    const sequence = target.received.map((r, i) => eventOf.get(JSON.stringify(JSON.parse(r.body))) ?? `unknown ${i} ${bodies[i]!.data.id}`)
+    // The first message is tried three times before anything after it; then the rest, in order.
+    expect(sequence).toEqual([events[0], events[0], ...events])
   })
 })
 
@@ -374,7 +388,7 @@ describe("management API", () => {
     expect(listed.body.data.map((e: { id: string }) => e.id)).toContain(created.id)
     const patched = await api("PATCH", `/v2/webhooks/${created.id}`, { rate_limit: null, description: "crm v2" })
     expect(patched.body).toMatchObject({ rate_limit: null, description: "crm v2", url: created.url })
-    expect(Date.parse(patched.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(created.updated_at as never))
+    expect(Date.parse(patched.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(created.updated_at))
 
     // Another team sees none of it.
     expect((await otherTeam("GET", "/v2/webhooks")).body).toEqual({ data: [] })
@@ -393,10 +407,10 @@ describe("management API", () => {
       [{ url: "ftp://example.com/" }, "http(s)"],
       [{ url: "not a url" }, "not valid"],
       [{ url: "https://user:pass@example.com/" }, "credentials"],
-      [{ url: "https://example.com/", filter_types: ["Bad Type!"] }, "filter_types"],
-      [{ url: "https://example.com/", headers: { "bad header": "x" } }, "not a valid HTTP token"],
-      [{ url: "https://example.com/", headers: { "x-a": "line\r\nbreak" } }, "one line"],
-      [{ url: "https://example.com/", rate_limit: 0 }, "rate_limit"]
+      [{ url: "https://127.0.0.1/", filter_types: ["Bad Type!"] }, "filter_types"],
+      [{ url: "https://127.0.0.1/", headers: { "bad header": "x" } }, "not a valid HTTP token"],
+      [{ url: "https://127.0.0.1/", headers: { "x-a": "line\r\nbreak" } }, "one line"],
+      [{ url: "https://127.0.0.1/", rate_limit: 0 }, "rate_limit"]
     ]
     for (const [body, message] of cases) {
       const reply = await api("POST", "/v2/webhooks", body)

@@ -2,21 +2,15 @@
  * Wearflow's HTTP contract: users and connections, the data API (Junction's shapes), and
  * every provider plugin's webhook group. OpenAPI and the docs page are generated from it.
  */
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
-import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { GarminApi } from "@wearflow/garmin"
-import { Context, Schema } from "effect"
+import { Schema } from "effect"
+import { ApiKeyAuth } from "./security.ts"
 import { WebhooksApi } from "./WebhooksApi.ts"
 
-/** The team the caller's API key belongs to. */
-export class CurrentTeam extends Context.Tag("wearflow/CurrentTeam")<CurrentTeam, { readonly teamId: string }>() {}
-
-export class ApiKeyAuth extends HttpApiMiddleware.Tag<ApiKeyAuth>()("ApiKeyAuth", {
-  failure: Schema.Union(Unauthorized, ServiceUnavailable),
-  provides: CurrentTeam,
-  security: { apiKey: HttpApiSecurity.apiKey({ in: "header", key: "x-api-key" }) }
-}) {}
+export { ApiKeyAuth, CurrentTeam } from "./security.ts"
 
 const UserId = HttpApiSchema.param("user_id", Schema.String)
 

@@ -109,6 +109,9 @@ export const checkUrl = (text: string, reach: Reach) =>
     const scheme = checkScheme(url, reach)
     if (scheme) return yield* scheme
     if (url.username || url.password) return yield* new EndpointRefused({ message: "the URL must not carry credentials; use custom headers" })
-    yield* allowedAddresses(url.hostname, reach)
+    // A host that does not resolve yet is accepted: every connection is checked again.
+    yield* allowedAddresses(url.hostname, reach).pipe(
+      Effect.catchIf((e) => e.message.endsWith("does not resolve"), () => Effect.void)
+    )
     return url
   })

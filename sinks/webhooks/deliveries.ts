@@ -229,16 +229,13 @@ export const layer = Layer.scoped(
           yield* sql`update webhook_endpoints set failing_since = null where id = any(${healthy}::uuid[]) and failing_since is not null`
         }
         if (failing.length === 0) return
+        yield* sql`update webhook_endpoints set failing_since = now() where id = any(${failing}::uuid[]) and failing_since is null`
         const disabled = yield* sql<{ id: string; team_id: string; failing_since: Date }>`
-          with streak as (
-            update webhook_endpoints set failing_since = coalesce(failing_since, now())
-            where id = any(${failing}::uuid[]) returning id
-          )
-          update webhook_endpoints e set disabled = true, updated_at = now(),
-            disabled_reason = 'failing continuously since ' || to_char(e.failing_since at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-          from streak
-          where e.id = streak.id and not e.disabled and e.failing_since <= now() - make_interval(secs => ${Duration.toSeconds(settings.disableAfter)})
-          returning e.id, e.team_id, e.failing_since`
+          update webhook_endpoints set disabled = true, updated_at = now(),
+            disabled_reason = 'failing continuously since ' || to_char(failing_since at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+          where id = any(${failing}::uuid[]) and not disabled
+            and failing_since <= now() - make_interval(secs => ${Duration.toSeconds(settings.disableAfter)})
+          returning id, team_id, failing_since`
         for (const endpoint of disabled) {
           targets.delete(endpoint.id)
           yield* sql`insert into webhook_notices (team_id, endpoint_id, kind, detail)

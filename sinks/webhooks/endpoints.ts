@@ -171,16 +171,16 @@ export const layer = Layer.effect(
 
     const checked = (input: EndpointChanges) =>
       Effect.gen(function* () {
-        if (input.url !== undefined) yield* checkUrl(input.url, settings.reach)
         const filter = input.filter_types && checkFilter(input.filter_types)
         if (filter) return yield* filter
+        if (input.url !== undefined) yield* checkUrl(input.url, settings.reach)
       })
 
     const create = (teamId: string, input: NewEndpoint) =>
       Effect.gen(function* () {
-        yield* checked(input)
         const headerProblem = input.headers && checkHeaders(input.headers)
         if (headerProblem) return yield* headerProblem
+        yield* checked(input)
         if (input.secret && !isSecret(Redacted.value(input.secret))) {
           return yield* new InvalidEndpoint({ message: "secret must be `whsec_` followed by 24 to 64 bytes of base64" })
         }
