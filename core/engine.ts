@@ -28,6 +28,9 @@ const shardingConfig = (options: EngineOptions) => {
     shardLockRefreshInterval: Duration.divide(expiration, 3).pipe(Option.getOrElse(() => expiration)),
     // Work sent to another runner is found in storage: this bounds how long it waits there.
     entityMessagePollInterval: Duration.seconds(1),
+    // On shutdown, workflows waiting in a durable sleep or deferred are simply stopped: they
+    // resume from their journal. Waiting the default 15 s for them would only delay exits.
+    entityTerminationTimeout: Duration.seconds(2),
     refreshAssignmentsInterval: Duration.seconds(1)
   })
 }

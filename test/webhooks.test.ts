@@ -316,8 +316,19 @@ describe("failures and retries", () => {
     const firstSlow = Math.min(...slow.received.map((r) => r.at))
     expect(Math.max(...fast.received.map((r) => r.at))).toBeLessThan(firstSlow + 1000)
     expect(slow.received.every((r) => r.at < firstSlow + 900)).toBe(true) // none answered yet: all still in flight
-    const deleted = await fetch(`${server.baseUrl}/v2/webhooks/${slowEndpoint.id}`, { method: "DELETE", headers: { "x-api-key": API_KEY } })
-    expect(deleted.status).toBe(204)
+    expect((await api("DELETE", `/v2/webhooks/${slowEndpoint.id}`)).status).toBe(204)
+  })
+})
+
+describe("rate limit", () => {
+  it("spaces an endpoint's deliveries to its rate limit", async () => {
+    const target = await receiver()
+    const endpoint = await createEndpoint({ url: target.url, rate_limit: 5 })
+    for (let i = 0; i < 6; i++) await api("POST", `/v2/webhooks/${endpoint.id}/test`)
+    await waitFor(() => (target.received.length === 6 ? true : undefined))
+    const at = target.received.map((r) => r.at).sort((a, b) => a - b)
+    // 5 per second: at least ~200 ms between sends (a busy machine only widens the gaps).
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(150)
   })
 })
 
@@ -396,8 +407,7 @@ describe("management API", () => {
     expect((await otherTeam("GET", `/v2/webhooks/${created.id}/secret`)).status).toBe(404)
     expect((await otherTeam("DELETE", `/v2/webhooks/${created.id}`)).status).toBe(404)
 
-    const deleted = await fetch(`${server.baseUrl}/v2/webhooks/${created.id}`, { method: "DELETE", headers: { "x-api-key": API_KEY } })
-    expect(deleted.status).toBe(204)
+    expect(await api("DELETE", `/v2/webhooks/${created.id}`)).toEqual({ status: 204, body: null })
     expect((await api("GET", `/v2/webhooks/${created.id}`)).status).toBe(404)
     expect((await api("GET", "/v2/webhooks/not-a-uuid")).status).toBe(404)
   })

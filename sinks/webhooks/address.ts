@@ -55,6 +55,7 @@ const v6Groups = (address: string): Array<number> | undefined => {
   const parse = (s: string) => (s === "" ? [] : s.split(":").map((g) => (/^[0-9a-f]{1,4}$/.test(g) ? parseInt(g, 16) : NaN)))
   const head = parse(halves[0]!)
   const rest = halves.length === 2 ? parse(halves[1]!) : []
+  if (halves.length === 2 && head.length + rest.length > 7) return undefined
   const groups = halves.length === 2 ? [...head, ...Array(8 - head.length - rest.length).fill(0), ...rest] : head
   return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0) ? groups : undefined
 }

@@ -6,6 +6,7 @@
  */
 import { Effect } from "effect"
 import { isIP } from "node:net"
+import { StringDecoder } from "node:string_decoder"
 // The file path, not the bare name: Bun answers a bare "undici" import with its own stand-in.
 import { buildConnector, Pool } from "undici/index.js"
 import { allowedAddresses, type Reach } from "./address.ts"
@@ -65,8 +66,9 @@ export const make = (options: SenderOptions) =>
         connections: options.connections,
         connect: guarded,
         keepAliveTimeout: 30_000,
-        headersTimeout: options.timeoutMs,
-        bodyTimeout: options.timeoutMs
+        // Past the attempt's own deadline (the signal below), so that one decides.
+        headersTimeout: options.timeoutMs + 1000,
+        bodyTimeout: options.timeoutMs + 1000
       })
       pools.set(endpointId, { origin: url.origin, pool })
       return pool
@@ -90,10 +92,12 @@ export const make = (options: SenderOptions) =>
           signal: AbortSignal.timeout(options.timeoutMs)
         })
         .then(async (response) => {
+          // Decoded as a stream, so a character split across chunks or by the cut stays whole or is left out.
+          const decoder = new StringDecoder("utf8")
           let excerpt = ""
           let size = 0
           for await (const chunk of response.body) {
-            if (size < EXCERPT_BYTES) excerpt += Buffer.from(chunk).subarray(0, EXCERPT_BYTES - size).toString("utf8")
+            if (size < EXCERPT_BYTES) excerpt += decoder.write(Buffer.from(chunk).subarray(0, EXCERPT_BYTES - size))
             size += chunk.length
             if (size > DRAIN_BYTES) break
           }

@@ -12,7 +12,7 @@ export interface ApiReply {
   readonly body: any
 }
 
-/** Calls `/v2` routes with `x-api-key`; answers the status and the parsed JSON body. */
+/** Calls `/v2` routes with `x-api-key`; answers the status and the parsed JSON body (null when empty). */
 export const wearflowApi =
   (baseUrl: () => string, apiKey: string) =>
   async (method: string, route: string, body?: unknown): Promise<ApiReply> => {
@@ -21,7 +21,8 @@ export const wearflowApi =
       headers: { "x-api-key": apiKey, "content-type": "application/json" },
       ...(body === undefined ? {} : { body: JSON.stringify(body) })
     })
-    return { status: response.status, body: (await response.json()) as any }
+    const text = await response.text()
+    return { status: response.status, body: (text.length > 0 ? JSON.parse(text) : null) as any }
   }
 
 export type WearflowApi = ReturnType<typeof wearflowApi>

@@ -1,0 +1,465 @@
+/**
+ * Benchmark of the webhooks sink: events appended to the outbox → SinkRunner fan-out →
+ * dispatcher → signed POSTs to a loopback receiver, with 1, 10 and 100 endpoints, and a paced
+ * run at a steady rate for append→receipt latency. The baseline, measured in the same run
+ * against the same receiver, is a bare undici `Pool` POST loop with the same bodies and the
+ * same concurrency as one endpoint's lane. Figures only, never assertions.
+ *
+ * The receiver is a separate Bun process (this file with `--receiver`), so the sender and the
+ * receiver do not share an event loop; it counts deliveries by unique `svix-id` and computes
+ * latency from the `appended_at` stamped into each event's payload.
+ *
+ *   npm run bench:webhooks
+ *     env: WEBHOOK_BENCH_DELIVERIES=20000      deliveries per throughput scenario (and the baseline)
+ *          WEBHOOK_BENCH_CONCURRENCY=32        WEARFLOW_WEBHOOK_ENDPOINT_CONCURRENCY, and the baseline's connections
+ *          WEBHOOK_BENCH_PACED_RATE=1000       events/s of the paced run (1 endpoint)
+ *          WEBHOOK_BENCH_PACED_SECONDS=10      length of the paced run
+ *          WEBHOOK_BENCH_TRACE=1               prints the pipeline's progress every 100 ms
+ */
+import { Effect, Layer, Logger, LogLevel, ManagedRuntime, Option, Redacted, ConfigProvider } from "effect"
+import { spawn, type ChildProcess } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import pg from "pg"
+// The file path, not the bare name: Bun answers a bare "undici" import with its own stand-in.
+import { Pool } from "undici/index.js"
+import { layerTokenCipher } from "../core/crypto.ts"
+import * as Engine from "../core/engine.ts"
+import * as Host from "../core/host.ts"
+import * as OutboundHttp from "../core/http-client.ts"
+import * as SinkRunner from "../core/pipeline/sink-runner.ts"
+import * as Database from "../core/storage/database.ts"
+import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import * as WebhooksSink from "../sinks/webhooks/mod.ts"
+
+// ---- the receiver (child process) ---------------------------------------------------------
+
+interface ReceiverStats {
+  readonly unique: number
+  readonly duplicates: number
+  readonly unidentified: number
+  /** Receipt time (ms since epoch) of the first and last unique delivery. */
+  readonly first: number
+  readonly last: number
+  readonly paths: number
+  readonly minPerPath: number
+  readonly maxPerPath: number
+  /** append→receipt (or send→receipt for the baseline), ms. */
+  readonly p50: number
+  readonly p99: number
+  readonly max: number
+}
+
+const percentile = (sorted: ReadonlyArray<number>, q: number) =>
+  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+
+const runReceiver = () => {
+  let ids = new Set<string>()
+  let latencies: Array<number> = []
+  let paths = new Map<string, number>()
+  let duplicates = 0
+  let unidentified = 0
+  let first = 0
+  let last = 0
+  const stats = (): ReceiverStats => {
+    const sorted = latencies.slice().sort((a, b) => a - b)
+    const perPath = [...paths.values()]
+    return {
+      unique: ids.size, duplicates, unidentified, first, last, paths: paths.size,
+      minPerPath: perPath.length ? Math.min(...perPath) : 0, maxPerPath: perPath.length ? Math.max(...perPath) : 0,
+      p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted[sorted.length - 1] ?? NaN
+    }
+  }
+  const server = http.createServer((request, response) => {
+    const url = request.url ?? "/"
+    if (url.startsWith("/_stats")) {
+      const body = url.includes("light") ? { unique: ids.size, last } : stats()
+      response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body))
+      return void request.resume()
+    }
+    if (url === "/_reset") {
+      ids = new Set()
+      latencies = []
+      paths = new Map()
+      duplicates = unidentified = first = last = 0
+      response.writeHead(204).end()
+      return void request.resume()
+    }
+    const chunks: Array<Buffer> = []
+    request.on("data", (chunk: Buffer) => chunks.push(chunk))
+    request.on("end", () => {
+      const now = Date.now()
+      const id = request.headers["svix-id"]
+      if (typeof id !== "string") unidentified++
+      else if (ids.has(id)) duplicates++
+      else {
+        ids.add(id)
+        const appended = (JSON.parse(Buffer.concat(chunks).toString("utf8")) as { data?: { appended_at?: unknown } }).data?.appended_at
+        if (typeof appended === "number") latencies.push(now - appended)
+        if (first === 0) first = now
+        last = now
+        paths.set(url, (paths.get(url) ?? 0) + 1)
+      }
+      response.writeHead(204).end()
+    })
+  })
+  // Longer than any pause in the run: no keep-alive race with the senders' pools.
+  server.keepAliveTimeout = 120_000
+  server.headersTimeout = 130_000
+  server.listen(0, "127.0.0.1", () => console.log(`listening ${(server.address() as AddressInfo).port}`))
+  process.on("SIGTERM", () => server.close(() => process.exit(0)))
+}
+
+// ---- the benchmark ------------------------------------------------------------------------
+
+interface Run {
+  readonly name: string
+  readonly deliveries: number
+  readonly received: number
+  /** From the first append (or request) to the last receipt, ms. */
+  readonly wallMs: number
+  readonly perSecond: number
+  readonly stats: ReceiverStats
+  readonly note: string
+}
+
+const env = (name: string, fallback: number) => {
+  const value = Number(process.env[name] ?? fallback)
+  return Number.isFinite(value) && value > 0 ? value : fallback
+}
+
+const runBench = async () => {
+  const startedAt = performance.now()
+  const deliveries = Math.floor(env("WEBHOOK_BENCH_DELIVERIES", 20_000))
+  const concurrency = Math.floor(env("WEBHOOK_BENCH_CONCURRENCY", 32))
+  const pacedRate = env("WEBHOOK_BENCH_PACED_RATE", 1000)
+  const pacedSeconds = env("WEBHOOK_BENCH_PACED_SECONDS", 10)
+  const trace = process.env.WEBHOOK_BENCH_TRACE === "1"
+  const STALL_MS = 30_000
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+  // Postgres, with a pool of our own for appends and progress queries.
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-webhooks-"))
+  await fs.chmod(dir, 0o755)
+  const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
+  const db = new pg.Pool({ connectionString: Redacted.value(database.url), max: 4 })
+  db.on("error", () => {})
+
+  // The receiver, in its own process.
+  const receiverProcess: ChildProcess = spawn(process.execPath, [fileURLToPath(import.meta.url), "--receiver"], {
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  const receiverPort = await new Promise<number>((resolve, reject) => {
+    let out = ""
+    receiverProcess.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString("utf8")
+      const match = /listening (\d+)/.exec(out)
+      if (match) resolve(Number(match[1]))
+    })
+    receiverProcess.once("exit", (code) => reject(new Error(`receiver exited (${code})`)))
+  })
+  const origin = `http://127.0.0.1:${receiverPort}`
+  const resetReceiver = () => fetch(`${origin}/_reset`, { method: "POST" }).then((r) => r.arrayBuffer())
+  const receiverStats = () => fetch(`${origin}/_stats`).then((r) => r.json() as Promise<ReceiverStats>)
+  const receiverCount = () => fetch(`${origin}/_stats?light`).then((r) => r.json() as Promise<{ unique: number; last: number }>)
+
+  /** Waits until the receiver has `expected` unique deliveries, or nothing new came for STALL_MS. */
+  const waitForReceipts = async (expected: number, onTick?: () => Promise<void>) => {
+    let seen = -1
+    let progressAt = Date.now()
+    for (;;) {
+      const { unique } = await receiverCount()
+      if (unique >= expected) return true
+      if (unique !== seen) {
+        seen = unique
+        progressAt = Date.now()
+      } else if (Date.now() - progressAt > STALL_MS) return false
+      if (onTick) await onTick()
+      await sleep(25)
+    }
+  }
+
+  // The event every run sends: Wearflow's envelope around a daily summary, ~700 bytes as
+  // Postgres renders it. `appended_at` is stamped per append batch; the receiver reads it.
+  const data = {
+    id: "5b0c4f5e-8a7d-4c39-9f4e-2d1b7a6c3e10", provider: "garmin", resource: "daily", calendar_date: "2025-01-15",
+    time_start: "2025-01-15T00:00:00.000Z", time_end: "2025-01-16T00:00:00.000Z", timezone_offset: 3600,
+    steps: 8421, distance_meters: 6523.4, floors_climbed: 7, active_calories: 512, total_calories: 2310,
+    resting_heart_rate: 58, average_heart_rate: 71, max_heart_rate: 142, average_stress: 31,
+    moderate_intensity_minutes: 24, vigorous_intensity_minutes: 12,
+    source: { provider: "garmin", type: "device", device: "Forerunner 965" }
+  }
+  const EVENT_TYPE = "daily.data.activity.created"
+  // $1 team, $2 data, $3 appended_at (ms), s: the sequence number.
+  const envelopeSql = `jsonb_build_object(
+      'event_type', '${EVENT_TYPE}',
+      'data', $2::jsonb || jsonb_build_object('appended_at', $3::bigint, 'seq', s),
+      'user_id', ('00000000-0000-4000-8000-' || lpad((s % 100)::text, 12, '0'))::uuid,
+      'client_user_id', 'bench-user-' || (s % 100),
+      'team_id', $1::uuid)`
+  const appendSql = `
+    insert into outbox (event_id, event_type, team_id, user_id, payload)
+    select gen_random_uuid(), '${EVENT_TYPE}', $1::uuid, ('00000000-0000-4000-8000-' || lpad((s % 100)::text, 12, '0'))::uuid, ${envelopeSql}
+    from generate_series($4::int, $5::int) s`
+  const append = (teamId: string, from: number, to: number) =>
+    db.query(appendSql, [teamId, JSON.stringify(data), Date.now(), from, to])
+
+  // The baseline's body: the same text Postgres sends, with markers for the stamp and the sequence.
+  const STAMP = "1700000000000"
+  const SEQ = "9999999"
+  const template: string = (
+    await db.query(`select ${envelopeSql}::text as body from (select ${SEQ}::int as s) g`, ["00000000-0000-4000-8000-0000000000aa", JSON.stringify(data), STAMP])
+  ).rows[0].body
+  const bodyBytes = Buffer.byteLength(template)
+
+  console.log(
+    `Webhook delivery to a loopback receiver (separate process): ${deliveries} deliveries per throughput run, body ~${bodyBytes} bytes, ` +
+      `endpoint concurrency ${concurrency}, Bun ${Bun.version}, ${os.cpus().length} cores`
+  )
+
+  // ---- baseline: a bare undici loop ----------------------------------------------------------
+  const baseline = async (n: number): Promise<Run> => {
+    const pool = new Pool(origin, { connections: concurrency, keepAliveTimeout: 30_000 })
+    await resetReceiver()
+    let next = 0
+    let failures = 0
+    const start = Date.now()
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < n) {
+          const seq = next++
+          const now = Date.now()
+          const body = template.replace(STAMP, String(now)).replace(SEQ, String(seq))
+          const response = await pool.request({
+            method: "POST",
+            path: "/baseline",
+            headers: {
+              "content-type": "application/json",
+              "user-agent": "Wearflow-Webhooks/1",
+              "svix-id": `msg_${seq.toString(16).padStart(32, "0")}`,
+              "svix-timestamp": String(Math.floor(now / 1000)),
+              "svix-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            },
+            body
+          })
+          await response.body.dump()
+          if (response.statusCode !== 204) failures++
+        }
+      })
+    )
+    await waitForReceipts(n)
+    const stats = await receiverStats()
+    await pool.close()
+    const wallMs = stats.last - start
+    return {
+      name: `baseline: bare undici Pool loop (${concurrency} connections)`,
+      deliveries: n, received: stats.unique, wallMs, perSecond: stats.unique / (wallMs / 1000), stats,
+      note: failures > 0 ? `${failures} non-204` : ""
+    }
+  }
+
+  await baseline(Math.min(2000, deliveries)) // warm-up
+  const base = await baseline(deliveries)
+  console.log(`baseline           ${base.perSecond.toFixed(0).padStart(7)} deliveries/s   p50 ${base.stats.p50} ms   p99 ${base.stats.p99} ms`)
+
+  // ---- Wearflow: the sink as the server composes it ---------------------------------------------
+  const config = ConfigProvider.fromMap(new Map([
+    ["WEARFLOW_WEBHOOK_ALLOW_HTTP", "true"],
+    ["WEARFLOW_WEBHOOK_ALLOW_PRIVATE", "true"],
+    ["WEARFLOW_WEBHOOK_ENDPOINT_CONCURRENCY", String(concurrency)]
+  ]))
+  const Storage = layerTokenCipher(Redacted.make([randomBytes(32)])).pipe(
+    Layer.provideMerge(Database.layer({ url: Option.some(database.url), dataDir: dir }))
+  )
+  const App = SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 }).pipe(
+    Layer.provideMerge(Host.load(WebhooksSink.plugin, config)),
+    Layer.provide(OutboundHttp.layer()),
+    Layer.provideMerge(Engine.layer({ runnerAddress: { host: "127.0.0.1", port: 20_000 + Math.floor(Math.random() * 20_000) } })),
+    Layer.provideMerge(Storage),
+    Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
+  )
+  const runtime = ManagedRuntime.make(App)
+  await runtime.runtime()
+  const teamId: string = (await db.query("insert into teams (id, name) values (gen_random_uuid(), 'bench') returning id")).rows[0].id
+
+  const endpoints = (count: number) =>
+    runtime.runPromise(
+      Effect.gen(function* () {
+        const service = yield* WebhooksSink.WebhookEndpoints
+        for (const endpoint of yield* service.list(teamId)) yield* service.remove(teamId, endpoint.id)
+        yield* Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => service.create(teamId, { url: `${origin}/hooks/${i}` }), {
+          concurrency: 8,
+          discard: true
+        })
+      })
+    )
+
+  /** Pipeline progress: fan-out rows written, and rows recorded delivered. */
+  const progress = async () => {
+    const row = (await db.query(
+      `select count(*)::int as messages, count(*) filter (where status = 'delivered')::int as delivered,
+              count(*) filter (where status = 'pending' and lease_until > now())::int as leased,
+              count(*) filter (where status in ('retrying', 'failed'))::int as failing
+       from webhook_messages`
+    )).rows[0] as { messages: number; delivered: number; leased: number; failing: number }
+    return row
+  }
+
+  /** Watches the stages of one run; times are ms since `t0`. */
+  const watch = (expected: number, t0: number) => {
+    const stages = { fannedOut: NaN, recorded: NaN, failing: 0 }
+    let running = true
+    const loop = (async () => {
+      while (running) {
+        const p = await progress()
+        const at = Date.now() - t0
+        if (Number.isNaN(stages.fannedOut) && p.messages >= expected) stages.fannedOut = at
+        if (Number.isNaN(stages.recorded) && p.delivered >= expected) stages.recorded = at
+        stages.failing = Math.max(stages.failing, p.failing)
+        if (trace) {
+          const { unique } = await receiverCount()
+          console.log(`  t=${String(at).padStart(6)} ms  fanned out ${p.messages}  leased ${p.leased}  received ${unique}  recorded ${p.delivered}  retrying/failed ${p.failing}`)
+        }
+        if (!Number.isNaN(stages.recorded)) break
+        await sleep(100)
+      }
+    })()
+    return {
+      stages,
+      /** Waits (up to STALL_MS) for the recorder to catch up, then stops. */
+      stop: async () => {
+        const deadline = Date.now() + STALL_MS
+        while (Number.isNaN(stages.recorded) && Date.now() < deadline) await sleep(50)
+        running = false
+        await loop
+        return stages
+      }
+    }
+  }
+
+  let seqBase = 0
+  const throughput = async (name: string, endpointCount: number, events: number): Promise<Run> => {
+    await endpoints(endpointCount)
+    await resetReceiver()
+    const expected = events * endpointCount
+    const from = seqBase
+    seqBase += events
+    const t0 = Date.now()
+    const watcher = watch(expected, t0)
+    for (let i = 0; i < events; i += 1000) await append(teamId, from + i, from + Math.min(events, i + 1000) - 1)
+    const appended = Date.now() - t0
+    const complete = await waitForReceipts(expected)
+    const stages = await watcher.stop()
+    const stats = await receiverStats()
+    const wallMs = stats.last - t0
+    const ms = (x: number) => (Number.isNaN(x) ? "n/a" : `${x} ms`)
+    console.log(
+      `${name.padEnd(38)} ${(stats.unique / (wallMs / 1000)).toFixed(0).padStart(7)} deliveries/s   stages: appended ${appended} ms, ` +
+        `fanned out ${ms(stages.fannedOut)}, last receipt ${wallMs} ms, recorded ${ms(stages.recorded)}` +
+        `${stats.paths !== endpointCount ? `   (only ${stats.paths} endpoints reached)` : ""}`
+    )
+    const notes = [
+      complete ? "" : `incomplete: ${stats.unique}/${expected}`,
+      stats.duplicates > 0 ? `${stats.duplicates} duplicates` : "",
+      stages.failing > 0 ? `${stages.failing} retrying/failed` : "",
+      `per endpoint ${stats.minPerPath}–${stats.maxPerPath}`
+    ]
+    return {
+      name, deliveries: expected, received: stats.unique, wallMs, perSecond: stats.unique / (wallMs / 1000), stats,
+      note: notes.filter(Boolean).join("; ")
+    }
+  }
+
+  const paced = async (rate: number, seconds: number): Promise<Run> => {
+    await endpoints(1)
+    await resetReceiver()
+    const tickMs = 20
+    const perTick = Math.max(1, Math.round((rate * tickMs) / 1000))
+    const ticks = Math.round((seconds * 1000) / tickMs)
+    const expected = perTick * ticks
+    const t0 = Date.now()
+    const watcher = watch(expected, t0)
+    const pending: Array<Promise<unknown>> = []
+    let behind = 0
+    for (let k = 0; k < ticks; k++) {
+      const wait = t0 + k * tickMs - Date.now()
+      if (wait > 0) await sleep(wait)
+      else if (wait < -tickMs) behind++
+      const from = seqBase
+      seqBase += perTick
+      pending.push(append(teamId, from, from + perTick - 1))
+    }
+    await Promise.all(pending)
+    const appendedMs = Date.now() - t0
+    const complete = await waitForReceipts(expected)
+    const stages = await watcher.stop()
+    const stats = await receiverStats()
+    const wallMs = stats.last - t0
+    const name = `Wearflow paced ${rate}/s, 1 endpoint, ${seconds} s`
+    console.log(
+      `${name.padEnd(38)} ${(stats.unique / (wallMs / 1000)).toFixed(0).padStart(7)} deliveries/s   appended ${expected} in ${appendedMs} ms` +
+        `${behind > 0 ? ` (${behind} ticks late)` : ""}   p50 ${stats.p50} ms   p99 ${stats.p99} ms   max ${stats.max} ms`
+    )
+    const notes = [
+      complete ? "" : `incomplete: ${stats.unique}/${expected}`,
+      stats.duplicates > 0 ? `${stats.duplicates} duplicates` : "",
+      stages.failing > 0 ? `${stages.failing} retrying/failed` : "",
+      `appends at ${(expected / (appendedMs / 1000)).toFixed(0)}/s; max ${stats.max} ms`
+    ]
+    return {
+      name, deliveries: expected, received: stats.unique, wallMs, perSecond: stats.unique / (wallMs / 1000), stats,
+      note: notes.filter(Boolean).join("; ")
+    }
+  }
+
+  await throughput("warm-up, 1 endpoint", 1, Math.min(2000, deliveries))
+  const runs: Array<Run> = []
+  runs.push(await throughput("Wearflow, 1 endpoint", 1, deliveries))
+  runs.push(await throughput("Wearflow, 10 endpoints", 10, Math.ceil(deliveries / 10)))
+  runs.push(await throughput("Wearflow, 100 endpoints", 100, Math.ceil(deliveries / 100)))
+  const pacedRun = await paced(pacedRate, pacedSeconds)
+
+  // ---- the table --------------------------------------------------------------------------------
+  const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a")
+  const rows = [base, ...runs, pacedRun].map((r) => [
+    r.name,
+    `${fmt(r.received)}/${fmt(r.deliveries)}`,
+    fmt(r.wallMs / 1000, 2),
+    fmt(r.perSecond),
+    r === base ? "1.00×" : r === pacedRun ? "—" : `${(r.perSecond / base.perSecond).toFixed(2)}×`,
+    fmt(r.stats.p50),
+    fmt(r.stats.p99),
+    r.note
+  ])
+  const header = ["Run", "Delivered", "Wall s", "Deliveries/s", "vs baseline", "p50 ms", "p99 ms", "Notes"]
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: ReadonlyArray<string>) => `| ${cells.map((c, i) => (i >= 1 && i <= 6 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(" | ")} |`
+  console.log("")
+  console.log("Latency: append→receipt for Wearflow (throughput runs append everything up front, so it includes queueing); send→receipt for the baseline.")
+  console.log(line(header))
+  console.log(`|${widths.map((w, i) => (i >= 1 && i <= 6 ? "-".repeat(w + 1) + ":" : "-".repeat(w + 2))).join("|")}|`)
+  for (const row of rows) console.log(line(row))
+  const one = runs[0]!
+  console.log("")
+  console.log(
+    `Targets: ≥ 5,000 deliveries/s → 1 endpoint ${fmt(one.perSecond)}/s, 10 endpoints ${fmt(runs[1]!.perSecond)}/s, 100 endpoints ${fmt(runs[2]!.perSecond)}/s; ` +
+      `p99 < 250 ms at 1,000/s → ${fmt(pacedRun.stats.p99)} ms (achieved ${fmt(pacedRun.perSecond)}/s)`
+  )
+  console.log(`Total run time ${((performance.now() - startedAt) / 1000).toFixed(1)} s`)
+
+  // ---- clean-up ---------------------------------------------------------------------------------
+  await runtime.dispose()
+  receiverProcess.kill("SIGTERM")
+  await new Promise((resolve) => (receiverProcess.exitCode !== null ? resolve(null) : receiverProcess.once("exit", resolve)))
+  await db.end()
+  await Effect.runPromise(database.stop)
+  await fs.rm(dir, { recursive: true, force: true })
+}
+
+if (process.argv.includes("--receiver")) runReceiver()
+else await runBench()
