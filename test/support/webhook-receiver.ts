@@ -13,8 +13,8 @@ export interface Received {
   readonly path: string
 }
 
-/** How the receiver answers the next request: a status, a hang (ms), or a dropped connection. */
-export type Answer = number | { readonly status: number; readonly body?: string; readonly location?: string } | { readonly hangMs: number } | "drop"
+/** How the receiver answers the next request: a status, a hang (ms), a dropped connection, or held until `release()`. */
+export type Answer = number | { readonly status: number; readonly body?: string; readonly location?: string } | { readonly hangMs: number } | "drop" | "hold"
 
 export interface Receiver {
   readonly url: string
@@ -22,6 +22,10 @@ export interface Receiver {
   /** Answers for the coming requests, in order; after them, `fallback`. */
   answers: Array<Answer>
   fallback: Answer
+  /** Requests held open ("hold"), not answered yet. */
+  readonly held: () => number
+  /** Answers every held request with 200. */
+  readonly release: () => void
   /** Received requests carrying this message id header. */
   readonly withId: (id: string) => Array<Received>
   readonly close: () => Promise<void>
@@ -29,10 +33,15 @@ export interface Receiver {
 
 export const startReceiver = async (path = "/hooks"): Promise<Receiver> => {
   const sockets = new Set<import("node:net").Socket>()
+  const holding: Array<http.ServerResponse> = []
   const receiver: Omit<Receiver, "url" | "close"> = {
     received: [],
     answers: [],
     fallback: 204,
+    held: () => holding.length,
+    release: () => {
+      for (const response of holding.splice(0)) response.writeHead(200).end()
+    },
     withId: (id) => receiver.received.filter((r) => (r.headers["svix-id"] ?? r.headers["webhook-id"]) === id)
   }
   const server = http.createServer((request, response) => {
@@ -47,6 +56,7 @@ export const startReceiver = async (path = "/hooks"): Promise<Receiver> => {
       })
       const answer = receiver.answers.shift() ?? receiver.fallback
       if (answer === "drop") return request.socket.destroy()
+      if (answer === "hold") return void holding.push(response)
       if (typeof answer === "number") return response.writeHead(answer).end()
       if ("hangMs" in answer) return void setTimeout(() => response.writeHead(200).end(), answer.hangMs)
       response.writeHead(answer.status, answer.location ? { location: answer.location } : {}).end(answer.body ?? "")

@@ -1,7 +1,8 @@
 /**
  * Webhook delivery across `kill -9`: a message in the middle of its (shortened) retry
  * schedule, and one whose attempt was in flight, are both delivered after a restart, under
- * the ids they had. Retry state lives in Effect's workflow engine on Postgres.
+ * the ids they had. Retry state lives in Effect's workflow engine on Postgres. Also: an
+ * endpoint that never answers holds back no other, and addresses are checked at send time.
  */
 import { Redacted } from "effect"
 import * as fs from "node:fs/promises"
@@ -64,6 +65,33 @@ afterAll(async () => {
   await server?.stop()
   await target?.close()
   await fs.rm(dir, { recursive: true, force: true })
+})
+
+describe("isolation", () => {
+  it("an endpoint that does not answer holds back no other endpoint", async () => {
+    const stuckReceiver = await startReceiver()
+    stuckReceiver.fallback = "hold"
+    const fast = await startReceiver()
+    try {
+      const stuck = (await api("POST", "/v2/webhooks", { url: stuckReceiver.url })).body as { id: string }
+      const healthy = (await api("POST", "/v2/webhooks", { url: fast.url })).body as { id: string }
+      for (let i = 0; i < 40; i++) {
+        await api("POST", `/v2/webhooks/${stuck.id}/test`)
+        await api("POST", `/v2/webhooks/${healthy.id}/test`)
+      }
+      await eventually(async () => (fast.received.length === 40 ? true : undefined))
+      // Every healthy delivery is done while the stuck endpoint's requests are all still open
+      // (up to its concurrency; the rest wait in its own lane) and none of its attempts ended.
+      expect(stuckReceiver.held()).toBe(32)
+      const ended = await db.query("select count(*)::int as n from webhook_attempts a join webhook_messages m on m.id = a.message_id where m.endpoint_id = $1", [stuck.id])
+      expect(ended.rows[0].n).toBe(0)
+      expect((await api("DELETE", `/v2/webhooks/${stuck.id}`)).status).toBe(204)
+    } finally {
+      stuckReceiver.release()
+      await stuckReceiver.close()
+      await fast.close()
+    }
+  })
 })
 
 describe("webhook delivery across kill -9", () => {
