@@ -56,6 +56,9 @@ export const CustomHeaders = Schema.Struct({ headers: Headers })
 
 export const SigningSecret = Schema.Struct({ key: Schema.String })
 
+/** The rotate route's optional body. */
+export const RotateSecret = Schema.Struct({ key: Schema.optional(Key) })
+
 const Attempt = Schema.Struct({
   attempt: Schema.Int,
   trigger: Schema.String.annotations({ description: "first, retry or manual (resend / recover)" }),
@@ -90,11 +93,10 @@ export class WebhooksApi extends HttpApiGroup.make("webhooks")
   .add(HttpApiEndpoint.put("setHeaders")`/v2/webhooks/${WebhookId}/headers`.setPayload(CustomHeaders).addSuccess(CustomHeaders))
   .add(HttpApiEndpoint.get("secret")`/v2/webhooks/${WebhookId}/secret`.addSuccess(SigningSecret))
   .add(
+    // The body is optional, so the handler reads it (RotateSecret) instead of declaring it.
     HttpApiEndpoint.post("rotateSecret")`/v2/webhooks/${WebhookId}/secret/rotate`
-      .setPayload(Schema.Struct({ key: Schema.optional(Key) }))
       .addSuccess(SigningSecret)
-      
-      .annotate(OpenApi.Description, "A new secret (yours, or generated). Messages are signed with the old one too for the grace period (WEARFLOW_WEBHOOK_SECRET_GRACE).")
+      .annotate(OpenApi.Description, "A new secret: yours (an optional body `{\"key\": \"whsec_...\"}`) or generated. Messages are signed with the old one too for the grace period (WEARFLOW_WEBHOOK_SECRET_GRACE).")
   )
   .add(
     HttpApiEndpoint.get("messages")`/v2/webhooks/${WebhookId}/messages`
@@ -104,25 +106,25 @@ export class WebhooksApi extends HttpApiGroup.make("webhooks")
         cursor: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d{1,19}$/)))
       }))
       .addSuccess(Schema.Struct({ data: Schema.Array(WebhookMessage), next_cursor: Schema.NullOr(Schema.String) }))
-      
+
       .annotate(OpenApi.Description, "Newest first, with every attempt: status, response code, latency, and the start of the response body.")
   )
   .add(
     HttpApiEndpoint.post("recover")`/v2/webhooks/${WebhookId}/recover`
       .setPayload(Schema.Struct({ since: Schema.Date.annotations({ description: "ISO 8601" }) }))
       .addSuccess(Schema.Struct({ recovered: Schema.Int }), { status: 202 })
-      
+
       .annotate(OpenApi.Description, "Sends again every failed message created since `since`, under the same ids.")
   )
   .add(
     HttpApiEndpoint.post("resend")`/v2/webhooks/messages/${MessageId}/resend`
       .addSuccess(Schema.Struct({ message_id: Schema.String, status: Schema.Literal("pending") }), { status: 202 })
-      
+
   )
   .add(
     HttpApiEndpoint.post("test")`/v2/webhooks/${WebhookId}/test`
       .addSuccess(Schema.Struct({ message_id: Schema.String }), { status: 202 })
-      
+
       .annotate(OpenApi.Description, "Sends a `webhook.test` event to the endpoint.")
   )
   .addError(InvalidRequest)

@@ -1,9 +1,10 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
-import { HttpApiBuilder } from "@effect/platform"
+import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
 import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { WebhookEndpoints } from "@wearflow/sink-webhooks"
-import { Effect, Option, Redacted } from "effect"
+import { Effect, Option, Redacted, Schema } from "effect"
 import { CurrentTeam, WearflowApi } from "./Api.ts"
+import { RotateSecret } from "./WebhooksApi.ts"
 
 const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
 
@@ -26,6 +27,18 @@ const wire = <A, R>(
 
 const team = Effect.map(CurrentTeam, (t) => t.teamId)
 
+/** The rotate route's body: none, or `{key?}`. */
+const rotateBody = Effect.gen(function* () {
+  const text = yield* Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => request.text).pipe(
+    Effect.mapError(() => new InvalidRequest({ message: "invalid request: the body could not be read" }))
+  )
+  if (text.trim().length === 0) return Option.none<Redacted.Redacted<string>>()
+  const body = yield* Schema.decodeUnknown(Schema.parseJson(RotateSecret))(text).pipe(
+    Effect.mapError(() => new InvalidRequest({ message: "invalid request: the body must be {} or {\"key\": \"whsec_...\"}" }))
+  )
+  return Option.fromNullable(body.key)
+})
+
 export const WebhooksLive = HttpApiBuilder.group(WearflowApi, "webhooks", (handlers) =>
   Effect.gen(function* () {
     const endpoints = yield* WebhookEndpoints
@@ -39,8 +52,8 @@ export const WebhooksLive = HttpApiBuilder.group(WearflowApi, "webhooks", (handl
       .handle("setHeaders", ({ path, payload }) =>
         wire(Effect.flatMap(team, (t) => endpoints.setHeaders(t, path.id, payload.headers))).pipe(Effect.map((headers) => ({ headers }))))
       .handle("secret", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.secret(t, path.id))).pipe(Effect.map((key) => ({ key: Redacted.value(key) }))))
-      .handle("rotateSecret", ({ path, payload }) =>
-        wire(Effect.flatMap(team, (t) => endpoints.rotateSecret(t, path.id, Option.fromNullable(payload.key)))).pipe(
+      .handle("rotateSecret", ({ path }) =>
+        wire(Effect.flatMap(Effect.all([team, rotateBody]), ([t, key]) => endpoints.rotateSecret(t, path.id, key))).pipe(
           Effect.map((key) => ({ key: Redacted.value(key) }))
         ))
       .handle("messages", ({ path, urlParams }) =>
