@@ -89,23 +89,10 @@ export interface MessageQuery {
 
 type Failure = SqlError.SqlError | EndpointNotFound
 
-interface EndpointRow {
-  readonly id: string
-  readonly url: string
-  readonly description: string
-  readonly rate_limit: number | null
-  readonly disabled: boolean
-  readonly disabled_reason: string | null
-  readonly filter_types: ReadonlyArray<string>
-  readonly signature_headers: SignatureHeaders
-  readonly fifo: boolean
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+type EndpointRow = Omit<Endpoint, "created_at" | "updated_at"> & { readonly created_at: Date; readonly updated_at: Date }
 
 const view = (row: EndpointRow): Endpoint => ({
   ...row,
-  filter_types: row.filter_types,
   created_at: row.created_at.toISOString(),
   updated_at: row.updated_at.toISOString()
 })
