@@ -14,6 +14,8 @@
  *          WEBHOOK_BENCH_CONCURRENCY=32        WEARFLOW_WEBHOOK_ENDPOINT_CONCURRENCY, and the baseline's connections
  *          WEBHOOK_BENCH_PACED_RATE=1000       events/s of the paced run (1 endpoint)
  *          WEBHOOK_BENCH_PACED_SECONDS=10      length of the paced run
+ *          WEBHOOK_BENCH_BUDGET_SECONDS=30     a throughput run still sending after this is cut short
+ *                                              (its rate is then over the budget; the rest is dropped)
  *          WEBHOOK_BENCH_TRACE=1               prints the pipeline's progress every 100 ms
  */
 import { Effect, Layer, Logger, LogLevel, ManagedRuntime, Option, Redacted, ConfigProvider } from "effect"
@@ -126,6 +128,8 @@ interface Run {
   readonly perSecond: number
   readonly stats: ReceiverStats
   readonly note: string
+  /** Cut short at the time budget. */
+  readonly partial: boolean
 }
 
 const env = (name: string, fallback: number) => {
@@ -133,12 +137,16 @@ const env = (name: string, fallback: number) => {
   return Number.isFinite(value) && value > 0 ? value : fallback
 }
 
+/** Releases what the run started, last first, even when it fails half-way. */
+const cleanups: Array<() => Promise<unknown>> = []
+
 const runBench = async () => {
   const startedAt = performance.now()
   const deliveries = Math.floor(env("WEBHOOK_BENCH_DELIVERIES", 20_000))
   const concurrency = Math.floor(env("WEBHOOK_BENCH_CONCURRENCY", 32))
   const pacedRate = env("WEBHOOK_BENCH_PACED_RATE", 1000)
   const pacedSeconds = env("WEBHOOK_BENCH_PACED_SECONDS", 10)
+  const budgetMs = env("WEBHOOK_BENCH_BUDGET_SECONDS", 30) * 1000
   const trace = process.env.WEBHOOK_BENCH_TRACE === "1"
   const STALL_MS = 30_000
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -146,13 +154,23 @@ const runBench = async () => {
   // Postgres, with a pool of our own for appends and progress queries.
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-webhooks-"))
   await fs.chmod(dir, 0o755)
+  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }))
   const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
+  cleanups.push(() => Effect.runPromise(database.stop))
   const db = new pg.Pool({ connectionString: Redacted.value(database.url), max: 4 })
+  // Postgres stops at the end of the run; idle connections it terminates are expected then.
   db.on("error", () => {})
+  cleanups.push(() => db.end())
 
   // The receiver, in its own process.
   const receiverProcess: ChildProcess = spawn(process.execPath, [fileURLToPath(import.meta.url), "--receiver"], {
     stdio: ["ignore", "pipe", "inherit"]
+  })
+  cleanups.push(async () => {
+    if (receiverProcess.exitCode !== null) return
+    const exited = new Promise((resolve) => receiverProcess.once("exit", resolve))
+    receiverProcess.kill("SIGTERM")
+    await exited
   })
   const receiverPort = await new Promise<number>((resolve, reject) => {
     let out = ""
@@ -168,23 +186,39 @@ const runBench = async () => {
   const receiverStats = () => fetch(`${origin}/_stats`).then((r) => r.json() as Promise<ReceiverStats>)
   const receiverCount = () => fetch(`${origin}/_stats?light`).then((r) => r.json() as Promise<{ unique: number; last: number }>)
 
-  /** Waits until the receiver has `expected` unique deliveries, or nothing new came for STALL_MS. */
-  const waitForReceipts = async (expected: number, onTick?: () => Promise<void>) => {
+  /**
+   * Waits until the receiver has `expected` unique deliveries; false when nothing new came for
+   * STALL_MS or the deadline passed.
+   */
+  const waitForReceipts = async (expected: number, deadline = Infinity) => {
     let seen = -1
     let progressAt = Date.now()
     for (;;) {
       const { unique } = await receiverCount()
       if (unique >= expected) return true
+      if (Date.now() >= deadline) return false
       if (unique !== seen) {
         seen = unique
         progressAt = Date.now()
       } else if (Date.now() - progressAt > STALL_MS) return false
-      if (onTick) await onTick()
       await sleep(25)
     }
   }
 
-  // The event every run sends: Wearflow's envelope around a daily summary, ~700 bytes as
+  /** Waits until this process is idle (< 15% of a core for 750 ms; at most 30 s): the previous run's work is over. */
+  const quiesce = async () => {
+    const end = Date.now() + 30_000
+    let quiet = 0
+    let last = process.cpuUsage()
+    while (Date.now() < end && quiet < 750) {
+      await sleep(250)
+      const used = process.cpuUsage(last)
+      last = process.cpuUsage()
+      quiet = (used.user + used.system) / 1000 / 250 < 0.15 ? quiet + 250 : 0
+    }
+  }
+
+  // The event every run sends: Wearflow's envelope around a daily summary, ~820 bytes as
   // Postgres renders it. `appended_at` is stamped per append batch; the receiver reads it.
   const data = {
     id: "5b0c4f5e-8a7d-4c39-9f4e-2d1b7a6c3e10", provider: "garmin", resource: "daily", calendar_date: "2025-01-15",
@@ -219,7 +253,7 @@ const runBench = async () => {
 
   console.log(
     `Webhook delivery to a loopback receiver (separate process): ${deliveries} deliveries per throughput run, body ~${bodyBytes} bytes, ` +
-      `endpoint concurrency ${concurrency}, Bun ${Bun.version}, ${os.cpus().length} cores`
+      `endpoint concurrency ${concurrency}, sink runner batch 1000 / idle 20 ms (as the server), Bun ${Bun.version}, ${os.cpus().length} cores`
   )
 
   // ---- baseline: a bare undici loop ----------------------------------------------------------
@@ -259,7 +293,7 @@ const runBench = async () => {
     return {
       name: `baseline: bare undici Pool loop (${concurrency} connections)`,
       deliveries: n, received: stats.unique, wallMs, perSecond: stats.unique / (wallMs / 1000), stats,
-      note: failures > 0 ? `${failures} non-204` : ""
+      note: failures > 0 ? `${failures} non-204` : "", partial: false
     }
   }
 
@@ -284,6 +318,7 @@ const runBench = async () => {
     Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
   )
   const runtime = ManagedRuntime.make(App)
+  cleanups.push(() => runtime.dispose())
   await runtime.runtime()
   const teamId: string = (await db.query("insert into teams (id, name) values (gen_random_uuid(), 'bench') returning id")).rows[0].id
 
@@ -338,6 +373,11 @@ const runBench = async () => {
         running = false
         await loop
         return stages
+      },
+      /** Stops at once. */
+      abandon: () => {
+        running = false
+        return stages
       }
     }
   }
@@ -353,25 +393,31 @@ const runBench = async () => {
     const watcher = watch(expected, t0)
     for (let i = 0; i < events; i += 1000) await append(teamId, from + i, from + Math.min(events, i + 1000) - 1)
     const appended = Date.now() - t0
-    const complete = await waitForReceipts(expected)
-    const stages = await watcher.stop()
+    const complete = await waitForReceipts(expected, t0 + budgetMs)
+    const cutAt = Date.now()
     const stats = await receiverStats()
-    const wallMs = stats.last - t0
+    const stages = complete ? await watcher.stop() : watcher.abandon()
+    // Cut short: the rate is what arrived within the budget; the rest is dropped with the endpoints.
+    const wallMs = complete ? stats.last - t0 : cutAt - t0
     const ms = (x: number) => (Number.isNaN(x) ? "n/a" : `${x} ms`)
     console.log(
       `${name.padEnd(38)} ${(stats.unique / (wallMs / 1000)).toFixed(0).padStart(7)} deliveries/s   stages: appended ${appended} ms, ` +
-        `fanned out ${ms(stages.fannedOut)}, last receipt ${wallMs} ms, recorded ${ms(stages.recorded)}` +
-        `${stats.paths !== endpointCount ? `   (only ${stats.paths} endpoints reached)` : ""}`
+        `fanned out ${ms(stages.fannedOut)}, ${complete ? `last receipt ${wallMs} ms, recorded ${ms(stages.recorded)}` : `cut short at ${wallMs} ms with ${stats.unique}/${expected} received`}` +
+        `${complete && stats.paths !== endpointCount ? `   (only ${stats.paths} endpoints reached)` : ""}`
     )
+    if (!complete) {
+      await endpoints(0)
+      await quiesce()
+    }
     const notes = [
-      complete ? "" : `incomplete: ${stats.unique}/${expected}`,
+      complete ? "" : `cut short at ${(budgetMs / 1000).toFixed(0)} s`,
       stats.duplicates > 0 ? `${stats.duplicates} duplicates` : "",
       stages.failing > 0 ? `${stages.failing} retrying/failed` : "",
       `per endpoint ${stats.minPerPath}–${stats.maxPerPath}`
     ]
     return {
       name, deliveries: expected, received: stats.unique, wallMs, perSecond: stats.unique / (wallMs / 1000), stats,
-      note: notes.filter(Boolean).join("; ")
+      note: notes.filter(Boolean).join("; "), partial: !complete
     }
   }
 
@@ -413,22 +459,24 @@ const runBench = async () => {
     ]
     return {
       name, deliveries: expected, received: stats.unique, wallMs, perSecond: stats.unique / (wallMs / 1000), stats,
-      note: notes.filter(Boolean).join("; ")
+      note: notes.filter(Boolean).join("; "), partial: !complete
     }
   }
 
-  await throughput("warm-up, 1 endpoint", 1, Math.min(2000, deliveries))
+  await throughput("warm-up, 1 endpoint", 1, Math.min(500, deliveries))
+  await quiesce()
   const runs: Array<Run> = []
-  runs.push(await throughput("Wearflow, 1 endpoint", 1, deliveries))
-  runs.push(await throughput("Wearflow, 10 endpoints", 10, Math.ceil(deliveries / 10)))
-  runs.push(await throughput("Wearflow, 100 endpoints", 100, Math.ceil(deliveries / 100)))
+  for (const count of [1, 10, 100]) {
+    runs.push(await throughput(`Wearflow, ${count} endpoint${count > 1 ? "s" : ""}`, count, Math.ceil(deliveries / count)))
+    await quiesce()
+  }
   const pacedRun = await paced(pacedRate, pacedSeconds)
 
   // ---- the table --------------------------------------------------------------------------------
   const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a")
   const rows = [base, ...runs, pacedRun].map((r) => [
     r.name,
-    `${fmt(r.received)}/${fmt(r.deliveries)}`,
+    `${fmt(r.received)}/${fmt(r.deliveries)}${r.partial ? "*" : ""}`,
     fmt(r.wallMs / 1000, 2),
     fmt(r.perSecond),
     r === base ? "1.00×" : r === pacedRun ? "—" : `${(r.perSecond / base.perSecond).toFixed(2)}×`,
@@ -444,6 +492,7 @@ const runBench = async () => {
   console.log(line(header))
   console.log(`|${widths.map((w, i) => (i >= 1 && i <= 6 ? "-".repeat(w + 1) + ":" : "-".repeat(w + 2))).join("|")}|`)
   for (const row of rows) console.log(line(row))
+  if (runs.some((r) => r.partial)) console.log(`* cut short at the ${(budgetMs / 1000).toFixed(0)} s budget (WEBHOOK_BENCH_BUDGET_SECONDS): the rate is over the budget, latencies are of what arrived.`)
   const one = runs[0]!
   console.log("")
   console.log(
@@ -451,15 +500,13 @@ const runBench = async () => {
       `p99 < 250 ms at 1,000/s → ${fmt(pacedRun.stats.p99)} ms (achieved ${fmt(pacedRun.perSecond)}/s)`
   )
   console.log(`Total run time ${((performance.now() - startedAt) / 1000).toFixed(1)} s`)
-
-  // ---- clean-up ---------------------------------------------------------------------------------
-  await runtime.dispose()
-  receiverProcess.kill("SIGTERM")
-  await new Promise((resolve) => (receiverProcess.exitCode !== null ? resolve(null) : receiverProcess.once("exit", resolve)))
-  await db.end()
-  await Effect.runPromise(database.stop)
-  await fs.rm(dir, { recursive: true, force: true })
 }
 
 if (process.argv.includes("--receiver")) runReceiver()
-else await runBench()
+else {
+  try {
+    await runBench()
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch((error: unknown) => console.error("clean-up failed:", error))
+  }
+}
