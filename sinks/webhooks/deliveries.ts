@@ -10,7 +10,7 @@ import { SqlClient, type SqlError } from "@effect/sql"
 import type { WorkflowEngine } from "@effect/workflow"
 import { ShardingConfig } from "@effect/cluster"
 import { TokenCipher } from "@wearflow/core/crypto"
-import { Context, Duration, Effect, FiberSet, Layer, Metric, Option, Queue, Redacted, Schedule } from "effect"
+import { Context, Deferred, Duration, Effect, FiberSet, Layer, Metric, Option, Queue, Redacted, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
 import { checkScheme } from "./address.ts"
 import { WebhookRetry } from "./retry-workflow.ts"
@@ -71,8 +71,10 @@ export class Deliveries extends Context.Tag("wearflow/webhooks/Deliveries")<Deli
   readonly retry: (messageId: string, run: number) => Effect.Effect<RetryOutcome, SqlError.SqlError>
   /** The retry schedule ran out: the message has failed. */
   readonly exhaust: (messageId: string, run: number) => Effect.Effect<void, SqlError.SqlError>
-  /** Forgets what is cached about an endpoint (changed or deleted). */
+  /** Forgets what is cached about an endpoint (changed). */
   readonly invalidate: (endpointId: string) => Effect.Effect<void>
+  /** Drops everything kept for an endpoint (deleted): cache, connections, lane. */
+  readonly forget: (endpointId: string) => Effect.Effect<void>
 }>() {}
 
 export const attemptsMade = Metric.counter("wearflow_webhook_attempts_total")
@@ -81,13 +83,23 @@ export const messagesFailed = Metric.counter("wearflow_webhook_messages_failed_t
 
 const CLAIM_BATCH = 1000
 const MAX_IN_FLIGHT = 8192
-const LEASE = "5 minutes"
+// Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
+const LEASE = "15 minutes"
 const TARGET_TTL_MS = 1000
 const POLL = Duration.millis(500)
 
-/** Per endpoint: requests in flight, messages held, and the rate limit's next free slot. */
+/** A message waiting in its endpoint's lane, and where its attempt's result goes. */
+interface Job {
+  readonly message: Message
+  readonly reply: (result: Option.Option<Sender.AttemptResult>) => Effect.Effect<void>
+}
+
+/**
+ * Per endpoint: a queue served by `endpointConcurrency` workers (one request each in flight),
+ * the messages claimed for it and not yet recorded, and the rate limit's next free slot.
+ */
 interface Lane {
-  readonly permits: Effect.Semaphore
+  readonly jobs: Queue.Queue<Job>
   held: number
   nextSlot: number
 }
@@ -136,24 +148,17 @@ export const layer = Layer.scoped(
           }
           const headers = row.headers ? JSON.parse(Redacted.value(yield* cipher.decrypt(row.headers))) as Record<string, string> : {}
           target = Option.some({ id: row.id, url: new URL(row.url), scheme: row.signature_headers, keys, headers, rateLimit: row.rate_limit, disabled: row.disabled })
-        } else {
-          sender.forget(endpointId)
         }
         targets.set(endpointId, { target, loadedAt: Date.now() })
         return target
       }).pipe(Effect.orDie)
 
     // ---- lanes ----------------------------------------------------------------------------
+    const fibers = yield* FiberSet.make()
+    const runWorker = yield* FiberSet.runtime(fibers)<never>()
     const lanes = new Map<string, Lane>()
     let held = 0
-    const laneOf = (endpointId: string) => {
-      let lane = lanes.get(endpointId)
-      if (!lane) {
-        lane = { permits: Effect.unsafeMakeSemaphore(settings.endpointConcurrency), held: 0, nextSlot: 0 }
-        lanes.set(endpointId, lane)
-      }
-      return lane
-    }
+
     /** Waits for the endpoint's next slot under its rate limit (messages per second). */
     const paced = (lane: Lane, rateLimit: number | null) =>
       Effect.suspend(() => {
@@ -164,24 +169,53 @@ export const layer = Layer.scoped(
         return slot > now ? Effect.sleep(Duration.millis(slot - now)) : Effect.void
       })
 
-    /** Sends one attempt through the endpoint's lane; `None` when the endpoint is gone or disabled. */
-    const send = (message: Message) =>
+    /** One attempt; `None` when the endpoint is gone or disabled. */
+    const attempt = (lane: Lane, message: Message) =>
       Effect.gen(function* () {
-        const lane = laneOf(message.endpoint_id)
-        return yield* lane.permits.withPermits(1)(
-          Effect.gen(function* () {
-            const found = yield* loadTarget(message.endpoint_id)
-            if (Option.isNone(found) || found.value.disabled) return Option.none<Sender.AttemptResult>()
-            const target = found.value
-            yield* paced(lane, target.rateLimit)
-            const refused = checkScheme(target.url, settings.reach)
-            const now = Date.now()
-            if (refused) return Option.some<Sender.AttemptResult>({ ok: false, attemptedAt: new Date(now), status: null, latencyMs: 0, excerpt: null, error: refused.message })
-            const result = yield* Effect.promise(() => sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body))
-            yield* Metric.increment(Metric.tagged(attemptsMade, "outcome", result.ok ? "success" : "failure"))
-            return Option.some(result)
-          })
+        const found = yield* loadTarget(message.endpoint_id)
+        if (Option.isNone(found) || found.value.disabled) return Option.none<Sender.AttemptResult>()
+        const target = found.value
+        yield* paced(lane, target.rateLimit)
+        const refused = checkScheme(target.url, settings.reach)
+        const now = Date.now()
+        if (refused) return Option.some<Sender.AttemptResult>({ ok: false, attemptedAt: new Date(now), status: null, latencyMs: 0, excerpt: null, error: refused.message })
+        const result = yield* Effect.promise(() => sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body))
+        yield* Metric.increment(Metric.tagged(attemptsMade, "outcome", result.ok ? "success" : "failure"))
+        return Option.some(result)
+      })
+
+    const laneOf = (endpointId: string): Lane => {
+      const existing = lanes.get(endpointId)
+      if (existing) return existing
+      // Made synchronously, so two callers cannot both open a lane for one endpoint.
+      const lane: Lane = { jobs: Effect.runSync(Queue.unbounded<Job>()), held: 0, nextSlot: 0 }
+      lanes.set(endpointId, lane)
+      const worker = Queue.take(lane.jobs).pipe(
+        Effect.flatMap((job) => attempt(lane, job.message).pipe(Effect.flatMap(job.reply))),
+        Effect.forever
+      )
+      for (let i = 0; i < settings.endpointConcurrency; i++) runWorker(worker)
+      return lane
+    }
+
+    /** Closes an endpoint's lane (deleted): its workers stop, its queued messages are dropped. */
+    const closeLane = (endpointId: string) =>
+      Effect.suspend(() => {
+        const lane = lanes.get(endpointId)
+        if (!lane) return Effect.void
+        lanes.delete(endpointId)
+        return Queue.takeAll(lane.jobs).pipe(
+          Effect.tap((dropped) => Effect.sync(() => (held -= dropped.length))),
+          Effect.zipRight(Queue.shutdown(lane.jobs))
         )
+      })
+
+    /** Sends one attempt through the endpoint's lane and waits for it (the retry path). */
+    const sendNow = (message: Message) =>
+      Effect.gen(function* () {
+        const done = yield* Deferred.make<Option.Option<Sender.AttemptResult>>()
+        yield* Queue.offer(laneOf(message.endpoint_id).jobs, { message, reply: (result) => Deferred.succeed(done, result) })
+        return yield* Deferred.await(done)
       })
 
     // ---- recording ------------------------------------------------------------------------
@@ -261,6 +295,7 @@ export const layer = Layer.scoped(
       }).pipe(Effect.provide(engine))
 
     const outcomes = yield* Queue.unbounded<Outcome | { readonly unsendable: Message }>()
+    const wakeups = yield* Queue.sliding<void>(1)
     const recorder = Effect.gen(function* () {
       const batch = yield* Queue.takeBetween(outcomes, 1, 2000)
       const attempted: Array<Outcome> = []
@@ -274,6 +309,8 @@ export const layer = Layer.scoped(
         const lane = lanes.get("unsendable" in item ? item.unsendable.endpoint_id : item.message.endpoint_id)
         if (lane) lane.held--
       }
+      // Room was made: claim more now rather than at the next poll.
+      yield* Queue.offer(wakeups, undefined)
     }).pipe(
       Effect.retry({ schedule: Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("10 seconds"))) }),
       Effect.catchAllCause((cause) => Effect.logError("could not record webhook attempts", cause)),
@@ -281,8 +318,6 @@ export const layer = Layer.scoped(
     )
 
     // ---- dispatching ----------------------------------------------------------------------
-    const wakeups = yield* Queue.sliding<void>(1)
-    const fibers = yield* FiberSet.make()
 
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
       sql<Message>`
@@ -305,23 +340,25 @@ export const layer = Layer.scoped(
         from claimed c left join outbox o on o.event_id = c.event_id
         order by c.seq`
 
-    const dispatch = (message: Message) =>
-      send(message).pipe(
-        Effect.flatMap(Option.match({
-          onNone: () => Queue.offer(outcomes, { unsendable: message }),
-          onSome: (result) => Queue.offer(outcomes, { message, trigger: message.attempts === 0 ? "first" : "manual", result })
-        }))
-      )
+    /** Queues a claimed message in its lane; its outcome goes to the recorder. */
+    const dispatch = (message: Message) => {
+      const lane = laneOf(message.endpoint_id)
+      held++
+      lane.held++
+      return Queue.offer(lane.jobs, {
+        message,
+        reply: (sent) =>
+          Queue.offer(outcomes, Option.isSome(sent)
+            ? { message, trigger: message.attempts === 0 ? "first" : "manual", result: sent.value }
+            : { unsendable: message })
+      })
+    }
 
     const dispatcher = Effect.gen(function* () {
       const room = Math.min(CLAIM_BATCH, MAX_IN_FLIGHT - held)
       const busy = [...lanes].filter(([, lane]) => lane.held >= maxHeld).map(([id]) => id)
       const claimed = room > 0 ? yield* claim(room, busy) : []
-      for (const message of claimed) {
-        held++
-        laneOf(message.endpoint_id).held++
-        yield* FiberSet.run(fibers, dispatch(message))
-      }
+      for (const message of claimed) yield* dispatch(message)
       if (claimed.length < room || room === 0) yield* Queue.take(wakeups).pipe(Effect.timeout(POLL), Effect.ignore)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("webhook dispatcher failed; retrying", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))),
@@ -341,7 +378,7 @@ export const layer = Layer.scoped(
           from webhook_messages m left join outbox o on o.event_id = m.event_id where m.id = ${messageId}`
         const message = rows[0]
         if (!message || message.run !== run || message.status === "delivered" || message.status === "failed") return "settled" as const
-        const sent = yield* send(message)
+        const sent = yield* sendNow(message)
         if (Option.isNone(sent)) {
           yield* settleUnsendable([message.id])
           return "settled" as const
@@ -370,7 +407,12 @@ export const layer = Layer.scoped(
       wake: Queue.offer(wakeups, undefined).pipe(Effect.asVoid),
       retry,
       exhaust,
-      invalidate: (endpointId) => Effect.sync(() => targets.delete(endpointId))
+      invalidate: (endpointId) => Effect.sync(() => targets.delete(endpointId)),
+      forget: (endpointId) =>
+        Effect.sync(() => {
+          targets.delete(endpointId)
+          sender.forget(endpointId)
+        }).pipe(Effect.zipRight(closeLane(endpointId)))
     }
   })
 )

@@ -315,7 +315,7 @@ export const layer = Layer.effect(
       update,
       remove: (teamId, id) =>
         find(teamId, id).pipe(
-          Effect.flatMap((row) => sql`delete from webhook_endpoints where id = ${row.id}`.pipe(Effect.zipRight(deliveries.invalidate(row.id))))
+          Effect.flatMap((row) => sql`delete from webhook_endpoints where id = ${row.id}`.pipe(Effect.zipRight(deliveries.forget(row.id))))
         ),
       headers,
       setHeaders,
