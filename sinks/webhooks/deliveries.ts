@@ -78,6 +78,8 @@ export class Deliveries extends Context.Tag("wearflow/webhooks/Deliveries")<Deli
 }>() {}
 
 export const attemptsMade = Metric.counter("wearflow_webhook_attempts_total")
+const attemptsSucceeded = Metric.tagged(attemptsMade, "outcome", "success")
+const attemptsFailed = Metric.tagged(attemptsMade, "outcome", "failure")
 export const messagesDelivered = Metric.counter("wearflow_webhook_messages_delivered_total")
 export const messagesFailed = Metric.counter("wearflow_webhook_messages_failed_total")
 
@@ -132,9 +134,12 @@ export const layer = Layer.scoped(
     // ---- endpoints ----------------------------------------------------------------------
     const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number }>()
     const loadTarget = (endpointId: string) =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         const cached = targets.get(endpointId)
-        if (cached && Date.now() - cached.loadedAt < TARGET_TTL_MS) return cached.target
+        return cached && Date.now() - cached.loadedAt < TARGET_TTL_MS ? Effect.succeed(cached.target) : readTarget(endpointId)
+      })
+    const readTarget = (endpointId: string) =>
+      Effect.gen(function* () {
         const rows = yield* sql<TargetRow>`
           select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled
           from webhook_endpoints where id = ${endpointId}`
@@ -180,7 +185,7 @@ export const layer = Layer.scoped(
         const now = Date.now()
         if (refused) return Option.some<Sender.AttemptResult>({ ok: false, attemptedAt: new Date(now), status: null, latencyMs: 0, excerpt: null, error: refused.message })
         const result = yield* Effect.promise(() => sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body))
-        yield* Metric.increment(Metric.tagged(attemptsMade, "outcome", result.ok ? "success" : "failure"))
+        yield* Metric.increment(result.ok ? attemptsSucceeded : attemptsFailed)
         return Option.some(result)
       })
 
@@ -240,6 +245,7 @@ export const layer = Layer.scoped(
               status = case when r.ok then 'delivered' else m.status end,
               delivered_at = case when r.ok then r.at else m.delivered_at end,
               lease_until = case when r.ok then '-infinity' else m.lease_until end,
+              -- A failed attempt leaves the message 'sending' (leased) until its retry workflow has it.
               last_error = r.error,
               updated_at = now()
             from r where m.id = r.id
@@ -291,7 +297,7 @@ export const layer = Layer.scoped(
       Effect.gen(function* () {
         yield* Effect.forEach(messages, (m) => WebhookRetry.execute({ messageId: m.id, run: m.run }, { discard: true }), { concurrency: 16, discard: true })
         yield* sql`update webhook_messages set status = 'retrying', lease_until = '-infinity', updated_at = now()
-                   where id = any(${messages.map((m) => m.id)}::text[]) and status = 'pending'`
+                   where id = any(${messages.map((m) => m.id)}::text[]) and status = 'sending'`
       }).pipe(Effect.provide(engine))
 
     const outcomes = yield* Queue.unbounded<Outcome | { readonly unsendable: Message }>()
@@ -322,14 +328,15 @@ export const layer = Layer.scoped(
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
       sql<Message>`
         with claimed as (
-          update webhook_messages m set lease_until = now() + ${LEASE}::interval, leased_by = ${instance}
+          update webhook_messages m set status = 'sending', lease_until = now() + ${LEASE}::interval, leased_by = ${instance}
           from (
             select c.id from webhook_messages c
-            where c.status = 'pending' and c.lease_until < now()
+            where c.status = 'pending'
               and not (c.endpoint_id = any(${busy}::uuid[]))
               and not (c.fifo and exists (
                 select 1 from webhook_messages p
-                where p.fifo and p.endpoint_id = c.endpoint_id and p.user_id = c.user_id and p.seq < c.seq and p.status in ('pending', 'retrying')))
+                where p.fifo and p.endpoint_id = c.endpoint_id and p.user_id = c.user_id and p.seq < c.seq
+                  and p.status in ('pending', 'sending', 'retrying')))
             order by c.seq limit ${limit}
             for update skip locked
           ) picked
@@ -365,8 +372,18 @@ export const layer = Layer.scoped(
       Effect.forever
     )
 
-    // A restarted process frees the messages it held when it stopped.
-    yield* sql`update webhook_messages set lease_until = '-infinity', leased_by = null where leased_by = ${instance} and status = 'pending'`
+    // A restarted process frees the messages it held when it stopped; others' after their lease.
+    yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where leased_by = ${instance} and status = 'sending'`
+    const expiredLeases = sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null
+                              where status = 'sending' and lease_until < now()`
+    yield* Effect.forkScoped(
+      expiredLeases.pipe(
+        Effect.tap((freed) => (freed.length > 0 ? Effect.logWarning("freed webhook messages whose process stopped holding them").pipe(Effect.annotateLogs("messages", freed.length)) : Effect.void)),
+        Effect.catchAllCause((cause) => Effect.logError("could not free expired webhook leases", cause)),
+        Effect.repeat(Schedule.spaced("1 minute")),
+        Effect.delay("1 minute")
+      )
+    )
     yield* Effect.forkScoped(recorder)
     yield* Effect.forkScoped(dispatcher)
 
@@ -391,7 +408,7 @@ export const layer = Layer.scoped(
       Effect.gen(function* () {
         const rows = yield* sql<{ team_id: string; endpoint_id: string; attempts: number }>`
           update webhook_messages set status = 'failed', lease_until = '-infinity', updated_at = now()
-          where id = ${messageId} and run = ${run} and status in ('retrying', 'pending')
+          where id = ${messageId} and run = ${run} and status in ('retrying', 'pending', 'sending')
           returning team_id, endpoint_id, attempts`
         const message = rows[0]
         if (!message) return

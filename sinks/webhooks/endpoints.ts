@@ -253,7 +253,7 @@ export const layer = Layer.effect(
           delivered_at: Date | null
           attempt_log: ReadonlyArray<Attempt>
         }>`
-          select m.id, m.event_id, m.event_type, m.user_id, m.status, m.created_at, m.delivered_at, m.seq::text as seq,
+          select m.id, m.event_id, m.event_type, m.user_id, case when m.status = 'sending' then 'pending' else m.status end as status, m.created_at, m.delivered_at, m.seq::text as seq,
             coalesce((
               select json_agg(json_build_object(
                 'attempt', a.attempt, 'trigger', a.trigger, 'attempted_at', a.attempted_at, 'status', a.status,
@@ -262,7 +262,7 @@ export const layer = Layer.effect(
               from webhook_attempts a where a.message_id = m.id), '[]'::json) as attempt_log
           from webhook_messages m
           where m.endpoint_id = ${endpointId}
-            ${query.status ? sql`and m.status = ${query.status}` : sql``}
+            ${query.status ? sql`and m.status = any(${query.status === "pending" ? ["pending", "sending"] : [query.status]}::text[])` : sql``}
             ${query.before ? sql`and m.seq < ${query.before}::bigint` : sql``}
           order by m.seq desc
           limit ${query.limit + 1}`

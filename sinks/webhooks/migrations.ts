@@ -40,7 +40,7 @@ const endpointsAndMessages = Effect.gen(function* () {
     user_id uuid,
     payload jsonb,
     fifo boolean not null default false,
-    status text not null default 'pending' check (status in ('pending', 'retrying', 'delivered', 'failed')),
+    status text not null default 'pending' check (status in ('pending', 'sending', 'retrying', 'delivered', 'failed')),
     attempts int not null default 0,
     run int not null default 0,
     lease_until timestamptz not null default '-infinity',
@@ -50,9 +50,11 @@ const endpointsAndMessages = Effect.gen(function* () {
     updated_at timestamptz not null default now(),
     delivered_at timestamptz
   )`
+  // Claims read only unclaimed messages; a claimed one is 'sending' under a lease until recorded.
   yield* sql`create index webhook_messages_pending on webhook_messages (seq) where status = 'pending'`
+  yield* sql`create index webhook_messages_sending on webhook_messages (lease_until) where status = 'sending'`
   yield* sql`create index webhook_messages_by_endpoint on webhook_messages (endpoint_id, seq desc)`
-  yield* sql`create index webhook_messages_fifo on webhook_messages (endpoint_id, user_id, seq) where fifo and status in ('pending', 'retrying')`
+  yield* sql`create index webhook_messages_fifo on webhook_messages (endpoint_id, user_id, seq) where fifo and status in ('pending', 'sending', 'retrying')`
   yield* sql`create table webhook_attempts (
     message_id text not null references webhook_messages(id) on delete cascade,
     attempt int not null,
