@@ -5,6 +5,7 @@
  * endpoint that never answers holds back no other, and addresses are checked at send time.
  */
 import { Redacted } from "effect"
+import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -172,5 +173,27 @@ describe("webhook delivery across kill -9", () => {
     server = await startServer(env)
     const plain = await api("POST", "/v2/webhooks", { url: "http://8.8.8.8/hook" })
     expect(plain).toMatchObject({ status: 400, body: { message: "the URL must use https" } })
+  })
+
+  it("moves signing secrets and custom headers to a new encryption key, so the old key can be dropped", async () => {
+    const endpoint = (await api("POST", "/v2/webhooks", { url: "https://8.8.8.8/hook", headers: { Authorization: "Bearer k" } })).body as { id: string }
+    const secret = (await api("GET", `/v2/webhooks/${endpoint.id}/secret`)).body.key as string
+    const oldKey = (await fs.readFile(path.join(dir, "encryption-key"), "utf8")).trim()
+    const newKey = randomBytes(32).toString("base64")
+    const newKeyId = createHash("sha256").update(Buffer.from(newKey, "base64")).digest().subarray(0, 4)
+
+    await server.stop()
+    env = { ...env, WEARFLOW_ENCRYPTION_KEY: `${newKey},${oldKey}` }
+    server = await startServer(env)
+    await eventually(async () => {
+      const { rows } = await db.query("select secret, headers from webhook_endpoints where id = $1", [endpoint.id])
+      return rows[0].secret.subarray(1, 5).equals(newKeyId) && rows[0].headers.subarray(1, 5).equals(newKeyId) ? true : undefined
+    })
+
+    await server.stop()
+    env = { ...env, WEARFLOW_ENCRYPTION_KEY: newKey }
+    server = await startServer(env)
+    expect((await api("GET", `/v2/webhooks/${endpoint.id}/secret`)).body).toEqual({ key: secret })
+    expect((await api("GET", `/v2/webhooks/${endpoint.id}/headers`)).body).toEqual({ headers: { Authorization: "Bearer k" } })
   })
 })

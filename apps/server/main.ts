@@ -73,14 +73,23 @@ const AppLayer = Effect.gen(function* () {
 
   const Bootstrap = Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
 
-  // After a key rotation, tokens move to the new key in the background.
+  // After a key rotation, tokens and webhook secrets move to the new key in the background.
   const TokenRotation = Layer.scopedDiscard(
-    Effect.flatMap(Accounts, (accounts) =>
-      accounts.reencryptTokens().pipe(
-        Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted provider tokens with the current key").pipe(Effect.annotateLogs("connections", moved)) : Effect.void)),
-        Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt provider tokens", cause)),
-        Effect.forkScoped
-      ))
+    Effect.all([Accounts, WebhooksSink.WebhookEndpoints]).pipe(
+      Effect.flatMap(([accounts, webhooks]) =>
+        Effect.all([
+          accounts.reencryptTokens().pipe(
+            Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted provider tokens with the current key").pipe(Effect.annotateLogs("connections", moved)) : Effect.void)),
+            Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt provider tokens", cause))
+          ),
+          webhooks.reencrypt.pipe(
+            Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted webhook secrets with the current key").pipe(Effect.annotateLogs("endpoints", moved)) : Effect.void)),
+            Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt webhook secrets", cause))
+          )
+        ])
+      ),
+      Effect.forkScoped
+    )
   )
 
   // Built once: the management API and the sink runner share its services.

@@ -4,7 +4,7 @@
  * Secrets and custom headers are stored encrypted. Every query is scoped to the caller's team.
  */
 import { SqlClient, type SqlError } from "@effect/sql"
-import { TokenCipher } from "@wearflow/core/crypto"
+import { type DecryptionError, TokenCipher } from "@wearflow/core/crypto"
 import { Context, Data, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { checkUrl, EndpointRefused } from "./address.ts"
@@ -138,6 +138,8 @@ export class WebhookEndpoints extends Context.Tag("wearflow/webhooks/WebhookEndp
   readonly recover: (teamId: string, id: string, since: Date) => Effect.Effect<number, Failure>
   /** Sends a `webhook.test` event to the endpoint; the message id. */
   readonly test: (teamId: string, id: string) => Effect.Effect<string, Failure>
+  /** After an encryption key rotation: re-encrypts secrets and headers with the current key; how many endpoints. */
+  readonly reencrypt: Effect.Effect<number, SqlError.SqlError | DecryptionError>
 }>() {}
 
 export const layer = Layer.effect(
@@ -308,7 +310,27 @@ export const layer = Layer.effect(
         return messageId
       })
 
+    const reencrypt = Effect.gen(function* () {
+      const columns = ["secret", "previous_secret", "headers"] as const
+      type Row = Record<(typeof columns)[number], Uint8Array | null> & { id: string }
+      const rows = yield* sql<Row>`select id, secret, previous_secret, headers from webhook_endpoints`
+      let moved = 0
+      for (const row of rows) {
+        if (!columns.some((c) => row[c] !== null && cipher.isStale(row[c]))) continue
+        const again = (c: Uint8Array | null) => (c === null ? Effect.succeed(null) : Effect.map(cipher.decrypt(c), cipher.encrypt))
+        const [secret, previous, headers] = yield* Effect.all(columns.map((c) => again(row[c])))
+        // Only if no rotation or header change rewrote the row meanwhile.
+        yield* sql`
+          update webhook_endpoints set secret = ${secret!}, previous_secret = ${previous ?? null}, headers = ${headers ?? null}
+          where id = ${row.id} and secret = ${row.secret} and headers is not distinct from ${row.headers}`
+        yield* deliveries.invalidate(row.id)
+        moved++
+      }
+      return moved
+    })
+
     return {
+      reencrypt,
       create,
       list: (teamId) => sql<EndpointRow>`select ${columns} from webhook_endpoints where team_id = ${teamId} order by created_at, id`.pipe(Effect.map((rows) => rows.map(view))),
       get: (teamId, id) => Effect.map(find(teamId, id), view),
