@@ -10,7 +10,8 @@ import { SqlClient, type SqlError } from "@effect/sql"
 import type { WorkflowEngine } from "@effect/workflow"
 import { ShardingConfig } from "@effect/cluster"
 import { TokenCipher } from "@wearflow/core/crypto"
-import { Context, Deferred, Duration, Effect, FiberSet, Layer, Metric, Option, Queue, Redacted, Schedule } from "effect"
+import { retryWhileTransient } from "@wearflow/core/storage/errors"
+import { Chunk, Context, Deferred, Duration, Effect, FiberSet, Layer, Metric, Option, Queue, Redacted, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
 import { checkScheme } from "./address.ts"
 import { WebhookRetry } from "./retry-workflow.ts"
@@ -302,24 +303,37 @@ export const layer = Layer.scoped(
 
     const outcomes = yield* Queue.unbounded<Outcome | { readonly unsendable: Message }>()
     const wakeups = yield* Queue.sliding<void>(1)
-    const recorder = Effect.gen(function* () {
-      const batch = yield* Queue.takeBetween(outcomes, 1, 2000)
-      const attempted: Array<Outcome> = []
-      const unsendable: Array<string> = []
-      for (const item of batch) "unsendable" in item ? unsendable.push(item.unsendable.id) : attempted.push(item)
-      yield* sql.withTransaction(Effect.zipRight(record(attempted), settleUnsendable(unsendable)))
-      const failed = attempted.filter((o) => !o.result.ok).map((o) => o.message)
-      if (failed.length > 0) yield* startRetries(failed)
-      held -= batch.length
-      for (const item of batch) {
-        const lane = lanes.get("unsendable" in item ? item.unsendable.endpoint_id : item.message.endpoint_id)
-        if (lane) lane.held--
-      }
-      // Room was made: claim more now rather than at the next poll.
-      yield* Queue.offer(wakeups, undefined)
-    }).pipe(
-      Effect.retry({ schedule: Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("10 seconds"))) }),
-      Effect.catchAllCause((cause) => Effect.logError("could not record webhook attempts", cause)),
+    /** Records one batch of outcomes and hands failed messages to their retries. */
+    const recordBatch = (batch: ReadonlyArray<Outcome | { readonly unsendable: Message }>) =>
+      Effect.gen(function* () {
+        const attempted: Array<Outcome> = []
+        const unsendable: Array<string> = []
+        for (const item of batch) "unsendable" in item ? unsendable.push(item.unsendable.id) : attempted.push(item)
+        yield* sql.withTransaction(Effect.zipRight(record(attempted), settleUnsendable(unsendable)))
+        const failed = attempted.filter((o) => !o.result.ok).map((o) => o.message)
+        if (failed.length > 0) yield* startRetries(failed)
+      })
+
+    /** Frees the batch's room in its lanes and claims more now rather than at the next poll. */
+    const release = (batch: ReadonlyArray<Outcome | { readonly unsendable: Message }>) =>
+      Effect.suspend(() => {
+        held -= batch.length
+        for (const item of batch) {
+          const lane = lanes.get("unsendable" in item ? item.unsendable.endpoint_id : item.message.endpoint_id)
+          if (lane) lane.held--
+        }
+        return Queue.offer(wakeups, undefined)
+      })
+
+    // A batch that cannot be recorded stays leased: its messages are sent again once freed.
+    const recorder = Queue.takeBetween(outcomes, 1, 2000).pipe(
+      Effect.map(Chunk.toReadonlyArray),
+      Effect.flatMap((batch) =>
+        recordBatch(batch).pipe(
+          retryWhileTransient(Duration.minutes(5)),
+          Effect.catchAllCause((cause) => Effect.logError("could not record webhook attempts", cause)),
+          Effect.ensuring(release(batch))
+        )),
       Effect.forever
     )
 
