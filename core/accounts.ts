@@ -9,7 +9,7 @@ import { randomUUID } from "node:crypto"
 import { createHash } from "node:crypto"
 import { scheduleBackfill } from "./backfill/schedule.ts"
 import { BackfillSettings } from "./backfill/settings.ts"
-import { hashApiKey, TokenCipher } from "./crypto.ts"
+import { hashApiKey, reencrypted, TokenCipher } from "./crypto.ts"
 import { IngestQueue } from "./pipeline/inbox.ts"
 import { appendEvent, type Recipient } from "./pipeline/store.ts"
 import type { ConnectionTokens, LifecycleChange, Provider, UserRef } from "./provider.ts"
@@ -297,9 +297,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         where ${sql.literal(tokenColumns.map((c) => `${c} is not null`).join(" or "))}`
       let moved = 0
       for (const row of rows) {
-        if (!tokenColumns.some((c) => row[c] !== null && cipher.isStale(row[c]))) continue
-        const again = (c: Uint8Array | null) => (c === null ? Effect.succeed(null) : Effect.map(cipher.decrypt(c), cipher.encrypt))
-        const fresh = yield* Effect.all(tokenColumns.map((c) => again(row[c])))
+        const fresh = yield* reencrypted(cipher, tokenColumns.map((c) => row[c]))
+        if (!fresh) continue
         // Only if no refresh or migration rewrote the row meanwhile.
         yield* sql`
           update provider_connections set ${sql.update(Object.fromEntries(tokenColumns.map((c, i) => [c, fresh[i] ?? null])))}

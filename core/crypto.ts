@@ -69,6 +69,15 @@ export const makeTokenCipher = (keys: Redacted.Redacted<ReadonlyArray<Uint8Array
   }
 }
 
+/**
+ * After a key rotation: the ciphertexts (a row's encrypted columns) made again with the current
+ * key, in order, or undefined when none was made with an older one.
+ */
+export const reencrypted = (cipher: TokenCipher["Type"], ciphertexts: ReadonlyArray<Uint8Array | null>) =>
+  ciphertexts.some((c) => c !== null && cipher.isStale(c))
+    ? Effect.all(ciphertexts.map((c) => (c === null ? Effect.succeed(null) : Effect.map(cipher.decrypt(c), cipher.encrypt))))
+    : Effect.succeed(undefined)
+
 export const layerTokenCipher = (keys: Redacted.Redacted<ReadonlyArray<Uint8Array>>) => Layer.succeed(TokenCipher, makeTokenCipher(keys))
 
 /** SHA-256 of an API key; only hashes are stored and looked up. */

@@ -3,8 +3,10 @@
  * A sink acknowledges a batch only by returning successfully once it is durable at the
  * destination; the runner (pipeline/sink-runner.ts) then advances its cursor.
  */
+import type { SqlError } from "@effect/sql"
 import { Data, type Effect } from "effect"
 import type { EventEnvelope } from "./schema.ts"
+import { isTransient, sqlState } from "./storage/errors.ts"
 
 /** One event from the outbox, as sinks receive it. */
 export interface OutboxEvent {
@@ -25,6 +27,12 @@ export class SinkError extends Data.TaggedError("SinkError")<{
   readonly retryable: boolean
   readonly cause?: unknown
 }> {}
+
+/** A database failure of sink `sinkId`, retryable when the database may recover. */
+export const sinkErrorFromSql = (sinkId: string) => (error: SqlError.SqlError) => {
+  const state = sqlState(error)
+  return new SinkError({ message: `${sinkId} sink: ${error.message}${state ? ` (${state})` : ""}`, retryable: isTransient(error), cause: error })
+}
 
 export interface Sink {
   readonly id: string

@@ -15,7 +15,7 @@ import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
 import { Effect, Layer, Option } from "effect"
 import { ApiKeyAuth, BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
 
-const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
+export const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
 const notFound = (e: { readonly userId: string }) => new NotFound({ message: `user ${e.userId} not found` })
 
 export const ApiKeyAuthLive = Layer.effect(

@@ -4,9 +4,8 @@ import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/htt
 import { WebhookEndpoints } from "@wearflow/sink-webhooks"
 import { Effect, Option, Redacted, Schema } from "effect"
 import { CurrentTeam, WearflowApi } from "./Api.ts"
+import { unavailable } from "./handlers.ts"
 import { RotateSecret } from "./WebhooksApi.ts"
-
-const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
 
 /** The sink's failures as wire errors; messages never carry secrets or payloads. */
 const wire = <A, R>(

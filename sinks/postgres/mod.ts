@@ -5,11 +5,10 @@
  * nothing. Sharing the app's database, its writes commit with the runner's cursor.
  */
 import { Reactivity } from "@effect/experimental"
-import { SqlClient, type SqlError } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import type { Manifest } from "@wearflow/core/plugin"
-import { isTransient, sqlState } from "@wearflow/core/storage/errors"
-import { type OutboxEvent, type Sink, SinkError } from "@wearflow/core/sink"
+import { type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
 import { type Column, ddlOf, quote, type Table, tables } from "./tables.ts"
 
@@ -38,14 +37,7 @@ export class PostgresSink extends Context.Tag("wearflow/sinks/PostgresSink")<Pos
 const EVENT = /^(?:daily|historical)\.data\.([a-z_]+)\.(?:created|updated)$/
 const CHUNK = 1000
 
-const classify = (error: SqlError.SqlError) => {
-  const state = sqlState(error)
-  return new SinkError({
-    message: `postgres sink: ${error.message}${state ? ` (${state})` : ""}`,
-    retryable: isTransient(error),
-    cause: error
-  })
-}
+const classify = sinkErrorFromSql("postgres")
 
 const cell = (column: Column, value: unknown) =>
   value === undefined || value === null ? null : column.type === "jsonb" ? JSON.stringify(value) : value

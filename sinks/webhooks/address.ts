@@ -10,6 +10,9 @@ import { isIP } from "node:net"
 
 export class EndpointRefused extends Data.TaggedError("EndpointRefused")<{ readonly message: string }> {}
 
+/** The host has no address (now): refused for a connection, accepted when an endpoint is saved. */
+export class HostUnresolved extends Data.TaggedError("HostUnresolved")<{ readonly message: string }> {}
+
 export interface Reach {
   /** Plain http (development only). */
   readonly allowHttp: boolean
@@ -93,7 +96,7 @@ export const allowedAddresses = (hostname: string, reach: Reach) =>
       ? [{ address: host, family: isIP(host) }]
       : yield* Effect.tryPromise({
           try: () => lookup(host, { all: true, verbatim: true }),
-          catch: () => new EndpointRefused({ message: `the host ${host} does not resolve` })
+          catch: () => new HostUnresolved({ message: `the host ${host} does not resolve` })
         })
     const allowed = reach.allowPrivate ? resolved : resolved.filter((a) => !isPrivateAddress(a.address))
     if (allowed.length === 0) {
@@ -111,8 +114,6 @@ export const checkUrl = (text: string, reach: Reach) =>
     if (scheme) return yield* scheme
     if (url.username || url.password) return yield* new EndpointRefused({ message: "the URL must not carry credentials; use custom headers" })
     // A host that does not resolve yet is accepted: every connection is checked again.
-    yield* allowedAddresses(url.hostname, reach).pipe(
-      Effect.catchIf((e) => e.message.endsWith("does not resolve"), () => Effect.void)
-    )
+    yield* allowedAddresses(url.hostname, reach).pipe(Effect.catchTag("HostUnresolved", () => Effect.void))
     return url
   })

@@ -4,7 +4,8 @@
  * Secrets and custom headers are stored encrypted. Every query is scoped to the caller's team.
  */
 import { SqlClient, type SqlError } from "@effect/sql"
-import { type DecryptionError, TokenCipher } from "@wearflow/core/crypto"
+import { isUuid } from "@wearflow/core/accounts"
+import { type DecryptionError, reencrypted, TokenCipher } from "@wearflow/core/crypto"
 import { Context, Data, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { checkUrl, EndpointRefused } from "./address.ts"
@@ -153,8 +154,11 @@ export const layer = Layer.effect(
 
     const columns = sql`id, url, description, rate_limit, disabled, disabled_reason, filter_types, signature_headers, fifo, created_at, updated_at`
 
+    // An id that cannot be an endpoint's matches none (and never reaches the uuid column).
     const find = (teamId: string, id: string) =>
-      sql<EndpointRow>`select ${columns} from webhook_endpoints where team_id = ${teamId} and id::text = ${id}`.pipe(
+      (isUuid(id)
+        ? sql<EndpointRow>`select ${columns} from webhook_endpoints where team_id = ${teamId} and id = ${id}`
+        : Effect.succeed<ReadonlyArray<EndpointRow>>([])).pipe(
         Effect.flatMap((rows) => (rows[0] ? Effect.succeed(rows[0]) : Effect.fail(new EndpointNotFound({ id }))))
       )
 
@@ -316,9 +320,9 @@ export const layer = Layer.effect(
       const rows = yield* sql<Row>`select id, secret, previous_secret, headers from webhook_endpoints`
       let moved = 0
       for (const row of rows) {
-        if (!columns.some((c) => row[c] !== null && cipher.isStale(row[c]))) continue
-        const again = (c: Uint8Array | null) => (c === null ? Effect.succeed(null) : Effect.map(cipher.decrypt(c), cipher.encrypt))
-        const [secret, previous, headers] = yield* Effect.all(columns.map((c) => again(row[c])))
+        const fresh = yield* reencrypted(cipher, columns.map((c) => row[c]))
+        if (!fresh) continue
+        const [secret, previous, headers] = fresh
         // Only if no rotation or header change rewrote the row meanwhile.
         yield* sql`
           update webhook_endpoints set secret = ${secret!}, previous_secret = ${previous ?? null}, headers = ${headers ?? null}

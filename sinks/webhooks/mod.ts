@@ -8,10 +8,9 @@
  * cannot name its hosts up front. Its connections go through address.ts instead: https only
  * and no private, loopback or link-local address unless the operator allows them.
  */
-import { SqlClient, type SqlError } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
 import type { Manifest } from "@wearflow/core/plugin"
-import { type OutboxEvent, type Sink, SinkError } from "@wearflow/core/sink"
-import { isTransient, sqlState } from "@wearflow/core/storage/errors"
+import { type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer } from "effect"
 import * as Deliveries from "./deliveries.ts"
 import * as Endpoints from "./endpoints.ts"
@@ -29,10 +28,7 @@ export const manifest: Manifest<Settings> = {
 
 export class WebhooksSink extends Context.Tag("wearflow/sinks/WebhooksSink")<WebhooksSink, Sink>() {}
 
-const classify = (error: SqlError.SqlError) => {
-  const state = sqlState(error)
-  return new SinkError({ message: `webhooks sink: ${error.message}${state ? ` (${state})` : ""}`, retryable: isTransient(error), cause: error })
-}
+const classify = sinkErrorFromSql("webhooks")
 
 const sinkLayer = Layer.effect(
   WebhooksSink,

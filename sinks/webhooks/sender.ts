@@ -36,7 +36,6 @@ const describe = (error: unknown): string => {
   if (!(error instanceof Error)) return "request failed"
   const code = (error as { code?: string }).code
   if (error.name === "TimeoutError" || code === "UND_ERR_ABORTED" || error.name === "AbortError") return "timed out"
-  if (error.name === "EndpointRefused") return error.message
   return code ? `${code}: ${error.message}` : error.message
 }
 
