@@ -19,6 +19,8 @@ export interface OutboxEvent {
   readonly recordId: string | null
   readonly envelope: EventEnvelope
   readonly createdAt: Date
+  /** Data that answers a backfill request rather than new data. */
+  readonly historical: boolean
 }
 
 /** A delivery failure; `retryable` decides between backing off and dead-lettering. */
@@ -39,6 +41,11 @@ export interface Sink {
   /** Makes the whole batch durable at the destination, idempotently (batches may be re-sent). */
   readonly deliver: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SinkError>
   readonly health: Effect.Effect<void, SinkError>
+  /**
+   * Whether data that answers a backfill reaches this sink (Junction's push_historical_data);
+   * true when absent. Backfill completion notices are sent either way.
+   */
+  readonly historicalData?: boolean
   /**
    * Runs after a delivered batch's transaction commits. A sink that records work in the
    * runner's transaction (same database) starts on it here, once it is sure to exist.

@@ -24,6 +24,7 @@ import { DataQuery } from "@wearflow/core/query"
 import * as Database from "@wearflow/core/storage/database"
 import * as Garmin from "@wearflow/garmin"
 import * as PostgresSink from "@wearflow/sink-postgres"
+import * as EtlSink from "@wearflow/sink-s3"
 import * as WebhooksSink from "@wearflow/sink-webhooks"
 import { Effect, Layer, Logger, Option } from "effect"
 import * as path from "node:path"
@@ -106,7 +107,8 @@ const AppLayer = Effect.gen(function* () {
     Connections.layerRefresher(config.tokenRefresh),
     SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin))),
     // Short idle polls: webhook latency is the time from the outbox to the customer.
-    SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 })
+    SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 }),
+    SinkRunner.layer(EtlSink.EtlSink, { batchSize: 2000 }).pipe(Layer.provide(Host.load(EtlSink.plugin)))
   )
 
   const Api = HttpApiBuilder.api(WearflowApi).pipe(

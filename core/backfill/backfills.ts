@@ -382,6 +382,33 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
      * Windows waiting for that data record its span; a window whose data now reaches both
      * of its ends is answered, so its chain moves on without waiting for the quiet period.
      */
+    /**
+     * The items that answer a backfill request: inside a window asked of the provider that
+     * is open, or closed less than a day ago (late stragglers). Their events are historical.
+     */
+    const answering = Effect.fn("Backfills.answering")(function* (
+      provider: Provider,
+      recipients: ReadonlyArray<Recipient>,
+      items: ReadonlyArray<NotificationItem>
+    ) {
+      const history = provider.backfill
+      const found = new Set<NotificationItem>()
+      if (history === undefined || recipients.length === 0) return found
+      const timed = items.flatMap((item) => {
+        const time = history.itemTime(item)
+        return time === undefined ? [] : [{ item, time }]
+      })
+      if (timed.length === 0) return found
+      const hits = yield* sql<{ i: number }>`
+        select distinct a.i from unnest(${timed.map((t) => t.item.key)}::text[], ${timed.map((t) => t.time.toISOString())}::timestamptz[])
+          with ordinality as a(key, t, i)
+        join backfill_windows w on a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
+        where w.user_id in ${sql.in(recipients.map((r) => r.userId))}
+          and w.requested_at is not null and (w.completed_at is null or w.completed_at > now() - interval '1 day')`
+      for (const hit of hits) found.add(timed[Number(hit.i) - 1]!.item)
+      return found
+    })
+
     const recordArrivals = Effect.fn("Backfills.recordArrivals")(function* (
       provider: Provider,
       recipients: ReadonlyArray<Recipient>,
@@ -473,7 +500,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       Effect.map((rows) => rows.map((r) => r.id))
     )
 
-    return { plan, request, quietRemaining, complete, finish, abandon, recordArrivals, requestFor, cancel, scheduled } as const
+    return { plan, request, quietRemaining, complete, finish, abandon, answering, recordArrivals, requestFor, cancel, scheduled } as const
   })
 }) {}
 

@@ -3,13 +3,14 @@
  * names it) in a local directory or an S3-compatible bucket, and recorded for every user the
  * provider account is linked to.
  */
-import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3"
+import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3"
 import { SqlClient } from "@effect/sql"
-import { Context, Data, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { Context, Data, Effect, Layer, Schedule } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type { Pulled } from "../provider.ts"
+import { objectKey, s3Client, type S3Location } from "../storage/s3.ts"
 import type { Recipient } from "./store.ts"
 
 export class FileStoreError extends Data.TaggedError("FileStoreError")<{ readonly message: string }> {
@@ -23,18 +24,8 @@ interface FileStore {
   readonly put: (key: string, bytes: Uint8Array, contentType: string) => Effect.Effect<string, FileStoreError>
 }
 
-/** An S3-compatible bucket (AWS S3, MinIO, R2, …) for activity files. */
-export interface S3FilesOptions {
-  readonly bucket: string
-  /** Key prefix, without a trailing slash. */
-  readonly prefix: string
-  readonly region: string
-  /** Another S3-compatible service's URL; AWS when absent. */
-  readonly endpoint: Option.Option<string>
-  readonly forcePathStyle: boolean
-  /** Explicit keys; the SDK's default chain (environment, profile, instance role) when absent. */
-  readonly credentials: Option.Option<{ readonly accessKeyId: Redacted.Redacted<string>; readonly secretAccessKey: Redacted.Redacted<string> }>
-}
+/** The bucket activity files go to. */
+export type S3FilesOptions = S3Location
 
 const failure = (what: string) => (e: unknown) =>
   new FileStoreError({ message: `cannot store activity file (${what}): ${e instanceof Error ? e.message : String(e)}` })
@@ -57,12 +48,12 @@ const localStore = (directory: string): FileStore => ({
 
 const s3Store = (client: S3Client, options: S3FilesOptions): FileStore => ({
   put: (key, bytes, contentType) => {
-    const objectKey = options.prefix === "" ? key : `${options.prefix}/${key}`
+    const fullKey = objectKey(options, key)
     return Effect.tryPromise({
       try: (signal) =>
-        client.send(new PutObjectCommand({ Bucket: options.bucket, Key: objectKey, Body: bytes, ContentType: contentType }), { abortSignal: signal }),
+        client.send(new PutObjectCommand({ Bucket: options.bucket, Key: fullKey, Body: bytes, ContentType: contentType }), { abortSignal: signal }),
       catch: failure(`bucket ${options.bucket}`)
-    }).pipe(Effect.as(`s3://${options.bucket}/${objectKey}`))
+    }).pipe(Effect.as(`s3://${options.bucket}/${fullKey}`))
   }
 })
 
@@ -81,20 +72,7 @@ export class ActivityFiles extends Context.Tag("wearflow/ActivityFiles")<
     Layer.scoped(
       ActivityFiles,
       Effect.gen(function* () {
-        const client = yield* Effect.acquireRelease(
-          Effect.sync(() =>
-            new S3Client({
-              region: options.region,
-              forcePathStyle: options.forcePathStyle,
-              ...Option.match(options.endpoint, { onNone: () => ({}), onSome: (endpoint) => ({ endpoint }) }),
-              ...Option.match(options.credentials, {
-                onNone: () => ({}),
-                onSome: (c) => ({ credentials: { accessKeyId: Redacted.value(c.accessKeyId), secretAccessKey: Redacted.value(c.secretAccessKey) } })
-              })
-            })
-          ),
-          (client) => Effect.sync(() => client.destroy())
-        )
+        const client = yield* s3Client(options)
         const bucket = s3Store(client, options)
         const local = localStore(fallbackDirectory)
         return yield* make({

@@ -93,14 +93,15 @@ export const make = (options: IngestOptions = {}) =>
       provider: Provider,
       normalized: ReadonlyArray<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }>,
       inboxId: number,
-      errors: Array<ItemProblem>
+      errors: Array<ItemProblem>,
+      historical: ReadonlySet<NormalizedRecord>
     ) =>
-      store.write(recipient, provider.id, normalized.flatMap((n) => n.records), inboxId).pipe(
+      store.write(recipient, provider.id, normalized.flatMap((n) => n.records), inboxId, historical).pipe(
         // A record the database refuses for good (bad data) must not block its neighbours:
         // write item by item, and report the ones that cannot be stored.
         Effect.catchIf(isPermanentSqlError, () =>
           Effect.reduce(normalized, { created: 0, updated: 0, unchanged: 0 }, (total, { item, records }) =>
-            store.write(recipient, provider.id, records, inboxId).pipe(
+            store.write(recipient, provider.id, records, inboxId, historical).pipe(
               Effect.map((o) => ({ created: total.created + o.created, updated: total.updated + o.updated, unchanged: total.unchanged + o.unchanged })),
               Effect.catchIf(isPermanentSqlError, (e) =>
                 Effect.sync(() => {
@@ -136,8 +137,10 @@ export const make = (options: IngestOptions = {}) =>
             onRight: (records) => normalized.push({ item, records })
           })
         }
+        const answering = yield* backfills.answering(provider, recipients, normalized.map((n) => n.item))
+        const historical = new Set(normalized.filter((n) => answering.has(n.item)).flatMap((n) => n.records))
         for (const recipient of recipients) {
-          const outcome = yield* writeFor(recipient, provider, normalized, job.inboxId, errors)
+          const outcome = yield* writeFor(recipient, provider, normalized, job.inboxId, errors, historical)
           created += outcome.created
           updated += outcome.updated
           unchanged += outcome.unchanged

@@ -12,7 +12,8 @@ import { Duration, Effect, Layer, Metric, Schedule } from "effect"
 import type { EventEnvelope } from "../schema.ts"
 import { type OutboxEvent, type Sink, SinkError } from "../sink.ts"
 
-interface OutboxRow {
+/** An outbox row as the runner reads it (`outboxColumns`). */
+export interface OutboxRow {
   readonly position: string
   readonly tx: string
   readonly event_id: string
@@ -22,6 +23,7 @@ interface OutboxRow {
   readonly record_id: string | null
   readonly payload: EventEnvelope
   readonly created_at: Date
+  readonly historical: boolean
 }
 
 export const eventsDelivered = Metric.counter("wearflow_sink_events_delivered_total")
@@ -34,7 +36,7 @@ export interface SinkRunnerOptions {
   readonly idle?: Duration.DurationInput
 }
 
-const toEvent = (row: OutboxRow): OutboxEvent => ({
+export const toEvent = (row: OutboxRow): OutboxEvent => ({
   position: row.position,
   eventId: row.event_id,
   eventType: row.event_type,
@@ -42,7 +44,8 @@ const toEvent = (row: OutboxRow): OutboxEvent => ({
   userId: row.user_id,
   recordId: row.record_id,
   envelope: row.payload,
-  createdAt: row.created_at
+  createdAt: row.created_at,
+  historical: row.historical
 })
 
 type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number }
@@ -52,12 +55,13 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     const sql = yield* SqlClient.SqlClient
     const batchSize = options.batchSize ?? 500
     const idle = options.idle ?? Duration.millis(200)
+    const historicalData = sink.historicalData ?? true
     const metric = <A extends Metric.Metric.Counter<number>>(m: A) => Metric.tagged(m, "sink", sink.id)
 
     yield* sql`insert into sink_cursors (sink_id) values (${sink.id}) on conflict do nothing`
 
     const nextBatch = sql<OutboxRow>`
-      select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at
+      select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
       from outbox o, sink_cursors c
       where c.sink_id = ${sink.id}
         and (o.tx, o.position) > (c.tx, c.position)
@@ -75,7 +79,9 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         if (locked.length === 0) return { _tag: "Busy" } as Round
         const rows = yield* nextBatch
         if (rows.length > 0) {
-          yield* onBatch(rows)
+          // Events the sink opted out of are passed over: the cursor moves past them.
+          const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
+          if (wanted.length > 0) yield* onBatch(wanted)
           yield* advance(rows[rows.length - 1]!)
         }
         return { _tag: "Delivered", count: rows.length } as Round

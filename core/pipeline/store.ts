@@ -26,11 +26,14 @@ export interface WriteOutcome {
 
 export const eventsEmitted = Metric.counter("wearflow_events_emitted_total")
 
-/** Appends one event to the outbox (inside the caller's transaction, if any). */
-export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, recordId: string | null) =>
+/**
+ * Appends one event to the outbox (inside the caller's transaction, if any). `historical`
+ * marks data that answers a backfill request; sinks may opt out of it.
+ */
+export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, recordId: string | null, historical = false) =>
   sql`
-    insert into outbox (event_id, event_type, team_id, user_id, record_id, payload)
-    values (${randomUUID()}, ${envelope.event_type}, ${envelope.team_id}, ${envelope.user_id}, ${recordId}, ${JSON.stringify(envelope)}::jsonb)`.pipe(
+    insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
+    values (${randomUUID()}, ${envelope.event_type}, ${envelope.team_id}, ${envelope.user_id}, ${recordId}, ${JSON.stringify(envelope)}::jsonb, ${historical})`.pipe(
     Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type)))
   )
 
@@ -79,13 +82,15 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     /**
      * Upserts `records` for `recipient` and appends one outbox event per created or changed
      * record. Runs in one transaction. A record from an older inbox item never overwrites one
-     * from a newer item, so out-of-order processing keeps the latest delivery.
+     * from a newer item, so out-of-order processing keeps the latest delivery. Events of
+     * records in `historical` are marked as backfilled data.
      */
     const write = Effect.fn("RecordStore.write")(function* (
       recipient: Recipient,
       provider: string,
       records: ReadonlyArray<NormalizedRecord>,
-      inboxId: number
+      inboxId: number,
+      historical: ReadonlySet<NormalizedRecord> = new Set()
     ) {
       let created = 0
       let updated = 0
@@ -125,7 +130,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
           client_user_id: recipient.clientUserId,
           team_id: recipient.teamId
         }
-        yield* appendEvent(sql, envelope, id)
+        yield* appendEvent(sql, envelope, id, historical.has(record))
       }
       return { created, updated, unchanged: records.length - created - updated } satisfies WriteOutcome
     }, sql.withTransaction)

@@ -12,13 +12,15 @@ import pullsIdentityConnect from "./migrations/0002_pulls_identity_connect.ts"
 import connectFlowsRevisions from "./migrations/0003_connect_flows_revisions.ts"
 import rateLimits from "./migrations/0004_rate_limits.ts"
 import backfills from "./migrations/0005_backfills.ts"
+import outboxHistorical from "./migrations/0006_outbox_historical.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
   "0002_pulls_identity_connect": pullsIdentityConnect,
   "0003_connect_flows_revisions": connectFlowsRevisions,
   "0004_rate_limits": rateLimits,
-  "0005_backfills": backfills
+  "0005_backfills": backfills,
+  "0006_outbox_historical": outboxHistorical
 })
 
 export interface DatabaseOptions {

@@ -1,10 +1,11 @@
 /**
  * Typed tables derived from the normalized schema: one table per resource, one column per
  * field, so analysts query plain SQL. Column types come from the Schema AST (identifiers
- * Timestamp, CalendarDate, Int, UUID; nested structs become jsonb).
+ * Timestamp, CalendarDate, Int, UUID, read by core/field-types.ts; nested values become jsonb).
  */
+import { fieldsOf, type FieldType } from "@wearflow/core/field-types"
 import { Resources, type ResourceName } from "@wearflow/core/schema"
-import { Schema, SchemaAST as AST } from "effect"
+import type { Schema } from "effect"
 
 export type ColumnType = "uuid" | "text" | "timestamptz" | "date" | "bigint" | "double precision" | "boolean" | "jsonb"
 
@@ -22,50 +23,22 @@ export interface Table {
   readonly primaryKey: ReadonlyArray<string>
 }
 
-const byIdentifier: Record<string, ColumnType> = {
-  Timestamp: "timestamptz",
-  CalendarDate: "date",
-  Int: "bigint",
-  UUID: "uuid"
+const columnType: Record<FieldType["_tag"], ColumnType> = {
+  timestamp: "timestamptz",
+  date: "date",
+  integer: "bigint",
+  uuid: "uuid",
+  string: "text",
+  number: "double precision",
+  boolean: "boolean",
+  json: "jsonb",
+  // Nested values stay whole: one jsonb column each.
+  struct: "jsonb",
+  array: "jsonb"
 }
 
-const isNull = (ast: AST.AST) => AST.isLiteral(ast) && ast.literal === null
-
-export const columnTypeOf = (ast: AST.AST): { readonly type: ColumnType; readonly nullable: boolean } => {
-  switch (ast._tag) {
-    case "Union": {
-      const members = ast.types.filter((t) => !isNull(t))
-      const nullable = members.length < ast.types.length
-      if (members.length === 1) return { type: columnTypeOf(members[0]!).type, nullable }
-      if (members.every((t) => AST.isLiteral(t) && typeof t.literal === "string")) return { type: "text", nullable }
-      return { type: "jsonb", nullable }
-    }
-    case "Refinement": {
-      const identifier = AST.getIdentifierAnnotation(ast)
-      if (identifier._tag === "Some" && byIdentifier[identifier.value]) return { type: byIdentifier[identifier.value]!, nullable: false }
-      return columnTypeOf(ast.from)
-    }
-    case "Transformation":
-      return columnTypeOf(ast.to)
-    case "StringKeyword":
-    case "TemplateLiteral":
-      return { type: "text", nullable: false }
-    case "NumberKeyword":
-      return { type: "double precision", nullable: false }
-    case "BooleanKeyword":
-      return { type: "boolean", nullable: false }
-    case "Literal":
-      return { type: typeof ast.literal === "number" ? "double precision" : typeof ast.literal === "boolean" ? "boolean" : "text", nullable: false }
-    default:
-      return { type: "jsonb", nullable: false }
-  }
-}
-
-export const columnsOf = (schema: Schema.Schema.AnyNoContext): ReadonlyArray<Column> => {
-  const ast = AST.typeAST(schema.ast)
-  if (!AST.isTypeLiteral(ast)) throw new Error("resource schemas are structs")
-  return ast.propertySignatures.map((p) => ({ name: String(p.name), ...columnTypeOf(p.type) }))
-}
+export const columnsOf = (schema: Schema.Schema.AnyNoContext): ReadonlyArray<Column> =>
+  fieldsOf(schema).map((f) => ({ name: f.name, type: columnType[f.type._tag], nullable: f.nullable }))
 
 /** Columns every table adds to the resource's own: tenant, delivery bookkeeping. */
 const bookkeeping: ReadonlyArray<Column> = [

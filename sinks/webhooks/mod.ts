@@ -35,6 +35,7 @@ const sinkLayer = Layer.effect(
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const deliveries = yield* Deliveries.Deliveries
+    const settings = yield* WebhookSettings
     /**
      * One message per (event, matching endpoint), in outbox order. The id is derived from
      * both, so a re-sent batch inserts nothing new.
@@ -57,7 +58,8 @@ const sinkLayer = Layer.effect(
       id: manifest.id,
       deliver,
       health: sql`select 1 from webhook_endpoints limit 1`.pipe(Effect.asVoid, Effect.mapError(classify)),
-      afterCommit: deliveries.wake
+      afterCommit: deliveries.wake,
+      historicalData: settings.historicalData
     } satisfies Sink
   })
 )

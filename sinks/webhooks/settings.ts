@@ -14,6 +14,8 @@ export interface Settings {
   readonly secretGrace: Duration.Duration
   /** Requests in flight per endpoint (per process). */
   readonly endpointConcurrency: number
+  /** Whether data that answers a backfill is sent too (Junction's push_historical_data). */
+  readonly historicalData: boolean
 }
 
 export class WebhookSettings extends Context.Tag("wearflow/webhooks/WebhookSettings")<WebhookSettings, Settings>() {}
@@ -44,6 +46,7 @@ export const config: Config.Config<Settings> = Config.all({
   timeout: positive("WEARFLOW_WEBHOOK_TIMEOUT", Duration.seconds(15)),
   disableAfter: positive("WEARFLOW_WEBHOOK_DISABLE_AFTER", Duration.days(5)),
   secretGrace: Config.duration("WEARFLOW_WEBHOOK_SECRET_GRACE").pipe(Config.withDefault(Duration.hours(24))),
+  historicalData: Config.boolean("WEARFLOW_WEBHOOK_HISTORICAL_DATA").pipe(Config.withDefault(true)),
   endpointConcurrency: Config.integer("WEARFLOW_WEBHOOK_ENDPOINT_CONCURRENCY").pipe(
     Config.withDefault(32),
     Config.validate({ message: "WEARFLOW_WEBHOOK_ENDPOINT_CONCURRENCY must be 1..256", validation: (n) => n >= 1 && n <= 256 })

@@ -1,0 +1,311 @@
+/**
+ * Batching, durably. The sink runner stages each data event (a reference to its outbox row)
+ * in the runner's own transaction. A flusher seals a resource's staged events into a batch
+ * when they reach the record, byte or age limit — the batch's events, id and name are then
+ * fixed in Postgres — and writes the batch's data file, then its manifest, then records
+ * progress. A crash or an outage between the upload and the progress write leaves the batch
+ * sealed: it is written again to the same keys, overwriting, never copying.
+ *
+ * While the storage fails, sealed batches wait and are retried with back-off (at most a
+ * minute apart); new events stay staged, unsealed, and form full batches once it is back.
+ */
+import { SqlClient } from "@effect/sql"
+import { type OutboxRow, toEvent } from "@wearflow/core/pipeline/sink-runner"
+import type { OutboxEvent } from "@wearflow/core/sink"
+import { Duration, Effect, Either, Metric, Queue, Schedule, Scope } from "effect"
+import { createHash } from "node:crypto"
+import { contentTypeOf, type Encoder, extensionOf, type Format, ndjsonGzip, parquet } from "./encode.ts"
+import type { ObjectStore, StorageError } from "./object-store.ts"
+import { resourceOf, resourceRows, type ResourceRows, rowCountOf, rowsOf } from "./rows.ts"
+import type { Settings } from "./settings.ts"
+
+export const backlogRecords = Metric.gauge("wearflow_etl_backlog_records")
+export const backlogBatches = Metric.gauge("wearflow_etl_backlog_sealed_batches")
+export const recordsWritten = Metric.counter("wearflow_etl_records_written_total")
+export const batchesWritten = Metric.counter("wearflow_etl_batches_written_total")
+export const bytesWritten = Metric.counter("wearflow_etl_bytes_written_total")
+export const writeErrors = Metric.counter("wearflow_etl_write_errors_total")
+
+interface BatchRow {
+  readonly id: string
+  readonly resource: string
+  readonly format: Format
+  readonly events: number
+  readonly records: number
+  readonly sealed_at: Date
+}
+
+interface Due {
+  readonly resource: string
+  readonly records: number
+  readonly bytes: number
+  readonly age_ms: number
+}
+
+/** The manifest of one batch: written after its data file, so its presence means "complete". */
+export interface Manifest {
+  readonly manifest_version: 1
+  readonly batch_id: string
+  readonly resource: string
+  readonly format: Format
+  readonly schema_version: string
+  readonly schema_key: string
+  readonly sealed_at: string
+  readonly event_count: number
+  readonly record_count: number
+  readonly files: ReadonlyArray<{
+    readonly key: string
+    readonly records: number
+    readonly bytes: number
+    readonly sha256: string
+    readonly content_type: string
+  }>
+}
+
+/** A batch's name: sortable by sealing time, unique by its id. */
+export const batchName = (batch: Pick<BatchRow, "id" | "sealed_at">) =>
+  `${batch.sealed_at.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}-${batch.id.padStart(10, "0")}`
+
+export const schemaKeys = (rows: ResourceRows) => ({
+  current: `_schemas/${rows.resource}.json`,
+  versioned: `_schemas/${rows.resource}/${rows.schemaVersion}.json`
+})
+
+export const keysOf = (batch: BatchRow) => {
+  const date = batch.sealed_at.toISOString().slice(0, 10)
+  const partition = `resource=${batch.resource}/date=${date}`
+  const name = batchName(batch)
+  return {
+    name,
+    data: `${partition}/${name}.${extensionOf[batch.format]}`,
+    manifest: `_manifests/${partition}/${name}.json`
+  }
+}
+
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
+
+/** Each write failure in a row waits longer: 1 s, 2 s, 4 s, … up to a minute. */
+const backoff = (failures: number) => Duration.millis(Math.min(60_000, 1000 * 2 ** Math.min(failures - 1, 6)))
+
+/** How often the staged totals are checked at most, however often the runner wakes the flusher. */
+const CHECK_INTERVAL = Duration.millis(250)
+
+export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const scope = yield* Effect.scope
+    const wakeup = yield* Queue.sliding<void>(1)
+    const parquetEncoder = yield* Effect.cached(Scope.extend(parquet, scope))
+    const encoderOf = (format: Format): Effect.Effect<Encoder, unknown> => (format === "parquet" ? parquetEncoder : Effect.succeed(ndjsonGzip))
+
+    /** Stages a runner batch's data events; runs in the runner's transaction. */
+    const stage = (events: ReadonlyArray<OutboxEvent>) => {
+      const positions: Array<string> = []
+      const resources: Array<string> = []
+      const records: Array<number> = []
+      const bytes: Array<number> = []
+      for (const event of events) {
+        const rows = resourceOf(event.eventType)
+        if (rows === undefined) continue
+        positions.push(event.position)
+        resources.push(rows.resource)
+        records.push(rowCountOf(rows, event))
+        bytes.push(JSON.stringify(event.envelope.data).length)
+      }
+      if (positions.length === 0) return Effect.void
+      return sql`
+        insert into etl_pending (position, resource, records, bytes)
+        select * from unnest(${positions}::bigint[], ${resources}::text[], ${records}::int[], ${bytes}::int[])
+        on conflict (position) do nothing`.pipe(Effect.asVoid)
+    }
+
+    const wake = Queue.offer(wakeup, undefined).pipe(Effect.asVoid)
+
+    const openTotals = sql<Due>`
+      select resource, sum(records)::float8 as records, sum(bytes)::float8 as bytes,
+             extract(epoch from now() - min(staged_at))::float8 * 1000 as age_ms
+      from etl_pending where batch_id is null group by resource`
+
+    const limits = settings.batch
+    const ageLimit = Duration.toMillis(limits.age)
+    const isDue = (d: Due) => d.records >= limits.records || d.bytes >= limits.bytes || d.age_ms >= ageLimit
+
+    /** Seals one batch of `resource`: its oldest staged events, up to the record and byte limits. */
+    const sealOne = (resource: string) =>
+      sql`
+        with open as (
+          select position, records, bytes from etl_pending
+          where resource = ${resource} and batch_id is null order by position limit ${limits.records}
+        ),
+        running as (
+          select position, records, row_number() over w as n, sum(records) over w as total_records, sum(bytes) over w as total_bytes
+          from open window w as (order by position)
+        ),
+        picked as (
+          select position, records from running
+          where n = 1 or (total_records <= ${limits.records} and total_bytes <= ${limits.bytes})
+        ),
+        batch as (
+          insert into etl_batches (resource, format, events, records)
+          select ${resource}, ${settings.format}, count(*), coalesce(sum(records), 0) from picked having count(*) > 0
+          returning id
+        )
+        update etl_pending set batch_id = batch.id from batch where etl_pending.position in (select position from picked)`
+
+    /**
+     * Seals every resource that is due, one batch each, under a lock so replicas do not seal
+     * the same events twice. Returns how many were sealed and when the next one falls due.
+     */
+    const sealDue = sql.withTransaction(
+      Effect.gen(function* () {
+        yield* sql`select pg_advisory_xact_lock(hashtextextended('wearflow:etl:seal', 0))`
+        const totals = yield* openTotals
+        const due = totals.filter(isDue)
+        for (const d of due) yield* sealOne(d.resource)
+        const waiting = totals.filter((d) => !isDue(d)).map((d) => ageLimit - d.age_ms)
+        return { sealed: due.length, nextDueMs: waiting.length === 0 ? undefined : Math.max(0, Math.min(...waiting)) }
+      })
+    )
+
+    const publishedSchemas = new Set<string>()
+    /** The JSON Schema of a resource's rows, under its version and as the current one; once per process. */
+    const publishSchema = (rows: ResourceRows) => {
+      if (publishedSchemas.has(rows.schemaVersion + rows.resource)) return Effect.void
+      const body = new TextEncoder().encode(JSON.stringify(rows.jsonSchema, null, 2) + "\n")
+      const keys = schemaKeys(rows)
+      return store.put(keys.versioned, body, "application/schema+json").pipe(
+        Effect.zipRight(store.put(keys.current, body, "application/schema+json")),
+        Effect.tap(() => Effect.sync(() => publishedSchemas.add(rows.schemaVersion + rows.resource)))
+      )
+    }
+
+    const eventsOf = (batch: BatchRow) =>
+      sql<OutboxRow>`
+        select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
+        from etl_pending p join outbox o on o.position = p.position
+        where p.batch_id = ${batch.id} order by p.position`
+
+    /** Renders and uploads one sealed batch: data file, then manifest. Same batch, same keys, same bytes. */
+    const upload = (batch: BatchRow, events: ReadonlyArray<OutboxRow>) =>
+      Effect.gen(function* () {
+        const rows = resourceRows.get(batch.resource as never)!
+        yield* publishSchema(rows)
+        const records = events.flatMap((row) => rowsOf(rows, toEvent(row)))
+        const encoder = yield* encoderOf(batch.format)
+        const body = yield* encoder.encode(rows, records)
+        const keys = keysOf(batch)
+        yield* store.put(keys.data, body, contentTypeOf[batch.format])
+        const manifest: Manifest = {
+          manifest_version: 1,
+          batch_id: keys.name,
+          resource: batch.resource,
+          format: batch.format,
+          schema_version: rows.schemaVersion,
+          schema_key: store.keyOf(schemaKeys(rows).versioned),
+          sealed_at: batch.sealed_at.toISOString(),
+          event_count: events.length,
+          record_count: records.length,
+          files: [{ key: store.keyOf(keys.data), records: records.length, bytes: body.length, sha256: sha256(body), content_type: contentTypeOf[batch.format] }]
+        }
+        yield* store.put(keys.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"), "application/json")
+        return { records: records.length, bytes: body.length }
+      })
+
+    type Written = { readonly _tag: "Idle" } | { readonly _tag: "Written" } | { readonly _tag: "Failed"; readonly error: string }
+
+    /**
+     * Claims the oldest sealed batch no other writer holds, writes it and records it written,
+     * in one transaction: a writer that dies lets go of the batch and another writes it again.
+     */
+    const writeOne: Effect.Effect<Written, import("@effect/sql").SqlError.SqlError> = sql.withTransaction(
+      Effect.gen(function* () {
+        const [batch] = yield* sql<BatchRow>`
+          select id::text as id, resource, format, events, records, sealed_at from etl_batches
+          where status = 'sealed' order by id limit 1 for update skip locked`
+        if (batch === undefined) return { _tag: "Idle" } as const
+        const events = yield* eventsOf(batch)
+        const outcome = yield* upload(batch, events).pipe(Effect.either)
+        if (Either.isLeft(outcome)) {
+          const error = outcome.left
+          const message = typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+          yield* sql`update etl_batches set attempts = attempts + 1, last_error = ${message} where id = ${batch.id}`
+          return { _tag: "Failed", error: message } as const
+        }
+        yield* sql`delete from etl_pending where batch_id = ${batch.id}`
+        yield* sql`update etl_batches set status = 'written', written_at = now(), attempts = attempts + 1, last_error = null,
+                   data_bytes = ${outcome.right.bytes} where id = ${batch.id}`
+        yield* Metric.increment(batchesWritten)
+        yield* Metric.incrementBy(recordsWritten, outcome.right.records)
+        yield* Metric.incrementBy(bytesWritten, outcome.right.bytes)
+        return { _tag: "Written" } as const
+      })
+    )
+
+    /** Writers take sealed batches until none is left or one fails. */
+    const writeSealed = Effect.forEach(
+      Array.from({ length: writers }),
+      () =>
+        Effect.iterate({ written: 0, error: undefined as string | undefined, done: false }, {
+          while: (s) => !s.done,
+          body: (s) =>
+            Effect.map(writeOne, (w) =>
+              w._tag === "Written" ? { ...s, written: s.written + 1 } : { ...s, done: true, error: w._tag === "Failed" ? w.error : undefined })
+        }),
+      { concurrency: writers }
+    ).pipe(Effect.map((results) => ({ written: results.reduce((n, r) => n + r.written, 0), error: results.find((r) => r.error)?.error })))
+
+    const backlog = sql<{ records: number; sealed: number }>`
+      select coalesce(sum(records), 0)::float8 as records,
+             (select count(*) from etl_batches where status = 'sealed')::float8 as sealed
+      from etl_pending`.pipe(
+      Effect.map((rows) => rows[0] ?? { records: 0, sealed: 0 }),
+      Effect.tap((b) => Effect.all([Metric.set(backlogRecords, b.records), Metric.set(backlogBatches, b.sealed)]))
+    )
+
+    /** The flusher: write what is sealed, seal what is due, wait for news or the next deadline. */
+    const flush = Effect.gen(function* () {
+      let failures = 0
+      for (;;) {
+        const written = yield* writeSealed
+        if (written.error !== undefined) {
+          failures++
+          const pending = yield* backlog
+          yield* Metric.increment(writeErrors)
+          yield* Effect.logWarning("ETL storage write failed; batches wait and will be retried").pipe(
+            Effect.annotateLogs({
+              destination: store.location,
+              error: written.error,
+              failures,
+              backlog_records: pending.records,
+              sealed_batches: pending.sealed,
+              retry_in: Duration.format(backoff(failures))
+            })
+          )
+          yield* Effect.sleep(backoff(failures))
+          continue
+        }
+        if (failures > 0) yield* Effect.logInfo("ETL storage writes resumed").pipe(Effect.annotateLogs("destination", store.location))
+        failures = 0
+        const sealed = yield* sealDue
+        yield* backlog
+        if (sealed.sealed > 0) continue
+        yield* Effect.sleep(CHECK_INTERVAL)
+        const rest = Duration.millis(Math.min(1000, sealed.nextDueMs ?? 1000))
+        yield* Queue.take(wakeup).pipe(Effect.timeout(rest), Effect.ignore)
+      }
+    })
+
+    const run = flush.pipe(
+      Effect.tapError((error) => Effect.logWarning("ETL flusher failed; restarting").pipe(Effect.annotateLogs("error", error.message))),
+      Effect.retry(Schedule.exponential("1 second").pipe(Schedule.union(Schedule.spaced("60 seconds")))),
+      Effect.catchAllDefect((defect) => Effect.logError("ETL flusher crashed; restarting", defect).pipe(Effect.zipRight(Effect.sleep("5 seconds")))),
+      Effect.forever
+    )
+
+    /** Proves write access: a small object written and removed. */
+    const probe: Effect.Effect<void, StorageError> = store.put("_wearflow/write-check", new TextEncoder().encode("ok\n"), "text/plain").pipe(
+      Effect.zipRight(store.remove("_wearflow/write-check"))
+    )
+
+    return { stage, wake, run, probe, backlog, sealDue, writeSealed } as const
+  })

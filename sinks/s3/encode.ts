@@ -1,0 +1,83 @@
+/**
+ * A batch's rows as file bytes: gzipped NDJSON, or Parquet written by DuckDB with the column
+ * types of the resource's Schema (rows.ts). Both run off the event loop (zlib's and DuckDB's
+ * own threads).
+ */
+import { DuckDBInstance } from "@duckdb/node-api"
+import { Data, Effect } from "effect"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import { promisify } from "node:util"
+import * as zlib from "node:zlib"
+import type { ResourceRows } from "./rows.ts"
+
+export type Format = "ndjson" | "parquet"
+
+export const extensionOf: Record<Format, string> = { ndjson: "ndjson.gz", parquet: "parquet" }
+export const contentTypeOf: Record<Format, string> = { ndjson: "application/x-ndjson", parquet: "application/vnd.apache.parquet" }
+
+/** Rows that could not be turned into a file: a bug or a value outside its schema. */
+export class EncodeError extends Data.TaggedError("EncodeError")<{ readonly message: string }> {}
+
+const gzip = promisify(zlib.gzip)
+
+const ndjson = (rows: ReadonlyArray<Record<string, unknown>>) => {
+  let text = ""
+  for (const row of rows) text += JSON.stringify(row) + "\n"
+  return text
+}
+
+export interface Encoder {
+  readonly encode: (resource: ResourceRows, rows: ReadonlyArray<Record<string, unknown>>) => Effect.Effect<Uint8Array, EncodeError>
+}
+
+const failed = (what: string) => (e: unknown) => new EncodeError({ message: `${what}: ${e instanceof Error ? e.message : String(e)}` })
+
+/** Gzipped NDJSON, one row per line. Served as .ndjson.gz, no Content-Encoding: the object is the gzip file. */
+export const ndjsonGzip: Encoder = {
+  encode: (_resource, rows) =>
+    Effect.tryPromise({ try: () => gzip(ndjson(rows), { level: 6 }), catch: failed("gzip") }).pipe(Effect.map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)))
+}
+
+/**
+ * Parquet through an in-process DuckDB: the rows are written as NDJSON to a scratch file,
+ * read back with the schema's column types (so a value outside its type fails here, not in
+ * the consumer's query) and copied to a zstd-compressed Parquet file.
+ */
+export const parquet = Effect.gen(function* () {
+  const scratch = yield* Effect.acquireRelease(
+    Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-"))),
+    (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
+  )
+  const instance = yield* Effect.acquireRelease(
+    Effect.tryPromise({ try: () => DuckDBInstance.create(":memory:", { threads: "2" }), catch: failed("duckdb") }),
+    (db) => Effect.sync(() => db.closeSync())
+  )
+  const encoder: Encoder = {
+    encode: (resource, rows) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => path.join(scratch, randomBytes(8).toString("hex"))),
+        (base) =>
+          Effect.tryPromise({
+            try: async () => {
+              await fs.writeFile(`${base}.ndjson`, ndjson(rows))
+              const connection = await instance.connect()
+              try {
+                await connection.run(
+                  `COPY (SELECT * FROM read_json('${base}.ndjson', format = 'newline_delimited', columns = ${resource.duckColumns}))
+                   TO '${base}.parquet' (FORMAT parquet, COMPRESSION zstd)`
+                )
+              } finally {
+                connection.closeSync()
+              }
+              return new Uint8Array(await fs.readFile(`${base}.parquet`))
+            },
+            catch: failed(`parquet (${resource.resource})`)
+          }),
+        (base) => Effect.promise(() => Promise.all([fs.rm(`${base}.ndjson`, { force: true }), fs.rm(`${base}.parquet`, { force: true })]))
+      )
+  }
+  return encoder
+})

@@ -1,0 +1,79 @@
+/**
+ * Where ETL files go: an S3-compatible bucket, or a local directory (the embedded default).
+ * A put under an existing key replaces it whole: that is how a re-sent batch overwrites its
+ * own files instead of adding a copy.
+ */
+import { DeleteObjectCommand } from "@aws-sdk/client-s3"
+import { Upload } from "@aws-sdk/lib-storage"
+import { objectKey, s3Client, type S3Location } from "@wearflow/core/storage/s3"
+import { Data, Effect } from "effect"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+
+/** The storage refused or could not be reached; always worth retrying later. */
+export class StorageError extends Data.TaggedError("StorageError")<{ readonly message: string }> {
+  readonly retryable = true
+}
+
+export interface ObjectStore {
+  /** Where objects go, for logs and manifests: `s3://bucket/prefix` or a directory. */
+  readonly location: string
+  /** The full key of `key`: with the bucket's prefix, or relative to the directory. */
+  readonly keyOf: (key: string) => string
+  readonly put: (key: string, body: Uint8Array, contentType: string) => Effect.Effect<void, StorageError>
+  readonly remove: (key: string) => Effect.Effect<void, StorageError>
+}
+
+const failure = (where: string, key: string) => (e: unknown) =>
+  new StorageError({ message: `${where}: cannot write ${key}: ${e instanceof Error ? e.message : String(e)}` })
+
+/** Objects below 16 MiB go up in one request; larger ones in 16 MiB parts, four at a time. */
+export const PART_SIZE = 16 * 1024 * 1024
+
+export const bucket = (location: S3Location, partSize = PART_SIZE) =>
+  Effect.map(s3Client(location), (client): ObjectStore => {
+    const where = `s3://${location.bucket}${location.prefix === "" ? "" : `/${location.prefix}`}`
+    return {
+      location: where,
+      keyOf: (key) => objectKey(location, key),
+      put: (key, body, contentType) =>
+        Effect.async<void, StorageError>((resume) => {
+          const upload = new Upload({
+            client,
+            params: { Bucket: location.bucket, Key: objectKey(location, key), Body: body, ContentType: contentType },
+            partSize,
+            queueSize: 4,
+            leavePartsOnError: false
+          })
+          upload.done().then(() => resume(Effect.void), (e) => resume(Effect.fail(failure(where, key)(e))))
+          return Effect.promise(() => upload.abort().catch(() => undefined))
+        }),
+      remove: (key) =>
+        Effect.tryPromise({
+          try: (signal) => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: objectKey(location, key) }), { abortSignal: signal }),
+          catch: failure(where, key)
+        }).pipe(Effect.asVoid)
+    }
+  })
+
+export const directory = (root: string): ObjectStore => {
+  const absolute = path.resolve(root)
+  return {
+    location: absolute,
+    keyOf: (key) => key,
+    put: (key, body) =>
+      Effect.tryPromise({
+        try: async () => {
+          const target = path.join(absolute, key)
+          await fs.mkdir(path.dirname(target), { recursive: true })
+          // Written aside and renamed: readers never see half a file under the final name.
+          const partial = `${target}.${randomBytes(4).toString("hex")}.partial`
+          await fs.writeFile(partial, body)
+          await fs.rename(partial, target)
+        },
+        catch: failure(absolute, key)
+      }),
+    remove: (key) => Effect.tryPromise({ try: () => fs.rm(path.join(absolute, key), { force: true }), catch: failure(absolute, key) })
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The rows of the ETL files: one per summary record or per timeseries sample, each with the
+ * fields of the event it came from (so file and webhook consumers join on `event_id`) and the
+ * resource's own fields, in the order of core's Schema. The JSON Schema of each resource's
+ * rows and the Parquet column types are both derived from that one Schema.
+ */
+import { type Field, fieldsOf, type FieldType } from "@wearflow/core/field-types"
+import { Resources, type ResourceName, Source, Timestamp } from "@wearflow/core/schema"
+import type { OutboxEvent } from "@wearflow/core/sink"
+import { JSONSchema, Schema } from "effect"
+import { createHash } from "node:crypto"
+
+/** Fields every row takes from its event. */
+const EventFields = {
+  event_id: Schema.UUID.annotations({ description: "the outbox event id; webhooks send the same event" }),
+  event_type: Schema.String.annotations({ description: "e.g. daily.data.sleep.created" }),
+  emitted_at: Timestamp.annotations({ description: "when the event was emitted" }),
+  historical: Schema.Boolean.annotations({ description: "the data answers a backfill request" }),
+  team_id: Schema.UUID,
+  user_id: Schema.UUID,
+  client_user_id: Schema.String
+}
+
+const rowSchemaOf = (resource: ResourceName) => {
+  const spec = Resources[resource]
+  const fields = spec.kind === "summary"
+    ? { ...EventFields, ...spec.schema.fields }
+    : { ...EventFields, source: Source, ...spec.schema.fields }
+  return Schema.Struct(fields).annotations({
+    identifier: `wearflow.etl.${resource}`,
+    title: `${resource} rows`,
+    description: spec.kind === "summary"
+      ? `One ${resource} record per row, as of its event; a later event for the same id replaces it.`
+      : `One ${resource} sample per row; (user_id, source.provider, type, timestamp) identifies a sample and the latest event wins.`
+  })
+}
+
+export interface ResourceRows {
+  readonly resource: ResourceName
+  readonly kind: "summary" | "timeseries"
+  readonly fields: ReadonlyArray<Field>
+  /** JSON Schema (draft-07) of one row. */
+  readonly jsonSchema: JSONSchema.JsonSchema7Root
+  /** First 12 hex digits of the JSON Schema's SHA-256: changes whenever the row shape does. */
+  readonly schemaVersion: string
+  /** DuckDB's `read_json` columns: name → type. */
+  readonly duckColumns: string
+}
+
+const duckType = (type: FieldType): string => {
+  switch (type._tag) {
+    case "timestamp":
+      return "TIMESTAMPTZ"
+    case "date":
+      return "DATE"
+    case "integer":
+      return "BIGINT"
+    case "number":
+      return "DOUBLE"
+    case "boolean":
+      return "BOOLEAN"
+    case "struct":
+      return `STRUCT(${type.fields.map((f) => `"${f.name}" ${duckType(f.type)}`).join(", ")})`
+    case "array":
+      return `${duckType(type.item)}[]`
+    // UUIDs stay strings: Athena, BigQuery and Snowflake do not all read Parquet's UUID type.
+    case "uuid":
+    case "string":
+    case "json":
+      return "VARCHAR"
+  }
+}
+
+const describe = (resource: ResourceName): ResourceRows => {
+  const schema = rowSchemaOf(resource)
+  const fields = fieldsOf(schema)
+  const jsonSchema = JSONSchema.make(schema)
+  return {
+    resource,
+    kind: Resources[resource].kind,
+    fields,
+    jsonSchema,
+    schemaVersion: createHash("sha256").update(JSON.stringify(jsonSchema)).digest("hex").slice(0, 12),
+    duckColumns: `{${fields.map((f) => `'${f.name}': '${duckType(f.type)}'`).join(", ")}}`
+  }
+}
+
+export const resourceRows: ReadonlyMap<ResourceName, ResourceRows> = new Map(
+  (Object.keys(Resources) as Array<ResourceName>).map((r) => [r, describe(r)])
+)
+
+const DATA_EVENT = /^(?:daily)\.data\.([a-z_]+)\.(?:created|updated)$/
+
+/** The resource a data event is about; undefined for other events (connections, backfill notices). */
+export const resourceOf = (eventType: string): ResourceRows | undefined => {
+  const name = DATA_EVENT.exec(eventType)?.[1]
+  return name === undefined ? undefined : resourceRows.get(name as ResourceName)
+}
+
+/** How many rows an event becomes: its samples for a timeseries, else one. */
+export const rowCountOf = (rows: ResourceRows, event: OutboxEvent): number => {
+  if (rows.kind === "summary") return 1
+  const samples = (event.envelope.data as { data?: unknown } | null)?.data
+  return Array.isArray(samples) ? samples.length : 0
+}
+
+/** The rows of one event, with exactly the schema's fields (missing ones null). */
+export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Record<string, unknown>> => {
+  const base: Record<string, unknown> = {
+    event_id: event.eventId,
+    event_type: event.eventType,
+    emitted_at: event.createdAt.toISOString(),
+    historical: event.historical,
+    team_id: event.teamId,
+    user_id: event.userId,
+    client_user_id: event.envelope.client_user_id
+  }
+  const project = (values: Record<string, unknown>) => {
+    const row: Record<string, unknown> = {}
+    for (const field of rows.fields) row[field.name] = field.name in base ? base[field.name] : values[field.name] ?? null
+    return row
+  }
+  const data = (event.envelope.data ?? {}) as Record<string, unknown>
+  if (rows.kind === "summary") return [project(data)]
+  const samples = Array.isArray(data.data) ? (data.data as ReadonlyArray<Record<string, unknown>>) : []
+  return samples.map((sample) => project({ ...sample, source: data.source }))
+}

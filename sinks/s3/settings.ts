@@ -1,0 +1,74 @@
+/** The ETL sink's settings (WEARFLOW_ETL_*, AWS_*), read through the plugin's sandbox. */
+import type { S3Location } from "@wearflow/core/storage/s3"
+import { Config, Duration, Option } from "effect"
+import * as path from "node:path"
+import type { Format } from "./encode.ts"
+
+export type Destination =
+  | { readonly _tag: "Directory"; readonly path: string }
+  | { readonly _tag: "Bucket"; readonly location: S3Location }
+
+export interface Settings {
+  /** Off: no files are written and nothing is staged. */
+  readonly enabled: boolean
+  readonly destination: Destination
+  readonly format: Format
+  /** A resource's staged events are sealed into a batch at whichever limit comes first. */
+  readonly batch: {
+    readonly records: number
+    /** Of the events' JSON, before compression. */
+    readonly bytes: number
+    readonly age: Duration.Duration
+  }
+  /** Whether data that answers a backfill is written too (Junction's push_historical_data). */
+  readonly historicalData: boolean
+}
+
+const positiveInteger = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 })
+  )
+
+const trimSlashes = (s: string) => s.replace(/^\/+|\/+$/g, "")
+
+const bucket: Config.Config<S3Location> = Config.all({
+  bucket: Config.string("WEARFLOW_ETL_S3_BUCKET").pipe(
+    Config.validate({ message: "WEARFLOW_ETL_S3_BUCKET must be a bucket name", validation: (s) => /^[a-zA-Z0-9.\-_]{1,255}$/.test(s) })
+  ),
+  prefix: Config.string("WEARFLOW_ETL_S3_PREFIX").pipe(Config.withDefault("wearflow"), Config.map(trimSlashes)),
+  region: Config.string("WEARFLOW_ETL_S3_REGION").pipe(Config.withDefault("us-east-1")),
+  endpoint: Config.option(Config.url("WEARFLOW_ETL_S3_ENDPOINT").pipe(Config.map((u) => u.toString()))),
+  forcePathStyle: Config.boolean("WEARFLOW_ETL_S3_FORCE_PATH_STYLE").pipe(Config.withDefault(false)),
+  credentials: Config.option(
+    Config.all({ accessKeyId: Config.redacted("AWS_ACCESS_KEY_ID"), secretAccessKey: Config.redacted("AWS_SECRET_ACCESS_KEY") })
+  )
+})
+
+export const config: Config.Config<Settings> = Config.all({
+  enabled: Config.boolean("WEARFLOW_ETL_ENABLED").pipe(Config.withDefault(true)),
+  destination: Config.all({
+    bucket: Config.option(bucket),
+    // The default follows the app's data directory: ./.wearflow/etl unless it moved.
+    dir: Config.option(Config.string("WEARFLOW_ETL_DIR")),
+    dataDir: Config.string("WEARFLOW_DATA_DIR").pipe(Config.withDefault("./.wearflow"))
+  }).pipe(
+    Config.map(({ bucket, dataDir, dir }): Destination =>
+      Option.match(bucket, {
+        onSome: (location) => ({ _tag: "Bucket", location }),
+        onNone: () => ({ _tag: "Directory", path: Option.getOrElse(dir, () => path.join(dataDir, "etl")) })
+      })
+    )
+  ),
+  format: Config.literal("ndjson", "parquet")("WEARFLOW_ETL_FORMAT").pipe(Config.withDefault("ndjson" as const)),
+  batch: Config.all({
+    records: positiveInteger("WEARFLOW_ETL_BATCH_RECORDS", 100_000),
+    bytes: positiveInteger("WEARFLOW_ETL_BATCH_BYTES", 64 * 1024 * 1024),
+    age: Config.number("WEARFLOW_ETL_BATCH_SECONDS").pipe(
+      Config.withDefault(60),
+      Config.validate({ message: "WEARFLOW_ETL_BATCH_SECONDS must be positive", validation: (n) => n > 0 }),
+      Config.map((s) => Duration.millis(s * 1000))
+    )
+  }),
+  historicalData: Config.boolean("WEARFLOW_ETL_HISTORICAL_DATA").pipe(Config.withDefault(true))
+})
