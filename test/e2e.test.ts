@@ -148,7 +148,7 @@ describe("Garmin PUSH → store → query API and typed tables", () => {
   })
 
   it("serves every resource the Garmin normalizers produce: body summaries, blood pressure pairs, HRV samples", async () => {
-    for (const name of ["bodyComps", "bloodPressures", "hrv"]) expect((await push(fixture(name))).status).toBe(200)
+    for (const name of ["bodyComps", "bloodPressures", "hrv", "userMetrics"]) expect((await push(fixture(name))).status).toBe(200)
     await drained()
     const body = (await (await api("GET", `/v2/summary/body/${alice}?start_date=2015-08-16&end_date=2015-08-17`)).json()) as {
       body: Array<{ weight: number; fat: number }>
@@ -175,6 +175,8 @@ describe("Garmin PUSH → store → query API and typed tables", () => {
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.sleep where user_id = $1", [alice])) === 2 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.workouts where user_id = $1", [alice])) === 2 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.activity where user_id = $1", [bob])) === 1 ? true : undefined))
+    // A resource name with a digit in it.
+    await eventually(async () => ((await count("select count(*) as n from wearflow_data.vo2_max where user_id = $1 and value = 48", [alice])) === 1 ? true : undefined))
   })
 
   /** Everything that a duplicate would show up in. */

@@ -34,7 +34,7 @@ export const manifest: Manifest<PostgresSinkConfig> = {
 
 export class PostgresSink extends Context.Tag("wearflow/sinks/PostgresSink")<PostgresSink, Sink>() {}
 
-const EVENT = /^(?:daily|historical)\.data\.([a-z_]+)\.(?:created|updated)$/
+const EVENT = /^(?:daily|historical)\.data\.([a-z0-9_]+)\.(?:created|updated)$/
 const CHUNK = 1000
 
 const classify = sinkErrorFromSql("postgres")

@@ -14,18 +14,28 @@ import { createHash } from "node:crypto"
 const EventFields = {
   event_id: Schema.UUID.annotations({ description: "the outbox event id; webhooks send the same event" }),
   event_type: Schema.String.annotations({ description: "e.g. daily.data.sleep.created" }),
-  emitted_at: Timestamp.annotations({ description: "when the event was emitted" }),
+  // Not re-annotated: the Timestamp identifier is what types the column.
+  emitted_at: Timestamp,
   historical: Schema.Boolean.annotations({ description: "the data answers a backfill request" }),
   team_id: Schema.UUID,
   user_id: Schema.UUID,
   client_user_id: Schema.String
 }
 
+/**
+ * Fields renamed in files. `date` is the Hive partition key of the layout (the day a batch was
+ * sealed); a column of that name would clash with it in Athena, Spark and DuckDB.
+ */
+export const renamedInFiles: Readonly<Record<string, string>> = { date: "record_date" }
+
+const renamed = (fields: Schema.Struct.Fields): Schema.Struct.Fields =>
+  Object.fromEntries(Object.entries(fields).map(([name, field]) => [renamedInFiles[name] ?? name, field]))
+
 const rowSchemaOf = (resource: ResourceName) => {
   const spec = Resources[resource]
   const fields = spec.kind === "summary"
-    ? { ...EventFields, ...spec.schema.fields }
-    : { ...EventFields, source: Source, ...spec.schema.fields }
+    ? { ...EventFields, ...renamed(spec.schema.fields) }
+    : { ...EventFields, source: Source, ...renamed(spec.schema.fields) }
   return Schema.Struct(fields).annotations({
     identifier: `wearflow.etl.${resource}`,
     title: `${resource} rows`,
@@ -89,7 +99,7 @@ export const resourceRows: ReadonlyMap<ResourceName, ResourceRows> = new Map(
   (Object.keys(Resources) as Array<ResourceName>).map((r) => [r, describe(r)])
 )
 
-const DATA_EVENT = /^(?:daily)\.data\.([a-z_]+)\.(?:created|updated)$/
+const DATA_EVENT = /^daily\.data\.([a-z0-9_]+)\.(?:created|updated)$/
 
 /** The resource a data event is about; undefined for other events (connections, backfill notices). */
 export const resourceOf = (eventType: string): ResourceRows | undefined => {
@@ -104,6 +114,8 @@ export const rowCountOf = (rows: ResourceRows, event: OutboxEvent): number => {
   return Array.isArray(samples) ? samples.length : 0
 }
 
+const sourceName: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(renamedInFiles).map(([from, to]) => [to, from]))
+
 /** The rows of one event, with exactly the schema's fields (missing ones null). */
 export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Record<string, unknown>> => {
   const base: Record<string, unknown> = {
@@ -117,7 +129,9 @@ export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Re
   }
   const project = (values: Record<string, unknown>) => {
     const row: Record<string, unknown> = {}
-    for (const field of rows.fields) row[field.name] = field.name in base ? base[field.name] : values[field.name] ?? null
+    for (const field of rows.fields) {
+      row[field.name] = field.name in base ? base[field.name] : values[sourceName[field.name] ?? field.name] ?? null
+    }
     return row
   }
   const data = (event.envelope.data ?? {}) as Record<string, unknown>

@@ -1,0 +1,317 @@
+/**
+ * The ETL sink against the real server: Garmin PUSH fixtures → outbox → batches → files in a
+ * real S3-protocol server (s3rver) on loopback, read back with DuckDB. NDJSON.gz and Parquet;
+ * manifests and schemas; a crash between upload and progress; a storage outage; the local
+ * directory default.
+ */
+import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api"
+import { Redacted } from "effect"
+import { createHash } from "node:crypto"
+import { readFileSync } from "node:fs"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import pg from "pg"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freshDatabaseUrl } from "./support/database.ts"
+import { type S3Server, startS3 } from "./support/s3.ts"
+import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
+
+const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
+const CLIENT_ID = "etl-garmin-client"
+const API_KEY = "etl-api-key"
+const SPEC_USER = "4aacafe82427c251df9c9592d0c06768"
+const BUCKET = "wearflow-etl"
+/** Every PUSH fixture that carries data. */
+const PUSHED = [
+  "dailies", "sleeps", "epochs", "hrv", "stressDetails", "bodyComps", "pulseox", "allDayRespiration", "bloodPressures",
+  "skinTemp", "userMetrics", "activities", "activityDetails", "manuallyUpdatedActivities", "moveIQActivities", "mct", "healthSnapshot"
+]
+
+let dir: string
+let databaseUrl: string
+let s3: S3Server
+let server: RunningServer
+let db: pg.Client
+let duck: DuckDBConnection
+
+const api = wearflowApi(() => server.baseUrl, API_KEY)
+
+const envFor = (overrides: Record<string, string>) => ({
+  DATABASE_URL: databaseUrl,
+  GARMIN_CLIENT_ID: CLIENT_ID,
+  WEARFLOW_API_KEY: API_KEY,
+  WEARFLOW_DATA_DIR: path.join(dir, "data"),
+  GARMIN_API_URL: "http://127.0.0.1:9",
+  WEARFLOW_BACKFILL_ON_CONNECT: "false",
+  WEARFLOW_ETL_S3_BUCKET: BUCKET,
+  WEARFLOW_ETL_S3_ENDPOINT: s3.url,
+  WEARFLOW_ETL_S3_FORCE_PATH_STYLE: "true",
+  AWS_ACCESS_KEY_ID: "S3RVER",
+  AWS_SECRET_ACCESS_KEY: "S3RVER",
+  WEARFLOW_ETL_BATCH_SECONDS: "1",
+  ...overrides
+})
+
+const push = async (body: string) => {
+  const response = await sendGarminNotification(server.baseUrl, CLIENT_ID, "push", body)
+  expect(response.status).toBe(200)
+}
+
+let users = 0
+/** A Wearflow user linked to `garminUserId`, and every data fixture pushed for that Garmin user. */
+const pushEverything = async (garminUserId: string) => {
+  const created = await api("POST", "/v2/user", { client_user_id: `etl-user-${++users}` })
+  const userId = created.body.user_id as string
+  expect((await api("POST", `/v2/user/${userId}/connections/garmin`, { provider_user_id: garminUserId })).status).toBe(200)
+  for (const name of PUSHED) await push(fixture(name).replaceAll(SPEC_USER, garminUserId))
+  return userId
+}
+
+const count = async (query: string, params: Array<unknown> = []) => Number((await db.query(query, params)).rows[0].n)
+
+/** Ingest done, the sink caught up with the outbox, nothing staged or sealed. */
+const settled = (timeoutMs = 60_000) =>
+  eventually(async () => {
+    const waiting = await count(`
+      select (select count(*) from inbox where processed_at is null)
+           + (select count(*) from outbox o, sink_cursors c where c.sink_id = 's3' and (o.tx, o.position) > (c.tx, c.position))
+           + (select count(*) from etl_pending)
+           + (select count(*) from etl_batches where status = 'sealed') as n`)
+    return waiting === 0 ? true : undefined
+  }, timeoutMs)
+
+/** Rows the files must hold per resource and per event, from the outbox itself. */
+const expectedRows = async (userId: string) => {
+  const { rows } = await db.query<{ event_id: string; event_type: string; payload: { data: { data?: Array<unknown> } } }>(
+    "select event_id, event_type, payload from outbox where user_id = $1 and event_type like 'daily.data.%'",
+    [userId]
+  )
+  const perResource = new Map<string, number>()
+  const perEvent = new Map<string, number>()
+  for (const row of rows) {
+    const resource = row.event_type.split(".")[2]!
+    const n = Array.isArray(row.payload.data.data) ? row.payload.data.data.length : 1
+    perResource.set(resource, (perResource.get(resource) ?? 0) + n)
+    perEvent.set(row.event_id, n)
+  }
+  return { perResource, perEvent }
+}
+
+interface ManifestFile {
+  readonly key: string
+  readonly records: number
+  readonly bytes: number
+  readonly sha256: string
+}
+interface Manifest {
+  readonly batch_id: string
+  readonly resource: string
+  readonly format: string
+  readonly schema_version: string
+  readonly schema_key: string
+  readonly record_count: number
+  readonly event_count: number
+  readonly files: ReadonlyArray<ManifestFile>
+}
+
+/**
+ * Downloads everything under `prefix`, checks every manifest against its files (size,
+ * SHA-256) and that every data file belongs to exactly one manifest; answers the local root.
+ */
+const downloadChecked = async (prefix: string, extension: string) => {
+  const local = await fs.mkdtemp(path.join(dir, "read-"))
+  const keys = await s3.download(prefix, local)
+  const manifests = await Promise.all(
+    keys.filter((k) => k.startsWith(`${prefix}/_manifests/`)).map(async (k) => JSON.parse(await fs.readFile(path.join(local, k), "utf8")) as Manifest)
+  )
+  const dataKeys = keys.filter((k) => k.startsWith(`${prefix}/resource=`))
+  expect(dataKeys.every((k) => k.endsWith(`.${extension}`))).toBe(true)
+  expect(manifests.flatMap((m) => m.files.map((f) => f.key)).sort()).toEqual(dataKeys)
+  for (const manifest of manifests) {
+    expect(manifest.files).toHaveLength(1)
+    const file = manifest.files[0]!
+    const bytes = await fs.readFile(path.join(local, file.key))
+    expect(bytes.length).toBe(file.bytes)
+    expect(createHash("sha256").update(bytes).digest("hex")).toBe(file.sha256)
+    expect(file.records).toBe(manifest.record_count)
+    expect(keys).toContain(manifest.schema_key)
+  }
+  return { local, manifests, dataKeys }
+}
+
+const query = async (sql: string) => (await duck.runAndReadAll(sql)).getRowObjectsJson() as Array<Record<string, any>>
+
+beforeAll(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-"))
+  databaseUrl = Redacted.value(await freshDatabaseUrl())
+  s3 = await startS3(BUCKET)
+  server = await startServer(envFor({ WEARFLOW_ETL_S3_PREFIX: "etl/ndjson" }))
+  db = new pg.Client({ connectionString: databaseUrl })
+  await db.connect()
+  duck = await (await DuckDBInstance.create(":memory:")).connect()
+})
+
+afterAll(async () => {
+  await db?.end()
+  await server?.stop()
+  duck?.closeSync()
+  await s3?.close()
+  await fs.rm(dir, { recursive: true, force: true })
+})
+
+describe("ETL files in an S3-compatible bucket", () => {
+  it("writes every posted record once as NDJSON.gz that DuckDB reads back, with manifests and schemas", async () => {
+    const userId = await pushEverything(SPEC_USER)
+    await settled()
+    const expected = await expectedRows(userId)
+    const { local, manifests } = await downloadChecked("etl/ndjson", "ndjson.gz")
+    const root = path.join(local, "etl/ndjson")
+
+    // Every resource's rows: as many as the outbox events hold, each event's rows once.
+    expect(new Set(manifests.map((m) => m.resource))).toEqual(new Set(expected.perResource.keys()))
+    for (const [resource, rows] of expected.perResource) {
+      const files = `${root}/resource=${resource}/*/*.ndjson.gz`
+      const [total] = await query(`select count(*)::int as n from read_json('${files}', format = 'newline_delimited')`)
+      expect(total!.n, resource).toBe(rows)
+      const perEvent = await query(`select event_id, count(*)::int as n from read_json('${files}', format = 'newline_delimited') group by event_id`)
+      for (const { event_id, n } of perEvent) expect(n, `${resource} ${event_id}`).toBe(expected.perEvent.get(event_id))
+      expect(manifests.filter((m) => m.resource === resource).reduce((n, m) => n + m.record_count, 0)).toBe(rows)
+    }
+
+    // Values as posted to Garmin's endpoint (dailies: steps, floors, heart rate samples).
+    const daily = JSON.parse(fixture("dailies")).dailies[0]
+    const [activity] = await query(`
+      select steps::int as steps, floors_climbed::int as floors_climbed, calendar_date, client_user_id, user_id, historical, event_type, source.provider as provider
+      from read_json('${root}/resource=activity/*/*.ndjson.gz', format = 'newline_delimited') where calendar_date = '${daily.calendarDate}'`)
+    expect(activity).toMatchObject({
+      steps: daily.steps, floors_climbed: daily.floorsClimbed, client_user_id: "etl-user-1", user_id: userId,
+      historical: false, event_type: "daily.data.activity.created", provider: "garmin"
+    })
+    const start = daily.startTimeInSeconds as number
+    const offsets = Object.entries(daily.timeOffsetHeartRateSamples as Record<string, number>)
+    const heartrate = await query(`
+      select epoch(timestamp::timestamptz)::bigint as at, value from read_json('${root}/resource=heartrate/*/*.ndjson.gz', format = 'newline_delimited')
+      where epoch(timestamp::timestamptz) between ${start} and ${start + 86_400}`)
+    expect(new Map(heartrate.map((r) => [Number(r.at), Number(r.value)]))).toEqual(new Map(offsets.map(([s, bpm]) => [start + Number(s), bpm])))
+
+    // Each file's manifest names the resource's published JSON Schema.
+    const schema = JSON.parse(await fs.readFile(path.join(local, manifests[0]!.schema_key), "utf8"))
+    expect(schema.$schema).toContain("json-schema.org")
+    expect(JSON.stringify(schema)).toContain("event_id")
+  })
+
+  it("writes Parquet with the resource schema's column types", async () => {
+    await server.stop()
+    server = await startServer(envFor({ WEARFLOW_ETL_S3_PREFIX: "etl/parquet", WEARFLOW_ETL_FORMAT: "parquet" }))
+    const userId = await pushEverything("etl-parquet-garmin-user")
+    await settled()
+    const expected = await expectedRows(userId)
+    const { local } = await downloadChecked("etl/parquet", "parquet")
+    const root = path.join(local, "etl/parquet")
+
+    for (const [resource, rows] of expected.perResource) {
+      const [total] = await query(`select count(*)::int as n from read_parquet('${root}/resource=${resource}/*/*.parquet')`)
+      expect(total!.n, resource).toBe(rows)
+    }
+    const types = Object.fromEntries(
+      (await query(`select column_name, column_type from (describe select * from read_parquet('${root}/resource=activity/*/*.parquet'))`)).map((r) => [r.column_name, r.column_type])
+    )
+    expect(types).toMatchObject({
+      event_id: "VARCHAR", emitted_at: "TIMESTAMP WITH TIME ZONE", historical: "BOOLEAN", record_date: "TIMESTAMP WITH TIME ZONE",
+      calendar_date: "DATE", steps: "BIGINT", calories_total: "DOUBLE", wheelchair_use: "BOOLEAN",
+      source: "STRUCT(provider VARCHAR, \"type\" VARCHAR, device_id VARCHAR, app_id VARCHAR)"
+    })
+    const daily = JSON.parse(fixture("dailies")).dailies[0]
+    const [activity] = await query(`
+      select steps, calendar_date::varchar as day, heart_rate.max_bpm as max_bpm from read_parquet('${root}/resource=activity/*/*.parquet')
+      where calendar_date = '${daily.calendarDate}'`)
+    expect(activity).toMatchObject({ steps: String(daily.steps), day: daily.calendarDate, max_bpm: daily.maxHeartRateInBeatsPerMinute })
+    const streamTypes = Object.fromEntries(
+      (await query(`select column_name, column_type from (describe select * from read_parquet('${root}/resource=workout_stream/*/*.parquet'))`)).map((r) => [r.column_name, r.column_type])
+    )
+    expect(streamTypes).toMatchObject({ time: "DOUBLE[]", heartrate: "DOUBLE[]", time_start: "TIMESTAMP WITH TIME ZONE" })
+  })
+
+  it("rewrites the same keys after a crash between the upload and the progress record: no second copy", async () => {
+    await server.stop()
+    const env = envFor({ WEARFLOW_ETL_S3_PREFIX: "etl/crash" })
+    server = await startServer(env)
+    const victim = server
+    let manifestKey: string | undefined
+    s3.afterPut = async (key) => {
+      if (!key.startsWith("etl/crash/_manifests/") || manifestKey !== undefined) return
+      manifestKey = key
+      // The manifest is stored; the server dies before it hears so, let alone records it.
+      victim.process.kill("SIGKILL")
+      await new Promise((resolve) => victim.process.once("exit", resolve))
+    }
+    const userId = await pushEverything("etl-crash-garmin-user")
+    await eventually(async () => manifestKey, 60_000)
+    s3.afterPut = undefined
+    expect(await count("select count(*) as n from etl_batches where status = 'sealed'")).toBeGreaterThan(0)
+
+    server = await startServer(env)
+    await settled()
+    const dataKey = manifestKey!.replace("_manifests/", "").replace(/\.json$/, ".ndjson.gz")
+    expect(s3.puts.get(manifestKey!)).toBe(2)
+    expect(s3.puts.get(dataKey)).toBe(2)
+    const expected = await expectedRows(userId)
+    const { local } = await downloadChecked("etl/crash", "ndjson.gz")
+    for (const [resource, rows] of expected.perResource) {
+      const [total] = await query(`
+        select count(*)::int as n, count(distinct event_id)::int as events
+        from read_json('${local}/etl/crash/resource=${resource}/*/*.ndjson.gz', format = 'newline_delimited')`)
+      expect(total!.n, resource).toBe(rows)
+    }
+  })
+
+  it("waits out a storage outage: batches flush afterwards, nothing lost, nothing twice", async () => {
+    s3.down = true
+    const before = await count("select count(*) as n from etl_batches")
+    const userId = await pushEverything("etl-outage-garmin-user")
+    // Batches are sealed and their writes fail; the backlog is reported.
+    await eventually(async () => ((await count("select count(*) as n from etl_batches where status = 'sealed' and attempts > 0")) > 0 ? true : undefined), 30_000)
+    await eventually(async () => (server.logs().includes("ETL storage write failed") ? true : undefined))
+    expect(server.logs()).toMatch(/"backlog_records":[1-9]/)
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    expect(await count("select count(*) as n from etl_batches where status = 'written' and id > $1", [before])).toBe(0)
+
+    s3.down = false
+    await settled(90_000)
+    const expected = await expectedRows(userId)
+    const { local } = await downloadChecked("etl/crash", "ndjson.gz")
+    for (const [resource, rows] of expected.perResource) {
+      const [total] = await query(`
+        select count(*)::int as n from read_json('${local}/etl/crash/resource=${resource}/*/*.ndjson.gz', format = 'newline_delimited')
+        where user_id = '${userId}'`)
+      expect(total!.n, resource).toBe(rows)
+    }
+    expect(server.logs()).toContain("ETL storage writes resumed")
+  })
+})
+
+describe("ETL files in the local directory (the default)", () => {
+  it("writes batches, manifests and schemas under <data dir>/etl", async () => {
+    await server.stop()
+    const dataDir = path.join(dir, "local-data")
+    const {
+      WEARFLOW_ETL_S3_BUCKET: _b, WEARFLOW_ETL_S3_ENDPOINT: _e, WEARFLOW_ETL_S3_FORCE_PATH_STYLE: _f, ...local
+    } = envFor({ WEARFLOW_DATA_DIR: dataDir })
+    server = await startServer(local)
+    const userId = await pushEverything("etl-local-garmin-user")
+    await settled()
+    const root = path.join(dataDir, "etl")
+    const expected = await expectedRows(userId)
+    for (const [resource, rows] of expected.perResource) {
+      const [total] = await query(`
+        select count(*)::int as n from read_json('${root}/resource=${resource}/*/*.ndjson.gz', format = 'newline_delimited')`)
+      expect(total!.n, resource).toBe(rows)
+    }
+    const manifests = await fs.readdir(path.join(root, "_manifests/resource=activity"), { recursive: true })
+    expect(manifests.some((m) => m.endsWith(".json"))).toBe(true)
+    expect(JSON.parse(await fs.readFile(path.join(root, "_schemas/activity.json"), "utf8")).$schema).toContain("json-schema.org")
+    expect((await fs.readdir(root, { recursive: true })).some((f) => f.endsWith(".partial"))).toBe(false)
+  })
+})
