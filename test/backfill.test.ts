@@ -113,6 +113,14 @@ describe("a backfill chain on one server", () => {
       expect(data.length).toBeGreaterThan(0)
       expect(BigInt(notice!.position)).toBeGreaterThan(BigInt(data.at(-1)!.position))
     }
+
+    // The history's data events are marked, so a sink can opt out of them (push_historical_data).
+    const marks = (await h.db.query<{ historical: boolean; n: number }>(
+      "select historical, count(*)::int as n from outbox where user_id = $1 and event_type like 'daily.data.%' group by historical", [userId]
+    )).rows
+    expect(marks.find((m) => m.historical)?.n).toBeGreaterThanOrEqual(seeded.dailies!.length + seeded.sleeps!.length)
+    const notices = await h.db.query("select 1 from outbox where user_id = $1 and event_type like 'historical.%' and historical", [userId])
+    expect(notices.rowCount).toBe(0)
   })
 
   it("a connection made through the OAuth flow starts its backfill too", async () => {

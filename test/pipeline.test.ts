@@ -256,6 +256,35 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       expect(Number(cursor!.position)).toBeGreaterThan(0)
     }))
 
+  it.effect("a sink that opts out of historical data is passed over it, and still gets everything else", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const user = yield* linkedUser("history", "garmin-history")
+      const insert = (historical: boolean) =>
+        sql`insert into outbox (event_id, event_type, team_id, user_id, payload, historical)
+            values (${crypto.randomUUID()}, 'daily.data.activity.created', ${user.team_id}, ${user.user_id}, '{}', ${historical})
+            returning event_id`.pipe(Effect.map((rows) => rows[0]!.event_id as string))
+      const live = yield* insert(false)
+      const history = yield* insert(true)
+      const notice = (yield* sql<{ event_id: string }>`
+        insert into outbox (event_id, event_type, team_id, user_id, payload)
+        values (${crypto.randomUUID()}, 'historical.data.activity.created', ${user.team_id}, ${user.user_id}, '{}') returning event_id`)[0]!.event_id
+      const receivedBy = (historicalData: boolean) =>
+        Effect.gen(function* () {
+          const received: Array<string> = []
+          const runner = yield* SinkRunner.make({
+            id: `history-${historicalData}-${randomBytes(3).toString("hex")}`,
+            deliver: (batch) => Effect.sync(() => void received.push(...batch.map((e) => e.eventId))),
+            health: Effect.void,
+            historicalData
+          }, { batchSize: 10_000 })
+          yield* runner.once
+          return received.filter((id) => [live, history, notice].includes(id))
+        })
+      expect(yield* receivedBy(true)).toEqual([live, history, notice])
+      expect(yield* receivedBy(false)).toEqual([live, notice])
+    }))
+
   it.effect("never skips an event whose transaction commits after later ones were read", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

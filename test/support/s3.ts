@@ -24,6 +24,8 @@ export interface S3Server {
   afterPut: ((key: string) => Promise<void>) | undefined
   /** Whole-object PUTs (not parts) per key, counted when s3rver answered them. */
   readonly puts: Map<string, number>
+  /** Every request that reached s3rver: method and path with query. */
+  readonly requests: Array<string>
   readonly keys: (prefix?: string) => Promise<Array<string>>
   readonly get: (key: string) => Promise<Buffer>
   /** Copies every object under `prefix` into `directory`, keys as paths. */
@@ -49,6 +51,7 @@ export const startS3 = async (bucket: string): Promise<S3Server> => {
     down: false,
     afterPut: undefined,
     puts: new Map(),
+    requests: [],
     keys: async (prefix = "") => {
       const keys: Array<string> = []
       let token: string | undefined
@@ -90,6 +93,7 @@ export const startS3 = async (bucket: string): Promise<S3Server> => {
         response.end("<?xml version=\"1.0\"?><Error><Code>ServiceUnavailable</Code><Message>down for the test</Message></Error>")
         return
       }
+      state.requests.push(`${request.method} ${request.url}`)
       const forwarded = http.request(
         { host: "127.0.0.1", port: upstream.port, method: request.method, path: request.url, headers: request.headers },
         (answer) => {

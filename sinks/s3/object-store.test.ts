@@ -1,0 +1,98 @@
+/**
+ * The ETL sink's object stores against a real S3-protocol server (s3rver) on loopback and a
+ * real directory: multipart uploads for large objects, overwrites under the same key, and
+ * clear errors when the storage refuses.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import type { S3Location } from "@wearflow/core/storage/s3"
+import { Effect, Option, Redacted } from "effect"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import { type S3Server, startS3 } from "../../test/support/s3.ts"
+import { bucket, directory } from "./object-store.ts"
+
+const BUCKET = "object-store-test"
+let s3: S3Server
+let scratch = ""
+
+const location = (overrides: Partial<S3Location> = {}): S3Location => ({
+  bucket: BUCKET,
+  prefix: "etl",
+  region: "us-east-1",
+  endpoint: Option.some(s3.url),
+  forcePathStyle: true,
+  credentials: Option.some({ accessKeyId: Redacted.make("S3RVER"), secretAccessKey: Redacted.make("S3RVER") }),
+  ...overrides
+})
+
+beforeAll(async () => {
+  scratch = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-object-store-"))
+  s3 = await startS3(BUCKET)
+})
+
+afterAll(async () => {
+  await s3.close()
+  await fs.rm(scratch, { recursive: true, force: true })
+})
+
+const read = (key: string) => s3.get(key)
+
+describe("bucket", () => {
+  it.scoped("uploads a large object in parts, under the prefix", () =>
+    Effect.gen(function* () {
+      const store = yield* bucket(location(), 5 * 1024 * 1024)
+      const body = randomBytes(12 * 1024 * 1024)
+      yield* store.put("resource=steps/date=2026-11-22/big.parquet", body, "application/vnd.apache.parquet")
+      const requests = s3.requests.map(decodeURIComponent).filter((r) => r.includes("/etl/resource=steps/"))
+      expect(requests.filter((r) => r.startsWith("POST") && r.includes("?uploads"))).toHaveLength(1)
+      expect(requests.filter((r) => r.includes("x-id=UploadPart"))).toHaveLength(3)
+      expect((yield* Effect.promise(() => read("etl/resource=steps/date=2026-11-22/big.parquet"))).equals(body)).toBe(true)
+      expect(store.keyOf("x.json")).toBe("etl/x.json")
+      expect(store.location).toBe(`s3://${BUCKET}/etl`)
+    }))
+
+  it.scoped("overwrites an object put again under the same key, and removes it", () =>
+    Effect.gen(function* () {
+      const store = yield* bucket(location())
+      yield* store.put("same.json", Buffer.from("first"), "application/json")
+      yield* store.put("same.json", Buffer.from("second"), "application/json")
+      expect((yield* Effect.promise(() => read("etl/same.json"))).toString()).toBe("second")
+      yield* store.remove("same.json")
+      const gone = yield* Effect.either(Effect.tryPromise(() => read("etl/same.json")))
+      expect(gone._tag).toBe("Left")
+    }))
+
+  it.scoped("fails with a StorageError naming the bucket when it does not exist", () =>
+    Effect.gen(function* () {
+      const store = yield* bucket(location({ bucket: "no-such-bucket" }))
+      const error = yield* Effect.flip(store.put("x.json", Buffer.from("{}"), "application/json"))
+      expect(error._tag).toBe("StorageError")
+      expect(error.retryable).toBe(true)
+      expect(error.message).toContain("s3://no-such-bucket/etl")
+    }))
+})
+
+describe("directory", () => {
+  it.effect("writes whole files (no partials left), overwrites and removes them", () =>
+    Effect.gen(function* () {
+      const root = path.join(scratch, "dir")
+      const store = directory(root)
+      yield* store.put("resource=hrv/date=2026-11-22/a.ndjson.gz", Buffer.from("one"), "application/x-ndjson")
+      yield* store.put("resource=hrv/date=2026-11-22/a.ndjson.gz", Buffer.from("two"), "application/x-ndjson")
+      const folder = path.join(root, "resource=hrv/date=2026-11-22")
+      expect(yield* Effect.promise(() => fs.readdir(folder))).toEqual(["a.ndjson.gz"])
+      expect((yield* Effect.promise(() => fs.readFile(path.join(folder, "a.ndjson.gz")))).toString()).toBe("two")
+      yield* store.remove("resource=hrv/date=2026-11-22/a.ndjson.gz")
+      expect(yield* Effect.promise(() => fs.readdir(folder))).toEqual([])
+    }))
+
+  it.effect("fails with a StorageError when the directory cannot be written", () =>
+    Effect.gen(function* () {
+      const file = path.join(scratch, "a-file")
+      yield* Effect.promise(() => fs.writeFile(file, "not a directory"))
+      const error = yield* Effect.flip(directory(file).put("x.json", Buffer.from("{}"), "application/json"))
+      expect(error._tag).toBe("StorageError")
+    }))
+})

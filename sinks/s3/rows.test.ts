@@ -1,0 +1,140 @@
+/**
+ * The rows of the ETL files (rows.ts) and their published JSON Schemas: the schemas in
+ * docs/etl/schemas are the ones the code generates (`npx vitest run sinks/s3 -u` rewrites
+ * them after a schema change), and encoded files hold exactly these rows (encode.ts).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import type { OutboxEvent } from "@wearflow/core/sink"
+import { DuckDBInstance } from "@duckdb/node-api"
+import { Effect } from "effect"
+import { gunzipSync } from "node:zlib"
+import { ndjsonGzip, parquet } from "./encode.ts"
+import { resourceOf, resourceRows, rowCountOf, rowsOf } from "./rows.ts"
+
+const USER = "4e1b4ad8-3a0e-4a2b-9d0e-2f1c8a6b7c11"
+const TEAM = "9b0e8f5c-1d2e-4f3a-8b7c-6d5e4f3a2b1c"
+
+const eventOf = (eventType: string, data: unknown, historical = false): OutboxEvent => ({
+  position: "42",
+  eventId: "0b5f0a7e-5c1d-4f8e-9a2b-3c4d5e6f7a8b",
+  eventType,
+  teamId: TEAM,
+  userId: USER,
+  recordId: null,
+  envelope: { event_type: eventType, data, user_id: USER, client_user_id: "client-7", team_id: TEAM },
+  createdAt: new Date("2026-11-22T10:00:00.000Z"),
+  historical
+})
+
+const source = { provider: "garmin", type: "watch", device_id: null, app_id: null }
+const samples = {
+  source,
+  user_id: USER,
+  data: [
+    { timestamp: "2016-01-11T00:00:15+00:00", timezone_offset: 3600, type: "watch", unit: "bpm", value: 75 },
+    { timestamp: "2016-01-11T00:00:30+00:00", timezone_offset: 3600, type: "watch", unit: "bpm", value: 76, extra: "dropped" }
+  ]
+}
+const bodySummary = {
+  id: "c2b1a0f9-8e7d-4c6b-9a5f-4e3d2c1b0a99",
+  user_id: USER,
+  created_at: "2026-11-22T09:59:59.000Z",
+  updated_at: "2026-11-22T09:59:59.000Z",
+  date: "2015-08-16T00:00:00+00:00",
+  calendar_date: "2015-08-16",
+  measured_at: "2015-08-16T07:12:00+00:00",
+  weight: 75.45,
+  fat: 17.1,
+  timezone_offset: null,
+  source
+}
+
+describe("rows", () => {
+  it("knows data events only, digits in resource names included", () => {
+    expect(resourceOf("daily.data.vo2_max.created")?.resource).toBe("vo2_max")
+    expect(resourceOf("daily.data.heartrate.updated")?.kind).toBe("timeseries")
+    expect(resourceOf("historical.data.sleep.created")).toBeUndefined()
+    expect(resourceOf("provider.connection.created")).toBeUndefined()
+    expect(resourceOf("daily.data.nonsense.created")).toBeUndefined()
+  })
+
+  it("makes one row per sample, with the event's fields and exactly the schema's columns", () => {
+    const heartrate = resourceRows.get("heartrate")!
+    const event = eventOf("daily.data.heartrate.created", samples, true)
+    const rows = rowsOf(heartrate, event)
+    expect(rowCountOf(heartrate, event)).toBe(2)
+    expect(rows).toHaveLength(2)
+    expect(rows[1]).toEqual({
+      event_id: event.eventId, event_type: "daily.data.heartrate.created", emitted_at: "2026-11-22T10:00:00.000Z", historical: true,
+      team_id: TEAM, user_id: USER, client_user_id: "client-7", source,
+      timestamp: "2016-01-11T00:00:30+00:00", timezone_offset: 3600, type: "watch", unit: "bpm", value: 76
+    })
+    expect(Object.keys(rows[0]!)).toEqual(heartrate.fields.map((f) => f.name))
+  })
+
+  it("makes one row per summary; missing fields are null and `date` is `record_date`", () => {
+    const body = resourceRows.get("body")!
+    const [row] = rowsOf(body, eventOf("daily.data.body.created", bodySummary))
+    expect(row).toMatchObject({ id: bodySummary.id, record_date: bodySummary.date, weight: 75.45, muscle_mass_kilogram: null, historical: false })
+    expect(row).not.toHaveProperty("date")
+  })
+
+  it("types Parquet columns from the schema: nested structs, lists, timestamps, dates", () => {
+    const stream = resourceRows.get("workout_stream")!.duckColumns
+    expect(stream).toContain("'time': 'DOUBLE[]'")
+    expect(stream).toContain("'time_start': 'TIMESTAMPTZ'")
+    expect(stream).toContain("'calendar_date': 'DATE'")
+    expect(stream).toContain(`'source': 'STRUCT("provider" VARCHAR, "type" VARCHAR, "device_id" VARCHAR, "app_id" VARCHAR)'`)
+    expect(resourceRows.get("activity")!.duckColumns).toContain("'emitted_at': 'TIMESTAMPTZ'")
+    expect(resourceRows.get("activity")!.duckColumns).toContain("'steps': 'BIGINT'")
+  })
+
+  it("versions each schema by its content", () => {
+    const versions = new Set([...resourceRows.values()].map((r) => r.schemaVersion))
+    expect(versions.size).toBe(resourceRows.size)
+    for (const rows of resourceRows.values()) expect(rows.schemaVersion).toMatch(/^[0-9a-f]{12}$/)
+  })
+
+  it.each([...resourceRows.keys()])("publishes the JSON Schema of %s rows in docs/etl/schemas", async (resource) => {
+    const rows = resourceRows.get(resource)!
+    expect(rows.jsonSchema.$schema).toContain("json-schema.org")
+    await expect(JSON.stringify(rows.jsonSchema, null, 2) + "\n").toMatchFileSnapshot(`../../docs/etl/schemas/${resource}.json`)
+  })
+})
+
+describe("encoding", () => {
+  const heartrate = resourceRows.get("heartrate")!
+  const rows = rowsOf(heartrate, eventOf("daily.data.heartrate.created", samples))
+
+  it.effect("NDJSON.gz holds one JSON row per line", () =>
+    Effect.gen(function* () {
+      const bytes = yield* ndjsonGzip.encode(heartrate, rows)
+      const lines = gunzipSync(bytes).toString("utf8").trimEnd().split("\n")
+      expect(lines.map((l) => JSON.parse(l))).toEqual(rows)
+    }))
+
+  it.scoped("Parquet holds the same rows, typed", () =>
+    Effect.gen(function* () {
+      const encoder = yield* parquet
+      const bytes = yield* encoder.encode(heartrate, rows)
+      expect(Buffer.from(bytes.subarray(0, 4)).toString()).toBe("PAR1")
+      const duck = yield* Effect.promise(() => DuckDBInstance.create(":memory:").then((db) => db.connect()))
+      const file = `/tmp/wearflow-rows-test-${process.pid}.parquet`
+      yield* Effect.promise(() => import("node:fs/promises").then((fs) => fs.writeFile(file, bytes)))
+      const read = yield* Effect.promise(() =>
+        duck.runAndReadAll(`select epoch(timestamp)::bigint as seconds, value, typeof(timestamp) as t, source.provider as provider from '${file}' order by seconds`))
+      expect(read.getRowObjectsJson()).toEqual([
+        { seconds: "1452470415", value: 75, t: "TIMESTAMP WITH TIME ZONE", provider: "garmin" },
+        { seconds: "1452470430", value: 76, t: "TIMESTAMP WITH TIME ZONE", provider: "garmin" }
+      ])
+      duck.closeSync()
+    }))
+
+  it.scoped("Parquet refuses a value outside its column type instead of writing it", () =>
+    Effect.gen(function* () {
+      const encoder = yield* parquet
+      const bad = [{ ...rows[0]!, timestamp: "not a time" }]
+      const result = yield* Effect.either(encoder.encode(heartrate, bad))
+      expect(result._tag).toBe("Left")
+    }))
+})
