@@ -275,6 +275,13 @@ describe("ETL files in an S3-compatible bucket", () => {
     await eventually(async () => ((await count("select count(*) as n from etl_batches where status = 'sealed' and attempts > 0")) > 0 ? true : undefined), 30_000)
     await eventually(async () => (server.logs().includes("ETL storage write failed") ? true : undefined))
     expect(server.logs()).toMatch(/"backlog_records":[1-9]/)
+    const metric = async (name: string) => {
+      const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
+      return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN)
+    }
+    await eventually(async () => ((await metric("wearflow_etl_backlog_records")) > 0 ? true : undefined))
+    expect(await metric("wearflow_etl_backlog_sealed_batches")).toBeGreaterThan(0)
+    expect(await metric("wearflow_etl_write_errors_total")).toBeGreaterThan(0)
     await new Promise((resolve) => setTimeout(resolve, 2000))
     expect(await count("select count(*) as n from etl_batches where status = 'written' and id > $1", [before])).toBe(0)
 
@@ -289,6 +296,8 @@ describe("ETL files in an S3-compatible bucket", () => {
       expect(total!.n, resource).toBe(rows)
     }
     expect(server.logs()).toContain("ETL storage writes resumed")
+    await eventually(async () => ((await metric("wearflow_etl_backlog_records")) === 0 ? true : undefined))
+    expect(await metric("wearflow_etl_records_written_total")).toBeGreaterThan(0)
   })
 })
 

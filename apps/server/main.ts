@@ -31,6 +31,7 @@ import * as path from "node:path"
 import { WearflowApi } from "./Api.ts"
 import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, runnerAddress, ServerConfig } from "./config.ts"
 import { ApiKeyAuthLive, BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { MetricsRoute } from "./metrics.ts"
 import { layerWithoutEchoedInput } from "./middleware.ts"
 import { WebhooksLive } from "./webhooks.ts"
 
@@ -121,6 +122,7 @@ const AppLayer = Effect.gen(function* () {
 
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput),
+    Layer.provide(MetricsRoute),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),

@@ -1,0 +1,57 @@
+/**
+ * `GET /metrics`: every metric of this process (ingest, sinks, the ETL backlog, …) in
+ * Prometheus' text format, for a scraper. Counts and sizes only: no health data, no ids.
+ */
+import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import { Effect, Metric, MetricState, Option } from "effect"
+import type { MetricPair } from "effect"
+
+const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"')
+
+const labelsOf = (tags: ReadonlyArray<{ readonly key: string; readonly value: string }>, extra: ReadonlyArray<[string, string]> = []) => {
+  const all = [...tags.map((t) => [t.key, t.value] as const), ...extra]
+  return all.length === 0 ? "" : `{${all.map(([k, v]) => `${k}="${escape(v)}"`).join(",")}}`
+}
+
+/** One text exposition of `pairs`, grouped by metric name. */
+export const exposition = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
+  const byName = new Map<string, { type: string; help: string | undefined; lines: Array<string> }>()
+  const entry = (name: string, type: string, help: Option.Option<string>) => {
+    const found = byName.get(name) ?? { type, help: Option.getOrUndefined(help), lines: [] }
+    byName.set(name, found)
+    return found.lines
+  }
+  for (const { metricKey: key, metricState: state } of pairs) {
+    const tags = key.tags
+    if (MetricState.isCounterState(state)) entry(key.name, "counter", key.description).push(`${key.name}${labelsOf(tags)} ${state.count}`)
+    else if (MetricState.isGaugeState(state)) entry(key.name, "gauge", key.description).push(`${key.name}${labelsOf(tags)} ${state.value}`)
+    else if (MetricState.isHistogramState(state)) {
+      const lines = entry(key.name, "histogram", key.description)
+      for (const [bound, count] of state.buckets) lines.push(`${key.name}_bucket${labelsOf(tags, [["le", String(bound)]])} ${count}`)
+      lines.push(`${key.name}_bucket${labelsOf(tags, [["le", "+Inf"]])} ${state.count}`)
+      lines.push(`${key.name}_sum${labelsOf(tags)} ${state.sum}`, `${key.name}_count${labelsOf(tags)} ${state.count}`)
+    } else if (MetricState.isFrequencyState(state)) {
+      const lines = entry(key.name, "counter", key.description)
+      for (const [value, count] of state.occurrences) lines.push(`${key.name}${labelsOf(tags, [["value", value]])} ${count}`)
+    } else if (MetricState.isSummaryState(state)) {
+      const lines = entry(key.name, "summary", key.description)
+      for (const [quantile, value] of state.quantiles) {
+        if (Option.isSome(value)) lines.push(`${key.name}${labelsOf(tags, [["quantile", String(quantile)]])} ${value.value}`)
+      }
+      lines.push(`${key.name}_sum${labelsOf(tags)} ${state.sum}`, `${key.name}_count${labelsOf(tags)} ${state.count}`)
+    }
+  }
+  let text = ""
+  for (const [name, { type, help, lines }] of [...byName].sort(([a], [b]) => a.localeCompare(b))) {
+    if (help !== undefined) text += `# HELP ${name} ${help.replace(/\n/g, " ")}\n`
+    text += `# TYPE ${name} ${type}\n${lines.join("\n")}\n`
+  }
+  return text
+}
+
+export const MetricsRoute = HttpApiBuilder.Router.use((router) =>
+  router.get(
+    "/metrics",
+    Effect.sync(() => HttpServerResponse.text(exposition(Metric.unsafeSnapshot()), { contentType: "text/plain; version=0.0.4; charset=utf-8" }))
+  )
+)
