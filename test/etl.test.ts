@@ -76,7 +76,8 @@ const settled = (timeoutMs = 60_000) =>
   eventually(async () => {
     const waiting = await count(`
       select (select count(*) from inbox where processed_at is null)
-           + (select count(*) from outbox o, sink_cursors c where c.sink_id = 's3' and (o.tx, o.position) > (c.tx, c.position))
+           + (select count(*) from outbox o where not exists (
+                select 1 from sink_cursors c where c.sink_id = 's3' and (o.tx, o.position) <= (c.tx, c.position)))
            + (select count(*) from etl_pending)
            + (select count(*) from etl_batches where status = 'sealed') as n`)
     return waiting === 0 ? true : undefined
@@ -212,7 +213,7 @@ describe("ETL files in an S3-compatible bucket", () => {
     const root = path.join(local, "etl/parquet")
 
     for (const [resource, rows] of expected.perResource) {
-      const [total] = await query(`select count(*)::int as n from read_parquet('${root}/resource=${resource}/*/*.parquet')`)
+      const [total] = await query(`select count(*)::int as n from read_parquet('${root}/resource=${resource}/*/*.parquet') where user_id = '${userId}'`)
       expect(total!.n, resource).toBe(rows)
     }
     const types = Object.fromEntries(
@@ -320,6 +321,8 @@ describe("ETL files in the local directory (the default)", () => {
     }
     const manifests = await fs.readdir(path.join(root, "_manifests/resource=activity"), { recursive: true })
     expect(manifests.some((m) => m.endsWith(".json"))).toBe(true)
+    // Every resource's schema is there from the start, data or not.
+    expect((await fs.readdir(path.join(root, "_schemas"))).filter((f) => f.endsWith(".json")).length).toBe(19)
     expect(JSON.parse(await fs.readFile(path.join(root, "_schemas/activity.json"), "utf8")).$schema).toContain("json-schema.org")
     expect((await fs.readdir(root, { recursive: true })).some((f) => f.endsWith(".partial"))).toBe(false)
   })

@@ -179,6 +179,9 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
       )
     }
 
+    /** Every resource's schema, so tables can be defined before any data arrives. */
+    const publishSchemas = Effect.forEach(resourceRows.values(), publishSchema, { discard: true })
+
     const eventsOf = (batch: BatchRow) =>
       sql<OutboxRow>`
         select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
@@ -307,5 +310,5 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
       Effect.zipRight(store.remove("_wearflow/write-check"))
     )
 
-    return { stage, wake, run, probe, backlog, sealDue, writeSealed } as const
+    return { stage, wake, run, probe, publishSchemas, backlog, sealDue, writeSealed } as const
   })

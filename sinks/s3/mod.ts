@@ -56,9 +56,14 @@ export const layer = Layer.scoped(
       : ObjectStore.directory(settings.destination.path)
     const batches = yield* Batches.make(settings, store)
     yield* Effect.forkScoped(batches.run.pipe(Effect.annotateLogs("sink", manifest.id)))
+    // In the background: a slow or unreachable store must not hold up the server's start.
     yield* batches.probe.pipe(
+      Effect.zipRight(batches.publishSchemas),
+      Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new ObjectStore.StorageError({ message: `${store.location}: no answer within 30 s` }) }),
       Effect.zipRight(Effect.logInfo("ETL files go to " + store.location).pipe(Effect.annotateLogs({ format: settings.format }))),
-      Effect.catchAll((e) => Effect.logWarning("ETL storage is not writable yet; batches will wait").pipe(Effect.annotateLogs("error", e.message)))
+      Effect.catchAll((e) => Effect.logWarning("ETL storage is not writable yet; batches will wait").pipe(Effect.annotateLogs("error", e.message))),
+      Effect.annotateLogs("sink", manifest.id),
+      Effect.forkScoped
     )
     return {
       id: manifest.id,

@@ -6,7 +6,7 @@
 import { DeleteObjectCommand } from "@aws-sdk/client-s3"
 import { Upload } from "@aws-sdk/lib-storage"
 import { objectKey, s3Client, type S3Location } from "@wearflow/core/storage/s3"
-import { Data, Effect } from "effect"
+import { Data, Duration, Effect } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -31,6 +31,8 @@ const failure = (where: string, key: string) => (e: unknown) =>
 /** Objects below 16 MiB go up in one request; larger ones in 16 MiB parts, four at a time. */
 export const PART_SIZE = 16 * 1024 * 1024
 
+const PUT_TIMEOUT = Duration.minutes(10)
+
 export const bucket = (location: S3Location, partSize = PART_SIZE) =>
   Effect.map(s3Client(location), (client): ObjectStore => {
     const where = `s3://${location.bucket}${location.prefix === "" ? "" : `/${location.prefix}`}`
@@ -48,7 +50,10 @@ export const bucket = (location: S3Location, partSize = PART_SIZE) =>
           })
           upload.done().then(() => resume(Effect.void), (e) => resume(Effect.fail(failure(where, key)(e))))
           return Effect.promise(() => upload.abort().catch(() => undefined))
-        }),
+        }).pipe(
+          // A connection that hangs must not hold the writer for ever: aborted, retried later.
+          Effect.timeoutFail({ duration: PUT_TIMEOUT, onTimeout: () => failure(where, key)(`no answer within ${Duration.format(PUT_TIMEOUT)}`) })
+        ),
       remove: (key) =>
         Effect.tryPromise({
           try: (signal) => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: objectKey(location, key) }), { abortSignal: signal }),
