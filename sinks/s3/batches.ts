@@ -95,8 +95,13 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
     const sql = yield* SqlClient.SqlClient
     const scope = yield* Effect.scope
     const wakeup = yield* Queue.sliding<void>(1)
-    const parquetEncoder = yield* Effect.cached(Scope.extend(parquet, scope))
-    const encoderOf = (format: Format): Effect.Effect<Encoder, unknown> => (format === "parquet" ? parquetEncoder : Effect.succeed(ndjsonGzip))
+    // DuckDB starts on the first Parquet batch and stays; a failed start is tried again next time.
+    let duckdb: Encoder | undefined
+    const starting = yield* Effect.makeSemaphore(1)
+    const startParquet = starting.withPermits(1)(
+      Effect.suspend(() => (duckdb ? Effect.succeed(duckdb) : Scope.extend(parquet, scope).pipe(Effect.tap((e) => Effect.sync(() => void (duckdb = e))))))
+    )
+    const encoderOf = (format: Format): Effect.Effect<Encoder, unknown> => (format === "parquet" ? startParquet : Effect.succeed(ndjsonGzip))
 
     /** Stages a runner batch's data events; runs in the runner's transaction. */
     const stage = (events: ReadonlyArray<OutboxEvent>) => {
@@ -110,7 +115,7 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
         positions.push(event.position)
         resources.push(rows.resource)
         records.push(rowCountOf(rows, event))
-        bytes.push(JSON.stringify(event.envelope.data).length)
+        bytes.push(Buffer.byteLength(JSON.stringify(event.envelope.data ?? null)))
       }
       if (positions.length === 0) return Effect.void
       return sql`
