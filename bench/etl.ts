@@ -321,6 +321,7 @@ const runBench = async () => {
     const prefix = `run-${runIndex}`
     await db.query("delete from etl_pending")
     await db.query("delete from etl_batches")
+    await db.query("delete from etl_sealed")
     await db.query("delete from sink_cursors where sink_id = 's3'")
     const settings: Array<[string, string]> = [
       ["WEARFLOW_ETL_FORMAT", format],

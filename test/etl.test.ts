@@ -274,7 +274,7 @@ describe("ETL files in an S3-compatible bucket", () => {
     const userId = await pushEverything("etl-outage-garmin-user")
     // Batches are sealed and their writes fail; the backlog is reported.
     await eventually(async () => ((await count("select count(*) as n from etl_batches where status = 'sealed' and attempts > 0")) > 0 ? true : undefined), 30_000)
-    await eventually(async () => (server.logs().includes("ETL storage write failed") ? true : undefined))
+    await eventually(async () => (server.logs().includes("ETL batch could not be written") ? true : undefined))
     expect(server.logs()).toMatch(/"backlog_records":[1-9]/)
     const metric = async (name: string) => {
       const text = await (await fetch(`${server.baseUrl}/metrics`)).text()

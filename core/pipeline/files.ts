@@ -6,11 +6,11 @@
 import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3"
 import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer, Schedule } from "effect"
-import { createHash, randomBytes } from "node:crypto"
-import * as fs from "node:fs/promises"
+import { createHash } from "node:crypto"
 import * as path from "node:path"
 import type { Pulled } from "../provider.ts"
 import { objectKey, s3Client, type S3Location } from "../storage/s3.ts"
+import { writeWholeFile } from "../storage/whole-file.ts"
 import type { Recipient } from "./store.ts"
 
 export class FileStoreError extends Data.TaggedError("FileStoreError")<{ readonly message: string }> {
@@ -35,11 +35,7 @@ const localStore = (directory: string): FileStore => ({
     Effect.tryPromise({
       try: async () => {
         const location = path.resolve(directory, key)
-        await fs.mkdir(path.dirname(location), { recursive: true })
-        // Written aside and renamed: a crash never leaves half a file under the final name.
-        const partial = `${location}.${randomBytes(4).toString("hex")}.partial`
-        await fs.writeFile(partial, bytes)
-        await fs.rename(partial, location)
+        await writeWholeFile(location, bytes)
         return location
       },
       catch: failure("local directory")

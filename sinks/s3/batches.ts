@@ -14,7 +14,7 @@ import { type OutboxRow, toEvent } from "@wearflow/core/pipeline/sink-runner"
 import type { OutboxEvent } from "@wearflow/core/sink"
 import { Duration, Effect, Either, Metric, Queue, Schedule, Scope } from "effect"
 import { createHash } from "node:crypto"
-import { contentTypeOf, type Encoder, extensionOf, type Format, ndjsonGzip, parquet } from "./encode.ts"
+import { contentTypeOf, type EncodeError, type Encoder, extensionOf, type Format, ndjsonGzip, parquet } from "./encode.ts"
 import type { ObjectStore, StorageError } from "./object-store.ts"
 import { resourceOf, resourceRows, type ResourceRows, rowCountOf, rowsOf } from "./rows.ts"
 import type { Settings } from "./settings.ts"
@@ -30,6 +30,8 @@ interface BatchRow {
   readonly id: string
   readonly resource: string
   readonly format: Format
+  readonly first_seq: string
+  readonly last_seq: string
   readonly events: number
   readonly records: number
   readonly sealed_at: Date
@@ -71,7 +73,7 @@ export const schemaKeys = (rows: ResourceRows) => ({
   versioned: `_schemas/${rows.resource}/${rows.schemaVersion}.json`
 })
 
-export const keysOf = (batch: BatchRow) => {
+export const keysOf = (batch: Pick<BatchRow, "id" | "resource" | "format" | "sealed_at">) => {
   const date = batch.sealed_at.toISOString().slice(0, 10)
   const partition = `resource=${batch.resource}/date=${date}`
   const name = batchName(batch)
@@ -101,7 +103,7 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
     const startParquet = starting.withPermits(1)(
       Effect.suspend(() => (duckdb ? Effect.succeed(duckdb) : Scope.extend(parquet, scope).pipe(Effect.tap((e) => Effect.sync(() => void (duckdb = e))))))
     )
-    const encoderOf = (format: Format): Effect.Effect<Encoder, unknown> => (format === "parquet" ? startParquet : Effect.succeed(ndjsonGzip))
+    const encoderOf = (format: Format): Effect.Effect<Encoder, EncodeError> => (format === "parquet" ? startParquet : Effect.succeed(ndjsonGzip))
 
     /** Stages a runner batch's data events; runs in the runner's transaction. */
     const stage = (events: ReadonlyArray<OutboxEvent>) => {
@@ -118,44 +120,49 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
         bytes.push(Buffer.byteLength(JSON.stringify(event.envelope.data ?? null)))
       }
       if (positions.length === 0) return Effect.void
+      // In the runner's transaction: staged exactly when the cursor moves past the events.
       return sql`
         insert into etl_pending (position, resource, records, bytes)
-        select * from unnest(${positions}::bigint[], ${resources}::text[], ${records}::int[], ${bytes}::int[])
-        on conflict (position) do nothing`.pipe(Effect.asVoid)
+        select position, resource, records, bytes
+        from unnest(${positions}::bigint[], ${resources}::text[], ${records}::int[], ${bytes}::int[]) with ordinality as e(position, resource, records, bytes, n)
+        order by n`.pipe(Effect.asVoid)
     }
 
     const wake = Queue.offer(wakeup, undefined).pipe(Effect.asVoid)
 
     const openTotals = sql<Due>`
-      select resource, sum(records)::float8 as records, sum(bytes)::float8 as bytes,
-             extract(epoch from now() - min(staged_at))::float8 * 1000 as age_ms
-      from etl_pending where batch_id is null group by resource`
+      select p.resource, sum(p.records)::float8 as records, sum(p.bytes)::float8 as bytes,
+             extract(epoch from now() - min(p.staged_at))::float8 * 1000 as age_ms
+      from etl_pending p left join etl_sealed s on s.resource = p.resource
+      where p.seq > coalesce(s.through_seq, 0) group by p.resource`
 
     const limits = settings.batch
     const ageLimit = Duration.toMillis(limits.age)
     const isDue = (d: Due) => d.records >= limits.records || d.bytes >= limits.bytes || d.age_ms >= ageLimit
 
-    /** Seals one batch of `resource`: its oldest staged events, up to the record and byte limits. */
+    /** Seals one batch of `resource`: its oldest open events, up to the record and byte limits. */
     const sealOne = (resource: string) =>
       sql`
         with open as (
-          select position, records, bytes from etl_pending
-          where resource = ${resource} and batch_id is null order by position limit ${limits.records}
+          select p.seq, p.records, p.bytes from etl_pending p
+          where p.resource = ${resource} and p.seq > coalesce((select through_seq from etl_sealed where resource = ${resource}), 0)
+          order by p.seq limit ${limits.records}
         ),
         running as (
-          select position, records, row_number() over w as n, sum(records) over w as total_records, sum(bytes) over w as total_bytes
-          from open window w as (order by position)
+          select seq, records, row_number() over w as n, sum(records) over w as total_records, sum(bytes) over w as total_bytes
+          from open window w as (order by seq)
         ),
         picked as (
-          select position, records from running
+          select seq, records from running
           where n = 1 or (total_records <= ${limits.records} and total_bytes <= ${limits.bytes})
         ),
         batch as (
-          insert into etl_batches (resource, format, events, records)
-          select ${resource}, ${settings.format}, count(*), coalesce(sum(records), 0) from picked having count(*) > 0
-          returning id
+          insert into etl_batches (resource, format, first_seq, last_seq, events, records)
+          select ${resource}, ${settings.format}, min(seq), max(seq), count(*), coalesce(sum(records), 0) from picked having count(*) > 0
+          returning last_seq
         )
-        update etl_pending set batch_id = batch.id from batch where etl_pending.position in (select position from picked)`
+        insert into etl_sealed (resource, through_seq) select ${resource}, last_seq from batch
+        on conflict (resource) do update set through_seq = excluded.through_seq`
 
     /**
      * Seals every resource that is due, one batch each, under a lock so replicas do not seal
@@ -191,7 +198,7 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
       sql<OutboxRow>`
         select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
         from etl_pending p join outbox o on o.position = p.position
-        where p.batch_id = ${batch.id} order by p.position`
+        where p.resource = ${batch.resource} and p.seq between ${batch.first_seq} and ${batch.last_seq} order by p.seq`
 
     /** Renders and uploads one sealed batch: data file, then manifest. Same batch, same keys, same bytes. */
     const upload = (batch: BatchRow, events: ReadonlyArray<OutboxRow>) =>
@@ -228,18 +235,17 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
     const writeOne: Effect.Effect<Written, import("@effect/sql").SqlError.SqlError> = sql.withTransaction(
       Effect.gen(function* () {
         const [batch] = yield* sql<BatchRow>`
-          select id::text as id, resource, format, events, records, sealed_at from etl_batches
+          select id::text as id, resource, format, first_seq::text as first_seq, last_seq::text as last_seq, events, records, sealed_at from etl_batches
           where status = 'sealed' order by id limit 1 for update skip locked`
         if (batch === undefined) return { _tag: "Idle" } as const
         const events = yield* eventsOf(batch)
         const outcome = yield* upload(batch, events).pipe(Effect.either)
         if (Either.isLeft(outcome)) {
-          const error = outcome.left
-          const message = typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+          const message = outcome.left.message
           yield* sql`update etl_batches set attempts = attempts + 1, last_error = ${message} where id = ${batch.id}`
           return { _tag: "Failed", error: message } as const
         }
-        yield* sql`delete from etl_pending where batch_id = ${batch.id}`
+        yield* sql`delete from etl_pending where resource = ${batch.resource} and seq between ${batch.first_seq} and ${batch.last_seq}`
         yield* sql`update etl_batches set status = 'written', written_at = now(), attempts = attempts + 1, last_error = null,
                    data_bytes = ${outcome.right.bytes} where id = ${batch.id}`
         yield* Metric.increment(batchesWritten)
@@ -279,7 +285,7 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
           failures++
           const pending = yield* backlog
           yield* Metric.increment(writeErrors)
-          yield* Effect.logWarning("ETL storage write failed; batches wait and will be retried").pipe(
+          yield* Effect.logWarning("ETL batch could not be written; batches wait and will be retried").pipe(
             Effect.annotateLogs({
               destination: store.location,
               error: written.error,

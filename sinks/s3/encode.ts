@@ -33,7 +33,9 @@ export interface Encoder {
   readonly encode: (resource: ResourceRows, rows: ReadonlyArray<Record<string, unknown>>) => Effect.Effect<Uint8Array, EncodeError>
 }
 
-const failed = (what: string) => (e: unknown) => new EncodeError({ message: `${what}: ${e instanceof Error ? e.message : String(e)}` })
+/** DuckDB quotes the offending value in its errors: quoted text is dropped, no health data is logged. */
+const failed = (what: string) => (e: unknown) =>
+  new EncodeError({ message: `${what}: ${(e instanceof Error ? e.message : String(e)).replace(/'[^']*'|"[^"]*"/g, "'…'")}` })
 
 /** Gzipped NDJSON, one row per line. Served as .ndjson.gz, no Content-Encoding: the object is the gzip file. */
 export const ndjsonGzip: Encoder = {
@@ -48,7 +50,7 @@ export const ndjsonGzip: Encoder = {
  */
 export const parquet = Effect.gen(function* () {
   const scratch = yield* Effect.acquireRelease(
-    Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-"))),
+    Effect.tryPromise({ try: () => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-")), catch: failed("scratch directory") }),
     (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
   )
   const instance = yield* Effect.acquireRelease(

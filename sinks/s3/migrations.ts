@@ -8,23 +8,25 @@ import { Effect } from "effect"
 
 const stagingAndBatches = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  // Events waiting for a file: references to the outbox, not copies. `batch_id` is set when a
-  // batch is sealed; the row goes when the batch's files and manifest are written.
+  // Events waiting for a file: references to the outbox, not copies, numbered in the order
+  // they were staged (the runner stages one batch at a time, so later stagings number higher).
+  // A batch is a range of one resource's numbers; its rows go once its files are written.
   yield* sql`create table etl_pending (
-    position bigint primary key,
     resource text not null,
+    seq bigint generated always as identity,
+    position bigint not null,
     records integer not null,
     bytes integer not null,
     staged_at timestamptz not null default now(),
-    batch_id bigint
+    primary key (resource, seq)
   )`
-  yield* sql`create index etl_pending_open on etl_pending (resource, position) where batch_id is null`
-  yield* sql`create index etl_pending_by_batch on etl_pending (batch_id) where batch_id is not null`
-  // A sealed batch's content and name never change: writing it again overwrites the same objects.
+  // A sealed batch's range and name never change: writing it again overwrites the same objects.
   yield* sql`create table etl_batches (
     id bigint generated always as identity primary key,
     resource text not null,
     format text not null,
+    first_seq bigint not null,
+    last_seq bigint not null,
     events integer not null,
     records integer not null,
     status text not null default 'sealed' check (status in ('sealed', 'written')),
@@ -35,6 +37,11 @@ const stagingAndBatches = Effect.gen(function* () {
     data_bytes bigint
   )`
   yield* sql`create index etl_batches_sealed on etl_batches (id) where status = 'sealed'`
+  // How far each resource's staged events are sealed into batches.
+  yield* sql`create table etl_sealed (
+    resource text primary key,
+    through_seq bigint not null
+  )`
 })
 
 export const migrate = withMigrationLock(

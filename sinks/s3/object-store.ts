@@ -6,8 +6,8 @@
 import { DeleteObjectCommand } from "@aws-sdk/client-s3"
 import { Upload } from "@aws-sdk/lib-storage"
 import { objectKey, s3Client, type S3Location } from "@wearflow/core/storage/s3"
+import { writeWholeFile } from "@wearflow/core/storage/whole-file"
 import { Data, Duration, Effect } from "effect"
-import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 
@@ -68,17 +68,7 @@ export const directory = (root: string): ObjectStore => {
     location: absolute,
     keyOf: (key) => key,
     put: (key, body) =>
-      Effect.tryPromise({
-        try: async () => {
-          const target = path.join(absolute, key)
-          await fs.mkdir(path.dirname(target), { recursive: true })
-          // Written aside and renamed: readers never see half a file under the final name.
-          const partial = `${target}.${randomBytes(4).toString("hex")}.partial`
-          await fs.writeFile(partial, body)
-          await fs.rename(partial, target)
-        },
-        catch: failure(absolute, key)
-      }),
+      Effect.tryPromise({ try: () => writeWholeFile(path.join(absolute, key), body), catch: failure(absolute, key) }),
     remove: (key) => Effect.tryPromise({ try: () => fs.rm(path.join(absolute, key), { force: true }), catch: failure(absolute, key) })
   }
 }

@@ -134,7 +134,9 @@ describe("encoding", () => {
     Effect.gen(function* () {
       const encoder = yield* parquet
       const bad = [{ ...rows[0]!, timestamp: "not a time" }]
-      const result = yield* Effect.either(encoder.encode(heartrate, bad))
-      expect(result._tag).toBe("Left")
+      const error = yield* Effect.flip(encoder.encode(heartrate, bad))
+      expect(error._tag).toBe("EncodeError")
+      // The message names the problem, never the value.
+      expect(error.message).not.toContain("not a time")
     }))
 })
