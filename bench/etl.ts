@@ -39,6 +39,7 @@ import * as SinkRunner from "../core/pipeline/sink-runner.ts"
 import { type OutboxRow, toEvent } from "../core/pipeline/sink-runner.ts"
 import * as Database from "../core/storage/database.ts"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import { keysOf, type Manifest as BatchManifest } from "../sinks/s3/batches.ts"
 import { type Encoder, type Format, ndjsonGzip, parquet } from "../sinks/s3/encode.ts"
 import { migrate as migrateEtl } from "../sinks/s3/migrations.ts"
 import * as EtlSink from "../sinks/s3/mod.ts"
@@ -429,9 +430,9 @@ const runBench = async () => {
       // The manifests' keys: from disk, or rebuilt from the batches for a bucket.
       const manifestKeys = client === undefined
         ? (await fs.readdir(path.join(where, "_manifests"), { recursive: true })).filter((k) => k.endsWith(".json")).map((k) => `_manifests/${k}`)
-        : ((await db.query(`select id::text as id, resource, format, events, records, sealed_at from etl_batches`)).rows as Array<Parameters<typeof EtlSink.keysOf>[0]>)
-          .map((b) => `${where}/${EtlSink.keysOf(b).manifest}`)
-      const manifests = await Promise.all(manifestKeys.map(async (k) => JSON.parse(new TextDecoder().decode(await read(k))) as EtlSink.BatchManifest))
+        : ((await db.query(`select id::text as id, resource, format, events, records, sealed_at from etl_batches`)).rows as Array<Parameters<typeof keysOf>[0]>)
+          .map((b) => `${where}/${keysOf(b).manifest}`)
+      const manifests = await Promise.all(manifestKeys.map(async (k) => JSON.parse(new TextDecoder().decode(await read(k))) as BatchManifest))
       client?.destroy()
       const manifestRecords = manifests.reduce((n, m) => n + m.record_count, 0)
       const largest = manifests.reduce((a, b) => (b.files[0]!.bytes > a.files[0]!.bytes ? b : a))

@@ -91,13 +91,15 @@ const expectedRows = async (userId: string) => {
   )
   const perResource = new Map<string, number>()
   const perEvent = new Map<string, number>()
+  const resourceOf = new Map<string, string>()
   for (const row of rows) {
     const resource = row.event_type.split(".")[2]!
     const n = Array.isArray(row.payload.data.data) ? row.payload.data.data.length : 1
     perResource.set(resource, (perResource.get(resource) ?? 0) + n)
     perEvent.set(row.event_id, n)
+    if (n > 0) resourceOf.set(row.event_id, resource)
   }
-  return { perResource, perEvent }
+  return { perResource, perEvent, resourceOf }
 }
 
 interface ManifestFile {
@@ -265,6 +267,7 @@ describe("ETL files in an S3-compatible bucket", () => {
         select count(*)::int as n, count(distinct event_id)::int as events
         from read_json('${local}/etl/crash/resource=${resource}/*/*.ndjson.gz', format = 'newline_delimited')`)
       expect(total!.n, resource).toBe(rows)
+      expect(total!.events, resource).toBe([...expected.perEvent.keys()].filter((id) => expected.resourceOf.get(id) === resource).length)
     }
   })
 

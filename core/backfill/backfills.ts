@@ -378,11 +378,6 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     }, sql.withTransaction, retryTransient)
 
     /**
-     * Notes that data arrived for `recipients` (one provider user's items from one body).
-     * Windows waiting for that data record its span; a window whose data now reaches both
-     * of its ends is answered, so its chain moves on without waiting for the quiet period.
-     */
-    /**
      * The items that answer a backfill request: inside a window asked of the provider that
      * is open, or closed less than a day ago (late stragglers). Their events are historical.
      */
@@ -409,6 +404,11 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       return found
     })
 
+    /**
+     * Notes that data arrived for `recipients` (one provider user's items from one body).
+     * Windows waiting for that data record its span; a window whose data now reaches both
+     * of its ends is answered, so its chain moves on without waiting for the quiet period.
+     */
     const recordArrivals = Effect.fn("Backfills.recordArrivals")(function* (
       provider: Provider,
       recipients: ReadonlyArray<Recipient>,

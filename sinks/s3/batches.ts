@@ -9,10 +9,10 @@
  * While the storage fails, sealed batches wait and are retried with back-off (at most a
  * minute apart); new events stay staged, unsealed, and form full batches once it is back.
  */
-import { SqlClient } from "@effect/sql"
+import { SqlClient, type SqlConnection, type SqlError } from "@effect/sql"
 import { type OutboxRow, toEvent } from "@wearflow/core/pipeline/sink-runner"
 import type { OutboxEvent } from "@wearflow/core/sink"
-import { Duration, Effect, Either, Metric, Queue, Schedule, Scope } from "effect"
+import { Duration, Effect, Either, ExecutionStrategy, Exit, Metric, Queue, Schedule, Scope } from "effect"
 import { createHash } from "node:crypto"
 import { contentTypeOf, type EncodeError, type Encoder, extensionOf, type Format, ndjsonGzip, parquet } from "./encode.ts"
 import type { ObjectStore, StorageError } from "./object-store.ts"
@@ -25,6 +25,7 @@ export const recordsWritten = Metric.counter("wearflow_etl_records_written_total
 export const batchesWritten = Metric.counter("wearflow_etl_batches_written_total")
 export const bytesWritten = Metric.counter("wearflow_etl_bytes_written_total")
 export const writeErrors = Metric.counter("wearflow_etl_write_errors_total")
+export const batchesFailed = Metric.counter("wearflow_etl_batches_failed_total")
 
 interface BatchRow {
   readonly id: string
@@ -92,7 +93,10 @@ const backoff = (failures: number) => Duration.millis(Math.min(60_000, 1000 * 2 
 /** How often the staged totals are checked at most, however often the runner wakes the flusher. */
 const CHECK_INTERVAL = Duration.millis(250)
 
-export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
+/** Batches written at once: encoding (zlib, DuckDB) and uploads overlap. */
+const WRITERS = 2
+
+export const make = (settings: Settings, store: ObjectStore) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const scope = yield* Effect.scope
@@ -101,7 +105,17 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
     let duckdb: Encoder | undefined
     const starting = yield* Effect.makeSemaphore(1)
     const startParquet = starting.withPermits(1)(
-      Effect.suspend(() => (duckdb ? Effect.succeed(duckdb) : Scope.extend(parquet, scope).pipe(Effect.tap((e) => Effect.sync(() => void (duckdb = e))))))
+      Effect.suspend(() => {
+        if (duckdb) return Effect.succeed(duckdb)
+        // Its own scope, closed if the start fails: a failed start leaves nothing open.
+        return Effect.flatMap(Scope.fork(scope, ExecutionStrategy.sequential), (child) =>
+          Scope.extend(parquet, child).pipe(
+            Effect.tapBoth({
+              onFailure: () => Scope.close(child, Exit.void),
+              onSuccess: (encoder) => Effect.sync(() => void (duckdb = encoder))
+            })
+          ))
+      })
     )
     const encoderOf = (format: Format): Effect.Effect<Encoder, EncodeError> => (format === "parquet" ? startParquet : Effect.succeed(ndjsonGzip))
 
@@ -228,44 +242,75 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
 
     type Written = { readonly _tag: "Idle" } | { readonly _tag: "Written" } | { readonly _tag: "Failed"; readonly error: string }
 
+    const sealedCandidates = sql<BatchRow>`
+      select id::text as id, resource, format, first_seq::text as first_seq, last_seq::text as last_seq, events, records, sealed_at
+      from etl_batches where status = 'sealed' order by id limit 8`
+
+    /** Records a batch written and lets its staged events go, in one short transaction. */
+    const markWritten = (batch: BatchRow, bytes: number) =>
+      sql.withTransaction(Effect.all([
+        sql`delete from etl_pending where resource = ${batch.resource} and seq between ${batch.first_seq} and ${batch.last_seq}`,
+        sql`update etl_batches set status = 'written', written_at = now(), attempts = attempts + 1, last_error = null,
+            data_bytes = ${bytes} where id = ${batch.id}`
+      ]))
+
     /**
-     * Claims the oldest sealed batch no other writer holds, writes it and records it written,
-     * in one transaction: a writer that dies lets go of the batch and another writes it again.
+     * Takes the oldest sealed batch no other writer holds and writes it. The claim is a
+     * session advisory lock on `lockConnection`, not an open transaction: an upload may take
+     * minutes, and a transaction held that long would hold back every sink's outbox reads
+     * (they wait for older transactions). A writer that dies loses its session and its lock,
+     * and another writer takes the batch again.
      */
-    const writeOne: Effect.Effect<Written, import("@effect/sql").SqlError.SqlError> = sql.withTransaction(
+    const writeOne = (lockConnection: SqlConnection.Connection): Effect.Effect<Written, SqlError.SqlError> =>
       Effect.gen(function* () {
-        const [batch] = yield* sql<BatchRow>`
-          select id::text as id, resource, format, first_seq::text as first_seq, last_seq::text as last_seq, events, records, sealed_at from etl_batches
-          where status = 'sealed' order by id limit 1 for update skip locked`
-        if (batch === undefined) return { _tag: "Idle" } as const
-        const events = yield* eventsOf(batch)
-        const outcome = yield* upload(batch, events).pipe(Effect.either)
-        if (Either.isLeft(outcome)) {
-          const message = outcome.left.message
-          yield* sql`update etl_batches set attempts = attempts + 1, last_error = ${message} where id = ${batch.id}`
-          return { _tag: "Failed", error: message } as const
+        for (const candidate of yield* sealedCandidates) {
+          const key = `wearflow:etl:batch:${candidate.id}`
+          const [claim] = yield* lockConnection.execute("select pg_try_advisory_lock(hashtextextended($1, 0)) as locked", [key], undefined)
+          if (claim?.locked !== true) continue
+          return yield* Effect.gen(function* () {
+            // Another writer may have finished it between the listing and the lock.
+            const [still] = yield* sql`select 1 from etl_batches where id = ${candidate.id} and status = 'sealed'`
+            if (still === undefined) return yield* writeOne(lockConnection)
+            const events = yield* eventsOf(candidate)
+            const outcome = yield* upload(candidate, events).pipe(Effect.either)
+            if (Either.isRight(outcome)) {
+              yield* markWritten(candidate, outcome.right.bytes)
+              yield* Metric.increment(batchesWritten)
+              yield* Metric.incrementBy(recordsWritten, outcome.right.records)
+              yield* Metric.incrementBy(bytesWritten, outcome.right.bytes)
+              return { _tag: "Written" } as const
+            }
+            const error = outcome.left
+            if (!error.retryable) {
+              // Rows its resource's schema refuses: set aside, so the batches after it still go.
+              yield* sql`update etl_batches set status = 'failed', attempts = attempts + 1, last_error = ${error.message} where id = ${candidate.id}`
+              yield* Metric.increment(batchesFailed)
+              yield* Effect.logError("ETL batch cannot be encoded; set aside as failed").pipe(
+                Effect.annotateLogs({ batch: batchName(candidate), resource: candidate.resource, error: error.message })
+              )
+              return yield* writeOne(lockConnection)
+            }
+            yield* sql`update etl_batches set attempts = attempts + 1, last_error = ${error.message} where id = ${candidate.id}`
+            return { _tag: "Failed", error: error.message } as const
+          }).pipe(
+            Effect.ensuring(Effect.ignore(lockConnection.execute("select pg_advisory_unlock(hashtextextended($1, 0))", [key], undefined)))
+          )
         }
-        yield* sql`delete from etl_pending where resource = ${batch.resource} and seq between ${batch.first_seq} and ${batch.last_seq}`
-        yield* sql`update etl_batches set status = 'written', written_at = now(), attempts = attempts + 1, last_error = null,
-                   data_bytes = ${outcome.right.bytes} where id = ${batch.id}`
-        yield* Metric.increment(batchesWritten)
-        yield* Metric.incrementBy(recordsWritten, outcome.right.records)
-        yield* Metric.incrementBy(bytesWritten, outcome.right.bytes)
-        return { _tag: "Written" } as const
+        return { _tag: "Idle" } as const
       })
-    )
 
     /** Writers take sealed batches until none is left or one fails. */
     const writeSealed = Effect.forEach(
-      Array.from({ length: writers }),
+      Array.from({ length: WRITERS }),
       () =>
-        Effect.iterate({ written: 0, error: undefined as string | undefined, done: false }, {
-          while: (s) => !s.done,
-          body: (s) =>
-            Effect.map(writeOne, (w) =>
-              w._tag === "Written" ? { ...s, written: s.written + 1 } : { ...s, done: true, error: w._tag === "Failed" ? w.error : undefined })
-        }),
-      { concurrency: writers }
+        Effect.flatMap(sql.reserve, (lockConnection) =>
+          Effect.iterate({ written: 0, error: undefined as string | undefined, done: false }, {
+            while: (s) => !s.done,
+            body: (s) =>
+              Effect.map(writeOne(lockConnection), (w) =>
+                w._tag === "Written" ? { ...s, written: s.written + 1 } : { ...s, done: true, error: w._tag === "Failed" ? w.error : undefined })
+          })).pipe(Effect.scoped),
+      { concurrency: WRITERS }
     ).pipe(Effect.map((results) => ({ written: results.reduce((n, r) => n + r.written, 0), error: results.find((r) => r.error)?.error })))
 
     const backlog = sql<{ records: number; sealed: number }>`
@@ -321,5 +366,5 @@ export const make = (settings: Settings, store: ObjectStore, writers = 2) =>
       Effect.zipRight(store.remove("_wearflow/write-check"))
     )
 
-    return { stage, wake, run, probe, publishSchemas, backlog, sealDue, writeSealed } as const
+    return { stage, wake, run, probe, publishSchemas } as const
   })

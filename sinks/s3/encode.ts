@@ -18,8 +18,8 @@ export type Format = "ndjson" | "parquet"
 export const extensionOf: Record<Format, string> = { ndjson: "ndjson.gz", parquet: "parquet" }
 export const contentTypeOf: Record<Format, string> = { ndjson: "application/x-ndjson", parquet: "application/vnd.apache.parquet" }
 
-/** Rows that could not be turned into a file: a bug or a value outside its schema. */
-export class EncodeError extends Data.TaggedError("EncodeError")<{ readonly message: string }> {}
+/** Rows that could not be turned into a file: a value outside its schema, or the encoder could not start. */
+export class EncodeError extends Data.TaggedError("EncodeError")<{ readonly message: string; readonly retryable: boolean }> {}
 
 const gzip = promisify(zlib.gzip)
 
@@ -33,9 +33,23 @@ export interface Encoder {
   readonly encode: (resource: ResourceRows, rows: ReadonlyArray<Record<string, unknown>>) => Effect.Effect<Uint8Array, EncodeError>
 }
 
-/** DuckDB quotes the offending value in its errors: quoted text is dropped, no health data is logged. */
+/** The encoder itself failed (zlib, DuckDB starting, a scratch file): worth trying again. */
 const failed = (what: string) => (e: unknown) =>
-  new EncodeError({ message: `${what}: ${(e instanceof Error ? e.message : String(e)).replace(/'[^']*'|"[^"]*"/g, "'…'")}` })
+  new EncodeError({ message: `${what}: ${e instanceof Error ? e.message : String(e)}`, retryable: true })
+
+/** DuckDB's kinds of error that mean the rows themselves do not fit: trying again cannot help. */
+const REFUSALS = new Set(["Conversion Error", "Invalid Input Error", "Out of Range Error", "Binder Error"])
+
+/**
+ * DuckDB failed to turn the rows into Parquet. Its message may quote the offending value, so
+ * only its kind ("Conversion Error") is kept: no health data in logs or tables.
+ */
+const duckdbFailed = (resource: string) => (e: unknown) => {
+  const kind = /^[A-Za-z ]*Error/.exec(e instanceof Error ? e.message : "")?.[0] ?? "Error"
+  return REFUSALS.has(kind)
+    ? new EncodeError({ message: `parquet (${resource}): a value does not fit its column type (DuckDB ${kind})`, retryable: false })
+    : new EncodeError({ message: `parquet (${resource}): DuckDB ${kind}`, retryable: true })
+}
 
 /** Gzipped NDJSON, one row per line. Served as .ndjson.gz, no Content-Encoding: the object is the gzip file. */
 export const ndjsonGzip: Encoder = {
@@ -49,13 +63,13 @@ export const ndjsonGzip: Encoder = {
  * the consumer's query) and copied to a zstd-compressed Parquet file.
  */
 export const parquet = Effect.gen(function* () {
-  const scratch = yield* Effect.acquireRelease(
-    Effect.tryPromise({ try: () => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-")), catch: failed("scratch directory") }),
-    (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
-  )
   const instance = yield* Effect.acquireRelease(
     Effect.tryPromise({ try: () => DuckDBInstance.create(":memory:", { threads: "2" }), catch: failed("duckdb") }),
     (db) => Effect.sync(() => db.closeSync())
+  )
+  const scratch = yield* Effect.acquireRelease(
+    Effect.tryPromise({ try: () => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-")), catch: failed("scratch directory") }),
+    (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
   )
   const encoder: Encoder = {
     encode: (resource, rows) =>
@@ -65,19 +79,27 @@ export const parquet = Effect.gen(function* () {
           Effect.tryPromise({
             try: async () => {
               await fs.writeFile(`${base}.ndjson`, ndjson(rows))
-              const connection = await instance.connect()
-              try {
-                await connection.run(
-                  `COPY (SELECT * FROM read_json('${base}.ndjson', format = 'newline_delimited', columns = ${resource.duckColumns}))
-                   TO '${base}.parquet' (FORMAT parquet, COMPRESSION zstd)`
-                )
-              } finally {
-                connection.closeSync()
-              }
-              return new Uint8Array(await fs.readFile(`${base}.parquet`))
+              return base
             },
-            catch: failed(`parquet (${resource.resource})`)
-          }),
+            catch: failed(`parquet scratch file (${resource.resource})`)
+          }).pipe(
+            Effect.zipRight(Effect.tryPromise({
+              try: async () => {
+                const connection = await instance.connect()
+                try {
+                  await connection.run(
+                    `COPY (SELECT * FROM read_json('${base}.ndjson', format = 'newline_delimited', columns = ${resource.duckColumns}))
+                     TO '${base}.parquet' (FORMAT parquet, COMPRESSION zstd)`
+                  )
+                } finally {
+                  connection.closeSync()
+                }
+              },
+              catch: duckdbFailed(resource.resource)
+            })),
+            Effect.zipRight(Effect.tryPromise({ try: () => fs.readFile(`${base}.parquet`), catch: failed(`parquet (${resource.resource})`) })),
+            Effect.map((bytes) => new Uint8Array(bytes))
+          ),
         (base) => Effect.promise(() => Promise.all([fs.rm(`${base}.ndjson`, { force: true }), fs.rm(`${base}.parquet`, { force: true })]))
       )
   }

@@ -21,6 +21,7 @@ const stagingAndBatches = Effect.gen(function* () {
     primary key (resource, seq)
   )`
   // A sealed batch's range and name never change: writing it again overwrites the same objects.
+  // 'failed': rows its schema refuses (kept, with their staged events, for an operator).
   yield* sql`create table etl_batches (
     id bigint generated always as identity primary key,
     resource text not null,
@@ -29,7 +30,7 @@ const stagingAndBatches = Effect.gen(function* () {
     last_seq bigint not null,
     events integer not null,
     records integer not null,
-    status text not null default 'sealed' check (status in ('sealed', 'written')),
+    status text not null default 'sealed' check (status in ('sealed', 'written', 'failed')),
     sealed_at timestamptz not null default now(),
     written_at timestamptz,
     attempts integer not null default 0,

@@ -10,7 +10,8 @@
  * `date` is the UTC day the batch was sealed. Batching and the one-copy guarantee: batches.ts.
  *
  * Net permission: the bucket's host (the configured endpoint, or AWS S3's). The AWS SDK makes
- * its own connections, so the host cannot guard them; the sink reaches no other host.
+ * its own connections, so the plugin host cannot guard them. Without explicit keys the SDK's
+ * default credential chain may also ask the instance-metadata service (on EC2, ECS, …).
  */
 import type { Manifest } from "@wearflow/core/plugin"
 import { type OutboxEvent, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"
@@ -48,7 +49,7 @@ export const layer = Layer.scoped(
   Effect.gen(function* () {
     const settings = yield* config
     if (!settings.enabled) {
-      return { id: manifest.id, deliver: () => Effect.void, health: Effect.void, historicalData: false } satisfies Sink
+      return { id: manifest.id, deliver: () => Effect.void, health: Effect.void } satisfies Sink
     }
     yield* migrate
     const store = settings.destination._tag === "Bucket"
@@ -76,6 +77,3 @@ export const layer = Layer.scoped(
 )
 
 export const plugin = { manifest, layer }
-
-export { batchName, keysOf, type Manifest as BatchManifest, schemaKeys } from "./batches.ts"
-export { resourceRows } from "./rows.ts"

@@ -69,7 +69,6 @@ describe("bucket", () => {
       const store = yield* bucket(location({ bucket: "no-such-bucket" }))
       const error = yield* Effect.flip(store.put("x.json", Buffer.from("{}"), "application/json"))
       expect(error._tag).toBe("StorageError")
-      expect(error.retryable).toBe(true)
       expect(error.message).toContain("s3://no-such-bucket/etl")
     }))
 })

@@ -7,6 +7,9 @@ import { describe, expect, it } from "@effect/vitest"
 import type { OutboxEvent } from "@wearflow/core/sink"
 import { DuckDBInstance } from "@duckdb/node-api"
 import { Effect } from "effect"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
 import { gunzipSync } from "node:zlib"
 import { ndjsonGzip, parquet } from "./encode.ts"
 import { resourceOf, resourceRows, rowCountOf, rowsOf } from "./rows.ts"
@@ -118,25 +121,34 @@ describe("encoding", () => {
       const encoder = yield* parquet
       const bytes = yield* encoder.encode(heartrate, rows)
       expect(Buffer.from(bytes.subarray(0, 4)).toString()).toBe("PAR1")
-      const duck = yield* Effect.promise(() => DuckDBInstance.create(":memory:").then((db) => db.connect()))
-      const file = `/tmp/wearflow-rows-test-${process.pid}.parquet`
-      yield* Effect.promise(() => import("node:fs/promises").then((fs) => fs.writeFile(file, bytes)))
+      const dir = yield* Effect.acquireRelease(
+        Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-rows-"))),
+        (d) => Effect.promise(() => fs.rm(d, { recursive: true, force: true }))
+      )
+      const file = path.join(dir, "rows.parquet")
+      yield* Effect.promise(() => fs.writeFile(file, bytes))
+      const duck = yield* Effect.acquireRelease(
+        Effect.promise(() => DuckDBInstance.create(":memory:").then((db) => db.connect())),
+        (connection) => Effect.sync(() => connection.closeSync())
+      )
       const read = yield* Effect.promise(() =>
         duck.runAndReadAll(`select epoch(timestamp)::bigint as seconds, value, typeof(timestamp) as t, source.provider as provider from '${file}' order by seconds`))
       expect(read.getRowObjectsJson()).toEqual([
         { seconds: "1452470415", value: 75, t: "TIMESTAMP WITH TIME ZONE", provider: "garmin" },
         { seconds: "1452470430", value: 76, t: "TIMESTAMP WITH TIME ZONE", provider: "garmin" }
       ])
-      duck.closeSync()
     }))
 
-  it.scoped("Parquet refuses a value outside its column type instead of writing it", () =>
+  it.scoped.each<[string, Record<string, unknown>, string]>([
+    ["a string that is no time", { timestamp: "not a time" }, "not a time"],
+    ["a number too large for an integer column", { timezone_offset: 1e20 }, "1e+20"]
+  ])("Parquet refuses %s, for good, without the value in the message", ([, change, value]) =>
     Effect.gen(function* () {
       const encoder = yield* parquet
-      const bad = [{ ...rows[0]!, timestamp: "not a time" }]
-      const error = yield* Effect.flip(encoder.encode(heartrate, bad))
+      const error = yield* Effect.flip(encoder.encode(heartrate, [{ ...rows[0]!, ...change }]))
       expect(error._tag).toBe("EncodeError")
-      // The message names the problem, never the value.
-      expect(error.message).not.toContain("not a time")
+      expect(error.retryable).toBe(false)
+      expect(error.message).toContain("does not fit its column type")
+      expect(error.message).not.toContain(value)
     }))
 })

@@ -1,6 +1,6 @@
 /** The ETL sink's settings (WEARFLOW_ETL_*, AWS_*), read through the plugin's sandbox. */
 import type { S3Location } from "@wearflow/core/storage/s3"
-import { Config, Duration, Option } from "effect"
+import { Config, ConfigError, Duration, Either, Option } from "effect"
 import * as path from "node:path"
 import type { Format } from "./encode.ts"
 
@@ -40,8 +40,16 @@ const bucket: Config.Config<S3Location> = Config.all({
   region: Config.string("WEARFLOW_ETL_S3_REGION").pipe(Config.withDefault("us-east-1")),
   endpoint: Config.option(Config.url("WEARFLOW_ETL_S3_ENDPOINT").pipe(Config.map((u) => u.toString()))),
   forcePathStyle: Config.boolean("WEARFLOW_ETL_S3_FORCE_PATH_STYLE").pipe(Config.withDefault(false)),
-  credentials: Config.option(
-    Config.all({ accessKeyId: Config.redacted("AWS_ACCESS_KEY_ID"), secretAccessKey: Config.redacted("AWS_SECRET_ACCESS_KEY") })
+  credentials: Config.all({
+    accessKeyId: Config.option(Config.redacted("AWS_ACCESS_KEY_ID")),
+    secretAccessKey: Config.option(Config.redacted("AWS_SECRET_ACCESS_KEY"))
+  }).pipe(
+    // Half a key pair is a mistake to report, not a reason to fall back to the SDK's own chain.
+    Config.mapOrFail(({ accessKeyId, secretAccessKey }) =>
+      Option.isSome(accessKeyId) === Option.isSome(secretAccessKey)
+        ? Either.right(Option.all({ accessKeyId, secretAccessKey }))
+        : Either.left(ConfigError.InvalidData([], "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both or neither"))
+    )
   )
 })
 
@@ -51,12 +59,17 @@ export const config: Config.Config<Settings> = Config.all({
     bucket: Config.option(bucket),
     // The default follows the app's data directory: ./.wearflow/etl unless it moved.
     dir: Config.option(Config.string("WEARFLOW_ETL_DIR")),
-    dataDir: Config.string("WEARFLOW_DATA_DIR").pipe(Config.withDefault("./.wearflow"))
+    dataDir: Config.string("WEARFLOW_DATA_DIR").pipe(Config.withDefault("./.wearflow")),
+    endpoint: Config.option(Config.string("WEARFLOW_ETL_S3_ENDPOINT"))
   }).pipe(
-    Config.map(({ bucket, dataDir, dir }): Destination =>
+    Config.mapOrFail(({ bucket, dataDir, dir, endpoint }): Either.Either<Destination, ConfigError.ConfigError> =>
       Option.match(bucket, {
-        onSome: (location) => ({ _tag: "Bucket", location }),
-        onNone: () => ({ _tag: "Directory", path: Option.getOrElse(dir, () => path.join(dataDir, "etl")) })
+        onSome: (location) => Either.right({ _tag: "Bucket", location }),
+        // An endpoint without a bucket would quietly write to the local directory instead.
+        onNone: () =>
+          Option.isSome(endpoint)
+            ? Either.left(ConfigError.InvalidData([], "WEARFLOW_ETL_S3_ENDPOINT is set but WEARFLOW_ETL_S3_BUCKET is not"))
+            : Either.right({ _tag: "Directory", path: Option.getOrElse(dir, () => path.join(dataDir, "etl")) })
       })
     )
   ),
