@@ -283,6 +283,14 @@ describe("ETL files in an S3-compatible bucket", () => {
       const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
       return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN)
     }
+    // The other sinks carry on meanwhile.
+    await eventually(async () => ((await count(
+      "select count(*) as n from outbox o, sink_cursors c where c.sink_id = 'postgres' and (o.tx, o.position) > (c.tx, c.position)")) === 0 ? true : undefined))
+    expect(await count("select count(*) as n from wearflow_data.activity where user_id = $1", [userId])).toBeGreaterThan(0)
+    // The health check proves write access, and says the ETL sink fails without saying why.
+    const health = await fetch(`${server.baseUrl}/health`)
+    expect(health.status).toBe(503)
+    expect(await health.json()).toEqual({ status: "failing", database: "ok", sinks: { postgres: "ok", webhooks: "ok", s3: "failing" } })
     await eventually(async () => ((await metric("wearflow_etl_backlog_records")) > 0 ? true : undefined))
     expect(await metric("wearflow_etl_backlog_sealed_batches")).toBeGreaterThan(0)
     expect(await metric("wearflow_etl_write_errors_total")).toBeGreaterThan(0)
@@ -301,6 +309,8 @@ describe("ETL files in an S3-compatible bucket", () => {
     }
     expect(server.logs()).toContain("ETL storage writes resumed")
     await eventually(async () => ((await metric("wearflow_etl_backlog_records")) === 0 ? true : undefined))
+    const healthy = await fetch(`${server.baseUrl}/health`)
+    expect([healthy.status, await healthy.json()]).toEqual([200, { status: "ok", database: "ok", sinks: { postgres: "ok", webhooks: "ok", s3: "ok" } }])
     expect(await metric("wearflow_etl_records_written_total")).toBeGreaterThan(0)
   })
 })

@@ -31,6 +31,7 @@ import * as path from "node:path"
 import { WearflowApi } from "./Api.ts"
 import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, runnerAddress, ServerConfig } from "./config.ts"
 import { ApiKeyAuthLive, BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
 import { layerWithoutEchoedInput } from "./middleware.ts"
 import { WebhooksLive } from "./webhooks.ts"
@@ -94,8 +95,8 @@ const AppLayer = Effect.gen(function* () {
     )
   )
 
-  // Built once: the management API and the sink runner share its services.
-  const WebhooksPlugin = Host.load(WebhooksSink.plugin)
+  // Built once: the sink runners, the management API and the health check share them.
+  const SinkPlugins = Layer.mergeAll(Host.load(PostgresSink.plugin), Host.load(WebhooksSink.plugin), Host.load(EtlSink.plugin))
 
   const Workers = Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
@@ -106,10 +107,10 @@ const AppLayer = Effect.gen(function* () {
       }))
     ),
     Connections.layerRefresher(config.tokenRefresh),
-    SinkRunner.layer(PostgresSink.PostgresSink).pipe(Layer.provide(Host.load(PostgresSink.plugin))),
+    SinkRunner.layer(PostgresSink.PostgresSink),
     // Short idle polls: webhook latency is the time from the outbox to the customer.
     SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 }),
-    SinkRunner.layer(EtlSink.EtlSink, { batchSize: 2000 }).pipe(Layer.provide(Host.load(EtlSink.plugin)))
+    SinkRunner.layer(EtlSink.EtlSink, { batchSize: 2000 })
   )
 
   const Api = HttpApiBuilder.api(WearflowApi).pipe(
@@ -122,7 +123,7 @@ const AppLayer = Effect.gen(function* () {
 
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput),
-    Layer.provide(MetricsRoute),
+    Layer.provide(Layer.merge(MetricsRoute, HealthRoute)),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),
@@ -132,7 +133,7 @@ const AppLayer = Effect.gen(function* () {
 
   return Layer.mergeAll(Http, Workers, TokenRotation, ResumeScheduled).pipe(
     Layer.provide(Bootstrap),
-    Layer.provideMerge(WebhooksPlugin),
+    Layer.provideMerge(SinkPlugins),
     Layer.provideMerge(BackfillsLive),
     Layer.provideMerge(ConnectionsLive),
     Layer.provide(Core),
