@@ -214,7 +214,7 @@ export const make = (settings: Settings, store: ObjectStore) =>
         from etl_pending p join outbox o on o.position = p.position
         where p.resource = ${batch.resource} and p.seq between ${batch.first_seq} and ${batch.last_seq} order by p.seq`
 
-    /** Renders and uploads one sealed batch: data file, then manifest. Same batch, same keys, same bytes. */
+    /** Renders and uploads one sealed batch: data file, then manifest. The same batch always goes to the same keys. */
     const upload = (batch: BatchRow, events: ReadonlyArray<OutboxRow>) =>
       Effect.gen(function* () {
         const rows = resourceRows.get(batch.resource as never)!
