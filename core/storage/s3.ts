@@ -2,7 +2,7 @@
  * An S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, GCS interop, …) as the activity
  * files and the ETL sink configure it, and the SDK client that reaches it.
  */
-import { S3Client } from "@aws-sdk/client-s3"
+import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3"
 import { Effect, Option, Redacted } from "effect"
 
 export interface S3Location {
@@ -20,13 +20,17 @@ export interface S3Location {
 /** `key` under the location's prefix. */
 export const objectKey = (location: S3Location, key: string) => (location.prefix === "" ? key : `${location.prefix}/${key}`)
 
-/** A client for `location`, destroyed with the scope. */
-export const s3Client = (location: S3Location) =>
+/**
+ * A client for `location`, destroyed with the scope. `requestHandler` replaces the SDK's own
+ * HTTP stack (a plugin passes one over its permission-checked HttpClient).
+ */
+export const s3Client = (location: S3Location, requestHandler?: S3ClientConfig["requestHandler"]) =>
   Effect.acquireRelease(
     Effect.sync(() =>
       new S3Client({
         region: location.region,
         forcePathStyle: location.forcePathStyle,
+        ...(requestHandler === undefined ? {} : { requestHandler }),
         ...Option.match(location.endpoint, { onNone: () => ({}), onSome: (endpoint) => ({ endpoint }) }),
         ...Option.match(location.credentials, {
           onNone: () => ({}),

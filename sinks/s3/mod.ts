@@ -9,9 +9,10 @@
  *
  * `date` is the UTC day the batch was sealed. Batching and the one-copy guarantee: batches.ts.
  *
- * Net permission: the bucket's host (the configured endpoint, or AWS S3's). The AWS SDK makes
- * its own connections, so the plugin host cannot guard them. Without explicit keys the SDK's
- * default credential chain may also ask the instance-metadata service (on EC2, ECS, …).
+ * Net permission: the bucket's host (the configured endpoint, or AWS S3's in the region). The
+ * SDK's requests go through the HttpClient the plugin host gives the sink (http-handler.ts),
+ * so any other host is refused. One exception: without explicit keys, the SDK's default
+ * credential chain may ask the instance-metadata service (EC2, ECS) over its own connections.
  */
 import type { Manifest } from "@wearflow/core/plugin"
 import { type OutboxEvent, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"

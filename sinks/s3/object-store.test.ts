@@ -5,7 +5,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import type { S3Location } from "@wearflow/core/storage/s3"
-import { Effect, Option, Redacted } from "effect"
+import { HttpClient } from "@effect/platform"
+import * as Host from "@wearflow/core/host"
+import * as OutboundHttp from "@wearflow/core/http-client"
+import { Effect, Layer, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -39,6 +42,13 @@ afterAll(async () => {
 
 const read = (key: string) => s3.get(key)
 
+/** The plugin's HttpClient as the host gives it: undici, refusing hosts outside `net`. */
+const guarded = (net: () => ReadonlyArray<string>) =>
+  Layer.effect(HttpClient.HttpClient, Effect.map(HttpClient.HttpClient, (client) => Host.guardHttpClient("s3", net(), client))).pipe(
+    Layer.provide(OutboundHttp.layer())
+  )
+const declared = guarded(() => [new URL(s3.url).host])
+
 describe("bucket", () => {
   it.scoped("uploads a large object in parts, under the prefix", () =>
     Effect.gen(function* () {
@@ -51,7 +61,7 @@ describe("bucket", () => {
       expect((yield* Effect.promise(() => read("etl/resource=steps/date=2026-11-22/big.parquet"))).equals(body)).toBe(true)
       expect(store.keyOf("x.json")).toBe("etl/x.json")
       expect(store.location).toBe(`s3://${BUCKET}/etl`)
-    }))
+    }).pipe(Effect.provide(declared)))
 
   it.scoped("overwrites an object put again under the same key, and removes it", () =>
     Effect.gen(function* () {
@@ -62,7 +72,7 @@ describe("bucket", () => {
       yield* store.remove("same.json")
       const gone = yield* Effect.either(Effect.tryPromise(() => read("etl/same.json")))
       expect(gone._tag).toBe("Left")
-    }))
+    }).pipe(Effect.provide(declared)))
 
   it.scoped("fails with a StorageError naming the bucket when it does not exist", () =>
     Effect.gen(function* () {
@@ -70,7 +80,17 @@ describe("bucket", () => {
       const error = yield* Effect.flip(store.put("x.json", Buffer.from("{}"), "application/json"))
       expect(error._tag).toBe("StorageError")
       expect(error.message).toContain("s3://no-such-bucket/etl")
-    }))
+    }).pipe(Effect.provide(declared)))
+
+  it.scoped("reaches only the hosts the manifest declares: anything else is refused before connecting", () =>
+    Effect.gen(function* () {
+      const before = s3.requests.length
+      const store = yield* bucket(location())
+      const error = yield* Effect.flip(store.put("x.json", Buffer.from("{}"), "application/json"))
+      expect(error._tag).toBe("StorageError")
+      expect(error.message).toContain("may not connect")
+      expect(s3.requests.length).toBe(before)
+    }).pipe(Effect.provide(guarded(() => ["s3.us-east-1.amazonaws.com"]))))
 })
 
 describe("directory", () => {

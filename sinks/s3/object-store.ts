@@ -7,6 +7,7 @@ import { DeleteObjectCommand } from "@aws-sdk/client-s3"
 import { Upload } from "@aws-sdk/lib-storage"
 import { objectKey, s3Client, type S3Location } from "@wearflow/core/storage/s3"
 import { writeWholeFile } from "@wearflow/core/storage/whole-file"
+import * as HttpHandler from "./http-handler.ts"
 import { Data, Duration, Effect } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
@@ -33,8 +34,9 @@ export const PART_SIZE = 16 * 1024 * 1024
 
 const PUT_TIMEOUT = Duration.minutes(10)
 
+/** The bucket, reached through the plugin's HttpClient (http-handler.ts). */
 export const bucket = (location: S3Location, partSize = PART_SIZE) =>
-  Effect.map(s3Client(location), (client): ObjectStore => {
+  Effect.flatMap(HttpHandler.make, (handler) => s3Client(location, handler)).pipe(Effect.map((client): ObjectStore => {
     const where = `s3://${location.bucket}${location.prefix === "" ? "" : `/${location.prefix}`}`
     return {
       location: where,
@@ -60,7 +62,7 @@ export const bucket = (location: S3Location, partSize = PART_SIZE) =>
           catch: failure(where, key)
         }).pipe(Effect.asVoid)
     }
-  })
+  }))
 
 export const directory = (root: string): ObjectStore => {
   const absolute = path.resolve(root)
