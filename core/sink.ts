@@ -8,8 +8,8 @@ import { Data, type Effect } from "effect"
 import type { EventEnvelope } from "./schema.ts"
 import { isTransient, sqlState } from "./storage/errors.ts"
 
-/** One event from the outbox, as sinks receive it. */
-export interface OutboxEvent {
+/** One event from the outbox without its payload: enough for a sink that keeps references. */
+export interface OutboxEntry {
   readonly position: string
   readonly eventId: string
   readonly eventType: string
@@ -17,10 +17,14 @@ export interface OutboxEvent {
   readonly userId: string
   /** The normalized record the event is about, if any. */
   readonly recordId: string | null
-  readonly envelope: EventEnvelope
   readonly createdAt: Date
   /** Data that answers a backfill request rather than new data. */
   readonly historical: boolean
+}
+
+/** One event from the outbox, as sinks receive it. */
+export interface OutboxEvent extends OutboxEntry {
+  readonly envelope: EventEnvelope
 }
 
 /** A delivery failure; `retryable` decides between backing off and dead-lettering. */
@@ -36,19 +40,35 @@ export const sinkErrorFromSql = (sinkId: string) => (error: SqlError.SqlError) =
   return new SinkError({ message: `${sinkId} sink: ${error.message}${state ? ` (${state})` : ""}`, retryable: isTransient(error), cause: error })
 }
 
-export interface Sink {
+interface SinkBase {
   readonly id: string
-  /** Makes the whole batch durable at the destination, idempotently (batches may be re-sent). */
-  readonly deliver: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SinkError>
   readonly health: Effect.Effect<void, SinkError>
-  /**
-   * Whether data that answers a backfill reaches this sink (Junction's push_historical_data);
-   * true when absent. Backfill completion notices are sent either way.
-   */
-  readonly historicalData?: boolean
   /**
    * Runs after a delivered batch's transaction commits. A sink that records work in the
    * runner's transaction (same database) starts on it here, once it is sure to exist.
    */
   readonly afterCommit?: Effect.Effect<void>
+  /**
+   * Whether data that answers a backfill reaches this sink (Junction's push_historical_data);
+   * true when absent. Backfill completion notices are sent either way.
+   */
+  readonly historicalData?: boolean
 }
+
+/** A sink that receives whole events, payloads included (the usual kind). */
+export interface EventSink extends SinkBase {
+  readonly reads?: "events"
+  /** Makes the whole batch durable at the destination, idempotently (batches may be re-sent). */
+  readonly deliver: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SinkError>
+}
+
+/**
+ * A sink that receives entries without payloads: it records references in the runner's
+ * transaction and reads the payloads later itself, so the runner never ships them to it.
+ */
+export interface EntrySink extends SinkBase {
+  readonly reads: "entries"
+  readonly deliver: (batch: ReadonlyArray<OutboxEntry>) => Effect.Effect<void, SinkError>
+}
+
+export type Sink = EventSink | EntrySink

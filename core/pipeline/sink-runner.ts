@@ -10,7 +10,7 @@
 import { SqlClient, SqlError } from "@effect/sql"
 import { Duration, Effect, Layer, Metric, Schedule } from "effect"
 import type { EventEnvelope } from "../schema.ts"
-import { type OutboxEvent, type Sink, SinkError } from "../sink.ts"
+import { type OutboxEntry, type OutboxEvent, type Sink, SinkError } from "../sink.ts"
 
 /** An outbox row as the runner reads it (`outboxColumns`). */
 export interface OutboxRow {
@@ -36,17 +36,18 @@ export interface SinkRunnerOptions {
   readonly idle?: Duration.DurationInput
 }
 
-export const toEvent = (row: OutboxRow): OutboxEvent => ({
+const toEntry = (row: OutboxRow): OutboxEntry => ({
   position: row.position,
   eventId: row.event_id,
   eventType: row.event_type,
   teamId: row.team_id,
   userId: row.user_id,
   recordId: row.record_id,
-  envelope: row.payload,
   createdAt: row.created_at,
   historical: row.historical
 })
+
+export const toEvent = (row: OutboxRow): OutboxEvent => ({ ...toEntry(row), envelope: row.payload })
 
 type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number }
 
@@ -61,7 +62,8 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     yield* sql`insert into sink_cursors (sink_id) values (${sink.id}) on conflict do nothing`
 
     const nextBatch = sql<OutboxRow>`
-      select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
+      select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
+             ${sql.literal(sink.reads === "entries" ? "null::jsonb" : "o.payload")} as payload, o.created_at, o.historical
       from outbox o, sink_cursors c
       where c.sink_id = ${sink.id}
         and (o.tx, o.position) > (c.tx, c.position)
@@ -106,14 +108,13 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
      * only the events it really refuses are dead-lettered. Each attempt runs in a savepoint:
      * a same-database sink's partial writes roll back with it.
      */
+    const deliverRows = (rows: ReadonlyArray<OutboxRow>) =>
+      sql.withTransaction(sink.reads === "entries" ? sink.deliver(rows.map(toEntry)) : sink.deliver(rows.map(toEvent)))
+
     const deliverBatch = (rows: ReadonlyArray<OutboxRow>) =>
-      sql.withTransaction(sink.deliver(rows.map(toEvent))).pipe(
+      deliverRows(rows).pipe(
         Effect.catchIf(permanently, () =>
-          Effect.forEach(
-            rows,
-            (row) => sql.withTransaction(sink.deliver([toEvent(row)])).pipe(Effect.catchIf(permanently, (error) => deadLetter(row, error))),
-            { discard: true }
-          ))
+          Effect.forEach(rows, (row) => deliverRows([row]).pipe(Effect.catchIf(permanently, (error) => deadLetter(row, error))), { discard: true }))
       )
 
     /** One delivery attempt; how many events were taken. */

@@ -8,7 +8,7 @@ import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import type { Manifest } from "@wearflow/core/plugin"
-import { type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
+import { type EventSink, type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
 import { type Column, ddlOf, quote, type Table, tables } from "./tables.ts"
 
@@ -117,7 +117,7 @@ export const make = (sql: SqlClient.SqlClient, schema: string) =>
 
     const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError(classify))
 
-    return { id: manifest.id, deliver, health } satisfies Sink
+    return { id: manifest.id, deliver, health } satisfies EventSink
   })
 
 const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A>> => {
@@ -131,7 +131,7 @@ const chunks = <A>(items: ReadonlyArray<A>, size: number): Array<ReadonlyArray<A
  * through one context tag shared by every client, so a sink on another database would
  * otherwise send its statements down the runner's connection to the app's database.
  */
-const outsideCallerTransaction = (sink: Sink): Sink => ({
+const outsideCallerTransaction = (sink: EventSink): EventSink => ({
   ...sink,
   deliver: (batch) => Effect.mapInputContext(sink.deliver(batch), Context.omit(SqlClient.TransactionConnection))
 })

@@ -11,12 +11,12 @@
  */
 import { SqlClient, type SqlConnection, type SqlError } from "@effect/sql"
 import { type OutboxRow, toEvent } from "@wearflow/core/pipeline/sink-runner"
-import type { OutboxEvent } from "@wearflow/core/sink"
+import type { OutboxEntry } from "@wearflow/core/sink"
 import { Duration, Effect, Either, ExecutionStrategy, Exit, Metric, Queue, Schedule, Scope } from "effect"
 import { createHash } from "node:crypto"
 import { contentTypeOf, type EncodeError, type Encoder, extensionOf, type Format, ndjsonGzip, parquet } from "./encode.ts"
 import type { ObjectStore, StorageError } from "./object-store.ts"
-import { resourceOf, resourceRows, type ResourceRows, rowCountOf, rowsOf } from "./rows.ts"
+import { resourceOf, resourceRows, type ResourceRows, rowsOf } from "./rows.ts"
 import type { Settings } from "./settings.ts"
 
 export const backlogRecords = Metric.gauge("wearflow_etl_backlog_records")
@@ -119,27 +119,33 @@ export const make = (settings: Settings, store: ObjectStore) =>
     )
     const encoderOf = (format: Format): Effect.Effect<Encoder, EncodeError> => (format === "parquet" ? startParquet : Effect.succeed(ndjsonGzip))
 
-    /** Stages a runner batch's data events; runs in the runner's transaction. */
-    const stage = (events: ReadonlyArray<OutboxEvent>) => {
+    /**
+     * Stages a runner batch's data events, in the runner's transaction: staged exactly when
+     * the cursor moves past them. Their row counts and sizes are read in Postgres, so the
+     * payloads never travel to this process until their batch is written.
+     */
+    const stage = (entries: ReadonlyArray<OutboxEntry>) => {
       const positions: Array<string> = []
       const resources: Array<string> = []
-      const records: Array<number> = []
-      const bytes: Array<number> = []
-      for (const event of events) {
-        const rows = resourceOf(event.eventType)
+      const timeseries: Array<boolean> = []
+      for (const entry of entries) {
+        const rows = resourceOf(entry.eventType)
         if (rows === undefined) continue
-        positions.push(event.position)
+        positions.push(entry.position)
         resources.push(rows.resource)
-        records.push(rowCountOf(rows, event))
-        bytes.push(Buffer.byteLength(JSON.stringify(event.envelope.data ?? null)))
+        timeseries.push(rows.kind === "timeseries")
       }
       if (positions.length === 0) return Effect.void
-      // In the runner's transaction: staged exactly when the cursor moves past the events.
       return sql`
         insert into etl_pending (position, resource, records, bytes)
-        select position, resource, records, bytes
-        from unnest(${positions}::bigint[], ${resources}::text[], ${records}::int[], ${bytes}::int[]) with ordinality as e(position, resource, records, bytes, n)
-        order by n`.pipe(Effect.asVoid)
+        select e.position, e.resource,
+               case when not e.timeseries then 1
+                    when jsonb_typeof(o.payload -> 'data' -> 'data') = 'array' then jsonb_array_length(o.payload -> 'data' -> 'data')
+                    else 0 end,
+               octet_length((o.payload -> 'data')::text)
+        from unnest(${positions}::bigint[], ${resources}::text[], ${timeseries}::boolean[]) with ordinality as e(position, resource, timeseries, n)
+        join outbox o on o.position = e.position
+        order by e.n`.pipe(Effect.asVoid)
     }
 
     const wake = Queue.offer(wakeup, undefined).pipe(Effect.asVoid)

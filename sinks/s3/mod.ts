@@ -15,7 +15,7 @@
  * credential chain may ask the instance-metadata service (EC2, ECS) over its own connections.
  */
 import type { Manifest } from "@wearflow/core/plugin"
-import { type OutboxEvent, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"
+import { type OutboxEntry, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option } from "effect"
 import * as Batches from "./batches.ts"
 import { migrate } from "./migrations.ts"
@@ -50,7 +50,7 @@ export const layer = Layer.scoped(
   Effect.gen(function* () {
     const settings = yield* config
     if (!settings.enabled) {
-      return { id: manifest.id, deliver: () => Effect.void, health: Effect.void } satisfies Sink
+      return { id: manifest.id, reads: "entries", deliver: () => Effect.void, health: Effect.void } satisfies Sink
     }
     yield* migrate
     const store = settings.destination._tag === "Bucket"
@@ -69,7 +69,8 @@ export const layer = Layer.scoped(
     )
     return {
       id: manifest.id,
-      deliver: (events: ReadonlyArray<OutboxEvent>) => batches.stage(events).pipe(Effect.mapError(classify)),
+      reads: "entries",
+      deliver: (entries: ReadonlyArray<OutboxEntry>) => batches.stage(entries).pipe(Effect.mapError(classify)),
       health: batches.probe.pipe(Effect.mapError((e) => new SinkError({ message: e.message, retryable: true, cause: e }))),
       afterCommit: batches.wake,
       historicalData: settings.historicalData

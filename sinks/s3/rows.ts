@@ -107,13 +107,6 @@ export const resourceOf = (eventType: string): ResourceRows | undefined => {
   return name === undefined ? undefined : resourceRows.get(name as ResourceName)
 }
 
-/** How many rows an event becomes: its samples for a timeseries, else one. */
-export const rowCountOf = (rows: ResourceRows, event: OutboxEvent): number => {
-  if (rows.kind === "summary") return 1
-  const samples = (event.envelope.data as { data?: unknown } | null)?.data
-  return Array.isArray(samples) ? samples.length : 0
-}
-
 const sourceName: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(renamedInFiles).map(([from, to]) => [to, from]))
 
 /** The rows of one event, with exactly the schema's fields (missing ones null). */
