@@ -363,6 +363,16 @@ export const EventType = Schema.TemplateLiteral(
 )
 export type EventType = typeof EventType.Type
 
+/**
+ * The resource a data event carries (`daily.data.<resource>.created|updated`, which the store
+ * emits for new and backfilled data alike); undefined for every other event, backfill
+ * completion notices (`historical.data.*`, data-less) included.
+ */
+export const resourceOfDataEvent = (eventType: string): ResourceName | undefined => {
+  const name = /^daily\.data\.([a-z0-9_]+)\.(?:created|updated)$/.exec(eventType)?.[1]
+  return name !== undefined && Object.hasOwn(Resources, name) ? (name as ResourceName) : undefined
+}
+
 /** The envelope every outbound event uses (Junction's). */
 export const EventEnvelope = Schema.Struct({
   event_type: Schema.String,

@@ -3,16 +3,12 @@
  * and puts it in a real S3-protocol server (s3rver) on loopback; with the bucket down, the
  * single-use file is kept on local disk rather than lost.
  */
-import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import * as fs from "node:fs/promises"
-import type { AddressInfo } from "node:net"
-import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
-// @ts-expect-error s3rver ships no type declarations
-import S3rver from "s3rver"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FakeGarmin } from "./support/fake-garmin.ts"
+import { type S3Server, startS3 } from "./support/s3.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { type RunningServer } from "./support/server.ts"
 import { garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
@@ -23,11 +19,9 @@ const BUCKET = "wearflow-files"
 
 let stack: GarminStack
 let garmin: FakeGarmin
-let s3: { close(): Promise<void>; run(): Promise<AddressInfo> }
-let s3Url = ""
+let s3: S3Server
 let server: RunningServer
 let db: pg.Client
-let s3Dir = ""
 
 const api = wearflowApi(() => server.baseUrl, API_KEY)
 const ping = garminWebhook(() => server.baseUrl, CONSUMER.consumerKey, "ping")
@@ -42,22 +36,15 @@ const linkedUser = async (clientUserId: string, garminUserId: string) => {
   return userId
 }
 
-const startS3 = async (port: number, directory: string) => {
-  s3 = new S3rver({ port, address: "127.0.0.1", silent: true, directory, configureBuckets: [{ name: BUCKET }] })
-  const address = await s3.run()
-  s3Url = `http://127.0.0.1:${address.port}`
-}
-
 beforeAll(async () => {
-  s3Dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-files-s3-"))
-  await startS3(0, s3Dir)
+  s3 = await startS3(BUCKET)
   stack = await startGarminStack({
     name: "files",
     consumer: CONSUMER,
     apiKey: API_KEY,
     env: {
       WEARFLOW_FILES_S3_BUCKET: BUCKET,
-      WEARFLOW_FILES_S3_ENDPOINT: s3Url,
+      WEARFLOW_FILES_S3_ENDPOINT: s3.url,
       WEARFLOW_FILES_S3_FORCE_PATH_STYLE: "true",
       AWS_ACCESS_KEY_ID: "S3RVER",
       AWS_SECRET_ACCESS_KEY: "S3RVER"
@@ -68,8 +55,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.close()
-  await s3?.close().catch(() => undefined)
-  await fs.rm(s3Dir, { recursive: true, force: true })
+  await s3?.close()
 })
 
 describe("activity files in an S3-compatible bucket", () => {
@@ -82,16 +68,12 @@ describe("activity files in an S3-compatible bucket", () => {
 
     const row = (await db.query("select activity_id, size_bytes, location, encode(sha256, 'hex') as sha from activity_files where user_id = $1", [userId])).rows[0]
     expect(row).toMatchObject({ activity_id: "7001", size_bytes: "11", location: `s3://${BUCKET}/activity-files/garmin/${row.sha}.fit` })
-    const client = new S3Client({ region: "us-east-1", endpoint: s3Url, forcePathStyle: true, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } })
-    const object = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: `activity-files/garmin/${row.sha}.fit` }))
-    expect(new Uint8Array(await object.Body!.transformToByteArray())).toEqual(bytes)
-    client.destroy()
+    expect(new Uint8Array(await s3.get(`activity-files/garmin/${row.sha}.fit`))).toEqual(bytes)
   })
 
   it("keeps the single-use file on local disk when the bucket is down", async () => {
     const userId = await linkedUser("s3-down", "garmin-s3-down")
-    const port = Number(new URL(s3Url).port)
-    await s3.close()
+    s3.down = true
     const bytes = new Uint8Array([14, 16, 0x9b, 0x08, 0x2e, 0x46, 0x49, 0x54, 9, 9])
     const callbackURL = garmin.addActivityFile("garmin-s3-down", { id: "s3-file-2", bytes })
     const inboxId = await ping({ activityFiles: [{ userId: "garmin-s3-down", summaryId: "s3-file-2", fileType: "FIT", callbackURL }] })
@@ -100,6 +82,6 @@ describe("activity files in an S3-compatible bucket", () => {
     expect(row.location.startsWith(path.resolve(stack.dataDir, "files"))).toBe(true)
     expect(new Uint8Array(await fs.readFile(row.location))).toEqual(bytes)
     expect(server.logs()).toContain("the bucket refused an activity file; kept it on local disk")
-    await startS3(port, s3Dir)
+    s3.down = false
   })
 })

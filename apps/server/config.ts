@@ -5,6 +5,7 @@
  */
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import { parseKeys } from "@wearflow/core/crypto"
+import { s3LocationConfig } from "@wearflow/core/storage/s3"
 import { Config, Data, Duration, Effect, LogLevel, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
@@ -36,18 +37,7 @@ export const ServerConfig = Config.all({
     )
   ),
   /** Activity files go to this S3-compatible bucket when set, else to `<data dir>/files`. */
-  filesBucket: Config.option(
-    Config.all({
-      bucket: Config.string("WEARFLOW_FILES_S3_BUCKET"),
-      prefix: Config.string("WEARFLOW_FILES_S3_PREFIX").pipe(Config.withDefault("activity-files"), Config.map((s) => s.replace(/^\/+|\/+$/g, ""))),
-      region: Config.string("WEARFLOW_FILES_S3_REGION").pipe(Config.withDefault("us-east-1")),
-      endpoint: Config.option(Config.url("WEARFLOW_FILES_S3_ENDPOINT").pipe(Config.map((u) => u.toString()))),
-      forcePathStyle: Config.boolean("WEARFLOW_FILES_S3_FORCE_PATH_STYLE").pipe(Config.withDefault(false)),
-      credentials: Config.option(
-        Config.all({ accessKeyId: Config.redacted("AWS_ACCESS_KEY_ID"), secretAccessKey: Config.redacted("AWS_SECRET_ACCESS_KEY") })
-      )
-    })
-  ),
+  filesBucket: s3LocationConfig("WEARFLOW_FILES_S3", "activity-files"),
   /** How often OAuth 2.0 tokens are checked, and how long before expiry they are refreshed. */
   tokenRefresh: Config.all({
     interval: Config.duration("WEARFLOW_TOKEN_REFRESH_INTERVAL").pipe(Config.withDefault(Duration.minutes(1))),

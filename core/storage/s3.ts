@@ -3,7 +3,7 @@
  * files and the ETL sink configure it, and the SDK client that reaches it.
  */
 import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3"
-import { Effect, Option, Redacted } from "effect"
+import { Config, ConfigError, Effect, Either, Option, Redacted } from "effect"
 
 export interface S3Location {
   readonly bucket: string
@@ -39,4 +39,35 @@ export const s3Client = (location: S3Location, requestHandler?: S3ClientConfig["
       })
     ),
     (client) => Effect.sync(() => client.destroy())
+  )
+
+/** The AWS key pair; none means the SDK's default chain. Half a pair is a mistake to report, not a fallback. */
+const credentialsConfig: Config.Config<S3Location["credentials"]> = Config.all({
+  accessKeyId: Config.option(Config.redacted("AWS_ACCESS_KEY_ID")),
+  secretAccessKey: Config.option(Config.redacted("AWS_SECRET_ACCESS_KEY"))
+}).pipe(
+  Config.mapOrFail(({ accessKeyId, secretAccessKey }) =>
+    Option.isSome(accessKeyId) === Option.isSome(secretAccessKey)
+      ? Either.right(Option.all({ accessKeyId, secretAccessKey }))
+      : Either.left(ConfigError.InvalidData([], "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both or neither"))
+  )
+)
+
+/**
+ * A bucket configured by `<name>_BUCKET`, `_PREFIX`, `_REGION`, `_ENDPOINT`,
+ * `_FORCE_PATH_STYLE` and the AWS key pair (activity files: `WEARFLOW_FILES_S3`, ETL files:
+ * `WEARFLOW_ETL_S3`); none when `<name>_BUCKET` is unset.
+ */
+export const s3LocationConfig = (name: string, defaultPrefix: string): Config.Config<Option.Option<S3Location>> =>
+  Config.option(
+    Config.all({
+      bucket: Config.string(`${name}_BUCKET`).pipe(
+        Config.validate({ message: `${name}_BUCKET must be a bucket name`, validation: (s) => /^[a-zA-Z0-9.\-_]{1,255}$/.test(s) })
+      ),
+      prefix: Config.string(`${name}_PREFIX`).pipe(Config.withDefault(defaultPrefix), Config.map((s) => s.replace(/^\/+|\/+$/g, ""))),
+      region: Config.string(`${name}_REGION`).pipe(Config.withDefault("us-east-1")),
+      endpoint: Config.option(Config.url(`${name}_ENDPOINT`).pipe(Config.map((u) => u.toString()))),
+      forcePathStyle: Config.boolean(`${name}_FORCE_PATH_STYLE`).pipe(Config.withDefault(false)),
+      credentials: credentialsConfig
+    })
   )

@@ -9,6 +9,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import type { Manifest } from "@wearflow/core/plugin"
 import { type EventSink, type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
+import { resourceOfDataEvent } from "@wearflow/core/schema"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
 import { type Column, ddlOf, quote, type Table, tables } from "./tables.ts"
 
@@ -34,7 +35,6 @@ export const manifest: Manifest<PostgresSinkConfig> = {
 
 export class PostgresSink extends Context.Tag("wearflow/sinks/PostgresSink")<PostgresSink, Sink>() {}
 
-const EVENT = /^(?:daily|historical)\.data\.([a-z0-9_]+)\.(?:created|updated)$/
 const CHUNK = 1000
 
 const classify = sinkErrorFromSql("postgres")
@@ -107,7 +107,7 @@ export const make = (sql: SqlClient.SqlClient, schema: string) =>
     const deliver = (batch: ReadonlyArray<OutboxEvent>) => {
       const rows = new Map<Table, Array<Record<string, unknown>>>()
       for (const event of batch) {
-        const table = byResource.get(EVENT.exec(event.eventType)?.[1] ?? "")
+        const table = byResource.get(resourceOfDataEvent(event.eventType) ?? "")
         if (!table) continue
         const produced = table.kind === "summary" ? [summaryRow(table, event)].filter((r) => r !== undefined) : sampleRows(table, event)
         rows.set(table, [...(rows.get(table) ?? []), ...produced])

@@ -19,13 +19,13 @@ import type { ObjectStore, StorageError } from "./object-store.ts"
 import { resourceOf, resourceRows, type ResourceRows, rowsOf } from "./rows.ts"
 import type { Settings } from "./settings.ts"
 
-export const backlogRecords = Metric.gauge("wearflow_etl_backlog_records")
-export const backlogBatches = Metric.gauge("wearflow_etl_backlog_sealed_batches")
-export const recordsWritten = Metric.counter("wearflow_etl_records_written_total")
-export const batchesWritten = Metric.counter("wearflow_etl_batches_written_total")
-export const bytesWritten = Metric.counter("wearflow_etl_bytes_written_total")
-export const writeErrors = Metric.counter("wearflow_etl_write_errors_total")
-export const batchesFailed = Metric.counter("wearflow_etl_batches_failed_total")
+const backlogRecords = Metric.gauge("wearflow_etl_backlog_records")
+const backlogBatches = Metric.gauge("wearflow_etl_backlog_sealed_batches")
+const recordsWritten = Metric.counter("wearflow_etl_records_written_total")
+const batchesWritten = Metric.counter("wearflow_etl_batches_written_total")
+const bytesWritten = Metric.counter("wearflow_etl_bytes_written_total")
+const writeErrors = Metric.counter("wearflow_etl_write_errors_total")
+const batchesFailed = Metric.counter("wearflow_etl_batches_failed_total")
 
 interface BatchRow {
   readonly id: string
@@ -66,10 +66,10 @@ export interface Manifest {
 }
 
 /** A batch's name: sortable by sealing time, unique by its id. */
-export const batchName = (batch: Pick<BatchRow, "id" | "sealed_at">) =>
+const batchName = (batch: Pick<BatchRow, "id" | "sealed_at">) =>
   `${batch.sealed_at.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}-${batch.id.padStart(10, "0")}`
 
-export const schemaKeys = (rows: ResourceRows) => ({
+const schemaKeys = (rows: ResourceRows) => ({
   current: `_schemas/${rows.resource}.json`,
   versioned: `_schemas/${rows.resource}/${rows.schemaVersion}.json`
 })

@@ -5,7 +5,7 @@
  * rows and the Parquet column types are both derived from that one Schema.
  */
 import { type Field, fieldsOf, type FieldType } from "@wearflow/core/field-types"
-import { Resources, type ResourceName, Source, Timestamp } from "@wearflow/core/schema"
+import { Resources, type ResourceName, resourceOfDataEvent, Source, Timestamp } from "@wearflow/core/schema"
 import type { OutboxEvent } from "@wearflow/core/sink"
 import { JSONSchema, Schema } from "effect"
 import { createHash } from "node:crypto"
@@ -99,12 +99,10 @@ export const resourceRows: ReadonlyMap<ResourceName, ResourceRows> = new Map(
   (Object.keys(Resources) as Array<ResourceName>).map((r) => [r, describe(r)])
 )
 
-const DATA_EVENT = /^daily\.data\.([a-z0-9_]+)\.(?:created|updated)$/
-
 /** The resource a data event is about; undefined for other events (connections, backfill notices). */
 export const resourceOf = (eventType: string): ResourceRows | undefined => {
-  const name = DATA_EVENT.exec(eventType)?.[1]
-  return name === undefined ? undefined : resourceRows.get(name as ResourceName)
+  const name = resourceOfDataEvent(eventType)
+  return name === undefined ? undefined : resourceRows.get(name)
 }
 
 const sourceName: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(renamedInFiles).map(([from, to]) => [to, from]))

@@ -1,5 +1,5 @@
 /** The ETL sink's settings (WEARFLOW_ETL_*, AWS_*), read through the plugin's sandbox. */
-import type { S3Location } from "@wearflow/core/storage/s3"
+import { type S3Location, s3LocationConfig } from "@wearflow/core/storage/s3"
 import { Config, ConfigError, Duration, Either, Option } from "effect"
 import * as path from "node:path"
 import type { Format } from "./encode.ts"
@@ -30,33 +30,10 @@ const positiveInteger = (name: string, fallback: number) =>
     Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 })
   )
 
-const trimSlashes = (s: string) => s.replace(/^\/+|\/+$/g, "")
-
-const bucket: Config.Config<S3Location> = Config.all({
-  bucket: Config.string("WEARFLOW_ETL_S3_BUCKET").pipe(
-    Config.validate({ message: "WEARFLOW_ETL_S3_BUCKET must be a bucket name", validation: (s) => /^[a-zA-Z0-9.\-_]{1,255}$/.test(s) })
-  ),
-  prefix: Config.string("WEARFLOW_ETL_S3_PREFIX").pipe(Config.withDefault("wearflow"), Config.map(trimSlashes)),
-  region: Config.string("WEARFLOW_ETL_S3_REGION").pipe(Config.withDefault("us-east-1")),
-  endpoint: Config.option(Config.url("WEARFLOW_ETL_S3_ENDPOINT").pipe(Config.map((u) => u.toString()))),
-  forcePathStyle: Config.boolean("WEARFLOW_ETL_S3_FORCE_PATH_STYLE").pipe(Config.withDefault(false)),
-  credentials: Config.all({
-    accessKeyId: Config.option(Config.redacted("AWS_ACCESS_KEY_ID")),
-    secretAccessKey: Config.option(Config.redacted("AWS_SECRET_ACCESS_KEY"))
-  }).pipe(
-    // Half a key pair is a mistake to report, not a reason to fall back to the SDK's own chain.
-    Config.mapOrFail(({ accessKeyId, secretAccessKey }) =>
-      Option.isSome(accessKeyId) === Option.isSome(secretAccessKey)
-        ? Either.right(Option.all({ accessKeyId, secretAccessKey }))
-        : Either.left(ConfigError.InvalidData([], "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both or neither"))
-    )
-  )
-})
-
 export const config: Config.Config<Settings> = Config.all({
   enabled: Config.boolean("WEARFLOW_ETL_ENABLED").pipe(Config.withDefault(true)),
   destination: Config.all({
-    bucket: Config.option(bucket),
+    bucket: s3LocationConfig("WEARFLOW_ETL_S3", "wearflow"),
     // The default follows the app's data directory: ./.wearflow/etl unless it moved.
     dir: Config.option(Config.string("WEARFLOW_ETL_DIR")),
     dataDir: Config.string("WEARFLOW_DATA_DIR").pipe(Config.withDefault("./.wearflow")),
