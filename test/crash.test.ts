@@ -36,7 +36,7 @@ afterAll(async () => {
 
 const BODIES = 60
 /** Each body's two dailies fall on days of their own, so no two bodies share a record or a sample. */
-const dailiesOf = (n: number) =>
+const dailiesOf = (n: number): Array<Record<string, any>> =>
   fixture.dailies.map((daily, i) => {
     const start = (daily.startTimeInSeconds as number) + 2 * n * DAY
     return { ...daily, userId: "crash-garmin-user", summaryId: `crash-${n}-${i}`, startTimeInSeconds: start, calendarDate: new Date(start * 1000).toISOString().slice(0, 10) }
