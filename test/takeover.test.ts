@@ -1,8 +1,8 @@
 /**
  * Another process taking over a dead one's work: a server is killed with `kill -9` while it
- * holds ingest jobs and webhook retry workflows (sleeping until their retry); a second server
- * with a different WEARFLOW_RUNNER_ADDRESS on the same database finishes all of it, once the
- * dead one's queue locks and shard locks have expired.
+ * holds ingest jobs and webhook retry workflows (sleeping until their retry), or a backfill
+ * chain; a second server with a different WEARFLOW_RUNNER_ADDRESS on the same database
+ * finishes all of it, once the dead one's queue locks and shard locks have expired.
  */
 import { Redacted } from "effect"
 import { randomBytes } from "node:crypto"
@@ -13,7 +13,9 @@ import * as path from "node:path"
 import pg from "pg"
 import { afterAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "./support/database.ts"
+import { backfillFinished, connectedUser } from "./support/backfill.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { startGarminStack } from "./support/stack.ts"
 import { type Receiver, startReceiver } from "./support/webhook-receiver.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
@@ -117,6 +119,60 @@ describe("a second runner takes over a dead one's work", () => {
       expect(receiver.received).toHaveLength(2 * RETRIED)
     } finally {
       await db.end()
+    }
+  }, 150_000)
+
+  it("finishes the backfill chain a kill -9'd server was running", async () => {
+    const stack = await startGarminStack({
+      name: "takeover-backfill",
+      consumer: { consumerKey: "takeover-consumer-key", consumerSecret: "takeover-consumer-secret" },
+      apiKey: API_KEY,
+      env: {
+        WEARFLOW_ENCRYPTION_KEY: ENCRYPTION_KEY,
+        WEARFLOW_RUNNER_ADDRESS: "runner-a:7101",
+        WEARFLOW_RUNNER_LOCK_EXPIRATION: "3 seconds",
+        WEARFLOW_BACKFILL_ON_CONNECT: "true",
+        WEARFLOW_BACKFILL_DAYS: "40",
+        WEARFLOW_BACKFILL_TYPES: "dailies,sleeps,activities",
+        WEARFLOW_BACKFILL_QUIET_PERIOD: "3 seconds",
+        WEARFLOW_BACKFILL_SETTLE: "300 millis",
+        WEARFLOW_BACKFILL_BUDGET_DAYS: "10000",
+        WEARFLOW_BACKFILL_RETRY_BACKOFF: "200 millis"
+      }
+    })
+    try {
+      stack.garmin.state.backfill.deliverTo = `${stack.server.baseUrl}/api/v1/webhooks/garmin/push`
+      // Data comes a second after each request: the chain is certainly mid-way at the kill.
+      stack.garmin.state.backfill.deliveryDelayMs = 1000
+      const firstApi = wearflowApi(() => stack.server.baseUrl, API_KEY)
+      const { userId, garminId } = await connectedUser(stack.garmin, firstApi, "takeover")
+      const requests = () => stack.garmin.state.backfillRequests.filter((r) => r.userId === garminId)
+      // Killed between requests (one in flight would be sent again by design), mid-chain.
+      await eventually(async () => {
+        const { rows } = await stack.db.query(
+          "select count(*) filter (where status = 'sending')::int as sending, count(requested_at)::int as answered from backfill_windows where user_id = $1",
+          [userId]
+        )
+        return rows[0].sending === 0 && rows[0].answered >= 2 ? true : undefined
+      }, 30_000)
+      await stack.server.stop("SIGKILL")
+      const before = requests().length
+      expect(before).toBeLessThan(4)
+
+      const second = await startServer({ ...stack.env, WEARFLOW_RUNNER_ADDRESS: "runner-b:7102" })
+      servers.push(second)
+      stack.garmin.state.backfill.deliverTo = `${second.baseUrl}/api/v1/webhooks/garmin/push`
+      const view = await backfillFinished(wearflowApi(() => second.baseUrl, API_KEY), userId, 90_000)
+      expect(view.status).toBe("done")
+      expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
+      // The chain went on where it stopped: every window once, in order.
+      expect(requests().map((r) => [r.type, r.status])).toEqual([["dailies", 202], ["sleeps", 202], ["activities", 202], ["activities", 202]])
+      for (const resource of ["activity", "sleep", "workouts"]) {
+        const { rows } = await stack.db.query("select count(*)::int as n from outbox where user_id = $1 and event_type = $2", [userId, `historical.data.${resource}.created`])
+        expect(rows[0].n, resource).toBe(1)
+      }
+    } finally {
+      await stack.close()
     }
   }, 150_000)
 })
