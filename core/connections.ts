@@ -9,7 +9,7 @@
  * pair is committed together.
  */
 import { SqlClient, type Statement } from "@effect/sql"
-import { Data, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
+import { Data, Duration, Effect, Either, Layer, Metric, Option, Redacted, Schedule } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import { Accounts, matchesUserRef } from "./accounts.ts"
 import { TokenCipher } from "./crypto.ts"
@@ -26,6 +26,9 @@ import {
 
 /** How long a link URL stays usable. */
 const LINK_TTL = Duration.hours(1)
+
+/** Token refresh rounds this process finished: a stalled refresher shows as a counter that stops. */
+export const refreshRounds = Metric.counter("wearflow_token_refresh_rounds_total")
 
 /** How long an OAuth 1.0a token keeps working after its exchange for OAuth 2.0 (Garmin: 30 days). */
 const OAUTH1_GRACE = Duration.days(30)
@@ -409,7 +412,8 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         const round = connections.refreshDue(ahead).pipe(
           Effect.tap((counts) =>
             counts.refreshed + counts.failed > 0 ? Effect.logInfo("refreshed provider tokens").pipe(Effect.annotateLogs(counts)) : Effect.void),
-          Effect.catchAllCause((cause) => Effect.logError("token refresh round failed", cause))
+          Effect.catchAllCause((cause) => Effect.logError("token refresh round failed", cause)),
+          Effect.zipRight(Metric.increment(refreshRounds))
         )
         yield* Effect.forkScoped(Effect.repeat(round, Schedule.spaced(options.interval)))
       })

@@ -48,6 +48,24 @@ const linkUrl = async (userId: string, extra: Record<string, unknown> = {}) => {
 const connectionOf = async (userId: string) =>
   (await db.query("select * from provider_connections where user_id = $1 and provider = 'garmin'", [userId])).rows[0]
 
+/** Token refresh rounds a server has finished (its /metrics). */
+const refreshRounds = async (baseUrl: string) => {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text()
+  return Number(/^wearflow_token_refresh_rounds_total (\d+)$/m.exec(text)?.[1] ?? 0)
+}
+
+/**
+ * Waits until every server has finished two more refresh rounds: the second of them began
+ * after now, so whatever a process would do with what it saw before now, it has done.
+ */
+const refreshRoundsPassed = async () => {
+  const marks = await Promise.all(stack.servers.map((s) => refreshRounds(s.baseUrl)))
+  await eventually(async () => {
+    const now = await Promise.all(stack.servers.map((s) => refreshRounds(s.baseUrl)))
+    return now.every((n, i) => n >= marks[i]! + 2) ? true : undefined
+  })
+}
+
 const eventsOf = async (userId: string, type: string) =>
   (await db.query("select payload from outbox where user_id = $1 and event_type = $2 order by position", [userId, type])).rows.map((r) => r.payload)
 
@@ -155,6 +173,37 @@ describe("OAuth 2.0 PKCE connect flow", () => {
   })
 })
 
+describe("link expiry", () => {
+  it("refuses a link past its expiry, whether or not the user reached Garmin's consent page", async () => {
+    const userId = await createUser("late-user")
+    const asked = Date.now()
+    const link = await linkUrl(userId)
+    // One hour, as the README says.
+    expect(Math.abs(Date.parse(link.expires_at) - (asked + 3_600_000))).toBeLessThan(60_000)
+    const expire = () => db.query("update link_sessions set expires_at = now() - interval '1 second' where user_id = $1", [userId])
+
+    await expire()
+    const late = await visit(link.link_web_url)
+    expect(late.status).toBe(404)
+    expect(late.text).toContain("ask for a new one")
+
+    // Expiring between the consent and the callback: the callback finishes nothing.
+    garmin.addUser("garmin-late", { permissions: ["ACTIVITY_EXPORT", "HEALTH_EXPORT"] })
+    garmin.state.nextOAuth2User = "garmin-late"
+    const second = await linkUrl(userId)
+    const start = await visit(second.link_web_url)
+    expect(start.status).toBe(302)
+    const approved = await visit(start.location!)
+    expect(approved.status).toBe(302)
+    const callback = new URL(approved.location!)
+    await expire()
+    const done = await visit(`${base}${callback.pathname}${callback.search}`)
+    expect(done.status).toBe(404)
+    expect(await connectionOf(userId)).toBeUndefined()
+    expect(await eventsOf(userId, "provider.connection.created")).toEqual([])
+  })
+})
+
 describe("OAuth 1.0a connect flow", () => {
   it("runs request token → oauthConfirm → access token, and shows a page when there is no redirect_url", async () => {
     const userId = await createUser("oauth1-user")
@@ -217,8 +266,8 @@ describe("token refresh", () => {
       const row = await connectionOf(userId)
       return row.access_token_expires_at.getTime() > Date.now() + 86_000_000 ? row : undefined
     })
-    // Let both refreshers run several more rounds.
-    await new Promise((r) => setTimeout(r, 1_000))
+    // Both refreshers have run full rounds since: neither refreshes again.
+    await refreshRoundsPassed()
     expect(garmin.state.counters.refreshCount - before.refreshCount).toBe(1)
     expect(garmin.state.counters.revocations).toBe(before.revocations)
     expect(refreshed.last_error).toBeNull()
@@ -240,7 +289,7 @@ describe("token refresh", () => {
     })
     expect(event.data).toMatchObject({ error_type: "token_refresh_failed", provider: { slug: "garmin" } })
     const attempts = garmin.requests.filter((r) => r.body.includes("dead-refresh")).length
-    await new Promise((r) => setTimeout(r, 500))
+    await refreshRoundsPassed()
     expect(garmin.requests.filter((r) => r.body.includes("dead-refresh")).length).toBe(attempts)
     expect((await connectionOf(userId)).last_error).toBe("token_refresh_failed")
   })

@@ -12,6 +12,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { healthProbe, leakedProbeValues, probeValues } from "./support/health-probe.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { sendGarminNotification } from "./support/wearflow-client.ts"
 
@@ -79,6 +80,8 @@ beforeAll(async () => {
     GARMIN_CLIENT_ID: CLIENT_ID,
     WEARFLOW_API_KEY: API_KEY,
     WEARFLOW_DATA_DIR: path.join(dir, "data"),
+    // The most a log carries: health values must stay out of it even then.
+    LOG_LEVEL: "Debug",
     // The PING fixtures point at apis.garmin.com: with Garmin's API elsewhere, those pulls are
     // refused as foreign hosts instead of leaving this machine (test/ping.test.ts covers pulls).
     GARMIN_API_URL: "http://127.0.0.1:9"
@@ -311,12 +314,29 @@ describe("bad input gets a clear error and harms nothing", () => {
   })
 
   it("keeps health values out of the server's logs", async () => {
-    const body = JSON.stringify({ dailies: [{ userId: SPEC_USER, summaryId: "log-probe", startTimeInSeconds: 1452470400, steps: "7777766666" }] })
-    expect((await push(body)).status).toBe(200)
+    const probe = await createUser("log-probe")
+    await link(probe, "log-probe-garmin-user")
+    // Rejected values: an item that fails normalization, and the malformed bodies above.
+    const rejected = JSON.stringify({ dailies: [{ userId: "log-probe-garmin-user", summaryId: "log-probe", startTimeInSeconds: 1452470400, steps: "7777766666" }] })
+    expect((await push(rejected)).status).toBe(200)
+    // Accepted values of every kind, each checked stored before the logs are read.
+    expect((await push(healthProbe("log-probe-garmin-user", "e2e"))).status).toBe(200)
     await drained()
-    expect(server.logs()).toContain("notification items failed")
-    expect(server.logs()).not.toContain("7777766666")
-    expect(server.logs()).not.toContain("918273645")
+    const get = async (route: string) => (await api("GET", route)).json() as Promise<any>
+    expect((await get(`/v2/summary/activity/${probe}?start_date=2016-01-11&end_date=2016-01-11`)).activity.map((a: any) => a.steps)).toEqual([probeValues.steps])
+    const heartrate = await get(`/v2/timeseries/${probe}/heartrate?start_date=2016-01-11T00:00:00Z&end_date=2016-01-11`)
+    expect(heartrate.map((s: any) => s.value)).toEqual([...probeValues.heartRate])
+    const [sleep] = (await get(`/v2/summary/sleep/${probe}?start_date=2016-01-01&end_date=2016-01-31`)).sleep
+    expect([sleep.deep, sleep.light, sleep.rem]).toEqual([probeValues.deepSleep, probeValues.lightSleep, probeValues.remSleep])
+    expect((await get(`/v2/timeseries/${probe}/blood_oxygen?start_date=2016-01-10&end_date=2016-01-11`)).map((s: any) => s.value)).toEqual([probeValues.bloodOxygen])
+    expect((await get(`/v2/timeseries/${probe}/respiratory_rate?start_date=2016-01-10&end_date=2016-01-11`)).map((s: any) => s.value)).toEqual([probeValues.respiration])
+    const [body] = (await get(`/v2/summary/body/${probe}?start_date=2015-08-16&end_date=2015-08-17`)).body
+    expect([body.weight, body.fat]).toEqual([probeValues.weightInGrams / 1000, probeValues.bodyFat])
+
+    const logs = server.logs()
+    expect(logs).toContain("notification items failed")
+    expect(leakedProbeValues(logs)).toEqual([])
+    for (const rejectedValue of ["7777766666", "918273645", "secret-user-77"]) expect(logs).not.toContain(rejectedValue)
   })
 
   it("requires an API key, and keeps teams apart", async () => {

@@ -23,11 +23,37 @@ const CLIENT_ID = "etl-garmin-client"
 const API_KEY = "etl-api-key"
 const SPEC_USER = "4aacafe82427c251df9c9592d0c06768"
 const BUCKET = "wearflow-etl"
-/** Every PUSH fixture that carries data. */
-const PUSHED = [
-  "dailies", "sleeps", "epochs", "hrv", "stressDetails", "bodyComps", "pulseox", "allDayRespiration", "bloodPressures",
-  "skinTemp", "userMetrics", "activities", "activityDetails", "manuallyUpdatedActivities", "moveIQActivities", "mct", "healthSnapshot"
-]
+/**
+ * Every PUSH fixture that carries data, and the ETL rows each must become per resource
+ * (a summary is one row, a timeseries one row per sample), counted from the fixtures: e.g.
+ * dailies are two days with 8 heart-rate samples each, sleeps two nights with 4 respiration
+ * and 7 SpO2 readings in the first, bloodPressures one reading with its pulse.
+ */
+const ROWS_PER_FIXTURE: Record<string, Record<string, number>> = {
+  dailies: { activity: 2, heartrate: 16 },
+  sleeps: { sleep: 2, respiratory_rate: 4, blood_oxygen: 7 },
+  epochs: { steps: 2, calories_active: 2, distance: 2 },
+  hrv: { hrv: 12 },
+  stressDetails: { stress_level: 4 },
+  bodyComps: { body: 2, weight: 2, fat: 2 },
+  pulseox: { blood_oxygen: 20 },
+  allDayRespiration: { respiratory_rate: 22 },
+  bloodPressures: { blood_pressure: 1, heartrate: 1 },
+  skinTemp: { body_temperature_delta: 1 },
+  userMetrics: { vo2_max: 1 },
+  activities: { workouts: 2 },
+  activityDetails: { workouts: 1, workout_stream: 1, heartrate: 2 },
+  manuallyUpdatedActivities: { workouts: 2 },
+  moveIQActivities: { workouts: 1 },
+  mct: { menstrual_cycle: 3 },
+  healthSnapshot: { heartrate: 12, respiratory_rate: 12, stress_level: 12, blood_oxygen: 12, hrv: 1 }
+}
+const PUSHED = Object.keys(ROWS_PER_FIXTURE)
+/** The rows one pushEverything must put in the files, per resource. */
+const ROWS_PER_RESOURCE = new Map<string, number>()
+for (const rows of Object.values(ROWS_PER_FIXTURE)) {
+  for (const [resource, n] of Object.entries(rows)) ROWS_PER_RESOURCE.set(resource, (ROWS_PER_RESOURCE.get(resource) ?? 0) + n)
+}
 
 let dir: string
 let databaseUrl: string
@@ -83,23 +109,28 @@ const settled = (timeoutMs = 60_000) =>
     return waiting === 0 ? true : undefined
   }, timeoutMs)
 
-/** Rows the files must hold per resource and per event, from the outbox itself. */
+/**
+ * Rows the files must hold: per resource from the fixtures; per event, and each event's
+ * resource, from the outbox (so each event's rows are found once).
+ */
 const expectedRows = async (userId: string) => {
   const { rows } = await db.query<{ event_id: string; event_type: string; payload: { data: { data?: Array<unknown> } } }>(
     "select event_id, event_type, payload from outbox where user_id = $1 and event_type like 'daily.data.%'",
     [userId]
   )
-  const perResource = new Map<string, number>()
   const perEvent = new Map<string, number>()
   const resourceOf = new Map<string, string>()
+  const fromOutbox = new Map<string, number>()
   for (const row of rows) {
     const resource = row.event_type.split(".")[2]!
     const n = Array.isArray(row.payload.data.data) ? row.payload.data.data.length : 1
-    perResource.set(resource, (perResource.get(resource) ?? 0) + n)
+    fromOutbox.set(resource, (fromOutbox.get(resource) ?? 0) + n)
     perEvent.set(row.event_id, n)
     if (n > 0) resourceOf.set(row.event_id, resource)
   }
-  return { perResource, perEvent, resourceOf }
+  // A record lost before the outbox shows here, not only in the files.
+  expect(fromOutbox).toEqual(ROWS_PER_RESOURCE)
+  return { perResource: ROWS_PER_RESOURCE, perEvent, resourceOf }
 }
 
 interface ManifestFile {
@@ -294,7 +325,8 @@ describe("ETL files in an S3-compatible bucket", () => {
     await eventually(async () => ((await metric("wearflow_etl_backlog_records")) > 0 ? true : undefined))
     expect(await metric("wearflow_etl_backlog_sealed_batches")).toBeGreaterThan(0)
     expect(await metric("wearflow_etl_write_errors_total")).toBeGreaterThan(0)
-    await new Promise((resolve) => setTimeout(resolve, 2000))
+    // A batch has been tried three times (over seconds of back-off) while the storage was down: nothing was written.
+    await eventually(async () => ((await count("select count(*) as n from etl_batches where status = 'sealed' and attempts >= 3 and id > $1", [before])) > 0 ? true : undefined), 30_000)
     expect(await count("select count(*) as n from etl_batches where status = 'written' and id > $1", [before])).toBe(0)
 
     s3.down = false

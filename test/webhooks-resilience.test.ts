@@ -154,12 +154,16 @@ describe("webhook delivery across kill -9", () => {
     server = await startServer(env)
 
     const { message_id: messageId } = (await api("POST", `/v2/webhooks/${endpoint.id}/test`)).body
+    // Every attempt, retries included, until the message has failed for good: none gets through.
     const [message] = await eventually(async () => {
       const log = await messageLog(endpoint.id)
-      return log[0]?.id === messageId && log[0]!.attempts.length > 0 ? log : undefined
-    })
-    expect(message!.attempts[0]).toMatchObject({ status: "failure", response_status_code: null })
-    expect((message!.attempts[0] as Attempt & { error: string } | undefined)?.error).toContain("private")
+      return log[0]?.id === messageId && log[0]!.status === "failed" ? log : undefined
+    }, 30_000)
+    expect(message!.attempts).toHaveLength(4)
+    for (const attempt of message!.attempts) {
+      expect(attempt).toMatchObject({ status: "failure", response_status_code: null })
+      expect((attempt as Attempt & { error: string }).error).toContain("private")
+    }
     expect(target.received).toHaveLength(0)
 
     // New endpoints are refused up front: loopback, private, link-local (cloud metadata) alike.

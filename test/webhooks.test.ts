@@ -14,6 +14,7 @@ import pg from "pg"
 import { Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "./support/database.ts"
+import { healthProbe, leakedProbeValues, probeNeedles, probeValues } from "./support/health-probe.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { type Received, type Receiver, startReceiver } from "./support/webhook-receiver.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
@@ -42,14 +43,37 @@ const receiver = async () => {
 const createEndpoint = async (body: Record<string, unknown>) => {
   const reply = await api("POST", "/v2/webhooks", body)
   expect(reply.status, JSON.stringify(reply.body)).toBe(201)
+  await secretOf(reply.body.id)
   return reply.body as { id: string; url: string; filter_types: Array<string>; disabled: boolean; updated_at: string }
 }
+
+/** Every signing secret an endpoint had during the run, rotated-out ones included: none may reach a log. */
+const secretsSeen = new Set<string>()
 
 const secretOf = async (endpointId: string) => {
   const reply = await api("GET", `/v2/webhooks/${endpointId}/secret`)
   expect(reply.status).toBe(200)
+  secretsSeen.add(reply.body.key as string)
   return reply.body.key as string
 }
+
+const count = async (query: string, params: Array<unknown> = []) => Number((await db.query(query, params)).rows[0].n)
+
+/**
+ * Waits until the pipeline has drained for an endpoint: every stored body processed, the
+ * webhooks sink past every outbox event, and none of the endpoint's messages still to send
+ * or retry. Answers how many requests the endpoint was sent (its recorded attempts).
+ */
+const drainedFor = (endpointId: string) =>
+  waitFor(async () => {
+    const waiting = await count(`
+      select (select count(*) from inbox where processed_at is null)
+           + (select count(*) from outbox o where not exists (
+                select 1 from sink_cursors c where c.sink_id = 'webhooks' and (o.tx, o.position) <= (c.tx, c.position)))
+           + (select count(*) from webhook_messages where endpoint_id = $1 and status in ('pending', 'sending', 'retrying')) as n`, [endpointId])
+    if (waiting > 0) return undefined
+    return count("select count(*) as n from webhook_attempts a join webhook_messages m on m.id = a.message_id where m.endpoint_id = $1", [endpointId])
+  }, 30_000)
 
 /** Verifies a delivery with svix (svix-* headers) or standardwebhooks (webhook-* headers); the payload. */
 const verified = (received: Received, secret: string) =>
@@ -110,7 +134,9 @@ beforeAll(async () => {
     WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true",
     WEARFLOW_WEBHOOK_RETRY_SCHEDULE: "200 millis,200 millis,200 millis,200 millis",
     WEARFLOW_WEBHOOK_TIMEOUT: "1 second",
-    WEARFLOW_WEBHOOK_DISABLE_AFTER: "8 seconds"
+    WEARFLOW_WEBHOOK_DISABLE_AFTER: "8 seconds",
+    // The most a log carries: secrets and health values must stay out of it even then.
+    LOG_LEVEL: "Debug"
   })
   db = new pg.Client({ connectionString: databaseUrl })
   await db.connect()
@@ -158,7 +184,7 @@ describe("signed delivery", () => {
     // daily.data.* takes the activity and its heartrate / stress timeseries, each exactly once.
     const outbox = await db.query("select event_id, event_type, payload from outbox where user_id = $1 and event_type like 'daily.data.%' order by position", [userId])
     const svixDeliveries = await waitFor(() => (svixReceiver.received.length >= outbox.rowCount! ? svixReceiver.received : undefined))
-    await new Promise((r) => setTimeout(r, 300))
+    expect(await drainedFor(svixEndpoint.id)).toBe(outbox.rowCount)
     expect(svixReceiver.received.length).toBe(outbox.rowCount)
     for (const delivery of svixDeliveries) {
       const payload = verified(delivery, svixSecret)
@@ -197,7 +223,7 @@ describe("signed delivery", () => {
     expect(JSON.parse(second.body).event_type).toBe("daily.data.activity.updated")
     expect(second.headers["x-customer"]).toBe("one")
     expect(second.headers["authorization"]).toBeUndefined()
-    await new Promise((r) => setTimeout(r, 500))
+    expect(await drainedFor(endpoint.id)).toBe(2)
     expect(target.received).toHaveLength(2)
 
     const reserved = await api("PUT", `/v2/webhooks/${endpoint.id}/headers`, { headers: { "svix-id": "forged" } })
@@ -287,17 +313,19 @@ describe("failures and retries", () => {
     expect(notices.rowCount).toBe(1)
 
     // Events for a disabled endpoint make no messages; re-enabling starts again.
-    await new Promise((r) => setTimeout(r, 1500))
-    const count = target.received.length
-    await linkedUser("disabled-user")
+    const sent = await drainedFor(endpoint.id)
+    expect(target.received.length).toBe(sent)
+    const disabledUser = await linkedUser("disabled-user")
     await push(dailies("disabled-user", 5))
-    await new Promise((r) => setTimeout(r, 1500))
-    expect(target.received.length).toBe(count)
+    await waitFor(async () => ((await count("select count(*) as n from outbox where user_id = $1", [disabledUser])) > 0 ? true : undefined))
+    expect(await drainedFor(endpoint.id)).toBe(sent)
+    expect(await count("select count(*) as n from webhook_messages where endpoint_id = $1 and user_id = $2", [endpoint.id, disabledUser])).toBe(0)
+    expect(target.received.length).toBe(sent)
     target.fallback = 200
     const enabled = await api("PATCH", `/v2/webhooks/${endpoint.id}`, { disabled: false })
     expect(enabled.body).toMatchObject({ disabled: false, disabled_reason: null })
     await api("POST", `/v2/webhooks/${endpoint.id}/test`)
-    await waitFor(() => (target.received.length > count ? true : undefined))
+    await waitFor(() => (target.received.length > sent ? true : undefined))
   })
 })
 
@@ -338,6 +366,7 @@ describe("secret rotation", () => {
 
     // A key of the caller's own; a bad one is refused without echoing it.
     const own = `whsec_${Buffer.alloc(32, 7).toString("base64")}`
+    secretsSeen.add(own)
     expect((await api("POST", `/v2/webhooks/${endpoint.id}/secret/rotate`, { key: own })).body).toEqual({ key: own })
     const bad = await api("POST", `/v2/webhooks/${endpoint.id}/secret/rotate`, { key: "whsec_short" })
     expect(bad.status).toBe(400)
@@ -430,13 +459,28 @@ describe("management API", () => {
   })
 
   it("never logs secrets or payloads", async () => {
+    // Health values of every kind, delivered to an endpoint (so they went through the sink).
+    const target = await receiver()
+    const endpoint = await createEndpoint({ url: target.url, filter_types: ["daily.data.*"] })
+    const userId = await linkedUser("log-probe-user")
+    await push(healthProbe("log-probe-user", "webhooks"))
+    await drainedFor(endpoint.id)
+    const delivered = target.received.map((r) => JSON.parse(r.body) as { event_type: string; user_id: string }).filter((e) => e.user_id === userId)
+    expect([...new Set(delivered.map((e) => e.event_type))]).toEqual(expect.arrayContaining(
+      ["activity", "heartrate", "sleep", "respiratory_rate", "blood_oxygen", "body"].map((r) => `daily.data.${r}.created`)
+    ))
+    // Every value went out (weight as kilograms, not as the grams Garmin sent).
+    expect(leakedProbeValues(target.received.map((r) => r.body).join("\n"))).toEqual(probeNeedles.filter((n) => n !== String(probeValues.weightInGrams)))
+    // Every secret an endpoint ever had (each read when it was made or rotated), deleted endpoints' included.
+    expect(secretsSeen.size).toBeGreaterThan(10)
+
     const logs = server.logs()
-    const secrets = (await db.query("select id from webhook_endpoints")).rows
-    for (const { id } of secrets) {
-      const reply = await api("GET", `/v2/webhooks/${id}/secret`)
-      if (reply.status === 200) expect(logs).not.toContain(reply.body.key.slice(6))
+    for (const secret of secretsSeen) {
+      expect(logs).not.toContain(secret)
+      expect(logs).not.toContain(secret.slice("whsec_".length))
     }
     expect(logs).not.toContain("customer-token")
+    expect(leakedProbeValues(logs)).toEqual([])
     // Step counts sent to endpoints above, distinctive enough not to appear by chance.
     expect(logs).not.toContain("7391001")
     expect(logs).not.toContain("7391002")
