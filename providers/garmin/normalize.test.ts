@@ -613,8 +613,14 @@ describe("garmin epochs", () => {
     expect(first(shape(ok(normalizers.epochs, untyped)))).toEqual(["timeseries", "steps", "x153a9f3-5a9478d4-6"])
   })
 
-  it("emits nothing for a sedentary epoch, so it cannot overwrite the slice's active epoch", () => {
-    expect(valid(normalizers.epochs, epochs[1])).toEqual([])
+  it("keeps a sedentary epoch's measured zeros as its own record beside the slice's active epoch", () => {
+    const sedentary = valid(normalizers.epochs, epochs[1])
+    expect(shape(sedentary)).toEqual([
+      ["timeseries", "steps", "epoch:1454418900:SEDENTARY"],
+      ["timeseries", "calories_active", "epoch:1454418900:SEDENTARY"],
+      ["timeseries", "distance", "epoch:1454418900:SEDENTARY"]
+    ])
+    expect(valuesOf(sedentary, "steps")).toEqual([0])
     const running = valid(normalizers.epochs, epochs[2])
     expect(valuesOf(running, "steps")).toEqual([427])
     expect(valuesOf(running, "distance")).toEqual([222.07])

@@ -1,0 +1,180 @@
+/**
+ * Garmin items end to end, against the real server and Postgres: what one item holds reaches
+ * every place it must, and nothing another item holds overwrites it.
+ * - Samples of two records at one instant (epochs of two activity types in one slice) are
+ *   both kept: store, query API, Postgres sink table, ETL files.
+ * - Items the request path accepts (lifecycle items without summaryId, activities whose only
+ *   id is activityId, numeric-string ids) are stored or applied by the worker.
+ * - A sleep ends where its last stage ends; naps are sleep sessions of their own.
+ * - A lifecycle item that arrived before a connection was made does not act on it.
+ */
+import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api"
+import { Redacted } from "effect"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import pg from "pg"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freshDatabaseUrl } from "./support/database.ts"
+import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
+
+const CLIENT_ID = "items-garmin-client"
+const API_KEY = "items-api-key"
+
+let dir: string
+let dataDir: string
+let server: RunningServer
+let db: pg.Client
+let duck: DuckDBConnection
+
+const api = wearflowApi(() => server.baseUrl, API_KEY)
+const push = garminWebhook(() => server.baseUrl, CLIENT_ID, "push")
+const outcomeOf = inboxOutcomes(() => db, 60_000)
+
+const count = async (query: string, params: Array<unknown> = []) => Number((await db.query(query, params)).rows[0].n)
+
+let users = 0
+/** A Wearflow user linked to `garminUserId`. */
+const linkedUser = async (garminUserId: string) => {
+  const created = await api("POST", "/v2/user", { client_user_id: `items-user-${++users}` })
+  expect(created.status).toBe(200)
+  const userId = created.body.user_id as string
+  expect((await api("POST", `/v2/user/${userId}/connections/garmin`, { provider_user_id: garminUserId })).status).toBe(200)
+  return userId
+}
+
+/** Ingest done and every sink caught up with the outbox; nothing staged for ETL files. */
+const settled = (timeoutMs = 60_000) =>
+  eventually(async () => {
+    const waiting = await count(`
+      select (select count(*) from inbox where processed_at is null)
+           + (select count(*) from outbox o where exists (select 1 from sink_cursors c where (o.tx, o.position) > (c.tx, c.position)))
+           + (select count(*) from etl_pending)
+           + (select count(*) from etl_batches where status = 'sealed') as n`)
+    return waiting === 0 ? true : undefined
+  }, timeoutMs)
+
+const etlRows = async (resource: string, userId: string) =>
+  (await duck.runAndReadAll(`
+    select epoch(timestamp::timestamptz)::bigint as seconds, value::double as value, record_id
+    from read_json('${dataDir}/etl/resource=${resource}/*/*.ndjson.gz', format = 'newline_delimited')
+    where user_id = '${userId}' order by seconds, value`)).getRowObjectsJson() as Array<{ seconds: string; value: number; record_id: string }>
+
+beforeAll(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-items-"))
+  dataDir = path.join(dir, "data")
+  const databaseUrl = Redacted.value(await freshDatabaseUrl())
+  server = await startServer({
+    DATABASE_URL: databaseUrl,
+    GARMIN_CLIENT_ID: CLIENT_ID,
+    WEARFLOW_API_KEY: API_KEY,
+    WEARFLOW_DATA_DIR: dataDir,
+    GARMIN_API_URL: "http://127.0.0.1:9",
+    WEARFLOW_BACKFILL_ON_CONNECT: "false",
+    WEARFLOW_ETL_BATCH_SECONDS: "1"
+  })
+  db = new pg.Client({ connectionString: databaseUrl })
+  await db.connect()
+  duck = await (await DuckDBInstance.create(":memory:")).connect()
+})
+
+afterAll(async () => {
+  await db?.end()
+  await server?.stop()
+  duck?.closeSync()
+  await fs.rm(dir, { recursive: true, force: true })
+})
+
+describe("samples of two records at one instant", () => {
+  const SLICE = 1_700_000_100
+  const epoch = (garminUserId: string, activityType: string, steps: number, distanceInMeters: number, activeKilocalories: number) => ({
+    userId: garminUserId,
+    summaryId: `x-${activityType}-${SLICE}`,
+    activityType,
+    steps,
+    distanceInMeters,
+    activeKilocalories,
+    durationInSeconds: 900,
+    startTimeInSeconds: SLICE,
+    startTimeOffsetInSeconds: 3600
+  })
+
+  it("keeps both epochs' steps and distance in the store, the query API, the Postgres sink and the ETL files", async () => {
+    const garminUserId = "items-epochs-user"
+    const userId = await linkedUser(garminUserId)
+    const inboxId = await push({
+      epochs: [epoch(garminUserId, "WALKING", 300, 210, 20), epoch(garminUserId, "RUNNING", 500, 1250, 80)]
+    })
+    expect((await outcomeOf(inboxId)).errors).toEqual([])
+    await settled()
+
+    // Store: one sample per record, side by side at one timestamp.
+    const stored = await db.query("select resource, value from samples where user_id = $1 and ts = to_timestamp($2) order by resource, value", [userId, SLICE])
+    expect(stored.rows).toEqual([
+      { resource: "calories_active", value: 20 }, { resource: "calories_active", value: 80 },
+      { resource: "distance", value: 210 }, { resource: "distance", value: 1250 },
+      { resource: "steps", value: 300 }, { resource: "steps", value: 500 }
+    ])
+
+    // Query API: two entries at the slice, Junction's sample shape; their sum is the slice's total.
+    const at = new Date(SLICE * 1000).toISOString()
+    for (const [resource, values] of [["steps", [300, 500]], ["distance", [210, 1250]], ["calories_active", [20, 80]]] as const) {
+      const { status, body } = await api("GET", `/v2/timeseries/${userId}/${resource}?start_date=${at}&end_date=${at}`)
+      expect(status).toBe(200)
+      expect((body as Array<{ timestamp: string; value: number }>).map((s) => s.value).sort((a, b) => a - b), resource).toEqual(values)
+      for (const sample of body as Array<Record<string, unknown>>) {
+        expect(sample).toMatchObject({ timestamp: at, start: at, end: new Date((SLICE + 900) * 1000).toISOString(), timezone_offset: 3600, type: "watch" })
+      }
+    }
+
+    // Postgres sink: two rows, each naming its record.
+    const sunk = await db.query(`select value, record_id from wearflow_data.steps where user_id = $1 and "timestamp" = to_timestamp($2) order by value`, [userId, SLICE])
+    expect(sunk.rows.map((r) => r.value)).toEqual([300, 500])
+    expect(new Set(sunk.rows.map((r) => r.record_id)).size).toBe(2)
+    const sunkDistance = await db.query(`select value from wearflow_data.distance where user_id = $1 order by value`, [userId])
+    expect(sunkDistance.rows.map((r) => r.value)).toEqual([210, 1250])
+
+    // ETL files: two rows, the same records as the sink's.
+    const files = await etlRows("steps", userId)
+    expect(files.map((r) => [Number(r.seconds), r.value])).toEqual([[SLICE, 300], [SLICE, 500]])
+    expect(new Set(files.map((r) => r.record_id))).toEqual(new Set(sunk.rows.map((r) => r.record_id)))
+    expect((await etlRows("distance", userId)).map((r) => r.value)).toEqual([210, 1250])
+
+    // A revision of one epoch replaces its own samples only.
+    const revised = await push({ epochs: [epoch(garminUserId, "RUNNING", 650, 1600, 95)] })
+    expect((await outcomeOf(revised)).errors).toEqual([])
+    await settled()
+    const { body } = await api("GET", `/v2/timeseries/${userId}/steps?start_date=${at}&end_date=${at}`)
+    expect((body as Array<{ value: number }>).map((s) => s.value).sort((a, b) => a - b)).toEqual([300, 650])
+    const resunk = await db.query(`select value from wearflow_data.steps where user_id = $1 order by value`, [userId])
+    expect(resunk.rows.map((r) => r.value)).toEqual([300, 650])
+  })
+
+  it("keeps every timeseries' readings of two records at one instant (SpO2 on demand and all day, snapshot and daily heart rate)", async () => {
+    const garminUserId = "items-series-user"
+    const userId = await linkedUser(garminUserId)
+    const start = 1_700_100_000
+    const inboxId = await push({
+      pulseox: [
+        { userId: garminUserId, summaryId: "x-spo2-day", calendarDate: "2023-11-16", startTimeInSeconds: start, durationInSeconds: 3600, startTimeOffsetInSeconds: 0, timeOffsetSpo2Values: { "0": 95, "60": 96 }, onDemand: false },
+        { userId: garminUserId, summaryId: "x-spo2-demand", calendarDate: "2023-11-16", startTimeInSeconds: start, durationInSeconds: 60, startTimeOffsetInSeconds: 0, timeOffsetSpo2Values: { "0": 91 }, onDemand: true }
+      ],
+      dailies: [
+        { userId: garminUserId, summaryId: "x-daily", calendarDate: "2023-11-16", startTimeInSeconds: start, durationInSeconds: 86400, startTimeOffsetInSeconds: 0, steps: 10, timeOffsetHeartRateSamples: { "0": 61 } }
+      ],
+      healthSnapshot: [
+        { userId: garminUserId, summaryId: "x-snapshot", calendarDate: "2023-11-16", startTimeInSeconds: start, durationInSeconds: 120, offsetStartTimeInSeconds: 0, summaries: [{ summaryType: "heart_rate", avgValue: 70, epochSummaries: { "0": 72 } }] }
+      ]
+    })
+    expect((await outcomeOf(inboxId)).errors).toEqual([])
+    await settled()
+    const at = new Date(start * 1000).toISOString()
+    const valuesAt = async (resource: string) =>
+      ((await api("GET", `/v2/timeseries/${userId}/${resource}?start_date=${at}&end_date=${at}`)).body as Array<{ value: number }>).map((s) => s.value).sort((a, b) => a - b)
+    expect(await valuesAt("blood_oxygen")).toEqual([91, 95])
+    expect(await valuesAt("heartrate")).toEqual([61, 72])
+    expect((await db.query(`select value from wearflow_data.blood_oxygen where user_id = $1 and "timestamp" = to_timestamp($2) order by value`, [userId, start])).rows.map((r) => r.value)).toEqual([91, 95])
+    expect((await etlRows("heartrate", userId)).filter((r) => Number(r.seconds) === start).map((r) => r.value)).toEqual([61, 72])
+  })
+})
