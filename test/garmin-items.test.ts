@@ -178,3 +178,82 @@ describe("samples of two records at one instant", () => {
     expect((await etlRows("heartrate", userId)).filter((r) => Number(r.seconds) === start).map((r) => r.value)).toEqual([61, 72])
   })
 })
+
+describe("items the request path accepts are stored or applied", () => {
+  const connectionOf = async (userId: string) => {
+    const { body } = await api("GET", `/v2/user/${userId}`)
+    return (body.connected_sources as Array<{ status: string; scopes: Array<string> }>)[0]!
+  }
+
+  it("applies a userPermissionsChange without summaryId, and tells the user's team", async () => {
+    const garminUserId = "items-permissions-user"
+    const userId = await linkedUser(garminUserId)
+    const response = await push({
+      userPermissionsChange: [{ userId: garminUserId, permissions: ["ACTIVITY_EXPORT"], changeTimeInSeconds: 1_700_000_000 }]
+    })
+    expect(response).toBeGreaterThan(0)
+    const outcome = await outcomeOf(response)
+    expect(outcome.errors).toEqual([])
+    const connection = await connectionOf(userId)
+    expect(connection).toMatchObject({ status: "active", scopes: ["ACTIVITY_EXPORT"] })
+    const events = await db.query("select payload from outbox where user_id = $1 and event_type = 'provider.connection.error'", [userId])
+    expect(events.rows.map((r) => r.payload.data.error_type)).toEqual(["required_scopes_not_granted"])
+  })
+
+  it("answers no per-item error for lifecycle items without summaryId", async () => {
+    const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/push`, {
+      method: "POST",
+      headers: { "garmin-client-id": CLIENT_ID, "content-type": "application/json" },
+      body: JSON.stringify({
+        userPermissionsChange: [{ userId: "items-nobody", permissions: [] }],
+        deregistrations: [{ userId: "items-nobody" }]
+      })
+    })
+    expect(response.status).toBe(200)
+    expect((await response.json()).errors).toEqual([])
+  })
+
+  it("stores activities and activity details whose only id is activityId, and numeric-string activityIds", async () => {
+    const garminUserId = "items-activities-user"
+    const userId = await linkedUser(garminUserId)
+    const start = 1_700_200_000
+    const activity = (fields: Record<string, unknown>) => ({
+      userId: garminUserId, activityType: "RUNNING", startTimeInSeconds: start, startTimeOffsetInSeconds: 0, durationInSeconds: 1800, distanceInMeters: 5000, ...fields
+    })
+    const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/push`, {
+      method: "POST",
+      headers: { "garmin-client-id": CLIENT_ID, "content-type": "application/json" },
+      body: JSON.stringify({
+        activities: [
+          activity({ activityId: 9001 }),
+          activity({ summaryId: "9002", activityId: "9002", startTimeInSeconds: start + 3600 }),
+          activity({ summaryId: "9003", activityId: "not-a-number", startTimeInSeconds: start + 7200 })
+        ],
+        manuallyUpdatedActivities: [activity({ activityId: "9004", startTimeInSeconds: start + 10_800, manual: true })],
+        activityDetails: [{
+          userId: garminUserId,
+          activityId: 9005,
+          summary: { activityId: 9005, activityType: "CYCLING", startTimeInSeconds: start + 14_400, durationInSeconds: 60 },
+          samples: [{ startTimeInSeconds: start + 14_400, heartRate: 120 }, { startTimeInSeconds: start + 14_410, heartRate: 125 }]
+        }]
+      })
+    })
+    expect(response.status).toBe(200)
+    const answer = (await response.json()) as { inbox_id: number; errors: Array<{ key: string; index: number; message: string }> }
+    // What cannot be stored is said at the 200, never found later by the worker.
+    expect(answer.errors).toEqual([{ key: "activities", index: 2, message: "activityId is not a valid id" }])
+    expect((await outcomeOf(answer.inbox_id)).errors).toEqual([])
+
+    const { body } = await api("GET", `/v2/summary/workouts/${userId}?start_date=2023-11-17&end_date=2023-11-18`)
+    const workouts = body.workouts as Array<{ provider_id: string; sport: { slug: string } }>
+    expect(workouts.map((w) => w.provider_id)).toEqual(["9001", "9002", "9004", "9005"])
+    const stream = (await api("GET", `/v2/summary/workout_stream/${userId}?start_date=2023-11-17&end_date=2023-11-18`)).body.workout_stream as Array<{ workout_id: string; heartrate: Array<number> }>
+    expect(stream.map((s) => [s.workout_id, s.heartrate])).toEqual([["9005", [120, 125]]])
+
+    // The activity under its summaryId and its details keyed by activityId are one workout.
+    const again = await push({ activities: [activity({ summaryId: "9005", activityId: 9005, activityType: "CYCLING", startTimeInSeconds: start + 14_400, durationInSeconds: 60, activityName: "named" })] })
+    expect((await outcomeOf(again)).errors).toEqual([])
+    const after = (await api("GET", `/v2/summary/workouts/${userId}?start_date=2023-11-17&end_date=2023-11-18`)).body.workouts as Array<{ provider_id: string; title: string | null }>
+    expect(after.filter((w) => w.provider_id === "9005").map((w) => w.title)).toEqual(["named"])
+  })
+})

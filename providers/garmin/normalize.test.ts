@@ -334,6 +334,21 @@ describe("garmin activities", () => {
   const workout = (raw: unknown) =>
     Schema.decodeUnknownSync(WorkoutFields)(summaryData(ok(normalizers.activities, raw), "workouts"))
 
+  it("keys an activity without summaryId by its activityId, a number or a numeric string alike", () => {
+    const { summaryId: _drop, ...byId } = activities[1] as Record<string, unknown>
+    expect(shape(valid(normalizers.activities, byId))).toEqual([["summary", "workouts", "5001968355"]])
+    expect(shape(valid(normalizers.activities, activities[1]))).toEqual([["summary", "workouts", "5001968355"]])
+    expect(workout({ ...byId, activityId: "5001968355" }).provider_id).toBe("5001968355")
+    expect(errorOf(normalizers.activities({ ...byId, activityId: "5001968355x" }))).toContain("activityId")
+    const { activityId: _none, ...noId } = byId
+    expect(errorOf(normalizers.activities(noId))).toBe("summaryId is missing and activityId is missing")
+  })
+
+  it("needs no userId: OAuth 1.0a-era items name their user by token", () => {
+    const { userId: _drop, ...byToken } = activities[1] as Record<string, unknown>
+    expect(shape(valid(normalizers.activities, { ...byToken, userAccessToken: "token" }))).toEqual([["summary", "workouts", "5001968355"]])
+  })
+
   it("maps a running activity to a schema-valid workout", () => {
     expect(workout(activities[0])).toEqual({
       title: null,
@@ -423,6 +438,15 @@ describe("garmin manuallyUpdatedActivities", () => {
 })
 
 describe("garmin activityDetails", () => {
+  it("keys details without summaryId by the summary's activityId, so they update that activity's workout", () => {
+    const [detail] = fixture("activityDetails", "activityDetails") as Array<Record<string, unknown>>
+    const { summaryId: _drop, ...byId } = detail!
+    expect(shape(valid(normalizers.activityDetails, byId)).map(([kind, resource, id]) => [kind, resource, id])).toEqual(
+      shape(valid(normalizers.activityDetails, detail)))
+    const summary = { ...(byId.summary as Record<string, unknown>), activityId: "5001968355" }
+    expect(shape(valid(normalizers.activityDetails, { ...byId, activityId: undefined, summary }))[0]).toEqual(["summary", "workouts", "5001968355"])
+  })
+
   const spec = first(fixture("activityDetails", "activityDetails"))
   const real = first(fixture("activityDetails-real-oauth1-push", "activityDetails"))
 
