@@ -257,3 +257,35 @@ describe("items the request path accepts are stored or applied", () => {
     expect(after.filter((w) => w.provider_id === "9005").map((w) => w.title)).toEqual(["named"])
   })
 })
+
+describe("sleeps", () => {
+  it("end where the awake tail ends, and naps come back as sleep sessions of their own", async () => {
+    const garminUserId = "items-sleep-user"
+    const userId = await linkedUser(garminUserId)
+    const start = 1_700_350_000 // 2023-11-18T23:26:40Z
+    const inboxId = await push({
+      sleeps: [{
+        userId: garminUserId, summaryId: "x-night", calendarDate: "2023-11-19", startTimeInSeconds: start, startTimeOffsetInSeconds: 0,
+        durationInSeconds: 20_400, lightSleepDurationInSeconds: 10_000, deepSleepDurationInSeconds: 6_000, remSleepInSeconds: 4_400, awakeDurationInSeconds: 0,
+        validation: "ENHANCED_FINAL",
+        sleepLevelsMap: {
+          light: [{ startTimeInSeconds: start, endTimeInSeconds: start + 10_000 }],
+          deep: [{ startTimeInSeconds: start + 10_000, endTimeInSeconds: start + 16_000 }],
+          rem: [{ startTimeInSeconds: start + 16_000, endTimeInSeconds: start + 20_400 }],
+          awake: [{ startTimeInSeconds: start + 20_400, endTimeInSeconds: start + 21_600 }]
+        },
+        naps: [{ napStartTimeInSeconds: start + 50_000, napDurationInSeconds: 1_800, napOffsetInSeconds: 0, napValidation: "DEVICE" }]
+      }]
+    })
+    expect((await outcomeOf(inboxId)).errors).toEqual([])
+    const { body } = await api("GET", `/v2/summary/sleep/${userId}?start_date=2023-11-18&end_date=2023-11-20`)
+    const sessions = body.sleep as Array<Record<string, unknown>>
+    expect(sessions.map((s) => [s.type, s.bedtime_start, s.bedtime_stop, s.duration, s.total, s.awake])).toEqual([
+      ["long_sleep", new Date(start * 1000).toISOString(), new Date((start + 21_600) * 1000).toISOString(), 21_600, 20_400, 1_200],
+      ["acknowledged_nap", new Date((start + 50_000) * 1000).toISOString(), new Date((start + 51_800) * 1000).toISOString(), 1_800, 1_800, null]
+    ])
+    await settled()
+    const sunk = await db.query(`select type, duration from wearflow_data.sleep where user_id = $1 order by bedtime_start`, [userId])
+    expect(sunk.rows).toEqual([{ type: "long_sleep", duration: 21_600 }, { type: "acknowledged_nap", duration: 1_800 }])
+  })
+})
