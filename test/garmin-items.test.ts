@@ -289,3 +289,36 @@ describe("sleeps", () => {
     expect(sunk.rows).toEqual([{ type: "long_sleep", duration: 21_600 }, { type: "acknowledged_nap", duration: 1_800 }])
   })
 })
+
+describe("lifecycle items older than the connection", () => {
+  it("a deregistration and a permission change parked before the user was linked do not act on the new connection; a later one does", async () => {
+    const garminUserId = "items-stale-deregistration-user"
+    const day = { userId: garminUserId, summaryId: "x-stale-day", calendarDate: "2023-11-20", startTimeInSeconds: 1_700_438_400, durationInSeconds: 86_400, startTimeOffsetInSeconds: 0, steps: 4242 }
+    const parked = await push({
+      dailies: [day],
+      deregistrations: [{ userId: garminUserId }],
+      userPermissionsChange: [{ userId: garminUserId, permissions: [], changeTimeInSeconds: 1_700_000_000 }]
+    })
+    expect((await outcomeOf(parked)).unlinked).toBe(1)
+
+    const created = await api("POST", "/v2/user", { client_user_id: "items-stale" })
+    const userId = created.body.user_id as string
+    const linked = await api("POST", `/v2/user/${userId}/connections/garmin`, { provider_user_id: garminUserId })
+    expect(linked.body.replayed_notifications).toBe(1)
+
+    // The replay stores the day's data, or (the bug) deregisters the connection and parks it again.
+    const connection = async () => ((await api("GET", `/v2/user/${userId}`)).body.connected_sources as Array<{ status: string; scopes: Array<string> }>)[0]!
+    const steps = async () => ((await api("GET", `/v2/summary/activity/${userId}?start_date=2023-11-20&end_date=2023-11-20`)).body.activity as Array<{ steps: number }>).map((a) => a.steps)
+    await eventually(async () => ((await steps()).length > 0 || (await connection()).status !== "active" ? true : undefined), 60_000)
+    expect(await steps()).toEqual([4242])
+    expect(await connection()).toMatchObject({ status: "active", scopes: [] })
+    expect(await count("select count(*) as n from outbox where user_id = $1 and event_type = 'provider.connection.error'", [userId])).toBe(0)
+
+    // A deregistration Garmin sends after the link ends the connection.
+    const fresh = await push({ deregistrations: [{ userId: garminUserId }] })
+    await outcomeOf(fresh)
+    expect((await connection()).status).toBe("deregistered")
+    const events = await db.query("select payload from outbox where user_id = $1 and event_type = 'provider.connection.error'", [userId])
+    expect(events.rows.map((r) => r.payload.data.error_type)).toEqual(["deregistered_per_provider"])
+  })
+})

@@ -121,7 +121,7 @@ export const make = (options: IngestOptions = {}) =>
       for (const group of groupByUser(items).values()) {
         for (const item of group.items) {
           const change = provider.lifecycle(item)
-          if (change) yield* accounts.applyLifecycle(provider, group.ref, change)
+          if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
         }
         const data = group.items.filter((item) => provider.normalizers[item.key] !== undefined)
         if (data.length === 0) continue
