@@ -30,6 +30,7 @@ let duck: DuckDBConnection
 
 const api = wearflowApi(() => server.baseUrl, API_KEY)
 const push = garminWebhook(() => server.baseUrl, CLIENT_ID, "push")
+const ping = garminWebhook(() => server.baseUrl, CLIENT_ID, "ping")
 const outcomeOf = inboxOutcomes(() => db, 60_000)
 
 const count = async (query: string, params: Array<unknown> = []) => Number((await db.query(query, params)).rows[0].n)
@@ -211,6 +212,24 @@ describe("items the request path accepts are stored or applied", () => {
     })
     expect(response.status).toBe(200)
     expect((await response.json()).errors).toEqual([])
+  })
+
+  it("applies lifecycle items sent to the PING URL (the README says either URL), without pulling them", async () => {
+    const garminUserId = "items-ping-lifecycle-user"
+    const userId = await linkedUser(garminUserId)
+    const response = await fetch(`${server.baseUrl}/api/v1/webhooks/garmin/ping`, {
+      method: "POST",
+      headers: { "garmin-client-id": CLIENT_ID, "content-type": "application/json" },
+      body: JSON.stringify({ userPermissionsChange: [{ userId: garminUserId, permissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"] }] })
+    })
+    const answer = (await response.json()) as { inbox_id: number; errors: Array<unknown> }
+    expect([response.status, answer.errors]).toEqual([200, []])
+    expect(await outcomeOf(answer.inbox_id)).toMatchObject({ pulled: 0, errors: [] })
+    expect(await connectionOf(userId)).toMatchObject({ status: "active", scopes: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"] })
+
+    const deregistered = await ping({ deregistrations: [{ userId: garminUserId }] })
+    expect(await outcomeOf(deregistered)).toMatchObject({ pulled: 0, errors: [] })
+    expect((await connectionOf(userId)).status).toBe("deregistered")
   })
 
   it("stores activities and activity details whose only id is activityId, and numeric-string activityIds", async () => {

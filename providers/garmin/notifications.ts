@@ -78,10 +78,11 @@ const problemOf = (kind: NotificationKind, key: string, item: unknown): string |
   if (item.userId === undefined && item.userAccessToken === undefined) return "item has neither userId nor userAccessToken"
   if (item.userId !== undefined && !isId(item.userId)) return "userId is not a valid id"
   if (item.userAccessToken !== undefined && !isId(item.userAccessToken)) return "userAccessToken is not a valid token"
+  // Lifecycle items need only their user, on either URL: Garmin sends no summaryId with
+  // some of them, and no callbackURL with any.
+  if (isLifecycleKey(key)) return undefined
   // A PING item (and every activityFiles item) carries a URL to pull instead of the data.
   if (kind === "ping" || key === "activityFiles") return isText(item.callbackURL) ? undefined : "callbackURL is missing"
-  // Lifecycle items need only their user: Garmin sends no summaryId with some of them.
-  if (isLifecycleKey(key)) return undefined
   if (activityKeys.has(key)) {
     const problem = activityIdProblem(item)
     if (problem !== undefined) return problem
