@@ -359,6 +359,9 @@ describe("garmin sleeps", () => {
       expect(sleepOf(plain)).toMatchObject({ bedtime_stop: iso(start + 20_400), duration: 20_400, awake: 0 })
       const odd = { ...night, sleepLevelsMap: { awake: [{ startTimeInSeconds: start + 20_400 }, { startTimeInSeconds: start + 90_000, endTimeInSeconds: start + 90_600 }], rem: null } }
       expect(sleepOf(odd)).toMatchObject({ bedtime_stop: iso(start + 20_400), duration: 20_400, awake: 0 })
+      // An awake stretch before the start counts for nothing, never less.
+      const before = { ...night, sleepLevelsMap: { ...night.sleepLevelsMap, awake: [{ startTimeInSeconds: start - 600, endTimeInSeconds: start - 300 }, ...night.sleepLevelsMap.awake] } }
+      expect(sleepOf(before)).toMatchObject({ duration: 21_600, awake: 1200 })
     })
   })
 

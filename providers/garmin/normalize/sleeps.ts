@@ -100,7 +100,7 @@ const extentOf = (raw: RawSleep): { readonly stop: number; readonly awake: numbe
   const stages = stagesOf(raw)
   const stop = stages.reduce((latest, s) => Math.max(latest, s.end), raw.startTimeInSeconds + raw.durationInSeconds)
   const awakeStages = stages.filter((s) => s.level === "awake")
-  const mapped = awakeStages.length === 0 ? null : awakeStages.reduce((sum, s) => sum + Math.min(s.end, stop) - Math.max(s.start, raw.startTimeInSeconds), 0)
+  const mapped = awakeStages.length === 0 ? null : awakeStages.reduce((sum, s) => sum + Math.max(0, Math.min(s.end, stop) - Math.max(s.start, raw.startTimeInSeconds)), 0)
   const reported = raw.awakeDurationInSeconds ?? null
   return { stop, awake: mapped === null ? reported : Math.max(mapped, reported ?? 0) }
 }
