@@ -238,6 +238,10 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       return rows.map((r): Recipient => ({ userId: r.user_id, teamId: r.team_id, clientUserId: r.client_user_id }))
     }, sql.withTransaction)
 
+    /** SQL: the connection (`c`) was linked before inbox row `inboxId` was received. */
+    const madeBefore = (inboxId: number | undefined) =>
+      inboxId === undefined ? sql`true` : sql`c.linked_at <= (select i.received_at from inbox i where i.id = ${inboxId})`
+
     /** Appends `provider.connection.error` for a connection's user. */
     const connectionError = (
       provider: Pick<Provider, "id" | "name">,
@@ -258,9 +262,14 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
      * What a lifecycle item says, applied: a deregistered connection stops (no more data goes
      * to it) and its users hear of it; a permission change updates the scopes and, when a
      * permission the provider needs is gone, the users hear of that.
+     *
+     * Only to connections made before the item arrived (the receipt time of inbox row
+     * `inboxId`): an item parked for an unlinked user and replayed when they link, or one
+     * still queued when the user reconnected, speaks of an earlier registration. Garmin's
+     * deregistrations carry no time of their own, so arrival is the one measure both kinds share.
      */
-    const applyLifecycle = Effect.fn("Accounts.applyLifecycle")(function* (provider: Provider, ref: UserRef, change: LifecycleChange) {
-      const match = matchesUserRef(sql, ref)
+    const applyLifecycle = Effect.fn("Accounts.applyLifecycle")(function* (provider: Provider, ref: UserRef, change: LifecycleChange, inboxId?: number) {
+      const match = sql`${matchesUserRef(sql, ref)} and ${madeBefore(inboxId)}`
       if (change._tag === "Deregistered") {
         const rows = yield* sql<{ user_id: string; team_id: string; client_user_id: string }>`
           update provider_connections c set status = 'deregistered', updated_at = now()

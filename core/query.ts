@@ -70,13 +70,17 @@ export class DataQuery extends Effect.Service<DataQuery>()("wearflow/DataQuery",
       return rows.map((r) => ({ ...r.data, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString() }) as unknown as SummaryOf<R>)
     })
 
-    /** Samples of one timeseries resource, oldest first, in Junction's sample shape. */
+    /**
+     * Samples of one timeseries resource, oldest first, in Junction's sample shape. Every
+     * provider record's samples are there: two records with a value at one instant (Garmin's
+     * epochs, one per activity type per slice) are two entries, whose sum is the slice's total.
+     */
     const samples = Effect.fn("DataQuery.samples")(function* <R extends TimeseriesResource>(userId: string, resource: R, range: DateRange) {
       const to = range.end === undefined ? sql`true` : sql`ts < ${endInstant(range.end)}`
       const rows = yield* sql<{ ts: Date; timezone_offset: number | null; source_type: SourceType; unit: string; value: number | null; fields: Record<string, unknown> | null }>`
         select ts, timezone_offset, source_type, unit, value, fields from samples
         where user_id = ${userId} and resource = ${resource} and ts >= ${startInstant(range.start)} and ${to}
-        order by ts`
+        order by ts, record_id`
       return rows.map((r) => ({
         timestamp: r.ts.toISOString(),
         ...r.fields,

@@ -175,7 +175,8 @@ describe("Garmin PUSH → store → query API and typed tables", () => {
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.heartrate where user_id = $1", [alice])) === 17 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.blood_pressure where user_id = $1 and systolic = 120", [alice])) === 1 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.body where user_id = $1", [alice])) === 2 ? true : undefined))
-    await eventually(async () => ((await count("select count(*) as n from wearflow_data.sleep where user_id = $1", [alice])) === 2 ? true : undefined))
+    // Two nights and the first night's nap.
+    await eventually(async () => ((await count("select count(*) as n from wearflow_data.sleep where user_id = $1", [alice])) === 3 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.workouts where user_id = $1", [alice])) === 2 ? true : undefined))
     await eventually(async () => ((await count("select count(*) as n from wearflow_data.activity where user_id = $1", [bob])) === 1 ? true : undefined))
     // A resource name with a digit in it.

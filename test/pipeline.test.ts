@@ -139,10 +139,10 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       }
       // The body's own first job may run first now that the user is linked; either way, once.
       expect(replay.outcome).toMatchObject({ items: 2, unlinked: 0 })
-      // Two sleeps; the first also carries respiration and SpO2 samples.
-      expect(replay.outcome.created + replay.outcome.unchanged).toBe(4)
+      // Two sleeps; the first also carries a nap, respiration and SpO2 samples.
+      expect(replay.outcome.created + replay.outcome.unchanged).toBe(5)
       const sleep = yield* (yield* DataQuery).summaries(user.user_id, "sleep", range)
-      expect(sleep.map((s) => s.deep)).toEqual([9446, 0])
+      expect(sleep.map((s) => [s.type, s.deep])).toEqual([["long_sleep", 9446], ["long_sleep", 0], ["acknowledged_nap", null]])
     }))
 
   it.effect("fans one Garmin account out to every user linked to it", () =>
@@ -221,7 +221,7 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
 
       // Ingestion is unaffected by the failing sink.
       const sleeps = (yield* ingest(fixture("sleeps").replaceAll(GARMIN_USER, "garmin-flaky"))).created
-      expect(sleeps).toBe(4)
+      expect(sleeps).toBe(5)
 
       yield* runner.once
       expect(received.length).toBe(total + sleeps)
@@ -372,7 +372,8 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       yield* Effect.promise(() => other.connect())
       const rows = yield* Effect.promise(() => other.query("select deep, total from analytics.sleep where user_id = $1 order by calendar_date", [user.user_id]))
       yield* Effect.promise(() => other.end())
-      expect(rows.rows.map((r) => [r.deep, r.total])).toEqual([[9446, 11588], [0, 0]])
+      // The two nights, then the first night's nap (2023).
+      expect(rows.rows.map((r) => [r.deep, r.total])).toEqual([[9446, 11588], [0, 0], [null, 600]])
     }).pipe(Effect.scoped))
 })
 

@@ -69,7 +69,8 @@ const iso = (epochSeconds: number) => new Date(epochSeconds * 1000).toISOString(
 // Sleeps: the fixture's night of 2016-01-10, first as Garmin's tentative record, then as the
 // final one: a start two minutes later, revised stages and samples, and another summaryId
 // (Garmin's ids embed start and duration).
-const night = fixture("sleeps")[0]!
+// Without the fixture's nap and stage map, so the counts and times here are the night's own.
+const night = { ...fixture("sleeps")[0]!, naps: [], sleepLevelsMap: null }
 const TENTATIVE_START = 1452467493
 const FINAL_START = TENTATIVE_START + 120
 const sleepId = (start: number, duration: number) => `x153a9f3-${start.toString(16)}-${duration.toString(16)}`
@@ -208,7 +209,7 @@ layer(Services, { timeout: 60_000 })("revisions", (it) => {
       expect(sleeps.map((s) => s.score)).toEqual([80])
     }))
 
-  it.effect("the full epoch replaces the partial one: one sample per slice, with the full epoch's values", () =>
+  it.effect("the full epoch replaces the partial one: one sample per slice and activity type, with the full epoch's values", () =>
     Effect.gen(function* () {
       const user = yield* linkedUser("full-epoch")
       const partial = yield* ingest({ epochs: [partialEpoch(user.garminUserId)] })
@@ -216,22 +217,24 @@ layer(Services, { timeout: 60_000 })("revisions", (it) => {
       expect(yield* samplesOf(user.user_id, "steps")).toEqual([[iso(SLICE), 93]])
 
       const full = yield* ingest({ epochs: [sedentaryEpoch(user.garminUserId), fullEpoch(user.garminUserId)] })
-      // The sedentary record has only zeros, so it writes nothing.
-      expect(full).toMatchObject({ items: 2, created: 0, updated: 3, unchanged: 0, errors: [] })
+      // The sedentary record of the slice is a record of its own, with its measured zeros.
+      expect(full).toMatchObject({ items: 2, created: 3, updated: 3, unchanged: 0, errors: [] })
 
-      expect(yield* samplesOf(user.user_id, "steps")).toEqual([[iso(SLICE), 120]])
-      expect(yield* samplesOf(user.user_id, "calories_active")).toEqual([[iso(SLICE), 30]])
-      expect(yield* samplesOf(user.user_id, "distance")).toEqual([[iso(SLICE), 63.5]])
-      expect(yield* eventTypes(user.user_id, "steps")).toEqual(["daily.data.steps.created", "daily.data.steps.updated"])
+      const sorted = (samples: ReadonlyArray<ReadonlyArray<unknown>>) => [...samples].sort((a, b) => Number(a[1]) - Number(b[1]))
+      expect(sorted(yield* samplesOf(user.user_id, "steps"))).toEqual([[iso(SLICE), 0], [iso(SLICE), 120]])
+      expect(sorted(yield* samplesOf(user.user_id, "calories_active"))).toEqual([[iso(SLICE), 0], [iso(SLICE), 30]])
+      expect(sorted(yield* samplesOf(user.user_id, "distance"))).toEqual([[iso(SLICE), 0], [iso(SLICE), 63.5]])
+      const steps = ["daily.data.steps.created", "daily.data.steps.created", "daily.data.steps.updated"]
+      expect(yield* eventTypes(user.user_id, "steps")).toEqual(steps)
 
       const sql = yield* SqlClient.SqlClient
       const [records] = yield* sql<{ n: number }>`
         select count(*)::int as n from records where user_id = ${user.user_id} and resource = 'steps'`
-      expect(records!.n).toBe(1)
+      expect(records!.n).toBe(2)
 
       const again = yield* ingest({ epochs: [fullEpoch(user.garminUserId)] })
       expect(again).toMatchObject({ created: 0, updated: 0, unchanged: 3 })
-      expect(yield* eventTypes(user.user_id, "steps")).toEqual(["daily.data.steps.created", "daily.data.steps.updated"])
+      expect(yield* eventTypes(user.user_id, "steps")).toEqual(steps)
     }))
 
   it.effect("the older partial epoch inbox item, processed after the full one, does not overwrite it", () =>

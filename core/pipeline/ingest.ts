@@ -121,7 +121,7 @@ export const make = (options: IngestOptions = {}) =>
       for (const group of groupByUser(items).values()) {
         for (const item of group.items) {
           const change = provider.lifecycle(item)
-          if (change) yield* accounts.applyLifecycle(provider, group.ref, change)
+          if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
         }
         const data = group.items.filter((item) => provider.normalizers[item.key] !== undefined)
         if (data.length === 0) continue
@@ -157,15 +157,23 @@ export const make = (options: IngestOptions = {}) =>
       let unlinked = 0
       let pulled = 0
       for (const group of groupByUser(items).values()) {
-        const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, group.items.length)
+        // Lifecycle items may be sent to the PING URL too; they carry nothing to pull.
+        const pulls: Array<NotificationItem> = []
+        for (const item of group.items) {
+          const change = provider.lifecycle(item)
+          if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
+          else pulls.push(item)
+        }
+        if (pulls.length === 0) continue
+        const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, pulls.length)
         if (recipients.length === 0) {
-          unlinked += group.items.length
+          unlinked += pulls.length
           continue
         }
         const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
           Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
         )
-        for (const item of group.items) {
+        for (const item of pulls) {
           const result = yield* provider.pull(item, credentials).pipe(
             Effect.retry({ schedule: pullRetry, while: (e) => e.retryable }),
             Effect.either

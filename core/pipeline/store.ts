@@ -53,7 +53,9 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     const sql = yield* SqlClient.SqlClient
 
     const upsertSamples = (recipient: Recipient, provider: string, recordId: string, record: NormalizedRecord & { kind: "timeseries" }) => {
-      // One statement cannot upsert the same key twice: the last sample per timestamp wins.
+      // A sample is keyed by its record and instant, so records never overwrite each other's
+      // samples. One statement cannot upsert the same key twice: within a record, the last
+      // sample per timestamp wins.
       const latest = new Map(record.data.data.map((s) => [s.timestamp, s]))
       const rows = [...latest.values()].map((sample) => {
         const { timestamp, timezone_offset, unit, value, type: _type, ...fields } = sample as typeof sample & { value?: number }
@@ -73,9 +75,9 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
       if (rows.length === 0) return Effect.void
       return sql`
         insert into samples ${sql.insert(rows)}
-        on conflict (user_id, resource, provider, source_type, ts) do update
+        on conflict (record_id, ts) do update
           set value = excluded.value, unit = excluded.unit, timezone_offset = excluded.timezone_offset,
-              fields = excluded.fields, record_id = excluded.record_id
+              fields = excluded.fields, source_type = excluded.source_type
       `.pipe(Effect.asVoid)
     }
 

@@ -197,6 +197,7 @@ describe("garmin sleeps", () => {
     const records = valid(normalizers.sleeps, sleeps[0])
     expect(shape(records)).toEqual([
       ["summary", "sleep", "sleep:2016-01-10"],
+      ["summary", "sleep", "nap:1690916700"],
       ["timeseries", "respiratory_rate", "sleep:2016-01-10"],
       ["timeseries", "blood_oxygen", "sleep:2016-01-10"]
     ])
@@ -205,9 +206,10 @@ describe("garmin sleeps", () => {
       date: "2016-01-10T00:00:00.000Z",
       calendar_date: "2016-01-10",
       bedtime_start: "2016-01-10T23:11:33.000Z",
-      bedtime_stop: "2016-01-11T02:29:53.000Z",
+      // The spec's sleepLevelsMap has a light stage until 1452484266, past start + duration.
+      bedtime_stop: "2016-01-11T03:51:06.000Z",
       type: "long_sleep",
-      duration: 11900,
+      duration: 16773,
       total: 11588,
       awake: 312,
       light: 0,
@@ -216,7 +218,7 @@ describe("garmin sleeps", () => {
       score: 87,
       hr_lowest: null,
       hr_average: null,
-      efficiency: 97.4, // 11588 / 11900
+      efficiency: 69.1, // 11588 / 16773
       latency: null,
       temperature_delta: null,
       average_hrv: null,
@@ -300,6 +302,7 @@ describe("garmin sleeps", () => {
     expect(keys(final)).toEqual(keys(tentative))
     expect(keys(final)).toEqual([
       ["summary", "sleep", "sleep:2016-01-10"],
+      ["summary", "sleep", "nap:1690916700"],
       ["timeseries", "respiratory_rate", "sleep:2016-01-10"],
       ["timeseries", "blood_oxygen", "sleep:2016-01-10"]
     ])
@@ -315,10 +318,75 @@ describe("garmin sleeps", () => {
 
   it("leaves efficiency null for an empty session", () => {
     const data = Schema.decodeUnknownSync(SleepFields)(
-      summaryData(ok(normalizers.sleeps, { ...first(sleeps), durationInSeconds: 0 }), "sleep")
+      summaryData(ok(normalizers.sleeps, { ...first(sleeps), durationInSeconds: 0, sleepLevelsMap: null }), "sleep")
     )
     expect(data.efficiency).toBeNull()
     expect(data.bedtime_stop).toBe(data.bedtime_start)
+  })
+
+  describe("the end of the night", () => {
+    const start = 1_700_000_000
+    // 6 h of stages: light, deep, rem, then 20 minutes awake after the last sleep stage.
+    const night = {
+      userId: "u", summaryId: "x-night", calendarDate: "2023-11-15", startTimeInSeconds: start, startTimeOffsetInSeconds: 0,
+      durationInSeconds: 21_600 - 1200, lightSleepDurationInSeconds: 10_000, deepSleepDurationInSeconds: 6_000, remSleepInSeconds: 4_400,
+      awakeDurationInSeconds: 0,
+      sleepLevelsMap: {
+        light: [{ startTimeInSeconds: start, endTimeInSeconds: start + 10_000 }],
+        deep: [{ startTimeInSeconds: start + 10_000, endTimeInSeconds: start + 16_000 }],
+        rem: [{ startTimeInSeconds: start + 16_000, endTimeInSeconds: start + 20_400 }],
+        awake: [{ startTimeInSeconds: start + 20_400, endTimeInSeconds: start + 21_600 }]
+      }
+    }
+    const sleepOf = (raw: unknown) => Schema.decodeUnknownSync(SleepFields)(summaryData(ok(normalizers.sleeps, raw), "sleep"))
+
+    it("is the end of an awake stage after the last sleep stage; duration and awake include it", () => {
+      const data = sleepOf(night)
+      expect(data.bedtime_stop).toBe(iso(start + 21_600))
+      expect(data.duration).toBe(21_600)
+      expect(data.awake).toBe(1200)
+      expect(data.total).toBe(20_400)
+      expect(data.total! + data.awake!).toBe(data.duration)
+      expect(data.efficiency).toBe(94.4) // 20400 / 21600
+    })
+
+    it("keeps Garmin's awake figure when it already counts the tail", () => {
+      expect(sleepOf({ ...night, awakeDurationInSeconds: 1500 }).awake).toBe(1500)
+    })
+
+    it("is start + duration without a levels map, and ignores stretches without times or a day past the start", () => {
+      const { sleepLevelsMap: _drop, ...plain } = night
+      expect(sleepOf(plain)).toMatchObject({ bedtime_stop: iso(start + 20_400), duration: 20_400, awake: 0 })
+      const odd = { ...night, sleepLevelsMap: { awake: [{ startTimeInSeconds: start + 20_400 }, { startTimeInSeconds: start + 90_000, endTimeInSeconds: start + 90_600 }], rem: null } }
+      expect(sleepOf(odd)).toMatchObject({ bedtime_stop: iso(start + 20_400), duration: 20_400, awake: 0 })
+      // An awake stretch before the start counts for nothing, never less.
+      const before = { ...night, sleepLevelsMap: { ...night.sleepLevelsMap, awake: [{ startTimeInSeconds: start - 600, endTimeInSeconds: start - 300 }, ...night.sleepLevelsMap.awake] } }
+      expect(sleepOf(before)).toMatchObject({ duration: 21_600, awake: 1200 })
+    })
+  })
+
+  it("maps each nap to a sleep session of Junction's nap type, keyed by its start", () => {
+    const nightOf = first(sleeps) as Record<string, unknown>
+    const withNaps = { ...nightOf, naps: [...(nightOf.naps as Array<unknown>), { napStartTimeInSeconds: 1690930000, napDurationInSeconds: 1800, napValidation: "MANUAL" }] }
+    const records = valid(normalizers.sleeps, withNaps)
+    const naps = records.filter((r) => r.kind === "summary" && r.resource === "sleep" && r.data.type === "acknowledged_nap")
+    expect(naps.map((r) => r.sourceId)).toEqual(["nap:1690916700", "nap:1690930000"])
+    expect(Schema.decodeUnknownSync(SleepFields)(naps[0]!.data)).toEqual({
+      date: "2023-08-01T00:00:00.000Z",
+      calendar_date: "2023-08-01", // local (-05:00) start: 2023-08-01 14:05
+      bedtime_start: iso(1690916700),
+      bedtime_stop: iso(1690916700 + 600),
+      type: "acknowledged_nap",
+      duration: 600,
+      total: 600,
+      awake: null, light: null, rem: null, deep: null, score: null, hr_lowest: null, hr_average: null, efficiency: null,
+      latency: null, temperature_delta: null, average_hrv: null, respiratory_rate: null,
+      timezone_offset: -18000,
+      source: { provider: "garmin", type: "watch", device_id: null, app_id: null }
+    })
+    // Without its own offset, a nap takes the night's.
+    expect(naps[1]!.data).toMatchObject({ timezone_offset: 7200, duration: 1800 })
+    expect(errorOf(normalizers.sleeps({ ...nightOf, naps: [{ napStartTimeInSeconds: "soon", napDurationInSeconds: 60 }] }))).toContain("naps.0.napStartTimeInSeconds")
   })
 
   it("sums only the stages reported (no REM on older devices)", () => {
@@ -333,6 +401,21 @@ describe("garmin activities", () => {
   const activities = fixture("activities", "activities")
   const workout = (raw: unknown) =>
     Schema.decodeUnknownSync(WorkoutFields)(summaryData(ok(normalizers.activities, raw), "workouts"))
+
+  it("keys an activity without summaryId by its activityId, a number or a numeric string alike", () => {
+    const { summaryId: _drop, ...byId } = activities[1] as Record<string, unknown>
+    expect(shape(valid(normalizers.activities, byId))).toEqual([["summary", "workouts", "5001968355"]])
+    expect(shape(valid(normalizers.activities, activities[1]))).toEqual([["summary", "workouts", "5001968355"]])
+    expect(workout({ ...byId, activityId: "5001968355" }).provider_id).toBe("5001968355")
+    expect(errorOf(normalizers.activities({ ...byId, activityId: "5001968355x" }))).toContain("activityId")
+    const { activityId: _none, ...noId } = byId
+    expect(errorOf(normalizers.activities(noId))).toBe("summaryId is missing and activityId is missing")
+  })
+
+  it("needs no userId: OAuth 1.0a-era items name their user by token", () => {
+    const { userId: _drop, ...byToken } = activities[1] as Record<string, unknown>
+    expect(shape(valid(normalizers.activities, { ...byToken, userAccessToken: "token" }))).toEqual([["summary", "workouts", "5001968355"]])
+  })
 
   it("maps a running activity to a schema-valid workout", () => {
     expect(workout(activities[0])).toEqual({
@@ -423,6 +506,15 @@ describe("garmin manuallyUpdatedActivities", () => {
 })
 
 describe("garmin activityDetails", () => {
+  it("keys details without summaryId by the summary's activityId, so they update that activity's workout", () => {
+    const [detail] = fixture("activityDetails", "activityDetails") as Array<Record<string, unknown>>
+    const { summaryId: _drop, ...byId } = detail!
+    expect(shape(valid(normalizers.activityDetails, byId)).map(([kind, resource, id]) => [kind, resource, id])).toEqual(
+      shape(valid(normalizers.activityDetails, detail)))
+    const summary = { ...(byId.summary as Record<string, unknown>), activityId: "5001968355" }
+    expect(shape(valid(normalizers.activityDetails, { ...byId, activityId: undefined, summary }))[0]).toEqual(["summary", "workouts", "5001968355"])
+  })
+
   const spec = first(fixture("activityDetails", "activityDetails"))
   const real = first(fixture("activityDetails-real-oauth1-push", "activityDetails"))
 
@@ -613,8 +705,14 @@ describe("garmin epochs", () => {
     expect(first(shape(ok(normalizers.epochs, untyped)))).toEqual(["timeseries", "steps", "x153a9f3-5a9478d4-6"])
   })
 
-  it("emits nothing for a sedentary epoch, so it cannot overwrite the slice's active epoch", () => {
-    expect(valid(normalizers.epochs, epochs[1])).toEqual([])
+  it("keeps a sedentary epoch's measured zeros as its own record beside the slice's active epoch", () => {
+    const sedentary = valid(normalizers.epochs, epochs[1])
+    expect(shape(sedentary)).toEqual([
+      ["timeseries", "steps", "epoch:1454418900:SEDENTARY"],
+      ["timeseries", "calories_active", "epoch:1454418900:SEDENTARY"],
+      ["timeseries", "distance", "epoch:1454418900:SEDENTARY"]
+    ])
+    expect(valuesOf(sedentary, "steps")).toEqual([0])
     const running = valid(normalizers.epochs, epochs[2])
     expect(valuesOf(running, "steps")).toEqual([427])
     expect(valuesOf(running, "distance")).toEqual([222.07])

@@ -5,6 +5,7 @@
  */
 import type { LifecycleChange, NotificationItem, UserRef } from "@wearflow/core/provider"
 import { Either } from "effect"
+import { isActivityId } from "./normalize/shared.ts"
 
 /** Every key Garmin's Health and Activity APIs send, in PUSH or PING mode. */
 export const dataKeys = [
@@ -51,15 +52,42 @@ const isText = (u: unknown): u is string => typeof u === "string" && u.length > 
 /** Ids are short printable text: no control characters (Postgres refuses NUL), no lone surrogates. */
 const isId = (u: unknown): u is string => isText(u) && u.length <= 256 && u.isWellFormed() && !/[\u0000-\u001f\u007f]/.test(u)
 
-/** Why one item cannot be processed, or undefined when it is structurally fine. */
+const isLifecycleKey = (key: string) => (lifecycleKeys as ReadonlyArray<string>).includes(key)
+
+/** Activity records: named by summaryId or activityId (a number, or a numeric string). */
+const activityKeys: ReadonlySet<string> = new Set(["activities", "manuallyUpdatedActivities", "activityDetails"])
+
+/** An activityId the normalizers read, when present; activityDetails may carry one in `summary` too. */
+const activityIdProblem = (item: Record<string, unknown>): string | undefined => {
+  if (item.activityId != null && !isActivityId(item.activityId)) return "activityId is not a valid id"
+  const summary = isRecord(item.summary) ? item.summary : undefined
+  if (summary?.activityId != null && !isActivityId(summary.activityId)) return "summary.activityId is not a valid id"
+  return undefined
+}
+
+const hasActivityId = (item: Record<string, unknown>) =>
+  isActivityId(item.activityId) || (isRecord(item.summary) && isActivityId(item.summary.activityId))
+
+/**
+ * Why one item cannot be processed, or undefined when it is structurally fine. The ids it
+ * accepts are the ones the normalizers key records by, so an item accepted here is stored by
+ * the worker (or fails there on a field, never on its identity).
+ */
 const problemOf = (kind: NotificationKind, key: string, item: unknown): string | undefined => {
   if (!isRecord(item)) return "item is not an object"
   if (item.userId === undefined && item.userAccessToken === undefined) return "item has neither userId nor userAccessToken"
   if (item.userId !== undefined && !isId(item.userId)) return "userId is not a valid id"
   if (item.userAccessToken !== undefined && !isId(item.userAccessToken)) return "userAccessToken is not a valid token"
+  // Lifecycle items need only their user, on either URL: Garmin sends no summaryId with
+  // some of them, and no callbackURL with any.
+  if (isLifecycleKey(key)) return undefined
   // A PING item (and every activityFiles item) carries a URL to pull instead of the data.
   if (kind === "ping" || key === "activityFiles") return isText(item.callbackURL) ? undefined : "callbackURL is missing"
-  if (key === "deregistrations") return undefined
+  if (activityKeys.has(key)) {
+    const problem = activityIdProblem(item)
+    if (problem !== undefined) return problem
+    if (item.summaryId == null) return hasActivityId(item) ? undefined : "summaryId and activityId are missing"
+  }
   if (item.summaryId === undefined) return "summaryId is missing"
   return isId(item.summaryId) ? undefined : "summaryId is not a valid id"
 }

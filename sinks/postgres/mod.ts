@@ -1,8 +1,8 @@
 /**
  * The Postgres sink: writes every resource event into a typed table per resource
  * (`wearflow_data.activity`, `wearflow_data.heartrate`, ...) in this database or another.
- * Upserts on the record id (summaries) or sample key (timeseries): re-sent batches change
- * nothing. Sharing the app's database, its writes commit with the runner's cursor.
+ * Upserts on the record id (summaries) or the sample's record and timestamp (timeseries):
+ * re-sent batches change nothing, and two records' samples at one instant are two rows. Sharing the app's database, its writes commit with the runner's cursor.
  */
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
@@ -11,7 +11,7 @@ import type { Manifest } from "@wearflow/core/plugin"
 import { type EventSink, type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { resourceOfDataEvent } from "@wearflow/core/schema"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
-import { type Column, ddlOf, quote, type Table, tables } from "./tables.ts"
+import { type Column, ddlOf, quote, type Table, tables, UNKNOWN_RECORD } from "./tables.ts"
 
 export interface PostgresSinkConfig {
   /** Another database to write to; by default the app's own. */
@@ -63,7 +63,7 @@ const summaryRow = (table: Table, event: OutboxEvent): Record<string, unknown> |
 
 const sampleRows = (table: Table, event: OutboxEvent): Array<Record<string, unknown>> => {
   const batch = event.envelope.data as { source?: { provider?: string }; data?: ReadonlyArray<Record<string, unknown>> }
-  const extra = bookkeeping(event, batch.source?.provider)
+  const extra = { ...bookkeeping(event, batch.source?.provider), record_id: event.recordId ?? UNKNOWN_RECORD }
   return (batch.data ?? []).map((sample) => rowOf(table, sample, extra))
 }
 

@@ -65,12 +65,18 @@ export const tables: ReadonlyArray<Table> = Object.entries(Resources).map(([reso
     columns: [
       { name: "user_id", type: "uuid", nullable: false },
       { name: "provider", type: "text", nullable: false },
+      // The stored record the sample came from (the event's record): two provider records
+      // with a value at one instant (Garmin's epochs, one per activity type) are two rows.
+      { name: "record_id", type: "uuid", nullable: false },
       ...columnsOf(spec.schema),
       ...bookkeeping
     ],
-    primaryKey: ["user_id", "provider", "type", "timestamp"]
+    primaryKey: ["record_id", "timestamp"]
   }
 })
+
+/** Stands for the record of a sample written before rows named their record. */
+export const UNKNOWN_RECORD = "00000000-0000-0000-0000-000000000000"
 
 export const quote = (identifier: string) => `"${identifier.replace(/"/g, '""')}"`
 
@@ -82,6 +88,35 @@ export const ddlOf = (schema: string, table: Table): ReadonlyArray<string> => {
   return [
     `create table if not exists ${qualified} (${table.columns.map(column).join(", ")}, primary key (${table.primaryKey.map(quote).join(", ")}))`,
     ...table.columns.map((c) => `alter table ${qualified} add column if not exists ${column(c).replace(" not null", "")}`),
+    ...(table.kind === "timeseries" ? [rekeyed(qualified, table)] : []),
     `create index if not exists ${quote(`${table.name}_by_user`)} on ${qualified} (user_id)`
   ]
 }
+
+const literal = (text: string) => `'${text.replace(/'/g, "''")}'`
+
+/**
+ * Moves a sample table made when samples were keyed by (user, provider, type, timestamp) to
+ * the record key. Rows written before get their record from the app's `samples` table when
+ * the sink shares its database (the old key identified exactly one stored sample), else
+ * UNKNOWN_RECORD. Does nothing once the key includes `record_id`.
+ */
+const rekeyed = (qualified: string, table: Table) => `
+do $rekey$
+declare
+  old_key name;
+begin
+  select c.conname into old_key from pg_constraint c
+  where c.conrelid = ${literal(qualified)}::regclass and c.contype = 'p'
+    and not exists (select 1 from pg_attribute a where a.attrelid = c.conrelid and a.attnum = any (c.conkey) and a.attname = 'record_id');
+  if old_key is null then return; end if;
+  if to_regclass('samples') is not null then
+    execute format('update %s t set record_id = (select s.record_id from samples s
+      where s.user_id = t.user_id and s.resource = %L and s.provider = t.provider and s.source_type = t.type and s.ts = t."timestamp"
+      order by s.record_id limit 1) where t.record_id is null', ${literal(qualified)}, ${literal(table.resource)});
+  end if;
+  execute format('update %s set record_id = %L where record_id is null', ${literal(qualified)}, ${literal(UNKNOWN_RECORD)});
+  execute format('alter table %s drop constraint %I', ${literal(qualified)}, old_key);
+  execute format('alter table %s alter column record_id set not null, add primary key (${table.primaryKey.map(quote).join(", ").replace(/'/g, "''")})', ${literal(qualified)});
+end
+$rekey$`

@@ -17,13 +17,15 @@ import { resourceOf, resourceRows, rowsOf } from "./rows.ts"
 const USER = "4e1b4ad8-3a0e-4a2b-9d0e-2f1c8a6b7c11"
 const TEAM = "9b0e8f5c-1d2e-4f3a-8b7c-6d5e4f3a2b1c"
 
-const eventOf = (eventType: string, data: unknown, historical = false): OutboxEvent => ({
+const RECORD = "5d6c7b8a-9e0f-4a1b-8c2d-3e4f5a6b7c8d"
+
+const eventOf = (eventType: string, data: unknown, historical = false, recordId: string | null = RECORD): OutboxEvent => ({
   position: "42",
   eventId: "0b5f0a7e-5c1d-4f8e-9a2b-3c4d5e6f7a8b",
   eventType,
   teamId: TEAM,
   userId: USER,
-  recordId: null,
+  recordId,
   envelope: { event_type: eventType, data, user_id: USER, client_user_id: "client-7", team_id: TEAM },
   createdAt: new Date("2026-11-22T10:00:00.000Z"),
   historical
@@ -68,7 +70,7 @@ describe("rows", () => {
     expect(rows).toHaveLength(2)
     expect(rows[1]).toEqual({
       event_id: event.eventId, event_type: "daily.data.heartrate.created", emitted_at: "2026-11-22T10:00:00.000Z", historical: true,
-      team_id: TEAM, user_id: USER, client_user_id: "client-7", source,
+      team_id: TEAM, user_id: USER, client_user_id: "client-7", source, record_id: RECORD,
       timestamp: "2016-01-11T00:00:30+00:00", timezone_offset: 3600, type: "watch", unit: "bpm", value: 76
     })
     expect(Object.keys(rows[0]!)).toEqual(heartrate.fields.map((f) => f.name))

@@ -28,6 +28,9 @@ const EventFields = {
  */
 export const renamedInFiles: Readonly<Record<string, string>> = { date: "record_date" }
 
+/** Which stored record a sample belongs to (the event's record, like a summary's `id`). */
+const RecordId = Schema.UUID.annotations({ description: "the stored record the sample came from; with timestamp, it identifies the sample" })
+
 const renamed = (fields: Schema.Struct.Fields): Schema.Struct.Fields =>
   Object.fromEntries(Object.entries(fields).map(([name, field]) => [renamedInFiles[name] ?? name, field]))
 
@@ -35,13 +38,13 @@ const rowSchemaOf = (resource: ResourceName) => {
   const spec = Resources[resource]
   const fields = spec.kind === "summary"
     ? { ...EventFields, ...renamed(spec.schema.fields) }
-    : { ...EventFields, source: Source, ...renamed(spec.schema.fields) }
+    : { ...EventFields, source: Source, record_id: RecordId, ...renamed(spec.schema.fields) }
   return Schema.Struct(fields).annotations({
     identifier: `wearflow.etl.${resource}`,
     title: `${resource} rows`,
     description: spec.kind === "summary"
       ? `One ${resource} record per row, as of its event; a later event for the same id replaces it.`
-      : `One ${resource} sample per row; (user_id, source.provider, type, timestamp) identifies a sample and the latest event wins.`
+      : `One ${resource} sample per row; (record_id, timestamp) identifies a sample and the latest event wins. Two provider records with a value at one instant (Garmin's epochs, one per activity type) are two samples.`
   })
 }
 
@@ -128,5 +131,5 @@ export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Re
   const data = (event.envelope.data ?? {}) as Record<string, unknown>
   if (rows.kind === "summary") return [project(data)]
   const samples = Array.isArray(data.data) ? (data.data as ReadonlyArray<Record<string, unknown>>) : []
-  return samples.map((sample) => project({ ...sample, source: data.source }))
+  return samples.map((sample) => project({ ...sample, source: data.source, record_id: event.recordId }))
 }

@@ -1,9 +1,9 @@
 /** `activities` and `manuallyUpdatedActivities` → one `workouts` summary. */
 import { Either, Schema } from "effect"
-import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
+import { decodeRecord, ItemError, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
 import type { Source, WorkoutFields } from "@wearflow/core/schema"
 import { localDateFromEpochSeconds, timestampFromEpochSeconds } from "@wearflow/core/time"
-import { DurationSeconds, EpochSeconds, Finite, OffsetSeconds, opt } from "./shared.ts"
+import { ActivityId, DurationSeconds, EpochSeconds, Finite, OffsetSeconds, opt } from "./shared.ts"
 
 /** The fields of a Garmin activity summary, also found under `summary` in activityDetails. */
 export const ActivitySummaryFields = {
@@ -12,7 +12,7 @@ export const ActivitySummaryFields = {
   // Required: time_end and the sport are mandatory in the normalized workout.
   durationInSeconds: DurationSeconds,
   activityType: Schema.String.pipe(Schema.pattern(/[A-Za-z0-9]/)),
-  activityId: opt(Schema.Int.pipe(Schema.nonNegative())),
+  activityId: opt(ActivityId),
   activityName: opt(Schema.String),
   movingDurationInSeconds: opt(DurationSeconds),
   averageHeartRateInBeatsPerMinute: opt(Finite),
@@ -31,8 +31,8 @@ export const RawActivitySummary = Schema.Struct(ActivitySummaryFields)
 export type RawActivitySummary = typeof RawActivitySummary.Type
 
 export const RawActivity = Schema.Struct({
-  userId: Schema.String,
-  summaryId: Schema.String,
+  // Either id names the activity: some senders give only activityId.
+  summaryId: opt(Schema.String),
   ...ActivitySummaryFields
 })
 export type RawActivity = typeof RawActivity.Type
@@ -90,10 +90,21 @@ export const workoutOf = (raw: RawActivitySummary, providerId: string): typeof W
   }
 }
 
-const toRecords = (raw: RawActivity): ReadonlyArray<NormalizedRecord> => [
-  { kind: "summary", resource: "workouts", sourceId: raw.summaryId, data: workoutOf(raw, String(raw.activityId ?? raw.summaryId)) }
-]
+/**
+ * The store key of an activity: its summaryId, else its activityId. Garmin's activity
+ * summaryId is the activityId as text, so both forms of one activity share a record.
+ */
+export const activityKeyOf = (summaryId: string | null | undefined, activityId: number | string | null | undefined): string | undefined =>
+  summaryId ?? (activityId == null ? undefined : String(activityId))
+
+export const missingId = new ItemError({ message: "summaryId is missing and activityId is missing" })
+
+const toRecords = (raw: RawActivity): Either.Either<ReadonlyArray<NormalizedRecord>, ItemError> => {
+  const key = activityKeyOf(raw.summaryId, raw.activityId)
+  if (key === undefined) return Either.left(missingId)
+  return Either.right([{ kind: "summary", resource: "workouts", sourceId: key, data: workoutOf(raw, String(raw.activityId ?? key)) }])
+}
 
 const decode = decodeRecord(RawActivity)
 
-export const normalizeActivity: Normalizer = (raw) => Either.map(decode(raw), toRecords)
+export const normalizeActivity: Normalizer = (raw) => Either.flatMap(decode(raw), toRecords)

@@ -3,10 +3,10 @@
  * samples), one `workout_stream` with the sampled streams, and a `heartrate` batch.
  */
 import { Either, Schema } from "effect"
-import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
+import { decodeRecord, type ItemError, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
 import type { WorkoutFields, WorkoutStreamFields } from "@wearflow/core/schema"
-import { RawActivitySummary, activitySource, workoutOf } from "./activities.ts"
-import { DurationSeconds, EpochSeconds, Finite, discreteSeries, mean1, opt, positive } from "./shared.ts"
+import { RawActivitySummary, activityKeyOf, activitySource, missingId, workoutOf } from "./activities.ts"
+import { ActivityId, DurationSeconds, EpochSeconds, Finite, discreteSeries, mean1, opt, positive } from "./shared.ts"
 
 /** One point of `samples[]` (up to one per second). */
 export const RawDetailSample = Schema.Struct({
@@ -33,9 +33,9 @@ export const RawDetailSample = Schema.Struct({
 export type RawDetailSample = typeof RawDetailSample.Type
 
 export const RawActivityDetail = Schema.Struct({
-  userId: Schema.String,
-  summaryId: Schema.String,
-  activityId: opt(Schema.Int.pipe(Schema.nonNegative())),
+  // Either id names the details: some senders give only activityId.
+  summaryId: opt(Schema.String),
+  activityId: opt(ActivityId),
   summary: RawActivitySummary,
   samples: opt(Schema.Array(RawDetailSample))
 })
@@ -45,12 +45,23 @@ export type RawActivityDetail = typeof RawActivityDetail.Type
 const activitySummaryId = (summaryId: string): string => summaryId.replace(/-detail$/, "")
 
 /**
- * The id of the workout: the summary's activityId (what `activities` reports), else the
- * record's, else the activity's summaryId. Real pushes have been seen where the top-level
- * activityId differs from the summary's, so the summary wins.
+ * The store keys of the details (stream, samples) and of their activity's workout: from the
+ * summaryId, else from the activityId, the summary's first. Real pushes have been seen where
+ * the top-level activityId differs from the summary's, and the summary's is the one the
+ * summaryId carries.
  */
-const providerIdOf = (raw: RawActivityDetail): string =>
-  String(raw.summary.activityId ?? raw.activityId ?? activitySummaryId(raw.summaryId))
+const keysOf = (raw: RawActivityDetail): { readonly detail: string; readonly activity: string } | undefined => {
+  if (raw.summaryId != null) return { detail: raw.summaryId, activity: activitySummaryId(raw.summaryId) }
+  const activity = activityKeyOf(undefined, raw.summary.activityId ?? raw.activityId)
+  return activity === undefined ? undefined : { detail: `${activity}-detail`, activity }
+}
+
+/**
+ * The id of the workout: the summary's activityId (what `activities` reports), else the
+ * record's, else the activity's key.
+ */
+const providerIdOf = (raw: RawActivityDetail, activityKey: string): string =>
+  String(raw.summary.activityId ?? raw.activityId ?? activityKey)
 
 const present = (values: ReadonlyArray<number | null | undefined>): Array<number> => values.filter((v): v is number => v != null)
 
@@ -59,11 +70,11 @@ const maxOf = (values: ReadonlyArray<number>): number | null => (values.length =
 const minOf = (values: ReadonlyArray<number>): number | null => (values.length === 0 ? null : values.reduce((a, b) => (b < a ? b : a)))
 
 /** The summary's workout, with elevation range and power taken from the samples. */
-const workout = (raw: RawActivityDetail, samples: ReadonlyArray<RawDetailSample>): typeof WorkoutFields.Type => {
+const workout = (raw: RawActivityDetail, activityKey: string, samples: ReadonlyArray<RawDetailSample>): typeof WorkoutFields.Type => {
   const elevations = present(samples.map((s) => s.elevationInMeters))
   const watts = present(samples.map((s) => s.powerInWatts))
   return {
-    ...workoutOf(raw.summary, providerIdOf(raw)),
+    ...workoutOf(raw.summary, providerIdOf(raw, activityKey)),
     elev_high: maxOf(elevations),
     elev_low: minOf(elevations),
     average_watts: mean1(watts),
@@ -100,26 +111,26 @@ const stream = (
   }
 }
 
-const toRecords = (raw: RawActivityDetail): ReadonlyArray<NormalizedRecord> => {
+const toRecords = (raw: RawActivityDetail): Either.Either<ReadonlyArray<NormalizedRecord>, ItemError> => {
+  const keys = keysOf(raw)
+  if (keys === undefined) return Either.left(missingId)
   const samples = [...(raw.samples ?? [])].sort((a, b) => a.startTimeInSeconds - b.startTimeInSeconds)
-  const data = workout(raw, samples)
-  const records: Array<NormalizedRecord> = [
-    { kind: "summary", resource: "workouts", sourceId: activitySummaryId(raw.summaryId), data }
-  ]
-  if (samples.length === 0) return records
-  return [
+  const data = workout(raw, keys.activity, samples)
+  const records: Array<NormalizedRecord> = [{ kind: "summary", resource: "workouts", sourceId: keys.activity, data }]
+  if (samples.length === 0) return Either.right(records)
+  return Either.right([
     ...records,
-    { kind: "summary", resource: "workout_stream", sourceId: raw.summaryId, data: stream(raw, samples, data) },
+    { kind: "summary", resource: "workout_stream", sourceId: keys.detail, data: stream(raw, samples, data) },
     ...discreteSeries(
       "heartrate",
-      raw.summaryId,
+      keys.detail,
       activitySource(raw.summary),
       raw.summary.startTimeOffsetInSeconds,
       samples.flatMap((s) => (s.heartRate != null && positive(s.heartRate) ? [[s.startTimeInSeconds, s.heartRate] as const] : []))
     )
-  ]
+  ])
 }
 
 const decode = decodeRecord(RawActivityDetail)
 
-export const normalizeActivityDetail: Normalizer = (raw) => Either.map(decode(raw), toRecords)
+export const normalizeActivityDetail: Normalizer = (raw) => Either.flatMap(decode(raw), toRecords)

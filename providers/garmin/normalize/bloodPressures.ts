@@ -9,7 +9,6 @@ import { timestampFromEpochSeconds } from "@wearflow/core/time"
 import { EpochSeconds, Finite, OffsetSeconds, discreteSeries, opt, positive } from "./shared.ts"
 
 export const RawBloodPressure = Schema.Struct({
-  userId: Schema.String,
   summaryId: Schema.String,
   measurementTimeInSeconds: EpochSeconds,
   measurementTimeOffsetInSeconds: opt(OffsetSeconds),

@@ -34,11 +34,11 @@ const epochSourceId = (raw: Pick<RawEpoch, "activityType" | "startTimeInSeconds"
 const toRecords = (raw: RawEpoch): ReadonlyArray<NormalizedRecord> => {
   const start = raw.startTimeInSeconds
   const sourceId = epochSourceId(raw)
+  // Garmin sends one epoch per activity type per slice, all with the same start: each is its
+  // own record, so the store keeps every one's samples side by side (their sum is the slice's
+  // total). A measured zero (a SEDENTARY slice) is a value too: the watch was worn.
   const series = (resource: IntervalResource, value: number | null | undefined) =>
-    // Garmin sends one epoch per activity type per slice, all with the same start. A zero
-    // (typically the SEDENTARY record) would overwrite the active record's sample at that
-    // timestamp, and adds nothing to any sum, so it is not emitted.
-    value == null || value <= 0
+    value == null
       ? []
       : intervalSeries(resource, sourceId, watchSource, raw.startTimeOffsetInSeconds, [{ start, end: start + EPOCH_SECONDS, value }])
   return [

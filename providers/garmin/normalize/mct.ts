@@ -17,7 +17,6 @@ export const RawPregnancy = Schema.Struct({
 })
 
 export const RawCycle = Schema.Struct({
-  userId: Schema.String,
   summaryId: Schema.String,
   // Required: every other date of the cycle is counted from it.
   periodStartDate: LocalDate,

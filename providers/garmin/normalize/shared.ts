@@ -49,13 +49,23 @@ export const OffsetMap = Schema.Record({
  */
 export const opt = <A, I>(schema: Schema.Schema<A, I>) => Schema.optional(Schema.NullOr(schema))
 
-/** Fields every Garmin summary record carries. */
+/**
+ * Fields every Garmin summary record carries. The user (`userId`, or `userAccessToken` in
+ * OAuth 1.0a-era bodies) routes the item before it is normalized, so no normalizer needs it.
+ */
 export const SummaryBase = {
-  userId: Schema.String,
   summaryId: Schema.String,
   startTimeInSeconds: EpochSeconds,
   startTimeOffsetInSeconds: opt(OffsetSeconds)
 }
+
+/**
+ * Garmin's activity ids are numbers; some senders quote them. Both forms name the same
+ * activity (`String(id)`); anything else is not an activity id. The request path checks items
+ * with the same schema, so what it accepts the normalizer reads.
+ */
+export const ActivityId = Schema.Union(Schema.Int.pipe(Schema.nonNegative()), Schema.String.pipe(Schema.pattern(/^\d{1,20}$/)))
+export const isActivityId = Schema.is(ActivityId)
 
 /** Rounds to one decimal, the precision of Garmin's own displays. */
 export const round1 = (n: number): number => Math.round(n * 10) / 10

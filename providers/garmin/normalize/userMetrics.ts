@@ -7,7 +7,6 @@ import { decodeRecord, type NormalizedRecord, type Normalizer } from "@wearflow/
 import { Finite, LocalDate, dateOf, discreteSeries, opt, positive, watchSource } from "./shared.ts"
 
 export const RawUserMetrics = Schema.Struct({
-  userId: Schema.String,
   summaryId: Schema.String,
   // Required: the metric's only time reference.
   calendarDate: LocalDate,
