@@ -26,13 +26,14 @@ const BUCKET = "wearflow-etl"
 /**
  * Every PUSH fixture that carries data, and the ETL rows each must become per resource
  * (a summary is one row, a timeseries one row per sample), counted from the fixtures: e.g.
- * dailies are two days with 8 heart-rate samples each, sleeps two nights with 4 respiration
- * and 7 SpO2 readings in the first, bloodPressures one reading with its pulse.
+ * dailies are two days with 8 heart-rate samples each, sleeps two nights (the first with a nap,
+ * a session of its own) with 4 respiration and 7 SpO2 readings in the first, epochs three slices
+ * (walking, sedentary with measured zeros, running), bloodPressures one reading with its pulse.
  */
 const ROWS_PER_FIXTURE: Record<string, Record<string, number>> = {
   dailies: { activity: 2, heartrate: 16 },
-  sleeps: { sleep: 2, respiratory_rate: 4, blood_oxygen: 7 },
-  epochs: { steps: 2, calories_active: 2, distance: 2 },
+  sleeps: { sleep: 3, respiratory_rate: 4, blood_oxygen: 7 },
+  epochs: { steps: 3, calories_active: 3, distance: 3 },
   hrv: { hrv: 12 },
   stressDetails: { stress_level: 4 },
   bodyComps: { body: 2, weight: 2, fat: 2 },
