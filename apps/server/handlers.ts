@@ -16,7 +16,8 @@ import { Effect, Layer, Option } from "effect"
 import { ApiKeyAuth, BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
 
 export const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
-const notFound = (e: { readonly userId: string }) => new NotFound({ message: `user ${e.userId} not found` })
+// Error bodies name what was wrong, never the caller's value (ids, slugs, types).
+const notFound = () => new NotFound({ message: "user not found" })
 
 export const ApiKeyAuthLive = Layer.effect(
   ApiKeyAuth,
@@ -76,7 +77,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
               created_on: c.created_at
             }))
           }
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) })))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) })))
       .handle("linkGarmin", ({ path, payload }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
@@ -99,7 +100,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
+            UserNotFound: () => Effect.fail(notFound()),
             ProviderUserTaken: () => Effect.fail(new Conflict({ message: "this Garmin account is linked in another team" })),
             SqlError: () => Effect.fail(unavailable()),
             PersistedQueueError: () => Effect.fail(unavailable()),
@@ -120,8 +121,8 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
-            NotConnected: (e) => Effect.fail(new NotFound({ message: `the user has no ${e.provider} connection` })),
+            UserNotFound: () => Effect.fail(notFound()),
+            NotConnected: () => Effect.fail(new NotFound({ message: "the user has no connection to this provider" })),
             AuthError: (e) => Effect.fail(new ServiceUnavailable({ message: `${e.message}; nothing was changed, retry later`, retryable: true })),
             DecryptionError: () => Effect.fail(unavailable()),
             SqlError: () => Effect.fail(unavailable())
@@ -139,13 +140,15 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           return { link_token: token, link_web_url: start.toString(), expires_at: expiresAt.toISOString() }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
-            ProviderUnsupported: (e) => Effect.fail(new InvalidRequest({ message: e.message })),
+            UserNotFound: () => Effect.fail(notFound()),
+            ProviderUnsupported: () => Effect.fail(new InvalidRequest({ message: unsupportedProvider })),
             SqlError: () => Effect.fail(unavailable())
           })
         ))
   })
 )
+
+const unsupportedProvider = "this provider is not loaded, or has no connect flow for this oauth_version"
 
 const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 
@@ -176,8 +179,10 @@ export const LinkLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi,
     const connections = yield* Connections
     const failedPage = (e: { readonly _tag: string; readonly message?: string }) =>
       Effect.succeed(
-        e._tag === "LinkInvalid" || e._tag === "ProviderUnsupported"
+        e._tag === "LinkInvalid"
           ? page(404, "Link not usable", e.message ?? "")
+          : e._tag === "ProviderUnsupported"
+          ? page(404, "Link not usable", unsupportedProvider)
           : page(503, "Try again later", "The connection could not be started or finished right now. Please try again in a few minutes.")
       )
     return handlers
@@ -220,14 +225,14 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
           const { user, range } = yield* scope(path.user_id, urlParams)
           const items = yield* query.summaries(user.user_id, resource, range)
           return { [resource]: items } as never
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) }))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }))
 
     const series = <R extends TimeseriesResource>(resource: R) =>
       ({ path, urlParams }: { readonly path: { readonly user_id: string }; readonly urlParams: { readonly start_date: string; readonly end_date?: string | undefined } }) =>
         Effect.gen(function* () {
           const { user, range } = yield* scope(path.user_id, urlParams)
           return yield* query.samples(user.user_id, resource, range)
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) }))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }))
 
     return handlers
       .handle("activity", summary("activity"))
@@ -274,7 +279,7 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
           }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
+            UserNotFound: () => Effect.fail(notFound()),
             BackfillNotFound: (e) => Effect.fail(new NotFound({ message: e.message })),
             BackfillConflict: (e) => Effect.fail(new BackfillConflict({ message: e.message, already_requested: e.alreadyRequested })),
             SqlError: () => Effect.fail(unavailable())
@@ -284,10 +289,10 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
           const cancelled = yield* backfills.cancel(teamId, path.user_id, path.provider)
-          if (Option.isNone(cancelled)) return yield* new NotFound({ message: `no ${path.provider} backfill is running for this user` })
+          if (Option.isNone(cancelled)) return yield* new NotFound({ message: "no backfill from this provider is running for this user" })
           yield* interruptChain(cancelled.value)
           return { backfill_id: cancelled.value, status: "cancelled" as const }
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) })))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) })))
       .handle("status", ({ urlParams }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
