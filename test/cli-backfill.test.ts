@@ -176,7 +176,7 @@ describe("wearflow backfill", () => {
       const nothing = await wearflow(["backfill", "cancel", "--user", user.userId, "--provider", "garmin"])
       expect(nothing.code).toBe(1)
       expect(nothing.stdout).toBe("")
-      expect(nothing.stderr).toBe("wearflow: no garmin backfill is running for this user\n")
+      expect(nothing.stderr).toBe("wearflow: no backfill from this provider is running for this user\n")
     }
   })
 

@@ -5,6 +5,7 @@
  * failure before HttpApi encodes it; server middleware runs after the response is written.)
  */
 import { HttpApiBuilder, type HttpApiEndpoint, HttpApiError, type HttpApiGroup, type HttpApp, HttpServerError, HttpServerResponse } from "@effect/platform"
+import { ServiceUnavailable } from "@wearflow/core/http"
 import { describeIssues } from "@wearflow/core/normalizer"
 import { Effect, Option, SchemaAST } from "effect"
 import { WearflowApi } from "./Api.ts"
@@ -80,3 +81,25 @@ export const layerWithoutEchoedInput = HttpApiBuilder.middleware(Effect.sync(() 
       )
     ) as HttpApp.Default<never>
 }))
+
+/** How soon a caller answered 503 may try again. */
+const RETRY_AFTER_SECONDS = 5
+
+const isUnavailable = (error: unknown): error is ServiceUnavailable => error instanceof ServiceUnavailable
+
+const withRetryAfter = (response: HttpServerResponse.HttpServerResponse) =>
+  response.status === 503 && response.headers["retry-after"] === undefined
+    ? HttpServerResponse.setHeader(response, "retry-after", String(RETRY_AFTER_SECONDS))
+    : response
+
+/**
+ * Every 503 — an endpoint's ServiceUnavailable (storage down, a request that outwaited the
+ * database) or a page or check answered 503 — tells the caller when to retry (`Retry-After`).
+ */
+export const layerRetryAfter = HttpApiBuilder.middleware((app) =>
+  (app as HttpApp.Default<unknown>).pipe(
+    Effect.catchIf(isUnavailable, (error) =>
+      Effect.succeed(HttpServerResponse.unsafeJson({ _tag: error._tag, message: error.message, retryable: true }, { status: 503 }))),
+    Effect.map(withRetryAfter)
+  ) as HttpApp.Default<never>
+)
