@@ -123,7 +123,7 @@ const isRunning = async (pid: number): Promise<boolean> => {
   return !(await hasEnded(pid))
 }
 
-/** Whether `pid` is a zombie (or gone): /proc on Linux, `ps` elsewhere. */
+/** Whether `pid` is a zombie (or gone): /proc on Linux, `ps` on other Unixes. */
 const hasEnded = async (pid: number): Promise<boolean> => {
   if (process.platform === "linux") {
     const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined)
@@ -132,8 +132,15 @@ const hasEnded = async (pid: number): Promise<boolean> => {
     const state = stat.slice(stat.lastIndexOf(")") + 1).trim()[0]
     return state === "Z" || state === "X" || state === "x"
   }
-  const state = await run("ps", ["-o", "stat=", "-p", String(pid)], undefined).catch(() => "")
-  return state.trim() === "" || state.trim().startsWith("Z")
+  if (process.platform === "win32") return false // no zombies there: signal 0 tells
+  return new Promise<boolean>((resolve) =>
+    execFile("ps", ["-o", "stat=", "-p", String(pid)], (error, stdout) => {
+      const state = stdout.trim()
+      // ps exits 1 when no such process runs; when ps itself cannot run, the signal's answer stands.
+      if (state === "") return resolve(typeof error?.code === "number")
+      resolve(state.startsWith("Z"))
+    })
+  )
 }
 
 /** How long a claim's holder gets to go away (a supervisor's restart right after a kill) before it is refused. */
