@@ -28,8 +28,10 @@ const PROVIDER_WAIT = Duration.seconds(30)
  */
 export const within = (wait: Duration.Duration) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.timeoutFail(Effect.disconnect(effect), { duration: wait, onTimeout: unavailable })
+
 // Error bodies name what was wrong, never the caller's value (ids, slugs, types).
 const notFound = () => new NotFound({ message: "user not found" })
+const unsupportedProvider = "this provider is not loaded, or has no connect flow for this oauth_version"
 
 export const ApiKeyAuthLive = Layer.effect(
   ApiKeyAuth,
@@ -168,8 +170,6 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
         ))
   })
 )
-
-const unsupportedProvider = "this provider is not loaded, or has no connect flow for this oauth_version"
 
 const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 
