@@ -101,6 +101,11 @@ describe("error bodies", () => {
     v = distinct()
     await refuses("create a user with malformed JSON", v, call("POST", "/v2/user", { raw: `{"client_user_id": "${v}"` }), 400)
     v = distinct()
+    const unknownField = await call("POST", "/v2/user", { body: { [v]: 1 } })
+    await refuses("create a user with only an unknown field", v, Promise.resolve(unknownField), 400)
+    v = distinct()
+    await refuses("link Garmin with an unknown nested field", v, call("POST", `/v2/user/${userId}/connections/garmin`, { body: { provider_user_id: 5, oauth2: { [v]: v } } }), 400)
+    v = distinct()
     await refuses("an unknown API key", v, call("GET", `/v2/user/${userId}`, { headers: { "x-api-key": v } }), 401)
 
     // The connect flow's pages
