@@ -176,7 +176,7 @@ describe("wearflow backfill", () => {
       const nothing = await wearflow(["backfill", "cancel", "--user", user.userId, "--provider", "garmin"])
       expect(nothing.code).toBe(1)
       expect(nothing.stdout).toBe("")
-      expect(nothing.stderr).toBe("wearflow: no garmin backfill is running for this user\n")
+      expect(nothing.stderr).toBe("wearflow: no backfill from this provider is running for this user\n")
     }
   })
 
@@ -214,7 +214,9 @@ describe("wearflow backfill", () => {
     expect(unknownUser.stderr).toMatch(/^wearflow: .*user.*\n$/)
     const unknownType = await wearflow(["backfill", "start", "--user", user.userId, "--types", "dailies,nope"])
     expect(unknownType.code).toBe(1)
-    expect(unknownType.stderr).toBe("wearflow: unknown Garmin backfill types: nope\n")
+    // The server names the known types, never the caller's.
+    expect(unknownType.stderr).toMatch(/^wearflow: 1 of the requested types is not Garmin backfill types \(.*dailies.*\)\n$/)
+    expect(unknownType.stderr).not.toContain("nope")
   })
 })
 

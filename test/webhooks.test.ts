@@ -228,7 +228,8 @@ describe("signed delivery", () => {
 
     const reserved = await api("PUT", `/v2/webhooks/${endpoint.id}/headers`, { headers: { "svix-id": "forged" } })
     expect(reserved.status).toBe(400)
-    expect(reserved.body.message).toContain("svix-id")
+    expect(reserved.body.message).toContain("one Wearflow sets")
+    expect(reserved.body.message).not.toContain("svix-id") // never echoing the caller's value
   })
 })
 

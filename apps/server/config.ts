@@ -29,6 +29,11 @@ export const ServerConfig = Config.all({
   /** First wait before retrying a pull Garmin answered with 429/5xx (doubling, at most 2 min). */
   pullBackoff: Config.duration("WEARFLOW_PULL_BACKOFF").pipe(Config.withDefault(Duration.seconds(1))),
   maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024)),
+  /** How long a request waits for the database before it is answered 503 with Retry-After. */
+  databaseWait: Config.duration("WEARFLOW_DATABASE_WAIT").pipe(
+    Config.withDefault(Duration.seconds(10)),
+    Config.validate({ message: "WEARFLOW_DATABASE_WAIT must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
+  ),
   /** The URL users' browsers and providers reach this server at (link URLs, OAuth callbacks). */
   publicUrl: Config.option(
     Config.string("WEARFLOW_PUBLIC_URL").pipe(

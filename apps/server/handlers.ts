@@ -11,21 +11,38 @@ import { Connections, type LinkOutcome } from "@wearflow/core/connections"
 import { Providers } from "@wearflow/core/provider"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
+import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
-import { Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import { ApiKeyAuth, BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
 
 export const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
-const notFound = (e: { readonly userId: string }) => new NotFound({ message: `user ${e.userId} not found` })
+
+/** The longest a provider call inside a request may take (the providers' own request timeout). */
+const PROVIDER_WAIT = Duration.seconds(30)
+
+/**
+ * Bounds a request's work by `wait`: past it, the caller gets a 503 to retry instead of a
+ * request that hangs on a frozen or unreachable database. The work is left to end on its own
+ * (disconnected): against a frozen database not even a rollback would finish.
+ */
+export const within = (wait: Duration.Duration) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(Effect.disconnect(effect), { duration: wait, onTimeout: unavailable })
+
+// Error bodies name what was wrong, never the caller's value (ids, slugs, types).
+const notFound = () => new NotFound({ message: "user not found" })
+const unsupportedProvider = "this provider is not loaded, or has no connect flow for this oauth_version"
 
 export const ApiKeyAuthLive = Layer.effect(
   ApiKeyAuth,
   Effect.gen(function* () {
     const accounts = yield* Accounts
+    const deadline = within(yield* DatabaseWait)
     return {
       apiKey: (key) =>
         accounts.teamForApiKey(key).pipe(
           Effect.mapError(unavailable),
+          deadline,
           Effect.flatMap(
             Option.match({
               onNone: () => Effect.fail(new Unauthorized({ message: "missing or unknown x-api-key" })),
@@ -45,6 +62,9 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
     const accounts = yield* Accounts
     const connections = yield* Connections
     const providers = yield* Providers
+    const wait = yield* DatabaseWait
+    const deadline = within(wait)
+    const deadlineWithProvider = within(Duration.sum(wait, PROVIDER_WAIT))
     const garmin = providers.get("garmin")
     return handlers
       .handle("create", ({ payload }) =>
@@ -56,7 +76,8 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           Effect.catchTags({
             UserExists: (e) => Effect.fail(new Conflict({ message: "a user with this client_user_id exists", user_id: e.userId })),
             SqlError: () => Effect.fail(unavailable())
-          })
+          }),
+          deadline
         ))
       .handle("get", ({ path }) =>
         Effect.gen(function* () {
@@ -76,7 +97,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
               created_on: c.created_at
             }))
           }
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) })))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline))
       .handle("linkGarmin", ({ path, payload }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
@@ -99,12 +120,13 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
+            UserNotFound: () => Effect.fail(notFound()),
             ProviderUserTaken: () => Effect.fail(new Conflict({ message: "this Garmin account is linked in another team" })),
             SqlError: () => Effect.fail(unavailable()),
             PersistedQueueError: () => Effect.fail(unavailable()),
             ParseError: () => Effect.fail(unavailable())
-          })
+          }),
+          deadline
         ))
       .handle("disconnect", ({ path }) =>
         Effect.gen(function* () {
@@ -120,12 +142,13 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
-            NotConnected: (e) => Effect.fail(new NotFound({ message: `the user has no ${e.provider} connection` })),
+            UserNotFound: () => Effect.fail(notFound()),
+            NotConnected: () => Effect.fail(new NotFound({ message: "the user has no connection to this provider" })),
             AuthError: (e) => Effect.fail(new ServiceUnavailable({ message: `${e.message}; nothing was changed, retry later`, retryable: true })),
             DecryptionError: () => Effect.fail(unavailable()),
             SqlError: () => Effect.fail(unavailable())
-          })
+          }),
+          deadlineWithProvider
         ))
       .handle("linkToken", ({ payload }) =>
         Effect.gen(function* () {
@@ -139,10 +162,11 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           return { link_token: token, link_web_url: start.toString(), expires_at: expiresAt.toISOString() }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
-            ProviderUnsupported: (e) => Effect.fail(new InvalidRequest({ message: e.message })),
+            UserNotFound: () => Effect.fail(notFound()),
+            ProviderUnsupported: () => Effect.fail(new InvalidRequest({ message: unsupportedProvider })),
             SqlError: () => Effect.fail(unavailable())
-          })
+          }),
+          deadline
         ))
   })
 )
@@ -174,16 +198,21 @@ const finished = (provider: string, outcome: LinkOutcome, redirectUrl: string | 
 export const LinkLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi, "link", (handlers) =>
   Effect.gen(function* () {
     const connections = yield* Connections
+    // Starting and finishing a connect flow may ask the provider (request token, token exchange).
+    const deadline = within(Duration.sum(yield* DatabaseWait, PROVIDER_WAIT))
     const failedPage = (e: { readonly _tag: string; readonly message?: string }) =>
       Effect.succeed(
-        e._tag === "LinkInvalid" || e._tag === "ProviderUnsupported"
+        e._tag === "LinkInvalid"
           ? page(404, "Link not usable", e.message ?? "")
+          : e._tag === "ProviderUnsupported"
+          ? page(404, "Link not usable", unsupportedProvider)
           : page(503, "Try again later", "The connection could not be started or finished right now. Please try again in a few minutes.")
       )
     return handlers
       .handleRaw("start", ({ path, urlParams }) =>
         connections.beginLink(path.provider, urlParams.token, callbackUrl(publicUrl, path.provider)).pipe(
           Effect.map((authorizeUrl) => HttpServerResponse.redirect(authorizeUrl, { status: 302 })),
+          deadline,
           Effect.tapError((e) => Effect.logWarning("could not start a connect flow").pipe(Effect.annotateLogs({ provider: path.provider, error: e._tag, reason: e.message }))),
           Effect.catchAll(failedPage)
         ))
@@ -194,6 +223,7 @@ export const LinkLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi,
           if (outcome._tag === "Connected" && outcome.backfillId !== undefined) yield* startChain(outcome.backfillId)
           return finished(path.provider, outcome, redirectUrl)
         }).pipe(
+          deadline,
           Effect.tapError((e) => Effect.logWarning("could not finish a connect flow").pipe(Effect.annotateLogs({ provider: path.provider, error: e._tag }))),
           Effect.catchAll(failedPage)
         ))
@@ -204,6 +234,7 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
   Effect.gen(function* () {
     const accounts = yield* Accounts
     const query = yield* DataQuery
+    const deadline = within(yield* DatabaseWait)
 
     /** Resolves the user within the caller's team and the date range, or fails on the wire. */
     const scope = (userId: string, params: { readonly start_date: string; readonly end_date?: string | undefined }) =>
@@ -220,14 +251,14 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
           const { user, range } = yield* scope(path.user_id, urlParams)
           const items = yield* query.summaries(user.user_id, resource, range)
           return { [resource]: items } as never
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) }))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline)
 
     const series = <R extends TimeseriesResource>(resource: R) =>
       ({ path, urlParams }: { readonly path: { readonly user_id: string }; readonly urlParams: { readonly start_date: string; readonly end_date?: string | undefined } }) =>
         Effect.gen(function* () {
           const { user, range } = yield* scope(path.user_id, urlParams)
           return yield* query.samples(user.user_id, resource, range)
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) }))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline)
 
     return handlers
       .handle("activity", summary("activity"))
@@ -256,6 +287,7 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
   Effect.gen(function* () {
     const backfills = yield* Backfills
     const status = yield* BackfillStatus
+    const deadline = within(yield* DatabaseWait)
     return handlers
       .handle("start", ({ path, payload }) =>
         Effect.gen(function* () {
@@ -274,20 +306,21 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
           }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) => Effect.fail(notFound(e)),
+            UserNotFound: () => Effect.fail(notFound()),
             BackfillNotFound: (e) => Effect.fail(new NotFound({ message: e.message })),
             BackfillConflict: (e) => Effect.fail(new BackfillConflict({ message: e.message, already_requested: e.alreadyRequested })),
             SqlError: () => Effect.fail(unavailable())
-          })
+          }),
+          deadline
         ))
       .handle("cancel", ({ path }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
           const cancelled = yield* backfills.cancel(teamId, path.user_id, path.provider)
-          if (Option.isNone(cancelled)) return yield* new NotFound({ message: `no ${path.provider} backfill is running for this user` })
+          if (Option.isNone(cancelled)) return yield* new NotFound({ message: "no backfill from this provider is running for this user" })
           yield* interruptChain(cancelled.value)
           return { backfill_id: cancelled.value, status: "cancelled" as const }
-        }).pipe(Effect.catchTags({ UserNotFound: (e) => Effect.fail(notFound(e)), SqlError: () => Effect.fail(unavailable()) })))
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline))
       .handle("status", ({ urlParams }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
@@ -295,6 +328,6 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
           if (urlParams.user_id !== undefined && !isUuid(urlParams.user_id)) return { data: [], next_cursor: null }
           const data = yield* status.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider })
           return { data, next_cursor: null }
-        }).pipe(Effect.catchTags({ SqlError: () => Effect.fail(unavailable()) })))
+        }).pipe(Effect.catchTags({ SqlError: () => Effect.fail(unavailable()) }), deadline))
   })
 )

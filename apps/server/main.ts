@@ -33,7 +33,7 @@ import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, runn
 import { ApiKeyAuthLive, BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
-import { layerWithoutEchoedInput } from "./middleware.ts"
+import { layerRetryAfter, layerWithoutEchoedInput } from "./middleware.ts"
 import { WebhooksLive } from "./webhooks.ts"
 
 const AppLayer = Effect.gen(function* () {
@@ -44,7 +44,7 @@ const AppLayer = Effect.gen(function* () {
   const Storage = Layer.mergeAll(
     IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ lockExpiration: config.queueLockExpiration }))),
     layerTokenCipher(encryptionKey)
-  ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir })))
+  ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir, wait: config.databaseWait })))
 
   // Built once: the webhook routes and the Provider the workers use share one sandbox.
   const GarminLive = Host.load(Garmin.plugin)
@@ -123,12 +123,15 @@ const AppLayer = Effect.gen(function* () {
 
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput),
+    Layer.provide(layerRetryAfter),
     Layer.provide(Layer.merge(MetricsRoute, HealthRoute)),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),
     HttpServer.withLogAddress,
-    Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes }))
+    // Bun closes a connection silent for 10 s by default, before a request's own bounded wait
+    // (WEARFLOW_DATABASE_WAIT, plus a provider call) could answer 503 with Retry-After.
+    Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes, idleTimeout: 60 }))
   )
 
   return Layer.mergeAll(Http, Workers, TokenRotation, ResumeScheduled).pipe(

@@ -4,9 +4,11 @@
  * names the fields and the kind of problem only. (An API-level middleware: it sees the
  * failure before HttpApi encodes it; server middleware runs after the response is written.)
  */
-import { HttpApiBuilder, HttpApiError, type HttpApp, HttpServerError, HttpServerResponse } from "@effect/platform"
+import { HttpApiBuilder, type HttpApiEndpoint, HttpApiError, type HttpApiGroup, type HttpApp, HttpServerError, HttpServerResponse } from "@effect/platform"
+import { ServiceUnavailable } from "@wearflow/core/http"
 import { describeIssues } from "@wearflow/core/normalizer"
-import { Effect, Option } from "effect"
+import { Effect, Option, SchemaAST } from "effect"
+import { WearflowApi } from "./Api.ts"
 
 const isDecodeError = (error: unknown): error is HttpApiError.HttpApiDecodeError =>
   error instanceof HttpApiError.HttpApiDecodeError
@@ -15,15 +17,89 @@ const isDecodeError = (error: unknown): error is HttpApiError.HttpApiDecodeError
 const isUnreadableBody = (error: unknown): error is HttpServerError.RequestError =>
   error instanceof HttpServerError.RequestError && error.reason === "Decode"
 
+/** Every field name the API's request schemas declare. */
+const declaredFields = (): ReadonlySet<string> => {
+  const names = new Set<string>()
+  const seen = new Set<SchemaAST.AST>()
+  const walk = (ast: SchemaAST.AST): void => {
+    if (seen.has(ast)) return
+    seen.add(ast)
+    switch (ast._tag) {
+      case "TypeLiteral":
+        for (const property of ast.propertySignatures) {
+          if (typeof property.name === "string") names.add(property.name)
+          walk(property.type)
+        }
+        for (const index of ast.indexSignatures) walk(index.type)
+        return
+      case "Union":
+        return ast.types.forEach(walk)
+      case "TupleType":
+        ast.elements.forEach((element) => walk(element.type))
+        return ast.rest.forEach((rest) => walk(rest.type))
+      case "Refinement":
+        return walk(ast.from)
+      case "Transformation":
+        walk(ast.from)
+        return walk(ast.to)
+      case "Suspend":
+        return walk(ast.f())
+      default:
+        return
+    }
+  }
+  const groups: ReadonlyArray<HttpApiGroup.HttpApiGroup.AnyWithProps> = Object.values(WearflowApi.groups as object)
+  for (const group of groups) {
+    for (const endpoint of Object.values(group.endpoints) as ReadonlyArray<HttpApiEndpoint.HttpApiEndpoint.AnyWithProps>) {
+      for (const schema of [endpoint.pathSchema, endpoint.urlParamsSchema, endpoint.payloadSchema, endpoint.headersSchema]) {
+        if (Option.isSome(schema)) walk(schema.value.ast)
+      }
+    }
+  }
+  return names
+}
+
+/**
+ * An issue's path, with whatever the caller named (a record's keys, e.g. a custom header's
+ * name) replaced: only the API's own field names and positions are echoed.
+ */
+const pathOf = (fields: ReadonlySet<string>) => (path: ReadonlyArray<PropertyKey>) =>
+  path.map((key) => (typeof key === "number" ? key : typeof key === "string" && fields.has(key) ? key : "<key>"))
+
 const invalid = (message: string) => Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "InvalidRequest", message }, { status: 400 }))
 
-export const layerWithoutEchoedInput = HttpApiBuilder.middleware((app) =>
-  // The API's app is typed as never failing, but endpoint errors do flow through here.
+export const layerWithoutEchoedInput = HttpApiBuilder.middleware(Effect.sync(() => {
+  const echoable = pathOf(declaredFields())
+  return (app: HttpApp.Default) =>
+    // The API's app is typed as never failing, but endpoint errors do flow through here.
+    (app as HttpApp.Default<unknown>).pipe(
+      Effect.catchIf(isDecodeError, (error) =>
+        invalid(`invalid request: ${describeIssues(error.issues.map((issue) => ({ _tag: issue._tag, path: echoable(issue.path) })), "body")}`)),
+      // HttpApi turns an unparsable JSON body into a defect; its message may quote the input.
+      Effect.catchSomeDefect((defect) =>
+        isUnreadableBody(defect) ? Option.some(invalid("invalid request: the body is not valid JSON")) : Option.none()
+      )
+    ) as HttpApp.Default<never>
+}))
+
+/** How soon a caller answered 503 may try again. */
+const RETRY_AFTER_SECONDS = 5
+
+const isUnavailable = (error: unknown): error is ServiceUnavailable => error instanceof ServiceUnavailable
+
+const withRetryAfter = (response: HttpServerResponse.HttpServerResponse) =>
+  response.status === 503 && response.headers["retry-after"] === undefined
+    ? HttpServerResponse.setHeader(response, "retry-after", String(RETRY_AFTER_SECONDS))
+    : response
+
+/**
+ * Every 503 — an endpoint's ServiceUnavailable (storage down, a request that outwaited the
+ * database) or a page or check answered 503 — tells the caller when to retry (`Retry-After`).
+ */
+export const layerRetryAfter = HttpApiBuilder.middleware((app) =>
   (app as HttpApp.Default<unknown>).pipe(
-    Effect.catchIf(isDecodeError, (error) => invalid(`invalid request: ${describeIssues(error.issues, "body")}`)),
-    // HttpApi turns an unparsable JSON body into a defect; its message may quote the input.
-    Effect.catchSomeDefect((defect) =>
-      isUnreadableBody(defect) ? Option.some(invalid("invalid request: the body is not valid JSON")) : Option.none()
-    )
+    Effect.catchIf(isUnavailable, (error) =>
+      Effect.succeed(HttpServerResponse.unsafeJson({ _tag: error._tag, message: error.message, retryable: true }, { status: 503 }))),
+    Effect.map(withRetryAfter)
   ) as HttpApp.Default<never>
 )

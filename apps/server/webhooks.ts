@@ -1,10 +1,11 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
 import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
 import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
+import { DatabaseWait } from "@wearflow/core/storage/database"
 import { WebhookEndpoints } from "@wearflow/sink-webhooks"
 import { Effect, Option, Redacted, Schema } from "effect"
 import { CurrentTeam, WearflowApi } from "./Api.ts"
-import { unavailable } from "./handlers.ts"
+import { unavailable, within } from "./handlers.ts"
 import { RotateSecret } from "./WebhooksApi.ts"
 
 /** The sink's failures as wire errors; messages never carry secrets or payloads. */
@@ -41,32 +42,34 @@ const rotateBody = Effect.gen(function* () {
 export const WebhooksLive = HttpApiBuilder.group(WearflowApi, "webhooks", (handlers) =>
   Effect.gen(function* () {
     const endpoints = yield* WebhookEndpoints
+    const deadline = within(yield* DatabaseWait)
+    const call = <A, R>(effect: Effect.Effect<A, { readonly _tag: string; readonly message: string }, R>) => deadline(wire(effect))
     return handlers
-      .handle("create", ({ payload }) => wire(Effect.flatMap(team, (t) => endpoints.create(t, payload))))
-      .handle("list", () => wire(Effect.flatMap(team, (t) => endpoints.list(t))).pipe(Effect.map((data) => ({ data }))))
-      .handle("get", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.get(t, path.id))))
-      .handle("update", ({ path, payload }) => wire(Effect.flatMap(team, (t) => endpoints.update(t, path.id, payload))))
-      .handle("delete", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.remove(t, path.id))))
-      .handle("headers", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.headers(t, path.id))).pipe(Effect.map((headers) => ({ headers }))))
+      .handle("create", ({ payload }) => call(Effect.flatMap(team, (t) => endpoints.create(t, payload))))
+      .handle("list", () => call(Effect.flatMap(team, (t) => endpoints.list(t))).pipe(Effect.map((data) => ({ data }))))
+      .handle("get", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.get(t, path.id))))
+      .handle("update", ({ path, payload }) => call(Effect.flatMap(team, (t) => endpoints.update(t, path.id, payload))))
+      .handle("delete", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.remove(t, path.id))))
+      .handle("headers", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.headers(t, path.id))).pipe(Effect.map((headers) => ({ headers }))))
       .handle("setHeaders", ({ path, payload }) =>
-        wire(Effect.flatMap(team, (t) => endpoints.setHeaders(t, path.id, payload.headers))).pipe(Effect.map((headers) => ({ headers }))))
-      .handle("secret", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.secret(t, path.id))).pipe(Effect.map((key) => ({ key: Redacted.value(key) }))))
+        call(Effect.flatMap(team, (t) => endpoints.setHeaders(t, path.id, payload.headers))).pipe(Effect.map((headers) => ({ headers }))))
+      .handle("secret", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.secret(t, path.id))).pipe(Effect.map((key) => ({ key: Redacted.value(key) }))))
       .handle("rotateSecret", ({ path }) =>
-        wire(Effect.flatMap(Effect.all([team, rotateBody]), ([t, key]) => endpoints.rotateSecret(t, path.id, key))).pipe(
+        call(Effect.flatMap(Effect.all([team, rotateBody]), ([t, key]) => endpoints.rotateSecret(t, path.id, key))).pipe(
           Effect.map((key) => ({ key: Redacted.value(key) }))
         ))
       .handle("messages", ({ path, urlParams }) =>
-        wire(Effect.flatMap(team, (t) =>
+        call(Effect.flatMap(team, (t) =>
           endpoints.messages(t, path.id, {
             limit: urlParams.limit ?? 50,
             ...(urlParams.status ? { status: urlParams.status } : {}),
             ...(urlParams.cursor ? { before: urlParams.cursor } : {})
           }))))
       .handle("recover", ({ path, payload }) =>
-        wire(Effect.flatMap(team, (t) => endpoints.recover(t, path.id, payload.since))).pipe(Effect.map((recovered) => ({ recovered }))))
+        call(Effect.flatMap(team, (t) => endpoints.recover(t, path.id, payload.since))).pipe(Effect.map((recovered) => ({ recovered }))))
       .handle("resend", ({ path }) =>
-        wire(Effect.flatMap(team, (t) => endpoints.resend(t, path.message_id))).pipe(
+        call(Effect.flatMap(team, (t) => endpoints.resend(t, path.message_id))).pipe(
           Effect.as({ message_id: path.message_id, status: "pending" as const })
         ))
-      .handle("test", ({ path }) => wire(Effect.flatMap(team, (t) => endpoints.test(t, path.id))).pipe(Effect.map((message_id) => ({ message_id }))))
+      .handle("test", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.test(t, path.id))).pipe(Effect.map((message_id) => ({ message_id }))))
   }))

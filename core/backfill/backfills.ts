@@ -455,9 +455,13 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     const requestFor = Effect.fn("Backfills.requestFor")(function* (teamId: string, userId: string, providerId: string, input: BackfillRequest) {
       yield* accounts.getUser(teamId, userId)
       const provider = providers.get(providerId)
-      if (provider?.backfill === undefined) return yield* new BackfillNotFound({ message: `${providerId} cannot backfill history` })
+      if (provider?.backfill === undefined) return yield* new BackfillNotFound({ message: "this provider is not loaded, or cannot backfill history" })
       const unknown = (input.types ?? []).filter((t) => !provider.backfill!.types.some((bt) => bt.type === t))
-      if (unknown.length > 0) return yield* new BackfillNotFound({ message: `unknown ${provider.name} backfill types: ${unknown.join(", ")}` })
+      if (unknown.length > 0) {
+        // The known types, never the caller's: error bodies do not echo input.
+        const known = provider.backfill.types.map((bt) => bt.type).join(", ")
+        return yield* new BackfillNotFound({ message: `${unknown.length} of the requested types ${unknown.length === 1 ? "is" : "are"} not ${provider.name} backfill types (${known})` })
+      }
       const [connection] = yield* sql<{ id: string }>`
         select id from provider_connections where user_id = ${userId} and provider = ${providerId} and status = 'active'`
       if (!connection) return yield* new BackfillNotFound({ message: `the user has no active ${provider.name} connection` })

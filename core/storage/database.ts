@@ -4,7 +4,7 @@
  */
 import { Migrator, SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
 import * as path from "node:path"
 import * as EmbeddedPostgres from "./embedded-postgres.ts"
 import foundation from "./migrations/0001_foundation.ts"
@@ -30,7 +30,18 @@ export interface DatabaseOptions {
   readonly url: Option.Option<Redacted.Redacted<string>>
   readonly dataDir: string
   readonly maxConnections?: number
+  /** How long a request may wait for the database before it is answered 503 (see DatabaseWait). */
+  readonly wait?: Duration.DurationInput
 }
+
+/**
+ * How long a request waits for the database. A frozen or unreachable database must turn into
+ * a prompt 503 the caller retries, not a request that hangs: Postgres cannot time out a
+ * statement it never gets to run, so the wait is bounded on our side.
+ */
+export class DatabaseWait extends Context.Reference<DatabaseWait>()("wearflow/DatabaseWait", {
+  defaultValue: () => Duration.seconds(10)
+}) {}
 
 /**
  * Runs `effect` holding the migrations lock. Replicas starting together would race to create
@@ -54,12 +65,13 @@ const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
   PgClient.layer({
     url,
     maxConnections,
+    // Also bounds the wait for a pooled connection: a full pool in front of a frozen database would otherwise queue for ever.
     connectTimeout: Duration.seconds(5),
     applicationName: "wearflow"
   })
 
 /** SqlClient on a migrated database. An embedded server is stopped after the pool closes. */
-export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient | PgClient.PgClient, EmbeddedPostgres.EmbeddedPostgresError | Migrator.MigrationError | import("@effect/sql").SqlError.SqlError> =>
+export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | DatabaseWait, EmbeddedPostgres.EmbeddedPostgresError | Migrator.MigrationError | import("@effect/sql").SqlError.SqlError> =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
       const url = Option.isSome(options.url)
@@ -68,7 +80,8 @@ export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient
             EmbeddedPostgres.start({ pgDir: path.join(options.dataDir, "pg"), database: "wearflow" }),
             (db) => db.stop.pipe(Effect.tapError((e) => Effect.logError(e.message)), Effect.ignore)
           )).url
+      const wait = Duration.decode(options.wait ?? DatabaseWait.defaultValue())
       const client = clientLayer(url, options.maxConnections ?? 20)
-      return Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client))
+      return Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client), Layer.merge(Layer.succeed(DatabaseWait, wait)))
     })
   )

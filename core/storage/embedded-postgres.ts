@@ -106,18 +106,45 @@ const runningPort = async (pgDir: string): Promise<number | undefined> => {
   const pidFile = await fs.readFile(path.join(pgDir, "postmaster.pid"), "utf8").catch(() => undefined)
   if (!pidFile) return undefined
   const [pid, , , port] = pidFile.split("\n")
-  return isAlive(Number(pid)) ? Number(port) : undefined
+  return (await isRunning(Number(pid))) ? Number(port) : undefined
 }
 
-const isAlive = (pid: number) => {
+/**
+ * Whether `pid` still runs. A process killed but not yet reaped by its parent (a zombie) still
+ * answers signal 0, yet it holds nothing any more: it counts as gone.
+ */
+const isRunning = async (pid: number): Promise<boolean> => {
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
     // EPERM: it runs, as another user (the cluster's `postgres` user when started as root).
-    return (error as NodeJS.ErrnoException).code === "EPERM"
+    if ((error as NodeJS.ErrnoException).code !== "EPERM") return false
   }
+  return !(await hasEnded(pid))
 }
+
+/** Whether `pid` is a zombie (or gone): /proc on Linux, `ps` on other Unixes. */
+const hasEnded = async (pid: number): Promise<boolean> => {
+  if (process.platform === "linux") {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined)
+    if (stat === undefined) return true
+    // "pid (command) state ...": the command may hold spaces and parentheses, so read after the last ")".
+    const state = stat.slice(stat.lastIndexOf(")") + 1).trim()[0]
+    return state === "Z" || state === "X" || state === "x"
+  }
+  if (process.platform === "win32") return false // no zombies there: signal 0 tells
+  return new Promise<boolean>((resolve) =>
+    execFile("ps", ["-o", "stat=", "-p", String(pid)], (error, stdout) => {
+      const state = stdout.trim()
+      // ps exits 1 when no such process runs; when ps itself cannot run, the signal's answer stands.
+      if (state === "") return resolve(typeof error?.code === "number")
+      resolve(state.startsWith("Z"))
+    })
+  )
+}
+
+/** How long a claim's holder gets to go away (a supervisor's restart right after a kill) before it is refused. */
+const CLAIM_WAIT_MS = 5_000
 
 /**
  * One process owns a cluster at a time: a second one would stop it under the first. A claim
@@ -125,8 +152,14 @@ const isAlive = (pid: number) => {
  */
 const claimDataDir = async (claimFile: string) => {
   const holder = Number(await fs.readFile(claimFile, "utf8").catch(() => "NaN"))
-  if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
-    throw new Error(`its data directory is in use by process ${holder}; stop it, or use another WEARFLOW_DATA_DIR`)
+  if (Number.isInteger(holder) && holder > 0 && holder !== process.pid) {
+    const deadline = Date.now() + CLAIM_WAIT_MS
+    while (await isRunning(holder)) {
+      if (Date.now() > deadline) {
+        throw new Error(`its data directory is in use by process ${holder}; stop it, or use another WEARFLOW_DATA_DIR`)
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
   }
   await fs.writeFile(claimFile, String(process.pid))
 }

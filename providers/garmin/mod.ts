@@ -10,6 +10,7 @@ import { HttpApi, HttpApiBuilder, HttpClient } from "@effect/platform"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
+import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { Manifest } from "@wearflow/core/plugin"
 import type { Provider } from "@wearflow/core/provider"
 import { Context, Effect, Either, Layer, Metric, Option, Redacted } from "effect"
@@ -86,6 +87,7 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
   Effect.gen(function* () {
     const config = yield* manifest.config
     const inbox = yield* Inbox
+    const databaseWait = yield* DatabaseWait
     if (Option.isNone(config.clientId)) {
       yield* Effect.logWarning("GARMIN_CLIENT_ID is not set: every Garmin notification will be refused with 401")
     }
@@ -123,6 +125,7 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
       .handleRaw("ping", receive("ping"))
       .handle("health", () =>
         inbox.health.pipe(
+          Effect.timeoutFail({ duration: databaseWait, onTimeout: () => new Error("no answer in time") }),
           Effect.as({ status: "ok" as const, provider: "garmin" as const }),
           Effect.mapError(() => new ServiceUnavailable({ message: "database unavailable", retryable: true }))
         ))

@@ -26,6 +26,16 @@ describe("isPrivateAddress", () => {
     // IPv4 inside IPv6 is judged by the IPv4 address: mapped (both spellings) and NAT64
     ["::ffff:127.0.0.1", true], ["::ffff:7f00:1", true], ["::ffff:8.8.8.8", false], ["64:ff9b::a00:1", true],
     ["64:ff9b::808:808", false],
+    // Every other form that carries an IPv4 address: IPv4-compatible (deprecated: refused whatever
+    // it holds), translated, 6to4 (judged by its IPv4), ISATAP, Teredo and local-use NAT64 (refused)
+    ["::127.0.0.1", true], ["::7f00:1", true], ["::10.0.0.1", true], ["::8.8.8.8", true], ["::ffff:0:127.0.0.1", true],
+    ["::ffff:0:808:808", true], ["2002:7f00:1::1", true], ["2002:a00:1::", true], ["2002:c0a8:101::1", true],
+    ["2002:a9fe:a9fe::1", true], ["2002:808:808::1", false], ["2600:1f00::5efe:10.0.0.1", true],
+    ["2600:1f00::200:5efe:127.0.0.1", true], ["2600:1f00::5efe:8.8.8.8", false], ["2001:0:4136:e378:8000:63bf:80ff:fffe", true],
+    ["64:ff9b:1::a00:1", true], ["64:ff9b::a9fe:a9fe", true], ["::ffff:169.254.169.254", true], ["::ffff:100.64.0.1", true],
+    // Other ranges that are not public: site-local, discard-only, benchmarking, documentation, SRv6
+    ["fec0::1", true], ["100::1", true], ["2001:2::1", true], ["3fff::1", true], ["3fff:fff::1", true], ["3fff:1000::1", false],
+    ["5f00::1", true], ["192.88.99.1", true],
     // Whatever does not parse is refused
     ["", true], ["localhost", true], ["1.2.3", true], ["256.1.1.1", true], ["1:2:3:4:5:6:7:8:9", true], [":::1", true]
   ])("%j → private: %s", (address, expected) => {
@@ -55,10 +65,17 @@ describe("checkUrl", () => {
     // The WHATWG parser normalises these to 127.0.0.1 / ::ffff:7f00:1 before the check sees them
     ["https://2130706433/", strict, /^refused: .*private/],
     ["https://[::ffff:127.0.0.1]/", strict, /^refused: .*private/],
+    ["http://[::127.0.0.1]/", devHttp, /^refused: .*private/],
+    ["https://[::127.0.0.1]/", strict, /^refused: .*private/],
+    ["https://[::ffff:0:127.0.0.1]/", strict, /^refused: .*private/],
+    ["https://[64:ff9b::127.0.0.1]/", strict, /^refused: .*private/],
+    ["https://[2002:7f00:1::]/", strict, /^refused: .*private/],
+    ["https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", strict, /^refused: .*private/],
+    ["https://[2606:4700:4700::1111]/", strict, /^accepted/],
     ["https://user:pw@8.8.8.8/", strict, /^refused: .*credentials/],
     ["not a url", strict, /^refused: the URL is not valid$/],
     // localhost resolves to loopback through /etc/hosts
-    ["https://localhost/", strict, /^refused: the host localhost resolves to a private/],
+    ["https://localhost/", strict, /^refused: the URL's host is, or resolves to, a private/],
     ["https://localhost/", devPrivate, /^accepted/],
     // Does not resolve now: accepted, and checked again on every connection
     ["https://does-not-exist.invalid/", strict, /^accepted/]
@@ -107,6 +124,18 @@ describe("sender", () => {
       const target = yield* server((res) => res.writeHead(204).end())
       const sender = yield* make(options)
       for (const host of ["127.0.0.1", "localhost"]) {
+        const result = yield* Effect.promise(() => sender.attempt(`ep-${host}`, new URL(`http://${host}:${target.port}/hook`), {}, body))
+        expect(result).toMatchObject({ ok: false, status: null, excerpt: null })
+        expect(result.error).toMatch(/private/)
+      }
+      expect(target.seen).toHaveLength(0)
+    }))
+
+  it.scoped("refuses loopback spelled as IPv6 at connect time", () =>
+    Effect.gen(function* () {
+      const target = yield* server((res) => res.writeHead(204).end())
+      const sender = yield* make(options)
+      for (const host of ["[::ffff:127.0.0.1]", "[::127.0.0.1]", "[::ffff:0:127.0.0.1]", "[2002:7f00:1::]", "[64:ff9b::127.0.0.1]"]) {
         const result = yield* Effect.promise(() => sender.attempt(`ep-${host}`, new URL(`http://${host}:${target.port}/hook`), {}, body))
         expect(result).toMatchObject({ ok: false, status: null, excerpt: null })
         expect(result.error).toMatch(/private/)

@@ -41,7 +41,7 @@ const inV4 = (n: number, base: string, bits: number) => {
 const V4_BLOCKED: ReadonlyArray<readonly [string, number]> = [
   ["0.0.0.0", 8], ["10.0.0.0", 8], ["100.64.0.0", 10], ["127.0.0.0", 8], ["169.254.0.0", 16], ["172.16.0.0", 12],
   ["192.0.0.0", 24], ["192.0.2.0", 24], ["192.168.0.0", 16], ["198.18.0.0", 15], ["198.51.100.0", 24],
-  ["203.0.113.0", 24], ["224.0.0.0", 4], ["240.0.0.0", 4]
+  ["192.88.99.0", 24], ["203.0.113.0", 24], ["224.0.0.0", 4], ["240.0.0.0", 4]
 ]
 
 /** The 8 groups of an IPv6 address, or undefined. */
@@ -63,24 +63,50 @@ const v6Groups = (address: string): Array<number> | undefined => {
   return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0) ? groups : undefined
 }
 
+const ipv4Of = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".")
+
+/** The IPv4 address held in two IPv6 groups. */
+const v4At = (g: ReadonlyArray<number>, i: number) => ipv4Of((g[i]! * 65536 + g[i + 1]!) >>> 0)
+
+const zeros = (g: ReadonlyArray<number>, from: number, to: number) => g.slice(from, to).every((x) => x === 0)
+
+/**
+ * The IPv4 addresses an IPv6 address leads to, for the forms that carry one: a connection to
+ * any of them can end at that IPv4 host (translation, tunnels), so each is judged as IPv4.
+ */
+const embeddedV4 = (g: ReadonlyArray<number>): ReadonlyArray<string> => {
+  const out: Array<string> = []
+  if (zeros(g, 0, 5) && g[5] === 0xffff) out.push(v4At(g, 6)) // mapped ::ffff:a.b.c.d
+  if (g[0] === 0x64 && g[1] === 0xff9b && zeros(g, 2, 6)) out.push(v4At(g, 6)) // NAT64 64:ff9b::/96
+  if (g[0] === 0x2002) out.push(v4At(g, 1)) // 6to4 2002:aabb:ccdd::/48
+  if ((g[4] === 0 || g[4] === 0x200) && g[5] === 0x5efe) out.push(v4At(g, 6)) // ISATAP interface id
+  return out
+}
+
+// Not globally routable, or deprecated (RFC 6890, the IANA IPv6 special-purpose registry).
+const V6_BLOCKED: ReadonlyArray<(g: ReadonlyArray<number>) => boolean> = [
+  (g) => zeros(g, 0, 6), // ::/96: unspecified, loopback, IPv4-compatible ::a.b.c.d (deprecated, any IPv4)
+  (g) => zeros(g, 0, 4) && g[4] === 0xffff && g[5] === 0, // ::ffff:0:a.b.c.d IPv4-translated (any IPv4)
+  (g) => g[0] === 0x64 && g[1] === 0xff9b && g[2] === 1, // 64:ff9b:1::/48 local-use NAT64
+  (g) => g[0] === 0x100 && zeros(g, 1, 4), // 100::/64 discard-only
+  (g) => g[0] === 0x2001 && g[1]! < 0x200, // 2001::/23 IETF protocol assignments (Teredo tunnels to any IPv4, benchmarking, ORCHID)
+  (g) => g[0] === 0x2001 && g[1] === 0x0db8, // 2001:db8::/32 documentation
+  (g) => g[0] === 0x3fff && g[1]! < 0x1000, // 3fff::/20 documentation
+  (g) => g[0] === 0x5f00, // 5f00::/16 SRv6 SIDs
+  (g) => (g[0]! & 0xfe00) === 0xfc00, // fc00::/7 unique local
+  (g) => (g[0]! & 0xffc0) === 0xfe80, // fe80::/10 link-local
+  (g) => (g[0]! & 0xffc0) === 0xfec0, // fec0::/10 site-local (deprecated)
+  (g) => (g[0]! & 0xff00) === 0xff00 // ff00::/8 multicast
+]
+
 /** Whether an IP address is loopback, private, link-local or otherwise not public. */
 export const isPrivateAddress = (address: string): boolean => {
   const n = v4(address)
   if (n !== undefined) return V4_BLOCKED.some(([base, bits]) => inV4(n, base, bits))
   const g = v6Groups(address)
   if (!g) return true
-  const embeddedV4 = (g[6]! * 65536 + g[7]!)
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return isPrivateAddress(ipv4Of(embeddedV4)) // ::ffff:a.b.c.d
-  if (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)) return isPrivateAddress(ipv4Of(embeddedV4)) // NAT64
-  if (g.slice(0, 7).every((x) => x === 0)) return true // :: and ::1
-  if ((g[0]! & 0xfe00) === 0xfc00) return true // unique local
-  if ((g[0]! & 0xffc0) === 0xfe80) return true // link-local
-  if ((g[0]! & 0xff00) === 0xff00) return true // multicast
-  if (g[0] === 0x2001 && g[1] === 0x0db8) return true // documentation
-  return false
+  return V6_BLOCKED.some((blocked) => blocked(g)) || embeddedV4(g).some(isPrivateAddress)
 }
-
-const ipv4Of = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".")
 
 /** The URL's scheme is allowed. */
 export const checkScheme = (url: URL, reach: Reach): EndpointRefused | undefined =>
@@ -96,11 +122,11 @@ export const allowedAddresses = (hostname: string, reach: Reach) =>
       ? [{ address: host, family: isIP(host) }]
       : yield* Effect.tryPromise({
           try: () => lookup(host, { all: true, verbatim: true }),
-          catch: () => new HostUnresolved({ message: `the host ${host} does not resolve` })
+          catch: () => new HostUnresolved({ message: "the URL's host does not resolve" })
         })
     const allowed = reach.allowPrivate ? resolved : resolved.filter((a) => !isPrivateAddress(a.address))
     if (allowed.length === 0) {
-      return yield* new EndpointRefused({ message: `the host ${host} resolves to a private, loopback or link-local address` })
+      return yield* new EndpointRefused({ message: "the URL's host is, or resolves to, a private, loopback or link-local address" })
     }
     return allowed
   })

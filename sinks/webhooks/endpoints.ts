@@ -15,13 +15,13 @@ import { isSecret, newSecret, type SignatureHeaders } from "./signing.ts"
 
 export class EndpointNotFound extends Data.TaggedError("EndpointNotFound")<{ readonly id: string }> {
   override get message() {
-    return `webhook endpoint ${this.id} not found`
+    return "webhook endpoint not found"
   }
 }
 
 export class MessageNotFound extends Data.TaggedError("MessageNotFound")<{ readonly id: string }> {
   override get message() {
-    return `webhook message ${this.id} not found`
+    return "webhook message not found"
   }
 }
 
@@ -105,11 +105,13 @@ const RESERVED = /^(svix-|webhook-|content-type$|content-length$|host$|user-agen
 export const checkHeaders = (headers: Readonly<Record<string, string>>): InvalidEndpoint | undefined => {
   const entries = Object.entries(headers)
   if (entries.length > 20) return new InvalidEndpoint({ message: "at most 20 custom headers" })
-  for (const [name, value] of entries) {
-    if (!HEADER_NAME.test(name)) return new InvalidEndpoint({ message: `header name ${JSON.stringify(name.slice(0, 128))} is not a valid HTTP token` })
-    if (RESERVED.test(name)) return new InvalidEndpoint({ message: `header ${name} is set by Wearflow and cannot be overridden` })
+  // Headers are named by position: error bodies never echo the caller's values.
+  for (const [index, [name, value]] of entries.entries()) {
+    const which = `custom header ${index + 1} of ${entries.length}`
+    if (!HEADER_NAME.test(name)) return new InvalidEndpoint({ message: `${which}: the name is not a valid HTTP token` })
+    if (RESERVED.test(name)) return new InvalidEndpoint({ message: `${which}: the name is one Wearflow sets (svix-*, webhook-*, content-type, ...) and cannot be overridden` })
     if (typeof value !== "string" || value.length > 4096 || /[\r\n\u0000]/.test(value)) {
-      return new InvalidEndpoint({ message: `header ${name}: the value must be one line of at most 4096 characters` })
+      return new InvalidEndpoint({ message: `${which}: the value must be one line of at most 4096 characters` })
     }
   }
   return undefined
