@@ -18,7 +18,7 @@ const url = await freshDatabaseUrl()
 
 const processRuntime = (url: Redacted.Redacted<string>) =>
   ManagedRuntime.make(
-    Layer.provideMerge(RateLimiter.layer.pipe(Layer.provide(RateLimiterStore.layer)), PgClient.layer({ url, maxConnections: 10 }))
+    Layer.provideMerge(RateLimiterStore.layerRateLimiter, PgClient.layer({ url, maxConnections: 10 }))
   )
 
 const processA = processRuntime(url)
@@ -88,6 +88,26 @@ describe("fixed window", () => {
     expect(second.ok && second.delay).toBeGreaterThan(55_000)
     expect(second.ok && second.delay).toBeLessThanOrEqual(MINUTE)
   })
+})
+
+it("answers whole milliseconds, also when window / limit is a fraction (the engine stores a wait as bigint epoch ms)", async () => {
+  // 7 per minute: a refill every 8571.428… ms, and the database clock has microseconds.
+  const fixed = { key: key(), limit: 7, window: "1 minute", onExceeded: "delay", tokens: 3 } as const
+  const bucket = { ...fixed, key: key(), algorithm: "token-bucket" } as const
+  const failing = { ...fixed, key: key(), onExceeded: "fail", tokens: 4 } as const
+  const durations: Array<number> = []
+  for (const options of [fixed, bucket]) {
+    for (let i = 0; i < 5; i++) {
+      const r = await processA.runPromise(outcome(options))
+      if (r.ok) durations.push(r.delay, r.resetAfter)
+    }
+  }
+  for (let i = 0; i < 2; i++) {
+    const r = await processA.runPromise(outcome(failing))
+    durations.push(r.ok ? r.resetAfter : r.retryAfter)
+  }
+  expect(durations.filter((ms) => ms > 0).length).toBeGreaterThan(10)
+  for (const ms of durations) expect(Number.isInteger(ms), `${ms} ms`).toBe(true)
 })
 
 describe("token bucket", () => {
