@@ -99,10 +99,14 @@ describe("a backfill chain on one server", () => {
     const requests = requestsOf(h.garmin, garminId)
     expect(requests.map((r) => [r.type, r.status])).toEqual([["dailies", 202], ["sleeps", 202], ["activities", 202], ["activities", 202]])
     expect(requests.map((r) => (r.end! - r.start!) / DAY)).toEqual([40, 40, 30, 10])
+    // A window's deliveries are told apart by the range they answer, so this holds for two
+    // windows of one type (the activities) as for windows of different types.
     const deliveries = h.garmin.state.deliveries.filter((d) => d.userId === garminId)
     for (let i = 1; i < requests.length; i++) {
-      const previous = deliveries.filter((d) => d.type === requests[i - 1]!.type && d.at <= requests[i]!.at)
-      if (requests[i - 1]!.type !== requests[i]!.type) expect(previous.length).toBeGreaterThan(0)
+      const previous = requests[i - 1]!
+      const itsData = deliveries.filter((d) => d.type === previous.type && d.start === previous.start && d.end === previous.end)
+      expect(itsData.length, `window ${i - 1} (${previous.type}) delivered`).toBeGreaterThan(0)
+      for (const d of itsData) expect(d.at, `window ${i} requested after window ${i - 1}'s data`).toBeLessThanOrEqual(requests[i]!.at)
     }
 
     // Each historical event comes after every record of its resource, with the real range.
@@ -212,26 +216,59 @@ describe("a backfill chain on one server", () => {
     expect(requestsOf(h.garmin, garminId).map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
   })
 
-  it("400 min start: narrows the window to what Garmin allows, retries once, and remembers it", async () => {
-    const allowedFrom = NOW - 20 * DAY
-    const { userId, garminId } = await connected(h, "minstart")
-    h.garmin.state.users.get(garminId)!.backfillMinStartTimeInSeconds = allowedFrom
+  // Garmin's wording of this 400 is unverified: the same outcome whichever way it names the limit.
+  const minStartWordings: ReadonlyArray<[string, string, (min: number) => string]> = [
+    ["ISO 8601", "minstart-iso", (min) => `summaryStartTimeInSeconds is before the min start time of ${new Date(min * 1000).toISOString()}`],
+    ["epoch seconds, other words", "minstart-epoch", (min) => `Invalid summaryStartTimeInSeconds: must be >= ${min}`]
+  ]
+  for (const [wording, name, message] of minStartWordings) {
+    it(`400 min start (${wording}): narrows the window to what Garmin allows, retries once, and remembers it`, async () => {
+      await h.db.query("delete from backfill_earliest")
+      h.garmin.state.backfill.minStartMessage = message
+      const allowedFrom = NOW - 20 * DAY
+      // The limit is Garmin's before the connection is made, so the very first request meets it.
+      const { userId, garminId } = await connected(h, name, { backfillMinStartTimeInSeconds: allowedFrom })
+      const view = await backfillFinished(h.api, userId)
+      expect(view.status).toBe("done")
+      const requests = requestsOf(h.garmin, garminId)
+      expect(requests.map((r) => [r.type, r.status])).toEqual([
+        ["dailies", 400], ["dailies", 202],
+        ["sleeps", 400], ["sleeps", 202],
+        ["activities", 400], ["activities", 202] // the older activities window lies wholly before the limit: skipped
+      ])
+      expect(requests[1]!.start).toBe(allowedFrom)
+      for (const pull of Object.values(view.historical_pulls)) {
+        expect(pull.status).toBe("success")
+        expect(pull.range_start).toBe(new Date(allowedFrom * 1000).toISOString())
+      }
+      const learned = (await h.db.query("select type, max_days from backfill_earliest order by type")).rows
+      // Garmin allowed 20 days back: later connections plan no further.
+      expect(learned).toEqual([{ type: "activities", max_days: 20 }, { type: "dailies", max_days: 20 }, { type: "sleeps", max_days: 20 }])
+    })
+  }
+
+  it("400 min start naming no instant: falls back to 30 days before the connection", async () => {
+    await h.db.query("delete from backfill_earliest")
+    h.garmin.state.backfill.minStartMessage = () => "Requested data is too far in the past"
+    const { userId, garminId } = await connected(h, "minstart-vague", { backfillMinStartTimeInSeconds: NOW - 35 * DAY })
     const view = await backfillFinished(h.api, userId)
     expect(view.status).toBe("done")
+    const linkedAt = (await h.db.query<{ linked_at: Date }>("select linked_at from provider_connections where user_id = $1", [userId])).rows[0]!.linked_at
+    const fallback = Math.ceil((linkedAt.getTime() - 30 * DAY * 1000) / 1000)
     const requests = requestsOf(h.garmin, garminId)
     expect(requests.map((r) => [r.type, r.status])).toEqual([
       ["dailies", 400], ["dailies", 202],
       ["sleeps", 400], ["sleeps", 202],
-      ["activities", 400], ["activities", 202] // the older activities window lies wholly before the limit: skipped
+      ["activities", 202], // the newest 30 days lie after the fallback
+      ["activities", 400] // the older 10 days lie before it: skipped, not narrowed to nothing
     ])
-    expect(requests[1]!.start).toBe(allowedFrom)
-    for (const pull of Object.values(view.historical_pulls)) {
-      expect(pull.status).toBe("success")
-      expect(pull.range_start).toBe(new Date(allowedFrom * 1000).toISOString())
-    }
-    const learned = (await h.db.query("select type, max_days from backfill_earliest order by type")).rows
-    // Garmin allowed 20 days back: later connections plan no further.
-    expect(learned).toEqual([{ type: "activities", max_days: 20 }, { type: "dailies", max_days: 20 }, { type: "sleeps", max_days: 20 }])
+    expect(requests[1]!.start).toBe(fallback)
+    expect(requests[3]!.start).toBe(fallback)
+    for (const pull of Object.values(view.historical_pulls)) expect(pull.status).toBe("success")
+    expect(view.historical_pulls.activity.range_start).toBe(new Date(fallback * 1000).toISOString())
+    const windows = (await h.db.query("select w.type, w.status, w.completion from backfill_windows w where w.user_id = $1 order by w.seq", [userId])).rows
+    expect(windows.at(-1)).toEqual({ type: "activities", status: "skipped", completion: "before_earliest" })
+    await h.db.query("delete from backfill_earliest")
   })
 })
 

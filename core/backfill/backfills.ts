@@ -306,8 +306,9 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
             update backfill_windows set status = 'skipped', completion = 'before_earliest', completed_at = now()
             where backfill_id = ${backfill.id} and type = ${window.type} and status = 'scheduled' and range_end <= ${earliest}
             returning *`
+          // Providers take whole seconds: what is left must hold at least one, or nothing is left to ask for.
           const start = new Date(Math.ceil(earliest.getTime() / 1000) * 1000)
-          if (start.getTime() >= window.range_end.getTime()) {
+          if (start.getTime() >= Math.floor(window.range_end.getTime() / 1000) * 1000) {
             yield* finishWindow(backfill, window, "skipped", "before_earliest")
           } else if (window.narrowed) {
             yield* finishWindow(backfill, window, "failed", "failed", `refused as too far back even after narrowing: ${answer.message}`)
