@@ -191,6 +191,24 @@ describe("a backfill chain on one server", () => {
     expect(await eventsOf(h.db, userId, "historical.data.sleep.created")).toHaveLength(1)
   })
 
+  it("an answer lost on the way (Garmin took the request, Wearflow saw a 502): the retry's 409 waits for the data", async () => {
+    h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", status: 502, handled: true })
+    const { userId, garminId, seeded } = await connected(h, "lost-answer")
+    const view = await backfillFinished(h.api, userId)
+    expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
+    // Garmin's log: it took the first sleeps request (Wearflow saw 502), and the retry overlaps it.
+    expect(requestsOf(h.garmin, garminId).filter((r) => r.type === "sleeps").map((r) => r.status)).toEqual([202, 409])
+    const [window] = (await h.db.query("select w.status, w.completion, w.items from backfill_windows w where w.user_id = $1 and w.type = 'sleeps'", [userId])).rows
+    expect(window).toMatchObject({ status: "complete", completion: "data" })
+    expect(window.items).toBe(seeded.sleeps!.length)
+    expect(view.historical_pulls.sleep.days_with_data).toBe(seeded.sleeps!.length)
+    // The resource's notice comes after its data, not when the 409 came.
+    const [notice] = await eventsOf(h.db, userId, "historical.data.sleep.created")
+    const data = await eventsOf(h.db, userId, "daily.data.sleep.%")
+    expect(data).toHaveLength(seeded.sleeps!.length)
+    expect(BigInt(notice!.position)).toBeGreaterThan(BigInt(data.at(-1)!.position))
+  })
+
   it("403 (no HISTORICAL_DATA_EXPORT): stops the chain, marks every resource failed and tells the team", async () => {
     const { userId, garminId } = await connected(h, "forbidden", { permissions: ["ACTIVITY_EXPORT", "HEALTH_EXPORT"] })
     const view = await backfillFinished(h.api, userId)
@@ -307,23 +325,23 @@ describe("the shared rate limit", () => {
 })
 
 describe("durability", () => {
-  it("kill -9 in the middle of a chain: a restart resumes it, and no request is sent twice", async () => {
+  it("kill -9 while a backfill request is in flight: Garmin took it; the restart's resend meets a 409, waits for the data, and the chain goes on", async () => {
     const h = await harness("backfill-crash", { WEARFLOW_RUNNER_ADDRESS: "crash-test:1", WEARFLOW_BACKFILL_QUIET_PERIOD: "3 seconds" })
     let restarted: RunningServer | undefined
     try {
-      const { userId, garminId } = await connected(h, "crash")
-      await eventually(async () => (requestsOf(h.garmin, garminId).length >= 2 ? true : undefined), 30_000)
-      // Killed between requests: one in flight at the kill is sent again by design (its 409
-      // then counts as its own), which is not what this test is about.
-      await eventually(async () => {
-        const { rows } = await h.db.query(
-          "select count(*) filter (where status = 'sending')::int as sending, count(requested_at)::int as answered from backfill_windows where user_id = $1",
-          [userId]
-        )
-        return rows[0].sending === 0 && rows[0].answered >= 2 ? true : undefined
-      }, 30_000)
+      // Garmin holds the sleeps request (the second window) open until the server is dead.
+      let release!: () => void
+      h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", hold: new Promise<void>((resolve) => (release = resolve)) })
+      const { userId, garminId, seeded } = await connected(h, "crash")
+      await eventually(async () => (h.garmin.requests.some((r) => r.path === "/wellness-api/rest/backfill/sleeps") ? true : undefined), 30_000)
+      const inFlight = (await h.db.query("select type, status from backfill_windows where user_id = $1 and status = 'sending'", [userId])).rows
+      expect(inFlight).toEqual([{ type: "sleeps", status: "sending" }])
       expect(await h.stack.server.stop("SIGKILL")).toBeNull()
-      const before = requestsOf(h.garmin, garminId).length
+
+      // Garmin handles the request anyway: accepted, its data waiting for a receiver.
+      h.garmin.state.backfill.paused = true
+      release()
+      await eventually(async () => (requestsOf(h.garmin, garminId).some((r) => r.type === "sleeps" && r.status === 202) ? true : undefined))
       // A backfill recorded but never started (as if the process died right after a link),
       // for a provider this server does not load: the restart starts it, and it ends failed.
       await h.db.query(
@@ -333,14 +351,21 @@ describe("durability", () => {
       )
       restarted = await startServer(h.stack.env)
       h.garmin.state.backfill.deliverTo = `${restarted.baseUrl}/api/v1/webhooks/garmin/push`
+      h.garmin.state.backfill.paused = false
       const api = wearflowApi(() => restarted!.baseUrl, API_KEY)
       const view = await backfillFinished(api, userId, 60_000)
       expect(view.status).toBe("done")
       expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
+      // Every window asked once, but the one in flight at the kill: sent again, and Garmin's 409 to the resend.
       const requests = requestsOf(h.garmin, garminId)
-      expect(requests.length).toBeGreaterThan(before)
-      expect(requests.map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
-      expectNoRepeats(h.garmin, garminId)
+      expect(requests.map((r) => [r.type, r.status])).toEqual([["dailies", 202], ["sleeps", 202], ["sleeps", 409], ["activities", 202], ["activities", 202]])
+      expect(requests[2]!.start).toBe(requests[1]!.start)
+      // The window counted its data rather than finishing empty at the 409.
+      const sleeps = (await h.db.query("select status, completion, items from backfill_windows where user_id = $1 and type = 'sleeps'", [userId])).rows
+      expect(sleeps).toEqual([{ status: "complete", completion: "data", items: seeded.sleeps!.length }])
+      expect(view.historical_pulls.sleep.days_with_data).toBe(seeded.sleeps!.length)
+      expect(view.historical_pulls.activity.days_with_data).toBe(seeded.dailies!.length)
+      for (const resource of ["activity", "sleep", "workouts"]) expect(await eventsOf(h.db, userId, `historical.data.${resource}.created`)).toHaveLength(1)
       const broken = await eventually(async () => {
         const row = (await h.db.query("select status, error from backfills where provider = 'unloaded'")).rows[0]
         return row?.status === "done" ? row : undefined

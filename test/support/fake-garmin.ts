@@ -233,6 +233,11 @@ export interface InjectRule {
    * normally, with no status or body): a request in flight for as long as a test needs.
    */
   readonly hold?: Promise<unknown>
+  /**
+   * The fake handles the request as usual (a backfill is accepted and delivered) but answers
+   * the rule's status instead: Garmin did the work and the answer was lost on the way.
+   */
+  readonly handled?: boolean
 }
 
 export interface FakeGarmin {
@@ -1180,6 +1185,7 @@ export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeG
     const rule = takeRule(rules, ex)
     if (rule?.delayMs !== undefined) await sleep(rule.delayMs)
     if (rule?.hold !== undefined) await rule.hold.catch(() => undefined)
+    if (rule?.handled) route(app, ex)
     send(res, (rule && injectedReply(rule)) ?? route(app, ex))
   }
 
