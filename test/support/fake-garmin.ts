@@ -109,6 +109,8 @@ export interface FakeBackfillSettings {
   chunkGapMs: number
   /** How backfilled records arrive: inline (PUSH, the default) or as PING items to pull. */
   deliverAs: "push" | "ping"
+  /** Where PING deliveries go (Wearflow's PING endpoint); undefined (default): `deliverTo`. */
+  pingTo: string | undefined
   /**
    * Other notification items Garmin batches into the same body as backfilled records
    * (another user's data, the user's live data, lifecycle items), by envelope key; called
@@ -338,6 +340,7 @@ const emptyState = (): FakeGarminState => ({
     chunkSize: 40,
     chunkGapMs: 50,
     deliverAs: "push",
+    pingTo: undefined,
     alongside: undefined,
     paused: false,
     minStartMessage: (minStart) => `summaryStartTimeInSeconds is before the min start time of ${isoSeconds(minStart)}`,
@@ -796,7 +799,7 @@ const deliverBackfill = async (app: App, request: BackfillRequest): Promise<void
   const { state, background } = app
   await background.sleep(state.backfill.deliveryDelayMs)
   while (state.backfill.paused && !background.signal.aborted) await background.sleep(50)
-  const target = state.backfill.deliverTo
+  const target = state.backfill.deliverAs === "ping" ? state.backfill.pingTo ?? state.backfill.deliverTo : state.backfill.deliverTo
   const user = state.users.get(request.userId)
   if (target === undefined || user === undefined) return
   const key = envelopeKeyOf(request.type)
