@@ -584,8 +584,9 @@ describe("backfill", () => {
       expect(await pulled.json()).toEqual(pulseox)
 
       // An empty window delivers nothing, as Garmin sends nothing.
+      const done = garmin.state.counters.backfillsDelivered
       expect((await requestBackfill(garmin, user, "sleeps", D0, D0 + DAY)).status).toBe(202)
-      await sleep(150)
+      await vi.waitFor(() => expect(garmin.state.counters.backfillsDelivered).toBe(done + 1), { timeout: 5_000, interval: 10 })
       expect(deliveriesOf(garmin, user)).toHaveLength(4)
     } finally {
       await receiver.close()
@@ -596,8 +597,9 @@ describe("backfill", () => {
     garmin.state.backfill.deliveryDelayMs = 0
     const user = seedUser()
     garmin.seedHistory(user.userId, { from: D0, to: D0 + DAY, types: ["dailies"] })
+    const done = garmin.state.counters.backfillsDelivered
     expect((await requestBackfill(garmin, user, "dailies", D0, D0 + DAY)).status).toBe(202)
-    await sleep(100)
+    await vi.waitFor(() => expect(garmin.state.counters.backfillsDelivered).toBe(done + 1), { timeout: 5_000, interval: 10 })
     expect(deliveriesOf(garmin, user)).toEqual([])
   })
 
@@ -671,8 +673,8 @@ describe("backfill", () => {
       })
       const seeded = garmin.seedHistory(user.userId, { from: D0, to: D0 + 2 * DAY, types: ["dailies"] })["dailies"]!
       expect((await requestBackfill(garmin, user, "dailies", D0, D0 + 2 * DAY)).status).toBe(202)
-      await sleep(200)
-      expect(receiver.received).toHaveLength(0) // paused
+      await vi.waitFor(() => expect(garmin.state.counters.deliveriesPaused).toBe(1), { timeout: 5_000, interval: 10 })
+      expect(receiver.received).toHaveLength(0) // held at the pause
       garmin.state.backfill.paused = false
       await untilDelivered(garmin, user, 1)
       expect(receiver.received[0]!.body).toEqual({ dailies: [live, ...seeded], deregistrations: [{ userId: "someone-else" }] })

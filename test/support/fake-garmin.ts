@@ -208,6 +208,10 @@ export interface FakeGarminState {
     deregistrations: number
     /** OAuth2 grants revoked because a rotated-out refresh token was reused. */
     revocations: number
+    /** Accepted backfills whose delivery is over (all sent, or nothing to send or nowhere to). */
+    backfillsDelivered: number
+    /** Accepted backfills waiting for `state.backfill.paused` to clear, now. */
+    deliveriesPaused: number
   }
 }
 
@@ -348,7 +352,7 @@ const emptyState = (): FakeGarminState => ({
     daysPerMinute: undefined,
     rateWindowMs: 60_000
   },
-  counters: { refreshCount: 0, tokenExchangeCount: 0, deregistrations: 0, revocations: 0 }
+  counters: { refreshCount: 0, tokenExchangeCount: 0, deregistrations: 0, revocations: 0, backfillsDelivered: 0, deliveriesPaused: 0 }
 })
 
 /** The user who approves a consent screen: the named one (created if new) or a fresh one. */
@@ -796,9 +800,18 @@ const postWithRetries = async (app: App, target: string, body: string): Promise<
  * records and settings are read when delivery starts, so tests may seed data after the 202.
  */
 const deliverBackfill = async (app: App, request: BackfillRequest): Promise<void> => {
+  await deliverRecords(app, request)
+  if (!app.background.signal.aborted) app.state.counters.backfillsDelivered++
+}
+
+const deliverRecords = async (app: App, request: BackfillRequest): Promise<void> => {
   const { state, background } = app
   await background.sleep(state.backfill.deliveryDelayMs)
-  while (state.backfill.paused && !background.signal.aborted) await background.sleep(50)
+  if (state.backfill.paused) {
+    state.counters.deliveriesPaused++
+    while (state.backfill.paused && !background.signal.aborted) await background.sleep(20)
+    state.counters.deliveriesPaused--
+  }
   const target = state.backfill.deliverAs === "ping" ? state.backfill.pingTo ?? state.backfill.deliverTo : state.backfill.deliverTo
   const user = state.users.get(request.userId)
   if (target === undefined || user === undefined) return
