@@ -167,15 +167,24 @@ describe("a backfill chain on one server", () => {
     const sent = requestsOf(h.garmin, garminId).slice(before)
     expect(sent.map((r) => r.type)).toEqual(["dailies"])
     expect(sent[0]!.end).toBeLessThanOrEqual(NOW - 39 * DAY)
-    // Running one while another runs is refused, and explained.
-    const third = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 60 })
-    expect(third.status).toBe(202)
-    const fourth = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 70 })
-    expect(fourth.status).toBe(409)
-    expect(fourth.body.message).toMatch(/already running/)
-    const cancelled = await h.api("DELETE", `/v2/user/${userId}/backfill/garmin`)
-    expect(cancelled.status).toBe(200)
-    expect(cancelled.body.status).toBe("cancelled")
+    // Running one while another runs is refused, and explained. Garmin holds the running one's
+    // request until it is cancelled, so it is still running however slow the machine.
+    let release!: () => void
+    h.garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/sleeps", hold: new Promise<void>((resolve) => (release = resolve)) })
+    try {
+      const seen = h.garmin.requests.length
+      const third = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 60 })
+      expect(third.status).toBe(202)
+      await eventually(async () => (h.garmin.requests.slice(seen).some((r) => r.path === "/wellness-api/rest/backfill/sleeps") ? true : undefined))
+      const fourth = await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["sleeps"], days: 70 })
+      expect(fourth.status).toBe(409)
+      expect(fourth.body.message).toMatch(/already running/)
+      const cancelled = await h.api("DELETE", `/v2/user/${userId}/backfill/garmin`)
+      expect(cancelled.status).toBe(200)
+      expect(cancelled.body.status).toBe("cancelled")
+    } finally {
+      release()
+    }
     expect((await h.api("DELETE", `/v2/user/${userId}/backfill/garmin`)).status).toBe(404)
     expect((await h.api("POST", `/v2/user/${userId}/backfill/garmin`, { types: ["nope"] })).status).toBe(404)
   })
