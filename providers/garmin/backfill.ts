@@ -69,7 +69,7 @@ export const earliestStartIn = (message: string, range?: { readonly start: Date;
 /** Words for "asked further back than allowed", in any of the ways an API might put it. */
 const TOO_FAR_BACK = new RegExp(
   [
-    String.raw`\b(min(imum)?|earliest|oldest)\b[\s_-]*(allowed[\s_-]*|permitted[\s_-]*|supported[\s_-]*)?(start|date|time|backfill)`,
+    String.raw`\b(min(imum)?|earliest|oldest)\b[\s_-]*(allowed[\s_-]*|permitted[\s_-]*|supported[\s_-]*)?(start|date|backfill)`,
     String.raw`\bmin[\s_-]*start`,
     String.raw`too\s+(far\s+(back|in\s+the\s+past)|old)`,
     String.raw`(before|prior\s+to|older\s+than|earlier\s+than)\s+(the\s+)?(min|minimum|earliest|allowed|permitted|retention)`,
