@@ -8,10 +8,11 @@
  * restarted under the same address takes them back at once.
  */
 import { ClusterWorkflowEngine, RunnerAddress, RunnerHealth, Runners, Sharding, ShardingConfig, SqlMessageStorage, SqlRunnerStorage } from "@effect/cluster"
-import * as RateLimiter from "@effect/experimental/RateLimiter"
+import { WorkflowEngine } from "@effect/workflow"
 import { Duration, Effect, Layer, Option } from "effect"
 import { withMigrationLock } from "./storage/database.ts"
 import * as RateLimiterStore from "./storage/rate-limiter-store.ts"
+import { wholeMillis } from "./time.ts"
 
 export interface EngineOptions {
   /** This runner's address: unique among the processes sharing the database, stable across restarts. */
@@ -44,6 +45,22 @@ const storage = Layer.merge(SqlMessageStorage.layer, Layer.orDie(SqlRunnerStorag
 const prepareStorage = (options: EngineOptions) =>
   Layer.effectDiscard(withMigrationLock(Layer.build(storage.pipe(Layer.provide(shardingConfig(options)))).pipe(Effect.orDie)))
 
+/**
+ * The engine with every durable sleep rounded up to whole milliseconds. A clock's wake-up
+ * time is stored as bigint epoch milliseconds; a computed duration with a fraction (a rate
+ * limit's wait, a configured "1.5 millis") would fail the insert and with it the workflow.
+ */
+const clocksInWholeMillis = Layer.effect(
+  WorkflowEngine.WorkflowEngine,
+  Effect.map(WorkflowEngine.WorkflowEngine, (engine) =>
+    WorkflowEngine.WorkflowEngine.of({
+      ...engine,
+      scheduleClock: (workflow, options) =>
+        engine.scheduleClock(workflow, { ...options, clock: { ...options.clock, duration: wholeMillis(options.clock.duration) } })
+    })
+  )
+)
+
 export const layer = (options: EngineOptions) => {
   const Cluster = Sharding.layer.pipe(
     Layer.provideMerge(Runners.layerNoop),
@@ -53,7 +70,7 @@ export const layer = (options: EngineOptions) => {
     Layer.provide(prepareStorage(options))
   )
   return Layer.mergeAll(
-    ClusterWorkflowEngine.layer.pipe(Layer.provideMerge(Cluster)),
-    RateLimiter.layer.pipe(Layer.provide(RateLimiterStore.layer))
+    clocksInWholeMillis.pipe(Layer.provide(ClusterWorkflowEngine.layer), Layer.provideMerge(Cluster)),
+    RateLimiterStore.layerRateLimiter
   )
 }

@@ -70,14 +70,17 @@ describe("wearflow backfill", () => {
   let user: Awaited<ReturnType<typeof connectedUser>>
 
   it("status shows a running backfill per resource with its bars; --watch (no terminal) ends once it is done and prints the final view", async () => {
-    // Garmin takes 3 s to accept the first request: the backfill runs for a while.
-    garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/dailies", delayMs: 3_000 })
+    // Garmin holds the first request until the test has seen the backfill running: it runs
+    // for as long as the test needs, however slow the machine.
+    let release!: () => void
+    garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/dailies", hold: new Promise<void>((resolve) => (release = resolve)) })
     user = await connectedUser("cli-status")
     const watching = wearflow(["backfill", "status", "--user", user.userId, "--watch"])
     await eventually(async () => {
       const [view] = (await introspect(user.userId)).data
       return view?.status === "running" && Object.keys(view.historical_pulls).length === 2 ? true : undefined
     })
+    await eventually(async () => (watching.sofar.stderr.includes("\n") ? true : undefined), 30_000) // the watch has drawn once
 
     const running = await wearflow(["backfill", "status", "--user", user.userId])
     expect(running.code, running.stderr).toBe(0)
@@ -85,17 +88,17 @@ describe("wearflow backfill", () => {
     const [header, ...rows] = running.stdout.trimEnd().split("\n")
     expect(header).toMatch(new RegExp(`^cli-status  ${user.userId}  garmin  running  origin connection  created \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2} UTC$`))
     expect(rows.map((row) => row.trim().split(/\s+/)[0])).toEqual(["activity", "sleep"])
-    for (const row of rows) expect(row).toMatch(/^  (activity|sleep)\s+(scheduled|in_progress|success|retrying)\s+[█░]{10} [01]\/1\s+\d{4}-\d{2}-\d{2} → \d{4}-\d{2}-\d{2}\s+\d+ days with data$/)
-    expect(running.stdout).toContain("░░░░░░░░░░ 0/1") // the second window waits for the first
+    for (const row of rows) expect(row).toMatch(/^  (activity|sleep)\s+(scheduled|in_progress)\s+░{10} 0\/1\s+\d{4}-\d{2}-\d{2} → \d{4}-\d{2}-\d{2}\s+\d+ days with data$/)
     // Aligned: every resource line has its bar at the same column.
     expect(new Set(rows.map((row) => row.search(/[█░]/))).size).toBe(1)
+    release()
 
     const view = await finished(user.userId)
     expect(view.status).toBe("done")
     const watched = await watching
     expect(watched.code, watched.stderr).toBe(0)
     // Off a terminal: plain summary lines on stderr, no redraws; the final view on stdout.
-    expect(watched.stderr).toMatch(/^watching {2}1 backfill, 1 not ended {2}windows [0-2]\/[0-2]\n/)
+    expect(watched.stderr).toMatch(/^watching {2}1 backfill, 1 not ended {2}windows 0\/[02]\n/)
     expect(watched.stderr).not.toMatch(/[\r\x1b]/)
     expect(watched.stdout).toMatch(new RegExp(`^cli-status  ${user.userId}  garmin  done  origin connection`))
 
@@ -109,7 +112,7 @@ describe("wearflow backfill", () => {
       )
     }
     expect(view.historical_pulls.activity.days_with_data).toBe(user.seeded.dailies!.length)
-  }, 45_000)
+  }, 90_000)
 
   it("status shows a failed resource with its error", async () => {
     // Without HISTORICAL_DATA_EXPORT Garmin answers 403 and the chain stops: every resource failed.
@@ -146,9 +149,10 @@ describe("wearflow backfill", () => {
   })
 
   it("start --days 50 lists the new windows and what was already requested (exit 0); a second start while it runs is refused (exit 1); cancel exits 0, then 1", async () => {
-    // Garmin takes 6 s to accept the first request: the backfill still runs when it is cancelled.
-    garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/dailies", delayMs: 6_000 })
-    {
+    // Garmin holds the first request until the backfill is cancelled: it still runs then.
+    let release!: () => void
+    garmin.inject({ method: "GET", path: "/wellness-api/rest/backfill/dailies", hold: new Promise<void>((resolve) => (release = resolve)) })
+    try {
       const started = await wearflow(["backfill", "start", "--user", user.userId, "--days", "50"])
       expect(started.code, started.stderr).toBe(0)
       expect(started.stderr).toBe("")
@@ -177,7 +181,14 @@ describe("wearflow backfill", () => {
       expect(nothing.code).toBe(1)
       expect(nothing.stdout).toBe("")
       expect(nothing.stderr).toBe("wearflow: no backfill from this provider is running for this user\n")
+    } finally {
+      release()
     }
+    // Garmin took the request after all: on record, so the next start leaves it out too.
+    await eventually(async () => {
+      const { rows } = await stack.db.query("select 1 from backfill_windows where user_id = $1 and type = 'dailies' and status = 'cancelled' and requested_at is not null", [user.userId])
+      return rows.length > 0 ? true : undefined
+    })
   })
 
   it("start over history that was all requested already: exit 1 with the server's explanation and the ranges (--json: the server's body)", async () => {

@@ -11,7 +11,8 @@ import {
   type FakeGarminUser,
   type GarminRecord,
   recordTimeOf,
-  startFakeGarmin
+  startFakeGarmin,
+  uploadTimeOf
 } from "./support/fake-garmin.ts"
 
 const consumer = { key: "consumer-key", secret: "consumer-secret" }
@@ -95,12 +96,36 @@ describe("PING pulls", () => {
     expect(await tooLong.json()).toHaveProperty("errorMessage")
   })
 
-  it("serves OAuth1-signed pulls (legacy era), records without upload time always", async () => {
+  it("serves OAuth1-signed pulls (legacy era); a record without upload time is uploaded when announced", async () => {
     const user = seedUser()
     const url = garmin.pingUrl("mct", { oauth1: true }, 1_444_937_651, 1_444_937_902)
     const response = await fetch(url, { headers: { authorization: signed("GET", url, oauth1Of(user)) } })
     expect(response.status).toBe(200)
     expect(await response.json()).toEqual([{ summaryId: "mct-1" }])
+  })
+
+  it("serves only what was uploaded in the window: a pull of another window gets none of it", async () => {
+    const user = seedUser()
+    user.data["dailies"] = [{ summaryId: "announced" }]
+    const announced = garmin.pingUrl("dailies", { userId: user.userId }, 2_000, 2_100)
+    user.data["dailies"].push({ summaryId: "uploaded-later" })
+    const pull = async (url: string) => (await (await fetch(url)).json()) as Array<GarminRecord>
+    /** The announced URL with another upload window, as a client pulling the wrong window would send it. */
+    const moved = (start: number, end: number) => {
+      const url = new URL(announced)
+      url.searchParams.set("uploadStartTimeInSeconds", String(start))
+      url.searchParams.set("uploadEndTimeInSeconds", String(end))
+      return url.toString()
+    }
+    // What is served is the record as stored: the upload time the fake gave it stays out of it.
+    expect(await pull(announced)).toEqual([{ summaryId: "announced" }])
+    expect(await pull(moved(0, 1_999))).toEqual([])
+    expect(await pull(moved(2_101, 3_000))).toEqual([]) // not announced yet: not uploaded
+    expect(await pull(garmin.pingUrl("dailies", { userId: user.userId }, 2_101, 3_000))).toEqual([{ summaryId: "uploaded-later" }])
+    expect(await pull(announced)).toEqual([{ summaryId: "announced" }])
+    expect(uploadTimeOf(user.data["dailies"][0]!)).toBe(2_100)
+    expect(uploadTimeOf(user.data["dailies"][1]!)).toBe(3_000)
+    expect(uploadTimeOf(user.data["epochs"]![0]!)).toBe(1_000) // its own field
   })
 
   it("refuses a bad OAuth1 signature", async () => {
@@ -333,6 +358,22 @@ describe("user lifecycle and backfill", () => {
     expect((await fetch(url, { method: "DELETE", headers: bearer(user.oauth2!.accessToken) })).status).toBe(401)
   })
 
+  it("answers 409 to any range overlapping one already requested, not only the same one", async () => {
+    const user = seedUser()
+    const ask = (type: string, start: number, end: number) =>
+      fetch(`${garmin.url}/wellness-api/rest/backfill/${type}?summaryStartTimeInSeconds=${start}&summaryEndTimeInSeconds=${end}`, {
+        headers: bearer(user.oauth2!.accessToken)
+      }).then((r) => r.status)
+    expect(await ask("dailies", 10_000, 20_000)).toBe(202)
+    expect(await ask("dailies", 15_000, 25_000)).toBe(409) // overlaps the end
+    expect(await ask("dailies", 5_000, 10_001)).toBe(409) // overlaps the start by a second
+    expect(await ask("dailies", 12_000, 13_000)).toBe(409) // inside
+    expect(await ask("dailies", 0, 30_000)).toBe(409) // around
+    expect(await ask("dailies", 20_000, 30_000)).toBe(202) // touching is not overlapping
+    expect(await ask("dailies", 5_000, 10_000)).toBe(202)
+    expect(await ask("sleeps", 12_000, 13_000)).toBe(202) // another type
+  })
+
   it("accepts a backfill with 202, then 409 for the same range", async () => {
     const user = seedUser()
     const url = `${garmin.url}/wellness-api/rest/backfill/dailies?summaryStartTimeInSeconds=1000&summaryEndTimeInSeconds=2000`
@@ -489,7 +530,7 @@ describe("backfill", () => {
         expect(headers["garmin-client-id"]).toBe(consumer.key)
         expect(headers["content-type"]).toBe("application/json")
       }
-      const delivered = { userId: user.userId, type: "dailies", key: "dailies", status: 200, at: expect.any(Number) }
+      const delivered = { userId: user.userId, type: "dailies", key: "dailies", status: 200, at: expect.any(Number), start: D0 + 2 * DAY, end: D0 + 7 * DAY }
       expect(deliveriesOf(garmin, user)).toEqual([
         { ...delivered, count: 2 },
         { ...delivered, count: 2 },
@@ -543,8 +584,9 @@ describe("backfill", () => {
       expect(await pulled.json()).toEqual(pulseox)
 
       // An empty window delivers nothing, as Garmin sends nothing.
+      const done = garmin.state.counters.backfillsDelivered
       expect((await requestBackfill(garmin, user, "sleeps", D0, D0 + DAY)).status).toBe(202)
-      await sleep(150)
+      await vi.waitFor(() => expect(garmin.state.counters.backfillsDelivered).toBe(done + 1), { timeout: 5_000, interval: 10 })
       expect(deliveriesOf(garmin, user)).toHaveLength(4)
     } finally {
       await receiver.close()
@@ -555,8 +597,9 @@ describe("backfill", () => {
     garmin.state.backfill.deliveryDelayMs = 0
     const user = seedUser()
     garmin.seedHistory(user.userId, { from: D0, to: D0 + DAY, types: ["dailies"] })
+    const done = garmin.state.counters.backfillsDelivered
     expect((await requestBackfill(garmin, user, "dailies", D0, D0 + DAY)).status).toBe(202)
-    await sleep(100)
+    await vi.waitFor(() => expect(garmin.state.counters.backfillsDelivered).toBe(done + 1), { timeout: 5_000, interval: 10 })
     expect(deliveriesOf(garmin, user)).toEqual([])
   })
 
@@ -571,7 +614,7 @@ describe("backfill", () => {
       expect(receiver.received).toHaveLength(2)
       expect(receiver.received[1]!.body).toEqual(receiver.received[0]!.body)
       expect(deliveriesOf(garmin, user)).toEqual([
-        { userId: user.userId, type: "sleeps", key: "sleeps", count: 3, status: 200, at: expect.any(Number) }
+        { userId: user.userId, type: "sleeps", key: "sleeps", count: 3, status: 200, at: expect.any(Number), start: D0, end: D0 + 3 * DAY }
       ])
     } finally {
       await receiver.close()
@@ -585,6 +628,62 @@ describe("backfill", () => {
     expect(deliveriesOf(garmin, user)[0]).toMatchObject({ count: 1, status: 0 })
   })
 
+  it("delivers by PING when asked: one pull URL per chunk, serving exactly that chunk", async () => {
+    const receiver = await startReceiver()
+    try {
+      Object.assign(garmin.state.backfill, { deliverTo: receiver.url, deliveryDelayMs: 0, chunkSize: 2, chunkGapMs: 0, deliverAs: "ping" })
+      const user = seedUser()
+      const seeded = garmin.seedHistory(user.userId, { from: D0, to: D0 + 5 * DAY, types: ["pulseox"] })["pulseox"]!
+      expect((await requestBackfill(garmin, user, "pulseOx", D0, D0 + 5 * DAY)).status).toBe(202)
+      await untilDelivered(garmin, user, 3)
+      const items = receiver.received.map(({ body }) => {
+        expect(Object.keys(body)).toEqual(["pulseox"])
+        expect(body["pulseox"]).toHaveLength(1)
+        return body["pulseox"]![0] as unknown as { userId: string; callbackURL: string }
+      })
+      const pulled: Array<GarminRecord> = []
+      for (const item of items) {
+        expect(item.userId).toBe(user.userId)
+        const url = new URL(item.callbackURL)
+        expect(url.pathname).toBe("/wellness-api/rest/pulseOx")
+        expect(url.searchParams.get("uploadStartTimeInSeconds")).toBe(url.searchParams.get("uploadEndTimeInSeconds"))
+        const records = (await (await fetch(item.callbackURL)).json()) as Array<GarminRecord>
+        expect(records.length).toBeLessThanOrEqual(2)
+        pulled.push(...records)
+      }
+      expect(pulled).toEqual(seeded)
+      // A window just before the first upload serves nothing.
+      const first = Number(new URL(items[0]!.callbackURL).searchParams.get("uploadStartTimeInSeconds"))
+      expect(await (await fetch(garmin.pingUrl("pulseOx", { userId: user.userId }, first - 100, first - 1))).json()).toEqual([])
+    } finally {
+      await receiver.close()
+    }
+  })
+
+  it("batches other items into backfill bodies when asked; holds deliveries while paused", async () => {
+    const receiver = await startReceiver()
+    try {
+      const user = seedUser()
+      const live = { summaryId: "live-today", userId: user.userId }
+      Object.assign(garmin.state.backfill, {
+        deliverTo: receiver.url,
+        deliveryDelayMs: 0,
+        paused: true,
+        alongside: (userId: string) => ({ dailies: [{ ...live, userId }], deregistrations: [{ userId: "someone-else" }] })
+      })
+      const seeded = garmin.seedHistory(user.userId, { from: D0, to: D0 + 2 * DAY, types: ["dailies"] })["dailies"]!
+      expect((await requestBackfill(garmin, user, "dailies", D0, D0 + 2 * DAY)).status).toBe(202)
+      await vi.waitFor(() => expect(garmin.state.counters.deliveriesPaused).toBe(1), { timeout: 5_000, interval: 10 })
+      expect(receiver.received).toHaveLength(0) // held at the pause
+      garmin.state.backfill.paused = false
+      await untilDelivered(garmin, user, 1)
+      expect(receiver.received[0]!.body).toEqual({ dailies: [live, ...seeded], deregistrations: [{ userId: "someone-else" }] })
+      expect(deliveriesOf(garmin, user)[0]).toMatchObject({ count: 2 }) // the backfilled records
+    } finally {
+      await receiver.close()
+    }
+  })
+
   it("answers 403 without HISTORICAL_DATA_EXPORT", async () => {
     const user = seedUser()
     user.permissions = ["ACTIVITY_EXPORT", "HEALTH_EXPORT"]
@@ -592,6 +691,13 @@ describe("backfill", () => {
     expect(response.status).toBe(403)
     expect(await response.json()).toEqual({ errorMessage: expect.stringContaining("HISTORICAL_DATA_EXPORT") })
     expect(garmin.state.backfills.filter((request) => request.userId === user.userId)).toEqual([])
+  })
+
+  it("words the min-start 400 as configured", async () => {
+    const user = seedUser()
+    user.backfillMinStartTimeInSeconds = D0
+    garmin.state.backfill.minStartMessage = (min) => `Invalid start time; earliest allowed is ${min}`
+    expect(await (await requestBackfill(garmin, user, "dailies", D0 - DAY, D0)).json()).toEqual({ errorMessage: `Invalid start time; earliest allowed is ${D0}` })
   })
 
   it("answers 400 before the min start time, naming it as ISO 8601; the user's limit wins", async () => {
@@ -741,6 +847,26 @@ describe("failure injection", () => {
     expect((await fetch(`${garmin.url}/nowhere`)).status).toBe(404)
     expect((await fetch(`${garmin.url}/nowhere`, { method: "DELETE" })).status).toBe(500)
     expect((await fetch(`${garmin.url}/nowhere`, { method: "DELETE" })).status).toBe(404)
+  })
+
+  it("holds a request open until released, then handles it normally (or answers the rule's status)", async () => {
+    const user = seedUser()
+    let release!: () => void
+    garmin.inject({ path: "/wellness-api/rest/user/id", hold: new Promise<void>((resolve) => (release = resolve)) })
+    let answered = false
+    const response = fetch(`${garmin.url}/wellness-api/rest/user/id`, { headers: bearer(user.oauth2!.accessToken) }).then((r) => {
+      answered = true
+      return r
+    })
+    await vi.waitFor(() => expect(garmin.requests.at(-1)?.path).toBe("/wellness-api/rest/user/id"))
+    // Held: the request arrived, and stays unanswered while other requests are served.
+    expect((await fetch(`${garmin.url}/wellness-api/rest/user/id`, { headers: bearer(user.oauth2!.accessToken) })).status).toBe(200)
+    expect(answered).toBe(false)
+    release()
+    expect((await response).status).toBe(200)
+
+    garmin.inject({ path: "/wellness-api/rest/user/id", status: 503, hold: Promise.resolve() })
+    expect((await fetch(`${garmin.url}/wellness-api/rest/user/id`)).status).toBe(503)
   })
 
   it("delays a response, then handles it normally", async () => {

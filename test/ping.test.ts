@@ -71,6 +71,8 @@ describe("PING pulls", () => {
     expect((await outcomeOf(inboxId)).pulled).toBe(1)
     const pull = garmin.requests.find((r) => r.path === "/wellness-api/rest/dailies")!
     expect(pull.headers.authorization).toBe(`Bearer ${user.oauth2!.accessToken}`)
+    // The window notified, as given (the fake serves only what was uploaded in it).
+    expect(pull.query).toMatchObject({ uploadStartTimeInSeconds: String(NOW - 3600), uploadEndTimeInSeconds: String(NOW) })
     // Pulling again (a retry, a replay) stores the pulled body once.
     expect(Number((await db.query("select count(*) as n from inbox where source_inbox_id = $1", [inboxId])).rows[0].n)).toBe(1)
   })

@@ -229,7 +229,9 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     /**
      * Checks a window is still to be requested and marks it `sending`, committed before the
      * provider is called: should the process die mid-request, the retry knows a 409 may
-     * answer its own earlier request.
+     * answer its own earlier request. So may a 409 to a retry: the provider may have taken
+     * the earlier attempt and its answer been lost (a timeout, a dropped connection, a 5xx
+     * after the fact). Such a window then waits for its data, or its quiet period.
      */
     const prepare = (windowId: string) =>
       Effect.gen(function* () {
@@ -249,7 +251,8 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
         }
         yield* sql`update backfill_windows set status = 'sending', attempts = attempts + 1 where id = ${window.id}`
         yield* sql`update backfills set status = 'running', started_at = coalesce(started_at, now()) where id = ${backfill.id} and status = 'scheduled'`
-        return { _tag: "Send", window, backfill, providerUserId: connection.provider_user_id, resent: window.status === "sending" } as const
+        const resent = window.status === "sending" || window.status === "retrying"
+        return { _tag: "Send", window, backfill, providerUserId: connection.provider_user_id, resent } as const
       }).pipe(sql.withTransaction)
 
     /** One request for a window, and what the chain does next. */
@@ -306,8 +309,9 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
             update backfill_windows set status = 'skipped', completion = 'before_earliest', completed_at = now()
             where backfill_id = ${backfill.id} and type = ${window.type} and status = 'scheduled' and range_end <= ${earliest}
             returning *`
+          // Providers take whole seconds: what is left must hold at least one, or nothing is left to ask for.
           const start = new Date(Math.ceil(earliest.getTime() / 1000) * 1000)
-          if (start.getTime() >= window.range_end.getTime()) {
+          if (start.getTime() >= Math.floor(window.range_end.getTime() / 1000) * 1000) {
             yield* finishWindow(backfill, window, "skipped", "before_earliest")
           } else if (window.narrowed) {
             yield* finishWindow(backfill, window, "failed", "failed", `refused as too far back even after narrowing: ${answer.message}`)

@@ -3,10 +3,16 @@
  * per key (DurableRateLimiter.rateLimit calls a provider at most `limit` times per window in
  * total, not per process). Same semantics as RateLimiter.layerStoreMemory, on the database's
  * clock so that processes agree on when a window ends. Tables: migrations/0004_rate_limits.ts.
+ *
+ * `layerRateLimiter` is the RateLimiter on this store whose waits are whole milliseconds:
+ * DurableRateLimiter hands its delay to the workflow engine, which stores the wake-up time as
+ * bigint epoch milliseconds and refuses a fraction (a window / limit refill rate, or the
+ * database clock's microseconds, would otherwise make one).
  */
-import { RateLimitStoreError, RateLimiterStore } from "@effect/experimental/RateLimiter"
+import { make as makeRateLimiter, RateLimiter, RateLimitExceeded, RateLimitStoreError, RateLimiterStore } from "@effect/experimental/RateLimiter"
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Duration, Effect, Layer } from "effect"
+import { wholeMillis } from "../time.ts"
 
 const storeError = (cause: SqlError.SqlError) =>
   new RateLimitStoreError({ message: `Rate limiter store: ${cause.message}`, cause })
@@ -46,7 +52,7 @@ export const layer: Layer.Layer<RateLimiterStore, never, SqlClient.SqlClient> = 
         set count = step.count + step.taken,
             expires_at = step.expires_at + step.taken * ${Duration.toMillis(options.refillRate)}::float8 * interval '1 millisecond'
         from step where w.key = ${options.key}
-        returning step.count + ${options.tokens}::float8 as count, (extract(epoch from w.expires_at - step.t) * 1000)::float8 as ttl`
+        returning step.count + ${options.tokens}::float8 as count, ceil(extract(epoch from w.expires_at - step.t) * 1000)::float8 as ttl`
       return [row!.count, row!.ttl] as const
     }, Effect.mapError(storeError))
 
@@ -84,3 +90,18 @@ export const layer: Layer.Layer<RateLimiterStore, never, SqlClient.SqlClient> = 
     return RateLimiterStore.of({ fixedWindow, tokenBucket })
   })
 )
+
+/** The RateLimiter on the Postgres store, every duration it answers in whole milliseconds (rounded up). */
+export const layerRateLimiter: Layer.Layer<RateLimiter, never, SqlClient.SqlClient> = Layer.effect(
+  RateLimiter,
+  Effect.map(makeRateLimiter, (limiter): RateLimiter => ({
+    ...limiter,
+    consume: (options) =>
+      limiter.consume(options).pipe(
+        Effect.map((result) => ({ ...result, delay: wholeMillis(result.delay), resetAfter: wholeMillis(result.resetAfter) })),
+        Effect.mapError((error) =>
+          error instanceof RateLimitExceeded ? new RateLimitExceeded({ ...error, retryAfter: wholeMillis(error.retryAfter) }) : error
+        )
+      )
+  }))
+).pipe(Layer.provide(layer))

@@ -35,18 +35,58 @@ export const backfillTypes: ReadonlyArray<BackfillType> = [
   health("mct", "menstrual_cycle")
 ]
 
+/** Instants a message names: ISO 8601 dates or date-times, epoch seconds (10 digits) or milliseconds (13). */
+const instantsIn = (message: string): Array<Date> => {
+  const found: Array<{ at: number; date: Date }> = []
+  const iso = /\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?)?/g
+  for (const match of message.matchAll(iso)) {
+    const text = match[0].replace(" ", "T").replace(/\s?(UTC|GMT)$/, "Z")
+    // A date alone, or a time without zone, is UTC (Garmin's times are).
+    const zoned = text.length === 10 ? `${text}T00:00:00Z` : /(Z|[+-]\d{2}:?\d{2})$/.test(text) ? text : `${text}Z`
+    const date = new Date(zoned)
+    if (!Number.isNaN(date.getTime())) found.push({ at: match.index, date })
+  }
+  for (const match of message.matchAll(/(?<![\d.-])(\d{13}|\d{10})(?![\d.])/g)) {
+    const n = Number(match[1])
+    found.push({ at: match.index, date: new Date(match[1]!.length === 13 ? n : n * 1000) })
+  }
+  return found.sort((a, b) => a.at - b.at).map((f) => f.date)
+}
+
 /**
  * How far back Garmin allows, when its 400 says so. The wording is unverified, so any
- * ISO 8601 timestamp or epoch-seconds number in the message is taken as the earliest start.
+ * instant the message names is a candidate, except the request's own start and end echoed
+ * back; the first one after the requested start wins (the limit lies after what was asked).
  */
-export const earliestStartIn = (message: string): Date | undefined => {
-  const iso = /\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?/.exec(message)
-  if (iso) {
-    const date = new Date(iso[0].length === 10 ? `${iso[0]}T00:00:00Z` : iso[0])
-    if (!Number.isNaN(date.getTime())) return date
-  }
-  const epoch = /\b(\d{10})\b/.exec(message)
-  return epoch ? new Date(Number(epoch[1]) * 1000) : undefined
+export const earliestStartIn = (message: string, range?: { readonly start: Date; readonly end: Date }): Date | undefined => {
+  const seconds = (d: Date) => Math.floor(d.getTime() / 1000)
+  const echoed = range ? new Set([seconds(range.start), seconds(range.end)]) : new Set<number>()
+  const candidates = instantsIn(message).filter((d) => !echoed.has(seconds(d)))
+  if (range === undefined) return candidates[0]
+  return candidates.find((d) => d.getTime() > range.start.getTime()) ?? candidates[0]
+}
+
+/** Words for "asked further back than allowed", in any of the ways an API might put it. */
+const TOO_FAR_BACK = new RegExp(
+  [
+    String.raw`\b(min(imum)?|earliest|oldest)\b[\s_-]*(allowed[\s_-]*|permitted[\s_-]*|supported[\s_-]*)?(start|date|backfill)`,
+    String.raw`\bmin[\s_-]*start`,
+    String.raw`too\s+(far\s+(back|in\s+the\s+past)|old)`,
+    String.raw`(before|prior\s+to|older\s+than|earlier\s+than)\s+(the\s+)?(min|minimum|earliest|allowed|permitted|retention)`,
+    String.raw`(retention|history)\s+(period|limit|window)`
+  ].join("|"),
+  "i"
+)
+
+/**
+ * Whether a 400 says the window starts further back than Garmin allows: its wording says so,
+ * or it speaks of the start and names an instant after the requested start (the limit).
+ */
+export const isTooFarBack = (message: string, range: { readonly start: Date; readonly end: Date }): boolean => {
+  if (TOO_FAR_BACK.test(message)) return true
+  if (!/start/i.test(message)) return false
+  const limit = earliestStartIn(message, range)
+  return limit !== undefined && limit.getTime() > range.start.getTime()
 }
 
 const errorMessageOf = (text: string) => {
@@ -79,8 +119,8 @@ export const makeBackfill = (client: HttpClient.HttpClient, config: GarminConfig
       if (status === 409) return { _tag: "AlreadyRequested" } satisfies BackfillAnswer
       if (status === 429) return { _tag: "RateLimited", retryAfter: retryAfterOf(response.headers["retry-after"]) } satisfies BackfillAnswer
       const message = errorMessageOf(yield* response.text.pipe(Effect.orElseSucceed(() => "")))
-      if (status === 400 && /min(imum)?[\s_-]*start/i.test(message)) {
-        return { _tag: "TooFarBack", earliest: earliestStartIn(message), message } satisfies BackfillAnswer
+      if (status === 400 && isTooFarBack(message, range)) {
+        return { _tag: "TooFarBack", earliest: earliestStartIn(message, range), message } satisfies BackfillAnswer
       }
       if (status === 401 || status === 403 || status === 412) {
         return { _tag: "Forbidden", status, message: `Garmin answered ${status}: ${message}` } satisfies BackfillAnswer

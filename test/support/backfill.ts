@@ -37,12 +37,19 @@ export const connectedUser = async (
   garmin: FakeGarmin,
   api: WearflowApi,
   name: string,
-  options: { readonly permissions?: Array<string>; readonly history?: boolean; readonly types?: ReadonlyArray<string> } = {}
+  options: {
+    readonly permissions?: Array<string>
+    readonly history?: boolean
+    readonly types?: ReadonlyArray<string>
+    /** How far back Garmin lets this user's backfills start (epoch s), set before linking starts one. */
+    readonly backfillMinStartTimeInSeconds?: number
+  } = {}
 ) => {
   const garminId = `garmin-${name}-${randomBytes(3).toString("hex")}`
   const accessToken = `token-${garminId}`
   garmin.addUser(garminId, {
     ...(options.permissions ? { permissions: options.permissions } : {}),
+    backfillMinStartTimeInSeconds: options.backfillMinStartTimeInSeconds,
     oauth2: { accessToken, accessTokenExpiresAt: Date.now() + DAY * 1000, refreshToken: `refresh-${garminId}`, refreshTokenExpiresAt: Date.now() + 90 * DAY * 1000 }
   })
   const seeded = options.history === false

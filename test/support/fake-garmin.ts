@@ -7,9 +7,15 @@
  * token or OAuth 1.0a signature), activity files (single download, then 410), OAuth2 PKCE
  * with rotating refresh tokens, OAuth 1.0a three-legged flow, OAuth1 → OAuth2 token
  * exchange, user endpoints and backfill (answers, then delivery of the backfilled records as
- * PUSH notifications to `state.backfill.deliverTo`). Everything lives in `state`, which tests
- * may read and change at any time; `inject()` adds failures and delays in front of it, and
- * `seedHistory()` fills a user's history from the fixture files.
+ * PUSH or PING notifications to `state.backfill.deliverTo`, alone or batched with other
+ * items). Everything lives in `state`, which tests may read and change at any time;
+ * `inject()` adds failures, delays and held requests in front of it, and `seedHistory()`
+ * fills a user's history from the fixture files.
+ *
+ * Where Garmin's behaviour is known, the fake behaves so rather than as Wearflow expects:
+ * a pull serves only what was uploaded in its window; a backfill overlapping any range already
+ * requested for the user answers 409; the min-start 400's wording is a setting, since the
+ * real one is unverified.
  */
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
@@ -48,9 +54,10 @@ export interface FakeGarminUser {
    * The user's records by notification (envelope) key: `epochs`, `mct`, `pulseox`,
    * `allDayRespiration`, `moveIQActivities`, ... — the key Garmin puts them under in a PUSH
    * body. Pulls (whose path uses the REST name, e.g. `pulseOx`) and backfill deliveries both
-   * translate to this key with `envelopeKeyOf`, so one list serves both. Pulls serve records
-   * with an `uploadTimeInSeconds` field only to windows containing it; backfills deliver
-   * records by their own time (`recordTimeOf`).
+   * translate to this key with `envelopeKeyOf`, so one list serves both. A pull serves only
+   * the records uploaded in its window (`uploadTimeOf`): a record's `uploadTimeInSeconds`, or
+   * the upload time the fake gave it when a notification announced it (`pingUrl`, a backfill
+   * delivered by PING). Backfills pick records by their own time (`recordTimeOf`).
    */
   data: Record<string, Array<GarminRecord>>
   /** Earliest backfill start Garmin accepts for this user (epoch s); overrides
@@ -100,6 +107,23 @@ export interface FakeBackfillSettings {
   chunkSize: number
   /** Wait between two POSTs of one backfill (default 50 ms). */
   chunkGapMs: number
+  /** How backfilled records arrive: inline (PUSH, the default) or as PING items to pull. */
+  deliverAs: "push" | "ping"
+  /** Where PING deliveries go (Wearflow's PING endpoint); undefined (default): `deliverTo`. */
+  pingTo: string | undefined
+  /**
+   * Other notification items Garmin batches into the same body as backfilled records
+   * (another user's data, the user's live data, lifecycle items), by envelope key; called
+   * for every POST. Undefined (default): backfill bodies carry only the backfill.
+   */
+  alongside: ((userId: string) => Record<string, Array<unknown>>) | undefined
+  /** While true, accepted backfills wait before delivering (e.g. while the receiver restarts). */
+  paused: boolean
+  /**
+   * The 400 errorMessage for a start before the min start time. Garmin's wording is
+   * unverified; the default names the instant as ISO 8601.
+   */
+  minStartMessage: (minStartTimeInSeconds: number) => string
   /** Earliest start accepted for every user (epoch s); undefined (default): no limit. */
   minStartTimeInSeconds: number | undefined
   /** Days of data (summed over accepted requests of all users) allowed per `rateWindowMs`;
@@ -136,6 +160,9 @@ export interface BackfillDelivery {
   readonly status: number
   /** Date.now() after the last attempt. */
   readonly at: number
+  /** The accepted request's range (epoch s) this POST answers. */
+  readonly start: number
+  readonly end: number
 }
 
 export interface SeedHistoryOptions {
@@ -181,6 +208,10 @@ export interface FakeGarminState {
     deregistrations: number
     /** OAuth2 grants revoked because a rotated-out refresh token was reused. */
     revocations: number
+    /** Accepted backfills whose delivery is over (all sent, or nothing to send or nowhere to). */
+    backfillsDelivered: number
+    /** Accepted backfills waiting for `state.backfill.paused` to clear, now. */
+    deliveriesPaused: number
   }
 }
 
@@ -203,6 +234,16 @@ export interface InjectRule {
   readonly delayMs?: number
   /** How many matching requests the rule applies to (default 1). */
   readonly times?: number
+  /**
+   * Holds the request open until this settles, then answers as the rule says (or handles it
+   * normally, with no status or body): a request in flight for as long as a test needs.
+   */
+  readonly hold?: Promise<unknown>
+  /**
+   * The fake handles the request as usual (a backfill is accepted and delivered) but answers
+   * the rule's status instead: Garmin did the work and the answer was lost on the way.
+   */
+  readonly handled?: boolean
 }
 
 export interface FakeGarmin {
@@ -214,10 +255,12 @@ export interface FakeGarmin {
   readonly requests: Array<RecordedRequest>
   inject(rule: InjectRule): void
   /**
-   * Builds a PING callbackURL like Garmin's, pointing at this server.
-   * `{ userId }` mints a fresh pull token for that user; `{ token }` puts the given token in
-   * the URL verbatim (valid only if `state.pullTokens` binds it); `{ oauth1: true }` leaves
-   * the token out, so the pull must be OAuth 1.0a signed.
+   * Builds a PING callbackURL like Garmin's, pointing at this server, and announces the
+   * upload: the user's records of `type` that have no upload time yet (with `{ oauth1 }`,
+   * every user's) count as uploaded at `uploadEnd`, so this window's pull serves them and a
+   * pull of another window does not. `{ userId }` mints a fresh pull token for that user;
+   * `{ token }` puts the given token in the URL verbatim (valid only if `state.pullTokens`
+   * binds it); `{ oauth1: true }` leaves the token out, so the pull must be OAuth 1.0a signed.
    */
   pingUrl(
     type: string,
@@ -300,11 +343,16 @@ const emptyState = (): FakeGarminState => ({
     deliveryDelayMs: 300,
     chunkSize: 40,
     chunkGapMs: 50,
+    deliverAs: "push",
+    pingTo: undefined,
+    alongside: undefined,
+    paused: false,
+    minStartMessage: (minStart) => `summaryStartTimeInSeconds is before the min start time of ${isoSeconds(minStart)}`,
     minStartTimeInSeconds: undefined,
     daysPerMinute: undefined,
     rateWindowMs: 60_000
   },
-  counters: { refreshCount: 0, tokenExchangeCount: 0, deregistrations: 0, revocations: 0 }
+  counters: { refreshCount: 0, tokenExchangeCount: 0, deregistrations: 0, revocations: 0, backfillsDelivered: 0, deliveriesPaused: 0 }
 })
 
 /** The user who approves a consent screen: the named one (created if new) or a fresh one. */
@@ -343,6 +391,29 @@ interface App {
   readonly client: FakeGarminOptions
   /** Work that outlives a request (backfill deliveries); `close()` cancels it. */
   readonly background: Background
+  /** This server, e.g. http://127.0.0.1:PORT (set once listening). */
+  url: string
+}
+
+/** A PING callbackURL like Garmin's for `type` and the upload window, pointing at this server. */
+const mintPingUrl = (
+  app: App,
+  type: string,
+  userKey: { userId: string } | { token: string } | { oauth1: true },
+  uploadStart: number,
+  uploadEnd: number
+): string => {
+  const callback = new URL(`/wellness-api/rest/${type}`, app.url)
+  callback.searchParams.set("uploadStartTimeInSeconds", String(uploadStart))
+  callback.searchParams.set("uploadEndTimeInSeconds", String(uploadEnd))
+  if ("userId" in userKey) {
+    const token = randomToken()
+    app.state.pullTokens.set(token, userKey.userId)
+    callback.searchParams.set("token", token)
+  } else if ("token" in userKey) {
+    callback.searchParams.set("token", userKey.token)
+  }
+  return callback.toString()
 }
 
 const json = (status: number, value: unknown): Reply => ({
@@ -613,6 +684,28 @@ export const recordTimeOf = (record: GarminRecord): number | undefined => {
   return Number.isNaN(midnight) ? undefined : midnight / 1000
 }
 
+/**
+ * Upload times the fake gave records that carry none: set when a notification announces them
+ * (`pingUrl`, a backfill delivered by PING), as Garmin announces uploads. Kept beside the
+ * record, not in it, so what is served is what was stored.
+ */
+const announcedUploads = new WeakMap<GarminRecord, number>()
+
+/** When `record` was uploaded, epoch s: announced, else its own field; undefined if never. */
+export const uploadTimeOf = (record: GarminRecord): number | undefined => {
+  const announced = announcedUploads.get(record)
+  if (announced !== undefined) return announced
+  const own = record["uploadTimeInSeconds"]
+  return typeof own === "number" ? own : undefined
+}
+
+/** Records of `key` with no upload time yet count as uploaded at `at` (they are being announced). */
+const announce = (users: Iterable<FakeGarminUser>, key: string, at: number) => {
+  for (const user of users) {
+    for (const record of user.data[key] ?? []) if (uploadTimeOf(record) === undefined) announcedUploads.set(record, at)
+  }
+}
+
 const daysOf = (start: number, end: number): number => Math.ceil((end - start) / DAY_S)
 
 /** Like `new Date().toISOString()` without the milliseconds: 2026-09-01T00:00:00Z. */
@@ -707,9 +800,19 @@ const postWithRetries = async (app: App, target: string, body: string): Promise<
  * records and settings are read when delivery starts, so tests may seed data after the 202.
  */
 const deliverBackfill = async (app: App, request: BackfillRequest): Promise<void> => {
+  await deliverRecords(app, request)
+  if (!app.background.signal.aborted) app.state.counters.backfillsDelivered++
+}
+
+const deliverRecords = async (app: App, request: BackfillRequest): Promise<void> => {
   const { state, background } = app
   await background.sleep(state.backfill.deliveryDelayMs)
-  const target = state.backfill.deliverTo
+  if (state.backfill.paused) {
+    state.counters.deliveriesPaused++
+    while (state.backfill.paused && !background.signal.aborted) await background.sleep(20)
+    state.counters.deliveriesPaused--
+  }
+  const target = state.backfill.deliverAs === "ping" ? state.backfill.pingTo ?? state.backfill.deliverTo : state.backfill.deliverTo
   const user = state.users.get(request.userId)
   if (target === undefined || user === undefined) return
   const key = envelopeKeyOf(request.type)
@@ -718,13 +821,32 @@ const deliverBackfill = async (app: App, request: BackfillRequest): Promise<void
     return time !== undefined && time >= request.start && time < request.end
   })
   const chunkSize = Math.max(1, Math.floor(state.backfill.chunkSize))
+  // Backfilled records are uploaded anew, as if just synced: by PING, each chunk is one upload
+  // second of its own, announced by one pull URL for that second.
+  let uploadedAt = Math.floor(Date.now() / 1000)
   for (let offset = 0; offset < records.length; offset += chunkSize) {
     if (offset > 0) await background.sleep(state.backfill.chunkGapMs)
     const chunk = records.slice(offset, offset + chunkSize)
-    const status = await postWithRetries(app, target, JSON.stringify({ [key]: chunk }))
+    const body = bodyOf(app, user.userId, key, request.type, chunk, uploadedAt++)
+    const status = await postWithRetries(app, target, JSON.stringify(body))
     if (background.signal.aborted) return
-    state.deliveries.push({ userId: user.userId, type: request.type, key, count: chunk.length, status, at: Date.now() })
+    state.deliveries.push({ userId: user.userId, type: request.type, key, count: chunk.length, status, at: Date.now(), start: request.start, end: request.end })
   }
+}
+
+/** One backfill POST's body: the chunk inline or as a PING item, with whatever Garmin batches alongside. */
+const bodyOf = (app: App, userId: string, key: string, restType: string, chunk: Array<GarminRecord>, uploadedAt: number) => {
+  const { state } = app
+  let items: Array<unknown> = chunk
+  if (state.backfill.deliverAs === "ping") {
+    for (const record of chunk) announcedUploads.set(record, uploadedAt)
+    items = [{ userId, callbackURL: mintPingUrl(app, restType, { userId }, uploadedAt, uploadedAt) }]
+  }
+  const body: Record<string, Array<unknown>> = { [key]: items }
+  for (const [other, extra] of Object.entries(state.backfill.alongside?.(userId) ?? {})) {
+    body[other] = other === key ? [...extra, ...items] : extra
+  }
+  return body
 }
 
 // ---------------------------------------------------------------------------
@@ -741,9 +863,10 @@ const pullSummaries = (app: App, ex: Exchange, type: string): Reply => {
     return garminError(400, "uploadStartTimeInSeconds and uploadEndTimeInSeconds are required")
   }
   if (end - start > MAX_PULL_WINDOW_S) return garminError(400, `time range exceeds ${MAX_PULL_WINDOW_S} seconds`)
+  // Garmin serves what was uploaded in the window: a pull of another window misses the data.
   const inWindow = (record: GarminRecord) => {
-    const uploaded = record["uploadTimeInSeconds"]
-    return typeof uploaded !== "number" || (uploaded >= start && uploaded <= end)
+    const uploaded = uploadTimeOf(record)
+    return uploaded !== undefined && uploaded >= start && uploaded <= end
   }
   return json(200, (user.data[envelopeKeyOf(type)] ?? []).filter(inWindow))
 }
@@ -881,8 +1004,7 @@ const answerBackfill = (
   }
   const minStart = user.backfillMinStartTimeInSeconds ?? state.backfill.minStartTimeInSeconds
   if (minStart !== undefined && start < minStart) {
-    // Garmin's real wording is unverified; Wearflow looks for "min start" and a timestamp.
-    return garminError(400, `summaryStartTimeInSeconds is before the min start time of ${isoSeconds(minStart)}`)
+    return garminError(400, state.backfill.minStartMessage(minStart))
   }
   const waitMs = rateLimitWaitMs(state, daysOf(start, end), now)
   if (waitMs !== undefined) {
@@ -891,8 +1013,9 @@ const answerBackfill = (
       headers: { "content-type": "application/json;charset=UTF-8", "retry-after": String(Math.max(1, Math.ceil(waitMs / 1000))) }
     }
   }
+  // Any overlap with a range already requested for the user is a duplicate, not only the same range.
   const duplicate = state.backfills.some(
-    (request) => request.userId === user.userId && request.type === type && request.start === start && request.end === end
+    (request) => request.userId === user.userId && request.type === type && request.start < end && start < request.end
   )
   if (duplicate) return garminError(409, "Duplicate backfill request")
   const request: BackfillRequest = { userId: user.userId, type, start, end }
@@ -904,7 +1027,8 @@ const answerBackfill = (
 /**
  * GET /wellness-api/rest/backfill/{type}. Checked in order: 401 credentials, 403 no
  * HISTORICAL_DATA_EXPORT, 400 bad range (90 days; 30 for activity types), 400 before the min
- * start, 429 over the days budget, 409 range already requested; else 202 and a later delivery.
+ * start, 429 over the days budget, 409 overlapping a range already requested; else 202 and a
+ * later delivery.
  * Every request is logged in `state.backfillRequests`, whatever it answered.
  */
 const backfill = (app: App, ex: Exchange, match: RegExpExecArray): Reply => {
@@ -974,9 +1098,9 @@ const takeRule = (rules: Array<ActiveRule>, ex: Exchange): InjectRule | undefine
   return active.rule
 }
 
-/** A rule with only delayMs slows the request down and lets it through; any other fails it. */
+/** A rule with only delayMs or hold slows the request down and lets it through; any other fails it. */
 const injectedReply = (rule: InjectRule): Reply | undefined => {
-  if (rule.delayMs !== undefined && rule.status === undefined && rule.body === undefined) return undefined
+  if ((rule.delayMs !== undefined || rule.hold !== undefined) && rule.status === undefined && rule.body === undefined) return undefined
   const contentType = rule.body === undefined ? {} : { "content-type": "application/json;charset=UTF-8" }
   return { status: rule.status ?? 500, headers: { ...contentType, ...rule.headers }, body: rule.body ?? "" }
 }
@@ -1066,7 +1190,7 @@ const seedHistoryOf = (state: FakeGarminState, userId: string, options: SeedHist
 
 export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeGarmin> => {
   const state = emptyState()
-  const app: App = { state, client: options, background: makeBackground() }
+  const app: App = { state, client: options, background: makeBackground(), url: "" }
   const requests: Array<RecordedRequest> = []
   const rules: Array<ActiveRule> = []
   let url = ""
@@ -1076,6 +1200,8 @@ export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeG
     requests.push(toRecorded(ex))
     const rule = takeRule(rules, ex)
     if (rule?.delayMs !== undefined) await sleep(rule.delayMs)
+    if (rule?.hold !== undefined) await rule.hold.catch(() => undefined)
+    if (rule?.handled) route(app, ex)
     send(res, (rule && injectedReply(rule)) ?? route(app, ex))
   }
 
@@ -1093,6 +1219,7 @@ export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeG
   const address = server.address()
   if (address === null || typeof address === "string") throw new Error("fake-garmin: no TCP address")
   url = `http://127.0.0.1:${address.port}`
+  app.url = url
 
   const addUser = (userId: string, init: Partial<Omit<FakeGarminUser, "userId">> = {}) => {
     const user = newUser(userId, init)
@@ -1100,19 +1227,6 @@ export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeG
     return user
   }
 
-  const pingUrl: FakeGarmin["pingUrl"] = (type, userKey, uploadStart, uploadEnd) => {
-    const callback = new URL(`/wellness-api/rest/${type}`, url)
-    callback.searchParams.set("uploadStartTimeInSeconds", String(uploadStart))
-    callback.searchParams.set("uploadEndTimeInSeconds", String(uploadEnd))
-    if ("userId" in userKey) {
-      const token = randomToken()
-      state.pullTokens.set(token, userKey.userId)
-      callback.searchParams.set("token", token)
-    } else if ("token" in userKey) {
-      callback.searchParams.set("token", userKey.token)
-    }
-    return callback.toString()
-  }
 
   const addActivityFile: FakeGarmin["addActivityFile"] = (owner, file) => {
     const id = file.id ?? String(randomBytes(4).readUInt32BE())
@@ -1136,7 +1250,13 @@ export const startFakeGarmin = async (options: FakeGarminOptions): Promise<FakeG
     state,
     requests,
     inject: (rule) => void rules.push({ rule, remaining: rule.times ?? 1 }),
-    pingUrl,
+    pingUrl: (type, userKey, uploadStart, uploadEnd) => {
+      // Announcing uploads: what the user(s) have of this type with no upload time yet was uploaded now, in the window.
+      const owner = "userId" in userKey ? userKey.userId : "token" in userKey ? state.pullTokens.get(userKey.token) : undefined
+      const users = owner !== undefined ? [state.users.get(owner)].filter((u) => u !== undefined) : state.users.values()
+      announce(users, envelopeKeyOf(type), uploadEnd)
+      return mintPingUrl(app, type, userKey, uploadStart, uploadEnd)
+    },
     addUser,
     addActivityFile,
     seedHistory: (userId, seedOptions) => seedHistoryOf(state, userId, seedOptions),
