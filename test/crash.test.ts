@@ -24,7 +24,9 @@ const env = {
   GARMIN_CLIENT_ID: "crash-client",
   WEARFLOW_API_KEY: "crash-key",
   WEARFLOW_DATA_DIR: dataDir,
-  WEARFLOW_QUEUE_LOCK_EXPIRATION: "2 seconds"
+  WEARFLOW_QUEUE_LOCK_EXPIRATION: "2 seconds",
+  // No history request to an unreachable Garmin: its failure notice would be this user's event too.
+  WEARFLOW_BACKFILL_ON_CONNECT: "false"
 }
 const servers: Array<RunningServer> = []
 const DAY = 86_400
