@@ -1117,6 +1117,7 @@ const ACTIVITY_KEYS = new Set(["activities", "activityDetails", "manuallyUpdated
 /** Fields holding epoch seconds, moved with the record (durations and offsets are not). */
 const TIME_FIELDS = new Set([
   "startTimeInSeconds",
+  "napStartTimeInSeconds",
   "endTimeInSeconds",
   "measurementTimeInSeconds",
   "eventStartTimeInSeconds",
@@ -1153,6 +1154,8 @@ const recordOnDay = (template: GarminRecord, key: string, userId: string, day: n
   if (time === undefined) throw new Error(`fake-garmin: ${key} records carry no time; they cannot be seeded as history`)
   const record = shiftTimes(template, day - Math.floor(time / DAY_S) * DAY_S) as GarminRecord
   delete record["userAccessToken"] // OAuth2-era notifications carry userId only
+  // One sleep session a seeded day: the template night's nap would be a session of its own.
+  delete record["naps"]
   record["userId"] = userId
   record["summaryId"] = `${key}-${new Date(day * 1000).toISOString().slice(0, 10)}-${randomToken(4)}`
   if (key === "activityDetails") {
