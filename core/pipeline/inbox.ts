@@ -2,9 +2,12 @@
  * The raw inbox: every notification body is committed here, together with its work item on
  * the durable ingest queue, before the provider gets its 200. The fast path does nothing else.
  */
-import * as PersistedQueue from "@effect/experimental/PersistedQueue"
-import { SqlClient, SqlPersistedQueue } from "@effect/sql"
-import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
+import type * as PersistedQueue from "@effect/experimental/PersistedQueue"
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Context, Data, Duration, Effect, Layer, Metric, Schema } from "effect"
+import * as Queue from "./queue.ts"
+import { type Backlog, QueueStoreTag } from "./queue.ts"
 
 /**
  * Work for the ingest worker: one inbox row, optionally only the items of one provider user
@@ -20,29 +23,31 @@ const QUEUE_TABLE = "ingest_queue"
 const QUEUE_NAME = "ingest"
 
 export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue, PersistedQueue.PersistedQueue<IngestJob>>() {
-  static readonly layer = Layer.effect(IngestQueue, PersistedQueue.make({ name: QUEUE_NAME, schema: IngestJob }))
+  static readonly layer = Layer.effect(IngestQueue, Effect.map(QueueStoreTag, (store) => store.make(QUEUE_NAME, IngestJob)))
+}
+
+/** Failed attempts after which an ingest job is left alone (it stays in the table for operators). */
+export const INGEST_MAX_ATTEMPTS = 100
+
+/** How far behind ingestion is: jobs waiting, the oldest one's age, the last completion. */
+export class IngestBacklog extends Context.Tag("wearflow/IngestBacklog")<IngestBacklog, Effect.Effect<Backlog, SqlError>>() {
+  static readonly layer = Layer.effect(IngestBacklog, Effect.map(QueueStoreTag, (store) => store.backlog(QUEUE_NAME, INGEST_MAX_ATTEMPTS)))
 }
 
 /**
- * The queue store in Postgres. A live worker refreshes its locks every third of
- * `lockExpiration`; a crashed worker's items are retaken once it passes (default 30 s).
+ * The queue store in Postgres (core/pipeline/queue.ts). A live worker renews the lease of
+ * every job it runs every third of `lockExpiration`; a dead worker's jobs are retaken once
+ * their lease lapses (default 30 s).
  */
 export const layerQueueStore = (options?: {
   readonly pollInterval?: Duration.DurationInput
   readonly lockExpiration?: Duration.DurationInput
-}) => {
-  const lockExpiration = Duration.decode(options?.lockExpiration ?? Duration.seconds(30))
-  return PersistedQueue.layer.pipe(
-    Layer.provide(
-      SqlPersistedQueue.layerStore({
-        tableName: QUEUE_TABLE,
-        pollInterval: options?.pollInterval ?? Duration.millis(100),
-        lockRefreshInterval: Duration.divide(lockExpiration, 3).pipe(Option.getOrElse(() => lockExpiration)),
-        lockExpiration
-      })
-    )
-  )
-}
+}) =>
+  Queue.layer({
+    tableName: QUEUE_TABLE,
+    pollInterval: options?.pollInterval ?? Duration.millis(100),
+    lockExpiration: options?.lockExpiration ?? Duration.seconds(30)
+  })
 
 /** The body could not be made durable; the provider must retry (HTTP 503). */
 export class InboxUnavailable extends Data.TaggedError("InboxUnavailable")<{ readonly cause: unknown }> {
@@ -75,7 +80,7 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
      * One statement stores the body and offers its ingest job (which normalizes a PUSH body
      * or pulls a PING body's items): one round trip, atomic without an explicit transaction.
      * The job row is exactly what `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })`
-     * writes (SqlPersistedQueue's table, @effect/sql 0.52); test/pipeline.test.ts checks the
+     * writes (core/pipeline/queue.ts, the table of @effect/sql 0.52's SqlPersistedQueue); test/pipeline.test.ts checks the
      * two agree.
      */
     const commit = Effect.fn("Inbox.commit")(

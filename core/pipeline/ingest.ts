@@ -19,7 +19,7 @@ import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import { ActivityFiles } from "./files.ts"
-import { Inbox, type IngestJob, IngestQueue } from "./inbox.ts"
+import { Inbox, INGEST_MAX_ATTEMPTS, type IngestJob, IngestQueue } from "./inbox.ts"
 import { type Recipient, RecordStore } from "./store.ts"
 
 export interface ItemProblem {
@@ -248,7 +248,7 @@ export const layerTakers = (concurrency: number) =>
     Effect.gen(function* () {
       const queue = yield* IngestQueue
       const worker = yield* IngestWorker
-      const taker = queue.take((job) => worker.process(job), { maxAttempts: 100 }).pipe(
+      const taker = queue.take((job) => worker.process(job), { maxAttempts: INGEST_MAX_ATTEMPTS }).pipe(
         Effect.catchAllCause((cause) =>
           Effect.logError("ingest job failed; it stays queued for another attempt", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))
         ),
