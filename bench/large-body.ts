@@ -5,7 +5,7 @@
  * size (the baseline: the same server's RSS just before the post, in the same run), the time
  * to the 200, and the time until the data is committed.
  *
- *   npm run bench:large-body      (env: BENCH_BODY_MB=100)
+ *   npm run bench:large-body      (env: BENCH_BODY_MB=100; BENCH_SERVER_FLAGS="--smol" passes flags to bun)
  */
 import { Effect, Redacted } from "effect"
 import { spawn } from "node:child_process"
@@ -64,7 +64,8 @@ await db.connect()
 const port = 20_000 + Math.floor(Math.random() * 20_000)
 const baseUrl = `http://127.0.0.1:${port}`
 let logs = ""
-const server = spawn(process.execPath, ["apps/server/main.ts"], {
+const serverFlags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
+const server = spawn(process.execPath, [...serverFlags, "apps/server/main.ts"], {
   cwd: new URL("..", import.meta.url).pathname,
   env: {
     ...process.env,
@@ -87,12 +88,10 @@ try {
     if (server.exitCode !== null) throw new Error(`server exited:\n${logs}`)
     ready = await fetch(`${baseUrl}/api/v1/webhooks/garmin/health`).then((r) => r.ok, () => false)
     if (!ready) await Bun.sleep(100)
-    if (process.env.BENCH_DEBUG) console.log(logs.slice(-300))
   }
   const api = (method: string, route: string, body?: unknown) =>
     fetch(`${baseUrl}${route}`, { method, headers: { "x-api-key": "bench-key", "content-type": "application/json" }, body: JSON.stringify(body) })
       .then((r) => r.json() as Promise<any>)
-  console.log("server up")
   const user = await api("POST", "/v2/user", { client_user_id: "bench" })
   await api("POST", `/v2/user/${user.user_id}/connections/garmin`, { provider_user_id: "bench-garmin-user" })
 

@@ -85,7 +85,7 @@ export class InboxSettings extends Context.Tag("wearflow/InboxSettings")<InboxSe
   readonly partItems: number
   readonly partsInFlight: number
 }>() {
-  static readonly defaults = { partBytes: 1024 * 1024, partItems: 1000, partsInFlight: 2 }
+  static readonly defaults = { partBytes: 256 * 1024, partItems: 1000, partsInFlight: 2 }
 }
 
 /** A body made of `records` under `key`, with where each lies (so a large one is stored in parts). */
