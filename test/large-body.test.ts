@@ -1,6 +1,6 @@
 /**
  * One large notification must not stall ingestion. Against the real server with a short
- * queue lock expiration (1 s): a large body is stored as bounded parts, each processed once,
+ * queue lock expiration (2 s): a large body is stored as bounded parts, each processed once,
  * while other users' notifications go between them; a job that runs for several lock
  * expirations (a slow PING pull) is run by one worker only; what a body's answer and log
  * line list is capped; /health says when the ingest backlog stops moving.
@@ -52,7 +52,7 @@ beforeAll(async () => {
     consumer: CONSUMER,
     apiKey: API_KEY,
     env: {
-      WEARFLOW_QUEUE_LOCK_EXPIRATION: "1 second",
+      WEARFLOW_QUEUE_LOCK_EXPIRATION: "2 seconds",
       WEARFLOW_INGEST_PART_ITEMS: String(PART_ITEMS),
       WEARFLOW_INGEST_STALL_AFTER: "2 seconds",
       WEARFLOW_PULL_BACKOFF: "50 millis"
@@ -107,7 +107,7 @@ describe("one large notification", () => {
     expect(await count("select count(*) as n from records where user_id = $1", [small])).toBe(4)
 
     // The large body outlasted the lock expiration; the other notification did not wait for all of it.
-    expect(whole.processed_at.getTime() - whole.received_at.getTime()).toBeGreaterThan(1000)
+    expect(whole.processed_at.getTime() - whole.received_at.getTime()).toBeGreaterThan(2000)
     const smallDone = (await db.query("select processed_at from inbox where id = $1", [smallId])).rows[0].processed_at as Date
     expect(smallDone.getTime()).toBeLessThan(Math.max(...parts.map((p) => p.processed_at.getTime())))
   })
@@ -122,8 +122,8 @@ describe("one large notification", () => {
       provider_user_id: "garmin-slow",
       oauth2: { access_token: "access-slow", refresh_token: "refresh-slow" }
     })
-    // Garmin takes four lock expirations to answer the pull.
-    garmin.inject({ path: "/wellness-api/rest/dailies", delayMs: 4000 })
+    // Garmin takes three lock expirations to answer the pull.
+    garmin.inject({ path: "/wellness-api/rest/dailies", delayMs: 6000 })
     const pullsBefore = garmin.requests.filter((r) => r.path === "/wellness-api/rest/dailies").length
     const response = await sendGarminNotification(server.baseUrl, CONSUMER.consumerKey, "ping", {
       dailies: [{ userId: "garmin-slow", callbackURL: garmin.pingUrl("dailies", { userId: "garmin-slow" }, NOW - 3600, NOW) }]

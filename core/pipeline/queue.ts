@@ -122,6 +122,8 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
   // Renews every third of the lease; if renewals keep failing, stops every held job before
   // its lease can lapse and another process take it.
   yield* renew.pipe(
+    // A renewal stuck waiting (for a connection, a frozen database) must not hold up the check below.
+    Effect.timeoutFail({ duration: Duration.millis(expirationMillis / 3), onTimeout: () => new Error("renewal timed out") }),
     Effect.catchAllCause((cause) => Effect.logWarning("could not renew queue leases", cause)),
     Effect.zipRight(Effect.suspend(() =>
       Date.now() - renewedAt > expirationMillis * 0.75
