@@ -5,7 +5,8 @@
  * size (the baseline: the same server's RSS just before the post, in the same run), the time
  * to the 200, and the time until the data is committed.
  *
- *   npm run bench:large-body      (env: BENCH_BODY_MB=100; BENCH_SERVER_FLAGS="--smol" passes flags to bun)
+ *   npm run bench:large-body      (env: BENCH_BODY_MB=100; BENCH_SERVER_FLAGS="--smol" passes flags to bun;
+ *                                  BENCH_ANSWER_ONLY=1 stops at the 200, measuring the request path alone)
  */
 import { Effect, Redacted } from "effect"
 import { spawn } from "node:child_process"
@@ -50,6 +51,9 @@ const rssOf = async (pid: number) => {
   return kb * 1024
 }
 
+/** Stops the run after the 200 (BENCH_ANSWER_ONLY). */
+class AnswerOnly extends Error {}
+
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`
 
 console.log("starting Postgres and the server")
@@ -83,6 +87,38 @@ const server = spawn(process.execPath, [...serverFlags, "apps/server/main.ts"], 
 server.stdout!.on("data", (chunk) => (logs += chunk))
 server.stderr!.on("data", (chunk) => (logs += chunk))
 
+/**
+ * The baseline: a bare Bun server that only receives the body as text (and, `parse`, runs
+ * JSON.parse on it as the request path used to); its RSS above its idle RSS, for the same body.
+ */
+const bareReceive = async (body: string, parse: boolean) => {
+  const code = `const s = Bun.serve({ port: 0, hostname: "127.0.0.1", maxRequestBodySize: 256 * 1024 * 1024,
+    async fetch(r) { const t = await r.text(); ${parse ? "JSON.parse(t);" : ""} return new Response(String(t.length)) } }); console.log(s.port)`
+  const bare = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] })
+  try {
+    const port = await new Promise<string>((resolve) => bare.stdout!.once("data", (d) => resolve(String(d).trim())))
+    Bun.gc(true)
+    await Bun.sleep(200)
+    const idle = await rssOf(bare.pid!)
+    let top = idle
+    let on = true
+    const watch = (async () => {
+      while (on) {
+        top = Math.max(top, await rssOf(bare.pid!))
+        await Bun.sleep(20)
+      }
+    })()
+    await (await fetch(`http://127.0.0.1:${port}/`, { method: "POST", body })).text()
+    await Bun.sleep(200)
+    on = false
+    await watch
+    return top - idle
+  } finally {
+    bare.kill("SIGKILL")
+  }
+}
+
+let sampling = false
 try {
   for (let ready = false; !ready;) {
     if (server.exitCode !== null) throw new Error(`server exited:\n${logs}`)
@@ -109,7 +145,7 @@ try {
   console.log(`body: ${mb(body.length)} (${dailies} dailies × 300 heart-rate samples); server RSS before: ${mb(baseline)}`)
 
   let peak = baseline
-  let sampling = true
+  sampling = true
   const sampler = (async () => {
     while (sampling) {
       peak = Math.max(peak, await rssOf(server.pid!))
@@ -123,6 +159,10 @@ try {
   const answered = performance.now() - start
   if (response.status !== 200) throw new Error(`answered ${response.status}: ${JSON.stringify(answer)}`)
   const peakAtAnswer = peak
+  const [bareText, bareParse] = [await bareReceive(body, false), await bareReceive(body, true)]
+  console.log(`baseline, a bare Bun server receiving the same body: +${mb(bareText)} (${(bareText / body.length).toFixed(2)}× the body) as text, +${mb(bareParse)} (${(bareParse / body.length).toFixed(2)}×) with JSON.parse`)
+  console.log(`answered 200 in ${(answered / 1000).toFixed(2)} s; peak RSS by then ${mb(peakAtAnswer)} = ${(peakAtAnswer / body.length).toFixed(2)}× the body, ${((peakAtAnswer - baseline) / body.length).toFixed(2)}× above the baseline`)
+  if (process.env.BENCH_ANSWER_ONLY) throw new AnswerOnly()
 
   let lastReport = performance.now()
   for (;;) {
@@ -141,10 +181,12 @@ try {
   const { outcome } = (await db.query("select outcome from inbox where id = $1", [answer.inbox_id])).rows[0]
   const samples = Number((await db.query("select count(*) as n from samples")).rows[0].n)
 
-  console.log(`answered 200 in ${(answered / 1000).toFixed(2)} s (peak RSS by then ${mb(peakAtAnswer)})`)
   console.log(`all data committed after ${(committed / 1000).toFixed(1)} s: ${outcome.parts} parts, ${outcome.created} records created, ${samples} samples stored`)
   console.log(`peak RSS ${mb(peak)} = ${(peak / body.length).toFixed(2)}× the body; above the baseline: ${mb(peak - baseline)} = ${((peak - baseline) / body.length).toFixed(2)}× the body`)
+} catch (e) {
+  if (!(e instanceof AnswerOnly)) throw e
 } finally {
+  sampling = false
   server.kill("SIGTERM")
   await new Promise((r) => server.once("exit", r))
   await db.end()
