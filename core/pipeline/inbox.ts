@@ -1,13 +1,17 @@
 /**
  * The raw inbox: every notification body is committed here, together with its work item on
  * the durable ingest queue, before the provider gets its 200. The fast path does nothing else.
+ * A large body is committed as bounded parts (InboxSettings), each a job of its own; bodies
+ * keep no credentials (the provider hands over items with secrets replaced), and processed
+ * ones are deleted after the retention period (retention.ts).
  */
 import type * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient, type Statement } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
 import * as Queue from "./queue.ts"
-import { type Backlog, QueueStoreTag } from "./queue.ts"
+import type { Backlog } from "./queue.ts"
+import { QueueStoreTag } from "./queue.ts"
 
 /**
  * Work for the ingest worker: one inbox row, optionally only the items of one provider user
