@@ -13,6 +13,7 @@ import * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient } from "@effect/sql"
 import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, Layer, Schedule, Schema } from "effect"
 import { randomUUID } from "node:crypto"
+import { withMigrationLock } from "../storage/database.ts"
 
 export interface QueueOptions {
   readonly tableName: string
@@ -72,8 +73,10 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
   const clock = Clock.make()
 
   // The library's table and indexes (created the same way, so either can have made them),
-  // plus one to find recent completions for the backlog figures.
-  yield* sql`CREATE TABLE IF NOT EXISTS ${table} (
+  // plus one to find recent completions for the backlog figures. Under the migrations lock:
+  // processes starting together would race to create them.
+  yield* withMigrationLock(Effect.all([
+    sql`CREATE TABLE IF NOT EXISTS ${table} (
     sequence SERIAL PRIMARY KEY,
     id VARCHAR(36) NOT NULL,
     queue_name VARCHAR(100) NOT NULL,
@@ -85,11 +88,12 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     acquired_by UUID NULL,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
-  )`
-  yield* sql`CREATE UNIQUE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_id`)} ON ${table} (id)`
-  yield* sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_take`)} ON ${table} (queue_name, completed, attempts, acquired_at)`
-  yield* sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_update`)} ON ${table} (sequence, acquired_by)`
-  yield* sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_completed`)} ON ${table} (queue_name, updated_at) WHERE completed`
+  )`,
+    sql`CREATE UNIQUE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_id`)} ON ${table} (id)`,
+    sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_take`)} ON ${table} (queue_name, completed, attempts, acquired_at)`,
+    sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_update`)} ON ${table} (sequence, acquired_by)`,
+    sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_completed`)} ON ${table} (queue_name, updated_at) WHERE completed`
+  ], { discard: true }))
 
   const held = new Map<number, Held>()
   /** When the last renewal that succeeded was sent (local clock): the lease runs from then. */
