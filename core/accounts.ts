@@ -71,16 +71,20 @@ export const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 
 const tokenHash = (token: string) => createHash("sha256").update(token).digest()
 
+/** What stored notification bodies keep of an OAuth 1.0a token: its SHA-256, in hex (as connections keep it). */
+export const accessTokenDigest = (token: string) => tokenHash(token).toString("hex")
+
+const digestOf = (ref: Exclude<UserRef, { _tag: "UserId" }>) => (ref._tag === "AccessToken" ? accessTokenDigest(ref.token) : ref.hash)
+
 /**
  * The key notifications for a provider user are grouped, parked and replayed under: the
  * user id, or for token-addressed (OAuth 1.0a) items a hash of the token (never the token).
  */
-export const userKey = (ref: UserRef): string =>
-  ref._tag === "UserId" ? ref.id : `token:${tokenHash(ref.token).toString("hex")}`
+export const userKey = (ref: UserRef): string => (ref._tag === "UserId" ? ref.id : `token:${digestOf(ref)}`)
 
 /** SQL matching the connection (`c`) a notification's user reference names. */
 export const matchesUserRef = (sql: SqlClient.SqlClient, ref: UserRef) =>
-  ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${tokenHash(ref.token)}`
+  ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${Buffer.from(digestOf(ref), "hex")}`
 
 /** Serializes "is this provider user linked?" against linking them, per provider user. */
 const lockUserKey = (sql: SqlClient.SqlClient, provider: string, key: string) =>

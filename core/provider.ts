@@ -6,10 +6,15 @@
 import { Context, Data, type Duration, Effect, Layer, type Redacted } from "effect"
 import type { Normalizer } from "./normalizer.ts"
 
-/** How a notification names its user: the provider's user id, or (older OAuth 1.0a) a token. */
+/**
+ * How a notification names its user: the provider's user id, or (older OAuth 1.0a) a token —
+ * as received, or as stored: its SHA-256 in hex (Accounts.accessTokenDigest), so that stored
+ * bodies keep no credentials.
+ */
 export type UserRef =
   | { readonly _tag: "UserId"; readonly id: string }
   | { readonly _tag: "AccessToken"; readonly token: string }
+  | { readonly _tag: "AccessTokenHash"; readonly hash: string }
 
 /** One record of a notification body, addressed to one provider user. */
 export interface NotificationItem {

@@ -332,7 +332,7 @@ describe("ETL files in an S3-compatible bucket", () => {
     // The health check proves write access, and says the ETL sink fails without saying why.
     const health = await fetch(`${server.baseUrl}/health`)
     expect(health.status).toBe(503)
-    expect(await health.json()).toEqual({ status: "failing", database: "ok", sinks: { postgres: "ok", webhooks: "ok", s3: "failing" } })
+    expect(await health.json()).toMatchObject({ status: "failing", database: "ok", sinks: { postgres: "ok", webhooks: "ok", s3: "failing" }, ingest: { status: "ok" } })
     await eventually(async () => ((await metric("wearflow_etl_backlog_records")) > 0 ? true : undefined))
     expect(await metric("wearflow_etl_backlog_sealed_batches")).toBeGreaterThan(0)
     expect(await metric("wearflow_etl_write_errors_total")).toBeGreaterThan(0)
@@ -354,7 +354,7 @@ describe("ETL files in an S3-compatible bucket", () => {
     await eventually(async () => (server.logs().includes("ETL storage writes resumed") ? true : undefined), 60_000)
     await eventually(async () => ((await metric("wearflow_etl_backlog_records")) === 0 ? true : undefined))
     const healthy = await fetch(`${server.baseUrl}/health`)
-    expect([healthy.status, await healthy.json()]).toEqual([200, { status: "ok", database: "ok", sinks: { postgres: "ok", webhooks: "ok", s3: "ok" } }])
+    expect([healthy.status, await healthy.json()]).toMatchObject([200, { status: "ok", database: "ok", sinks: { postgres: "ok", webhooks: "ok", s3: "ok" }, ingest: { status: "ok" } }])
     expect(await metric("wearflow_etl_records_written_total")).toBeGreaterThan(0)
   })
 })

@@ -5,6 +5,7 @@
  */
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import { parseKeys } from "@wearflow/core/crypto"
+import { InboxSettings } from "@wearflow/core/pipeline/inbox"
 import { s3LocationConfig } from "@wearflow/core/storage/s3"
 import { Config, Data, Duration, Effect, LogLevel, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
@@ -26,6 +27,28 @@ export const ServerConfig = Config.all({
   ),
   /** How long a crashed process's in-flight queue items stay locked before another takes them. */
   queueLockExpiration: Config.duration("WEARFLOW_QUEUE_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(30))),
+  /** Large bodies are stored and processed as parts of at most this many characters / items. */
+  partBytes: Config.integer("WEARFLOW_INGEST_PART_BYTES").pipe(
+    Config.withDefault(InboxSettings.defaults.partBytes),
+    Config.validate({ message: "WEARFLOW_INGEST_PART_BYTES must be at least 1024", validation: (n) => n >= 1024 })
+  ),
+  partItems: Config.integer("WEARFLOW_INGEST_PART_ITEMS").pipe(
+    Config.withDefault(InboxSettings.defaults.partItems),
+    Config.validate({ message: "WEARFLOW_INGEST_PART_ITEMS must be positive", validation: (n) => n >= 1 })
+  ),
+  /** Parts of one body processed at the same time (the other workers serve other notifications). */
+  partsInFlight: Config.integer("WEARFLOW_INGEST_PARTS_IN_FLIGHT").pipe(
+    Config.withDefault(InboxSettings.defaults.partsInFlight),
+    Config.validate({ message: "WEARFLOW_INGEST_PARTS_IN_FLIGHT must be 1..64", validation: (n) => n >= 1 && n <= 64 })
+  ),
+  /** /health reports ingestion stalled when the oldest waiting job is this old and none completed meanwhile. */
+  ingestStallAfter: Config.duration("WEARFLOW_INGEST_STALL_AFTER").pipe(Config.withDefault(Duration.minutes(5))),
+  /** How long processed raw bodies are kept in the inbox, and how often older ones are deleted. */
+  inboxRetention: Config.duration("WEARFLOW_INBOX_RETENTION").pipe(Config.withDefault(Duration.days(7))),
+  inboxRetentionInterval: Config.duration("WEARFLOW_INBOX_RETENTION_INTERVAL").pipe(
+    Config.withDefault(Duration.minutes(10)),
+    Config.validate({ message: "WEARFLOW_INBOX_RETENTION_INTERVAL must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
+  ),
   /** First wait before retrying a pull Garmin answered with 429/5xx (doubling, at most 2 min). */
   pullBackoff: Config.duration("WEARFLOW_PULL_BACKOFF").pipe(Config.withDefault(Duration.seconds(1))),
   maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024)),

@@ -1,16 +1,19 @@
 /**
- * `GET /health`: whether this process can do its work — the database answers and every sink
- * passes its own check (the ETL sink writes and removes an object, proving write access).
- * 200 when all pass, 503 otherwise. Unauthenticated, so the body says only which checks
- * fail; why is in the log.
+ * `GET /health`: whether this process can do its work — the database answers, every sink
+ * passes its own check (the ETL sink writes and removes an object, proving write access), and
+ * ingestion is moving: it counts as stalled when jobs wait, the oldest for longer than
+ * `ingestStallAfter`, and no job completed in that time. 200 when all pass, 503 otherwise.
+ * Unauthenticated, so the body says only which checks fail (and the backlog's size and age);
+ * why is in the log.
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
-import { Inbox } from "@wearflow/core/pipeline/inbox"
+import { IngestBacklog, Inbox } from "@wearflow/core/pipeline/inbox"
+import type { Backlog } from "@wearflow/core/pipeline/queue"
 import type { Sink } from "@wearflow/core/sink"
 import * as PostgresSink from "@wearflow/sink-postgres"
 import * as EtlSink from "@wearflow/sink-s3"
 import * as WebhooksSink from "@wearflow/sink-webhooks"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 
 type Status = "ok" | "failing"
 
@@ -23,21 +26,38 @@ const check = (name: string, effect: Effect.Effect<void, { readonly message?: st
     )
   )
 
-export const HealthRoute = HttpApiBuilder.Router.use((router) =>
-  Effect.gen(function* () {
-    const inbox = yield* Inbox
-    const sinks: ReadonlyArray<Sink> = [yield* PostgresSink.PostgresSink, yield* WebhooksSink.WebhooksSink, yield* EtlSink.EtlSink]
-    yield* router.get(
-      "/health",
-      Effect.gen(function* () {
-        const [database, ...results] = yield* Effect.all(
-          [check("database", inbox.health), ...sinks.map((sink) => check(`sink ${sink.id}`, sink.health))],
-          { concurrency: "unbounded" }
-        )
-        const body = { database, sinks: Object.fromEntries(sinks.map((sink, i) => [sink.id, results[i]!])) }
-        const ok = database === "ok" && results.every((r) => r === "ok")
-        return yield* HttpServerResponse.json({ status: ok ? "ok" : "failing", ...body }, { status: ok ? 200 : 503 })
-      })
-    )
-  })
-)
+/** Whether a backlog has stopped moving. */
+export const isStalled = (backlog: Backlog, stallAfter: Duration.Duration) => {
+  const limit = Duration.toSeconds(stallAfter)
+  return backlog.pending > 0 && backlog.oldestSeconds > limit && (backlog.sinceCompletionSeconds === undefined || backlog.sinceCompletionSeconds > limit)
+}
+
+export const HealthRoute = (options: { readonly ingestStallAfter: Duration.DurationInput }) =>
+  HttpApiBuilder.Router.use((router) =>
+    Effect.gen(function* () {
+      const inbox = yield* Inbox
+      const backlog = yield* IngestBacklog
+      const stallAfter = Duration.decode(options.ingestStallAfter)
+      const sinks: ReadonlyArray<Sink> = [yield* PostgresSink.PostgresSink, yield* WebhooksSink.WebhooksSink, yield* EtlSink.EtlSink]
+      yield* router.get(
+        "/health",
+        Effect.gen(function* () {
+          const [[database, ...results], ingest] = yield* Effect.all([
+            Effect.all([check("database", inbox.health), ...sinks.map((sink) => check(`sink ${sink.id}`, sink.health))], { concurrency: "unbounded" }),
+            backlog.pipe(Effect.timeout("10 seconds"), Effect.option)
+          ], { concurrency: "unbounded" })
+          const stalled = ingest._tag === "Some" && isStalled(ingest.value, stallAfter)
+          if (stalled) yield* Effect.logWarning("health check failing").pipe(Effect.annotateLogs({ check: "ingest", error: "the ingest backlog has not moved" }))
+          const body = {
+            database,
+            sinks: Object.fromEntries(sinks.map((sink, i) => [sink.id, results[i]!])),
+            ingest: ingest._tag === "Some"
+              ? { status: stalled ? "stalled" : "ok", pending_jobs: ingest.value.pending, oldest_job_age_seconds: Math.round(ingest.value.oldestSeconds) }
+              : { status: "unknown" }
+          }
+          const ok = database === "ok" && results.every((r) => r === "ok") && !stalled
+          return yield* HttpServerResponse.json({ status: ok ? "ok" : "failing", ...body }, { status: ok ? 200 : 503 })
+        })
+      )
+    })
+  )

@@ -15,7 +15,8 @@ import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
-import { IngestQueue, Inbox, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import * as InboxRetention from "@wearflow/core/pipeline/retention"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
@@ -42,8 +43,9 @@ const AppLayer = Effect.gen(function* () {
   const encryptionKey = yield* resolveEncryptionKey(config)
 
   const Storage = Layer.mergeAll(
-    IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ lockExpiration: config.queueLockExpiration }))),
-    layerTokenCipher(encryptionKey)
+    Layer.merge(IngestQueue.layer, IngestBacklog.layer).pipe(Layer.provide(layerQueueStore({ lockExpiration: config.queueLockExpiration }))),
+    layerTokenCipher(encryptionKey),
+    Layer.succeed(InboxSettings, { partBytes: config.partBytes, partItems: config.partItems, partsInFlight: config.partsInFlight })
   ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir, wait: config.databaseWait })))
 
   // Built once: the webhook routes and the Provider the workers use share one sandbox.
@@ -107,6 +109,7 @@ const AppLayer = Effect.gen(function* () {
       }))
     ),
     Connections.layerRefresher(config.tokenRefresh),
+    InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
     SinkRunner.layer(PostgresSink.PostgresSink),
     // Short idle polls: webhook latency is the time from the outbox to the customer.
     SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 }),
@@ -124,7 +127,7 @@ const AppLayer = Effect.gen(function* () {
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput),
     Layer.provide(layerRetryAfter),
-    Layer.provide(Layer.merge(MetricsRoute, HealthRoute)),
+    Layer.provide(Layer.merge(MetricsRoute, HealthRoute({ ingestStallAfter: config.ingestStallAfter }))),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),

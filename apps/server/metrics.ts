@@ -3,6 +3,7 @@
  * Prometheus' text format, for a scraper. Counts and sizes only: no health data, no ids.
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import { IngestBacklog } from "@wearflow/core/pipeline/inbox"
 import { Effect, Metric, MetricState, Option } from "effect"
 import type { MetricPair } from "effect"
 
@@ -49,9 +50,30 @@ export const exposition = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>):
   return text
 }
 
+const backlogJobs = Metric.gauge("wearflow_ingest_backlog_jobs", { description: "ingest jobs waiting or running (all processes)" })
+const oldestJobAge = Metric.gauge("wearflow_ingest_oldest_job_age_seconds", { description: "age of the oldest ingest job not yet completed" })
+const sinceProgress = Metric.gauge("wearflow_ingest_seconds_since_completion", { description: "seconds since an ingest job last completed" })
+
 export const MetricsRoute = HttpApiBuilder.Router.use((router) =>
-  router.get(
-    "/metrics",
-    Effect.sync(() => HttpServerResponse.text(exposition(Metric.unsafeSnapshot()), { contentType: "text/plain; version=0.0.4; charset=utf-8" }))
-  )
+  Effect.gen(function* () {
+    const backlog = yield* IngestBacklog
+    yield* router.get(
+      "/metrics",
+      Effect.gen(function* () {
+        // The backlog is the database's, read when scraped; a failing read leaves the last figures.
+        yield* backlog.pipe(
+          Effect.tap((b) =>
+            Effect.all([
+              Metric.set(backlogJobs, b.pending),
+              Metric.set(oldestJobAge, b.oldestSeconds),
+              b.sinceCompletionSeconds === undefined ? Effect.void : Metric.set(sinceProgress, b.sinceCompletionSeconds)
+            ])
+          ),
+          Effect.timeout("5 seconds"),
+          Effect.ignore
+        )
+        return HttpServerResponse.text(exposition(Metric.unsafeSnapshot()), { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+      })
+    )
+  })
 )

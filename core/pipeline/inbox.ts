@@ -1,10 +1,17 @@
 /**
  * The raw inbox: every notification body is committed here, together with its work item on
  * the durable ingest queue, before the provider gets its 200. The fast path does nothing else.
+ * A large body is committed as bounded parts (InboxSettings), each a job of its own; bodies
+ * keep no credentials (the provider hands over items with secrets replaced), and processed
+ * ones are deleted after the retention period (retention.ts).
  */
-import * as PersistedQueue from "@effect/experimental/PersistedQueue"
-import { SqlClient, SqlPersistedQueue } from "@effect/sql"
+import type * as PersistedQueue from "@effect/experimental/PersistedQueue"
+import { SqlClient, type Statement } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
+import * as Queue from "./queue.ts"
+import type { Backlog } from "./queue.ts"
+import { QueueStoreTag } from "./queue.ts"
 
 /**
  * Work for the ingest worker: one inbox row, optionally only the items of one provider user
@@ -20,33 +27,41 @@ const QUEUE_TABLE = "ingest_queue"
 const QUEUE_NAME = "ingest"
 
 export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue, PersistedQueue.PersistedQueue<IngestJob>>() {
-  static readonly layer = Layer.effect(IngestQueue, PersistedQueue.make({ name: QUEUE_NAME, schema: IngestJob }))
+  static readonly layer = Layer.effect(IngestQueue, Effect.map(QueueStoreTag, (store) => store.make(QUEUE_NAME, IngestJob)))
+}
+
+/** Failed attempts after which an ingest job is left alone (it stays in the table for operators). */
+export const INGEST_MAX_ATTEMPTS = 100
+
+/** How far behind ingestion is: jobs waiting, the oldest one's age, the last completion. */
+export class IngestBacklog extends Context.Tag("wearflow/IngestBacklog")<IngestBacklog, Effect.Effect<Backlog, SqlError>>() {
+  static readonly layer = Layer.effect(IngestBacklog, Effect.map(QueueStoreTag, (store) => store.backlog(QUEUE_NAME, INGEST_MAX_ATTEMPTS)))
 }
 
 /**
- * The queue store in Postgres. A live worker refreshes its locks every third of
- * `lockExpiration`; a crashed worker's items are retaken once it passes (default 30 s).
+ * The queue store in Postgres (core/pipeline/queue.ts). A live worker renews the lease of
+ * every job it runs every third of `lockExpiration`; a dead worker's jobs are retaken once
+ * their lease lapses (default 30 s).
  */
 export const layerQueueStore = (options?: {
   readonly pollInterval?: Duration.DurationInput
   readonly lockExpiration?: Duration.DurationInput
-}) => {
-  const lockExpiration = Duration.decode(options?.lockExpiration ?? Duration.seconds(30))
-  return PersistedQueue.layer.pipe(
-    Layer.provide(
-      SqlPersistedQueue.layerStore({
-        tableName: QUEUE_TABLE,
-        pollInterval: options?.pollInterval ?? Duration.millis(100),
-        lockRefreshInterval: Duration.divide(lockExpiration, 3).pipe(Option.getOrElse(() => lockExpiration)),
-        lockExpiration
-      })
-    )
-  )
-}
+}) =>
+  Queue.layer({
+    tableName: QUEUE_TABLE,
+    pollInterval: options?.pollInterval ?? Duration.millis(100),
+    lockExpiration: options?.lockExpiration ?? Duration.seconds(30)
+  })
 
 /** The body could not be made durable; the provider must retry (HTTP 503). */
 export class InboxUnavailable extends Data.TaggedError("InboxUnavailable")<{ readonly cause: unknown }> {
   readonly retryable = true
+}
+
+/** One top-level key's items in a body's text: [start, end) offsets, pair after pair. */
+export interface BodyItems {
+  readonly key: string
+  readonly spans: ReadonlyArray<number>
 }
 
 export interface Notification {
@@ -57,6 +72,37 @@ export interface Notification {
   readonly itemCount: number
   /** For a body pulled for a PING item: that item. Committing it twice stores it once. */
   readonly source?: { readonly inboxId: number; readonly index: number } | undefined
+  /** Where the body's items lie (json-scan.ts): a large body is stored as parts of them. */
+  readonly items?: ReadonlyArray<BodyItems> | undefined
+  /** Text stored instead of an item's own, by the item's start offset (secrets taken out). */
+  readonly redacted?: ReadonlyMap<number, string> | undefined
+}
+
+/**
+ * How large bodies are split. A body over `partBytes` characters or `partItems` items is
+ * stored as parts — bodies of one key's items, each within both limits (or one item) — each
+ * processed as a job of its own; `partsInFlight` parts of one body are queued at a time, so
+ * other notifications go between them and one body never holds every worker.
+ */
+export class InboxSettings extends Context.Tag("wearflow/InboxSettings")<InboxSettings, {
+  readonly partBytes: number
+  readonly partItems: number
+  readonly partsInFlight: number
+}>() {
+  static readonly defaults = { partBytes: 256 * 1024, partItems: 1000, partsInFlight: 2 }
+}
+
+/** A body made of `records` under `key`, with where each lies (so a large one is stored in parts). */
+export const bodyOf = (key: string, records: ReadonlyArray<unknown>): Pick<Notification, "body" | "itemCount" | "items"> => {
+  let body = `{${JSON.stringify(key)}:[`
+  const spans: Array<number> = []
+  records.forEach((record, i) => {
+    if (i > 0) body += ","
+    spans.push(body.length)
+    body += JSON.stringify(record) ?? "null"
+    spans.push(body.length)
+  })
+  return { body: body + "]}", itemCount: records.length, items: [{ key, spans }] }
 }
 
 /** Queue ids are at most 36 characters. */
@@ -65,25 +111,82 @@ export const ingestJobId = (inboxId: number) => `${JOB_ID_PREFIX}${inboxId}`
 
 export const received = Metric.counter("wearflow_notifications_received_total")
 
+/** Each item's stored text, in body order. */
+function* itemTexts(notification: Notification, group: BodyItems) {
+  const { body, redacted } = notification
+  for (let i = 0; i < group.spans.length; i += 2) {
+    const start = group.spans[i]!
+    yield redacted?.get(start) ?? body.slice(start, group.spans[i + 1]!)
+  }
+}
+
+/** The parts a large body is stored as: `{"<key>": [items]}`, within the limits. */
+function* partsOf(notification: Notification, limits: { readonly partBytes: number; readonly partItems: number }) {
+  for (const group of notification.items ?? []) {
+    const head = `{${JSON.stringify(group.key)}:[`
+    let texts: Array<string> = []
+    let size = 0
+    for (const text of itemTexts(notification, group)) {
+      if (texts.length > 0 && (texts.length >= limits.partItems || size + text.length > limits.partBytes)) {
+        yield { body: `${head}${texts.join(",")}]}`, itemCount: texts.length }
+        texts = []
+        size = 0
+      }
+      texts.push(text)
+      size += text.length + 1
+    }
+    if (texts.length > 0) yield { body: `${head}${texts.join(",")}]}`, itemCount: texts.length }
+  }
+}
+
+/** The body with the redacted items' texts in place of their own. */
+const redactedBody = (notification: Notification) => {
+  const edits = (notification.items ?? [])
+    .flatMap((group) => group.spans.flatMap((start, i) => (i % 2 === 0 && notification.redacted?.has(start) ? [[start, group.spans[i + 1]!] as const] : [])))
+    .sort((a, b) => a[0] - b[0])
+  let text = ""
+  let at = 0
+  for (const [start, end] of edits) {
+    text += notification.body.slice(at, start) + notification.redacted!.get(start)!
+    at = end
+  }
+  return text + notification.body.slice(at)
+}
+
 export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     // Not called here (commit writes the job row itself), but its layer creates the queue table.
     yield* IngestQueue
+    const settings = Option.getOrElse(yield* Effect.serviceOption(InboxSettings), () => InboxSettings.defaults)
+
+    /** A job row as `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })` writes it, for the inbox rows `ids` selects. */
+    const queueJobs = (ids: Statement.Statement<unknown>) =>
+      sql`with ids as (${ids})
+          insert into ${sql(QUEUE_TABLE)} (id, queue_name, element, completed, attempts, created_at, updated_at)
+          select ${JOB_ID_PREFIX} || id, ${QUEUE_NAME}, json_build_object('inboxId', id)::text, false, 0, now(), now() from ids
+          on conflict (id) do nothing`
+
+    /** The row already stored for a PING item's pull, if any. */
+    const existing = (source: NonNullable<Notification["source"]>) =>
+      sql<{ id: string }>`select id from inbox where source_inbox_id = ${source.inboxId} and source_index = ${source.index}`.pipe(
+        Effect.map((rows) => Number(rows[0]!.id))
+      )
 
     /**
      * One statement stores the body and offers its ingest job (which normalizes a PUSH body
      * or pulls a PING body's items): one round trip, atomic without an explicit transaction.
      * The job row is exactly what `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })`
-     * writes (SqlPersistedQueue's table, @effect/sql 0.52); test/pipeline.test.ts checks the
-     * two agree.
+     * writes (core/pipeline/queue.ts, the table of @effect/sql 0.52's SqlPersistedQueue);
+     * test/pipeline.test.ts checks the two agree.
      */
-    const commit = Effect.fn("Inbox.commit")(
-      function* (notification: Notification) {
+    const commitWhole = (notification: Notification) =>
+      Effect.gen(function* () {
+        const body = notification.redacted && notification.redacted.size > 0 ? redactedBody(notification) : notification.body
         const rows = yield* sql<{ id: string }>`
           with stored as (
             insert into inbox (provider, kind, body, item_count, source_inbox_id, source_index)
-            values (${notification.provider}, ${notification.kind}, ${notification.body}, ${notification.itemCount},
+            values (${notification.provider}, ${notification.kind}, ${body}, ${notification.itemCount},
                     ${notification.source?.inboxId ?? null}, ${notification.source?.index ?? null})
             on conflict (source_inbox_id, source_index) where source_inbox_id is not null do nothing
             returning id
@@ -93,25 +196,87 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
           )
           select id from stored`
         // Already stored from an earlier attempt at the same PING item: that row stands.
-        if (rows.length === 0 && notification.source) {
-          const [existing] = yield* sql<{ id: string }>`
-            select id from inbox where source_inbox_id = ${notification.source.inboxId} and source_index = ${notification.source.index}`
-          return Number(existing!.id)
-        }
+        if (rows.length === 0 && notification.source) return yield* existing(notification.source)
         return Number(rows[0]!.id)
+      })
+
+    /**
+     * A large body: one row for the notification (no body of its own; processed once all its
+     * parts are) and a row per part, in one transaction; the first `partsInFlight` parts are
+     * queued, and each part finishing queues the next (`finish`).
+     */
+    const commitParts = (notification: Notification) =>
+      Effect.gen(function* () {
+        const [parent] = yield* sql<{ id: string }>`
+          insert into inbox (provider, kind, body, item_count, source_inbox_id, source_index)
+          values (${notification.provider}, ${notification.kind}, '', ${notification.itemCount},
+                  ${notification.source?.inboxId ?? null}, ${notification.source?.index ?? null})
+          on conflict (source_inbox_id, source_index) where source_inbox_id is not null do nothing
+          returning id`
+        if (!parent) return yield* existing(notification.source!)
+        const parentId = Number(parent.id)
+        let index = 0
+        for (const part of partsOf(notification, settings)) {
+          const stored = sql`
+            insert into inbox (provider, kind, body, item_count, part_of, part_index)
+            values (${notification.provider}, ${notification.kind}, ${part.body}, ${part.itemCount}, ${parentId}, ${index})
+            returning id`
+          yield* index < settings.partsInFlight ? queueJobs(stored) : stored
+          index++
+        }
+        if (index === 0) yield* sql`update inbox set processed_at = now(), outcome = ${JSON.stringify({ parts: 0, items: 0 })}::jsonb where id = ${parentId}`
+        return parentId
+      }).pipe(sql.withTransaction)
+
+    const isLarge = (notification: Notification) =>
+      notification.items !== undefined && (notification.body.length > settings.partBytes || notification.itemCount > settings.partItems)
+
+    const commit = Effect.fn("Inbox.commit")(
+      function* (notification: Notification) {
+        return yield* isLarge(notification) ? commitParts(notification) : commitWhole(notification)
       },
       (effect, notification) =>
         effect.pipe(
           // Garmin gives up after 30 s; a stalled database must turn into a prompt 503 instead.
-          Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("inbox commit timed out") }),
+          // A large body may take longer to write: a second more per 10 MB, up to 25 s.
+          Effect.timeoutFail({
+            duration: Duration.millis(Math.min(25_000, 10_000 + notification.body.length / 10_000)),
+            onTimeout: () => new Error("inbox commit timed out")
+          }),
           Effect.tap(() => Metric.increment(Metric.tagged(received, "provider", notification.provider))),
           Effect.mapError((cause) => new InboxUnavailable({ cause }))
         )
     )
 
+    /** The next part of the same body, once one finishes (or fails and goes back to the queue). */
+    const queueNextPart = (inboxId: number) =>
+      queueJobs(sql`select n.id from inbox p join inbox n on n.part_of = p.part_of and n.part_index = p.part_index + ${settings.partsInFlight} where p.id = ${inboxId}`)
+
+    /**
+     * Records what processing an inbox row did; a part queues the body's next part and, as
+     * the last to finish, marks the body processed with the parts' totals.
+     */
+    const finish = Effect.fn("Inbox.finish")(function* (inboxId: number, outcome: unknown) {
+      const [row] = yield* sql<{ part_of: string | null }>`
+        update inbox set processed_at = now(), outcome = ${JSON.stringify(outcome)}::jsonb where id = ${inboxId} returning part_of`
+      if (row?.part_of == null) return
+      yield* queueNextPart(inboxId)
+      // Each part checks after its own update committed, so the last one to finish sees every other.
+      yield* sql`
+        update inbox p set processed_at = now(), outcome = (
+          select jsonb_build_object(
+            'parts', count(*), 'items', coalesce(sum(c.item_count), 0),
+            'unlinked', coalesce(sum((c.outcome->>'unlinked')::int), 0), 'created', coalesce(sum((c.outcome->>'created')::int), 0),
+            'updated', coalesce(sum((c.outcome->>'updated')::int), 0), 'unchanged', coalesce(sum((c.outcome->>'unchanged')::int), 0),
+            'pulled', coalesce(sum((c.outcome->>'pulled')::int), 0), 'errors', coalesce(sum(jsonb_array_length(c.outcome->'errors')), 0))
+          from inbox c where c.part_of = p.id)
+        where p.id = ${Number(row.part_of)} and p.processed_at is null
+          and not exists (select 1 from inbox c where c.part_of = p.id and c.processed_at is null)`
+    })
+
     /** Whether the inbox can take a body right now. */
     const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError((cause) => new InboxUnavailable({ cause })))
 
-    return { commit, health } as const
+    return { commit, finish, queueNextPart, health } as const
   })
 }) {}

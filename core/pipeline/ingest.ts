@@ -19,7 +19,7 @@ import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import { ActivityFiles } from "./files.ts"
-import { Inbox, type IngestJob, IngestQueue } from "./inbox.ts"
+import { bodyOf, Inbox, INGEST_MAX_ATTEMPTS, type IngestJob, IngestQueue } from "./inbox.ts"
 import { type Recipient, RecordStore } from "./store.ts"
 
 export interface ItemProblem {
@@ -112,7 +112,7 @@ export const make = (options: IngestOptions = {}) =>
       )
 
     /** A PUSH body: lifecycle items change connections; data items are normalized and stored. */
-    const processPush = Effect.fn("IngestWorker.processPush")(function* (provider: Provider, job: IngestJob, items: ReadonlyArray<NotificationItem>) {
+    const processPush = Effect.fn("IngestWorker.processPush")(function* (provider: Provider, job: IngestJob, receivedAs: number, items: ReadonlyArray<NotificationItem>) {
       const errors: Array<ItemProblem> = []
       let unlinked = 0
       let created = 0
@@ -140,7 +140,7 @@ export const make = (options: IngestOptions = {}) =>
         const answering = yield* backfills.answering(provider, recipients, normalized.map((n) => n.item))
         const historical = new Set(normalized.filter((n) => answering.has(n.item)).flatMap((n) => n.records))
         for (const recipient of recipients) {
-          const outcome = yield* writeFor(recipient, provider, normalized, job.inboxId, errors, historical)
+          const outcome = yield* writeFor(recipient, provider, normalized, receivedAs, errors, historical)
           created += outcome.created
           updated += outcome.updated
           unchanged += outcome.unchanged
@@ -190,8 +190,7 @@ export const make = (options: IngestOptions = {}) =>
             yield* inbox.commit({
               provider: provider.id,
               kind: "push",
-              body: JSON.stringify({ [data.key]: data.records }),
-              itemCount: data.records.length,
+              ...bodyOf(data.key, data.records),
               source: { inboxId: job.inboxId, index: item.index }
             })
           } else {
@@ -205,7 +204,8 @@ export const make = (options: IngestOptions = {}) =>
 
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
       const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, pulled: 0, errors: [] }
-      const [row] = yield* sql<{ provider: string; kind: string; body: string }>`select provider, kind, body from inbox where id = ${job.inboxId}`
+      const [row] = yield* sql<{ provider: string; kind: string; body: string; part_of: string | null }>`
+        select provider, kind, body, part_of from inbox where id = ${job.inboxId}`
       if (!row) {
         yield* Effect.logWarning("inbox item vanished before processing")
         return nothing
@@ -219,11 +219,11 @@ export const make = (options: IngestOptions = {}) =>
       const body = Either.try(() => JSON.parse(row.body) as unknown).pipe(Either.getOrElse(() => undefined))
       const kind = row.kind === "ping" ? "ping" : "push"
       const items = provider.itemsOf(kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
-      const outcome = kind === "ping" ? yield* processPing(provider, job, items) : yield* processPush(provider, job, items)
+      // A part of a large body ranks, among deliveries, as the body it came in.
+      const receivedAs = row.part_of === null ? job.inboxId : Number(row.part_of)
+      const outcome = kind === "ping" ? yield* processPing(provider, job, items) : yield* processPush(provider, job, receivedAs, items)
       // A replay for one provider user does not overwrite the outcome of the first pass.
-      if (job.userKey === undefined) {
-        yield* sql`update inbox set processed_at = now(), outcome = ${JSON.stringify(outcome)}::jsonb where id = ${job.inboxId}`
-      }
+      if (job.userKey === undefined) yield* inbox.finish(job.inboxId, outcome)
       yield* Metric.incrementBy(Metric.tagged(itemsProcessed, "provider", provider.id), outcome.items)
       yield* Metric.incrementBy(Metric.tagged(itemsUnlinked, "provider", provider.id), outcome.unlinked)
       yield* Metric.incrementBy(Metric.tagged(itemErrors, "provider", provider.id), outcome.errors.length)
@@ -240,6 +240,8 @@ export const make = (options: IngestOptions = {}) =>
         Effect.tapError((e) => Effect.logWarning("ingest paused by an error; retrying").pipe(Effect.annotateLogs("error", e.message))),
         // Database outages are waited out, however long.
         retryWhileTransient(),
+        // A part that fails goes back to the queue; the parts after it need not wait for it.
+        Effect.tapError(() => Effect.ignore(inbox.queueNextPart(job.inboxId))),
         Effect.annotateLogs("inbox_id", job.inboxId)
       ))
 
@@ -256,7 +258,7 @@ export const layerTakers = (concurrency: number) =>
     Effect.gen(function* () {
       const queue = yield* IngestQueue
       const worker = yield* IngestWorker
-      const taker = queue.take((job) => worker.process(job), { maxAttempts: 100 }).pipe(
+      const taker = queue.take((job) => worker.process(job), { maxAttempts: INGEST_MAX_ATTEMPTS }).pipe(
         Effect.catchAllCause((cause) =>
           Effect.logError("ingest job failed; it stays queued for another attempt", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))
         ),

@@ -13,6 +13,7 @@ import connectFlowsRevisions from "./migrations/0003_connect_flows_revisions.ts"
 import rateLimits from "./migrations/0004_rate_limits.ts"
 import backfills from "./migrations/0005_backfills.ts"
 import outboxHistorical from "./migrations/0006_outbox_historical.ts"
+import inboxPartsRetention from "./migrations/0007_inbox_parts_retention.ts"
 import samplesPerRecord from "./migrations/0008_samples_per_record.ts"
 
 export const migrations = Migrator.fromRecord({
@@ -22,6 +23,7 @@ export const migrations = Migrator.fromRecord({
   "0004_rate_limits": rateLimits,
   "0005_backfills": backfills,
   "0006_outbox_historical": outboxHistorical,
+  "0007_inbox_parts_retention": inboxPartsRetention,
   "0008_samples_per_record": samplesPerRecord
 })
 

@@ -17,8 +17,10 @@ export const ItemProblem = Schema.Struct({
 export const NotificationAccepted = Schema.Struct({
   inbox_id: Schema.Int.annotations({ description: "id of the stored body" }),
   accepted: Schema.Record({ key: Schema.String, value: Schema.Int }).annotations({ description: "items per notification key" }),
-  ignored_keys: Schema.Array(Schema.String).annotations({ description: "top-level keys Wearflow does not know (stored, not processed)" }),
-  errors: Schema.Array(ItemProblem).annotations({ description: "items that failed validation (stored, not processed); values are never echoed" })
+  ignored_keys: Schema.Array(Schema.String).annotations({ description: "top-level keys Wearflow does not know (not processed); the first 100, each cut to 64 characters" }),
+  ignored_keys_omitted: Schema.Int.annotations({ description: "unknown keys left out of ignored_keys" }),
+  errors: Schema.Array(ItemProblem).annotations({ description: "items that failed validation (stored, not processed), the first 100; values are never echoed" }),
+  errors_omitted: Schema.Int.annotations({ description: "invalid items left out of errors" })
 }).annotations({ identifier: "GarminNotificationAccepted" })
 
 export const GarminHealth = Schema.Struct({

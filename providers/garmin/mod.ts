@@ -17,7 +17,7 @@ import { Context, Effect, Either, Layer, Metric, Option, Redacted } from "effect
 import { GarminApi } from "./Api.ts"
 import { GarminConfig, GarminHosts } from "./config.ts"
 import { normalizers } from "./normalize.ts"
-import { inspect, itemsOf, lifecycleOf, type NotificationKind } from "./notifications.ts"
+import { inspect, itemsOf, lifecycleOf, type NotificationKind, redactToken } from "./notifications.ts"
 import { makePull } from "./pull.ts"
 import { makeAuth } from "./auth.ts"
 import { makeBackfill } from "./backfill.ts"
@@ -63,12 +63,17 @@ export const layerProvider = Layer.effect(
   Effect.gen(function* () {
     const config = yield* manifest.config
     const client = yield* HttpClient.HttpClient
+    const pull = makePull(client, config)
     return {
       id: manifest.id,
       name: "Garmin",
       itemsOf,
       normalizers,
-      pull: makePull(client, config),
+      // Pulled records are stored like a PUSH body: without OAuth 1.0a tokens.
+      pull: (item, credentials) =>
+        pull(item, credentials).pipe(
+          Effect.map((pulled) => (pulled._tag === "Records" ? { ...pulled, records: pulled.records.map(redactPulled) } : pulled))
+        ),
       lifecycle: lifecycleOf,
       requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"],
       resourceScopes,
@@ -77,6 +82,9 @@ export const layerProvider = Layer.effect(
     } satisfies Provider
   })
 )
+
+const redactPulled = (record: unknown) =>
+  typeof record === "object" && record !== null && !Array.isArray(record) ? redactToken(record as Record<string, unknown>) : record
 
 const rejected = Metric.counter("wearflow_notifications_rejected_total").pipe(Metric.tagged("provider", manifest.id))
 
@@ -101,19 +109,38 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
       Effect.fn(`Garmin.${kind}`)(function* ({ request }: { readonly request: import("@effect/platform").HttpServerRequest.HttpServerRequest }) {
         yield* authorize(request.headers["garmin-client-id"])
         const text = yield* Effect.mapError(request.text, () => new InvalidRequest({ message: "the request body could not be read" }))
-        // JSON.parse's own messages quote the input, so they are not passed on.
-        const body = yield* Either.try(() => JSON.parse(text) as unknown).pipe(
-          Either.mapLeft(() => new InvalidRequest({ message: `body is not valid JSON (${text.length} characters received)` }))
-        )
-        const summary = yield* Either.mapLeft(inspect(kind, body), (message) => new InvalidRequest({ message }))
-        const inboxId = yield* inbox.commit({ provider: manifest.id, kind, body: text, itemCount: summary.itemCount }).pipe(
+        // Read item by item, never as one object graph: a 100 MB body stays near 100 MB.
+        // (JSON.parse's own messages quote the input, so none are passed on.)
+        const summary = yield* Either.mapLeft(inspect(kind, text), (message) => new InvalidRequest({ message }))
+        const inboxId = yield* inbox.commit({
+          provider: manifest.id,
+          kind,
+          body: text,
+          itemCount: summary.itemCount,
+          items: summary.items,
+          redacted: summary.redacted
+        }).pipe(
           Effect.tapError((e) => Effect.logError("could not commit Garmin notification; answering 503", e.cause)),
           Effect.mapError(() => new ServiceUnavailable({ message: "notification not stored; retry later", retryable: true }))
         )
         yield* Effect.logInfo("Garmin notification stored").pipe(
-          Effect.annotateLogs({ kind, inbox_id: inboxId, items: summary.itemCount, invalid_items: summary.errors.length, ignored_keys: summary.ignoredKeys })
+          Effect.annotateLogs({
+            kind,
+            inbox_id: inboxId,
+            items: summary.itemCount,
+            invalid_items: summary.errors.length + summary.errorsOmitted,
+            ignored_keys: summary.ignoredKeys,
+            ignored_keys_omitted: summary.ignoredKeysOmitted
+          })
         )
-        return { inbox_id: inboxId, accepted: summary.accepted, ignored_keys: summary.ignoredKeys, errors: summary.errors }
+        return {
+          inbox_id: inboxId,
+          accepted: summary.accepted,
+          ignored_keys: summary.ignoredKeys,
+          ignored_keys_omitted: summary.ignoredKeysOmitted,
+          errors: summary.errors,
+          errors_omitted: summary.errorsOmitted
+        }
       }, (effect) =>
         effect.pipe(
           Effect.tapErrorTag("InvalidRequest", () => Metric.increment(rejected)),

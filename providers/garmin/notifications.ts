@@ -3,6 +3,9 @@
  * keys and many users. Validation here is the cheap, structural check done before the 200;
  * field-level validation happens in the normalizers, off the request path.
  */
+import { accessTokenDigest } from "@wearflow/core/accounts"
+import type { BodyItems } from "@wearflow/core/pipeline/inbox"
+import { parseSpan, scanObject } from "@wearflow/core/pipeline/json-scan"
 import type { LifecycleChange, NotificationItem, UserRef } from "@wearflow/core/provider"
 import { Either } from "effect"
 import { isActivityId } from "./normalize/shared.ts"
@@ -92,35 +95,110 @@ const problemOf = (kind: NotificationKind, key: string, item: unknown): string |
   return isId(item.summaryId) ? undefined : "summaryId is not a valid id"
 }
 
-/** Structural check of a parsed body: counts per key, unknown keys, per-item problems. */
-export const inspect = (kind: NotificationKind, body: unknown): Either.Either<NotificationSummary, string> => {
-  if (!isRecord(body)) return Either.left("body must be a JSON object whose keys are Garmin summary types")
+/** At most this many ignored keys and item problems are listed (and logged); the rest are counted. */
+export const LISTED = 100
+/** Ignored keys are listed cut to this many characters. */
+const LISTED_KEY_LENGTH = 64
+
+export interface InspectedBody extends NotificationSummary {
+  /** Unknown keys and item problems left out of the lists. */
+  readonly ignoredKeysOmitted: number
+  readonly errorsOmitted: number
+  /** The body's items by key, as offsets into its text, for storing it in parts. */
+  readonly items: ReadonlyArray<BodyItems>
+  /** The text to store instead of an item's own (by its start offset): OAuth 1.0a tokens replaced by their hash. */
+  readonly redacted: ReadonlyMap<number, string>
+}
+
+/**
+ * Structural check of a body's text, item by item, without building the whole body's object
+ * graph: counts per key, unknown keys, per-item problems, and where each item lies.
+ */
+export const inspect = (kind: NotificationKind, text: string): Either.Either<InspectedBody, string> => {
+  const invalid = `body is not valid JSON (${text.length} characters received)`
+  const notObject = "body must be a JSON object whose keys are Garmin summary types"
+  const scanned = scanObject(text)
+  if (Either.isLeft(scanned)) {
+    // Only a body that is not an object at all can be valid JSON here.
+    if (!/^\s*\{/.test(text.slice(0, 64)) && parseSpan(text, 0, text.length) !== undefined) return Either.left(notObject)
+    return Either.left(invalid)
+  }
   const accepted: Record<string, number> = {}
   const ignoredKeys: Array<string> = []
   const errors: Array<ItemProblem> = []
+  const items: Array<BodyItems> = []
+  const redacted = new Map<number, string>()
+  let ignoredKeysOmitted = 0
+  let errorsOmitted = 0
   let itemCount = 0
-  for (const [key, value] of Object.entries(body)) {
+  const problem = (p: ItemProblem) => (errors.length < LISTED ? errors.push(p) : errorsOmitted++)
+  // JSON.parse keeps the last of repeated keys; so does this.
+  const entries = new Map(scanned.right.map((entry) => [entry.key, entry]))
+  for (const entry of scanned.right) {
+    if (entries.get(entry.key) !== entry) continue
+    const { key } = entry
     if (!knownKeys.has(key)) {
-      ignoredKeys.push(key)
+      if (ignoredKeys.length < LISTED) ignoredKeys.push(key.length > LISTED_KEY_LENGTH ? `${key.slice(0, LISTED_KEY_LENGTH)}…` : key)
+      else ignoredKeysOmitted++
+      if (parseSpan(text, entry.start, entry.end) === undefined) return Either.left(invalid)
       continue
     }
-    if (!Array.isArray(value)) {
-      errors.push({ key, index: -1, message: `${key} must be a list` })
+    if (entry.items === undefined) {
+      if (parseSpan(text, entry.start, entry.end) === undefined) return Either.left(invalid)
+      problem({ key, index: -1, message: `${key} must be a list` })
       continue
     }
-    accepted[key] = value.length
-    itemCount += value.length
-    value.forEach((item, index) => {
-      const message = problemOf(kind, key, item)
-      if (message) errors.push({ key, index, message })
-    })
+    const spans = entry.items
+    accepted[key] = spans.length / 2
+    itemCount += spans.length / 2
+    items.push({ key, spans })
+    for (let index = 0; index < spans.length / 2; index++) {
+      const start = spans[2 * index]!
+      const parsed = parseSpan(text, start, spans[2 * index + 1]!)
+      if (parsed === undefined) return Either.left(invalid)
+      const message = problemOf(kind, key, parsed.value)
+      if (message) problem({ key, index, message })
+      const stored = withoutToken(parsed.value)
+      if (stored !== undefined) redacted.set(start, stored)
+    }
   }
-  return Either.right({ accepted, ignoredKeys, errors, itemCount })
+  return Either.right({ accepted, ignoredKeys, ignoredKeysOmitted, errors, errorsOmitted, itemCount, items, redacted })
 }
 
-/** Garmin names users by `userId` (OAuth 2.0 era) or, before migration, `userAccessToken`. */
+/**
+ * An OAuth 1.0a item as stored: its `userAccessToken` (a credential) replaced by the token's
+ * hash, `userAccessTokenHash`, which routes it as well (connections keep the same hash).
+ * Undefined for items without a token.
+ */
+const withoutToken = (item: unknown): string | undefined => {
+  if (!isRecord(item) || typeof item.userAccessToken !== "string") return undefined
+  return JSON.stringify(redactToken(item))
+}
+
+/** `item` with its OAuth 1.0a token replaced by the token's hash (same place in the record). */
+export const redactToken = (item: Record<string, unknown>): Record<string, unknown> =>
+  typeof item.userAccessToken !== "string"
+    ? item
+    : Object.fromEntries(
+      Object.entries(item).map(([k, v]) => (k === "userAccessToken" ? [TOKEN_HASH, accessTokenDigest(v as string)] : [k, v]))
+    )
+
+const TOKEN_HASH = "userAccessTokenHash"
+const isDigest = (u: unknown): u is string => typeof u === "string" && /^[0-9a-f]{64}$/.test(u)
+
+/** A stored item as it was received, as far as the checks go: its token's hash stands in for the token. */
+const asReceived = (item: unknown): unknown =>
+  isRecord(item) && item[TOKEN_HASH] !== undefined && item.userAccessToken === undefined ? { ...item, userAccessToken: item[TOKEN_HASH] } : item
+
+/** Garmin names users by `userId` (OAuth 2.0 era) or, before migration, `userAccessToken` (stored as its hash). */
 const userRefOf = (item: Record<string, unknown>): UserRef | undefined =>
-  isId(item.userId) ? { _tag: "UserId", id: item.userId } : isId(item.userAccessToken) ? { _tag: "AccessToken", token: item.userAccessToken } : undefined
+  isId(item.userId)
+    ? { _tag: "UserId", id: item.userId }
+    : isDigest(item[TOKEN_HASH])
+    ? { _tag: "AccessTokenHash", hash: item[TOKEN_HASH] }
+    : isId(item.userAccessToken)
+    ? { _tag: "AccessToken", token: item.userAccessToken }
+    : undefined
 
 /** The items of a stored body (PUSH or PING), addressed to Garmin users, for the ingest worker. */
 export const itemsOf = (kind: NotificationKind, body: unknown): ReadonlyArray<NotificationItem> => {
@@ -129,7 +207,7 @@ export const itemsOf = (kind: NotificationKind, body: unknown): ReadonlyArray<No
   for (const [key, value] of Object.entries(body)) {
     if (!knownKeys.has(key) || !Array.isArray(value)) continue
     value.forEach((raw, index) => {
-      if (problemOf(kind, key, raw) !== undefined) return
+      if (problemOf(kind, key, asReceived(raw)) !== undefined) return
       items.push({ key, index, user: userRefOf(raw as Record<string, unknown>), raw })
     })
   }

@@ -1,0 +1,97 @@
+/**
+ * The durable job queue (core/pipeline/queue.ts) against a real Postgres, with two stores on
+ * one table standing for two processes: a job that runs far longer than the lock expiration
+ * keeps its lease and is never taken by the other; a dead process's job is taken over once
+ * its lease lapses.
+ */
+import { SqlClient } from "@effect/sql"
+import { expect, layer } from "@effect/vitest"
+import * as Queue from "@wearflow/core/pipeline/queue"
+import * as Database from "@wearflow/core/storage/database"
+import { Deferred, Effect, Fiber, Layer, Option, Schema, Scope } from "effect"
+import { randomUUID } from "node:crypto"
+import { freshDatabaseUrl } from "./support/database.ts"
+
+const url = await freshDatabaseUrl()
+const Job = Schema.Struct({ n: Schema.Number })
+const options = { tableName: "test_queue", pollInterval: "20 millis", lockExpiration: "1 second" } as const
+
+/** A second "process": its own store (own worker id) on the same table. */
+const otherProcess = Effect.flatMap(Scope.Scope, (scope) => Queue.make(options).pipe(Scope.extend(scope)))
+
+const Services = Queue.layer(options).pipe(Layer.provideMerge(Database.layer({ url: Option.some(url), dataDir: "unused" })))
+
+layer(Services, { timeout: 60_000 })("queue leases", (it) => {
+  it.scoped("a job running far past the lock expiration keeps its lease; no other process takes it", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const mine = (yield* Queue.QueueStoreTag).make("long", Job)
+      const theirs = (yield* otherProcess).make("long", Job)
+      yield* mine.offer({ n: 1 }, { id: "long-job" })
+
+      const started = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      let runs = 0
+      const holder = yield* Effect.fork(mine.take(() => Effect.sync(() => runs++).pipe(Effect.zipRight(Deferred.succeed(started, undefined)), Effect.zipRight(Deferred.await(release)))))
+      yield* Deferred.await(started)
+      const [taken] = yield* sql<{ at: Date }>`select now() as at`
+      // The other process polls the whole time the job runs.
+      let stolen = 0
+      const thief = yield* Effect.fork(Effect.forever(theirs.take(() => Effect.sync(() => stolen++))))
+
+      // Wait until the job has run for three lock expirations (by the database's clock).
+      for (;;) {
+        const [row] = yield* sql<{ running_for: number }>`select extract(epoch from now() - ${taken!.at}::timestamptz)::float8 as running_for`
+        if (row!.running_for > 3) break
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 100)))
+      }
+      expect(stolen).toBe(0)
+      // Its lease was renewed meanwhile, by this process.
+      const [lease] = yield* sql<{ renewed_for: number }>`
+        select extract(epoch from acquired_at - ${taken!.at}::timestamptz at time zone current_setting('TimeZone'))::float8 as renewed_for
+        from test_queue where id = 'long-job'`
+      expect(lease!.renewed_for).toBeGreaterThan(1)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      yield* Fiber.interrupt(thief)
+
+      expect(runs).toBe(1)
+      expect(stolen).toBe(0)
+      const [row] = yield* sql<{ completed: boolean; attempts: number; acquired_by: string | null }>`select completed, attempts, acquired_by from test_queue where id = 'long-job'`
+      expect(row).toEqual({ completed: true, attempts: 1, acquired_by: null })
+    }))
+
+  it.scoped("a job held by a process that stopped renewing is taken over once its lease lapses", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const mine = (yield* Queue.QueueStoreTag).make("orphan", Job)
+      // As a killed process leaves it: acquired, never to be renewed.
+      yield* sql`insert into test_queue (id, queue_name, element, completed, attempts, acquired_at, acquired_by, created_at, updated_at)
+                 values ('orphan-job', 'orphan', '{"n":2}', false, 0, now(), ${randomUUID()}, now(), now())`
+      const value = yield* mine.take((job) => Effect.succeed(job.n))
+      expect(value).toBe(2)
+      const [row] = yield* sql<{ completed: boolean }>`select completed from test_queue where id = 'orphan-job'`
+      expect(row!.completed).toBe(true)
+    }))
+
+  it.scoped("a holder whose lease was taken stops the job and leaves the row to the new holder", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const mine = (yield* Queue.QueueStoreTag).make("taken", Job)
+      yield* mine.offer({ n: 3 }, { id: "taken-job" })
+      const started = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(Effect.either(mine.take(() =>
+        Deferred.succeed(started, undefined).pipe(Effect.zipRight(Effect.never), Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined)))
+      )))
+      yield* Deferred.await(started)
+      // Another process took the row over (as after a lapse this one did not notice).
+      const other = randomUUID()
+      yield* sql`update test_queue set acquired_by = ${other}, acquired_at = now() where id = 'taken-job'`
+      yield* Deferred.await(interrupted)
+      const result = yield* Fiber.join(holder)
+      expect(result._tag).toBe("Left")
+      const [row] = yield* sql<{ completed: boolean; attempts: number; acquired_by: string }>`select completed, attempts, acquired_by from test_queue where id = 'taken-job'`
+      expect(row).toEqual({ completed: false, attempts: 0, acquired_by: other })
+    }))
+})
