@@ -269,8 +269,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
      *
      * Only to connections made before the item arrived (the receipt time of inbox row
      * `inboxId`): an item parked for an unlinked user and replayed when they link, or one
-     * still queued when the user reconnected, speaks of an earlier registration. Garmin's
-     * deregistrations carry no time of their own, so arrival is the one measure both kinds share.
+     * still queued when the user reconnected, speaks of an earlier registration. Lifecycle
+     * items may carry no time of their own, so arrival is the one measure every kind shares.
      */
     const applyLifecycle = Effect.fn("Accounts.applyLifecycle")(function* (provider: Provider, ref: UserRef, change: LifecycleChange, inboxId?: number) {
       const match = sql`${matchesUserRef(sql, ref)} and ${madeBefore(inboxId)}`

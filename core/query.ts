@@ -72,8 +72,8 @@ export class DataQuery extends Effect.Service<DataQuery>()("wearflow/DataQuery",
 
     /**
      * Samples of one timeseries resource, oldest first, in Junction's sample shape. Every
-     * provider record's samples are there: two records with a value at one instant (Garmin's
-     * epochs, one per activity type per slice) are two entries, whose sum is the slice's total.
+     * provider record's samples are there: two records with a value at one instant (e.g. one
+     * epoch per activity type per slice) are two entries, whose sum is the slice's total.
      */
     const samples = Effect.fn("DataQuery.samples")(function* <R extends TimeseriesResource>(userId: string, resource: R, range: DateRange) {
       const to = range.end === undefined ? sql`true` : sql`ts < ${endInstant(range.end)}`

@@ -3,7 +3,7 @@ import { Effect } from "effect"
 
 /**
  * A sample belongs to the provider record it came from: two records with a value at the same
- * instant (Garmin sends one epoch per activity type per 15-minute slice) keep both values,
+ * instant (a provider may send one epoch per activity type per 15-minute slice) keep both values,
  * where the old key (user, resource, provider, source type, time) let the last one overwrite
  * the other. A record's revision still replaces its own samples. Existing rows are unique
  * under the new key, since each had one record at its old key.
