@@ -168,18 +168,24 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     return statement.pipe(Effect.retry({ times: 5, schedule: Schedule.exponential(100, 1.5) }), Effect.ignoreLogged)
   }
 
-  const takeRow = (name: string, maxAttempts: number) =>
-    Effect.gen(function* () {
+  /**
+   * One taker of a queue at a time looks for a job (`turn`): while the queue is empty the
+   * process polls it once per interval, not once per taker; a taker that finds a job hands
+   * the turn on at once.
+   */
+  const takeRow = (turn: Effect.Semaphore, name: string, maxAttempts: number) =>
+    turn.withPermits(1)(Effect.gen(function* () {
       for (;;) {
         const [row] = yield* poll(name, maxAttempts).pipe(Effect.catchAllCause((cause) => Effect.logWarning("could not poll the queue", cause).pipe(Effect.as([] as Array<Row>))))
         if (row) return { ...row, sequence: Number(row.sequence) }
         yield* clock.sleep(pollInterval)
       }
-    })
+    }))
 
   const queueOf = <A, I>(name: string, schema: Schema.Schema<A, I>): PersistedQueue.PersistedQueue<A> => {
     const encode = Schema.encode(schema)
     const decode = Schema.decodeUnknown(schema)
+    const turn = Effect.unsafeMakeSemaphore(1)
     return {
       [PersistedQueue.TypeId]: PersistedQueue.TypeId,
       offer: (value, opts) =>
@@ -197,7 +203,7 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
       take: (f, opts) =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {
-            const row = yield* restore(takeRow(name, opts?.maxAttempts ?? 10))
+            const row = yield* restore(takeRow(turn, name, opts?.maxAttempts ?? 10))
             const lost = yield* Deferred.make<void>()
             held.set(row.sequence, { lost })
             const exit = yield* decode(JSON.parse(row.element)).pipe(
