@@ -285,6 +285,31 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       expect(yield* receivedBy(false)).toEqual([live, notice])
     }))
 
+  it.effect("a batch stops at its payload byte limit (one event at least), and every event still arrives once, in order", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const user = yield* linkedUser("bytes", "garmin-bytes")
+      // Three events of about 3 kB each against a 5 kB limit: no batch may hold two of them.
+      const big = yield* Effect.forEach([1, 2, 3], (n) =>
+        sql<{ event_id: string }>`
+          insert into outbox (event_id, event_type, team_id, user_id, payload)
+          values (${crypto.randomUUID()}, 'daily.data.activity.created', ${user.team_id}, ${user.user_id},
+                  ${JSON.stringify({ n, padding: "x".repeat(3000) })}::jsonb) returning event_id`.pipe(Effect.map((rows) => rows[0]!.event_id)))
+      const batches: Array<ReadonlyArray<string>> = []
+      const runner = yield* SinkRunner.make(
+        { id: `bytes-${randomBytes(3).toString("hex")}`, deliver: (batch) => Effect.sync(() => void batches.push(batch.map((e) => e.eventId))), health: Effect.void },
+        { batchSize: 10_000, batchBytes: 5000 }
+      )
+      for (let round = yield* runner.once; round._tag === "Delivered" && round.count > 0; round = yield* runner.once) {
+        // A batch cut by bytes says so: the runner goes straight on to the next one.
+        if (batches.flat().includes(big[0]!) && !batches.flat().includes(big[2]!)) expect(round).toMatchObject({ full: true })
+      }
+      const received = batches.flat()
+      expect(received.filter((id) => big.includes(id))).toEqual(big)
+      expect(new Set(received).size).toBe(received.length)
+      for (const batch of batches) expect(batch.filter((id) => big.includes(id)).length).toBeLessThanOrEqual(1)
+    }))
+
   it.effect("never skips an event whose transaction commits after later ones were read", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

@@ -32,6 +32,11 @@ export const eventsDeadLettered = Metric.counter("wearflow_sink_events_dead_lett
 
 export interface SinkRunnerOptions {
   readonly batchSize?: number
+  /**
+   * At most this many bytes of event payload JSON per batch (at least one event): a batch of
+   * events carrying many samples each is held in memory whole while the sink takes it.
+   */
+  readonly batchBytes?: number
   /** Pause when the outbox has nothing new. */
   readonly idle?: Duration.DurationInput
 }
@@ -49,27 +54,45 @@ const toEntry = (row: OutboxRow): OutboxEntry => ({
 
 export const toEvent = (row: OutboxRow): OutboxEvent => ({ ...toEntry(row), envelope: row.payload })
 
-type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number }
+/** `full`: the batch stopped at a limit, so more events are likely waiting. */
+type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean }
+
+/** A batch row with the size of the next events read (`nextBatch`). */
+type SizedRow = OutboxRow & { readonly available: number }
 
 export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const batchSize = options.batchSize ?? 500
+    const batchBytes = options.batchBytes ?? 8 * 1024 * 1024
     const idle = options.idle ?? Duration.millis(200)
     const historicalData = sink.historicalData ?? true
     const metric = <A extends Metric.Metric.Counter<number>>(m: A) => Metric.tagged(m, "sink", sink.id)
 
     yield* sql`insert into sink_cursors (sink_id) values (${sink.id}) on conflict do nothing`
 
-    const nextBatch = sql<OutboxRow>`
-      select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
-             ${sql.literal(sink.reads === "entries" ? "null::jsonb" : "o.payload")} as payload, o.created_at, o.historical
-      from outbox o, sink_cursors c
-      where c.sink_id = ${sink.id}
-        and (o.tx, o.position) > (c.tx, c.position)
-        and o.tx < pg_snapshot_xmin(pg_current_snapshot())
-      order by o.tx, o.position
-      limit ${batchSize}`
+    // The next events in order, up to `batchSize` and then cut at `batchBytes` of payload;
+    // `available` says how many the count limit let through, so a cut batch reads as full.
+    const payload = sink.reads === "entries" ? "null::jsonb" : "o.payload"
+    const nextBatch = sql<SizedRow>`
+      select position, tx, event_id, event_type, team_id, user_id, record_id, payload, created_at, historical, available::float8 as available
+      from (
+        select n.*, sum(n.bytes) over (order by n.tx_order, n.position) as running, row_number() over (order by n.tx_order, n.position) as k,
+               count(*) over () as available
+        from (
+          select o.position, o.tx as tx_order, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
+                 ${sql.literal(payload)} as payload, coalesce(octet_length(${sql.literal(payload)}::text), 0) as bytes,
+                 o.created_at, o.historical
+          from outbox o, sink_cursors c
+          where c.sink_id = ${sink.id}
+            and (o.tx, o.position) > (c.tx, c.position)
+            and o.tx < pg_snapshot_xmin(pg_current_snapshot())
+          order by o.tx, o.position
+          limit ${batchSize}
+        ) n
+      ) b
+      where k = 1 or running <= ${batchBytes}
+      order by k`
 
     const advance = (last: OutboxRow) =>
       sql`update sink_cursors set tx = ${last.tx}::xid8, position = ${last.position}, updated_at = now() where sink_id = ${sink.id}`
@@ -86,7 +109,8 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
           if (wanted.length > 0) yield* onBatch(wanted)
           yield* advance(rows[rows.length - 1]!)
         }
-        return { _tag: "Delivered", count: rows.length } as Round
+        const full = rows.length > 0 && (rows[0]!.available >= batchSize || rows.length < rows[0]!.available)
+        return { _tag: "Delivered", count: rows.length, full } as Round
       }).pipe(sql.withTransaction)
 
     const permanently = (error: SinkError | SqlError.SqlError): error is SinkError => error._tag === "SinkError" && !error.retryable
@@ -136,7 +160,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         )
       ),
       Effect.retry(backoff),
-      Effect.flatMap((r) => (r._tag === "Delivered" && r.count === batchSize ? Effect.void : Effect.sleep(idle))),
+      Effect.flatMap((r) => (r._tag === "Delivered" && r.full ? Effect.void : Effect.sleep(idle))),
       // A bug in a sink must not stop it for good: log, pause, carry on from the cursor.
       Effect.catchAllDefect((defect) => Effect.logError("sink crashed; restarting it", defect).pipe(Effect.zipRight(Effect.sleep("5 seconds"))))
     )

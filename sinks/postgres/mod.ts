@@ -104,16 +104,28 @@ export const make = (sql: SqlClient.SqlClient, schema: string) =>
       )
     }
 
-    const deliver = (batch: ReadonlyArray<OutboxEvent>) => {
-      const rows = new Map<Table, Array<Record<string, unknown>>>()
-      for (const event of batch) {
-        const table = byResource.get(resourceOfDataEvent(event.eventType) ?? "")
-        if (!table) continue
-        const produced = table.kind === "summary" ? [summaryRow(table, event)].filter((r) => r !== undefined) : sampleRows(table, event)
-        rows.set(table, [...(rows.get(table) ?? []), ...produced])
-      }
-      return Effect.forEach(rows, ([table, tableRows]) => upsert(table, tableRows), { discard: true }).pipe(Effect.mapError(classify))
-    }
+    /**
+     * Writes a batch's rows a chunk at a time, in event order: only one chunk of rows per table
+     * is held at once, however many samples the batch's events carry. Statements run in order,
+     * so a key repeated across chunks ends with its last row, as within one.
+     */
+    const deliver = (batch: ReadonlyArray<OutboxEvent>) =>
+      Effect.gen(function* () {
+        const pending = new Map<Table, Array<Record<string, unknown>>>()
+        for (const event of batch) {
+          const table = byResource.get(resourceOfDataEvent(event.eventType) ?? "")
+          if (!table) continue
+          const produced = table.kind === "summary" ? [summaryRow(table, event)].filter((r) => r !== undefined) : sampleRows(table, event)
+          let rows = pending.get(table)
+          if (rows === undefined) pending.set(table, rows = [])
+          for (const row of produced) rows.push(row)
+          if (rows.length >= CHUNK) {
+            pending.delete(table)
+            yield* upsert(table, rows)
+          }
+        }
+        for (const [table, rows] of pending) yield* upsert(table, rows)
+      }).pipe(Effect.mapError(classify))
 
     const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError(classify))
 

@@ -128,6 +128,22 @@ describe("batches", () => {
       }).pipe(Effect.provide(context))
     }))
 
+  it.scopedLive("a batch of more events than one read page is written whole: every row once, in event order", () =>
+    Effect.gen(function* () {
+      // Sealed at exactly 250 records (the age limit out of reach): 2½ pages of events.
+      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "250", WEARFLOW_ETL_BATCH_SECONDS: "600" })
+      yield* Effect.gen(function* () {
+        yield* append(Array.from({ length: 250 }, (_, i) => {
+          const event = activity(1 + (i % 28))
+          return { ...event, data: { ...event.data, steps: i } }
+        }))
+        yield* drained
+        const days = yield* manifestsOf(dir, "activity")
+        expect(days.map((m) => [m.event_count, m.record_count])).toEqual([[250, 250]])
+        expect((yield* rowsOf(dir, days)).map((r) => r.steps)).toEqual(Array.from({ length: 250 }, (_, i) => i))
+      }).pipe(Effect.provide(context))
+    }))
+
   it.scopedLive("cut at the byte limit, one event at least", () =>
     Effect.gen(function* () {
       const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_BYTES: "600" })

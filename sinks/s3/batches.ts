@@ -12,7 +12,7 @@
 import { SqlClient, type SqlConnection, type SqlError } from "@effect/sql"
 import { type OutboxRow, toEvent } from "@wearflow/core/pipeline/sink-runner"
 import type { OutboxEntry } from "@wearflow/core/sink"
-import { Duration, Effect, Either, ExecutionStrategy, Exit, Metric, Queue, Schedule, Scope } from "effect"
+import { Chunk, Duration, Effect, Either, ExecutionStrategy, Exit, Metric, Option, Queue, Schedule, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { contentTypeOf, type EncodeError, type Encoder, extensionOf, type Format, ndjsonGzip, parquet } from "./encode.ts"
 import type { ObjectStore, StorageError } from "./object-store.ts"
@@ -92,6 +92,9 @@ const backoff = (failures: number) => Duration.millis(Math.min(60_000, 1000 * 2 
 
 /** How often the staged totals are checked at most, however often the runner wakes the flusher. */
 const CHECK_INTERVAL = Duration.millis(250)
+
+/** Events read and encoded at a time while a batch is written. */
+const PAGE_EVENTS = 100
 
 /** Batches written at once: encoding (zlib, DuckDB) and uploads overlap. */
 const WRITERS = 2
@@ -214,20 +217,35 @@ export const make = (settings: Settings, store: ObjectStore) =>
     /** Every resource's schema, so tables can be defined before any data arrives. */
     const publishSchemas = Effect.forEach(resourceRows.values(), publishSchema, { discard: true })
 
-    const eventsOf = (batch: BatchRow) =>
-      sql<OutboxRow>`
-        select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
+    /** A sealed batch's events from after `afterSeq`, a page at a time, in order. */
+    const eventsAfter = (batch: BatchRow, afterSeq: string) =>
+      sql<OutboxRow & { readonly seq: string }>`
+        select p.seq::text as seq, o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
         from etl_pending p join outbox o on o.position = p.position
-        where p.resource = ${batch.resource} and p.seq between ${batch.first_seq} and ${batch.last_seq} order by p.seq`
+        where p.resource = ${batch.resource} and p.seq > ${afterSeq} and p.seq <= ${batch.last_seq} order by p.seq
+        limit ${PAGE_EVENTS}`
 
-    /** Renders and uploads one sealed batch: data file, then manifest. The same batch always goes to the same keys. */
-    const upload = (batch: BatchRow, events: ReadonlyArray<OutboxRow>) =>
+    /**
+     * Renders and uploads one sealed batch: data file, then manifest. The same batch always
+     * goes to the same keys. Its events are read and encoded a page at a time, so a batch of
+     * up to the byte limit is never held in memory as objects all at once.
+     */
+    const upload = (batch: BatchRow) =>
       Effect.gen(function* () {
         const rows = resourceRows.get(batch.resource as never)!
         yield* publishSchema(rows)
-        const records = events.flatMap((row) => rowsOf(rows, toEvent(row)))
+        let events = 0
+        let records = 0
+        const pages = Stream.paginateChunkEffect(String(BigInt(batch.first_seq) - 1n), (afterSeq) =>
+          Effect.map(eventsAfter(batch, afterSeq), (page) => {
+            events += page.length
+            const pageRows = page.flatMap((row) => rowsOf(rows, toEvent(row)))
+            records += pageRows.length
+            const last = page.length === PAGE_EVENTS ? page[page.length - 1]!.seq : undefined
+            return [Chunk.of(pageRows), last === undefined ? Option.none() : Option.some(last)] as const
+          }))
         const encoder = yield* encoderOf(batch.format)
-        const body = yield* encoder.encode(rows, records)
+        const body = yield* encoder.encodePages(rows, pages)
         const keys = keysOf(batch)
         yield* store.put(keys.data, body, contentTypeOf[batch.format])
         const manifest: Manifest = {
@@ -238,12 +256,12 @@ export const make = (settings: Settings, store: ObjectStore) =>
           schema_version: rows.schemaVersion,
           schema_key: store.keyOf(schemaKeys(rows).versioned),
           sealed_at: batch.sealed_at.toISOString(),
-          event_count: events.length,
-          record_count: records.length,
-          files: [{ key: store.keyOf(keys.data), records: records.length, bytes: body.length, sha256: sha256(body), content_type: contentTypeOf[batch.format] }]
+          event_count: events,
+          record_count: records,
+          files: [{ key: store.keyOf(keys.data), records, bytes: body.length, sha256: sha256(body), content_type: contentTypeOf[batch.format] }]
         }
         yield* store.put(keys.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"), "application/json")
-        return { records: records.length, bytes: body.length }
+        return { records, bytes: body.length }
       })
 
     type Written = { readonly _tag: "Idle" } | { readonly _tag: "Written" } | { readonly _tag: "Failed"; readonly error: string }
@@ -277,8 +295,7 @@ export const make = (settings: Settings, store: ObjectStore) =>
             // Another writer may have finished it between the listing and the lock.
             const [still] = yield* sql`select 1 from etl_batches where id = ${candidate.id} and status = 'sealed'`
             if (still === undefined) return yield* writeOne(lockConnection)
-            const events = yield* eventsOf(candidate)
-            const outcome = yield* upload(candidate, events).pipe(Effect.either)
+            const outcome = yield* upload(candidate).pipe(Effect.either)
             if (Either.isRight(outcome)) {
               yield* markWritten(candidate, outcome.right.bytes)
               yield* Metric.increment(batchesWritten)
@@ -287,6 +304,8 @@ export const make = (settings: Settings, store: ObjectStore) =>
               return { _tag: "Written" } as const
             }
             const error = outcome.left
+            // Reading the batch's events failed: as any database failure here, the flusher restarts.
+            if (error._tag === "SqlError") return yield* Effect.fail(error)
             if (!error.retryable) {
               // Rows its resource's schema refuses: set aside, so the batches after it still go.
               yield* sql`update etl_batches set status = 'failed', attempts = attempts + 1, last_error = ${error.message} where id = ${candidate.id}`

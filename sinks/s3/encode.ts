@@ -4,12 +4,11 @@
  * own threads).
  */
 import { DuckDBInstance } from "@duckdb/node-api"
-import { Data, Effect } from "effect"
+import { Data, Effect, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
-import { promisify } from "node:util"
 import * as zlib from "node:zlib"
 import type { ResourceRows } from "./rows.ts"
 
@@ -21,17 +20,25 @@ export const contentTypeOf: Record<Format, string> = { ndjson: "application/x-nd
 /** Rows that could not be turned into a file: a value outside its schema, or the encoder could not start. */
 export class EncodeError extends Data.TaggedError("EncodeError")<{ readonly message: string; readonly retryable: boolean }> {}
 
-const gzip = promisify(zlib.gzip)
-
 const ndjson = (rows: ReadonlyArray<Record<string, unknown>>) => {
   let text = ""
   for (const row of rows) text += JSON.stringify(row) + "\n"
   return text
 }
 
+type Rows = ReadonlyArray<Record<string, unknown>>
+
 export interface Encoder {
-  readonly encode: (resource: ResourceRows, rows: ReadonlyArray<Record<string, unknown>>) => Effect.Effect<Uint8Array, EncodeError>
+  readonly encode: (resource: ResourceRows, rows: Rows) => Effect.Effect<Uint8Array, EncodeError>
+  /** The rows of every page, in order, as one file: only one page's rows are held at a time. */
+  readonly encodePages: <E, R>(resource: ResourceRows, pages: Stream.Stream<Rows, E, R>) => Effect.Effect<Uint8Array, EncodeError | E, R>
 }
+
+/** An encoder from its paged form. */
+const ofPages = (encodePages: Encoder["encodePages"]): Encoder => ({
+  encode: (resource, rows) => encodePages(resource, Stream.make(rows)),
+  encodePages
+})
 
 /** The encoder itself failed (zlib, DuckDB starting, a scratch file): worth trying again. */
 const failed = (what: string) => (e: unknown) =>
@@ -52,10 +59,40 @@ const duckdbFailed = (resource: string) => (e: unknown) => {
 }
 
 /** Gzipped NDJSON, one row per line. Served as .ndjson.gz, no Content-Encoding: the object is the gzip file. */
-export const ndjsonGzip: Encoder = {
-  encode: (_resource, rows) =>
-    Effect.tryPromise({ try: () => gzip(ndjson(rows), { level: 6 }), catch: failed("gzip") }).pipe(Effect.map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)))
-}
+export const ndjsonGzip: Encoder = ofPages((_resource, pages) =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => {
+      const gzip = zlib.createGzip({ level: 6 })
+      const out: Array<Buffer> = []
+      gzip.on("data", (chunk: Buffer) => out.push(chunk))
+      const ended = new Promise<void>((resolve, reject) => {
+        gzip.once("end", resolve)
+        gzip.once("error", reject)
+      })
+      ended.catch(() => {})
+      return { gzip, out, ended }
+    }),
+    ({ ended, gzip, out }) =>
+      Stream.runForEach(pages, (rows) =>
+        Effect.tryPromise({
+          try: () => new Promise<void>((resolve, reject) => gzip.write(ndjson(rows), (e) => (e ? reject(e) : resolve()))),
+          catch: failed("gzip")
+        })).pipe(
+          Effect.zipRight(Effect.tryPromise({
+            try: () => {
+              gzip.end()
+              return ended
+            },
+            catch: failed("gzip")
+          })),
+          Effect.map(() => {
+            const b = Buffer.concat(out)
+            return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
+          })
+        ),
+    ({ gzip }) => Effect.sync(() => gzip.destroy())
+  )
+)
 
 /**
  * Parquet through an in-process DuckDB: the rows are written as NDJSON to a scratch file,
@@ -71,18 +108,13 @@ export const parquet = Effect.gen(function* () {
     Effect.tryPromise({ try: () => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-")), catch: failed("scratch directory") }),
     (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
   )
-  const encoder: Encoder = {
-    encode: (resource, rows) =>
+  const encoder: Encoder = ofPages((resource, pages) =>
       Effect.acquireUseRelease(
         Effect.sync(() => path.join(scratch, randomBytes(8).toString("hex"))),
         (base) =>
-          Effect.tryPromise({
-            try: async () => {
-              await fs.writeFile(`${base}.ndjson`, ndjson(rows))
-              return base
-            },
-            catch: failed(`parquet scratch file (${resource.resource})`)
-          }).pipe(
+          Effect.tryPromise({ try: () => fs.writeFile(`${base}.ndjson`, ""), catch: failed(`parquet scratch file (${resource.resource})`) }).pipe(
+            Effect.zipRight(Stream.runForEach(pages, (rows) =>
+              Effect.tryPromise({ try: () => fs.appendFile(`${base}.ndjson`, ndjson(rows)), catch: failed(`parquet scratch file (${resource.resource})`) }))),
             Effect.zipRight(Effect.tryPromise({
               try: async () => {
                 const connection = await instance.connect()
@@ -101,7 +133,6 @@ export const parquet = Effect.gen(function* () {
             Effect.map((bytes) => new Uint8Array(bytes))
           ),
         (base) => Effect.promise(() => Promise.all([fs.rm(`${base}.ndjson`, { force: true }), fs.rm(`${base}.parquet`, { force: true })]))
-      )
-  }
+      ))
   return encoder
 })
