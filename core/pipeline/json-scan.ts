@@ -179,8 +179,28 @@ export const scanObject = (text: string): Either.Either<ReadonlyArray<TopLevelEn
   }
 }
 
+/**
+ * Reading a large body item by item makes garbage faster than Bun's collector reclaims it on
+ * its own: a 100 MB body's request path peaked at +418 MB over the idle server, and at +206 MB
+ * with a collection asked for every 8 MiB of items read (bench/large-body.ts). Where the
+ * runtime has no such hook (Node without --expose-gc) this does nothing.
+ */
+const COLLECT_EVERY_CHARS = 8 * 1024 * 1024
+let charsSinceCollection = 0
+const collectGarbage: (() => void) | undefined = (() => {
+  const bun = (globalThis as { Bun?: { gc?: (force: boolean) => void } }).Bun
+  if (typeof bun?.gc === "function") return () => bun.gc!(false)
+  const gc = (globalThis as { gc?: () => void }).gc
+  return typeof gc === "function" ? gc : undefined
+})()
+
 /** The value whose text is `text.slice(start, end)`, or undefined when that is not valid JSON. */
 export const parseSpan = (text: string, start: number, end: number): { readonly value: unknown } | undefined => {
+  charsSinceCollection += end - start
+  if (charsSinceCollection >= COLLECT_EVERY_CHARS) {
+    charsSinceCollection = 0
+    collectGarbage?.()
+  }
   try {
     return { value: JSON.parse(text.slice(start, end)) }
   } catch {
