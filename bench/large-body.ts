@@ -8,13 +8,11 @@
  *   npm run bench:large-body      (env: BENCH_BODY_MB=100; BENCH_SERVER_FLAGS="--smol" passes flags to bun;
  *                                  BENCH_ANSWER_ONLY=1 stops at the 200, measuring the request path alone)
  */
-import { Effect, Redacted } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs/promises"
-import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
-import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import { startBenchPostgres } from "./postgres.ts"
 
 const bodyMb = Number(process.env.BENCH_BODY_MB ?? 100)
 const fixture = JSON.parse(await fs.readFile(new URL("../test/fixtures/garmin/dailies.json", import.meta.url), "utf8")) as {
@@ -57,10 +55,7 @@ class AnswerOnly extends Error {}
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`
 
 console.log("starting Postgres and the server")
-const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-large-"))
-await fs.chmod(dir, 0o755)
-const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
-const url = Redacted.value(database.url)
+const { dir, url, stop: stopPostgres } = await startBenchPostgres("wearflow-bench-large-")
 const db = new pg.Client({ connectionString: url })
 db.on("error", () => {})
 await db.connect()
@@ -197,6 +192,5 @@ try {
   server.kill("SIGTERM")
   await new Promise((r) => server.once("exit", r))
   await db.end()
-  await Effect.runPromise(database.stop)
-  await fs.rm(dir, { recursive: true, force: true })
+  await stopPostgres()
 }

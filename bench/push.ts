@@ -6,13 +6,11 @@
  *   npm run bench            (env: BENCH_SECONDS=5 BENCH_CONCURRENCY=32;
  *                             BENCH_SERVER_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp" profiles the server)
  */
-import { Effect, Redacted } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs/promises"
-import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
-import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import { startBenchPostgres } from "./postgres.ts"
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32)
@@ -56,10 +54,7 @@ const measure = async (name: string, url: string, headers: Record<string, string
   return figures
 }
 
-const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-"))
-await fs.chmod(dir, 0o755)
-const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
-const url = Redacted.value(database.url)
+const { dir, url, stop: stopPostgres } = await startBenchPostgres("wearflow-bench-")
 const admin = new pg.Client({ connectionString: url })
 admin.on("error", () => {})
 await admin.connect()
@@ -117,5 +112,4 @@ await new Promise((resolve) => server.once("exit", resolve))
 baseline.stop(true)
 await pool.end()
 await admin.end()
-await Effect.runPromise(database.stop)
-await fs.rm(dir, { recursive: true, force: true })
+await stopPostgres()
