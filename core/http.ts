@@ -3,8 +3,8 @@
  * and the app's groups form one HttpApi), and the wire errors. Error bodies carry a message
  * that names what is wrong, never the request's values.
  */
-import { HttpApiSchema } from "@effect/platform"
-import { Schema } from "effect"
+import { HttpApiMiddleware, HttpApiSchema, HttpApiSecurity } from "@effect/platform"
+import { Context, Duration, Effect, Schema } from "effect"
 
 /** The id of Wearflow's HttpApi; plugins build their handler layers against an API of this id. */
 export const ApiId = "wearflow"
@@ -39,3 +39,23 @@ export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()
   { message: Schema.String, retryable: Schema.Literal(true) },
   HttpApiSchema.annotations({ status: 503 })
 ) {}
+
+/** The team the caller's API key belongs to. */
+export class CurrentTeam extends Context.Tag("wearflow/CurrentTeam")<CurrentTeam, { readonly teamId: string }>() {}
+
+/** The API-key security of every `/v2` group but the connect flow's pages; plugins' groups use it too. */
+export class ApiKeyAuth extends HttpApiMiddleware.Tag<ApiKeyAuth>()("ApiKeyAuth", {
+  failure: Schema.Union(Unauthorized, ServiceUnavailable),
+  provides: CurrentTeam,
+  security: { apiKey: HttpApiSecurity.apiKey({ in: "header", key: "x-api-key" }) }
+}) {}
+
+export const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
+
+/**
+ * Bounds a request's work by `wait`: past it, the caller gets a 503 to retry instead of a
+ * request that hangs on a frozen or unreachable database. The work is left to end on its own
+ * (disconnected): against a frozen database not even a rollback would finish.
+ */
+export const within = (wait: Duration.DurationInput) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(Effect.disconnect(effect), { duration: wait, onTimeout: unavailable })

@@ -1,9 +1,14 @@
 /**
- * Plugins are Deno-style: one folder, one `mod.ts` exporting a manifest and a layer. The
- * manifest declares what the plugin may reach (hosts) and read (environment variables);
- * the host (host.ts) enforces both.
+ * Plugins are Deno-style: one folder (or npm package), one `mod.ts` exporting `plugin`: its
+ * manifest, its layer, and what the app may take from that layer — the Provider or Sink it
+ * builds, the HTTP groups it handles, the CLI commands it adds. The manifest declares what the
+ * plugin may reach (hosts, or the public internet) and read (environment variables); the host
+ * (host.ts) enforces both. Which plugins run is configuration (registry.ts), never an import.
  */
-import type { Config, Layer } from "effect"
+import type { HttpApiGroup } from "@effect/platform"
+import type { Config, Context, Duration, Effect, Layer } from "effect"
+import type { Provider } from "./provider.ts"
+import type { Sink } from "./sink.ts"
 
 export interface Permissions {
   /**
@@ -12,6 +17,12 @@ export interface Permissions {
    * the base URLs an operator configures (e.g. a staging or test server).
    */
   readonly net: Config.Config<ReadonlyArray<string>>
+  /**
+   * Whether the plugin reaches hosts its operator's users choose (customers' webhook URLs):
+   * any public address, never a private, loopback or link-local one unless the operator
+   * allows it. The host grants it as an address-guarded client (see `PublicInternet`).
+   */
+  readonly internet?: boolean
   /** Environment variable names it may read; a trailing `*` allows a prefix (`GARMIN_*`). */
   readonly env: ReadonlyArray<string>
 }
@@ -28,10 +39,57 @@ export interface Manifest<Conf = unknown> {
 /** Hosts of the given base URLs, as `net` permissions. */
 export const hostsOf = (urls: ReadonlyArray<URL>): ReadonlyArray<string> => [...new Set(urls.map((url) => url.host))]
 
-/** What a plugin's `mod.ts` exports. */
-export interface Plugin<ROut, E = never, RIn = never, Conf = unknown> {
+/** How the sink runner paces a sink: events per batch, and the pause when the outbox is empty. */
+export interface SinkPacing {
+  readonly batchSize?: number
+  readonly idle?: Duration.DurationInput
+}
+
+/** Where a plugin's command writes: results to `out`, progress and notes to `err`. */
+export interface CommandOutput {
+  readonly out: (text: string) => Effect.Effect<void>
+  readonly err: (text: string) => Effect.Effect<void>
+  /** A live progress line on a terminal (replaced in place), plain lines otherwise. */
+  readonly progress: (label: string) => {
+    readonly update: (progress: { readonly done: number; readonly total: number; readonly failed: number }) => Effect.Effect<void>
+    readonly finish: Effect.Effect<void>
+  }
+}
+
+/** A command could not run: its message is printed as one line (exit code 3 for `unusable`, 2 for `usage`). */
+export interface CommandFailure {
+  readonly _tag: "CommandFailure"
+  readonly reason: "usage" | "unusable"
+  readonly message: string
+}
+
+/**
+ * `wearflow <plugin id> <name> [args]`: a command a plugin adds to the CLI. It runs inside the
+ * plugin's sandbox with the services the CLI builds from the server's configuration (`R`:
+ * connections, providers, the database); it answers the process exit code.
+ */
+export interface PluginCommand<R = any> {
+  readonly name: string
+  /** One line for `wearflow --help`. */
+  readonly summary: string
+  /** The command's full help text. */
+  readonly help: string
+  readonly run: (args: ReadonlyArray<string>, output: CommandOutput) => Effect.Effect<number, CommandFailure, R>
+}
+
+/** What a plugin's `mod.ts` exports as `plugin`. */
+export interface Plugin<ROut = any, E = any, RIn = any, Conf = any> {
   readonly manifest: Manifest<Conf>
+  /** Built once per process inside the plugin's sandbox (host.ts). */
   readonly layer: Layer.Layer<ROut, E, RIn>
+  /** Provider plugins: the tag under which `layer` provides the Provider. */
+  readonly provider?: Context.Tag<any, Provider>
+  /** Sink plugins: the tag under which `layer` provides the Sink, and how to pace it. */
+  readonly sink?: { readonly tag: Context.Tag<any, Sink>; readonly pacing?: SinkPacing }
+  /** HTTP groups (built against `ApiId`) whose handlers `layer` provides; mounted by the app. */
+  readonly routes?: ReadonlyArray<HttpApiGroup.HttpApiGroup.Any>
+  /** CLI commands, run as `wearflow <id> <name>`. */
+  readonly commands?: ReadonlyArray<PluginCommand>
 }
 
 const matches = (pattern: string, value: string) =>

@@ -7,10 +7,10 @@ import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable } from "@
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { GarminApi } from "@wearflow/garmin"
 import { Schema } from "effect"
-import { ApiKeyAuth } from "./security.ts"
+import { ApiKeyAuth } from "@wearflow/core/http"
 import { WebhooksApi } from "./WebhooksApi.ts"
 
-export { ApiKeyAuth, CurrentTeam } from "./security.ts"
+export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
 const UserId = HttpApiSchema.param("user_id", Schema.String)
 

@@ -5,7 +5,7 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
-import { ApiKeyAuth } from "./security.ts"
+import { ApiKeyAuth } from "@wearflow/core/http"
 
 const WebhookId = HttpApiSchema.param("id", Schema.String)
 const MessageId = HttpApiSchema.param("message_id", Schema.String)

@@ -9,25 +9,15 @@ import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/b
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections"
 import { Providers } from "@wearflow/core/provider"
-import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
+import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized, unavailable, within } from "@wearflow/core/http"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
 import { Duration, Effect, Layer, Option } from "effect"
 import { ApiKeyAuth, BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
 
-export const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
-
 /** The longest a provider call inside a request may take (the providers' own request timeout). */
 const PROVIDER_WAIT = Duration.seconds(30)
-
-/**
- * Bounds a request's work by `wait`: past it, the caller gets a 503 to retry instead of a
- * request that hangs on a frozen or unreachable database. The work is left to end on its own
- * (disconnected): against a frozen database not even a rollback would finish.
- */
-export const within = (wait: Duration.Duration) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.timeoutFail(Effect.disconnect(effect), { duration: wait, onTimeout: unavailable })
 
 // Error bodies name what was wrong, never the caller's value (ids, slugs, types).
 const notFound = () => new NotFound({ message: "user not found" })

@@ -1,11 +1,10 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
 import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
-import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
+import { InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import { WebhookEndpoints } from "@wearflow/sink-webhooks"
 import { Effect, Option, Redacted, Schema } from "effect"
 import { CurrentTeam, WearflowApi } from "./Api.ts"
-import { unavailable, within } from "./handlers.ts"
 import { RotateSecret } from "./WebhooksApi.ts"
 
 /** The sink's failures as wire errors; messages never carry secrets or payloads. */
