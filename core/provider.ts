@@ -3,7 +3,7 @@
  * provider users, the normalizer for each item kind, how a PING item is pulled, and what a
  * lifecycle item means. Its HTTP routes are an HttpApiGroup exported from its `mod.ts`.
  */
-import { Context, Data, type Duration, Effect, Layer, type Redacted } from "effect"
+import { Context, Data, type Duration, Effect, Layer, type Redacted, type Schema } from "effect"
 import type { Normalizer } from "./normalizer.ts"
 
 /**
@@ -187,6 +187,12 @@ export interface Provider {
   readonly auth: ProviderAuth | undefined
   /** History requests; undefined for providers that cannot resend history. */
   readonly backfill: ProviderBackfill | undefined
+  /**
+   * Linking an account the caller already holds tokens for
+   * (`POST /v2/user/{id}/connections/{provider}`): the provider's own JSON payload, decoded to
+   * the account and its tokens. Undefined: only the connect flow links.
+   */
+  readonly linkPayload?: Schema.Schema<Connected, any> | undefined
 }
 
 /** The providers this process runs, by id. */

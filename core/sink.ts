@@ -4,7 +4,8 @@
  * destination; the runner (pipeline/sink-runner.ts) then advances its cursor.
  */
 import type { SqlError } from "@effect/sql"
-import { Data, type Effect } from "effect"
+import { Context, Data, type Effect } from "effect"
+import type { SinkPacing } from "./plugin.ts"
 import type { EventEnvelope } from "./schema.ts"
 import { isTransient, sqlState } from "./storage/errors.ts"
 
@@ -72,3 +73,6 @@ export interface EntrySink extends SinkBase {
 }
 
 export type Sink = EventSink | EntrySink
+
+/** The sinks this process runs, with how the runner paces each. */
+export class Sinks extends Context.Tag("wearflow/Sinks")<Sinks, ReadonlyArray<{ readonly sink: Sink; readonly pacing: SinkPacing }>>() {}

@@ -1,11 +1,11 @@
 /**
- * Wearflow's HTTP contract: users and connections, the data API (Junction's shapes), and
- * every provider plugin's webhook group. OpenAPI and the docs page are generated from it.
+ * Wearflow's own HTTP contract: users and connections, the data API (Junction's shapes) and
+ * backfills. The server adds the groups of the plugins it runs (`withPluginRoutes`); OpenAPI and
+ * the docs page are generated from the result.
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
-import { GarminApi } from "@wearflow/garmin"
 import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
 import { WebhooksApi } from "./WebhooksApi.ts"
@@ -47,23 +47,6 @@ export const UserView = Schema.Struct({
   connected_sources: Schema.Array(ConnectedSource)
 }).annotations({ identifier: "User" })
 
-const Secret = Schema.Redacted(Schema.String.pipe(Schema.minLength(1)))
-
-export const LinkGarmin = Schema.Struct({
-  provider_user_id: Id(128).annotations({
-    description: "Garmin userId (from GET /wellness-api/rest/user/id)"
-  }),
-  oauth2: Schema.optional(
-    Schema.Struct({
-      access_token: Secret,
-      refresh_token: Schema.optional(Secret),
-      expires_at: Schema.optional(Schema.Date).annotations({ description: "ISO 8601 expiry of the access token" }),
-      scopes: Schema.optional(Schema.Array(Id(64)))
-    })
-  ),
-  oauth1: Schema.optional(Schema.Struct({ token: Secret, token_secret: Secret }))
-}).annotations({ description: "An existing Garmin connection; tokens are optional and stored encrypted." })
-
 export const LinkedConnection = Schema.Struct({
   user_id: Schema.UUID,
   provider: Schema.String,
@@ -79,11 +62,11 @@ const HttpUrl = Schema.String.pipe(
 
 export const LinkTokenRequest = Schema.Struct({
   user_id: Schema.String,
-  provider: Id(64).annotations({ description: "provider slug, e.g. `garmin`" }),
+  provider: Id(64).annotations({ description: "provider slug, as the provider plugin names itself" }),
   redirect_url: Schema.optional(HttpUrl.annotations({
     description: "where the user lands afterwards, with `state=success|error`, `provider` and on error `error_type` query parameters"
   })),
-  oauth_version: Schema.optional(Schema.Literal("oauth2", "oauth1").annotations({ description: "default oauth2; oauth1 only for Garmin's legacy flow (retired 2026-12-31)" }))
+  oauth_version: Schema.optional(Schema.Literal("oauth2", "oauth1").annotations({ description: "default: the provider's first connect flow; oauth1 only for providers that still offer a legacy OAuth 1.0a flow" }))
 })
 
 export const LinkToken = Schema.Struct({
@@ -106,18 +89,19 @@ export class UsersApi extends HttpApiGroup.make("users")
   .add(HttpApiEndpoint.post("create", "/v2/user").setPayload(CreateUser).addSuccess(CreatedUser).addError(Conflict))
   .add(HttpApiEndpoint.get("get")`/v2/user/${UserId}`.addSuccess(UserView).addError(NotFound))
   .add(
-    HttpApiEndpoint.post("linkGarmin")`/v2/user/${UserId}/connections/garmin`
-      .setPayload(LinkGarmin)
+    HttpApiEndpoint.post("link")`/v2/user/${UserId}/connections/${ProviderSlug}`
+      .setPayload(Schema.Unknown.annotations({ description: "the provider's own link payload (its account id and the tokens you hold); see the provider's documentation" }))
       .addSuccess(LinkedConnection)
       .addError(NotFound)
       .addError(Conflict)
+      .annotate(OpenApi.Description, "Links a provider account the caller already holds tokens for. Tokens are stored encrypted.")
   )
   .add(
     HttpApiEndpoint.del("disconnect")`/v2/user/${UserId}/connections/${ProviderSlug}`
       .addSuccess(Disconnected)
       .addError(NotFound)
       .addError(ServiceUnavailable)
-      .annotate(OpenApi.Description, "Ends the connection: tells the provider (Garmin: DELETE user/registration) and erases the tokens.")
+      .annotate(OpenApi.Description, "Ends the connection: tells the provider to stop sending the user's data and erases the tokens.")
   )
   .add(
     HttpApiEndpoint.post("linkToken", "/v2/link/token")
@@ -131,7 +115,7 @@ export class UsersApi extends HttpApiGroup.make("users")
   .annotate(OpenApi.Title, "Users and connections") {}
 
 const RequestedRange = Schema.Struct({
-  type: Schema.String.annotations({ description: "the provider's backfill type, e.g. Garmin `dailies`" }),
+  type: Schema.String.annotations({ description: "the provider's backfill type" }),
   resource: Schema.String,
   range_start: Schema.String,
   range_end: Schema.String
@@ -281,6 +265,9 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(DataApi)
   .add(BackfillApi)
   .add(WebhooksApi)
-  .add(GarminApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}
+
+/** The API with the groups of the plugins this process runs (their handlers come with their layers). */
+export const withPluginRoutes = (groups: ReadonlyArray<HttpApiGroup.HttpApiGroup.Any>): typeof WearflowApi =>
+  groups.reduce<HttpApi.HttpApi.Any>((api, group) => (api as typeof WearflowApi).add(group as never), WearflowApi) as typeof WearflowApi

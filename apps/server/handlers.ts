@@ -8,12 +8,13 @@ import { Accounts, isUuid } from "@wearflow/core/accounts"
 import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections"
+import { describeParseError } from "@wearflow/core/normalizer"
 import { Providers } from "@wearflow/core/provider"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized, unavailable, within } from "@wearflow/core/http"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer, Option, Schema } from "effect"
 import { ApiKeyAuth, BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
 
 /** The longest a provider call inside a request may take (the providers' own request timeout). */
@@ -55,7 +56,6 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
     const wait = yield* DatabaseWait
     const deadline = within(wait)
     const deadlineWithProvider = within(Duration.sum(wait, PROVIDER_WAIT))
-    const garmin = providers.get("garmin")
     return handlers
       .handle("create", ({ payload }) =>
         Effect.gen(function* () {
@@ -88,18 +88,16 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
             }))
           }
         }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline))
-      .handle("linkGarmin", ({ path, payload }) =>
+      .handle("link", ({ path, payload }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
-          if (!garmin) return yield* new NotFound({ message: "the Garmin provider is not loaded" })
-          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, garmin, payload.provider_user_id, {
-            accessToken: payload.oauth2?.access_token ?? payload.oauth1?.token,
-            refreshToken: payload.oauth2?.refresh_token,
-            tokenSecret: payload.oauth1?.token_secret,
-            accessTokenExpiresAt: payload.oauth2?.expires_at,
-            scopes: payload.oauth2?.scopes
-          })
-          yield* Effect.logInfo("Garmin connection linked").pipe(Effect.annotateLogs({ user_id: path.user_id, replayed }))
+          const provider = providers.get(path.provider)
+          if (provider?.linkPayload === undefined) return yield* new NotFound({ message: "this provider is not loaded, or cannot link existing accounts" })
+          const input = yield* Schema.decodeUnknown(provider.linkPayload, { errors: "all", onExcessProperty: "ignore" })(payload).pipe(
+            Effect.mapError((error) => new InvalidRequest({ message: `invalid link payload: ${describeParseError(error)}` }))
+          )
+          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, provider, input.providerUserId, input.tokens)
+          yield* Effect.logInfo("provider connection linked").pipe(Effect.annotateLogs({ user_id: path.user_id, provider: provider.id, replayed }))
           if (backfillId !== undefined) yield* startChain(backfillId)
           return {
             user_id: path.user_id,
@@ -111,7 +109,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
         }).pipe(
           Effect.catchTags({
             UserNotFound: () => Effect.fail(notFound()),
-            ProviderUserTaken: () => Effect.fail(new Conflict({ message: "this Garmin account is linked in another team" })),
+            ProviderUserTaken: () => Effect.fail(new Conflict({ message: "this provider account is linked in another team" })),
             SqlError: () => Effect.fail(unavailable()),
             PersistedQueueError: () => Effect.fail(unavailable()),
             ParseError: () => Effect.fail(unavailable())

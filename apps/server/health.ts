@@ -9,10 +9,7 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { IngestBacklog, Inbox } from "@wearflow/core/pipeline/inbox"
 import type { Backlog } from "@wearflow/core/pipeline/queue"
-import type { Sink } from "@wearflow/core/sink"
-import * as PostgresSink from "@wearflow/sink-postgres"
-import * as EtlSink from "@wearflow/sink-s3"
-import * as WebhooksSink from "@wearflow/sink-webhooks"
+import { Sinks } from "@wearflow/core/sink"
 import { Duration, Effect } from "effect"
 
 type Status = "ok" | "failing"
@@ -38,7 +35,7 @@ export const HealthRoute = (options: { readonly ingestStallAfter: Duration.Durat
       const inbox = yield* Inbox
       const backlog = yield* IngestBacklog
       const stallAfter = Duration.decode(options.ingestStallAfter)
-      const sinks: ReadonlyArray<Sink> = [yield* PostgresSink.PostgresSink, yield* WebhooksSink.WebhooksSink, yield* EtlSink.EtlSink]
+      const sinks = (yield* Sinks).map(({ sink }) => sink)
       yield* router.get(
         "/health",
         Effect.gen(function* () {

@@ -12,7 +12,6 @@ import { BackfillStatus } from "@wearflow/core/backfill/status"
 import * as Engine from "@wearflow/core/engine"
 import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
-import * as Host from "@wearflow/core/host"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
@@ -20,16 +19,15 @@ import * as InboxRetention from "@wearflow/core/pipeline/retention"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
-import { Providers } from "@wearflow/core/provider"
 import { DataQuery } from "@wearflow/core/query"
+import * as Registry from "@wearflow/core/registry"
 import * as Database from "@wearflow/core/storage/database"
-import * as Garmin from "@wearflow/garmin"
-import * as PostgresSink from "@wearflow/sink-postgres"
-import * as EtlSink from "@wearflow/sink-s3"
-import * as WebhooksSink from "@wearflow/sink-webhooks"
+import { WebhookEndpoints } from "@wearflow/sink-webhooks"
 import { Effect, Layer, Logger, Option } from "effect"
 import * as path from "node:path"
-import { WearflowApi } from "./Api.ts"
+import { fileURLToPath } from "node:url"
+import WearflowConfig from "../../wearflow.config.ts"
+import { withPluginRoutes } from "./Api.ts"
 import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, runnerAddress, ServerConfig } from "./config.ts"
 import { ApiKeyAuthLive, BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
@@ -48,8 +46,10 @@ const AppLayer = Effect.gen(function* () {
     Layer.succeed(InboxSettings, { partBytes: config.partBytes, partItems: config.partItems, partsInFlight: config.partsInFlight })
   ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir, wait: config.databaseWait })))
 
-  // Built once: the webhook routes and the Provider the workers use share one sandbox.
-  const GarminLive = Host.load(Garmin.plugin)
+  // The configured plugins, each built once in its sandbox: their routes, the providers the
+  // workers use and the sinks the runners drive share it.
+  const plugins = yield* Registry.loadPlugins((yield* WearflowConfig).plugins, fileURLToPath(new URL("../../", import.meta.url)))
+  const Plugins = Registry.layer(plugins)
 
   const runner = yield* RunnerConfig
   const Core = Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default).pipe(
@@ -62,10 +62,8 @@ const AppLayer = Effect.gen(function* () {
 
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
 
-  // The providers (with their sandboxed clients) and the connections they keep up.
-  const ConnectionsLive = Connections.Default.pipe(
-    Layer.provideMerge(Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminLive)))
-  )
+  // The connections the providers keep up.
+  const ConnectionsLive = Connections.Default.pipe(Layer.provideMerge(Plugins))
 
   // Backfills: the chains run here; those recorded but never started (a crash right after a link) start now.
   const BackfillsLive = BackfillChains.layer.pipe(Layer.provideMerge(Layer.merge(Backfills.Default, BackfillStatus.Default)))
@@ -80,14 +78,14 @@ const AppLayer = Effect.gen(function* () {
 
   // After a key rotation, tokens and webhook secrets move to the new key in the background.
   const TokenRotation = Layer.scopedDiscard(
-    Effect.all([Accounts, WebhooksSink.WebhookEndpoints]).pipe(
+    Effect.all([Accounts, Effect.serviceOption(WebhookEndpoints)]).pipe(
       Effect.flatMap(([accounts, webhooks]) =>
         Effect.all([
           accounts.reencryptTokens().pipe(
             Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted provider tokens with the current key").pipe(Effect.annotateLogs("connections", moved)) : Effect.void)),
             Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt provider tokens", cause))
           ),
-          webhooks.reencrypt.pipe(
+          Option.match(webhooks, { onNone: () => Effect.succeed(0), onSome: (webhooks) => webhooks.reencrypt }).pipe(
             Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted webhook secrets with the current key").pipe(Effect.annotateLogs("endpoints", moved)) : Effect.void)),
             Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt webhook secrets", cause))
           )
@@ -96,9 +94,6 @@ const AppLayer = Effect.gen(function* () {
       Effect.forkScoped
     )
   )
-
-  // Built once: the sink runners, the management API and the health check share them.
-  const SinkPlugins = Layer.mergeAll(Host.load(PostgresSink.plugin), Host.load(WebhooksSink.plugin), Host.load(EtlSink.plugin))
 
   const Workers = Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
@@ -110,17 +105,14 @@ const AppLayer = Effect.gen(function* () {
     ),
     Connections.layerRefresher(config.tokenRefresh),
     InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
-    SinkRunner.layer(PostgresSink.PostgresSink),
-    // Short idle polls: webhook latency is the time from the outbox to the customer.
-    SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 }),
-    SinkRunner.layer(EtlSink.EtlSink, { batchSize: 2000 })
+    SinkRunner.layerAll()
   )
 
-  const Api = HttpApiBuilder.api(WearflowApi).pipe(
+  const Api = HttpApiBuilder.api(withPluginRoutes(Registry.routesOf(plugins))).pipe(
     Layer.provide([
-      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, WebhooksLive).pipe(Layer.provide(ApiKeyAuthLive)),
-      LinkLive(publicUrl),
-      GarminLive
+      // The webhooks sink's layer provides WebhookEndpoints (typed away by the registry).
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, WebhooksLive as Layer.Layer<Layer.Layer.Success<typeof WebhooksLive>, never, never>).pipe(Layer.provide(ApiKeyAuthLive)),
+      LinkLive(publicUrl)
     ])
   )
 
@@ -139,7 +131,6 @@ const AppLayer = Effect.gen(function* () {
 
   return Layer.mergeAll(Http, Workers, TokenRotation, ResumeScheduled).pipe(
     Layer.provide(Bootstrap),
-    Layer.provideMerge(SinkPlugins),
     Layer.provideMerge(BackfillsLive),
     Layer.provideMerge(ConnectionsLive),
     Layer.provide(Core),

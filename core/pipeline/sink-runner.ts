@@ -10,7 +10,7 @@
 import { SqlClient, SqlError } from "@effect/sql"
 import { Duration, Effect, Layer, Metric, Schedule } from "effect"
 import type { EventEnvelope } from "../schema.ts"
-import { type OutboxEntry, type OutboxEvent, type Sink, SinkError } from "../sink.ts"
+import { type OutboxEntry, type OutboxEvent, type Sink, SinkError, Sinks } from "../sink.ts"
 
 /** An outbox row as the runner reads it (`outboxColumns`). */
 export interface OutboxRow {
@@ -172,4 +172,13 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 export const layer = <I, S extends Sink>(tag: import("effect").Context.Tag<I, S>, options?: SinkRunnerOptions) =>
   Layer.scopedDiscard(
     Effect.flatMap(tag, (sink) => Effect.flatMap(make(sink, options), (runner) => Effect.forkScoped(runner.run)))
+  )
+
+/** Runs every registered sink, each with its own pacing. */
+export const layerAll = (options?: SinkRunnerOptions) =>
+  Layer.scopedDiscard(
+    Effect.flatMap(Sinks, (sinks) =>
+      Effect.forEach(sinks, ({ pacing, sink }) => Effect.flatMap(make(sink, { ...options, ...pacing }), (runner) => Effect.forkScoped(runner.run)), {
+        discard: true
+      }))
   )

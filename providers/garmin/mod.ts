@@ -11,7 +11,7 @@ import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
 import { DatabaseWait } from "@wearflow/core/storage/database"
-import type { Manifest } from "@wearflow/core/plugin"
+import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import type { Provider } from "@wearflow/core/provider"
 import { Context, Effect, Either, Layer, Metric, Option, Redacted } from "effect"
 import { GarminApi } from "./Api.ts"
@@ -21,6 +21,7 @@ import { inspect, itemsOf, lifecycleOf, type NotificationKind, redactToken } fro
 import { makePull } from "./pull.ts"
 import { makeAuth } from "./auth.ts"
 import { makeBackfill } from "./backfill.ts"
+import { linkPayload } from "./link.ts"
 
 export { GarminApi } from "./Api.ts"
 
@@ -78,7 +79,8 @@ export const layerProvider = Layer.effect(
       requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"],
       resourceScopes,
       auth: makeAuth(client, config),
-      backfill: makeBackfill(client, config)
+      backfill: makeBackfill(client, config),
+      linkPayload
     } satisfies Provider
   })
 )
@@ -161,4 +163,4 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
 
 export const layer = Layer.merge(webhooks, layerProvider)
 
-export const plugin = { manifest, layer }
+export const plugin = { manifest, layer, provider: GarminProvider, routes: [GarminApi] } satisfies Plugin

@@ -9,7 +9,7 @@
  * and no private, loopback or link-local address unless the operator allows them.
  */
 import { SqlClient } from "@effect/sql"
-import type { Manifest } from "@wearflow/core/plugin"
+import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import { type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer } from "effect"
 import * as Deliveries from "./deliveries.ts"
@@ -71,7 +71,7 @@ export const layer = Layer.mergeAll(sinkLayer, Endpoints.layer, Retry.layer).pip
   Layer.provide(Layer.effectDiscard(migrate))
 )
 
-export const plugin = { manifest, layer }
+export const plugin = { manifest, layer, sink: { tag: WebhooksSink, pacing: { idle: "20 millis", batchSize: 1000 } } } satisfies Plugin
 
 export { Deliveries } from "./deliveries.ts"
 export { EndpointNotFound, EndpointRefused, InvalidEndpoint, MessageNotFound, WebhookEndpoints } from "./endpoints.ts"

@@ -31,7 +31,7 @@ export const startServer = async (env: Record<string, string | undefined>, timeo
   const deadline = Date.now() + timeoutMs
   for (;;) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${output}`)
-    const ok = await fetch(`${baseUrl}/api/v1/webhooks/garmin/health`).then((r) => r.ok, () => false)
+    const ok = await fetch(`${baseUrl}/openapi.json`).then((r) => r.ok, () => false)
     if (ok) break
     if (Date.now() > deadline) {
       child.kill("SIGKILL")

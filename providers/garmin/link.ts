@@ -1,0 +1,49 @@
+/**
+ * `POST /v2/user/{id}/connections/garmin`: an existing Garmin account linked with the tokens
+ * the caller already holds — OAuth 2.0, or the legacy OAuth 1.0a pair.
+ */
+import type { Connected } from "@wearflow/core/provider"
+import { ParseResult, Schema } from "effect"
+
+/** Printable text: no control characters (Postgres refuses NUL), no lone surrogates. */
+const Id = (max: number) =>
+  Schema.String.pipe(
+    Schema.minLength(1),
+    Schema.maxLength(max),
+    Schema.pattern(/^[^\u0000-\u001f\u007f]+$/),
+    Schema.filter((s) => s.isWellFormed(), { message: () => "must be well-formed text" })
+  )
+
+const Secret = Schema.Redacted(Schema.String.pipe(Schema.minLength(1)))
+
+export const LinkGarmin = Schema.Struct({
+  provider_user_id: Id(128).annotations({ description: "Garmin userId (from GET /wellness-api/rest/user/id)" }),
+  oauth2: Schema.optional(
+    Schema.Struct({
+      access_token: Secret,
+      refresh_token: Schema.optional(Secret),
+      expires_at: Schema.optional(Schema.Date).annotations({ description: "ISO 8601 expiry of the access token" }),
+      scopes: Schema.optional(Schema.Array(Id(64)))
+    })
+  ),
+  oauth1: Schema.optional(Schema.Struct({ token: Secret, token_secret: Secret }))
+}).annotations({ description: "An existing Garmin connection; tokens are optional and stored encrypted." })
+
+const LinkInput = Schema.declare((input: unknown): input is Connected => typeof input === "object" && input !== null && "providerUserId" in input)
+
+/** The payload as the account and tokens to link (decode only: it is never sent anywhere). */
+export const linkPayload: Schema.Schema<Connected, typeof LinkGarmin.Encoded> = Schema.transformOrFail(LinkGarmin, LinkInput, {
+  strict: true,
+  decode: (payload) =>
+    ParseResult.succeed({
+      providerUserId: payload.provider_user_id,
+      tokens: {
+        accessToken: payload.oauth2?.access_token ?? payload.oauth1?.token,
+        refreshToken: payload.oauth2?.refresh_token,
+        tokenSecret: payload.oauth1?.token_secret,
+        accessTokenExpiresAt: payload.oauth2?.expires_at,
+        scopes: payload.oauth2?.scopes
+      }
+    }),
+  encode: (_, __, ast, value) => ParseResult.fail(new ParseResult.Forbidden(ast, value, "a link payload is never encoded"))
+})
