@@ -6,8 +6,9 @@
  * (host.ts) enforces both. Which plugins run is configuration (registry.ts), never an import.
  */
 import type { HttpApiGroup } from "@effect/platform"
-import type { Config, Context, Duration, Effect, Layer } from "effect"
-import type { Provider } from "./provider.ts"
+import { type Config, type Context, Data, type Duration, type Effect, type Either, type Layer } from "effect"
+import type { Connections } from "./connections.ts"
+import type { Provider, Providers } from "./provider.ts"
 import type { Sink } from "./sink.ts"
 
 export interface Permissions {
@@ -45,37 +46,53 @@ export interface SinkPacing {
   readonly idle?: Duration.DurationInput
 }
 
-/** Where a plugin's command writes: results to `out`, progress and notes to `err`. */
+/** Counts a long command shows as it goes. */
+export interface CommandProgress {
+  readonly total: number
+  readonly done: number
+  readonly succeeded: number
+  readonly failed: number
+}
+
+/** Where a plugin's command writes: results to stdout, progress and notes to stderr. */
 export interface CommandOutput {
-  readonly out: (text: string) => Effect.Effect<void>
-  readonly err: (text: string) => Effect.Effect<void>
-  /** A live progress line on a terminal (replaced in place), plain lines otherwise. */
-  readonly progress: (label: string) => {
-    readonly update: (progress: { readonly done: number; readonly total: number; readonly failed: number }) => Effect.Effect<void>
+  readonly stdout: (text: string) => Effect.Effect<void>
+  /**
+   * A progress line on stderr (redrawn in place on a terminal, plain lines otherwise), e.g.
+   * `label  [####----]  3/8  <succeeded> 2  failed 1`; warnings logged meanwhile print above it.
+   */
+  readonly progress: (label: string, succeeded: string) => {
+    readonly update: (progress: CommandProgress) => Effect.Effect<void>
     readonly finish: Effect.Effect<void>
   }
 }
 
-/** A command could not run: its message is printed as one line (exit code 3 for `unusable`, 2 for `usage`). */
-export interface CommandFailure {
-  readonly _tag: "CommandFailure"
-  readonly reason: "usage" | "unusable"
-  readonly message: string
-}
+/** The command cannot run: its one-line message is printed, and the exit code is 3. */
+export class CommandUnusable extends Data.TaggedError("CommandUnusable")<{ readonly message: string }> {}
 
 /**
- * `wearflow <plugin id> <name> [args]`: a command a plugin adds to the CLI. It runs inside the
- * plugin's sandbox with the services the CLI builds from the server's configuration (`R`:
- * connections, providers, the database); it answers the process exit code.
+ * `wearflow <plugin id> <name> [args]`: a command a plugin adds to the CLI. Arguments are
+ * parsed before anything is opened (a usage error exits 2); `run` then gets the services the
+ * CLI builds from the server's configuration (the database, connections, providers) and the
+ * plugin's own sandboxed configuration, and answers the process exit code.
  */
-export interface PluginCommand<R = any> {
+export interface PluginCommand<A = any> {
   readonly name: string
-  /** One line for `wearflow --help`. */
+  /** The arguments, as the usage line shows them: `[--concurrency N] [--json]`. */
+  readonly usage: string
+  /** What it does, for `wearflow --help` (may span lines). */
   readonly summary: string
-  /** The command's full help text. */
+  /** Its options and exit codes, appended to the help. */
   readonly help: string
-  readonly run: (args: ReadonlyArray<string>, output: CommandOutput) => Effect.Effect<number, CommandFailure, R>
+  /** What an interruption (Ctrl-C) leaves behind. */
+  readonly interrupted: string
+  /** The arguments after the command's name, or a usage error's message. */
+  readonly parse: (args: ReadonlyArray<string>) => Either.Either<A, string>
+  readonly run: (args: A, output: CommandOutput) => Effect.Effect<number, CommandUnusable, CommandEnvironment>
 }
+
+/** What the CLI gives a plugin's command. */
+export type CommandEnvironment = Connections | Providers
 
 /** What a plugin's `mod.ts` exports as `plugin`. */
 export interface Plugin<ROut = any, E = any, RIn = any, Conf = any> {
@@ -88,6 +105,11 @@ export interface Plugin<ROut = any, E = any, RIn = any, Conf = any> {
   readonly sink?: { readonly tag: Context.Tag<any, Sink>; readonly pacing?: SinkPacing }
   /** HTTP groups (built against `ApiId`) whose handlers `layer` provides; mounted by the app. */
   readonly routes?: ReadonlyArray<HttpApiGroup.HttpApiGroup.Any>
+  /**
+   * The part of `layer` that builds the Provider alone (no routes, no workers): what the CLI
+   * loads to run commands beside the server. Defaults to `layer`.
+   */
+  readonly providerLayer?: Layer.Layer<any, any, any>
   /** CLI commands, run as `wearflow <id> <name>`. */
   readonly commands?: ReadonlyArray<PluginCommand>
 }

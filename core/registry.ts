@@ -122,9 +122,18 @@ export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | In
  */
 export const layer = (
   plugins: ReadonlyArray<Plugin>,
-  base?: ConfigProvider.ConfigProvider
+  options: {
+    readonly base?: ConfigProvider.ConfigProvider | undefined
+    /** `providers`: only the provider plugins' providers (`providerLayer`), as a command beside the server needs. */
+    readonly only?: "providers" | undefined
+  } = {}
 ): Layer.Layer<Providers | Sinks, ConfigError.ConfigError, PluginEnvironment> => {
-  const built = plugins.map((plugin) => Host.load(plugin, base))
+  if (options.only === "providers") {
+    plugins = plugins
+      .filter((plugin) => plugin.provider !== undefined)
+      .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer }))
+  }
+  const built = plugins.map((plugin) => Host.load(plugin, options.base))
   // Plugins are loaded at run time: what they provide and need is checked when they build.
   const all = (built.length === 0 ? Layer.empty : Layer.mergeAll(...(built as [Layer.Layer<any, any, any>]))) as Layer.Layer<any, ConfigError.ConfigError, PluginEnvironment>
   const registries = Layer.merge(

@@ -22,6 +22,7 @@ import { makePull } from "./pull.ts"
 import { makeAuth } from "./auth.ts"
 import { makeBackfill } from "./backfill.ts"
 import { linkPayload } from "./link.ts"
+import { migrateOAuth2 } from "./commands.ts"
 
 export { GarminApi } from "./Api.ts"
 
@@ -163,4 +164,11 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
 
 export const layer = Layer.merge(webhooks, layerProvider)
 
-export const plugin = { manifest, layer, provider: GarminProvider, routes: [GarminApi] } satisfies Plugin
+export const plugin = {
+  manifest,
+  layer,
+  provider: GarminProvider,
+  providerLayer: layerProvider,
+  routes: [GarminApi],
+  commands: [migrateOAuth2]
+} satisfies Plugin
