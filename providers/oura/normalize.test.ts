@@ -97,6 +97,12 @@ describe("oura daily_activity", () => {
     })
   })
 
+  it("keeps the sourceId with the changed data when Oura revises the day (it grows during the day)", () => {
+    const revised = valid("daily_activity", { ...doc, steps: 16000, active_calories: 1200 })
+    expect(shape(revised)).toEqual(shape(records))
+    expect(summaryOf(revised, "activity")).toMatchObject({ steps: 16000, calories_active: 1200, calories_total: 3502 })
+  })
+
   it("maps the single-document GET like the list entry", () => {
     expect(valid("daily_activity", at(docs("daily_activity.get.200.json"), 0))).toEqual(records)
   })
@@ -413,6 +419,14 @@ describe("oura heartrate batches", () => {
       "2024-12-14T10:42:09.000Z",
       95
     ])
+  })
+
+  it("keys a later fetch of the same days like the first, with the rows it adds", () => {
+    const rows = (page as { data: Array<unknown> }).data
+    const later = valid("heartrate", { data: [...rows, { timestamp: "2024-12-14T11:00:00+00:00", bpm: 66, source: "awake" }] })
+    expect(later.map((r) => r.sourceId)).toEqual(records.map((r) => r.sourceId))
+    expect(samplesOf(later, "heartrate", "heartrate:2024-12-14:awake")).toHaveLength(19)
+    expect(samplesOf(later, "heartrate", "heartrate:2024-12-14:awake")[18]?.["value"]).toBe(66)
   })
 
   it("maps the same rows in any order to the same records", () => {
