@@ -231,6 +231,7 @@ describe("oura sleep", () => {
 
   it("names the ring when the period does", () => {
     expect(summaryOf(valid("sleep", { ...night, ring_id: "ring-1" }), "sleep")).toMatchObject({ source: { ...ring, device_id: "ring-1" } })
+    expect(summaryOf(valid("sleep", { ...night, ring_id: "" }), "sleep")).toMatchObject({ source: ring })
   })
 
   it("refuses a period that ends before it starts", () => {

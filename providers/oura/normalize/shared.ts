@@ -122,8 +122,13 @@ export const pointsOf = (series: RawSampleSeries | null | undefined, keep: (valu
 /** Heart rate, HRV, SpO2, VO2 max and breathing rate of zero or below are not readings. */
 export const positive = (value: number): boolean => value > 0
 
-/** The source of Oura data: the ring, named when the document names it. */
-export const ringSource = (ringId?: string | null): Source => ({ provider: "oura", type: "ring", device_id: ringId ?? null, app_id: null })
+/** The source of Oura data: the ring, named when the document names it (an empty id names none). */
+export const ringSource = (ringId?: string | null): Source => ({
+  provider: "oura",
+  type: "ring",
+  device_id: ringId == null || ringId === "" ? null : ringId,
+  app_id: null
+})
 
 /** Timeseries whose samples are `{timestamp, timezone_offset, type, unit, value}`. */
 export type DiscreteResource = "heartrate" | "hrv" | "stress_level" | "blood_oxygen" | "respiratory_rate" | "vo2_max"
