@@ -39,7 +39,7 @@ const startReceiver = async (verificationToken: string) => {
       query.get("verification_token") === verificationToken
         ? { status: 200, body: { challenge: query.get("challenge") } }
         : { status: 401, body: { detail: "bad token" } },
-    postStatus: (): number => 200,
+    postStatus: (): number | Promise<number> => 200,
     close: async () => {}
   }
   const server = createServer(async (req, res) => {
@@ -51,7 +51,8 @@ const startReceiver = async (verificationToken: string) => {
       const answer = receiver.answerChallenge(url.searchParams)
       res.writeHead(answer.status, { "content-type": "application/json" }).end(JSON.stringify(answer.body))
     } else {
-      res.writeHead(receiver.postStatus()).end()
+      const status = await receiver.postStatus()
+      if (!res.destroyed) res.writeHead(status).end()
     }
   })
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
@@ -182,6 +183,12 @@ describe("OAuth", () => {
     expect(reuse.status).toBe(400)
     expect(await reuse.json()).toEqual({ error: "invalid_grant", error_description: "Token Already Used Or Revoked" })
     expect(oura.state.counters.refreshes).toBe(2)
+    // The rotated-out access token lives on until it expires, unless switched.
+    expect((await get("/v2/usercollection/daily_sleep", first.access_token)).status).toBe(200)
+    oura.state.oauth.refreshRevokesOldAccessToken = true
+    const third = await tokenRequest({ grant_type: "refresh_token", refresh_token: String(second["refresh_token"]) })
+    expect(third.status).toBe(200)
+    expect((await get("/v2/usercollection/daily_sleep", String(second["access_token"]))).status).toBe(401)
   })
 
   it("answers 401 for revoked, expired and unknown tokens", async () => {
@@ -218,6 +225,8 @@ describe("data routes", () => {
     const rows = await collectAll("/v2/usercollection/heartrate?start_datetime=2024-12-13T00:00:00Z&end_datetime=2024-12-15T00:00:00Z", access_token)
     expect(rows.docs).toHaveLength(fixture("heartrate.list.200.json").data.length)
     expect(rows.pages).toBe(3)
+    const latest = await getJson("/v2/usercollection/heartrate?latest=true", access_token)
+    expect(latest.body["data"]).toEqual(fixture("heartrate.list.200.json").data.slice(-1))
     const unknown = await getJson("/v2/usercollection/sleep?next_token=nope", access_token)
     expect(unknown).toEqual({ status: 400, body: { detail: expect.any(String) } })
   })
@@ -261,6 +270,15 @@ describe("data routes", () => {
     const stranger = oura.connect("user-t")
     expect((await getJson(`/v2/usercollection/daily_activity/${String(activity?.["id"])}`, stranger.access_token)).status).toBe(404)
     expect((await get("/v2/usercollection/heartrate/anything", access_token)).status).toBe(404)
+
+    const picked = await getJson("/v2/usercollection/daily_activity?fields=score,steps", access_token)
+    expect(Object.keys((picked.body["data"] as Array<OuraDocument>)[0] ?? {}).sort()).toEqual(["day", "id", "score", "steps", "timestamp"])
+    // The RFC 7807 bodies Oura's docs describe, for clients that must parse both.
+    oura.state.errorShape = "problem"
+    expect(await getJson("/v2/usercollection/daily_activity/no-such-id", access_token)).toEqual({
+      status: 404,
+      body: { status: 404, title: "Not Found", detail: "Document not found." }
+    })
   })
 
   it("answers 403 for a collection whose scope the grant lacks, 426 where set, and personal_info's id to any token", async () => {
@@ -403,6 +421,43 @@ describe("webhooks", () => {
       expect(notification).toMatchObject({ event_type: "create", data_type: "vo2_max", object_id: "vo2-1", user_id: "user-n" })
       expect((await getJson(`/v2/usercollection/vO2_max/${notification["object_id"]}`, access_token)).body).toMatchObject({ vo2_max: 50 })
     } finally {
+      await receiver.close()
+    }
+  })
+
+  it("sends Python-spaced bodies when switched: only the raw bytes verify then", async () => {
+    oura.state.webhooks.bodyStyle = "python"
+    const receiver = await startReceiver("t")
+    try {
+      await subscribe({ callback_url: receiver.url, verification_token: "t", event_type: "update", data_type: "daily_sleep" })
+      await oura.notify({ userId: "u", dataType: "daily_sleep", objectId: "d1", eventType: "update" })
+      const post = await eventually(() => receiver.received.find((r) => r.method === "POST"))
+      const timestamp = String(post.headers["x-oura-timestamp"])
+      const sign = (body: string) => createHmac("sha256", "secret-1").update(timestamp + body).digest("hex").toUpperCase()
+      expect(post.body).toContain('"event_type": "update", ')
+      expect(post.headers["x-oura-signature"]).toBe(sign(post.body))
+      expect(post.headers["x-oura-signature"]).not.toBe(sign(JSON.stringify(JSON.parse(post.body))))
+    } finally {
+      await receiver.close()
+    }
+  })
+
+  it("counts a callback that does not answer in time as failed and retries it", async () => {
+    oura.state.webhooks.retryDelayMs = () => 1
+    oura.state.webhooks.timeoutMs = 1_500 // long enough for the retry's answer on a loaded machine
+    const receiver = await startReceiver("t")
+    let release = () => {}
+    const stalled = new Promise<number>((resolve) => (release = () => resolve(200)))
+    try {
+      await subscribe({ callback_url: receiver.url, verification_token: "t", event_type: "delete", data_type: "tag" })
+      // The first POST gets no answer until the fake has given up on it; the retry gets 200.
+      const answers: Array<number | Promise<number>> = [stalled, 200]
+      receiver.postStatus = () => answers.shift() ?? 200
+      const outcome = await oura.notify({ userId: "u", dataType: "tag", objectId: "t1", eventType: "delete" })
+      expect(outcome).toEqual([expect.objectContaining({ status: 200, attempts: 2 })])
+      expect(oura.state.deliveries.map((d) => d.status)).toEqual([0, 200])
+    } finally {
+      release()
       await receiver.close()
     }
   })

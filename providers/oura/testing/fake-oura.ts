@@ -37,7 +37,17 @@
  *   re-serialising sample both verify (`state.webhooks.bodyStyle = "python"` sends Python's
  *   `", "`/`": "` spacing, where only the raw bytes verify).
  * - rate limits are off until set (`state.rateLimit`); the 429's X-RateLimit-Tier is
- *   `access_token` or `application`.
+ *   `access_token` or `application`; data and sandbox requests count, OAuth and webhook
+ *   routes do not.
+ * - `fields` keeps `id`, `day` and `timestamp` (the "always returned fields" are unnamed) plus
+ *   the fields it lists; the sandbox ignores it.
+ * - consent: `state.nextConsent` names the user who answers every consent screen until changed
+ *   (undefined: a new user each time); the user's `approvedScopes` are what stays ticked.
+ *   personal_info shows `id` to any token, the profile with `personal`, `email` with `email`.
+ * - revoke answers 200 with no body, known token or not, and kills the whole grant.
+ * - the sandbox accepts any bearer or none and serves every fixture.
+ * - notifications go out at once (Oura: ~30 s after the sync), retried after
+ *   `state.webhooks.retryDelayMs(n)` (default 20·n ms; Oura: about an hour in all).
  */
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
@@ -574,6 +584,13 @@ const header = (ex: Exchange, name: string): string | undefined => {
   return Array.isArray(value) ? value[0] : value
 }
 
+/** Constant-time, as a real server compares secrets. */
+const safeEqualText = (a: string, b: string): boolean => {
+  const left = Buffer.from(a)
+  const right = Buffer.from(b)
+  return left.length === right.length && timingSafeEqual(left, right)
+}
+
 const randomToken = (bytes = 24): string => randomBytes(bytes).toString("base64url")
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 /** `2023-01-01T08:00:00+00:00`, the notification example's form. */
@@ -699,7 +716,7 @@ const token = (app: App, ex: Exchange): Reply => {
   const form = (header(ex, "content-type") ?? "").includes("application/x-www-form-urlencoded")
     ? new URLSearchParams(ex.body)
     : new URLSearchParams()
-  if (form.get("client_id") !== app.clientId || form.get("client_secret") !== app.clientSecret) {
+  if (!safeEqualText(form.get("client_id") ?? "", app.clientId) || !safeEqualText(form.get("client_secret") ?? "", app.clientSecret)) {
     return oauthError(401, "invalid_client", "Invalid client credentials")
   }
   switch (form.get("grant_type")) {
@@ -981,12 +998,6 @@ const dataRoute = (app: App, window: RateWindow, ex: Exchange, sandbox: boolean,
 // ---------------------------------------------------------------------------
 // Webhook subscriptions
 // ---------------------------------------------------------------------------
-
-const safeEqualText = (a: string, b: string): boolean => {
-  const left = Buffer.from(a)
-  const right = Buffer.from(b)
-  return left.length === right.length && timingSafeEqual(left, right)
-}
 
 const clientAuthorized = (app: App, ex: Exchange): boolean =>
   safeEqualText(header(ex, "x-client-id") ?? "", app.clientId) && safeEqualText(header(ex, "x-client-secret") ?? "", app.clientSecret)
