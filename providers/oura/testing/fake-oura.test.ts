@@ -425,6 +425,30 @@ describe("webhooks", () => {
     }
   })
 
+  it("revise and remove change the document and notify update and delete", async () => {
+    const receiver = await startReceiver("t")
+    try {
+      for (const event_type of ["update", "delete"]) {
+        expect((await subscribe({ callback_url: receiver.url, verification_token: "t", event_type, data_type: "daily_sleep" })).status).toBe(201)
+      }
+      const { access_token } = oura.connect("user-v")
+      const [sleep] = oura.seed("user-v", ["daily_sleep"])["daily_sleep"] ?? []
+      const id = String(sleep?.["id"])
+      await oura.revise("user-v", "daily_sleep", { ...sleep, score: 12 })
+      expect((await getJson(`/v2/usercollection/daily_sleep/${id}`, access_token)).body).toMatchObject({ id, score: 12 })
+      expect(oura.state.users.get("user-v")?.documents["daily_sleep"]?.filter((doc) => doc["id"] === id)).toHaveLength(1)
+      await oura.remove("user-v", "daily_sleep", id)
+      expect((await getJson(`/v2/usercollection/daily_sleep/${id}`, access_token)).status).toBe(404)
+      const posts = receiver.received.filter((r) => r.method === "POST").map((r) => JSON.parse(r.body) as Record<string, string>)
+      expect(posts.map((n) => [n["event_type"], n["object_id"], n["user_id"]])).toEqual([
+        ["update", id, "user-v"],
+        ["delete", id, "user-v"]
+      ])
+    } finally {
+      await receiver.close()
+    }
+  })
+
   it("sends Python-spaced bodies when switched: only the raw bytes verify then", async () => {
     oura.state.webhooks.bodyStyle = "python"
     const receiver = await startReceiver("t")
