@@ -122,18 +122,9 @@ export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | In
  */
 export const layer = (
   plugins: ReadonlyArray<Plugin>,
-  options: {
-    readonly base?: ConfigProvider.ConfigProvider | undefined
-    /** `providers`: only the provider plugins' providers (`providerLayer`), as a command beside the server needs. */
-    readonly only?: "providers" | undefined
-  } = {}
+  base?: ConfigProvider.ConfigProvider
 ): Layer.Layer<Providers | Sinks, ConfigError.ConfigError, PluginEnvironment> => {
-  if (options.only === "providers") {
-    plugins = plugins
-      .filter((plugin) => plugin.provider !== undefined)
-      .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer }))
-  }
-  const built = plugins.map((plugin) => Host.load(plugin, options.base))
+  const built = plugins.map((plugin) => Host.load(plugin, base))
   // Plugins are loaded at run time: what they provide and need is checked when they build.
   const all = (built.length === 0 ? Layer.empty : Layer.mergeAll(...(built as [Layer.Layer<any, any, any>]))) as Layer.Layer<any, ConfigError.ConfigError, PluginEnvironment>
   const registries = Layer.merge(
@@ -152,6 +143,26 @@ export const layer = (
   )
   return registries.pipe(Layer.provideMerge(all))
 }
+
+/** What a provider's `providerLayer` may need: commands beside the server run no inbox and no engine. */
+export type ProviderEnvironment = HttpClient.HttpClient | SqlClient.SqlClient
+
+/** The configured providers alone (each plugin's `providerLayer`): no routes, no workers, no sinks. */
+export const providersLayer = (
+  plugins: ReadonlyArray<Plugin>,
+  base?: ConfigProvider.ConfigProvider
+): Layer.Layer<Providers, ConfigError.ConfigError, ProviderEnvironment> =>
+  Layer.project(
+    layer(
+      plugins
+        .filter((plugin) => plugin.provider !== undefined)
+        .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer })),
+      base
+    ) as Layer.Layer<Providers | Sinks, ConfigError.ConfigError, ProviderEnvironment>,
+    Providers,
+    Providers,
+    (providers) => providers
+  )
 
 /** The HTTP groups the configured plugins mount. */
 export const routesOf = (plugins: ReadonlyArray<Plugin>) => plugins.flatMap((plugin) => plugin.routes ?? [])

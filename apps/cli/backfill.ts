@@ -5,6 +5,7 @@
  */
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import type { BackfillView } from "@wearflow/core/backfill/status"
+import type { Plugin } from "@wearflow/core/plugin"
 import { Effect, Option, Redacted, Schema } from "effect"
 import { BackfillCancelled, BackfillConflict, BackfillStarted } from "../server/Api.ts"
 import { cancelledText, conflictText, ended, printable, startedText, statusJson, statusText, watchLine } from "./backfill-report.ts"
@@ -60,7 +61,7 @@ export const status = (options: {
   readonly provider: string | undefined
   readonly json: boolean
   readonly watch: boolean
-}) =>
+}, plugins: ReadonlyArray<Plugin>) =>
   Effect.gen(function* () {
     const config = yield* loadConfig
     return yield* Effect.gen(function* () {
@@ -86,7 +87,7 @@ export const status = (options: {
       yield* write(process.stdout, options.json ? statusJson(views) : statusText(views))
       return 0
     }).pipe(
-      Effect.provide(statusLayer(config)),
+      Effect.provide(statusLayer(config, plugins)),
       Effect.catchTag("SqlError", (e) => new EnvironmentError({ message: `the database is unusable: ${e.message}` }))
     )
   })

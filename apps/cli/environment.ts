@@ -1,7 +1,7 @@
 /**
  * What a command needs from the server's world: its configuration (same variables, same
- * defaults), its token encryption keys, its database, the Garmin provider, and the running
- * server's URL and API key. Anything unusable becomes an EnvironmentError with a one-line
+ * defaults), its plugins, its token encryption keys, its database, the configured providers,
+ * and the running server's URL and API key. Anything unusable becomes an EnvironmentError with a one-line
  * message (exit code 3).
  */
 import type { SqlError } from "@effect/sql/SqlError"
@@ -10,16 +10,17 @@ import { Accounts } from "@wearflow/core/accounts"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
-import * as Host from "@wearflow/core/host"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import { IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
-import { Providers } from "@wearflow/core/provider"
+import type { Plugin } from "@wearflow/core/plugin"
+import * as Registry from "@wearflow/core/registry"
 import * as Database from "@wearflow/core/storage/database"
 import * as EmbeddedPostgres from "@wearflow/core/storage/embedded-postgres"
-import * as Garmin from "@wearflow/garmin"
-import { Config as EffectConfig, type ConfigError, ConfigProvider, Data, Effect, Layer, Option, type Redacted } from "effect"
+import { Config as EffectConfig, type ConfigError, Data, Effect, Layer, Option, type Redacted } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import WearflowConfig from "../../wearflow.config.ts"
 import { resolveApiKey, resolveEncryptionKey, ServerConfig } from "../server/config.ts"
 
 /** The database or the configuration cannot be used; nothing was changed. */
@@ -60,16 +61,12 @@ export const encryptionKeys = (config: Config) =>
     return yield* resolveEncryptionKey(config).pipe(Effect.mapError((e) => new EnvironmentError({ message: e.message })))
   })
 
-/**
- * Garmin's consumer key and secret sign every exchange: without them each connection would
- * fail alike, so the command stops before it starts.
- */
-export const requireGarminConsumer = Effect.gen(function* () {
-  const garmin = yield* Effect.withConfigProvider(Garmin.manifest.config, Host.restrictConfigProvider(Garmin.manifest, ConfigProvider.fromEnv())).pipe(
-    Effect.mapError(configError)
+/** The configured plugins (wearflow.config.ts, or WEARFLOW_PLUGINS), imported. */
+export const loadPluginList = Effect.gen(function* () {
+  const { plugins } = yield* Effect.mapError(WearflowConfig, configError)
+  return yield* Registry.loadPlugins(plugins, fileURLToPath(new URL("../../", import.meta.url))).pipe(
+    Effect.mapError((e) => new EnvironmentError({ message: e.message }))
   )
-  const missing = [Option.isNone(garmin.clientId) && "GARMIN_CLIENT_ID", Option.isNone(garmin.clientSecret) && "GARMIN_CLIENT_SECRET"].filter((name) => name !== false)
-  if (missing.length > 0) return yield* new EnvironmentError({ message: `${missing.join(" and ")} must be set (Garmin's consumer key and secret sign the token exchange)` })
 })
 
 /**
@@ -92,23 +89,22 @@ const databaseLayer = (config: Config, maxConnections: number) =>
     return Database.layer({ url: Option.none(), dataDir: config.dataDir, maxConnections })
   }).pipe(Layer.unwrapEffect, Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : databaseError(e))))
 
-/** The Garmin provider, loaded through the plugin host (its sandboxed client, without the webhook routes). */
-const ProvidersLive = Providers.fromTags(Garmin.GarminProvider).pipe(
-  Layer.provide(Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider })),
-  Layer.provide(OutboundHttp.layer())
-)
+/** The configured providers, each in its sandbox (their Provider alone: no routes, no workers). */
+const providersLayer = (plugins: ReadonlyArray<Plugin>) =>
+  Registry.providersLayer(plugins).pipe(Layer.provide(OutboundHttp.layer()))
 
 /**
- * Connections over the server's database with the Garmin provider (its sandboxed client,
- * without the webhook routes, which would need the inbox). One database connection per
- * concurrent exchange (each holds its row lock while Garmin answers), plus a spare.
+ * Connections over the server's database with the configured providers. Enough database
+ * connections for a command's most concurrent provider exchanges (each holds its row lock
+ * while the provider answers), plus a spare; the pool opens them only when used.
  */
-export const layer = (config: Config, keys: Effect.Effect.Success<ReturnType<typeof encryptionKeys>>, concurrency: number) => {
+export const layer = (config: Config, keys: Effect.Effect.Success<ReturnType<typeof encryptionKeys>>, plugins: ReadonlyArray<Plugin>) => {
+  const concurrency = 32
   const Storage = Layer.mergeAll(IngestQueue.layer.pipe(Layer.provide(layerQueueStore({}))), layerTokenCipher(keys)).pipe(
     Layer.provideMerge(databaseLayer(config, concurrency + 2))
   )
   return Connections.Default.pipe(
-    Layer.provide(ProvidersLive),
+    Layer.provideMerge(providersLayer(plugins)),
     Layer.provide(Accounts.Default.pipe(Layer.provideMerge(Storage))),
     Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : e._tag === "SqlError" ? databaseError(e) : configError(e)))
   )
@@ -119,9 +115,9 @@ export const layer = (config: Config, keys: Effect.Effect.Success<ReturnType<typ
  * names). No token keys: it reads no tokens. Two database connections: it reads one query at
  * a time.
  */
-export const statusLayer = (config: Config) =>
+export const statusLayer = (config: Config, plugins: ReadonlyArray<Plugin>) =>
   BackfillStatus.Default.pipe(
-    Layer.provide(ProvidersLive),
+    Layer.provide(providersLayer(plugins)),
     Layer.provide(databaseLayer(config, 2)),
     Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : configError(e)))
   )

@@ -8,37 +8,41 @@
  * configuration or the server is unusable (one line, no stack), 130 interrupted.
  */
 import { BunRuntime } from "@effect/platform-bun"
-import { Connections } from "@wearflow/core/connections"
-import { Cause, Effect, Either, Exit, Layer, Logger, LogLevel } from "effect"
-import { type Command, parse } from "./args.ts"
+import * as Host from "@wearflow/core/host"
+import type { CommandOutput, Plugin, PluginCommand } from "@wearflow/core/plugin"
+import { Cause, ConfigProvider, Effect, Either, Exit, Layer, Logger, LogLevel } from "effect"
+import { type Command, type Configured, parse } from "./args.ts"
 import * as Backfill from "./backfill.ts"
-import { EnvironmentError, encryptionKeys, layer, loadConfig, requireGarminConsumer } from "./environment.ts"
+import { EnvironmentError, encryptionKeys, layer, loadConfig, loadPluginList } from "./environment.ts"
 import { fail, write } from "./io.ts"
-import { makeLogger, makeProgressView } from "./progress.ts"
-import { reportJson, reportText } from "./report.ts"
+import { makeLogger, makeProgressView, type ProgressView } from "./progress.ts"
 
-/** `wearflow garmin migrate-oauth2`: the exit code is 1 when any connection failed. */
-const migrateOAuth2 = (options: { readonly concurrency: number; readonly json: boolean }) => {
-  const view = makeProgressView(process.stderr, "migrating")
-  const logging = Layer.merge(Logger.replace(Logger.defaultLogger, makeLogger(view)), Logger.minimumLogLevel(LogLevel.Warning))
+/**
+ * `wearflow <plugin> <command>`: runs in the plugin's sandbox (its own configuration only)
+ * with the server's database, connections and providers. Warnings print above the progress.
+ */
+const runPluginCommand = (plugin: Plugin, command: PluginCommand, args: unknown) => {
+  let view: ProgressView = { update: () => {}, finish: () => {}, line: (text) => process.stderr.write(text + "\n") }
+  const output: CommandOutput = {
+    stdout: (text) => write(process.stdout, text),
+    progress: (label, succeeded) => {
+      const shown = makeProgressView(process.stderr, label, succeeded)
+      view = shown
+      return { update: (progress) => Effect.sync(() => shown.update(progress)), finish: Effect.sync(() => shown.finish()) }
+    }
+  }
+  const logging = Layer.merge(
+    Logger.replace(Logger.defaultLogger, makeLogger({ update: () => {}, finish: () => {}, line: (text) => view.line(text) })),
+    Logger.minimumLogLevel(LogLevel.Warning)
+  )
   return Effect.gen(function* () {
     const config = yield* loadConfig
     const keys = yield* encryptionKeys(config)
-    yield* requireGarminConsumer
-    const report = yield* Effect.flatMap(Connections, (connections) =>
-      connections.migrateToOAuth2("garmin", {
-        concurrency: options.concurrency,
-        onProgress: (progress) => Effect.sync(() => view.update(progress))
-      })).pipe(
-        Effect.ensuring(Effect.sync(view.finish)),
-        Effect.provide(layer(config, keys, options.concurrency)),
-        Effect.catchTags({
-          SqlError: (e) => new EnvironmentError({ message: `the database is unusable: ${e.message}` }),
-          ProviderUnsupported: (e) => new EnvironmentError({ message: e.message })
-        })
-      )
-    yield* write(process.stdout, options.json ? reportJson(report) : reportText(report))
-    return report.failures.length > 0 ? 1 : 0
+    return yield* command.run(args, output).pipe(
+      Effect.withConfigProvider(Host.restrictConfigProvider(plugin.manifest, ConfigProvider.fromEnv())),
+      Effect.catchTag("CommandUnusable", (e) => new EnvironmentError({ message: e.message })),
+      Effect.provide(layer(config, keys, [plugin]))
+    )
   }).pipe(Effect.provide(logging))
 }
 
@@ -48,16 +52,14 @@ const quietLogging = Layer.merge(
   Logger.minimumLogLevel(LogLevel.Warning)
 )
 
-const parsed = parse(process.argv.slice(2))
-
-const run = (command: Command): Effect.Effect<number, EnvironmentError> => {
+const run = (command: Command, plugins: ReadonlyArray<Plugin>): Effect.Effect<number, EnvironmentError> => {
   switch (command._tag) {
     case "Help":
       return write(process.stdout, command.text).pipe(Effect.as(0))
-    case "GarminMigrateOAuth2":
-      return migrateOAuth2(command)
+    case "Plugin":
+      return runPluginCommand(plugins.find((p) => p.manifest.id === command.plugin)!, command.command, command.args)
     case "BackfillStatus":
-      return Backfill.status(command).pipe(Effect.provide(quietLogging))
+      return Backfill.status(command, plugins).pipe(Effect.provide(quietLogging))
     case "BackfillStart":
       return Backfill.start(command).pipe(Effect.provide(quietLogging))
     case "BackfillCancel":
@@ -65,12 +67,13 @@ const run = (command: Command): Effect.Effect<number, EnvironmentError> => {
   }
 }
 
-/** What an interruption (Ctrl-C) leaves behind, per command. */
-const interrupted = (() => {
-  if (Either.isLeft(parsed)) return "interrupted"
-  switch (parsed.right._tag) {
-    case "GarminMigrateOAuth2":
-      return "interrupted; connections not migrated yet stay on OAuth 1.0a; run again to continue"
+/** What an interruption (Ctrl-C) leaves behind, once the command is known. */
+let interrupted = "interrupted"
+
+const interruptedBy = (command: Command) => {
+  switch (command._tag) {
+    case "Plugin":
+      return command.command.interrupted
     case "BackfillStart":
     case "BackfillCancel":
       return "interrupted; the server may have acted on the request already: see wearflow backfill status"
@@ -79,13 +82,19 @@ const interrupted = (() => {
     case "Help":
       return "interrupted"
   }
-})()
+}
 
-const main = Effect.suspend((): Effect.Effect<number, EnvironmentError> =>
-  Either.isLeft(parsed)
-    ? fail(`${parsed.left.message}\nRun 'wearflow --help' for usage.`).pipe(Effect.as(2))
-    : run(parsed.right)
-).pipe(
+const main = Effect.gen(function* () {
+  const plugins = yield* loadPluginList
+  const configured: Configured = {
+    commands: new Map(plugins.filter((p) => (p.commands ?? []).length > 0).map((p) => [p.manifest.id, p.commands!] as const)),
+    defaultProvider: plugins.find((p) => p.manifest.kind === "provider")?.manifest.id ?? "SLUG"
+  }
+  const parsed = parse(process.argv.slice(2), configured)
+  if (Either.isLeft(parsed)) return yield* fail(`${parsed.left.message}\nRun 'wearflow --help' for usage.`).pipe(Effect.as(2))
+  interrupted = interruptedBy(parsed.right)
+  return yield* run(parsed.right, plugins)
+}).pipe(
   Effect.catchTag("EnvironmentError", (e) => fail(e.message).pipe(Effect.as(3))),
   Effect.catchAllCause((cause) => {
     if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)

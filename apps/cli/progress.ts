@@ -3,7 +3,7 @@
  * redrawn in place; anywhere else (a log file, CI) plain lines appear at the start, at most
  * every 10 % and at the end, so logs stay readable.
  */
-import type { MigrationProgress } from "@wearflow/core/connections"
+import type { CommandProgress } from "@wearflow/core/plugin"
 import { Cause, HashMap, Logger } from "effect"
 
 const BAR_WIDTH = 20
@@ -11,30 +11,30 @@ const BAR_WIDTH = 20
 const REDRAW_MS = 50
 
 export interface ProgressView {
-  readonly update: (progress: MigrationProgress) => void
+  readonly update: (progress: CommandProgress) => void
   /** Ends the redrawn line, so what follows starts on a fresh one. */
   readonly finish: () => void
   /** Writes a whole line (a log message) without tearing the progress line. */
   readonly line: (text: string) => void
 }
 
-export const progressLine = (label: string, { total, done, migrated, failed }: MigrationProgress) => {
+export const progressLine = (label: string, succeededWord: string, { total, done, succeeded, failed }: CommandProgress) => {
   const filled = total === 0 ? 0 : Math.round((done / total) * BAR_WIDTH)
   const bar = "#".repeat(filled) + "-".repeat(BAR_WIDTH - filled)
-  const skipped = done - migrated - failed
-  return `${label}  [${bar}]  ${done}/${total}  migrated ${migrated}  failed ${failed}${skipped > 0 ? `  skipped ${skipped}` : ""}`
+  const skipped = done - succeeded - failed
+  return `${label}  [${bar}]  ${done}/${total}  ${succeededWord} ${succeeded}  failed ${failed}${skipped > 0 ? `  skipped ${skipped}` : ""}`
 }
 
-export const makeProgressView = (stream: NodeJS.WriteStream, label: string): ProgressView => {
+export const makeProgressView = (stream: NodeJS.WriteStream, label: string, succeededWord: string): ProgressView => {
   const tty = stream.isTTY === true
-  let last: MigrationProgress | undefined
+  let last: CommandProgress | undefined
   let drawn = false
   let drawnAt = 0
   let decile = -1
 
   const draw = () => {
     if (last === undefined) return
-    stream.write(`\r${progressLine(label, last)}\x1b[K`)
+    stream.write(`\r${progressLine(label, succeededWord, last)}\x1b[K`)
     drawn = true
     drawnAt = Date.now()
   }
@@ -49,7 +49,7 @@ export const makeProgressView = (stream: NodeJS.WriteStream, label: string): Pro
       const reached = progress.total === 0 ? 10 : Math.floor((progress.done * 10) / progress.total)
       if (progress.done === 0 || reached > decile) {
         decile = Math.max(decile, reached)
-        stream.write(progressLine(label, progress) + "\n")
+        stream.write(progressLine(label, succeededWord, progress) + "\n")
       }
     },
     finish: () => {
