@@ -15,7 +15,7 @@ import pg from "pg"
 import { startBenchPostgres } from "./postgres.ts"
 
 const bodyMb = Number(process.env.BENCH_BODY_MB ?? 100)
-const fixture = JSON.parse(await fs.readFile(new URL("../test/fixtures/garmin/dailies.json", import.meta.url), "utf8")) as {
+const fixture = JSON.parse(await fs.readFile(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")) as {
   dailies: Array<Record<string, unknown>>
 }
 

@@ -14,7 +14,7 @@ import { startBenchPostgres } from "./postgres.ts"
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32)
-const body = await fs.readFile(new URL("../test/fixtures/garmin/dailies.json", import.meta.url), "utf8")
+const body = await fs.readFile(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")
 
 interface Figures {
   readonly requests: number

@@ -12,7 +12,7 @@ import { wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "delivery-consumer-key", consumerSecret: "delivery-consumer-secret" }
 const API_KEY = "delivery-api-key"
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 
 let stack: GarminStack
 const api = wearflowApi(() => stack.server.baseUrl, API_KEY)

@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { FakeGarmin } from "./support/fake-garmin.ts"
+import type { FakeGarmin } from "../providers/garmin/testing/fake-garmin.ts"
 import { backfillFinished, connectedUser as connectUser, historicalPulls } from "./support/backfill.ts"
 import { wearflowCommand } from "./support/cli.ts"
 import { eventually } from "./support/server.ts"

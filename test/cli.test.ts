@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { FakeGarmin } from "./support/fake-garmin.ts"
+import type { FakeGarmin } from "../providers/garmin/testing/fake-garmin.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { wearflowCommand } from "./support/cli.ts"
 import { eventually, type RunningServer } from "./support/server.ts"
@@ -16,7 +16,7 @@ import { dailySteps, garminWebhook, wearflowApi } from "./support/wearflow-clien
 const CONSUMER = { consumerKey: "cli-consumer-key", consumerSecret: "cli-consumer-secret" }
 const API_KEY = "cli-api-key"
 const ENCRYPTION_KEY = Buffer.alloc(32, 7).toString("base64")
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 
 let stack: GarminStack

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { FakeGarmin } from "./support/fake-garmin.ts"
+import type { FakeGarmin } from "../providers/garmin/testing/fake-garmin.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { eventually } from "./support/server.ts"
 import { dailySteps, garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
@@ -16,7 +16,7 @@ const CONSUMER = { consumerKey: "connect-consumer-key", consumerSecret: "connect
 const API_KEY = "connect-api-key"
 const ENCRYPTION_KEY = randomBytes(32).toString("base64")
 const REDIRECT = "https://app.example/garmin-done"
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 
 let stack: GarminStack

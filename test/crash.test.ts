@@ -14,7 +14,7 @@ import { freshDatabaseUrl } from "./support/database.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
-const fixture = JSON.parse(await fs.readFile(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")) as {
+const fixture = JSON.parse(await fs.readFile(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")) as {
   dailies: Array<Record<string, any>>
 }
 const url = await freshDatabaseUrl()

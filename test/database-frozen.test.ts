@@ -30,7 +30,7 @@ const SLACK_MS = 25_000
 /** A request still unanswered after this is taken as hanging. */
 const HANG_MS = 120_000
 
-const dailies = readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")
+const dailies = readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")
 
 let dataDir: string
 let server: RunningServer

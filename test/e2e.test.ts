@@ -16,7 +16,7 @@ import { healthProbe, leakedProbeValues, probeValues } from "./support/health-pr
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { sendGarminNotification } from "./support/wearflow-client.ts"
 
-const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
+const fixture = (name: string) => readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8")
 const CLIENT_ID = "e2e-garmin-client"
 const API_KEY = "e2e-api-key"
 const SPEC_USER = "4aacafe82427c251df9c9592d0c06768"

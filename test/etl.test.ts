@@ -18,7 +18,7 @@ import { type S3Server, startS3 } from "./support/s3.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
-const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
+const fixture = (name: string) => readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8")
 const CLIENT_ID = "etl-garmin-client"
 const API_KEY = "etl-api-key"
 const SPEC_USER = "4aacafe82427c251df9c9592d0c06768"

@@ -14,7 +14,7 @@ import { garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-cl
 
 const CONSUMER = { consumerKey: "retention-consumer-key", consumerSecret: "retention-consumer-secret" }
 const API_KEY = "retention-api-key"
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const TOKEN = "oauth1-access-token-4f1c9a"
 
 let stack: GarminStack

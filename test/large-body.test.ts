@@ -8,14 +8,14 @@
 import { readFileSync } from "node:fs"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { FakeGarmin } from "./support/fake-garmin.ts"
+import type { FakeGarmin } from "../providers/garmin/testing/fake-garmin.ts"
 import { eventually, type RunningServer } from "./support/server.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { inboxOutcomes, sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "large-consumer-key", consumerSecret: "large-consumer-secret" }
 const API_KEY = "large-api-key"
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 const PART_ITEMS = 5
 

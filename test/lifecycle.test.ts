@@ -16,7 +16,7 @@ import { eventually, type RunningServer, startServer } from "./support/server.ts
 import { type Receiver, startReceiver } from "./support/webhook-receiver.ts"
 import { garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
 
-const fixture = (name: string) => JSON.parse(readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8"))
+const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8"))
 const CLIENT_ID = "lifecycle-garmin-client"
 const API_KEY = "lifecycle-api-key"
 const ALL_PERMISSIONS = ["ACTIVITY_EXPORT", "WORKOUT_IMPORT", "HEALTH_EXPORT", "COURSE_IMPORT", "MCT_EXPORT"]

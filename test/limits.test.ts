@@ -31,7 +31,7 @@ const count = async (query: string) => Number((await db.query(query)).rows[0].n)
 
 /** A dailies PUSH padded to exactly `bytes` bytes. */
 const bodyOf = (bytes: number) => {
-  const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0]
+  const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0]
   const empty = JSON.stringify({ dailies: [{ ...daily, userId: "limits-user", summaryId: "limits", filler: "" }] })
   const body = JSON.stringify({ dailies: [{ ...daily, userId: "limits-user", summaryId: "limits", filler: "x".repeat(bytes - empty.length) }] })
   expect(Buffer.byteLength(body)).toBe(bytes)

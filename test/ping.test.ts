@@ -7,14 +7,14 @@ import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { FakeGarmin } from "./support/fake-garmin.ts"
+import type { FakeGarmin } from "../providers/garmin/testing/fake-garmin.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { type RunningServer } from "./support/server.ts"
 import { dailySteps, garminWebhook, inboxOutcomes, wearflowApi } from "./support/wearflow-client.ts"
 
 const CONSUMER = { consumerKey: "ping-consumer-key", consumerSecret: "ping-consumer-secret" }
 const API_KEY = "ping-api-key"
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, unknown>
 const NOW = Math.floor(Date.now() / 1000)
 
 let stack: GarminStack

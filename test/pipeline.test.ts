@@ -25,7 +25,7 @@ import pg from "pg"
 import { freshDatabaseUrl } from "./support/database.ts"
 import { pipelineServices } from "./support/pipeline.ts"
 
-const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
+const fixture = (name: string) => readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8")
 const GARMIN_USER = "4aacafe82427c251df9c9592d0c06768"
 const garmin = { id: "garmin", name: "Garmin", resourceScopes: Garmin.resourceScopes }
 

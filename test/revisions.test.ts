@@ -20,7 +20,7 @@ import { pipelineServices } from "./support/pipeline.ts"
 
 type Raw = Record<string, unknown>
 const fixture = (name: string): Array<Raw> =>
-  JSON.parse(readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8"))[name]
+  JSON.parse(readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8"))[name]
 
 const url = await freshDatabaseUrl()
 

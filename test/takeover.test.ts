@@ -19,7 +19,7 @@ import { startGarminStack } from "./support/stack.ts"
 import { type Receiver, startReceiver } from "./support/webhook-receiver.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, any>
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0] as Record<string, any>
 const API_KEY = "takeover-api-key"
 const CLIENT_ID = "takeover-client"
 const DAY = 86_400

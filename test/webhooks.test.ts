@@ -19,7 +19,7 @@ import { eventually, type RunningServer, startServer } from "./support/server.ts
 import { type Received, type Receiver, startReceiver } from "./support/webhook-receiver.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
-const fixture = (name: string) => readFileSync(new URL(`./fixtures/garmin/${name}.json`, import.meta.url), "utf8")
+const fixture = (name: string) => readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8")
 const CLIENT_ID = "webhooks-garmin-client"
 const API_KEY = "webhooks-api-key"
 const OTHER_TEAM_KEY = "webhooks-other-team-key"

@@ -20,7 +20,7 @@ import { dataKeys } from "./notifications.ts"
 import { normalizers, sportOf } from "./normalize.ts"
 
 const fixture = (name: string, key: string): Array<Record<string, unknown>> => {
-  const body = JSON.parse(readFileSync(new URL(`../../test/fixtures/garmin/${name}.json`, import.meta.url), "utf8"))
+  const body = JSON.parse(readFileSync(new URL(`./testing/fixtures/${name}.json`, import.meta.url), "utf8"))
   return body[key]
 }
 
@@ -1074,7 +1074,7 @@ describe("garmin mct", () => {
 })
 
 describe("garmin fixtures", () => {
-  const dir = new URL("../../test/fixtures/garmin/", import.meta.url)
+  const dir = new URL("./testing/fixtures/", import.meta.url)
   const notData = new Set(["activityFiles", "deregistrations", "userPermissionsChange"])
   const files = readdirSync(dir).filter((f) => f.endsWith(".json") && !f.startsWith("ping-"))
 

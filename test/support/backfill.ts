@@ -1,7 +1,7 @@
 /** Backfill scaffolding for server-level tests: a connected user with history, and the status API. */
 import { randomBytes } from "node:crypto"
 import { expect } from "vitest"
-import type { FakeGarmin } from "./fake-garmin.ts"
+import type { FakeGarmin } from "../../providers/garmin/testing/fake-garmin.ts"
 import { eventually } from "./server.ts"
 import type { WearflowApi } from "./wearflow-client.ts"
 

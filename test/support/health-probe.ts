@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs"
 
-const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../fixtures/garmin/${name}.json`, import.meta.url), "utf8"))
+const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8"))
 
 /** The values the probe carries, as posted. */
 export const probeValues = {

@@ -9,7 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
 import { freshDatabaseUrl } from "./database.ts"
-import { type FakeGarmin, type FakeGarminOptions, startFakeGarmin } from "./fake-garmin.ts"
+import { type FakeGarmin, type FakeGarminOptions, startFakeGarmin } from "../../providers/garmin/testing/fake-garmin.ts"
 import { type RunningServer, startServer } from "./server.ts"
 
 export interface GarminStack {

@@ -274,7 +274,7 @@ export interface FakeGarmin {
   addActivityFile(userId: string, file: { id?: string; bytes: Uint8Array | string; contentType?: string }): string
   /**
    * Appends realistic history to `userId`'s `data`: per key, the first record of
-   * test/fixtures/garmin/<key>.json, moved to each day of the range (every time field
+   * testing/fixtures/<key>.json, moved to each day of the range (every time field
    * and calendarDate shifted together, fresh summaryId, this userId). Returns what it added.
    */
   seedHistory(userId: string, options: SeedHistoryOptions): Record<string, Array<GarminRecord>>
@@ -1109,8 +1109,8 @@ const injectedReply = (rule: InjectRule): Reply | undefined => {
 // History seeding (for backfill tests)
 // ---------------------------------------------------------------------------
 
-/** The repository's copy of the Garmin fixtures (test/fixtures/garmin). */
-const FIXTURES_DIR = new URL("../fixtures/garmin/", import.meta.url)
+/** The repository's copy of the Garmin fixtures (testing/fixtures). */
+const FIXTURES_DIR = new URL("./fixtures/", import.meta.url)
 const DEFAULT_HISTORY_KEYS = ["dailies", "sleeps", "epochs", "activities", "bodyComps", "hrv", "stressDetails"]
 /** Users do not work out every day: these keys get a record every second seeded day. */
 const ACTIVITY_KEYS = new Set(["activities", "activityDetails", "manuallyUpdatedActivities", "moveIQActivities"])

@@ -13,7 +13,7 @@ import {
   recordTimeOf,
   startFakeGarmin,
   uploadTimeOf
-} from "./support/fake-garmin.ts"
+} from "./fake-garmin.ts"
 
 const consumer = { key: "consumer-key", secret: "consumer-secret" }
 const oauth = new OAuth({
