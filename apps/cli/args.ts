@@ -25,6 +25,7 @@ export type Command =
     readonly json: boolean
   }
   | { readonly _tag: "BackfillCancel"; readonly userId: string; readonly provider: string }
+  | { readonly _tag: "PluginNew"; readonly kind: "provider" | "sink"; readonly id: string; readonly dir: string | undefined }
 
 /** The command line could not be understood (exit code 2). */
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -44,13 +45,17 @@ export const MAX_DAYS = 1825
 export const usage = ({ commands: plugins, defaultProvider }: Configured) => `wearflow: Wearflow's command line
 
 Usage:
-${[...plugins].flatMap(([id, commands]) => commands.map((c) => `  wearflow ${id} ${c.name} ${c.usage}\n`)).join("")}  wearflow backfill status [--user USER_ID] [--provider SLUG] [--json] [--watch]
+${[...plugins].flatMap(([id, commands]) => commands.map((c) => `  wearflow ${id} ${c.name} ${c.usage}\n`)).join("")}  wearflow plugin new provider|sink ID [--dir DIR]
+  wearflow backfill status [--user USER_ID] [--provider SLUG] [--json] [--watch]
   wearflow backfill start --user USER_ID [--provider ${defaultProvider}] [--days N] [--types a,b] [--json]
   wearflow backfill cancel --user USER_ID [--provider ${defaultProvider}]
   wearflow --help
 
 Commands:
-${[...plugins].flatMap(([id, commands]) => commands.map((c) => commandLine(`${id} ${c.name}`, c.summary))).join("")}  backfill status         Each user's latest backfill per provider, by resource (reads the database).
+${[...plugins].flatMap(([id, commands]) => commands.map((c) => commandLine(`${id} ${c.name}`, c.summary))).join("")}  plugin new              Writes a new provider or sink plugin folder (providers/ID or sinks/ID,
+                          or DIR/ID) that passes the conformance kit as it is; docs/plugins.md
+                          walks through making it real.
+  backfill status         Each user's latest backfill per provider, by resource (reads the database).
   backfill start          Asks the running server to fetch a user's history from the provider.
   backfill cancel         Asks the running server to stop a user's running backfill.
 
@@ -186,6 +191,15 @@ export const parse = (argv: ReadonlyArray<string>, configured: Configured): Eith
       onLeft: (message) => usageError(message),
       onRight: (parsed) => Either.right({ _tag: "Plugin", plugin: command, command: found, args: parsed } as const)
     })
+  }
+  if (command === "plugin") {
+    const [sub, kind, id, ...flags] = rest
+    if (sub !== "new") return usageError(sub === undefined ? "no plugin command given (there is one: new)" : `unknown plugin command ${shown(sub)} (there is one: new)`)
+    if (kind !== "provider" && kind !== "sink") return usageError("plugin new needs provider or sink")
+    if (id === undefined || !/^[a-z][a-z0-9-]{1,30}$/.test(id)) {
+      return usageError(`plugin new ${kind} needs an id of 2..31 lower-case letters, digits and dashes${id === undefined ? "" : `, not ${shown(id)}`}`)
+    }
+    return Either.map(flagsOf(flags, { values: { dir: "a directory" }, switches: [] }), (parsed) => ({ _tag: "PluginNew", kind, id, dir: parsed.values.get("dir") } as const))
   }
   if (command === "backfill") {
     const [sub, ...flags] = rest

@@ -13,6 +13,7 @@ import type { CommandOutput, Plugin, PluginCommand } from "@wearflow/core/plugin
 import { Cause, ConfigProvider, Effect, Either, Exit, Layer, Logger, LogLevel } from "effect"
 import { type Command, type Configured, parse } from "./args.ts"
 import * as Backfill from "./backfill.ts"
+import * as Scaffold from "./scaffold.ts"
 import { EnvironmentError, encryptionKeys, layer, loadConfig, loadPluginList } from "./environment.ts"
 import { fail, write } from "./io.ts"
 import { makeLogger, makeProgressView, type ProgressView } from "./progress.ts"
@@ -64,6 +65,8 @@ const run = (command: Command, plugins: ReadonlyArray<Plugin>): Effect.Effect<nu
       return Backfill.start(command).pipe(Effect.provide(quietLogging))
     case "BackfillCancel":
       return Backfill.cancel(command).pipe(Effect.provide(quietLogging))
+    case "PluginNew":
+      return Scaffold.run(command.kind, command.id, command.dir).pipe(Effect.catchTag("ScaffoldError", (e) => new EnvironmentError({ message: e.message })))
   }
 }
 
@@ -79,6 +82,8 @@ const interruptedBy = (command: Command) => {
       return "interrupted; the server may have acted on the request already: see wearflow backfill status"
     case "BackfillStatus":
       return "interrupted; backfills go on in the server"
+    case "PluginNew":
+      return "interrupted; the plugin folder may be incomplete: remove it and run again"
     case "Help":
       return "interrupted"
   }
