@@ -16,6 +16,8 @@ import { eventually, type RunningServer, startServer } from "./support/server.ts
 const root = fileURLToPath(new URL("../", import.meta.url))
 const id = `scaffolded-${process.pid}`
 const folder = path.join(root, "providers", id)
+const sinkId = `${id}-sink`
+const sinkFolder = path.join(root, "sinks", sinkId)
 const servers: Array<RunningServer> = []
 
 const exec = (command: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
@@ -30,34 +32,37 @@ const exec = (command: string, args: ReadonlyArray<string>, env: Record<string, 
 afterAll(async () => {
   await Promise.all(servers.map((server) => server.stop()))
   await fs.rm(folder, { recursive: true, force: true })
+  await fs.rm(sinkFolder, { recursive: true, force: true })
   await fs.rm(path.join(root, `tsconfig.${id}.json`), { force: true })
 })
 
-describe("wearflow plugin new provider", () => {
-  it("scaffolds a plugin that type-checks, passes the conformance kit and runs by configuration", async () => {
+describe("wearflow plugin new", () => {
+  it("scaffolds a provider and a sink that type-check, pass the conformance kit, and run by configuration", async () => {
     const created = await exec(path.join(root, "node_modules/.bin/bun"), ["apps/cli/main.ts", "plugin", "new", "provider", id])
     expect(created.code, created.output).toBe(0)
     expect(created.output).toContain(`providers/${id}/mod.ts`)
+    const sink = await exec(path.join(root, "node_modules/.bin/bun"), ["apps/cli/main.ts", "plugin", "new", "sink", sinkId])
+    expect(sink.code, sink.output).toBe(0)
 
     // Refuses to overwrite.
     const again = await exec(path.join(root, "node_modules/.bin/bun"), ["apps/cli/main.ts", "plugin", "new", "provider", id])
     expect(again.code).toBe(3)
     expect(again.output).toContain("exists")
 
-    await fs.writeFile(path.join(root, `tsconfig.${id}.json`), JSON.stringify({ extends: "./tsconfig.json", include: [`providers/${id}`] }))
+    await fs.writeFile(path.join(root, `tsconfig.${id}.json`), JSON.stringify({ extends: "./tsconfig.json", include: [`providers/${id}`, `sinks/${sinkId}`] }))
     const typecheck = await exec(path.join(root, "node_modules/.bin/tsc"), ["--noEmit", "-p", `tsconfig.${id}.json`])
     expect(typecheck.code, typecheck.output).toBe(0)
 
-    const kit = await exec(path.join(root, "node_modules/.bin/vitest"), ["run", `providers/${id}`], { DATABASE_URL: inject("adminDatabaseUrl"), NO_COLOR: "1", FORCE_COLOR: "0" })
+    const kit = await exec(path.join(root, "node_modules/.bin/vitest"), ["run", `providers/${id}`, `sinks/${sinkId}`], { DATABASE_URL: inject("adminDatabaseUrl"), NO_COLOR: "1", FORCE_COLOR: "0" })
     expect(kit.code, kit.output).toBe(0)
-    expect(kit.output).toMatch(/Tests\s+6 passed/)
+    expect(kit.output).toMatch(/Tests\s+9 passed/)
 
     const secret = "scaffold-secret"
     const server = await startServer({
       DATABASE_URL: Redacted.value(await freshDatabaseUrl()),
       WEARFLOW_API_KEY: "scaffold-api-key",
       WEARFLOW_DATA_DIR: await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-scaffold-")),
-      WEARFLOW_PLUGINS: `${id},postgres`,
+      WEARFLOW_PLUGINS: `${id},postgres,${sinkId}`,
       [`${id.replace(/-/g, "_").toUpperCase()}_WEBHOOK_SECRET`]: secret
     })
     servers.push(server)

@@ -16,9 +16,10 @@ export type PluginKind = "provider" | "sink"
 const TEMPLATES = fileURLToPath(new URL("./templates/", import.meta.url))
 const ROOT = fileURLToPath(new URL("../../", import.meta.url))
 
-/** `acme-fit` → `AcmeFit` (type names), `ACME_FIT` (environment prefix). */
+/** `acme-fit` → `AcmeFit` (type names), `ACME_FIT` (environment prefix), `acme_fit` (SQL names). */
 export const namesOf = (id: string) => ({
   __ID__: id,
+  __SNAKE__: id.replace(/-/g, "_"),
   __NAME__: id.split(/[-_]/).map((part) => part.charAt(0).toUpperCase() + part.slice(1)).join(""),
   __ENV__: id.replace(/-/g, "_").toUpperCase()
 })

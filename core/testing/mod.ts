@@ -280,3 +280,4 @@ export const providerConformance = <F extends FakeServer>(options: ProviderConfo
     })
   })
 }
+export { type Destination, sinkConformance, type SinkConformanceOptions } from "./sink.ts"
