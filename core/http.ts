@@ -6,6 +6,15 @@
 import { HttpApiMiddleware, HttpApiSchema, HttpApiSecurity } from "@effect/platform"
 import { Context, Duration, Effect, Schema } from "effect"
 
+/** Printable text of 1..`max` characters: no control characters (Postgres refuses NUL), no lone surrogates. */
+export const PrintableId = (max: number) =>
+  Schema.String.pipe(
+    Schema.minLength(1),
+    Schema.maxLength(max),
+    Schema.pattern(/^[^\u0000-\u001f\u007f]+$/),
+    Schema.filter((s) => s.isWellFormed(), { message: () => "must be well-formed text" })
+  )
+
 /** The id of Wearflow's HttpApi; plugins build their handler layers against an API of this id. */
 export const ApiId = "wearflow"
 

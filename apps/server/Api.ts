@@ -4,7 +4,7 @@
  * the docs page are generated from the result.
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
-import { ApiId, Conflict, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
+import { ApiId, Conflict, InvalidRequest, NotFound, PrintableId, ServiceUnavailable } from "@wearflow/core/http"
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
@@ -14,14 +14,7 @@ export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
 const UserId = HttpApiSchema.param("user_id", Schema.String)
 
-/** Printable text: no control characters (Postgres refuses NUL), no lone surrogates. */
-const Id = (max: number) =>
-  Schema.String.pipe(
-    Schema.minLength(1),
-    Schema.maxLength(max),
-    Schema.pattern(/^[^\u0000-\u001f\u007f]+$/),
-    Schema.filter((s) => s.isWellFormed(), { message: () => "must be well-formed text" })
-  )
+const Id = PrintableId
 
 export const CreateUser = Schema.Struct({
   client_user_id: Id(256).annotations({

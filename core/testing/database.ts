@@ -12,7 +12,7 @@ import pg from "pg"
 import { inject } from "vitest"
 import * as EmbeddedPostgres from "../storage/embedded-postgres.ts"
 
-let embedded: Promise<string> | undefined
+let embedded: Promise<EmbeddedPostgres.EmbeddedPostgres> | undefined
 
 const adminUrl = async (): Promise<string> => {
   const provided = (() => {
@@ -27,11 +27,17 @@ const adminUrl = async (): Promise<string> => {
   embedded ??= (async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-conformance-"))
     await fs.chmod(dir, 0o755)
-    const db = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "conformance_admin" }))
-    process.once("exit", () => void Effect.runPromise(Effect.ignore(db.stop)))
-    return Redacted.value(db.url)
+    return Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "conformance_admin" }))
   })()
-  return embedded
+  return Redacted.value((await embedded).url)
+}
+
+/** Stops the embedded Postgres this file started, if any (the kits call it after their suites). */
+export const stopEmbedded = async () => {
+  if (embedded === undefined) return
+  const db = await embedded
+  embedded = undefined
+  await Effect.runPromise(Effect.ignore(db.stop))
 }
 
 export const freshDatabase = async (): Promise<Redacted.Redacted<string>> => {

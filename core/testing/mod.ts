@@ -24,7 +24,7 @@ import { type IngestOutcome, IngestWorker } from "../pipeline/ingest.ts"
 import { allowsEnv, type Plugin } from "../plugin.ts"
 import { Providers } from "../provider.ts"
 import { checkPlugin } from "../registry.ts"
-import { freshDatabase } from "./database.ts"
+import { freshDatabase, stopEmbedded } from "./database.ts"
 import { hostileVariants, MARKER } from "./hostile.ts"
 import { pipelineWith } from "./pipeline.ts"
 import { scanPluginSource } from "./source-scan.ts"
@@ -109,6 +109,7 @@ export const providerConformance = <F extends FakeServer>(options: ProviderConfo
     afterAll(async () => {
       await runtime?.dispose()
       await fake?.close()
+      await stopEmbedded()
     })
 
     it("has a valid manifest, asks for no core secret, and builds from its fake's configuration alone", async () => {

@@ -21,7 +21,7 @@ import type { Plugin } from "../plugin.ts"
 import * as Registry from "../registry.ts"
 import { Sinks } from "../sink.ts"
 import * as Database from "../storage/database.ts"
-import { freshDatabase } from "./database.ts"
+import { freshDatabase, stopEmbedded } from "./database.ts"
 import { scanPluginSource } from "./source-scan.ts"
 
 /** Where a sink under test delivers, started for a run. */
@@ -125,6 +125,7 @@ export const sinkConformance = (options: SinkConformanceOptions) => {
     afterAll(async () => {
       await runtime?.dispose()
       await destination?.close()
+      await stopEmbedded()
     })
 
     it("has a valid manifest and reaches nothing it does not declare", () => {

@@ -2,17 +2,11 @@
  * `POST /v2/user/{id}/connections/garmin`: an existing Garmin account linked with the tokens
  * the caller already holds — OAuth 2.0, or the legacy OAuth 1.0a pair.
  */
+import { PrintableId } from "@wearflow/core/http"
 import type { Connected } from "@wearflow/core/provider"
 import { ParseResult, Schema } from "effect"
 
-/** Printable text: no control characters (Postgres refuses NUL), no lone surrogates. */
-const Id = (max: number) =>
-  Schema.String.pipe(
-    Schema.minLength(1),
-    Schema.maxLength(max),
-    Schema.pattern(/^[^\u0000-\u001f\u007f]+$/),
-    Schema.filter((s) => s.isWellFormed(), { message: () => "must be well-formed text" })
-  )
+const Id = PrintableId
 
 const Secret = Schema.Redacted(Schema.String.pipe(Schema.minLength(1)))
 
