@@ -21,6 +21,8 @@ import { inspect, itemsOf, lifecycleOf, type NotificationKind, redactToken } fro
 import { makePull } from "./pull.ts"
 import { makeAuth } from "./auth.ts"
 import { makeBackfill } from "./backfill.ts"
+import { aliasesOf, legacyState } from "./state.ts"
+import { migrateToOAuth2 } from "./upgrade.ts"
 
 export { GarminApi } from "./Api.ts"
 
@@ -64,21 +66,25 @@ export const layerProvider = Layer.effect(
     const config = yield* manifest.config
     const client = yield* HttpClient.HttpClient
     const pull = makePull(client, config)
+    const auth = makeAuth(client, config)
     return {
       id: manifest.id,
       name: "Garmin",
       itemsOf,
       normalizers,
       // Pulled records are stored like a PUSH body: without OAuth 1.0a tokens.
-      pull: (item, credentials) =>
+      fetch: (item, credentials) =>
         pull(item, credentials).pipe(
           Effect.map((pulled) => (pulled._tag === "Records" ? { ...pulled, records: pulled.records.map(redactPulled) } : pulled))
         ),
       lifecycle: lifecycleOf,
       requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"],
       resourceScopes,
-      auth: makeAuth(client, config),
-      backfill: makeBackfill(client, config)
+      auth,
+      backfill: { ...makeBackfill(client, config), forbiddenHint: "the user may not have granted historical data access (HISTORICAL_DATA_EXPORT)" },
+      aliasesOf,
+      legacyState,
+      upgradeConnections: (connections, options) => migrateToOAuth2(connections, auth.upgrade, options, manifest.id)
     } satisfies Provider
   })
 )
