@@ -417,7 +417,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
       }).pipe(sql.withTransaction)
 
     /**
-     * @deprecated apps/cli's `wearflow garmin migrate-oauth2` still calls this: it runs the
+     * @deprecated apps/cli's OAuth 2.0 migration command still calls this: it runs the
      * provider's own upgrade (Provider.upgradeConnections). Goes when the provider contributes
      * its command.
      */
