@@ -273,6 +273,8 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
               provider_state = ${tokens.state === undefined ? row.provider_state : encryptState(cipher, tokens.state)},
               last_error = null, updated_at = now()
             where id = ${row.id}`
+          // A provider whose refresh gives new state may route the connection by new aliases.
+          if (tokens.state !== undefined) yield* replaceAliases(sql, row.id, aliasDigestsOf(provider, { bearer: tokens.accessToken, state: tokens.state }))
           return "refreshed" satisfies RefreshResult
         }
         const error: AuthError = result.left
