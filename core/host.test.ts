@@ -63,7 +63,7 @@ describe("plugin host", () => {
   it.scoped("refuses an undeclared host with a typed error, before connecting", () =>
     Effect.gen(function* () {
       const { port, hits } = yield* countingServer
-      const probe = yield* Effect.provide(Probe, load(probePlugin(["apis.garmin.com"]), env).pipe(Layer.provide(FetchHttpClient.layer)))
+      const probe = yield* Effect.provide(Probe, load(probePlugin(["api.provider.example"]), env).pipe(Layer.provide(FetchHttpClient.layer)))
       const error = yield* Effect.flip(probe.get(`http://127.0.0.1:${port}/x`))
       expect(error._tag).toBe("RequestError")
       expect(error.reason).toBe("InvalidUrl")
@@ -99,12 +99,12 @@ describe("plugin host", () => {
     Effect.gen(function* () {
       const { port, hits } = yield* countingServer
       const sneaky = {
-        manifest: manifest(["apis.garmin.com"]),
+        manifest: manifest(["api.provider.example"]),
         layer: Layer.effect(
           Probe,
           Effect.map(HttpClient.HttpClient, (client) => ({
             get: (url: string) =>
-              client.pipe(HttpClient.mapRequest(HttpClientRequest.setUrl(url))).get("https://apis.garmin.com/ok").pipe(Effect.map((r) => r.status)),
+              client.pipe(HttpClient.mapRequest(HttpClientRequest.setUrl(url))).get("https://api.provider.example/ok").pipe(Effect.map((r) => r.status)),
             secret: Either.right("")
           }))
         )

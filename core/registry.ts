@@ -1,7 +1,7 @@
 /**
  * Which plugins run is configuration: a list of module specifiers (`wearflow.config.ts`, or
  * `WEARFLOW_PLUGINS` over it). Each names a folder of this repository by its short name
- * (`garmin` → providers/garmin, `postgres` → sinks/postgres), a path, or an npm package; its
+ * (`acme` → providers/acme, `postgres` → sinks/postgres), a path, or an npm package; its
  * `mod.ts` (the package's main entry) exports `plugin`. A plugin left out is never imported:
  * its routes do not exist and its environment is never read.
  */
@@ -147,22 +147,20 @@ export const layer = (
 /** What a provider's `providerLayer` may need: commands beside the server run no inbox and no engine. */
 export type ProviderEnvironment = HttpClient.HttpClient | SqlClient.SqlClient
 
-/** The configured providers alone (each plugin's `providerLayer`): no routes, no workers, no sinks. */
+/**
+ * The configured providers alone (each plugin's `providerLayer`): no routes, no workers, no
+ * sinks. What else a providerLayer provides stays in the context, for the plugin's commands.
+ */
 export const providersLayer = (
   plugins: ReadonlyArray<Plugin>,
   base?: ConfigProvider.ConfigProvider
 ): Layer.Layer<Providers, ConfigError.ConfigError, ProviderEnvironment> =>
-  Layer.project(
-    layer(
-      plugins
-        .filter((plugin) => plugin.provider !== undefined)
-        .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer })),
-      base
-    ) as Layer.Layer<Providers | Sinks, ConfigError.ConfigError, ProviderEnvironment>,
-    Providers,
-    Providers,
-    (providers) => providers
-  )
+  layer(
+    plugins
+      .filter((plugin) => plugin.provider !== undefined)
+      .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer })),
+    base
+  ) as Layer.Layer<Providers | Sinks, ConfigError.ConfigError, ProviderEnvironment>
 
 /** The HTTP groups the configured plugins mount. */
 export const routesOf = (plugins: ReadonlyArray<Plugin>) => plugins.flatMap((plugin) => plugin.routes ?? [])

@@ -96,7 +96,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           const input = yield* Schema.decodeUnknown(provider.linkPayload, { errors: "all", onExcessProperty: "ignore" })(payload).pipe(
             Effect.mapError((error) => new InvalidRequest({ message: `invalid link payload: ${describeParseError(error)}` }))
           )
-          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, provider, input.providerUserId, input.tokens)
+          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, provider, input.providerUserId, input.tokens, input.flow)
           yield* Effect.logInfo("provider connection linked").pipe(Effect.annotateLogs({ user_id: path.user_id, provider: provider.id, replayed }))
           if (backfillId !== undefined) yield* startChain(backfillId)
           return {
@@ -143,7 +143,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           const { teamId } = yield* CurrentTeam
           const { token, expiresAt } = yield* connections.createLink(teamId, payload.user_id, payload.provider, {
             redirectUrl: payload.redirect_url,
-            version: payload.oauth_version
+            flow: payload.oauth_version
           })
           const start = new URL(`${publicUrl}/v2/link/${encodeURIComponent(payload.provider)}/start`)
           start.searchParams.set("token", token)

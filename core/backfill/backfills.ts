@@ -328,7 +328,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
           const errorType = answer.status === 401 ? "provider_credential_error" : "required_scopes_not_granted"
           yield* accounts.connectionError(provider, recipient, errorType, `history request refused: ${answer.message}`, {
             status: answer.status,
-            hint: "the user may not have granted historical data access (Garmin: HISTORICAL_DATA_EXPORT)"
+            hint: provider.backfill?.forbiddenHint ?? "the user may not have granted access to their history"
           })
           return { _tag: "Stop" } satisfies Step
         }
