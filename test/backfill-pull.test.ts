@@ -16,7 +16,7 @@ import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Engine from "@wearflow/core/engine"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
-import { Inbox, IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { Inbox, INGEST_MAX_ATTEMPTS, IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { type BackfillAnswer, type Provider, Providers } from "@wearflow/core/provider"
@@ -238,4 +238,36 @@ it("fetches the history range page by page, commits each page once despite a ret
   const recordEvents = await query<{ historical: boolean }>("select historical from outbox where user_id = $1 and record_id is not null", userId)
   expect(recordEvents.length).toBeGreaterThan(0)
   expect(recordEvents.every((e) => e.historical)).toBe(true)
+}, 120_000)
+
+it("a fetched window whose page can never be processed (its ingest job gave up) fails; the chain goes on and nothing is announced", async () => {
+  const { userId, backfillId } = await run(Effect.gen(function* () {
+    const accounts = yield* Accounts
+    const teamId = yield* accounts.ensureTeamKey("pull", Redacted.make("pull-api-key"))
+    const user = yield* accounts.createUser(teamId, "pull-client-user-2")
+    const linked = yield* accounts.link(teamId, user.user_id, pullProvider, `${PROVIDER_USER}-2`, { accessToken: Redacted.make(TOKEN) })
+    return { userId: user.user_id, backfillId: linked.backfillId! }
+  }))
+  await run(startChain(backfillId))
+  const [newest] = await eventually(async () => {
+    const all = await windows(backfillId)
+    return all[0]?.status === "fetched" ? all : undefined
+  }, 30_000)
+  const [first, second] = await pagesOf(newest!.id)
+  // Page 0's ingest used up its attempts (as a body that always breaks the worker would); page 1 is processed.
+  await query(`update ingest_queue set attempts = ${INGEST_MAX_ATTEMPTS} where id = $1`, `inbox-${first!.inbox_id}`)
+  await run(Effect.flatMap(IngestWorker, (worker) => worker.process({ inboxId: Number(second!.inbox_id) })))
+
+  const [failed, older] = await eventually(async () => {
+    const all = await windows(backfillId)
+    return all[0]!.status === "failed" && all[1]!.status === "fetched" ? all : undefined
+  }, 30_000)
+  expect(failed!.completion).toBe("failed")
+  await processPages(older!.id)
+  await eventually(async () => {
+    const [row] = await query<{ status: string; error: string | null }>("select status, error from backfills where id = $1", backfillId)
+    return row?.status === "done" ? row : undefined
+  }, 30_000)
+  expect((await windows(backfillId)).map((w) => w.status)).toEqual(["failed", "complete"])
+  expect(await historicalNotices(userId)).toEqual([])
 }, 120_000)

@@ -374,6 +374,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
       const [window] = yield* sql<WindowRow>`select * from backfill_windows where id = ${windowId}`
       if (!window || (window.status !== "requested" && window.status !== "fetched")) return
       const backfill = yield* loadBackfill(window.backfill_id)
+      if (answer === "unprocessed") return yield* finishWindow(backfill, window, "failed", "failed", "some pages of the fetched history could not be processed")
       yield* finishWindow(backfill, window, "complete", answer === "fetched" ? "fetched" : answer === "covered" ? "data" : window.items > 0 ? "data_then_quiet" : "quiet")
     }, sql.withTransaction, retryTransient)
 

@@ -26,20 +26,24 @@ const PlannedWindow = Schema.Struct({
 /** Longest wait between two looks at a fetched window's pages. */
 const PAGES_POLL_MAX = Duration.seconds(10)
 
+const PagesWaiting = Schema.UndefinedOr(Schema.Struct({ waiting: Schema.Number, unprocessable: Schema.Number }))
+
 /**
  * Waits until every page the provider fetched for the window is processed (its records
- * stored), looking again after 100 ms, then twice as long each time up to 10 s.
+ * stored), looking again after 100 ms, then twice as long each time up to 10 s; or until
+ * the only pages left are ones whose ingest gave up.
  */
 const awaitPages = (windowId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     for (let round = 0; ; round++) {
-      const waiting = yield* Activity.make({
+      const pages = yield* Activity.make({
         name: `pages/${windowId}/${round}`,
-        success: Schema.UndefinedOr(Schema.Number),
+        success: PagesWaiting,
         execute: pagesWaiting(sql, windowId).pipe(retryWhileTransient("10 minutes"), Effect.orDie)
       })
-      if (waiting === undefined || waiting === 0) return
+      if (pages === undefined || pages.waiting === 0) return "fetched" satisfies WindowAnswer
+      if (pages.waiting === pages.unprocessable) return "unprocessed" satisfies WindowAnswer
       const wait = Duration.min(Duration.millis(100 * 2 ** Math.min(round, 10)), PAGES_POLL_MAX)
       yield* DurableClock.sleep({ name: `pages-wait/${windowId}/${round}`, duration: wait })
     }
@@ -75,8 +79,8 @@ const ChainLive = BackfillChain.toLayer(
       if (step._tag === "Stop") break
       if (step._tag === "Finished") continue
       if (step._tag === "Fetched") {
-        yield* awaitPages(window.id)
-        yield* Activity.make({ name: `complete/${window.id}`, execute: backfills.complete(window.id, "fetched" satisfies WindowAnswer).pipe(Effect.orDie) })
+        const answer = yield* awaitPages(window.id)
+        yield* Activity.make({ name: `complete/${window.id}`, execute: backfills.complete(window.id, answer).pipe(Effect.orDie) })
         continue
       }
 

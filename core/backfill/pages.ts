@@ -5,8 +5,11 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
-import type { Inbox } from "../pipeline/inbox.ts"
+import { type Inbox, INGEST_MAX_ATTEMPTS, ingestJobId } from "../pipeline/inbox.ts"
 import { type HistoryPages, PageCommitError } from "../provider.ts"
+
+/** Ingest job ids are this followed by the inbox row's id. */
+const INGEST_JOB_PREFIX = ingestJobId(0).slice(0, -1)
 
 export interface PageTarget {
   readonly provider: string
@@ -40,17 +43,23 @@ export const historyPages = (sql: SqlClient.SqlClient, inbox: Inbox, target: Pag
 })
 
 /**
- * How many of a fetched window's pages are still to be processed; undefined once the window
- * no longer waits for them (cancelled, failed, or already complete). A page whose inbox row
- * is gone was processed (retention deletes only processed rows).
+ * How many of a fetched window's pages are still to be processed, and how many of those
+ * never will be (their ingest job, or one of their parts', used up its attempts); undefined
+ * once the window no longer waits for them (cancelled, failed, or already complete). A page
+ * whose inbox row is gone was processed (retention deletes only processed rows).
  */
 export const pagesWaiting = (sql: SqlClient.SqlClient, windowId: string) =>
-  sql<{ status: string; waiting: number }>`
-    select w.status, count(i.id) filter (where i.processed_at is null)::int as waiting
+  sql<{ status: string; waiting: number; unprocessable: number }>`
+    select w.status,
+      count(i.id) filter (where i.processed_at is null)::int as waiting,
+      count(i.id) filter (where i.processed_at is null and exists (
+        select 1 from inbox r join ingest_queue q on q.id = ${INGEST_JOB_PREFIX} || r.id
+        where (r.id = i.id or r.part_of = i.id) and not q.completed and q.attempts >= ${INGEST_MAX_ATTEMPTS}
+      ))::int as unprocessable
     from backfill_windows w
     left join backfill_pages p on p.window_id = w.id
     left join inbox i on i.id = p.inbox_id
     where w.id = ${windowId}
     group by w.status`.pipe(
-    Effect.map(([row]) => (row?.status === "fetched" ? row.waiting : undefined))
+    Effect.map(([row]) => (row?.status === "fetched" ? { waiting: row.waiting, unprocessable: row.unprocessable } : undefined))
   )

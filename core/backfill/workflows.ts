@@ -23,8 +23,11 @@ export const BackfillQuietPeriod = Workflow.make({
   idempotencyKey: ({ windowId }) => windowId
 })
 
-/** `fetched`: the provider fetched the window itself and every page of it is processed. */
-export const WindowAnswer = Schema.Literal("covered", "quiet", "fetched")
+/**
+ * `fetched`: the provider fetched the window itself and every page of it is processed;
+ * `unprocessed`: some of those pages will never be (their ingest jobs gave up).
+ */
+export const WindowAnswer = Schema.Literal("covered", "quiet", "fetched", "unprocessed")
 export type WindowAnswer = typeof WindowAnswer.Type
 
 export const windowAnswered = (windowId: string) => DurableDeferred.make(`window/${windowId}`, { success: WindowAnswer })
