@@ -234,7 +234,7 @@ describe("core OAuth 2.0", () => {
       expect(failureOf(yield* Effect.either(oauth2.refresh(Redacted.make("old")))).reason).toBe("unavailable")
     }).pipe(Effect.provide(FetchHttpClient.layer)))
 
-  it.scoped("revoke posts the token per RFC 7009 with client credentials, or sends a provider's GET form", () =>
+  it.scoped("revoke posts the token per RFC 7009 with client credentials, or in the query string as a provider wants it", () =>
     Effect.gen(function* () {
       const post = yield* setup()
       post.server.answer("/revoke", { status: 200, body: undefined })
@@ -264,5 +264,16 @@ describe("core OAuth 2.0", () => {
       expect(got.method).toBe("GET")
       expect(got.query.get("access_token")).toBe("access-10")
       expect(got.authorization).toBeUndefined()
+
+      // Oura: POST with the access token in the query string, no client credentials.
+      const query = yield* setup({ revoke: { url: `${get.server.base}/oauth/revoke`, method: "POST", tokenParam: "access_token", tokenIn: "query", clientAuth: false } })
+      get.server.answer("/oauth/revoke", { status: 200, body: undefined })
+      yield* query.oauth2.revoke(Redacted.make("access-11"))
+      const posted2 = get.server.received[1]!
+      expect(posted2.method).toBe("POST")
+      expect(posted2.query.get("access_token")).toBe("access-11")
+      expect(posted2.form.has("access_token")).toBe(false)
+      expect(posted2.form.has("client_secret")).toBe(false)
+      expect(posted2.authorization).toBeUndefined()
     }).pipe(Effect.provide(FetchHttpClient.layer)))
 })

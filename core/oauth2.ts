@@ -46,13 +46,15 @@ export interface OAuth2Provider {
   readonly tokenUrl: string
   /**
    * Token revocation: RFC 7009 (`POST` form `token`, client credentials as for the token
-   * endpoint), or a provider's own shape (e.g. `GET ?access_token=`).
+   * endpoint), or a provider's own shape (e.g. Oura's `POST ?access_token=`).
    */
   readonly revoke?: {
     readonly url: string
     readonly method: "POST" | "GET"
     /** The parameter carrying the token; `token` by default. */
     readonly tokenParam?: string | undefined
+    /** Where the token goes: the form (the default for POST) or the query string (always for GET). */
+    readonly tokenIn?: "body" | "query" | undefined
     /** Whether a POST authenticates the client as at the token endpoint (RFC 7009 asks it to; the default). */
     readonly clientAuth?: boolean | undefined
   } | undefined
@@ -123,6 +125,8 @@ export const defaultClassify = ({ error, status }: OAuth2Failure): AuthError["re
     case "unsupported_grant_type":
     case "invalid_scope":
     case "invalid_request":
+    case "invalid_redirect_uri":
+    case "redirect_uri_mismatch":
       return "misconfigured"
     case "temporarily_unavailable":
     case "server_error":
@@ -254,12 +258,17 @@ export const make = (client: HttpClient.HttpClient, provider: OAuth2Provider): O
       if (spec === undefined) return yield* new AuthError({ message: `${provider.name} offers no token revocation`, reason: "misconfigured" })
       const fields: Record<string, string> = { [spec.tokenParam ?? "token"]: Redacted.value(token) }
       if (hint !== undefined && spec.method === "POST") fields["token_type_hint"] = hint
-      const post = HttpClientRequest.post(spec.url).pipe(HttpClientRequest.acceptJson)
+      const inQuery = spec.method === "GET" || spec.tokenIn === "query"
+      const base = (spec.method === "GET" ? HttpClientRequest.get(spec.url) : HttpClientRequest.post(spec.url)).pipe(
+        HttpClientRequest.acceptJson,
+        inQuery ? HttpClientRequest.setUrlParams(fields) : (request) => request
+      )
+      const form = inQuery ? {} : fields
       const request = spec.method === "GET"
-        ? HttpClientRequest.get(spec.url).pipe(HttpClientRequest.setUrlParams(fields))
+        ? base
         : spec.clientAuth === false
-        ? HttpClientRequest.bodyUrlParams(post, fields)
-        : yield* authenticate(post, fields)
+        ? HttpClientRequest.bodyUrlParams(base, form)
+        : yield* authenticate(base, form)
       const answer = yield* send(request, "token revocation")
       // RFC 7009 §2.2: an unknown or already revoked token is answered 200 too.
       if (answer.status < 200 || answer.status >= 300) return yield* failure(answer, "token revocation")
