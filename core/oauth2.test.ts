@@ -213,7 +213,7 @@ describe("core OAuth 2.0", () => {
 
   it.scoped("a decode hook reads answers wrapped as {status, body} in an HTTP 200", () =>
     Effect.gen(function* () {
-      // Withings-style: status 0 is success, anything else an error, always over HTTP 200.
+      // A provider that answers everything with HTTP 200: `status` 0 is success, anything else an error.
       const decode = ({ status, body }: OAuth2.TokenAnswer): OAuth2.TokenAnswer => {
         const wrapped = body as { status?: number; body?: unknown; error?: string }
         if (status !== 200 || typeof wrapped?.status !== "number") return { status, body }
@@ -265,7 +265,7 @@ describe("core OAuth 2.0", () => {
       expect(got.query.get("access_token")).toBe("access-10")
       expect(got.authorization).toBeUndefined()
 
-      // Oura: POST with the access token in the query string, no client credentials.
+      // POST with the access token in the query string, no client credentials.
       const query = yield* setup({ revoke: { url: `${get.server.base}/oauth/revoke`, method: "POST", tokenParam: "access_token", tokenIn: "query", clientAuth: false } })
       get.server.answer("/oauth/revoke", { status: 200, body: undefined })
       yield* query.oauth2.revoke(Redacted.make("access-11"))

@@ -39,14 +39,14 @@ export interface Identity {
 }
 
 export interface OAuth2Provider {
-  /** Display name for error messages, e.g. `Garmin`. */
+  /** Display name for error messages. */
   readonly name: string
   /** Where users approve access. */
   readonly authorizeUrl: string
   readonly tokenUrl: string
   /**
    * Token revocation: RFC 7009 (`POST` form `token`, client credentials as for the token
-   * endpoint), or a provider's own shape (e.g. Oura's `POST ?access_token=`).
+   * endpoint), or a provider's own shape (e.g. `POST ?access_token=`).
    */
   readonly revoke?: {
     readonly url: string
