@@ -157,8 +157,13 @@ export interface TimeRange {
 
 /** How the provider answered a request for history. */
 export type BackfillAnswer =
-  /** Accepted; the data arrives later through the normal notifications. */
+  /** Accepted; the data arrives later through the normal notifications (push-style history). */
   | { readonly _tag: "Accepted" }
+  /**
+   * The provider fetched the range itself and committed every page through `HistoryPages.commit`
+   * (pull-style history): the window is done once those pages are processed.
+   */
+  | { readonly _tag: "Fetched"; readonly pages: number }
   /** That range was requested before; the provider will not send it again. */
   | { readonly _tag: "AlreadyRequested" }
   /** Asked further back than allowed; `earliest` when the provider said how far back is allowed. */
@@ -172,10 +177,38 @@ export type BackfillAnswer =
   /** Refused for this type only (not enabled for the app, bad range): its windows fail, the chain goes on. */
   | { readonly _tag: "Rejected"; readonly status: number; readonly message: string }
 
-/** A provider's history requests: what can be asked for, how, and when an item's data is from. */
+/** A page of history could not be stored; the request should answer `Unavailable` (it is tried again). */
+export class PageCommitError extends Data.TaggedError("PageCommitError")<{ readonly message: string }> {
+  readonly retryable = true
+}
+
+/** One page of fetched history, stored like a notification body the provider's `itemsOf` reads. */
+export interface HistoryPage {
+  readonly kind: "push" | "ping"
+  readonly body: string
+  readonly itemCount: number
+}
+
+/**
+ * Where a provider that pulls history itself puts what it fetched for one window. Each page
+ * is committed to the inbox durably and once: committing the same page number of the same
+ * window again (a request tried again after a failure or a crash) stores nothing.
+ */
+export interface HistoryPages {
+  /** The provider user the history is fetched for (bodies must name them for `itemsOf`). */
+  readonly providerUserId: string
+  /** Stores page `page` (0, 1, … in the order fetched); true when it was not stored before. */
+  readonly commit: (page: number, content: HistoryPage) => Effect.Effect<boolean, PageCommitError>
+}
+
+/**
+ * A provider's history: what can be asked for, how, and when an item's data is from. A
+ * push-style provider answers `Accepted` and the data comes as notifications; a pull-style
+ * one fetches the range, commits it through `pages`, and answers `Fetched`.
+ */
 export interface ProviderBackfill {
   readonly types: ReadonlyArray<BackfillType>
-  readonly request: (credentials: Credentials, type: string, range: TimeRange) => Effect.Effect<BackfillAnswer>
+  readonly request: (credentials: Credentials, type: string, range: TimeRange, pages: HistoryPages) => Effect.Effect<BackfillAnswer>
   /** When an item's data is from (its start or its day), to tell which requested range it answers. */
   readonly itemTime: (item: NotificationItem) => Date | undefined
   /** What to tell the team when the provider refuses history (`Forbidden`): e.g. the permission it takes. */
