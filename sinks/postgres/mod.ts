@@ -7,7 +7,7 @@
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import type { Manifest } from "@wearflow/core/plugin"
+import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import { type EventSink, type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { resourceOfDataEvent } from "@wearflow/core/schema"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
@@ -161,4 +161,4 @@ export const layer = Layer.scoped(
   })
 )
 
-export const plugin = { manifest, layer }
+export const plugin = { manifest, layer, sink: { tag: PostgresSink } } satisfies Plugin

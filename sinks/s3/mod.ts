@@ -14,7 +14,7 @@
  * so any other host is refused. One exception: without explicit keys, the SDK's default
  * credential chain may ask the instance-metadata service (EC2, ECS) over its own connections.
  */
-import type { Manifest } from "@wearflow/core/plugin"
+import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import { type OutboxEntry, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option } from "effect"
 import * as Batches from "./batches.ts"
@@ -78,4 +78,4 @@ export const layer = Layer.scoped(
   })
 )
 
-export const plugin = { manifest, layer }
+export const plugin = { manifest, layer, sink: { tag: EtlSink, pacing: { batchSize: 2000 } } } satisfies Plugin
