@@ -14,6 +14,7 @@ import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import type { TokenCipher } from "./crypto.ts"
 import * as Host from "./host.ts"
+import type { ApiKeyAuth } from "./http.ts"
 import type { Inbox } from "./pipeline/inbox.ts"
 import type { Plugin } from "./plugin.ts"
 import { type Provider, Providers } from "./provider.ts"
@@ -110,10 +111,11 @@ export const loadPlugins = (specifiers: ReadonlyArray<string>, root: string) =>
 /**
  * What the app offers every plugin's layer, besides the sandboxed HttpClient and
  * ConfigProvider the host gives each: the database, the inbox (to commit what a plugin
- * receives or fetches), the token cipher and the durable workflow engine. A plugin needing
+ * receives or fetches), the token cipher, the durable workflow engine, and the API-key check
+ * for routes under `/v2` (`ApiKeyAuth`). A plugin needing
  * anything else fails to build, naming the missing service.
  */
-export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | Inbox | TokenCipher | WorkflowEngine.WorkflowEngine
+export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | Inbox | TokenCipher | WorkflowEngine.WorkflowEngine | ApiKeyAuth
 
 /**
  * The configured plugins' layers, each built in its sandbox (host.ts), with the registries
