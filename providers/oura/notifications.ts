@@ -75,10 +75,13 @@ export const decodeNotification = (text: string): Either.Either<OuraNotification
   return Either.right(body as unknown as OuraNotification)
 }
 
-/** A stored notification as one pointer item, keyed by its data type; none for data types the plugin does not keep. */
+/**
+ * A stored notification as one pointer item, keyed by its data type; none for data types the
+ * plugin does not keep, nor for time series (they have no documents to point at).
+ */
 const notificationItems = (body: unknown): ReadonlyArray<NotificationItem> => {
   if (!isRecord(body) || !isEventType(body.event_type) || !isId(body.data_type) || !isId(body.object_id) || !isId(body.user_id)) return []
-  if (!isKnownDataType(body.data_type)) return []
+  if (!isKnownDataType(body.data_type) || batchTypes.has(body.data_type)) return []
   return [{ key: body.data_type, index: 0, user: { _tag: "UserId", id: body.user_id }, raw: body }]
 }
 

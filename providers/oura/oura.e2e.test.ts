@@ -96,7 +96,6 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  if (process.env.OURA_E2E_LOGS) console.log(server?.logs().split("\n").filter((l) => /Oura|"WARN|"ERROR/.test(l)).slice(0, 60).join("\n"))
   await db?.end()
   await server?.stop()
   await oura?.close()
@@ -117,6 +116,12 @@ describe("Oura webhook subscriptions", () => {
     expect(subscriptions.every((s) => s.verification_token === VERIFICATION_TOKEN)).toBe(true)
     // Every subscription Oura made was verified by our route answering its challenge.
     expect(oura.state.verifications.filter((v) => v.passed).length).toBe(wanted)
+    // The state operators watch.
+    const metrics = await eventually(async () => {
+      const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
+      return text.includes(`wearflow_oura_webhook_subscriptions ${wanted}`) ? text : undefined
+    }, WAIT_MS)
+    expect(metrics).toContain(`wearflow_oura_webhook_subscriptions_wanted ${wanted}`)
   })
 
   it("answers the verification challenge only for the right token", async () => {

@@ -62,6 +62,7 @@ describe("Oura items", () => {
   it("unknown data types, bad shapes and hostile ids give no items", () => {
     for (const body of [
       notification({ data_type: "meal" }),
+      notification({ data_type: "heartrate" }),
       notification({ event_type: "upsert" }),
       notification({ user_id: "" }),
       notification({ object_id: 7 }),
