@@ -215,6 +215,20 @@ describe("Oura notifications → fetch → store", () => {
     expect(await count("select count(*) as n from outbox where user_id = $1", [alice])).toBe(before)
   })
 
+  it("verifies the raw bytes, so a body Oura serialises with Python's spacing is taken too", async () => {
+    oura.state.webhooks.bodyStyle = "python"
+    try {
+      const session = first("session")
+      delivered(await oura.create(OURA_USER, "session", session))
+      await drained()
+      const [row] = (await db.query("select body from inbox where provider = 'oura' and kind = 'ping' and body like '%\"session\"%'")).rows
+      expect(row.body).toContain('"data_type": "session"')
+      expect(oura.requests.some((r) => r.path === `/v2/usercollection/session/${session.id}`)).toBe(true)
+    } finally {
+      oura.state.webhooks.bodyStyle = "compact"
+    }
+  })
+
   it("a delete notification fetches nothing and fails nothing", async () => {
     const workout = first("workout")
     const fetchedBefore = oura.requests.filter((r) => r.path.startsWith("/v2/usercollection/")).length
