@@ -81,6 +81,9 @@ export type OuraConfig = Config.Config.Success<typeof OuraConfig>
 export const clientOf = (config: OuraConfig): Option.Option<{ readonly id: Redacted.Redacted<string>; readonly secret: Redacted.Redacted<string> }> =>
   Option.all({ id: config.clientId, secret: config.clientSecret })
 
+/** A URL under Oura's API base (which may carry a path prefix, e.g. behind a proxy). */
+export const apiUrlOf = (base: URL, path: string) => new URL(`${base.href.replace(/\/$/, "")}${path}`)
+
 /** The hosts the plugin declares: Oura's API (the callback URL is called by Oura, never by us). */
 export const OuraHosts = Config.map(ApiUrl, (apiUrl) => hostsOf([apiUrl]))
 

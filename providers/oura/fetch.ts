@@ -7,7 +7,7 @@
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { type Credentials, type NotificationItem, PullError, type Pulled } from "@wearflow/core/provider"
 import { Duration, Effect } from "effect"
-import type { OuraConfig } from "./config.ts"
+import { apiUrlOf, type OuraConfig } from "./config.ts"
 import { collectionPath } from "./normalize.ts"
 import { type OuraNotification, pageOf } from "./notifications.ts"
 
@@ -38,7 +38,7 @@ export const makeFetch = (client: HttpClient.HttpClient, config: OuraConfig) =>
       // id) is for core to offer, so a delete changes nothing yet.
       if (notification.event_type === "delete") return nothing(item.key)
       if (credentials?.bearer === undefined) return yield* new PullError({ message: "the Oura connection has no access token", retryable: false })
-      const url = new URL(`${config.apiUrl.href.replace(/\/$/, "")}/v2/usercollection/${collectionPath(item.key)}/${encodeURIComponent(notification.object_id)}`)
+      const url = apiUrlOf(config.apiUrl, `/v2/usercollection/${collectionPath(item.key)}/${encodeURIComponent(notification.object_id)}`)
       const response = yield* client.execute(HttpClientRequest.bearerToken(HttpClientRequest.get(url), credentials.bearer)).pipe(
         Effect.timeoutFail({ duration: FETCH_TIMEOUT, onTimeout: () => new PullError({ message: "Oura did not answer in time", retryable: true }) }),
         Effect.catchTag("RequestError", (error) => Effect.fail(new PullError({ message: `could not reach Oura (${error.reason})`, retryable: true }))),

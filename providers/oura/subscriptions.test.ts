@@ -134,6 +134,17 @@ describe("Oura webhook subscriptions", () => {
     expect(oura.requests.every((r) => !r.path.startsWith("/v2/webhook/") || (r.headers["x-client-id"] === oura.clientId && r.headers["x-client-secret"] === oura.clientSecret))).toBe(true)
   })
 
+  it("deletes ours for data types no longer configured, and nobody else's", async () => {
+    seeded({ id: "dropped", callback_url: callback.url, event_type: "create", data_type: "tag", expiresAt: Date.now() + 60 * DAY_MS })
+    seeded({ id: "theirs", callback_url: "https://elsewhere.example/hook", event_type: "create", data_type: "sleep_time", expiresAt: Date.now() + 60 * DAY_MS })
+
+    const done = await roundWith(["sleep"])
+
+    expect(done).toMatchObject({ created: 3, removed: 1, live: 3 })
+    expect(oura.state.subscriptions.has("dropped")).toBe(false)
+    expect(oura.state.subscriptions.has("theirs")).toBe(true)
+  })
+
   it("fails the round when Oura cannot verify the callback, naming no secret", async () => {
     await callback.close()
     const error = await roundWith(["sleep"]).then(() => undefined, (e: unknown) => String(e))

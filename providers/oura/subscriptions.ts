@@ -3,9 +3,9 @@
  * (event_type, data_type), and they expire. At start, and then every
  * OURA_WEBHOOK_CHECK_INTERVAL (daily), a daemon lists them, creates the missing ones for the
  * configured data types (create, update and delete events) with our callback URL and
- * verification token, and renews those expiring within 7 days (recreating one Oura no longer
- * knows). Subscriptions for other callback URLs are left alone: they may be another
- * deployment's sharing the application.
+ * verification token, renews those expiring within 7 days (recreating one Oura no longer
+ * knows), and deletes ours for data types no longer configured. Subscriptions for other
+ * callback URLs are left alone: they may be another deployment's sharing the application.
  *
  * Oura verifies the callback during the creation request (a GET our route answers), so the
  * server must already be listening: a failed round is retried with back-off (from half a
@@ -20,7 +20,7 @@
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Data, Duration, Effect, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
-import { clientOf, EVENT_TYPES, type EventType, OuraConfig } from "./config.ts"
+import { apiUrlOf, clientOf, EVENT_TYPES, type EventType, OuraConfig } from "./config.ts"
 
 /** Renewed when it expires sooner than this. */
 export const RENEW_WITHIN = Duration.days(7)
@@ -47,6 +47,8 @@ const rounds = Metric.counter("wearflow_oura_webhook_subscription_checks_total",
 export interface Reconciled {
   readonly created: number
   readonly renewed: number
+  /** Ours for data types no longer configured. */
+  readonly removed: number
   /** Pairs taken by a subscription for another callback URL (409). */
   readonly takenElsewhere: number
   readonly live: number
@@ -67,7 +69,7 @@ const expiresWithin = (subscription: Subscription, within: Duration.Duration, no
 }
 
 export const makeSubscriptions = (client: HttpClient.HttpClient, settings: Settings) => {
-  const url = (path: string) => new URL(`${settings.api.href.replace(/\/$/, "")}${path}`)
+  const url = (path: string) => apiUrlOf(settings.api, path)
   const call = (request: HttpClientRequest.HttpClientRequest) =>
     client.execute(
       request.pipe(
@@ -131,6 +133,17 @@ export const makeSubscriptions = (client: HttpClient.HttpClient, settings: Setti
       Effect.scoped
     )
 
+  /** Deletes a subscription no longer wanted; one Oura no longer knows is gone already. */
+  const remove = (subscription: Subscription) =>
+    call(HttpClientRequest.del(url(`/v2/webhook/subscription/${encodeURIComponent(subscription.id)}`))).pipe(
+      Effect.flatMap((response) =>
+        response.status === 200 || response.status === 204 || response.status === 403 || response.status === 404
+          ? Effect.void
+          : Effect.fail(refused(`deleting the ${subscription.event_type} ${subscription.data_type} subscription`, response))
+      ),
+      Effect.scoped
+    )
+
   /** One round: every wanted pair ends subscribed (or taken elsewhere), or the round fails at the first failure. */
   const reconcile = Effect.gen(function* () {
     const now = Date.now()
@@ -156,9 +169,16 @@ export const makeSubscriptions = (client: HttpClient.HttpClient, settings: Setti
         )
       }
     }
+    const isWanted = (subscription: Subscription) =>
+      settings.dataTypes.includes(subscription.data_type) && (EVENT_TYPES as ReadonlyArray<string>).includes(subscription.event_type)
+    let removed = 0
+    for (const subscription of ours.filter((subscription) => !isWanted(subscription))) {
+      yield* remove(subscription)
+      removed++
+    }
     const after = (yield* list).filter((subscription) => subscription.callback_url === settings.callbackUrl)
     yield* Metric.set(live, after.length)
-    return { created, renewed, takenElsewhere, live: after.length } satisfies Reconciled
+    return { created, renewed, removed, takenElsewhere, live: after.length } satisfies Reconciled
   })
 
   return { list, reconcile } as const
