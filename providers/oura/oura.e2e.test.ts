@@ -229,6 +229,25 @@ describe("Oura notifications → fetch → store", () => {
     }
   })
 
+  it("a fetch Oura rate-limits is retried; one Oura forbids is reported without Oura's words", async () => {
+    const [, limited, forbidden] = documents("workout")
+    oura.inject({ path: `/v2/usercollection/workout/${limited!.id}`, status: 429, headers: { "retry-after": "1" }, body: JSON.stringify({ detail: "Rate limit exceeded" }) })
+    delivered(await oura.create(OURA_USER, "workout", limited!))
+    await drained()
+    expect(oura.requests.filter((r) => r.path === `/v2/usercollection/workout/${limited!.id}`)).toHaveLength(2)
+    const stored = ok(await api("GET", `/v2/summary/workouts/${alice}?start_date=2024-01-01&end_date=2025-12-31`))
+    expect(stored.workouts.length).toBe(2)
+
+    oura.inject({ path: `/v2/usercollection/workout/${forbidden!.id}`, status: 403, body: JSON.stringify({ detail: "secret-oura-detail" }) })
+    delivered(await oura.create(OURA_USER, "workout", forbidden!))
+    await drained()
+    const [row] = (await db.query("select outcome from inbox where provider = 'oura' and kind = 'ping' and body like $1", [`%${forbidden!.id}%`])).rows
+    expect(row.outcome.errors).toHaveLength(1)
+    expect(row.outcome.errors[0].message).toContain("403")
+    expect(JSON.stringify(row.outcome)).not.toContain("secret-oura-detail")
+    expect(oura.requests.filter((r) => r.path === `/v2/usercollection/workout/${forbidden!.id}`)).toHaveLength(1)
+  })
+
   it("a delete notification fetches nothing and fails nothing", async () => {
     const workout = first("workout")
     const fetchedBefore = oura.requests.filter((r) => r.path.startsWith("/v2/usercollection/")).length
@@ -283,7 +302,8 @@ describe("Oura notifications → fetch → store", () => {
 
   it("parks a notification for an Oura user nobody linked, and processes it once the user links", async () => {
     const OURA_BOB = "oura-user-bob"
-    const workout = first("workout", (doc) => doc.id !== documents("workout")[0]!.id)
+    // One no other test here uses.
+    const workout = structuredClone(documents("workout")[10]!)
     oura.connect(OURA_BOB)
     delivered(await oura.create(OURA_BOB, "workout", workout))
     await drained()
