@@ -18,8 +18,8 @@ import { normalizers, storedOnly } from "./normalize.ts"
  * The inbox kinds the plugin commits. Today's core knows only `ping` (items are pulled) and
  * `push` (items are normalized); the one place to rename them when kinds become the provider's.
  */
-export const NOTIFICATION_KIND = "ping" as const
-export const PAGE_KIND = "push" as const
+export const NOTIFICATION_KIND = "notification" as const
+export const PAGE_KIND = "page" as const
 
 export interface OuraNotification {
   readonly event_type: EventType
@@ -82,7 +82,7 @@ export const decodeNotification = (text: string): Either.Either<OuraNotification
 const notificationItems = (body: unknown): ReadonlyArray<NotificationItem> => {
   if (!isRecord(body) || !isEventType(body.event_type) || !isId(body.data_type) || !isId(body.object_id) || !isId(body.user_id)) return []
   if (!isKnownDataType(body.data_type) || batchTypes.has(body.data_type)) return []
-  return [{ key: body.data_type, index: 0, user: { _tag: "UserId", id: body.user_id }, raw: body }]
+  return [{ key: body.data_type, index: 0, user: { _tag: "UserId", id: body.user_id }, carries: "pointer", raw: body }]
 }
 
 const isPage = (u: unknown): u is FetchedPage => isRecord(u) && isId(u.data_type) && isId(u.user_id) && Array.isArray(u.data)
@@ -101,11 +101,11 @@ const pageItems = (body: unknown): ReadonlyArray<NotificationItem> => {
     if (!isKnownDataType(page.data_type)) continue
     const user = { _tag: "UserId", id: page.user_id } as const
     if (batchTypes.has(page.data_type)) {
-      items.push({ key: page.data_type, index: items.length, user, raw: { data: page.data } })
+      items.push({ key: page.data_type, index: items.length, user, carries: "record", raw: { data: page.data } })
       continue
     }
     for (const document of page.data) {
-      if (isRecord(document)) items.push({ key: page.data_type, index: items.length, user, raw: document })
+      if (isRecord(document)) items.push({ key: page.data_type, index: items.length, user, carries: "record", raw: document })
     }
   }
   return items

@@ -221,7 +221,7 @@ describe("Oura notifications → fetch → store", () => {
       const session = first("session")
       delivered(await oura.create(OURA_USER, "session", session))
       await drained()
-      const [row] = (await db.query("select body from inbox where provider = 'oura' and kind = 'ping' and body like '%\"session\"%'")).rows
+      const [row] = (await db.query("select body from inbox where provider = 'oura' and kind = 'notification' and body like '%\"session\"%'")).rows
       expect(row.body).toContain('"data_type": "session"')
       expect(oura.requests.some((r) => r.path === `/v2/usercollection/session/${session.id}`)).toBe(true)
     } finally {
@@ -241,7 +241,7 @@ describe("Oura notifications → fetch → store", () => {
     oura.inject({ path: `/v2/usercollection/workout/${forbidden!.id}`, status: 403, body: JSON.stringify({ detail: "secret-oura-detail" }) })
     delivered(await oura.create(OURA_USER, "workout", forbidden!))
     await drained()
-    const [row] = (await db.query("select outcome from inbox where provider = 'oura' and kind = 'ping' and body like $1", [`%${forbidden!.id}%`])).rows
+    const [row] = (await db.query("select outcome from inbox where provider = 'oura' and kind = 'notification' and body like $1", [`%${forbidden!.id}%`])).rows
     expect(row.outcome.errors).toHaveLength(1)
     expect(row.outcome.errors[0].message).toContain("403")
     expect(JSON.stringify(row.outcome)).not.toContain("secret-oura-detail")
@@ -254,7 +254,7 @@ describe("Oura notifications → fetch → store", () => {
     delivered(await oura.remove(OURA_USER, "workout", workout.id as string))
     await drained()
     expect(oura.requests.filter((r) => r.path.startsWith("/v2/usercollection/")).length).toBe(fetchedBefore)
-    const outcomes = (await db.query("select outcome from inbox where provider = 'oura' and kind = 'ping' and body like '%\"delete\"%'")).rows
+    const outcomes = (await db.query("select outcome from inbox where provider = 'oura' and kind = 'notification' and body like '%\"delete\"%'")).rows
     expect(outcomes.map((r) => r.outcome.errors)).toEqual([[]])
   })
 

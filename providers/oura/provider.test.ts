@@ -28,7 +28,7 @@ beforeAll(async () => {
       Host.load({ manifest, layer: layerProvider }, ConfigProvider.fromMap(new Map([["OURA_API_URL", oura.url]]))).pipe(Layer.provide(FetchHttpClient.layer))
     )
   )
-  credentials = { bearer: Redacted.make(oura.connect(USER).access_token), oauth1: undefined }
+  credentials = { bearer: Redacted.make(oura.connect(USER).access_token), state: undefined }
 })
 
 afterAll(() => oura.close())
@@ -43,20 +43,20 @@ const notification = (fields: Partial<Record<string, unknown>> = {}) => ({
 })
 
 const pointer = (fields: Partial<Record<string, unknown>> = {}): NotificationItem => {
-  const [item] = provider.itemsOf("ping", notification(fields))
+  const [item] = provider.itemsOf("notification", notification(fields))
   if (item === undefined) throw new Error("no item")
   return item
 }
 
-const fetched = (item: NotificationItem, with_: Credentials | undefined = credentials) => Effect.runPromise(Effect.either(provider.pull(item, with_)))
+const fetched = (item: NotificationItem, with_: Credentials | undefined = credentials) => Effect.runPromise(Effect.either(provider.fetch(item, with_)))
 
 describe("Oura items", () => {
   it("a notification is one pointer item keyed by its data type and addressed by user_id", () => {
-    expect(provider.itemsOf("ping", notification())).toEqual([
-      { key: "daily_activity", index: 0, user: { _tag: "UserId", id: USER }, raw: notification() }
+    expect(provider.itemsOf("notification", notification())).toEqual([
+      { key: "daily_activity", index: 0, user: { _tag: "UserId", id: USER }, carries: "pointer", raw: notification() }
     ])
-    expect(provider.itemsOf("ping", notification({ data_type: "vo2_max" }))[0]?.key).toBe("vo2_max")
-    expect(provider.itemsOf("ping", notification({ data_type: "ring_configuration" }))[0]?.key).toBe("ring_configuration")
+    expect(provider.itemsOf("notification", notification({ data_type: "vo2_max" }))[0]?.key).toBe("vo2_max")
+    expect(provider.itemsOf("notification", notification({ data_type: "ring_configuration" }))[0]?.key).toBe("ring_configuration")
   })
 
   it("unknown data types, bad shapes and hostile ids give no items", () => {
@@ -71,25 +71,25 @@ describe("Oura items", () => {
       [],
       "text"
     ]) {
-      expect(provider.itemsOf("ping", body)).toEqual([])
+      expect(provider.itemsOf("notification", body)).toEqual([])
     }
   })
 
   it("a fetched page gives one item per document; a heartrate batch is one item", () => {
     const [a, b] = documents("workout")
     const page = { workout: [{ data_type: "workout", user_id: USER, data: [a, b] }] }
-    expect(provider.itemsOf("push", page).map((item) => [item.key, item.index, item.user, (item.raw as OuraDocument).id])).toEqual([
+    expect(provider.itemsOf("page", page).map((item) => [item.key, item.index, item.user, (item.raw as OuraDocument).id])).toEqual([
       ["workout", 0, { _tag: "UserId", id: USER }, a!.id],
       ["workout", 1, { _tag: "UserId", id: USER }, b!.id]
     ])
     const rows = documents("heartrate")
-    const batch = provider.itemsOf("push", { heartrate: [{ data_type: "heartrate", user_id: USER, data: rows }] })
-    expect(batch).toEqual([{ key: "heartrate", index: 0, user: { _tag: "UserId", id: USER }, raw: { data: rows } }])
+    const batch = provider.itemsOf("page", { heartrate: [{ data_type: "heartrate", user_id: USER, data: rows }] })
+    expect(batch).toEqual([{ key: "heartrate", index: 0, user: { _tag: "UserId", id: USER }, carries: "record", raw: { data: rows } }])
     // A bare page (the shape once core stores a fetched page as is).
-    expect(provider.itemsOf("push", { data_type: "workout", user_id: USER, data: [a] })).toHaveLength(1)
+    expect(provider.itemsOf("page", { data_type: "workout", user_id: USER, data: [a] })).toHaveLength(1)
     // A page under another key, or without its user, is not taken.
-    expect(provider.itemsOf("push", { sleep: [{ data_type: "workout", user_id: USER, data: [a] }] })).toEqual([])
-    expect(provider.itemsOf("push", { workout: [{ data_type: "workout", data: [a] }] })).toEqual([])
+    expect(provider.itemsOf("page", { sleep: [{ data_type: "workout", user_id: USER, data: [a] }] })).toEqual([])
+    expect(provider.itemsOf("page", { workout: [{ data_type: "workout", data: [a] }] })).toEqual([])
   })
 
   it("has no lifecycle items, and no connect flow or backfill yet", () => {
@@ -104,19 +104,19 @@ describe("Oura fetch", () => {
     const doc = documents("vo2_max")[0]!
     oura.addUser(USER).documents["vO2_max"] = [doc]
     const result = await fetched(pointer({ data_type: "vo2_max", object_id: doc.id }))
-    expect(result).toEqual(Either.right({ _tag: "Records", key: "vo2_max", records: [{ data_type: "vo2_max", user_id: USER, data: [doc] }] }))
+    expect(result).toEqual(Either.right({ _tag: "Records", kind: "page", key: "vo2_max", records: [{ data_type: "vo2_max", user_id: USER, data: [doc] }] }))
     const request = oura.requests.at(-1)!
     expect(request.path).toBe(`/v2/usercollection/vO2_max/${doc.id}`)
     expect(request.headers.authorization).toBe(`Bearer ${Redacted.value(credentials.bearer!)}`)
   })
 
   it("a document gone before it was fetched (404) stores nothing and is no error", async () => {
-    expect(await fetched(pointer({ object_id: "never-there" }))).toEqual(Either.right({ _tag: "Records", key: "daily_activity", records: [] }))
+    expect(await fetched(pointer({ object_id: "never-there" }))).toEqual(Either.right({ _tag: "Records", kind: "page", key: "daily_activity", records: [] }))
   })
 
   it("a delete fetches nothing", async () => {
     const before = oura.requests.length
-    expect(await fetched(pointer({ event_type: "delete" }))).toEqual(Either.right({ _tag: "Records", key: "daily_activity", records: [] }))
+    expect(await fetched(pointer({ event_type: "delete" }))).toEqual(Either.right({ _tag: "Records", kind: "page", key: "daily_activity", records: [] }))
     expect(oura.requests.length).toBe(before)
   })
 
@@ -141,7 +141,7 @@ describe("Oura fetch", () => {
         Host.load({ manifest, layer: layerProvider }, ConfigProvider.fromMap(new Map([["OURA_API_URL", "http://127.0.0.1:9"]]))).pipe(Layer.provide(FetchHttpClient.layer))
       )
     )
-    const down = await Effect.runPromise(Effect.either(unreachable.pull(pointer(), credentials)))
+    const down = await Effect.runPromise(Effect.either(unreachable.fetch(pointer(), credentials)))
     expect(Either.isLeft(down) && down.left.retryable).toBe(true)
   })
 })

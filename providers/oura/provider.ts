@@ -11,7 +11,7 @@ import { OuraConfig } from "./config.ts"
 import { makeFetch } from "./fetch.ts"
 import { linkPayload } from "./link.ts"
 import { normalizers } from "./normalize.ts"
-import { itemsOf, NOTIFICATION_KIND, PAGE_KIND } from "./notifications.ts"
+import { itemsOf } from "./notifications.ts"
 
 /** The Oura scope each produced resource needs (collection → scope, as the live API enforces). */
 export const resourceScopes: Readonly<Record<string, string>> = {
@@ -37,10 +37,10 @@ export const layerProvider = Layer.effect(
     return {
       id: "oura",
       name: "Oura",
-      // A notification is one pointer (NOTIFICATION_KIND, pulled); a fetched page holds records (PAGE_KIND, normalized).
-      itemsOf: (kind: typeof NOTIFICATION_KIND | typeof PAGE_KIND, body: unknown) => itemsOf(kind, body),
+      // A notification is one pointer (fetched); a fetched page holds records (normalized).
+      itemsOf,
       normalizers,
-      pull: makeFetch(client, config),
+      fetch: makeFetch(client, config),
       // Oura sends no deregistration or permission notice.
       lifecycle: () => undefined,
       // daily_activity, sleep and the daily scores: without it a ring delivers almost nothing.
