@@ -97,7 +97,8 @@ const AppLayer = Effect.gen(function* () {
     SinkRunner.layerAll()
   )
 
-  const Api = HttpApiBuilder.api(withPluginRoutes(Registry.routesOf(plugins))).pipe(
+  const api = withPluginRoutes(Registry.routesOf(plugins))
+  const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([
       Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)),
       LinkLive(publicUrl)
@@ -105,7 +106,7 @@ const AppLayer = Effect.gen(function* () {
   )
 
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
-    Layer.provide(layerWithoutEchoedInput),
+    Layer.provide(layerWithoutEchoedInput(api)),
     Layer.provide(layerRetryAfter),
     Layer.provide(Layer.merge(MetricsRoute, HealthRoute({ ingestStallAfter: config.ingestStallAfter }))),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
