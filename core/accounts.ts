@@ -6,13 +6,13 @@
 import { SqlClient } from "@effect/sql"
 import { Data, Effect, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
-import { createHash } from "node:crypto"
 import { scheduleBackfill } from "./backfill/schedule.ts"
 import { BackfillSettings } from "./backfill/settings.ts"
-import { hashApiKey, reencrypted, TokenCipher } from "./crypto.ts"
+import { aliasDigest, hashApiKey, reencrypted, TokenCipher } from "./crypto.ts"
+import { ERASE_LEGACY_COLUMNS, LEGACY_SECRET_COLUMNS } from "./legacy-credentials.ts"
 import { IngestQueue } from "./pipeline/inbox.ts"
 import { appendEvent, type Recipient } from "./pipeline/store.ts"
-import type { ConnectionTokens, LifecycleChange, Provider, UserRef } from "./provider.ts"
+import type { ConnectionTokens, Credentials, LifecycleChange, Provider, UserRef } from "./provider.ts"
 
 /** Junction's `provider.connection.error` error types. */
 export type ConnectionErrorType =
@@ -69,22 +69,40 @@ export class ProviderUserTaken extends Data.TaggedError("ProviderUserTaken")<{ r
 
 export const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 
-const tokenHash = (token: string) => createHash("sha256").update(token).digest()
-
-/** What stored notification bodies keep of an OAuth 1.0a token: its SHA-256, in hex (as connections keep it). */
-export const accessTokenDigest = (token: string) => tokenHash(token).toString("hex")
-
-const digestOf = (ref: Exclude<UserRef, { _tag: "UserId" }>) => (ref._tag === "AccessToken" ? accessTokenDigest(ref.token) : ref.hash)
+/**
+ * Alias keys start with this. The prefix predates aliases (their first use was a token's
+ * digest); it stays so that parked notifications and queued replays keep matching.
+ */
+const ALIAS_KEY_PREFIX = "token:"
 
 /**
  * The key notifications for a provider user are grouped, parked and replayed under: the
- * user id, or for token-addressed (OAuth 1.0a) items a hash of the token (never the token).
+ * user id, or for alias-addressed items the alias's digest (never the secret).
  */
-export const userKey = (ref: UserRef): string => (ref._tag === "UserId" ? ref.id : `token:${digestOf(ref)}`)
+export const userKey = (ref: UserRef): string => (ref._tag === "UserId" ? ref.id : `${ALIAS_KEY_PREFIX}${ref.digest}`)
 
 /** SQL matching the connection (`c`) a notification's user reference names. */
 export const matchesUserRef = (sql: SqlClient.SqlClient, ref: UserRef) =>
-  ref._tag === "UserId" ? sql`c.provider_user_id = ${ref.id}` : sql`c.access_token_hash = ${Buffer.from(digestOf(ref), "hex")}`
+  ref._tag === "UserId"
+    ? sql`c.provider_user_id = ${ref.id}`
+    : sql`exists (select 1 from connection_aliases a where a.digest = ${Buffer.from(ref.digest, "hex")} and a.connection_id = c.id)`
+
+/** The digests of the aliases the provider reads from a connection's credentials. */
+export const aliasDigestsOf = (provider: Partial<Pick<Provider, "aliasesOf">>, credentials: Credentials): ReadonlyArray<string> =>
+  [...new Set((provider.aliasesOf?.(credentials) ?? []).map((alias) => aliasDigest(Redacted.value(alias))))]
+
+/** Makes `digests` the connection's aliases (in the caller's transaction). */
+export const replaceAliases = (sql: SqlClient.SqlClient, connectionId: string, digests: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    yield* sql`delete from connection_aliases where connection_id = ${connectionId}`
+    for (const digest of digests) {
+      yield* sql`insert into connection_aliases (digest, connection_id) values (${Buffer.from(digest, "hex")}, ${connectionId}) on conflict do nothing`
+    }
+  })
+
+/** A provider's state as stored: JSON, encrypted; null when it keeps none. */
+export const encryptState = (cipher: TokenCipher["Type"], state: unknown) =>
+  state === undefined ? null : cipher.encrypt(Redacted.make(JSON.stringify(state)))
 
 /** Serializes "is this provider user linked?" against linking them, per provider user. */
 const lockUserKey = (sql: SqlClient.SqlClient, provider: string, key: string) =>
@@ -148,43 +166,44 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       )
 
     /**
-     * Links `providerUserId` to the user (replacing an earlier link for that provider), tells
-     * the user's team (`provider.connection.created`), and queues every notification that
-     * arrived for that provider user — by id, or by the OAuth 1.0a token given — while nobody
-     * had linked it.
+     * Links `providerUserId` to the user (replacing an earlier link for that provider) with
+     * the tokens and state of connect flow `flow`, tells the user's team
+     * (`provider.connection.created`), and queues every notification that arrived for that
+     * provider user — by id, or by an alias of the connection — while nobody had linked it.
      */
     const link = Effect.fn("Accounts.link")(function* (
       teamId: string,
       userId: string,
-      provider: Pick<Provider, "id" | "name" | "resourceScopes"> & Partial<Pick<Provider, "backfill">>,
+      provider: Pick<Provider, "id" | "name" | "resourceScopes"> & Partial<Pick<Provider, "backfill" | "auth" | "aliasesOf" | "legacyState">>,
       providerUserId: string,
-      tokens: ConnectionTokens
+      tokens: ConnectionTokens,
+      flow?: string
     ) {
       const user = yield* getUser(teamId, userId)
       const encrypt = (value: Redacted.Redacted<string> | undefined) => (value ? cipher.encrypt(value) : null)
-      const keys = [providerUserId]
-      if (tokens.accessToken && tokens.tokenSecret) keys.push(userKey({ _tag: "AccessToken", token: Redacted.value(tokens.accessToken) }))
+      const aliases = aliasDigestsOf(provider, { bearer: tokens.accessToken, state: tokens.state })
+      const keys = [providerUserId, ...aliases.map((digest) => userKey({ _tag: "Alias", digest }))]
       for (const key of keys) yield* lockUserKey(sql, provider.id, key)
       const elsewhere = yield* sql<{ n: number }>`
         select count(*)::int as n from provider_connections c join users u on u.id = c.user_id
         where c.provider = ${provider.id} and c.provider_user_id = ${providerUserId} and c.status = 'active' and u.team_id <> ${teamId}`
       if (elsewhere[0]!.n > 0) return yield* new ProviderUserTaken({ provider: provider.id })
-      const authVersion = tokens.tokenSecret ? "oauth1" : tokens.accessToken ? "oauth2" : null
-      const [row] = yield* sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
+      const connectedWith = flow ?? (tokens.accessToken ? provider.auth?.flows[0] : undefined) ?? null
+      const [row] = yield* sql<{ id: string; provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
         insert into provider_connections
-          (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, token_secret,
-           access_token_expires_at, refresh_token_expires_at, access_token_hash, auth_version)
+          (id, user_id, provider, provider_user_id, status, scopes, access_token, refresh_token, provider_state,
+           access_token_expires_at, refresh_token_expires_at, auth_version)
         values (${randomUUID()}, ${userId}, ${provider.id}, ${providerUserId}, 'active', ${tokens.scopes ?? []},
-                ${encrypt(tokens.accessToken)}, ${encrypt(tokens.refreshToken)}, ${encrypt(tokens.tokenSecret)},
-                ${tokens.accessTokenExpiresAt ?? null}, ${tokens.refreshTokenExpiresAt ?? null},
-                ${tokens.accessToken && tokens.tokenSecret ? tokenHash(Redacted.value(tokens.accessToken)) : null}, ${authVersion})
+                ${encrypt(tokens.accessToken)}, ${encrypt(tokens.refreshToken)}, ${encryptState(cipher, tokens.state)},
+                ${tokens.accessTokenExpiresAt ?? null}, ${tokens.refreshTokenExpiresAt ?? null}, ${connectedWith})
         on conflict (user_id, provider) do update set
           provider_user_id = excluded.provider_user_id, status = 'active', scopes = excluded.scopes,
-          access_token = excluded.access_token, refresh_token = excluded.refresh_token, token_secret = excluded.token_secret,
+          access_token = excluded.access_token, refresh_token = excluded.refresh_token, provider_state = excluded.provider_state,
           access_token_expires_at = excluded.access_token_expires_at, refresh_token_expires_at = excluded.refresh_token_expires_at,
-          access_token_hash = excluded.access_token_hash, auth_version = excluded.auth_version, last_error = null,
-          oauth1_token = null, oauth1_token_secret = null, oauth1_valid_until = null, linked_at = now(), updated_at = now()
-        returning provider, provider_user_id, status, scopes, created_at`
+          auth_version = excluded.auth_version, last_error = null,
+          ${sql.literal(ERASE_LEGACY_COLUMNS)}, linked_at = now(), updated_at = now()
+        returning id, provider, provider_user_id, status, scopes, created_at`
+      yield* replaceAliases(sql, row!.id, aliases)
       yield* appendEvent(sql, {
         event_type: "provider.connection.created",
         data: {
@@ -208,13 +227,14 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       const backfillId = provider.backfill !== undefined && Option.isSome(backfill) && backfill.value.onConnect
         ? yield* scheduleBackfill(sql, { teamId, userId, provider: provider.id, origin: "connection" })
         : undefined
-      return { connection: { ...row!, created_at: row!.created_at.toISOString() } satisfies Connection, replayed: waiting.length, backfillId }
+      const { id: _id, ...connection } = row!
+      return { connection: { ...connection, created_at: connection.created_at.toISOString() } satisfies Connection, replayed: waiting.length, backfillId }
     }, sql.withTransaction)
 
-    /** Active connections for a provider user, by id or by OAuth 1.0a token. */
+    /** Active connections for a provider user, by id or by alias. */
     const connectionsFor = (provider: string, ref: UserRef) =>
-      sql<{ user_id: string; team_id: string; client_user_id: string; access_token: Uint8Array | null; token_secret: Uint8Array | null }>`
-        select u.id as user_id, u.team_id, u.client_user_id, c.access_token, c.token_secret
+      sql<{ user_id: string; team_id: string; client_user_id: string }>`
+        select u.id as user_id, u.team_id, u.client_user_id
         from provider_connections c join users u on u.id = c.user_id
         where c.provider = ${provider} and c.status = 'active'
           and ${matchesUserRef(sql, ref)}
@@ -304,7 +324,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
      */
     const reencryptTokens = Effect.fn("Accounts.reencryptTokens")(function* () {
       type Row = Record<(typeof tokenColumns)[number], Uint8Array | null> & { id: string }
-      const tokenColumns = ["access_token", "refresh_token", "token_secret", "oauth1_token", "oauth1_token_secret"] as const
+      // The old secret columns too, while rows are left to move (legacy-credentials.ts).
+      const tokenColumns = ["access_token", "refresh_token", "provider_state", ...LEGACY_SECRET_COLUMNS] as const
       const rows = yield* sql<Row>`
         select id, ${sql.literal(tokenColumns.join(", "))} from provider_connections
         where ${sql.literal(tokenColumns.map((c) => `${c} is not null`).join(" or "))}`
@@ -312,10 +333,11 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       for (const row of rows) {
         const fresh = yield* reencrypted(cipher, tokenColumns.map((c) => row[c]))
         if (!fresh) continue
-        // Only if no refresh or migration rewrote the row meanwhile.
+        // Only if no refresh or other rewrite changed the row meanwhile.
         yield* sql`
           update provider_connections set ${sql.update(Object.fromEntries(tokenColumns.map((c, i) => [c, fresh[i] ?? null])))}
-          where id = ${row.id} and access_token is not distinct from ${row.access_token} and refresh_token is not distinct from ${row.refresh_token}`
+          where id = ${row.id} and access_token is not distinct from ${row.access_token} and refresh_token is not distinct from ${row.refresh_token}
+            and provider_state is not distinct from ${row.provider_state}`
         moved++
       }
       return moved

@@ -1,7 +1,8 @@
 /**
  * Provider connections over their lifetime: connect flows started from link URLs, OAuth 2.0
- * tokens refreshed before they expire, disconnects, and the move of OAuth 1.0a connections to
- * OAuth 2.0.
+ * tokens refreshed before they expire, disconnects, and rewrites of a connection's credentials
+ * a provider runs itself (e.g. moving connections from one connect flow to another), one
+ * connection at a time under its row lock.
  *
  * Refresh tokens rotate on every refresh, and presenting a rotated-out one revokes the
  * connection. So a refresh runs inside a transaction holding the connection's row lock, and
@@ -9,13 +10,15 @@
  * pair is committed together.
  */
 import { SqlClient, type Statement } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { Data, Duration, Effect, Either, Layer, Metric, Option, Redacted, Schedule } from "effect"
 import { createHash, randomBytes } from "node:crypto"
-import { Accounts, matchesUserRef } from "./accounts.ts"
-import { TokenCipher } from "./crypto.ts"
+import { Accounts, aliasDigestsOf, encryptState, matchesUserRef, replaceAliases } from "./accounts.ts"
+import { type DecryptionError, TokenCipher } from "./crypto.ts"
+import { ERASE_LEGACY_COLUMNS, moveLegacyCredentials } from "./legacy-credentials.ts"
 import {
   type AuthError,
-  type AuthVersion,
+  type ConnectionTokens,
   type Credentials,
   type PendingAuth,
   type Provider,
@@ -29,9 +32,6 @@ const LINK_TTL = Duration.hours(1)
 
 /** Token refresh rounds this process finished: a stalled refresher shows as a counter that stops. */
 export const refreshRounds = Metric.counter("wearflow_token_refresh_rounds_total")
-
-/** How long an OAuth 1.0a token keeps working after its exchange for OAuth 2.0 (Garmin: 30 days). */
-const OAUTH1_GRACE = Duration.days(30)
 
 /** The provider does not exist here, or has no connect flow. */
 export class ProviderUnsupported extends Data.TaggedError("ProviderUnsupported")<{ readonly message: string }> {}
@@ -49,6 +49,7 @@ export type LinkOutcome =
   | { readonly _tag: "Connected"; readonly userId: string; readonly providerUserId: string; readonly backfillId: string | undefined }
   | { readonly _tag: "Failed"; readonly userId: string; readonly errorType: LinkErrorType; readonly message: string }
 
+/** How far a provider's run over its connections got (e.g. a move to another connect flow). */
 export interface MigrationProgress {
   readonly total: number
   readonly done: number
@@ -64,6 +65,44 @@ export interface MigrationReport {
   readonly failures: ReadonlyArray<{ readonly user_id: string; readonly client_user_id: string; readonly provider_user_id: string; readonly reason: string }>
 }
 
+/** An active connection held under its row lock, with its credentials, for a rewrite. */
+export interface HeldConnection {
+  readonly id: string
+  readonly userId: string
+  readonly providerUserId: string
+  /** The connect flow it was made with (the provider's name), when known. */
+  readonly flow: string | undefined
+  readonly credentials: Credentials
+}
+
+/** What a rewrite puts in place of a connection's credentials. */
+export interface Replacement {
+  readonly tokens: ConnectionTokens
+  /** The connect flow the connection now counts as made with; unchanged when undefined. */
+  readonly flow?: string | undefined
+}
+
+/**
+ * What a provider's own run over its connections works with (Connections gives it): list the
+ * active ones, and replace one's credentials under its row lock.
+ */
+export interface ConnectionRewrites {
+  readonly activeConnections: (providerId: string, options?: { readonly flow?: string | undefined }) => Effect.Effect<ReadonlyArray<ConnectionEntry>, SqlError>
+  readonly replaceCredentials: <E, R>(
+    connectionId: string,
+    replace: (held: HeldConnection) => Effect.Effect<Replacement, E, R>,
+    options?: { readonly flow?: string | undefined }
+  ) => Effect.Effect<"replaced" | "skipped", E | SqlError | DecryptionError, R>
+}
+
+/** An active connection of a provider, as a run over them lists it. */
+export interface ConnectionEntry {
+  readonly id: string
+  readonly user_id: string
+  readonly client_user_id: string
+  readonly provider_user_id: string
+}
+
 type RefreshResult = "refreshed" | "fresh" | "busy" | "failed" | "retry"
 
 const linkId = (token: string) => createHash("sha256").update(token).digest("hex")
@@ -75,16 +114,13 @@ interface ConnectionRow {
   readonly auth_version: string | null
   readonly access_token: Uint8Array | null
   readonly refresh_token: Uint8Array | null
-  readonly token_secret: Uint8Array | null
+  readonly provider_state: Uint8Array | null
   readonly access_token_expires_at: Date | null
-  readonly oauth1_token: Uint8Array | null
-  readonly oauth1_token_secret: Uint8Array | null
-  readonly oauth1_valid_until: Date | null
 }
 
 /** The columns a ConnectionRow reads, from `provider_connections c`. */
-const connectionColumns = `c.id, c.user_id, c.provider, c.auth_version, c.access_token, c.refresh_token, c.token_secret,
-  c.access_token_expires_at, c.oauth1_token, c.oauth1_token_secret, c.oauth1_valid_until`
+const connectionColumns = `c.id, c.user_id, c.provider, c.auth_version, c.access_token, c.refresh_token, c.provider_state,
+  c.access_token_expires_at`
 
 export class Connections extends Effect.Service<Connections>()("wearflow/Connections", {
   effect: Effect.gen(function* () {
@@ -93,22 +129,19 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     const accounts = yield* Accounts
     const providers = yield* Providers
 
+    // Old secret columns move into their providers' state before anything reads credentials.
+    yield* moveLegacyCredentials(cipher, providers)
+
     const decrypt = (value: Uint8Array | null) =>
       value === null ? Effect.succeed(undefined) : Effect.map(cipher.decrypt(value), (v): Redacted.Redacted<string> | undefined => v)
     const encrypt = (value: Redacted.Redacted<string> | undefined) => (value === undefined ? null : cipher.encrypt(value))
 
-    /** A connection's tokens: its OAuth 2.0 bearer, and an OAuth 1.0a pair while usable. */
+    /** A connection's secrets: its OAuth 2.0 bearer and its provider's state (which the provider reads). */
     const credentialsOf = (row: ConnectionRow) =>
       Effect.gen(function* () {
-        const access = yield* decrypt(row.access_token)
-        if (row.auth_version === "oauth1") {
-          const secret = yield* decrypt(row.token_secret)
-          return { bearer: undefined, oauth1: access && secret ? { token: access, secret } : undefined } satisfies Credentials
-        }
-        const legacyUsable = row.oauth1_valid_until !== null && row.oauth1_valid_until.getTime() > Date.now()
-        const token = legacyUsable ? yield* decrypt(row.oauth1_token) : undefined
-        const secret = legacyUsable ? yield* decrypt(row.oauth1_token_secret) : undefined
-        return { bearer: access, oauth1: token && secret ? { token, secret } : undefined } satisfies Credentials
+        const bearer = yield* decrypt(row.access_token)
+        const state = yield* decrypt(row.provider_state)
+        return { bearer, state: state === undefined ? undefined : JSON.parse(Redacted.value(state)) as unknown } satisfies Credentials
       })
 
     const authOf = (providerId: string): Effect.Effect<{ provider: Provider; auth: ProviderAuth }, ProviderUnsupported> => {
@@ -122,17 +155,20 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     // Connect flows
     // -------------------------------------------------------------------------------------
 
-    /** A single-use link for the user to connect `providerId`; only its hash is stored. */
+    /** A single-use link for the user to connect `providerId` with one of its flows; only its hash is stored. */
     const createLink = Effect.fn("Connections.createLink")(function* (
       teamId: string,
       userId: string,
       providerId: string,
-      options: { readonly redirectUrl?: string | undefined; readonly version?: AuthVersion | undefined }
+      options: {
+        readonly redirectUrl?: string | undefined
+        readonly flow?: string | undefined
+      }
     ) {
       yield* accounts.getUser(teamId, userId)
       const { auth } = yield* authOf(providerId)
-      const version = options.version ?? auth.versions[0]!
-      if (!auth.versions.includes(version)) return yield* new ProviderUnsupported({ message: `${providerId} does not connect with ${version}` })
+      const version = options.flow ?? auth.flows[0]!
+      if (!auth.flows.includes(version)) return yield* new ProviderUnsupported({ message: `${providerId} does not connect with ${version}` })
       const token = randomBytes(32).toString("base64url")
       const expiresAt = new Date(Date.now() + Duration.toMillis(LINK_TTL))
       yield* sql`
@@ -142,8 +178,8 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     })
 
     const openSession = (where: Statement.Statement<unknown>) =>
-      sql<{ id: string; team_id: string; user_id: string; provider: string; redirect_url: string | null; auth_version: AuthVersion; code_verifier: Uint8Array | null; request_token: string | null; request_token_secret: Uint8Array | null }>`
-        select id, team_id, user_id, provider, redirect_url, auth_version, code_verifier, request_token, request_token_secret
+      sql<{ id: string; team_id: string; user_id: string; provider: string; redirect_url: string | null; auth_version: string; code_verifier: Uint8Array | null; session_key: string | null; pending_secret: Uint8Array | null }>`
+        select id, team_id, user_id, provider, redirect_url, auth_version, code_verifier, session_key, pending_secret
         from link_sessions where ${where} and completed_at is null and expires_at > now()`.pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
 
     /** The provider's consent page for a link; opening the link again starts over. */
@@ -153,23 +189,25 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
       if (Option.isNone(session)) return yield* new LinkInvalid({ message: "this link is unknown, expired or already used; ask for a new one" })
       const { authorizeUrl, pending } = yield* auth.begin(session.value.auth_version, { callbackUrl, state: token })
       yield* sql`
-        update link_sessions set code_verifier = ${encrypt(pending.codeVerifier)}, request_token = ${pending.requestToken ?? null},
-          request_token_secret = ${encrypt(pending.requestTokenSecret)}
+        update link_sessions set code_verifier = ${encrypt(pending.codeVerifier)}, session_key = ${pending.sessionKey ?? null},
+          pending_secret = ${encrypt(pending.secret)}
         where id = ${session.value.id}`
       return authorizeUrl
     })
 
     /**
-     * Finishes a flow from the provider's callback: the session is found by `state` (OAuth 2.0)
-     * or the request token (OAuth 1.0a) and used up, the provider's tokens are fetched and the
-     * connection linked. Says where the user goes next.
+     * Finishes a flow from the provider's callback: the session is found by `state` (or, for
+     * flows whose callback has none, by the session key the provider reads from the callback)
+     * and used up, the provider's tokens are fetched and the connection linked. Says where the
+     * user goes next.
      */
     const finishLink = Effect.fn("Connections.finishLink")(function* (providerId: string, query: Readonly<Record<string, string>>, callbackUrl: string) {
       const { provider, auth } = yield* authOf(providerId)
+      const sessionKey = query["state"] === undefined ? auth.sessionKeyOf?.(query) : undefined
       const where = query["state"] !== undefined
         ? sql`id = ${linkId(query["state"])}`
-        : query["oauth_token"] !== undefined
-        ? sql`request_token = ${query["oauth_token"]}`
+        : sessionKey !== undefined
+        ? sql`session_key = ${sessionKey}`
         : undefined
       const found = where === undefined ? Option.none() : yield* openSession(sql`${where} and provider = ${providerId}`)
       if (Option.isNone(found)) return yield* new LinkInvalid({ message: "this sign-in is unknown, expired or already finished; start again from your link" })
@@ -179,8 +217,8 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
       if (claimed.length === 0) return yield* new LinkInvalid({ message: "this sign-in was already finished" })
       const pending: PendingAuth = {
         codeVerifier: yield* decrypt(session.code_verifier),
-        requestToken: session.request_token ?? undefined,
-        requestTokenSecret: yield* decrypt(session.request_token_secret)
+        sessionKey: session.session_key ?? undefined,
+        secret: yield* decrypt(session.pending_secret)
       }
       const failed = (errorType: LinkErrorType, message: string): LinkOutcome => ({ _tag: "Failed", userId: session.user_id, errorType, message })
       const connected = yield* Effect.either(auth.complete(session.auth_version, { callbackUrl, pending, query }))
@@ -188,7 +226,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         onLeft: (e) =>
           Effect.succeed(failed(e.reason === "denied" ? "access_denied" : e.reason === "misconfigured" ? "misconfigured" : "provider_unavailable", e.message)),
         onRight: ({ providerUserId, tokens }) =>
-          accounts.link(session.team_id, session.user_id, provider, providerUserId, tokens).pipe(
+          accounts.link(session.team_id, session.user_id, provider, providerUserId, tokens, session.auth_version).pipe(
             Effect.map((linked): LinkOutcome => ({ _tag: "Connected", userId: session.user_id, providerUserId, backfillId: linked.backfillId })),
             Effect.catchTag("ProviderUserTaken", () => Effect.succeed(failed("account_linked_elsewhere", `this ${provider.name} account is connected in another workspace`)))
           )
@@ -214,7 +252,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         const [row] = yield* sql<ConnectionRow & { team_id: string; client_user_id: string }>`
           select ${sql.literal(connectionColumns)}, u.team_id, u.client_user_id
           from provider_connections c join users u on u.id = c.user_id
-          where c.id = ${connectionId} and c.status = 'active' and c.auth_version = 'oauth2' and c.refresh_token is not null
+          where c.id = ${connectionId} and c.status = 'active' and c.refresh_token is not null
           for update of c ${options.wait ? sql`` : sql`skip locked`}`
         if (!row) return "busy" satisfies RefreshResult
         const dueBy = Date.now() + Duration.toMillis(options.ahead)
@@ -230,8 +268,11 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
               refresh_token = ${tokens.refreshToken ? encrypt(tokens.refreshToken) : row.refresh_token},
               access_token_expires_at = ${tokens.accessTokenExpiresAt ?? null},
               refresh_token_expires_at = coalesce(${tokens.refreshTokenExpiresAt ?? null}, refresh_token_expires_at),
+              provider_state = ${tokens.state === undefined ? row.provider_state : encryptState(cipher, tokens.state)},
               last_error = null, updated_at = now()
             where id = ${row.id}`
+          // A provider whose refresh gives new state may route the connection by new aliases.
+          if (tokens.state !== undefined) yield* replaceAliases(sql, row.id, aliasDigestsOf(provider, { bearer: tokens.accessToken, state: tokens.state }))
           return "refreshed" satisfies RefreshResult
         }
         const error: AuthError = result.left
@@ -250,7 +291,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     const refreshDue = Effect.fn("Connections.refreshDue")(function* (ahead: Duration.Duration) {
       const due = yield* sql<{ id: string }>`
         select id from provider_connections
-        where status = 'active' and auth_version = 'oauth2' and refresh_token is not null and last_error is null
+        where status = 'active' and refresh_token is not null and last_error is null
           and access_token_expires_at < ${new Date(Date.now() + Duration.toMillis(ahead))}
         order by access_token_expires_at`
       const counts: Record<RefreshResult, number> = { refreshed: 0, fresh: 0, busy: 0, failed: 0, retry: 0 }
@@ -277,7 +318,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
       let [row] = yield* select
       if (!row) return undefined
       const soon = Date.now() + 60_000
-      if (row.auth_version === "oauth2" && row.refreshable && row.access_token_expires_at !== null && row.access_token_expires_at.getTime() < soon) {
+      if (row.refreshable && row.access_token_expires_at !== null && row.access_token_expires_at.getTime() < soon) {
         yield* refreshOne(row.id, { ahead: Duration.minutes(1), wait: true }).pipe(Effect.catchTag("ProviderUnsupported", () => Effect.void))
         ;[row] = yield* select
         if (!row) return undefined
@@ -307,7 +348,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
       const provider = providers.get(providerId)
       const credentials = yield* credentialsOf(row)
       let providerDeregistered = false
-      if (provider?.auth && (credentials.bearer !== undefined || credentials.oauth1 !== undefined) && row.shared === 0) {
+      if (provider?.auth && (credentials.bearer !== undefined || credentials.state !== undefined) && row.shared === 0) {
         const told = yield* Effect.either(provider.auth.deregister(credentials))
         if (Either.isLeft(told) && told.left.reason !== "denied") return yield* told.left
         providerDeregistered = Either.isRight(told)
@@ -316,91 +357,68 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         }
       }
       yield* sql`
-        update provider_connections set status = 'disconnected', access_token = null, refresh_token = null, token_secret = null,
-          access_token_hash = null, access_token_expires_at = null, refresh_token_expires_at = null, last_error = null,
-          oauth1_token = null, oauth1_token_secret = null, oauth1_valid_until = null, updated_at = now()
+        update provider_connections set status = 'disconnected', access_token = null, refresh_token = null, provider_state = null,
+          access_token_expires_at = null, refresh_token_expires_at = null, last_error = null,
+          ${sql.literal(ERASE_LEGACY_COLUMNS)}, updated_at = now()
         where id = ${row.id}`
+      yield* replaceAliases(sql, row.id, [])
       return { providerDeregistered, sharedAccount: row.shared > 0 }
     }, sql.withTransaction)
 
     // -------------------------------------------------------------------------------------
-    // OAuth 1.0a → 2.0
+    // Rewrites a provider runs over its connections
     // -------------------------------------------------------------------------------------
 
-    /**
-     * Exchanges every active OAuth 1.0a connection of the provider for OAuth 2.0 tokens. Each
-     * connection moves in its own transaction, so an interrupted run resumes with what is
-     * left, and a second run at the same time skips what the first holds. The OAuth 1.0a pair
-     * is kept while the provider honours it (pulls of OAuth 1.0a-era callback URLs still in
-     * flight are signed with it), and its hash stays, so notifications addressed by the old
-     * token keep finding the user. A database failure ends the run; provider refusals are
-     * reported per connection.
-     */
-    const migrateToOAuth2 = Effect.fn("Connections.migrateToOAuth2")(function* (
-      providerId: string,
-      options: { readonly concurrency: number; readonly onProgress: (progress: MigrationProgress) => Effect.Effect<void> }
-    ) {
-      const { auth } = yield* authOf(providerId)
-      const upgrade = auth.upgrade
-      if (upgrade === undefined) return yield* new ProviderUnsupported({ message: `${providerId} has no OAuth 1.0a → 2.0 exchange` })
-      const candidates = yield* sql<{ id: string; user_id: string; client_user_id: string; provider_user_id: string }>`
+    /** The active connections of a provider (only those made with `flow`, when given), oldest first. */
+    const activeConnections: ConnectionRewrites["activeConnections"] = (providerId, options = {}) =>
+      sql<ConnectionEntry>`
         select c.id, u.id as user_id, u.client_user_id, c.provider_user_id
         from provider_connections c join users u on u.id = c.user_id
-        where c.provider = ${providerId} and c.status = 'active' and c.auth_version = 'oauth1'
+        where c.provider = ${providerId} and c.status = 'active'
+          ${options.flow === undefined ? sql`` : sql`and c.auth_version = ${options.flow}`}
         order by c.created_at`
-      const failures: Array<MigrationReport["failures"][number]> = []
-      let migrated = 0
-      let skipped = 0
-      let done = 0
-      const total = candidates.length
-      yield* options.onProgress({ total, done, migrated, failed: 0 })
 
-      const migrateOne = (candidate: (typeof candidates)[number]) =>
-        Effect.gen(function* () {
-          const [row] = yield* sql<ConnectionRow & { provider_user_id: string }>`
-            select ${sql.literal(connectionColumns)}, c.provider_user_id
-            from provider_connections c where c.id = ${candidate.id} and c.status = 'active' and c.auth_version = 'oauth1'
-            for update skip locked`
-          if (!row) return "skipped" as const
-          const connected = yield* upgrade(yield* credentialsOf(row))
-          if (connected.providerUserId !== row.provider_user_id) {
-            return yield* new AccountMismatch({ message: `the provider says the new token belongs to another account (${connected.providerUserId})` })
-          }
-          const { tokens } = connected
-          yield* sql`
-            update provider_connections set access_token = ${encrypt(tokens.accessToken)}, refresh_token = ${encrypt(tokens.refreshToken)},
-              oauth1_token = access_token, oauth1_token_secret = token_secret,
-              oauth1_valid_until = ${new Date(Date.now() + Duration.toMillis(OAUTH1_GRACE))}, token_secret = null,
-              access_token_expires_at = ${tokens.accessTokenExpiresAt ?? null}, refresh_token_expires_at = ${tokens.refreshTokenExpiresAt ?? null},
-              scopes = ${tokens.scopes ?? []}, auth_version = 'oauth2', last_error = null, updated_at = now()
-            where id = ${row.id}`
-          return "migrated" as const
-        }).pipe(
-          sql.withTransaction,
-          Effect.catchTags({
-            AuthError: (e) => Effect.succeed({ reason: e.message }),
-            AccountMismatch: (e) => Effect.succeed({ reason: e.message }),
-            DecryptionError: () => Effect.succeed({ reason: "stored tokens could not be decrypted (wrong WEARFLOW_ENCRYPTION_KEY?)" })
-          }),
-          Effect.tap((result) =>
-            Effect.suspend(() => {
-              done++
-              if (result === "migrated") migrated++
-              else if (result === "skipped") skipped++
-              else failures.push({ user_id: candidate.user_id, client_user_id: candidate.client_user_id, provider_user_id: candidate.provider_user_id, reason: result.reason })
-              return options.onProgress({ total, done, migrated, failed: failures.length })
-            })
-          )
-        )
+    /**
+     * Puts what `replace` returns in place of one active connection's credentials (tokens,
+     * state, flow; its aliases as the provider reads them), holding the connection's row lock
+     * in one transaction: serialized per connection across processes. A connection another
+     * run holds, or no longer active (or no longer made with `flow`), is left alone:
+     * "skipped". Nothing is written when `replace` fails.
+     */
+    const replaceCredentials = <E, R>(
+      connectionId: string,
+      replace: (held: HeldConnection) => Effect.Effect<Replacement, E, R>,
+      options: { readonly flow?: string | undefined } = {}
+    ): Effect.Effect<"replaced" | "skipped", E | SqlError | DecryptionError, R> =>
+      Effect.gen(function* () {
+        const [row] = yield* sql<ConnectionRow & { provider_user_id: string }>`
+          select ${sql.literal(connectionColumns)}, c.provider_user_id
+          from provider_connections c where c.id = ${connectionId} and c.status = 'active'
+            ${options.flow === undefined ? sql`` : sql`and c.auth_version = ${options.flow}`}
+          for update skip locked`
+        if (!row) return "skipped" as const
+        const { tokens, flow } = yield* replace({
+          id: row.id,
+          userId: row.user_id,
+          providerUserId: row.provider_user_id,
+          flow: row.auth_version ?? undefined,
+          credentials: yield* credentialsOf(row)
+        })
+        yield* sql`
+          update provider_connections set access_token = ${encrypt(tokens.accessToken)}, refresh_token = ${encrypt(tokens.refreshToken)},
+            provider_state = ${encryptState(cipher, tokens.state)},
+            access_token_expires_at = ${tokens.accessTokenExpiresAt ?? null}, refresh_token_expires_at = ${tokens.refreshTokenExpiresAt ?? null},
+            scopes = ${tokens.scopes ?? []}, auth_version = ${flow ?? row.auth_version}, last_error = null,
+            ${sql.literal(ERASE_LEGACY_COLUMNS)}, updated_at = now()
+          where id = ${row.id}`
+        const provider = providers.get(row.provider)
+        yield* replaceAliases(sql, row.id, provider ? aliasDigestsOf(provider, { bearer: tokens.accessToken, state: tokens.state }) : [])
+        return "replaced" as const
+      }).pipe(sql.withTransaction)
 
-      yield* Effect.forEach(candidates, migrateOne, { concurrency: options.concurrency, discard: true })
-      return { total, migrated, skipped, failures } satisfies MigrationReport
-    })
-
-    return { createLink, beginLink, finishLink, refreshDue, credentialsFor, disconnect, migrateToOAuth2 } as const
+    return { createLink, beginLink, finishLink, refreshDue, credentialsFor, disconnect, activeConnections, replaceCredentials } as const
   })
-}) {
-  /**
+}) {  /**
    * Keeps OAuth 2.0 tokens fresh: every `interval`, refreshes those expiring within `ahead`.
    * Any number of processes may run it; the row locks let one refresh each token.
    */

@@ -80,6 +80,12 @@ export const reencrypted = (cipher: TokenCipher["Type"], ciphertexts: ReadonlyAr
 
 export const layerTokenCipher = (keys: Redacted.Redacted<ReadonlyArray<Uint8Array>>) => Layer.succeed(TokenCipher, makeTokenCipher(keys))
 
+/**
+ * The digest a connection alias is stored and looked up by (UserRef `Alias`): SHA-256 of the
+ * secret, in hex. Providers put it in stored bodies in place of the secret.
+ */
+export const aliasDigest = (secret: string) => createHash("sha256").update(secret).digest("hex")
+
 /** SHA-256 of an API key; only hashes are stored and looked up. */
 export const hashApiKey = (key: Redacted.Redacted<string>) => createHash("sha256").update(Redacted.value(key)).digest()
 
@@ -92,7 +98,7 @@ export const stableUuid = (...parts: ReadonlyArray<string>): string => {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
 }
 
-/** Constant-time string comparison (for shared secrets such as Garmin's client id header). */
+/** Constant-time string comparison (for shared secrets, e.g. a header a provider signs its notifications with). */
 export const constantTimeEquals = (a: string, b: string): boolean => {
   const ha = createHash("sha256").update(a).digest()
   const hb = createHash("sha256").update(b).digest()

@@ -1,10 +1,11 @@
 import { FetchHttpClient, HttpClient, type HttpClientError, HttpClientRequest } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Config, ConfigError, ConfigProvider, Context, Effect, Either, Layer } from "effect"
+import { Cause, Config, ConfigError, ConfigProvider, Context, Effect, Either, Exit, Layer } from "effect"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { load } from "./host.ts"
 import type { Manifest } from "./plugin.ts"
+import { PublicInternet } from "./public-internet.ts"
 
 /** A loopback HTTP server that counts the requests that reached it. */
 const countingServer = Effect.acquireRelease(
@@ -63,7 +64,7 @@ describe("plugin host", () => {
   it.scoped("refuses an undeclared host with a typed error, before connecting", () =>
     Effect.gen(function* () {
       const { port, hits } = yield* countingServer
-      const probe = yield* Effect.provide(Probe, load(probePlugin(["apis.garmin.com"]), env).pipe(Layer.provide(FetchHttpClient.layer)))
+      const probe = yield* Effect.provide(Probe, load(probePlugin(["api.provider.example"]), env).pipe(Layer.provide(FetchHttpClient.layer)))
       const error = yield* Effect.flip(probe.get(`http://127.0.0.1:${port}/x`))
       expect(error._tag).toBe("RequestError")
       expect(error.reason).toBe("InvalidUrl")
@@ -99,12 +100,12 @@ describe("plugin host", () => {
     Effect.gen(function* () {
       const { port, hits } = yield* countingServer
       const sneaky = {
-        manifest: manifest(["apis.garmin.com"]),
+        manifest: manifest(["api.provider.example"]),
         layer: Layer.effect(
           Probe,
           Effect.map(HttpClient.HttpClient, (client) => ({
             get: (url: string) =>
-              client.pipe(HttpClient.mapRequest(HttpClientRequest.setUrl(url))).get("https://apis.garmin.com/ok").pipe(Effect.map((r) => r.status)),
+              client.pipe(HttpClient.mapRequest(HttpClientRequest.setUrl(url))).get("https://api.provider.example/ok").pipe(Effect.map((r) => r.status)),
             secret: Either.right("")
           }))
         )
@@ -138,4 +139,51 @@ describe("plugin host", () => {
       const value = yield* Effect.provide(Sibling, both).pipe(Effect.withConfigProvider(env))
       expect(value).toBe("s3cret")
     }))
+
+  describe("the internet permission", () => {
+    class Reacher extends Context.Tag("test/Reacher")<Reacher, { readonly check: (url: string) => Effect.Effect<string> }>() {}
+
+    /** A plugin that takes the public-internet guard when built, with private addresses refused. */
+    const reacher = (internet: boolean) => ({
+      manifest: { ...manifest([]), id: "reacher", permissions: { net: Config.succeed([]), internet, env: [] } },
+      layer: Layer.effect(
+        Reacher,
+        Effect.map(PublicInternet, ({ guard }) => {
+          const internetGuard = guard({ allowHttp: true, allowPrivate: false })
+          return {
+            check: (url: string) =>
+              internetGuard.checkUrl(url).pipe(Effect.match({ onFailure: (e) => `refused: ${e.message}`, onSuccess: (u) => `accepted: ${u.host}` }))
+          }
+        })
+      )
+    })
+
+    it.effect("a plugin that declares it is given the guard, and a private address is refused through it", () =>
+      Effect.gen(function* () {
+        const plugin = yield* Effect.provide(Reacher, load(reacher(true), env).pipe(Layer.provide(FetchHttpClient.layer)))
+        expect(yield* plugin.check("http://8.8.8.8/hook")).toBe("accepted: 8.8.8.8")
+        for (const url of ["http://127.0.0.1:9/", "http://10.0.0.1/", "http://169.254.169.254/", "http://[::ffff:127.0.0.1]/", "http://localhost/"]) {
+          expect(yield* plugin.check(url), url).toMatch(/^refused: .*private, loopback or link-local/)
+        }
+      }))
+
+    it.effect("a plugin that does not declare it fails to build, naming the plugin, even where the app has the service", () =>
+      Effect.gen(function* () {
+        const loaded = load(reacher(false), env).pipe(Layer.provide(FetchHttpClient.layer))
+        const exit = yield* Effect.exit(Effect.provide(Reacher, loaded))
+        expect(exit._tag).toBe("Failure")
+        expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain("plugin reacher may not reach the public internet")
+        // Provided from outside the sandbox too: still refused.
+        const outside = yield* Effect.exit(
+          Effect.provide(Reacher, loaded.pipe(Layer.provide(Layer.succeed(PublicInternet, { guard: () => { throw new Error("unreachable") } }))))
+        )
+        expect(Exit.isFailure(outside) && Cause.pretty(outside.cause)).toContain("plugin reacher may not reach the public internet")
+      }))
+
+    it.effect("a plugin without it that never asks for the guard builds as before", () =>
+      Effect.gen(function* () {
+        const probe = yield* Effect.provide(Probe, load(probePlugin([]), env).pipe(Layer.provide(FetchHttpClient.layer)))
+        expect(Either.isLeft(probe.secret)).toBe(true)
+      }))
+  })
 })

@@ -10,7 +10,7 @@ export type SummaryRecord = {
   readonly [R in SummaryResource]: {
     readonly kind: "summary"
     readonly resource: R
-    /** The provider's own id for this record (e.g. Garmin's summaryId). */
+    /** The provider's own id for this record (its source id). */
     readonly sourceId: string
     readonly data: SummaryFields[R]
   }

@@ -24,7 +24,7 @@ export interface Permissions {
    * allows it. The host grants it as an address-guarded client (see `PublicInternet`).
    */
   readonly internet?: boolean
-  /** Environment variable names it may read; a trailing `*` allows a prefix (`GARMIN_*`). */
+  /** Environment variable names it may read; a trailing `*` allows a prefix (`ACME_*`). */
   readonly env: ReadonlyArray<string>
 }
 
@@ -76,7 +76,7 @@ export class CommandUnusable extends Data.TaggedError("CommandUnusable")<{ reado
  * CLI builds from the server's configuration (the database, connections, providers) and the
  * plugin's own sandboxed configuration, and answers the process exit code.
  */
-export interface PluginCommand<A = any> {
+export interface PluginCommand<A = any, R = never> {
   readonly name: string
   /** The arguments, as the usage line shows them: `[--concurrency N] [--json]`. */
   readonly usage: string
@@ -88,7 +88,8 @@ export interface PluginCommand<A = any> {
   readonly interrupted: string
   /** The arguments after the command's name, or a usage error's message. */
   readonly parse: (args: ReadonlyArray<string>) => Either.Either<A, string>
-  readonly run: (args: A, output: CommandOutput) => Effect.Effect<number, CommandUnusable, CommandEnvironment>
+  /** `R`: services the plugin's own `providerLayer` provides besides the Provider. */
+  readonly run: (args: A, output: CommandOutput) => Effect.Effect<number, CommandUnusable, CommandEnvironment | R>
 }
 
 /** What the CLI gives a plugin's command. */
@@ -111,7 +112,7 @@ export interface Plugin<ROut = any, E = any, RIn = any, Conf = any> {
    */
   readonly providerLayer?: Layer.Layer<any, any, any>
   /** CLI commands, run as `wearflow <id> <name>`. */
-  readonly commands?: ReadonlyArray<PluginCommand>
+  readonly commands?: ReadonlyArray<PluginCommand<any, any>>
 }
 
 const matches = (pattern: string, value: string) =>

@@ -1,7 +1,7 @@
 /**
  * Which plugins run is configuration: a list of module specifiers (`wearflow.config.ts`, or
  * `WEARFLOW_PLUGINS` over it). Each names a folder of this repository by its short name
- * (`garmin` → providers/garmin, `postgres` → sinks/postgres), a path, or an npm package; its
+ * (`acme` → providers/acme, `postgres` → sinks/postgres), a path, or an npm package; its
  * `mod.ts` (the package's main entry) exports `plugin`. A plugin left out is never imported:
  * its routes do not exist and its environment is never read.
  */
@@ -14,6 +14,7 @@ import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import type { TokenCipher } from "./crypto.ts"
 import * as Host from "./host.ts"
+import type { ApiKeyAuth } from "./http.ts"
 import type { Inbox } from "./pipeline/inbox.ts"
 import type { Plugin } from "./plugin.ts"
 import { type Provider, Providers } from "./provider.ts"
@@ -110,10 +111,11 @@ export const loadPlugins = (specifiers: ReadonlyArray<string>, root: string) =>
 /**
  * What the app offers every plugin's layer, besides the sandboxed HttpClient and
  * ConfigProvider the host gives each: the database, the inbox (to commit what a plugin
- * receives or fetches), the token cipher and the durable workflow engine. A plugin needing
+ * receives or fetches), the token cipher, the durable workflow engine, and the API-key check
+ * for routes under `/v2` (`ApiKeyAuth`). A plugin needing
  * anything else fails to build, naming the missing service.
  */
-export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | Inbox | TokenCipher | WorkflowEngine.WorkflowEngine
+export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | Inbox | TokenCipher | WorkflowEngine.WorkflowEngine | ApiKeyAuth
 
 /**
  * The configured plugins' layers, each built in its sandbox (host.ts), with the registries
@@ -147,22 +149,20 @@ export const layer = (
 /** What a provider's `providerLayer` may need: commands beside the server run no inbox and no engine. */
 export type ProviderEnvironment = HttpClient.HttpClient | SqlClient.SqlClient
 
-/** The configured providers alone (each plugin's `providerLayer`): no routes, no workers, no sinks. */
+/**
+ * The configured providers alone (each plugin's `providerLayer`): no routes, no workers, no
+ * sinks. What else a providerLayer provides stays in the context, for the plugin's commands.
+ */
 export const providersLayer = (
   plugins: ReadonlyArray<Plugin>,
   base?: ConfigProvider.ConfigProvider
 ): Layer.Layer<Providers, ConfigError.ConfigError, ProviderEnvironment> =>
-  Layer.project(
-    layer(
-      plugins
-        .filter((plugin) => plugin.provider !== undefined)
-        .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer })),
-      base
-    ) as Layer.Layer<Providers | Sinks, ConfigError.ConfigError, ProviderEnvironment>,
-    Providers,
-    Providers,
-    (providers) => providers
-  )
+  layer(
+    plugins
+      .filter((plugin) => plugin.provider !== undefined)
+      .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer })),
+    base
+  ) as Layer.Layer<Providers | Sinks, ConfigError.ConfigError, ProviderEnvironment>
 
 /** The HTTP groups the configured plugins mount. */
 export const routesOf = (plugins: ReadonlyArray<Plugin>) => plugins.flatMap((plugin) => plugin.routes ?? [])

@@ -224,7 +224,7 @@ describe("OAuth 1.0a connect flow", () => {
 
     const row = await connectionOf(userId)
     expect(row).toMatchObject({ provider_user_id: "garmin-oauth1-flow", auth_version: "oauth1", status: "active" })
-    expect(row.token_secret).not.toBeNull()
+    expect(row.provider_state).not.toBeNull()
 
     // The stored pair is the one Garmin issued: an OAuth 1.0a-era PING (no token in the URL)
     // finds the user by that token and is pulled signed with it.

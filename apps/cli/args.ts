@@ -8,7 +8,7 @@ import { Data, Either } from "effect"
 
 export type Command =
   | { readonly _tag: "Help"; readonly text: string }
-  | { readonly _tag: "Plugin"; readonly plugin: string; readonly command: PluginCommand; readonly args: unknown }
+  | { readonly _tag: "Plugin"; readonly plugin: string; readonly command: PluginCommand<any, any>; readonly args: unknown }
   | {
     readonly _tag: "BackfillStatus"
     readonly userId: string | undefined
@@ -31,7 +31,7 @@ export type Command =
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
 
 /** The commands of the configured plugins, by plugin id. */
-export type PluginCommands = ReadonlyMap<string, ReadonlyArray<PluginCommand>>
+export type PluginCommands = ReadonlyMap<string, ReadonlyArray<PluginCommand<any, any>>>
 
 /** What the configured plugins add to the command line. */
 export interface Configured {

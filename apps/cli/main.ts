@@ -9,7 +9,7 @@
  */
 import { BunRuntime } from "@effect/platform-bun"
 import * as Host from "@wearflow/core/host"
-import type { CommandOutput, Plugin, PluginCommand } from "@wearflow/core/plugin"
+import type { CommandEnvironment, CommandOutput, CommandUnusable, Plugin, PluginCommand } from "@wearflow/core/plugin"
 import { Cause, ConfigProvider, Effect, Either, Exit, Layer, Logger, LogLevel } from "effect"
 import { type Command, type Configured, parse } from "./args.ts"
 import * as Backfill from "./backfill.ts"
@@ -22,7 +22,7 @@ import { makeLogger, makeProgressView, type ProgressView } from "./progress.ts"
  * `wearflow <plugin> <command>`: runs in the plugin's sandbox (its own configuration only)
  * with the server's database, connections and providers. Warnings print above the progress.
  */
-const runPluginCommand = (plugin: Plugin, command: PluginCommand, args: unknown) => {
+const runPluginCommand = (plugin: Plugin, command: PluginCommand<any, any>, args: unknown) => {
   let view: ProgressView = { update: () => {}, finish: () => {}, line: (text) => process.stderr.write(text + "\n") }
   const output: CommandOutput = {
     stdout: (text) => write(process.stdout, text),
@@ -39,7 +39,9 @@ const runPluginCommand = (plugin: Plugin, command: PluginCommand, args: unknown)
   return Effect.gen(function* () {
     const config = yield* loadConfig
     const keys = yield* encryptionKeys(config)
-    return yield* command.run(args, output).pipe(
+    // What the command needs beyond the CLI's services, its plugin's providerLayer provides.
+    const run = command.run(args, output) as Effect.Effect<number, CommandUnusable, CommandEnvironment>
+    return yield* run.pipe(
       Effect.withConfigProvider(Host.restrictConfigProvider(plugin.manifest, ConfigProvider.fromEnv())),
       Effect.catchTag("CommandUnusable", (e) => new EnvironmentError({ message: e.message })),
       Effect.provide(layer(config, keys, [plugin]))

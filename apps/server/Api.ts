@@ -8,7 +8,6 @@ import { ApiId, Conflict, InvalidRequest, NotFound, PrintableId, ServiceUnavaila
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
-import { WebhooksApi } from "./WebhooksApi.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
@@ -257,7 +256,6 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(LinkApi)
   .add(DataApi)
   .add(BackfillApi)
-  .add(WebhooksApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}
 

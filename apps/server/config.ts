@@ -49,7 +49,7 @@ export const ServerConfig = Config.all({
     Config.withDefault(Duration.minutes(10)),
     Config.validate({ message: "WEARFLOW_INBOX_RETENTION_INTERVAL must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
   ),
-  /** First wait before retrying a pull Garmin answered with 429/5xx (doubling, at most 2 min). */
+  /** First wait before retrying a fetch the provider answered with 429/5xx (doubling, at most 2 min). */
   pullBackoff: Config.duration("WEARFLOW_PULL_BACKOFF").pipe(Config.withDefault(Duration.seconds(1))),
   maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024)),
   /** How long a request waits for the database before it is answered 503 with Retry-After. */
@@ -72,7 +72,7 @@ export const ServerConfig = Config.all({
     ahead: Config.duration("WEARFLOW_TOKEN_REFRESH_AHEAD").pipe(Config.withDefault(Duration.hours(1)))
   }).pipe(
     Config.validate({
-      // Garmin asks for refreshes at least 600 s before expiry; a check may come one interval late.
+      // Providers may ask for a refresh 10 minutes before expiry; a check may come one interval late.
       message: "WEARFLOW_TOKEN_REFRESH_AHEAD must exceed 10 minutes plus WEARFLOW_TOKEN_REFRESH_INTERVAL",
       validation: ({ ahead, interval }) => Duration.toMillis(ahead) > 600_000 + Duration.toMillis(interval)
     })
@@ -101,7 +101,7 @@ export const BackfillConfig = Config.all({
   settle: Config.duration("WEARFLOW_BACKFILL_SETTLE").pipe(Config.withDefault(BackfillSettings.defaults.settle)),
   budgetDays: Config.integer("WEARFLOW_BACKFILL_BUDGET_DAYS").pipe(
     Config.withDefault(BackfillSettings.defaults.budgetDays),
-    Config.validate({ message: "WEARFLOW_BACKFILL_BUDGET_DAYS must be positive (Garmin: 100 for evaluation keys, 10000 in production)", validation: (n) => n > 0 })
+    Config.validate({ message: "WEARFLOW_BACKFILL_BUDGET_DAYS must be positive (the provider's limit, e.g. 100 days a minute for a test key)", validation: (n) => n > 0 })
   ),
   budgetWindow: positive("WEARFLOW_BACKFILL_BUDGET_WINDOW", BackfillSettings.defaults.budgetWindow),
   retryBackoff: positive("WEARFLOW_BACKFILL_RETRY_BACKOFF", BackfillSettings.defaults.retryBackoff)

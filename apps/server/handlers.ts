@@ -10,12 +10,12 @@ import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections"
 import { describeParseError } from "@wearflow/core/normalizer"
 import { Providers } from "@wearflow/core/provider"
-import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized, unavailable, within } from "@wearflow/core/http"
+import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
-import { Duration, Effect, Layer, Option, Schema } from "effect"
-import { ApiKeyAuth, BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
+import { Duration, Effect, Option, Schema } from "effect"
+import { BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
 
 /** The longest a provider call inside a request may take (the providers' own request timeout). */
 const PROVIDER_WAIT = Duration.seconds(30)
@@ -23,27 +23,6 @@ const PROVIDER_WAIT = Duration.seconds(30)
 // Error bodies name what was wrong, never the caller's value (ids, slugs, types).
 const notFound = () => new NotFound({ message: "user not found" })
 const unsupportedProvider = "this provider is not loaded, or has no connect flow for this oauth_version"
-
-export const ApiKeyAuthLive = Layer.effect(
-  ApiKeyAuth,
-  Effect.gen(function* () {
-    const accounts = yield* Accounts
-    const deadline = within(yield* DatabaseWait)
-    return {
-      apiKey: (key) =>
-        accounts.teamForApiKey(key).pipe(
-          Effect.mapError(unavailable),
-          deadline,
-          Effect.flatMap(
-            Option.match({
-              onNone: () => Effect.fail(new Unauthorized({ message: "missing or unknown x-api-key" })),
-              onSome: (teamId) => Effect.succeed({ teamId })
-            })
-          )
-        )
-    }
-  })
-)
 
 /** The provider's OAuth callback under the server's public URL. */
 const callbackUrl = (publicUrl: string, provider: string) => `${publicUrl}/v2/link/${encodeURIComponent(provider)}/callback`
@@ -96,7 +75,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           const input = yield* Schema.decodeUnknown(provider.linkPayload, { errors: "all", onExcessProperty: "ignore" })(payload).pipe(
             Effect.mapError((error) => new InvalidRequest({ message: `invalid link payload: ${describeParseError(error)}` }))
           )
-          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, provider, input.providerUserId, input.tokens)
+          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, provider, input.providerUserId, input.tokens, input.flow)
           yield* Effect.logInfo("provider connection linked").pipe(Effect.annotateLogs({ user_id: path.user_id, provider: provider.id, replayed }))
           if (backfillId !== undefined) yield* startChain(backfillId)
           return {
@@ -143,7 +122,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           const { teamId } = yield* CurrentTeam
           const { token, expiresAt } = yield* connections.createLink(teamId, payload.user_id, payload.provider, {
             redirectUrl: payload.redirect_url,
-            version: payload.oauth_version
+            flow: payload.oauth_version
           })
           const start = new URL(`${publicUrl}/v2/link/${encodeURIComponent(payload.provider)}/start`)
           start.searchParams.set("token", token)

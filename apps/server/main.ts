@@ -5,6 +5,7 @@
 import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { BunHttpServer, BunRuntime } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/accounts"
+import * as ApiKeyAuth from "@wearflow/core/api-key-auth"
 import { Backfills, startChain } from "@wearflow/core/backfill/backfills"
 import * as BackfillChains from "@wearflow/core/backfill/chain"
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
@@ -22,18 +23,16 @@ import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
 import * as Registry from "@wearflow/core/registry"
 import * as Database from "@wearflow/core/storage/database"
-import { WebhookEndpoints } from "@wearflow/sink-webhooks"
 import { Effect, Layer, Logger, Option } from "effect"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import WearflowConfig from "../../wearflow.config.ts"
 import { withPluginRoutes } from "./Api.ts"
 import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, runnerAddress, ServerConfig } from "./config.ts"
-import { ApiKeyAuthLive, BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
 import { layerRetryAfter, layerWithoutEchoedInput } from "./middleware.ts"
-import { WebhooksLive } from "./webhooks.ts"
 
 const AppLayer = Effect.gen(function* () {
   const config = yield* ServerConfig
@@ -49,7 +48,7 @@ const AppLayer = Effect.gen(function* () {
   // The configured plugins, each built once in its sandbox: their routes, the providers the
   // workers use and the sinks the runners drive share it.
   const plugins = yield* Registry.loadPlugins((yield* WearflowConfig).plugins, fileURLToPath(new URL("../../", import.meta.url)))
-  const Plugins = Registry.layer(plugins)
+  const Plugins = Registry.layer(plugins).pipe(Layer.provide(ApiKeyAuth.layer))
 
   const runner = yield* RunnerConfig
   const Core = Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default).pipe(
@@ -76,21 +75,11 @@ const AppLayer = Effect.gen(function* () {
 
   const Bootstrap = Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
 
-  // After a key rotation, tokens and webhook secrets move to the new key in the background.
+  // After a key rotation, tokens move to the new key in the background (plugins move their own secrets).
   const TokenRotation = Layer.scopedDiscard(
-    Effect.all([Accounts, Effect.serviceOption(WebhookEndpoints)]).pipe(
-      Effect.flatMap(([accounts, webhooks]) =>
-        Effect.all([
-          accounts.reencryptTokens().pipe(
-            Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted provider tokens with the current key").pipe(Effect.annotateLogs("connections", moved)) : Effect.void)),
-            Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt provider tokens", cause))
-          ),
-          Option.match(webhooks, { onNone: () => Effect.succeed(0), onSome: (webhooks) => webhooks.reencrypt }).pipe(
-            Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted webhook secrets with the current key").pipe(Effect.annotateLogs("endpoints", moved)) : Effect.void)),
-            Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt webhook secrets", cause))
-          )
-        ])
-      ),
+    Effect.flatMap(Accounts, (accounts) => accounts.reencryptTokens()).pipe(
+      Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted provider tokens with the current key").pipe(Effect.annotateLogs("connections", moved)) : Effect.void)),
+      Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt provider tokens", cause)),
       Effect.forkScoped
     )
   )
@@ -108,16 +97,16 @@ const AppLayer = Effect.gen(function* () {
     SinkRunner.layerAll()
   )
 
-  const Api = HttpApiBuilder.api(withPluginRoutes(Registry.routesOf(plugins))).pipe(
+  const api = withPluginRoutes(Registry.routesOf(plugins))
+  const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([
-      // The webhooks sink's layer provides WebhookEndpoints (typed away by the registry).
-      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, WebhooksLive as Layer.Layer<Layer.Layer.Success<typeof WebhooksLive>, never, never>).pipe(Layer.provide(ApiKeyAuthLive)),
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)),
       LinkLive(publicUrl)
     ])
   )
 
   const Http = HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
-    Layer.provide(layerWithoutEchoedInput),
+    Layer.provide(layerWithoutEchoedInput(api)),
     Layer.provide(layerRetryAfter),
     Layer.provide(Layer.merge(MetricsRoute, HealthRoute({ ingestStallAfter: config.ingestStallAfter }))),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),

@@ -4,11 +4,10 @@
  * names the fields and the kind of problem only. (An API-level middleware: it sees the
  * failure before HttpApi encodes it; server middleware runs after the response is written.)
  */
-import { HttpApiBuilder, type HttpApiEndpoint, HttpApiError, type HttpApiGroup, type HttpApp, HttpServerError, HttpServerResponse } from "@effect/platform"
+import { type HttpApi, HttpApiBuilder, type HttpApiEndpoint, HttpApiError, type HttpApiGroup, type HttpApp, HttpServerError, HttpServerResponse } from "@effect/platform"
 import { ServiceUnavailable } from "@wearflow/core/http"
 import { describeIssues } from "@wearflow/core/normalizer"
 import { Effect, Option, SchemaAST } from "effect"
-import { WearflowApi } from "./Api.ts"
 
 const isDecodeError = (error: unknown): error is HttpApiError.HttpApiDecodeError =>
   error instanceof HttpApiError.HttpApiDecodeError
@@ -17,8 +16,8 @@ const isDecodeError = (error: unknown): error is HttpApiError.HttpApiDecodeError
 const isUnreadableBody = (error: unknown): error is HttpServerError.RequestError =>
   error instanceof HttpServerError.RequestError && error.reason === "Decode"
 
-/** Every field name the API's request schemas declare. */
-const declaredFields = (): ReadonlySet<string> => {
+/** Every field name the API's request schemas declare (plugins' groups included). */
+const declaredFields = (api: HttpApi.HttpApi.Any): ReadonlySet<string> => {
   const names = new Set<string>()
   const seen = new Set<SchemaAST.AST>()
   const walk = (ast: SchemaAST.AST): void => {
@@ -48,7 +47,7 @@ const declaredFields = (): ReadonlySet<string> => {
         return
     }
   }
-  const groups: ReadonlyArray<HttpApiGroup.HttpApiGroup.AnyWithProps> = Object.values(WearflowApi.groups as object)
+  const groups: ReadonlyArray<HttpApiGroup.HttpApiGroup.AnyWithProps> = Object.values((api as unknown as { groups: object }).groups)
   for (const group of groups) {
     for (const endpoint of Object.values(group.endpoints) as ReadonlyArray<HttpApiEndpoint.HttpApiEndpoint.AnyWithProps>) {
       for (const schema of [endpoint.pathSchema, endpoint.urlParamsSchema, endpoint.payloadSchema, endpoint.headersSchema]) {
@@ -68,8 +67,8 @@ const pathOf = (fields: ReadonlySet<string>) => (path: ReadonlyArray<PropertyKey
 
 const invalid = (message: string) => Effect.succeed(HttpServerResponse.unsafeJson({ _tag: "InvalidRequest", message }, { status: 400 }))
 
-export const layerWithoutEchoedInput = HttpApiBuilder.middleware(Effect.sync(() => {
-  const echoable = pathOf(declaredFields())
+export const layerWithoutEchoedInput = (api: HttpApi.HttpApi.Any) => HttpApiBuilder.middleware(Effect.sync(() => {
+  const echoable = pathOf(declaredFields(api))
   return (app: HttpApp.Default) =>
     // The API's app is typed as never failing, but endpoint errors do flow through here.
     (app as HttpApp.Default<unknown>).pipe(

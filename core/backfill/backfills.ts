@@ -16,8 +16,10 @@ import { Accounts } from "../accounts.ts"
 import { Connections } from "../connections.ts"
 import type { BackfillAnswer, NotificationItem, Provider } from "../provider.ts"
 import { Providers } from "../provider.ts"
+import { Inbox } from "../pipeline/inbox.ts"
 import { appendEvent, type Recipient } from "../pipeline/store.ts"
 import { retryWhileTransient } from "../storage/errors.ts"
+import { historyPages } from "./pages.ts"
 import { DAY_MS, planWindows } from "./plan.ts"
 import { BackfillSettings } from "./settings.ts"
 import { cancelWindows, DONE, FINAL, scheduleBackfill } from "./schedule.ts"
@@ -100,6 +102,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     const accounts = yield* Accounts
     const settings = yield* BackfillSettings
     const engine = yield* WorkflowEngine.WorkflowEngine
+    const inbox = yield* Inbox
 
     const backfillOf = (provider: Provider) =>
       provider.backfill === undefined ? Effect.die(new Error(`provider ${provider.id} has no backfill`)) : Effect.succeed(provider.backfill)
@@ -240,6 +243,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
         const backfill = yield* loadBackfill(window.backfill_id)
         if (backfill.status === "cancelled") return { _tag: "Stop" } satisfies Step
         if (window.status === "requested") return { _tag: "Waiting" } satisfies Step
+        if (window.status === "fetched") return { _tag: "Fetched" } satisfies Step
         if ((FINAL as ReadonlyArray<string>).includes(window.status)) return { _tag: "Finished" } satisfies Step
         // The connection the backfill was made for: a relink since then starts a backfill of its own.
         const [connection] = yield* sql<{ provider_user_id: string }>`
@@ -270,7 +274,8 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
         return { _tag: "Stop" } satisfies Step
       }
       const attempts = window.attempts + 1
-      const answer = yield* history.request(credentials, window.type, { start: window.range_start, end: window.range_end })
+      const pages = historyPages(sql, inbox, { provider: provider.id, windowId: window.id, providerUserId: prepared.providerUserId })
+      const answer = yield* history.request(credentials, window.type, { start: window.range_start, end: window.range_end }, pages)
       yield* Effect.logInfo("backfill request answered").pipe(
         Effect.annotateLogs({ backfill_id: backfill.id, type: window.type, answer: answer._tag, attempts })
       )
@@ -292,6 +297,10 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
         case "Accepted":
           yield* accepted
           return { _tag: "Waiting" } satisfies Step
+        case "Fetched":
+          // Its pages are in the inbox: the chain waits for them to be processed (pages.ts).
+          yield* sql`update backfill_windows set status = 'fetched', requested_at = coalesce(requested_at, now()), error = null where id = ${window.id}`
+          return { _tag: "Fetched" } satisfies Step
         case "AlreadyRequested":
           if (resent) {
             yield* accepted
@@ -328,7 +337,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
           const errorType = answer.status === 401 ? "provider_credential_error" : "required_scopes_not_granted"
           yield* accounts.connectionError(provider, recipient, errorType, `history request refused: ${answer.message}`, {
             status: answer.status,
-            hint: "the user may not have granted historical data access (Garmin: HISTORICAL_DATA_EXPORT)"
+            hint: provider.backfill?.forbiddenHint ?? "the user may not have granted access to their history"
           })
           return { _tag: "Stop" } satisfies Step
         }
@@ -363,9 +372,10 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     /** The window's data is in (or it went quiet): mark it complete, send the resource's notice if it was the last. */
     const complete = Effect.fn("Backfills.complete")(function* (windowId: string, answer: WindowAnswer) {
       const [window] = yield* sql<WindowRow>`select * from backfill_windows where id = ${windowId}`
-      if (!window || window.status !== "requested") return
+      if (!window || (window.status !== "requested" && window.status !== "fetched")) return
       const backfill = yield* loadBackfill(window.backfill_id)
-      yield* finishWindow(backfill, window, "complete", answer === "covered" ? "data" : window.items > 0 ? "data_then_quiet" : "quiet")
+      if (answer === "unprocessed") return yield* finishWindow(backfill, window, "failed", "failed", "some pages of the fetched history could not be processed")
+      yield* finishWindow(backfill, window, "complete", answer === "fetched" ? "fetched" : answer === "covered" ? "data" : window.items > 0 ? "data_then_quiet" : "quiet")
     }, sql.withTransaction, retryTransient)
 
     const finish = Effect.fn("Backfills.finish")(function* (backfillId: string) {

@@ -1,12 +1,16 @@
 /**
  * The backfill workflows' steps. The chain requests one window at a time under the shared
- * rate limit, waits for the window's answer (its data, or the quiet period), and moves on.
+ * rate limit, waits for the window's answer (its data, or the quiet period; for history the
+ * provider fetched itself, its pages processed), and moves on.
  * Every step is an activity or a durable sleep, so a chain killed mid-way resumes where it
  * was, and no request already answered is sent again.
  */
 import { Activity, DurableClock, DurableDeferred, DurableRateLimiter } from "@effect/workflow"
+import { SqlClient } from "@effect/sql"
 import { Duration, Effect, Layer, Schema } from "effect"
+import { retryWhileTransient } from "../storage/errors.ts"
 import { Backfills } from "./backfills.ts"
+import { pagesWaiting } from "./pages.ts"
 import { daysIn } from "./plan.ts"
 import { BackfillSettings } from "./settings.ts"
 import { answerWindow, BackfillChain, BackfillQuietPeriod, Step, WindowAnswer, windowAnswered } from "./workflows.ts"
@@ -18,6 +22,32 @@ const PlannedWindow = Schema.Struct({
   range_start: Schema.Date,
   range_end: Schema.Date
 })
+
+/** Longest wait between two looks at a fetched window's pages. */
+const PAGES_POLL_MAX = Duration.seconds(10)
+
+const PagesWaiting = Schema.UndefinedOr(Schema.Struct({ waiting: Schema.Number, unprocessable: Schema.Number }))
+
+/**
+ * Waits until every page the provider fetched for the window is processed (its records
+ * stored), looking again after 100 ms, then twice as long each time up to 10 s; or until
+ * the only pages left are ones whose ingest gave up.
+ */
+const awaitPages = (windowId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    for (let round = 0; ; round++) {
+      const pages = yield* Activity.make({
+        name: `pages/${windowId}/${round}`,
+        success: PagesWaiting,
+        execute: pagesWaiting(sql, windowId).pipe(retryWhileTransient("10 minutes"), Effect.orDie)
+      })
+      if (pages === undefined || pages.waiting === 0) return "fetched" satisfies WindowAnswer
+      if (pages.waiting === pages.unprocessable) return "unprocessed" satisfies WindowAnswer
+      const wait = Duration.min(Duration.millis(100 * 2 ** Math.min(round, 10)), PAGES_POLL_MAX)
+      yield* DurableClock.sleep({ name: `pages-wait/${windowId}/${round}`, duration: wait })
+    }
+  })
 
 const ChainLive = BackfillChain.toLayer(
   Effect.fn(function* ({ backfillId }) {
@@ -48,6 +78,11 @@ const ChainLive = BackfillChain.toLayer(
       }
       if (step._tag === "Stop") break
       if (step._tag === "Finished") continue
+      if (step._tag === "Fetched") {
+        const answer = yield* awaitPages(window.id)
+        yield* Activity.make({ name: `complete/${window.id}`, execute: backfills.complete(window.id, answer).pipe(Effect.orDie) })
+        continue
+      }
 
       yield* BackfillQuietPeriod.execute({ backfillId, windowId: window.id }, { discard: true })
       const answer = yield* DurableDeferred.await(windowAnswered(window.id))

@@ -20,7 +20,7 @@ export interface BackfillSettingsShape {
 }
 
 export class BackfillSettings extends Context.Tag("wearflow/BackfillSettings")<BackfillSettings, BackfillSettingsShape>() {
-  /** Garmin evaluation-key limits (100 days per minute) and 90 days of history. */
+  /** A conservative provider rate limit (100 days of data per minute) and 90 days of history. */
   static readonly defaults: BackfillSettingsShape = {
     onConnect: true,
     days: 90,

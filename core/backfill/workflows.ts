@@ -5,7 +5,8 @@
  * - `BackfillQuietPeriod`, one per requested window: the deadline after which a window with
  *   no new data counts as complete. Data arriving pushes the deadline back.
  * A window's answer is a durable deferred the chain awaits: completed by the ingest worker
- * when data covering the window arrived, or by the quiet period.
+ * when data covering the window arrived, or by the quiet period. A window the provider
+ * fetched itself (pull-style) needs neither: the chain waits for its pages to be processed.
  */
 import { DurableDeferred, Workflow } from "@effect/workflow"
 import { Effect, Schema } from "effect"
@@ -22,7 +23,11 @@ export const BackfillQuietPeriod = Workflow.make({
   idempotencyKey: ({ windowId }) => windowId
 })
 
-export const WindowAnswer = Schema.Literal("covered", "quiet")
+/**
+ * `fetched`: the provider fetched the window itself and every page of it is processed;
+ * `unprocessed`: some of those pages will never be (their ingest jobs gave up).
+ */
+export const WindowAnswer = Schema.Literal("covered", "quiet", "fetched", "unprocessed")
 export type WindowAnswer = typeof WindowAnswer.Type
 
 export const windowAnswered = (windowId: string) => DurableDeferred.make(`window/${windowId}`, { success: WindowAnswer })
@@ -35,9 +40,13 @@ export const answerWindow = (backfillId: string, windowId: string, answer: Windo
   )
 }
 
-/** What the chain does after a request: wait for data, go on, stop, or try again later. */
+/**
+ * What the chain does after a request: wait for data, wait for the pages the provider
+ * fetched to be processed, go on, stop, or try again later.
+ */
 export const Step = Schema.Union(
   Schema.TaggedStruct("Waiting", {}),
+  Schema.TaggedStruct("Fetched", {}),
   Schema.TaggedStruct("Finished", {}),
   Schema.TaggedStruct("Stop", {}),
   Schema.TaggedStruct("Retry", { afterMillis: Schema.Number })

@@ -1,5 +1,5 @@
 /**
- * Activity files (FIT, TCX, GPX) fetched for PING items: stored once by content (its SHA-256
+ * Activity files (FIT, TCX, GPX) fetched for pointer items: stored once by content (its SHA-256
  * names it) in a local directory or an S3-compatible bucket, and recorded for every user the
  * provider account is linked to.
  */
@@ -8,7 +8,7 @@ import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer, Schedule } from "effect"
 import { createHash } from "node:crypto"
 import * as path from "node:path"
-import type { Pulled } from "../provider.ts"
+import type { Fetched } from "../provider.ts"
 import { objectKey, s3Client, type S3Location } from "../storage/s3.ts"
 import { writeWholeFile } from "../storage/whole-file.ts"
 import type { Recipient } from "./store.ts"
@@ -17,7 +17,7 @@ export class FileStoreError extends Data.TaggedError("FileStoreError")<{ readonl
   readonly retryable = true
 }
 
-type PulledFile = Extract<Pulled, { readonly _tag: "File" }>
+type FetchedFile = Extract<Fetched, { readonly _tag: "File" }>
 
 /** Where files go: `put` stores bytes under a key and says where they are. */
 interface FileStore {
@@ -55,13 +55,13 @@ const s3Store = (client: S3Client, options: S3FilesOptions): FileStore => ({
 
 export class ActivityFiles extends Context.Tag("wearflow/ActivityFiles")<
   ActivityFiles,
-  { readonly save: (provider: string, recipients: ReadonlyArray<Recipient>, file: PulledFile) => Effect.Effect<string, FileStoreError | import("@effect/sql").SqlError.SqlError> }
+  { readonly save: (provider: string, recipients: ReadonlyArray<Recipient>, file: FetchedFile) => Effect.Effect<string, FileStoreError | import("@effect/sql").SqlError.SqlError> }
 >() {
   /** Files kept in a local directory (`<data dir>/files` in the app). */
   static readonly layerLocal = (directory: string) => Layer.effect(ActivityFiles, make(localStore(directory)))
 
   /**
-   * Files kept in an S3-compatible bucket. Garmin's file URLs are single use, so a file the
+   * Files kept in an S3-compatible bucket. A provider's file URLs may be single use, so a file the
    * bucket will not take (after retries) is kept in `fallbackDirectory` instead of lost.
    */
   static readonly layerS3 = (options: S3FilesOptions, fallbackDirectory: string) =>
@@ -89,16 +89,16 @@ export class ActivityFiles extends Context.Tag("wearflow/ActivityFiles")<
 const make = (store: FileStore) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const save = Effect.fn("ActivityFiles.save")(function* (provider: string, recipients: ReadonlyArray<Recipient>, file: PulledFile) {
+    const save = Effect.fn("ActivityFiles.save")(function* (provider: string, recipients: ReadonlyArray<Recipient>, file: FetchedFile) {
       const sha256 = createHash("sha256").update(file.bytes).digest()
       const extension = file.fileType.toLowerCase().replace(/[^a-z0-9]/g, "") || "bin"
       const location = yield* store.put(`${provider}/${sha256.toString("hex")}.${extension}`, file.bytes, file.contentType)
       for (const recipient of recipients) {
         yield* sql`
-          insert into activity_files (user_id, provider, summary_id, activity_id, file_type, content_type, location, size_bytes, sha256)
-          values (${recipient.userId}, ${provider}, ${file.summaryId}, ${file.activityId ?? null}, ${file.fileType}, ${file.contentType},
+          insert into activity_files (user_id, provider, source_id, activity_id, file_type, content_type, location, size_bytes, sha256)
+          values (${recipient.userId}, ${provider}, ${file.sourceId}, ${file.activityId ?? null}, ${file.fileType}, ${file.contentType},
                   ${location}, ${file.bytes.length}, ${sha256})
-          on conflict (user_id, provider, summary_id) do update set
+          on conflict (user_id, provider, source_id) do update set
             activity_id = excluded.activity_id, file_type = excluded.file_type, content_type = excluded.content_type,
             location = excluded.location, size_bytes = excluded.size_bytes, sha256 = excluded.sha256, downloaded_at = now()`
       }

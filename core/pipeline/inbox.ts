@@ -66,11 +66,11 @@ export interface BodyItems {
 
 export interface Notification {
   readonly provider: string
-  /** `push` bodies carry data; `ping` bodies carry callback URLs to pull. */
-  readonly kind: "push" | "ping"
+  /** The provider's name for the body's kind; Provider.itemsOf reads the body by it. */
+  readonly kind: string
   readonly body: string
   readonly itemCount: number
-  /** For a body pulled for a PING item: that item. Committing it twice stores it once. */
+  /** For a body fetched for a pointer item: that item. Committing it twice stores it once. */
   readonly source?: { readonly inboxId: number; readonly index: number } | undefined
   /** Where the body's items lie (json-scan.ts): a large body is stored as parts of them. */
   readonly items?: ReadonlyArray<BodyItems> | undefined
@@ -167,15 +167,15 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
           select ${JOB_ID_PREFIX} || id, ${QUEUE_NAME}, json_build_object('inboxId', id)::text, false, 0, now(), now() from ids
           on conflict (id) do nothing`
 
-    /** The row already stored for a PING item's pull, if any. */
+    /** The row already stored for a pointer item's fetch, if any. */
     const existing = (source: NonNullable<Notification["source"]>) =>
       sql<{ id: string }>`select id from inbox where source_inbox_id = ${source.inboxId} and source_index = ${source.index}`.pipe(
         Effect.map((rows) => Number(rows[0]!.id))
       )
 
     /**
-     * One statement stores the body and offers its ingest job (which normalizes a PUSH body
-     * or pulls a PING body's items): one round trip, atomic without an explicit transaction.
+     * One statement stores the body and offers its ingest job (which normalizes its record
+     * items and fetches its pointer items): one round trip, atomic without an explicit transaction.
      * The job row is exactly what `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })`
      * writes (core/pipeline/queue.ts, the table of @effect/sql 0.52's SqlPersistedQueue);
      * test/pipeline.test.ts checks the two agree.
@@ -195,7 +195,7 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
             select ${JOB_ID_PREFIX} || id, ${QUEUE_NAME}, json_build_object('inboxId', id)::text, false, 0, now(), now() from stored
           )
           select id from stored`
-        // Already stored from an earlier attempt at the same PING item: that row stands.
+        // Already stored from an earlier attempt at the same pointer item: that row stands.
         if (rows.length === 0 && notification.source) return yield* existing(notification.source)
         return Number(rows[0]!.id)
       })
@@ -237,7 +237,8 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
       },
       (effect, notification) =>
         effect.pipe(
-          // Garmin gives up after 30 s; a stalled database must turn into a prompt 503 instead.
+          // Providers give up on a webhook after tens of seconds (30 s is common); a stalled
+          // database must turn into a prompt 503 instead.
           // A large body may take longer to write: a second more per 10 MB, up to 25 s.
           Effect.timeoutFail({
             duration: Duration.millis(Math.min(25_000, 10_000 + notification.body.length / 10_000)),

@@ -1,10 +1,10 @@
 /**
  * The ingest worker: takes inbox items from the durable queue and splits them into items per
- * provider user.
- * - PUSH bodies: items are normalized and written, with their events, for every linked user;
- *   lifecycle items (deregistration, permission changes) update the connections.
- * - PING bodies: each item is pulled from the provider; what comes back is committed as a
- *   new inbox body (so it is durable and normalized like a PUSH), or kept as a file.
+ * provider user (Provider.itemsOf).
+ * - Lifecycle items (deregistration, permission changes) update the connections.
+ * - Record items are normalized and written, with their events, for every linked user.
+ * - Pointer items are fetched from the provider; what comes back is committed as a new inbox
+ *   body (so it is durable and processed like any other), or kept as a file.
  * Items for provider users nobody has linked are parked (see Accounts.recipientsOrPark).
  * Data items also tell running backfills that the history they asked for is arriving.
  * Transient database failures are retried with back-off inside the job, so an acknowledged
@@ -35,7 +35,7 @@ export interface IngestOutcome {
   readonly created: number
   readonly updated: number
   readonly unchanged: number
-  /** PING items whose data was fetched. */
+  /** Pointer items whose data was fetched. */
   readonly pulled: number
   readonly errors: ReadonlyArray<ItemProblem>
 }
@@ -64,9 +64,9 @@ const groupByUser = (items: ReadonlyArray<NotificationItem>) => {
 
 
 export interface IngestOptions {
-  /** Back-off between attempts at a pull that failed with 429, 5xx or a network error. */
+  /** Back-off between attempts at a fetch that failed with 429, 5xx or a network error. */
   readonly pullBackoff?: Duration.DurationInput
-  /** Attempts at such a pull before it is reported as failed. */
+  /** Attempts at such a fetch before it is reported as failed. */
   readonly pullAttempts?: number
 }
 
@@ -111,27 +111,36 @@ export const make = (options: IngestOptions = {}) =>
             )))
       )
 
-    /** A PUSH body: lifecycle items change connections; data items are normalized and stored. */
-    const processPush = Effect.fn("IngestWorker.processPush")(function* (provider: Provider, job: IngestJob, receivedAs: number, items: ReadonlyArray<NotificationItem>) {
-      const errors: Array<ItemProblem> = []
-      let unlinked = 0
-      let created = 0
-      let updated = 0
-      let unchanged = 0
-      for (const group of groupByUser(items).values()) {
-        for (const item of group.items) {
-          const change = provider.lifecycle(item)
-          if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
-        }
-        const data = group.items.filter((item) => provider.normalizers[item.key] !== undefined)
-        if (data.length === 0) continue
-        const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, data.length)
-        if (recipients.length === 0) {
-          unlinked += data.length
-          continue
-        }
+    /**
+     * One provider user's items: lifecycle items change connections; record items are
+     * normalized and stored; pointer items are fetched and kept (as a new inbox body or a file).
+     */
+    const processGroup = Effect.fn("IngestWorker.processGroup")(function* (
+      provider: Provider,
+      job: IngestJob,
+      receivedAs: number,
+      group: UserGroup,
+      outcome: { unlinked: number; created: number; updated: number; unchanged: number; pulled: number; errors: Array<ItemProblem> }
+    ) {
+      const { errors } = outcome
+      const records: Array<NotificationItem> = []
+      const pointers: Array<NotificationItem> = []
+      for (const item of group.items) {
+        const change = provider.lifecycle(item)
+        if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
+        else if (item.carries === "pointer") pointers.push(item)
+        else if (provider.normalizers[item.key] !== undefined) records.push(item)
+      }
+      const count = records.length + pointers.length
+      if (count === 0) return
+      const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, count)
+      if (recipients.length === 0) {
+        outcome.unlinked += count
+        return
+      }
+      if (records.length > 0) {
         const normalized: Array<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }> = []
-        for (const item of data) {
+        for (const item of records) {
           Either.match(provider.normalizers[item.key]!(item.raw), {
             onLeft: (error) => errors.push({ key: item.key, index: item.index, message: error.message }),
             onRight: (records) => normalized.push({ item, records })
@@ -140,66 +149,43 @@ export const make = (options: IngestOptions = {}) =>
         const answering = yield* backfills.answering(provider, recipients, normalized.map((n) => n.item))
         const historical = new Set(normalized.filter((n) => answering.has(n.item)).flatMap((n) => n.records))
         for (const recipient of recipients) {
-          const outcome = yield* writeFor(recipient, provider, normalized, receivedAs, errors, historical)
-          created += outcome.created
-          updated += outcome.updated
-          unchanged += outcome.unchanged
+          const written = yield* writeFor(recipient, provider, normalized, receivedAs, errors, historical)
+          outcome.created += written.created
+          outcome.updated += written.updated
+          outcome.unchanged += written.unchanged
         }
         // Stored first: a backfill told its data is in may complete and announce it at once.
         yield* backfills.recordArrivals(provider, recipients, normalized.map((n) => n.item))
       }
-      return { items: items.length, unlinked, created, updated, unchanged, pulled: 0, errors } satisfies IngestOutcome
-    })
-
-    /** A PING body: pull each item, keep what comes back as a new inbox body or a file. */
-    const processPing = Effect.fn("IngestWorker.processPing")(function* (provider: Provider, job: IngestJob, items: ReadonlyArray<NotificationItem>) {
-      const errors: Array<ItemProblem> = []
-      let unlinked = 0
-      let pulled = 0
-      for (const group of groupByUser(items).values()) {
-        // Lifecycle items may be sent to the PING URL too; they carry nothing to pull.
-        const pulls: Array<NotificationItem> = []
-        for (const item of group.items) {
-          const change = provider.lifecycle(item)
-          if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
-          else pulls.push(item)
-        }
-        if (pulls.length === 0) continue
-        const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, pulls.length)
-        if (recipients.length === 0) {
-          unlinked += pulls.length
+      if (pointers.length === 0) return
+      const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
+        Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
+      )
+      for (const item of pointers) {
+        const result = yield* provider.fetch(item, credentials).pipe(
+          Effect.retry({ schedule: pullRetry, while: (e) => e.retryable }),
+          Effect.either
+        )
+        if (Either.isLeft(result)) {
+          errors.push({ key: item.key, index: item.index, message: result.left.message })
+          yield* Effect.logWarning("fetch failed").pipe(
+            Effect.annotateLogs({ key: item.key, index: item.index, status: result.left.status, error: result.left.message })
+          )
           continue
         }
-        const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
-          Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
-        )
-        for (const item of pulls) {
-          const result = yield* provider.pull(item, credentials).pipe(
-            Effect.retry({ schedule: pullRetry, while: (e) => e.retryable }),
-            Effect.either
-          )
-          if (Either.isLeft(result)) {
-            errors.push({ key: item.key, index: item.index, message: result.left.message })
-            yield* Effect.logWarning("pull failed").pipe(
-              Effect.annotateLogs({ key: item.key, index: item.index, status: result.left.status, error: result.left.message })
-            )
-            continue
-          }
-          const data = result.right
-          if (data._tag === "Records") {
-            yield* inbox.commit({
-              provider: provider.id,
-              kind: "push",
-              ...bodyOf(data.key, data.records),
-              source: { inboxId: job.inboxId, index: item.index }
-            })
-          } else {
-            yield* files.save(provider.id, recipients, data)
-          }
-          pulled++
+        const data = result.right
+        if (data._tag === "Records") {
+          yield* inbox.commit({
+            provider: provider.id,
+            kind: data.kind,
+            ...bodyOf(data.key, data.records),
+            source: { inboxId: job.inboxId, index: item.index }
+          })
+        } else {
+          yield* files.save(provider.id, recipients, data)
         }
+        outcome.pulled++
       }
-      return { items: items.length, unlinked, created: 0, updated: 0, unchanged: 0, pulled, errors } satisfies IngestOutcome
     })
 
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
@@ -217,11 +203,11 @@ export const make = (options: IngestOptions = {}) =>
       }
       // Bodies were parsed before they were stored; a body that no longer parses yields no items.
       const body = Either.try(() => JSON.parse(row.body) as unknown).pipe(Either.getOrElse(() => undefined))
-      const kind = row.kind === "ping" ? "ping" : "push"
-      const items = provider.itemsOf(kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
+      const items = provider.itemsOf(row.kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
       // A part of a large body ranks, among deliveries, as the body it came in.
       const receivedAs = row.part_of === null ? job.inboxId : Number(row.part_of)
-      const outcome = kind === "ping" ? yield* processPing(provider, job, items) : yield* processPush(provider, job, receivedAs, items)
+      const outcome = { items: items.length, unlinked: 0, created: 0, updated: 0, unchanged: 0, pulled: 0, errors: [] as Array<ItemProblem> }
+      for (const group of groupByUser(items).values()) yield* processGroup(provider, job, receivedAs, group, outcome)
       // A replay for one provider user does not overwrite the outcome of the first pass.
       if (job.userKey === undefined) yield* inbox.finish(job.inboxId, outcome)
       yield* Metric.incrementBy(Metric.tagged(itemsProcessed, "provider", provider.id), outcome.items)

@@ -15,6 +15,8 @@ import backfills from "./migrations/0005_backfills.ts"
 import outboxHistorical from "./migrations/0006_outbox_historical.ts"
 import inboxPartsRetention from "./migrations/0007_inbox_parts_retention.ts"
 import samplesPerRecord from "./migrations/0008_samples_per_record.ts"
+import providerStateAliases from "./migrations/0009_provider_state_aliases.ts"
+import inboxDedupe from "./migrations/0010_inbox_dedupe.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
@@ -24,7 +26,9 @@ export const migrations = Migrator.fromRecord({
   "0005_backfills": backfills,
   "0006_outbox_historical": outboxHistorical,
   "0007_inbox_parts_retention": inboxPartsRetention,
-  "0008_samples_per_record": samplesPerRecord
+  "0008_samples_per_record": samplesPerRecord,
+  "0009_provider_state_aliases": providerStateAliases,
+  "0010_inbox_dedupe": inboxDedupe
 })
 
 export interface DatabaseOptions {

@@ -49,7 +49,7 @@ export interface StoredBody {
 
 export interface RouteRequest {
   readonly method: string
-  /** Path and query, e.g. `/api/v1/webhooks/oura`. */
+  /** Path and query, e.g. `/api/v1/webhooks/acme`. */
   readonly path: string
   readonly headers: Readonly<Record<string, string>>
   readonly body: string

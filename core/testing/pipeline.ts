@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Accounts } from "../accounts.ts"
+import * as ApiKeyAuth from "../api-key-auth.ts"
 import { Backfills } from "../backfill/backfills.ts"
 import { BackfillSettings } from "../backfill/settings.ts"
 import { Connections } from "../connections.ts"
@@ -38,7 +39,7 @@ export const pipelineWith = (plugin: Plugin, databaseUrl: Redacted.Redacted<stri
   return IngestWorker.layer().pipe(
     Layer.provideMerge(Backfills.Default),
     Layer.provideMerge(Connections.Default),
-    Layer.provideMerge(Registry.layer([plugin], ConfigProvider.fromMap(new Map(Object.entries(env))))),
+    Layer.provideMerge(Registry.layer([plugin], ConfigProvider.fromMap(new Map(Object.entries(env)))).pipe(Layer.provide(ApiKeyAuth.layer))),
     Layer.provideMerge(ActivityFiles.layerLocal(path.join(os.tmpdir(), `wearflow-conformance-files-${plugin.manifest.id}`))),
     Layer.provideMerge(Base)
   )

@@ -11,6 +11,7 @@ import { randomBytes } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Accounts } from "../accounts.ts"
+import * as ApiKeyAuth from "../api-key-auth.ts"
 import { layerTokenCipher } from "../crypto.ts"
 import * as Engine from "../engine.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
@@ -118,7 +119,9 @@ export const sinkConformance = (options: SinkConformanceOptions) => {
         Layer.provideMerge(Engine.layer({ runnerAddress: { host: "sink-conformance", port: 41_000 + Math.floor(Math.random() * 1000) } })),
         Layer.provideMerge(Storage)
       )
-      runtime = ManagedRuntime.make(Registry.layer([plugin], ConfigProvider.fromMap(new Map(Object.entries(destination.env)))).pipe(Layer.provideMerge(Base)))
+      runtime = ManagedRuntime.make(
+        Registry.layer([plugin], ConfigProvider.fromMap(new Map(Object.entries(destination.env)))).pipe(Layer.provide(ApiKeyAuth.layer), Layer.provideMerge(Base))
+      )
       await runtime.runtime()
     })
 

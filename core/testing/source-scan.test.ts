@@ -19,7 +19,7 @@ describe("scanPluginSource", () => {
   it("flags process.env, Bun.*, the global fetch, other plugins and child processes, by file and line", () => {
     const dir = pluginFolder({
       "mod.ts": [
-        `import { x } from "@wearflow/garmin"`,
+        `import { x } from "@wearflow/acme"`,
         `const key = process.env.SECRET`,
         `const file = Bun.file("x")`,
         `await fetch("https://example.com")`,

@@ -1,28 +1,22 @@
 /**
- * Garmin connect flows and token upkeep: OAuth 2.0 PKCE (oauth2Confirm → token endpoint),
- * OAuth 1.0a three-legged (request token → oauthConfirm → access token), refresh with
- * rotating refresh tokens, deregistration, and the OAuth 1.0a → 2.0 token exchange.
+ * Garmin connect flows and token upkeep: OAuth 2.0 PKCE (oauth2Confirm → token endpoint,
+ * refresh with rotating refresh tokens) through core's OAuth 2.0 module, OAuth 1.0a
+ * three-legged (request token → oauthConfirm → access token), deregistration, and the
+ * OAuth 1.0a → 2.0 token exchange.
  * Everything goes through the plugin's sandboxed HttpClient, so only Garmin's configured
  * hosts are reached.
  */
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { AuthError, type AuthVersion, type Connected, type ConnectionTokens, type Credentials, type ProviderAuth } from "@wearflow/core/provider"
+import { AuthError, type Connected, type Credentials, type ProviderAuth } from "@wearflow/core/provider"
 import { constantTimeEquals } from "@wearflow/core/crypto"
+import * as OAuth2 from "@wearflow/core/oauth2"
 import { Duration, Effect, Option, Redacted, Schema } from "effect"
-import { createHash, randomBytes } from "node:crypto"
 import { consumerOf, type GarminConfig } from "./config.ts"
 import { authorizationHeader, type OAuth1Key } from "./oauth1.ts"
+import { encodeState, OAUTH1, OAUTH2, oauth1Credentials, usableOAuth1 } from "./state.ts"
+import type { GarminAuth } from "./upgrade.ts"
 
 const TIMEOUT = Duration.seconds(30)
-
-/** The token endpoint's answer (authorization_code, refresh_token and token-exchange alike). */
-const TokenResponse = Schema.Struct({
-  access_token: Schema.String,
-  refresh_token: Schema.optional(Schema.String),
-  expires_in: Schema.optional(Schema.Number),
-  refresh_token_expires_in: Schema.optional(Schema.Number),
-  scope: Schema.optional(Schema.String)
-})
 
 const UserIdResponse = Schema.Struct({ userId: Schema.String })
 
@@ -46,7 +40,8 @@ const denied = (message: string, status?: number) => new AuthError({ message, re
 export const signFor = (config: GarminConfig, request: HttpClientRequest.HttpClientRequest, credentials: Credentials) =>
   Effect.gen(function* () {
     if (credentials.bearer !== undefined) return HttpClientRequest.bearerToken(request, credentials.bearer)
-    if (credentials.oauth1 === undefined) return yield* denied("no token is stored for this connection")
+    const oauth1 = usableOAuth1(credentials)
+    if (oauth1 === undefined) return yield* denied("no token is stored for this connection")
     const consumer = consumerOf(config)
     if (Option.isNone(consumer)) {
       return yield* new AuthError({ message: "GARMIN_CLIENT_ID and GARMIN_CLIENT_SECRET are needed to sign OAuth 1.0a requests", reason: "misconfigured" })
@@ -54,11 +49,11 @@ export const signFor = (config: GarminConfig, request: HttpClientRequest.HttpCli
     return HttpClientRequest.setHeader(
       request,
       "authorization",
-      authorizationHeader(consumer.value, { key: credentials.oauth1.token, secret: credentials.oauth1.secret }, { method: request.method, url: request.url })
+      authorizationHeader(consumer.value, { key: oauth1.token, secret: oauth1.secret }, { method: request.method, url: request.url })
     )
   })
 
-export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): ProviderAuth => {
+export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): GarminAuth => {
   const { urls } = config
   const consumer = Option.match(consumerOf(config), {
     onNone: () => Effect.fail(new AuthError({ message: "GARMIN_CLIENT_ID and GARMIN_CLIENT_SECRET must be set to connect Garmin users", reason: "misconfigured" })),
@@ -92,28 +87,6 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       Effect.mapError(() => unavailable(`Garmin's answer to the ${what} could not be read`))
     )
 
-  const tokensOf = (answer: typeof TokenResponse.Type): ConnectionTokens => {
-    const now = Date.now()
-    return {
-      accessToken: Redacted.make(answer.access_token),
-      refreshToken: answer.refresh_token === undefined ? undefined : Redacted.make(answer.refresh_token),
-      accessTokenExpiresAt: answer.expires_in === undefined ? undefined : new Date(now + answer.expires_in * 1000),
-      refreshTokenExpiresAt: answer.refresh_token_expires_in === undefined ? undefined : new Date(now + answer.refresh_token_expires_in * 1000),
-      scopes: answer.scope?.split(/[\s,]+/).filter((s) => s.length > 0)
-    }
-  }
-
-  /** POST to the OAuth 2.0 token endpoint with the client credentials. */
-  const tokenGrant = (fields: Record<string, string>, what: string) =>
-    Effect.gen(function* () {
-      const { key, secret } = yield* consumer
-      const request = HttpClientRequest.post(endpoint(urls.auth, "/di-oauth2-service/oauth/token")).pipe(
-        HttpClientRequest.acceptJson,
-        HttpClientRequest.bodyUrlParams({ ...fields, client_id: Redacted.value(key), client_secret: Redacted.value(secret) })
-      )
-      return tokensOf(yield* send(request, what).pipe(Effect.flatMap(body(TokenResponse, what))))
-    }).pipe(Effect.scoped)
-
   const authorize = (request: HttpClientRequest.HttpClientRequest, credentials: Credentials) => signFor(config, request, credentials)
 
   /** The Garmin userId and granted permissions behind `credentials`. */
@@ -134,6 +107,22 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       return { userId, permissions }
     }).pipe(Effect.scoped)
 
+  /** Garmin's OAuth 2.0: PKCE, client credentials in the form, the user id from the Health API. */
+  const oauth2 = OAuth2.make(client, {
+    name: "Garmin",
+    authorizeUrl: endpoint(urls.connect, "/oauth2Confirm"),
+    tokenUrl: endpoint(urls.auth, "/di-oauth2-service/oauth/token"),
+    client: Effect.map(consumer, ({ key, secret }) => ({ id: key, secret })),
+    pkce: true,
+    clientAuth: "body",
+    scopeSeparator: " ",
+    timeout: TIMEOUT,
+    identify: (tokens) =>
+      identify({ bearer: tokens.accessToken, state: undefined }, tokens.scopes).pipe(
+        Effect.map(({ userId, permissions }) => ({ providerUserId: userId, scopes: permissions }))
+      )
+  })
+
   /**
    * POST an OAuth 1.0a request-/access-token call. The protocol parameters (`oauth_callback`,
    * `oauth_verifier`) travel signed in the Authorization header; answers are form-encoded.
@@ -147,51 +136,28 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
 
   const begin: ProviderAuth["begin"] = (version, { callbackUrl, state }) =>
     Effect.gen(function* () {
-      const { key } = yield* consumer
-      if (version === "oauth2") {
-        const verifier = randomBytes(48).toString("base64url")
-        const authorizeUrl = new URL(endpoint(urls.connect, "/oauth2Confirm"))
-        authorizeUrl.search = new URLSearchParams({
-          response_type: "code",
-          client_id: Redacted.value(key),
-          code_challenge: createHash("sha256").update(verifier).digest("base64url"),
-          code_challenge_method: "S256",
-          redirect_uri: callbackUrl,
-          state
-        }).toString()
-        return { authorizeUrl: authorizeUrl.toString(), pending: { codeVerifier: Redacted.make(verifier) } }
-      }
+      if (version === OAUTH2) return yield* oauth2.begin({ callbackUrl, state })
       const answer = yield* oauth1Post(endpoint(urls.connectApi, "/oauth-service/oauth/request_token"), undefined, { oauth_callback: callbackUrl }, "request token call")
       const token = answer.get("oauth_token")
       const secret = answer.get("oauth_token_secret")
       if (!token || !secret) return yield* unavailable("Garmin's request token answer has no token")
       const authorizeUrl = new URL(endpoint(urls.connect, "/oauthConfirm"))
       authorizeUrl.search = new URLSearchParams({ oauth_token: token, oauth_callback: callbackUrl }).toString()
-      return { authorizeUrl: authorizeUrl.toString(), pending: { requestToken: token, requestTokenSecret: Redacted.make(secret) } }
+      return { authorizeUrl: authorizeUrl.toString(), pending: { sessionKey: token, secret: Redacted.make(secret) } }
     })
 
-  const complete: ProviderAuth["complete"] = (version: AuthVersion, { callbackUrl, pending, query }) =>
+  const complete: ProviderAuth["complete"] = (version, { callbackUrl, pending, query }) =>
     Effect.gen(function* () {
-      if (version === "oauth2") {
-        if (query["error"] !== undefined) return yield* denied(`the user did not grant access (${query["error"].slice(0, 60)})`)
-        const code = query["code"]
-        if (code === undefined || pending.codeVerifier === undefined) return yield* denied("the callback carries no authorization code")
-        const tokens = yield* tokenGrant(
-          { grant_type: "authorization_code", code, code_verifier: Redacted.value(pending.codeVerifier), redirect_uri: callbackUrl },
-          "token exchange"
-        )
-        const { userId, permissions } = yield* identify({ bearer: tokens.accessToken, oauth1: undefined }, tokens.scopes)
-        return { providerUserId: userId, tokens: { ...tokens, scopes: permissions } } satisfies Connected
-      }
+      if (version === OAUTH2) return yield* oauth2.complete({ callbackUrl, pending, query })
       const token = query["oauth_token"]
       const verifier = query["oauth_verifier"]
-      if (token === undefined || verifier === undefined || pending.requestToken === undefined || pending.requestTokenSecret === undefined) {
+      if (token === undefined || verifier === undefined || pending.sessionKey === undefined || pending.secret === undefined) {
         return yield* denied("the user did not grant access (no oauth_verifier)")
       }
-      if (!constantTimeEquals(token, pending.requestToken)) return yield* denied("the callback's oauth_token is not this flow's request token")
+      if (!constantTimeEquals(token, pending.sessionKey)) return yield* denied("the callback's oauth_token is not this flow's request token")
       const answer = yield* oauth1Post(
         endpoint(urls.connectApi, "/oauth-service/oauth/access_token"),
-        { key: Redacted.make(pending.requestToken), secret: pending.requestTokenSecret },
+        { key: Redacted.make(pending.sessionKey), secret: pending.secret },
         { oauth_verifier: verifier },
         "access token call"
       )
@@ -199,12 +165,11 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       const tokenSecret = answer.get("oauth_token_secret")
       if (!accessToken || !tokenSecret) return yield* unavailable("Garmin's access token answer has no token")
       const pair = { token: Redacted.make(accessToken), secret: Redacted.make(tokenSecret) }
-      const { userId, permissions } = yield* identify({ bearer: undefined, oauth1: pair }, undefined)
-      return { providerUserId: userId, tokens: { accessToken: pair.token, tokenSecret: pair.secret, scopes: permissions } } satisfies Connected
+      const { userId, permissions } = yield* identify(oauth1Credentials(pair), undefined)
+      return { providerUserId: userId, tokens: { state: encodeState({ oauth1: pair }), scopes: permissions } } satisfies Connected
     })
 
-  const refresh: ProviderAuth["refresh"] = (refreshToken) =>
-    tokenGrant({ grant_type: "refresh_token", refresh_token: Redacted.value(refreshToken) }, "token refresh")
+  const refresh: ProviderAuth["refresh"] = oauth2.refresh
 
   const deregister: ProviderAuth["deregister"] = (credentials) =>
     authorize(HttpClientRequest.del(endpoint(urls.api, "/wellness-api/rest/user/registration")), credentials).pipe(
@@ -213,17 +178,19 @@ export const makeAuth = (client: HttpClient.HttpClient, config: GarminConfig): P
       Effect.scoped
     )
 
-  const upgrade: NonNullable<ProviderAuth["upgrade"]> = (credentials) =>
+  const upgrade: GarminAuth["upgrade"] = (credentials) =>
     Effect.gen(function* () {
-      if (credentials.oauth1 === undefined) return yield* denied("not an OAuth 1.0a connection")
+      const oauth1 = usableOAuth1(credentials)
+      if (oauth1 === undefined) return yield* denied("not an OAuth 1.0a connection")
       const request = yield* authorize(
         HttpClientRequest.post(endpoint(urls.api, "/partner-gateway/rest/user/token-exchange")).pipe(HttpClientRequest.acceptJson),
-        { bearer: undefined, oauth1: credentials.oauth1 }
+        oauth1Credentials(oauth1)
       )
-      const tokens = tokensOf(yield* send(request, "token exchange").pipe(Effect.flatMap(body(TokenResponse, "token exchange"))))
-      const { userId, permissions } = yield* identify({ bearer: tokens.accessToken, oauth1: undefined }, tokens.scopes)
+      const tokens = yield* send(request, "token exchange").pipe(Effect.flatMap((response) => oauth2.tokensOf(response, "token exchange")))
+      const { userId, permissions } = yield* identify({ bearer: tokens.accessToken, state: undefined }, tokens.scopes)
       return { providerUserId: userId, tokens: { ...tokens, scopes: permissions } } satisfies Connected
     }).pipe(Effect.scoped)
 
-  return { versions: ["oauth2", "oauth1"], begin, complete, refresh, deregister, upgrade }
+  // An OAuth 1.0a callback carries no `state`: its request token finds the session.
+  return { flows: [OAUTH2, OAUTH1], begin, complete, sessionKeyOf: (query) => query["oauth_token"], refresh, deregister, upgrade }
 }

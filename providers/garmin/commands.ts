@@ -6,8 +6,9 @@
 import { parseFlags, parseWholeNumber } from "@wearflow/core/cli-args"
 import { Connections, type MigrationReport } from "@wearflow/core/connections"
 import { CommandUnusable, type PluginCommand } from "@wearflow/core/plugin"
-import { Effect, Either, Option } from "effect"
+import { Context, Effect, Either, Option } from "effect"
 import { consumerOf, GarminConfig } from "./config.ts"
+import { type GarminAuth, migrateToOAuth2 } from "./upgrade.ts"
 
 export const DEFAULT_CONCURRENCY = 4
 export const MAX_CONCURRENCY = 32
@@ -63,7 +64,10 @@ export const reportText = (report: MigrationReport) => {
   return lines.join("\n") + "\n"
 }
 
-export const migrateOAuth2: PluginCommand<MigrateArgs> = {
+/** Garmin's auth flows as the plugin's layer provides them (mod.ts). */
+export class GarminAuthFlows extends Context.Tag("wearflow/providers/GarminAuthFlows")<GarminAuthFlows, GarminAuth>() {}
+
+export const migrateOAuth2: PluginCommand<MigrateArgs, GarminAuthFlows> = {
   name: "migrate-oauth2",
   usage: "[--concurrency N] [--json]",
   summary: `Exchanges every active Garmin OAuth 1.0a connection for OAuth 2.0
@@ -97,15 +101,13 @@ says why; run again to retry them.`,
       }
       const progress = output.progress("migrating", "migrated")
       const connections = yield* Connections
-      const report = yield* connections.migrateToOAuth2("garmin", {
+      const flows = yield* GarminAuthFlows
+      const report = yield* migrateToOAuth2(connections, flows.upgrade, {
         concurrency,
         onProgress: (p) => progress.update({ total: p.total, done: p.done, succeeded: p.migrated, failed: p.failed })
       }).pipe(
         Effect.ensuring(progress.finish),
-        Effect.catchTags({
-          SqlError: (e) => new CommandUnusable({ message: `the database is unusable: ${e.message}` }),
-          ProviderUnsupported: (e) => new CommandUnusable({ message: e.message })
-        })
+        Effect.catchTag("SqlError", (e) => new CommandUnusable({ message: `the database is unusable: ${e.message}` }))
       )
       yield* output.stdout(json ? reportJson(report) : reportText(report))
       return report.failures.length > 0 ? 1 : 0

@@ -3,8 +3,9 @@
  * the caller already holds — OAuth 2.0, or the legacy OAuth 1.0a pair.
  */
 import { PrintableId } from "@wearflow/core/http"
-import type { Connected } from "@wearflow/core/provider"
+import type { LinkInput } from "@wearflow/core/provider"
 import { ParseResult, Schema } from "effect"
+import { encodeState, OAUTH1, OAUTH2 } from "./state.ts"
 
 const Id = PrintableId
 
@@ -23,21 +24,22 @@ export const LinkGarmin = Schema.Struct({
   oauth1: Schema.optional(Schema.Struct({ token: Secret, token_secret: Secret }))
 }).annotations({ description: "An existing Garmin connection; tokens are optional and stored encrypted." })
 
-const LinkInput = Schema.declare((input: unknown): input is Connected => typeof input === "object" && input !== null && "providerUserId" in input)
+const Linked = Schema.declare((input: unknown): input is LinkInput => typeof input === "object" && input !== null && "providerUserId" in input)
 
 /** The payload as the account and tokens to link (decode only: it is never sent anywhere). */
-export const linkPayload: Schema.Schema<Connected, typeof LinkGarmin.Encoded> = Schema.transformOrFail(LinkGarmin, LinkInput, {
+export const linkPayload: Schema.Schema<LinkInput, typeof LinkGarmin.Encoded> = Schema.transformOrFail(LinkGarmin, Linked, {
   strict: true,
-  decode: (payload) =>
-    ParseResult.succeed({
-      providerUserId: payload.provider_user_id,
-      tokens: {
-        accessToken: payload.oauth2?.access_token ?? payload.oauth1?.token,
-        refreshToken: payload.oauth2?.refresh_token,
-        tokenSecret: payload.oauth1?.token_secret,
-        accessTokenExpiresAt: payload.oauth2?.expires_at,
-        scopes: payload.oauth2?.scopes
-      }
-    }),
+  decode: ({ oauth1, oauth2, provider_user_id }) =>
+    ParseResult.succeed(
+      oauth2 !== undefined
+        ? {
+          providerUserId: provider_user_id,
+          flow: OAUTH2,
+          tokens: { accessToken: oauth2.access_token, refreshToken: oauth2.refresh_token, accessTokenExpiresAt: oauth2.expires_at, scopes: oauth2.scopes }
+        }
+        : oauth1 !== undefined
+        ? { providerUserId: provider_user_id, flow: OAUTH1, tokens: { state: encodeState({ oauth1: { token: oauth1.token, secret: oauth1.token_secret } }) } }
+        : { providerUserId: provider_user_id, tokens: {} }
+    ),
   encode: (_, __, ast, value) => ParseResult.fail(new ParseResult.Forbidden(ast, value, "a link payload is never encoded"))
 })

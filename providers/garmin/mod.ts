@@ -22,7 +22,8 @@ import { makePull } from "./pull.ts"
 import { makeAuth } from "./auth.ts"
 import { makeBackfill } from "./backfill.ts"
 import { linkPayload } from "./link.ts"
-import { migrateOAuth2 } from "./commands.ts"
+import { GarminAuthFlows, migrateOAuth2 } from "./commands.ts"
+import { aliasesOf, legacyState } from "./state.ts"
 
 export { GarminApi } from "./Api.ts"
 
@@ -60,31 +61,44 @@ export const resourceScopes: Readonly<Record<string, string>> = {
 /** The Garmin Provider (normalizers, pulls, lifecycle), built with the plugin's sandboxed HttpClient. */
 export class GarminProvider extends Context.Tag("wearflow/providers/GarminProvider")<GarminProvider, Provider>() {}
 
-export const layerProvider = Layer.effect(
+const layerAuth = Layer.effect(
+  GarminAuthFlows,
+  Effect.gen(function* () {
+    return makeAuth(yield* HttpClient.HttpClient, yield* manifest.config)
+  })
+)
+
+const layerGarminProvider = Layer.effect(
   GarminProvider,
   Effect.gen(function* () {
     const config = yield* manifest.config
     const client = yield* HttpClient.HttpClient
     const pull = makePull(client, config)
+    const auth = yield* GarminAuthFlows
     return {
       id: manifest.id,
       name: "Garmin",
       itemsOf,
       normalizers,
       // Pulled records are stored like a PUSH body: without OAuth 1.0a tokens.
-      pull: (item, credentials) =>
+      fetch: (item, credentials) =>
         pull(item, credentials).pipe(
           Effect.map((pulled) => (pulled._tag === "Records" ? { ...pulled, records: pulled.records.map(redactPulled) } : pulled))
         ),
       lifecycle: lifecycleOf,
       requiredPermissions: ["HEALTH_EXPORT", "ACTIVITY_EXPORT"],
       resourceScopes,
-      auth: makeAuth(client, config),
-      backfill: makeBackfill(client, config),
+      auth,
+      backfill: { ...makeBackfill(client, config), forbiddenHint: "the user may not have granted historical data access (HISTORICAL_DATA_EXPORT)" },
+      aliasesOf,
+      legacyState,
       linkPayload
     } satisfies Provider
   })
 )
+
+/** The Provider and the auth flows it uses (the CLI's migrate-oauth2 needs the latter too). */
+export const layerProvider = layerGarminProvider.pipe(Layer.provideMerge(layerAuth))
 
 const redactPulled = (record: unknown) =>
   typeof record === "object" && record !== null && !Array.isArray(record) ? redactToken(record as Record<string, unknown>) : record

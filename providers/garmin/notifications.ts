@@ -3,7 +3,7 @@
  * keys and many users. Validation here is the cheap, structural check done before the 200;
  * field-level validation happens in the normalizers, off the request path.
  */
-import { accessTokenDigest } from "@wearflow/core/accounts"
+import { aliasDigest } from "@wearflow/core/crypto"
 import type { BodyItems } from "@wearflow/core/pipeline/inbox"
 import { parseSpan, scanObject } from "@wearflow/core/pipeline/json-scan"
 import type { LifecycleChange, NotificationItem, UserRef } from "@wearflow/core/provider"
@@ -34,6 +34,10 @@ export const dataKeys = [
 export const lifecycleKeys = ["deregistrations", "userPermissionsChange"] as const
 const knownKeys: ReadonlySet<string> = new Set<string>([...dataKeys, ...lifecycleKeys])
 
+/**
+ * Garmin's two notification kinds, as bodies are committed to the inbox: a PUSH body carries
+ * the records, a PING body carries callback URLs to fetch them from.
+ */
 export type NotificationKind = "push" | "ping"
 
 export interface ItemProblem {
@@ -76,7 +80,7 @@ const hasActivityId = (item: Record<string, unknown>) =>
  * accepts are the ones the normalizers key records by, so an item accepted here is stored by
  * the worker (or fails there on a field, never on its identity).
  */
-const problemOf = (kind: NotificationKind, key: string, item: unknown): string | undefined => {
+const problemOf = (kind: string, key: string, item: unknown): string | undefined => {
   if (!isRecord(item)) return "item is not an object"
   if (item.userId === undefined && item.userAccessToken === undefined) return "item has neither userId nor userAccessToken"
   if (item.userId !== undefined && !isId(item.userId)) return "userId is not a valid id"
@@ -180,7 +184,7 @@ export const redactToken = (item: Record<string, unknown>): Record<string, unkno
   typeof item.userAccessToken !== "string"
     ? item
     : Object.fromEntries(
-      Object.entries(item).map(([k, v]) => (k === "userAccessToken" ? [TOKEN_HASH, accessTokenDigest(v as string)] : [k, v]))
+      Object.entries(item).map(([k, v]) => (k === "userAccessToken" ? [TOKEN_HASH, aliasDigest(v as string)] : [k, v]))
     )
 
 const TOKEN_HASH = "userAccessTokenHash"
@@ -190,25 +194,32 @@ const isDigest = (u: unknown): u is string => typeof u === "string" && /^[0-9a-f
 const asReceived = (item: unknown): unknown =>
   isRecord(item) && item[TOKEN_HASH] !== undefined && item.userAccessToken === undefined ? { ...item, userAccessToken: item[TOKEN_HASH] } : item
 
-/** Garmin names users by `userId` (OAuth 2.0 era) or, before migration, `userAccessToken` (stored as its hash). */
+/**
+ * Garmin names users by `userId` (OAuth 2.0 era) or, before migration, `userAccessToken`: the
+ * OAuth 1.0a token is the connection's alias (state.ts), and stored bodies keep its digest.
+ */
 const userRefOf = (item: Record<string, unknown>): UserRef | undefined =>
   isId(item.userId)
     ? { _tag: "UserId", id: item.userId }
     : isDigest(item[TOKEN_HASH])
-    ? { _tag: "AccessTokenHash", hash: item[TOKEN_HASH] }
+    ? { _tag: "Alias", digest: item[TOKEN_HASH] }
     : isId(item.userAccessToken)
-    ? { _tag: "AccessToken", token: item.userAccessToken }
+    ? { _tag: "Alias", digest: aliasDigest(item.userAccessToken) }
     : undefined
 
-/** The items of a stored body (PUSH or PING), addressed to Garmin users, for the ingest worker. */
-export const itemsOf = (kind: NotificationKind, body: unknown): ReadonlyArray<NotificationItem> => {
+/**
+ * The items of a stored body (PUSH or PING), addressed to Garmin users, for the ingest worker:
+ * a PING body's data items point at their data (callbackURL); everything else is the record.
+ */
+export const itemsOf = (kind: string, body: unknown): ReadonlyArray<NotificationItem> => {
   if (!isRecord(body)) return []
   const items: Array<NotificationItem> = []
   for (const [key, value] of Object.entries(body)) {
     if (!knownKeys.has(key) || !Array.isArray(value)) continue
+    const carries = kind === "ping" && !isLifecycleKey(key) ? "pointer" : "record"
     value.forEach((raw, index) => {
       if (problemOf(kind, key, asReceived(raw)) !== undefined) return
-      items.push({ key, index, user: userRefOf(raw as Record<string, unknown>), raw })
+      items.push({ key, index, user: userRefOf(raw as Record<string, unknown>), carries, raw })
     })
   }
   return items

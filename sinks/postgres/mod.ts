@@ -3,11 +3,15 @@
  * (`wearflow_data.activity`, `wearflow_data.heartrate`, ...) in this database or another.
  * Upserts on the record id (summaries) or the sample's record and timestamp (timeseries):
  * re-sent batches change nothing, and two records' samples at one instant are two rows. Sharing the app's database, its writes commit with the runner's cursor.
+ *
+ * Net permission: the host of SINK_POSTGRES_URL, none on the app's own database. The plugin
+ * host cannot see a Postgres socket, so the sink checks its URL against what it declares itself.
  */
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import type { Manifest, Plugin } from "@wearflow/core/plugin"
+import { NetPermissionDenied } from "@wearflow/core/host"
+import { allowsHost, type Manifest, type Plugin } from "@wearflow/core/plugin"
 import { type EventSink, type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { resourceOfDataEvent } from "@wearflow/core/schema"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
@@ -19,13 +23,29 @@ export interface PostgresSinkConfig {
   readonly schema: string
 }
 
+const url = Config.option(Config.redacted("SINK_POSTGRES_URL"))
+
+/**
+ * Where the URL connects: its `host` parameter when it has one (it overrides the authority, as
+ * in libpq), else its host (`host:port` as written). An unparsable URL is the driver's to refuse.
+ */
+const targetOf = (url: Redacted.Redacted<string>) => {
+  const text = Redacted.value(url)
+  if (!URL.canParse(text)) return undefined
+  const parsed = new URL(text)
+  return parsed.searchParams.get("host") ?? parsed.host
+}
+
 export const manifest: Manifest<PostgresSinkConfig> = {
   id: "postgres",
   kind: "sink",
   version: "0.1.0",
-  permissions: { net: Config.succeed([]), env: ["SINK_POSTGRES_*"] },
+  permissions: {
+    net: url.pipe(Config.map((u) => Option.toArray(Option.flatMap(u, (value) => Option.fromNullable(targetOf(value)))))),
+    env: ["SINK_POSTGRES_*"]
+  },
   config: Config.all({
-    url: Config.option(Config.redacted("SINK_POSTGRES_URL")),
+    url,
     schema: Config.string("SINK_POSTGRES_SCHEMA").pipe(
       Config.withDefault("wearflow_data"),
       Config.validate({ message: "SINK_POSTGRES_SCHEMA must be a plain identifier", validation: (s) => /^[a-z_][a-z0-9_]*$/.test(s) })
@@ -148,17 +168,32 @@ const outsideCallerTransaction = (sink: EventSink): EventSink => ({
   deliver: (batch) => Effect.mapInputContext(sink.deliver(batch), Context.omit(SqlClient.TransactionConnection))
 })
 
-/** The sink on the app's database (SqlClient), or on SINK_POSTGRES_URL when set. */
-export const layer = Layer.scoped(
+/** Fails unless the URL's host is among `declared` (hosts as the manifest's `net` lists them). */
+const checkDeclared = (declared: ReadonlyArray<string>, url: Redacted.Redacted<string>) => {
+  const target = targetOf(url)
+  if (target === undefined) return Effect.void
+  const parsed = new URL(Redacted.value(url))
+  const allowed = parsed.searchParams.has("host") ? declared.includes(target) : allowsHost(declared, parsed)
+  return allowed ? Effect.void : Effect.fail(new NetPermissionDenied({ plugin: manifest.id, host: target }))
+}
+
+/**
+ * The sink on the app's database (SqlClient), or on SINK_POSTGRES_URL when set, whose host
+ * must be among `declared` (the manifest's `net`): checked before connecting.
+ */
+export const layerDeclaring = (declared: Config.Config<ReadonlyArray<string>>) => Layer.scoped(
   PostgresSink,
   Effect.gen(function* () {
     const config = yield* manifest.config
     if (Option.isNone(config.url)) return yield* make(yield* SqlClient.SqlClient, config.schema)
+    yield* checkDeclared(yield* declared, config.url.value)
     const own = yield* PgClient.make({ url: config.url.value, applicationName: "wearflow-sink-postgres" }).pipe(
       Effect.provide(Reactivity.layer)
     )
     return outsideCallerTransaction(yield* make(own, config.schema))
   })
 )
+
+export const layer = layerDeclaring(manifest.permissions.net)
 
 export const plugin = { manifest, layer, sink: { tag: PostgresSink } } satisfies Plugin

@@ -11,7 +11,7 @@
  *
  * Net permission: the bucket's host (the configured endpoint, or AWS S3's in the region). The
  * SDK's requests go through the HttpClient the plugin host gives the sink (http-handler.ts),
- * so any other host is refused. One exception: without explicit keys, the SDK's default
+ * so any other host is refused; a bucket whose endpoint is not declared fails the layer. One exception: without explicit keys, the SDK's default
  * credential chain may ask the instance-metadata service (EC2, ECS) over its own connections.
  */
 import type { Manifest, Plugin } from "@wearflow/core/plugin"
@@ -54,7 +54,7 @@ export const layer = Layer.scoped(
     }
     yield* migrate
     const store = settings.destination._tag === "Bucket"
-      ? yield* ObjectStore.bucket(settings.destination.location)
+      ? yield* ObjectStore.bucket(settings.destination.location, { plugin: manifest.id, hosts: yield* manifest.permissions.net })
       : ObjectStore.directory(settings.destination.path)
     const batches = yield* Batches.make(settings, store)
     yield* Effect.forkScoped(batches.run.pipe(Effect.annotateLogs("sink", manifest.id)))

@@ -48,11 +48,13 @@ const guarded = (net: () => ReadonlyArray<string>) =>
     Layer.provide(OutboundHttp.layer())
   )
 const declared = guarded(() => [new URL(s3.url).host])
+/** The manifest's `net` as the sink passes it when it makes the bucket's client. */
+const permitted = () => ({ plugin: "s3", hosts: [new URL(s3.url).host] })
 
 describe("bucket", () => {
   it.scoped("uploads a large object in parts, under the prefix", () =>
     Effect.gen(function* () {
-      const store = yield* bucket(location(), 5 * 1024 * 1024)
+      const store = yield* bucket(location(), permitted(), 5 * 1024 * 1024)
       const body = randomBytes(12 * 1024 * 1024)
       yield* store.put("resource=steps/date=2026-11-22/big.parquet", body, "application/vnd.apache.parquet")
       const requests = s3.requests.map(decodeURIComponent).filter((r) => r.includes("/etl/resource=steps/"))
@@ -65,7 +67,7 @@ describe("bucket", () => {
 
   it.scoped("overwrites an object put again under the same key, and removes it", () =>
     Effect.gen(function* () {
-      const store = yield* bucket(location())
+      const store = yield* bucket(location(), permitted())
       yield* store.put("same.json", Buffer.from("first"), "application/json")
       yield* store.put("same.json", Buffer.from("second"), "application/json")
       expect((yield* Effect.promise(() => read("etl/same.json"))).toString()).toBe("second")
@@ -76,7 +78,7 @@ describe("bucket", () => {
 
   it.scoped("fails with a StorageError naming the bucket when it does not exist", () =>
     Effect.gen(function* () {
-      const store = yield* bucket(location({ bucket: "no-such-bucket" }))
+      const store = yield* bucket(location({ bucket: "no-such-bucket" }), permitted())
       const error = yield* Effect.flip(store.put("x.json", Buffer.from("{}"), "application/json"))
       expect(error._tag).toBe("StorageError")
       expect(error.message).toContain("s3://no-such-bucket/etl")
@@ -85,12 +87,25 @@ describe("bucket", () => {
   it.scoped("reaches only the hosts the manifest declares: anything else is refused before connecting", () =>
     Effect.gen(function* () {
       const before = s3.requests.length
-      const store = yield* bucket(location())
+      const store = yield* bucket(location(), permitted())
       const error = yield* Effect.flip(store.put("x.json", Buffer.from("{}"), "application/json"))
       expect(error._tag).toBe("StorageError")
       expect(error.message).toContain("may not connect")
       expect(s3.requests.length).toBe(before)
     }).pipe(Effect.provide(guarded(() => ["s3.us-east-1.amazonaws.com"]))))
+
+  it.scoped("refuses to make a client for an endpoint the manifest does not declare, naming plugin and host", () =>
+    Effect.gen(function* () {
+      const before = s3.requests.length
+      const refused = yield* Effect.flip(bucket(location(), { plugin: "s3", hosts: ["s3.us-east-1.amazonaws.com", "*.s3.us-east-1.amazonaws.com"] }))
+      expect(refused).toMatchObject({ _tag: "NetPermissionDenied", plugin: "s3", host: new URL(s3.url).host })
+      expect(refused.message).toBe(`plugin s3 may not connect to ${new URL(s3.url).host}: not in its declared net permissions`)
+      // Without an endpoint: AWS S3 in the region, which must be declared too.
+      const aws = location({ endpoint: Option.none(), region: "eu-west-1" })
+      expect(yield* Effect.flip(bucket(aws, permitted()))).toMatchObject({ _tag: "NetPermissionDenied", host: "s3.eu-west-1.amazonaws.com" })
+      yield* bucket(aws, { plugin: "s3", hosts: ["s3.eu-west-1.amazonaws.com"] })
+      expect(s3.requests.length).toBe(before)
+    }).pipe(Effect.provide(declared)))
 })
 
 describe("directory", () => {

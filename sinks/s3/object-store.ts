@@ -5,10 +5,12 @@
  */
 import { DeleteObjectCommand } from "@aws-sdk/client-s3"
 import { Upload } from "@aws-sdk/lib-storage"
+import { NetPermissionDenied } from "@wearflow/core/host"
+import { allowsHost } from "@wearflow/core/plugin"
 import { objectKey, s3Client, type S3Location } from "@wearflow/core/storage/s3"
 import { writeWholeFile } from "@wearflow/core/storage/whole-file"
 import * as HttpHandler from "./http-handler.ts"
-import { Data, Duration, Effect } from "effect"
+import { Data, Duration, Effect, Option } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 
@@ -34,9 +36,26 @@ export const PART_SIZE = 16 * 1024 * 1024
 
 const PUT_TIMEOUT = Duration.minutes(10)
 
-/** The bucket, reached through the plugin's HttpClient (http-handler.ts). */
-export const bucket = (location: S3Location, partSize = PART_SIZE) =>
-  Effect.flatMap(HttpHandler.make, (handler) => s3Client(location, handler)).pipe(Effect.map((client): ObjectStore => {
+/** What the plugin declares it may reach: its id and its `net` hosts. */
+export interface Declared {
+  readonly plugin: string
+  readonly hosts: ReadonlyArray<string>
+}
+
+/** The service the client is made for: the configured endpoint, or AWS S3's in the region. */
+const endpointOf = (location: S3Location) =>
+  new URL(Option.getOrElse(location.endpoint, () => `https://s3.${location.region}.amazonaws.com`))
+
+/**
+ * The bucket, reached through the plugin's HttpClient (http-handler.ts), which refuses every
+ * undeclared host per request; a bucket whose endpoint is not declared is refused up front,
+ * when the client would be made.
+ */
+export const bucket = (location: S3Location, declared: Declared, partSize = PART_SIZE) =>
+  Effect.gen(function* () {
+    const endpoint = endpointOf(location)
+    if (!allowsHost(declared.hosts, endpoint)) return yield* new NetPermissionDenied({ plugin: declared.plugin, host: endpoint.host })
+    const client = yield* s3Client(location, yield* HttpHandler.make)
     const where = `s3://${location.bucket}${location.prefix === "" ? "" : `/${location.prefix}`}`
     return {
       location: where,
@@ -61,8 +80,8 @@ export const bucket = (location: S3Location, partSize = PART_SIZE) =>
           try: (signal) => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: objectKey(location, key) }), { abortSignal: signal }),
           catch: failure(where, key)
         }).pipe(Effect.asVoid)
-    }
-  }))
+    } satisfies ObjectStore
+  })
 
 export const directory = (root: string): ObjectStore => {
   const absolute = path.resolve(root)

@@ -10,10 +10,10 @@ import { SqlClient, type SqlError } from "@effect/sql"
 import type { WorkflowEngine } from "@effect/workflow"
 import { ShardingConfig } from "@effect/cluster"
 import { TokenCipher } from "@wearflow/core/crypto"
+import { PublicInternet } from "@wearflow/core/public-internet"
 import { retryWhileTransient } from "@wearflow/core/storage/errors"
 import { Chunk, Context, Deferred, Duration, Effect, FiberSet, Layer, Metric, Option, Queue, Redacted, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
-import { checkScheme } from "./address.ts"
 import { WebhookRetry } from "./retry-workflow.ts"
 import * as Sender from "./sender.ts"
 import { WebhookSettings } from "./settings.ts"
@@ -120,8 +120,8 @@ export const layer = Layer.scoped(
     const cipher = yield* TokenCipher
     const settings = yield* WebhookSettings
     const engine = yield* Effect.context<WorkflowEngine.WorkflowEngine>()
-    const sender = yield* Sender.make({
-      ...settings.reach,
+    const guard = (yield* PublicInternet).guard(settings.reach)
+    const sender = yield* Sender.make(guard, {
       timeoutMs: Duration.toMillis(settings.timeout),
       connections: settings.endpointConcurrency
     })
@@ -182,7 +182,7 @@ export const layer = Layer.scoped(
         if (Option.isNone(found) || found.value.disabled) return Option.none<Sender.AttemptResult>()
         const target = found.value
         yield* paced(lane, target.rateLimit)
-        const refused = checkScheme(target.url, settings.reach)
+        const refused = guard.checkScheme(target.url)
         const now = Date.now()
         if (refused) return Option.some<Sender.AttemptResult>({ ok: false, attemptedAt: new Date(now), status: null, latencyMs: 0, excerpt: null, error: refused.message })
         const result = yield* Effect.promise(() => sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body))

@@ -6,9 +6,9 @@
 import { SqlClient, type SqlError } from "@effect/sql"
 import { isUuid } from "@wearflow/core/accounts"
 import { type DecryptionError, reencrypted, TokenCipher } from "@wearflow/core/crypto"
+import { PublicInternet } from "@wearflow/core/public-internet"
 import { Context, Data, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
-import { checkUrl, EndpointRefused } from "./address.ts"
 import { Deliveries } from "./deliveries.ts"
 import { WebhookSettings } from "./settings.ts"
 import { isSecret, newSecret, type SignatureHeaders } from "./signing.ts"
@@ -24,6 +24,9 @@ export class MessageNotFound extends Data.TaggedError("MessageNotFound")<{ reado
     return "webhook message not found"
   }
 }
+
+/** The URL may not be reached (scheme, credentials, a private address); the message says why. */
+export class EndpointRefused extends Data.TaggedError("EndpointRefused")<{ readonly message: string }> {}
 
 /** Bad input the caller can fix (headers, secret, filter). */
 export class InvalidEndpoint extends Data.TaggedError("InvalidEndpoint")<{ readonly message: string }> {}
@@ -152,6 +155,7 @@ export const layer = Layer.effect(
     const cipher = yield* TokenCipher
     const settings = yield* WebhookSettings
     const deliveries = yield* Deliveries
+    const internet = (yield* PublicInternet).guard(settings.reach)
     const decrypt = (bytes: Uint8Array) => cipher.decrypt(bytes).pipe(Effect.orDie)
 
     const columns = sql`id, url, description, rate_limit, disabled, disabled_reason, filter_types, signature_headers, fifo, created_at, updated_at`
@@ -168,7 +172,9 @@ export const layer = Layer.effect(
       Effect.gen(function* () {
         const filter = input.filter_types && checkFilter(input.filter_types)
         if (filter) return yield* filter
-        if (input.url !== undefined) yield* checkUrl(input.url, settings.reach)
+        if (input.url !== undefined) {
+          yield* internet.checkUrl(input.url).pipe(Effect.mapError(({ message }) => new EndpointRefused({ message })))
+        }
       })
 
     const create = (teamId: string, input: NewEndpoint) =>
@@ -356,5 +362,3 @@ export const layer = Layer.effect(
     }
   })
 )
-
-export { EndpointRefused }

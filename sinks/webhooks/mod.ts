@@ -4,25 +4,29 @@
  * Svix's schedule. Messages are recorded in the sink runner's transaction (so each event
  * fans out exactly once) and sent right after it commits (deliveries.ts).
  *
- * Net permission: endpoints are customers' own URLs, configured at run time, so the sink
- * cannot name its hosts up front. Its connections go through address.ts instead: https only
- * and no private, loopback or link-local address unless the operator allows them.
+ * Permissions: endpoints are customers' own URLs, configured at run time, so the sink cannot
+ * name its hosts up front (`net` is empty). It declares `internet` instead, and the host
+ * grants it the public-internet guard (core/public-internet.ts) its URLs and connections go
+ * through: https only, and no private, loopback or link-local address unless the operator
+ * allows them (WEARFLOW_WEBHOOK_ALLOW_HTTP, WEARFLOW_WEBHOOK_ALLOW_PRIVATE).
  */
 import { SqlClient } from "@effect/sql"
 import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import { type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer } from "effect"
+import { WebhooksApi } from "./Api.ts"
 import * as Deliveries from "./deliveries.ts"
 import * as Endpoints from "./endpoints.ts"
 import { migrate } from "./migrations.ts"
 import * as Retry from "./retry.ts"
 import { config, type Settings, WebhookSettings } from "./settings.ts"
+import { WebhooksLive } from "./http.ts"
 
 export const manifest: Manifest<Settings> = {
   id: "webhooks",
   kind: "sink",
   version: "0.1.0",
-  permissions: { net: Config.succeed([]), env: ["WEARFLOW_WEBHOOK_*"] },
+  permissions: { net: Config.succeed([]), internet: true, env: ["WEARFLOW_WEBHOOK_*"] },
   config
 }
 
@@ -64,14 +68,36 @@ const sinkLayer = Layer.effect(
   })
 )
 
-/** The sink, the endpoint management, and the retry workflows, on the app's database. */
-export const layer = Layer.mergeAll(sinkLayer, Endpoints.layer, Retry.layer).pipe(
+/**
+ * After an encryption key rotation, endpoints' secrets and custom headers move to the current
+ * key in the background, so the old key can be dropped; a failure is logged, never fatal.
+ */
+const KeyRotation = Layer.scopedDiscard(
+  Effect.flatMap(Endpoints.WebhookEndpoints, (endpoints) => endpoints.reencrypt).pipe(
+    Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted webhook secrets with the current key").pipe(Effect.annotateLogs("endpoints", moved)) : Effect.void)),
+    Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt webhook secrets", cause)),
+    Effect.annotateLogs("sink", manifest.id),
+    Effect.forkScoped
+  )
+)
+
+/** The sink, the endpoint management, the retry workflows and key rotation, on the app's database. */
+export const layer = Layer.mergeAll(sinkLayer, KeyRotation.pipe(Layer.provideMerge(Endpoints.layer)), Retry.layer).pipe(
   Layer.provideMerge(Deliveries.layer),
   Layer.provideMerge(Layer.effect(WebhookSettings, config)),
   Layer.provide(Layer.effectDiscard(migrate))
 )
 
-export const plugin = { manifest, layer, sink: { tag: WebhooksSink, pacing: { idle: "20 millis", batchSize: 1000 } } } satisfies Plugin
+/** The plugin: the sink, its retry workflows and key rotation, and the endpoints API's handlers. */
+export const plugin = {
+  manifest,
+  layer: WebhooksLive.pipe(Layer.provideMerge(layer)),
+  // Short idle polls: webhook latency is the time from the outbox to the customer.
+  sink: { tag: WebhooksSink, pacing: { idle: "20 millis", batchSize: 1000 } },
+  routes: [WebhooksApi]
+} satisfies Plugin
+
+export { WebhooksApi } from "./Api.ts"
 
 export { Deliveries } from "./deliveries.ts"
 export { EndpointNotFound, EndpointRefused, InvalidEndpoint, MessageNotFound, WebhookEndpoints } from "./endpoints.ts"

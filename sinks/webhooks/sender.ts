@@ -1,15 +1,14 @@
 /**
  * One HTTP attempt of one message. Each endpoint has its own undici pool of keep-alive
- * connections, whose connector resolves the host itself and connects only to addresses the
- * operator allows (address.ts): the check holds for every connection, not just at set-up.
- * Redirects are never followed; the whole attempt has one deadline.
+ * connections, whose connector is the host's public-internet guard: it resolves the host
+ * itself and connects only to addresses the operator allows, so the check holds for every
+ * connection, not just at set-up. Redirects are never followed; the whole attempt has one deadline.
  */
+import type { Guard } from "@wearflow/core/public-internet"
 import { Effect } from "effect"
-import { isIP } from "node:net"
 import { StringDecoder } from "node:string_decoder"
 // The file path, not the bare name: Bun answers a bare "undici" import with its own stand-in.
-import { buildConnector, Pool } from "undici/index.js"
-import { allowedAddresses, type Reach } from "./address.ts"
+import { Pool } from "undici/index.js"
 
 export interface AttemptResult {
   readonly ok: boolean
@@ -21,7 +20,7 @@ export interface AttemptResult {
   readonly error: string | null
 }
 
-export interface SenderOptions extends Reach {
+export interface SenderOptions {
   /** Deadline for a whole attempt, in ms (Svix: 15 s). */
   readonly timeoutMs: number
   /** Keep-alive connections per endpoint. */
@@ -39,23 +38,13 @@ const describe = (error: unknown): string => {
   return code ? `${code}: ${error.message}` : error.message
 }
 
-export const make = (options: SenderOptions) =>
+/** A sender whose connections go through `guard` (the host's grant of the public internet). */
+export const make = (guard: Guard, options: SenderOptions) =>
   Effect.gen(function* () {
     const pools = new Map<string, { readonly origin: string; readonly pool: Pool }>()
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...pools.values()].map((p) => p.pool.destroy()))))
 
-    const direct = buildConnector({ timeout: Math.min(options.timeoutMs, 10_000) })
-    const guarded: buildConnector.connector = (connectOptions, callback) => {
-      const host = connectOptions.hostname
-      Effect.runPromise(Effect.either(allowedAddresses(host, options))).then((found) => {
-        if (found._tag === "Left") return callback(found.left, null)
-        const name = host.replace(/^\[|\]$/g, "")
-        direct(
-          { ...connectOptions, hostname: found.right[0]!.address, ...(isIP(name) === 0 ? { servername: name } : {}) },
-          callback
-        )
-      })
-    }
+    const guarded = guard.connector({ timeout: Math.min(options.timeoutMs, 10_000) })
 
     const poolFor = (endpointId: string, url: URL) => {
       const existing = pools.get(endpointId)

@@ -1,8 +1,9 @@
 /** The webhooks sink's settings (WEARFLOW_WEBHOOK_*), read through the plugin's sandbox. */
 import { Config, Context, Duration } from "effect"
-import type { Reach } from "./address.ts"
+import type { Reach } from "@wearflow/core/public-internet"
 
 export interface Settings {
+  /** The operator's allowances (http, private addresses), passed to the host's public-internet guard. */
   readonly reach: Reach
   /** Waits before each retry after a failed attempt; after the last, the message has failed. */
   readonly retrySchedule: ReadonlyArray<Duration.Duration>

@@ -28,6 +28,8 @@ export interface PipelineOptions {
   readonly filesDir: string
   /** How often the ingest queue polls for jobs. */
   readonly pollInterval: Duration.DurationInput
+  /** The providers to run instead of Garmin alone. */
+  readonly providers?: Layer.Layer<Providers> | undefined
 }
 
 /** Each pipeline is its own workflow runner. */
@@ -53,7 +55,7 @@ export const pipelineServices = (options: PipelineOptions) => {
         Inbox.Default,
         RecordStore.Default,
         DataQuery.Default,
-        Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminProvider)),
+        options.providers ?? Providers.fromTags(Garmin.GarminProvider).pipe(Layer.provide(GarminProvider)),
         ActivityFiles.layerLocal(options.filesDir)
       )
     ),

@@ -15,19 +15,23 @@ export interface RunningServer {
   readonly stop: (signal?: NodeJS.Signals) => Promise<number | null>
 }
 
-export const startServer = async (env: Record<string, string | undefined>, timeoutMs = 60_000): Promise<RunningServer> => {
+/** `env` may depend on the server's own base URL (e.g. a public URL a provider calls back). */
+export const startServer = async (
+  env: Record<string, string | undefined> | ((baseUrl: string) => Record<string, string | undefined>),
+  timeoutMs = 60_000
+): Promise<RunningServer> => {
   const port = await freePort()
+  const baseUrl = `http://127.0.0.1:${port}`
   const { DATABASE_URL: _ignored, ...inherited } = process.env
   const child = spawn(bun, ["apps/server/main.ts"], {
     cwd: root,
-    env: { ...inherited, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Info", ...env },
+    env: { ...inherited, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Info", ...(typeof env === "function" ? env(baseUrl) : env) },
     stdio: ["ignore", "pipe", "pipe"]
   })
   let output = ""
   child.stdout!.on("data", (chunk) => (output += chunk))
   child.stderr!.on("data", (chunk) => (output += chunk))
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
-  const baseUrl = `http://127.0.0.1:${port}`
   const deadline = Date.now() + timeoutMs
   for (;;) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${output}`)

@@ -1,18 +1,24 @@
 /**
- * Where webhooks may go. Customer URLs are untrusted: an endpoint must not reach the
- * operator's own network (loopback, private, link-local, metadata services) unless the
- * operator allows it. The check runs when an endpoint is saved and again on every new
- * connection, against the addresses actually connected to (DNS may change in between).
+ * The public internet, as the plugin host grants it (host.ts) to plugins whose manifest
+ * declares `internet`: hosts that the operator's users choose (customers' webhook URLs), so
+ * untrusted. Such a URL must not reach the operator's own network (loopback, private,
+ * link-local, metadata services) unless the operator allows it. A URL is checked when a
+ * plugin takes it (`checkUrl`) and again on every new connection (`connector`), against the
+ * addresses actually connected to: DNS may change in between.
  */
-import { Data, Effect } from "effect"
+import { Context, Data, Effect, Layer } from "effect"
 import { lookup } from "node:dns/promises"
 import { isIP } from "node:net"
+// The file path, not the bare name: Bun answers a bare "undici" import with its own stand-in.
+import { buildConnector } from "undici/index.js"
 
-export class EndpointRefused extends Data.TaggedError("EndpointRefused")<{ readonly message: string }> {}
+/** The URL or its host's addresses are not allowed; the message says why, never echoing the URL. */
+export class AddressRefused extends Data.TaggedError("AddressRefused")<{ readonly message: string }> {}
 
 /** The host has no address (now): refused for a connection, accepted when an endpoint is saved. */
 export class HostUnresolved extends Data.TaggedError("HostUnresolved")<{ readonly message: string }> {}
 
+/** What the operator allows beyond public https hosts (a plugin's own configuration). */
 export interface Reach {
   /** Plain http (development only). */
   readonly allowHttp: boolean
@@ -108,14 +114,12 @@ export const isPrivateAddress = (address: string): boolean => {
   return V6_BLOCKED.some((blocked) => blocked(g)) || embeddedV4(g).some(isPrivateAddress)
 }
 
-/** The URL's scheme is allowed. */
-export const checkScheme = (url: URL, reach: Reach): EndpointRefused | undefined =>
+const checkScheme = (url: URL, reach: Reach): AddressRefused | undefined =>
   url.protocol === "https:" || (url.protocol === "http:" && reach.allowHttp)
     ? undefined
-    : new EndpointRefused({ message: reach.allowHttp ? "the URL must be http(s)" : "the URL must use https" })
+    : new AddressRefused({ message: reach.allowHttp ? "the URL must be http(s)" : "the URL must use https" })
 
-/** The addresses `hostname` resolves to that may be connected to; fails if there are none. */
-export const allowedAddresses = (hostname: string, reach: Reach) =>
+const allowedAddresses = (hostname: string, reach: Reach) =>
   Effect.gen(function* () {
     const host = hostname.replace(/^\[|\]$/g, "")
     const resolved = isIP(host) !== 0
@@ -126,20 +130,67 @@ export const allowedAddresses = (hostname: string, reach: Reach) =>
         })
     const allowed = reach.allowPrivate ? resolved : resolved.filter((a) => !isPrivateAddress(a.address))
     if (allowed.length === 0) {
-      return yield* new EndpointRefused({ message: "the URL's host is, or resolves to, a private, loopback or link-local address" })
+      return yield* new AddressRefused({ message: "the URL's host is, or resolves to, a private, loopback or link-local address" })
     }
     return allowed
   })
 
-/** Checks a URL an endpoint is saved with. */
-export const checkUrl = (text: string, reach: Reach) =>
+const checkUrl = (text: string, reach: Reach) =>
   Effect.gen(function* () {
-    if (!URL.canParse(text)) return yield* new EndpointRefused({ message: "the URL is not valid" })
+    if (!URL.canParse(text)) return yield* new AddressRefused({ message: "the URL is not valid" })
     const url = new URL(text)
     const scheme = checkScheme(url, reach)
     if (scheme) return yield* scheme
-    if (url.username || url.password) return yield* new EndpointRefused({ message: "the URL must not carry credentials; use custom headers" })
+    if (url.username || url.password) return yield* new AddressRefused({ message: "the URL must not carry credentials" })
     // A host that does not resolve yet is accepted: every connection is checked again.
     yield* allowedAddresses(url.hostname, reach).pipe(Effect.catchTag("HostUnresolved", () => Effect.void))
     return url
   })
+
+/** The public internet within what the operator allows (`reach`). */
+export interface Guard {
+  readonly reach: Reach
+  /** A URL a user gives: http(s) as allowed, no credentials, its host public (one that does not resolve yet passes). */
+  readonly checkUrl: (text: string) => Effect.Effect<URL, AddressRefused>
+  /** Whether the URL's scheme is allowed (cheap: no DNS). */
+  readonly checkScheme: (url: URL) => AddressRefused | undefined
+  /** The addresses `hostname` resolves to that may be connected to; fails if there are none. */
+  readonly addresses: (hostname: string) => Effect.Effect<ReadonlyArray<{ readonly address: string; readonly family: number }>, AddressRefused | HostUnresolved>
+  /**
+   * An undici connector (a Pool's or Agent's `connect`) that resolves each connection's host
+   * itself and connects only to an allowed address, keeping the host name for TLS.
+   */
+  readonly connector: (options?: buildConnector.BuildOptions) => buildConnector.connector
+}
+
+export const guard = (reach: Reach): Guard => ({
+  reach,
+  checkUrl: (text) => checkUrl(text, reach),
+  checkScheme: (url) => checkScheme(url, reach),
+  addresses: (hostname) => allowedAddresses(hostname, reach),
+  connector: (options = {}) => {
+    const direct = buildConnector(options)
+    return (connectOptions, callback) => {
+      const host = connectOptions.hostname
+      Effect.runPromise(Effect.either(allowedAddresses(host, reach))).then((found) => {
+        if (found._tag === "Left") return callback(found.left, null)
+        const name = host.replace(/^\[|\]$/g, "")
+        direct(
+          { ...connectOptions, hostname: found.right[0]!.address, ...(isIP(name) === 0 ? { servername: name } : {}) },
+          callback
+        )
+      })
+    }
+  }
+})
+
+/**
+ * The grant of the `internet` permission: the host provides it only to plugins whose manifest
+ * declares `internet: true`. The operator's allowances are the plugin's configuration, passed
+ * in as `reach`.
+ */
+export class PublicInternet extends Context.Tag("wearflow/PublicInternet")<PublicInternet, {
+  readonly guard: (reach: Reach) => Guard
+}>() {}
+
+export const layer = Layer.succeed(PublicInternet, { guard })

@@ -1,11 +1,12 @@
 /**
  * The webhook endpoints API (Junction's shapes, under /v2/webhooks): endpoints, custom
- * headers, the signing secret, the message log with attempts, resend, recover, test.
+ * headers, the signing secret, the message log with attempts, resend, recover, test. The
+ * webhooks sink's own group, behind the app's API-key security; the app mounts it from the
+ * plugin's `routes`.
  */
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
-import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
+import { ApiKeyAuth, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
-import { ApiKeyAuth } from "@wearflow/core/http"
 
 const WebhookId = HttpApiSchema.param("id", Schema.String)
 const MessageId = HttpApiSchema.param("message_id", Schema.String)

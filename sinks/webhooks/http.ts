@@ -1,11 +1,10 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
-import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
-import { InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
+import { HttpApi, HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { ApiId, CurrentTeam, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
 import { DatabaseWait } from "@wearflow/core/storage/database"
-import { WebhookEndpoints } from "@wearflow/sink-webhooks"
 import { Effect, Option, Redacted, Schema } from "effect"
-import { CurrentTeam, WearflowApi } from "./Api.ts"
-import { RotateSecret } from "./WebhooksApi.ts"
+import { RotateSecret, WebhooksApi } from "./Api.ts"
+import { WebhookEndpoints } from "./endpoints.ts"
 
 /** The sink's failures as wire errors; messages never carry secrets or payloads. */
 const wire = <A, R>(
@@ -38,7 +37,10 @@ const rotateBody = Effect.gen(function* () {
   return Option.fromNullable(body.key)
 })
 
-export const WebhooksLive = HttpApiBuilder.group(WearflowApi, "webhooks", (handlers) =>
+/** The group built against Wearflow's API id, so the app can mount it in its HttpApi. */
+const WebhooksHttpApi = HttpApi.make(ApiId).add(WebhooksApi)
+
+export const WebhooksLive = HttpApiBuilder.group(WebhooksHttpApi, "webhooks", (handlers) =>
   Effect.gen(function* () {
     const endpoints = yield* WebhookEndpoints
     const deadline = within(yield* DatabaseWait)
