@@ -1,0 +1,90 @@
+/**
+ * The server's parts, each from its configuration: storage (database, queue, cipher), the
+ * core services, the background workers, and the HTTP server with the app's and the plugins'
+ * routes. App.ts puts them together.
+ */
+import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
+import { BunHttpServer } from "@effect/platform-bun"
+import { Accounts } from "@wearflow/core/accounts"
+import * as ApiKeyAuth from "@wearflow/core/api-key-auth"
+import { Backfills } from "@wearflow/core/backfill/backfills"
+import * as BackfillChains from "@wearflow/core/backfill/chain"
+import { BackfillSettings } from "@wearflow/core/backfill/settings"
+import { BackfillStatus } from "@wearflow/core/backfill/status"
+import { Connections } from "@wearflow/core/connections"
+import { layerTokenCipher } from "@wearflow/core/crypto"
+import * as Engine from "@wearflow/core/engine"
+import { ActivityFiles } from "@wearflow/core/pipeline/files"
+import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
+import * as InboxRetention from "@wearflow/core/pipeline/retention"
+import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
+import { RecordStore } from "@wearflow/core/pipeline/store"
+import { DataQuery } from "@wearflow/core/query"
+import * as Database from "@wearflow/core/storage/database"
+import { type Config as EffectConfig, Layer, Option, type Redacted } from "effect"
+import * as path from "node:path"
+import type { WearflowApi } from "./Api.ts"
+import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig } from "./config.ts"
+import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { HealthRoute } from "./health.ts"
+import { MetricsRoute } from "./metrics.ts"
+import { layerRetryAfter, layerWithoutEchoedInput } from "./middleware.ts"
+
+type Config = EffectConfig.Config.Success<typeof ServerConfig>
+
+export const Storage = (config: Config, encryptionKey: Redacted.Redacted<ReadonlyArray<Uint8Array>>) =>
+  Layer.mergeAll(
+    Layer.merge(IngestQueue.layer, IngestBacklog.layer).pipe(Layer.provide(layerQueueStore({ lockExpiration: config.queueLockExpiration }))),
+    layerTokenCipher(encryptionKey),
+    Layer.succeed(InboxSettings, { partBytes: config.partBytes, partItems: config.partItems, partsInFlight: config.partsInFlight })
+  ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir, wait: config.databaseWait })))
+
+export const Core = (
+  config: Config,
+  runner: EffectConfig.Config.Success<typeof RunnerConfig>,
+  backfill: EffectConfig.Config.Success<typeof BackfillConfig>
+) =>
+  Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default).pipe(
+    Layer.provideMerge(Layer.mergeAll(
+      Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
+      Layer.succeed(BackfillSettings, backfill)
+    ))
+  )
+
+/** Backfill chains run in every process; their status feeds the API and the CLI. */
+export const Backfilling = BackfillChains.layer.pipe(Layer.provideMerge(Layer.merge(Backfills.Default, BackfillStatus.Default)))
+
+export const Workers = (config: Config) =>
+  Layer.mergeAll(
+    layerTakers(config.ingestConcurrency).pipe(
+      Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
+      Layer.provide(Option.match(config.filesBucket, {
+        onNone: () => ActivityFiles.layerLocal(path.join(config.dataDir, "files")),
+        onSome: (bucket) => ActivityFiles.layerS3(bucket, path.join(config.dataDir, "files"))
+      }))
+    ),
+    Connections.layerRefresher(config.tokenRefresh),
+    InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
+    SinkRunner.layerAll()
+  )
+
+/** The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs. */
+export const Http = (config: Config, api: typeof WearflowApi) => {
+  const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
+  const Api = HttpApiBuilder.api(api).pipe(
+    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
+  )
+  return HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
+    Layer.provide(layerWithoutEchoedInput(api)),
+    Layer.provide(layerRetryAfter),
+    Layer.provide(Layer.merge(MetricsRoute, HealthRoute({ ingestStallAfter: config.ingestStallAfter }))),
+    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(Api),
+    HttpServer.withLogAddress,
+    // Bun closes a connection silent for 10 s by default, before a request's own bounded wait
+    // (WEARFLOW_DATABASE_WAIT, plus a provider call) could answer 503 with Retry-After.
+    Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes, idleTimeout: 60 }))
+  )
+}
