@@ -197,6 +197,8 @@ export interface FakeGarminState {
   backfills: Array<BackfillRequest>
   /** Every backfill request that reached the handler, any status, in order. */
   backfillRequests: Array<BackfillLogEntry>
+  /** Accepted backfills whose delivery is over, in the order they ended (per request: tests of one user wait for theirs). */
+  backfillsEnded: Array<BackfillRequest>
   /** Every POST of backfilled records, in order of completion. */
   deliveries: Array<BackfillDelivery>
   backfill: FakeBackfillSettings
@@ -337,6 +339,7 @@ const emptyState = (): FakeGarminState => ({
   authorizationCodes: new Map(),
   backfills: [],
   backfillRequests: [],
+  backfillsEnded: [],
   deliveries: [],
   backfill: {
     deliverTo: undefined,
@@ -801,7 +804,9 @@ const postWithRetries = async (app: App, target: string, body: string): Promise<
  */
 const deliverBackfill = async (app: App, request: BackfillRequest): Promise<void> => {
   await deliverRecords(app, request)
-  if (!app.background.signal.aborted) app.state.counters.backfillsDelivered++
+  if (app.background.signal.aborted) return
+  app.state.counters.backfillsDelivered++
+  app.state.backfillsEnded.push(request)
 }
 
 const deliverRecords = async (app: App, request: BackfillRequest): Promise<void> => {
