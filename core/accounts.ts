@@ -4,15 +4,35 @@
  * that arrived for them before anyone had linked them.
  */
 import { SqlClient } from "@effect/sql"
-import { Data, Effect, Option, Redacted } from "effect"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Context, Data, Effect, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
-import { scheduleBackfill } from "./backfill/schedule.ts"
-import { BackfillSettings } from "./backfill/settings.ts"
 import { aliasDigest, hashApiKey, reencrypted, TokenCipher } from "./crypto.ts"
 import { ERASE_LEGACY_COLUMNS, LEGACY_SECRET_COLUMNS } from "./legacy-credentials.ts"
-import { IngestQueue } from "./pipeline/inbox.ts"
-import { appendEvent, type Recipient } from "./pipeline/store.ts"
+import { appendEvent, type Recipient } from "./outbox.ts"
 import type { ConnectionTokens, Credentials, LifecycleChange, Provider, UserRef } from "./provider.ts"
+
+/**
+ * Linking a provider user hands the notifications parked for them (by id or alias key) to
+ * the pipeline, inside the linking transaction. A hook the pipeline provides
+ * (pipeline/parked.ts), so that linking never imports the floor above it.
+ */
+export class ParkedNotifications extends Context.Tag("wearflow/ParkedNotifications")<ParkedNotifications, {
+  /** Queues what was parked for `keys` of `provider` again; answers how many. */
+  readonly replay: (sql: SqlClient.SqlClient, provider: string, keys: ReadonlyArray<string>) => Effect.Effect<number, SqlError>
+}>() {}
+
+/**
+ * Whether and how a new connection's history is fetched: a hook the backfill floor provides
+ * (backfill/on-connect.ts). Absent, linking schedules no backfill.
+ */
+export class ConnectionHistory extends Context.Tag("wearflow/ConnectionHistory")<ConnectionHistory, {
+  /** Records the connection's backfill in the linking transaction; its id, or undefined when none is wanted. */
+  readonly schedule: (
+    sql: SqlClient.SqlClient,
+    link: { readonly teamId: string; readonly userId: string; readonly provider: Pick<Provider, "id"> & Partial<Pick<Provider, "backfill">> }
+  ) => Effect.Effect<string | undefined, SqlError>
+}>() {}
 
 /** Junction's `provider.connection.error` error types. */
 export type ConnectionErrorType =
@@ -112,9 +132,8 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const cipher = yield* TokenCipher
-    const queue = yield* IngestQueue
-    // Whether linking starts a backfill is the app's choice; without settings it does not.
-    const backfill = yield* Effect.serviceOption(BackfillSettings)
+    const parked = yield* ParkedNotifications
+    const history = yield* Effect.serviceOption(ConnectionHistory)
 
     /** Makes sure `key` opens team `name` (the bootstrap key from WEARFLOW_API_KEY). */
     const ensureTeamKey = Effect.fn("Accounts.ensureTeamKey")(function* (name: string, key: Redacted.Redacted<string>) {
@@ -216,19 +235,11 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
         client_user_id: user.client_user_id,
         team_id: teamId
       }, null)
-      const waiting = yield* sql<{ inbox_id: string; provider_user_id: string }>`
-        delete from unlinked_notifications where provider = ${provider.id} and provider_user_id in ${sql.in(keys)}
-        returning inbox_id, provider_user_id`
-      for (const parked of waiting) {
-        // A fresh id each time: the same body may be parked and replayed more than once.
-        yield* queue.offer({ inboxId: Number(parked.inbox_id), userKey: parked.provider_user_id }, { id: randomUUID() })
-      }
+      const replayed = yield* parked.replay(sql, provider.id, keys)
       // The history is fetched from the same transaction: a connection never exists without its backfill.
-      const backfillId = provider.backfill !== undefined && Option.isSome(backfill) && backfill.value.onConnect
-        ? yield* scheduleBackfill(sql, { teamId, userId, provider: provider.id, origin: "connection" })
-        : undefined
+      const backfillId = Option.isSome(history) ? yield* history.value.schedule(sql, { teamId, userId, provider }) : undefined
       const { id: _id, ...connection } = row!
-      return { connection: { ...connection, created_at: connection.created_at.toISOString() } satisfies Connection, replayed: waiting.length, backfillId }
+      return { connection: { ...connection, created_at: connection.created_at.toISOString() } satisfies Connection, replayed, backfillId }
     }, sql.withTransaction)
 
     /** Active connections for a provider user, by id or by alias. */

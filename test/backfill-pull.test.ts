@@ -9,7 +9,9 @@
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Accounts } from "@wearflow/core/accounts"
-import { Backfills, startChain } from "@wearflow/core/backfill/backfills"
+import * as OnConnect from "@wearflow/core/backfill/on-connect"
+import * as Parked from "@wearflow/core/pipeline/parked"
+import { Backfills, layerHistoryObserver, startChain } from "@wearflow/core/backfill/backfills"
 import * as BackfillChains from "@wearflow/core/backfill/chain"
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import { Connections } from "@wearflow/core/connections"
@@ -133,10 +135,11 @@ const Storage = Layer.mergeAll(
 const runtime = ManagedRuntime.make(
   BackfillChains.layer.pipe(
     Layer.provideMerge(IngestWorker.layer()),
+    Layer.provideMerge(layerHistoryObserver),
     Layer.provideMerge(Backfills.Default),
     Layer.provideMerge(Connections.Default),
     Layer.provideMerge(Layer.mergeAll(
-      Accounts.Default,
+      Accounts.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer))),
       Inbox.Default,
       RecordStore.Default,
       DataQuery.Default,

@@ -8,6 +8,7 @@ import { Migrator, SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
+import * as Parked from "@wearflow/core/pipeline/parked"
 import { Connections } from "@wearflow/core/connections"
 import { aliasDigest, layerTokenCipher, makeTokenCipher, TokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
@@ -31,7 +32,7 @@ const enc = (value: string, using = cipher) => using.encrypt(Redacted.make(value
 const sha256 = (value: string) => createHash("sha256").update(value).digest()
 
 const Services = Connections.Default.pipe(
-  Layer.provideMerge(Accounts.Default),
+  Layer.provideMerge(Accounts.Default.pipe(Layer.provide(Parked.layer))),
   Layer.provideMerge(
     Providers.fromTags(Garmin.GarminProvider).pipe(
       Layer.provide(Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider }, ConfigProvider.fromMap(new Map()))),

@@ -12,6 +12,7 @@ import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import { IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import * as Parked from "@wearflow/core/pipeline/parked"
 import type { Plugin } from "@wearflow/core/plugin"
 import * as Registry from "@wearflow/core/registry"
 import * as Database from "@wearflow/core/storage/database"
@@ -105,7 +106,7 @@ export const layer = (config: Config, keys: Effect.Effect.Success<ReturnType<typ
   )
   return Connections.Default.pipe(
     Layer.provideMerge(providersLayer(plugins)),
-    Layer.provide(Accounts.Default.pipe(Layer.provideMerge(Storage))),
+    Layer.provide(Accounts.Default.pipe(Layer.provide(Parked.layer), Layer.provideMerge(Storage))),
     Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : e._tag === "SqlError" ? databaseError(e) : configError(e)))
   )
 }

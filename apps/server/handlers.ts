@@ -89,9 +89,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           Effect.catchTags({
             UserNotFound: () => Effect.fail(notFound()),
             ProviderUserTaken: () => Effect.fail(new Conflict({ message: "this provider account is linked in another team" })),
-            SqlError: () => Effect.fail(unavailable()),
-            PersistedQueueError: () => Effect.fail(unavailable()),
-            ParseError: () => Effect.fail(unavailable())
+            SqlError: () => Effect.fail(unavailable())
           }),
           deadline
         ))

@@ -7,8 +7,10 @@ import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effe
 import { BunHttpServer } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/accounts"
 import * as ApiKeyAuth from "@wearflow/core/api-key-auth"
-import { Backfills } from "@wearflow/core/backfill/backfills"
+import { Backfills, layerHistoryObserver } from "@wearflow/core/backfill/backfills"
 import * as BackfillChains from "@wearflow/core/backfill/chain"
+import * as OnConnect from "@wearflow/core/backfill/on-connect"
+import * as Parked from "@wearflow/core/pipeline/parked"
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections } from "@wearflow/core/connections"
@@ -46,6 +48,8 @@ export const Core = (
   backfill: EffectConfig.Config.Success<typeof BackfillConfig>
 ) =>
   Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default).pipe(
+    // Linking replays parked notifications and schedules the connection's backfill: hooks the upper floors provide.
+    Layer.provide(Layer.merge(Parked.layer, OnConnect.layer)),
     Layer.provideMerge(Layer.mergeAll(
       Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
       Layer.succeed(BackfillSettings, backfill)
@@ -53,7 +57,7 @@ export const Core = (
   )
 
 /** Backfill chains run in every process; their status feeds the API and the CLI. */
-export const Backfilling = BackfillChains.layer.pipe(Layer.provideMerge(Layer.merge(Backfills.Default, BackfillStatus.Default)))
+export const Backfilling = Layer.merge(BackfillChains.layer, layerHistoryObserver).pipe(Layer.provideMerge(Layer.merge(Backfills.Default, BackfillStatus.Default)))
 
 export const Workers = (config: Config) =>
   Layer.mergeAll(

@@ -10,14 +10,15 @@
  */
 import { WorkflowEngine } from "@effect/workflow"
 import { SqlClient } from "@effect/sql"
-import { Data, Duration, Effect, Option } from "effect"
+import { Data, Duration, Effect, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { Accounts } from "../accounts.ts"
 import { Connections } from "../connections.ts"
 import type { BackfillAnswer, NotificationItem, Provider } from "../provider.ts"
 import { Providers } from "../provider.ts"
+import { HistoryObserver } from "../pipeline/history.ts"
 import { Inbox } from "../pipeline/inbox.ts"
-import { appendEvent, type Recipient } from "../pipeline/store.ts"
+import { appendEvent, type Recipient } from "../outbox.ts"
 import { retryWhileTransient } from "../storage/errors.ts"
 import { historyPages } from "./pages.ts"
 import { DAY_MS, planWindows } from "./plan.ts"
@@ -529,3 +530,9 @@ export const startChain = (backfillId: string): Effect.Effect<void, never, Workf
 /** Stops a backfill's chain now (its state was already marked cancelled). */
 export const interruptChain = (backfillId: string) =>
   Effect.flatMap(BackfillChain.executionId({ backfillId }), (executionId) => BackfillChain.interrupt(executionId))
+
+/** The ingest worker's history hook (pipeline/history.ts), answered by the backfills. */
+export const layerHistoryObserver = Layer.effect(
+  HistoryObserver,
+  Effect.map(Backfills, (backfills) => ({ answering: backfills.answering, recordArrivals: backfills.recordArrivals }))
+)

@@ -13,12 +13,12 @@
 import { SqlClient } from "@effect/sql"
 import { Context, type Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
 import { Accounts, userKey } from "../accounts.ts"
-import { Backfills } from "../backfill/backfills.ts"
 import { Connections } from "../connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import { ActivityFiles } from "./files.ts"
+import { HistoryObserver } from "./history.ts"
 import { bodyOf, Inbox, INGEST_MAX_ATTEMPTS, type IngestJob, IngestQueue } from "./inbox.ts"
 import { type Recipient, RecordStore } from "./store.ts"
 
@@ -81,7 +81,7 @@ export const make = (options: IngestOptions = {}) =>
     const store = yield* RecordStore
     const inbox = yield* Inbox
     const files = yield* ActivityFiles
-    const backfills = yield* Backfills
+    const history = yield* HistoryObserver
     const pullRetry = Schedule.exponential(options.pullBackoff ?? "1 second").pipe(
       Schedule.union(Schedule.spaced("2 minutes")),
       Schedule.intersect(Schedule.recurs((options.pullAttempts ?? 8) - 1))
@@ -146,7 +146,7 @@ export const make = (options: IngestOptions = {}) =>
             onRight: (records) => normalized.push({ item, records })
           })
         }
-        const answering = yield* backfills.answering(provider, recipients, normalized.map((n) => n.item))
+        const answering = yield* history.answering(provider, recipients, normalized.map((n) => n.item))
         const historical = new Set(normalized.filter((n) => answering.has(n.item)).flatMap((n) => n.records))
         for (const recipient of recipients) {
           const written = yield* writeFor(recipient, provider, normalized, receivedAs, errors, historical)
@@ -155,7 +155,7 @@ export const make = (options: IngestOptions = {}) =>
           outcome.unchanged += written.unchanged
         }
         // Stored first: a backfill told its data is in may complete and announce it at once.
-        yield* backfills.recordArrivals(provider, recipients, normalized.map((n) => n.item))
+        yield* history.recordArrivals(provider, recipients, normalized.map((n) => n.item))
       }
       if (pointers.length === 0) return
       const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(

@@ -5,37 +5,20 @@
  * identical content writes nothing and emits nothing.
  */
 import { SqlClient } from "@effect/sql"
-import { Effect, Metric } from "effect"
-import { createHash, randomUUID } from "node:crypto"
+import { Effect } from "effect"
+import { createHash } from "node:crypto"
 import { stableUuid } from "../crypto.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
+import { appendEvent, type Recipient } from "../outbox.ts"
 import type { EventEnvelope } from "../schema.ts"
 
-/** The user a record belongs to, with what the event envelope names. */
-export interface Recipient {
-  readonly userId: string
-  readonly teamId: string
-  readonly clientUserId: string
-}
+export { appendEvent, eventsEmitted, type Recipient } from "../outbox.ts"
 
 export interface WriteOutcome {
   readonly created: number
   readonly updated: number
   readonly unchanged: number
 }
-
-export const eventsEmitted = Metric.counter("wearflow_events_emitted_total")
-
-/**
- * Appends one event to the outbox (inside the caller's transaction, if any). `historical`
- * marks data that answers a backfill request; sinks may opt out of it.
- */
-export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, recordId: string | null, historical = false) =>
-  sql`
-    insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
-    values (${randomUUID()}, ${envelope.event_type}, ${envelope.team_id}, ${envelope.user_id}, ${recordId}, ${JSON.stringify(envelope)}::jsonb, ${historical})`.pipe(
-    Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type)))
-  )
 
 /** Where a record sits in time, for range queries: its local day and its start. */
 const placement = (record: NormalizedRecord): { calendarDate: string | null; startAt: string | null } => {

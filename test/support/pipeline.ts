@@ -4,7 +4,9 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Accounts } from "@wearflow/core/accounts"
-import { Backfills } from "@wearflow/core/backfill/backfills"
+import * as OnConnect from "@wearflow/core/backfill/on-connect"
+import * as Parked from "@wearflow/core/pipeline/parked"
+import { Backfills, layerHistoryObserver } from "@wearflow/core/backfill/backfills"
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import * as Engine from "@wearflow/core/engine"
 import { Connections } from "@wearflow/core/connections"
@@ -47,11 +49,12 @@ export const pipelineServices = (options: PipelineOptions) => {
   )
 
   return IngestWorker.layer().pipe(
+    Layer.provideMerge(layerHistoryObserver),
     Layer.provideMerge(Backfills.Default),
     Layer.provideMerge(Connections.Default),
     Layer.provideMerge(
       Layer.mergeAll(
-        Accounts.Default,
+        Accounts.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer))),
         Inbox.Default,
         RecordStore.Default,
         DataQuery.Default,
