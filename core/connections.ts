@@ -13,7 +13,8 @@ import { SqlClient, type Statement } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Data, Duration, Effect, Either, Layer, Metric, Option, Redacted, Schedule } from "effect"
 import { createHash, randomBytes } from "node:crypto"
-import { Accounts, aliasDigestsOf, encryptState, matchesUserRef, replaceAliases } from "./accounts.ts"
+import { Accounts } from "./accounts.ts"
+import { Links, aliasDigestsOf, encryptState, matchesUserRef, replaceAliases } from "./links.ts"
 import { type DecryptionError, TokenCipher } from "./crypto.ts"
 import { ERASE_LEGACY_COLUMNS, moveLegacyCredentials } from "./legacy-credentials.ts"
 import {
@@ -127,6 +128,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
     const sql = yield* SqlClient.SqlClient
     const cipher = yield* TokenCipher
     const accounts = yield* Accounts
+    const links = yield* Links
     const providers = yield* Providers
 
     // Old secret columns move into their providers' state before anything reads credentials.
@@ -226,7 +228,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         onLeft: (e) =>
           Effect.succeed(failed(e.reason === "denied" ? "access_denied" : e.reason === "misconfigured" ? "misconfigured" : "provider_unavailable", e.message)),
         onRight: ({ providerUserId, tokens }) =>
-          accounts.link(session.team_id, session.user_id, provider, providerUserId, tokens, session.auth_version).pipe(
+          links.link(session.team_id, session.user_id, provider, providerUserId, tokens, session.auth_version).pipe(
             Effect.map((linked): LinkOutcome => ({ _tag: "Connected", userId: session.user_id, providerUserId, backfillId: linked.backfillId })),
             Effect.catchTag("ProviderUserTaken", () => Effect.succeed(failed("account_linked_elsewhere", `this ${provider.name} account is connected in another workspace`)))
           )
@@ -282,7 +284,7 @@ export class Connections extends Effect.Service<Connections>()("wearflow/Connect
         }
         // The grant is gone (revoked, expired refresh token): the user must connect again.
         yield* sql`update provider_connections set last_error = 'token_refresh_failed', updated_at = now() where id = ${row.id}`
-        yield* accounts.connectionError(provider, { userId: row.user_id, teamId: row.team_id, clientUserId: row.client_user_id }, "token_refresh_failed", `${provider.name} refused the token refresh; the user must connect again`, { status: error.status ?? null })
+        yield* links.connectionError(provider, { userId: row.user_id, teamId: row.team_id, clientUserId: row.client_user_id }, "token_refresh_failed", `${provider.name} refused the token refresh; the user must connect again`, { status: error.status ?? null })
         yield* Effect.logWarning("token refresh refused; connection needs the user to connect again").pipe(Effect.annotateLogs({ provider: row.provider, user_id: row.user_id }))
         return "failed" satisfies RefreshResult
       }).pipe(sql.withTransaction)

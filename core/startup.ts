@@ -6,6 +6,7 @@
  */
 import { Effect, Layer, type Redacted } from "effect"
 import { Accounts } from "./accounts.ts"
+import { Links } from "./links.ts"
 import { Backfills, startChain } from "./backfill/backfills.ts"
 
 /** The operator's first API key opens the `default` team. */
@@ -21,7 +22,7 @@ export const layerResumeBackfills = Layer.effectDiscard(
 
 /** In the background: plugins move their own secrets (the webhooks sink its signing secrets). */
 export const layerReencryptTokens = Layer.scopedDiscard(
-  Effect.flatMap(Accounts, (accounts) => accounts.reencryptTokens()).pipe(
+  Effect.flatMap(Links, (links) => links.reencryptTokens()).pipe(
     Effect.tap((moved) => (moved > 0 ? Effect.logInfo("re-encrypted provider tokens with the current key").pipe(Effect.annotateLogs("connections", moved)) : Effect.void)),
     Effect.catchAllCause((cause) => Effect.logError("could not re-encrypt provider tokens", cause)),
     Effect.forkScoped

@@ -9,6 +9,7 @@
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import * as OnConnect from "@wearflow/core/backfill/on-connect"
 import * as Parked from "@wearflow/core/pipeline/parked"
 import { Backfills, layerHistoryObserver, startChain } from "@wearflow/core/backfill/backfills"
@@ -139,7 +140,7 @@ const runtime = ManagedRuntime.make(
     Layer.provideMerge(Backfills.Default),
     Layer.provideMerge(Connections.Default),
     Layer.provideMerge(Layer.mergeAll(
-      Accounts.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer))),
+      Links.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer)), Layer.provideMerge(Accounts.Default)),
       Inbox.Default,
       RecordStore.Default,
       DataQuery.Default,
@@ -186,9 +187,10 @@ const processPages = async (windowId: string) => {
 it("fetches the history range page by page, commits each page once despite a retry, and announces it only once every page is processed", async () => {
   const { userId, backfillId } = await run(Effect.gen(function* () {
     const accounts = yield* Accounts
+    const links = yield* Links
     const teamId = yield* accounts.ensureTeamKey("pull", Redacted.make("pull-api-key"))
     const user = yield* accounts.createUser(teamId, "pull-client-user")
-    const linked = yield* accounts.link(teamId, user.user_id, pullProvider, PROVIDER_USER, { accessToken: Redacted.make(TOKEN) })
+    const linked = yield* links.link(teamId, user.user_id, pullProvider, PROVIDER_USER, { accessToken: Redacted.make(TOKEN) })
     return { userId: user.user_id, backfillId: linked.backfillId! }
   }))
   expect(backfillId).toBeDefined()
@@ -246,9 +248,10 @@ it("fetches the history range page by page, commits each page once despite a ret
 it("a fetched window whose page can never be processed (its ingest job gave up) fails; the chain goes on and nothing is announced", async () => {
   const { userId, backfillId } = await run(Effect.gen(function* () {
     const accounts = yield* Accounts
+    const links = yield* Links
     const teamId = yield* accounts.ensureTeamKey("pull", Redacted.make("pull-api-key"))
     const user = yield* accounts.createUser(teamId, "pull-client-user-2")
-    const linked = yield* accounts.link(teamId, user.user_id, pullProvider, `${PROVIDER_USER}-2`, { accessToken: Redacted.make(TOKEN) })
+    const linked = yield* links.link(teamId, user.user_id, pullProvider, `${PROVIDER_USER}-2`, { accessToken: Redacted.make(TOKEN) })
     return { userId: user.user_id, backfillId: linked.backfillId! }
   }))
   await run(startChain(backfillId))

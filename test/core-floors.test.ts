@@ -1,5 +1,5 @@
 /**
- * Core's floors only point down: tenancy (accounts) → connections → pipeline → backfill, on
+ * Core's floors only point down: tenancy (accounts) → connections (links, connections) → pipeline → backfill, on
  * a base of contracts and storage, with the app-facing modules (registry, startup, the kit) on
  * top. A lower floor that must react to a higher one offers a hook (a Tag the higher floor
  * provides: ParkedNotifications, ConnectionHistory, HistoryObserver), never an import upward.
@@ -15,7 +15,7 @@ const FLOORS: ReadonlyArray<readonly [RegExp, number, string]> = [
   [/^(registry|startup)\.ts$|^testing\//, 5, "app-facing"],
   [/^backfill\//, 4, "backfill"],
   [/^pipeline\//, 3, "pipeline"],
-  [/^(connections|api-key-auth)\.ts$/, 2, "connections"],
+  [/^(links|connections|api-key-auth)\.ts$/, 2, "connections"],
   [/^accounts\.ts$/, 1, "tenancy"],
   [/./, 0, "base"]
 ]

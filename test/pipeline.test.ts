@@ -5,6 +5,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import { Connections } from "@wearflow/core/connections"
 import { makeTokenCipher } from "@wearflow/core/crypto"
 import { Inbox, IngestQueue, ingestJobId } from "@wearflow/core/pipeline/inbox"
@@ -47,9 +48,10 @@ const range = Either.getOrThrow(parseDateRange("2000-01-01", "2100-01-01"))
 const linkedUser = (clientUserId: string, garminUserId: string) =>
   Effect.gen(function* () {
     const accounts = yield* Accounts
+    const links = yield* Links
     const teamId = yield* accounts.ensureTeamKey(clientUserId, Redacted.make(`key-${clientUserId}`))
     const user = yield* accounts.createUser(teamId, clientUserId)
-    yield* accounts.link(teamId, user.user_id, garmin, garminUserId, {})
+    yield* links.link(teamId, user.user_id, garmin, garminUserId, {})
     return user
   })
 
@@ -122,12 +124,13 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
   it.effect("parks items for a Garmin user nobody linked, and replays them when the user is linked", () =>
     Effect.gen(function* () {
       const accounts = yield* Accounts
+      const links = yield* Links
       const outcome = yield* ingest(fixture("sleeps").replaceAll(GARMIN_USER, "garmin-late"))
       expect(outcome).toMatchObject({ items: 2, unlinked: 2, created: 0 })
 
       const teamId = yield* accounts.ensureTeamKey("late", Redacted.make("key-late"))
       const user = yield* accounts.createUser(teamId, "late")
-      const linked = yield* accounts.link(teamId, user.user_id, garmin, "garmin-late", {})
+      const linked = yield* links.link(teamId, user.user_id, garmin, "garmin-late", {})
       expect(linked.replayed).toBe(1)
 
       const queue = yield* IngestQueue
@@ -148,10 +151,11 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
   it.effect("fans one Garmin account out to every user linked to it", () =>
     Effect.gen(function* () {
       const accounts = yield* Accounts
+      const links = yield* Links
       const a = yield* linkedUser("fan-a", "garmin-shared")
       const teamId = yield* accounts.ensureTeamKey("fan-a", Redacted.make("key-fan-a"))
       const b = yield* accounts.createUser(teamId, "fan-b")
-      yield* accounts.link(teamId, b.user_id, garmin, "garmin-shared", {})
+      yield* links.link(teamId, b.user_id, garmin, "garmin-shared", {})
       const outcome = yield* ingest(fixture("activities").replaceAll(GARMIN_USER, "garmin-shared"))
       expect(outcome.created).toBe(4)
       for (const user of [a, b]) {
@@ -163,9 +167,10 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
   it.effect("stores tokens encrypted, never as plaintext", () =>
     Effect.gen(function* () {
       const accounts = yield* Accounts
+      const links = yield* Links
       const teamId = yield* accounts.ensureTeamKey("tokens", Redacted.make("key-tokens"))
       const user = yield* accounts.createUser(teamId, "tokens")
-      yield* accounts.link(teamId, user.user_id, garmin, "garmin-tokens", {
+      yield* links.link(teamId, user.user_id, garmin, "garmin-tokens", {
         accessToken: Redacted.make("plain-access-token-123"),
         refreshToken: Redacted.make("plain-refresh-token-456")
       })
@@ -179,15 +184,16 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
   it.effect("key rotation: tokens under a retired key are re-encrypted with the current one", () =>
     Effect.gen(function* () {
       const accounts = yield* Accounts
+      const links = yield* Links
       const sql = yield* SqlClient.SqlClient
       const teamId = yield* accounts.ensureTeamKey("rotation", Redacted.make("key-rotation"))
       const user = yield* accounts.createUser(teamId, "rotation")
-      yield* accounts.link(teamId, user.user_id, garmin, "garmin-rotation", { accessToken: Redacted.make("rotating-access-token") })
+      yield* links.link(teamId, user.user_id, garmin, "garmin-rotation", { accessToken: Redacted.make("rotating-access-token") })
       const retired = makeTokenCipher(Redacted.make([retiredKey]))
       yield* sql`update provider_connections set access_token = ${retired.encrypt(Redacted.make("rotating-access-token"))} where user_id = ${user.user_id}`
 
-      expect(yield* accounts.reencryptTokens()).toBeGreaterThanOrEqual(1)
-      expect(yield* accounts.reencryptTokens()).toBe(0)
+      expect(yield* links.reencryptTokens()).toBeGreaterThanOrEqual(1)
+      expect(yield* links.reencryptTokens()).toBe(0)
       const [row] = yield* sql<{ access_token: Uint8Array }>`select access_token from provider_connections where user_id = ${user.user_id}`
       const currentOnly = makeTokenCipher(Redacted.make([currentKey]))
       expect(Redacted.value(yield* currentOnly.decrypt(row!.access_token))).toBe("rotating-access-token")

@@ -7,6 +7,7 @@
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import { aliasDigest } from "@wearflow/core/crypto"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
@@ -89,10 +90,11 @@ layer(Services, { timeout: 60_000 })("a notify-then-fetch provider", (it) => {
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const accounts = yield* Accounts
+      const links = yield* Links
       const worker = yield* IngestWorker
       const teamId = yield* accounts.ensureTeamKey("acme", Redacted.make("key-acme"))
       const user = yield* accounts.createUser(teamId, "acme-client-user")
-      yield* accounts.link(teamId, user.user_id, acme, ACME_USER, { accessToken: Redacted.make("acme-bearer"), state: { routing: ROUTING_SECRET } })
+      yield* links.link(teamId, user.user_id, acme, ACME_USER, { accessToken: Redacted.make("acme-bearer"), state: { routing: ROUTING_SECRET } })
       // The alias is kept as its digest only.
       const aliases = yield* sql<{ digest: Uint8Array }>`select digest from connection_aliases`
       expect(aliases.map((a) => Buffer.from(a.digest).toString("hex"))).toEqual([aliasDigest(ROUTING_SECRET)])

@@ -8,6 +8,7 @@ import { Migrator, SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import * as Parked from "@wearflow/core/pipeline/parked"
 import { Connections } from "@wearflow/core/connections"
 import { aliasDigest, layerTokenCipher, makeTokenCipher, TokenCipher } from "@wearflow/core/crypto"
@@ -32,7 +33,7 @@ const enc = (value: string, using = cipher) => using.encrypt(Redacted.make(value
 const sha256 = (value: string) => createHash("sha256").update(value).digest()
 
 const Services = Connections.Default.pipe(
-  Layer.provideMerge(Accounts.Default.pipe(Layer.provide(Parked.layer))),
+  Layer.provideMerge(Links.Default.pipe(Layer.provide(Parked.layer), Layer.provideMerge(Accounts.Default))),
   Layer.provideMerge(
     Providers.fromTags(Garmin.GarminProvider).pipe(
       Layer.provide(Host.load({ manifest: Garmin.manifest, layer: Garmin.layerProvider }, ConfigProvider.fromMap(new Map()))),
@@ -120,7 +121,7 @@ it.effect("moves OAuth 1.0a secrets into Garmin's state once, keeps routing by t
       yield* sql`delete from provider_connections where user_id = ${undecryptable}`
       const state = Redacted.value(yield* cipher.decrypt((yield* row(oauth1)).provider_state!))
       yield* sql`update provider_connections set provider_state = ${enc(state, retired)} where user_id = ${oauth1}`
-      expect(yield* (yield* Accounts).reencryptTokens()).toBeGreaterThanOrEqual(1)
+      expect(yield* (yield* Links).reencryptTokens()).toBeGreaterThanOrEqual(1)
       expect(Redacted.value(yield* cipher.decrypt((yield* row(oauth1)).provider_state!))).toBe(state)
       expect(usableOAuth1(yield* credentials("token-a"))).toBeDefined()
     }).pipe(Effect.provide(Services))

@@ -7,6 +7,7 @@
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
@@ -40,10 +41,11 @@ const garmin = { id: "garmin", name: "Garmin", resourceScopes: {} }
 const linkedUser = (name: string) =>
   Effect.gen(function* () {
     const accounts = yield* Accounts
+    const links = yield* Links
     const garminUserId = `garmin-${name}-${randomBytes(4).toString("hex")}`
     const teamId = yield* accounts.ensureTeamKey(name, Redacted.make(`key-${name}`))
     const user = yield* accounts.createUser(teamId, `${name}-${randomBytes(4).toString("hex")}`)
-    yield* accounts.link(teamId, user.user_id, garmin, garminUserId, {})
+    yield* links.link(teamId, user.user_id, garmin, garminUserId, {})
     return { ...user, garminUserId }
   })
 

@@ -7,6 +7,7 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import type { MigrationError } from "@effect/sql/Migrator"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections } from "@wearflow/core/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
@@ -106,7 +107,7 @@ export const layer = (config: Config, keys: Effect.Effect.Success<ReturnType<typ
   )
   return Connections.Default.pipe(
     Layer.provideMerge(providersLayer(plugins)),
-    Layer.provide(Accounts.Default.pipe(Layer.provide(Parked.layer), Layer.provideMerge(Storage))),
+    Layer.provide(Links.Default.pipe(Layer.provide(Parked.layer), Layer.provideMerge(Accounts.Default), Layer.provideMerge(Storage))),
     Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : e._tag === "SqlError" ? databaseError(e) : configError(e)))
   )
 }

@@ -5,6 +5,7 @@
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { Accounts, isUuid } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections"
@@ -30,6 +31,7 @@ const callbackUrl = (publicUrl: string, provider: string) => `${publicUrl}/v2/li
 export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi, "users", (handlers) =>
   Effect.gen(function* () {
     const accounts = yield* Accounts
+    const links = yield* Links
     const connections = yield* Connections
     const providers = yield* Providers
     const wait = yield* DatabaseWait
@@ -52,7 +54,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
           const user = yield* accounts.getUser(teamId, path.user_id)
-          const connections = yield* accounts.connectionsOf(user.user_id)
+          const connections = yield* links.connectionsOf(user.user_id)
           return {
             user_id: user.user_id,
             team_id: user.team_id,
@@ -75,7 +77,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           const input = yield* Schema.decodeUnknown(provider.linkPayload, { errors: "all", onExcessProperty: "ignore" })(payload).pipe(
             Effect.mapError((error) => new InvalidRequest({ message: `invalid link payload: ${describeParseError(error)}` }))
           )
-          const { connection, replayed, backfillId } = yield* accounts.link(teamId, path.user_id, provider, input.providerUserId, input.tokens, input.flow)
+          const { connection, replayed, backfillId } = yield* links.link(teamId, path.user_id, provider, input.providerUserId, input.tokens, input.flow)
           yield* Effect.logInfo("provider connection linked").pipe(Effect.annotateLogs({ user_id: path.user_id, provider: provider.id, replayed }))
           if (backfillId !== undefined) yield* startChain(backfillId)
           return {

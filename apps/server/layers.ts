@@ -6,6 +6,7 @@
 import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { BunHttpServer } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import * as ApiKeyAuth from "@wearflow/core/api-key-auth"
 import { Backfills, layerHistoryObserver } from "@wearflow/core/backfill/backfills"
 import * as BackfillChains from "@wearflow/core/backfill/chain"
@@ -47,9 +48,13 @@ export const Core = (
   runner: EffectConfig.Config.Success<typeof RunnerConfig>,
   backfill: EffectConfig.Config.Success<typeof BackfillConfig>
 ) =>
-  Layer.mergeAll(Accounts.Default, Inbox.Default, RecordStore.Default, DataQuery.Default).pipe(
+  Layer.mergeAll(
     // Linking replays parked notifications and schedules the connection's backfill: hooks the upper floors provide.
-    Layer.provide(Layer.merge(Parked.layer, OnConnect.layer)),
+    Links.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer)), Layer.provideMerge(Accounts.Default)),
+    Inbox.Default,
+    RecordStore.Default,
+    DataQuery.Default
+  ).pipe(
     Layer.provideMerge(Layer.mergeAll(
       Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
       Layer.succeed(BackfillSettings, backfill)

@@ -13,6 +13,7 @@ import { SqlClient } from "@effect/sql"
 import { Data, Duration, Effect, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { Accounts } from "../accounts.ts"
+import { Links } from "../links.ts"
 import { Connections } from "../connections.ts"
 import type { BackfillAnswer, NotificationItem, Provider } from "../provider.ts"
 import { Providers } from "../provider.ts"
@@ -101,6 +102,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
     const providers = yield* Providers
     const connections = yield* Connections
     const accounts = yield* Accounts
+    const links = yield* Links
     const settings = yield* BackfillSettings
     const engine = yield* WorkflowEngine.WorkflowEngine
     const inbox = yield* Inbox
@@ -336,7 +338,7 @@ export class Backfills extends Effect.Service<Backfills>()("wearflow/Backfills",
           yield* stopChain(backfill, answer.message)
           const recipient = yield* recipientOf(backfill)
           const errorType = answer.status === 401 ? "provider_credential_error" : "required_scopes_not_granted"
-          yield* accounts.connectionError(provider, recipient, errorType, `history request refused: ${answer.message}`, {
+          yield* links.connectionError(provider, recipient, errorType, `history request refused: ${answer.message}`, {
             status: answer.status,
             hint: provider.backfill?.forbiddenHint ?? "the user may not have granted access to their history"
           })

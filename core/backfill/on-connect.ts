@@ -4,7 +4,7 @@
  * the ConnectionHistory hook (core/accounts.ts).
  */
 import { Effect, Layer } from "effect"
-import { ConnectionHistory } from "../accounts.ts"
+import { ConnectionHistory } from "../links.ts"
 import { scheduleBackfill } from "./schedule.ts"
 import { BackfillSettings } from "./settings.ts"
 

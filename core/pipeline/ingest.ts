@@ -12,7 +12,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Context, type Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
-import { Accounts, userKey } from "../accounts.ts"
+import { Links, userKey } from "../links.ts"
 import { Connections } from "../connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
@@ -76,7 +76,7 @@ export const make = (options: IngestOptions = {}) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const providers = yield* Providers
-    const accounts = yield* Accounts
+    const links = yield* Links
     const connections = yield* Connections
     const store = yield* RecordStore
     const inbox = yield* Inbox
@@ -127,13 +127,13 @@ export const make = (options: IngestOptions = {}) =>
       const pointers: Array<NotificationItem> = []
       for (const item of group.items) {
         const change = provider.lifecycle(item)
-        if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
+        if (change) yield* links.applyLifecycle(provider, group.ref, change, job.inboxId)
         else if (item.carries === "pointer") pointers.push(item)
         else if (provider.normalizers[item.key] !== undefined) records.push(item)
       }
       const count = records.length + pointers.length
       if (count === 0) return
-      const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, count)
+      const recipients = yield* links.recipientsOrPark(provider.id, group.ref, job.inboxId, count)
       if (recipients.length === 0) {
         outcome.unlinked += count
         return

@@ -5,7 +5,7 @@
  */
 import { Effect, Layer } from "effect"
 import { randomUUID } from "node:crypto"
-import { ParkedNotifications } from "../accounts.ts"
+import { ParkedNotifications } from "../links.ts"
 import { IngestQueue } from "./inbox.ts"
 
 export const layer = Layer.effect(

@@ -18,6 +18,7 @@ import { ConfigProvider, Effect, Either, Layer, ManagedRuntime, Redacted } from 
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Accounts } from "../accounts.ts"
+import { Links } from "../links.ts"
 import { ApiId } from "../http.ts"
 import { Inbox } from "../pipeline/inbox.ts"
 import { type IngestOutcome, IngestWorker } from "../pipeline/ingest.ts"
@@ -164,10 +165,11 @@ export const providerConformance = <F extends FakeServer>(options: ProviderConfo
       const linkedUser = (name: string, providerUserId: string, tokens: { readonly accessToken?: string; readonly refreshToken?: string | undefined } = {}) =>
         Effect.gen(function* () {
           const accounts = yield* Accounts
+          const links = yield* Links
           const provider = (yield* Providers).get(id)!
           const teamId = yield* accounts.ensureTeamKey(`conformance-${name}`, Redacted.make(`conformance-key-${name}`))
           const user = yield* accounts.createUser(teamId, name)
-          yield* accounts.link(teamId, user.user_id, provider, providerUserId, {
+          yield* links.link(teamId, user.user_id, provider, providerUserId, {
             accessToken: tokens.accessToken === undefined ? undefined : Redacted.make(tokens.accessToken),
             refreshToken: tokens.refreshToken === undefined ? undefined : Redacted.make(tokens.refreshToken)
           })

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Accounts } from "../accounts.ts"
+import { Links } from "../links.ts"
 import * as OnConnect from "../backfill/on-connect.ts"
 import * as Parked from "../pipeline/parked.ts"
 import * as ApiKeyAuth from "../api-key-auth.ts"
@@ -33,7 +34,7 @@ export const pipelineWith = (plugin: Plugin, databaseUrl: Redacted.Redacted<stri
     IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: "20 millis" }))),
     layerTokenCipher(Redacted.make([randomBytes(32)]))
   ).pipe(Layer.provideMerge(Database.layer({ url: Option.some(databaseUrl), dataDir: "unused" })))
-  const Base = Layer.mergeAll(Accounts.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer))), Inbox.Default, RecordStore.Default, DataQuery.Default, FetchHttpClient.layer).pipe(
+  const Base = Layer.mergeAll(Links.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer)), Layer.provideMerge(Accounts.Default)), Inbox.Default, RecordStore.Default, DataQuery.Default, FetchHttpClient.layer).pipe(
     Layer.provideMerge(Engine.layer({ runnerAddress: { host: "conformance", port: ++runnerPort } })),
     Layer.provideMerge(Layer.succeed(BackfillSettings, BackfillSettings.defaults)),
     Layer.provideMerge(Storage)

@@ -11,6 +11,7 @@ import { randomBytes } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Accounts } from "../accounts.ts"
+import { Links } from "../links.ts"
 import * as Parked from "../pipeline/parked.ts"
 import * as ApiKeyAuth from "../api-key-auth.ts"
 import { layerTokenCipher } from "../crypto.ts"
@@ -116,7 +117,7 @@ export const sinkConformance = (options: SinkConformanceOptions) => {
         IngestQueue.layer.pipe(Layer.provide(layerQueueStore({}))),
         layerTokenCipher(Redacted.make([randomBytes(32)]))
       ).pipe(Layer.provideMerge(Database.layer({ url: Option.some(databaseUrl), dataDir: "unused" })))
-      const Base = Layer.mergeAll(Accounts.Default.pipe(Layer.provide(Parked.layer)), Inbox.Default, RecordStore.Default, FetchHttpClient.layer).pipe(
+      const Base = Layer.mergeAll(Links.Default.pipe(Layer.provide(Parked.layer), Layer.provideMerge(Accounts.Default)), Inbox.Default, RecordStore.Default, FetchHttpClient.layer).pipe(
         Layer.provideMerge(Engine.layer({ runnerAddress: { host: "sink-conformance", port: 41_000 + Math.floor(Math.random() * 1000) } })),
         Layer.provideMerge(Storage)
       )

@@ -4,6 +4,7 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import { Accounts } from "@wearflow/core/accounts"
+import { Links } from "@wearflow/core/links"
 import * as OnConnect from "@wearflow/core/backfill/on-connect"
 import * as Parked from "@wearflow/core/pipeline/parked"
 import { Backfills, layerHistoryObserver } from "@wearflow/core/backfill/backfills"
@@ -54,7 +55,7 @@ export const pipelineServices = (options: PipelineOptions) => {
     Layer.provideMerge(Connections.Default),
     Layer.provideMerge(
       Layer.mergeAll(
-        Accounts.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer))),
+        Links.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer)), Layer.provideMerge(Accounts.Default)),
         Inbox.Default,
         RecordStore.Default,
         DataQuery.Default,
