@@ -42,7 +42,7 @@ const PROVIDER_USER = `pull-user-${randomBytes(3).toString("hex")}`
 const NOW = Date.now()
 
 // Nine days of history, one daily summary each, all inside the 10 days asked for and before the last day (live data).
-const daily = JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")).dailies[0]
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0]
 const history = Array.from({ length: 9 }, (_, i) => {
   const start = Math.floor((NOW - (i + 1.5) * DAY_MS) / 1000)
   return { ...daily, userId: PROVIDER_USER, summaryId: `pull-${i}`, startTimeInSeconds: start, calendarDate: new Date(start * 1000).toISOString().slice(0, 10) }
