@@ -15,15 +15,13 @@
 import { type HttpClient, HttpClientRequest } from "@effect/platform"
 import type { BackfillAnswer, BackfillType, Credentials, HistoryPages, NotificationItem, ProviderBackfill, TimeRange } from "@wearflow/core/provider"
 import { Duration, Effect, Schema } from "effect"
-import type { RequestBudget } from "./budget.ts"
+import { type RequestBudget, turn } from "./budget.ts"
 import { apiUrlOf, type OuraConfig } from "./config.ts"
 import { collectionPath, dayOf, timeOf } from "./normalize.ts"
 import { PAGE_KIND, pageOf } from "./notifications.ts"
 
 const DAY_MS = 86_400_000
 const TIMEOUT = Duration.seconds(60)
-/** A wait for the shared budget this short is waited out in the request; longer ones go back to the chain. */
-const MAX_INLINE_WAIT = Duration.seconds(10)
 /** More pages than this for one window means Oura's `next_token` does not end. */
 const MAX_PAGES = 10_000
 
@@ -87,12 +85,8 @@ export const makeBackfill = (client: HttpClient.HttpClient, config: OuraConfig, 
   /** One list request, once the shared budget has room; its page, or why not. */
   const listPage = (credentials: Credentials, url: URL): Effect.Effect<typeof ListPage.Type, Failed> =>
     Effect.gen(function* () {
-      for (;;) {
-        const turn = yield* budget.take
-        if (turn._tag === "Go") break
-        if (Duration.greaterThan(turn.after, MAX_INLINE_WAIT)) return yield* Effect.fail<Failed>({ _tag: "RateLimited", retryAfter: turn.after })
-        yield* Effect.sleep(turn.after)
-      }
+      const wait = yield* turn(budget)
+      if (wait !== undefined) return yield* Effect.fail<Failed>({ _tag: "RateLimited", retryAfter: wait })
       const request = HttpClientRequest.get(url).pipe(HttpClientRequest.acceptJson, HttpClientRequest.bearerToken(credentials.bearer!))
       const response = yield* client.execute(request).pipe(
         Effect.timeoutFail({ duration: TIMEOUT, onTimeout: (): Failed => ({ _tag: "Unavailable", message: "Oura did not answer in time" }) }),

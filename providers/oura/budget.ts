@@ -40,5 +40,22 @@ export const layer = Layer.effect(
   })
 ).pipe(Layer.provide(RateLimiterStore.layerRateLimiter))
 
+/** A wait this short is waited out where the request is made; a longer one is handed back. */
+export const MAX_INLINE_WAIT = Duration.seconds(10)
+
+/**
+ * Takes a turn, waiting out short waits; answers undefined once the request may go, or the
+ * wait when it is longer than MAX_INLINE_WAIT (the caller tries again after it).
+ */
+export const turn = (budget: RequestBudget): Effect.Effect<Duration.Duration | undefined> =>
+  Effect.gen(function* () {
+    for (;;) {
+      const next = yield* budget.take
+      if (next._tag === "Go") return undefined
+      if (Duration.greaterThan(next.after, MAX_INLINE_WAIT)) return next.after
+      yield* Effect.sleep(next.after)
+    }
+  })
+
 /** A budget that never waits, for code run without a database. */
 export const unlimited: RequestBudget = { take: Effect.succeed({ _tag: "Go" }) }

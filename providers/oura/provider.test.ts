@@ -259,7 +259,9 @@ describe("Oura history (backfill.request)", () => {
     expect(short.answer._tag).toBe("Fetched")
     const long = await pull("workout", "2024-10-10T00:00:00Z", "2024-10-12T00:00:00Z", credentials, await budgeted([Duration.minutes(4)]))
     expect(long.answer).toEqual({ _tag: "RateLimited", retryAfter: Duration.minutes(4) })
-    // A notification's fetch over budget is retried after the wait.
+    // A notification's fetch waits out a short wait, and over a long one is retried after it.
+    const shortFetch = await Effect.runPromise(Effect.either((await budgeted([Duration.millis(5)])).fetch(pointer(), credentials)))
+    expect(Either.isRight(shortFetch)).toBe(true)
     const overBudget = await budgeted([Duration.minutes(2)])
     const failed = await Effect.runPromise(Effect.either(overBudget.fetch(pointer(), credentials)))
     expect(Either.isLeft(failed) && failed.left.retryable && failed.left.retryAfter).toEqual(Duration.minutes(2))

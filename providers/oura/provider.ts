@@ -46,12 +46,13 @@ export const layerProviderOn = Layer.effect(
       // A notification is one pointer (fetched); a fetched page holds records (normalized).
       itemsOf,
       normalizers,
+      // A long wait for the shared budget goes back to the ingest worker, which retries later.
       fetch: (item, credentials) =>
-        budget.take.pipe(
-          Effect.flatMap((turn) =>
-            turn._tag === "Go"
+        Budget.turn(budget).pipe(
+          Effect.flatMap((wait) =>
+            wait === undefined
               ? fetchDocument(item, credentials)
-              : Effect.fail(new FetchError({ message: "Oura's shared request budget is used up for now", retryable: true, retryAfter: turn.after }))
+              : Effect.fail(new FetchError({ message: "Oura's shared request budget is used up for now", retryable: true, retryAfter: wait }))
           )
         ),
       // Oura sends no deregistration or permission notice.
