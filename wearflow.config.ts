@@ -6,5 +6,5 @@
 import { defineConfig } from "@wearflow/core/registry"
 
 export default defineConfig({
-  plugins: ["garmin", "postgres", "webhooks", "s3"]
+  plugins: ["garmin", "oura", "postgres", "webhooks", "s3"]
 })

@@ -62,6 +62,8 @@ export class FetchError extends Data.TaggedError("FetchError")<{
   readonly message: string
   readonly retryable: boolean
   readonly status?: number | undefined
+  /** How long the provider asked to wait before trying again (a 429's Retry-After), when it said. */
+  readonly retryAfter?: Duration.Duration | undefined
 }> {}
 
 /** Tokens of a provider connection (stored encrypted). */
@@ -184,7 +186,8 @@ export class PageCommitError extends Data.TaggedError("PageCommitError")<{ reado
 
 /** One page of fetched history, stored like a notification body the provider's `itemsOf` reads. */
 export interface HistoryPage {
-  readonly kind: "push" | "ping"
+  /** The provider's name for the body's kind, as `itemsOf` reads it. */
+  readonly kind: string
   readonly body: string
   readonly itemCount: number
 }

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Redacted } from "effect"
 import { freshDatabaseUrl } from "./support/database.ts"
 import { freePort } from "../core/storage/embedded-postgres.ts"
-import { type RunningServer, startServer } from "./support/server.ts"
+import { eventually, type RunningServer, startServer } from "./support/server.ts"
 
 const root = fileURLToPath(new URL("../", import.meta.url))
 const bun = path.join(root, "node_modules/.bin/bun")
@@ -86,6 +86,22 @@ describe("plugins from configuration", () => {
     expect(link.status).toBe(404)
     const health = (await (await fetch(`${server.baseUrl}/health`)).json()) as { sinks: Record<string, string> }
     expect(Object.keys(health.sinks).sort()).toEqual(["postgres", "s3", "webhooks"])
+  })
+
+  it("runs the default list (Oura included) with no OURA_* set: it serves, warns once that Oura's subscriptions are not managed, and stays idle", async () => {
+    const { WEARFLOW_PLUGINS: _default, ...env } = await envWith("")
+    const server = await startServer({ ...env, WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis" })
+    servers.push(server)
+    const spec = (await (await fetch(`${server.baseUrl}/openapi.json`)).json()) as { paths: Record<string, unknown> }
+    expect(Object.keys(spec.paths)).toContain("/api/v1/webhooks/oura")
+    // Background loops have gone round many times since the start: a daemon that retried would have logged again.
+    await eventually(async () => {
+      const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
+      return Number(/^wearflow_token_refresh_rounds_total (\d+)$/m.exec(text)?.[1] ?? 0) >= 20 ? true : undefined
+    }, 30_000)
+    const logs = server.logs()
+    expect(logs.match(/Oura webhook subscriptions are not managed/g)).toHaveLength(1)
+    expect(logs.split("\n").filter((line) => /level=(ERROR|FATAL)/.test(line))).toEqual([])
   })
 
   it("runs only the sinks it lists", async () => {

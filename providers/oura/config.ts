@@ -49,12 +49,56 @@ const withoutSlash = (s: string) => (s.endsWith("/") ? s.slice(0, -1) : s)
 /** api.ouraring.com: data, tokens, webhook subscriptions. */
 const ApiUrl = url("OURA_API_URL").pipe(Config.withDefault("https://api.ouraring.com"), Config.map((s) => new URL(withoutSlash(s))))
 
+/** The Oura scope each collection needs, as the live API enforces it (the reference's collection → scope table). */
+export const COLLECTION_SCOPES: Readonly<Record<string, string>> = {
+  daily_activity: "daily",
+  daily_readiness: "daily",
+  daily_sleep: "daily",
+  daily_stress: "daily",
+  sleep: "daily",
+  sleep_time: "daily",
+  rest_mode_period: "daily",
+  heartrate: "heartrate",
+  workout: "workout",
+  session: "session",
+  tag: "tag",
+  enhanced_tag: "tag",
+  daily_spo2: "spo2",
+  vo2_max: "heart_health",
+  daily_cardiovascular_age: "heart_health",
+  daily_resilience: "stress",
+  ring_configuration: "ring_configuration"
+}
+
+/** What a connection asks for by default: `personal` (the user's id and profile) and the scope of every data type the plugin keeps. */
+export const DEFAULT_SCOPES: ReadonlyArray<string> = [
+  ...new Set(["personal", ...[...Object.keys(normalizers), ...storedOnly].flatMap((type) => COLLECTION_SCOPES[type] ?? [])])
+]
+
+/** Where users approve access: cloud.ouraring.com, called by their browser, never by the plugin. */
+const AuthorizeUrl = url("OURA_AUTH_URL").pipe(Config.withDefault("https://cloud.ouraring.com/oauth/authorize"))
+
 export const OuraConfig = Config.all({
   /** The application's client id: OAuth, and the `x-client-id` of subscription calls. */
   clientId: Config.option(Config.redacted("OURA_CLIENT_ID")),
   /** The client secret: OAuth, subscription calls, and the key of the notifications' signature. */
   clientSecret: Config.option(Config.redacted("OURA_CLIENT_SECRET")),
   apiUrl: ApiUrl,
+  authorizeUrl: AuthorizeUrl,
+  /** Scopes asked for on the consent screen (space- or comma-separated); the user may untick some. */
+  scopes: Config.string("OURA_SCOPES").pipe(
+    Config.map((text) => [...new Set(text.split(/[\s,]+/).filter((scope) => scope.length > 0))]),
+    Config.validate({ message: "OURA_SCOPES must name Oura scopes (letters, digits and _)", validation: (scopes) => scopes.every((s) => /^[A-Za-z0-9_]{1,40}$/.test(s)) }),
+    Config.withDefault(DEFAULT_SCOPES)
+  ),
+  /** Oura's rate limit (5,000 requests per 5 minutes per application), shared by every process through the database. */
+  rateLimit: Config.all({
+    requests: Config.integer("OURA_RATE_LIMIT").pipe(
+      Config.validate({ message: "OURA_RATE_LIMIT must be a positive number of requests", validation: (n) => n > 0 }),
+      Config.withDefault(5000)
+    ),
+    window: Config.duration("OURA_RATE_LIMIT_WINDOW").pipe(Config.withDefault(Duration.minutes(5)))
+  }),
   webhook: Config.all({
     /** Sent when subscribing; Oura's verification GET must carry it back. */
     verificationToken: Config.option(Config.redacted("OURA_WEBHOOK_VERIFICATION_TOKEN")),

@@ -4,16 +4,21 @@
  */
 import { FetchHttpClient } from "@effect/platform"
 import * as Host from "@wearflow/core/host"
-import type { Credentials, NotificationItem, Provider } from "@wearflow/core/provider"
-import { ConfigProvider, Effect, Either, Layer, Redacted } from "effect"
+import type { BackfillAnswer, Credentials, HistoryPage, NotificationItem, Provider } from "@wearflow/core/provider"
+import { ConfigProvider, Duration, Effect, Either, Layer, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { manifest } from "./mod.ts"
-import { layerProvider, OuraProvider } from "./provider.ts"
+import { normalizers } from "./normalize.ts"
+import * as Budget from "./budget.ts"
+import { layerProviderOn, OuraProvider } from "./provider.ts"
 import { type FakeOura, type OuraDocument, startFakeOura } from "./testing/fake-oura.ts"
 
 const documents = (name: string): Array<OuraDocument> =>
   (JSON.parse(readFileSync(new URL(`./testing/fixtures/${name}.list.200.json`, import.meta.url), "utf8")) as { data: Array<OuraDocument> }).data
+
+/** The Provider without a database: its request budget never waits. */
+const unmetered = layerProviderOn.pipe(Layer.provide(Layer.succeed(Budget.OuraBudget, Budget.unlimited)))
 
 let oura: FakeOura
 let provider: Provider
@@ -25,7 +30,7 @@ beforeAll(async () => {
   provider = await Effect.runPromise(
     Effect.provide(
       OuraProvider,
-      Host.load({ manifest, layer: layerProvider }, ConfigProvider.fromMap(new Map([["OURA_API_URL", oura.url]]))).pipe(Layer.provide(FetchHttpClient.layer))
+      Host.load({ manifest, layer: unmetered }, ConfigProvider.fromMap(new Map([["OURA_API_URL", oura.url]]))).pipe(Layer.provide(FetchHttpClient.layer))
     )
   )
   credentials = { bearer: Redacted.make(oura.connect(USER).access_token), state: undefined }
@@ -92,10 +97,11 @@ describe("Oura items", () => {
     expect(provider.itemsOf("page", { workout: [{ data_type: "workout", data: [a] }] })).toEqual([])
   })
 
-  it("has no lifecycle items, and no connect flow or backfill yet", () => {
+  it("has no lifecycle items; connects with OAuth 2.0 and pulls its history", () => {
     expect(provider.lifecycle(pointer())).toBeUndefined()
-    expect(provider.auth).toBeUndefined()
-    expect(provider.backfill).toBeUndefined()
+    expect(provider.auth?.flows).toEqual(["oauth2"])
+    expect(provider.backfill?.types.map((t) => t.type).sort()).toEqual(Object.keys(normalizers).sort())
+    expect(provider.backfill?.types.find((t) => t.type === "heartrate")?.maxDays).toBe(30)
   })
 })
 
@@ -138,10 +144,126 @@ describe("Oura fetch", () => {
     const unreachable = await Effect.runPromise(
       Effect.provide(
         OuraProvider,
-        Host.load({ manifest, layer: layerProvider }, ConfigProvider.fromMap(new Map([["OURA_API_URL", "http://127.0.0.1:9"]]))).pipe(Layer.provide(FetchHttpClient.layer))
+        Host.load({ manifest, layer: unmetered }, ConfigProvider.fromMap(new Map([["OURA_API_URL", "http://127.0.0.1:9"]]))).pipe(Layer.provide(FetchHttpClient.layer))
       )
     )
     const down = await Effect.runPromise(Effect.either(unreachable.fetch(pointer(), credentials)))
     expect(Either.isLeft(down) && down.left.retryable).toBe(true)
+  })
+})
+
+describe("Oura history (backfill.request)", () => {
+  /** Runs a history request, collecting what it commits (as core's pages would store it). */
+  const pull = async (type: string, start: string, end: string, with_: Credentials = credentials, on: Provider = provider) => {
+    const committed: Array<{ page: number } & HistoryPage> = []
+    const pages = {
+      providerUserId: USER,
+      commit: (page: number, content: HistoryPage) => Effect.sync(() => (committed.push({ page, ...content }), true))
+    }
+    const answer = await Effect.runPromise(on.backfill!.request(with_, type, { start: new Date(start), end: new Date(end) }, pages))
+    const items = committed.flatMap((c) => on.itemsOf(c.kind, JSON.parse(c.body)))
+    return { answer, committed, items }
+  }
+  const listed = (collection: string) => oura.requests.filter((r) => r.path === `/v2/usercollection/${collection}`)
+
+  it("lists every page of a window one day wider, keeps the window's days, and commits each page as a page body", async () => {
+    oura.seed(USER, ["workout", "sleep", "daily_activity", "heartrate"])
+    const before = listed("workout").length
+    const { answer, committed, items } = await pull("workout", "2024-10-10T00:00:00Z", "2024-10-20T00:00:00Z")
+    const expected = documents("workout").filter((d) => (d.day as string) >= "2024-10-10" && (d.day as string) < "2024-10-20")
+    expect(expected.length).toBeGreaterThan(oura.state.pageSize * 3)
+    expect(answer).toEqual({ _tag: "Fetched", pages: committed.length })
+    expect(committed.map((c) => c.page)).toEqual(committed.map((_, i) => i))
+    expect(committed.every((c) => c.kind === "page")).toBe(true)
+    expect(committed.reduce((n, c) => n + c.itemCount, 0)).toBe(expected.length)
+    expect(items.map((item) => (item.raw as OuraDocument).id).sort()).toEqual(expected.map((d) => d.id).sort())
+    expect(items.every((item) => item.user?._tag === "UserId" && item.user.id === USER && item.carries === "record")).toBe(true)
+    const requests = listed("workout").slice(before)
+    expect(requests[0]?.query).toMatchObject({ start_date: "2024-10-09", end_date: "2024-10-20" })
+    expect(requests.length).toBeGreaterThan(1)
+    expect(requests.slice(1).every((r) => typeof r.query.next_token === "string")).toBe(true)
+    // Each item's time (its day's UTC midnight) places it inside the window asked for.
+    for (const item of items) {
+      const at = provider.backfill!.itemTime(item)!.getTime()
+      expect(at >= Date.parse("2024-10-10T00:00:00Z") && at < Date.parse("2024-10-20T00:00:00Z")).toBe(true)
+    }
+  })
+
+  it("keeps the days at both ends that Oura's per-collection bounds would drop (sleep exclusive at the start, daily_activity filtered on its 04:00 timestamp)", async () => {
+    const sleep = await pull("sleep", "2024-10-10T00:00:00Z", "2024-10-12T00:00:00Z")
+    const sleeps = documents("sleep").filter((d) => d.day === "2024-10-10" || d.day === "2024-10-11")
+    expect(sleeps.some((d) => d.day === "2024-10-10")).toBe(true)
+    expect(sleep.items.map((item) => (item.raw as OuraDocument).id).sort()).toEqual(sleeps.map((d) => d.id).sort())
+    const activity = await pull("daily_activity", "2024-11-11T00:00:00Z", "2024-11-12T00:00:00Z")
+    expect(activity.items.map((item) => (item.raw as OuraDocument).day)).toEqual(["2024-11-11"])
+    // Adjacent windows share no day: the day whose midnight starts the next window is not this one's.
+    const next = await pull("daily_activity", "2024-11-10T00:00:00Z", "2024-11-11T00:00:00Z")
+    expect(next.items).toEqual([])
+  })
+
+  it("pulls heart rate by instant over whole UTC days and commits one batch per day", async () => {
+    const rows = documents("heartrate")
+    const before = listed("heartrate").length
+    const { answer, committed, items } = await pull("heartrate", "2024-12-13T00:00:00Z", "2024-12-15T00:00:00Z")
+    expect(answer).toEqual({ _tag: "Fetched", pages: 2 })
+    expect(listed("heartrate").length - before).toBe(Math.ceil(rows.length / oura.state.timeSeriesPageSize))
+    expect(listed("heartrate")[before]?.query).toMatchObject({ start_datetime: "2024-12-13T00:00:00.000Z", end_datetime: "2024-12-15T00:00:00.000Z" })
+    expect(committed.map((c) => c.itemCount)).toEqual([1, 1])
+    const days = items.map((item) => new Set((item.raw as { data: Array<{ timestamp: string }> }).data.map((row) => new Date(row.timestamp).toISOString().slice(0, 10))))
+    expect(days.map((d) => [...d])).toEqual([["2024-12-13"], ["2024-12-14"]])
+    expect(items.reduce((n, item) => n + (item.raw as { data: Array<unknown> }).data.length, 0)).toBe(rows.length)
+    expect(items.every((item) => Either.isRight(normalizers.heartrate(item.raw)))).toBe(true)
+  })
+
+  it("answers Oura's refusals as the chain needs them: 401 stops, 403/426 reject the type, 429 waits Retry-After, 5xx retries", async () => {
+    const cases: Array<[number, Partial<BackfillAnswer>]> = [
+      [401, { _tag: "Forbidden", status: 401 }],
+      [403, { _tag: "Rejected", status: 403 }],
+      [426, { _tag: "Rejected", status: 426 }],
+      [429, { _tag: "RateLimited", retryAfter: Duration.seconds(7) }],
+      [503, { _tag: "Unavailable" }]
+    ]
+    for (const [status, expected] of cases) {
+      oura.inject({ path: "/v2/usercollection/workout", status, body: JSON.stringify({ detail: "secret-detail-text" }), headers: { "retry-after": "7" } })
+      const { answer, committed } = await pull("workout", "2024-10-10T00:00:00Z", "2024-10-12T00:00:00Z")
+      expect(answer, String(status)).toMatchObject(expected)
+      expect(JSON.stringify(answer)).not.toContain("secret-detail-text")
+      expect(committed).toEqual([])
+    }
+    const unknown = await pull("workout", "2024-10-10T00:00:00Z", "2024-10-12T00:00:00Z", { bearer: Redacted.make("not-a-token"), state: undefined })
+    expect(unknown.answer).toMatchObject({ _tag: "Forbidden", status: 401 })
+  })
+
+  it("waits for the shared request budget, or hands a long wait back to the chain", async () => {
+    const budgeted = (waits: Array<Duration.Duration>) =>
+      Effect.runPromise(
+        Effect.provide(
+          OuraProvider,
+          Host.load(
+            {
+              manifest,
+              layer: layerProviderOn.pipe(
+                Layer.provide(Layer.succeed(Budget.OuraBudget, {
+                  take: Effect.sync(() => {
+                    const after = waits.shift()
+                    return after === undefined ? { _tag: "Go" as const } : { _tag: "Wait" as const, after }
+                  })
+                }))
+              )
+            },
+            ConfigProvider.fromMap(new Map([["OURA_API_URL", oura.url]]))
+          ).pipe(Layer.provide(FetchHttpClient.layer))
+        )
+      )
+    const short = await pull("workout", "2024-10-10T00:00:00Z", "2024-10-12T00:00:00Z", credentials, await budgeted([Duration.millis(5), Duration.millis(5)]))
+    expect(short.answer._tag).toBe("Fetched")
+    const long = await pull("workout", "2024-10-10T00:00:00Z", "2024-10-12T00:00:00Z", credentials, await budgeted([Duration.minutes(4)]))
+    expect(long.answer).toEqual({ _tag: "RateLimited", retryAfter: Duration.minutes(4) })
+    // A notification's fetch waits out a short wait, and over a long one is retried after it.
+    const shortFetch = await Effect.runPromise(Effect.either((await budgeted([Duration.millis(5)])).fetch(pointer(), credentials)))
+    expect(Either.isRight(shortFetch)).toBe(true)
+    const overBudget = await budgeted([Duration.minutes(2)])
+    const failed = await Effect.runPromise(Effect.either(overBudget.fetch(pointer(), credentials)))
+    expect(Either.isLeft(failed) && failed.left.retryable && failed.left.retryAfter).toEqual(Duration.minutes(2))
   })
 })
