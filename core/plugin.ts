@@ -7,7 +7,7 @@
  */
 import type { HttpApiGroup } from "@effect/platform"
 import { type Config, type Context, Data, type Duration, type Effect, type Either, type Layer } from "effect"
-import type { Connections } from "./connections.ts"
+import type { Connections } from "./connections/connections.ts"
 import type { Provider, Providers } from "./provider.ts"
 import type { Sink } from "./sink.ts"
 

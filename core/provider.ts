@@ -6,7 +6,7 @@
  * `mod.ts`.
  */
 import { Context, Data, type Duration, Effect, Layer, type Redacted, type Schema } from "effect"
-import type { LegacyCredentials } from "./legacy-credentials.ts"
+import type { LegacyCredentials } from "./connections/legacy-credentials.ts"
 import type { Normalizer } from "./normalizer.ts"
 
 /**
@@ -218,7 +218,7 @@ export interface ProviderBackfill {
   readonly forbiddenHint?: string | undefined
 }
 
-export type { LegacyCredentials } from "./legacy-credentials.ts"
+export type { LegacyCredentials } from "./connections/legacy-credentials.ts"
 
 /** Builds a provider's state (and flow) from secrets core kept before providers owned their state. */
 export type LegacyCredentialsHook = (legacy: LegacyCredentials) => { readonly state: unknown; readonly flow: string | undefined }

@@ -5,8 +5,8 @@
  * its failure and lets the process serve.
  */
 import { Effect, Layer, type Redacted } from "effect"
-import { Accounts } from "./accounts.ts"
-import { Links } from "./links.ts"
+import { Accounts } from "./tenancy/accounts.ts"
+import { Links } from "./connections/links.ts"
 import { Backfills, startChain } from "./backfill/backfills.ts"
 
 /** The operator's first API key opens the `default` team. */

@@ -1,7 +1,7 @@
 /**
- * Core's floors only point down: tenancy (accounts) → connections (links, connections) → pipeline → backfill, on
- * a base of contracts and storage, with the app-facing modules (registry, startup, the kit) on
- * top. A lower floor that must react to a higher one offers a hook (a Tag the higher floor
+ * Core's floors, each a folder, only point down: tenancy → connections → pipeline → backfill,
+ * on a base of contracts and storage, with the app-facing modules (registry, startup, the kit)
+ * on top. A lower floor that must react to a higher one offers a hook (a Tag the higher floor
  * provides: ParkedNotifications, ConnectionHistory, HistoryObserver), never an import upward.
  * Type-only imports carry no dependency at run time and are not counted.
  */
@@ -15,8 +15,8 @@ const FLOORS: ReadonlyArray<readonly [RegExp, number, string]> = [
   [/^(registry|startup)\.ts$|^testing\//, 5, "app-facing"],
   [/^backfill\//, 4, "backfill"],
   [/^pipeline\//, 3, "pipeline"],
-  [/^(links|connections|api-key-auth)\.ts$/, 2, "connections"],
-  [/^accounts\.ts$/, 1, "tenancy"],
+  [/^connections\//, 2, "connections"],
+  [/^tenancy\//, 1, "tenancy"],
   [/./, 0, "base"]
 ]
 

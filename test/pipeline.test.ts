@@ -4,9 +4,9 @@
  */
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Accounts } from "@wearflow/core/accounts"
-import { Links } from "@wearflow/core/links"
-import { Connections } from "@wearflow/core/connections"
+import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { Links } from "@wearflow/core/connections/links"
+import { Connections } from "@wearflow/core/connections/connections"
 import { makeTokenCipher } from "@wearflow/core/crypto"
 import { Inbox, IngestQueue, ingestJobId } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"

@@ -6,8 +6,8 @@
  */
 import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
-import { Accounts } from "@wearflow/core/accounts"
-import { Links } from "@wearflow/core/links"
+import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { Links } from "@wearflow/core/connections/links"
 import { aliasDigest } from "@wearflow/core/crypto"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"

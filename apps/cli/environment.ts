@@ -6,10 +6,10 @@
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import type { MigrationError } from "@effect/sql/Migrator"
-import { Accounts } from "@wearflow/core/accounts"
-import { Links } from "@wearflow/core/links"
+import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { Links } from "@wearflow/core/connections/links"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
-import { Connections } from "@wearflow/core/connections"
+import { Connections } from "@wearflow/core/connections/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import { IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"

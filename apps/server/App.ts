@@ -3,8 +3,8 @@
  * connections, backfills, workers and the HTTP server. With DATABASE_URL unset it runs an
  * embedded Postgres under WEARFLOW_DATA_DIR.
  */
-import * as ApiKeyAuth from "@wearflow/core/api-key-auth"
-import { Connections } from "@wearflow/core/connections"
+import * as ApiKeyAuth from "@wearflow/core/tenancy/api-key-auth"
+import { Connections } from "@wearflow/core/connections/connections"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import * as Registry from "@wearflow/core/registry"
 import * as Startup from "@wearflow/core/startup"

@@ -4,11 +4,11 @@
  * cannot probe another team's ids), storage outages 503.
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
-import { Accounts, isUuid } from "@wearflow/core/accounts"
-import { Links } from "@wearflow/core/links"
+import { Accounts, isUuid } from "@wearflow/core/tenancy/accounts"
+import { Links } from "@wearflow/core/connections/links"
 import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
-import { Connections, type LinkOutcome } from "@wearflow/core/connections"
+import { Connections, type LinkOutcome } from "@wearflow/core/connections/connections"
 import { describeParseError } from "@wearflow/core/normalizer"
 import { Providers } from "@wearflow/core/provider"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"

@@ -1,10 +1,10 @@
 /**
  * A new connection's history: with WEARFLOW_BACKFILL_ON_CONNECT on and a provider that has
  * history, linking records a backfill in its own transaction — the backfill floor's side of
- * the ConnectionHistory hook (core/accounts.ts).
+ * the ConnectionHistory hook (core/connections/links.ts).
  */
 import { Effect, Layer } from "effect"
-import { ConnectionHistory } from "../links.ts"
+import { ConnectionHistory } from "../connections/links.ts"
 import { scheduleBackfill } from "./schedule.ts"
 import { BackfillSettings } from "./settings.ts"
 

@@ -1,6 +1,6 @@
 /**
  * Recording a backfill to run. Kept apart from the Backfills service so that linking a
- * connection (core/accounts.ts) can schedule one inside its own transaction.
+ * connection (core/connections/links.ts) can schedule one inside its own transaction.
  */
 import type { SqlClient } from "@effect/sql"
 import { Effect } from "effect"

@@ -5,7 +5,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
-import { providerInfo } from "../links.ts"
+import { providerInfo } from "../connections/links.ts"
 import { Providers } from "../provider.ts"
 import { type BackfillRow, iso, type WindowRow } from "./backfills.ts"
 import { DONE } from "./schedule.ts"

@@ -12,8 +12,8 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Context, type Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
-import { Links, userKey } from "../links.ts"
-import { Connections } from "../connections.ts"
+import { Links, userKey } from "../connections/links.ts"
+import { Connections } from "../connections/connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"

@@ -1,11 +1,11 @@
 /**
  * Notifications for provider users nobody had linked are kept (unlinked_notifications) and,
  * once someone links them, queued again for the ingest worker: the pipeline's side of the
- * ParkedNotifications hook that linking calls (core/accounts.ts).
+ * ParkedNotifications hook that linking calls (core/connections/links.ts).
  */
 import { Effect, Layer } from "effect"
 import { randomUUID } from "node:crypto"
-import { ParkedNotifications } from "../links.ts"
+import { ParkedNotifications } from "../connections/links.ts"
 import { IngestQueue } from "./inbox.ts"
 
 export const layer = Layer.effect(

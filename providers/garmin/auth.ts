@@ -9,7 +9,7 @@
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { AuthError, type Connected, type Credentials, type ProviderAuth } from "@wearflow/core/provider"
 import { constantTimeEquals } from "@wearflow/core/crypto"
-import * as OAuth2 from "@wearflow/core/oauth2"
+import * as OAuth2 from "@wearflow/core/connections/oauth2"
 import { Duration, Effect, Option, Redacted, Schema } from "effect"
 import { consumerOf, type GarminConfig } from "./config.ts"
 import { authorizationHeader, type OAuth1Key } from "./oauth1.ts"

@@ -4,7 +4,7 @@
  * interrupted run loses nothing: a second run sees only what is left, failures included.
  */
 import { parseFlags, parseWholeNumber } from "@wearflow/core/cli-args"
-import { Connections, type MigrationReport } from "@wearflow/core/connections"
+import { Connections, type MigrationReport } from "@wearflow/core/connections/connections"
 import { CommandUnusable, type PluginCommand } from "@wearflow/core/plugin"
 import { Context, Effect, Either, Option } from "effect"
 import { consumerOf, GarminConfig } from "./config.ts"

@@ -9,7 +9,7 @@
  * refusals are reported per connection.
  */
 import type { SqlError } from "@effect/sql/SqlError"
-import { AccountMismatch, type ConnectionRewrites, type MigrationProgress, type MigrationReport, type Replacement } from "@wearflow/core/connections"
+import { AccountMismatch, type ConnectionRewrites, type MigrationProgress, type MigrationReport, type Replacement } from "@wearflow/core/connections/connections"
 import type { AuthError, Connected, Credentials, ProviderAuth } from "@wearflow/core/provider"
 import { Duration, Effect } from "effect"
 import { encodeState, OAUTH1, OAUTH1_GRACE, OAUTH2, usableOAuth1 } from "./state.ts"

@@ -7,7 +7,7 @@
  * its sandboxed HttpClient.
  */
 import { type HttpClient, HttpClientRequest } from "@effect/platform"
-import * as OAuth2 from "@wearflow/core/oauth2"
+import * as OAuth2 from "@wearflow/core/connections/oauth2"
 import { AuthError, type ProviderAuth } from "@wearflow/core/provider"
 import { Duration, Effect, Option, Schema } from "effect"
 import { apiUrlOf, clientOf, type OuraConfig } from "./config.ts"

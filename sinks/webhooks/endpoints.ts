@@ -4,7 +4,7 @@
  * Secrets and custom headers are stored encrypted. Every query is scoped to the caller's team.
  */
 import { SqlClient, type SqlError } from "@effect/sql"
-import { isUuid } from "@wearflow/core/accounts"
+import { isUuid } from "@wearflow/core/tenancy/accounts"
 import { type DecryptionError, reencrypted, TokenCipher } from "@wearflow/core/crypto"
 import { PublicInternet } from "@wearflow/core/public-internet"
 import { Context, Data, Duration, Effect, Layer, Option, Redacted } from "effect"

@@ -3,14 +3,14 @@
  * worker → store + outbox, with the Garmin provider loaded through the plugin host.
  */
 import { FetchHttpClient } from "@effect/platform"
-import { Accounts } from "@wearflow/core/accounts"
-import { Links } from "@wearflow/core/links"
+import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { Links } from "@wearflow/core/connections/links"
 import * as OnConnect from "@wearflow/core/backfill/on-connect"
 import * as Parked from "@wearflow/core/pipeline/parked"
 import { Backfills, layerHistoryObserver } from "@wearflow/core/backfill/backfills"
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import * as Engine from "@wearflow/core/engine"
-import { Connections } from "@wearflow/core/connections"
+import { Connections } from "@wearflow/core/connections/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Host from "@wearflow/core/host"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"

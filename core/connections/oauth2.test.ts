@@ -5,7 +5,7 @@ import { createHash } from "node:crypto"
 import { createServer, type IncomingMessage } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as OAuth2 from "./oauth2.ts"
-import type { AuthError } from "./provider.ts"
+import type { AuthError } from "../provider.ts"
 
 const CLIENT_ID = "client-id-1"
 const CLIENT_SECRET = "s3cret/with:odd&chars"

@@ -13,9 +13,9 @@ import { SqlClient, type Statement } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Data, Duration, Effect, Either, Layer, Metric, Option, Redacted, Schedule } from "effect"
 import { createHash, randomBytes } from "node:crypto"
-import { Accounts } from "./accounts.ts"
+import { Accounts } from "../tenancy/accounts.ts"
 import { Links, aliasDigestsOf, encryptState, matchesUserRef, replaceAliases } from "./links.ts"
-import { type DecryptionError, TokenCipher } from "./crypto.ts"
+import { type DecryptionError, TokenCipher } from "../crypto.ts"
 import { ERASE_LEGACY_COLUMNS, moveLegacyCredentials } from "./legacy-credentials.ts"
 import {
   type AuthError,
@@ -26,7 +26,7 @@ import {
   type ProviderAuth,
   Providers,
   type UserRef
-} from "./provider.ts"
+} from "../provider.ts"
 
 /** How long a link URL stays usable. */
 const LINK_TTL = Duration.hours(1)

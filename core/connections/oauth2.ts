@@ -11,7 +11,7 @@
 import { type HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { Duration, Effect, Redacted, Schema } from "effect"
 import { createHash, randomBytes } from "node:crypto"
-import { AuthError, type Connected, type ConnectionTokens, type PendingAuth } from "./provider.ts"
+import { AuthError, type Connected, type ConnectionTokens, type PendingAuth } from "../provider.ts"
 
 /** The app's client credentials at the provider. */
 export interface OAuth2Client {

@@ -6,7 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { Data, Effect, Option, type Redacted } from "effect"
 import { randomUUID } from "node:crypto"
-import { hashApiKey } from "./crypto.ts"
+import { hashApiKey } from "../crypto.ts"
 
 export interface User {
   readonly user_id: string

@@ -8,11 +8,11 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Effect, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
-import { Accounts } from "./accounts.ts"
-import { aliasDigest, reencrypted, TokenCipher } from "./crypto.ts"
+import { Accounts } from "../tenancy/accounts.ts"
+import { aliasDigest, reencrypted, TokenCipher } from "../crypto.ts"
 import { ERASE_LEGACY_COLUMNS, LEGACY_SECRET_COLUMNS } from "./legacy-credentials.ts"
-import { appendEvent, type Recipient } from "./outbox.ts"
-import type { ConnectionTokens, Credentials, LifecycleChange, Provider, UserRef } from "./provider.ts"
+import { appendEvent, type Recipient } from "../outbox.ts"
+import type { ConnectionTokens, Credentials, LifecycleChange, Provider, UserRef } from "../provider.ts"
 
 /**
  * Linking a provider user hands the notifications parked for them (by id or alias key) to

@@ -19,8 +19,8 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Redacted } from "effect"
-import type { TokenCipher } from "./crypto.ts"
-import type { Provider } from "./provider.ts"
+import type { TokenCipher } from "../crypto.ts"
+import type { Provider } from "../provider.ts"
 
 /** Secrets of a connection as core kept them before providers owned their state, decrypted. */
 export interface LegacyCredentials {

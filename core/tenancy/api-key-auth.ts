@@ -5,8 +5,8 @@
  */
 import { Effect, Layer, Option } from "effect"
 import { Accounts } from "./accounts.ts"
-import { ApiKeyAuth, unavailable, Unauthorized, within } from "./http.ts"
-import { DatabaseWait } from "./storage/database.ts"
+import { ApiKeyAuth, unavailable, Unauthorized, within } from "../http.ts"
+import { DatabaseWait } from "../storage/database.ts"
 
 export const layer = Layer.effect(
   ApiKeyAuth,
