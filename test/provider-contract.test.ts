@@ -23,7 +23,7 @@ import { pipelineServices } from "./support/pipeline.ts"
 
 const ACME_USER = "acme-user-1"
 const ROUTING_SECRET = "acme-routing-secret"
-const dailies = (JSON.parse(readFileSync(new URL("./fixtures/garmin/dailies.json", import.meta.url), "utf8")) as { dailies: Array<Record<string, unknown>> }).dailies
+const dailies = (JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")) as { dailies: Array<Record<string, unknown>> }).dailies
 
 /** What the provider was asked to fetch, with the credentials it was given. */
 const fetches: Array<{ readonly item: NotificationItem; readonly credentials: Credentials | undefined }> = []

@@ -2,14 +2,16 @@
  * The normalized store: records keyed by (user, provider, resource, source record id) with a
  * content hash, timeseries samples, and, in the same transaction, the outbox events that say
  * what changed. Created vs updated vs unchanged is decided by the hash, so a re-delivery of
- * identical content writes nothing and emits nothing.
+ * identical content writes nothing and emits nothing. A record the user deleted at the
+ * provider is removed with its samples (`daily.data.<resource>.deleted`), and the deletion is
+ * remembered so that an older delivery of it does not bring it back.
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Metric } from "effect"
 import { createHash, randomUUID } from "node:crypto"
 import { stableUuid } from "../crypto.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
-import type { EventEnvelope } from "../schema.ts"
+import type { DeletedRecord, EventEnvelope, ResourceName } from "../schema.ts"
 
 /** The user a record belongs to, with what the event envelope names. */
 export interface Recipient {
@@ -100,10 +102,14 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
         const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
         const data = record.kind === "summary" ? { id, user_id: recipient.userId, ...record.data } : { user_id: recipient.userId, ...record.data }
         const { calendarDate, startAt } = placement(record)
+        // Not when a newer inbox item deleted it: a replayed or late older delivery stays deleted.
         const [row] = yield* sql<{ inserted: boolean; created_at: Date; updated_at: Date }>`
           insert into records (id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id)
-          values (${id}, ${recipient.userId}, ${provider}, ${record.resource}, ${record.sourceId}, ${calendarDate}, ${startAt},
-                  ${JSON.stringify(data)}::jsonb, ${contentHash(data)}, ${inboxId})
+          select ${id}::uuid, ${recipient.userId}::uuid, ${provider}::text, ${record.resource}::text, ${record.sourceId}::text,
+                 ${calendarDate}::date, ${startAt}::timestamptz, ${JSON.stringify(data)}::jsonb, ${contentHash(data)}::bytea, ${inboxId}::bigint
+          where not exists (
+            select 1 from record_deletions d
+            where d.user_id = ${recipient.userId} and d.provider = ${provider} and d.source_id = ${record.sourceId} and d.inbox_id > ${inboxId})
           on conflict (user_id, provider, resource, source_id) do update
             set data = excluded.data, content_hash = excluded.content_hash, calendar_date = excluded.calendar_date,
                 start_at = excluded.start_at, inbox_id = excluded.inbox_id, updated_at = now()
@@ -137,6 +143,55 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
       return { created, updated, unchanged: records.length - created - updated } satisfies WriteOutcome
     }, sql.withTransaction)
 
-    return { write } as const
+    /**
+     * Removes `recipient`'s records stored from the provider's records `sourceIds` (every
+     * resource each yielded) with their samples, and appends `daily.data.<resource>.deleted`
+     * per removed record, in one transaction. A record stored from a newer inbox item than the
+     * deletion's stays: it was sent again after it was deleted. What is not stored is only
+     * remembered as deleted: no event, so the same deletion twice adds nothing.
+     */
+    const remove = Effect.fn("RecordStore.remove")(function* (
+      recipient: Recipient,
+      provider: string,
+      sourceIds: ReadonlyArray<string>,
+      inboxId: number
+    ) {
+      const ids = [...new Set(sourceIds)]
+      if (ids.length === 0) return 0
+      const gone = yield* sql<{ id: string; resource: ResourceName; source_id: string; deleted_at: Date }>`
+        delete from records
+        where user_id = ${recipient.userId} and provider = ${provider} and source_id = any(${ids}::text[]) and inbox_id <= ${inboxId}
+        returning id, resource, source_id, now() as deleted_at`
+      if (gone.length > 0) yield* sql`delete from samples where record_id = any(${gone.map((r) => r.id)}::uuid[])`
+      yield* sql`
+        insert into record_deletions (user_id, provider, source_id, inbox_id)
+        select ${recipient.userId}, ${provider}, source_id, ${inboxId} from unnest(${ids}::text[]) as d(source_id)
+        on conflict (user_id, provider, source_id) do update
+          set inbox_id = excluded.inbox_id, deleted_at = excluded.deleted_at
+          where record_deletions.inbox_id < excluded.inbox_id`
+      // Events in the deletions' order, then by resource: the same input emits the same sequence.
+      const order = new Map(ids.map((id, i) => [id, i]))
+      const sorted = [...gone].sort((a, b) => order.get(a.source_id)! - order.get(b.source_id)! || a.resource.localeCompare(b.resource))
+      for (const record of sorted) {
+        const data: DeletedRecord = {
+          id: record.id,
+          user_id: recipient.userId,
+          provider,
+          resource: record.resource,
+          source_id: record.source_id,
+          deleted_at: record.deleted_at.toISOString()
+        }
+        yield* appendEvent(sql, {
+          event_type: `daily.data.${record.resource}.deleted`,
+          data,
+          user_id: recipient.userId,
+          client_user_id: recipient.clientUserId,
+          team_id: recipient.teamId
+        }, record.id)
+      }
+      return gone.length
+    }, sql.withTransaction)
+
+    return { write, remove } as const
   })
 }) {}
