@@ -2,7 +2,8 @@
  * Notify-then-fetch: a notification names one changed document; it is fetched from
  * `/v2/usercollection/{collection}/{object_id}` with the connection's bearer token, off the
  * request path, and returned as a one-document page for the inbox. Only Oura's configured
- * host is reached (the plugin host refuses others).
+ * host is reached (the plugin host refuses others). A `delete` names no pointer (it is a
+ * deletion item, notifications.ts): nothing is fetched for it.
  */
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { type Credentials, type NotificationItem, FetchError, type Fetched } from "@wearflow/core/provider"
@@ -34,9 +35,6 @@ export const makeFetch = (client: HttpClient.HttpClient, config: OuraConfig) =>
   (item: NotificationItem, credentials: Credentials | undefined): Effect.Effect<Fetched, FetchError> =>
     Effect.gen(function* () {
       const notification = item.raw as OuraNotification
-      // The document is gone. Nothing is fetched; removing the stored record (a tombstone by
-      // id) is for core to offer, so a delete changes nothing yet.
-      if (notification.event_type === "delete") return nothing(item.key)
       if (credentials?.bearer === undefined) return yield* new FetchError({ message: "the Oura connection has no access token", retryable: false })
       const url = apiUrlOf(config.apiUrl, `/v2/usercollection/${collectionPath(item.key)}/${encodeURIComponent(notification.object_id)}`)
       const response = yield* client.execute(HttpClientRequest.bearerToken(HttpClientRequest.get(url), credentials.bearer)).pipe(
