@@ -98,18 +98,21 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     ) {
       let created = 0
       let updated = 0
+      // Records a newer inbox item deleted stay deleted: a replayed or late older delivery is
+      // not written. One look-up per write, so the upsert itself stays as it was.
+      const deleted = records.length === 0 ? new Set<string>() : new Set((yield* sql<{ source_id: string }>`
+        select source_id from record_deletions
+        where user_id = ${recipient.userId} and provider = ${provider}
+          and source_id = any(${[...new Set(records.map((r) => r.sourceId))]}::text[]) and inbox_id > ${inboxId}`).map((r) => r.source_id))
       for (const record of records) {
+        if (deleted.has(record.sourceId)) continue
         const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
         const data = record.kind === "summary" ? { id, user_id: recipient.userId, ...record.data } : { user_id: recipient.userId, ...record.data }
         const { calendarDate, startAt } = placement(record)
-        // Not when a newer inbox item deleted it: a replayed or late older delivery stays deleted.
         const [row] = yield* sql<{ inserted: boolean; created_at: Date; updated_at: Date }>`
           insert into records (id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id)
-          select ${id}::uuid, ${recipient.userId}::uuid, ${provider}::text, ${record.resource}::text, ${record.sourceId}::text,
-                 ${calendarDate}::date, ${startAt}::timestamptz, ${JSON.stringify(data)}::jsonb, ${contentHash(data)}::bytea, ${inboxId}::bigint
-          where not exists (
-            select 1 from record_deletions d
-            where d.user_id = ${recipient.userId} and d.provider = ${provider} and d.source_id = ${record.sourceId} and d.inbox_id > ${inboxId})
+          values (${id}, ${recipient.userId}, ${provider}, ${record.resource}, ${record.sourceId}, ${calendarDate}, ${startAt},
+                  ${JSON.stringify(data)}::jsonb, ${contentHash(data)}, ${inboxId})
           on conflict (user_id, provider, resource, source_id) do update
             set data = excluded.data, content_hash = excluded.content_hash, calendar_date = excluded.calendar_date,
                 start_at = excluded.start_at, inbox_id = excluded.inbox_id, updated_at = now()
