@@ -182,6 +182,17 @@ layer(Services, { timeout: 60_000 })("deletions", (it) => {
       expect((yield* eventsOf(carol.userId)).length).toBe(before)
     }))
 
+  it.effect("a source id the database refuses is an item problem, never a value in it; the other deletions apply", () =>
+    Effect.gen(function* () {
+      const gina = yield* linkedUser("gina", "relay-gina")
+      yield* send([day("relay-gina", "doc-1")])
+      // Postgres refuses NUL in text.
+      const outcome = yield* remove([{ user: "relay-gina", id: "bad\u0000id" }, { user: "relay-gina", id: "doc-1" }])
+      expect(outcome).toMatchObject({ deleted: 2, errors: [{ key: "days", index: 0 }] })
+      expect(outcome.errors[0]!.message).not.toContain("bad")
+      expect(yield* stored(gina.userId)).toEqual({ steps: [], samples: 0 })
+    }))
+
   it.effect("a record sent again after its deletion is created anew; an older delivery replayed after it stays deleted", () =>
     Effect.gen(function* () {
       const dave = yield* linkedUser("dave", "relay-dave")

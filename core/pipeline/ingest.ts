@@ -116,6 +116,28 @@ export const make = (options: IngestOptions = {}) =>
             )))
       )
 
+    /** Applies deletion items for one recipient; a source id the database refuses becomes an item problem. */
+    const removeFor = (
+      recipient: Recipient,
+      provider: Provider,
+      deletions: ReadonlyArray<NotificationItem & { readonly carries: "deletion" }>,
+      inboxId: number,
+      errors: Array<ItemProblem>
+    ) =>
+      store.remove(recipient, provider.id, deletions.map((item) => item.deleted), inboxId).pipe(
+        // As for records: one id the database refuses for good must not block the others.
+        Effect.catchIf(isPermanentSqlError, () =>
+          Effect.reduce(deletions, 0, (total, item) =>
+            store.remove(recipient, provider.id, [item.deleted], inboxId).pipe(
+              Effect.map((removed) => total + removed),
+              Effect.catchIf(isPermanentSqlError, (e) =>
+                Effect.sync(() => {
+                  errors.push({ key: item.key, index: item.index, message: `deletion could not be applied (SQLSTATE ${sqlState(e as never) ?? "unknown"})` })
+                  return total
+                }))
+            )))
+      )
+
     /**
      * One provider user's items: lifecycle items change connections; record items are
      * normalized and stored; deletion items remove what was stored (after the records, so a
@@ -132,15 +154,15 @@ export const make = (options: IngestOptions = {}) =>
       const { errors } = outcome
       const records: Array<NotificationItem> = []
       const pointers: Array<NotificationItem> = []
-      const deleted: Array<string> = []
+      const deletions: Array<NotificationItem & { readonly carries: "deletion" }> = []
       for (const item of group.items) {
         const change = provider.lifecycle(item)
         if (change) yield* accounts.applyLifecycle(provider, group.ref, change, job.inboxId)
         else if (item.carries === "pointer") pointers.push(item)
-        else if (item.carries === "deletion") deleted.push(item.deleted)
+        else if (item.carries === "deletion") deletions.push(item)
         else if (provider.normalizers[item.key] !== undefined) records.push(item)
       }
-      const count = records.length + pointers.length + deleted.length
+      const count = records.length + pointers.length + deletions.length
       if (count === 0) return
       const recipients = yield* accounts.recipientsOrPark(provider.id, group.ref, job.inboxId, count)
       if (recipients.length === 0) {
@@ -166,8 +188,8 @@ export const make = (options: IngestOptions = {}) =>
         // Stored first: a backfill told its data is in may complete and announce it at once.
         yield* backfills.recordArrivals(provider, recipients, normalized.map((n) => n.item))
       }
-      if (deleted.length > 0) {
-        for (const recipient of recipients) outcome.deleted += yield* store.remove(recipient, provider.id, deleted, receivedAs)
+      if (deletions.length > 0) {
+        for (const recipient of recipients) outcome.deleted += yield* removeFor(recipient, provider, deletions, receivedAs, errors)
       }
       if (pointers.length === 0) return
       const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
