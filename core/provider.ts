@@ -1,6 +1,6 @@
 /**
  * The Provider contract: how a provider's notification bodies split into items addressed to
- * provider users, each item either a record or a pointer at data to fetch; the normalizer for
+ * provider users, each item a record, a pointer at data to fetch, or a deletion; the normalizer for
  * each item key; how a pointer is fetched; what a lifecycle item means; its connect flows and
  * the state it keeps per connection. Its HTTP routes are an HttpApiGroup exported from its
  * `mod.ts`.
@@ -18,20 +18,27 @@ export type UserRef =
   | { readonly _tag: "UserId"; readonly id: string }
   | { readonly _tag: "Alias"; readonly digest: string }
 
-/** One item of a notification body, addressed to one provider user. */
-export interface NotificationItem {
+interface ItemFields {
   /** The body's top-level key (the provider's data type, e.g. `dailies`). */
   readonly key: string
   readonly index: number
   /** Undefined when the item names no user it can be routed by. */
   readonly user: UserRef | undefined
-  /**
-   * `record`: the item is the data itself, normalized as it is; `pointer`: it names data the
-   * worker fetches (Provider.fetch) and commits to the inbox before it is processed.
-   */
-  readonly carries: "record" | "pointer"
   readonly raw: unknown
 }
+
+/**
+ * One item of a notification body, addressed to one provider user.
+ * - `record`: the item is the data itself, normalized as it is;
+ * - `pointer`: it names data the worker fetches (Provider.fetch) and commits to the inbox
+ *   before it is processed;
+ * - `deletion`: the user deleted the provider's record `deleted` (its source id): every record
+ *   stored from it, of any resource, is removed for the provider user's linked users. Its
+ *   `raw` is not normalized.
+ */
+export type NotificationItem =
+  | (ItemFields & { readonly carries: "record" | "pointer" })
+  | (ItemFields & { readonly carries: "deletion"; readonly deleted: string })
 
 /** A connection's secrets, decrypted, for calls made on the user's behalf. */
 export interface Credentials {

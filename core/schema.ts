@@ -354,24 +354,43 @@ export type SampleOf<R extends TimeseriesResource> = Schema.Schema.Type<(typeof 
 /** The canonical unit of each timeseries resource. */
 export const unitOf = <R extends TimeseriesResource>(resource: R): (typeof Resources)[R]["unit"] => Resources[resource].unit
 
-export const EventType = Schema.TemplateLiteral(
-  Schema.Literal("daily", "historical"),
-  ".data.",
-  ResourceName,
-  ".",
-  Schema.Literal("created", "updated")
+export const EventType = Schema.Union(
+  Schema.TemplateLiteral(Schema.Literal("daily", "historical"), ".data.", ResourceName, ".", Schema.Literal("created", "updated")),
+  // A record the user deleted at the provider, removed from the store.
+  Schema.TemplateLiteral("daily.data.", ResourceName, ".deleted")
 )
 export type EventType = typeof EventType.Type
 
+const resourceNamed = (name: string | undefined): ResourceName | undefined =>
+  name !== undefined && Object.hasOwn(Resources, name) ? (name as ResourceName) : undefined
+
 /**
  * The resource a data event carries (`daily.data.<resource>.created|updated`, which the store
- * emits for new and backfilled data alike); undefined for every other event, backfill
- * completion notices (`historical.data.*`, data-less) included.
+ * emits for new and backfilled data alike); undefined for every other event, deletions and
+ * backfill completion notices (`historical.data.*`, data-less) included.
  */
-export const resourceOfDataEvent = (eventType: string): ResourceName | undefined => {
-  const name = /^daily\.data\.([a-z0-9_]+)\.(?:created|updated)$/.exec(eventType)?.[1]
-  return name !== undefined && Object.hasOwn(Resources, name) ? (name as ResourceName) : undefined
-}
+export const resourceOfDataEvent = (eventType: string): ResourceName | undefined =>
+  resourceNamed(/^daily\.data\.([a-z0-9_]+)\.(?:created|updated)$/.exec(eventType)?.[1])
+
+/**
+ * The resource of a deletion event (`daily.data.<resource>.deleted`): the record `record_id`
+ * names is gone from the store, and its copies should go too. Undefined for every other event.
+ */
+export const resourceOfDeletedEvent = (eventType: string): ResourceName | undefined =>
+  resourceNamed(/^daily\.data\.([a-z0-9_]+)\.deleted$/.exec(eventType)?.[1])
+
+/** What a deletion event's `data` holds: which record went, never its values. */
+export const DeletedRecord = Schema.Struct({
+  /** The stored record's id (the `id` of a summary, the `record_id` of samples). */
+  id: Schema.UUID,
+  user_id: Schema.UUID,
+  provider: Schema.String,
+  resource: ResourceName,
+  /** The provider's id of the record it came from. */
+  source_id: Schema.String,
+  deleted_at: Timestamp
+}).annotations({ identifier: "DeletedRecord" })
+export type DeletedRecord = typeof DeletedRecord.Type
 
 /** The envelope every outbound event uses (Junction's). */
 export const EventEnvelope = Schema.Struct({

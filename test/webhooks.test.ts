@@ -5,7 +5,7 @@
  */
 import { Webhook as StandardWebhook } from "standardwebhooks"
 import { Webhook as SvixWebhook } from "svix"
-import { createHash } from "node:crypto"
+import { createHash, randomUUID } from "node:crypto"
 import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -230,6 +230,28 @@ describe("signed delivery", () => {
     expect(reserved.status).toBe(400)
     expect(reserved.body.message).toContain("one Wearflow sets")
     expect(reserved.body.message).not.toContain("svix-id") // never echoing the caller's value
+  })
+
+  it("delivers deletion events like any other, to endpoints whose filters take them", async () => {
+    const exact = await receiver()
+    const other = await receiver()
+    const exactEndpoint = await createEndpoint({ url: exact.url, filter_types: ["daily.data.sleep.deleted"] })
+    const otherEndpoint = await createEndpoint({ url: other.url, filter_types: ["daily.data.sleep.created"] })
+    const userId = await linkedUser("deleting-user")
+    // As the store appends it when the user deleted a sleep at the provider (no provider here sends deletions).
+    const data = { id: randomUUID(), user_id: userId, provider: "oura", resource: "sleep", source_id: "sleep-doc-1", deleted_at: new Date().toISOString() }
+    await db.query(
+      `insert into outbox (event_id, event_type, team_id, user_id, record_id, payload)
+       select gen_random_uuid(), 'daily.data.sleep.deleted', u.team_id, u.id, $2,
+              jsonb_build_object('event_type', 'daily.data.sleep.deleted', 'data', $3::jsonb, 'user_id', u.id, 'client_user_id', u.client_user_id, 'team_id', u.team_id)
+       from users u where u.id = $1`,
+      [userId, data.id, JSON.stringify(data)]
+    )
+    const delivery = await waitFor(() => exact.received[0])
+    expect(verified(delivery, await secretOf(exactEndpoint.id))).toMatchObject({ event_type: "daily.data.sleep.deleted", user_id: userId, data })
+    expect(await drainedFor(exactEndpoint.id)).toBe(1)
+    expect(await drainedFor(otherEndpoint.id)).toBe(0)
+    expect(other.received).toHaveLength(0)
   })
 })
 

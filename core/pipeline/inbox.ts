@@ -269,6 +269,7 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
             'parts', count(*), 'items', coalesce(sum(c.item_count), 0),
             'unlinked', coalesce(sum((c.outcome->>'unlinked')::int), 0), 'created', coalesce(sum((c.outcome->>'created')::int), 0),
             'updated', coalesce(sum((c.outcome->>'updated')::int), 0), 'unchanged', coalesce(sum((c.outcome->>'unchanged')::int), 0),
+            'deleted', coalesce(sum((c.outcome->>'deleted')::int), 0),
             'pulled', coalesce(sum((c.outcome->>'pulled')::int), 0), 'errors', coalesce(sum(jsonb_array_length(c.outcome->'errors')), 0))
           from inbox c where c.part_of = p.id)
         where p.id = ${Number(row.part_of)} and p.processed_at is null

@@ -3,6 +3,8 @@
  * provider user (Provider.itemsOf).
  * - Lifecycle items (deregistration, permission changes) update the connections.
  * - Record items are normalized and written, with their events, for every linked user.
+ * - Deletion items remove what was stored from the provider record they name, with events,
+ *   for every linked user.
  * - Pointer items are fetched from the provider; what comes back is committed as a new inbox
  *   body (so it is durable and processed like any other), or kept as a file.
  * Items for provider users nobody has linked are parked (see Accounts.recipientsOrPark).
@@ -35,6 +37,8 @@ export interface IngestOutcome {
   readonly created: number
   readonly updated: number
   readonly unchanged: number
+  /** Stored records removed by deletion items (over all linked users). */
+  readonly deleted: number
   /** Pointer items whose data was fetched. */
   readonly pulled: number
   readonly errors: ReadonlyArray<ItemProblem>
@@ -44,6 +48,7 @@ export const itemsProcessed = Metric.counter("wearflow_items_processed_total")
 export const itemsUnlinked = Metric.counter("wearflow_items_unlinked_total")
 export const itemErrors = Metric.counter("wearflow_item_errors_total")
 export const itemsPulled = Metric.counter("wearflow_items_pulled_total")
+export const recordsDeleted = Metric.counter("wearflow_records_deleted_total")
 
 interface UserGroup {
   readonly ref: UserRef
@@ -111,27 +116,53 @@ export const make = (options: IngestOptions = {}) =>
             )))
       )
 
+    /** Applies deletion items for one recipient; a source id the database refuses becomes an item problem. */
+    const removeFor = (
+      recipient: Recipient,
+      provider: Provider,
+      deletions: ReadonlyArray<NotificationItem & { readonly carries: "deletion" }>,
+      inboxId: number,
+      errors: Array<ItemProblem>
+    ) =>
+      store.remove(recipient, provider.id, deletions.map((item) => item.deleted), inboxId).pipe(
+        // As for records: one id the database refuses for good must not block the others.
+        Effect.catchIf(isPermanentSqlError, () =>
+          Effect.reduce(deletions, 0, (total, item) =>
+            store.remove(recipient, provider.id, [item.deleted], inboxId).pipe(
+              Effect.map((removed) => total + removed),
+              Effect.catchIf(isPermanentSqlError, (e) =>
+                Effect.sync(() => {
+                  errors.push({ key: item.key, index: item.index, message: `deletion could not be applied (SQLSTATE ${sqlState(e as never) ?? "unknown"})` })
+                  return total
+                }))
+            )))
+      )
+
     /**
      * One provider user's items: lifecycle items change connections; record items are
-     * normalized and stored; pointer items are fetched and kept (as a new inbox body or a file).
+     * normalized and stored; deletion items remove what was stored (after the records, so a
+     * body that holds both a record and its deletion leaves it deleted); pointer items are
+     * fetched and kept (as a new inbox body or a file).
      */
     const processGroup = Effect.fn("IngestWorker.processGroup")(function* (
       provider: Provider,
       job: IngestJob,
       receivedAs: number,
       group: UserGroup,
-      outcome: { unlinked: number; created: number; updated: number; unchanged: number; pulled: number; errors: Array<ItemProblem> }
+      outcome: { unlinked: number; created: number; updated: number; unchanged: number; deleted: number; pulled: number; errors: Array<ItemProblem> }
     ) {
       const { errors } = outcome
       const records: Array<NotificationItem> = []
       const pointers: Array<NotificationItem> = []
+      const deletions: Array<NotificationItem & { readonly carries: "deletion" }> = []
       for (const item of group.items) {
         const change = provider.lifecycle(item)
         if (change) yield* links.applyLifecycle(provider, group.ref, change, job.inboxId)
         else if (item.carries === "pointer") pointers.push(item)
+        else if (item.carries === "deletion") deletions.push(item)
         else if (provider.normalizers[item.key] !== undefined) records.push(item)
       }
-      const count = records.length + pointers.length
+      const count = records.length + pointers.length + deletions.length
       if (count === 0) return
       const recipients = yield* links.recipientsOrPark(provider.id, group.ref, job.inboxId, count)
       if (recipients.length === 0) {
@@ -157,12 +188,17 @@ export const make = (options: IngestOptions = {}) =>
         // Stored first: a backfill told its data is in may complete and announce it at once.
         yield* history.recordArrivals(provider, recipients, normalized.map((n) => n.item))
       }
+      if (deletions.length > 0) {
+        for (const recipient of recipients) outcome.deleted += yield* removeFor(recipient, provider, deletions, receivedAs, errors)
+      }
       if (pointers.length === 0) return
       const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
         Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
       )
       for (const item of pointers) {
         const result = yield* provider.fetch(item, credentials).pipe(
+          // A provider that said when to come back (429 Retry-After) is not asked sooner.
+          Effect.tapError((e) => (e.retryable && e.retryAfter !== undefined ? Effect.sleep(e.retryAfter) : Effect.void)),
           Effect.retry({ schedule: pullRetry, while: (e) => e.retryable }),
           Effect.either
         )
@@ -189,7 +225,7 @@ export const make = (options: IngestOptions = {}) =>
     })
 
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
-      const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, pulled: 0, errors: [] }
+      const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] }
       const [row] = yield* sql<{ provider: string; kind: string; body: string; part_of: string | null }>`
         select provider, kind, body, part_of from inbox where id = ${job.inboxId}`
       if (!row) {
@@ -206,7 +242,7 @@ export const make = (options: IngestOptions = {}) =>
       const items = provider.itemsOf(row.kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
       // A part of a large body ranks, among deliveries, as the body it came in.
       const receivedAs = row.part_of === null ? job.inboxId : Number(row.part_of)
-      const outcome = { items: items.length, unlinked: 0, created: 0, updated: 0, unchanged: 0, pulled: 0, errors: [] as Array<ItemProblem> }
+      const outcome = { items: items.length, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] as Array<ItemProblem> }
       for (const group of groupByUser(items).values()) yield* processGroup(provider, job, receivedAs, group, outcome)
       // A replay for one provider user does not overwrite the outcome of the first pass.
       if (job.userKey === undefined) yield* inbox.finish(job.inboxId, outcome)
@@ -214,6 +250,7 @@ export const make = (options: IngestOptions = {}) =>
       yield* Metric.incrementBy(Metric.tagged(itemsUnlinked, "provider", provider.id), outcome.unlinked)
       yield* Metric.incrementBy(Metric.tagged(itemErrors, "provider", provider.id), outcome.errors.length)
       yield* Metric.incrementBy(Metric.tagged(itemsPulled, "provider", provider.id), outcome.pulled)
+      yield* Metric.incrementBy(Metric.tagged(recordsDeleted, "provider", provider.id), outcome.deleted)
       if (outcome.errors.length > 0) {
         // Paths and problem kinds only: item errors never carry health values.
         yield* Effect.logWarning("notification items failed").pipe(

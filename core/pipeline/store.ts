@@ -2,7 +2,9 @@
  * The normalized store: records keyed by (user, provider, resource, source record id) with a
  * content hash, timeseries samples, and, in the same transaction, the outbox events that say
  * what changed. Created vs updated vs unchanged is decided by the hash, so a re-delivery of
- * identical content writes nothing and emits nothing.
+ * identical content writes nothing and emits nothing. A record the user deleted at the
+ * provider is removed with its samples (`daily.data.<resource>.deleted`), and the deletion is
+ * remembered so that an older delivery of it does not bring it back.
  */
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
@@ -10,7 +12,7 @@ import { createHash } from "node:crypto"
 import { stableUuid } from "../crypto.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { appendEvent, type Recipient } from "../outbox.ts"
-import type { EventEnvelope } from "../schema.ts"
+import type { DeletedRecord, EventEnvelope, ResourceName } from "../schema.ts"
 
 export { appendEvent, eventsEmitted, type Recipient } from "../outbox.ts"
 
@@ -79,7 +81,14 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     ) {
       let created = 0
       let updated = 0
+      // Records a newer inbox item deleted stay deleted: a replayed or late older delivery is
+      // not written. One look-up per write, so the upsert itself stays as it was.
+      const deleted = records.length === 0 ? new Set<string>() : new Set((yield* sql<{ source_id: string }>`
+        select source_id from record_deletions
+        where user_id = ${recipient.userId} and provider = ${provider}
+          and source_id = any(${[...new Set(records.map((r) => r.sourceId))]}::text[]) and inbox_id > ${inboxId}`).map((r) => r.source_id))
       for (const record of records) {
+        if (deleted.has(record.sourceId)) continue
         const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
         const data = record.kind === "summary" ? { id, user_id: recipient.userId, ...record.data } : { user_id: recipient.userId, ...record.data }
         const { calendarDate, startAt } = placement(record)
@@ -120,6 +129,55 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
       return { created, updated, unchanged: records.length - created - updated } satisfies WriteOutcome
     }, sql.withTransaction)
 
-    return { write } as const
+    /**
+     * Removes `recipient`'s records stored from the provider's records `sourceIds` (every
+     * resource each yielded) with their samples, and appends `daily.data.<resource>.deleted`
+     * per removed record, in one transaction. A record stored from a newer inbox item than the
+     * deletion's stays: it was sent again after it was deleted. What is not stored is only
+     * remembered as deleted: no event, so the same deletion twice adds nothing.
+     */
+    const remove = Effect.fn("RecordStore.remove")(function* (
+      recipient: Recipient,
+      provider: string,
+      sourceIds: ReadonlyArray<string>,
+      inboxId: number
+    ) {
+      const ids = [...new Set(sourceIds)]
+      if (ids.length === 0) return 0
+      const gone = yield* sql<{ id: string; resource: ResourceName; source_id: string; deleted_at: Date }>`
+        delete from records
+        where user_id = ${recipient.userId} and provider = ${provider} and source_id = any(${ids}::text[]) and inbox_id <= ${inboxId}
+        returning id, resource, source_id, now() as deleted_at`
+      if (gone.length > 0) yield* sql`delete from samples where record_id = any(${gone.map((r) => r.id)}::uuid[])`
+      yield* sql`
+        insert into record_deletions (user_id, provider, source_id, inbox_id)
+        select ${recipient.userId}, ${provider}, source_id, ${inboxId} from unnest(${ids}::text[]) as d(source_id)
+        on conflict (user_id, provider, source_id) do update
+          set inbox_id = excluded.inbox_id, deleted_at = excluded.deleted_at
+          where record_deletions.inbox_id < excluded.inbox_id`
+      // Events in the deletions' order, then by resource: the same input emits the same sequence.
+      const order = new Map(ids.map((id, i) => [id, i]))
+      const sorted = [...gone].sort((a, b) => order.get(a.source_id)! - order.get(b.source_id)! || a.resource.localeCompare(b.resource))
+      for (const record of sorted) {
+        const data: DeletedRecord = {
+          id: record.id,
+          user_id: recipient.userId,
+          provider,
+          resource: record.resource,
+          source_id: record.source_id,
+          deleted_at: record.deleted_at.toISOString()
+        }
+        yield* appendEvent(sql, {
+          event_type: `daily.data.${record.resource}.deleted`,
+          data,
+          user_id: recipient.userId,
+          client_user_id: recipient.clientUserId,
+          team_id: recipient.teamId
+        }, record.id)
+      }
+      return gone.length
+    }, sql.withTransaction)
+
+    return { write, remove } as const
   })
 }) {}

@@ -17,6 +17,7 @@ import inboxPartsRetention from "./migrations/0007_inbox_parts_retention.ts"
 import samplesPerRecord from "./migrations/0008_samples_per_record.ts"
 import providerStateAliases from "./migrations/0009_provider_state_aliases.ts"
 import inboxDedupe from "./migrations/0010_inbox_dedupe.ts"
+import recordDeletions from "./migrations/0011_record_deletions.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
@@ -28,7 +29,8 @@ export const migrations = Migrator.fromRecord({
   "0007_inbox_parts_retention": inboxPartsRetention,
   "0008_samples_per_record": samplesPerRecord,
   "0009_provider_state_aliases": providerStateAliases,
-  "0010_inbox_dedupe": inboxDedupe
+  "0010_inbox_dedupe": inboxDedupe,
+  "0011_record_deletions": recordDeletions
 })
 
 export interface DatabaseOptions {

@@ -2,7 +2,8 @@
  * Notify-then-fetch: a notification names one changed document; it is fetched from
  * `/v2/usercollection/{collection}/{object_id}` with the connection's bearer token, off the
  * request path, and returned as a one-document page for the inbox. Only Oura's configured
- * host is reached (the plugin host refuses others).
+ * host is reached (the plugin host refuses others). A `delete` names no pointer (it is a
+ * deletion item, notifications.ts): nothing is fetched for it.
  */
 import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { type Credentials, type NotificationItem, FetchError, type Fetched } from "@wearflow/core/provider"
@@ -24,8 +25,12 @@ const failureOf = (response: HttpClientResponse.HttpClientResponse): FetchError 
   if (status === 401) return new FetchError({ message: "Oura refused the access token (401): the connection needs a fresh token", retryable: false, status })
   if (status === 403) return new FetchError({ message: "Oura refused access (403): a scope is missing or the user's membership lapsed", retryable: false, status })
   if (status === 426) return new FetchError({ message: "Oura refused (426): the user's Oura app is too old to share this data type", retryable: false, status })
-  // Retry-After is not honoured: FetchError cannot carry it; the ingest worker backs off instead.
-  if (status === 429) return new FetchError({ message: "Oura's rate limit was reached (429)", retryable: true, status })
+  if (status === 429) {
+    // Oura says when its window reopens (seconds); the worker waits at least that long.
+    const seconds = Number(response.headers["retry-after"])
+    const retryAfter = Number.isFinite(seconds) && seconds > 0 ? Duration.seconds(Math.min(seconds, 600)) : undefined
+    return new FetchError({ message: "Oura's rate limit was reached (429)", retryable: true, status, retryAfter })
+  }
   if (status >= 500) return new FetchError({ message: `Oura answered ${status}`, retryable: true, status })
   return new FetchError({ message: `Oura answered ${status}`, retryable: false, status })
 }
@@ -34,9 +39,6 @@ export const makeFetch = (client: HttpClient.HttpClient, config: OuraConfig) =>
   (item: NotificationItem, credentials: Credentials | undefined): Effect.Effect<Fetched, FetchError> =>
     Effect.gen(function* () {
       const notification = item.raw as OuraNotification
-      // The document is gone. Nothing is fetched; removing the stored record (a tombstone by
-      // id) is for core to offer, so a delete changes nothing yet.
-      if (notification.event_type === "delete") return nothing(item.key)
       if (credentials?.bearer === undefined) return yield* new FetchError({ message: "the Oura connection has no access token", retryable: false })
       const url = apiUrlOf(config.apiUrl, `/v2/usercollection/${collectionPath(item.key)}/${encodeURIComponent(notification.object_id)}`)
       const response = yield* client.execute(HttpClientRequest.bearerToken(HttpClientRequest.get(url), credentials.bearer)).pipe(

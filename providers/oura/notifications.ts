@@ -1,7 +1,8 @@
 /**
  * What Oura sends and what the plugin stores. Two body shapes reach the inbox:
  * - a notification, exactly as Oura posted it: `{event_type, data_type, object_id,
- *   event_time, user_id}`, naming one changed document (a pointer to fetch);
+ *   event_time, user_id}`, naming one changed document (a pointer to fetch), or for
+ *   `delete` one the user deleted (a deletion of that id: the document is gone, nothing to fetch);
  * - a fetched page: `{"<data_type>": [page]}` with `page = {data_type, user_id, data: [documents]}`,
  *   Oura's own list envelope plus the user it was fetched for (Oura's documents do not name
  *   their user, and today's core stores what a pull returns as `{key: records}`).
@@ -76,14 +77,22 @@ export const decodeNotification = (text: string): Either.Either<OuraNotification
 }
 
 /**
- * A stored notification as one pointer item, keyed by its data type; none for data types the
- * plugin does not keep, nor for time series (they have no documents to point at).
+ * A stored notification as one item keyed by its data type: a pointer to the changed document,
+ * or for `delete` the deletion of its id (every record stored from the document goes). None for
+ * data types the plugin does not keep, nor for time series (they have no documents).
  */
 const notificationItems = (body: unknown): ReadonlyArray<NotificationItem> => {
   if (!isRecord(body) || !isEventType(body.event_type) || !isId(body.data_type) || !isId(body.object_id) || !isId(body.user_id)) return []
   if (!isKnownDataType(body.data_type) || batchTypes.has(body.data_type)) return []
-  return [{ key: body.data_type, index: 0, user: { _tag: "UserId", id: body.user_id }, carries: "pointer", raw: body }]
+  const user = { _tag: "UserId", id: body.user_id } as const
+  return body.event_type === "delete"
+    ? [{ key: body.data_type, index: 0, user, carries: "deletion", deleted: body.object_id, raw: body }]
+    : [{ key: body.data_type, index: 0, user, carries: "pointer", raw: body }]
 }
+
+/** A sleep period the user deleted comes back from Oura as a document of type `deleted`. */
+const deletedDocumentId = (dataType: string, document: Record<string, unknown>): string | undefined =>
+  dataType === "sleep" && document.type === "deleted" && isId(document.id) ? document.id : undefined
 
 const isPage = (u: unknown): u is FetchedPage => isRecord(u) && isId(u.data_type) && isId(u.user_id) && Array.isArray(u.data)
 
@@ -94,7 +103,10 @@ const pagesOf = (body: unknown): ReadonlyArray<FetchedPage> => {
   return Object.entries(body).flatMap(([key, pages]) => (Array.isArray(pages) ? pages.filter((page): page is FetchedPage => isPage(page) && page.data_type === key) : []))
 }
 
-/** A stored fetched body as items: one per document (a time-series batch is one), addressed to the page's user. */
+/**
+ * A stored fetched body as items: one per document (a time-series batch is one), addressed to
+ * the page's user; a deleted sleep period is the deletion of its id.
+ */
 const pageItems = (body: unknown): ReadonlyArray<NotificationItem> => {
   const items: Array<NotificationItem> = []
   for (const page of pagesOf(body)) {
@@ -105,13 +117,19 @@ const pageItems = (body: unknown): ReadonlyArray<NotificationItem> => {
       continue
     }
     for (const document of page.data) {
-      if (isRecord(document)) items.push({ key: page.data_type, index: items.length, user, carries: "record", raw: document })
+      if (!isRecord(document)) continue
+      const deleted = deletedDocumentId(page.data_type, document)
+      items.push(
+        deleted === undefined
+          ? { key: page.data_type, index: items.length, user, carries: "record", raw: document }
+          : { key: page.data_type, index: items.length, user, carries: "deletion", deleted, raw: document }
+      )
     }
   }
   return items
 }
 
-/** The items of a stored body: a notification's pointer, or a fetched page's documents. */
+/** The items of a stored body: a notification's pointer or deletion, or a fetched page's documents. */
 export const itemsOf = (kind: string, body: unknown): ReadonlyArray<NotificationItem> =>
   kind === NOTIFICATION_KIND ? notificationItems(body) : kind === PAGE_KIND ? pageItems(body) : []
 

@@ -321,4 +321,74 @@ describe("Oura notifications → fetch → store", () => {
     expect(await events(bob.userId, "daily.data.workouts.created")).toBe(1)
     expect(await count("select count(*) as n from unlinked_notifications where provider = 'oura'")).toBe(0)
   })
+
+  it("a deleted sleep leaves the data API and the Postgres sink's tables with a deleted event per record; the same delete again adds nothing", async () => {
+    const sleep = structuredClone(documents("sleep").filter((doc) => doc.type === "long_sleep")[1]!)
+    const id = sleep.id as string
+    const recordsOf = async () =>
+      new Map((await db.query("select resource, id from records where user_id = $1 and provider = 'oura' and source_id = $2", [alice, id])).rows.map((r) => [r.resource as string, r.id as string]))
+    const window = `start_date=${encodeURIComponent(sleep.bedtime_start as string)}&end_date=${encodeURIComponent(sleep.bedtime_end as string)}`
+    const samplesIn = async (resource: string) => (ok(await api("GET", `/v2/timeseries/${alice}/${resource}?${window}`)) as Array<unknown>).length
+    const sleepIds = async () =>
+      (ok(await api("GET", `/v2/summary/sleep/${alice}?start_date=2024-01-01&end_date=2025-12-31`)).sleep as Array<{ id: string }>).map((s) => s.id)
+    const sinkRows = async (records: Map<string, string>) => ({
+      sleep: await count("select count(*) as n from wearflow_data.sleep where id = $1", [records.get("sleep")]),
+      heartrate: await count("select count(*) as n from wearflow_data.heartrate where record_id = $1", [records.get("heartrate")]),
+      hrv: await count("select count(*) as n from wearflow_data.hrv where record_id = $1", [records.get("hrv")])
+    })
+
+    delivered(await oura.create(OURA_USER, "sleep", sleep))
+    await drained()
+    const records = await recordsOf()
+    expect([...records.keys()].sort()).toEqual(["heartrate", "hrv", "respiratory_rate", "sleep"])
+    expect(await sleepIds()).toContain(records.get("sleep"))
+    const heartrate = await samplesIn("heartrate")
+    const hrv = await samplesIn("hrv")
+    const own = await count("select count(*) as n from samples where record_id = $1", [records.get("heartrate")])
+    expect(own).toBeGreaterThan(0)
+    expect(heartrate).toBeGreaterThanOrEqual(own)
+    const stored = await eventually(async () => {
+      const rows = await sinkRows(records)
+      return rows.sleep === 1 && rows.heartrate > 0 && rows.hrv > 0 ? rows : undefined
+    }, WAIT_MS)
+    expect(stored.heartrate).toBe(own)
+
+    const fetchedBefore = oura.requests.filter((r) => r.path.startsWith("/v2/usercollection/")).length
+    delivered(await oura.remove(OURA_USER, "sleep", id))
+    await drained()
+    // Nothing was fetched for it: the document is gone.
+    expect(oura.requests.filter((r) => r.path.startsWith("/v2/usercollection/")).length).toBe(fetchedBefore)
+    expect((await recordsOf()).size).toBe(0)
+    expect(await count("select count(*) as n from samples where record_id = any($1::uuid[])", [[...records.values()]])).toBe(0)
+    expect(await sleepIds()).not.toContain(records.get("sleep"))
+    expect(await samplesIn("heartrate")).toBe(heartrate - own)
+    expect(await samplesIn("hrv")).toBeLessThan(hrv)
+    for (const resource of records.keys()) expect(await events(alice, `daily.data.${resource}.deleted`), resource).toBe(1)
+    const [deleted] = (await db.query("select payload, record_id from outbox where user_id = $1 and event_type = 'daily.data.sleep.deleted'", [alice])).rows
+    expect(deleted.payload.data).toMatchObject({ id: records.get("sleep"), user_id: alice, provider: "oura", resource: "sleep", source_id: id })
+    expect(deleted.record_id).toBe(records.get("sleep"))
+    await eventually(async () => {
+      const rows = await sinkRows(records)
+      return rows.sleep + rows.heartrate + rows.hrv === 0 ? true : undefined
+    }, WAIT_MS)
+
+    // The same delete notification again: nothing to remove, no event.
+    const before = await count("select count(*) as n from outbox where user_id = $1", [alice])
+    delivered(await oura.notify({ userId: OURA_USER, dataType: "sleep", objectId: id, eventType: "delete" }))
+    await drained()
+    expect(await count("select count(*) as n from outbox where user_id = $1", [alice])).toBe(before)
+  })
+
+  it("a sleep period Oura now returns as `deleted` is removed too", async () => {
+    const sleep = structuredClone(documents("sleep").filter((doc) => doc.type === "long_sleep")[2]!)
+    const stored = () => count("select count(*) as n from records where user_id = $1 and provider = 'oura' and source_id = $2", [alice, sleep.id])
+    delivered(await oura.create(OURA_USER, "sleep", sleep))
+    await drained()
+    expect(await stored()).toBe(4)
+    delivered(await oura.revise(OURA_USER, "sleep", { ...sleep, type: "deleted" }))
+    await drained()
+    expect(await stored()).toBe(0)
+    expect(await count(
+      "select count(*) as n from outbox where user_id = $1 and event_type like 'daily.data.%.deleted' and payload->'data'->>'source_id' = $2", [alice, sleep.id])).toBe(4)
+  })
 })

@@ -97,6 +97,29 @@ describe("Oura items", () => {
     expect(provider.itemsOf("page", { workout: [{ data_type: "workout", data: [a] }] })).toEqual([])
   })
 
+  it("a delete notification is the deletion of its object id; a sleep period fetched as `deleted` is the deletion of its id", () => {
+    const deletion = notification({ event_type: "delete", data_type: "sleep", object_id: "sleep-doc-1" })
+    expect(provider.itemsOf("notification", deletion)).toEqual([
+      { key: "sleep", index: 0, user: { _tag: "UserId", id: USER }, carries: "deletion", deleted: "sleep-doc-1", raw: deletion }
+    ])
+    // As for other events: none for data types not kept, nor for time series.
+    expect(provider.itemsOf("notification", notification({ event_type: "delete", data_type: "meal" }))).toEqual([])
+    expect(provider.itemsOf("notification", notification({ event_type: "delete", data_type: "heartrate" }))).toEqual([])
+
+    const [kept, rest] = [documents("sleep")[0]!, documents("sleep").find((doc) => doc.type === "rest")!]
+    const gone: OuraDocument = { ...documents("sleep")[1]!, type: "deleted" }
+    const items = provider.itemsOf("page", { sleep: [{ data_type: "sleep", user_id: USER, data: [kept, gone, rest] }] })
+    expect(items.map((item) => [item.carries, item.carries === "deletion" ? item.deleted : (item.raw as OuraDocument).id])).toEqual([
+      ["record", kept.id],
+      ["deletion", gone.id],
+      // A rejected detection is no deletion: the normalizer gives it no records.
+      ["record", rest.id]
+    ])
+    // Only sleep periods say `deleted`; another type's field of that name is its data.
+    const session: OuraDocument = { ...documents("session")[0]!, type: "deleted" }
+    expect(provider.itemsOf("page", { session: [{ data_type: "session", user_id: USER, data: [session] }] })[0]?.carries).toBe("record")
+  })
+
   it("has no lifecycle items; connects with OAuth 2.0 and pulls its history", () => {
     expect(provider.lifecycle(pointer())).toBeUndefined()
     expect(provider.auth?.flows).toEqual(["oauth2"])
@@ -120,10 +143,8 @@ describe("Oura fetch", () => {
     expect(await fetched(pointer({ object_id: "never-there" }))).toEqual(Either.right({ _tag: "Records", kind: "page", key: "daily_activity", records: [] }))
   })
 
-  it("a delete fetches nothing", async () => {
-    const before = oura.requests.length
-    expect(await fetched(pointer({ event_type: "delete" }))).toEqual(Either.right({ _tag: "Records", kind: "page", key: "daily_activity", records: [] }))
-    expect(oura.requests.length).toBe(before)
+  it("a delete is no pointer: nothing is fetched for it", () => {
+    expect(provider.itemsOf("notification", notification({ event_type: "delete" })).map((item) => item.carries)).toEqual(["deletion"])
   })
 
   it("maps Oura's refusals: 401, 403 and 426 are final, 429 and 5xx are retried; no message quotes Oura's body", async () => {

@@ -2,7 +2,10 @@
  * The Postgres sink: writes every resource event into a typed table per resource
  * (`wearflow_data.activity`, `wearflow_data.heartrate`, ...) in this database or another.
  * Upserts on the record id (summaries) or the sample's record and timestamp (timeseries):
- * re-sent batches change nothing, and two records' samples at one instant are two rows. Sharing the app's database, its writes commit with the runner's cursor.
+ * re-sent batches change nothing, and two records' samples at one instant are two rows. A
+ * deletion event (`daily.data.<resource>.deleted`) removes the record's rows: its summary row
+ * by id, or its samples by record id. Sharing the app's database, its writes commit with the
+ * runner's cursor.
  *
  * Net permission: the host of SINK_POSTGRES_URL, none on the app's own database. The plugin
  * host cannot see a Postgres socket, so the sink checks its URL against what it declares itself.
@@ -13,7 +16,7 @@ import { PgClient } from "@effect/sql-pg"
 import { NetPermissionDenied } from "@wearflow/core/host"
 import { allowsHost, type Manifest, type Plugin } from "@wearflow/core/plugin"
 import { type EventSink, type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
-import { resourceOfDataEvent } from "@wearflow/core/schema"
+import { resourceOfDataEvent, resourceOfDeletedEvent } from "@wearflow/core/schema"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
 import { type Column, ddlOf, quote, type Table, tables, UNKNOWN_RECORD } from "./tables.ts"
 
@@ -56,6 +59,8 @@ export const manifest: Manifest<PostgresSinkConfig> = {
 export class PostgresSink extends Context.Tag("wearflow/sinks/PostgresSink")<PostgresSink, Sink>() {}
 
 const CHUNK = 1000
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 const classify = sinkErrorFromSql("postgres")
 
@@ -124,15 +129,32 @@ export const make = (sql: SqlClient.SqlClient, schema: string) =>
       )
     }
 
+    /** A record's rows: the summary row with its id, or every sample of the record. */
+    const removeRecord = (table: Table, recordId: string) =>
+      sql`delete from ${sql(schema)}.${sql(table.name)} where ${sql(table.kind === "summary" ? "id" : "record_id")} = ${recordId}`
+
     /**
      * Writes a batch's rows a chunk at a time, in event order: only one chunk of rows per table
      * is held at once, however many samples the batch's events carry. Statements run in order,
-     * so a key repeated across chunks ends with its last row, as within one.
+     * so a key repeated across chunks ends with its last row, as within one; a deletion first
+     * writes its table's pending rows, so it removes what came before it and nothing after.
      */
     const deliver = (batch: ReadonlyArray<OutboxEvent>) =>
       Effect.gen(function* () {
         const pending = new Map<Table, Array<Record<string, unknown>>>()
         for (const event of batch) {
+          const gone = byResource.get(resourceOfDeletedEvent(event.eventType) ?? "")
+          if (gone) {
+            const recordId = event.recordId ?? (event.envelope.data as { id?: unknown } | null)?.id
+            if (typeof recordId !== "string" || !UUID.test(recordId)) continue
+            const rows = pending.get(gone)
+            if (rows !== undefined) {
+              pending.delete(gone)
+              yield* upsert(gone, rows)
+            }
+            yield* removeRecord(gone, recordId)
+            continue
+          }
           const table = byResource.get(resourceOfDataEvent(event.eventType) ?? "")
           if (!table) continue
           const produced = table.kind === "summary" ? [summaryRow(table, event)].filter((r) => r !== undefined) : sampleRows(table, event)

@@ -175,6 +175,34 @@ describe("batches", () => {
       }).pipe(Effect.provide(context))
     }))
 
+  it.scopedLive.each(["ndjson", "parquet"])("writes deletion events as rows of the deletions dataset (%s), beside the resources' batches", (format) =>
+    Effect.gen(function* () {
+      const { context, dir } = yield* withSink({ WEARFLOW_ETL_FORMAT: format })
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const day = activity(1)
+        const gone = (resource: string) => ({
+          type: `daily.data.${resource}.deleted`,
+          data: { id: day.data.id, user_id: USER, provider: "oura", resource, source_id: "doc-1", deleted_at: "2026-01-02T00:00:00.000Z" }
+        })
+        yield* append([day, gone("activity"), heartrate(3), gone("heartrate")])
+        yield* drained
+        const batches = yield* sql<{ resource: string; status: string; records: number }>`select resource, status, records from etl_batches order by resource`
+        expect(batches.map((b) => [b.resource, b.status])).toEqual([["activity", "written"], ["deletions", "written"], ["heartrate", "written"]])
+        const [deletions] = yield* manifestsOf(dir, "deletions")
+        expect([deletions!.event_count, deletions!.record_count]).toEqual([2, 2])
+        const files = yield* Effect.promise(() => fs.readdir(path.join(dir, "resource=deletions"), { recursive: true }))
+        expect(files.filter((f) => f.endsWith(format === "parquet" ? ".parquet" : ".ndjson.gz"))).toHaveLength(1)
+        if (format === "ndjson") {
+          const rows = yield* rowsOf(dir, [deletions!])
+          expect(rows.map((r) => [r.event_type, r.record_id, r.resource, r.provider, r.source_id])).toEqual([
+            ["daily.data.activity.deleted", day.data.id, "activity", "oura", "doc-1"],
+            ["daily.data.heartrate.deleted", day.data.id, "heartrate", "oura", "doc-1"]
+          ])
+        }
+      }).pipe(Effect.provide(context))
+    }))
+
   it.scopedLive("two replicas on one database share the work: each event's rows in exactly one file", () =>
     Effect.gen(function* () {
       const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "30" }, 2)

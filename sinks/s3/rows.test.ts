@@ -63,6 +63,21 @@ describe("rows", () => {
     expect(resourceOf("daily.data.nonsense.created")).toBeUndefined()
   })
 
+  it("puts every deletion event, whatever its resource, in the deletions dataset: one row naming the record, no values", () => {
+    expect(resourceOf("daily.data.sleep.deleted")?.resource).toBe("deletions")
+    expect(resourceOf("daily.data.heartrate.deleted")?.kind).toBe("deletion")
+    expect(resourceOf("daily.data.nonsense.deleted")).toBeUndefined()
+    expect(resourceOf("historical.data.sleep.deleted")).toBeUndefined()
+    const deletions = resourceRows.get("deletions")!
+    const data = { id: RECORD, user_id: USER, provider: "oura", resource: "heartrate", source_id: "sleep-doc-1", deleted_at: "2026-11-22T10:00:00.000Z" }
+    const rows = rowsOf(deletions, eventOf("daily.data.heartrate.deleted", data))
+    expect(rows).toEqual([{
+      event_id: "0b5f0a7e-5c1d-4f8e-9a2b-3c4d5e6f7a8b", event_type: "daily.data.heartrate.deleted", emitted_at: "2026-11-22T10:00:00.000Z", historical: false,
+      team_id: TEAM, user_id: USER, client_user_id: "client-7", record_id: RECORD, resource: "heartrate", provider: "oura", source_id: "sleep-doc-1"
+    }])
+    expect(Object.keys(rows[0]!)).toEqual(deletions.fields.map((f) => f.name))
+  })
+
   it("makes one row per sample, with the event's fields and exactly the schema's columns", () => {
     const heartrate = resourceRows.get("heartrate")!
     const event = eventOf("daily.data.heartrate.created", samples, true)
@@ -138,6 +153,15 @@ describe("encoding", () => {
         { seconds: "1452470415", value: 75, t: "TIMESTAMP WITH TIME ZONE", provider: "garmin" },
         { seconds: "1452470430", value: 76, t: "TIMESTAMP WITH TIME ZONE", provider: "garmin" }
       ])
+    }))
+
+  it.scoped("Parquet holds deletions rows too", () =>
+    Effect.gen(function* () {
+      const encoder = yield* parquet
+      const deletions = resourceRows.get("deletions")!
+      const data = { id: RECORD, user_id: USER, provider: "oura", resource: "sleep", source_id: "sleep-doc-1", deleted_at: "2026-11-22T10:00:00.000Z" }
+      const bytes = yield* encoder.encode(deletions, rowsOf(deletions, eventOf("daily.data.sleep.deleted", data)))
+      expect(Buffer.from(bytes.subarray(0, 4)).toString()).toBe("PAR1")
     }))
 
   it.scoped.each<[string, Record<string, unknown>, string]>([

@@ -1,11 +1,12 @@
 /**
  * The rows of the ETL files: one per summary record or per timeseries sample, each with the
  * fields of the event it came from (so file and webhook consumers join on `event_id`) and the
- * resource's own fields, in the order of core's Schema. The JSON Schema of each resource's
- * rows and the Parquet column types are both derived from that one Schema.
+ * resource's own fields, in the order of core's Schema; and the `deletions` dataset, one row
+ * per record removed from the store (a deletion event), naming it, never its values. The JSON
+ * Schema of each dataset's rows and the Parquet column types are both derived from one Schema.
  */
 import { type Field, fieldsOf, type FieldType } from "@wearflow/core/field-types"
-import { Resources, type ResourceName, resourceOfDataEvent, Source, Timestamp } from "@wearflow/core/schema"
+import { Resources, ResourceName, resourceOfDataEvent, resourceOfDeletedEvent, Source, Timestamp } from "@wearflow/core/schema"
 import type { OutboxEvent } from "@wearflow/core/sink"
 import { JSONSchema, Schema } from "effect"
 import { createHash } from "node:crypto"
@@ -48,9 +49,30 @@ const rowSchemaOf = (resource: ResourceName) => {
   })
 }
 
+/** The dataset of records removed from the store (`daily.data.<resource>.deleted`), beside the resources. */
+export const DELETIONS = "deletions" as const
+/** What a batch holds: one resource's rows, or deletions. */
+export type Dataset = ResourceName | typeof DELETIONS
+
+const deletionsSchema = Schema.Struct({
+  ...EventFields,
+  record_id: Schema.UUID.annotations({
+    description: "the stored record removed: the `id` of a summary, the `record_id` of samples; drop its rows from the resource's table"
+  }),
+  resource: ResourceName,
+  provider: Schema.String,
+  source_id: Schema.String.annotations({ description: "the provider's id of the record the user deleted" })
+}).annotations({
+  identifier: "wearflow.etl.deletions",
+  title: "deletions rows",
+  description:
+    "One row per record removed from the store because the user deleted it at the provider (event daily.data.<resource>.deleted). A later created event for the same record id (in its resource's files) brings it back."
+})
+
 export interface ResourceRows {
-  readonly resource: ResourceName
-  readonly kind: "summary" | "timeseries"
+  readonly resource: Dataset
+  /** `deletion`: rows of the deletions dataset. */
+  readonly kind: "summary" | "timeseries" | "deletion"
   readonly fields: ReadonlyArray<Field>
   /** JSON Schema (draft-07) of one row. */
   readonly jsonSchema: JSONSchema.JsonSchema7Root
@@ -84,13 +106,13 @@ const duckType = (type: FieldType): string => {
   }
 }
 
-const describe = (resource: ResourceName): ResourceRows => {
-  const schema = rowSchemaOf(resource)
+const describe = (resource: Dataset): ResourceRows => {
+  const schema: Schema.Schema.AnyNoContext = resource === DELETIONS ? deletionsSchema : rowSchemaOf(resource)
   const fields = fieldsOf(schema)
   const jsonSchema = JSONSchema.make(schema)
   return {
     resource,
-    kind: Resources[resource].kind,
+    kind: resource === DELETIONS ? "deletion" : Resources[resource].kind,
     fields,
     jsonSchema,
     schemaVersion: createHash("sha256").update(JSON.stringify(jsonSchema)).digest("hex").slice(0, 12),
@@ -98,13 +120,17 @@ const describe = (resource: ResourceName): ResourceRows => {
   }
 }
 
-export const resourceRows: ReadonlyMap<ResourceName, ResourceRows> = new Map(
-  (Object.keys(Resources) as Array<ResourceName>).map((r) => [r, describe(r)])
+/** Every dataset's rows: each resource's, then deletions. */
+export const resourceRows: ReadonlyMap<Dataset, ResourceRows> = new Map(
+  [...(Object.keys(Resources) as Array<Dataset>), DELETIONS].map((r) => [r, describe(r)])
 )
 
-/** The resource a data event is about; undefined for other events (connections, backfill notices). */
+/**
+ * The dataset an event's rows go to: its resource for a data event, deletions for a deletion
+ * event; undefined for other events (connections, backfill notices).
+ */
 export const resourceOf = (eventType: string): ResourceRows | undefined => {
-  const name = resourceOfDataEvent(eventType)
+  const name = resourceOfDataEvent(eventType) ?? (resourceOfDeletedEvent(eventType) === undefined ? undefined : DELETIONS)
   return name === undefined ? undefined : resourceRows.get(name)
 }
 
@@ -129,6 +155,9 @@ export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Re
     return row
   }
   const data = (event.envelope.data ?? {}) as Record<string, unknown>
+  if (rows.kind === "deletion") {
+    return [project({ record_id: event.recordId ?? data.id, resource: resourceOfDeletedEvent(event.eventType), provider: data.provider, source_id: data.source_id })]
+  }
   if (rows.kind === "summary") return [project(data)]
   const samples = Array.isArray(data.data) ? (data.data as ReadonlyArray<Record<string, unknown>>) : []
   return samples.map((sample) => project({ ...sample, source: data.source, record_id: event.recordId }))
