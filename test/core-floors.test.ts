@@ -49,6 +49,6 @@ describe("core's floors", () => {
 
   it("reads the imports it judges", () => {
     expect(importsOf("pipeline/ingest.ts")).toContain("pipeline/history.ts")
-    expect(importsOf("backfill/backfills.ts")).toContain("pipeline/history.ts")
+    expect(importsOf("backfill/arrivals.ts")).toContain("pipeline/history.ts")
   })
 })

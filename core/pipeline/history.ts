@@ -1,7 +1,7 @@
 /**
  * What the ingest worker tells whoever asked the provider for history: which items answer
  * an open request (their events are historical), and that data arrived (a request's range may
- * now be stored). A hook the backfill floor provides (Backfills), so that ingestion never
+ * now be stored). A hook the backfill floor provides (backfill/arrivals.ts), so that ingestion never
  * imports the floor above it. A pipeline without history requests provides `none`.
  */
 import type { SqlError } from "@effect/sql/SqlError"

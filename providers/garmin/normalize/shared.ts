@@ -4,8 +4,10 @@
  */
 import { Schema } from "effect"
 import type { NormalizedRecord } from "@wearflow/core/normalizer"
-import { CalendarDate, Resources, type Source } from "@wearflow/core/schema"
-import { localDateFromEpochSeconds, timestampFromEpochSeconds } from "@wearflow/core/time"
+import { CalendarDate, type Source } from "@wearflow/core/schema"
+import * as Series from "@wearflow/core/series"
+import type { DiscreteResource, IntervalResource } from "@wearflow/core/series"
+import { localDateFromEpochSeconds } from "@wearflow/core/time"
 
 /** Latest epoch second whose ISO form still has a 4-digit year (9999-12-31T23:59:59Z). */
 export const MAX_EPOCH_SECONDS = 253_402_300_799
@@ -116,44 +118,15 @@ export const addDays = (calendarDate: string, days: number): string | null => {
   return new Date(ms).toISOString().slice(0, 10)
 }
 
-/** Whether `epochSeconds` still converts to a valid `Timestamp`. */
-const inRange = (epochSeconds: number): boolean => epochSeconds >= 0 && epochSeconds <= MAX_EPOCH_SECONDS
-
 /** Values Garmin uses for "no reading" are zero or negative (status codes) for most metrics. */
 export const positive = (value: number): boolean => value > 0
 /** Stress levels run 0–100; negative values are status codes (off wrist, motion, …). */
 export const nonNegative = (value: number): boolean => value >= 0
 
-/** Timeseries whose samples are `{timestamp, timezone_offset, type, unit, value}`. */
-export type DiscreteResource = "heartrate" | "hrv" | "stress_level" | "blood_oxygen" | "respiratory_rate" | "vo2_max" | "weight" | "fat"
-/** Timeseries whose samples also carry `start` and `end`. */
-export type IntervalResource = "steps" | "calories_active" | "distance" | "body_temperature_delta"
+export type { DiscreteResource, IntervalResource } from "@wearflow/core/series"
 
 /** A reading at an epoch second. */
 export type Point = readonly [epochSeconds: number, value: number]
-
-/**
- * One batch of discrete samples, or no record at all when no point survives: points outside
- * the representable range are dropped, so the result always matches the sample schema.
- */
-export const discreteSeries = (
-  resource: DiscreteResource,
-  sourceId: string,
-  source: Source,
-  timezoneOffset: number | null | undefined,
-  points: ReadonlyArray<Point>
-): Array<NormalizedRecord> => {
-  const data = points
-    .filter(([at]) => inRange(at))
-    .map(([at, value]) => ({
-      timestamp: timestampFromEpochSeconds(at),
-      timezone_offset: timezoneOffset ?? null,
-      type: source.type,
-      unit: Resources[resource].unit,
-      value
-    }))
-  return data.length === 0 ? [] : [{ kind: "timeseries", resource, sourceId, data: { source, data } }]
-}
 
 /** A value accumulated over `[start, end)` epoch seconds. */
 export interface Interval {
@@ -162,27 +135,23 @@ export interface Interval {
   readonly value: number
 }
 
-/** One batch of interval samples (`timestamp` = `start`), or nothing when none survives. */
+/** Garmin counts in epoch seconds; the series builders in core take milliseconds. */
+export const discreteSeries = (
+  resource: DiscreteResource,
+  sourceId: string,
+  source: Source,
+  timezoneOffset: number | null | undefined,
+  points: ReadonlyArray<Point>
+): Array<NormalizedRecord> => Series.discreteSeries(resource, sourceId, source, timezoneOffset ?? null, points.map(([at, value]) => [at * 1000, value]))
+
 export const intervalSeries = (
   resource: IntervalResource,
   sourceId: string,
   source: Source,
   timezoneOffset: number | null | undefined,
   intervals: ReadonlyArray<Interval>
-): Array<NormalizedRecord> => {
-  const data = intervals
-    .filter(({ end, start }) => inRange(start) && inRange(end))
-    .map(({ end, start, value }) => ({
-      timestamp: timestampFromEpochSeconds(start),
-      start: timestampFromEpochSeconds(start),
-      end: timestampFromEpochSeconds(end),
-      timezone_offset: timezoneOffset ?? null,
-      type: source.type,
-      unit: Resources[resource].unit,
-      value
-    }))
-  return data.length === 0 ? [] : [{ kind: "timeseries", resource, sourceId, data: { source, data } }]
-}
+): Array<NormalizedRecord> =>
+  Series.intervalSeries(resource, sourceId, source, timezoneOffset ?? null, intervals.map(({ end, start, value }) => ({ start: start * 1000, end: end * 1000, value })))
 
 /** Offset-map entries as points after `startSeconds`, keeping only values `keep` accepts. */
 export const pointsFrom = (

@@ -5,11 +5,10 @@
  * carry the instant in UTC and the offset in `timezone_offset`, as the Garmin ones do.
  */
 import { Schema } from "effect"
-import type { NormalizedRecord } from "@wearflow/core/normalizer"
-import { CalendarDate, Resources, type Source, type SourceType } from "@wearflow/core/schema"
+import { CalendarDate, type Source } from "@wearflow/core/schema"
+import { MAX_EPOCH_MS, type Reading as Point } from "@wearflow/core/series"
 
-/** Latest instant whose ISO form still has a 4-digit year (9999-12-31T23:59:59.999Z). */
-export const MAX_EPOCH_MS = 253_402_300_799_999
+export { inRange, MAX_EPOCH_MS } from "@wearflow/core/series"
 
 /** A point in time as Oura stated it: the instant, and the user's offset from UTC then. */
 export interface Instant {
@@ -52,7 +51,6 @@ export const instantOf = (text: string): Instant => parseInstant(text) ?? { ms: 
 /** Epoch milliseconds → ISO 8601 UTC timestamp, the form every normalized timestamp takes. */
 export const isoOf = (ms: number): string => new Date(ms).toISOString()
 
-export const inRange = (ms: number): boolean => Number.isFinite(ms) && ms >= 0 && ms <= MAX_EPOCH_MS
 
 /** A `YYYY-MM-DD` that names a real day (no 2024-02-30), so date arithmetic and sinks accept it. */
 export const LocalDate = CalendarDate.pipe(
@@ -108,7 +106,7 @@ export const RawSampleSeries = Schema.Struct({
 export type RawSampleSeries = typeof RawSampleSeries.Type
 
 /** A reading at an instant (epoch milliseconds). */
-export type Point = readonly [ms: number, value: number]
+export type { Point }
 
 /** The measured items of a sample object as points, keeping only values `keep` accepts. */
 export const pointsOf = (series: RawSampleSeries | null | undefined, keep: (value: number) => boolean): Array<Point> => {
@@ -130,54 +128,4 @@ export const ringSource = (ringId?: string | null): Source => ({
   app_id: null
 })
 
-/** Timeseries whose samples are `{timestamp, timezone_offset, type, unit, value}`. */
-export type DiscreteResource = "heartrate" | "hrv" | "stress_level" | "blood_oxygen" | "respiratory_rate" | "vo2_max"
-/** Timeseries whose samples also carry `start` and `end`. */
-export type IntervalResource = "body_temperature_delta"
-
-/**
- * One batch of discrete samples, or no record at all when no point survives: points outside
- * the representable range are dropped, so the result always matches the sample schema.
- */
-export const discreteSeries = (
-  resource: DiscreteResource,
-  sourceId: string,
-  source: Source,
-  timezoneOffset: number | null,
-  points: ReadonlyArray<Point>,
-  type: SourceType = source.type
-): Array<NormalizedRecord> => {
-  const data = points
-    .filter(([at]) => inRange(at))
-    .map(([at, value]) => ({ timestamp: isoOf(at), timezone_offset: timezoneOffset, type, unit: Resources[resource].unit, value }))
-  return data.length === 0 ? [] : [{ kind: "timeseries", resource, sourceId, data: { source, data } }]
-}
-
-/** A value over `[start, end)` epoch milliseconds. */
-export interface Interval {
-  readonly start: number
-  readonly end: number
-  readonly value: number
-}
-
-/** One batch of interval samples (`timestamp` = `start`), or nothing when none survives. */
-export const intervalSeries = (
-  resource: IntervalResource,
-  sourceId: string,
-  source: Source,
-  timezoneOffset: number | null,
-  intervals: ReadonlyArray<Interval>
-): Array<NormalizedRecord> => {
-  const data = intervals
-    .filter(({ end, start }) => inRange(start) && inRange(end) && end >= start)
-    .map(({ end, start, value }) => ({
-      timestamp: isoOf(start),
-      start: isoOf(start),
-      end: isoOf(end),
-      timezone_offset: timezoneOffset,
-      type: source.type,
-      unit: Resources[resource].unit,
-      value
-    }))
-  return data.length === 0 ? [] : [{ kind: "timeseries", resource, sourceId, data: { source, data } }]
-}
+export { discreteSeries, type DiscreteResource, type IntervalReading as Interval, intervalSeries, type IntervalResource } from "@wearflow/core/series"
