@@ -37,6 +37,16 @@ export interface Destination {
    * batches are re-sent (leave out times the sink stamps on each write).
    */
   readonly snapshot: (databaseUrl: Redacted.Redacted<string>) => Promise<{ readonly eventIds: ReadonlyArray<string>; readonly contents: unknown }>
+  /**
+   * Run in the sink's own runtime before anything is delivered: what a destination needs set
+   * up for the run's team (e.g. a webhook endpoint registered through the sink's services).
+   */
+  readonly prepare?: (teamId: string) => Effect.Effect<void, unknown, any>
+  /**
+   * For sinks that deliver after the runner's commit (a queue of their own): resolves once
+   * nothing is left to send, so a snapshot taken after it is final.
+   */
+  readonly settled?: (databaseUrl: Redacted.Redacted<string>) => Promise<void>
   readonly close: () => Promise<void>
 }
 
@@ -150,6 +160,7 @@ export const sinkConformance = (options: SinkConformanceOptions) => {
         Effect.gen(function* () {
           const accounts = yield* Accounts
           const teamId = yield* accounts.ensureTeamKey("sink-conformance", Redacted.make("sink-conformance-key"))
+          if (destination.prepare !== undefined) yield* destination.prepare(teamId)
           const user = yield* accounts.createUser(teamId, "sink-conformance-user")
           const recipient = { userId: user.user_id, teamId, clientUserId: user.client_user_id }
           const inboxId = yield* (yield* Inbox).commit({ provider: "conformance", kind: "records" as never, body: "{}", itemCount: 0 })
@@ -178,8 +189,10 @@ export const sinkConformance = (options: SinkConformanceOptions) => {
       }, "each record's latest event at the destination")
 
       // A crash before the cursor moved: the runner sends the same batches again.
+      await destination.settled?.(databaseUrl)
       await run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`update sink_cursors set tx = '0', position = 0 where sink_id = ${id}`))
       await run(drain)
+      await destination.settled?.(databaseUrl)
       expect(await destination.snapshot(databaseUrl)).toEqual(first)
     })
   })
