@@ -112,8 +112,8 @@ export const loadPlugins = (specifiers: ReadonlyArray<string>, root: string) =>
  * What the app offers every plugin's layer, besides the sandboxed HttpClient and
  * ConfigProvider the host gives each: the database, the inbox (to commit what a plugin
  * receives or fetches), the token cipher, the durable workflow engine, and the API-key check
- * for routes under `/v2` (`ApiKeyAuth`). A plugin needing
- * anything else fails to build, naming the missing service.
+ * for routes under `/v2` (`ApiKeyAuth`). A plugin needing anything else fails to build,
+ * naming the missing service.
  */
 export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | Inbox | TokenCipher | WorkflowEngine.WorkflowEngine | ApiKeyAuth
 
@@ -133,7 +133,12 @@ export const layer = (
     Layer.effect(
       Providers,
       Effect.map(
-        Effect.forEach(plugins.filter((plugin) => plugin.provider !== undefined), (plugin) => plugin.provider!),
+        Effect.forEach(plugins.filter((plugin) => plugin.provider !== undefined), (plugin) =>
+          Effect.filterOrDieMessage(
+            plugin.provider!,
+            (provider) => provider.id === plugin.manifest.id,
+            `plugin ${plugin.manifest.id} builds a provider with another id: a provider's id is its plugin's`
+          )),
         (providers): ReadonlyMap<string, Provider> => new Map(providers.map((provider) => [provider.id, provider]))
       )
     ),
