@@ -407,13 +407,29 @@ describe("notifications", () => {
 })
 
 describe("injection", () => {
-  it("holds a request until released, then answers normally", async () => {
+  it("holds a request until released, then answers normally, counting a user's requests in flight", async () => {
     const tokens = withings.connect("30")
     let release = () => {}
     withings.inject({ path: "/v2/user", hold: new Promise<void>((resolve) => (release = resolve)) })
-    const pending = call("/v2/user", { action: "getdevice" }, tokens.access_token)
-    await eventually(() => (withings.requests.some((r) => r.path === "/v2/user") ? true : undefined))
+    const held = call("/v2/user", { action: "getdevice" }, tokens.access_token)
+    await eventually(() => (withings.state.inFlight.get("30") === 1 ? true : undefined))
+    expect((await call("/measure", { action: "getmeas" }, tokens.access_token)).status).toBe(0)
+    expect(withings.state.maxInFlight.get("30")).toBe(2)
     release()
-    expect((await pending).status).toBe(0)
+    expect((await held).status).toBe(0)
+    expect(withings.state.inFlight.get("30")).toBe(0)
+  })
+
+  it("answers an injected HTTP failure in place of the Withings answer", async () => {
+    const tokens = withings.connect("31")
+    withings.inject({ path: "/measure", httpStatus: 502, body: "Bad Gateway" })
+    const response = await fetch(`${withings.url}/measure`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", authorization: `Bearer ${tokens.access_token}` },
+      body: "action=getmeas"
+    })
+    expect(response.status).toBe(502)
+    expect(await response.text()).toBe("Bad Gateway")
+    expect((await call("/measure", { action: "getmeas" }, tokens.access_token)).status).toBe(0)
   })
 })

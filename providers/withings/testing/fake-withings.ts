@@ -232,6 +232,12 @@ export interface FakeWithingsState {
     rateLimited: number
     refreshes: number
   }
+  /**
+   * Requests with a user's live Bearer token being answered now, and the most ever at once,
+   * by user id (injected delays and holds included): "never two polls of one user at once".
+   */
+  inFlight: Map<string, number>
+  maxInFlight: Map<string, number>
   subscriptions: Array<FakeWithingsSubscription>
   notify: {
     enforceUrlRules: boolean
@@ -364,6 +370,8 @@ const emptyState = (options: FakeWithingsOptions): FakeWithingsState => ({
   scopeErrorStatus: STATUS.unauthorized,
   rateLimit: { perWindow: undefined, windowMs: 60_000 },
   counters: { requests: 0, byAction: new Map(), rateLimited: 0, refreshes: 0 },
+  inFlight: new Map(),
+  maxInFlight: new Map(),
   subscriptions: [],
   notify: { enforceUrlRules: false, timeoutMs: 10_000, tries: 2, retryDelayMs: (retry) => 20 * retry },
   checks: [],
@@ -684,13 +692,20 @@ const oauth2Route = (app: App, ex: Exchange): Reply => {
 const refreshDead = (refresh: FakeWithingsRefreshToken): boolean =>
   refresh.dead || (refresh.diesAt !== undefined && refresh.diesAt <= Date.now())
 
-/** The grant behind a live Bearer token; its first use retires the refresh token that made it. */
-const grantOf = (state: FakeWithingsState, ex: Exchange): FakeWithingsGrant | undefined => {
+/** The live access token and grant a request carries, without using it. */
+const liveToken = (state: FakeWithingsState, ex: Exchange): { access: FakeWithingsAccessToken; grant: FakeWithingsGrant } | undefined => {
   const bearer = /^Bearer\s+(\S+)$/i.exec(header(ex, "authorization") ?? "")?.[1] ?? ex.params.get("access_token") ?? undefined
   const access = bearer === undefined ? undefined : state.accessTokens.get(bearer)
   if (access === undefined || access.revoked || access.expiresAt <= Date.now()) return undefined
   const grant = state.grants.get(access.grantId)
-  if (grant === undefined || grant.revoked) return undefined
+  return grant === undefined || grant.revoked ? undefined : { access, grant }
+}
+
+/** The grant behind a live Bearer token; its first use retires the refresh token that made it. */
+const grantOf = (state: FakeWithingsState, ex: Exchange): FakeWithingsGrant | undefined => {
+  const live = liveToken(state, ex)
+  if (live === undefined) return undefined
+  const { access, grant } = live
   if (access.retiresRefreshToken !== undefined) {
     const old = state.refreshTokens.get(access.retiresRefreshToken)
     if (old !== undefined) old.dead = true
@@ -1094,11 +1109,21 @@ export const startFakeWithings = async (options: FakeWithingsOptions = {}): Prom
       params: Object.fromEntries(params),
       headers: Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(", ") : v]))
     })
-    const rule = takeRule(rules, ex)
-    if (rule?.delayMs !== undefined) await sleep(rule.delayMs)
-    if (rule?.hold !== undefined) await rule.hold.catch(() => undefined)
-    if (rule?.handled) await route(app, ex)
-    send(res, (rule && injectedReply(rule)) ?? (await route(app, ex)))
+    const userId = liveToken(state, ex)?.grant.userId
+    if (userId !== undefined) {
+      const now = (state.inFlight.get(userId) ?? 0) + 1
+      state.inFlight.set(userId, now)
+      state.maxInFlight.set(userId, Math.max(now, state.maxInFlight.get(userId) ?? 0))
+    }
+    try {
+      const rule = takeRule(rules, ex)
+      if (rule?.delayMs !== undefined) await sleep(rule.delayMs)
+      if (rule?.hold !== undefined) await rule.hold.catch(() => undefined)
+      if (rule?.handled) await route(app, ex)
+      send(res, (rule && injectedReply(rule)) ?? (await route(app, ex)))
+    } finally {
+      if (userId !== undefined) state.inFlight.set(userId, (state.inFlight.get(userId) ?? 1) - 1)
+    }
   }
 
   const server = createServer((req, res) => {
@@ -1124,7 +1149,8 @@ export const startFakeWithings = async (options: FakeWithingsOptions = {}): Prom
 
   const add: FakeWithings["add"] = (userId, resource, doc) => {
     const now = state.clock()
-    const stamped = isStamped(resource) ? { ...doc, ...(resource === "measuregrps" ? { created: now } : {}), modified: now } : { ...doc }
+    const created = resource === "measuregrps" || resource === "sleepSummaries" ? { created: now } : {}
+    const stamped = isStamped(resource) ? { ...doc, ...created, modified: now } : { ...doc }
     userOf(userId)[resource].push(stamped)
     return stamped
   }
