@@ -310,6 +310,21 @@ describe("data", () => {
     expect(afterDelete.docs.map((g) => g["grpid"])).toEqual([5149666502])
   })
 
+  it("seeds the examples moved by whole days when asked", async () => {
+    const tokens = withings.connect("15")
+    withings.seed("15", ["sleepSummaries", "sleepSeries", "measuregrps"], { shiftDays: 1000 })
+    const shift = 1000 * 86_400
+    withings.state.pageSize = 300
+    const summaries = await collectAll("/v2/sleep", { action: "getsummary", startdateymd: "2024-01-13", enddateymd: "2024-01-13" }, "series", tokens.access_token)
+    // 2021-04-18 + 1000 days
+    expect(summaries.docs).toHaveLength(1)
+    expect(summaries.docs[0]).toMatchObject({ id: 2081804182, startdate: 1618691453 + shift, enddate: 1618713173 + shift, modified: 1620237476 + shift })
+    const sleep = await call("/v2/sleep", { action: "get", startdate: 1618691453 + shift, enddate: 1618691453 + shift + 600 }, tokens.access_token)
+    expect((sleep.body["series"] as Array<WithingsDocument>)[0]).toMatchObject({ startdate: 1618691453 + shift, hr: { [String(1618691453 + shift)]: 70 } })
+    const weight = await call("/measure", { action: "getmeas", meastype: 1, startdate: 1693651151 + shift, enddate: 1693651151 + shift }, tokens.access_token)
+    expect((weight.body["measuregrps"] as Array<WithingsDocument>)[0]).toMatchObject({ grpid: 4815757309, measures: [{ value: 118003, unit: -3 }] })
+  })
+
   it("answers an empty page when lastupdate comes with a date range", async () => {
     const tokens = withings.connect("13")
     withings.seed("13", ["sleepSummaries"])

@@ -18,8 +18,10 @@
  *
  * Everything lives in `state`, which tests may read and change at any time; `inject()` adds
  * failures, delays and held requests in front of it; `seed()` loads a user's data from
- * ./fixtures (byte-identical copies of the recorded examples). `add`/`revise`/`remove` change
- * a user's data and stamp `modified` with `state.clock()`, so `lastupdate` queries see it.
+ * ./fixtures (byte-identical copies of the recorded examples; `shiftDays` moves them nearer
+ * today). `add`/`revise`/`remove` change a user's data and stamp `modified` with
+ * `state.clock()`, so `lastupdate` queries see it. `state.inFlight`/`maxInFlight` count each
+ * user's requests being answered at once, `state.counters` every request.
  *
  * Where Withings' behaviour is undocumented the fake picks one answer and makes it a switch:
  * - `lastupdate` includes documents modified at that very second (`state.lastupdate =
@@ -300,6 +302,35 @@ export const FIXTURES = {
 } as const
 export type SeedPart = keyof typeof FIXTURES
 
+export interface SeedOptions {
+  /**
+   * Moves every time in the seeded documents by this many whole days (the recorded examples
+   * are from 2021–2024): epoch-second fields, YYYY-MM-DD dates and the epoch keys of sleep
+   * series maps. Times of day, durations and relations stay.
+   */
+  readonly shiftDays?: number
+}
+
+const EPOCH_FIELDS = new Set(["date", "created", "modified", "startdate", "enddate", "first_session_date", "last_session_date", "timestamp"])
+const YMD = /^\d{4}-\d{2}-\d{2}$/
+const EPOCH_KEY = /^\d{9,10}$/
+
+/** `value` with its times moved by `days` (see SeedOptions.shiftDays). */
+export const shiftDays = <A>(value: A, days: number, field?: string): A => {
+  const seconds = days * DAY_S
+  if (typeof value === "string" && YMD.test(value)) {
+    return new Date(Date.parse(`${value}T00:00:00Z`) + seconds * 1000).toISOString().slice(0, 10) as A
+  }
+  if (typeof value === "number" && field !== undefined && EPOCH_FIELDS.has(field)) return (value + seconds) as A
+  if (Array.isArray(value)) return value.map((item) => shiftDays(item, days)) as A
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [EPOCH_KEY.test(key) ? String(Number(key) + seconds) : key, shiftDays(item, days, key)])
+    ) as A
+  }
+  return value
+}
+
 export interface FakeWithings {
   /** e.g. http://127.0.0.1:PORT — both account.withings.com and wbsapi.withings.net. */
   readonly url: string
@@ -313,7 +344,7 @@ export interface FakeWithings {
   /** Issues tokens without the consent flow (scopes default: all). */
   connect(userId: string, scopes?: ReadonlyArray<string>): TokenBody & { readonly userid: string | number }
   /** Fills the user's data from the fixtures (all parts by default), creating the user if needed. */
-  seed(userId: string, parts?: ReadonlyArray<SeedPart>): void
+  seed(userId: string, parts?: ReadonlyArray<SeedPart>, options?: SeedOptions): void
   /** Adds a document, stamping `created`/`modified` (stamped lists) with the clock. */
   add(userId: string, resource: Resource, doc: WithingsDocument): WithingsDocument
   /** Replaces the document with the same key (added if absent), stamping `modified`. */
@@ -1167,15 +1198,16 @@ export const startFakeWithings = async (options: FakeWithingsOptions = {}): Prom
       userOf(userId)
       return issueTokens(state, newGrant(state, userId, scopes), undefined, true) as TokenBody & { userid: string | number }
     },
-    seed: (userId, parts = Object.keys(FIXTURES) as Array<SeedPart>) => {
+    seed: (userId, parts = Object.keys(FIXTURES) as Array<SeedPart>, options = {}) => {
       const user = userOf(userId)
+      const days = options.shiftDays ?? 0
       for (const part of parts) {
         if (part === "goals") {
           user.goals = (readFixture(FIXTURES.goals[0]) as { body: { goals: WithingsDocument } }).body.goals
           continue
         }
         const key = part === "measuregrps" ? "measuregrps" : part === "activities" ? "activities" : part === "devices" ? "devices" : "series"
-        for (const file of FIXTURES[part]) user[part].push(...fixtureList(file, key))
+        for (const file of FIXTURES[part]) user[part].push(...fixtureList(file, key).map((doc) => shiftDays(doc, days)))
       }
     },
     add,
