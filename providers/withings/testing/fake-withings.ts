@@ -51,7 +51,10 @@
  * - the rate limit is off until `state.rateLimit.perWindow` is set (Withings: 120 a minute);
  *   every wbsapi request counts, OAuth and notify included; the authorize page does not.
  * - sleep get answers `model` from the user (`sleepModel`, 32 as recorded); intraday without
- *   dates answers the 24 h up to the user's latest sample.
+ *   dates answers the 24 h up to the user's latest sample. `data_fields` keeps the named
+ *   fields (inside `data` where a document nests them); without it everything is served.
+ * - refresh tokens do not age (set `diesAt` for the 1-year end); /v2/heart, getdemoaccess,
+ *   `mode=demo` and appli 53 are not played (unknown paths answer HTTP 404).
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
@@ -111,6 +114,10 @@ export type StampedResource = "measuregrps" | "activities" | "workouts" | "sleep
 /** Every list a user holds. */
 export type Resource = StampedResource | "sleepSeries" | "intraday"
 
+/**
+ * A Withings account. Tests may change its lists directly; a document pushed without
+ * `modified` only shows to `lastupdate=0`, so stamp it yourself or use add/revise/remove.
+ */
 export interface FakeWithingsUser {
   /** Withings' numeric user id, as a string. */
   readonly userId: string
