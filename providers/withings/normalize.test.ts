@@ -1,7 +1,7 @@
 import { Either, Schema } from "effect"
 import { readFileSync, readdirSync } from "node:fs"
 import { describe, expect, it } from "vitest"
-import type { NormalizedRecord } from "@wearflow/core/normalizer"
+import type { NormalizedRecord, Normalizer } from "@wearflow/core/normalizer"
 import { ActivityFields, BodyFields, Resources, SleepFields, TimeseriesBatchOf, WorkoutFields } from "@wearflow/core/schema"
 import { dayOf, measureGroupSourceId, normalizers, offsetAt, realValue, sportOf, timeOf } from "./normalize.ts"
 
@@ -236,6 +236,8 @@ describe("withings measuregrp", () => {
     expect(realValue({ value: 7718, unit: -2, type: 5 })).toBe(77.18)
     expect(realValue({ value: 12, unit: 2, type: 1 })).toBe(1200)
     expect(realValue({ value: 120, unit: 0, type: 11 })).toBe(120)
+    // Multiplying by 10^-1 would give 3.3000000000000003.
+    expect(realValue({ value: 33, unit: -1, type: 170 })).toBe(3.3)
   })
 })
 
@@ -395,6 +397,11 @@ describe("withings sleep_summary", () => {
       data: { ...data, total_sleep_time: null, asleepduration: 5000, lightsleepduration: null, sleep_latency: -1, durationtosleep: -1, hr_min: -1 }
     })
     expect(summaryOf(nap, "sleep")).toMatchObject({ type: "short_sleep", duration: 5400, total: 5000, light: null, latency: null, hr_lowest: null })
+  })
+
+  it("turns the efficiency ratio into a percentage without float noise (0.57 × 100 is 56.99999999999999)", () => {
+    const data = night["data"] as Doc
+    expect(summaryOf(valid("sleep_summary", { ...night, data: { ...data, sleep_efficiency: 0.57 } }), "sleep")).toMatchObject({ efficiency: 57 })
   })
 
   it("keeps the sourceId with the changed data when Withings revises a night", () => {
@@ -563,6 +570,13 @@ describe("withings time", () => {
       "2021-04-17T00:00:00.000Z"
     ])
     for (const raw of [null, 42, "2024-11-11", [], {}, { date: "2024-02-30", startdate: -5 }]) expect([dayOf(raw), timeOf(raw)]).toEqual([undefined, undefined])
+  })
+})
+
+describe("withings item kinds", () => {
+  it("has one normalizer per item kind the plugin stores", () => {
+    const all: Readonly<Record<string, Normalizer>> = normalizers
+    expect(Object.keys(all).sort()).toEqual(["activity", "intraday", "measuregrp", "sleep_series", "sleep_summary", "workout"])
   })
 })
 
