@@ -534,6 +534,33 @@ describe("withings intraday", () => {
     expect(samplesOf(revised, "steps", watchId)[0]?.["value"]).toBe(50)
   })
 
+  it("gives each sample the offset at its own instant across a DST change, in one record", () => {
+    // Paris moves from +1 h to +2 h at 2024-03-31T01:00:00Z.
+    const day = Date.parse("2024-03-31T00:00:00Z") / 1000
+    const records = valid("intraday", {
+      startdate: day,
+      enddate: day + 86_400,
+      timezone: "Europe/Paris",
+      series: {
+        [String(day + 1800)]: { ...tracker, steps: 10, duration: 60, heart_rate: 60 },
+        [String(day + 5400)]: { ...tracker, steps: 20, duration: 60, heart_rate: 61 }
+      }
+    })
+    const id = `intraday:${day}:892359876fd8805ac45bab078c4828692f0276b1`
+    expect(shape(records)).toEqual([
+      ["timeseries", "steps", id],
+      ["timeseries", "heartrate", id]
+    ])
+    expect(samplesOf(records, "steps").map((s) => [s["start"], s["timezone_offset"], s["value"]])).toEqual([
+      ["2024-03-31T00:30:00.000Z", 3600, 10],
+      ["2024-03-31T01:30:00.000Z", 7200, 20]
+    ])
+    expect(samplesOf(records, "heartrate").map((s) => [s["timestamp"], s["timezone_offset"]])).toEqual([
+      ["2024-03-31T00:30:00.000Z", 3600],
+      ["2024-03-31T01:30:00.000Z", 7200]
+    ])
+  })
+
   it("gives nothing for an empty answer (Withings sends [])", () => {
     expect(valid("intraday", { ...item, series: [] })).toEqual([])
     expect(valid("intraday", { ...item, series: {} })).toEqual([])

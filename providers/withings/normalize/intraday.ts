@@ -10,6 +10,7 @@
  * the window. A record replaces its earlier version whole, so the plugin asks for fixed
  * windows (whole UTC days; Withings answers at most 24 h): a later fetch of the same day
  * revises the same records. An entry without `duration` is an interval of no length.
+ * Each sample carries the zone's offset at its own instant (a day across a DST change has two).
  *
  * Not mapped, for want of a resource: floors (`elevation`), strokes, pool laps, SDNN, HRV
  * quality, core body temperature, chest movement rate.
@@ -25,9 +26,9 @@ import {
   type Point,
   ZoneName,
   deviceKey,
-  discreteSeries,
-  intervalSeries,
-  offsetAt,
+  discreteSeriesIn,
+  intervalSeriesIn,
+  offsetsIn,
   opt,
   positive,
   sourceOf
@@ -97,20 +98,20 @@ const toRecords = (raw: RawIntraday): Either.Either<ReadonlyArray<NormalizedReco
     if (entry.rmssd != null && positive(entry.rmssd)) samples.rmssd.push([at, entry.rmssd])
     if (entry.rr != null && positive(entry.rr)) samples.rr.push([at, entry.rr])
   }
-  const offset = offsetAt(raw.timezone, raw.startdate)
+  const offsetOf = offsetsIn(raw.timezone, raw.startdate, raw.enddate)
   return Either.right(
     [...devices.keys()].sort().flatMap((key) => {
       const s = devices.get(key)!
       const id = intradaySourceId(raw.startdate, key)
       const source = sourceOf(s.modelId, s.deviceId)
       return [
-        ...intervalSeries("steps", id, source, offset, s.steps),
-        ...intervalSeries("calories_active", id, source, offset, s.calories),
-        ...intervalSeries("distance", id, source, offset, s.distance),
-        ...discreteSeries("heartrate", id, source, offset, s.heartrate),
-        ...discreteSeries("blood_oxygen", id, source, offset, s.spo2),
-        ...discreteSeries("hrv", id, source, offset, s.rmssd),
-        ...discreteSeries("respiratory_rate", id, source, offset, s.rr)
+        ...intervalSeriesIn("steps", id, source, offsetOf, s.steps),
+        ...intervalSeriesIn("calories_active", id, source, offsetOf, s.calories),
+        ...intervalSeriesIn("distance", id, source, offsetOf, s.distance),
+        ...discreteSeriesIn("heartrate", id, source, offsetOf, s.heartrate),
+        ...discreteSeriesIn("blood_oxygen", id, source, offsetOf, s.spo2),
+        ...discreteSeriesIn("hrv", id, source, offsetOf, s.rmssd),
+        ...discreteSeriesIn("respiratory_rate", id, source, offsetOf, s.rr)
       ]
     })
   )

@@ -154,6 +154,16 @@ export const sourceOf = (modelId: number | null | undefined, deviceId: string | 
 export const deviceKey = (deviceId: string | null | undefined, modelId: number | null | undefined): string =>
   deviceId != null && deviceId !== "" ? deviceId : modelId != null ? `model-${modelId}` : "unknown"
 
+/**
+ * The zone's offset for each instant of a window. A window of a day holds at most one DST
+ * change: when both ends agree (nearly always) every instant gets that offset without asking
+ * Intl again; otherwise each instant is looked up.
+ */
+export const offsetsIn = (zone: string | null | undefined, start: number, end: number): ((seconds: number) => number | null) => {
+  const first = offsetAt(zone, start)
+  return first === offsetAt(zone, end) ? () => first : (seconds) => offsetAt(zone, seconds)
+}
+
 export type { DiscreteResource, IntervalResource } from "@wearflow/core/series"
 
 /** A reading at an epoch second. */
@@ -183,3 +193,43 @@ export const intervalSeries = (
   intervals: ReadonlyArray<Interval>
 ): Array<NormalizedRecord> =>
   Series.intervalSeries(resource, sourceId, source, timezoneOffset, intervals.map(({ end, start, value }) => ({ start: start * 1000, end: end * 1000, value })))
+
+/** Items grouped by the offset of their instant, in the order each offset first appears. */
+const byOffset = <T>(items: ReadonlyArray<T>, instant: (item: T) => number, offsetOf: (seconds: number) => number | null): Array<[number | null, Array<T>]> => {
+  const groups = new Map<number | null, Array<T>>()
+  for (const item of items) {
+    const offset = offsetOf(instant(item))
+    const group = groups.get(offset)
+    if (group === undefined) groups.set(offset, [item])
+    else group.push(item)
+  }
+  return [...groups.entries()]
+}
+
+/** The batches the builders made for each offset, as one record of one source: its samples in time order. */
+const merged = (records: Array<NormalizedRecord>): Array<NormalizedRecord> => {
+  const [first, ...rest] = records
+  if (first === undefined || rest.length === 0 || first.kind !== "timeseries") return records
+  const data = records.flatMap((r) => (r.kind === "timeseries" ? [...r.data.data] : [])).sort((a, b) => Date.parse(a.timestamp) - Date.parse(b.timestamp))
+  return [{ ...first, data: { ...first.data, data } } as NormalizedRecord]
+}
+
+/** `discreteSeries` with each sample's own offset (a window across a DST change has two). */
+export const discreteSeriesIn = (
+  resource: DiscreteResource,
+  sourceId: string,
+  source: Source,
+  offsetOf: (seconds: number) => number | null,
+  points: ReadonlyArray<Point>
+): Array<NormalizedRecord> =>
+  merged(byOffset(points, ([at]) => at, offsetOf).flatMap(([offset, group]) => discreteSeries(resource, sourceId, source, offset, group)))
+
+/** `intervalSeries` with each sample's own offset, from its start. */
+export const intervalSeriesIn = (
+  resource: IntervalResource,
+  sourceId: string,
+  source: Source,
+  offsetOf: (seconds: number) => number | null,
+  intervals: ReadonlyArray<Interval>
+): Array<NormalizedRecord> =>
+  merged(byOffset(intervals, ({ start }) => start, offsetOf).flatMap(([offset, group]) => intervalSeries(resource, sourceId, source, offset, group)))

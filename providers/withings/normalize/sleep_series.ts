@@ -8,6 +8,7 @@
  * `sleep_series:<startdate>:<hash_deviceid, else model-<model_id>>`, and holds only samples
  * inside the window. A record replaces its earlier version whole, so the plugin asks for
  * fixed windows (whole UTC days; Withings answers at most 24 h).
+ * Each sample carries the zone's offset at its own instant (a day across a DST change has two).
  *
  * Not mapped, for want of a place in the schema: the sleep states themselves (awake, light,
  * deep, REM: the normalized schema has no hypnogram or stage series), snoring, SDNN, HRV
@@ -15,7 +16,7 @@
  */
 import { Either, Schema } from "effect"
 import { decodeRecord, ItemError, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
-import { DeviceId, EpochKey, EpochSeconds, Finite, type Point, ZoneName, deviceKey, discreteSeries, offsetAt, opt, positive, sourceOf } from "./shared.ts"
+import { DeviceId, EpochKey, EpochSeconds, Finite, type Point, ZoneName, deviceKey, discreteSeriesIn, offsetsIn, opt, positive, sourceOf } from "./shared.ts"
 
 /** The record key of one device's samples in a window. */
 export const sleepSeriesSourceId = (startdate: number, device: string): string => `sleep_series:${startdate}:${device}`
@@ -73,7 +74,7 @@ const toRecords = (raw: RawSleepSeries): Either.Either<ReadonlyArray<NormalizedR
     collect(samples.rr, segment.rr)
     collect(samples.rmssd, segment.rmssd)
   }
-  const offset = offsetAt(raw.timezone, raw.startdate)
+  const offsetOf = offsetsIn(raw.timezone, raw.startdate, raw.enddate)
   const points = (map: Map<number, number>): Array<Point> => [...map.entries()].sort(([a], [b]) => a - b)
   return Either.right(
     [...devices.keys()].sort().flatMap((key) => {
@@ -81,9 +82,9 @@ const toRecords = (raw: RawSleepSeries): Either.Either<ReadonlyArray<NormalizedR
       const id = sleepSeriesSourceId(raw.startdate, key)
       const source = sourceOf(s.modelId, s.deviceId)
       return [
-        ...discreteSeries("heartrate", id, source, offset, points(s.hr)),
-        ...discreteSeries("respiratory_rate", id, source, offset, points(s.rr)),
-        ...discreteSeries("hrv", id, source, offset, points(s.rmssd))
+        ...discreteSeriesIn("heartrate", id, source, offsetOf, points(s.hr)),
+        ...discreteSeriesIn("respiratory_rate", id, source, offsetOf, points(s.rr)),
+        ...discreteSeriesIn("hrv", id, source, offsetOf, points(s.rmssd))
       ]
     })
   )
