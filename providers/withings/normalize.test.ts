@@ -618,8 +618,9 @@ describe("withings fixtures", () => {
     "sleep-v2-get.200.json": () => [["sleep_series", { startdate: 1618617600, enddate: 1619308800, timezone: "Europe/Paris", series: segments }] as const]
   }
 
-  it("covers every fixture file", () => {
-    expect(readdirSync(fixtureDir).sort()).toEqual(Object.keys(items).sort())
+  it("covers every fixture file but the ones only the fake serves (devices and goals: no normalized resource)", () => {
+    const servedOnly = ["user-v2-getdevice.200.json", "user-v2-getgoals.200.json"]
+    expect(readdirSync(fixtureDir).filter((file) => !servedOnly.includes(file)).sort()).toEqual(Object.keys(items).sort())
   })
 
   it.each(Object.entries(items))("%s: every item normalizes to schema-valid records", (_name, list) => {
