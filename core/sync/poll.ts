@@ -1,0 +1,89 @@
+/**
+ * The durable poll of a connection, and what starts it. Each round is an activity under the
+ * provider's app-wide budget (a durable rate limiter on the shared budget store); between
+ * rounds the poll sleeps on a durable clock a wake can end (workflows.ts). A killed runner's
+ * poll resumes on another from its journal; the round it was in runs again from the stored
+ * cursor.
+ *
+ * Starting: linking records the connection's poll (on-connect.ts); a starter in every process
+ * starts polls recorded but not started, and wakes the polls of connections no longer active
+ * so they end now rather than after their interval. At process start every active polled
+ * connection's poll is started again (starting a running one does nothing).
+ */
+import { SqlClient } from "@effect/sql"
+import { Activity, DurableClock, DurableRateLimiter } from "@effect/workflow"
+import { Duration, Effect, Layer, Schedule } from "effect"
+import { Providers } from "../provider.ts"
+import { SyncRounds } from "./rounds.ts"
+import { SyncSettings } from "./settings.ts"
+import { ConnectionPoll, RoundOutcome, sleepAfter, wake } from "./workflows.ts"
+
+const PollLive = ConnectionPoll.toLayer(
+  Effect.fn(function* ({ connectionId, linkId, provider }) {
+    const rounds = yield* SyncRounds
+    const settings = yield* SyncSettings
+    for (let attempt = 0; ; attempt++) {
+      yield* DurableRateLimiter.rateLimit({
+        name: `budget/${attempt}`,
+        key: `sync:${provider}`,
+        algorithm: "fixed-window",
+        window: settings.budgetWindow,
+        limit: settings.budgetRounds
+      }).pipe(Effect.orDie)
+      const outcome = yield* Activity.make({ name: `round/${attempt}`, success: RoundOutcome, execute: rounds.round(connectionId, linkId) })
+      if (outcome._tag === "Ended") return
+      if (outcome._tag === "Polled") {
+        if (outcome.afterMillis > 0) yield* sleepAfter(outcome.rounds, outcome.afterMillis)
+        continue
+      }
+      yield* DurableClock.sleep({ name: `retry/${attempt}`, duration: Duration.millis(Math.max(1, outcome.afterMillis)) })
+    }
+  })
+)
+
+/** Starts (or re-attaches to) a connection's poll; idempotent. */
+export const startPoll = (poll: { readonly connectionId: string; readonly linkId: string; readonly provider: string }) =>
+  ConnectionPoll.execute(poll, { discard: true }).pipe(Effect.asVoid)
+
+/** Polls recorded but not started are started; polls of connections no longer active are woken to end. */
+const startRecorded = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const started = yield* sql<{ connection_id: string; link_id: string; provider: string }>`
+    update connection_sync s set started_at = now() from provider_connections c
+    where c.id = s.connection_id and s.started_at is null and s.ended_at is null and c.status = 'active'
+    returning s.connection_id, s.link_id, c.provider`
+  yield* Effect.forEach(started, (row) => startPoll({ connectionId: row.connection_id, linkId: row.link_id, provider: row.provider }), { discard: true })
+  const stale = yield* sql<{ connection_id: string }>`
+    select s.connection_id from connection_sync s join provider_connections c on c.id = s.connection_id
+    where s.started_at is not null and s.ended_at is null and c.status <> 'active'`
+  yield* Effect.forEach(stale, (row) => wake(row.connection_id), { discard: true })
+})
+
+/**
+ * At process start: every active connection of a polled provider has its poll recorded (one
+ * linked before polling existed, too) and started again.
+ */
+const resumeAll = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const providers = yield* Providers
+  const polled = [...providers.values()].filter((p) => p.sync !== undefined).map((p) => p.id)
+  if (polled.length === 0) return
+  yield* sql`insert into connection_sync (connection_id, link_id, next_poll_at)
+    select c.id, gen_random_uuid(), now() from provider_connections c where c.status = 'active' and c.provider in ${sql.in(polled)}
+    on conflict do nothing`
+  yield* sql`update connection_sync s set started_at = null from provider_connections c
+    where c.id = s.connection_id and s.ended_at is null and c.status = 'active' and c.provider in ${sql.in(polled)}`
+})
+
+/** Starts polls: those left at the last stop, then newly linked ones as they come. */
+export const layerStarter = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    const settings = yield* SyncSettings
+    yield* resumeAll.pipe(Effect.catchAllCause((cause) => Effect.logError("could not resume connection polls", cause)))
+    const round = startRecorded.pipe(Effect.catchAllCause((cause) => Effect.logError("could not start connection polls", cause)))
+    yield* Effect.forkScoped(Effect.repeat(round, Schedule.spaced(settings.startInterval)))
+  })
+)
+
+/** The poll workflow, registered with the engine. */
+export const layer = PollLive.pipe(Layer.provideMerge(SyncRounds.Default))

@@ -1,0 +1,59 @@
+/**
+ * The durable poll of one connection (definition; poll.ts runs it), and waking it.
+ *
+ * One execution per link of a connection (`connectionId/linkId`): the cluster engine runs an
+ * execution on one runner at a time. Each round is an activity; between rounds the poll sleeps
+ * on a durable clock named after the round count (`interval/<rounds>`). A durable clock is a
+ * durable deferred the engine completes at its wake-up time, so waking a connection completes
+ * that deferred early: the sleep ends at once. Completing it before the poll reaches the sleep
+ * (a round in progress) works too: the sleep then finds it done.
+ */
+import { SqlClient } from "@effect/sql"
+import { DurableClock, DurableDeferred, Workflow } from "@effect/workflow"
+import { Duration, Effect, Exit, Schema } from "effect"
+
+export const ConnectionPoll = Workflow.make({
+  name: "ConnectionPoll",
+  payload: { connectionId: Schema.String, linkId: Schema.String, provider: Schema.String },
+  idempotencyKey: ({ connectionId, linkId }) => `${connectionId}/${linkId}`
+})
+
+/** What a round did, and what the poll does next. */
+export const RoundOutcome = Schema.Union(
+  /** The connection is gone, relinked, or refused: the poll ends. */
+  Schema.TaggedStruct("Ended", {}),
+  /** `rounds` rounds are done; the next starts after `afterMillis` (0: at once). */
+  Schema.TaggedStruct("Polled", { rounds: Schema.Number, afterMillis: Schema.Number }),
+  /** The round is to be tried again (from the same cursor) after `afterMillis`. */
+  Schema.TaggedStruct("Retry", { afterMillis: Schema.Number })
+)
+export type RoundOutcome = typeof RoundOutcome.Type
+
+/** The sleep after round `rounds`. Always durable (never in memory), so a wake can end it. */
+export const intervalClock = (rounds: number, duration: Duration.DurationInput = Duration.zero) =>
+  DurableClock.make({ name: `interval/${rounds}`, duration })
+
+export const sleepAfter = (rounds: number, afterMillis: number) =>
+  DurableClock.sleep({ name: intervalClock(rounds).name, duration: Duration.millis(Math.max(1, afterMillis)), inMemoryThreshold: Duration.zero })
+
+/**
+ * Polls the connection at once instead of after its interval: ends the sleep after the last
+ * round, or — while a round runs or is being retried — the sleep after that round, so a
+ * change that round may have missed is fetched next. False when the connection is not polled.
+ */
+export const wake = (connectionId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* sql<{ link_id: string; provider: string; rounds: number; busy: boolean }>`
+      select s.link_id, c.provider, s.rounds, (s.round_started_at is not null or s.last_error is not null) as busy
+      from connection_sync s join provider_connections c on c.id = s.connection_id
+      where s.connection_id = ${connectionId} and s.ended_at is null and s.started_at is not null`
+    if (!row) return false
+    const clock = intervalClock(row.busy ? row.rounds + 1 : row.rounds)
+    const token = yield* DurableDeferred.tokenFromPayload(clock.deferred, {
+      workflow: ConnectionPoll,
+      payload: { connectionId, linkId: row.link_id, provider: row.provider }
+    })
+    yield* DurableDeferred.done(clock.deferred, { token, exit: Exit.void })
+    return true
+  })
