@@ -1,0 +1,271 @@
+/**
+ * Polling: a provider (defined here) whose `sync.poll` reads a loopback server's change log
+ * since the connection's cursor, page by page; the real poll workflow runs on the real engine
+ * and Postgres. Linking starts the poll; its first round fetches everything; a change plus a
+ * wake is fetched next, alone (a revision stored as `.updated`); a round failing after its
+ * first page is committed is tried again from the same cursor without storing that page
+ * twice; a round another caller tries while one runs is refused by the connection's lock;
+ * disconnecting ends the poll. Pages are processed by the test (no ingest takers run).
+ */
+import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { SqlClient } from "@effect/sql"
+import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { Links } from "@wearflow/core/connections/links"
+import * as Parked from "@wearflow/core/pipeline/parked"
+import { Connections } from "@wearflow/core/connections/connections"
+import { layerTokenCipher } from "@wearflow/core/crypto"
+import * as Engine from "@wearflow/core/engine"
+import { ActivityFiles } from "@wearflow/core/pipeline/files"
+import * as History from "@wearflow/core/pipeline/history"
+import { Inbox, IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
+import { IngestWorker } from "@wearflow/core/pipeline/ingest"
+import { RecordStore } from "@wearflow/core/pipeline/store"
+import { type PollAnswer, type Provider, Providers } from "@wearflow/core/provider"
+import { DataQuery, parseDateRange } from "@wearflow/core/query"
+import * as Database from "@wearflow/core/storage/database"
+import * as SyncOnConnect from "@wearflow/core/sync/on-connect"
+import * as SyncPoll from "@wearflow/core/sync/poll"
+import { SyncRounds } from "@wearflow/core/sync/rounds"
+import { SyncSettings } from "@wearflow/core/sync/settings"
+import { SyncStatus } from "@wearflow/core/sync/status"
+import { ConnectionPoll, wake } from "@wearflow/core/sync/workflows"
+import { Duration, Effect, Either, Layer, ManagedRuntime, Option, Redacted, Schema } from "effect"
+import { randomBytes } from "node:crypto"
+import { readFileSync } from "node:fs"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll, beforeAll, expect, it } from "vitest"
+import { itemsOf } from "../providers/garmin/notifications.ts"
+import { normalizers } from "../providers/garmin/normalize.ts"
+import { freshDatabaseUrl } from "./support/database.ts"
+import { eventually } from "./support/server.ts"
+
+const DAY_MS = 86_400_000
+const PAGE_SIZE = 2
+const TOKEN = "poll-access-token"
+const PROVIDER_USER = `poll-user-${randomBytes(3).toString("hex")}`
+const NOW = Date.now()
+
+const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0]
+const dailyOf = (i: number, steps: number) => {
+  const start = Math.floor((NOW - (i + 1.5) * DAY_MS) / 1000)
+  return { ...daily, userId: PROVIDER_USER, summaryId: `poll-${i}`, steps, startTimeInSeconds: start, calendarDate: new Date(start * 1000).toISOString().slice(0, 10) }
+}
+
+/** The provider's change log: every write gets the next sequence number; the cursor is the last one seen. */
+const changes: Array<{ seq: number; record: Record<string, unknown> }> = []
+const write = (record: Record<string, unknown>) => changes.push({ seq: changes.length + 1, record })
+
+/** `GET /changes?since&page`: the changes after `since`, PAGE_SIZE a page; `cursor` is the newest of them. */
+const served: Array<{ since: number; page: number }> = []
+let inFlight = 0
+let maxInFlight = 0
+/** While closed, answers wait (a round held in flight). */
+let gate: Promise<void> = Promise.resolve()
+let openGate = () => {}
+const changeServer = createServer(async (req, res) => {
+  inFlight++
+  maxInFlight = Math.max(maxInFlight, inFlight)
+  try {
+    const url = new URL(req.url ?? "/", "http://localhost")
+    if (req.headers.authorization !== `Bearer ${TOKEN}`) {
+      res.writeHead(401).end()
+      return
+    }
+    const since = Number(url.searchParams.get("since"))
+    const page = Number(url.searchParams.get("page"))
+    served.push({ since, page })
+    await gate
+    const after = changes.filter((c) => c.seq > since)
+    const data = after.slice(page * PAGE_SIZE, (page + 1) * PAGE_SIZE).map((c) => c.record)
+    res.writeHead(200, { "content-type": "application/json" })
+    res.end(JSON.stringify({ data, more: (page + 1) * PAGE_SIZE < after.length, cursor: after.at(-1)?.seq ?? since }))
+  } finally {
+    inFlight--
+  }
+})
+let changeBase = ""
+
+/** Every commit the provider made: the cursor it polled from, the page, whether it was stored. */
+const commits: Array<{ since: number; page: number; stored: boolean }> = []
+/** Makes the next round fail right after committing its first page. */
+let failAfterFirstPage = false
+
+const Page = Schema.Struct({ data: Schema.Array(Schema.Unknown), more: Schema.Boolean, cursor: Schema.Number })
+
+const pollProvider: Provider = {
+  id: "pollfit",
+  name: "PollFit",
+  itemsOf,
+  normalizers: { dailies: normalizers.dailies },
+  fetch: () => Effect.die(new Error("pollfit sends no pointers")),
+  lifecycle: () => undefined,
+  requiredPermissions: [],
+  resourceScopes: {},
+  auth: undefined,
+  backfill: undefined,
+  sync: {
+    interval: Duration.hours(1),
+    poll: (credentials, cursor, pages) =>
+      Effect.gen(function* () {
+        const client = yield* HttpClient.HttpClient
+        const since = Number(cursor ?? "0")
+        for (let page = 0; ; page++) {
+          const request = HttpClientRequest.get(`${changeBase}/changes`).pipe(
+            HttpClientRequest.setUrlParams({ since: String(since), page: String(page) }),
+            HttpClientRequest.bearerToken(credentials.bearer!)
+          )
+          const body = yield* client.execute(request).pipe(Effect.flatMap((r) => r.json), Effect.flatMap(Schema.decodeUnknown(Page)), Effect.scoped)
+          const stored = yield* pages.commit(page, { kind: "push", body: JSON.stringify({ dailies: body.data }), itemCount: body.data.length })
+          commits.push({ since, page, stored })
+          if (failAfterFirstPage) {
+            failAfterFirstPage = false
+            return { _tag: "Unavailable", message: "injected after the first page" } satisfies PollAnswer
+          }
+          if (!body.more) return { _tag: "Polled", cursor: String(body.cursor), more: false } satisfies PollAnswer
+        }
+      }).pipe(
+        Effect.provide(FetchHttpClient.layer),
+        Effect.catchAll((e) => Effect.succeed<PollAnswer>({ _tag: "Unavailable", message: e._tag }))
+      )
+  }
+}
+
+const url = await freshDatabaseUrl()
+const Storage = Layer.mergeAll(
+  IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: "20 millis" }))),
+  layerTokenCipher(Redacted.make([randomBytes(32)]))
+).pipe(Layer.provideMerge(Database.layer({ url: Option.some(url), dataDir: "unused" })))
+
+const runtime = ManagedRuntime.make(
+  SyncPoll.layerStarter.pipe(
+    Layer.provideMerge(SyncPoll.layer),
+    Layer.provideMerge(IngestWorker.layer().pipe(Layer.provide(History.none))),
+    Layer.provideMerge(SyncStatus.Default),
+    Layer.provideMerge(Connections.Default),
+    Layer.provideMerge(Layer.mergeAll(
+      Links.Default.pipe(Layer.provide(Layer.merge(Parked.layer, SyncOnConnect.layer)), Layer.provideMerge(Accounts.Default)),
+      Inbox.Default,
+      RecordStore.Default,
+      DataQuery.Default,
+      Layer.succeed(Providers, new Map([[pollProvider.id, pollProvider]])),
+      ActivityFiles.layerLocal(path.join(os.tmpdir(), "wearflow-sync-files"))
+    )),
+    Layer.provideMerge(Engine.layer({ runnerAddress: { host: "sync-test", port: 40_000 + Math.floor(Math.random() * 20_000) } })),
+    Layer.provideMerge(Layer.succeed(SyncSettings, {
+      ...SyncSettings.defaults,
+      jitter: Duration.zero,
+      retryBackoff: Duration.millis(10),
+      startInterval: Duration.millis(100)
+    })),
+    Layer.provideMerge(Storage)
+  )
+)
+
+beforeAll(async () => {
+  await new Promise<void>((done) => changeServer.listen(0, "127.0.0.1", done))
+  changeBase = `http://127.0.0.1:${(changeServer.address() as AddressInfo).port}`
+})
+afterAll(async () => {
+  await runtime.dispose()
+  await new Promise<void>((done) => changeServer.close(() => done()))
+})
+
+const run = <A, E>(effect: Effect.Effect<A, E, any>) => runtime.runPromise(effect as Effect.Effect<A, E, never>)
+const query = <A extends object>(text: string, ...params: Array<unknown>) =>
+  run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text, params)))
+
+/** Processes every inbox row of the provider not yet processed, as an ingest taker would. */
+const processWaiting = async () => {
+  const rows = await query<{ id: string }>("select id::text from inbox where provider = 'pollfit' and processed_at is null order by id")
+  for (const row of rows) await run(Effect.flatMap(IngestWorker, (worker) => worker.process({ inboxId: Number(row.id) })))
+}
+const syncRow = (connectionId: string) =>
+  query<{ cursor: string | null; rounds: number; link_id: string; ended_at: Date | null; end_reason: string | null; last_error: string | null }>(
+    "select cursor, rounds, link_id::text, ended_at, end_reason, last_error from connection_sync where connection_id = $1",
+    connectionId
+  ).then((rows) => rows[0])
+const afterRound = (connectionId: string, rounds: number) =>
+  eventually(async () => {
+    const row = await syncRow(connectionId)
+    return row !== undefined && row.rounds >= rounds ? row : undefined
+  }, 30_000)
+const summaries = (userId: string) =>
+  run(Effect.flatMap(DataQuery, (q) => q.summaries(userId, "activity", Either.getOrThrow(parseDateRange("2000-01-01", "2100-01-01")))))
+
+it("polls a linked connection from its cursor: everything first, then only what changed once woken; a retried round stores no page twice; one round at a time; disconnecting ends the poll", async () => {
+  for (let i = 0; i < 3; i++) write(dailyOf(i, 1000 + i))
+  const { teamId, userId, connectionId } = await run(Effect.gen(function* () {
+    const accounts = yield* Accounts
+    const links = yield* Links
+    const sql = yield* SqlClient.SqlClient
+    const teamId = yield* accounts.ensureTeamKey("poll", Redacted.make("poll-api-key"))
+    const user = yield* accounts.createUser(teamId, "poll-client-user")
+    yield* links.link(teamId, user.user_id, pollProvider, PROVIDER_USER, { accessToken: Redacted.make(TOKEN) })
+    const [row] = yield* sql<{ id: string }>`select id from provider_connections where user_id = ${user.user_id}`
+    return { teamId, userId: user.user_id, connectionId: row!.id }
+  }))
+
+  // Linking started the poll; its first round fetched all three changes in two pages.
+  const first = await afterRound(connectionId, 1)
+  expect(first.cursor).toBe("3")
+  expect(served).toEqual([{ since: 0, page: 0 }, { since: 0, page: 1 }])
+  await processWaiting()
+  expect(await summaries(userId)).toHaveLength(3)
+  const [waiting] = await run(Effect.flatMap(SyncStatus, (status) => status.list(teamId, userId)))
+  expect(waiting).toMatchObject({ provider: "pollfit", cursor: "3", rounds: 1, state: "waiting", last_error: null })
+  expect(waiting!.last_poll_at).not.toBeNull()
+  // The interval is an hour: only a wake polls again.
+  expect(new Date(waiting!.next_poll_at!).getTime()).toBeGreaterThan(Date.now() + 30 * 60_000)
+
+  // A revision on the provider's side, and a wake: the next round fetches only it.
+  write(dailyOf(1, 5555))
+  expect(await run(wake(connectionId))).toBe(true)
+  const second = await afterRound(connectionId, 2)
+  expect(second.cursor).toBe("4")
+  expect(served.slice(2)).toEqual([{ since: 3, page: 0 }])
+  await processWaiting()
+  const updated = await query<{ event_type: string }>("select event_type from outbox where user_id = $1 and event_type like '%.updated'", userId)
+  expect(updated).toHaveLength(1)
+  expect((await summaries(userId)).some((s: any) => JSON.stringify(s).includes("5555"))).toBe(true)
+
+  // A round failing after its first page: tried again from the same cursor, page 0 not stored twice.
+  for (let i = 3; i < 6; i++) write(dailyOf(i, 2000 + i))
+  failAfterFirstPage = true
+  await run(wake(connectionId))
+  const third = await afterRound(connectionId, 3)
+  expect(third.cursor).toBe("7")
+  expect(commits.filter((c) => c.since === 4).map((c) => [c.page, c.stored])).toEqual([[0, true], [0, false], [1, true]])
+  const [pages] = await query<{ n: number }>("select count(*)::int as n from sync_pages where connection_id = $1 and round = 3", connectionId)
+  expect(pages!.n).toBe(2)
+  await processWaiting()
+  expect(await summaries(userId)).toHaveLength(6)
+
+  // A round held in flight: another attempt at the connection is refused by its lock and asks nothing.
+  gate = new Promise((open) => (openGate = open))
+  write(dailyOf(6, 3006))
+  await run(wake(connectionId))
+  await eventually(async () => (inFlight === 1 ? true : undefined), 30_000)
+  const requestsBefore = served.length
+  const refused = await run(Effect.flatMap(SyncRounds, (rounds) => rounds.round(connectionId, third.link_id)))
+  expect(refused._tag).toBe("Retry")
+  expect(served.length).toBe(requestsBefore)
+  openGate()
+  const fourth = await afterRound(connectionId, 4)
+  expect(fourth.cursor).toBe("8")
+  expect(maxInFlight).toBe(1)
+
+  // Disconnecting ends the poll now, not after its hour.
+  await run(Effect.flatMap(Connections, (connections) => connections.disconnect(teamId, userId, "pollfit")))
+  const ended = await eventually(async () => {
+    const row = await syncRow(connectionId)
+    return row?.ended_at ? row : undefined
+  }, 30_000)
+  expect(ended.end_reason).toBe("the connection is disconnected")
+  const executionId = await run(ConnectionPoll.executionId({ connectionId, linkId: ended.link_id, provider: "pollfit" }))
+  await eventually(async () => ((await run(ConnectionPoll.poll(executionId))) !== undefined ? true : undefined), 30_000)
+  const [status] = await run(Effect.flatMap(SyncStatus, (status) => status.list(teamId)))
+  expect(status).toMatchObject({ state: "ended", cursor: "8" })
+}, 120_000)
