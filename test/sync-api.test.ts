@@ -38,7 +38,7 @@ it("lists a user's polls: none for a provider that is not polled; a poll recorde
   expect(await api("GET", `/v2/user/${userId}/sync`)).toEqual({ status: 200, body: { data: [] } })
 
   await db.query(
-    "insert into connection_sync (connection_id, link_id, next_poll_at) select id, gen_random_uuid(), now() from provider_connections where user_id = $1",
+    "insert into connection_sync (connection_id, poll_id, next_poll_at) select id, gen_random_uuid(), now() from provider_connections where user_id = $1",
     [userId]
   )
   const ended = await eventually(async () => {

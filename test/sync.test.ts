@@ -5,7 +5,8 @@
  * wake is fetched next, alone (a revision stored as `.updated`); a round failing after its
  * first page is committed is tried again from the same cursor without storing that page
  * twice; a round another caller tries while one runs is refused by the connection's lock;
- * disconnecting ends the poll. Pages are processed by the test (no ingest takers run).
+ * disconnecting ends the poll. The poll hands over to a fresh execution every two rounds, so
+ * all of this also holds across hand-overs. Pages are processed by the test (no ingest takers run).
  */
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
@@ -158,7 +159,9 @@ const runtime = ManagedRuntime.make(
       ...SyncSettings.defaults,
       jitter: Duration.zero,
       retryBackoff: Duration.millis(10),
-      startInterval: Duration.millis(100)
+      startInterval: Duration.millis(100),
+      // Hands over to a fresh execution every two rounds: wakes and the lock must hold across.
+      roundsPerExecution: 2
     })),
     Layer.provideMerge(Storage)
   )
@@ -183,8 +186,8 @@ const processWaiting = async () => {
   for (const row of rows) await run(Effect.flatMap(IngestWorker, (worker) => worker.process({ inboxId: Number(row.id) })))
 }
 const syncRow = (connectionId: string) =>
-  query<{ cursor: string | null; rounds: number; link_id: string; ended_at: Date | null; end_reason: string | null; last_error: string | null }>(
-    "select cursor, rounds, link_id::text, ended_at, end_reason, last_error from connection_sync where connection_id = $1",
+  query<{ cursor: string | null; rounds: number; poll_id: string; ended_at: Date | null; end_reason: string | null; last_error: string | null }>(
+    "select cursor, rounds, poll_id::text, ended_at, end_reason, last_error from connection_sync where connection_id = $1",
     connectionId
   ).then((rows) => rows[0])
 const afterRound = (connectionId: string, rounds: number) =>
@@ -249,7 +252,8 @@ it("polls a linked connection from its cursor: everything first, then only what 
   await run(wake(connectionId))
   await eventually(async () => (inFlight === 1 ? true : undefined), 30_000)
   const requestsBefore = served.length
-  const refused = await run(Effect.flatMap(SyncRounds, (rounds) => rounds.round(connectionId, third.link_id)))
+  const current = (await syncRow(connectionId))!
+  const refused = await run(Effect.flatMap(SyncRounds, (rounds) => rounds.round(connectionId, current.poll_id)))
   expect(refused._tag).toBe("Retry")
   expect(served.length).toBe(requestsBefore)
   openGate()
@@ -264,7 +268,9 @@ it("polls a linked connection from its cursor: everything first, then only what 
     return row?.ended_at ? row : undefined
   }, 30_000)
   expect(ended.end_reason).toBe("the connection is disconnected")
-  const executionId = await run(ConnectionPoll.executionId({ connectionId, linkId: ended.link_id, provider: "pollfit" }))
+  // The poll handed over to fresh executions on the way.
+  expect(ended.poll_id).not.toBe(first.poll_id)
+  const executionId = await run(ConnectionPoll.executionId({ connectionId, pollId: ended.poll_id, provider: "pollfit" }))
   await eventually(async () => ((await run(ConnectionPoll.poll(executionId))) !== undefined ? true : undefined), 30_000)
   const [status] = await run(Effect.flatMap(SyncStatus, (status) => status.list(teamId)))
   expect(status).toMatchObject({ state: "ended", cursor: "8" })

@@ -119,6 +119,10 @@ export const SyncConfig = Config.all({
   retryBackoff: positive("WEARFLOW_SYNC_RETRY_BACKOFF", SyncSettings.defaults.retryBackoff),
   maxBackoff: positive("WEARFLOW_SYNC_MAX_BACKOFF", SyncSettings.defaults.maxBackoff),
   startInterval: positive("WEARFLOW_SYNC_START_INTERVAL", SyncSettings.defaults.startInterval),
+  roundsPerExecution: Config.integer("WEARFLOW_SYNC_ROUNDS_PER_EXECUTION").pipe(
+    Config.withDefault(SyncSettings.defaults.roundsPerExecution),
+    Config.validate({ message: "WEARFLOW_SYNC_ROUNDS_PER_EXECUTION must be positive", validation: (n) => n > 0 })
+  ),
   interval: Config.option(positive("WEARFLOW_SYNC_INTERVAL", Duration.minutes(10))).pipe(Config.map(Option.getOrUndefined))
 })
 

@@ -10,7 +10,7 @@ export const layer = Layer.succeed(ConnectionSync, {
   schedule: (sql, { connectionId, provider }) =>
     provider.sync === undefined
       ? Effect.void
-      : sql`insert into connection_sync (connection_id, link_id, next_poll_at) values (${connectionId}, gen_random_uuid(), now())
-            on conflict (connection_id) do update set link_id = excluded.link_id, cursor = null, failures = 0, last_error = null,
+      : sql`insert into connection_sync (connection_id, poll_id, next_poll_at) values (${connectionId}, gen_random_uuid(), now())
+            on conflict (connection_id) do update set poll_id = excluded.poll_id, cursor = null, failures = 0, last_error = null,
               next_poll_at = now(), round_started_at = null, started_at = null, ended_at = null, end_reason = null`.pipe(Effect.asVoid)
 })

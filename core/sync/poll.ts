@@ -12,17 +12,22 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Activity, DurableClock, DurableRateLimiter } from "@effect/workflow"
-import { Duration, Effect, Layer, Schedule } from "effect"
+import { Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { Providers } from "../provider.ts"
 import { SyncRounds } from "./rounds.ts"
 import { SyncSettings } from "./settings.ts"
 import { ConnectionPoll, RoundOutcome, sleepAfter, wake } from "./workflows.ts"
 
 const PollLive = ConnectionPoll.toLayer(
-  Effect.fn(function* ({ connectionId, linkId, provider }) {
+  Effect.fn(function* ({ connectionId, pollId, provider }) {
     const rounds = yield* SyncRounds
     const settings = yield* SyncSettings
     for (let attempt = 0; ; attempt++) {
+      if (attempt >= settings.roundsPerExecution) {
+        const next = yield* Activity.make({ name: "hand-over", success: Schema.UndefinedOr(Schema.String), execute: rounds.handOver(connectionId, pollId) })
+        if (next !== undefined) yield* startPoll({ connectionId, pollId: next, provider })
+        return
+      }
       yield* DurableRateLimiter.rateLimit({
         name: `budget/${attempt}`,
         key: `sync:${provider}`,
@@ -30,7 +35,7 @@ const PollLive = ConnectionPoll.toLayer(
         window: settings.budgetWindow,
         limit: settings.budgetRounds
       }).pipe(Effect.orDie)
-      const outcome = yield* Activity.make({ name: `round/${attempt}`, success: RoundOutcome, execute: rounds.round(connectionId, linkId) })
+      const outcome = yield* Activity.make({ name: `round/${attempt}`, success: RoundOutcome, execute: rounds.round(connectionId, pollId) })
       if (outcome._tag === "Ended") return
       if (outcome._tag === "Polled") {
         if (outcome.afterMillis > 0) yield* sleepAfter(outcome.rounds, outcome.afterMillis)
@@ -42,17 +47,17 @@ const PollLive = ConnectionPoll.toLayer(
 )
 
 /** Starts (or re-attaches to) a connection's poll; idempotent. */
-export const startPoll = (poll: { readonly connectionId: string; readonly linkId: string; readonly provider: string }) =>
+export const startPoll = (poll: { readonly connectionId: string; readonly pollId: string; readonly provider: string }) =>
   ConnectionPoll.execute(poll, { discard: true }).pipe(Effect.asVoid)
 
 /** Polls recorded but not started are started; polls of connections no longer active are woken to end. */
 const startRecorded = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const started = yield* sql<{ connection_id: string; link_id: string; provider: string }>`
+  const started = yield* sql<{ connection_id: string; poll_id: string; provider: string }>`
     update connection_sync s set started_at = now() from provider_connections c
     where c.id = s.connection_id and s.started_at is null and s.ended_at is null and c.status = 'active'
-    returning s.connection_id, s.link_id, c.provider`
-  yield* Effect.forEach(started, (row) => startPoll({ connectionId: row.connection_id, linkId: row.link_id, provider: row.provider }), { discard: true })
+    returning s.connection_id, s.poll_id, c.provider`
+  yield* Effect.forEach(started, (row) => startPoll({ connectionId: row.connection_id, pollId: row.poll_id, provider: row.provider }), { discard: true })
   const stale = yield* sql<{ connection_id: string }>`
     select s.connection_id from connection_sync s join provider_connections c on c.id = s.connection_id
     where s.started_at is not null and s.ended_at is null and c.status <> 'active'`
@@ -68,7 +73,7 @@ const resumeAll = Effect.gen(function* () {
   const providers = yield* Providers
   const polled = [...providers.values()].filter((p) => p.sync !== undefined).map((p) => p.id)
   if (polled.length === 0) return
-  yield* sql`insert into connection_sync (connection_id, link_id, next_poll_at)
+  yield* sql`insert into connection_sync (connection_id, poll_id, next_poll_at)
     select c.id, gen_random_uuid(), now() from provider_connections c where c.status = 'active' and c.provider in ${sql.in(polled)}
     on conflict do nothing`
   yield* sql`update connection_sync s set started_at = null from provider_connections c

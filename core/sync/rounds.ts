@@ -17,7 +17,7 @@ import { SyncSettings } from "./settings.ts"
 import type { RoundOutcome } from "./workflows.ts"
 
 interface SyncState {
-  readonly link_id: string
+  readonly poll_id: string
   readonly cursor: string | null
   readonly rounds: number
   readonly failures: number
@@ -41,9 +41,9 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
     const inbox = yield* Inbox
     const settings = yield* SyncSettings
 
-    const end = (connectionId: string, linkId: string, reason: string) =>
+    const end = (connectionId: string, pollId: string, reason: string) =>
       sql`update connection_sync set ended_at = now(), end_reason = ${reason}, round_started_at = null, next_poll_at = null
-          where connection_id = ${connectionId} and link_id = ${linkId} and ended_at is null`.pipe(
+          where connection_id = ${connectionId} and poll_id = ${pollId} and ended_at is null`.pipe(
         Effect.as({ _tag: "Ended" } satisfies RoundOutcome)
       )
 
@@ -56,22 +56,22 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
             next_poll_at = now() + ${Duration.toMillis(after)} * interval '1 millisecond'
           where connection_id = ${connectionId}`.pipe(Effect.as({ _tag: "Retry", afterMillis: Duration.toMillis(after) } satisfies RoundOutcome))
 
-    const locked = (connectionId: string, linkId: string) =>
+    const locked = (connectionId: string, pollId: string) =>
       Effect.gen(function* () {
         const [state] = yield* sql<SyncState>`
-          select s.link_id, s.cursor, s.rounds, s.failures, s.ended_at, c.status, c.provider, c.provider_user_id,
+          select s.poll_id, s.cursor, s.rounds, s.failures, s.ended_at, c.status, c.provider, c.provider_user_id,
                  u.id as user_id, u.team_id, u.client_user_id
           from connection_sync s join provider_connections c on c.id = s.connection_id join users u on u.id = c.user_id
           where s.connection_id = ${connectionId}`
-        if (!state || state.link_id !== linkId || state.ended_at !== null) return { _tag: "Ended" } satisfies RoundOutcome
-        if (state.status !== "active") return yield* end(connectionId, linkId, `the connection is ${state.status}`)
+        if (!state || state.poll_id !== pollId || state.ended_at !== null) return { _tag: "Ended" } satisfies RoundOutcome
+        if (state.status !== "active") return yield* end(connectionId, pollId, `the connection is ${state.status}`)
         const provider = providers.get(state.provider)
         const sync = provider?.sync
-        if (provider === undefined || sync === undefined) return yield* end(connectionId, linkId, "the provider is not loaded, or is not polled")
+        if (provider === undefined || sync === undefined) return yield* end(connectionId, pollId, "the provider is not loaded, or is not polled")
         const credentials = yield* connections.credentialsFor(provider.id, { _tag: "UserId", id: state.provider_user_id }).pipe(
           Effect.catchTag("DecryptionError", () => Effect.succeed(undefined))
         )
-        if (credentials === undefined) return yield* end(connectionId, linkId, "the connection's tokens are gone")
+        if (credentials === undefined) return yield* end(connectionId, pollId, "the connection's tokens are gone")
         yield* sql`update connection_sync set round_started_at = now() where connection_id = ${connectionId}`
         const round = state.rounds + 1
         const pages = syncPages(sql, inbox, { provider: provider.id, connectionId, round, providerUserId: state.provider_user_id })
@@ -85,7 +85,7 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
             const advanced = yield* sql`
               update connection_sync set cursor = ${answer.cursor ?? null}, rounds = ${round}, last_poll_at = now(),
                 next_poll_at = now() + ${wait} * interval '1 millisecond', last_error = null, failures = 0, round_started_at = null
-              where connection_id = ${connectionId} and link_id = ${linkId} and rounds = ${state.rounds}
+              where connection_id = ${connectionId} and poll_id = ${pollId} and rounds = ${state.rounds}
               returning rounds`
             if (advanced.length === 0) return { _tag: "Ended" } satisfies RoundOutcome
             return { _tag: "Polled", rounds: round, afterMillis: wait } satisfies RoundOutcome
@@ -102,7 +102,7 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
               "provider_credential_error",
               `polling refused: ${answer.message}`
             )
-            return yield* end(connectionId, linkId, "the provider refused the poll")
+            return yield* end(connectionId, pollId, "the provider refused the poll")
           }
         }
       })
@@ -112,13 +112,13 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
      * again shortly). A session advisory lock on a connection of its own: it holds across
      * the page commits' transactions, and dies with the process.
      */
-    const round = Effect.fn("SyncRounds.round")(function* (connectionId: string, linkId: string) {
+    const round = Effect.fn("SyncRounds.round")(function* (connectionId: string, pollId: string) {
       const conn = yield* sql.reserve
       const [lock] = yield* conn.execute("select pg_try_advisory_lock(hashtextextended($1, 0)) as locked", [lockKey(connectionId)], undefined)
       if (lock?.locked !== true) return { _tag: "Retry", afterMillis: Duration.toMillis(settings.retryBackoff) } satisfies RoundOutcome
       yield* Effect.addFinalizer(() =>
         Effect.ignore(conn.execute("select pg_advisory_unlock(hashtextextended($1, 0))", [lockKey(connectionId)], undefined)))
-      return yield* locked(connectionId, linkId)
+      return yield* locked(connectionId, pollId)
     }, Effect.scoped, retryWhileTransient("10 minutes"), (effect, connectionId) =>
       effect.pipe(
         Effect.catchAll((error) =>
@@ -128,6 +128,15 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
           ))
       ))
 
-    return { round } as const
+    /** Gives the poll a new id for a fresh execution to take over; undefined when the poll is no longer this one. */
+    const handOver = Effect.fn("SyncRounds.handOver")(function* (connectionId: string, pollId: string) {
+      const [row] = yield* sql<{ poll_id: string }>`
+        update connection_sync set poll_id = gen_random_uuid()
+        where connection_id = ${connectionId} and poll_id = ${pollId} and ended_at is null
+        returning poll_id::text`
+      return row?.poll_id
+    }, retryWhileTransient("10 minutes"), Effect.orDie)
+
+    return { round, handOver } as const
   })
 }) {}

@@ -12,6 +12,8 @@ export interface SyncSettingsShape {
   readonly maxBackoff: Duration.Duration
   /** How often newly linked connections are looked for, to start their polls. */
   readonly startInterval: Duration.Duration
+  /** Rounds one poll execution runs before handing over to a fresh one (its journal grows with each). */
+  readonly roundsPerExecution: number
   /** Overrides every provider's own interval when set (operators; tests). */
   readonly interval: Duration.Duration | undefined
 }
@@ -24,6 +26,7 @@ export class SyncSettings extends Context.Tag("wearflow/SyncSettings")<SyncSetti
     retryBackoff: Duration.seconds(5),
     maxBackoff: Duration.minutes(10),
     startInterval: Duration.seconds(2),
+    roundsPerExecution: 200,
     interval: undefined
   }
 }

@@ -1,8 +1,11 @@
 /**
  * The durable poll of one connection (definition; poll.ts runs it), and waking it.
  *
- * One execution per link of a connection (`connectionId/linkId`): the cluster engine runs an
- * execution on one runner at a time. Each round is an activity; between rounds the poll sleeps
+ * One execution at a time per connection (`connectionId/pollId`, the poll id stored in
+ * connection_sync): the cluster engine runs an execution on one runner at a time. A relink
+ * gives a new poll id (the earlier execution ends at its next round); so does an execution
+ * handing over to a fresh one after `roundsPerExecution` rounds, which keeps its journal —
+ * replayed whenever it resumes — short. Each round is an activity; between rounds the poll sleeps
  * on a durable clock named after the round count (`interval/<rounds>`). A durable clock is a
  * durable deferred the engine completes at its wake-up time, so waking a connection completes
  * that deferred early: the sleep ends at once. Completing it before the poll reaches the sleep
@@ -14,8 +17,8 @@ import { Duration, Effect, Exit, Schema } from "effect"
 
 export const ConnectionPoll = Workflow.make({
   name: "ConnectionPoll",
-  payload: { connectionId: Schema.String, linkId: Schema.String, provider: Schema.String },
-  idempotencyKey: ({ connectionId, linkId }) => `${connectionId}/${linkId}`
+  payload: { connectionId: Schema.String, pollId: Schema.String, provider: Schema.String },
+  idempotencyKey: ({ connectionId, pollId }) => `${connectionId}/${pollId}`
 })
 
 /** What a round did, and what the poll does next. */
@@ -44,15 +47,15 @@ export const sleepAfter = (rounds: number, afterMillis: number) =>
 export const wake = (connectionId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const [row] = yield* sql<{ link_id: string; provider: string; rounds: number; busy: boolean }>`
-      select s.link_id, c.provider, s.rounds, (s.round_started_at is not null or s.last_error is not null) as busy
+    const [row] = yield* sql<{ poll_id: string; provider: string; rounds: number; busy: boolean }>`
+      select s.poll_id, c.provider, s.rounds, (s.round_started_at is not null or s.last_error is not null) as busy
       from connection_sync s join provider_connections c on c.id = s.connection_id
       where s.connection_id = ${connectionId} and s.ended_at is null and s.started_at is not null`
     if (!row) return false
     const clock = intervalClock(row.busy ? row.rounds + 1 : row.rounds)
     const token = yield* DurableDeferred.tokenFromPayload(clock.deferred, {
       workflow: ConnectionPoll,
-      payload: { connectionId, linkId: row.link_id, provider: row.provider }
+      payload: { connectionId, pollId: row.poll_id, provider: row.provider }
     })
     yield* DurableDeferred.done(clock.deferred, { token, exit: Exit.void })
     return true

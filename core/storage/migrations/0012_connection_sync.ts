@@ -4,8 +4,9 @@ import { Effect } from "effect"
 /**
  * Polling: one row per connection of a provider that is polled — where its next poll starts
  * (`cursor`, the provider's own), when it last polled and next will, what went wrong last.
- * `link_id` names the link the durable poll serves: relinking gives a new one (and a fresh
- * cursor), so the poll of the earlier link ends. `round_started_at` is set while a round runs.
+ * `poll_id` names the durable poll execution serving the connection: relinking gives a new
+ * one (and a fresh cursor), so the poll of the earlier link ends; so does a poll handing over
+ * to a fresh execution (its journal kept short). `round_started_at` is set while a round runs.
  *
  * `sync_pages`: the pages a round committed, keyed by (connection, round, page, digest of
  * the body): a round tried again from the same cursor stores a page again only when it
@@ -16,7 +17,7 @@ export default Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   yield* sql`create table connection_sync (
     connection_id uuid primary key references provider_connections(id) on delete cascade,
-    link_id uuid not null,
+    poll_id uuid not null,
     cursor text,
     rounds integer not null default 0,
     failures integer not null default 0,
