@@ -5,7 +5,8 @@
  * wake is fetched next, alone (a revision stored as `.updated`); a round failing after its
  * first page is committed is tried again from the same cursor without storing that page
  * twice; a round another caller tries while one runs is refused by the connection's lock;
- * disconnecting ends the poll. The poll hands over to a fresh execution every two rounds, so
+ * disconnecting ends the poll; two processes on one database never poll one connection at
+ * once, and a wake from either reaches the poll. The poll hands over to a fresh execution every two rounds, so
  * all of this also holds across hand-overs. Pages are processed by the test (no ingest takers run).
  */
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
@@ -50,9 +51,9 @@ const PROVIDER_USER = `poll-user-${randomBytes(3).toString("hex")}`
 const NOW = Date.now()
 
 const daily = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")).dailies[0]
-const dailyOf = (i: number, steps: number) => {
+const dailyOf = (i: number, steps: number, userId = PROVIDER_USER) => {
   const start = Math.floor((NOW - (i + 1.5) * DAY_MS) / 1000)
-  return { ...daily, userId: PROVIDER_USER, summaryId: `poll-${i}`, steps, startTimeInSeconds: start, calendarDate: new Date(start * 1000).toISOString().slice(0, 10) }
+  return { ...daily, userId, summaryId: `poll-${userId}-${i}`, steps, startTimeInSeconds: start, calendarDate: new Date(start * 1000).toISOString().slice(0, 10) }
 }
 
 /** The provider's change log: every write gets the next sequence number; the cursor is the last one seen. */
@@ -63,14 +64,20 @@ const write = (record: Record<string, unknown>) => changes.push({ seq: changes.l
 const served: Array<{ since: number; page: number }> = []
 let inFlight = 0
 let maxInFlight = 0
+/** Requests in flight per provider user, and the most ever at once. */
+const inFlightOf = new Map<string, number>()
+const maxInFlightOf = new Map<string, number>()
 /** While closed, answers wait (a round held in flight). */
 let gate: Promise<void> = Promise.resolve()
 let openGate = () => {}
 const changeServer = createServer(async (req, res) => {
+  const url = new URL(req.url ?? "/", "http://localhost")
+  const user = url.searchParams.get("user") ?? ""
   inFlight++
   maxInFlight = Math.max(maxInFlight, inFlight)
+  inFlightOf.set(user, (inFlightOf.get(user) ?? 0) + 1)
+  maxInFlightOf.set(user, Math.max(maxInFlightOf.get(user) ?? 0, inFlightOf.get(user)!))
   try {
-    const url = new URL(req.url ?? "/", "http://localhost")
     if (req.headers.authorization !== `Bearer ${TOKEN}`) {
       res.writeHead(401).end()
       return
@@ -79,12 +86,13 @@ const changeServer = createServer(async (req, res) => {
     const page = Number(url.searchParams.get("page"))
     served.push({ since, page })
     await gate
-    const after = changes.filter((c) => c.seq > since)
+    const after = changes.filter((c) => c.seq > since && c.record.userId === user)
     const data = after.slice(page * PAGE_SIZE, (page + 1) * PAGE_SIZE).map((c) => c.record)
     res.writeHead(200, { "content-type": "application/json" })
     res.end(JSON.stringify({ data, more: (page + 1) * PAGE_SIZE < after.length, cursor: after.at(-1)?.seq ?? since }))
   } finally {
     inFlight--
+    inFlightOf.set(user, inFlightOf.get(user)! - 1)
   }
 })
 let changeBase = ""
@@ -115,13 +123,13 @@ const pollProvider: Provider = {
         const since = Number(cursor ?? "0")
         for (let page = 0; ; page++) {
           const request = HttpClientRequest.get(`${changeBase}/changes`).pipe(
-            HttpClientRequest.setUrlParams({ since: String(since), page: String(page) }),
+            HttpClientRequest.setUrlParams({ since: String(since), page: String(page), user: pages.providerUserId }),
             HttpClientRequest.bearerToken(credentials.bearer!)
           )
           const body = yield* client.execute(request).pipe(Effect.flatMap((r) => r.json), Effect.flatMap(Schema.decodeUnknown(Page)), Effect.scoped)
           const stored = yield* pages.commit(page, { kind: "push", body: JSON.stringify({ dailies: body.data }), itemCount: body.data.length })
           commits.push({ since, page, stored })
-          if (failAfterFirstPage) {
+          if (failAfterFirstPage && pages.providerUserId === PROVIDER_USER) {
             failAfterFirstPage = false
             return { _tag: "Unavailable", message: "injected after the first page" } satisfies PollAnswer
           }
@@ -135,12 +143,14 @@ const pollProvider: Provider = {
 }
 
 const url = await freshDatabaseUrl()
-const Storage = Layer.mergeAll(
+const KEY = randomBytes(32)
+const Storage = () => Layer.mergeAll(
   IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: "20 millis" }))),
-  layerTokenCipher(Redacted.make([randomBytes(32)]))
+  layerTokenCipher(Redacted.make([KEY]))
 ).pipe(Layer.provideMerge(Database.layer({ url: Option.some(url), dataDir: "unused" })))
 
-const runtime = ManagedRuntime.make(
+/** A process: the poll workflow and its starter on an engine of its own, on the shared database. */
+const makeRuntime = (host: string) => ManagedRuntime.make(
   SyncPoll.layerStarter.pipe(
     Layer.provideMerge(SyncPoll.layer),
     Layer.provideMerge(IngestWorker.layer().pipe(Layer.provide(History.none))),
@@ -154,7 +164,11 @@ const runtime = ManagedRuntime.make(
       Layer.succeed(Providers, new Map([[pollProvider.id, pollProvider]])),
       ActivityFiles.layerLocal(path.join(os.tmpdir(), "wearflow-sync-files"))
     )),
-    Layer.provideMerge(Engine.layer({ runnerAddress: { host: "sync-test", port: 40_000 + Math.floor(Math.random() * 20_000) } })),
+    Layer.provideMerge(Engine.layer({
+      runnerAddress: { host, port: 40_000 + Math.floor(Math.random() * 20_000) },
+      // When the second process joins, shards move to it once the first one's locks lapse.
+      lockExpiration: "3 seconds"
+    })),
     Layer.provideMerge(Layer.succeed(SyncSettings, {
       ...SyncSettings.defaults,
       jitter: Duration.zero,
@@ -163,15 +177,19 @@ const runtime = ManagedRuntime.make(
       // Hands over to a fresh execution every two rounds: wakes and the lock must hold across.
       roundsPerExecution: 2
     })),
-    Layer.provideMerge(Storage)
+    Layer.provideMerge(Storage())
   )
 )
+const runtime = makeRuntime("sync-test")
+/** A second process on the same database, started by the test that needs it. */
+const other = makeRuntime("sync-test-other")
 
 beforeAll(async () => {
   await new Promise<void>((done) => changeServer.listen(0, "127.0.0.1", done))
   changeBase = `http://127.0.0.1:${(changeServer.address() as AddressInfo).port}`
 })
 afterAll(async () => {
+  await other.dispose()
   await runtime.dispose()
   await new Promise<void>((done) => changeServer.close(() => done()))
 })
@@ -274,4 +292,29 @@ it("polls a linked connection from its cursor: everything first, then only what 
   await eventually(async () => ((await run(ConnectionPoll.poll(executionId))) !== undefined ? true : undefined), 30_000)
   const [status] = await run(Effect.flatMap(SyncStatus, (status) => status.list(teamId)))
   expect(status).toMatchObject({ state: "ended", cursor: "8" })
+}, 120_000)
+
+it("two processes on one database never poll one connection at once, and a wake from either reaches the poll", async () => {
+  const user2 = `${PROVIDER_USER}-2`
+  for (let i = 0; i < 3; i++) write(dailyOf(i, 100 + i, user2))
+  await other.runPromise(Effect.flatMap(SqlClient.SqlClient, () => Effect.void))
+  const { connectionId } = await run(Effect.gen(function* () {
+    const accounts = yield* Accounts
+    const links = yield* Links
+    const sql = yield* SqlClient.SqlClient
+    const teamId = yield* accounts.ensureTeamKey("poll", Redacted.make("poll-api-key"))
+    const user = yield* accounts.createUser(teamId, "poll-client-user-2")
+    yield* links.link(teamId, user.user_id, pollProvider, user2, { accessToken: Redacted.make(TOKEN) })
+    const [row] = yield* sql<{ id: string }>`select id from provider_connections where user_id = ${user.user_id}`
+    return { connectionId: row!.id }
+  }))
+  await afterRound(connectionId, 1)
+  for (let round = 2; round <= 7; round++) {
+    write(dailyOf(round + 2, 200 + round, user2))
+    const from = round % 2 === 0 ? other : runtime
+    await from.runPromise(wake(connectionId) as Effect.Effect<boolean, never, never>)
+    const row = await afterRound(connectionId, round)
+    expect(row.cursor).toBe(String(changes.filter((c) => c.record.userId === user2).at(-1)!.seq))
+  }
+  expect(maxInFlightOf.get(user2)).toBe(1)
 }, 120_000)
