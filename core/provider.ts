@@ -274,6 +274,8 @@ export type LegacyCredentialsHook = (legacy: LegacyCredentials) => { readonly st
 export type LifecycleChange =
   | { readonly _tag: "Deregistered" }
   | { readonly _tag: "PermissionsChanged"; readonly permissions: ReadonlyArray<string> }
+  /** The user's data changed at the provider (a hint, e.g. a change notification): their polls run now. */
+  | { readonly _tag: "DataChanged" }
 
 export interface Provider {
   readonly id: string

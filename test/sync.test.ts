@@ -2,7 +2,8 @@
  * Polling: a provider (defined here) whose `sync.poll` reads a loopback server's change log
  * since the connection's cursor, page by page; the real poll workflow runs on the real engine
  * and Postgres. Linking starts the poll; its first round fetches everything; a change plus a
- * wake is fetched next, alone (a revision stored as `.updated`); a round failing after its
+ * change notification (a lifecycle item saying the data changed) wakes the poll, whose next
+ * round fetches only the change (a revision stored as `.updated`); a round failing after its
  * first page is committed is tried again from the same cursor without storing that page
  * twice; a round another caller tries while one runs is refused by the connection's lock;
  * disconnecting ends the poll; two processes on one database never poll one connection at
@@ -107,10 +108,14 @@ const Page = Schema.Struct({ data: Schema.Array(Schema.Unknown), more: Schema.Bo
 const pollProvider: Provider = {
   id: "pollfit",
   name: "PollFit",
-  itemsOf,
+  // A `hint` body is a change notification naming its user; the rest are Garmin-shaped dailies.
+  itemsOf: (kind, body) =>
+    kind === "hint"
+      ? [{ key: "changed", index: 0, user: { _tag: "UserId", id: (body as { user: string }).user }, raw: body, carries: "record" }]
+      : itemsOf(kind, body),
   normalizers: { dailies: normalizers.dailies },
   fetch: () => Effect.die(new Error("pollfit sends no pointers")),
-  lifecycle: () => undefined,
+  lifecycle: (item) => (item.key === "changed" ? { _tag: "DataChanged" } : undefined),
   requiredPermissions: [],
   resourceScopes: {},
   auth: undefined,
@@ -241,9 +246,10 @@ it("polls a linked connection from its cursor: everything first, then only what 
   // The interval is an hour: only a wake polls again.
   expect(new Date(waiting!.next_poll_at!).getTime()).toBeGreaterThan(Date.now() + 30 * 60_000)
 
-  // A revision on the provider's side, and a wake: the next round fetches only it.
+  // A revision on the provider's side, and its change notification: it wakes the poll, whose next round fetches only it.
   write(dailyOf(1, 5555))
-  expect(await run(wake(connectionId))).toBe(true)
+  await run(Effect.flatMap(Inbox, (inbox) => inbox.commit({ provider: "pollfit", kind: "hint", body: JSON.stringify({ user: PROVIDER_USER }), itemCount: 1 })))
+  await processWaiting()
   const second = await afterRound(connectionId, 2)
   expect(second.cursor).toBe("4")
   expect(served.slice(2)).toEqual([{ since: 3, page: 0 }])

@@ -38,11 +38,14 @@ export class ConnectionHistory extends Context.Tag("wearflow/ConnectionHistory")
 
 /**
  * Whether a new connection is polled: a hook the sync floor provides (sync/on-connect.ts),
- * recording the connection's poll (a fresh cursor) in the linking transaction. Absent, or
- * for a provider without `sync`, nothing is polled.
+ * recording the connection's poll (a fresh cursor) in the linking transaction, and waking
+ * polls when a lifecycle item says the data changed. Absent, or for a provider without
+ * `sync`, nothing is polled.
  */
 export class ConnectionSync extends Context.Tag("wearflow/ConnectionSync")<ConnectionSync, {
   readonly schedule: (sql: SqlClient.SqlClient, link: { readonly connectionId: string; readonly provider: Partial<Pick<Provider, "sync">> }) => Effect.Effect<void, SqlError>
+  /** Polls these connections now (a provider's hint that their data changed). */
+  readonly wake: (connectionIds: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
 }>() {}
 
 /** Junction's `provider.connection.error` error types. */
@@ -265,6 +268,12 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
      */
     const applyLifecycle = Effect.fn("Links.applyLifecycle")(function* (provider: Provider, ref: UserRef, change: LifecycleChange, inboxId?: number) {
       const match = sql`${matchesUserRef(sql, ref)} and ${madeBefore(inboxId)}`
+      if (change._tag === "DataChanged") {
+        if (Option.isNone(polling)) return
+        const rows = yield* sql<{ id: string }>`
+          select c.id from provider_connections c where c.provider = ${provider.id} and c.status = 'active' and ${matchesUserRef(sql, ref)}`
+        return yield* polling.value.wake(rows.map((r) => r.id))
+      }
       if (change._tag === "Deregistered") {
         const rows = yield* sql<{ user_id: string; team_id: string; client_user_id: string }>`
           update provider_connections c set status = 'deregistered', updated_at = now()
