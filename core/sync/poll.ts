@@ -8,15 +8,16 @@
  * Starting: linking records the connection's poll (on-connect.ts); a starter in every process
  * starts polls recorded but not started, and wakes the polls of connections no longer active
  * so they end now rather than after their interval. At process start every active polled
- * connection's poll is started again (starting a running one does nothing).
+ * connection's poll is started again (starting a running one does nothing), and one that
+ * broke (a bug) is started afresh.
  */
 import { SqlClient } from "@effect/sql"
 import { Activity, DurableClock, DurableRateLimiter } from "@effect/workflow"
 import { Duration, Effect, Layer, Schedule, Schema } from "effect"
 import { Providers } from "../provider.ts"
-import { SyncRounds } from "./rounds.ts"
+import { BROKEN, SyncRounds } from "./rounds.ts"
 import { SyncSettings } from "./settings.ts"
-import { ConnectionPoll, RoundOutcome, sleepAfter, wake } from "./workflows.ts"
+import { ConnectionPoll, endSleep, RoundOutcome, sleepAfter } from "./workflows.ts"
 
 const PollLive = ConnectionPoll.toLayer(
   Effect.fn(function* ({ connectionId, pollId, provider }) {
@@ -43,14 +44,24 @@ const PollLive = ConnectionPoll.toLayer(
       }
       yield* DurableClock.sleep({ name: `retry/${attempt}`, duration: Duration.millis(Math.max(1, outcome.afterMillis)) })
     }
-  })
+  }, (poll, { connectionId, pollId }) =>
+    poll.pipe(
+      Effect.catchAllDefect((defect) =>
+        Effect.logError("connection poll broke; it ends, and is started again at the next process start", defect).pipe(
+          Effect.zipRight(Activity.make({ name: "abandon", execute: Effect.flatMap(SyncRounds, (rounds) => rounds.abandon(connectionId, pollId)) }))
+        ))
+    ))
 )
 
 /** Starts (or re-attaches to) a connection's poll; idempotent. */
 export const startPoll = (poll: { readonly connectionId: string; readonly pollId: string; readonly provider: string }) =>
   ConnectionPoll.execute(poll, { discard: true }).pipe(Effect.asVoid)
 
-/** Polls recorded but not started are started; polls of connections no longer active are woken to end. */
+/**
+ * Polls recorded but not started are started. Those of connections no longer active are ended
+ * here and woken once, so their executions end now rather than after their interval (a round
+ * in progress is left to finish first).
+ */
 const startRecorded = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const started = yield* sql<{ connection_id: string; poll_id: string; provider: string }>`
@@ -58,10 +69,16 @@ const startRecorded = Effect.gen(function* () {
     where c.id = s.connection_id and s.started_at is null and s.ended_at is null and c.status = 'active'
     returning s.connection_id, s.poll_id, c.provider`
   yield* Effect.forEach(started, (row) => startPoll({ connectionId: row.connection_id, pollId: row.poll_id, provider: row.provider }), { discard: true })
-  const stale = yield* sql<{ connection_id: string }>`
-    select s.connection_id from connection_sync s join provider_connections c on c.id = s.connection_id
-    where s.started_at is not null and s.ended_at is null and c.status <> 'active'`
-  yield* Effect.forEach(stale, (row) => wake(row.connection_id), { discard: true })
+  const stopped = yield* sql<{ connection_id: string; poll_id: string; provider: string; rounds: number }>`
+    update connection_sync s set ended_at = now(), end_reason = 'the connection is ' || c.status, next_poll_at = null
+    from provider_connections c
+    where c.id = s.connection_id and s.started_at is not null and s.ended_at is null and s.round_started_at is null and c.status <> 'active'
+    returning s.connection_id, s.poll_id, c.provider, s.rounds`
+  yield* Effect.forEach(stopped, (row) =>
+    Effect.zipRight(
+      endSleep({ connectionId: row.connection_id, pollId: row.poll_id, provider: row.provider }, row.rounds),
+      endSleep({ connectionId: row.connection_id, pollId: row.poll_id, provider: row.provider }, row.rounds + 1)
+    ), { discard: true })
 })
 
 /**
@@ -78,6 +95,10 @@ const resumeAll = Effect.gen(function* () {
     on conflict do nothing`
   yield* sql`update connection_sync s set started_at = null from provider_connections c
     where c.id = s.connection_id and s.ended_at is null and c.status = 'active' and c.provider in ${sql.in(polled)}`
+  // A poll that broke gets a fresh execution (its own ended with the defect in its journal).
+  yield* sql`update connection_sync s set poll_id = gen_random_uuid(), started_at = null, ended_at = null, end_reason = null
+    from provider_connections c
+    where c.id = s.connection_id and s.end_reason = ${BROKEN} and c.status = 'active' and c.provider in ${sql.in(polled)}`
 })
 
 /** Starts polls: those left at the last stop, then newly linked ones as they come. */

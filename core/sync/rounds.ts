@@ -32,6 +32,9 @@ interface SyncState {
 
 const lockKey = (connectionId: string) => `wearflow:sync:${connectionId}`
 
+/** Why a poll that broke (a bug) ended; such polls are started afresh when a process starts. */
+export const BROKEN = "stopped by an internal error"
+
 export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRounds", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -85,7 +88,7 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
             const advanced = yield* sql`
               update connection_sync set cursor = ${answer.cursor ?? null}, rounds = ${round}, last_poll_at = now(),
                 next_poll_at = now() + ${wait} * interval '1 millisecond', last_error = null, failures = 0, round_started_at = null
-              where connection_id = ${connectionId} and poll_id = ${pollId} and rounds = ${state.rounds}
+              where connection_id = ${connectionId} and poll_id = ${pollId} and rounds = ${state.rounds} and ended_at is null
               returning rounds`
             if (advanced.length === 0) return { _tag: "Ended" } satisfies RoundOutcome
             return { _tag: "Polled", rounds: round, afterMillis: wait } satisfies RoundOutcome
@@ -137,6 +140,11 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
       return row?.poll_id
     }, retryWhileTransient("10 minutes"), Effect.orDie)
 
-    return { round, handOver } as const
+    /** A poll that broke ends, saying so (and is started afresh at the next process start). */
+    const abandon = Effect.fn("SyncRounds.abandon")(function* (connectionId: string, pollId: string) {
+      yield* end(connectionId, pollId, BROKEN)
+    }, retryWhileTransient("10 minutes"), Effect.orDie)
+
+    return { round, handOver, abandon } as const
   })
 }) {}

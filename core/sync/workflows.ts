@@ -39,6 +39,14 @@ export const intervalClock = (rounds: number, duration: Duration.DurationInput =
 export const sleepAfter = (rounds: number, afterMillis: number) =>
   DurableClock.sleep({ name: intervalClock(rounds).name, duration: Duration.millis(Math.max(1, afterMillis)), inMemoryThreshold: Duration.zero })
 
+/** Ends the sleep after round `rounds` of a poll execution, now or (not yet asleep) when it gets there. */
+export const endSleep = (poll: typeof ConnectionPoll.payloadSchema.Type, rounds: number) =>
+  Effect.gen(function* () {
+    const clock = intervalClock(rounds)
+    const token = yield* DurableDeferred.tokenFromPayload(clock.deferred, { workflow: ConnectionPoll, payload: poll })
+    yield* DurableDeferred.done(clock.deferred, { token, exit: Exit.void })
+  })
+
 /**
  * Polls the connection at once instead of after its interval: ends the sleep after the last
  * round, or — while a round runs or is being retried — the sleep after that round, so a
@@ -52,11 +60,6 @@ export const wake = (connectionId: string) =>
       from connection_sync s join provider_connections c on c.id = s.connection_id
       where s.connection_id = ${connectionId} and s.ended_at is null and s.started_at is not null`
     if (!row) return false
-    const clock = intervalClock(row.busy ? row.rounds + 1 : row.rounds)
-    const token = yield* DurableDeferred.tokenFromPayload(clock.deferred, {
-      workflow: ConnectionPoll,
-      payload: { connectionId, pollId: row.poll_id, provider: row.provider }
-    })
-    yield* DurableDeferred.done(clock.deferred, { token, exit: Exit.void })
+    yield* endSleep({ connectionId, pollId: row.poll_id, provider: row.provider }, row.busy ? row.rounds + 1 : row.rounds)
     return true
   })
