@@ -83,6 +83,11 @@ const changeServer = createServer(async (req, res) => {
       res.writeHead(401).end()
       return
     }
+    const refusal = refusals.get(user)?.shift()
+    if (refusal !== undefined) {
+      res.writeHead(refusal).end()
+      return
+    }
     const since = Number(url.searchParams.get("since"))
     const page = Number(url.searchParams.get("page"))
     served.push({ since, page })
@@ -97,6 +102,8 @@ const changeServer = createServer(async (req, res) => {
   }
 })
 let changeBase = ""
+/** Statuses to answer a provider user's next requests with, instead of their changes. */
+const refusals = new Map<string, Array<number>>()
 
 /** Every commit the provider made: the cursor it polled from, the page, whether it was stored. */
 const commits: Array<{ since: number; page: number; stored: boolean }> = []
@@ -131,7 +138,10 @@ const pollProvider: Provider = {
             HttpClientRequest.setUrlParams({ since: String(since), page: String(page), user: pages.providerUserId }),
             HttpClientRequest.bearerToken(credentials.bearer!)
           )
-          const body = yield* client.execute(request).pipe(Effect.flatMap((r) => r.json), Effect.flatMap(Schema.decodeUnknown(Page)), Effect.scoped)
+          const response = yield* client.execute(request)
+          if (response.status === 403) return { _tag: "Forbidden", message: "access revoked" } satisfies PollAnswer
+          if (response.status === 429) return { _tag: "RateLimited", retryAfter: Duration.millis(50) } satisfies PollAnswer
+          const body = yield* response.json.pipe(Effect.flatMap(Schema.decodeUnknown(Page)))
           const stored = yield* pages.commit(page, { kind: "push", body: JSON.stringify({ dailies: body.data }), itemCount: body.data.length })
           commits.push({ since, page, stored })
           if (failAfterFirstPage && pages.providerUserId === PROVIDER_USER) {
@@ -141,6 +151,7 @@ const pollProvider: Provider = {
           if (!body.more) return { _tag: "Polled", cursor: String(body.cursor), more: false } satisfies PollAnswer
         }
       }).pipe(
+        Effect.scoped,
         Effect.provide(FetchHttpClient.layer),
         Effect.catchAll((e) => Effect.succeed<PollAnswer>({ _tag: "Unavailable", message: e._tag }))
       )
@@ -323,4 +334,38 @@ it("two processes on one database never poll one connection at once, and a wake 
     expect(row.cursor).toBe(String(changes.filter((c) => c.record.userId === user2).at(-1)!.seq))
   }
   expect(maxInFlightOf.get(user2)).toBe(1)
+}, 120_000)
+
+it("a rate-limited round waits and is tried again; a refused one ends the poll and tells the user's team", async () => {
+  const user3 = `${PROVIDER_USER}-3`
+  write(dailyOf(0, 300, user3))
+  refusals.set(user3, [429, 429])
+  const { userId, connectionId } = await run(Effect.gen(function* () {
+    const accounts = yield* Accounts
+    const links = yield* Links
+    const sql = yield* SqlClient.SqlClient
+    const teamId = yield* accounts.ensureTeamKey("poll", Redacted.make("poll-api-key"))
+    const user = yield* accounts.createUser(teamId, "poll-client-user-3")
+    yield* links.link(teamId, user.user_id, pollProvider, user3, { accessToken: Redacted.make(TOKEN) })
+    const [row] = yield* sql<{ id: string }>`select id from provider_connections where user_id = ${user.user_id}`
+    return { userId: user.user_id, connectionId: row!.id }
+  }))
+  // Two answers of 429, then the round goes through from the first cursor.
+  const first = await afterRound(connectionId, 1)
+  expect(first.cursor).toBe(String(changes.filter((c) => c.record.userId === user3).at(-1)!.seq))
+  expect(first.last_error).toBeNull()
+  expect(refusals.get(user3)).toEqual([])
+
+  refusals.set(user3, [403])
+  write(dailyOf(1, 301, user3))
+  await run(wake(connectionId))
+  const ended = await eventually(async () => {
+    const row = await syncRow(connectionId)
+    return row?.ended_at ? row : undefined
+  }, 30_000)
+  expect(ended).toMatchObject({ end_reason: "the provider refused the poll", last_error: "access revoked", rounds: 1, cursor: first.cursor })
+  const errors = await query<{ payload: any }>("select payload from outbox where user_id = $1 and event_type = 'provider.connection.error'", userId)
+  expect(errors.map((e) => e.payload.data.error_type)).toEqual(["provider_credential_error"])
+  // An ended poll is not woken.
+  expect(await run(wake(connectionId))).toBe(false)
 }, 120_000)
