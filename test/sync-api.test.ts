@@ -1,5 +1,6 @@
 /**
- * Polling in the real server: `GET /v2/user/{id}/sync` shows each polled connection's poll.
+ * Polling in the real server: `GET /v2/user/{id}/sync` and `wearflow sync status` show each
+ * polled connection's poll.
  * A poll recorded for a connection (here one of Garmin, which is not polled) is started by the
  * server's starter, and its first round ends it — the state, reason and times reach the API.
  */
@@ -8,6 +9,7 @@ import { afterAll, beforeAll, expect, it } from "vitest"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { eventually } from "./support/server.ts"
 import { wearflowApi } from "./support/wearflow-client.ts"
+import { wearflowCommand } from "./support/cli.ts"
 
 const CONSUMER = { consumerKey: "sync-api-consumer-key", consumerSecret: "sync-api-consumer-secret" }
 const API_KEY = "sync-api-key"
@@ -15,6 +17,7 @@ const API_KEY = "sync-api-key"
 let stack: GarminStack
 let db: pg.Client
 const api = wearflowApi(() => stack.server.baseUrl, API_KEY)
+const wearflow = wearflowCommand(() => stack.env, [])
 
 beforeAll(async () => {
   stack = await startGarminStack({ name: "sync-api", consumer: CONSUMER, apiKey: API_KEY, env: { WEARFLOW_SYNC_START_INTERVAL: "100 millis" } })
@@ -48,4 +51,16 @@ it("lists a user's polls: none for a provider that is not polled; a poll recorde
   expect(ended).toMatchObject({ provider: "garmin", rounds: 0, cursor: null, end_reason: "the provider is not loaded, or is not polled", next_poll_at: null })
 
   expect((await api("GET", "/v2/user/00000000-0000-4000-8000-000000000000/sync")).status).toBe(404)
+
+  // The command line reads the same from the database.
+  const json = await wearflow(["sync", "status", "--user", userId, "--json"])
+  expect(json.code).toBe(0)
+  expect(JSON.parse(json.stdout).data).toEqual([{ ...ended, user_id: userId }])
+  const text = await wearflow(["sync", "status"])
+  expect(text.code).toBe(0)
+  expect(text.stdout).toContain(`${userId}  garmin    ended: the provider is not loaded, or is not polled`)
+  const nobody = await wearflow(["sync", "status", "--user", "00000000-0000-4000-8000-000000000000"])
+  expect(nobody).toMatchObject({ code: 0, stdout: "" })
+  expect(nobody.stderr).toContain("no polled connections found")
+  expect((await wearflow(["sync", "status", "--user", "someone"])).code).toBe(2)
 }, 120_000)
