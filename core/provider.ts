@@ -225,6 +225,46 @@ export interface ProviderBackfill {
   readonly forbiddenHint?: string | undefined
 }
 
+/** How a provider answered a poll for what changed since a cursor. */
+export type PollAnswer =
+  /**
+   * Every page of what changed since the cursor is committed (`SyncPages.commit`); `cursor` is
+   * where the next poll starts (undefined: from the start again). `more`: the provider stopped
+   * early (a page limit) and asks for another round at once.
+   */
+  | { readonly _tag: "Polled"; readonly cursor: string | undefined; readonly more: boolean }
+  /** Over the provider's rate limit: the round is tried again after `retryAfter` (or the configured window). */
+  | { readonly _tag: "RateLimited"; readonly retryAfter: Duration.Duration | undefined }
+  /** No permission, or revoked: the connection's polling stops and its user hears of it. */
+  | { readonly _tag: "Forbidden"; readonly message: string }
+  /** 5xx, a network failure or a timeout: the round is tried again with back-off. */
+  | { readonly _tag: "Unavailable"; readonly message: string }
+
+/**
+ * Where a poll puts what it fetched: each page is committed to the inbox durably and once for
+ * its round — a round tried again (after a failure or a crash, from the same cursor) stores a
+ * page only when its content differs from what that page held before, so nothing is skipped.
+ */
+export interface SyncPages {
+  /** The provider user polled for (bodies must name them for `itemsOf`). */
+  readonly providerUserId: string
+  /** Stores page `page` (0, 1, … in the order fetched); true when it was not stored before. */
+  readonly commit: (page: number, content: HistoryPage) => Effect.Effect<boolean, PageCommitError>
+}
+
+/**
+ * Polling: core runs one durable poll per active connection, asking the provider for what
+ * changed since the connection's stored cursor, every `interval` (plus configured jitter), or
+ * at once when woken (a provider's change notification). The cursor advances only once the
+ * round's pages are committed.
+ */
+export interface ProviderSync {
+  /** How long between two rounds of one connection. */
+  readonly interval: Duration.Duration
+  /** Fetches what changed since `cursor` (undefined: the first round), committing each page through `pages`. */
+  readonly poll: (credentials: Credentials, cursor: string | undefined, pages: SyncPages) => Effect.Effect<PollAnswer>
+}
+
 export type { LegacyCredentials } from "./connections/legacy-credentials.ts"
 
 /** Builds a provider's state (and flow) from secrets core kept before providers owned their state. */
@@ -234,6 +274,8 @@ export type LegacyCredentialsHook = (legacy: LegacyCredentials) => { readonly st
 export type LifecycleChange =
   | { readonly _tag: "Deregistered" }
   | { readonly _tag: "PermissionsChanged"; readonly permissions: ReadonlyArray<string> }
+  /** The user's data changed at the provider (a hint, e.g. a change notification): their polls run now. */
+  | { readonly _tag: "DataChanged" }
 
 export interface Provider {
   readonly id: string
@@ -258,6 +300,8 @@ export interface Provider {
   readonly auth: ProviderAuth | undefined
   /** History requests; undefined for providers that cannot resend history. */
   readonly backfill: ProviderBackfill | undefined
+  /** Polling for changes (pull-first providers); undefined: the provider pushes or notifies. */
+  readonly sync?: ProviderSync | undefined
   /**
    * Linking an account the caller already holds tokens for
    * (`POST /v2/user/{id}/connections/{provider}`): the provider's own JSON payload, decoded to

@@ -25,6 +25,7 @@ export type Command =
     readonly json: boolean
   }
   | { readonly _tag: "BackfillCancel"; readonly userId: string; readonly provider: string }
+  | { readonly _tag: "SyncStatus"; readonly userId: string | undefined; readonly json: boolean }
   | { readonly _tag: "PluginNew"; readonly kind: "provider" | "sink"; readonly id: string; readonly dir: string | undefined }
 
 /** The command line could not be understood (exit code 2). */
@@ -49,6 +50,7 @@ ${[...plugins].flatMap(([id, commands]) => commands.map((c) => `  wearflow ${id}
   wearflow backfill status [--user USER_ID] [--provider SLUG] [--json] [--watch]
   wearflow backfill start --user USER_ID [--provider ${defaultProvider}] [--days N] [--types a,b] [--json]
   wearflow backfill cancel --user USER_ID [--provider ${defaultProvider}]
+  wearflow sync status [--user USER_ID] [--json]
   wearflow --help
 
 Commands:
@@ -58,6 +60,8 @@ ${[...plugins].flatMap(([id, commands]) => commands.map((c) => commandLine(`${id
   backfill status         Each user's latest backfill per provider, by resource (reads the database).
   backfill start          Asks the running server to fetch a user's history from the provider.
   backfill cancel         Asks the running server to stop a user's running backfill.
+  sync status             Each polled connection's poll: state, cursor, last and next poll, last
+                          error (reads the database; --json: one object per connection).
 
 Options of backfill:
   --user USER_ID    the Wearflow user id (required by start and cancel; status: every user)
@@ -200,6 +204,16 @@ export const parse = (argv: ReadonlyArray<string>, configured: Configured): Eith
       return usageError(`plugin new ${kind} needs an id of 2..31 lower-case letters, digits and dashes${id === undefined ? "" : `, not ${shown(id)}`}`)
     }
     return Either.map(flagsOf(flags, { values: { dir: "a directory" }, switches: [] }), (parsed) => ({ _tag: "PluginNew", kind, id, dir: parsed.values.get("dir") } as const))
+  }
+  if (command === "sync") {
+    const [sub, ...flags] = rest
+    if (sub === undefined) return usageError("no sync command given (there is one: status)")
+    if (isHelp(sub) || flags.some(isHelp)) return Either.right({ _tag: "Help", text: help })
+    if (sub !== "status") return usageError(`unknown sync command ${shown(sub)} (there is one: status)`)
+    return Either.gen(function* () {
+      const parsed = yield* flagsOf(flags, { values: { user: "a user id" }, switches: ["json"] })
+      return { _tag: "SyncStatus", userId: yield* optional(parsed, "user", parseUser), json: parsed.switches.has("json") } as const
+    })
   }
   if (command === "backfill") {
     const [sub, ...flags] = rest

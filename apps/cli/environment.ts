@@ -9,6 +9,7 @@ import type { MigrationError } from "@effect/sql/Migrator"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { Links } from "@wearflow/core/connections/links"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
+import { SyncStatus } from "@wearflow/core/sync/status"
 import { Connections } from "@wearflow/core/connections/connections"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as OutboundHttp from "@wearflow/core/http-client"
@@ -123,6 +124,10 @@ export const statusLayer = (config: Config, plugins: ReadonlyArray<Plugin>) =>
     Layer.provide(databaseLayer(config, 2)),
     Layer.mapError((e) => (e._tag === "EnvironmentError" ? e : configError(e)))
   )
+
+/** What `sync status` reads with: the server's database, two connections, no keys. */
+export const syncStatusLayer = (config: Config) =>
+  SyncStatus.Default.pipe(Layer.provide(databaseLayer(config, 2)))
 
 /** The running server as `backfill start` and `cancel` reach it. */
 export interface ServerEndpoint {

@@ -14,6 +14,7 @@ import { Cause, ConfigProvider, Effect, Either, Exit, Layer, Logger, LogLevel } 
 import { type Command, type Configured, parse } from "./args.ts"
 import * as Backfill from "./backfill.ts"
 import * as Scaffold from "./scaffold.ts"
+import * as Sync from "./sync.ts"
 import { EnvironmentError, encryptionKeys, layer, loadConfig, loadPluginList } from "./environment.ts"
 import { fail, write } from "./io.ts"
 import { makeLogger, makeProgressView, type ProgressView } from "./progress.ts"
@@ -67,6 +68,8 @@ const run = (command: Command, plugins: ReadonlyArray<Plugin>): Effect.Effect<nu
       return Backfill.start(command).pipe(Effect.provide(quietLogging))
     case "BackfillCancel":
       return Backfill.cancel(command).pipe(Effect.provide(quietLogging))
+    case "SyncStatus":
+      return Sync.status(command).pipe(Effect.provide(quietLogging))
     case "PluginNew":
       return Scaffold.run(command.kind, command.id, command.dir).pipe(Effect.catchTag("ScaffoldError", (e) => new EnvironmentError({ message: e.message })))
   }
@@ -84,6 +87,8 @@ const interruptedBy = (command: Command) => {
       return "interrupted; the server may have acted on the request already: see wearflow backfill status"
     case "BackfillStatus":
       return "interrupted; backfills go on in the server"
+    case "SyncStatus":
+      return "interrupted; polls go on in the server"
     case "PluginNew":
       return "interrupted; the plugin folder may be incomplete: remove it and run again"
     case "Help":

@@ -167,6 +167,20 @@ export const HistoricalPulls = Schema.Struct({
   next_cursor: Schema.Null
 }).annotations({ identifier: "HistoricalPulls" })
 
+/** Each polled connection of a user: where its poll stands. */
+export const ConnectionSyncs = Schema.Struct({
+  data: Schema.Array(Schema.Struct({
+    provider: Schema.String,
+    state: Schema.Literal("polling", "waiting", "starting", "ended"),
+    cursor: Schema.NullOr(Schema.String),
+    rounds: Schema.Int,
+    last_poll_at: Schema.NullOr(Schema.String),
+    next_poll_at: Schema.NullOr(Schema.String),
+    last_error: Schema.NullOr(Schema.String),
+    end_reason: Schema.NullOr(Schema.String)
+  }))
+}).annotations({ identifier: "ConnectionSyncs" })
+
 /** Backfills: start, cancel, and the historical-pull status (Junction's introspection shape). */
 export class BackfillApi extends HttpApiGroup.make("backfill")
   .add(
@@ -187,6 +201,12 @@ export class BackfillApi extends HttpApiGroup.make("backfill")
       .setUrlParams(Schema.Struct({ user_id: Schema.optional(Schema.String), provider: Schema.optional(Schema.String) }))
       .addSuccess(HistoricalPulls)
       .annotate(OpenApi.Description, "Per user and provider, the latest backfill's status per resource.")
+  )
+  .add(
+    HttpApiEndpoint.get("sync")`/v2/user/${UserId}/sync`
+      .addSuccess(ConnectionSyncs)
+      .addError(NotFound)
+      .annotate(OpenApi.Description, "For each of the user's polled connections: its last poll, cursor, next poll and last error.")
   )
   .addError(InvalidRequest)
   .addError(ServiceUnavailable)

@@ -12,7 +12,7 @@ import { Effect, Layer } from "effect"
 import { fileURLToPath } from "node:url"
 import WearflowConfig from "../../wearflow.config.ts"
 import { withPluginRoutes } from "./Api.ts"
-import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, ServerConfig } from "./config.ts"
+import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, ServerConfig, SyncConfig } from "./config.ts"
 import { Backfilling, Core, Http, Storage, Workers } from "./layers.ts"
 
 export const App = Effect.gen(function* () {
@@ -26,7 +26,7 @@ export const App = Effect.gen(function* () {
     Layer.provide(Startup.layerBootstrapKey(yield* resolveApiKey(config))),
     Layer.provideMerge(Backfilling),
     Layer.provideMerge(Connections.Default.pipe(Layer.provideMerge(Plugins))),
-    Layer.provide(Core(config, yield* RunnerConfig, yield* BackfillConfig)),
+    Layer.provide(Core(config, yield* RunnerConfig, yield* BackfillConfig, yield* SyncConfig)),
     Layer.provideMerge(Storage(config, yield* resolveEncryptionKey(config))),
     Layer.provide(OutboundHttp.layer())
   )

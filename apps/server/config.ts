@@ -6,6 +6,7 @@
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import { parseKeys } from "@wearflow/core/crypto"
 import { InboxSettings } from "@wearflow/core/pipeline/inbox"
+import { SyncSettings } from "@wearflow/core/sync/settings"
 import { s3LocationConfig } from "@wearflow/core/storage/s3"
 import { Config, Data, Duration, Effect, LogLevel, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
@@ -105,6 +106,24 @@ export const BackfillConfig = Config.all({
   ),
   budgetWindow: positive("WEARFLOW_BACKFILL_BUDGET_WINDOW", BackfillSettings.defaults.budgetWindow),
   retryBackoff: positive("WEARFLOW_BACKFILL_RETRY_BACKOFF", BackfillSettings.defaults.retryBackoff)
+})
+
+/** Polled connections: jitter, back-off, the provider's app-wide budget of rounds, an interval overriding the providers'. */
+export const SyncConfig = Config.all({
+  jitter: Config.duration("WEARFLOW_SYNC_JITTER").pipe(Config.withDefault(SyncSettings.defaults.jitter)),
+  budgetRounds: Config.integer("WEARFLOW_SYNC_BUDGET_ROUNDS").pipe(
+    Config.withDefault(SyncSettings.defaults.budgetRounds),
+    Config.validate({ message: "WEARFLOW_SYNC_BUDGET_ROUNDS must be positive", validation: (n) => n > 0 })
+  ),
+  budgetWindow: positive("WEARFLOW_SYNC_BUDGET_WINDOW", SyncSettings.defaults.budgetWindow),
+  retryBackoff: positive("WEARFLOW_SYNC_RETRY_BACKOFF", SyncSettings.defaults.retryBackoff),
+  maxBackoff: positive("WEARFLOW_SYNC_MAX_BACKOFF", SyncSettings.defaults.maxBackoff),
+  startInterval: positive("WEARFLOW_SYNC_START_INTERVAL", SyncSettings.defaults.startInterval),
+  roundsPerExecution: Config.integer("WEARFLOW_SYNC_ROUNDS_PER_EXECUTION").pipe(
+    Config.withDefault(SyncSettings.defaults.roundsPerExecution),
+    Config.validate({ message: "WEARFLOW_SYNC_ROUNDS_PER_EXECUTION must be positive", validation: (n) => n > 0 })
+  ),
+  interval: Config.option(positive("WEARFLOW_SYNC_INTERVAL", Duration.minutes(10))).pipe(Config.map(Option.getOrUndefined))
 })
 
 /**

@@ -8,6 +8,7 @@ import { Accounts, isUuid } from "@wearflow/core/tenancy/accounts"
 import { Links } from "@wearflow/core/connections/links"
 import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
+import { SyncStatus } from "@wearflow/core/sync/status"
 import { Connections, type LinkOutcome } from "@wearflow/core/connections/connections"
 import { describeParseError } from "@wearflow/core/normalizer"
 import { Providers } from "@wearflow/core/provider"
@@ -254,6 +255,8 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
   Effect.gen(function* () {
     const backfills = yield* Backfills
     const status = yield* BackfillStatus
+    const syncs = yield* SyncStatus
+    const accounts = yield* Accounts
     const deadline = within(yield* DatabaseWait)
     return handlers
       .handle("start", ({ path, payload }) =>
@@ -296,5 +299,12 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
           const data = yield* status.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider })
           return { data, next_cursor: null }
         }).pipe(Effect.catchTags({ SqlError: () => Effect.fail(unavailable()) }), deadline))
+      .handle("sync", ({ path }) =>
+        Effect.gen(function* () {
+          const { teamId } = yield* CurrentTeam
+          const user = yield* accounts.getUser(teamId, path.user_id)
+          const data = yield* syncs.list(teamId, user.user_id)
+          return { data: data.map(({ user_id: _user, ...rest }) => rest) }
+        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline))
   })
 )

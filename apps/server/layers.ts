@@ -25,10 +25,14 @@ import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
 import * as Database from "@wearflow/core/storage/database"
+import * as SyncOnConnect from "@wearflow/core/sync/on-connect"
+import * as SyncPoll from "@wearflow/core/sync/poll"
+import { SyncSettings } from "@wearflow/core/sync/settings"
+import { SyncStatus } from "@wearflow/core/sync/status"
 import { type Config as EffectConfig, Layer, Option, type Redacted } from "effect"
 import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
-import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig } from "./config.ts"
+import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
@@ -46,18 +50,21 @@ export const Storage = (config: Config, encryptionKey: Redacted.Redacted<Readonl
 export const Core = (
   config: Config,
   runner: EffectConfig.Config.Success<typeof RunnerConfig>,
-  backfill: EffectConfig.Config.Success<typeof BackfillConfig>
+  backfill: EffectConfig.Config.Success<typeof BackfillConfig>,
+  sync: EffectConfig.Config.Success<typeof SyncConfig>
 ) =>
   Layer.mergeAll(
-    // Linking replays parked notifications and schedules the connection's backfill: hooks the upper floors provide.
-    Links.Default.pipe(Layer.provide(Layer.merge(Parked.layer, OnConnect.layer)), Layer.provideMerge(Accounts.Default)),
+    // Linking replays parked notifications, schedules the connection's backfill and its poll: hooks the upper floors provide.
+    Links.Default.pipe(Layer.provide(Layer.mergeAll(Parked.layer, OnConnect.layer, SyncOnConnect.layer)), Layer.provideMerge(Accounts.Default)),
     Inbox.Default,
+    SyncStatus.Default,
     RecordStore.Default,
     DataQuery.Default
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(
       Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
-      Layer.succeed(BackfillSettings, backfill)
+      Layer.succeed(BackfillSettings, backfill),
+      Layer.succeed(SyncSettings, sync)
     ))
   )
 
@@ -75,7 +82,9 @@ export const Workers = (config: Config) =>
     ),
     Connections.layerRefresher(config.tokenRefresh),
     InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
-    SinkRunner.layerAll()
+    SinkRunner.layerAll(),
+    // Polled connections: their durable polls, started when linked and again at start.
+    SyncPoll.layerStarter.pipe(Layer.provideMerge(SyncPoll.layer))
   )
 
 /** The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs. */

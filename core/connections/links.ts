@@ -36,6 +36,18 @@ export class ConnectionHistory extends Context.Tag("wearflow/ConnectionHistory")
   ) => Effect.Effect<string | undefined, SqlError>
 }>() {}
 
+/**
+ * Whether a new connection is polled: a hook the sync floor provides (sync/on-connect.ts),
+ * recording the connection's poll (a fresh cursor) in the linking transaction, and waking
+ * polls when a lifecycle item says the data changed. Absent, or for a provider without
+ * `sync`, nothing is polled.
+ */
+export class ConnectionSync extends Context.Tag("wearflow/ConnectionSync")<ConnectionSync, {
+  readonly schedule: (sql: SqlClient.SqlClient, link: { readonly connectionId: string; readonly provider: Partial<Pick<Provider, "sync">> }) => Effect.Effect<void, SqlError>
+  /** Polls these connections now (a provider's hint that their data changed). */
+  readonly wake: (connectionIds: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
+}>() {}
+
 /** Junction's `provider.connection.error` error types. */
 export type ConnectionErrorType =
   | "token_refresh_failed"
@@ -126,6 +138,7 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
     const accounts = yield* Accounts
     const parked = yield* ParkedNotifications
     const history = yield* Effect.serviceOption(ConnectionHistory)
+    const polling = yield* Effect.serviceOption(ConnectionSync)
 
     const connectionsOf = (userId: string) =>
       sql<{ provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
@@ -142,7 +155,7 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
     const link = Effect.fn("Links.link")(function* (
       teamId: string,
       userId: string,
-      provider: Pick<Provider, "id" | "name" | "resourceScopes"> & Partial<Pick<Provider, "backfill" | "auth" | "aliasesOf" | "legacyState">>,
+      provider: Pick<Provider, "id" | "name" | "resourceScopes"> & Partial<Pick<Provider, "backfill" | "auth" | "aliasesOf" | "legacyState" | "sync">>,
       providerUserId: string,
       tokens: ConnectionTokens,
       flow?: string
@@ -187,6 +200,7 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
       const replayed = yield* parked.replay(sql, provider.id, keys)
       // The history is fetched from the same transaction: a connection never exists without its backfill.
       const backfillId = Option.isSome(history) ? yield* history.value.schedule(sql, { teamId, userId, provider }) : undefined
+      if (Option.isSome(polling)) yield* polling.value.schedule(sql, { connectionId: row!.id, provider })
       const { id: _id, ...connection } = row!
       return { connection: { ...connection, created_at: connection.created_at.toISOString() } satisfies Connection, replayed, backfillId }
     }, sql.withTransaction)
@@ -254,6 +268,12 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
      */
     const applyLifecycle = Effect.fn("Links.applyLifecycle")(function* (provider: Provider, ref: UserRef, change: LifecycleChange, inboxId?: number) {
       const match = sql`${matchesUserRef(sql, ref)} and ${madeBefore(inboxId)}`
+      if (change._tag === "DataChanged") {
+        if (Option.isNone(polling)) return
+        const rows = yield* sql<{ id: string }>`
+          select c.id from provider_connections c where c.provider = ${provider.id} and c.status = 'active' and ${matchesUserRef(sql, ref)}`
+        return yield* polling.value.wake(rows.map((r) => r.id))
+      }
       if (change._tag === "Deregistered") {
         const rows = yield* sql<{ user_id: string; team_id: string; client_user_id: string }>`
           update provider_connections c set status = 'deregistered', updated_at = now()

@@ -18,6 +18,7 @@ import samplesPerRecord from "./migrations/0008_samples_per_record.ts"
 import providerStateAliases from "./migrations/0009_provider_state_aliases.ts"
 import inboxDedupe from "./migrations/0010_inbox_dedupe.ts"
 import recordDeletions from "./migrations/0011_record_deletions.ts"
+import connectionSync from "./migrations/0012_connection_sync.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
@@ -30,7 +31,8 @@ export const migrations = Migrator.fromRecord({
   "0008_samples_per_record": samplesPerRecord,
   "0009_provider_state_aliases": providerStateAliases,
   "0010_inbox_dedupe": inboxDedupe,
-  "0011_record_deletions": recordDeletions
+  "0011_record_deletions": recordDeletions,
+  "0012_connection_sync": connectionSync
 })
 
 export interface DatabaseOptions {
