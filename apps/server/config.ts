@@ -127,7 +127,10 @@ export const SyncConfig = Config.all({
     Config.withDefault(SyncSettings.defaults.roundsPerExecution),
     Config.validate({ message: "WEARFLOW_SYNC_ROUNDS_PER_EXECUTION must be positive", validation: (n) => n > 0 })
   ),
-  interval: Config.option(positive("WEARFLOW_SYNC_INTERVAL", Duration.minutes(10))).pipe(Config.map(Option.getOrUndefined))
+  // Unset: each provider's own interval.
+  interval: Config.option(Config.duration("WEARFLOW_SYNC_INTERVAL").pipe(
+    Config.validate({ message: "WEARFLOW_SYNC_INTERVAL must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
+  )).pipe(Config.map(Option.getOrUndefined))
 })
 
 /**
