@@ -118,12 +118,19 @@ export const SyncConfig = Config.all({
   budgetWindow: positive("WEARFLOW_SYNC_BUDGET_WINDOW", SyncSettings.defaults.budgetWindow),
   retryBackoff: positive("WEARFLOW_SYNC_RETRY_BACKOFF", SyncSettings.defaults.retryBackoff),
   maxBackoff: positive("WEARFLOW_SYNC_MAX_BACKOFF", SyncSettings.defaults.maxBackoff),
+  concurrency: Config.integer("WEARFLOW_SYNC_CONCURRENCY").pipe(
+    Config.withDefault(SyncSettings.defaults.concurrency),
+    Config.validate({ message: "WEARFLOW_SYNC_CONCURRENCY must be positive (and well below the database pool's 20 connections)", validation: (n) => n > 0 })
+  ),
   startInterval: positive("WEARFLOW_SYNC_START_INTERVAL", SyncSettings.defaults.startInterval),
   roundsPerExecution: Config.integer("WEARFLOW_SYNC_ROUNDS_PER_EXECUTION").pipe(
     Config.withDefault(SyncSettings.defaults.roundsPerExecution),
     Config.validate({ message: "WEARFLOW_SYNC_ROUNDS_PER_EXECUTION must be positive", validation: (n) => n > 0 })
   ),
-  interval: Config.option(positive("WEARFLOW_SYNC_INTERVAL", Duration.minutes(10))).pipe(Config.map(Option.getOrUndefined))
+  // Unset: each provider's own interval.
+  interval: Config.option(Config.duration("WEARFLOW_SYNC_INTERVAL").pipe(
+    Config.validate({ message: "WEARFLOW_SYNC_INTERVAL must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
+  )).pipe(Config.map(Option.getOrUndefined))
 })
 
 /**

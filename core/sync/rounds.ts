@@ -43,6 +43,8 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
     const links = yield* Links
     const inbox = yield* Inbox
     const settings = yield* SyncSettings
+    // Each round holds a pooled connection for its lock: a bounded number at once, so the rest of the pool serves their queries.
+    const slots = yield* Effect.makeSemaphore(settings.concurrency)
 
     const end = (connectionId: string, pollId: string, reason: string) =>
       sql`update connection_sync set ended_at = now(), end_reason = ${reason}, round_started_at = null, next_poll_at = null
@@ -113,9 +115,11 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
     /**
      * Runs one round unless another runner holds the connection's lock (then it is tried
      * again shortly). A session advisory lock on a connection of its own: it holds across
-     * the page commits' transactions, and dies with the process.
+     * the page commits' transactions, and dies with the process. At most
+     * `settings.concurrency` rounds run at once in a process; the others wait their turn.
      */
     const round = Effect.fn("SyncRounds.round")(function* (connectionId: string, pollId: string) {
+      yield* Effect.acquireRelease(slots.take(1), () => slots.release(1))
       const conn = yield* sql.reserve
       const [lock] = yield* conn.execute("select pg_try_advisory_lock(hashtextextended($1, 0)) as locked", [lockKey(connectionId)], undefined)
       if (lock?.locked !== true) return { _tag: "Retry", afterMillis: Duration.toMillis(settings.retryBackoff) } satisfies RoundOutcome

@@ -10,6 +10,11 @@ export interface SyncSettingsShape {
   /** First wait after a failed round (doubling, at most `maxBackoff`). */
   readonly retryBackoff: Duration.Duration
   readonly maxBackoff: Duration.Duration
+  /**
+   * Rounds one process runs at once. Each holds a database connection for its lock while the
+   * provider answers, so this must stay well below the pool's size.
+   */
+  readonly concurrency: number
   /** How often newly linked connections are looked for, to start their polls. */
   readonly startInterval: Duration.Duration
   /** Rounds one poll execution runs before handing over to a fresh one (its journal grows with each). */
@@ -25,6 +30,7 @@ export class SyncSettings extends Context.Tag("wearflow/SyncSettings")<SyncSetti
     budgetWindow: Duration.minutes(1),
     retryBackoff: Duration.seconds(5),
     maxBackoff: Duration.minutes(10),
+    concurrency: 8,
     startInterval: Duration.seconds(2),
     roundsPerExecution: 200,
     interval: undefined
