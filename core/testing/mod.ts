@@ -28,10 +28,12 @@ import { checkPlugin } from "../registry.ts"
 import { freshDatabase, stopEmbedded } from "./database.ts"
 import { hostileVariants, MARKER } from "./hostile.ts"
 import { pipelineWith } from "./pipeline.ts"
+import { validated } from "./records.ts"
 import { scanPluginSource } from "./source-scan.ts"
 
 export { scanPluginSource } from "./source-scan.ts"
 export { hostileVariants, MARKER } from "./hostile.ts"
+export { errorOf, samplesOf, shape, summaryOf, validated } from "./records.ts"
 
 /** A provider's fake server, started for a run. */
 export interface FakeServer {
@@ -131,7 +133,7 @@ export const providerConformance = <F extends FakeServer>(options: ProviderConfo
       expect(scanPluginSource(folder).map((v) => `${v.file}:${v.line} ${v.rule}`)).toEqual([])
     })
 
-    it("has a real-shaped sample for every normalizer, and normalizes each without an error", async () => {
+    it("has a real-shaped sample for every normalizer, and normalizes each without an error into schema-valid records", async () => {
       const provider = (await run(Providers)).get(id)!
       for (const key of Object.keys(provider.normalizers)) {
         const samples = options.samples[key] ?? []
@@ -139,6 +141,8 @@ export const providerConformance = <F extends FakeServer>(options: ProviderConfo
         for (const sample of samples) {
           const result = provider.normalizers[key]!(sample)
           expect(Either.isRight(result) ? "ok" : result.left.message, `normalizer ${key}`).toBe("ok")
+          // Each record satisfies its resource's schema exactly, as the store and sinks expect.
+          if (Either.isRight(result)) validated(result.right)
         }
       }
     })

@@ -2,7 +2,8 @@ import { Either, Schema } from "effect"
 import { readFileSync, readdirSync } from "node:fs"
 import { describe, expect, it } from "vitest"
 import type { NormalizedRecord } from "@wearflow/core/normalizer"
-import { ActivityFields, Resources, SleepFields, TimeseriesBatchOf, WorkoutFields } from "@wearflow/core/schema"
+import { ActivityFields, SleepFields, WorkoutFields } from "@wearflow/core/schema"
+import { errorOf, samplesOf, shape, summaryOf, validated } from "@wearflow/core/testing"
 import { collectionPath, dayOf, normalizers, sportOf, storedOnly, timeOf } from "./normalize.ts"
 import { parseInstant } from "./normalize/shared.ts"
 
@@ -30,44 +31,10 @@ const byId = (items: ReadonlyArray<Doc>, id: string): Doc => {
   return item
 }
 
-/** The schema one record's data must satisfy: the summary's fields, or a batch of its sample shape. */
-const schemaOf = (record: NormalizedRecord): Schema.Schema.AnyNoContext =>
-  record.kind === "summary" ? Resources[record.resource].fields : TimeseriesBatchOf(Resources[record.resource].schema)
-
-/** Decodes every record's data with its resource schema, rejecting extra fields, and checks nothing changed. */
-const validated = (records: ReadonlyArray<NormalizedRecord>): ReadonlyArray<NormalizedRecord> => {
-  for (const record of records) {
-    const decoded = Schema.decodeUnknownSync(schemaOf(record), { onExcessProperty: "error" })(record.data)
-    expect(decoded).toEqual(record.data)
-  }
-  return records
-}
-
 /** Normalizes, fails the test on an ItemError, and validates every record against its schema. */
 const valid = (key: NormalizerKey, raw: unknown): ReadonlyArray<NormalizedRecord> =>
   validated(Either.getOrThrowWith(normalizers[key](raw), (e) => new Error(`unexpected Left: ${e.message}`)))
 
-const errorOf = (result: Either.Either<unknown, { message: string }>): string =>
-  Either.match(result, {
-    onLeft: (e) => e.message,
-    onRight: () => {
-      throw new Error("expected Left")
-    }
-  })
-
-const shape = (records: ReadonlyArray<NormalizedRecord>) => records.map((r) => [r.kind, r.resource, r.sourceId])
-
-const summaryOf = (records: ReadonlyArray<NormalizedRecord>, resource: string): unknown => {
-  const record = records.find((r) => r.kind === "summary" && r.resource === resource)
-  if (record === undefined) throw new Error(`no ${resource} record`)
-  return record.data
-}
-
-const samplesOf = (records: ReadonlyArray<NormalizedRecord>, resource: string, sourceId?: string) => {
-  const record = records.find((r) => r.kind === "timeseries" && r.resource === resource && (sourceId === undefined || r.sourceId === sourceId))
-  if (record === undefined || record.kind !== "timeseries") throw new Error(`no ${resource} batch`)
-  return record.data.data as ReadonlyArray<Record<string, unknown>>
-}
 
 const ring = { provider: "oura", type: "ring", device_id: null, app_id: null }
 

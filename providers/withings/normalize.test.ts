@@ -2,7 +2,8 @@ import { Either, Schema } from "effect"
 import { readFileSync, readdirSync } from "node:fs"
 import { describe, expect, it } from "vitest"
 import type { NormalizedRecord, Normalizer } from "@wearflow/core/normalizer"
-import { ActivityFields, BodyFields, Resources, SleepFields, TimeseriesBatchOf, WorkoutFields } from "@wearflow/core/schema"
+import { ActivityFields, BodyFields, SleepFields, WorkoutFields } from "@wearflow/core/schema"
+import { errorOf, samplesOf, shape, summaryOf, validated } from "@wearflow/core/testing"
 import { dayOf, measureGroupSourceId, normalizers, offsetAt, realValue, sportOf, timeOf } from "./normalize.ts"
 
 type Doc = Record<string, unknown>
@@ -36,44 +37,10 @@ const groupById = (grpid: number): Doc => {
   return group
 }
 
-/** The schema one record's data must satisfy: the summary's fields, or a batch of its sample shape. */
-const schemaOf = (record: NormalizedRecord): Schema.Schema.AnyNoContext =>
-  record.kind === "summary" ? Resources[record.resource].fields : TimeseriesBatchOf(Resources[record.resource].schema)
-
-/** Decodes every record's data with its resource schema, rejecting extra fields, and checks nothing changed. */
-const validated = (records: ReadonlyArray<NormalizedRecord>): ReadonlyArray<NormalizedRecord> => {
-  for (const record of records) {
-    const decoded = Schema.decodeUnknownSync(schemaOf(record), { onExcessProperty: "error" })(record.data)
-    expect(decoded).toEqual(record.data)
-  }
-  return records
-}
-
 /** Normalizes, fails the test on an ItemError, and validates every record against its schema. */
 const valid = (key: NormalizerKey, raw: unknown): ReadonlyArray<NormalizedRecord> =>
   validated(Either.getOrThrowWith(normalizers[key](raw), (e) => new Error(`unexpected Left: ${e.message}`)))
 
-const errorOf = (result: Either.Either<unknown, { message: string }>): string =>
-  Either.match(result, {
-    onLeft: (e) => e.message,
-    onRight: () => {
-      throw new Error("expected Left")
-    }
-  })
-
-const shape = (records: ReadonlyArray<NormalizedRecord>) => records.map((r) => [r.kind, r.resource, r.sourceId])
-
-const summaryOf = (records: ReadonlyArray<NormalizedRecord>, resource: string): unknown => {
-  const record = records.find((r) => r.kind === "summary" && r.resource === resource)
-  if (record === undefined) throw new Error(`no ${resource} record`)
-  return record.data
-}
-
-const samplesOf = (records: ReadonlyArray<NormalizedRecord>, resource: string, sourceId?: string) => {
-  const record = records.find((r) => r.kind === "timeseries" && r.resource === resource && (sourceId === undefined || r.sourceId === sourceId))
-  if (record === undefined || record.kind !== "timeseries") throw new Error(`no ${resource} batch`)
-  return record.data.data as ReadonlyArray<Record<string, unknown>>
-}
 
 const scan = { provider: "withings", type: "scale", device_id: "51e8d0e7d16da9ff673accf10958ca94fea55d6e", app_id: null }
 const googleFit = { provider: "withings", type: "app", device_id: null, app_id: null }
