@@ -5,7 +5,7 @@ import { createHash } from "node:crypto"
 import { createServer, type IncomingMessage } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as OAuth2 from "./oauth2.ts"
-import type { AuthError } from "../provider.ts"
+import { AuthError } from "../provider.ts"
 
 const CLIENT_ID = "client-id-1"
 const CLIENT_SECRET = "s3cret/with:odd&chars"
@@ -232,6 +232,23 @@ describe("core OAuth 2.0", () => {
       expect(Redacted.value(tokens.refreshToken!)).toBe("w-refresh")
       expect(failureOf(yield* Effect.either(oauth2.refresh(Redacted.make("old")))).reason).toBe("denied")
       expect(failureOf(yield* Effect.either(oauth2.refresh(Redacted.make("old")))).reason).toBe("unavailable")
+    }).pipe(Effect.provide(FetchHttpClient.layer)))
+
+  it.scoped("identify reads the user from the token answer's body, as the decode hook left it", () =>
+    Effect.gen(function* () {
+      const decode = ({ status, body }: OAuth2.TokenAnswer): OAuth2.TokenAnswer => ({ status, body: (body as { body?: unknown }).body })
+      const { server, oauth2 } = yield* setup({
+        pkce: false,
+        decode,
+        identify: (_, answer) => {
+          const userid = (answer as { userid?: unknown }).userid
+          return typeof userid === "string" ? Effect.succeed({ providerUserId: userid }) : Effect.fail(new AuthError({ message: "no userid", reason: "unavailable" }))
+        }
+      })
+      server.answer("/token", { status: 200, body: { status: 0, body: { userid: "363", access_token: "w-access", refresh_token: "w-refresh", expires_in: 10800 } } })
+      const connected = yield* oauth2.complete({ callbackUrl: "http://app.test/callback", pending: {}, query: { code: "code-1" } })
+      expect(connected.providerUserId).toBe("363")
+      expect(Redacted.value(connected.tokens.accessToken!)).toBe("w-access")
     }).pipe(Effect.provide(FetchHttpClient.layer)))
 
   it.scoped("revoke posts the token per RFC 7009 with client credentials, or in the query string as a provider wants it", () =>

@@ -76,8 +76,11 @@ export interface OAuth2Provider {
   readonly decode?: ((answer: TokenAnswer) => TokenAnswer) | undefined
   /** Overrides how an error answer maps to a reason; undefined falls back to the default mapping. */
   readonly classify?: ((failure: OAuth2Failure) => AuthError["reason"] | undefined) | undefined
-  /** Learns whose tokens these are (e.g. a user id endpoint), called once a code is exchanged. */
-  readonly identify: (tokens: ConnectionTokens) => Effect.Effect<Identity, AuthError>
+  /**
+   * Learns whose tokens these are, called once a code is exchanged: from a user id endpoint,
+   * or from the token answer's own body (as decoded), where providers put the user's id.
+   */
+  readonly identify: (tokens: ConnectionTokens, answer: unknown) => Effect.Effect<Identity, AuthError>
   /** How long to wait for an answer; 30 seconds by default. */
   readonly timeout?: Duration.DurationInput | undefined
 }
@@ -172,8 +175,11 @@ export const make = (client: HttpClient.HttpClient, provider: OAuth2Provider): O
     return new AuthError({ message, reason, status: answer.status })
   }
 
-  /** A (decoded) token answer as tokens; `previous` stands in for a refresh token the answer leaves out. */
-  const readTokens = (raw: TokenAnswer, what: string, previous?: Redacted.Redacted<string>) =>
+  /**
+   * A (decoded) token answer as tokens, with the decoded body; `previous` stands in for a
+   * refresh token the answer leaves out.
+   */
+  const readAnswer = (raw: TokenAnswer, what: string, previous?: Redacted.Redacted<string>) =>
     Effect.gen(function* () {
       const answer = provider.decode ? provider.decode(raw) : raw
       if (answer.status < 200 || answer.status >= 300 || errorCodeOf(answer.body) !== undefined) return yield* failure(answer, what)
@@ -182,14 +188,18 @@ export const make = (client: HttpClient.HttpClient, provider: OAuth2Provider): O
       )
       const now = Date.now()
       const refreshToken = body.refresh_token === undefined ? previous : Redacted.make(body.refresh_token)
-      return {
+      const tokens: ConnectionTokens = {
         accessToken: Redacted.make(body.access_token),
         refreshToken,
         accessTokenExpiresAt: body.expires_in === undefined ? undefined : new Date(now + body.expires_in * 1000),
         refreshTokenExpiresAt: body.refresh_token_expires_in === undefined ? undefined : new Date(now + body.refresh_token_expires_in * 1000),
         scopes: body.scope?.split(separator).map((s) => s.trim()).filter((s) => s.length > 0)
-      } satisfies ConnectionTokens
+      }
+      return { tokens, answer: answer.body }
     })
+
+  const readTokens = (raw: TokenAnswer, what: string, previous?: Redacted.Redacted<string>) =>
+    Effect.map(readAnswer(raw, what, previous), ({ tokens }) => tokens)
 
   /** Client credentials on a request, where the provider wants them. */
   const authenticate = (request: HttpClientRequest.HttpClientRequest, fields: Record<string, string>) =>
@@ -211,7 +221,7 @@ export const make = (client: HttpClient.HttpClient, provider: OAuth2Provider): O
         HttpClientRequest.post(provider.tokenUrl).pipe(HttpClientRequest.acceptJson),
         { ...provider.tokenParams, ...fields }
       )
-      return yield* readTokens(yield* send(request, what), what, previous)
+      return yield* readAnswer(yield* send(request, what), what, previous)
     })
 
   const begin: OAuth2["begin"] = ({ callbackUrl, state }) =>
@@ -244,13 +254,13 @@ export const make = (client: HttpClient.HttpClient, provider: OAuth2Provider): O
       }
       const fields: Record<string, string> = { grant_type: "authorization_code", code, redirect_uri: callbackUrl }
       if (provider.pkce) fields["code_verifier"] = Redacted.value(pending.codeVerifier!)
-      const tokens = yield* grant(fields, "token exchange")
-      const identity = yield* provider.identify(tokens)
+      const { answer, tokens } = yield* grant(fields, "token exchange")
+      const identity = yield* provider.identify(tokens, answer)
       return { providerUserId: identity.providerUserId, tokens: { ...tokens, scopes: identity.scopes ?? tokens.scopes } } satisfies Connected
     })
 
   const refresh: OAuth2["refresh"] = (refreshToken) =>
-    grant({ grant_type: "refresh_token", refresh_token: Redacted.value(refreshToken) }, "token refresh", refreshToken)
+    Effect.map(grant({ grant_type: "refresh_token", refresh_token: Redacted.value(refreshToken) }, "token refresh", refreshToken), ({ tokens }) => tokens)
 
   const revoke: OAuth2["revoke"] = (token, hint) =>
     Effect.gen(function* () {
