@@ -9,11 +9,18 @@ import { describe, expect, it } from "vitest"
 
 const ROOT = path.resolve(import.meta.dirname, "..")
 
+/** Every provider plugin in the repository, by its folder's name. */
+const PROVIDERS = readdirSync(path.join(ROOT, "providers"), { withFileTypes: true }).filter((entry) => entry.isDirectory()).map((entry) => entry.name)
+
+const capitalized = (name: string) => name[0]!.toUpperCase() + name.slice(1)
+
 /**
  * A provider's name as a word or a word part: `garmin`, `Garmin` in `GarminProvider` or
  * `wearflowGarmin`, `GARMIN_CLIENT_ID`, `apis.garmin.com`; not `courage`.
  */
-const PROVIDER_NAME = /(?:(?<![A-Za-z])(?:garmin|oura)|(?<![A-Z])(?:Garmin|Oura|GARMIN|OURA))(?![a-z])/
+const PROVIDER_NAME = new RegExp(
+  `(?:(?<![A-Za-z])(?:${PROVIDERS.join("|")})|(?<![A-Z])(?:${PROVIDERS.flatMap((name) => [capitalized(name), name.toUpperCase()]).join("|")}))(?![a-z])`
+)
 
 const HISTORY = /^core\/storage\/migrations\/000[1-8]_/
 
@@ -46,7 +53,8 @@ describe("provider-neutral core", () => {
   })
 
   it("recognizes a provider's name as a word or a word part, and not inside other words", () => {
-    for (const named of ["garmin", "GarminProvider", "wearflowGarmin", "GARMIN_CLIENT_ID", "apis.garmin.com", "Oura", "ouraUser", "OURA_TOKEN", "@wearflow/oura"]) {
+    expect(PROVIDERS).toEqual(expect.arrayContaining(["garmin", "oura", "withings"]))
+    for (const named of ["garmin", "GarminProvider", "wearflowGarmin", "GARMIN_CLIENT_ID", "apis.garmin.com", "Oura", "ouraUser", "OURA_TOKEN", "@wearflow/oura", "WithingsProvider", "wbsapi.withings.net", "WITHINGS_SCOPES"]) {
       expect(PROVIDER_NAME.test(named), named).toBe(true)
     }
     for (const plain of ["courage", "Courage", "journal", "tourAmaline"]) expect(PROVIDER_NAME.test(plain), plain).toBe(false)

@@ -10,14 +10,17 @@
  * exceptions, never a value in a message); through the real pipeline on Postgres the same
  * notification twice adds nothing and a revision emits `.updated`; signed notifications
  * without or with a wrong signature are refused and store nothing; the plugin's fake server
- * serves what the plugin fetches.
+ * serves what the plugin fetches; a polled provider's poll stores what its fake holds, page
+ * by page through core's sync pages, and polling again from the cursor it answered adds
+ * nothing.
  */
 import { HttpApi, HttpApiBuilder, HttpServer } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
-import { ConfigProvider, Effect, Either, Layer, ManagedRuntime, Redacted } from "effect"
+import { ConfigProvider, Duration, Effect, Either, Layer, ManagedRuntime, Redacted } from "effect"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Accounts } from "../tenancy/accounts.ts"
+import { Connections } from "../connections/connections.ts"
 import { Links } from "../connections/links.ts"
 import { ApiId } from "../http.ts"
 import { Inbox } from "../pipeline/inbox.ts"
@@ -30,6 +33,7 @@ import { hostileVariants, MARKER } from "./hostile.ts"
 import { pipelineWith } from "./pipeline.ts"
 import { validated } from "./records.ts"
 import { scanPluginSource } from "./source-scan.ts"
+import { syncPages } from "../sync/pages.ts"
 
 export { scanPluginSource } from "./source-scan.ts"
 export { hostileVariants, MARKER } from "./hostile.ts"
@@ -252,6 +256,47 @@ export const providerConformance = <F extends FakeServer>(options: ProviderConfo
           expect(await run(events(userId, "created"))).toBe(outcome.created)
         })
       }
+
+      it("if it is polled: polls its fake from no cursor and stores what it holds, and a poll from the cursor it answered adds nothing", async (ctx) => {
+        const provider = (await run(Providers)).get(id)!
+        const sync = provider.sync
+        if (sync === undefined) return ctx.skip()
+        expect(fake.connect, "a polled provider's fake must offer connect() to issue tokens").toBeDefined()
+        const tokens = await fake.connect!("conformance-poll-user")
+        const userId = await run(linkedUser("poll", "conformance-poll-user", tokens))
+        expect(Duration.toMillis(sync.interval)).toBeGreaterThan(0)
+        /** Every round until the provider stops asking for another at once, each page processed; the rounds' summed outcome. */
+        const pollToEnd = (from: string | undefined, firstRound: number) =>
+          Effect.gen(function* () {
+            const sql = yield* SqlClient.SqlClient
+            const inbox = yield* Inbox
+            const credentials = yield* (yield* Connections).credentialsFor(id, { _tag: "UserId", id: "conformance-poll-user" })
+            const [connection] = yield* sql<{ id: string }>`select id from provider_connections where provider = ${id} and provider_user_id = ${"conformance-poll-user"}`
+            let cursor = from
+            let total: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] }
+            for (let round = firstRound; round < firstRound + 100; round++) {
+              const pages = syncPages(sql, inbox, { provider: id, connectionId: connection!.id, round, providerUserId: "conformance-poll-user" })
+              const answer = yield* sync.poll(credentials!, cursor, pages)
+              expect(answer._tag, `round ${round} of the poll`).toBe("Polled")
+              if (answer._tag !== "Polled") break
+              const stored = yield* sql<{ id: string }>`select inbox_id as id from sync_pages where connection_id = ${connection!.id} and round = ${round} and inbox_id is not null order by page`
+              for (const row of stored) {
+                const outcome = yield* processAll(Number(row.id))
+                total = { ...total, created: total.created + outcome.created, updated: total.updated + outcome.updated, errors: [...total.errors, ...outcome.errors] }
+              }
+              cursor = answer.cursor
+              if (!answer.more) return { total, cursor, round }
+            }
+            throw new Error("the provider asked for another round at once 100 times")
+          })
+        const first = await run(pollToEnd(undefined, 1))
+        expect(first.total.errors).toEqual([])
+        expect(first.total.created, "the first poll stored nothing from the fake").toBeGreaterThan(0)
+        expect(await run(events(userId, "created"))).toBe(first.total.created)
+        const again = await run(pollToEnd(first.cursor, first.round + 1))
+        expect(again.total.errors).toEqual([])
+        expect({ created: again.total.created, updated: again.total.updated }).toEqual({ created: 0, updated: 0 })
+      })
 
       if (options.signedNotification !== undefined) {
         const signed = options.signedNotification
