@@ -69,7 +69,9 @@ export const WithingsConfig = Config.all({
    */
   rateLimit: Config.all({
     requests: positive("WITHINGS_RATE_LIMIT", 120),
-    window: Config.duration("WITHINGS_RATE_LIMIT_WINDOW").pipe(Config.withDefault(Duration.minutes(1)))
+    window: Config.duration("WITHINGS_RATE_LIMIT_WINDOW").pipe(Config.withDefault(Duration.minutes(1))),
+    /** How long to wait after Withings answers "too many requests" (status 601); Withings asks for at least a minute. */
+    backoff: Config.duration("WITHINGS_RATE_LIMIT_BACKOFF").pipe(Config.withDefault(Duration.minutes(1)))
   }),
   /** An optional limit per Withings user (Withings documents none), in the same window. */
   userRateLimit: Config.option(positive("WITHINGS_USER_RATE_LIMIT", 1)),

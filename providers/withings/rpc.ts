@@ -28,9 +28,6 @@ export class WithingsError extends Data.TaggedError("WithingsError")<{
   readonly retryAfter?: Duration.Duration | undefined
 }> {}
 
-/** Withings asks for at least a minute's back-off after a 601. */
-export const RATE_LIMIT_BACKOFF = Duration.minutes(1)
-
 /** Status codes to outcomes (the reference's "Status families"). */
 export const outcomeOf = (status: number): Outcome => {
   if (status === 401 || status === 100 || status === 101 || status === 102 || status === 200) return "invalid_token"
@@ -80,7 +77,7 @@ export const makeCall = (client: HttpClient.HttpClient, config: WithingsConfig, 
   if (request.bearer !== undefined) http = HttpClientRequest.bearerToken(http, Redacted.value(request.bearer))
   const send = client.execute(http).pipe(
     Effect.flatMap((response) => {
-      if (response.status === 429) return Effect.fail(new WithingsError({ outcome: "rate_limited", message: `Withings answered HTTP 429 to ${what}`, retryAfter: RATE_LIMIT_BACKOFF }))
+      if (response.status === 429) return Effect.fail(new WithingsError({ outcome: "rate_limited", message: `Withings answered HTTP 429 to ${what}`, retryAfter: config.rateLimit.backoff }))
       if (response.status !== 200) return Effect.fail(unavailable(`Withings answered HTTP ${response.status} to ${what}`))
       return response.json.pipe(Effect.mapError(() => unavailable(`Withings' answer to ${what} is not JSON`)))
     }),
@@ -92,7 +89,7 @@ export const makeCall = (client: HttpClient.HttpClient, config: WithingsConfig, 
           : Effect.succeed({})
       }
       const outcome = outcomeOf(status)
-      return Effect.fail(new WithingsError({ outcome, status, message: `Withings answered status ${status} to ${what}`, retryAfter: outcome === "rate_limited" ? RATE_LIMIT_BACKOFF : undefined }))
+      return Effect.fail(new WithingsError({ outcome, status, message: `Withings answered status ${status} to ${what}`, retryAfter: outcome === "rate_limited" ? config.rateLimit.backoff : undefined }))
     }),
     Effect.timeoutFail({ duration: TIMEOUT, onTimeout: () => unavailable(`Withings did not answer ${what} in time`) }),
     Effect.catchTags({
