@@ -272,6 +272,8 @@ export interface InjectRule {
   readonly path: string | RegExp
   /** Only requests with this action. */
   readonly action?: string
+  /** Only requests whose query and form fields include these (e.g. `{ offset: "3" }`: a second page). */
+  readonly params?: Readonly<Record<string, string>>
   /** Answer HTTP 200 with this Withings status (and `error`). */
   readonly withingsStatus?: number
   readonly error?: string
@@ -1106,7 +1108,8 @@ const takeRule = (rules: Array<ActiveRule>, ex: Exchange): InjectRule | undefine
     const methodMatches = rule.method === undefined || rule.method.toUpperCase() === ex.method
     const pathMatches = typeof rule.path === "string" ? rule.path === ex.url.pathname : rule.path.test(ex.url.pathname)
     const actionMatches = rule.action === undefined || rule.action === ex.params.get("action")
-    return methodMatches && pathMatches && actionMatches
+    const paramsMatch = Object.entries(rule.params ?? {}).every(([name, value]) => ex.params.get(name) === value)
+    return methodMatches && pathMatches && actionMatches && paramsMatch
   })
   const active = rules[index]
   if (active === undefined) return undefined
