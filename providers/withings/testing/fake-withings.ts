@@ -348,6 +348,8 @@ export interface FakeWithings {
   readonly state: FakeWithingsState
   readonly requests: Array<RecordedRequest>
   inject(rule: InjectRule): void
+  /** Drops every injected rule not yet used up. */
+  clearInjected(): void
   /** Adds (or replaces) a user with empty data. */
   addUser(userId: string, init?: Partial<Omit<FakeWithingsUser, "userId">>): FakeWithingsUser
   /** Issues tokens without the consent flow (scopes default: all). */
@@ -1203,6 +1205,7 @@ export const startFakeWithings = async (options: FakeWithingsOptions = {}): Prom
     state,
     requests,
     inject: (rule) => void rules.push({ rule, remaining: rule.times ?? 1 }),
+    clearInjected: () => void rules.splice(0),
     addUser,
     connect: (userId, scopes = SCOPES) => {
       userOf(userId)
