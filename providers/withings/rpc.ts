@@ -53,8 +53,11 @@ export interface CallRequest {
 /** A call's answer body (status 0). */
 export type Call = (request: CallRequest) => Effect.Effect<Readonly<Record<string, unknown>>, WithingsError>
 
-/** A budget wait this short is waited out where the call is made; a longer one is handed back. */
-export const MAX_INLINE_WAIT = Duration.seconds(10)
+/**
+ * A budget wait up to one window is waited out where the call is made: a poll round that gave
+ * up half-way would spend its requests again when tried later. Longer waits are handed back.
+ */
+const maxInlineWait = (config: WithingsConfig) => Duration.min(config.rateLimit.window, Duration.seconds(65))
 
 const TIMEOUT = Duration.seconds(30)
 
@@ -65,7 +68,7 @@ export const makeCall = (client: HttpClient.HttpClient, config: WithingsConfig, 
     for (;;) {
       const next = yield* budget.take(request.user)
       if (next._tag === "Go") return
-      if (Duration.greaterThan(next.after, MAX_INLINE_WAIT)) {
+      if (Duration.greaterThan(next.after, maxInlineWait(config))) {
         return yield* new WithingsError({ outcome: "rate_limited", message: "Withings' shared request budget is used up for now", retryAfter: next.after })
       }
       yield* Effect.sleep(next.after)
