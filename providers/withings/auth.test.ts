@@ -5,11 +5,14 @@
  */
 import { FetchHttpClient, HttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
+import * as Host from "@wearflow/core/host"
 import { AuthError, type ConnectionTokens, type Credentials, type ProviderAuth } from "@wearflow/core/provider"
-import { ConfigProvider, Effect, Either, Redacted } from "effect"
-import { makeAuth, OAUTH2 } from "./auth.ts"
+import { ConfigProvider, Effect, Either, Layer, Redacted } from "effect"
+import { decodeTokenAnswer, makeAuth, OAUTH2 } from "./auth.ts"
 import * as Budget from "./budget.ts"
 import { WithingsConfig } from "./config.ts"
+import { manifest } from "./mod.ts"
+import { layerProviderOn, WithingsProvider } from "./provider.ts"
 import { makeCall } from "./rpc.ts"
 import { startFakeWithings, type FakeWithings } from "./testing/fake-withings.ts"
 
@@ -78,6 +81,23 @@ const failureOf = <A>(result: Either.Either<A, AuthError>): AuthError => {
 }
 
 const grantsOf = (fake: FakeWithings, userId: string) => [...fake.state.grants.values()].filter((grant) => grant.userId === userId)
+
+describe("Withings token answers", () => {
+  it("read as standard answers: status 0 is the inner body, other statuses the error they stand for, Withings' text dropped", () => {
+    const withings = (status: number, body: unknown = {}) => decodeTokenAnswer({ status: 200, body: { status, body, error: "free text 10.1.2.3" } })
+    expect(withings(0, { access_token: "a", userid: "1" })).toEqual({ status: 200, body: { access_token: "a", userid: "1" } })
+    expect(withings(503)).toEqual({ status: 400, body: { error: "invalid_grant" } })
+    expect(withings(601)).toEqual({ status: 429, body: { error: "temporarily_unavailable" } })
+    expect(withings(522)).toEqual({ status: 503, body: { error: "temporarily_unavailable" } })
+    expect(withings(9999)).toEqual({ status: 503, body: { error: "temporarily_unavailable" } })
+    expect(withings(401)).toEqual({ status: 401, body: { error: "invalid_client" } })
+    expect(withings(214)).toEqual({ status: 400, body: { error: "unauthorized_client" } })
+    // Not Withings' shape: unreadable. Not HTTP 200 (a proxy): as HTTP says.
+    expect(decodeTokenAnswer({ status: 200, body: { access_token: "a" } })).toEqual({ status: 200, body: undefined })
+    expect(decodeTokenAnswer({ status: 200, body: undefined })).toEqual({ status: 200, body: undefined })
+    expect(decodeTokenAnswer({ status: 502, body: undefined })).toEqual({ status: 502, body: undefined })
+  })
+})
 
 describe("Withings OAuth 2.0", () => {
   it.scoped("the authorize URL asks for comma-separated scopes with state, redirect_uri and client_id, never the secret", () =>
@@ -248,6 +268,35 @@ describe("Withings OAuth 2.0", () => {
       expect(begun.message).toContain("WITHINGS_CLIENT_SECRET")
       expect(failureOf(yield* Effect.either(auth.refresh(Redacted.make("r")))).reason).toBe("misconfigured")
       expect(failureOf(yield* Effect.either(auth.deregister({ bearer: Redacted.make("a"), state: { userid: "1" } }))).reason).toBe("misconfigured")
+    }).pipe(Effect.provide(FetchHttpClient.layer)))
+})
+
+describe("Withings auth in the plugin host", () => {
+  it.scoped("connects, refreshes and revokes through the plugin's sandboxed HttpClient (only the declared API host)", () =>
+    Effect.gen(function* () {
+      const fake = yield* Effect.acquireRelease(
+        Effect.promise(() => startFakeWithings({ clientId: "client-1", clientSecret: "secret-1" })),
+        (fake) => Effect.promise(() => fake.close())
+      )
+      const env = new Map([
+        ["WITHINGS_CLIENT_ID", "client-1"],
+        ["WITHINGS_CLIENT_SECRET", "secret-1"],
+        ["WITHINGS_API_URL", fake.url],
+        ["WITHINGS_AUTH_URL", `${fake.url}/oauth2_user/authorize2`]
+      ])
+      const unmetered = layerProviderOn.pipe(Layer.provide(Layer.succeed(Budget.WithingsBudget, Budget.unlimited)))
+      const provider = yield* Effect.provide(WithingsProvider, Host.load({ manifest, layer: unmetered }, ConfigProvider.fromMap(env)))
+      const auth = provider.auth!
+      expect(auth.flows).toEqual([OAUTH2])
+      fake.state.nextConsent = "30000060"
+      const { authorizeUrl, pending } = yield* auth.begin(OAUTH2, { callbackUrl: CALLBACK, state: "state-1" })
+      // The configured default scopes.
+      expect(new URL(authorizeUrl).searchParams.get("scope")).toBe("user.metrics,user.activity")
+      const connected = yield* auth.complete(OAUTH2, { callbackUrl: CALLBACK, pending, query: yield* consent(authorizeUrl) })
+      expect(connected.tokens.state).toEqual({ userid: "30000060", scopes: ["user.metrics", "user.activity"] })
+      const refreshed = yield* auth.refresh(connected.tokens.refreshToken!)
+      yield* auth.deregister(credentialsOf({ ...refreshed, state: connected.tokens.state }))
+      expect(grantsOf(fake, "30000060").every((grant) => grant.revoked)).toBe(true)
     }).pipe(Effect.provide(FetchHttpClient.layer)))
 })
 
