@@ -344,7 +344,7 @@ describe("Withings deregistration (signed revoke)", () => {
       expect(yield* setupped.use(grant.access_token)).toBe(0)
     }).pipe(Effect.provide(FetchHttpClient.layer)))
 
-  it.scoped("a rate-limited or unreachable revoke is unavailable (core retries) and revokes nothing", () =>
+  it.scoped("a rate-limited or unreachable revoke is unavailable (core retries), a refused one denied; neither revokes anything", () =>
     Effect.gen(function* () {
       const setupped = yield* setup()
       const { auth, fake, use } = setupped
@@ -356,6 +356,11 @@ describe("Withings deregistration (signed revoke)", () => {
       expect(failureOf(yield* Effect.either(auth.deregister(credentials))).reason).toBe("unavailable")
       fake.inject({ path: "/v2/oauth2", action: "revoke", httpStatus: 502 })
       expect(failureOf(yield* Effect.either(auth.deregister(credentials))).reason).toBe("unavailable")
+      // Withings refusing the revoke outright (an "unauthorized" status): denied, core disconnects and logs it.
+      fake.inject({ path: "/v2/oauth2", action: "revoke", withingsStatus: 214, error: "Unauthorized for 10.1.2.3" })
+      const unauthorized = failureOf(yield* Effect.either(auth.deregister(credentials)))
+      expect(unauthorized.reason).toBe("denied")
+      expect(unauthorized.message).not.toContain("10.1.2.3")
       expect(yield* use(grant.access_token)).toBe(0)
       yield* auth.deregister(credentials)
       expect(yield* use(grant.access_token)).toBe(401)
