@@ -251,6 +251,27 @@ describe("core OAuth 2.0", () => {
       expect(Redacted.value(connected.tokens.accessToken!)).toBe("w-access")
     }).pipe(Effect.provide(FetchHttpClient.layer)))
 
+  it.scoped("stateOf makes the connection's state from each token answer, and leaves it undefined (kept) when it says nothing", () =>
+    Effect.gen(function* () {
+      const { server, oauth2 } = yield* setup({
+        pkce: false,
+        stateOf: (answer) => {
+          const userid = (answer as { userid?: unknown }).userid
+          return typeof userid === "string" ? { userid } : undefined
+        }
+      })
+      server.answer(
+        "/token",
+        { status: 200, body: { userid: "363", access_token: "a-1", refresh_token: "r-1", expires_in: 10800 } },
+        { status: 200, body: { userid: "363", access_token: "a-2", refresh_token: "r-2", expires_in: 10800 } },
+        { status: 200, body: { access_token: "a-3", refresh_token: "r-3", expires_in: 10800 } }
+      )
+      const connected = yield* oauth2.complete({ callbackUrl: "http://app.test/callback", pending: {}, query: { code: "code-1" } })
+      expect(connected.tokens.state).toEqual({ userid: "363" })
+      expect((yield* oauth2.refresh(Redacted.make("r-1"))).state).toEqual({ userid: "363" })
+      expect((yield* oauth2.refresh(Redacted.make("r-2"))).state).toBeUndefined()
+    }).pipe(Effect.provide(FetchHttpClient.layer)))
+
   it.scoped("revoke posts the token per RFC 7009 with client credentials, or in the query string as a provider wants it", () =>
     Effect.gen(function* () {
       const post = yield* setup()

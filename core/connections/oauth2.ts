@@ -74,6 +74,12 @@ export interface OAuth2Provider {
    * an HTTP 200 as `{status, body}`): its result is read as RFC 6749 says.
    */
   readonly decode?: ((answer: TokenAnswer) => TokenAnswer) | undefined
+  /**
+   * The provider's state for the connection (ConnectionTokens.state) from a successful token
+   * answer's body, as decoded, on a code exchange and on every refresh; undefined keeps the
+   * stored state (e.g. a refresh answer that leaves the user out).
+   */
+  readonly stateOf?: ((answer: unknown, tokens: ConnectionTokens) => unknown) | undefined
   /** Overrides how an error answer maps to a reason; undefined falls back to the default mapping. */
   readonly classify?: ((failure: OAuth2Failure) => AuthError["reason"] | undefined) | undefined
   /**
@@ -195,7 +201,8 @@ export const make = (client: HttpClient.HttpClient, provider: OAuth2Provider): O
         refreshTokenExpiresAt: body.refresh_token_expires_in === undefined ? undefined : new Date(now + body.refresh_token_expires_in * 1000),
         scopes: body.scope?.split(separator).map((s) => s.trim()).filter((s) => s.length > 0)
       }
-      return { tokens, answer: answer.body }
+      const state = provider.stateOf?.(answer.body, tokens)
+      return { tokens: state === undefined ? tokens : { ...tokens, state }, answer: answer.body }
     })
 
   const readTokens = (raw: TokenAnswer, what: string, previous?: Redacted.Redacted<string>) =>

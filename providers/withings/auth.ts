@@ -9,7 +9,7 @@
  */
 import type { HttpClient } from "@effect/platform"
 import * as OAuth2 from "@wearflow/core/connections/oauth2"
-import { AuthError, type Connected, type ConnectionTokens, type ProviderAuth } from "@wearflow/core/provider"
+import { AuthError, type ConnectionTokens, type ProviderAuth } from "@wearflow/core/provider"
 import { Duration, Effect, Option, Schema } from "effect"
 import { apiUrlOf, clientOf, type WithingsConfig } from "./config.ts"
 import { type Call, outcomeOf, type WithingsError } from "./rpc.ts"
@@ -88,7 +88,17 @@ export const makeAuth = (client: HttpClient.HttpClient, config: WithingsConfig, 
       onSome: ({ userid }) => Effect.succeed({ providerUserId: userid })
     })
 
-  const spec: OAuth2.OAuth2Provider = {
+  /**
+   * The state is the user and the scopes the answer names, on a refresh too (a connection
+   * linked without scopes learns them). Withings may leave `userid` or `scope` out of a
+   * refresh answer: then there is no new state and core keeps the stored one.
+   */
+  const stateOfAnswer = (answer: unknown, tokens: ConnectionTokens): WithingsState | undefined => {
+    const userid = Option.getOrUndefined(identifiedOf(answer))?.userid
+    return userid === undefined || tokens.scopes === undefined ? undefined : stateFor(userid, tokens.scopes)
+  }
+
+  const oauth2 = OAuth2.make(client, {
     name: "Withings",
     authorizeUrl: config.authorizeUrl,
     tokenUrl: apiUrlOf(config.apiUrl, "/v2/oauth2").href,
@@ -99,40 +109,10 @@ export const makeAuth = (client: HttpClient.HttpClient, config: WithingsConfig, 
     clientAuth: "body",
     tokenParams: { action: "requesttoken" },
     decode: decodeTokenAnswer,
+    stateOf: stateOfAnswer,
     timeout: TIMEOUT,
     identify
-  }
-  const oauth2 = OAuth2.make(client, spec)
-
-  const complete: ProviderAuth["complete"] = (_flow, input) =>
-    Effect.map(oauth2.complete(input), (connected): Connected => ({
-      providerUserId: connected.providerUserId,
-      tokens: { ...connected.tokens, state: stateFor(connected.providerUserId, connected.tokens.scopes) }
-    }))
-
-  /**
-   * A new pair (the refresh token rotates). When the answer names the user and the scopes,
-   * they become the state (a connection linked without scopes learns them); Withings may
-   * leave `userid` out, and then the state is left undefined so core keeps the stored one.
-   */
-  const refresh: ProviderAuth["refresh"] = (refreshToken) =>
-    Effect.suspend(() => {
-      // The module hands the decoded answer to identify only on a code exchange: this
-      // refresh's own instance keeps it from its decode hook.
-      let answered: unknown
-      const once = OAuth2.make(client, {
-        ...spec,
-        decode: (raw) => {
-          const answer = decodeTokenAnswer(raw)
-          answered = answer.body
-          return answer
-        }
-      })
-      return Effect.map(once.refresh(refreshToken), (tokens): ConnectionTokens => {
-        const userid = Option.getOrUndefined(identifiedOf(answered))?.userid
-        return userid === undefined || tokens.scopes === undefined ? tokens : { ...tokens, state: stateFor(userid, tokens.scopes) }
-      })
-    })
+  })
 
   const unavailable = (error: WithingsError) => new AuthError({ message: error.message, reason: "unavailable", status: error.status })
   const transient = (error: WithingsError) => error.outcome === "rate_limited" || error.outcome === "unavailable"
@@ -170,8 +150,12 @@ export const makeAuth = (client: HttpClient.HttpClient, config: WithingsConfig, 
   return {
     flows: [OAUTH2],
     begin: (_flow, input) => oauth2.begin(input),
-    complete,
-    refresh,
+    // An exchange answer without `scope` still names the user: the state keeps them, scopes unknown.
+    complete: (_flow, input) =>
+      Effect.map(oauth2.complete(input), (connected) =>
+        connected.tokens.state === undefined ? { ...connected, tokens: { ...connected.tokens, state: stateFor(connected.providerUserId, undefined) } } : connected),
+    // A refresh token works until the new access token is used: core stores each new pair whole.
+    refresh: oauth2.refresh,
     deregister
   }
 }
