@@ -30,7 +30,7 @@ const callbackUrl = (secret = SECRET) => `${server.baseUrl}${CALLBACK_PATH}/${se
 const inboxRows = async () =>
   (await db.query<{ kind: string; body: string }>("select kind, body from inbox where provider = 'withings' order by id")).rows.map((row) => ({ kind: row.kind, body: JSON.parse(row.body) as unknown }))
 
-const post = (body: string | Uint8Array, secret = SECRET, contentType = "application/x-www-form-urlencoded") =>
+const post = (body: string | Uint8Array<ArrayBuffer>, secret = SECRET, contentType = "application/x-www-form-urlencoded") =>
   fetch(callbackUrl(secret), { method: "POST", headers: { "content-type": contentType }, body })
 
 beforeAll(async () => {
