@@ -6,5 +6,5 @@
 import { defineConfig } from "@wearflow/core/registry"
 
 export default defineConfig({
-  plugins: ["garmin", "oura", "postgres", "webhooks", "s3"]
+  plugins: ["garmin", "oura", "withings", "postgres", "webhooks", "s3"]
 })

@@ -88,12 +88,13 @@ describe("plugins from configuration", () => {
     expect(Object.keys(health.sinks).sort()).toEqual(["postgres", "s3", "webhooks"])
   })
 
-  it("runs the default list (Oura included) with no OURA_* set: it serves, warns once that Oura's subscriptions are not managed, and stays idle", async () => {
+  it("runs the default list (Oura and Withings included) with no OURA_* or WITHINGS_* set: it serves, warns once for each, and stays idle", async () => {
     const { WEARFLOW_PLUGINS: _default, ...env } = await envWith("")
     const server = await startServer({ ...env, WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis" })
     servers.push(server)
     const spec = (await (await fetch(`${server.baseUrl}/openapi.json`)).json()) as { paths: Record<string, unknown> }
     expect(Object.keys(spec.paths)).toContain("/api/v1/webhooks/oura")
+    expect(Object.keys(spec.paths)).toContain("/api/v1/webhooks/withings/{secret}")
     // Background loops have gone round many times since the start: a daemon that retried would have logged again.
     await eventually(async () => {
       const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
@@ -101,6 +102,7 @@ describe("plugins from configuration", () => {
     }, 30_000)
     const logs = server.logs()
     expect(logs.match(/Oura webhook subscriptions are not managed/g)).toHaveLength(1)
+    expect(logs.match(/WITHINGS_NOTIFY_SECRET is not set/g)).toHaveLength(1)
     expect(logs.split("\n").filter((line) => /level=(ERROR|FATAL)/.test(line))).toEqual([])
   })
 
