@@ -101,7 +101,7 @@ export const makeBackfill = (call: Call, _config: WithingsConfig): ProviderBackf
         const page = yield* listPage(call, who, FAMILIES[kind], selection, offset, extra)
         if (page.page !== undefined) yield* commit(page.page)
         documents.push(...page.documents)
-        timezone = timezone ?? page.timezone
+        timezone = page.userTimezone ?? timezone ?? page.timezone
         if (page.next === undefined) return { documents, timezone }
         offset = page.next
       }

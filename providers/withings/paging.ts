@@ -89,7 +89,9 @@ export interface ListPage {
   readonly documents: ReadonlyArray<Json>
   /** The offset of the next page; undefined on the last. */
   readonly next: number | undefined
-  /** The user's timezone, when the answer named one. */
+  /** The account's timezone, when the answer names it (getmeas). */
+  readonly userTimezone: string | undefined
+  /** The first timezone the documents name (where the user was). */
   readonly timezone: string | undefined
 }
 
@@ -111,10 +113,11 @@ export const listPage = (call: Call, who: Who, family: ListFamily, selection: Se
     const nextOffset = body["offset"]
     // A page that does not move the offset on would be asked for forever.
     if (more && !(typeof nextOffset === "number" && Number.isSafeInteger(nextOffset) && nextOffset > offset)) return yield* malformed(family.action)
-    const timezone = zoneOf(body["timezone"]) ?? documents.map((d) => zoneOf(d["timezone"])).find((z) => z !== undefined)
-    const stored: Json = family.kind === "getmeas" ? { userid: who.userid, timezone: zoneOf(body["timezone"]) ?? null, measuregrps: documents } : { userid: who.userid, [family.list]: documents }
+    const userTimezone = zoneOf(body["timezone"])
+    const timezone = documents.map((d) => zoneOf(d["timezone"])).find((z) => z !== undefined)
+    const stored: Json = family.kind === "getmeas" ? { userid: who.userid, timezone: userTimezone ?? null, measuregrps: documents } : { userid: who.userid, [family.list]: documents }
     const page = documents.length === 0 ? undefined : { kind: family.kind, body: JSON.stringify(stored), itemCount: documents.length }
-    return { page, documents, next: more ? (nextOffset as number) : undefined, timezone } satisfies ListPage
+    return { page, documents, next: more ? (nextOffset as number) : undefined, userTimezone, timezone } satisfies ListPage
   })
 
 export type WindowKind = Extract<PageKind, "intraday" | "sleep">

@@ -63,6 +63,11 @@ const Cursor = Schema.Struct({
   intraday: Day,
   /** Day windows due but not fetched yet (a round's bound). */
   pending: Schema.Struct({ intraday: Schema.Array(Day), sleep: Schema.Array(Day) }),
+  /**
+   * While a round handed over: what it had not finished (families, then the day windows).
+   * The next round does only these, so a small page budget still gets through everything.
+   */
+  unfinished: Schema.optional(Schema.Array(Schema.Literal("getmeas", "getactivity", "getworkouts", "getsummary", "windows"))),
   /** When the subscriptions were last made right (unix seconds). */
   checked: Schema.optional(Seconds),
   /** The user's timezone, as Withings' answers last named it (day windows carry it). */
@@ -159,7 +164,10 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
 
       // 2. The list families, each from its own lastupdate.
       const families: Record<ListKind, FamilyCursor> = { ...cursor.families }
+      const stages = cursor.unfinished ?? [...LIST_KINDS, "windows"]
+      const unfinished: Array<ListKind | "windows"> = []
       for (const kind of LIST_KINDS) {
+        if (!stages.includes(kind)) continue
         const family = FAMILIES[kind]
         const place = cursor.families[kind]
         if (!allows(credentials, family.scope)) continue
@@ -169,6 +177,7 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
         for (;;) {
           if (requestsLeft <= 0) {
             more = true
+            unfinished.push(kind)
             families[kind] = { since: place.since, offset, next }
             break
           }
@@ -176,7 +185,8 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
           requestsLeft--
           if (page === "unauthorized") break
           if (page.page !== undefined) yield* commit(page.page)
-          timezone = page.timezone ?? timezone
+          // The account's timezone (getmeas names it) wins; documents' only fill in for want of it.
+          timezone = page.userTimezone ?? timezone ?? page.timezone
           for (const document of page.documents) {
             for (const day of windowDaysOf(kind, document)) (kind === "getactivity" ? due.intraday : due.sleep).add(day)
           }
@@ -192,7 +202,7 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
 
       // 3. Whole UTC days of intraday activity and sleep series.
       let walked = cursor.intraday
-      const windows = allows(credentials, WINDOW_SCOPE)
+      const windows = allows(credentials, WINDOW_SCOPE) && stages.includes("windows")
       if (windows) {
         const floor = utcDayOf(Math.max(0, start - lookback))
         for (const day of daysBetween(walked < floor ? floor : walked, today)) due.intraday.add(day)
@@ -204,6 +214,7 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
         for (const day of [...due[kind]].sort()) {
           if (windowsLeft <= 0 || requestsLeft <= 0) {
             more = true
+            if (!unfinished.includes("windows")) unfinished.push("windows")
             break
           }
           const page = yield* unauthorized(windowPage(call, who, kind, day, timezone))
@@ -219,11 +230,14 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
         }
       }
 
+      // Days the unfinished families bring wait for the windows after them.
+      if (unfinished.length > 0 && !unfinished.includes("windows")) unfinished.push("windows")
       const nextCursor: Cursor = {
         v: 1,
         families,
         intraday: walked,
         pending: { intraday: [...due.intraday].sort(), sleep: [...due.sleep].sort() },
+        ...(unfinished.length === 0 ? {} : { unfinished }),
         ...(checked === undefined ? {} : { checked }),
         ...(timezone === undefined ? {} : { timezone })
       }
