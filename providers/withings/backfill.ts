@@ -8,14 +8,14 @@
  * - activity days, workouts and nights by their day (`startdateymd`..`enddateymd`), the
  *   days whose UTC midnight lies in the range (adjacent windows share no day, as Oura's);
  * - sleep series for the whole UTC days the range's nights touch;
- * - intraday activity (steps) for the range's UTC day, when an activity day touches it (the
- *   activity rows also name the user's timezone).
+ * - intraday activity (steps) for the range's UTC day (the activity days around it name the
+ *   user's timezone).
  */
 import type { BackfillAnswer, BackfillType, Credentials, HistoryPages, NotificationItem, ProviderBackfill, TimeRange } from "@wearflow/core/provider"
 import { Effect } from "effect"
 import type { WithingsConfig } from "./config.ts"
 import { dayOf, timeOf } from "./normalize.ts"
-import { DAY_S, FAMILIES, type ListKind, listPage, midnightOf, numbered, type Selection, utcDayOf, WINDOW_SCOPE, type WindowKind, windowDaysOf, windowPage, type Who } from "./paging.ts"
+import { DAY_S, FAMILIES, type ListKind, listPage, midnightOf, numbered, type Selection, utcDayOf, WINDOW_SCOPE, type WindowKind, windowDaysOf, windowPage, windowPageOf, windowSeries, type Who } from "./paging.ts"
 import type { Call, WithingsError } from "./rpc.ts"
 import { allows, stateOf } from "./state.ts"
 
@@ -130,11 +130,18 @@ export const makeBackfill = (call: Call, _config: WithingsConfig): ProviderBackf
           break
         }
         case "Intraday": {
-          // The activity days around the range name the user's timezone, and which UTC days have any activity.
-          const activity = yield* wholeList(who, "getactivity", { _tag: "Days", first: shiftDay(first, -1), last: shiftDay(last, 1) }, () => Effect.void)
-          const wanted = new Set(days)
-          const touched = activity.documents.flatMap((d) => windowDaysOf("getactivity", d)).filter((day) => wanted.has(day))
-          yield* dayWindows(who, "intraday", touched, activity.timezone, commit)
+          // Each UTC day of the range; a day with data asks the activity days around it for the user's timezone (once).
+          let timezone: string | undefined
+          let asked = false
+          for (const day of days) {
+            const series = yield* windowSeries(call, who, "intraday", day)
+            if (series === undefined) continue
+            if (!asked) {
+              asked = true
+              timezone = (yield* wholeList(who, "getactivity", { _tag: "Days", first: shiftDay(first, -1), last: shiftDay(last, 1) }, () => Effect.void)).timezone
+            }
+            yield* commit(windowPageOf(who, "intraday", day, series, timezone))
+          }
           break
         }
       }

@@ -159,11 +159,8 @@ export const windowDaysOf = (kind: ListKind, document: Json): ReadonlyArray<stri
 
 const hasEntries = (series: unknown): boolean => (Array.isArray(series) ? series.length > 0 : isObject(series) && Object.keys(series).length > 0)
 
-/**
- * Fetches one whole UTC day of intraday activity or sleep series; undefined when Withings
- * has nothing for it (an empty window would store nothing).
- */
-export const windowPage = (call: Call, who: Who, kind: WindowKind, day: string, timezone: string | undefined) =>
+/** One whole UTC day of intraday activity or sleep series, as Withings answers it; undefined when it has nothing for the day. */
+export const windowSeries = (call: Call, who: Who, kind: WindowKind, day: string) =>
   Effect.gen(function* () {
     const startdate = midnightOf(day)
     const enddate = startdate + DAY_S
@@ -173,10 +170,22 @@ export const windowPage = (call: Call, who: Who, kind: WindowKind, day: string, 
     const body = yield* call({ ...request, bearer: who.bearer, user: who.userid })
     const series = body["series"] ?? []
     if (!Array.isArray(series) && !isObject(series)) return yield* malformed(request.action)
-    if (!hasEntries(series)) return undefined
-    const stored = { userid: who.userid, startdate, enddate, timezone: timezone ?? null, series }
-    return { kind, body: JSON.stringify(stored), itemCount: 1 } satisfies HistoryPage
+    return hasEntries(series) ? series : undefined
   })
+
+/** A day window's page: the window asked for, the user's timezone and Withings' series. */
+export const windowPageOf = (who: Who, kind: WindowKind, day: string, series: unknown, timezone: string | undefined): HistoryPage => {
+  const startdate = midnightOf(day)
+  const stored = { userid: who.userid, startdate, enddate: startdate + DAY_S, timezone: timezone ?? null, series }
+  return { kind, body: JSON.stringify(stored), itemCount: 1 }
+}
+
+/**
+ * Fetches one whole UTC day of intraday activity or sleep series; undefined when Withings
+ * has nothing for it (an empty window would store nothing).
+ */
+export const windowPage = (call: Call, who: Who, kind: WindowKind, day: string, timezone: string | undefined) =>
+  Effect.map(windowSeries(call, who, kind, day), (series) => (series === undefined ? undefined : windowPageOf(who, kind, day, series, timezone)))
 
 /** The user's devices, as a `getdevice` page; undefined when there are none. */
 export const devicePage = (call: Call, who: Who) =>
