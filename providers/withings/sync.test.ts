@@ -140,6 +140,33 @@ describe("the Withings poll", () => {
     expect(documentsOf(all, "sleep").length).toBeGreaterThan(0)
   })
 
+  it("a continuation loses nothing when documents already fetched change between rounds (they move to the end of the changelog)", async () => {
+    const userId = newUser()
+    seedRecent(fake, userId)
+    const user = fake.state.users.get(userId)!
+    const sync = await syncOf({ WITHINGS_SYNC_MAX_PAGES: "2" })
+    const credentials = connectionOf(fake, userId, ["user.metrics"])
+    const seen = new Set<string>()
+    const keep = (commits: ReadonlyArray<HistoryPage>) => documentsOf(commits, "getmeas").forEach((g) => seen.add(String(g["grpid"])))
+    // Round 1: devices and the first page; round 2: two more pages (offsets 3 and 6), handing over.
+    const first = await poll(sync, credentials, undefined, userId)
+    const second = await poll(sync, credentials, cursorOf(first.answer), userId)
+    keep(first.commits)
+    keep(second.commits)
+    expect(second.answer).toMatchObject({ _tag: "Polled", more: true })
+    // Two groups of the first page change: every group after them moves two places towards the start.
+    for (const group of user.measuregrps.slice(0, 2)) fake.revise(userId, "measuregrps", { ...group, comment: "edited" })
+    let cursor = cursorOf(second.answer)
+    for (let round = 0; ; round++) {
+      expect(round).toBeLessThan(50)
+      const { answer, commits } = await poll(sync, credentials, cursor, userId)
+      keep(commits)
+      cursor = cursorOf(answer)
+      if (answer._tag === "Polled" && !answer.more) break
+    }
+    expect([...seen].sort()).toEqual(ids(user.measuregrps, "grpid"))
+  })
+
   it("a round run again from the same cursor (a crash before core stored the next) commits the same pages under the same numbers", async () => {
     const userId = newUser()
     seedRecent(fake, userId)

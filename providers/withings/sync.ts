@@ -131,9 +131,11 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
       const who: Who = { bearer: credentials.bearer, userid: state.userid }
       const start = Math.floor(Date.now() / 1000)
       const today = utcDayOf(start)
-      const cursor = cursorText === undefined
-        ? initialCursor(start, lookback)
-        : Option.getOrElse(decodeCursor(cursorText), () => initialCursor(start, lookback))
+      const decoded = cursorText === undefined ? Option.none() : decodeCursor(cursorText)
+      if (cursorText !== undefined && Option.isNone(decoded)) {
+        yield* Effect.logWarning("the Withings poll's cursor could not be read; the poll starts again from its lookback")
+      }
+      const cursor = Option.getOrElse(decoded, () => initialCursor(start, lookback))
       const { commit } = numbered(pages)
       let requestsLeft = config.sync.maxPages
       let more = false
@@ -188,7 +190,8 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
           // The account's timezone (getmeas names it) wins; documents' only fill in for want of it.
           timezone = page.userTimezone ?? timezone ?? page.timezone
           for (const document of page.documents) {
-            for (const day of windowDaysOf(kind, document)) (kind === "getactivity" ? due.intraday : due.sleep).add(day)
+            // A day after today (a local day west of UTC ends tomorrow) is fetched by the walk once it is today.
+            for (const day of windowDaysOf(kind, document)) if (day <= today) (kind === "getactivity" ? due.intraday : due.sleep).add(day)
           }
           if (page.next === undefined) {
             families[kind] = { since: next }
