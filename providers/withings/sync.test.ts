@@ -3,6 +3,7 @@ import type { Credentials, HistoryPage, PollAnswer } from "@wearflow/core/provid
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type SubscriptionUpkeep, makeSync } from "./sync.ts"
+import { utcDaysOfLocalDay } from "./paging.ts"
 import { WithingsError } from "./rpc.ts"
 import { type FakeWithings, startFakeWithings } from "./testing/fake-withings.ts"
 import { DAY_S, callTo, connectionOf, documentsOf, recorder, recordsOf, seedIntraday, seedRecent } from "./testing/sync-harness.ts"
@@ -165,6 +166,34 @@ describe("the Withings poll", () => {
       if (answer._tag === "Polled" && !answer.more) break
     }
     expect([...seen].sort()).toEqual(ids(user.measuregrps, "grpid"))
+  })
+
+  it("makes 5 requests in a quiet steady-state round, and one per further UTC day today's activity day touches", async () => {
+    const userId = newUser()
+    seedRecent(fake, userId)
+    const sync = await syncOf()
+    const credentials = connectionOf(fake, userId)
+    let cursor: string | undefined
+    for (let round = 0; ; round++) {
+      expect(round).toBeLessThan(10)
+      const { answer } = await poll(sync, credentials, cursor, userId)
+      cursor = cursorOf(answer)
+      if (answer._tag === "Polled" && !answer.more) break
+    }
+    const quiet = fake.requests.length
+    cursor = cursorOf((await poll(sync, credentials, cursor, userId)).answer)
+    // getmeas, getactivity, getworkouts, getsummary, and today's intraday window.
+    expect(actionsSince(quiet).sort()).toEqual(["getactivity", "getintradayactivity", "getmeas", "getsummary", "getworkouts"])
+
+    // The user moves: today's activity row (their local day, in Amsterdam) changes.
+    const zone = "Europe/Amsterdam"
+    const localToday = new Date().toLocaleDateString("en-CA", { timeZone: zone })
+    fake.add(userId, "activities", { date: localToday, timezone: zone, hash_deviceid: "d1", deviceid: "d1", brand: 1, is_tracker: true, modelid: 93, steps: 1200 })
+    const today = new Date().toISOString().slice(0, 10)
+    const touched = new Set([...utcDaysOfLocalDay(localToday, zone)].filter((day) => day <= today).concat(today))
+    const moving = fake.requests.length
+    await poll(sync, credentials, cursor, userId)
+    expect(actionsSince(moving).length).toBe(4 + touched.size)
   })
 
   it("a round run again from the same cursor (a crash before core stored the next) commits the same pages under the same numbers", async () => {
