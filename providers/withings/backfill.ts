@@ -112,7 +112,7 @@ export const makeBackfill = (call: Call, _config: WithingsConfig): ProviderBackf
     Effect.forEach([...new Set(days)].sort(), (day) =>
       Effect.flatMap(windowPage(call, who, kind, day, timezone), (page) => (page === undefined ? Effect.void : commit(page))), { discard: true })
 
-  const fetch = (who: Who, plan: Plan, days: ReadonlyArray<string>, range: TimeRange, pages: HistoryPages) =>
+  const fetchRange = (who: Who, plan: Plan, days: ReadonlyArray<string>, range: TimeRange, pages: HistoryPages) =>
     Effect.gen(function* () {
       const { commit, count } = numbered(pages)
       const first = days[0]!
@@ -161,7 +161,7 @@ export const makeBackfill = (call: Call, _config: WithingsConfig): ProviderBackf
       const days = daysOf(range)
       if (history.plan._tag !== "Measures" && days.length === 0) return { _tag: "Fetched", pages: 0 } satisfies BackfillAnswer
       const who: Who = { bearer: credentials.bearer, userid: state.userid }
-      const committed = yield* fetch(who, history.plan, days, range, pages)
+      const committed = yield* fetchRange(who, history.plan, days, range, pages)
       return { _tag: "Fetched", pages: committed } satisfies BackfillAnswer
     }).pipe(
       Effect.catchAll((error) => Effect.succeed<BackfillAnswer>("outcome" in error || error._tag === "PageCommitError" ? failedOf(error) : error)),

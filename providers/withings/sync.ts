@@ -18,7 +18,7 @@
  * hands over with `more`: the cursor then says where each family stopped.
  */
 import type { Credentials, PollAnswer, ProviderSync, SyncPages } from "@wearflow/core/provider"
-import { Duration, Effect, Option, Schema } from "effect"
+import { Data, Duration, Effect, Option, Schema } from "effect"
 import type { WithingsConfig } from "./config.ts"
 import { DAY_S, FAMILIES, type ListKind, listPage, numbered, utcDayOf, WINDOW_SCOPE, type WindowKind, windowDaysOf, windowPage, type Who, devicePage } from "./paging.ts"
 import type { Call, WithingsError } from "./rpc.ts"
@@ -99,11 +99,8 @@ const daysBetween = (from: string, to: string): Array<string> => {
   return days
 }
 
-/** Why a round stopped short of an answer of its own. */
-class Refused {
-  readonly _tag = "Refused"
-  constructor(readonly message: string) {}
-}
+/** The connection cannot be polled as it is (no user id or token): it must be connected again. */
+class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> {}
 
 const answerOf = (error: WithingsError | Refused | { readonly _tag: "PageCommitError" }): PollAnswer => {
   if (error._tag === "Refused") return { _tag: "Forbidden", message: error.message }
@@ -126,8 +123,8 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
   const round = (credentials: Credentials, cursorText: string | undefined, pages: SyncPages) =>
     Effect.gen(function* () {
       const state = stateOf(credentials)
-      if (state === undefined) return yield* Effect.fail(new Refused("the connection holds no Withings user id: it must be connected again"))
-      if (credentials.bearer === undefined) return yield* Effect.fail(new Refused("the connection holds no Withings access token: it must be connected again"))
+      if (state === undefined) return yield* Effect.fail(new Refused({ message: "the connection holds no Withings user id: it must be connected again" }))
+      if (credentials.bearer === undefined) return yield* Effect.fail(new Refused({ message: "the connection holds no Withings access token: it must be connected again" }))
       const who: Who = { bearer: credentials.bearer, userid: state.userid }
       const start = Math.floor(Date.now() / 1000)
       const today = utcDayOf(start)
