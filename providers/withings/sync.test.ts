@@ -1,6 +1,6 @@
 /** The Withings poll against the fake Withings over loopback: what each round stores and where the next one starts. */
 import type { Credentials, HistoryPage, PollAnswer } from "@wearflow/core/provider"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type SubscriptionUpkeep, makeSync } from "./sync.ts"
 import { utcDaysOfLocalDay } from "./paging.ts"
@@ -104,6 +104,16 @@ describe("the Withings poll", () => {
     // getmeas answers `more: 1, offset` until its last page, which leaves both out.
     const offsets = fake.requests.slice(from).filter((r) => r.params["action"] === "getmeas").map((r) => Number(r.params["offset"] ?? 0))
     expect(offsets).toEqual(measures.map((_, i) => i * 3))
+
+    // Withings' last page may also say `more: 0, offset: 0`.
+    fake.state.getmeasLastPage = "zero"
+    try {
+      const zero = await poll(sync, credentials, undefined, userId)
+      expect(zero.answer).toMatchObject({ _tag: "Polled", more: false })
+      expect(zero.commits).toEqual(commits)
+    } finally {
+      fake.state.getmeasLastPage = "absent"
+    }
 
     const group = user.measuregrps[4]!
     const measures0 = group["measures"] as Array<Record<string, unknown>>
@@ -295,10 +305,12 @@ describe("the Withings poll", () => {
     const sync = await syncOf()
     const credentials = connectionOf(fake, userId)
 
-    fake.state.rateLimit.perWindow = 0
+    // Over Withings' app-wide limit (601): wait at least the minute Withings asks for.
+    fake.state.rateLimit.perWindow = 2
     try {
       const limited = await poll(sync, credentials, undefined, userId)
-      expect(limited.answer._tag).toBe("RateLimited")
+      expect(limited.answer._tag === "RateLimited" && limited.answer.retryAfter && Duration.toMillis(limited.answer.retryAfter)).toBe(60_000)
+      expect(fake.state.counters.rateLimited).toBeGreaterThan(0)
     } finally {
       fake.state.rateLimit.perWindow = undefined
     }
