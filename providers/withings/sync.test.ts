@@ -1,6 +1,11 @@
 /** The Withings poll against the fake Withings over loopback: what each round stores and where the next one starts. */
 import type { Credentials, HistoryPage, PollAnswer } from "@wearflow/core/provider"
-import { Duration, Effect } from "effect"
+import { FetchHttpClient } from "@effect/platform"
+import * as Host from "@wearflow/core/host"
+import { ConfigProvider, Duration, Effect, Layer } from "effect"
+import * as Budget from "./budget.ts"
+import { manifest } from "./mod.ts"
+import { layerProviderOn, WithingsProvider } from "./provider.ts"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type SubscriptionUpkeep, makeSync } from "./sync.ts"
 import { utcDaysOfLocalDay } from "./paging.ts"
@@ -338,5 +343,24 @@ describe("the Withings poll", () => {
     expect(revoked.answer).toEqual({ _tag: "Forbidden", message: "Withings refused the access token (status 401): the user must reconnect" })
     expect(revoked.commits).toEqual([])
     expect((await poll(sync, { bearer: credentials.bearer, state: undefined }, undefined, userId)).answer._tag).toBe("Forbidden")
+  })
+
+  it("polls through the Provider the plugin builds in its sandbox, whose itemsOf reads what the poll stored", async () => {
+    const userId = newUser()
+    seedRecent(fake, userId)
+    const provider = await Effect.runPromise(
+      Effect.provide(
+        WithingsProvider,
+        Host.load({ manifest, layer: layerProviderOn.pipe(Layer.provide(Layer.succeed(Budget.WithingsBudget, Budget.unlimited))) }, ConfigProvider.fromMap(new Map([["WITHINGS_API_URL", fake.url]])))
+          .pipe(Layer.provide(FetchHttpClient.layer))
+      )
+    )
+    const pages = recorder(userId)
+    const answer = await Effect.runPromise(provider.sync!.poll(connectionOf(fake, userId), undefined, pages))
+    expect(answer._tag).toBe("Polled")
+    const items = pages.commits.flatMap((c) => provider.itemsOf(c.kind, JSON.parse(c.body)))
+    expect(new Set(items.map((i) => i.key))).toEqual(new Set(["device", "measuregrp", "activity", "workout", "sleep_summary", "sleep_series"]))
+    expect(items.every((i) => i.user?._tag === "UserId" && i.user.id === userId)).toBe(true)
+    expect(provider.sync!.interval).toEqual(Duration.hours(1))
   })
 })
