@@ -325,6 +325,11 @@ describe("the Withings poll", () => {
     expect(timeout.answer).toEqual({ _tag: "Unavailable", message: "Withings answered status 522 to getworkouts" })
     fake.inject({ path: "/measure", httpStatus: 502, body: "bad gateway" })
     expect((await poll(sync, credentials, undefined, userId)).answer).toEqual({ _tag: "Unavailable", message: "Withings answered HTTP 502 to getmeas" })
+    // A page that says there is more but does not move the offset on would be asked for forever.
+    fake.inject({ path: "/measure", httpStatus: 200, body: JSON.stringify({ status: 0, body: { measuregrps: [], more: 1, offset: 0 } }) })
+    expect((await poll(sync, credentials, undefined, userId)).answer).toEqual({ _tag: "Unavailable", message: "Withings' answer to getmeas could not be read" })
+    fake.inject({ path: "/v2/measure", action: "getactivity", httpStatus: 200, body: JSON.stringify({ status: 0, body: { activities: "Europe/Paris 12.5 kg" } }) })
+    expect((await poll(sync, credentials, undefined, userId)).answer).toEqual({ _tag: "Unavailable", message: "Withings' answer to getactivity could not be read" })
     fake.inject({ path: "/v2/sleep", action: "getsummary", withingsStatus: 503 })
     expect((await poll(sync, credentials, undefined, userId)).answer._tag).toBe("Unavailable")
 
