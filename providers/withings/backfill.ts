@@ -160,7 +160,8 @@ export const makeBackfill = (call: Call, _config: WithingsConfig): ProviderBackf
       if (!allows(credentials, scope)) return { _tag: "Rejected", status: 0, message: `the user did not grant ${scope}` } satisfies BackfillAnswer
       const days = daysOf(range)
       if (history.plan._tag !== "Measures" && days.length === 0) return { _tag: "Fetched", pages: 0 } satisfies BackfillAnswer
-      const who: Who = { bearer: credentials.bearer, userid: state.userid }
+      // Bodies name the provider user core routes by (the same Withings user the state names).
+      const who: Who = { bearer: credentials.bearer, userid: pages.providerUserId }
       const committed = yield* fetchRange(who, history.plan, days, range, pages)
       return { _tag: "Fetched", pages: committed } satisfies BackfillAnswer
     }).pipe(

@@ -23,7 +23,7 @@ type Json = Readonly<Record<string, unknown>>
 
 const isObject = (value: unknown): value is Json => typeof value === "object" && value !== null && !Array.isArray(value)
 
-/** Who a request is for. */
+/** Who a request is for: the token, and the Withings user id its pages name (and its budget is drawn for). */
 export interface Who {
   readonly bearer: Redacted.Redacted<string> | undefined
   readonly userid: string

@@ -125,7 +125,8 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
       const state = stateOf(credentials)
       if (state === undefined) return yield* Effect.fail(new Refused({ message: "the connection holds no Withings user id: it must be connected again" }))
       if (credentials.bearer === undefined) return yield* Effect.fail(new Refused({ message: "the connection holds no Withings access token: it must be connected again" }))
-      const who: Who = { bearer: credentials.bearer, userid: state.userid }
+      // Bodies name the provider user core routes by (the same Withings user the state names).
+      const who: Who = { bearer: credentials.bearer, userid: pages.providerUserId }
       const start = Math.floor(Date.now() / 1000)
       const today = utcDayOf(start)
       const decoded = cursorText === undefined ? Option.none() : decodeCursor(cursorText)
