@@ -16,6 +16,11 @@
  * committed, so a failed or killed round is fetched again from the same cursor. A round
  * stops after WITHINGS_SYNC_MAX_PAGES requests (or a bounded number of day windows) and
  * hands over with `more`: the cursor then says where each family stopped.
+ *
+ * A quiet round for a user with every scope makes 5 requests (the four lists and today's
+ * intraday window); one more per other UTC day today's changed activity day touches (east of
+ * UTC: yesterday), two sleep windows after a night, and once per check interval the device
+ * list plus what the subscriptions' upkeep asks.
  */
 import type { Credentials, PollAnswer, ProviderSync, SyncPages } from "@wearflow/core/provider"
 import { Data, Duration, Effect, Option, Schema } from "effect"
