@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs"
 import { describe, expect, it } from "vitest"
 import { hostileVariants } from "@wearflow/core/testing"
-import { PAGE_KINDS, pageItemsOf } from "./items.ts"
+import { PAGE_KINDS, pageItemsOf, pageOf } from "./items.ts"
 import { normalizers } from "./normalize.ts"
 
 type Doc = Record<string, unknown>
@@ -72,5 +72,28 @@ describe("pageItemsOf", () => {
         for (const item of items) expect(() => normalizers[item.key as keyof typeof normalizers]?.(item.raw)).not.toThrow()
       }
     }
+  })
+
+  it("pageOf builds the page pageItemsOf reads back, for every item key", () => {
+    const getmeas = fixture("measure-getmeas.200.json")
+    const groups = (getmeas["measuregrps"] as Array<Doc>).map((g) => ({ ...g, timezone: "Europe/Amsterdam" }))
+    const window = { startdate: 1618617600, enddate: 1618704000, timezone: "Europe/Paris", series: (fixture("sleep-v2-get.200.json")["series"] as Array<Doc>).slice(0, 2) }
+    const cases: ReadonlyArray<readonly [string, ReadonlyArray<unknown>]> = [
+      ["measuregrp", groups],
+      ["activity", fixture("measure-v2-getactivity.200.json")["activities"] as Array<Doc>],
+      ["workout", fixture("measure-v2-getworkouts.200.json")["series"] as Array<Doc>],
+      ["sleep_summary", (fixture("sleep-v2-getsummary.page1.200.json")["series"] as Array<Doc>).slice(0, 2)],
+      ["device", fixture("user-v2-getdevice.200.json")["devices"] as Array<Doc>],
+      ["sleep_series", [window]],
+      ["intraday", [{ ...window, series: { "1618620000": { steps: 3 } } }]]
+    ]
+    for (const [key, raws] of cases) {
+      const page = pageOf(key, "12345", raws)!
+      const items = pageItemsOf(page.kind, JSON.parse(page.body))
+      expect(items.map((i) => [i.key, i.user])).toEqual(raws.map(() => [key, user]))
+      expect(items.map((i) => i.raw)).toEqual(raws)
+    }
+    expect(pageOf("sleep_series", "1", [window, window])).toBeUndefined()
+    expect(pageOf("nothing", "1", [])).toBeUndefined()
   })
 })

@@ -71,3 +71,32 @@ export const pageItemsOf = (kind: string, body: unknown): ReadonlyArray<Notifica
   }
   return items
 }
+
+/** The page kind each item key is stored under. */
+const KINDS_BY_KEY: Readonly<Record<string, PageKind>> = {
+  measuregrp: "getmeas",
+  activity: "getactivity",
+  workout: "getworkouts",
+  sleep_summary: "getsummary",
+  device: "getdevice",
+  intraday: "intraday",
+  sleep_series: "sleep"
+}
+
+/**
+ * The page the plugin would store for `raws` of item key `key` (what `pageItemsOf` reads back):
+ * for tests and tools that store records as the poll does. Measure groups take the first
+ * one's timezone as the answer's; a day window holds exactly one item, so other counts have
+ * no page.
+ */
+export const pageOf = (key: string, userid: string, raws: ReadonlyArray<unknown>): { readonly kind: PageKind; readonly body: string } | undefined => {
+  const kind = Object.hasOwn(KINDS_BY_KEY, key) ? KINDS_BY_KEY[key] : undefined
+  if (kind === undefined) return undefined
+  if (kind === "intraday" || kind === "sleep") {
+    const [window] = raws
+    return raws.length === 1 && isObject(window) ? { kind, body: JSON.stringify({ ...window, userid }) } : undefined
+  }
+  const [list] = LISTS[kind]!
+  const timezone = kind === "getmeas" && isObject(raws[0]) ? raws[0]["timezone"] ?? null : undefined
+  return { kind, body: JSON.stringify({ userid, ...(timezone === undefined ? {} : { timezone }), [list]: raws }) }
+}
