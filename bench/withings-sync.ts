@@ -45,7 +45,7 @@ const INTERVAL = Duration.decode((process.env.WITHINGS_BENCH_INTERVAL ?? "5 seco
 const withings = await startFakeWithings()
 const SHIFT_DAYS = Math.floor((Date.now() - Date.parse("2023-09-10T00:00:00Z")) / 86_400_000)
 const users = Array.from({ length: CONNECTIONS }, (_, i) => String(6_000_000_000 + i))
-for (const id of users) withings.seed(id, ["measuregrps"], { shiftDays: SHIFT_DAYS })
+for (const id of users) withings.seed(id, ["measuregrps"], { shiftDays: SHIFT_DAYS, touched: true })
 
 const env = new Map(Object.entries({
   WITHINGS_API_URL: withings.url,

@@ -74,7 +74,11 @@ export const WithingsConfig = Config.all({
     backoff: Config.duration("WITHINGS_RATE_LIMIT_BACKOFF").pipe(Config.withDefault(Duration.minutes(1)))
   }),
   /** An optional limit per Withings user (Withings documents none), in the same window. */
-  userRateLimit: Config.option(positive("WITHINGS_USER_RATE_LIMIT", 1)),
+  userRateLimit: Config.option(
+    Config.integer("WITHINGS_USER_RATE_LIMIT").pipe(
+      Config.validate({ message: "WITHINGS_USER_RATE_LIMIT must be a positive whole number", validation: (n) => n > 0 })
+    )
+  ),
   sync: Config.all({
     /** How long between two polls of one connection; a notification polls at once. */
     interval: Config.duration("WITHINGS_SYNC_INTERVAL").pipe(Config.withDefault(Duration.hours(1))),

@@ -53,7 +53,8 @@ describe("pageItemsOf", () => {
     expect(pageItemsOf("getworkouts", { userid: "1", series: [null, 3, "x", [], { id: 1 }] }).map((i) => [i.index, i.raw])).toEqual([[0, { id: 1 }]])
     // No user to route by: nothing.
     expect(pageItemsOf("getworkouts", { series: [{ id: 1 }] })).toEqual([])
-    expect(pageItemsOf("getworkouts", { userid: "../x", series: [{ id: 1 }] })).toEqual([])
+    expect(pageItemsOf("getworkouts", { userid: "", series: [{ id: 1 }] })).toEqual([])
+    expect(pageItemsOf("getworkouts", { userid: "a\nb", series: [{ id: 1 }] })).toEqual([])
     expect(pageItemsOf("getworkouts", { userid: 1.5, series: [{ id: 1 }] })).toEqual([])
     expect(pageItemsOf("sleep", { userid: "1", startdate: "0", enddate: 1, series: [] })).toEqual([])
     expect(pageItemsOf("unknown", { userid: "1", series: [{ id: 1 }] })).toEqual([])

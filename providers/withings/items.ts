@@ -23,10 +23,14 @@ type Json = Readonly<Record<string, unknown>>
 
 const isObject = (value: unknown): value is Json => typeof value === "object" && value !== null && !Array.isArray(value)
 
-/** Withings' user ids are numbers; some answers quote them. Anything else names no user. */
+/**
+ * The user a page names: the connection's provider user id the poll wrote (Withings' ids are
+ * numbers, some answers quote them). Pages are written by the plugin itself, so any printable
+ * id routes; anything else names no user.
+ */
 const useridOf = (body: Json): string | undefined => {
   const id = body["userid"]
-  if (typeof id === "string" && /^\d{1,20}$/.test(id)) return id
+  if (typeof id === "string" && /^[^\u0000-\u001f\u007f]{1,128}$/.test(id)) return id
   if (typeof id === "number" && Number.isSafeInteger(id) && id >= 0) return String(id)
   return undefined
 }

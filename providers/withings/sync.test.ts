@@ -347,7 +347,17 @@ describe("the Withings poll", () => {
     const revoked = await poll(sync, credentials, undefined, userId)
     expect(revoked.answer).toEqual({ _tag: "Forbidden", message: "Withings refused the access token (status 401): the user must reconnect" })
     expect(revoked.commits).toEqual([])
-    expect((await poll(sync, { bearer: credentials.bearer, state: undefined }, undefined, userId)).answer._tag).toBe("Forbidden")
+    expect((await poll(sync, { bearer: undefined, state: credentials.state }, undefined, userId)).answer._tag).toBe("Forbidden")
+  })
+
+  it("polls a connection linked without state (no scopes known) as its provider user id, asking every family", async () => {
+    const userId = newUser()
+    seedRecent(fake, userId)
+    const sync = await syncOf()
+    const { bearer } = connectionOf(fake, userId)
+    const polled = await poll(sync, { bearer, state: undefined }, undefined, userId)
+    expect(polled.answer._tag).toBe("Polled")
+    expect([...new Set(polled.commits.map((c) => c.kind))]).toEqual(expect.arrayContaining(["getdevice", "getmeas", "getactivity", "getworkouts", "getsummary"]))
   })
 
   it("polls through the Provider the plugin builds in its sandbox, whose itemsOf reads what the poll stored", async () => {

@@ -127,10 +127,11 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
 
   const round = (credentials: Credentials, cursorText: string | undefined, pages: SyncPages) =>
     Effect.gen(function* () {
-      const state = stateOf(credentials)
-      if (state === undefined) return yield* Effect.fail(new Refused({ message: "the connection holds no Withings user id: it must be connected again" }))
+      // The user is the connection's provider user id; the state adds the scopes granted (all
+      // are tried when it has none, e.g. tokens linked without them: Withings' answers decide).
+      const userid = stateOf(credentials)?.userid ?? pages.providerUserId
       if (credentials.bearer === undefined) return yield* Effect.fail(new Refused({ message: "the connection holds no Withings access token: it must be connected again" }))
-      // Bodies name the provider user core routes by (the same Withings user the state names).
+      // Bodies name the provider user core routes by.
       const who: Who = { bearer: credentials.bearer, userid: pages.providerUserId }
       const start = Math.floor(Date.now() / 1000)
       const today = utcDayOf(start)
@@ -151,7 +152,7 @@ export const makeSync = (call: Call, config: WithingsConfig, subscriptions: Subs
       // 1. Subscriptions and devices, on their own schedule.
       let checked = cursor.checked
       if (checked === undefined || start - checked >= checkEvery) {
-        const ensured = yield* subscriptions.ensure(credentials, state.userid).pipe(
+        const ensured = yield* subscriptions.ensure(credentials, userid).pipe(
           Effect.as(true),
           Effect.catchAll((e) =>
             e.outcome === "invalid_token"

@@ -318,6 +318,8 @@ export interface SeedOptions {
    * series maps. Times of day, durations and relations stay.
    */
   readonly shiftDays?: number
+  /** Stamps each document of a `lastupdate` list as modified now, as if the user had just synced it. */
+  readonly touched?: boolean
 }
 
 const EPOCH_FIELDS = new Set(["date", "created", "modified", "startdate", "enddate", "first_session_date", "last_session_date", "timestamp"])
@@ -1220,7 +1222,10 @@ export const startFakeWithings = async (options: FakeWithingsOptions = {}): Prom
           continue
         }
         const key = part === "measuregrps" ? "measuregrps" : part === "activities" ? "activities" : part === "devices" ? "devices" : "series"
-        for (const file of FIXTURES[part]) user[part].push(...fixtureList(file, key).map((doc) => shiftDays(doc, days)))
+        const touch = options.touched === true && isStamped(part as Resource)
+        for (const file of FIXTURES[part]) {
+          user[part].push(...fixtureList(file, key).map((doc) => shiftDays(doc, days)).map((doc) => (touch ? { ...doc, modified: state.clock() } : doc)))
+        }
       }
     },
     add,
