@@ -1,6 +1,6 @@
 /**
  * Benchmark of the poll scheduler with the real Withings plugin against the fake Withings on
- * loopback: N connected users (each with a few measure groups), polled by one process on the
+ * loopback: N connected users (each with the recorded examples' data), polled by one process on the
  * real engine and an embedded Postgres. The fake's rate limit is off, and so are the plugin's
  * shared budget and core's round budget. Figures only, never assertions.
  *
@@ -43,9 +43,12 @@ const SECONDS = Number(process.env.WITHINGS_BENCH_SECONDS ?? 20)
 const INTERVAL = Duration.decode((process.env.WITHINGS_BENCH_INTERVAL ?? "5 seconds") as Duration.DurationInput)
 
 const withings = await startFakeWithings()
-const SHIFT_DAYS = Math.floor((Date.now() - Date.parse("2023-09-10T00:00:00Z")) / 86_400_000)
+// Pages as large as Withings' (hundreds); the fake's default of 3 is for paging tests.
+withings.state.pageSize = 200
+// Each user holds the recorded measures, older than the first poll's look-back: after a first
+// round that finds nothing new, every round is Withings' steady state (each family asked once).
 const users = Array.from({ length: CONNECTIONS }, (_, i) => String(6_000_000_000 + i))
-for (const id of users) withings.seed(id, ["measuregrps"], { shiftDays: SHIFT_DAYS, touched: true })
+for (const id of users) withings.seed(id, ["measuregrps", "activities", "workouts", "devices"])
 
 const env = new Map(Object.entries({
   WITHINGS_API_URL: withings.url,
