@@ -366,6 +366,8 @@ it("a rate-limited round waits and is tried again; a refused one ends the poll a
   expect(ended).toMatchObject({ end_reason: "the provider refused the poll", last_error: "access revoked", rounds: 1, cursor: first.cursor })
   const errors = await query<{ payload: any }>("select payload from outbox where user_id = $1 and event_type = 'provider.connection.error'", userId)
   expect(errors.map((e) => e.payload.data.error_type)).toEqual(["provider_credential_error"])
+  // The connection is marked, as a refused token refresh marks it: no more refreshes until the user connects again.
+  expect(await query<{ last_error: string }>("select last_error from provider_connections where id = $1", connectionId)).toEqual([{ last_error: "provider_credential_error" }])
   // An ended poll is not woken.
   expect(await run(wake(connectionId))).toBe(false)
 }, 120_000)

@@ -101,6 +101,8 @@ export class SyncRounds extends Effect.Service<SyncRounds>()("wearflow/SyncRound
             return yield* retryLater(connectionId, answer.message, backoff(state.failures + 1), true)
           case "Forbidden": {
             yield* sql`update connection_sync set last_error = ${answer.message} where connection_id = ${connectionId}`
+            // As a refused token refresh does: no more refreshes until the user connects again (relinking clears it).
+            yield* sql`update provider_connections set last_error = 'provider_credential_error', updated_at = now() where id = ${connectionId}`
             yield* links.connectionError(
               provider,
               { userId: state.user_id, teamId: state.team_id, clientUserId: state.client_user_id },

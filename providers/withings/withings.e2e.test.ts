@@ -336,6 +336,8 @@ describe("Withings, polled", () => {
     }, WAIT_MS)
     expect(ended.end_reason).toMatch(/refused/)
     await eventually(async () => ((await eventCount(other, "provider.connection.error")) > 0 ? true : undefined), WAIT_MS)
+    const { rows } = await db.query("select last_error from provider_connections where user_id = $1", [other])
+    expect(rows).toEqual([{ last_error: "provider_credential_error" }])
   }, 180_000)
 
   it("disconnecting revokes the grant with a signed request, drops the subscriptions and ends the poll", async () => {
