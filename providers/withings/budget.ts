@@ -6,6 +6,7 @@
  */
 import { RateLimiter } from "@effect/experimental/RateLimiter"
 import * as RateLimiterStore from "@wearflow/core/storage/rate-limiter-store"
+import { HttpClient } from "@effect/platform"
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import { WithingsConfig } from "./config.ts"
 
@@ -47,3 +48,21 @@ export const layer = Layer.effect(
 
 /** A budget that never waits, for code run without a database. */
 export const unlimited: RequestBudget = { take: () => Effect.succeed({ _tag: "Go" }) }
+
+/** Waits until the budget lets a request go (however long that is), then takes it. */
+export const waitTurn = (budget: RequestBudget): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    for (;;) {
+      const next = yield* budget.take(undefined)
+      if (next._tag === "Go") return
+      yield* Effect.sleep(next.after)
+    }
+  })
+
+/**
+ * A client whose every request first takes its turn from the budget: for calls made outside
+ * the plugin's RPC helper (core's OAuth module exchanging codes and refreshing tokens), which
+ * count against Withings' limit like any other.
+ */
+export const metered = (client: HttpClient.HttpClient, budget: RequestBudget): HttpClient.HttpClient =>
+  HttpClient.mapRequestEffect(client, (request) => Effect.as(waitTurn(budget), request))

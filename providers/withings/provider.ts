@@ -63,7 +63,8 @@ export const layerProviderOn = Layer.effect(
       // Either of user.metrics and user.activity delivers data on its own.
       requiredPermissions: [],
       resourceScopes,
-      auth: makeAuth(client, config, call),
+      // Token exchanges and refreshes count against Withings' limit too.
+      auth: makeAuth(Budget.metered(client, budget), config, call),
       backfill: makeBackfill(call, config),
       sync: makeSync(call, config, makeSubscriptions(call, config)),
       linkPayload
