@@ -38,6 +38,7 @@ import { manifest } from "./mod.ts"
 import { layerProviderOn, WithingsProvider } from "./provider.ts"
 import { type FakeWithings, startFakeWithings } from "./testing/fake-withings.ts"
 import { seedRecent } from "./testing/sync-harness.ts"
+import { eventually } from "../../test/support/server.ts"
 
 const WITHINGS_USER = "7300001"
 
@@ -87,16 +88,6 @@ afterAll(async () => {
 const run = <A, E>(effect: Effect.Effect<A, E, any>) => runtime.runPromise(effect as Effect.Effect<A, E, never>)
 const query = <A extends object>(text: string, ...params: Array<unknown>) => run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text, params)))
 
-const eventually = async <A>(probe: () => Promise<A | undefined>, timeoutMs = 60_000): Promise<A> => {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error("condition not met in time")
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
 /** Processes every Withings inbox row not yet processed, as an ingest taker would. */
 const processWaiting = async () => {
   const rows = await query<{ id: string }>("select id::text from inbox where provider = 'withings' and processed_at is null order by id")
@@ -108,7 +99,7 @@ const afterRound = (connectionId: string, rounds: number) =>
     const [row] = await query<{ cursor: string | null; rounds: number; last_error: string | null }>(
       "select cursor, rounds, last_error from connection_sync where connection_id = $1", connectionId)
     return row !== undefined && row.rounds >= rounds ? row : undefined
-  })
+  }, 60_000)
 
 it("polls a linked Withings connection on core's durable sync: the seeded data stored, then a revision as .updated once woken", async () => {
   seedRecent(fake, WITHINGS_USER)

@@ -6,19 +6,10 @@ import { readFileSync } from "node:fs"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { startFakeWithings, withingsSignature, type FakeWithings, type WithingsDocument } from "./fake-withings.ts"
+import { eventually } from "../../../test/support/server.ts"
 
 const fixture = (name: string): unknown => JSON.parse(readFileSync(new URL(`./fixtures/${name}`, import.meta.url), "utf8"))
 
-/** Polls until `probe` returns a value other than undefined. */
-const eventually = async <A>(probe: () => A | undefined | Promise<A | undefined>, timeoutMs = 15_000): Promise<A> => {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error("condition not met in time")
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 interface Received {
   readonly method: string
@@ -404,7 +395,7 @@ describe("notifications", () => {
       let posts = 0
       receiver.postStatus = () => (++posts === 1 ? 500 : 204)
       const pending = withings.notify("21", 1, 1530576000, 1530698753)
-      await eventually(() => (withings.state.deliveries.length === 2 ? true : undefined))
+      await eventually(async () => (withings.state.deliveries.length === 2 ? true : undefined))
       expect(await pending).toEqual([204])
       expect(withings.state.deliveries.map((d) => [d.attempt, d.status, d.appli])).toEqual([
         [1, 500, 1],
@@ -427,7 +418,7 @@ describe("injection", () => {
     let release = () => {}
     withings.inject({ path: "/v2/user", hold: new Promise<void>((resolve) => (release = resolve)) })
     const held = call("/v2/user", { action: "getdevice" }, tokens.access_token)
-    await eventually(() => (withings.state.inFlight.get("30") === 1 ? true : undefined))
+    await eventually(async () => (withings.state.inFlight.get("30") === 1 ? true : undefined))
     expect((await call("/measure", { action: "getmeas" }, tokens.access_token)).status).toBe(0)
     expect(withings.state.maxInFlight.get("30")).toBe(2)
     release()
