@@ -13,7 +13,7 @@ export const MAX_EPOCH_MS = 253_402_300_799_999
 export const inRange = (ms: number): boolean => Number.isFinite(ms) && ms >= 0 && ms <= MAX_EPOCH_MS
 
 /** Timeseries whose samples are `{timestamp, timezone_offset, type, unit, value}`. */
-export type DiscreteResource = "heartrate" | "hrv" | "stress_level" | "blood_oxygen" | "respiratory_rate" | "vo2_max" | "weight" | "fat"
+export type DiscreteResource = "heartrate" | "hrv" | "stress_level" | "blood_oxygen" | "respiratory_rate" | "body_temperature" | "vo2_max" | "weight" | "fat"
 /** Timeseries whose samples also carry `start` and `end`. */
 export type IntervalResource = "steps" | "calories_active" | "distance" | "body_temperature_delta"
 

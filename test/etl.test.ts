@@ -5,6 +5,7 @@
  * directory default.
  */
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api"
+import { Resources } from "@wearflow/core/schema"
 import { Redacted } from "effect"
 import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
@@ -379,7 +380,7 @@ describe("ETL files in the local directory (the default)", () => {
     const manifests = await fs.readdir(path.join(root, "_manifests/resource=activity"), { recursive: true })
     expect(manifests.some((m) => m.endsWith(".json"))).toBe(true)
     // Every resource's schema (and the deletions dataset's) is there from the start, data or not.
-    expect((await fs.readdir(path.join(root, "_schemas"))).filter((f) => f.endsWith(".json")).length).toBe(20)
+    expect((await fs.readdir(path.join(root, "_schemas"))).filter((f) => f.endsWith(".json")).length).toBe(Object.keys(Resources).length + 1)
     expect(JSON.parse(await fs.readFile(path.join(root, "_schemas/deletions.json"), "utf8")).$ref).toBe("#/$defs/wearflow.etl.deletions")
     expect(JSON.parse(await fs.readFile(path.join(root, "_schemas/activity.json"), "utf8")).$schema).toContain("json-schema.org")
     expect((await fs.readdir(root, { recursive: true })).some((f) => f.endsWith(".partial"))).toBe(false)

@@ -241,6 +241,7 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
       .handle("blood_oxygen", series("blood_oxygen"))
       .handle("respiratory_rate", series("respiratory_rate"))
       .handle("blood_pressure", series("blood_pressure"))
+      .handle("body_temperature", series("body_temperature"))
       .handle("body_temperature_delta", series("body_temperature_delta"))
       .handle("vo2_max", series("vo2_max"))
       .handle("weight", series("weight"))

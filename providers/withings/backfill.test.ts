@@ -35,6 +35,7 @@ describe("Withings history", () => {
       ["blood_pressure", "blood_pressure", ["measuregrp"]],
       ["blood_oxygen", "blood_oxygen", ["measuregrp"]],
       ["vo2_max", "vo2_max", ["measuregrp"]],
+      ["body_temperature", "body_temperature", ["measuregrp"]],
       ["activity", "activity", ["activity"]],
       ["workouts", "workouts", ["workout"]],
       ["sleep", "sleep", ["sleep_summary", "sleep_series"]],

@@ -3,7 +3,8 @@
  * instead of `lastupdate`, each page committed to the inbox as the poll commits it. One type
  * per resource whose `historical.data.<resource>` it makes truthful:
  *
- * - measures by `meastypes` (body composition, blood pressure, SpO2, VO2 max), by the
+ * - measures by `meastypes` (body composition, blood pressure, SpO2, VO2 max, body
+ *   temperature), by the
  *   instant each group was taken;
  * - activity days, workouts and nights by their day (`startdateymd`..`enddateymd`), the
  *   days whose UTC midnight lies in the range (adjacent windows share no day, as Oura's);
@@ -52,6 +53,7 @@ const historyTypes: ReadonlyArray<HistoryType> = [
   measures("blood_pressure", [9, 10, 11]),
   measures("blood_oxygen", [54]),
   measures("vo2_max", [123]),
+  measures("body_temperature", [12, 71]),
   { type: "activity", resource: "activity", keys: ["activity"], maxDays: 30, plan: { _tag: "List", kind: "getactivity" } },
   { type: "workouts", resource: "workouts", keys: ["workout"], maxDays: 30, plan: { _tag: "List", kind: "getworkouts" } },
   // A night's series are fetched per UTC day it touches: two requests a night, so fewer nights a window.

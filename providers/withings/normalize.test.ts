@@ -157,7 +157,7 @@ describe("withings measuregrp", () => {
     expect(shape(valid("measuregrp", group([[10, 127, 0]])))).toEqual([])
   })
 
-  it("maps SpO2 and VO2 max; temperatures have no resource (the schema has only a temperature delta)", () => {
+  it("maps SpO2, VO2 max and body temperature (71, else the thermometer's 12; skin temperature 73 is not the body's)", () => {
     const records = valid("measuregrp", group([[54, 975, -1], [123, 4210, -2]], { modelid: 93 }))
     expect(shape(records)).toEqual([
       ["timeseries", "blood_oxygen", "meas:6000000001"],
@@ -165,7 +165,11 @@ describe("withings measuregrp", () => {
     ])
     expect(samplesOf(records, "blood_oxygen")[0]).toMatchObject({ value: 97.5, unit: "%", type: "watch" })
     expect(samplesOf(records, "vo2_max")[0]).toMatchObject({ value: 42.1, unit: "mL/kg/min" })
-    expect(valid("measuregrp", group([[71, 3690, -2], [12, 368, -1], [73, 3310, -2]], { modelid: 70 }))).toEqual([])
+    const temperatures = valid("measuregrp", group([[71, 3690, -2], [12, 368, -1], [73, 3310, -2]], { modelid: 70 }))
+    expect(shape(temperatures)).toEqual([["timeseries", "body_temperature", "meas:6000000001"]])
+    expect(samplesOf(temperatures, "body_temperature")).toEqual([{ timestamp: "2024-01-15T08:00:00.000Z", timezone_offset: 3600, type: "unknown", unit: "°C", value: 36.9 }])
+    expect(samplesOf(valid("measuregrp", group([[12, 368, -1]], { modelid: 70 })), "body_temperature")[0]).toMatchObject({ value: 36.8 })
+    expect(valid("measuregrp", group([[73, 3310, -2]], { modelid: 70 }))).toEqual([])
   })
 
   it("computes the BMI only from a height in the same group", () => {

@@ -29,6 +29,7 @@ export const resourceScopes: Readonly<Record<string, string>> = {
   weight: "user.metrics",
   fat: "user.metrics",
   blood_pressure: "user.metrics",
+  body_temperature: "user.metrics",
   vo2_max: "user.metrics",
   activity: "user.activity",
   steps: "user.activity",

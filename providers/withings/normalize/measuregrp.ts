@@ -7,15 +7,16 @@
  *   visceral fat (170), and height (4, only to compute the BMI when in the same group) → one
  *   `body` summary, plus `weight` and `fat` samples as Garmin's body compositions give;
  * - systolic (10) with diastolic (9) → one `blood_pressure` sample; pulse (11) → `heartrate`;
- *   SpO2 (54) → `blood_oxygen`; VO2 max (123) → `vo2_max`.
+ *   SpO2 (54) → `blood_oxygen`; VO2 max (123) → `vo2_max`; body temperature (71, else the
+ *   thermometer's 12) → `body_temperature`.
  *
  * A real value is `value × 10^unit`. Only whole-body measures count: no `position`, or 7 (whole
  * body); the segmental ones (173–175 per limb) have no place. Groups of user goals
  * (`category` 2) and groups Withings could not attribute to this user for sure (`attrib` 1:
  * maybe another person on the scale; 4: entered at sign-up) give no records.
  *
- * Not mapped, for want of a resource: temperatures (12 body, 71 body, 73 skin: the schema has
- * only a temperature delta), fat mass in kg (8; `fat` is the ratio), extra/intracellular water
+ * Not mapped, for want of a resource: skin temperature (73: not the body's), fat mass in kg
+ * (8; `fat` is the ratio), extra/intracellular water
  * (168, 169), pulse wave velocity (91), vascular age (155), AFib and ECG intervals (130,
  * 135–139), nerve health and electrodermal activity (167, 196–198), BMR (226), metabolic age
  * (227), glucose (119).
@@ -88,7 +89,9 @@ const MeasureType = {
   diastolic: 9,
   systolic: 10,
   pulse: 11,
+  temperature: 12,
   spo2: 54,
+  bodyTemperature: 71,
   muscleMass: 76,
   hydration: 77,
   boneMass: 88,
@@ -167,7 +170,8 @@ const toRecords = (raw: RawMeasureGroup): ReadonlyArray<NormalizedRecord> => {
   records.push(
     ...discreteSeries("heartrate", sourceId, source, offset, point(value(MeasureType.pulse))),
     ...discreteSeries("blood_oxygen", sourceId, source, offset, point(value(MeasureType.spo2))),
-    ...discreteSeries("vo2_max", sourceId, source, offset, point(value(MeasureType.vo2Max)))
+    ...discreteSeries("vo2_max", sourceId, source, offset, point(value(MeasureType.vo2Max))),
+    ...discreteSeries("body_temperature", sourceId, source, offset, point(value(MeasureType.bodyTemperature) ?? value(MeasureType.temperature)))
   )
   return records
 }
