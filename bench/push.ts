@@ -3,17 +3,22 @@
  * against a baseline measured in the same run on the same Postgres — a bare Bun handler doing
  * only the irreducible work (check the header, parse JSON, one INSERT, answer).
  *
- *   npm run bench            (env: BENCH_SECONDS=5 BENCH_CONCURRENCY=32;
+ * Then, with BENCH_RATES set (e.g. `250,1000`), each rate open loop (bench/open-loop.ts):
+ * requests at a fixed rate, latency from each one's scheduled send time, both receivers.
+ *
+ *   npm run bench            (env: BENCH_SECONDS=5 BENCH_CONCURRENCY=32 BENCH_RATES=250,1000;
  *                             BENCH_SERVER_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp" profiles the server)
  */
 import { spawn } from "node:child_process"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import pg from "pg"
+import { openLoop } from "./open-loop.ts"
 import { startBenchPostgres } from "./postgres.ts"
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32)
+const rates = (process.env.BENCH_RATES ?? "").split(",").map(Number).filter((rate) => rate > 0)
 const body = await fs.readFile(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")
 
 interface Figures {
@@ -106,6 +111,23 @@ const wearflow = await measure("wearflow", `http://127.0.0.1:${port}/api/v1/webh
 console.log(
   `ratio wearflow/baseline: throughput ${(wearflow.perSecond / base.perSecond).toFixed(2)}×, p50 ${(wearflow.p50 / base.p50).toFixed(2)}×, p99 ${(wearflow.p99 / base.p99).toFixed(2)}×`
 )
+
+for (const rate of rates) {
+  const paced = async (name: string, target: string) => {
+    const figures = await openLoop({
+      rate,
+      seconds,
+      send: () => fetch(target, { method: "POST", headers, body }).then(async (response) => (await response.arrayBuffer(), response.status === 200))
+    })
+    console.log(
+      `${name.padEnd(10)} at ${rate}/s open loop: ${figures.achieved.toFixed(0).padStart(5)} answered/s   p50 ${figures.p50.toFixed(2)} ms   p90 ${figures.p90.toFixed(2)} ms   p99 ${figures.p99.toFixed(2)} ms   max ${figures.max.toFixed(0)} ms   non-200: ${figures.failures}`
+    )
+    return figures
+  }
+  const bare = await paced("baseline", `http://127.0.0.1:${baseline.port}/`)
+  const ours = await paced("wearflow", `http://127.0.0.1:${port}/api/v1/webhooks/garmin/push`)
+  console.log(`ratio wearflow/baseline at ${rate}/s: p50 ${(ours.p50 / bare.p50).toFixed(2)}×, p99 ${(ours.p99 / bare.p99).toFixed(2)}×`)
+}
 
 server.kill("SIGTERM")
 await new Promise((resolve) => server.once("exit", resolve))
