@@ -5,7 +5,6 @@
  * is processed, `historical.data.<resource>.created` goes out for each of the plugin's types.
  * Pages are processed by the test (no ingest takers run).
  */
-import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Backfills, layerHistoryObserver, startChain } from "@wearflow/core/backfill/backfills"
 import * as BackfillChains from "@wearflow/core/backfill/chain"
@@ -15,7 +14,6 @@ import { Connections } from "@wearflow/core/connections/connections"
 import { Links } from "@wearflow/core/connections/links"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Engine from "@wearflow/core/engine"
-import * as Host from "@wearflow/core/host"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { Inbox, IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
@@ -26,16 +24,14 @@ import { DataQuery } from "@wearflow/core/query"
 import * as Database from "@wearflow/core/storage/database"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { freshDatabase } from "@wearflow/core/testing/database"
-import { ConfigProvider, Duration, Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
-import * as Budget from "./budget.ts"
-import { manifest } from "./mod.ts"
-import { layerProviderOn, WithingsProvider } from "./provider.ts"
 import { type FakeWithings, startFakeWithings } from "./testing/fake-withings.ts"
-import { seedIntraday, seedRecent } from "./testing/sync-harness.ts"
+import { processWaiting, sandboxedProvider, seedIntraday, seedRecent } from "./testing/sync-harness.ts"
+import { eventually } from "../../test/support/server.ts"
 
 const WITHINGS_USER = "7400001"
 
@@ -44,13 +40,7 @@ let runtime: ManagedRuntime.ManagedRuntime<any, any>
 
 beforeAll(async () => {
   fake = await startFakeWithings()
-  const provider = await Effect.runPromise(
-    Effect.provide(
-      WithingsProvider,
-      Host.load({ manifest, layer: layerProviderOn.pipe(Layer.provide(Layer.succeed(Budget.WithingsBudget, Budget.unlimited))) }, ConfigProvider.fromMap(new Map([["WITHINGS_API_URL", fake.url]])))
-        .pipe(Layer.provide(FetchHttpClient.layer))
-    )
-  )
+  const provider = await sandboxedProvider(fake)
   // Core's backfill is what is tested here: the poll must not run.
   const historyOnly = { ...provider, sync: undefined }
   const url = await freshDatabase()
@@ -87,19 +77,6 @@ afterAll(async () => {
 const run = <A, E>(effect: Effect.Effect<A, E, any>) => runtime.runPromise(effect as Effect.Effect<A, E, never>)
 const query = <A extends object>(text: string, ...params: Array<unknown>) => run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text, params)))
 
-/** Processes the Withings pages waiting, as ingest takers would, until `probe` answers. */
-const processUntil = async <A>(probe: () => Promise<A | undefined>, timeoutMs = 90_000): Promise<A> => {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const rows = await query<{ id: string }>("select id::text from inbox where provider = 'withings' and processed_at is null order by id")
-    for (const row of rows) await run(Effect.flatMap(IngestWorker, (worker) => worker.process({ inboxId: Number(row.id) })))
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error("condition not met in time")
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
 it("fetches each history type's windows, and announces historical.data.* per resource once their pages are processed", async () => {
   seedRecent(fake, WITHINGS_USER)
   seedIntraday(fake, WITHINGS_USER, [1, 2])
@@ -119,10 +96,12 @@ it("fetches each history type's windows, and announces historical.data.* per res
   expect(backfillId).toBeDefined()
   await run(startChain(backfillId))
 
-  await processUntil(async () => {
+  // The pages the chain commits are processed as ingest takers would, until the backfill is done.
+  await eventually(async () => {
+    await run(processWaiting)
     const [row] = await query<{ status: string }>("select status from backfills where id = $1", backfillId)
     return row?.status === "done" ? row : undefined
-  })
+  }, 90_000)
   const windows = await query<{ type: string; status: string; completion: string | null }>(
     "select type, status, completion from backfill_windows where backfill_id = $1", backfillId)
   expect(windows.every((w) => w.status === "complete")).toBe(true)

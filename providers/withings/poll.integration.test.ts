@@ -5,13 +5,11 @@
  * give records; a revision at Withings, the poll woken, arrives as `.updated`. Pages are
  * processed by the test (no ingest takers run).
  */
-import { FetchHttpClient } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Connections } from "@wearflow/core/connections/connections"
 import { Links } from "@wearflow/core/connections/links"
 import { layerTokenCipher } from "@wearflow/core/crypto"
 import * as Engine from "@wearflow/core/engine"
-import * as Host from "@wearflow/core/host"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import * as History from "@wearflow/core/pipeline/history"
 import { Inbox, IngestQueue, layerQueueStore } from "@wearflow/core/pipeline/inbox"
@@ -28,16 +26,13 @@ import { SyncStatus } from "@wearflow/core/sync/status"
 import { wake } from "@wearflow/core/sync/workflows"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { freshDatabase } from "@wearflow/core/testing/database"
-import { ConfigProvider, Duration, Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, expect, it } from "vitest"
-import * as Budget from "./budget.ts"
-import { manifest } from "./mod.ts"
-import { layerProviderOn, WithingsProvider } from "./provider.ts"
 import { type FakeWithings, startFakeWithings } from "./testing/fake-withings.ts"
-import { seedRecent } from "./testing/sync-harness.ts"
+import { processWaiting, sandboxedProvider, seedRecent } from "./testing/sync-harness.ts"
 import { eventually } from "../../test/support/server.ts"
 
 const WITHINGS_USER = "7300001"
@@ -47,13 +42,7 @@ let runtime: ManagedRuntime.ManagedRuntime<any, any>
 
 beforeAll(async () => {
   fake = await startFakeWithings()
-  const provider = await Effect.runPromise(
-    Effect.provide(
-      WithingsProvider,
-      Host.load({ manifest, layer: layerProviderOn.pipe(Layer.provide(Layer.succeed(Budget.WithingsBudget, Budget.unlimited))) }, ConfigProvider.fromMap(new Map([["WITHINGS_API_URL", fake.url]])))
-        .pipe(Layer.provide(FetchHttpClient.layer))
-    )
-  )
+  const provider = await sandboxedProvider(fake)
   const url = await freshDatabase()
   const storage = Layer.mergeAll(
     IngestQueue.layer.pipe(Layer.provide(layerQueueStore({ pollInterval: "20 millis" }))),
@@ -88,12 +77,6 @@ afterAll(async () => {
 const run = <A, E>(effect: Effect.Effect<A, E, any>) => runtime.runPromise(effect as Effect.Effect<A, E, never>)
 const query = <A extends object>(text: string, ...params: Array<unknown>) => run(Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe<A>(text, params)))
 
-/** Processes every Withings inbox row not yet processed, as an ingest taker would. */
-const processWaiting = async () => {
-  const rows = await query<{ id: string }>("select id::text from inbox where provider = 'withings' and processed_at is null order by id")
-  for (const row of rows) await run(Effect.flatMap(IngestWorker, (worker) => worker.process({ inboxId: Number(row.id) })))
-}
-
 const afterRound = (connectionId: string, rounds: number) =>
   eventually(async () => {
     const [row] = await query<{ cursor: string | null; rounds: number; last_error: string | null }>(
@@ -122,7 +105,7 @@ it("polls a linked Withings connection on core's durable sync: the seeded data s
   const first = await afterRound(connectionId, 1)
   expect(first.last_error).toBeNull()
   expect(JSON.parse(first.cursor!)).toMatchObject({ v: 1, families: { getmeas: { since: expect.any(Number) } } })
-  await processWaiting()
+  await run(processWaiting)
   const resources = await query<{ resource: string; n: number }>("select resource, count(*)::int as n from records where user_id = $1 group by resource", userId)
   const stored = new Map(resources.map((r) => [r.resource, r.n]))
   for (const resource of ["body", "weight", "activity", "workouts", "sleep", "heartrate"]) expect(stored.get(resource), resource).toBeGreaterThan(0)
@@ -143,7 +126,7 @@ it("polls a linked Withings connection on core's durable sync: the seeded data s
   expect(summary).toBe("getsummary")
   expect(windows.length).toBeGreaterThanOrEqual(1)
   expect(windows.every((kind) => kind === "sleep")).toBe(true)
-  await processWaiting()
+  await run(processWaiting)
   const updated = await query<{ event_type: string }>("select event_type from outbox where user_id = $1 and event_type like 'daily.data.sleep.updated'", userId)
   expect(updated.length).toBeGreaterThan(0)
 })

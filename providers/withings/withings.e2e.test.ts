@@ -209,7 +209,7 @@ describe("Withings, polled", () => {
       return rows.length >= 2 ? Object.fromEntries(rows.map((r) => [r.resource, r.n])) : undefined
     }, WAIT_MS)
     expect(Object.keys(stored).length).toBeGreaterThanOrEqual(2)
-    expect(await eventCount(userId, "connection.created")).toBeGreaterThanOrEqual(0)
+    expect(await eventCount(userId, "provider.connection.created")).toBe(1)
 
     // Subscribed: every default category the two scopes allow, at the secret callback URL, which answered Withings' HEAD check.
     // Either process may run the poll; each subscribes under its own public URL here (one in production).

@@ -20,11 +20,10 @@ import { decodeRecord, ItemError, type NormalizedRecord, type Normalizer } from 
 import {
   DeviceId,
   EpochKey,
-  EpochSeconds,
   Finite,
   type Interval,
   type Point,
-  ZoneName,
+  WindowFields,
   deviceKey,
   discreteSeriesIn,
   intervalSeriesIn,
@@ -53,9 +52,7 @@ export const RawIntradayEntry = Schema.Struct({
 export type RawIntradayEntry = typeof RawIntradayEntry.Type
 
 export const RawIntraday = Schema.Struct({
-  startdate: EpochSeconds,
-  enddate: EpochSeconds,
-  timezone: opt(ZoneName),
+  ...WindowFields,
   // Withings answers `[]` for a window without data.
   series: Schema.Union(Schema.Record({ key: EpochKey, value: RawIntradayEntry }), Schema.Tuple())
 })

@@ -54,6 +54,13 @@ export const LocalDate = CalendarDate.pipe(
  */
 export const opt = <A, I>(schema: Schema.Schema<A, I>) => Schema.optional(Schema.NullOr(schema))
 
+/** The window the plugin fetched a day's series for (intraday, sleep series): whole UTC days, and the user's zone. */
+export const WindowFields = {
+  startdate: EpochSeconds,
+  enddate: EpochSeconds,
+  timezone: opt(ZoneName)
+}
+
 /** A figure where Withings writes `-1` (or another negative) for "no value". */
 export const present = (value: number | null | undefined): number | null => (value != null && value >= 0 ? value : null)
 

@@ -16,7 +16,7 @@
  */
 import { Either, Schema } from "effect"
 import { decodeRecord, ItemError, type NormalizedRecord, type Normalizer } from "@wearflow/core/normalizer"
-import { DeviceId, EpochKey, EpochSeconds, Finite, type Point, ZoneName, deviceKey, discreteSeriesIn, offsetsIn, opt, positive, sourceOf } from "./shared.ts"
+import { DeviceId, EpochKey, EpochSeconds, Finite, type Point, WindowFields, deviceKey, discreteSeriesIn, offsetsIn, opt, positive, sourceOf } from "./shared.ts"
 
 /** The record key of one device's samples in a window. */
 export const sleepSeriesSourceId = (startdate: number, device: string): string => `sleep_series:${startdate}:${device}`
@@ -36,9 +36,7 @@ export const RawSleepSegment = Schema.Struct({
 export type RawSleepSegment = typeof RawSleepSegment.Type
 
 export const RawSleepSeries = Schema.Struct({
-  startdate: EpochSeconds,
-  enddate: EpochSeconds,
-  timezone: opt(ZoneName),
+  ...WindowFields,
   series: Schema.Array(RawSleepSegment).pipe(Schema.maxItems(100_000))
 })
 export type RawSleepSeries = typeof RawSleepSeries.Type

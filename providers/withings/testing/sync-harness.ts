@@ -4,17 +4,40 @@
  * what the committed pages normalize to.
  */
 import { FetchHttpClient, HttpClient } from "@effect/platform"
-import type { Credentials, HistoryPage, HistoryPages, SyncPages } from "@wearflow/core/provider"
+import { SqlClient } from "@effect/sql"
+import * as Host from "@wearflow/core/host"
+import { IngestWorker } from "@wearflow/core/pipeline/ingest"
+import type { Credentials, HistoryPage, HistoryPages, Provider, SyncPages } from "@wearflow/core/provider"
 import type { NormalizedRecord } from "@wearflow/core/normalizer"
-import { ConfigProvider, Effect, Either, Redacted } from "effect"
+import { ConfigProvider, Effect, Either, Layer, Redacted } from "effect"
 import * as Budget from "../budget.ts"
 import { WithingsConfig } from "../config.ts"
 import { pageItemsOf } from "../items.ts"
+import { manifest } from "../mod.ts"
 import { normalizers } from "../normalize.ts"
+import { layerProviderOn, WithingsProvider } from "../provider.ts"
 import { type Call, makeCall } from "../rpc.ts"
 import { type FakeWithings, type SeedPart, shiftDays, type StampedResource, type WithingsDocument } from "./fake-withings.ts"
 
 export const DAY_S = 86_400
+
+/** The Provider as the plugin host builds it (sandboxed client, declared variables only), pointed at `fake`, unmetered. */
+export const sandboxedProvider = (fake: FakeWithings): Promise<Provider> =>
+  Effect.runPromise(
+    Effect.provide(
+      WithingsProvider,
+      Host.load({ manifest, layer: layerProviderOn.pipe(Layer.provide(Layer.succeed(Budget.WithingsBudget, Budget.unlimited))) }, ConfigProvider.fromMap(new Map([["WITHINGS_API_URL", fake.url]])))
+        .pipe(Layer.provide(FetchHttpClient.layer))
+    )
+  )
+
+/** Processes every Withings inbox row not yet processed, as an ingest taker would. */
+export const processWaiting = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const worker = yield* IngestWorker
+  const rows = yield* sql<{ id: string }>`select id::text from inbox where provider = 'withings' and processed_at is null order by id`
+  for (const row of rows) yield* worker.process({ inboxId: Number(row.id) })
+})
 
 /** The plugin's configuration and call against `fake`, with `env` on top of its URL. */
 export const callTo = (fake: FakeWithings, env: Record<string, string> = {}): Promise<{ config: WithingsConfig; call: Call }> =>
