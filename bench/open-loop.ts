@@ -24,7 +24,12 @@ export interface OpenLoopFigures {
  * go out at once, keeping their scheduled time); resolves once every request has answered.
  * `send` resolves true when the answer is the expected one.
  */
-export const openLoop = async (options: { readonly rate: number; readonly seconds: number; readonly send: () => Promise<boolean> }): Promise<OpenLoopFigures> => {
+export const openLoop = async (options: {
+  readonly rate: number
+  readonly seconds: number
+  /** The `index`th request, due at `scheduledAt` (performance.now() time). */
+  readonly send: (index: number, scheduledAt: number) => Promise<boolean>
+}): Promise<OpenLoopFigures> => {
   const { rate, seconds, send } = options
   const total = Math.round(rate * seconds)
   const interval = 1000 / rate
@@ -37,7 +42,7 @@ export const openLoop = async (options: { readonly rate: number; readonly second
     const wait = scheduled - performance.now()
     if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait))
     pending.push(
-      send().then(
+      send(i, scheduled).then(
         (ok) => {
           if (!ok) failures++
           latencies.push(performance.now() - scheduled)

@@ -1,0 +1,43 @@
+/**
+ * The real Wearflow server for a benchmark: `bun apps/server/main.ts` on a free loopback port
+ * with the given environment, started and waited for like an operator would (its /health).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+
+export interface BenchServer {
+  readonly url: string
+  readonly pid: number
+  readonly process: ChildProcess
+  readonly stop: () => Promise<void>
+}
+
+const root = new URL("..", import.meta.url).pathname
+
+/** Starts the server with `env` over the bench's own (BENCH_SERVER_FLAGS, e.g. `--cpu-prof-md`, go to Bun). */
+export const startBenchServer = async (env: Record<string, string>): Promise<BenchServer> => {
+  const port = 20_000 + Math.floor(Math.random() * 20_000)
+  const flags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
+  const child = spawn(process.execPath, [...flags, path.join(root, "apps/server/main.ts")], {
+    cwd: root,
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Warn", ...env },
+    stdio: ["ignore", "inherit", "inherit"]
+  })
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const url = `http://127.0.0.1:${port}`
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before it answered /health`)
+    const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false)
+    if (ok) break
+    await Bun.sleep(100)
+  }
+  return {
+    url,
+    pid: child.pid!,
+    process: child,
+    stop: async () => {
+      child.kill("SIGTERM")
+      await exited
+    }
+  }
+}
