@@ -13,6 +13,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import pg from "pg"
 import { startBenchPostgres } from "./postgres.ts"
+import { report } from "./report.ts"
 
 const bodyMb = Number(process.env.BENCH_BODY_MB ?? 100)
 const fixture = JSON.parse(await fs.readFile(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")) as {
@@ -185,6 +186,23 @@ try {
   console.log(`all data committed after ${(committed / 1000).toFixed(1)} s: ${outcome.parts} parts, ${outcome.created} records created, ${samples} samples stored`)
   console.log(`peak RSS while processing, after the 200: ${mb(processingPeak)}, above the baseline ${mb(processingPeak - baseline)} = ${((processingPeak - baseline) / body.length).toFixed(2)}× the body`)
   console.log(`peak RSS ${mb(peak)} = ${(peak / body.length).toFixed(2)}× the body; above the baseline: ${mb(peak - baseline)} = ${((peak - baseline) / body.length).toFixed(2)}× the body`)
+  const above = (peak - baseline) / body.length
+  report([
+    {
+      path: `${mb(body.length)} body, memory above idle`,
+      wearflow: `+${mb(peak - baseline)} (peak ${mb(peak)})`,
+      anchor: `bare Bun, text + JSON.parse: +${mb(bareParse)}`,
+      ratio: above,
+      target: "≤ 3× the body",
+      met: above <= 3
+    },
+    {
+      path: `${mb(body.length)} body, ack and committed`,
+      wearflow: `200 in ${(answered / 1000).toFixed(1)} s, stored in ${(committed / 1000).toFixed(1)} s`,
+      anchor: "—",
+      target: "—"
+    }
+  ])
 } catch (e) {
   if (!(e instanceof AnswerOnly)) throw e
 } finally {
