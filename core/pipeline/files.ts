@@ -3,13 +3,13 @@
  * names it) in a local directory or an S3-compatible bucket, and recorded for every user the
  * provider account is linked to.
  */
-import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3"
+import type { S3Client } from "@aws-sdk/client-s3"
 import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer, Schedule } from "effect"
 import { createHash } from "node:crypto"
 import * as path from "node:path"
 import type { Fetched } from "../provider.ts"
-import { objectKey, s3Client, type S3Location } from "../storage/s3.ts"
+import { objectKey, s3Client, type S3Location, s3Sdk } from "../storage/s3.ts"
 import { writeWholeFile } from "../storage/whole-file.ts"
 import type { Recipient } from "./store.ts"
 
@@ -42,12 +42,12 @@ const localStore = (directory: string): FileStore => ({
     })
 })
 
-const s3Store = (client: S3Client, options: S3FilesOptions): FileStore => ({
+const s3Store = (client: S3Client, sdk: typeof import("@aws-sdk/client-s3"), options: S3FilesOptions): FileStore => ({
   put: (key, bytes, contentType) => {
     const fullKey = objectKey(options, key)
     return Effect.tryPromise({
       try: (signal) =>
-        client.send(new PutObjectCommand({ Bucket: options.bucket, Key: fullKey, Body: bytes, ContentType: contentType }), { abortSignal: signal }),
+        client.send(new sdk.PutObjectCommand({ Bucket: options.bucket, Key: fullKey, Body: bytes, ContentType: contentType }), { abortSignal: signal }),
       catch: failure(`bucket ${options.bucket}`)
     }).pipe(Effect.as(`s3://${options.bucket}/${fullKey}`))
   }
@@ -69,7 +69,7 @@ export class ActivityFiles extends Context.Tag("wearflow/ActivityFiles")<
       ActivityFiles,
       Effect.gen(function* () {
         const client = yield* s3Client(options)
-        const bucket = s3Store(client, options)
+        const bucket = s3Store(client, yield* s3Sdk, options)
         const local = localStore(fallbackDirectory)
         return yield* make({
           put: (key, bytes, contentType) =>

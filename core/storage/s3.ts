@@ -2,7 +2,7 @@
  * An S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, GCS interop, …) as the activity
  * files and the ETL sink configure it, and the SDK client that reaches it.
  */
-import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3"
+import type { S3ClientConfig } from "@aws-sdk/client-s3"
 import { Config, ConfigError, Effect, Either, Option, Redacted } from "effect"
 
 export interface S3Location {
@@ -21,13 +21,19 @@ export interface S3Location {
 export const objectKey = (location: S3Location, key: string) => (location.prefix === "" ? key : `${location.prefix}/${key}`)
 
 /**
+ * The AWS SDK, loaded on first use: it costs tens of MB of memory, which a server with no
+ * bucket configured need not pay.
+ */
+export const s3Sdk = Effect.promise(() => import("@aws-sdk/client-s3"))
+
+/**
  * A client for `location`, destroyed with the scope. `requestHandler` replaces the SDK's own
  * HTTP stack (a plugin passes one over its permission-checked HttpClient).
  */
 export const s3Client = (location: S3Location, requestHandler?: S3ClientConfig["requestHandler"]) =>
   Effect.acquireRelease(
-    Effect.sync(() =>
-      new S3Client({
+    Effect.map(s3Sdk, (sdk) =>
+      new sdk.S3Client({
         region: location.region,
         forcePathStyle: location.forcePathStyle,
         ...(requestHandler === undefined ? {} : { requestHandler }),
