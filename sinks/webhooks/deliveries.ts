@@ -67,6 +67,7 @@ interface TargetRow {
   readonly headers: Uint8Array | null
   readonly rate_limit: number | null
   readonly disabled: boolean
+  readonly failing: boolean
 }
 
 type Trigger = "first" | "retry" | "manual"
@@ -133,17 +134,18 @@ interface Job {
 
 /**
  * Per endpoint: the messages waiting (a queue with a moving head), how many requests are in
- * flight (at most `endpointConcurrency`), the messages claimed for it and not yet recorded,
- * and the rate limit's next free slot. Plain callbacks, no fibers: a lane is the hot path.
+ * flight (at most `endpointConcurrency`) and the rate limit's next free slot. Plain
+ * callbacks, no fibers: a lane is the hot path.
  */
 interface Lane {
   readonly waiting: Array<Job>
   head: number
   sending: number
-  held: number
   nextSlot: number
   closed: boolean
 }
+
+const waitingIn = (lane: Lane) => lane.waiting.length - lane.head
 
 const sendHeaders = (target: Target, message: Message, now: number) => {
   const timestamp = Math.floor(now / 1000)
@@ -171,18 +173,29 @@ export const layer = Layer.scoped(
       onNone: () => randomUUID(),
       onSome: (config) => Option.match(config.runnerAddress, { onNone: () => randomUUID(), onSome: (a) => `${a.host}:${a.port}` })
     })
-    const maxHeld = settings.endpointConcurrency * 8
+    // A lane with this many messages waiting takes no more claims (a slow endpoint must not
+    // gather messages whose lease could run out in its queue); at half, it asks for more.
+    const maxWaiting = settings.endpointConcurrency * 8
+    const lowWater = maxWaiting / 2
+    const wakeups = yield* Queue.sliding<void>(1)
 
     // ---- endpoints ----------------------------------------------------------------------
     const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number }>()
+    /**
+     * Endpoints whose failing streak may be open (seen so when read, or failed here): only
+     * these need a success written back, so a healthy endpoint's batches skip that statement.
+     */
+    const mayBeFailing = new Set<string>()
     /** Reads in progress, so a lane's concurrent requests share one read. */
     const reading = new Map<string, Promise<Option.Option<Target>>>()
     const readTarget = (endpointId: string) =>
       Effect.gen(function* () {
         const rows = yield* sql<TargetRow>`
-          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled
+          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled,
+                 failing_since is not null as failing
           from webhook_endpoints where id = ${endpointId}`
         const row = rows[0]
+        if (row?.failing) mayBeFailing.add(endpointId)
         let target = Option.none<Target>()
         if (row) {
           const secret = yield* cipher.decrypt(row.secret)
@@ -209,6 +222,7 @@ export const layer = Layer.scoped(
 
     // ---- lanes ----------------------------------------------------------------------------
     const lanes = new Map<string, Lane>()
+    /** Messages this process has claimed and not yet recorded: at most MAX_IN_FLIGHT are claimed. */
     let held = 0
 
     /** Waits for the endpoint's next slot under its rate limit (messages per second). */
@@ -246,6 +260,8 @@ export const layer = Layer.scoped(
           lane.waiting.splice(0, lane.head)
           lane.head = 0
         }
+        // Claimed more before the lane runs dry, rather than after.
+        if (waitingIn(lane) === lowWater) wakeups.unsafeOffer(undefined)
         lane.sending++
         void attempt(lane, job.message).then((result) => {
           lane.sending--
@@ -258,7 +274,7 @@ export const layer = Layer.scoped(
     const laneOf = (endpointId: string): Lane => {
       const existing = lanes.get(endpointId)
       if (existing) return existing
-      const lane: Lane = { waiting: [], head: 0, sending: 0, held: 0, nextSlot: 0, closed: false }
+      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false }
       lanes.set(endpointId, lane)
       return lane
     }
@@ -347,10 +363,13 @@ export const layer = Layer.scoped(
       Effect.gen(function* () {
         const healthy = [...new Set(outcomes.filter((o) => o.result.ok).map((o) => o.message.endpoint_id))]
         const failing = [...new Set(outcomes.filter((o) => !o.result.ok).map((o) => o.message.endpoint_id))].filter((id) => !healthy.includes(id))
-        if (healthy.length > 0) {
-          yield* sql`update webhook_endpoints set failing_since = null where id = any(${healthy}::uuid[]) and failing_since is not null`
+        const recovered = healthy.filter((id) => mayBeFailing.has(id))
+        if (recovered.length > 0) {
+          yield* sql`update webhook_endpoints set failing_since = null where id = any(${recovered}::uuid[]) and failing_since is not null`
+          for (const id of recovered) mayBeFailing.delete(id)
         }
         if (failing.length === 0) return
+        for (const id of failing) mayBeFailing.add(id)
         yield* sql`update webhook_endpoints set failing_since = now() where id = any(${failing}::uuid[]) and failing_since is null`
         const disabled = yield* sql<{ id: string; team_id: string; failing_since: Date }>`
           update webhook_endpoints set disabled = true, updated_at = now(),
@@ -385,7 +404,6 @@ export const layer = Layer.scoped(
     /** Outcomes of dispatched messages, waiting for the recorder; `recorderWake` says there are some. */
     const toRecord: Array<Recordable> = []
     const recorderWake = yield* Queue.sliding<void>(1)
-    const wakeups = yield* Queue.sliding<void>(1)
 
     /** Records one batch of outcomes and hands failed messages to their retries. */
     const recordBatch = (batch: ReadonlyArray<Recordable>) =>
@@ -398,13 +416,6 @@ export const layer = Layer.scoped(
         if (failed.length > 0) yield* startRetries(failed)
       })
 
-    /** Frees a message's room in its lane (recorded, or given up on) and claims more soon. */
-    const release = (endpointId: string) => {
-      held--
-      const lane = lanes.get(endpointId)
-      if (lane) lane.held--
-    }
-
     // A batch that cannot be recorded stays leased: its messages are sent again once freed.
     const recorder = Queue.take(recorderWake).pipe(
       Effect.zipRight(Effect.suspend(() => {
@@ -414,7 +425,8 @@ export const layer = Layer.scoped(
           retryWhileTransient(Duration.minutes(5)),
           Effect.catchAllCause((cause) => Effect.logError("could not record webhook attempts", cause)),
           Effect.ensuring(Effect.sync(() => {
-            for (const item of batch) release("unsendable" in item ? item.unsendable.endpoint_id : item.message.endpoint_id)
+            // Their room is free: claim more now rather than at the next poll.
+            held -= batch.length
             wakeups.unsafeOffer(undefined)
           }))
         )
@@ -427,13 +439,12 @@ export const layer = Layer.scoped(
     /** Queues a claimed message in its lane; its outcome goes to the recorder. */
     const dispatch = (message: Message) => {
       held++
-      laneOf(message.endpoint_id).held++
       enqueue(message.endpoint_id, {
         message,
         settle: (sent) => {
           if (sent._tag === "Unreadable") {
             // Left leased: sent again once its lease is freed.
-            release(message.endpoint_id)
+            held--
             Runtime.runFork(runtime)(Effect.logError("could not read a webhook endpoint; the message waits for its lease to end", sent.error))
             return
           }
@@ -443,7 +454,7 @@ export const layer = Layer.scoped(
       })
     }
 
-    const busyLanes = () => [...lanes].filter(([, lane]) => lane.held >= maxHeld).map(([id]) => id)
+    const busyLanes = () => [...lanes].filter(([, lane]) => waitingIn(lane) >= maxWaiting).map(([id]) => id)
 
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
       sql<MessageRow>`
