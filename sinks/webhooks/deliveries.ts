@@ -119,7 +119,7 @@ export const messagesDelivered = Metric.counter("wearflow_webhook_messages_deliv
 export const messagesFailed = Metric.counter("wearflow_webhook_messages_failed_total")
 
 const CLAIM_BATCH = 1000
-const MAX_IN_FLIGHT = 8192
+const MAX_IN_FLIGHT = 16384
 const RECORD_BATCH = 2000
 // Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
 const LEASE = "15 minutes"
@@ -175,7 +175,7 @@ export const layer = Layer.scoped(
     })
     // A lane with this many messages waiting takes no more claims (a slow endpoint must not
     // gather messages whose lease could run out in its queue); at half, it asks for more.
-    const maxWaiting = settings.endpointConcurrency * 8
+    const maxWaiting = settings.endpointConcurrency * 32
     const lowWater = maxWaiting / 2
     const wakeups = yield* Queue.sliding<void>(1)
 
