@@ -411,8 +411,11 @@ export const layer = Layer.scoped(
         const attempted: Array<Outcome> = []
         const unsendable: Array<string> = []
         for (const item of batch) "unsendable" in item ? unsendable.push(item.unsendable.id) : attempted.push(item)
-        yield* sql.withTransaction(Effect.zipRight(record(attempted), settleUnsendable(unsendable)))
         const failed = attempted.filter((o) => !o.result.ok).map((o) => o.message)
+        // Successes of healthy endpoints are one statement, atomic alone: no transaction's round trips.
+        const oneStatement = unsendable.length === 0 && failed.length === 0 && !attempted.some((o) => mayBeFailing.has(o.message.endpoint_id))
+        const recording = Effect.zipRight(record(attempted), settleUnsendable(unsendable))
+        yield* oneStatement ? recording : sql.withTransaction(recording)
         if (failed.length > 0) yield* startRetries(failed)
       })
 
