@@ -204,6 +204,8 @@ describe("signed delivery", () => {
       expect(message.attempts).toHaveLength(1)
       expect(message.attempts[0]).toMatchObject({ attempt: 1, trigger: "first", status: "success", response_status_code: 204, error: null })
     }
+    // A first attempt that succeeds is kept in its message row: no attempt row of its own.
+    expect(await count("select count(*) as n from webhook_attempt_log where message_id = any($1)", [log.map((m) => m.id)])).toBe(0)
   })
 
   it("sends custom headers, and re-sends nothing when the same PUSH arrives again", async () => {
@@ -286,6 +288,26 @@ describe("failures and retries", () => {
     expect(message.attempts[2]!.error).toBe("timed out")
     expect(message.attempts[2]!.latency_ms).toBeGreaterThanOrEqual(900)
     expect(message.attempts[3]!.error).toMatch(/socket|closed|ECONNRESET/i)
+  })
+
+  it("sends an event's retry the same bytes as its first attempt, and logs both attempts", async () => {
+    const target = await receiver()
+    target.answers = [500]
+    const endpoint = await createEndpoint({ url: target.url, filter_types: ["daily.data.activity.*"] })
+    await linkedUser("retried-user")
+    await push(dailies("retried-user", 7))
+    const [message] = await waitFor(async () => {
+      const messages = await messagesOf(endpoint.id)
+      return messages.length === 1 && messages[0]!.status === "delivered" ? messages : undefined
+    })
+    expect(target.withId(message!.id)).toHaveLength(2)
+    const [first, retried] = target.received
+    expect(retried!.body).toBe(first!.body)
+    expect(verified(retried!, await secretOf(endpoint.id))).toMatchObject({ data: { steps: 7 } })
+    expect(message!.attempts.map((a) => [a.attempt, a.trigger, a.status, a.response_status_code])).toEqual([
+      [1, "first", "failure", 500],
+      [2, "retry", "success", 204]
+    ])
   })
 
   it("fails a message after the last retry, keeps the record, and recovers it under the same id", async () => {

@@ -1,18 +1,22 @@
 /**
- * Sending messages. The hot path has no workflow in it: a dispatcher claims due messages in
- * batches (a lease, so each is sent by one process), sends each through its endpoint's lane
- * (concurrency, rate limit, pooled connections), and records outcomes in batches. Only a
- * failed attempt starts a durable `WebhookRetry` workflow (retry.ts), which owns the message
- * from then on. A slow or dead endpoint fills its own lane and is left out of claims until
- * its lane drains, so it never holds back the others.
+ * Sending messages. The hot path has no workflow and no fiber per message in it: the fan-out
+ * writes each new message already claimed (a lease, so one process sends it), and once the
+ * sink runner's transaction commits they go straight to their endpoint's lane (concurrency,
+ * rate limit, pooled connections); outcomes are recorded in batches, and a first attempt
+ * that succeeds is recorded in the message row alone. Messages not claimed at fan-out (FIFO
+ * endpoints, full lanes, resends, recovers, freed leases) are claimed in batches by the
+ * dispatcher. Only a failed attempt starts a durable `WebhookRetry` workflow (retry.ts),
+ * which owns the message from then on. A slow or dead endpoint fills its own lane and is left
+ * out of claims until its lane drains, so it never holds back the others.
  */
 import { SqlClient, type SqlError } from "@effect/sql"
 import type { WorkflowEngine } from "@effect/workflow"
 import { ShardingConfig } from "@effect/cluster"
 import { TokenCipher } from "@wearflow/core/crypto"
 import { PublicInternet } from "@wearflow/core/public-internet"
+import type { OutboxEvent } from "@wearflow/core/sink"
 import { retryWhileTransient } from "@wearflow/core/storage/errors"
-import { Chunk, Context, Deferred, Duration, Effect, FiberSet, Layer, Metric, Option, Queue, Redacted, Schedule } from "effect"
+import { Context, Duration, Effect, Layer, Metric, Option, Queue, Redacted, Runtime, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
 import { WebhookRetry } from "./retry-workflow.ts"
 import * as Sender from "./sender.ts"
@@ -27,9 +31,20 @@ interface Message {
   readonly attempts: number
   readonly run: number
   readonly status: string
-  /** The JSON body exactly as sent on every attempt. */
+  /** The JSON body exactly as sent on every attempt (`bodyOf` its payload). */
   readonly body: string
 }
+
+/** A message row with its payload (the outbox event's, or its own for test messages). */
+type MessageRow = Omit<Message, "body"> & { readonly payload: unknown }
+
+/**
+ * The body of every attempt of a message: its payload as JSON. The fan-out and the retries
+ * render the same stored payload the same way, so every attempt sends the same bytes.
+ */
+const bodyOf = (payload: unknown): string => JSON.stringify(payload)
+
+const toMessage = ({ payload, ...row }: MessageRow): Message => ({ ...row, body: bodyOf(payload) })
 
 /** An endpoint as sending needs it; secrets decrypted, cached briefly. */
 interface Target {
@@ -52,6 +67,7 @@ interface TargetRow {
   readonly headers: Uint8Array | null
   readonly rate_limit: number | null
   readonly disabled: boolean
+  readonly failing: boolean
 }
 
 type Trigger = "first" | "retry" | "manual"
@@ -62,11 +78,29 @@ interface Outcome {
   readonly result: Sender.AttemptResult
 }
 
+/** What a lane did with a message. */
+type LaneResult =
+  | { readonly _tag: "Attempted"; readonly result: Sender.AttemptResult }
+  /** The endpoint is gone or disabled (or its lane closed): nothing was sent. */
+  | { readonly _tag: "Unsendable" }
+  /** The endpoint could not be read (database trouble): nothing was sent. */
+  | { readonly _tag: "Unreadable"; readonly error: unknown }
+
+/** What the recorder records: an attempt, or a message that could not be sent. */
+type Recordable = Outcome | { readonly unsendable: Message }
+
 /** What a retry attempt found. */
 export type RetryOutcome = "delivered" | "failed" | "settled"
 
 export class Deliveries extends Context.Tag("wearflow/webhooks/Deliveries")<Deliveries, {
-  /** Claims due messages now (after new messages, a resend or a recover). */
+  /**
+   * Writes one message per (event, matching endpoint) in the sink runner's transaction, in
+   * outbox order, most of them already claimed by this process; `sendFannedOut` sends those.
+   */
+  readonly fanOut: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SqlError.SqlError>
+  /** After the runner's transaction committed: sends what its fan-out claimed. */
+  readonly sendFannedOut: Effect.Effect<void>
+  /** Claims due messages now (after a resend or a recover). */
   readonly wake: Effect.Effect<void>
   /** One retry attempt of a message owned by its retry workflow's `run`. */
   readonly retry: (messageId: string, run: number) => Effect.Effect<RetryOutcome, SqlError.SqlError>
@@ -85,33 +119,41 @@ export const messagesDelivered = Metric.counter("wearflow_webhook_messages_deliv
 export const messagesFailed = Metric.counter("wearflow_webhook_messages_failed_total")
 
 const CLAIM_BATCH = 1000
-const MAX_IN_FLIGHT = 8192
+const MAX_IN_FLIGHT = 16384
+const RECORD_BATCH = 2000
 // Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
 const LEASE = "15 minutes"
 const TARGET_TTL_MS = 1000
 const POLL = Duration.millis(500)
 
-/** A message waiting in its endpoint's lane, and where its attempt's result goes. */
+/** A message waiting in its endpoint's lane, and where its lane's result goes. */
 interface Job {
   readonly message: Message
-  readonly reply: (result: Option.Option<Sender.AttemptResult>) => Effect.Effect<void>
+  readonly settle: (result: LaneResult) => void
 }
 
 /**
- * Per endpoint: a queue served by `endpointConcurrency` workers (one request each in flight),
- * the messages claimed for it and not yet recorded, and the rate limit's next free slot.
+ * Per endpoint: the messages waiting (a queue with a moving head), how many requests are in
+ * flight (at most `endpointConcurrency`) and the rate limit's next free slot. Plain
+ * callbacks, no fibers: a lane is the hot path.
  */
 interface Lane {
-  readonly jobs: Queue.Queue<Job>
-  held: number
+  readonly waiting: Array<Job>
+  head: number
+  sending: number
   nextSlot: number
+  closed: boolean
 }
+
+const waitingIn = (lane: Lane) => lane.waiting.length - lane.head
 
 const sendHeaders = (target: Target, message: Message, now: number) => {
   const timestamp = Math.floor(now / 1000)
   const keys = target.keys.filter((k) => k.until > now).map((k) => k.key)
   return { ...target.headers, ...signedHeaders(target.scheme, message.id, timestamp, sign(keys, message.id, timestamp, message.body)) }
 }
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 export const layer = Layer.scoped(
   Deliveries,
@@ -120,6 +162,7 @@ export const layer = Layer.scoped(
     const cipher = yield* TokenCipher
     const settings = yield* WebhookSettings
     const engine = yield* Effect.context<WorkflowEngine.WorkflowEngine>()
+    const runtime = yield* Effect.runtime<never>()
     const guard = (yield* PublicInternet).guard(settings.reach)
     const sender = yield* Sender.make(guard, {
       timeoutMs: Duration.toMillis(settings.timeout),
@@ -130,21 +173,29 @@ export const layer = Layer.scoped(
       onNone: () => randomUUID(),
       onSome: (config) => Option.match(config.runnerAddress, { onNone: () => randomUUID(), onSome: (a) => `${a.host}:${a.port}` })
     })
-    const maxHeld = settings.endpointConcurrency * 8
+    // A lane with this many messages waiting takes no more claims (a slow endpoint must not
+    // gather messages whose lease could run out in its queue); at half, it asks for more.
+    const maxWaiting = settings.endpointConcurrency * 32
+    const lowWater = maxWaiting / 2
+    const wakeups = yield* Queue.sliding<void>(1)
 
     // ---- endpoints ----------------------------------------------------------------------
     const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number }>()
-    const loadTarget = (endpointId: string) =>
-      Effect.suspend(() => {
-        const cached = targets.get(endpointId)
-        return cached && Date.now() - cached.loadedAt < TARGET_TTL_MS ? Effect.succeed(cached.target) : readTarget(endpointId)
-      })
+    /**
+     * Endpoints whose failing streak may be open (seen so when read, or failed here): only
+     * these need a success written back, so a healthy endpoint's batches skip that statement.
+     */
+    const mayBeFailing = new Set<string>()
+    /** Reads in progress, so a lane's concurrent requests share one read. */
+    const reading = new Map<string, Promise<Option.Option<Target>>>()
     const readTarget = (endpointId: string) =>
       Effect.gen(function* () {
         const rows = yield* sql<TargetRow>`
-          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled
+          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled,
+                 failing_since is not null as failing
           from webhook_endpoints where id = ${endpointId}`
         const row = rows[0]
+        if (row?.failing) mayBeFailing.add(endpointId)
         let target = Option.none<Target>()
         if (row) {
           const secret = yield* cipher.decrypt(row.secret)
@@ -157,77 +208,116 @@ export const layer = Layer.scoped(
         }
         targets.set(endpointId, { target, loadedAt: Date.now() })
         return target
-      }).pipe(Effect.orDie)
+      })
+    /** The endpoint, from the cache while fresh; rejects when it cannot be read. */
+    const targetOf = (endpointId: string): Option.Option<Target> | Promise<Option.Option<Target>> => {
+      const cached = targets.get(endpointId)
+      if (cached && Date.now() - cached.loadedAt < TARGET_TTL_MS) return cached.target
+      const inProgress = reading.get(endpointId)
+      if (inProgress) return inProgress
+      const read = Runtime.runPromise(runtime)(readTarget(endpointId)).finally(() => reading.delete(endpointId))
+      reading.set(endpointId, read)
+      return read
+    }
 
     // ---- lanes ----------------------------------------------------------------------------
-    const fibers = yield* FiberSet.make()
-    const runWorker = yield* FiberSet.runtime(fibers)<never>()
     const lanes = new Map<string, Lane>()
+    /** Messages this process has claimed and not yet recorded: at most MAX_IN_FLIGHT are claimed. */
     let held = 0
 
     /** Waits for the endpoint's next slot under its rate limit (messages per second). */
-    const paced = (lane: Lane, rateLimit: number | null) =>
-      Effect.suspend(() => {
-        if (rateLimit === null) return Effect.void
-        const now = Date.now()
-        const slot = Math.max(now, lane.nextSlot)
-        lane.nextSlot = slot + 1000 / rateLimit
-        return slot > now ? Effect.sleep(Duration.millis(slot - now)) : Effect.void
-      })
+    const paced = (lane: Lane, rateLimit: number | null) => {
+      if (rateLimit === null) return undefined
+      const now = Date.now()
+      const slot = Math.max(now, lane.nextSlot)
+      lane.nextSlot = slot + 1000 / rateLimit
+      return slot > now ? sleep(slot - now) : undefined
+    }
 
-    /** One attempt; `None` when the endpoint is gone or disabled. */
-    const attempt = (lane: Lane, message: Message) =>
-      Effect.gen(function* () {
-        const found = yield* loadTarget(message.endpoint_id)
-        if (Option.isNone(found) || found.value.disabled) return Option.none<Sender.AttemptResult>()
-        const target = found.value
-        yield* paced(lane, target.rateLimit)
-        const refused = guard.checkScheme(target.url)
-        const now = Date.now()
-        if (refused) return Option.some<Sender.AttemptResult>({ ok: false, attemptedAt: new Date(now), status: null, latencyMs: 0, excerpt: null, error: refused.message })
-        const result = yield* Effect.promise(() => sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body))
-        yield* Metric.increment(result.ok ? attemptsSucceeded : attemptsFailed)
-        return Option.some(result)
-      })
+    /** One attempt of `message` through its lane. */
+    const attempt = async (lane: Lane, message: Message): Promise<LaneResult> => {
+      let found: Option.Option<Target>
+      try {
+        found = await targetOf(message.endpoint_id)
+      } catch (error) {
+        return { _tag: "Unreadable", error }
+      }
+      if (Option.isNone(found) || found.value.disabled) return { _tag: "Unsendable" }
+      const target = found.value
+      await paced(lane, target.rateLimit)
+      const refused = guard.checkScheme(target.url)
+      const now = Date.now()
+      if (refused) return { _tag: "Attempted", result: { ok: false, attemptedAt: new Date(now), status: null, latencyMs: 0, excerpt: null, error: refused.message } }
+      return { _tag: "Attempted", result: await sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body) }
+    }
+
+    /** Starts waiting messages while the lane has room for another request. */
+    const pump = (lane: Lane) => {
+      while (!lane.closed && lane.sending < settings.endpointConcurrency && lane.head < lane.waiting.length) {
+        const job = lane.waiting[lane.head]!
+        lane.waiting[lane.head++] = undefined as unknown as Job
+        if (lane.head > 1024 && lane.head * 2 > lane.waiting.length) {
+          lane.waiting.splice(0, lane.head)
+          lane.head = 0
+        }
+        // Claimed more before the lane runs dry, rather than after.
+        if (waitingIn(lane) === lowWater) wakeups.unsafeOffer(undefined)
+        lane.sending++
+        void attempt(lane, job.message).then((result) => {
+          lane.sending--
+          job.settle(result)
+          pump(lane)
+        })
+      }
+    }
 
     const laneOf = (endpointId: string): Lane => {
       const existing = lanes.get(endpointId)
       if (existing) return existing
-      // Made synchronously, so two callers cannot both open a lane for one endpoint.
-      const lane: Lane = { jobs: Effect.runSync(Queue.unbounded<Job>()), held: 0, nextSlot: 0 }
+      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false }
       lanes.set(endpointId, lane)
-      const worker = Queue.take(lane.jobs).pipe(
-        Effect.flatMap((job) => attempt(lane, job.message).pipe(Effect.flatMap(job.reply))),
-        Effect.forever
-      )
-      for (let i = 0; i < settings.endpointConcurrency; i++) runWorker(worker)
       return lane
     }
 
-    /** Closes an endpoint's lane (deleted): its workers stop, its queued messages are dropped. */
+    const enqueue = (endpointId: string, job: Job) => {
+      const lane = laneOf(endpointId)
+      lane.waiting.push(job)
+      pump(lane)
+    }
+
+    /** Closes an endpoint's lane (deleted): its queued messages are settled as unsendable. */
     const closeLane = (endpointId: string) =>
-      Effect.suspend(() => {
+      Effect.sync(() => {
         const lane = lanes.get(endpointId)
-        if (!lane) return Effect.void
+        if (!lane) return
         lanes.delete(endpointId)
-        return Queue.takeAll(lane.jobs).pipe(
-          Effect.tap((dropped) => Effect.sync(() => (held -= dropped.length))),
-          Effect.zipRight(Queue.shutdown(lane.jobs))
-        )
+        lane.closed = true
+        const dropped = lane.waiting.slice(lane.head)
+        lane.waiting.length = 0
+        lane.head = 0
+        for (const job of dropped) job.settle({ _tag: "Unsendable" })
       })
 
     /** Sends one attempt through the endpoint's lane and waits for it (the retry path). */
     const sendNow = (message: Message) =>
-      Effect.gen(function* () {
-        const done = yield* Deferred.make<Option.Option<Sender.AttemptResult>>()
-        yield* Queue.offer(laneOf(message.endpoint_id).jobs, { message, reply: (result) => Deferred.succeed(done, result) })
-        return yield* Deferred.await(done)
-      })
+      Effect.async<Option.Option<Sender.AttemptResult>>((resume) =>
+        enqueue(message.endpoint_id, {
+          message,
+          settle: (sent) =>
+            resume(
+              sent._tag === "Attempted" ? Effect.succeed(Option.some(sent.result))
+                : sent._tag === "Unsendable" ? Effect.succeed(Option.none())
+                : Effect.die(sent.error)
+            )
+        })
+      )
 
     // ---- recording ------------------------------------------------------------------------
     /**
-     * Records attempts in one statement: the attempt log, the message's count and status. A
-     * failed first (or manual) attempt leaves the message leased: its retry workflow starts next.
+     * Records attempts in one statement: the message's count and status and, unless it is a
+     * first attempt that succeeded (kept in the message row: the common case writes one row),
+     * the attempt log. A failed first (or manual) attempt leaves the message leased: its retry
+     * workflow starts next.
      */
     const record = (outcomes: ReadonlyArray<Outcome>) =>
       Effect.gen(function* () {
@@ -248,16 +338,23 @@ export const layer = Layer.scoped(
               lease_until = case when r.ok then '-infinity' else m.lease_until end,
               -- A failed attempt leaves the message 'sending' (leased) until its retry workflow has it.
               last_error = r.error,
+              first_attempted_at = case when r.ok and m.attempts = 0 then r.at else m.first_attempted_at end,
+              first_response_status = case when r.ok and m.attempts = 0 then r.status else m.first_response_status end,
+              first_latency_ms = case when r.ok and m.attempts = 0 then r.latency else m.first_latency_ms end,
+              first_response_excerpt = case when r.ok and m.attempts = 0 then r.excerpt else m.first_response_excerpt end,
               updated_at = now()
             from r where m.id = r.id
-            returning m.id, m.attempts
+            returning m.id, m.attempts, m.first_attempted_at is not null and m.attempts = 1 as in_row
           )
-          insert into webhook_attempts (message_id, attempt, trigger, attempted_at, status, response_status, latency_ms, response_excerpt, error)
+          insert into webhook_attempt_log (message_id, attempt, trigger, attempted_at, status, response_status, latency_ms, response_excerpt, error)
           select r.id, c.attempts, r.trigger, r.at, case when r.ok then 'success' else 'failure' end, r.status, r.latency, r.excerpt, r.error
           from r join counted c on c.id = r.id
+          where not c.in_row
           on conflict do nothing`
-        const delivered = outcomes.filter((o) => o.result.ok)
-        if (delivered.length > 0) yield* Metric.incrementBy(messagesDelivered, delivered.length)
+        const delivered = outcomes.filter((o) => o.result.ok).length
+        if (delivered > 0) yield* Metric.incrementBy(messagesDelivered, delivered)
+        yield* Metric.incrementBy(attemptsSucceeded, delivered)
+        yield* Metric.incrementBy(attemptsFailed, outcomes.length - delivered)
         yield* endpointHealth(outcomes)
       })
 
@@ -266,10 +363,13 @@ export const layer = Layer.scoped(
       Effect.gen(function* () {
         const healthy = [...new Set(outcomes.filter((o) => o.result.ok).map((o) => o.message.endpoint_id))]
         const failing = [...new Set(outcomes.filter((o) => !o.result.ok).map((o) => o.message.endpoint_id))].filter((id) => !healthy.includes(id))
-        if (healthy.length > 0) {
-          yield* sql`update webhook_endpoints set failing_since = null where id = any(${healthy}::uuid[]) and failing_since is not null`
+        const recovered = healthy.filter((id) => mayBeFailing.has(id))
+        if (recovered.length > 0) {
+          yield* sql`update webhook_endpoints set failing_since = null where id = any(${recovered}::uuid[]) and failing_since is not null`
+          for (const id of recovered) mayBeFailing.delete(id)
         }
         if (failing.length === 0) return
+        for (const id of failing) mayBeFailing.add(id)
         yield* sql`update webhook_endpoints set failing_since = now() where id = any(${failing}::uuid[]) and failing_since is null`
         const disabled = yield* sql<{ id: string; team_id: string; failing_since: Date }>`
           update webhook_endpoints set disabled = true, updated_at = now(),
@@ -301,46 +401,66 @@ export const layer = Layer.scoped(
                    where id = any(${messages.map((m) => m.id)}::text[]) and status = 'sending'`
       }).pipe(Effect.provide(engine))
 
-    const outcomes = yield* Queue.unbounded<Outcome | { readonly unsendable: Message }>()
-    const wakeups = yield* Queue.sliding<void>(1)
+    /** Outcomes of dispatched messages, waiting for the recorder; `recorderWake` says there are some. */
+    const toRecord: Array<Recordable> = []
+    const recorderWake = yield* Queue.sliding<void>(1)
+
     /** Records one batch of outcomes and hands failed messages to their retries. */
-    const recordBatch = (batch: ReadonlyArray<Outcome | { readonly unsendable: Message }>) =>
+    const recordBatch = (batch: ReadonlyArray<Recordable>) =>
       Effect.gen(function* () {
         const attempted: Array<Outcome> = []
         const unsendable: Array<string> = []
         for (const item of batch) "unsendable" in item ? unsendable.push(item.unsendable.id) : attempted.push(item)
-        yield* sql.withTransaction(Effect.zipRight(record(attempted), settleUnsendable(unsendable)))
         const failed = attempted.filter((o) => !o.result.ok).map((o) => o.message)
+        // Successes of healthy endpoints are one statement, atomic alone: no transaction's round trips.
+        const oneStatement = unsendable.length === 0 && failed.length === 0 && !attempted.some((o) => mayBeFailing.has(o.message.endpoint_id))
+        const recording = Effect.zipRight(record(attempted), settleUnsendable(unsendable))
+        yield* oneStatement ? recording : sql.withTransaction(recording)
         if (failed.length > 0) yield* startRetries(failed)
       })
 
-    /** Frees the batch's room in its lanes and claims more now rather than at the next poll. */
-    const release = (batch: ReadonlyArray<Outcome | { readonly unsendable: Message }>) =>
-      Effect.suspend(() => {
-        held -= batch.length
-        for (const item of batch) {
-          const lane = lanes.get("unsendable" in item ? item.unsendable.endpoint_id : item.message.endpoint_id)
-          if (lane) lane.held--
-        }
-        return Queue.offer(wakeups, undefined)
-      })
-
     // A batch that cannot be recorded stays leased: its messages are sent again once freed.
-    const recorder = Queue.takeBetween(outcomes, 1, 2000).pipe(
-      Effect.map(Chunk.toReadonlyArray),
-      Effect.flatMap((batch) =>
-        recordBatch(batch).pipe(
+    const recorder = Queue.take(recorderWake).pipe(
+      Effect.zipRight(Effect.suspend(() => {
+        const batch = toRecord.splice(0, RECORD_BATCH)
+        if (toRecord.length > 0) recorderWake.unsafeOffer(undefined)
+        return recordBatch(batch).pipe(
           retryWhileTransient(Duration.minutes(5)),
           Effect.catchAllCause((cause) => Effect.logError("could not record webhook attempts", cause)),
-          Effect.ensuring(release(batch))
-        )),
+          Effect.ensuring(Effect.sync(() => {
+            // Their room is free: claim more now rather than at the next poll.
+            held -= batch.length
+            wakeups.unsafeOffer(undefined)
+          }))
+        )
+      })),
       Effect.forever
     )
 
     // ---- dispatching ----------------------------------------------------------------------
 
+    /** Queues a claimed message in its lane; its outcome goes to the recorder. */
+    const dispatch = (message: Message) => {
+      held++
+      enqueue(message.endpoint_id, {
+        message,
+        settle: (sent) => {
+          if (sent._tag === "Unreadable") {
+            // Left leased: sent again once its lease is freed.
+            held--
+            Runtime.runFork(runtime)(Effect.logError("could not read a webhook endpoint; the message waits for its lease to end", sent.error))
+            return
+          }
+          toRecord.push(sent._tag === "Attempted" ? { message, trigger: message.attempts === 0 ? "first" : "manual", result: sent.result } : { unsendable: message })
+          recorderWake.unsafeOffer(undefined)
+        }
+      })
+    }
+
+    const busyLanes = () => [...lanes].filter(([, lane]) => waitingIn(lane) >= maxWaiting).map(([id]) => id)
+
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
-      sql<Message>`
+      sql<MessageRow>`
         with claimed as (
           update webhook_messages m set status = 'sending', lease_until = now() + ${LEASE}::interval, leased_by = ${instance}
           from (
@@ -357,34 +477,93 @@ export const layer = Layer.scoped(
           where m.id = picked.id
           returning m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, m.event_id, m.payload, m.seq
         )
-        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload)::text as body
+        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload) as payload
         from claimed c left join outbox o on o.event_id = c.event_id
         order by c.seq`
 
-    /** Queues a claimed message in its lane; its outcome goes to the recorder. */
-    const dispatch = (message: Message) => {
-      const lane = laneOf(message.endpoint_id)
-      held++
-      lane.held++
-      return Queue.offer(lane.jobs, {
-        message,
-        reply: (sent) =>
-          Queue.offer(outcomes, Option.isSome(sent)
-            ? { message, trigger: message.attempts === 0 ? "first" : "manual", result: sent.value }
-            : { unsendable: message })
-      })
-    }
-
     const dispatcher = Effect.gen(function* () {
       const room = Math.min(CLAIM_BATCH, MAX_IN_FLIGHT - held)
-      const busy = [...lanes].filter(([, lane]) => lane.held >= maxHeld).map(([id]) => id)
-      const claimed = room > 0 ? yield* claim(room, busy) : []
-      for (const message of claimed) yield* dispatch(message)
-      if (claimed.length < room || room === 0) yield* Queue.take(wakeups).pipe(Effect.timeout(POLL), Effect.ignore)
+      const claimed = room > 0 ? yield* claim(room, busyLanes()) : []
+      for (const row of claimed) dispatch(toMessage(row))
+      if (claimed.length < room || room <= 0) yield* Queue.take(wakeups).pipe(Effect.timeout(POLL), Effect.ignore)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("webhook dispatcher failed; retrying", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))),
       Effect.forever
     )
+
+    // ---- fan-out --------------------------------------------------------------------------
+    /**
+     * Messages the fan-out claimed, per runner transaction (its id): sent once that one has
+     * committed. The runner calls `sendFannedOut` only after a commit, so entries of any other
+     * transaction were rolled back (or their commit was lost: those are released to the dispatcher).
+     */
+    let fannedOut: Array<{ readonly xact: string; readonly messages: ReadonlyArray<Message> }> = []
+
+    const fanOut = (batch: ReadonlyArray<OutboxEvent>) =>
+      Effect.gen(function* () {
+        // Claimed at once unless the endpoint is FIFO (the dispatcher keeps each user's order),
+        // its lane is full, or the process has as many messages in hand as it may hold.
+        const room = Math.max(0, MAX_IN_FLIGHT - held)
+        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }>`
+          insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
+          select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
+                 case when f.claimed then 'sending' else 'pending' end,
+                 case when f.claimed then now() + ${LEASE}::interval else '-infinity' end,
+                 case when f.claimed then ${instance} end
+          from (
+            select 'msg_' || md5(w.id::text || ':' || e.event_id::text) as id, w.id as endpoint_id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo, e.ord,
+                   not w.fifo and not (w.id = any(${busyLanes()}::uuid[])) and row_number() over (order by e.ord, w.id) <= ${room} as claimed
+            from unnest(${batch.map((e) => e.eventId)}::uuid[], ${batch.map((e) => e.eventType)}::text[],
+                        ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
+                 with ordinality as e(event_id, event_type, team_id, user_id, ord)
+            join webhook_endpoints w on w.team_id = e.team_id and not w.disabled
+              and (cardinality(w.filter_types) = 0 or exists (
+                select 1 from unnest(w.filter_types) f
+                where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
+          ) f
+          order by f.ord, f.endpoint_id
+          on conflict (id) do nothing
+          returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact`
+        if (rows.length === 0) return
+        const bodies = new Map<string, string>()
+        const envelopes = new Map(batch.map((e) => [e.eventId, e.envelope]))
+        const bodyFor = (eventId: string) => {
+          let body = bodies.get(eventId)
+          if (body === undefined) bodies.set(eventId, (body = bodyOf(envelopes.get(eventId))))
+          return body
+        }
+        const messages: Array<Message> = []
+        let waiting = false
+        for (const row of rows) {
+          if (row.status !== "sending") waiting = true
+          else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body: bodyFor(row.event_id) })
+        }
+        fannedOut.push({ xact: rows[0]!.xact, messages })
+        if (waiting) yield* Queue.offer(wakeups, undefined)
+      })
+
+    const sendFannedOut = Effect.suspend(() => {
+      if (fannedOut.length === 0) return Effect.void
+      const entries = fannedOut
+      fannedOut = []
+      const committed = entries[entries.length - 1]!.xact
+      const sent = new Set<string>()
+      for (const entry of entries) {
+        if (entry.xact !== committed) continue
+        for (const message of entry.messages) {
+          sent.add(message.id)
+          dispatch(message)
+        }
+      }
+      const stale = entries.filter((e) => e.xact !== committed).flatMap((e) => e.messages.map((m) => m.id)).filter((id) => !sent.has(id))
+      if (stale.length === 0) return Effect.void
+      return sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null
+                 where id = any(${stale}::text[]) and status = 'sending' and leased_by = ${instance}`.pipe(
+        Effect.zipRight(Queue.offer(wakeups, undefined)),
+        Effect.catchAllCause((cause) => Effect.logError("could not release webhook messages of a rolled-back fan-out; their lease will", cause)),
+        Effect.asVoid
+      )
+    })
 
     // A restarted process frees the messages it held when it stopped; others' after their lease.
     yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where leased_by = ${instance} and status = 'sending'`
@@ -400,15 +579,18 @@ export const layer = Layer.scoped(
     )
     yield* Effect.forkScoped(recorder)
     yield* Effect.forkScoped(dispatcher)
+    // Lanes are plain callbacks: on shutdown they stop taking messages (the pools close with the sender).
+    yield* Effect.addFinalizer(() => Effect.sync(() => lanes.forEach((lane) => (lane.closed = true))))
 
     // ---- retries (called from the workflow's activities) -------------------------------------
     const retry = (messageId: string, run: number) =>
       Effect.gen(function* () {
-        const rows = yield* sql<Message>`
-          select m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, coalesce(m.payload, o.payload)::text as body
+        const rows = yield* sql<MessageRow>`
+          select m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, coalesce(m.payload, o.payload) as payload
           from webhook_messages m left join outbox o on o.event_id = m.event_id where m.id = ${messageId}`
-        const message = rows[0]
-        if (!message || message.run !== run || message.status === "delivered" || message.status === "failed") return "settled" as const
+        const row = rows[0]
+        if (!row || row.run !== run || row.status === "delivered" || row.status === "failed") return "settled" as const
+        const message = toMessage(row)
         const sent = yield* sendNow(message)
         if (Option.isNone(sent)) {
           yield* settleUnsendable([message.id])
@@ -435,6 +617,8 @@ export const layer = Layer.scoped(
       }).pipe(sql.withTransaction)
 
     return {
+      fanOut,
+      sendFannedOut,
       wake: Queue.offer(wakeups, undefined).pipe(Effect.asVoid),
       retry,
       exhaust,

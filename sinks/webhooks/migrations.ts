@@ -79,9 +79,31 @@ const endpointsAndMessages = Effect.gen(function* () {
   )`
 })
 
+/**
+ * Fewer writes per delivery: a first attempt that succeeds (nearly all of them) is kept in
+ * its message row instead of a row of its own. Failed and later attempts stay rows, in
+ * `webhook_attempt_log`; `webhook_attempts` becomes the view of both, so every attempt is read
+ * in one place as before.
+ */
+const firstAttemptInMessage = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  yield* sql`alter table webhook_messages
+    add column first_attempted_at timestamptz,
+    add column first_response_status int,
+    add column first_latency_ms int,
+    add column first_response_excerpt text`
+  yield* sql`alter table webhook_attempts rename to webhook_attempt_log`
+  yield* sql`create view webhook_attempts as
+    select message_id, attempt, trigger, attempted_at, status, response_status, latency_ms, response_excerpt, error
+    from webhook_attempt_log
+    union all
+    select id, 1, 'first', first_attempted_at, 'success', first_response_status, first_latency_ms, first_response_excerpt, null
+    from webhook_messages where first_attempted_at is not null`
+})
+
 export const migrate = withMigrationLock(
   Migrator.make({})({
-    loader: Migrator.fromRecord({ "0001_endpoints_messages": endpointsAndMessages }),
+    loader: Migrator.fromRecord({ "0001_endpoints_messages": endpointsAndMessages, "0002_first_attempt_in_message": firstAttemptInMessage }),
     table: "webhook_migrations"
   })
 )

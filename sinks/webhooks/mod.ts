@@ -2,7 +2,7 @@
  * The webhooks sink: every outbox event becomes one message per endpoint of its team whose
  * filter it passes, signed Svix-style (`svix-*` or `webhook-*` headers) and retried on
  * Svix's schedule. Messages are recorded in the sink runner's transaction (so each event
- * fans out exactly once) and sent right after it commits (deliveries.ts).
+ * fans out exactly once), already claimed, and sent right after it commits (deliveries.ts).
  *
  * Permissions: endpoints are customers' own URLs, configured at run time, so the sink cannot
  * name its hosts up front (`net` is empty). It declares `internet` instead, and the host
@@ -12,7 +12,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { Manifest, Plugin } from "@wearflow/core/plugin"
-import { type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
+import { type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer } from "effect"
 import { WebhooksApi } from "./Api.ts"
 import * as Deliveries from "./deliveries.ts"
@@ -40,29 +40,12 @@ const sinkLayer = Layer.effect(
     const sql = yield* SqlClient.SqlClient
     const deliveries = yield* Deliveries.Deliveries
     const settings = yield* WebhookSettings
-    /**
-     * One message per (event, matching endpoint), in outbox order. The id is derived from
-     * both, so a re-sent batch inserts nothing new.
-     */
-    const deliver = (batch: ReadonlyArray<OutboxEvent>) =>
-      sql`
-        insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo)
-        select 'msg_' || md5(w.id::text || ':' || e.event_id::text), w.id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo
-        from unnest(${batch.map((e) => e.eventId)}::uuid[], ${batch.map((e) => e.eventType)}::text[],
-                    ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
-             with ordinality as e(event_id, event_type, team_id, user_id, ord)
-        join webhook_endpoints w on w.team_id = e.team_id and not w.disabled
-          and (cardinality(w.filter_types) = 0 or exists (
-            select 1 from unnest(w.filter_types) f
-            where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
-        order by e.ord, w.id
-        on conflict (id) do nothing`.pipe(Effect.asVoid, Effect.mapError(classify))
-
     return {
       id: manifest.id,
-      deliver,
+      // One message per (event, matching endpoint), in outbox order (deliveries.ts).
+      deliver: (batch) => deliveries.fanOut(batch).pipe(Effect.mapError(classify)),
       health: sql`select 1 from webhook_endpoints limit 1`.pipe(Effect.asVoid, Effect.mapError(classify)),
-      afterCommit: deliveries.wake,
+      afterCommit: deliveries.sendFannedOut,
       historicalData: settings.historicalData
     } satisfies Sink
   })

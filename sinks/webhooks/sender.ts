@@ -80,14 +80,19 @@ export const make = (guard: Guard, options: SenderOptions) =>
           signal: AbortSignal.timeout(options.timeoutMs)
         })
         .then(async (response) => {
-          // Decoded as a stream, so a character split across chunks or by the cut stays whole or is left out.
-          const decoder = new StringDecoder("utf8")
           let excerpt = ""
-          let size = 0
-          for await (const chunk of response.body) {
-            if (size < EXCERPT_BYTES) excerpt += decoder.write(Buffer.from(chunk).subarray(0, EXCERPT_BYTES - size))
-            size += chunk.length
-            if (size > DRAIN_BYTES) break
+          if (response.statusCode === 204 || response.headers["content-length"] === "0") {
+            // Nothing to read (most receivers): skip the stream's iterator.
+            await response.body.dump()
+          } else {
+            // Decoded as a stream, so a character split across chunks or by the cut stays whole or is left out.
+            const decoder = new StringDecoder("utf8")
+            let size = 0
+            for await (const chunk of response.body) {
+              if (size < EXCERPT_BYTES) excerpt += decoder.write(Buffer.from(chunk).subarray(0, EXCERPT_BYTES - size))
+              size += chunk.length
+              if (size > DRAIN_BYTES) break
+            }
           }
           const status = response.statusCode
           const ok = status >= 200 && status < 300
