@@ -49,7 +49,7 @@ const append = (events: ReadonlyArray<{ readonly type: string; readonly data: un
                              ${events.map((e) => JSON.stringify({ event_type: e.type, data: e.data, user_id: USER, client_user_id: "c", team_id: TEAM }))}::jsonb[])`)
 
 /** The plugin as the server runs it (its runner included), on a fresh database, files in a temp directory. */
-const withSink = (settings: Record<string, string>, replicas: 1 | 2 = 1) =>
+const withSink = (settings: Record<string, string>, replicas: 1 | 2 = 1, runnerBatch = 7) =>
   Effect.gen(function* () {
     const url = yield* Effect.promise(() => freshDatabaseUrl())
     const dir = yield* Effect.acquireRelease(
@@ -59,7 +59,7 @@ const withSink = (settings: Record<string, string>, replicas: 1 | 2 = 1) =>
     const Db = Database.layer({ url: Option.some(url), dataDir: "unused" })
     const env = new Map(Object.entries({ WEARFLOW_ETL_DIR: dir, WEARFLOW_ETL_BATCH_SECONDS: "0.2", ...settings }))
     const replica = () =>
-      SinkRunner.layer(EtlSink.EtlSink, { batchSize: 7, idle: "20 millis" }).pipe(
+      SinkRunner.layer(EtlSink.EtlSink, { batchSize: runnerBatch, idle: "20 millis" }).pipe(
         Layer.provideMerge(Host.load(EtlSink.plugin, ConfigProvider.fromMap(env))),
         Layer.provide(FetchHttpClient.layer)
       )
@@ -113,7 +113,8 @@ const rowsOf = (dir: string, manifests: ReadonlyArray<Manifest>) =>
 describe("batches", () => {
   it.scopedLive("cut at the record limit: events are never split, every row is written once", () =>
     Effect.gen(function* () {
-      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "25" })
+      // Staged in one runner batch: staged over several, the age limit could seal a part first.
+      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "25" }, 1, 100)
       yield* Effect.gen(function* () {
         yield* append([...Array.from({ length: 10 }, () => heartrate(10)), ...Array.from({ length: 30 }, (_, i) => activity(i + 1))])
         yield* drained
@@ -130,17 +131,18 @@ describe("batches", () => {
 
   it.scopedLive("a batch of more events than one read page is written whole: every row once, in event order", () =>
     Effect.gen(function* () {
-      // Sealed at exactly 250 records (the age limit out of reach): 2½ pages of events.
-      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "250", WEARFLOW_ETL_BATCH_SECONDS: "600" })
+      // Sealed at exactly 2½ pages of summaries (the age limit out of reach).
+      const events = Batches.PAGE_RECORDS * 2.5
+      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: String(events), WEARFLOW_ETL_BATCH_SECONDS: "600" }, 1, 1000)
       yield* Effect.gen(function* () {
-        yield* append(Array.from({ length: 250 }, (_, i) => {
+        yield* append(Array.from({ length: events }, (_, i) => {
           const event = activity(1 + (i % 28))
           return { ...event, data: { ...event.data, steps: i } }
         }))
         yield* drained
         const days = yield* manifestsOf(dir, "activity")
-        expect(days.map((m) => [m.event_count, m.record_count])).toEqual([[250, 250]])
-        expect((yield* rowsOf(dir, days)).map((r) => r.steps)).toEqual(Array.from({ length: 250 }, (_, i) => i))
+        expect(days.map((m) => [m.event_count, m.record_count])).toEqual([[events, events]])
+        expect((yield* rowsOf(dir, days)).map((r) => r.steps)).toEqual(Array.from({ length: events }, (_, i) => i))
       }).pipe(Effect.provide(context))
     }))
 

@@ -93,8 +93,14 @@ const backoff = (failures: number) => Duration.millis(Math.min(60_000, 1000 * 2 
 /** How often the staged totals are checked at most, however often the runner wakes the flusher. */
 const CHECK_INTERVAL = Duration.millis(250)
 
-/** Events read and encoded at a time while a batch is written. */
-const PAGE_EVENTS = 100
+/**
+ * Rows read and encoded at a time while a batch is written, as events: the batch's average
+ * rows per event decide how many events make a page (4,000 summaries, or 40 events of 100
+ * samples). Fewer, larger reads: one read of a hundred summaries cost as much as a thousand.
+ */
+export const PAGE_RECORDS = 4000
+const pageEventsOf = (batch: Pick<BatchRow, "events" | "records">) =>
+  Math.max(1, Math.round((PAGE_RECORDS * batch.events) / Math.max(1, batch.records)))
 
 /** Batches written at once: encoding (zlib, DuckDB) and uploads overlap. */
 const WRITERS = 2
@@ -125,7 +131,10 @@ export const make = (settings: Settings, store: ObjectStore) =>
     /**
      * Stages a runner batch's data events, in the runner's transaction: staged exactly when
      * the cursor moves past them. Their row counts and sizes are read in Postgres, so the
-     * payloads never travel to this process until their batch is written.
+     * payloads never travel to this process until their batch is written. A payload stored
+     * uncompressed counts its stored size (jsonb's is within a few percent of its JSON text's),
+     * read from its header: printing every summary as text to measure it cost more than the
+     * rest of staging together. A compressed one is printed, or the limit would count it small.
      */
     const stage = (entries: ReadonlyArray<OutboxEntry>) => {
       const positions: Array<string> = []
@@ -145,7 +154,7 @@ export const make = (settings: Settings, store: ObjectStore) =>
                case when not e.timeseries then 1
                     when jsonb_typeof(o.payload -> 'data' -> 'data') = 'array' then jsonb_array_length(o.payload -> 'data' -> 'data')
                     else 0 end,
-               octet_length((o.payload -> 'data')::text)
+               case when pg_column_compression(o.payload) is null then pg_column_size(o.payload) else octet_length(o.payload::text) end
         from unnest(${positions}::bigint[], ${resources}::text[], ${timeseries}::boolean[]) with ordinality as e(position, resource, timeseries, n)
         join outbox o on o.position = e.position
         order by e.n`.pipe(Effect.asVoid)
@@ -218,12 +227,12 @@ export const make = (settings: Settings, store: ObjectStore) =>
     const publishSchemas = Effect.forEach(resourceRows.values(), publishSchema, { discard: true })
 
     /** A sealed batch's events from after `afterSeq`, a page at a time, in order. */
-    const eventsAfter = (batch: BatchRow, afterSeq: string) =>
+    const eventsAfter = (batch: BatchRow, afterSeq: string, pageEvents: number) =>
       sql<OutboxRow & { readonly seq: string }>`
         select p.seq::text as seq, o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
         from etl_pending p join outbox o on o.position = p.position
         where p.resource = ${batch.resource} and p.seq > ${afterSeq} and p.seq <= ${batch.last_seq} order by p.seq
-        limit ${PAGE_EVENTS}`
+        limit ${pageEvents}`
 
     /**
      * Renders and uploads one sealed batch: data file, then manifest. The same batch always
@@ -236,12 +245,13 @@ export const make = (settings: Settings, store: ObjectStore) =>
         yield* publishSchema(rows)
         let events = 0
         let records = 0
+        const pageEvents = pageEventsOf(batch)
         const pages = Stream.paginateChunkEffect(String(BigInt(batch.first_seq) - 1n), (afterSeq) =>
-          Effect.map(eventsAfter(batch, afterSeq), (page) => {
+          Effect.map(eventsAfter(batch, afterSeq, pageEvents), (page) => {
             events += page.length
             const pageRows = page.flatMap((row) => rowsOf(rows, toEvent(row)))
             records += pageRows.length
-            const last = page.length === PAGE_EVENTS ? page[page.length - 1]!.seq : undefined
+            const last = page.length === pageEvents ? page[page.length - 1]!.seq : undefined
             return [Chunk.of(pageRows), last === undefined ? Option.none() : Option.some(last)] as const
           }))
         const encoder = yield* encoderOf(batch.format)
