@@ -222,6 +222,56 @@ describe("batches", () => {
         expect(new Set(days.map((r) => r.event_id)).size).toBe(days.length)
       }).pipe(Effect.provide(context))
     }))
+  it.scopedLive("seals and writes the next batch while one is still being written", () =>
+    Effect.gen(function* () {
+      const url = yield* Effect.promise(() => freshDatabaseUrl())
+      const context = yield* Layer.build(Database.layer({ url: Option.some(url), dataDir: "unused" }))
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        // The first data file's upload waits until the test lets it go; everything else is stored at once.
+        const release = yield* Deferred.make<void>()
+        const stored: Array<string> = []
+        let first: string | undefined
+        const slowFirst: ObjectStore = {
+          location: "slow-first",
+          keyOf: (key) => key,
+          put: (key) =>
+            Effect.suspend(() => {
+              if (key.startsWith("resource=") && first === undefined) first = key
+              return key === first ? Deferred.await(release) : Effect.void
+            }).pipe(Effect.zipRight(Effect.sync(() => void stored.push(key)))),
+          remove: () => Effect.void
+        }
+        yield* migrate
+        const settings = yield* config.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["WEARFLOW_ETL_BATCH_SECONDS", "0.1"]]))))
+        const batches = yield* Batches.make(settings, slowFirst)
+        const etl = yield* SinkRunner.make({ id: "s3", deliver: (events) => batches.stage(events).pipe(Effect.orDie), health: Effect.void, afterCommit: batches.wake })
+        yield* Effect.forkScoped(batches.run)
+        yield* append([activity(1)])
+        yield* etl.once
+        const uploading = Effect.suspend(() => (first === undefined ? Effect.fail("not yet") : Effect.void))
+        yield* uploading.pipe(Effect.retry(Schedule.spaced("20 millis")), Effect.timeout("10 seconds"))
+
+        // The first batch's upload is held; the next events still become a batch and a file.
+        yield* append([activity(2)])
+        yield* etl.once
+        const written = sql<{ n: number }>`select count(*)::int as n from etl_batches where status = 'written'`.pipe(
+          Effect.map((rows) => rows[0]!.n),
+          Effect.repeat({ until: (n) => n === 1, schedule: Schedule.spaced("20 millis") }),
+          Effect.timeout("10 seconds")
+        )
+        yield* written
+        expect(stored.filter((k) => k.startsWith("resource=activity/"))).toHaveLength(1)
+        expect(stored).not.toContain(first)
+
+        yield* Deferred.succeed(release, undefined)
+        yield* sql<{ n: number }>`select count(*)::int as n from etl_batches where status = 'written'`.pipe(
+          Effect.map((rows) => rows[0]!.n),
+          Effect.repeat({ until: (n) => n === 2, schedule: Schedule.spaced("20 millis") }),
+          Effect.timeout("10 seconds")
+        )
+      }).pipe(Effect.provide(context))
+    }))
 })
 
 describe("an upload that hangs", () => {

@@ -1,9 +1,9 @@
 /**
  * Batching, durably. The sink runner stages each data event (a reference to its outbox row)
- * in the runner's own transaction. A flusher seals a resource's staged events into a batch
+ * in the runner's own transaction. A sealer seals a resource's staged events into a batch
  * when they reach the record, byte or age limit — the batch's events, id and name are then
- * fixed in Postgres — and writes the batch's data file, then its manifest, then records
- * progress. A crash or an outage between the upload and the progress write leaves the batch
+ * fixed in Postgres — while writers, beside it, write each sealed batch's data file, then its
+ * manifest, then record progress. A crash or an outage between the upload and the progress write leaves the batch
  * sealed: it is written again to the same keys, overwriting, never copying.
  *
  * While the storage fails, sealed batches wait and are retried with back-off (at most a
@@ -334,20 +334,6 @@ export const make = (settings: Settings, store: ObjectStore) =>
         return { _tag: "Idle" } as const
       })
 
-    /** Writers take sealed batches until none is left or one fails. */
-    const writeSealed = Effect.forEach(
-      Array.from({ length: WRITERS }),
-      () =>
-        Effect.flatMap(sql.reserve, (lockConnection) =>
-          Effect.iterate({ written: 0, error: undefined as string | undefined, done: false }, {
-            while: (s) => !s.done,
-            body: (s) =>
-              Effect.map(writeOne(lockConnection), (w) =>
-                w._tag === "Written" ? { ...s, written: s.written + 1 } : { ...s, done: true, error: w._tag === "Failed" ? w.error : undefined })
-          })).pipe(Effect.scoped),
-      { concurrency: WRITERS }
-    ).pipe(Effect.map((results) => ({ written: results.reduce((n, r) => n + r.written, 0), error: results.find((r) => r.error)?.error })))
-
     const backlog = sql<{ records: number; sealed: number }>`
       select coalesce(sum(records), 0)::float8 as records,
              (select count(*) from etl_batches where status = 'sealed')::float8 as sealed
@@ -356,38 +342,70 @@ export const make = (settings: Settings, store: ObjectStore) =>
       Effect.tap((b) => Effect.all([Metric.set(backlogRecords, b.records), Metric.set(backlogBatches, b.sealed)]))
     )
 
-    /** The flusher: write what is sealed, seal what is due, wait for news or the next deadline. */
-    const flush = Effect.gen(function* () {
-      let failures = 0
+    /** Writers whose last write failed: while any has, nothing new is sealed (events wait, staged, to form full batches). */
+    const failing = new Set<number>()
+    /** Told when a batch is sealed, so an idle writer takes it at once. */
+    const sealedNews = yield* Queue.sliding<void>(WRITERS)
+
+    /**
+     * A writer: takes sealed batches one after the other; when none is left, waits for news
+     * of one from the sealer; when a write fails, retries with back-off.
+     */
+    const writer = (id: number) =>
+      Effect.flatMap(sql.reserve, (lockConnection) =>
+        Effect.gen(function* () {
+          let failures = 0
+          for (;;) {
+            const written = yield* writeOne(lockConnection)
+            if (written._tag === "Failed") {
+              failures++
+              failing.add(id)
+              const pending = yield* backlog
+              yield* Metric.increment(writeErrors)
+              yield* Effect.logWarning("ETL batch could not be written; batches wait and will be retried").pipe(
+                Effect.annotateLogs({
+                  destination: store.location,
+                  error: written.error,
+                  failures,
+                  backlog_records: pending.records,
+                  sealed_batches: pending.sealed,
+                  retry_in: Duration.format(backoff(failures))
+                })
+              )
+              yield* Effect.sleep(backoff(failures))
+              continue
+            }
+            if (failures > 0) yield* Effect.logInfo("ETL storage writes resumed").pipe(Effect.annotateLogs("destination", store.location))
+            failures = 0
+            failing.delete(id)
+            // A replica's sealer does not tell this one: a second at most, then look again.
+            if (written._tag === "Idle") yield* Queue.take(sealedNews).pipe(Effect.timeout("1 second"), Effect.ignore)
+          }
+        })).pipe(Effect.scoped)
+
+    /**
+     * The sealer: seals what is due while the writers write, so a second batch is ready
+     * (and a second writer busy) before the first is written; then waits for news from the
+     * runner or the next deadline.
+     */
+    const sealer = Effect.gen(function* () {
       for (;;) {
-        const written = yield* writeSealed
-        if (written.error !== undefined) {
-          failures++
-          const pending = yield* backlog
-          yield* Metric.increment(writeErrors)
-          yield* Effect.logWarning("ETL batch could not be written; batches wait and will be retried").pipe(
-            Effect.annotateLogs({
-              destination: store.location,
-              error: written.error,
-              failures,
-              backlog_records: pending.records,
-              sealed_batches: pending.sealed,
-              retry_in: Duration.format(backoff(failures))
-            })
-          )
-          yield* Effect.sleep(backoff(failures))
-          continue
-        }
-        if (failures > 0) yield* Effect.logInfo("ETL storage writes resumed").pipe(Effect.annotateLogs("destination", store.location))
-        failures = 0
-        const sealed = yield* sealDue
-        yield* backlog
-        if (sealed.sealed > 0) continue
-        yield* Effect.sleep(CHECK_INTERVAL)
-        const rest = Duration.millis(Math.min(1000, sealed.nextDueMs ?? 1000))
-        yield* Queue.take(wakeup).pipe(Effect.timeout(rest), Effect.ignore)
+        if (failing.size === 0) {
+          const sealed = yield* sealDue
+          yield* backlog
+          if (sealed.sealed > 0) {
+            yield* Queue.offerAll(sealedNews, Array.from({ length: WRITERS }, () => undefined))
+            continue
+          }
+          yield* Effect.sleep(CHECK_INTERVAL)
+          const rest = Duration.millis(Math.min(1000, sealed.nextDueMs ?? 1000))
+          yield* Queue.take(wakeup).pipe(Effect.timeout(rest), Effect.ignore)
+        } else yield* Effect.sleep(CHECK_INTERVAL)
       }
     })
+
+    /** The flusher: the sealer and the writers, side by side. */
+    const flush = Effect.all([sealer, ...Array.from({ length: WRITERS }, (_, i) => writer(i))], { concurrency: "unbounded", discard: true })
 
     const run = flush.pipe(
       Effect.tapError((error) => Effect.logWarning("ETL flusher failed; restarting").pipe(Effect.annotateLogs("error", error.message))),
