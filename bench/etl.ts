@@ -217,7 +217,7 @@ const runBench = async () => {
     `ETL sink, outbox → files: ${fmt(totalRecords)} records in ${fmt(outbox.events)} events ` +
       `(${fmt(timeseriesEvents)} heartrate × ${samplesPerEvent} samples, ${fmt(summaryEvents)} activity summaries), ` +
       `${(outbox.json / totalRecords).toFixed(0)} bytes of payload JSON per record; set up in ${seconds(performance.now() - setupStart)}. ` +
-      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch 2000 events (as the server); ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
+      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch ${fmt(EtlSink.plugin.sink.pacing.batchSize)} events (as the server); ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
   )
 
   // ---- baseline: rowsOf + encoder on rows read once ------------------------------------------
@@ -351,7 +351,7 @@ const runBench = async () => {
         ["AWS_SECRET_ACCESS_KEY", "S3RVER"]
       )
     } else settings.push(["WEARFLOW_ETL_DIR", outDir])
-    const App = SinkRunner.layer(EtlSink.EtlSink, { batchSize: 2000 }).pipe(
+    const App = SinkRunner.layer(EtlSink.EtlSink, EtlSink.plugin.sink.pacing).pipe(
       Layer.provideMerge(Host.load(EtlSink.plugin, ConfigProvider.fromMap(new Map(settings)))),
       // Host.load guards an HttpClient; the sink makes no HTTP calls through it (the AWS SDK has its own).
       Layer.provide(OutboundHttp.layer()),
