@@ -20,6 +20,7 @@
  *                                          in this process, sharing its event loop and CPU with the sink)
  *          ETL_BENCH_BUDGET_SECONDS=60     a run still writing after this is cut short
  *          ETL_BENCH_TRACE=1               prints the pipeline's progress every 250 ms
+ *          ETL_BENCH_PG_STATS=1            loads pg_stat_statements and prints each run's costliest statements
  */
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import { DuckDBInstance } from "@duckdb/node-api"
@@ -44,6 +45,7 @@ import { type Encoder, type Format, ndjsonGzip, parquet } from "../sinks/s3/enco
 import { migrate as migrateEtl } from "../sinks/s3/migrations.ts"
 import * as EtlSink from "../sinks/s3/mod.ts"
 import { resourceOf, rowsOf } from "../sinks/s3/rows.ts"
+import * as BenchReport from "./report.ts"
 
 type Destination = "directory" | "s3rver"
 type Target = Destination | "baseline"
@@ -124,6 +126,7 @@ const runBench = async () => {
     .filter((f): f is Format => f === "ndjson" || f === "parquet")
   const targets: ReadonlyArray<Destination> = process.env.ETL_BENCH_S3 === "0" ? ["directory"] : ["directory", "s3rver"]
   const trace = process.env.ETL_BENCH_TRACE === "1"
+  const pgStats = process.env.ETL_BENCH_PG_STATS === "1"
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
   // Exactly `totalRecords`: whole heartrate events, the rest activity summaries.
@@ -138,7 +141,16 @@ const runBench = async () => {
   const pgDir = path.join(dir, "pg")
   const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir, database: "bench" }))
   cleanups.push(() => Effect.runPromise(database.stop))
+  if (pgStats) {
+    // pg_stat_statements must be preloaded: set it, restart, then the extension can be created.
+    const admin = new pg.Client({ connectionString: Redacted.value(database.url) })
+    await admin.connect()
+    await admin.query("alter system set shared_preload_libraries = 'pg_stat_statements'")
+    await admin.end()
+    await Effect.runPromise(Effect.zipRight(database.stop, database.start))
+  }
   const db = new pg.Pool({ connectionString: Redacted.value(database.url), max: 2 })
+  if (pgStats) await db.query("create extension if not exists pg_stat_statements")
   // Postgres stops at the end of the run; idle connections it terminates are expected then.
   db.on("error", () => {})
   cleanups.push(() => db.end())
@@ -205,7 +217,7 @@ const runBench = async () => {
     `ETL sink, outbox → files: ${fmt(totalRecords)} records in ${fmt(outbox.events)} events ` +
       `(${fmt(timeseriesEvents)} heartrate × ${samplesPerEvent} samples, ${fmt(summaryEvents)} activity summaries), ` +
       `${(outbox.json / totalRecords).toFixed(0)} bytes of payload JSON per record; set up in ${seconds(performance.now() - setupStart)}. ` +
-      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch 2000 events (as the server); ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
+      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch ${fmt(EtlSink.plugin.sink.pacing.batchSize)} events (as the server); ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
   )
 
   // ---- baseline: rowsOf + encoder on rows read once ------------------------------------------
@@ -339,7 +351,7 @@ const runBench = async () => {
         ["AWS_SECRET_ACCESS_KEY", "S3RVER"]
       )
     } else settings.push(["WEARFLOW_ETL_DIR", outDir])
-    const App = SinkRunner.layer(EtlSink.EtlSink, { batchSize: 2000 }).pipe(
+    const App = SinkRunner.layer(EtlSink.EtlSink, EtlSink.plugin.sink.pacing).pipe(
       Layer.provideMerge(Host.load(EtlSink.plugin, ConfigProvider.fromMap(new Map(settings)))),
       // Host.load guards an HttpClient; the sink makes no HTTP calls through it (the AWS SDK has its own).
       Layer.provide(OutboundHttp.layer()),
@@ -347,6 +359,7 @@ const runBench = async () => {
       Layer.provide(quiet)
     )
 
+    if (pgStats) await db.query("select pg_stat_statements_reset()")
     // The clock includes building the sink: the runner starts as the layer is built.
     const [cpu0, pg0] = [cpuMs(), await postgresCpuMs(pgDir)]
     const t0 = performance.now()
@@ -376,6 +389,7 @@ const runBench = async () => {
     const bunCpuMs = cpuMs() - cpu0
     const pgCpuMs = (await postgresCpuMs(pgDir)) - pg0
     await runtime.dispose()
+    if (pgStats) await printStatements(name)
 
     const batches = (await db.query(
       `select resource, count(*)::int as n, sum(records)::float8 as records, sum(data_bytes)::float8 as bytes,
@@ -395,6 +409,19 @@ const runBench = async () => {
         `batches ${batches.map((b) => `${b.resource} ${b.n} × ${b.min === b.max ? fmt(b.min) : `${fmt(b.min)}–${fmt(b.max)}`}`).join(", ")}` +
         `${target === "directory" && bytes !== recordedBytes ? `; on disk ${bytes} bytes ≠ recorded ${recordedBytes}` : ""}`,
       check
+    }
+  }
+
+  /** The statements that took the most time in Postgres during a run, with their share. */
+  const printStatements = async (name: string) => {
+    const top = (await db.query(
+      `select calls::float8 as calls, total_exec_time::float8 as ms, rows::float8 as rows,
+              sum(total_exec_time) over ()::float8 as all_ms, regexp_replace(query, '\\s+', ' ', 'g') as query
+       from pg_stat_statements where query not like '%pg_stat_statements%' order by total_exec_time desc limit 8`
+    )).rows as Array<{ calls: number; ms: number; rows: number; all_ms: number; query: string }>
+    console.log(`  Postgres, ${name}: ${seconds(top[0]?.all_ms ?? 0)} executing statements`)
+    for (const s of top) {
+      console.log(`    ${fmt((100 * s.ms) / s.all_ms).padStart(3)}% ${seconds(s.ms).padStart(8)} ${fmt(s.calls).padStart(6)} calls ${fmt(s.rows).padStart(8)} rows  ${s.query.slice(0, 150)}`)
     }
   }
 
@@ -517,11 +544,19 @@ const runBench = async () => {
   const failed = results.filter((r) => r.target !== "baseline" && !r.check.startsWith("check ok"))
   console.log("")
   console.log(`Read-back checks: ${failed.length === 0 ? `ok in all ${results.filter((r) => r.target !== "baseline").length} runs` : failed.map((r) => `${r.name}: ${r.check}`).join("; ")}`)
-  console.log(
-    `Target: ≥ 50,000 records/s outbox → files → ` +
-      [...medians.values()].filter((r) => r.target !== "baseline").map((r) => `${r.format} → ${r.target} ${fmt(rate(r))}/s`).join(", ")
-  )
   console.log(`Total run time ${seconds(performance.now() - startedAt)}`)
+
+  // One row per scenario for bench/all.ts: the sink's median against the in-memory anchor's, same format.
+  const mix = summaryShare === 1 ? "summaries" : `${fmt(summaryShare * 100)}% summaries, rest ${samplesPerEvent}-sample heartrate`
+  BenchReport.report([...medians.values()].filter((r) => r.target !== "baseline").map((r): BenchReport.BenchRow => ({
+    path: `ETL ${mix} → ${r.format === "ndjson" ? "NDJSON.gz" : "Parquet"} in a ${r.target === "directory" ? "directory" : "bucket (s3rver)"}` +
+      `${r.partial ? " (cut short)" : ""}${r.check.startsWith("check ok") ? "" : " (read-back check failed)"}`,
+    wearflow: BenchReport.rate(rate(r), "records/s"),
+    anchor: `in-memory rows + encoder: ${BenchReport.rate(rate(baselineOf(r.format)), "records/s")}`,
+    ratio: rate(r) / rate(baselineOf(r.format)),
+    target: "≥ 50,000 records/s",
+    met: rate(r) >= 50_000 && !r.partial && r.check.startsWith("check ok")
+  })))
 }
 
 try {

@@ -49,7 +49,7 @@ const append = (events: ReadonlyArray<{ readonly type: string; readonly data: un
                              ${events.map((e) => JSON.stringify({ event_type: e.type, data: e.data, user_id: USER, client_user_id: "c", team_id: TEAM }))}::jsonb[])`)
 
 /** The plugin as the server runs it (its runner included), on a fresh database, files in a temp directory. */
-const withSink = (settings: Record<string, string>, replicas: 1 | 2 = 1) =>
+const withSink = (settings: Record<string, string>, replicas: 1 | 2 = 1, runnerBatch = 7) =>
   Effect.gen(function* () {
     const url = yield* Effect.promise(() => freshDatabaseUrl())
     const dir = yield* Effect.acquireRelease(
@@ -59,7 +59,7 @@ const withSink = (settings: Record<string, string>, replicas: 1 | 2 = 1) =>
     const Db = Database.layer({ url: Option.some(url), dataDir: "unused" })
     const env = new Map(Object.entries({ WEARFLOW_ETL_DIR: dir, WEARFLOW_ETL_BATCH_SECONDS: "0.2", ...settings }))
     const replica = () =>
-      SinkRunner.layer(EtlSink.EtlSink, { batchSize: 7, idle: "20 millis" }).pipe(
+      SinkRunner.layer(EtlSink.EtlSink, { batchSize: runnerBatch, idle: "20 millis" }).pipe(
         Layer.provideMerge(Host.load(EtlSink.plugin, ConfigProvider.fromMap(env))),
         Layer.provide(FetchHttpClient.layer)
       )
@@ -113,7 +113,8 @@ const rowsOf = (dir: string, manifests: ReadonlyArray<Manifest>) =>
 describe("batches", () => {
   it.scopedLive("cut at the record limit: events are never split, every row is written once", () =>
     Effect.gen(function* () {
-      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "25" })
+      // Staged in one runner batch: staged over several, the age limit could seal a part first.
+      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "25" }, 1, 100)
       yield* Effect.gen(function* () {
         yield* append([...Array.from({ length: 10 }, () => heartrate(10)), ...Array.from({ length: 30 }, (_, i) => activity(i + 1))])
         yield* drained
@@ -130,17 +131,18 @@ describe("batches", () => {
 
   it.scopedLive("a batch of more events than one read page is written whole: every row once, in event order", () =>
     Effect.gen(function* () {
-      // Sealed at exactly 250 records (the age limit out of reach): 2½ pages of events.
-      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: "250", WEARFLOW_ETL_BATCH_SECONDS: "600" })
+      // Sealed at exactly 2½ pages of summaries (the age limit out of reach).
+      const events = Batches.PAGE_RECORDS * 2.5
+      const { context, dir } = yield* withSink({ WEARFLOW_ETL_BATCH_RECORDS: String(events), WEARFLOW_ETL_BATCH_SECONDS: "600" }, 1, 1000)
       yield* Effect.gen(function* () {
-        yield* append(Array.from({ length: 250 }, (_, i) => {
+        yield* append(Array.from({ length: events }, (_, i) => {
           const event = activity(1 + (i % 28))
           return { ...event, data: { ...event.data, steps: i } }
         }))
         yield* drained
         const days = yield* manifestsOf(dir, "activity")
-        expect(days.map((m) => [m.event_count, m.record_count])).toEqual([[250, 250]])
-        expect((yield* rowsOf(dir, days)).map((r) => r.steps)).toEqual(Array.from({ length: 250 }, (_, i) => i))
+        expect(days.map((m) => [m.event_count, m.record_count])).toEqual([[events, events]])
+        expect((yield* rowsOf(dir, days)).map((r) => r.steps)).toEqual(Array.from({ length: events }, (_, i) => i))
       }).pipe(Effect.provide(context))
     }))
 
@@ -218,6 +220,56 @@ describe("batches", () => {
         const days = yield* rowsOf(dir, yield* manifestsOf(dir, "activity"))
         expect(days).toHaveLength(5 * 12)
         expect(new Set(days.map((r) => r.event_id)).size).toBe(days.length)
+      }).pipe(Effect.provide(context))
+    }))
+  it.scopedLive("seals and writes the next batch while one is still being written", () =>
+    Effect.gen(function* () {
+      const url = yield* Effect.promise(() => freshDatabaseUrl())
+      const context = yield* Layer.build(Database.layer({ url: Option.some(url), dataDir: "unused" }))
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        // The first data file's upload waits until the test lets it go; everything else is stored at once.
+        const release = yield* Deferred.make<void>()
+        const stored: Array<string> = []
+        let first: string | undefined
+        const slowFirst: ObjectStore = {
+          location: "slow-first",
+          keyOf: (key) => key,
+          put: (key) =>
+            Effect.suspend(() => {
+              if (key.startsWith("resource=") && first === undefined) first = key
+              return key === first ? Deferred.await(release) : Effect.void
+            }).pipe(Effect.zipRight(Effect.sync(() => void stored.push(key)))),
+          remove: () => Effect.void
+        }
+        yield* migrate
+        const settings = yield* config.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["WEARFLOW_ETL_BATCH_SECONDS", "0.1"]]))))
+        const batches = yield* Batches.make(settings, slowFirst)
+        const etl = yield* SinkRunner.make({ id: "s3", deliver: (events) => batches.stage(events).pipe(Effect.orDie), health: Effect.void, afterCommit: batches.wake })
+        yield* Effect.forkScoped(batches.run)
+        yield* append([activity(1)])
+        yield* etl.once
+        const uploading = Effect.suspend(() => (first === undefined ? Effect.fail("not yet") : Effect.void))
+        yield* uploading.pipe(Effect.retry(Schedule.spaced("20 millis")), Effect.timeout("10 seconds"))
+
+        // The first batch's upload is held; the next events still become a batch and a file.
+        yield* append([activity(2)])
+        yield* etl.once
+        const written = sql<{ n: number }>`select count(*)::int as n from etl_batches where status = 'written'`.pipe(
+          Effect.map((rows) => rows[0]!.n),
+          Effect.repeat({ until: (n) => n === 1, schedule: Schedule.spaced("20 millis") }),
+          Effect.timeout("10 seconds")
+        )
+        yield* written
+        expect(stored.filter((k) => k.startsWith("resource=activity/"))).toHaveLength(1)
+        expect(stored).not.toContain(first)
+
+        yield* Deferred.succeed(release, undefined)
+        yield* sql<{ n: number }>`select count(*)::int as n from etl_batches where status = 'written'`.pipe(
+          Effect.map((rows) => rows[0]!.n),
+          Effect.repeat({ until: (n) => n === 2, schedule: Schedule.spaced("20 millis") }),
+          Effect.timeout("10 seconds")
+        )
       }).pipe(Effect.provide(context))
     }))
 })

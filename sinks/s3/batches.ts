@@ -1,9 +1,9 @@
 /**
  * Batching, durably. The sink runner stages each data event (a reference to its outbox row)
- * in the runner's own transaction. A flusher seals a resource's staged events into a batch
+ * in the runner's own transaction. A sealer seals a resource's staged events into a batch
  * when they reach the record, byte or age limit — the batch's events, id and name are then
- * fixed in Postgres — and writes the batch's data file, then its manifest, then records
- * progress. A crash or an outage between the upload and the progress write leaves the batch
+ * fixed in Postgres — while writers, beside it, write each sealed batch's data file, then its
+ * manifest, then record progress. A crash or an outage between the upload and the progress write leaves the batch
  * sealed: it is written again to the same keys, overwriting, never copying.
  *
  * While the storage fails, sealed batches wait and are retried with back-off (at most a
@@ -93,8 +93,14 @@ const backoff = (failures: number) => Duration.millis(Math.min(60_000, 1000 * 2 
 /** How often the staged totals are checked at most, however often the runner wakes the flusher. */
 const CHECK_INTERVAL = Duration.millis(250)
 
-/** Events read and encoded at a time while a batch is written. */
-const PAGE_EVENTS = 100
+/**
+ * Rows read and encoded at a time while a batch is written, as events: the batch's average
+ * rows per event decide how many events make a page (4,000 summaries, or 40 events of 100
+ * samples). Fewer, larger reads: one read of a hundred summaries cost as much as a thousand.
+ */
+export const PAGE_RECORDS = 4000
+const pageEventsOf = (batch: Pick<BatchRow, "events" | "records">) =>
+  Math.max(1, Math.round((PAGE_RECORDS * batch.events) / Math.max(1, batch.records)))
 
 /** Batches written at once: encoding (zlib, DuckDB) and uploads overlap. */
 const WRITERS = 2
@@ -125,7 +131,10 @@ export const make = (settings: Settings, store: ObjectStore) =>
     /**
      * Stages a runner batch's data events, in the runner's transaction: staged exactly when
      * the cursor moves past them. Their row counts and sizes are read in Postgres, so the
-     * payloads never travel to this process until their batch is written.
+     * payloads never travel to this process until their batch is written. A payload stored
+     * uncompressed counts its stored size (jsonb's is within a few percent of its JSON text's),
+     * read from its header: printing every summary as text to measure it cost more than the
+     * rest of staging together. A compressed one is printed, or the limit would count it small.
      */
     const stage = (entries: ReadonlyArray<OutboxEntry>) => {
       const positions: Array<string> = []
@@ -145,7 +154,7 @@ export const make = (settings: Settings, store: ObjectStore) =>
                case when not e.timeseries then 1
                     when jsonb_typeof(o.payload -> 'data' -> 'data') = 'array' then jsonb_array_length(o.payload -> 'data' -> 'data')
                     else 0 end,
-               octet_length((o.payload -> 'data')::text)
+               case when pg_column_compression(o.payload) is null then pg_column_size(o.payload) else octet_length(o.payload::text) end
         from unnest(${positions}::bigint[], ${resources}::text[], ${timeseries}::boolean[]) with ordinality as e(position, resource, timeseries, n)
         join outbox o on o.position = e.position
         order by e.n`.pipe(Effect.asVoid)
@@ -218,12 +227,12 @@ export const make = (settings: Settings, store: ObjectStore) =>
     const publishSchemas = Effect.forEach(resourceRows.values(), publishSchema, { discard: true })
 
     /** A sealed batch's events from after `afterSeq`, a page at a time, in order. */
-    const eventsAfter = (batch: BatchRow, afterSeq: string) =>
+    const eventsAfter = (batch: BatchRow, afterSeq: string, pageEvents: number) =>
       sql<OutboxRow & { readonly seq: string }>`
         select p.seq::text as seq, o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
         from etl_pending p join outbox o on o.position = p.position
         where p.resource = ${batch.resource} and p.seq > ${afterSeq} and p.seq <= ${batch.last_seq} order by p.seq
-        limit ${PAGE_EVENTS}`
+        limit ${pageEvents}`
 
     /**
      * Renders and uploads one sealed batch: data file, then manifest. The same batch always
@@ -236,12 +245,13 @@ export const make = (settings: Settings, store: ObjectStore) =>
         yield* publishSchema(rows)
         let events = 0
         let records = 0
+        const pageEvents = pageEventsOf(batch)
         const pages = Stream.paginateChunkEffect(String(BigInt(batch.first_seq) - 1n), (afterSeq) =>
-          Effect.map(eventsAfter(batch, afterSeq), (page) => {
+          Effect.map(eventsAfter(batch, afterSeq, pageEvents), (page) => {
             events += page.length
             const pageRows = page.flatMap((row) => rowsOf(rows, toEvent(row)))
             records += pageRows.length
-            const last = page.length === PAGE_EVENTS ? page[page.length - 1]!.seq : undefined
+            const last = page.length === pageEvents ? page[page.length - 1]!.seq : undefined
             return [Chunk.of(pageRows), last === undefined ? Option.none() : Option.some(last)] as const
           }))
         const encoder = yield* encoderOf(batch.format)
@@ -324,20 +334,6 @@ export const make = (settings: Settings, store: ObjectStore) =>
         return { _tag: "Idle" } as const
       })
 
-    /** Writers take sealed batches until none is left or one fails. */
-    const writeSealed = Effect.forEach(
-      Array.from({ length: WRITERS }),
-      () =>
-        Effect.flatMap(sql.reserve, (lockConnection) =>
-          Effect.iterate({ written: 0, error: undefined as string | undefined, done: false }, {
-            while: (s) => !s.done,
-            body: (s) =>
-              Effect.map(writeOne(lockConnection), (w) =>
-                w._tag === "Written" ? { ...s, written: s.written + 1 } : { ...s, done: true, error: w._tag === "Failed" ? w.error : undefined })
-          })).pipe(Effect.scoped),
-      { concurrency: WRITERS }
-    ).pipe(Effect.map((results) => ({ written: results.reduce((n, r) => n + r.written, 0), error: results.find((r) => r.error)?.error })))
-
     const backlog = sql<{ records: number; sealed: number }>`
       select coalesce(sum(records), 0)::float8 as records,
              (select count(*) from etl_batches where status = 'sealed')::float8 as sealed
@@ -346,38 +342,70 @@ export const make = (settings: Settings, store: ObjectStore) =>
       Effect.tap((b) => Effect.all([Metric.set(backlogRecords, b.records), Metric.set(backlogBatches, b.sealed)]))
     )
 
-    /** The flusher: write what is sealed, seal what is due, wait for news or the next deadline. */
-    const flush = Effect.gen(function* () {
-      let failures = 0
+    /** Writers whose last write failed: while any has, nothing new is sealed (events wait, staged, to form full batches). */
+    const failing = new Set<number>()
+    /** Told when a batch is sealed, so an idle writer takes it at once. */
+    const sealedNews = yield* Queue.sliding<void>(WRITERS)
+
+    /**
+     * A writer: takes sealed batches one after the other; when none is left, waits for news
+     * of one from the sealer; when a write fails, retries with back-off.
+     */
+    const writer = (id: number) =>
+      Effect.flatMap(sql.reserve, (lockConnection) =>
+        Effect.gen(function* () {
+          let failures = 0
+          for (;;) {
+            const written = yield* writeOne(lockConnection)
+            if (written._tag === "Failed") {
+              failures++
+              failing.add(id)
+              const pending = yield* backlog
+              yield* Metric.increment(writeErrors)
+              yield* Effect.logWarning("ETL batch could not be written; batches wait and will be retried").pipe(
+                Effect.annotateLogs({
+                  destination: store.location,
+                  error: written.error,
+                  failures,
+                  backlog_records: pending.records,
+                  sealed_batches: pending.sealed,
+                  retry_in: Duration.format(backoff(failures))
+                })
+              )
+              yield* Effect.sleep(backoff(failures))
+              continue
+            }
+            if (failures > 0) yield* Effect.logInfo("ETL storage writes resumed").pipe(Effect.annotateLogs("destination", store.location))
+            failures = 0
+            failing.delete(id)
+            // A replica's sealer does not tell this one: a second at most, then look again.
+            if (written._tag === "Idle") yield* Queue.take(sealedNews).pipe(Effect.timeout("1 second"), Effect.ignore)
+          }
+        })).pipe(Effect.scoped)
+
+    /**
+     * The sealer: seals what is due while the writers write, so a second batch is ready
+     * (and a second writer busy) before the first is written; then waits for news from the
+     * runner or the next deadline.
+     */
+    const sealer = Effect.gen(function* () {
       for (;;) {
-        const written = yield* writeSealed
-        if (written.error !== undefined) {
-          failures++
-          const pending = yield* backlog
-          yield* Metric.increment(writeErrors)
-          yield* Effect.logWarning("ETL batch could not be written; batches wait and will be retried").pipe(
-            Effect.annotateLogs({
-              destination: store.location,
-              error: written.error,
-              failures,
-              backlog_records: pending.records,
-              sealed_batches: pending.sealed,
-              retry_in: Duration.format(backoff(failures))
-            })
-          )
-          yield* Effect.sleep(backoff(failures))
-          continue
-        }
-        if (failures > 0) yield* Effect.logInfo("ETL storage writes resumed").pipe(Effect.annotateLogs("destination", store.location))
-        failures = 0
-        const sealed = yield* sealDue
-        yield* backlog
-        if (sealed.sealed > 0) continue
-        yield* Effect.sleep(CHECK_INTERVAL)
-        const rest = Duration.millis(Math.min(1000, sealed.nextDueMs ?? 1000))
-        yield* Queue.take(wakeup).pipe(Effect.timeout(rest), Effect.ignore)
+        if (failing.size === 0) {
+          const sealed = yield* sealDue
+          yield* backlog
+          if (sealed.sealed > 0) {
+            yield* Queue.offerAll(sealedNews, Array.from({ length: WRITERS }, () => undefined))
+            continue
+          }
+          yield* Effect.sleep(CHECK_INTERVAL)
+          const rest = Duration.millis(Math.min(1000, sealed.nextDueMs ?? 1000))
+          yield* Queue.take(wakeup).pipe(Effect.timeout(rest), Effect.ignore)
+        } else yield* Effect.sleep(CHECK_INTERVAL)
       }
     })
+
+    /** The flusher: the sealer and the writers, side by side. */
+    const flush = Effect.all([sealer, ...Array.from({ length: WRITERS }, (_, i) => writer(i))], { concurrency: "unbounded", discard: true })
 
     const run = flush.pipe(
       Effect.tapError((error) => Effect.logWarning("ETL flusher failed; restarting").pipe(Effect.annotateLogs("error", error.message))),
