@@ -7,6 +7,7 @@ import type { SqlClient } from "@effect/sql"
 import { Effect, Metric } from "effect"
 import { randomUUID } from "node:crypto"
 import type { EventEnvelope } from "./schema.ts"
+import { arrayLiteral } from "./storage/pg-array.ts"
 
 /** The user an event (and the record it is about) belongs to, with what the envelope names. */
 export interface Recipient {
@@ -27,3 +28,33 @@ export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, r
     values (${randomUUID()}, ${envelope.event_type}, ${envelope.team_id}, ${envelope.user_id}, ${recordId}, ${JSON.stringify(envelope)}::jsonb, ${historical})`.pipe(
     Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type)))
   )
+
+/** One event for `appendEvents`: its envelope, the record it is about, whether it is history. */
+export interface OutboxEvent {
+  readonly envelope: EventEnvelope
+  readonly recordId: string | null
+  readonly historical?: boolean
+}
+
+/**
+ * Appends `events` to the outbox in their order (inside the caller's transaction, if any), in
+ * one statement: a store write of hundreds of records is one round trip, not hundreds. Rows are
+ * produced in order (`rows from … with ordinality`), so their positions follow the order given.
+ */
+export const appendEvents = (sql: SqlClient.SqlClient, events: ReadonlyArray<OutboxEvent>) => {
+  if (events.length === 0) return Effect.void
+  const counts = new Map<string, number>()
+  for (const { envelope } of events) counts.set(envelope.event_type, (counts.get(envelope.event_type) ?? 0) + 1)
+  // The payloads travel as one JSON array: as elements of a text[] each would be escaped.
+  return sql`
+    insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
+    select event_id, event_type, team_id, user_id, record_id, payload, historical
+    from rows from (unnest(${arrayLiteral(events.map(() => randomUUID()))}::uuid[]), unnest(${arrayLiteral(events.map((e) => e.envelope.event_type))}::text[]),
+                    unnest(${arrayLiteral(events.map((e) => e.envelope.team_id))}::uuid[]), unnest(${arrayLiteral(events.map((e) => e.envelope.user_id))}::uuid[]),
+                    unnest(${arrayLiteral(events.map((e) => e.recordId))}::uuid[]), jsonb_array_elements(${JSON.stringify(events.map((e) => e.envelope))}::jsonb),
+                    unnest(${arrayLiteral(events.map((e) => e.historical ?? false))}::boolean[]))
+      with ordinality as e(event_id, event_type, team_id, user_id, record_id, payload, historical, n)
+    order by n`.pipe(
+    Effect.zipRight(Effect.forEach(counts, ([eventType, n]) => Metric.incrementBy(Metric.tagged(eventsEmitted, "event_type", eventType), n), { discard: true }))
+  )
+}
