@@ -29,12 +29,26 @@ export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, r
     Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type)))
   )
 
-/** One event for `appendEvents`: its envelope, the record it is about, whether it is history. */
+/** One event for `appendEvents`: what the outbox row is keyed by, and its envelope as JSON. */
 export interface OutboxEvent {
-  readonly envelope: EventEnvelope
+  readonly eventType: string
+  readonly teamId: string
+  readonly userId: string
   readonly recordId: string | null
-  readonly historical?: boolean
+  readonly historical: boolean
+  /** The `EventEnvelope`, serialized. */
+  readonly payload: string
 }
+
+/** The outbox row of `envelope` (see appendEvent). */
+export const outboxEvent = (envelope: EventEnvelope, recordId: string | null, historical = false): OutboxEvent => ({
+  eventType: envelope.event_type,
+  teamId: envelope.team_id,
+  userId: envelope.user_id,
+  recordId,
+  historical,
+  payload: JSON.stringify(envelope)
+})
 
 /**
  * Appends `events` to the outbox in their order (inside the caller's transaction, if any), in
@@ -44,16 +58,16 @@ export interface OutboxEvent {
 export const appendEvents = (sql: SqlClient.SqlClient, events: ReadonlyArray<OutboxEvent>) => {
   if (events.length === 0) return Effect.void
   const counts = new Map<string, number>()
-  for (const { envelope } of events) counts.set(envelope.event_type, (counts.get(envelope.event_type) ?? 0) + 1)
+  for (const { eventType } of events) counts.set(eventType, (counts.get(eventType) ?? 0) + 1)
   // The payloads travel as one JSON array: as elements of a text[] each would be escaped.
   return sql`
     insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
-    select event_id, event_type, team_id, user_id, record_id, payload, historical
-    from rows from (unnest(${arrayLiteral(events.map(() => randomUUID()))}::uuid[]), unnest(${arrayLiteral(events.map((e) => e.envelope.event_type))}::text[]),
-                    unnest(${arrayLiteral(events.map((e) => e.envelope.team_id))}::uuid[]), unnest(${arrayLiteral(events.map((e) => e.envelope.user_id))}::uuid[]),
-                    unnest(${arrayLiteral(events.map((e) => e.recordId))}::uuid[]), jsonb_array_elements(${JSON.stringify(events.map((e) => e.envelope))}::jsonb),
-                    unnest(${arrayLiteral(events.map((e) => e.historical ?? false))}::boolean[]))
-      with ordinality as e(event_id, event_type, team_id, user_id, record_id, payload, historical, n)
+    select gen_random_uuid(), event_type, team_id, user_id, record_id, payload, historical
+    from rows from (unnest(${arrayLiteral(events.map((e) => e.eventType))}::text[]),
+                    unnest(${arrayLiteral(events.map((e) => e.teamId))}::uuid[]), unnest(${arrayLiteral(events.map((e) => e.userId))}::uuid[]),
+                    unnest(${arrayLiteral(events.map((e) => e.recordId))}::uuid[]), jsonb_array_elements(${`[${events.map((e) => e.payload).join(",")}]`}::jsonb),
+                    unnest(${arrayLiteral(events.map((e) => e.historical))}::boolean[]))
+      with ordinality as e(event_type, team_id, user_id, record_id, payload, historical, n)
     order by n`.pipe(
     Effect.zipRight(Effect.forEach(counts, ([eventType, n]) => Metric.incrementBy(Metric.tagged(eventsEmitted, "event_type", eventType), n), { discard: true }))
   )

@@ -141,6 +141,48 @@ layer(Services, { timeout: 60_000 })("RecordStore.write", (it) => {
       ])
     }))
 
+  it.effect("an event carries the envelope: a summary's data with its row's timestamps, a batch's data whole", () =>
+    Effect.gen(function* () {
+      const store = yield* RecordStore
+      const sql = yield* SqlClient.SqlClient
+      const user = yield* freshUser
+      const summary = daily("d", 7)
+      const batch = heartRate("hr", [[at(0), 60], [at(1), 61]])
+      yield* store.write(user, "garmin", [summary, batch], 1)
+      const [row] = yield* sql<{ id: string; created_at: Date; updated_at: Date }>`
+        select id, created_at, updated_at from records where user_id = ${user.userId} and source_id = 'd'`
+      const payloads = yield* sql<{ payload: unknown }>`select payload from outbox where user_id = ${user.userId} order by position`
+      expect(payloads.map((p) => p.payload)).toEqual([
+        {
+          event_type: "daily.data.activity.created",
+          data: { id: row!.id, user_id: user.userId, ...summary.data, created_at: row!.created_at.toISOString(), updated_at: row!.updated_at.toISOString() },
+          user_id: user.userId,
+          client_user_id: user.clientUserId,
+          team_id: user.teamId
+        },
+        {
+          event_type: "daily.data.heartrate.created",
+          data: { user_id: user.userId, ...batch.data },
+          user_id: user.userId,
+          client_user_id: user.clientUserId,
+          team_id: user.teamId
+        }
+      ])
+    }))
+
+  it.effect("a user's deletion takes their samples with their records", () =>
+    Effect.gen(function* () {
+      const store = yield* RecordStore
+      const sql = yield* SqlClient.SqlClient
+      const user = yield* freshUser
+      const other = yield* freshUser
+      yield* store.write(user, "garmin", [heartRate("hr", [[at(0), 60], [at(1), 61]])], 1)
+      yield* store.write(other, "garmin", [heartRate("hr", [[at(0), 70]])], 1)
+      yield* sql`delete from users where id = ${user.userId}`
+      expect(yield* samples(user.userId)).toEqual([])
+      expect(yield* samples(other.userId)).toEqual([[at(0), 70]])
+    }))
+
   it.effect("array literals read back as the values they were made of", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
