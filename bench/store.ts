@@ -23,6 +23,8 @@
  *          STORE_BENCH_SUMMARY_BODIES=50    summary bodies
  *          STORE_BENCH_SUMMARIES=200        summaries per body (half dailies, half sleeps)
  *          STORE_BENCH_USERS=20             users the bodies are spread over
+ *          STORE_BENCH_CONCURRENCY=4        bodies written at a time, by the store and by each anchor
+ *                                           (4: the server's ingest takers, WEARFLOW_INGEST_CONCURRENCY)
  *          STORE_BENCH_PG_STATS=0           1: print pg_stat_statements' top statements
  *          STORE_BENCH_EXPLAIN=0            1: auto_explain logs every statement's plan (analyze, buffers,
  *                                           triggers), copied to /tmp/wearflow-store-plans.log; use few bodies
@@ -47,6 +49,7 @@ const SAMPLES = env("STORE_BENCH_SAMPLES", 1000)
 const SUMMARY_BODIES = env("STORE_BENCH_SUMMARY_BODIES", 50)
 const SUMMARIES = env("STORE_BENCH_SUMMARIES", 200)
 const USERS = env("STORE_BENCH_USERS", 20)
+const CONCURRENCY = env("STORE_BENCH_CONCURRENCY", 4)
 const PG_STATS = process.env.STORE_BENCH_PG_STATS === "1"
 const EXPLAIN = process.env.STORE_BENCH_EXPLAIN === "1"
 
@@ -161,7 +164,7 @@ if (EXPLAIN) {
 
 const runtime = ManagedRuntime.make(
   RecordStore.Default.pipe(
-    Layer.provideMerge(Database.layer({ url: Option.some(Redacted.make(postgres.url)), dataDir: postgres.dir, maxConnections: 4 })),
+    Layer.provideMerge(Database.layer({ url: Option.some(Redacted.make(postgres.url)), dataDir: postgres.dir, maxConnections: CONCURRENCY + 2 })),
     Layer.provideMerge(Logger.minimumLogLevel(LogLevel.Warning))
   )
 )
@@ -170,6 +173,12 @@ await run(Effect.void) // builds the layers: the real migrations run here
 
 const client = new pg.Client({ connectionString: postgres.url })
 await client.connect()
+// The anchors' connections, one per body in flight.
+const clients = await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+  const c = new pg.Client({ connectionString: postgres.url })
+  await c.connect()
+  return c
+}))
 if (PG_STATS) await client.query("create extension if not exists pg_stat_statements")
 
 const teamId = randomUUID()
@@ -205,15 +214,27 @@ const timed = async (work: () => Promise<void>) => {
 /** CPU µs per record of the run just timed, this process + Postgres: steadier than rates on a shared machine. */
 const cpuPer = (records: number) => `${((cpu.bunMs * 1000) / records).toFixed(1)} + ${((cpu.pgMs * 1000) / records).toFixed(1)} µs`
 
-/** Writes each body through RecordStore.write, one after another; answers records/s. */
-const throughStore = async (bodies: ReadonlyArray<ReadonlyArray<NormalizedRecord>>, inboxBase: number, count: number) => {
+type Body = ReadonlyArray<NormalizedRecord>
+
+/** Runs `write` for every body, CONCURRENCY at a time, each lane on its own anchor connection. */
+const eachBody = (bodies: ReadonlyArray<Body>, write: (records: Body, i: number, client: pg.Client) => Promise<void>) => {
+  let next = 0
+  return Promise.all(clients.map(async (lane) => {
+    while (next < bodies.length) {
+      const i = next++
+      await write(bodies[i]!, i, lane)
+    }
+  })).then(() => undefined)
+}
+
+/** Writes each body through RecordStore.write; answers records/s. */
+const throughStore = async (bodies: ReadonlyArray<Body>, inboxBase: number, count: number) => {
   let created = 0
-  const seconds = await timed(async () => {
-    for (const [i, records] of bodies.entries()) {
+  const seconds = await timed(() =>
+    eachBody(bodies, async (records, i) => {
       const outcome = await run(Effect.flatMap(RecordStore, (store) => store.write(users[i % USERS]!, "garmin", records, inboxBase + i)))
       created += outcome.created
-    }
-  })
+    }))
   if (created !== bodies.reduce((n, b) => n + b.length, 0)) throw new Error(`expected every record created, got ${created}`)
   return count / seconds
 }
@@ -226,9 +247,9 @@ const sampleRows = (records: ReadonlyArray<NormalizedRecord>, userId: string) =>
   })
 
 /** Anchor: the same sample rows, one multi-row upsert per body into a bare table. */
-const samplesUpsert = async (bodies: ReadonlyArray<ReadonlyArray<NormalizedRecord>>) => {
-  const seconds = await timed(async () => {
-    for (const [i, records] of bodies.entries()) {
+const samplesUpsert = async (bodies: ReadonlyArray<Body>) => {
+  const seconds = await timed(() =>
+    eachBody(bodies, async (records, i, client) => {
       const rows = sampleRows(records, users[i % USERS]!.userId)
       await client.query(
         `insert into bare_samples (record_id, ts, user_id, resource, provider, source_type, value, unit, timezone_offset)
@@ -239,8 +260,7 @@ const samplesUpsert = async (bodies: ReadonlyArray<ReadonlyArray<NormalizedRecor
         [arrayLiteral(rows.map((r) => r.recordId)), arrayLiteral(rows.map((r) => r.ts)), rows[0]!.userId, arrayLiteral(rows.map((r) => r.sourceType)),
           arrayLiteral(rows.map((r) => r.value)), arrayLiteral(rows.map((r) => r.unit)), arrayLiteral(rows.map((r) => r.offset))]
       )
-    }
-  })
+    }))
   return (bodies.length * SAMPLES) / seconds
 }
 
@@ -248,7 +268,7 @@ const samplesUpsert = async (bodies: ReadonlyArray<ReadonlyArray<NormalizedRecor
  * COPY FROM STDIN on node-postgres without a further dependency: a submittable that sends
  * the whole payload once Postgres asks for it.
  */
-const copyIn = (text: string, payload: string) =>
+const copyIn = (client: pg.Client, text: string, payload: string) =>
   new Promise<void>((resolve, reject) => {
     let failure: unknown
     client.query({
@@ -266,21 +286,20 @@ const copyIn = (text: string, payload: string) =>
   })
 
 /** Anchor: the same sample rows COPYed into a bare table, one COPY per body. */
-const samplesCopy = async (bodies: ReadonlyArray<ReadonlyArray<NormalizedRecord>>) => {
-  const seconds = await timed(async () => {
-    for (const [i, records] of bodies.entries()) {
+const samplesCopy = async (bodies: ReadonlyArray<Body>) => {
+  const seconds = await timed(() =>
+    eachBody(bodies, async (records, i, client) => {
       const rows = sampleRows(records, users[i % USERS]!.userId)
       const payload = rows.map((r) => `${r.recordId}\t${r.ts}\t${r.userId}\theartrate\tgarmin\t${r.sourceType}\t${r.value}\t${r.unit}\t${r.offset}\t\\N\n`).join("")
-      await copyIn("copy bare_samples_copy from stdin", payload)
-    }
-  })
+      await copyIn(client, "copy bare_samples_copy from stdin", payload)
+    }))
   return (bodies.length * SAMPLES) / seconds
 }
 
 /** Anchor: the same summaries, serialized, one multi-row upsert per body into a bare table. */
-const summariesUpsert = async (bodies: ReadonlyArray<ReadonlyArray<NormalizedRecord>>) => {
-  const seconds = await timed(async () => {
-    for (const [i, records] of bodies.entries()) {
+const summariesUpsert = async (bodies: ReadonlyArray<Body>) => {
+  const seconds = await timed(() =>
+    eachBody(bodies, async (records, i, client) => {
       const userId = users[i % USERS]!.userId
       await client.query(
         `insert into bare_records (id, user_id, provider, resource, source_id, data, inbox_id)
@@ -290,8 +309,7 @@ const summariesUpsert = async (bodies: ReadonlyArray<ReadonlyArray<NormalizedRec
         [arrayLiteral(records.map(() => randomUUID())), userId, arrayLiteral(records.map((r) => r.resource)), arrayLiteral(records.map((r) => r.sourceId)),
           JSON.stringify(records.map((r) => r.data)), i]
       )
-    }
-  })
+    }))
   return (bodies.length * SUMMARIES) / seconds
 }
 
@@ -332,14 +350,14 @@ const summariesAnchor = await summariesUpsert(summaryBodies)
 const summariesAnchorCpu = cpuPer(SUMMARY_BODIES * SUMMARIES)
 
 console.log(
-  `\nstore: ${BODIES} bodies × ${SAMPLES} heart-rate samples; ${SUMMARY_BODIES} bodies × ${SUMMARIES} summaries; ${USERS} users; one body at a time`
+  `\nstore: ${BODIES} bodies × ${SAMPLES} heart-rate samples; ${SUMMARY_BODIES} bodies × ${SUMMARIES} summaries; ${USERS} users; ${CONCURRENCY} bodies at a time`
 )
 console.log("CPU per record (this process + Postgres):")
 console.log(`  samples:   store ${samplesStoreCpu}; bare upsert ${samplesAnchorCpu}; COPY ${samplesCopyCpu}`)
 console.log(`  summaries: store ${summariesStoreCpu}; bare upsert ${summariesAnchorCpu}`)
 const rows: Array<BenchRow> = [
   {
-    path: `samples into the store (${BODIES} bodies × ${SAMPLES.toLocaleString("en-US")} heart-rate samples)`,
+    path: `samples into the store (${BODIES} bodies × ${SAMPLES.toLocaleString("en-US")} heart-rate samples, ${CONCURRENCY} at a time)`,
     wearflow: rate(samplesStore, "samples/s"),
     anchor: `multi-row upsert, bare table: ${rate(samplesAnchor, "/s")}; COPY: ${rate(samplesCopyRate, "/s")}`,
     ratio: samplesStore / samplesAnchor,
@@ -347,7 +365,7 @@ const rows: Array<BenchRow> = [
     met: samplesStore >= 50_000
   },
   {
-    path: `summaries into the store (${SUMMARY_BODIES} bodies × ${SUMMARIES} dailies and sleeps)`,
+    path: `summaries into the store (${SUMMARY_BODIES} bodies × ${SUMMARIES} dailies and sleeps, ${CONCURRENCY} at a time)`,
     wearflow: rate(summariesStore, "records/s"),
     anchor: `multi-row upsert, bare table: ${rate(summariesAnchor, "/s")}`,
     ratio: summariesStore / summariesAnchor,
@@ -358,6 +376,7 @@ const rows: Array<BenchRow> = [
 report(rows)
 
 await client.end()
+await Promise.all(clients.map((c) => c.end()))
 await runtime.dispose()
 if (EXPLAIN) {
   await Bun.write("/tmp/wearflow-store-plans.log", Bun.file(`${postgres.dir}/pg/server.log`))
