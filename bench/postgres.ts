@@ -8,6 +8,29 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
 
+/**
+ * CPU time of the Postgres server in `pgDir` (the postmaster, its live children, and its reaped
+ * ones), from /proc, ms; NaN where there is no /proc. Clock ticks are 1/100 s on Linux.
+ */
+export const postgresCpuMs = async (pgDir: string): Promise<number> => {
+  try {
+    const postmaster = Number((await fs.readFile(path.join(pgDir, "postmaster.pid"), "utf8")).split("\n")[0])
+    let ticks = 0
+    for (const pid of await fs.readdir("/proc")) {
+      if (!/^\d+$/.test(pid)) continue
+      const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "")
+      // Fields after the command name, which may itself hold spaces or parentheses.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((i) => Number(fields[i]))
+      if (Number(pid) === postmaster) ticks += utime! + stime! + cutime! + cstime!
+      else if (Number(fields[1]) === postmaster) ticks += utime! + stime!
+    }
+    return ticks * 10
+  } catch {
+    return NaN
+  }
+}
+
 export const startBenchPostgres = async (prefix: string) => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix))
   // Postgres runs as an unprivileged user when started as root: it must reach the directory.
@@ -16,6 +39,10 @@ export const startBenchPostgres = async (prefix: string) => {
   return {
     dir,
     url: Redacted.value(database.url),
+    /** CPU time of the server so far, ms (see postgresCpuMs). */
+    cpuMs: () => postgresCpuMs(path.join(dir, "pg")),
+    /** Stops and starts the server on the same port (for settings that take a restart). */
+    restart: () => Effect.runPromise(Effect.zipRight(database.stop, database.start)),
     stop: async () => {
       await Effect.runPromise(database.stop)
       await fs.rm(dir, { recursive: true, force: true })

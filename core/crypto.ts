@@ -6,7 +6,7 @@
  * lets rotation decrypt old rows with the old key and re-encrypt them with the new one.
  */
 import { Context, Data, Effect, Layer, Redacted } from "effect"
-import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from "node:crypto"
+import { createCipheriv, createDecipheriv, createHash, hash as digest, randomBytes, timingSafeEqual } from "node:crypto"
 
 export class DecryptionError extends Data.TaggedError("DecryptionError")<{ readonly message: string }> {}
 
@@ -91,7 +91,8 @@ export const hashApiKey = (key: Redacted.Redacted<string>) => createHash("sha256
 
 /** A stable UUID (v8 layout) derived from a natural key, so reprocessing yields the same id. */
 export const stableUuid = (...parts: ReadonlyArray<string>): string => {
-  const hash = createHash("sha256").update(parts.join("\u0000")).digest()
+  // One-shot hash: a store write derives one id per record, and createHash's object cost more.
+  const hash = digest("sha256", parts.join("\u0000"), "buffer")
   hash[6] = (hash[6]! & 0x0f) | 0x80
   hash[8] = (hash[8]! & 0x3f) | 0x80
   const hex = hash.subarray(0, 16).toString("hex")

@@ -19,6 +19,7 @@ import providerStateAliases from "./migrations/0009_provider_state_aliases.ts"
 import inboxDedupe from "./migrations/0010_inbox_dedupe.ts"
 import recordDeletions from "./migrations/0011_record_deletions.ts"
 import connectionSync from "./migrations/0012_connection_sync.ts"
+import samplesUserCascade from "./migrations/0013_samples_user_cascade.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
@@ -32,7 +33,8 @@ export const migrations = Migrator.fromRecord({
   "0009_provider_state_aliases": providerStateAliases,
   "0010_inbox_dedupe": inboxDedupe,
   "0011_record_deletions": recordDeletions,
-  "0012_connection_sync": connectionSync
+  "0012_connection_sync": connectionSync,
+  "0013_samples_user_cascade": samplesUserCascade
 })
 
 export interface DatabaseOptions {
