@@ -20,7 +20,7 @@ const benchmarks: ReadonlyArray<{ readonly name: string; readonly file: string; 
   { name: "store", file: "store.ts" },
   { name: "postgres-sink", file: "postgres-sink.ts" },
   { name: "webhooks", file: "webhooks.ts" },
-  { name: "etl", file: "etl.ts", env: { ETL_BENCH_SUMMARY_SHARE: "1", ETL_BENCH_FORMATS: "ndjson", ETL_BENCH_S3: "0" } },
+  { name: "etl", file: "etl.ts", env: { ETL_BENCH_SUMMARY_SHARE: "1", ETL_BENCH_FORMATS: "ndjson", ETL_BENCH_S3: "0", ETL_BENCH_RECORDS: "100000" } },
   { name: "latency", file: "latency.ts" },
   { name: "large-body", file: "large-body.ts" },
   { name: "scale-out", file: "scale-out.ts" }
