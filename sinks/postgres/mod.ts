@@ -65,9 +65,10 @@ const classify = sinkErrorFromSql("postgres")
 
 /**
  * Events per statement: a statement's rows are sorted once to keep the last row per key, so
- * they stay a bounded few tens of thousands (events of 1,000 samples) rather than a whole batch.
+ * they stay a bounded few tens of thousands (timeseries events of 1,000 samples) rather than a
+ * whole batch; a summary event is one row.
  */
-const EVENTS_PER_STATEMENT = 64
+const eventsPerStatement = (table: Table) => (table.kind === "summary" ? 1000 : 64)
 
 /**
  * Where a statement reads its events from: the outbox itself, by position, when the sink shares
@@ -169,7 +170,7 @@ const setUp = (sql: SqlClient.SqlClient, schema: string) =>
           let events = pending.get(table)
           if (events === undefined) pending.set(table, events = [])
           events.push(event)
-          if (events.length >= EVENTS_PER_STATEMENT) yield* flush(table)
+          if (events.length >= eventsPerStatement(table)) yield* flush(table)
         }
         for (const table of [...pending.keys()]) yield* flush(table)
       }).pipe(Effect.mapError(classify))
