@@ -11,11 +11,17 @@
  * `like` the sink's (same columns, keys and indexes), one transaction per 50,000 rows. Rounds
  * alternate the two; the table shows the medians. Figures only, never assertions.
  *
+ * Then the runner's latency: single events appended at a steady pace through appendEvent (which
+ * wakes this process's runners), from each commit to its delivery to a sink that only records,
+ * beside the same events appended by another connection (no wake: the runner's idle poll, as
+ * in another process).
+ *
  *   bun bench/postgres-sink.ts
  *     env: PG_SINK_BENCH_EVENTS=150        heart-rate events (sample-heavy scenario)
  *          PG_SINK_BENCH_SAMPLES=1000      samples per heart-rate event
  *          PG_SINK_BENCH_SUMMARIES=20000   activity events (summary scenario)
  *          PG_SINK_BENCH_ROUNDS=2          rounds per scenario (the median is reported)
+ *          PG_SINK_BENCH_PACED=200         events per latency run, appended every 5 ms (200/s)
  *          PG_SINK_BENCH_STATEMENTS=1      restarts Postgres with pg_stat_statements and prints the
  *                                          statements of the sink's runs by total time
  */
@@ -25,12 +31,14 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
+import { appendEvent } from "../core/outbox.ts"
 import * as SinkRunner from "../core/pipeline/sink-runner.ts"
+import type { EventEnvelope } from "../core/schema.ts"
 import * as Database from "../core/storage/database.ts"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
 import * as PostgresSink from "../sinks/postgres/mod.ts"
 import { quote, type Table, tables } from "../sinks/postgres/tables.ts"
-import { rate, report } from "./report.ts"
+import { ms, rate, report } from "./report.ts"
 
 const env = (name: string, fallback: number) => {
   const value = Number(process.env[name] ?? fallback)
@@ -270,6 +278,60 @@ const runBench = async (cleanups: Array<() => Promise<unknown>>) => {
       met: w >= scenario.target
     })
   }
+
+  // ---- latency: a paced event at a time, woken or polled ----------------------------------------
+  const paced = env("PG_SINK_BENCH_PACED", 200)
+  const latency = async (woken: boolean) => {
+    const delivered = new Map<string, number>()
+    const sink = {
+      id: `latency-${woken ? "woken" : "polled"}`,
+      health: Effect.void,
+      deliver: (batch: ReadonlyArray<{ readonly eventId: string }>) =>
+        Effect.sync(() => {
+          for (const event of batch) delivered.set(event.eventId, performance.now())
+        })
+    }
+    const fiber = await storage.runPromise(Effect.gen(function* () {
+      const runner = yield* SinkRunner.make(sink)
+      yield* runner.once
+      return yield* Effect.forkDaemon(runner.run)
+    }))
+    delivered.clear()
+    const committed = new Map<string, number>()
+    const t0 = performance.now()
+    for (let i = 0; i < paced; i++) {
+      const wait = t0 + i * 5 - performance.now()
+      if (wait > 0) await sleep(wait)
+      const envelope = { event_type: "daily.data.activity.created", data: { i }, user_id: TEAM, client_user_id: "c", team_id: TEAM } as unknown as EventEnvelope
+      const id = woken
+        ? await storage.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql.withTransaction(appendEvent(sql, envelope, null).pipe(Effect.zipRight(sql<{ id: string }>`select event_id::text as id from outbox order by position desc limit 1`)))))
+          .then((r) => r[0]!.id)
+        : (await db.query(
+          `insert into outbox (event_id, event_type, team_id, user_id, payload) values (gen_random_uuid(), $1, $2, $2, $3) returning event_id::text as id`,
+          [envelope.event_type, TEAM, JSON.stringify(envelope)]
+        )).rows[0].id as string
+      committed.set(id, performance.now())
+    }
+    while (delivered.size < paced) await sleep(5)
+    await storage.runPromise(Fiber.interrupt(fiber))
+    const latencies = [...committed].map(([id, at]) => delivered.get(id)! - at).sort((a, b) => a - b)
+    const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
+    return { p50: at(0.5), p99: at(0.99) }
+  }
+  await db.query("truncate outbox")
+  const polled = await latency(false)
+  const woken = await latency(true)
+  console.log(`\noutbox → runner, one event every 5 ms (${paced}), commit to delivery: woken p50 ${ms(woken.p50)}, p99 ${ms(woken.p99)}; ` +
+    `polled (another process) p50 ${ms(polled.p50)}, p99 ${ms(polled.p99)}`)
+  rows.push({
+    path: "outbox → sink runner, paced 200/s, commit to delivery",
+    wearflow: `p50 ${ms(woken.p50)}, p99 ${ms(woken.p99)}`,
+    anchor: `idle poll (no wake): p50 ${ms(polled.p50)}, p99 ${ms(polled.p99)}`,
+    ratio: woken.p50 / polled.p50,
+    target: "p50 ≤ 50 ms (PUSH → webhook budget)",
+    met: woken.p50 <= 50
+  })
   report(rows)
 }
 
