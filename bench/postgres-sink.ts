@@ -20,7 +20,7 @@
  *     env: PG_SINK_BENCH_EVENTS=150        heart-rate events (sample-heavy scenario)
  *          PG_SINK_BENCH_SAMPLES=1000      samples per heart-rate event
  *          PG_SINK_BENCH_SUMMARIES=20000   activity events (summary scenario)
- *          PG_SINK_BENCH_ROUNDS=2          rounds per scenario (the median is reported)
+ *          PG_SINK_BENCH_ROUNDS=3          rounds per scenario (the median is reported)
  *          PG_SINK_BENCH_PACED=200         events per latency run, appended every 5 ms (200/s)
  *          PG_SINK_BENCH_STATEMENTS=1      restarts Postgres with pg_stat_statements and prints the
  *                                          statements of the sink's runs by total time
@@ -125,7 +125,7 @@ const runBench = async (cleanups: Array<() => Promise<unknown>>) => {
   const heartrateEvents = env("PG_SINK_BENCH_EVENTS", 150)
   const samples = env("PG_SINK_BENCH_SAMPLES", 1000)
   const summaries = env("PG_SINK_BENCH_SUMMARIES", 20_000)
-  const rounds = env("PG_SINK_BENCH_ROUNDS", 2)
+  const rounds = env("PG_SINK_BENCH_ROUNDS", 3)
   const statements = process.env.PG_SINK_BENCH_STATEMENTS === "1"
 
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-pg-sink-"))
@@ -256,7 +256,7 @@ const runBench = async (cleanups: Array<() => Promise<unknown>>) => {
     const line = (name: string, r: Run, round: number) =>
       console.log(
         `  ${`${name} (${round}/${rounds})`.padEnd(22)} ${fmt(perSecond(r)).padStart(9)} records/s  ${fmt(r.records)} records in ${fmt(r.wallMs)} ms  ` +
-          `CPU Bun ${fmt(r.cpu.bun)} ms, Postgres ${fmt(r.cpu.pg)} ms`
+          `CPU Bun ${fmt(r.cpu.bun)} ms, Postgres ${fmt(r.cpu.pg)} ms (${fmt(r.records / ((r.cpu.bun + r.cpu.pg) / 1000))} records per CPU second)`
       )
     console.log(`\n${scenario.name}: ${fmt(scenario.events)} events, ${fmt(written.length)} rows`)
     for (let round = 1; round <= rounds; round++) {

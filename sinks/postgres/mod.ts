@@ -64,11 +64,12 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const classify = sinkErrorFromSql("postgres")
 
 /**
- * Events per statement: a statement's rows are sorted once to keep the last row per key, so
- * they stay a bounded few tens of thousands (timeseries events of 1,000 samples) rather than a
- * whole batch; a summary event is one row.
+ * Events per statement: a statement holds its events' JSON and sorts its rows once (to keep the
+ * last row per key), so both stay within Postgres' default work_mem (4 MB) for timeseries
+ * events of 1,000 samples; past it they spill to disk (64 such events: 2.6 s for 64,000 rows,
+ * against 16 events: 0.33 s for 16,000). A summary event is one row.
  */
-const eventsPerStatement = (table: Table) => (table.kind === "summary" ? 1000 : 64)
+const eventsPerStatement = (table: Table) => (table.kind === "summary" ? 1000 : 16)
 
 /**
  * Where a statement reads its events from: the outbox itself, by position, when the sink shares
