@@ -22,10 +22,12 @@
  *          PG_SINK_BENCH_SUMMARIES=20000   activity events (summary scenario)
  *          PG_SINK_BENCH_ROUNDS=3          rounds per scenario (the median is reported)
  *          PG_SINK_BENCH_PACED=200         events per latency run, appended every 5 ms (200/s)
+ *          PG_SINK_BENCH_SEND=1            the sink as it writes to another database (SINK_POSTGRES_URL): the
+ *                                          runner reads the payloads and the sink sends them along
  *          PG_SINK_BENCH_STATEMENTS=1      restarts Postgres with pg_stat_statements and prints the
  *                                          statements of the sink's runs by total time
  */
-import { SqlClient } from "@effect/sql"
+import { SqlClient, type SqlError } from "@effect/sql"
 import { Effect, Fiber, Layer, Logger, LogLevel, ManagedRuntime, Option, Redacted } from "effect"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -34,6 +36,7 @@ import pg from "pg"
 import { appendEvent } from "../core/outbox.ts"
 import * as SinkRunner from "../core/pipeline/sink-runner.ts"
 import type { EventEnvelope } from "../core/schema.ts"
+import type { Sink } from "../core/sink.ts"
 import * as Database from "../core/storage/database.ts"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
 import * as PostgresSink from "../sinks/postgres/mod.ts"
@@ -127,6 +130,7 @@ const runBench = async (cleanups: Array<() => Promise<unknown>>) => {
   const summaries = env("PG_SINK_BENCH_SUMMARIES", 20_000)
   const rounds = env("PG_SINK_BENCH_ROUNDS", 3)
   const statements = process.env.PG_SINK_BENCH_STATEMENTS === "1"
+  const send = process.env.PG_SINK_BENCH_SEND === "1"
 
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-pg-sink-"))
   await fs.chmod(dir, 0o755)
@@ -148,7 +152,7 @@ const runBench = async (cleanups: Array<() => Promise<unknown>>) => {
   const storage = ManagedRuntime.make(Database.layer({ url: Option.some(database.url), dataDir: dir }).pipe(Layer.provide(quiet)))
   cleanups.push(() => storage.dispose())
   // The sink's tables, made once as the server makes them at start.
-  const sink = await storage.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => PostgresSink.make(sql, SCHEMA)))
+  const sink = await storage.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql): Effect.Effect<Sink, SqlError.SqlError> => (send ? PostgresSink.makeSending(sql, SCHEMA) : PostgresSink.make(sql, SCHEMA))))
 
   const tableOf = (name: string) => tables.find((t) => t.name === name)!
   const scenarios: ReadonlyArray<Scenario> = [
@@ -176,7 +180,7 @@ const runBench = async (cleanups: Array<() => Promise<unknown>>) => {
 
   console.log(
     `Postgres sink, outbox → typed tables: ${fmt(heartrateEvents)} heart-rate events × ${fmt(samples)} samples; ${fmt(summaries)} activity events; ` +
-      `${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores${statements ? "; pg_stat_statements on" : ""}`
+      `${rounds} rounds each${send ? "; payloads sent along (as to another database)" : ""}; Bun ${Bun.version}, ${os.cpus().length} cores${statements ? "; pg_stat_statements on" : ""}`
   )
 
   const rows: Array<Parameters<typeof report>[0][number]> = []
@@ -270,7 +274,7 @@ const runBench = async (cleanups: Array<() => Promise<unknown>>) => {
     const median = (list: ReadonlyArray<Run>) => list.map(perSecond).sort((a, b) => a - b)[Math.floor((list.length - 1) / 2)]!
     const [w, a] = [median(runs.wearflow), median(runs.anchor)]
     rows.push({
-      path: `Postgres sink, ${scenario.name}`,
+      path: `Postgres sink${send ? " (payloads sent along)" : ""}, ${scenario.name}`,
       wearflow: rate(w, "records/s"),
       anchor: `unnest upsert, bare pg: ${rate(a, "records/s")}`,
       ratio: w / a,
