@@ -6,6 +6,7 @@
 import type { SqlClient } from "@effect/sql"
 import { Effect, Metric } from "effect"
 import { randomUUID } from "node:crypto"
+import * as OutboxWake from "./outbox-wake.ts"
 import type { EventEnvelope } from "./schema.ts"
 import { arrayLiteral } from "./storage/pg-array.ts"
 
@@ -26,7 +27,8 @@ export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, r
   sql`
     insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
     values (${randomUUID()}, ${envelope.event_type}, ${envelope.team_id}, ${envelope.user_id}, ${recordId}, ${JSON.stringify(envelope)}::jsonb, ${historical})`.pipe(
-    Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type)))
+    Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type))),
+    Effect.zipRight(OutboxWake.ring)
   )
 
 /** One event for `appendEvents`: what the outbox row is keyed by, and its envelope as JSON. */

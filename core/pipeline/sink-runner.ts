@@ -6,11 +6,17 @@
  *
  * Only events from transactions older than every running one are read (pg_snapshot_xmin):
  * an event committed late by a slow transaction is never skipped.
+ *
+ * When the outbox has nothing new, the runner sleeps its idle pause, unless this process
+ * appends to the outbox meanwhile (outbox-wake.ts): then it looks again at once, and keeps
+ * looking at short, growing intervals while the appending transaction commits. Runners in
+ * other processes see the event at their next idle poll.
  */
 import { SqlClient, SqlError } from "@effect/sql"
 import { Duration, Effect, Layer, Metric, Schedule } from "effect"
 import type { EventEnvelope } from "../schema.ts"
 import { type OutboxEntry, type OutboxEvent, type Sink, SinkError, Sinks } from "../sink.ts"
+import * as OutboxWake from "../outbox-wake.ts"
 
 /** An outbox row as the runner reads it (`outboxColumns`). */
 export interface OutboxRow {
@@ -57,8 +63,20 @@ export const toEvent = (row: OutboxRow): OutboxEvent => ({ ...toEntry(row), enve
 /** `full`: the batch stopped at a limit, so more events are likely waiting. */
 type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean }
 
-/** A batch row with the size of the next events read (`nextBatch`). */
-type SizedRow = OutboxRow & { readonly available: number }
+/** A batch row with the size of the next events read (`nextEvents`; null for entries). */
+type SizedRow = OutboxRow & { readonly available: number | null }
+
+/** Where a sink is in the outbox: after this event. */
+interface Cursor {
+  readonly tx: string
+  readonly position: string
+}
+
+/**
+ * Pauses after a ring or a delivery, while more may be committing: an appending transaction
+ * usually commits within a few milliseconds of its ring. Past the last, the idle pause.
+ */
+const CHASE = [1, 2, 4, 8, 16, 32, 64, 128].map((ms) => Duration.millis(ms))
 
 export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
   Effect.gen(function* () {
@@ -71,28 +89,40 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     yield* sql`insert into sink_cursors (sink_id) values (${sink.id}) on conflict do nothing`
 
-    // The next events in order, up to `batchSize` and then cut at `batchBytes` of payload;
-    // `available` says how many the count limit let through, so a cut batch reads as full.
-    const payload = sink.reads === "entries" ? "null::jsonb" : "o.payload"
-    const nextBatch = sql<SizedRow>`
+    // The next events in order after the cursor. The cursor is a parameter, not a join, so the
+    // read starts at it in the (tx, position) index instead of walking every event before it.
+    const after = (cursor: Cursor) => sql`
+      from outbox o
+      where (o.tx, o.position) > (${cursor.tx}::xid8, ${cursor.position}::bigint)
+        and o.tx < pg_snapshot_xmin(pg_current_snapshot())
+      order by o.tx, o.position
+      limit ${batchSize}`
+
+    // Entries carry no payload: `batchSize` of them at most.
+    const nextEntries = (cursor: Cursor) => sql<SizedRow>`
+      select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, null::jsonb as payload,
+             o.created_at, o.historical, null::float8 as available
+      ${after(cursor)}`
+
+    // Events: up to `batchSize`, then cut at `batchBytes` of payload; `available` says how many
+    // the count limit let through, so a cut batch reads as full.
+    const nextEvents = (cursor: Cursor) => sql<SizedRow>`
       select position, tx, event_id, event_type, team_id, user_id, record_id, payload, created_at, historical, available::float8 as available
       from (
         select n.*, sum(n.bytes) over (order by n.tx_order, n.position) as running, row_number() over (order by n.tx_order, n.position) as k,
                count(*) over () as available
         from (
           select o.position, o.tx as tx_order, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
-                 ${sql.literal(payload)} as payload, coalesce(octet_length(${sql.literal(payload)}::text), 0) as bytes,
-                 o.created_at, o.historical
-          from outbox o, sink_cursors c
-          where c.sink_id = ${sink.id}
-            and (o.tx, o.position) > (c.tx, c.position)
-            and o.tx < pg_snapshot_xmin(pg_current_snapshot())
-          order by o.tx, o.position
-          limit ${batchSize}
+                 o.payload, octet_length(o.payload::text) as bytes, o.created_at, o.historical
+          ${after(cursor)}
         ) n
       ) b
       where k = 1 or running <= ${batchBytes}
       order by k`
+
+    const nextBatch = sink.reads === "entries" ? nextEntries : nextEvents
+    const isFull = (rows: ReadonlyArray<SizedRow>) =>
+      rows.length > 0 && (rows.length >= batchSize || (rows[0]!.available !== null && rows.length < rows[0]!.available))
 
     const advance = (last: OutboxRow) =>
       sql`update sink_cursors set tx = ${last.tx}::xid8, position = ${last.position}, updated_at = now() where sink_id = ${sink.id}`
@@ -100,17 +130,17 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     /** One round: lock the cursor, read, deliver, advance; all or nothing. */
     const round = (onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
       Effect.gen(function* () {
-        const locked = yield* sql`select 1 from sink_cursors where sink_id = ${sink.id} for update skip locked`
-        if (locked.length === 0) return { _tag: "Busy" } as Round
-        const rows = yield* nextBatch
+        const [cursor] = yield* sql<Cursor>`
+          select tx::text as tx, position::text as position from sink_cursors where sink_id = ${sink.id} for update skip locked`
+        if (cursor === undefined) return { _tag: "Busy" } as Round
+        const rows = yield* nextBatch(cursor)
         if (rows.length > 0) {
           // Events the sink opted out of are passed over: the cursor moves past them.
           const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
           if (wanted.length > 0) yield* onBatch(wanted)
           yield* advance(rows[rows.length - 1]!)
         }
-        const full = rows.length > 0 && (rows[0]!.available >= batchSize || rows.length < rows[0]!.available)
-        return { _tag: "Delivered", count: rows.length, full } as Round
+        return { _tag: "Delivered", count: rows.length, full: isFull(rows) } as Round
       }).pipe(sql.withTransaction)
 
     const permanently = (error: SinkError | SqlError.SqlError): error is SinkError => error._tag === "SinkError" && !error.retryable
@@ -152,7 +182,8 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     const backoff = Schedule.exponential("500 millis").pipe(Schedule.union(Schedule.spaced("60 seconds")))
 
-    const step = once.pipe(
+    /** One attempt, retried with back-off; undefined after a crash (logged, paused). */
+    const attempt = once.pipe(
       Effect.tapError((error) =>
         Effect.logWarning("sink delivery failed; retrying with back-off").pipe(
           Effect.annotateLogs("error", error.message),
@@ -160,12 +191,31 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         )
       ),
       Effect.retry(backoff),
-      Effect.flatMap((r) => (r._tag === "Delivered" && r.full ? Effect.void : Effect.sleep(idle))),
       // A bug in a sink must not stop it for good: log, pause, carry on from the cursor.
-      Effect.catchAllDefect((defect) => Effect.logError("sink crashed; restarting it", defect).pipe(Effect.zipRight(Effect.sleep("5 seconds"))))
+      Effect.catchAllDefect((defect) =>
+        Effect.logError("sink crashed; restarting it", defect).pipe(Effect.zipRight(Effect.sleep("5 seconds")), Effect.as(undefined))
+      )
     )
 
-    return { once, run: Effect.forever(step).pipe(Effect.annotateLogs("sink", sink.id)) } as const
+    /**
+     * Rounds for ever: straight on after a full batch; after a delivery or a ring, short
+     * pauses growing while nothing new commits (CHASE); then the idle pause. A ring cuts any
+     * pause short.
+     */
+    const run = Effect.gen(function* () {
+      let chase = CHASE.length
+      for (;;) {
+        const ringsBefore = yield* OutboxWake.rings
+        const round = yield* attempt
+        if (round?._tag === "Delivered" && round.full) continue
+        const busy = (round?._tag === "Delivered" && round.count > 0) || (yield* OutboxWake.rings) !== ringsBefore
+        chase = busy ? 0 : Math.min(chase + 1, CHASE.length)
+        // Woken, it looks at once; if the append has not committed yet, the chase goes on.
+        if (yield* OutboxWake.pause(chase < CHASE.length ? Duration.min(CHASE[chase]!, idle) : idle)) chase = 0
+      }
+    })
+
+    return { once, run: run.pipe(Effect.annotateLogs("sink", sink.id)) } as const
   })
 
 /** Runs the sink behind `tag` for the lifetime of the layer; its failures never reach ingestion. */

@@ -1,0 +1,34 @@
+/**
+ * Wakes this process's sink runners when it appends to the outbox, so a runner looks at once
+ * instead of sleeping out its idle pause. In-process only: runners in other processes keep
+ * their idle poll. A ring comes at the append, before the appending transaction commits, so a
+ * runner woken by it keeps looking for a short while (see pipeline/sink-runner.ts); what it reads is
+ * still only what every older transaction has finished with (pg_snapshot_xmin).
+ */
+import { Duration, Effect } from "effect"
+
+let appends = 0
+const sleepers = new Set<() => void>()
+
+/** Says events were appended (their transaction may still be open). */
+export const ring = Effect.sync(() => {
+  appends++
+  for (const wake of sleepers) wake()
+  sleepers.clear()
+})
+
+/** How many rings so far: a runner compares it across a round to learn of appends meanwhile. */
+export const rings = Effect.sync(() => appends)
+
+/** How many runners wait for a ring now (tests wait for a runner to be at rest). */
+export const waiting = Effect.sync(() => sleepers.size)
+
+const nextRing = Effect.async<void>((resume) => {
+  const wake = () => resume(Effect.void)
+  sleepers.add(wake)
+  return Effect.sync(() => sleepers.delete(wake))
+})
+
+/** Sleeps `duration`, or less if a ring comes first; true when woken by one. */
+export const pause = (duration: Duration.DurationInput) =>
+  Effect.raceFirst(Effect.as(Effect.sleep(duration), false), Effect.as(nextRing, true))

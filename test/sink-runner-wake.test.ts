@@ -1,0 +1,94 @@
+/**
+ * A sink runner wakes when this process appends to the outbox, instead of sleeping out its idle
+ * pause; a wake never lets it read past a transaction still open (pg_snapshot_xmin). The tests
+ * run on the test clock: a runner's pauses never end by themselves, only a ring wakes it. Events
+ * are appended outside a transaction, so each is committed by the time it rings.
+ */
+import { layer } from "@effect/vitest"
+import { SqlClient } from "@effect/sql"
+import { appendEvent } from "@wearflow/core/outbox"
+import * as OutboxWake from "@wearflow/core/outbox-wake"
+import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
+import type { EventEnvelope } from "@wearflow/core/schema"
+import * as Database from "@wearflow/core/storage/database"
+import { Deferred, Effect, Layer, Option, Redacted } from "effect"
+import { randomUUID } from "node:crypto"
+import pg from "pg"
+import { expect } from "vitest"
+import { freshDatabaseUrl } from "./support/database.ts"
+
+const url = await freshDatabaseUrl()
+const Services = Layer.orDie(Database.layer({ url: Option.some(url), dataDir: "unused" }))
+
+const TEAM = randomUUID()
+const USER = randomUUID()
+const envelope = (n: number): EventEnvelope =>
+  ({ event_type: "daily.data.activity.created", data: { n }, user_id: USER, client_user_id: "c", team_id: TEAM }) as unknown as EventEnvelope
+
+/** Until a runner waits for a ring, its round done (on the real clock: the test clock stands still). */
+const atRest = Effect.gen(function* () {
+  while ((yield* OutboxWake.waiting) === 0) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
+})
+
+/** A sink that records event ids, and a runner feeding it from the end of the outbox, at rest. */
+const recording = (expected: number) =>
+  Effect.gen(function* () {
+    const received: Array<string> = []
+    const done = yield* Deferred.make<void>()
+    const sink = {
+      id: `wake-${randomUUID().slice(0, 8)}`,
+      health: Effect.void,
+      deliver: (batch: ReadonlyArray<{ readonly eventId: string }>) =>
+        Effect.suspend(() => {
+          received.push(...batch.map((e) => e.eventId))
+          return received.length >= expected ? Deferred.succeed(done, undefined) : Effect.void
+        })
+    }
+    const runner = yield* SinkRunner.make(sink)
+    // Start at the end of the outbox: earlier tests' events are not this runner's.
+    yield* runner.once
+    received.length = 0
+    yield* Effect.forkScoped(runner.run)
+    yield* atRest
+    return { received, done: Deferred.await(done) }
+  })
+
+const eventIdAt = (sql: SqlClient.SqlClient, n: number) =>
+  Effect.map(sql<{ event_id: string }>`select event_id from outbox where payload->'data'->>'n' = ${String(n)}`, (rows) => rows[0]!.event_id)
+
+layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
+  it.scoped("an event appended in this process reaches an idle runner at once", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const sink = yield* recording(1)
+      yield* appendEvent(sql, envelope(1), null)
+      yield* sink.done
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 1)])
+    }))
+
+  it.scoped("a wake reads no further than a transaction still open: its event comes first, none skipped", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const sink = yield* recording(3)
+      // A slow transaction takes the earlier outbox position; a fast one commits after it and rings.
+      const slow = new pg.Client({ connectionString: Redacted.value(url) })
+      yield* Effect.acquireRelease(Effect.promise(() => slow.connect()), () => Effect.promise(() => slow.end()))
+      yield* Effect.promise(() =>
+        slow.query("begin").then(() =>
+          slow.query(
+            `insert into outbox (event_id, event_type, team_id, user_id, payload) values ($1, 'daily.data.activity.created', $2, $3, $4)`,
+            [randomUUID(), TEAM, USER, JSON.stringify({ data: { n: 10 } })]
+          )
+        )
+      )
+      yield* appendEvent(sql, envelope(11), null)
+      // Woken, the runner looked and took nothing: the slow transaction is still open.
+      yield* atRest
+      expect(sink.received).toEqual([])
+      // The slow one commits without a ring (as another process would); the next append rings again.
+      yield* Effect.promise(() => slow.query("commit"))
+      yield* appendEvent(sql, envelope(12), null)
+      yield* sink.done
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 10), yield* eventIdAt(sql, 11), yield* eventIdAt(sql, 12)])
+    }))
+})
