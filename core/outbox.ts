@@ -31,8 +31,8 @@ export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, r
     Effect.zipRight(OutboxWake.ring)
   )
 
-/** One event for `appendEvents`: what the outbox row is keyed by, and its envelope as JSON. */
-export interface OutboxEvent {
+/** An event about to be appended (`appendEvents`): what its outbox row is keyed by, and its envelope as JSON. */
+export interface NewEvent {
   readonly eventType: string
   readonly teamId: string
   readonly userId: string
@@ -43,7 +43,7 @@ export interface OutboxEvent {
 }
 
 /** The outbox row of `envelope` (see appendEvent). */
-export const outboxEvent = (envelope: EventEnvelope, recordId: string | null, historical = false): OutboxEvent => ({
+export const newEvent = (envelope: EventEnvelope, recordId: string | null, historical = false): NewEvent => ({
   eventType: envelope.event_type,
   teamId: envelope.team_id,
   userId: envelope.user_id,
@@ -57,7 +57,7 @@ export const outboxEvent = (envelope: EventEnvelope, recordId: string | null, hi
  * one statement: a store write of hundreds of records is one round trip, not hundreds. Rows are
  * produced in order (`rows from … with ordinality`), so their positions follow the order given.
  */
-export const appendEvents = (sql: SqlClient.SqlClient, events: ReadonlyArray<OutboxEvent>) => {
+export const appendEvents = (sql: SqlClient.SqlClient, events: ReadonlyArray<NewEvent>) => {
   if (events.length === 0) return Effect.void
   const counts = new Map<string, number>()
   for (const { eventType } of events) counts.set(eventType, (counts.get(eventType) ?? 0) + 1)
@@ -71,6 +71,7 @@ export const appendEvents = (sql: SqlClient.SqlClient, events: ReadonlyArray<Out
                     unnest(${arrayLiteral(events.map((e) => e.historical))}::boolean[]))
       with ordinality as e(event_type, team_id, user_id, record_id, payload, historical, n)
     order by n`.pipe(
-    Effect.zipRight(Effect.forEach(counts, ([eventType, n]) => Metric.incrementBy(Metric.tagged(eventsEmitted, "event_type", eventType), n), { discard: true }))
+    Effect.zipRight(Effect.forEach(counts, ([eventType, n]) => Metric.incrementBy(Metric.tagged(eventsEmitted, "event_type", eventType), n), { discard: true })),
+    Effect.zipRight(OutboxWake.ring)
   )
 }

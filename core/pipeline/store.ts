@@ -12,10 +12,10 @@ import { hash } from "node:crypto"
 import { stableUuid } from "../crypto.ts"
 import { arrayLiteral } from "../storage/pg-array.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
-import { appendEvents, type OutboxEvent, outboxEvent, type Recipient } from "../outbox.ts"
+import { appendEvents, type NewEvent, newEvent, type Recipient } from "../outbox.ts"
 import type { DeletedRecord, ResourceName } from "../schema.ts"
 
-export { appendEvent, appendEvents, eventsEmitted, outboxEvent, type Recipient } from "../outbox.ts"
+export { appendEvent, appendEvents, eventsEmitted, newEvent, type Recipient } from "../outbox.ts"
 
 export interface WriteOutcome {
   readonly created: number
@@ -192,7 +192,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
         const json = JSON.stringify(data)
         return { record, index, id, json, row: rowOf(record, recipient, json), hash: hash("sha256", json, "hex"), ...placement(record) }
       })
-      const events: Array<OutboxEvent & { readonly index: number }> = []
+      const events: Array<NewEvent & { readonly index: number }> = []
       let created = 0
       let updated = 0
       for (const round of rounds(prepared)) {
@@ -258,7 +258,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
           source_id: record.source_id,
           deleted_at: record.deleted_at.toISOString()
         }
-        return outboxEvent({
+        return newEvent({
           event_type: `daily.data.${record.resource}.deleted`,
           data,
           user_id: recipient.userId,
