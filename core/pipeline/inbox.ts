@@ -245,13 +245,16 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
             onTimeout: () => new Error("inbox commit timed out")
           }),
           Effect.tap(() => Metric.increment(Metric.tagged(received, "provider", notification.provider))),
+          Effect.tap(() => Queue.wakeTakers),
           Effect.mapError((cause) => new InboxUnavailable({ cause }))
         )
     )
 
     /** The next part of the same body, once one finishes (or fails and goes back to the queue). */
     const queueNextPart = (inboxId: number) =>
-      queueJobs(sql`select n.id from inbox p join inbox n on n.part_of = p.part_of and n.part_index = p.part_index + ${settings.partsInFlight} where p.id = ${inboxId}`)
+      queueJobs(sql`select n.id from inbox p join inbox n on n.part_of = p.part_of and n.part_index = p.part_index + ${settings.partsInFlight} where p.id = ${inboxId}`).pipe(
+        Effect.zipLeft(Queue.wakeTakers)
+      )
 
     /**
      * Records what processing an inbox row did; a part queues the body's next part and, as
