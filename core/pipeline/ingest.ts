@@ -18,6 +18,7 @@ import { Links, userKey } from "../connections/links.ts"
 import { Connections } from "../connections/connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
+import { batched } from "../storage/batched.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import { ActivityFiles } from "./files.ts"
 import { HistoryObserver } from "./history.ts"
@@ -87,6 +88,16 @@ export const make = (options: IngestOptions = {}) =>
     const inbox = yield* Inbox
     const files = yield* ActivityFiles
     const history = yield* HistoryObserver
+    /** Inbox rows by id, read for all takers at the same step in one statement. */
+    const inboxRow = batched((ids: ReadonlyArray<number>) =>
+      sql<{ id: string; provider: string; kind: string; body: string; part_of: string | null }>`
+        select id, provider, kind, body, part_of from inbox where id = any(${ids}::bigint[])`.pipe(
+        Effect.map((rows) => {
+          const byId = new Map(rows.map((row) => [Number(row.id), row]))
+          return ids.map((id) => byId.get(id))
+        })
+      )
+    )
     const pullRetry = Schedule.exponential(options.pullBackoff ?? "1 second").pipe(
       Schedule.union(Schedule.spaced("2 minutes")),
       Schedule.intersect(Schedule.recurs((options.pullAttempts ?? 8) - 1))
@@ -226,8 +237,7 @@ export const make = (options: IngestOptions = {}) =>
 
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
       const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] }
-      const [row] = yield* sql<{ provider: string; kind: string; body: string; part_of: string | null }>`
-        select provider, kind, body, part_of from inbox where id = ${job.inboxId}`
+      const row = yield* inboxRow(job.inboxId)
       if (!row) {
         yield* Effect.logWarning("inbox item vanished before processing")
         return nothing
