@@ -51,6 +51,23 @@ export const itemErrors = Metric.counter("wearflow_item_errors_total")
 export const itemsPulled = Metric.counter("wearflow_items_pulled_total")
 export const recordsDeleted = Metric.counter("wearflow_records_deleted_total")
 
+/** The counters tagged with a provider, made once per provider rather than once per job. */
+const tagged = new Map<string, ReturnType<typeof countersFor>>()
+const countersFor = (provider: string) => ({
+  processed: Metric.tagged(itemsProcessed, "provider", provider),
+  unlinked: Metric.tagged(itemsUnlinked, "provider", provider),
+  errors: Metric.tagged(itemErrors, "provider", provider),
+  pulled: Metric.tagged(itemsPulled, "provider", provider),
+  deleted: Metric.tagged(recordsDeleted, "provider", provider)
+})
+const countersOf = (provider: string) => {
+  const known = tagged.get(provider)
+  if (known) return known
+  const made = countersFor(provider)
+  tagged.set(provider, made)
+  return made
+}
+
 interface UserGroup {
   readonly ref: UserRef
   readonly items: Array<NotificationItem>
@@ -256,11 +273,12 @@ export const make = (options: IngestOptions = {}) =>
       for (const group of groupByUser(items).values()) yield* processGroup(provider, job, receivedAs, group, outcome)
       // A replay for one provider user does not overwrite the outcome of the first pass.
       if (job.userKey === undefined) yield* inbox.finish(job.inboxId, outcome)
-      yield* Metric.incrementBy(Metric.tagged(itemsProcessed, "provider", provider.id), outcome.items)
-      yield* Metric.incrementBy(Metric.tagged(itemsUnlinked, "provider", provider.id), outcome.unlinked)
-      yield* Metric.incrementBy(Metric.tagged(itemErrors, "provider", provider.id), outcome.errors.length)
-      yield* Metric.incrementBy(Metric.tagged(itemsPulled, "provider", provider.id), outcome.pulled)
-      yield* Metric.incrementBy(Metric.tagged(recordsDeleted, "provider", provider.id), outcome.deleted)
+      const counters = countersOf(provider.id)
+      yield* Metric.incrementBy(counters.processed, outcome.items)
+      yield* Metric.incrementBy(counters.unlinked, outcome.unlinked)
+      yield* Metric.incrementBy(counters.errors, outcome.errors.length)
+      yield* Metric.incrementBy(counters.pulled, outcome.pulled)
+      yield* Metric.incrementBy(counters.deleted, outcome.deleted)
       if (outcome.errors.length > 0) {
         // Paths and problem kinds only: item errors never carry health values.
         yield* Effect.logWarning("notification items failed").pipe(
