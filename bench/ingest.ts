@@ -11,6 +11,8 @@
  * 3. Drain of a pre-filled inbox: bodies taken by a receive-only server
  *    (WEARFLOW_INGEST_CONCURRENCY=0), then a server with workers drains them.
  *
+ * The anchor is measured at the start and again at the end; the ratios use the mean.
+ *
  *   bun bench/ingest.ts   (env: INGEST_BENCH_BODIES=2000 INGEST_BENCH_RATES=200,1000 BENCH_SECONDS=5
  *                          INGEST_BENCH_USERS=50; WEARFLOW_INGEST_CONCURRENCY etc. reach the server;
  *                          BENCH_SERVER_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/x" profiles it)
@@ -48,12 +50,13 @@ const databaseUrl = postgres.url.replace(/\/bench$/, "/bench_wearflow")
 const dataDir = path.join(postgres.dir, "data")
 const rows: Array<BenchRow> = []
 
+// The anchor is measured before and after the rest (other load on the machine comes and goes); rows use the mean.
 const bare = await startBareReceiver(postgres.url)
 await saturate([bare.url], 1, body) // warm-up
-const anchor = await saturate([bare.url], seconds, body)
-await bare.stop()
-console.log(`bare ack path (Bun + one INSERT), 32 clients: ${anchor.toFixed(0)} req/s`)
-const anchorText = `bare ack: ${rate(anchor, "req/s")}`
+const anchorBefore = await saturate([bare.url], seconds, body)
+console.log(`bare ack path (Bun + one INSERT), 32 clients: ${anchorBefore.toFixed(0)} req/s`)
+/** Rates judged against the anchor once it is measured again at the end. */
+const rated: Array<{ readonly path: string; readonly perSecond: number; readonly target: string }> = []
 
 let server = await startWearflow({ databaseUrl, dataDir })
 let memory = sampleRss(server.process.pid!)
@@ -70,14 +73,7 @@ let posted = 0
   const done = await drained(db, posted * RECORDS_PER_DAILY)
   const perSecond = bodies / ((done - started) / 1000)
   console.log(`end to end: ${bodies} bodies in ${((done - started) / 1000).toFixed(2)} s = ${perSecond.toFixed(0)}/s (acks at ${ack.toFixed(0)}/s)`)
-  rows.push({
-    path: `ingest end to end, one daily each (${bodies} bodies, 32 clients)`,
-    wearflow: rate(perSecond, "notifications/s"),
-    anchor: anchorText,
-    ratio: perSecond / anchor,
-    target: "≥ 0.5× (≥ 1,000/s)",
-    met: perSecond / anchor >= 0.5
-  })
+  rated.push({ path: `ingest end to end, one daily each (${bodies} bodies, 32 clients)`, perSecond, target: "≥ 0.5× (≥ 1,000/s)" })
 }
 
 // 2. A fixed rate: does the backlog stay bounded?
@@ -103,7 +99,7 @@ for (const offered of rates) {
   rows.push({
     path: `ingest at a fixed ${offered}/s, open loop (${seconds} s)`,
     wearflow: `${waiting} waiting at the end (${lag.toFixed(2)} s behind); ${tail === undefined ? "not drained in 120 s" : `drained in ${tail.toFixed(1)} s`}; ack p50 ${ms(figures.p50)}`,
-    anchor: `offered ${rate(offered, "/s")}; ${anchorText}`,
+    anchor: `offered ${rate(offered, "/s")}`,
     // The share of the offered rate stored end to end.
     ratio: tail === undefined ? 0 : seconds / (seconds + tail),
     target: "backlog bounded (< 1 s behind)",
@@ -125,18 +121,24 @@ await server.stop()
   await drained(db, before + bodies * RECORDS_PER_DAILY)
   peakMb = Math.max(peakMb, memory.stop())
   console.log(`drain of a pre-filled inbox (${bodies} bodies): ${perSecond.toFixed(0)}/s`)
-  rows.push({
-    path: `ingest drain, pre-filled inbox (${bodies} bodies)`,
-    wearflow: rate(perSecond, "notifications/s"),
-    anchor: anchorText,
-    ratio: perSecond / anchor,
-    target: "≥ 0.5×",
-    met: perSecond / anchor >= 0.5
-  })
+  rated.push({ path: `ingest drain, pre-filled inbox (${bodies} bodies)`, perSecond, target: "≥ 0.5×" })
   await server.stop()
   await receiver.stop()
 }
 
+const anchorAfter = await saturate([bare.url], seconds, body)
+await bare.stop()
+console.log(`bare ack path again at the end: ${anchorAfter.toFixed(0)} req/s`)
+const anchor = (anchorBefore + anchorAfter) / 2
+const anchorText = `bare ack: ${rate(anchor, "req/s")} (mean of ${rate(anchorBefore, "req/s")} before, ${rate(anchorAfter, "req/s")} after)`
+rows.unshift(...rated.map((r): BenchRow => ({
+  path: r.path,
+  wearflow: rate(r.perSecond, "notifications/s"),
+  anchor: anchorText,
+  ratio: r.perSecond / anchor,
+  target: r.target,
+  met: r.perSecond / anchor >= 0.5
+})))
 rows.push(memoryRow("ingest", peakMb))
 report(rows)
 await db.end()
