@@ -164,6 +164,19 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       }
     }))
 
+  it.effect("jobs of one Garmin user at the same step, their recipients read together, each get every linked user once", () =>
+    Effect.gen(function* () {
+      const links = yield* Links
+      const user = yield* linkedUser("together", "garmin-together")
+      const ref = { _tag: "UserId", id: "garmin-together" } as const
+      // Concurrent look-ups are served by one statement (core/storage/batched.ts).
+      const found = yield* Effect.all(
+        [1, 2, 3].map((inboxId) => links.recipientsOrPark("garmin", ref, inboxId, 1)),
+        { concurrency: "unbounded" }
+      )
+      for (const recipients of found) expect(recipients.map((r) => r.userId)).toEqual([user.user_id])
+    }))
+
   it.effect("stores tokens encrypted, never as plaintext", () =>
     Effect.gen(function* () {
       const accounts = yield* Accounts

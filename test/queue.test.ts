@@ -94,4 +94,48 @@ layer(Services, { timeout: 60_000 })("queue leases", (it) => {
       const [row] = yield* sql<{ completed: boolean; attempts: number; acquired_by: string }>`select completed, attempts, acquired_by from test_queue where id = 'taken-job'`
       expect(row).toEqual({ completed: false, attempts: 0, acquired_by: other })
     }))
+
+  it.scoped("takers share one poll: every job of a burst runs once, none twice, each completed", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const mine = (yield* Queue.QueueStoreTag).make("burst", Job)
+      const runs = new Map<number, number>()
+      const takers = yield* Effect.fork(Effect.all(
+        Array.from({ length: 6 }, () => Effect.forever(mine.take((job) => Effect.sync(() => runs.set(job.n, (runs.get(job.n) ?? 0) + 1))))),
+        { concurrency: "unbounded", discard: true }
+      ))
+      for (let n = 0; n < 40; n++) yield* mine.offer({ n }, { id: `burst-${n}` })
+      for (;;) {
+        const [row] = yield* sql<{ done: number }>`select count(*)::int as done from test_queue where queue_name = 'burst' and completed and acquired_by is null`
+        if (row!.done === 40) break
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 50)))
+      }
+      yield* Fiber.interrupt(takers)
+      expect([...runs.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, n) => n))
+      expect([...runs.values()].every((count) => count === 1)).toBe(true)
+    }))
+
+  it.scoped("a taker sleeping out a long poll interval wakes when this process queues a job", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // Without the wake, the second job would wait an hour.
+      const sleepy = (yield* Effect.flatMap(Scope.Scope, (scope) => Queue.make({ ...options, pollInterval: "1 hour" }).pipe(Scope.extend(scope)))).make("sleepy", Job)
+      const seen: Array<number> = []
+      const taker = yield* Effect.fork(Effect.forever(sleepy.take((job) => Effect.sync(() => seen.push(job.n)))))
+      yield* sleepy.offer({ n: 1 }, { id: "sleepy-1" })
+      const completed = (id: string) =>
+        Effect.gen(function* () {
+          for (;;) {
+            const [row] = yield* sql<{ completed: boolean }>`select completed from test_queue where id = ${id}`
+            if (row?.completed) return
+            yield* Effect.promise(() => new Promise((r) => setTimeout(r, 20)))
+          }
+        })
+      yield* completed("sleepy-1")
+      // The taker has looked again and found nothing: it sleeps now.
+      yield* sleepy.offer({ n: 2 }, { id: "sleepy-2" })
+      yield* completed("sleepy-2")
+      yield* Fiber.interrupt(taker)
+      expect(seen).toEqual([1, 2])
+    }))
 })

@@ -22,9 +22,16 @@ export const ServerConfig = Config.all({
   apiKey: Config.option(Config.redacted("WEARFLOW_API_KEY")),
   encryptionKey: Config.option(Config.redacted("WEARFLOW_ENCRYPTION_KEY")),
   logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
+  // Takers at the same step share round trips (one claim, one body read, ... for them all):
+  // more of them cost less per job. Each holds at most one database connection.
   ingestConcurrency: Config.integer("WEARFLOW_INGEST_CONCURRENCY").pipe(
-    Config.withDefault(4),
+    Config.withDefault(16),
     Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 0..64 (0: this process only receives)", validation: (n) => n >= 0 && n <= 64 })
+  ),
+  /** Database connections per process: the ingest takers, the sinks and the requests share them. */
+  databasePool: Config.integer("WEARFLOW_DATABASE_POOL").pipe(
+    Config.withDefault(32),
+    Config.validate({ message: "WEARFLOW_DATABASE_POOL must be 4..500", validation: (n) => n >= 4 && n <= 500 })
   ),
   /** How long a crashed process's in-flight queue items stay locked before another takes them. */
   queueLockExpiration: Config.duration("WEARFLOW_QUEUE_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(30))),
@@ -120,7 +127,7 @@ export const SyncConfig = Config.all({
   maxBackoff: positive("WEARFLOW_SYNC_MAX_BACKOFF", SyncSettings.defaults.maxBackoff),
   concurrency: Config.integer("WEARFLOW_SYNC_CONCURRENCY").pipe(
     Config.withDefault(SyncSettings.defaults.concurrency),
-    Config.validate({ message: "WEARFLOW_SYNC_CONCURRENCY must be positive (and well below the database pool's 20 connections)", validation: (n) => n > 0 })
+    Config.validate({ message: "WEARFLOW_SYNC_CONCURRENCY must be positive (and well below the database pool, WEARFLOW_DATABASE_POOL)", validation: (n) => n > 0 })
   ),
   startInterval: positive("WEARFLOW_SYNC_START_INTERVAL", SyncSettings.defaults.startInterval),
   roundsPerExecution: Config.integer("WEARFLOW_SYNC_ROUNDS_PER_EXECUTION").pipe(

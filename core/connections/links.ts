@@ -8,6 +8,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Effect, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
+import { batched } from "../storage/batched.ts"
 import { Accounts } from "../tenancy/accounts.ts"
 import { aliasDigest, reencrypted, TokenCipher } from "../crypto.ts"
 import { ERASE_LEGACY_COLUMNS, LEGACY_SECRET_COLUMNS } from "./legacy-credentials.ts"
@@ -214,11 +215,23 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
           and ${matchesUserRef(sql, ref)}
         order by c.created_at`
 
-    /**
-     * The users a provider user's data goes to. When there are none, records that `inboxId`
-     * holds `itemCount` items for them, so linking them later replays it.
-     */
-    const recipientsOrPark = Effect.fn("Links.recipientsOrPark")(function* (
+    /** Active connections of provider users by id, for all takers at the same step in one statement. */
+    const linkedById = batched((keys: ReadonlyArray<{ readonly provider: string; readonly id: string }>) => {
+      // Each provider user once: two of one user's jobs at the same step must not double its rows.
+      const distinct = [...new Map(keys.map((k) => [JSON.stringify([k.provider, k.id]), k])).values()]
+      return sql<{ provider: string; provider_user_id: string; user_id: string; team_id: string; client_user_id: string }>`
+        select c.provider, c.provider_user_id, u.id as user_id, u.team_id, u.client_user_id
+        from provider_connections c join users u on u.id = c.user_id
+        join unnest(${distinct.map((k) => k.provider)}::text[], ${distinct.map((k) => k.id)}::text[]) as k(provider, id)
+          on c.provider = k.provider and c.provider_user_id = k.id
+        where c.status = 'active'
+        order by c.created_at`.pipe(
+        Effect.map((rows) => keys.map((k) => rows.filter((r) => r.provider === k.provider && r.provider_user_id === k.id)))
+      )
+    })
+
+    /** Parks `inboxId`'s items for a provider user unless someone linked them meanwhile; answers the recipients found. */
+    const parkUnlessLinked = Effect.fn("Links.parkUnlessLinked")(function* (
       provider: string,
       ref: UserRef,
       inboxId: number,
@@ -233,8 +246,24 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
           values (${provider}, ${key}, ${inboxId}, ${itemCount})
           on conflict do nothing`
       }
-      return rows.map((r): Recipient => ({ userId: r.user_id, teamId: r.team_id, clientUserId: r.client_user_id }))
+      return rows
     }, sql.withTransaction)
+
+    /**
+     * The users a provider user's data goes to. When there are none, records that `inboxId`
+     * holds `itemCount` items for them, so linking them later replays it. A linked user's
+     * recipients are read without the lock: it only orders parking against linking.
+     */
+    const recipientsOrPark = Effect.fn("Links.recipientsOrPark")(function* (
+      provider: string,
+      ref: UserRef,
+      inboxId: number,
+      itemCount: number
+    ) {
+      const linked = ref._tag === "UserId" ? yield* linkedById({ provider, id: ref.id }) : yield* connectionsFor(provider, ref)
+      const rows = linked.length > 0 ? linked : yield* parkUnlessLinked(provider, ref, inboxId, itemCount)
+      return rows.map((r): Recipient => ({ userId: r.user_id, teamId: r.team_id, clientUserId: r.client_user_id }))
+    })
 
     /** SQL: the connection (`c`) was linked before inbox row `inboxId` was received. */
     const madeBefore = (inboxId: number | undefined) =>

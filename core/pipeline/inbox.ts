@@ -9,6 +9,7 @@ import type * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient, type Statement } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
+import { batched } from "../storage/batched.ts"
 import * as Queue from "./queue.ts"
 import type { Backlog } from "./queue.ts"
 import { QueueStoreTag } from "./queue.ts"
@@ -245,22 +246,38 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
             onTimeout: () => new Error("inbox commit timed out")
           }),
           Effect.tap(() => Metric.increment(Metric.tagged(received, "provider", notification.provider))),
+          Effect.tap(() => Queue.wakeTakers),
           Effect.mapError((cause) => new InboxUnavailable({ cause }))
         )
     )
 
     /** The next part of the same body, once one finishes (or fails and goes back to the queue). */
     const queueNextPart = (inboxId: number) =>
-      queueJobs(sql`select n.id from inbox p join inbox n on n.part_of = p.part_of and n.part_index = p.part_index + ${settings.partsInFlight} where p.id = ${inboxId}`)
+      queueJobs(sql`select n.id from inbox p join inbox n on n.part_of = p.part_of and n.part_index = p.part_index + ${settings.partsInFlight} where p.id = ${inboxId}`).pipe(
+        Effect.zipLeft(Queue.wakeTakers)
+      )
 
     /**
      * Records what processing an inbox row did; a part queues the body's next part and, as
      * the last to finish, marks the body processed with the parts' totals.
      */
+    /** Outcomes recorded for all takers finishing together, in one statement; answers each row's body, if a part. */
+    const recordOutcome = batched((done: ReadonlyArray<{ readonly inboxId: number; readonly outcome: string }>) =>
+      sql<{ id: string; part_of: string | null }>`
+        update inbox set processed_at = now(), outcome = v.outcome
+        from unnest(${done.map((d) => d.inboxId)}::bigint[], ${done.map((d) => d.outcome)}::jsonb[]) as v(id, outcome)
+        where inbox.id = v.id
+        returning inbox.id, inbox.part_of`.pipe(
+        Effect.map((rows) => {
+          const partOf = new Map(rows.map((row) => [Number(row.id), row.part_of]))
+          return done.map((d) => partOf.get(d.inboxId) ?? null)
+        })
+      )
+    )
+
     const finish = Effect.fn("Inbox.finish")(function* (inboxId: number, outcome: unknown) {
-      const [row] = yield* sql<{ part_of: string | null }>`
-        update inbox set processed_at = now(), outcome = ${JSON.stringify(outcome)}::jsonb where id = ${inboxId} returning part_of`
-      if (row?.part_of == null) return
+      const partOf = yield* recordOutcome({ inboxId, outcome: JSON.stringify(outcome) })
+      if (partOf === null) return
       yield* queueNextPart(inboxId)
       // Each part checks after its own update committed, so the last one to finish sees every other.
       yield* sql`
@@ -272,7 +289,7 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
             'deleted', coalesce(sum((c.outcome->>'deleted')::int), 0),
             'pulled', coalesce(sum((c.outcome->>'pulled')::int), 0), 'errors', coalesce(sum(jsonb_array_length(c.outcome->'errors')), 0))
           from inbox c where c.part_of = p.id)
-        where p.id = ${Number(row.part_of)} and p.processed_at is null
+        where p.id = ${Number(partOf)} and p.processed_at is null
           and not exists (select 1 from inbox c where c.part_of = p.id and c.processed_at is null)`
     })
 

@@ -18,6 +18,7 @@ import { Links, userKey } from "../connections/links.ts"
 import { Connections } from "../connections/connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
+import { batched } from "../storage/batched.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import { ActivityFiles } from "./files.ts"
 import { HistoryObserver } from "./history.ts"
@@ -49,6 +50,23 @@ export const itemsUnlinked = Metric.counter("wearflow_items_unlinked_total")
 export const itemErrors = Metric.counter("wearflow_item_errors_total")
 export const itemsPulled = Metric.counter("wearflow_items_pulled_total")
 export const recordsDeleted = Metric.counter("wearflow_records_deleted_total")
+
+/** The counters tagged with a provider, made once per provider rather than once per job. */
+const tagged = new Map<string, ReturnType<typeof countersFor>>()
+const countersFor = (provider: string) => ({
+  processed: Metric.tagged(itemsProcessed, "provider", provider),
+  unlinked: Metric.tagged(itemsUnlinked, "provider", provider),
+  errors: Metric.tagged(itemErrors, "provider", provider),
+  pulled: Metric.tagged(itemsPulled, "provider", provider),
+  deleted: Metric.tagged(recordsDeleted, "provider", provider)
+})
+const countersOf = (provider: string) => {
+  const known = tagged.get(provider)
+  if (known) return known
+  const made = countersFor(provider)
+  tagged.set(provider, made)
+  return made
+}
 
 interface UserGroup {
   readonly ref: UserRef
@@ -87,6 +105,16 @@ export const make = (options: IngestOptions = {}) =>
     const inbox = yield* Inbox
     const files = yield* ActivityFiles
     const history = yield* HistoryObserver
+    /** Inbox rows by id, read for all takers at the same step in one statement. */
+    const inboxRow = batched((ids: ReadonlyArray<number>) =>
+      sql<{ id: string; provider: string; kind: string; body: string; part_of: string | null }>`
+        select id, provider, kind, body, part_of from inbox where id = any(${ids}::bigint[])`.pipe(
+        Effect.map((rows) => {
+          const byId = new Map(rows.map((row) => [Number(row.id), row]))
+          return ids.map((id) => byId.get(id))
+        })
+      )
+    )
     const pullRetry = Schedule.exponential(options.pullBackoff ?? "1 second").pipe(
       Schedule.union(Schedule.spaced("2 minutes")),
       Schedule.intersect(Schedule.recurs((options.pullAttempts ?? 8) - 1))
@@ -226,8 +254,7 @@ export const make = (options: IngestOptions = {}) =>
 
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
       const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] }
-      const [row] = yield* sql<{ provider: string; kind: string; body: string; part_of: string | null }>`
-        select provider, kind, body, part_of from inbox where id = ${job.inboxId}`
+      const row = yield* inboxRow(job.inboxId)
       if (!row) {
         yield* Effect.logWarning("inbox item vanished before processing")
         return nothing
@@ -246,11 +273,12 @@ export const make = (options: IngestOptions = {}) =>
       for (const group of groupByUser(items).values()) yield* processGroup(provider, job, receivedAs, group, outcome)
       // A replay for one provider user does not overwrite the outcome of the first pass.
       if (job.userKey === undefined) yield* inbox.finish(job.inboxId, outcome)
-      yield* Metric.incrementBy(Metric.tagged(itemsProcessed, "provider", provider.id), outcome.items)
-      yield* Metric.incrementBy(Metric.tagged(itemsUnlinked, "provider", provider.id), outcome.unlinked)
-      yield* Metric.incrementBy(Metric.tagged(itemErrors, "provider", provider.id), outcome.errors.length)
-      yield* Metric.incrementBy(Metric.tagged(itemsPulled, "provider", provider.id), outcome.pulled)
-      yield* Metric.incrementBy(Metric.tagged(recordsDeleted, "provider", provider.id), outcome.deleted)
+      const counters = countersOf(provider.id)
+      yield* Metric.incrementBy(counters.processed, outcome.items)
+      yield* Metric.incrementBy(counters.unlinked, outcome.unlinked)
+      yield* Metric.incrementBy(counters.errors, outcome.errors.length)
+      yield* Metric.incrementBy(counters.pulled, outcome.pulled)
+      yield* Metric.incrementBy(counters.deleted, outcome.deleted)
       if (outcome.errors.length > 0) {
         // Paths and problem kinds only: item errors never carry health values.
         yield* Effect.logWarning("notification items failed").pipe(

@@ -8,10 +8,15 @@
  * database it cannot reach, a pool it cannot get a connection from) stops the job itself
  * before the lease lapses, and a holder that finds its lease taken stops at once and leaves
  * the row alone. (SqlPersistedQueue 0.52 never renews: its set of held jobs stays empty.)
+ *
+ * Round trips are shared: the taker whose turn it is to look claims a job for every taker
+ * then waiting in one statement (the others take theirs from the claimed batch), and jobs
+ * that finish together are marked completed in one statement. A taker with nothing to do
+ * sleeps for the poll interval, or until this process queues a job (`wakeTakers`).
  */
 import * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient } from "@effect/sql"
-import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, Layer, Schedule, Schema } from "effect"
+import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, FiberId, Layer, Schedule, Schema } from "effect"
 import { randomUUID } from "node:crypto"
 import { withMigrationLock } from "../storage/database.ts"
 
@@ -21,7 +26,22 @@ export interface QueueOptions {
   readonly pollInterval?: Duration.DurationInput
   /** How long a job's lease lasts without renewal: the time a dead process's jobs stay locked. */
   readonly lockExpiration?: Duration.DurationInput
+  /** The most jobs one poll claims (at most one per waiting taker). */
+  readonly batchSize?: number
 }
+
+/** Wakes of sleeping takers: each sleeper registers here; `wakes` counts them so a wake during a poll is not missed. */
+const sleepers = new Set<() => void>()
+let wakes = 0
+
+/**
+ * Tells this process's takers that a job was just queued (committed), so they look now
+ * instead of after the poll interval. Harmless when there is none: they look and sleep again.
+ */
+export const wakeTakers = Effect.sync(() => {
+  wakes++
+  for (const wake of [...sleepers]) wake()
+})
 
 /** A job's lease was lost to another process (it renewed too late): the job stopped here. */
 export class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly id: string }> {
@@ -42,6 +62,14 @@ interface Row {
 
 interface Held {
   readonly lost: Deferred.Deferred<void>
+}
+
+/** A row this process claimed: held (its lease renewed) from the claim on, run or not yet. */
+interface Claimed extends Held {
+  readonly sequence: number
+  readonly id: string
+  readonly element: string
+  readonly attempts: number
 }
 
 /** The queue table and the jobs this process holds in it. */
@@ -68,6 +96,8 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
   const lockExpiration = Duration.decode(options.lockExpiration ?? Duration.seconds(30))
   const expirationSeconds = sql.literal(String(Math.max(1, Math.ceil(Duration.toSeconds(lockExpiration)))))
   const expirationMillis = Duration.toMillis(lockExpiration)
+  const batchSize = Math.max(1, options.batchSize ?? 32)
+  const pollMillis = Duration.toMillis(pollInterval)
   const workerId = randomUUID()
   // Leases are real time: polls and renewals run on the system clock, whatever clock the caller has.
   const clock = Clock.make()
@@ -92,10 +122,24 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     sql`CREATE UNIQUE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_id`)} ON ${table} (id)`,
     sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_take`)} ON ${table} (queue_name, completed, attempts, acquired_at)`,
     sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_update`)} ON ${table} (sequence, acquired_by)`,
-    sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_completed`)} ON ${table} (queue_name, updated_at) WHERE completed`
+    sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_completed`)} ON ${table} (queue_name, updated_at) WHERE completed`,
+    // Jobs to do in the order they are taken: a poll reads the first few instead of sorting the backlog.
+    sql`CREATE INDEX IF NOT EXISTS ${sql(`idx_${options.tableName}_ready`)} ON ${table} (queue_name, updated_at, sequence) WHERE NOT completed`
   ], { discard: true }))
 
   const held = new Map<number, Held>()
+  /** Each queue's claimed jobs not started yet. */
+  const unstarted = new Set<Array<Claimed>>()
+  // Jobs claimed but never started when the store closes go back to the queue at once.
+  yield* Effect.addFinalizer(() =>
+    Effect.suspend(() => {
+      const left = [...unstarted].flatMap((ready) => ready.splice(0)).map((c) => c.sequence)
+      for (const sequence of left) held.delete(sequence)
+      return left.length === 0
+        ? Effect.void
+        : sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL WHERE sequence IN ${sql.in(left)} AND acquired_by = ${workerId}`.pipe(Effect.ignore)
+    })
+  )
   /** When the last renewal that succeeded was sent (local clock): the lease runs from then. */
   let renewedAt = Date.now()
 
@@ -141,25 +185,86 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     Effect.interruptible
   )
 
-  const poll = (name: string, maxAttempts: number) =>
-    sql<Row>`
+  /** Claims up to `limit` jobs, oldest first; they are held from here on. */
+  const claim = (name: string, maxAttempts: number, limit: number) =>
+    sql<Row & { updated_at: Date }>`
       UPDATE ${table} SET acquired_at = NOW(), acquired_by = ${workerId}
-      WHERE sequence = (
+      WHERE sequence = ANY(ARRAY(
         SELECT sequence FROM ${table}
         WHERE queue_name = ${name} AND completed = FALSE AND attempts < ${maxAttempts}
           AND (acquired_at IS NULL OR acquired_at < NOW() - INTERVAL '${expirationSeconds} seconds')
         ORDER BY updated_at ASC, sequence ASC
         FOR UPDATE SKIP LOCKED
-        LIMIT 1
+        LIMIT ${limit}
+      ))
+      RETURNING sequence, id, element, attempts, updated_at`.pipe(
+      Effect.map((rows) =>
+        rows
+          .map((row) => ({ ...row, sequence: Number(row.sequence) }))
+          .sort((a, b) => a.updated_at.getTime() - b.updated_at.getTime() || a.sequence - b.sequence)
+          .map((row): Claimed => {
+            const claimed = { sequence: row.sequence, id: row.id, element: row.element, attempts: row.attempts, lost: Deferred.unsafeMake<void>(FiberId.none) }
+            held.set(row.sequence, claimed)
+            return claimed
+          })
       )
-      RETURNING sequence, id, element, attempts`
+    )
+
+  /** Sleeps for the poll interval, or until `wakeTakers`; not at all when a wake came since `seen`. */
+  const nap = (seen: number) =>
+    Effect.async<void>((resume) => {
+      if (wakes !== seen) return resume(Effect.void)
+      const wake = () => {
+        sleepers.delete(wake)
+        clearTimeout(timer)
+        resume(Effect.void)
+      }
+      // Real time, whatever clock the caller has (as the leases).
+      const timer = setTimeout(wake, pollMillis)
+      sleepers.add(wake)
+      return Effect.sync(() => {
+        sleepers.delete(wake)
+        clearTimeout(timer)
+      })
+    })
+
+  /** Jobs that finished, waiting to be marked completed together (`flushCompletions`). */
+  const completions: Array<{ readonly sequence: number; readonly done: Deferred.Deferred<void> }> = []
+  let flushing = false
+
+  /** Marks every finished job completed, one statement per batch, until none is left. */
+  const flushCompletions: Effect.Effect<void> = Effect.suspend(() => {
+    const batch = completions.splice(0)
+    if (batch.length === 0) {
+      flushing = false
+      return Effect.void
+    }
+    const release = Effect.forEach(batch, (c) => Deferred.succeed(c.done, undefined), { discard: true })
+    return sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL, updated_at = NOW(), completed = TRUE, attempts = attempts + 1
+               WHERE sequence IN ${sql.in(batch.map((c) => c.sequence))} AND acquired_by = ${workerId}`.pipe(
+      // If this fails for good the leases lapse and the jobs run again: at least once, never twice at once.
+      Effect.retry({ times: 5, schedule: Schedule.exponential(100, 1.5) }),
+      Effect.ignoreLogged,
+      Effect.ensuring(release),
+      Effect.zipRight(flushCompletions)
+    )
+  })
+
+  /** A finished job, marked completed with those that finish meanwhile (one statement for them all). */
+  const complete = (sequence: number) =>
+    Effect.suspend(() => {
+      const done = Deferred.unsafeMake<void>(FiberId.none)
+      completions.push({ sequence, done })
+      if (flushing) return Deferred.await(done)
+      flushing = true
+      // A daemon: it releases its waiters whatever happens, also while the store closes.
+      return Effect.zipRight(Effect.forkDaemon(flushCompletions), Deferred.await(done))
+    })
 
   /** Later writes to a job's row only apply while this process still holds it. */
   const settle = (sequence: number, exit: Exit.Exit<unknown, unknown>, attempts: number) => {
-    const statement = Exit.isSuccess(exit)
-      ? sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL, updated_at = NOW(), completed = TRUE, attempts = ${attempts + 1}
-            WHERE sequence = ${sequence} AND acquired_by = ${workerId}`
-      : Cause.isInterruptedOnly(exit.cause)
+    if (Exit.isSuccess(exit)) return complete(sequence)
+    const statement = Cause.isInterruptedOnly(exit.cause)
       ? sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL WHERE sequence = ${sequence} AND acquired_by = ${workerId}`
       : sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL, updated_at = NOW(), attempts = ${attempts + 1},
               last_failure = ${Cause.pretty(exit.cause, { renderErrorCause: true })}
@@ -168,24 +273,41 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     return statement.pipe(Effect.retry({ times: 5, schedule: Schedule.exponential(100, 1.5) }), Effect.ignoreLogged)
   }
 
-  /**
-   * One taker of a queue at a time looks for a job (`turn`): while the queue is empty the
-   * process polls it once per interval, not once per taker; a taker that finds a job hands
-   * the turn on at once.
-   */
-  const takeRow = (turn: Effect.Semaphore, name: string, maxAttempts: number) =>
-    turn.withPermits(1)(Effect.gen(function* () {
-      for (;;) {
-        const [row] = yield* poll(name, maxAttempts).pipe(Effect.catchAllCause((cause) => Effect.logWarning("could not poll the queue", cause).pipe(Effect.as([] as Array<Row>))))
-        if (row) return { ...row, sequence: Number(row.sequence) }
-        yield* clock.sleep(pollInterval)
-      }
-    }))
-
   const queueOf = <A, I>(name: string, schema: Schema.Schema<A, I>): PersistedQueue.PersistedQueue<A> => {
     const encode = Schema.encode(schema)
     const decode = Schema.decodeUnknown(schema)
+    /** One taker at a time looks for jobs: while the queue is empty the process polls it once per interval, not once per taker. */
     const turn = Effect.unsafeMakeSemaphore(1)
+    /** Claimed jobs no taker has started yet, oldest first. */
+    const ready: Array<Claimed> = []
+    let waiting = 0
+
+    /** The next job: one claimed earlier, else a batch claimed now (a job for each taker waiting). */
+    const next = (maxAttempts: number) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => waiting++),
+        () =>
+          turn.withPermits(1)(Effect.gen(function* () {
+            for (;;) {
+              const claimed = ready.shift()
+              if (claimed) {
+                if (!(yield* Deferred.isDone(claimed.lost))) return claimed
+                // Lost while it waited here: its new holder runs it.
+                held.delete(claimed.sequence)
+                continue
+              }
+              const seen = wakes
+              const rows = yield* claim(name, maxAttempts, Math.min(batchSize, waiting)).pipe(
+                Effect.catchAllCause((cause) => Effect.logWarning("could not poll the queue", cause).pipe(Effect.as([] as Array<Claimed>)))
+              )
+              if (rows.length > 0) ready.push(...rows)
+              else yield* nap(seen)
+            }
+          })),
+        () => Effect.sync(() => waiting--)
+      )
+    unstarted.add(ready)
+
     return {
       [PersistedQueue.TypeId]: PersistedQueue.TypeId,
       offer: (value, opts) =>
@@ -198,22 +320,21 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
             ON CONFLICT (id) DO NOTHING`.pipe(
             Effect.mapError((cause) => new PersistedQueue.PersistedQueueError({ message: "Failed to offer element to persisted queue", cause }))
           )
+          yield* wakeTakers
           return id
         }),
       take: (f, opts) =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {
-            const row = yield* restore(takeRow(turn, name, opts?.maxAttempts ?? 10))
-            const lost = yield* Deferred.make<void>()
-            held.set(row.sequence, { lost })
+            const row = yield* restore(next(opts?.maxAttempts ?? 10))
             const exit = yield* decode(JSON.parse(row.element)).pipe(
               Effect.flatMap((value) => f(value, { id: row.id, attempts: row.attempts })),
-              Effect.raceFirst(Deferred.await(lost).pipe(Effect.zipRight(Effect.fail(leaseLost(row.id))))),
+              Effect.raceFirst(Deferred.await(row.lost).pipe(Effect.zipRight(Effect.fail(leaseLost(row.id))))),
               restore,
               Effect.exit
             )
             held.delete(row.sequence)
-            if (yield* Deferred.isDone(lost)) {
+            if (yield* Deferred.isDone(row.lost)) {
               yield* Effect.logWarning("queue job stopped: its lease was lost").pipe(Effect.annotateLogs("job", row.id))
               return yield* leaseLost(row.id)
             }

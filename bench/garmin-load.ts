@@ -1,0 +1,201 @@
+/**
+ * What the ingest and scale-out benchmarks share: the bare receiver (the anchor: Bun, one
+ * INSERT, answer), the real server spawned on a bench database, Garmin users linked through
+ * the API (so their items are stored, not parked), one-daily PUSH bodies, and closed-loop
+ * posting and drain counting against the database.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import pg from "pg"
+
+const root = new URL("..", import.meta.url).pathname
+export const CLIENT_ID = "bench"
+export const API_KEY = "bench"
+const daily = JSON.parse(fs.readFileSync(path.join(root, "providers/garmin/testing/fixtures/dailies.json"), "utf8")).dailies[0] as Record<string, unknown>
+/** Records one fixture daily normalizes into (an activity summary and a heart-rate series). */
+export const RECORDS_PER_DAILY = 2
+
+export const garminUserId = (i: number) => `bench-garmin-user-${i}`
+
+/** Body `i`: one daily of linked user `i mod users`, its own summary (so each one is created). */
+export const dailyBody = (i: number, users: number) =>
+  JSON.stringify({ dailies: [{ ...daily, userId: garminUserId(i % users), summaryId: `bench-daily-${i}` }] })
+
+/** The anchor: the minimum a durable webhook receiver does (as bench/push.ts's baseline). */
+export const startBareReceiver = async (url: string) => {
+  const admin = new pg.Client({ connectionString: url })
+  admin.on("error", () => {})
+  await admin.connect()
+  await admin.query("create table if not exists baseline_inbox (id bigint generated always as identity primary key, body text not null, received_at timestamptz not null default now())")
+  await admin.end()
+  const pool = new pg.Pool({ connectionString: url, max: 20 })
+  pool.on("error", () => {})
+  const server = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    async fetch(request) {
+      if (request.headers.get("garmin-client-id") !== CLIENT_ID) return new Response(null, { status: 401 })
+      const text = await request.text()
+      JSON.parse(text)
+      const result = await pool.query("insert into baseline_inbox (body) values ($1) returning id", [text])
+      return Response.json({ inbox_id: Number(result.rows[0].id) })
+    }
+  })
+  return {
+    url: `http://127.0.0.1:${server.port}/`,
+    stop: async () => {
+      server.stop(true)
+      await pool.end()
+    }
+  }
+}
+
+export interface WearflowServer {
+  readonly baseUrl: string
+  readonly pushUrl: string
+  readonly process: ChildProcess
+  readonly stop: () => Promise<void>
+}
+
+/** Spawns apps/server/main.ts on `databaseUrl` and waits until it serves. */
+export const startWearflow = async (options: { readonly databaseUrl: string; readonly dataDir: string; readonly env?: Record<string, string> }): Promise<WearflowServer> => {
+  const port = 20_000 + Math.floor(Math.random() * 20_000)
+  const serverFlags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
+  const child = spawn(process.execPath, [...serverFlags, "apps/server/main.ts"], {
+    cwd: root,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      DATABASE_URL: options.databaseUrl,
+      GARMIN_CLIENT_ID: CLIENT_ID,
+      WEARFLOW_API_KEY: API_KEY,
+      WEARFLOW_DATA_DIR: options.dataDir,
+      // No backfill workflows for the linked users, and no pull ever leaves the machine.
+      WEARFLOW_BACKFILL_ON_CONNECT: "false",
+      GARMIN_API_URL: "http://127.0.0.1:9",
+      LOG_LEVEL: "Warn",
+      ...options.env
+    },
+    stdio: ["ignore", "inherit", "inherit"]
+  })
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const baseUrl = `http://127.0.0.1:${port}`
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode}`)
+    const ok = await fetch(`${baseUrl}/api/v1/webhooks/garmin/health`).then((r) => r.ok, () => false)
+    if (ok) break
+    await Bun.sleep(100)
+  }
+  return {
+    baseUrl,
+    pushUrl: `${baseUrl}/api/v1/webhooks/garmin/push`,
+    process: child,
+    stop: async () => {
+      if (child.exitCode === null) child.kill("SIGTERM")
+      await exited
+    }
+  }
+}
+
+/** Creates `count` users and links each to Garmin user `garminUserId(i)`, through the API. */
+export const linkGarminUsers = async (baseUrl: string, count: number) => {
+  const call = async (route: string, body: unknown) => {
+    const response = await fetch(`${baseUrl}${route}`, {
+      method: "POST",
+      headers: { "x-api-key": API_KEY, "content-type": "application/json" },
+      body: JSON.stringify(body)
+    })
+    if (response.status !== 200) throw new Error(`${route}: ${response.status} ${await response.text()}`)
+    return (await response.json()) as { user_id: string }
+  }
+  for (let i = 0; i < count; i++) {
+    const { user_id } = await call("/v2/user", { client_user_id: `bench-user-${i}` })
+    await call(`/v2/user/${user_id}/connections/garmin`, { provider_user_id: garminUserId(i) })
+  }
+}
+
+export const pushHeaders = { "garmin-client-id": CLIENT_ID, "content-type": "application/json" }
+
+/** Posts `body(i)` for i in [from, from + count) to `urls` (round robin) with `concurrency` clients; answers req/s. */
+export const postAll = async (urls: ReadonlyArray<string>, from: number, count: number, body: (i: number) => string, concurrency = 32) => {
+  let next = from
+  let failures = 0
+  const started = performance.now()
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let i = next++; i < from + count; i = next++) {
+        const response = await fetch(urls[i % urls.length]!, { method: "POST", headers: pushHeaders, body: body(i) })
+        await response.arrayBuffer()
+        if (response.status !== 200) failures++
+      }
+    })
+  )
+  if (failures > 0) throw new Error(`${failures} posts were not answered 200`)
+  return count / ((performance.now() - started) / 1000)
+}
+
+/** Posts to `urls` (round robin) with `concurrency` clients for `seconds`; answers req/s. */
+export const saturate = async (urls: ReadonlyArray<string>, seconds: number, body: (i: number) => string, concurrency = 32) => {
+  let sent = 0
+  let failures = 0
+  const end = performance.now() + seconds * 1000
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const i = sent++
+        const response = await fetch(urls[i % urls.length]!, { method: "POST", headers: pushHeaders, body: body(i) })
+        await response.arrayBuffer()
+        if (response.status !== 200) failures++
+      }
+    })
+  )
+  if (failures > 0) throw new Error(`${failures} posts were not answered 200`)
+  return sent / seconds
+}
+
+/** The pipeline's progress as the database has it: inbox bodies not yet processed, record events in the outbox. */
+export const progress = async (db: pg.Client) => {
+  const { rows } = await db.query<{ waiting: number; events: number }>(
+    "select (select count(*)::int from inbox where processed_at is null) as waiting, (select count(*)::int from outbox where record_id is not null) as events"
+  )
+  return rows[0]!
+}
+
+/** Waits until every inbox body is processed and `events` record events are in the outbox; answers when (performance.now()). */
+export const drained = async (db: pg.Client, events: number, timeoutMs = 300_000) => {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    const now = performance.now()
+    const p = await progress(db)
+    if (p.waiting === 0 && p.events >= events) return now
+    if (now > deadline) throw new Error(`not drained in time: ${p.waiting} bodies waiting, ${p.events} of ${events} events`)
+    await Bun.sleep(50)
+  }
+}
+
+/**
+ * The drain rate while the inbox is full: bodies processed per second between the moments
+ * 10 % and 90 % of `total` were done (start-up and the tail left out).
+ */
+export const drainRate = async (db: pg.Client, total: number, timeoutMs = 300_000) => {
+  const deadline = performance.now() + timeoutMs
+  let from: { t: number; done: number } | undefined
+  for (;;) {
+    const { waiting } = await progress(db)
+    const t = performance.now()
+    const done = total - waiting
+    if (from === undefined && done >= total * 0.1) from = { t, done }
+    if (from !== undefined && done >= total * 0.9) return (done - from.done) / ((t - from.t) / 1000)
+    if (t > deadline) throw new Error(`not drained in time: ${waiting} of ${total} bodies waiting`)
+    await Bun.sleep(50)
+  }
+}
+
+export const connect = async (url: string) => {
+  const db = new pg.Client({ connectionString: url })
+  db.on("error", () => {})
+  await db.connect()
+  return db
+}

@@ -1,0 +1,145 @@
+/**
+ * Benchmark of ingestion end to end: Garmin PUSH bodies of one daily each, from the POST to
+ * the records stored and their events in the outbox, through the real server with its
+ * workers, against the bare ack path (Bun + one INSERT) at saturation in the same run.
+ *
+ * 1. End to end, closed loop: INGEST_BENCH_BODIES bodies posted by 32 clients; the rate is
+ *    bodies / (first POST → last record event in the outbox). The sustainable rate.
+ * 2. Open loop at each of INGEST_BENCH_RATES for BENCH_SECONDS (bench/open-loop.ts): the
+ *    backlog when the offering stops, and how long it takes to drain. Bounded when the
+ *    worker is less than a second behind.
+ * 3. Drain of a pre-filled inbox: bodies taken by a receive-only server
+ *    (WEARFLOW_INGEST_CONCURRENCY=0), then a server with workers drains them.
+ *
+ * The anchor is measured at the start and again at the end; the ratios use the mean.
+ *
+ *   bun bench/ingest.ts   (env: INGEST_BENCH_BODIES=2000 INGEST_BENCH_RATES=200,1000 BENCH_SECONDS=5
+ *                          INGEST_BENCH_USERS=50; WEARFLOW_INGEST_CONCURRENCY etc. reach the server;
+ *                          BENCH_SERVER_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/x" profiles it)
+ */
+import * as path from "node:path"
+import {
+  connect,
+  dailyBody,
+  drained,
+  drainRate,
+  linkGarminUsers,
+  postAll,
+  progress,
+  pushHeaders,
+  RECORDS_PER_DAILY,
+  saturate,
+  startBareReceiver,
+  startWearflow
+} from "./garmin-load.ts"
+import { openLoop } from "./open-loop.ts"
+import { startBenchPostgres } from "./postgres.ts"
+import { type BenchRow, memoryRow, ms, rate, report, sampleRss } from "./report.ts"
+
+const bodies = Number(process.env.INGEST_BENCH_BODIES ?? 2000)
+const users = Number(process.env.INGEST_BENCH_USERS ?? 50)
+const seconds = Number(process.env.BENCH_SECONDS ?? 5)
+const rates = (process.env.INGEST_BENCH_RATES ?? "200,1000").split(",").map(Number).filter((r) => r > 0)
+const body = (i: number) => dailyBody(i, users)
+
+const postgres = await startBenchPostgres("wearflow-bench-ingest-")
+const admin = await connect(postgres.url)
+await admin.query("create database bench_wearflow")
+await admin.end()
+const databaseUrl = postgres.url.replace(/\/bench$/, "/bench_wearflow")
+const dataDir = path.join(postgres.dir, "data")
+const rows: Array<BenchRow> = []
+
+// The anchor is measured before and after the rest (other load on the machine comes and goes); rows use the mean.
+const bare = await startBareReceiver(postgres.url)
+await saturate([bare.url], 1, body) // warm-up
+const anchorBefore = await saturate([bare.url], seconds, body)
+console.log(`bare ack path (Bun + one INSERT), 32 clients: ${anchorBefore.toFixed(0)} req/s`)
+/** Rates judged against the anchor once it is measured again at the end. */
+const rated: Array<{ readonly path: string; readonly perSecond: number; readonly target: string }> = []
+
+let server = await startWearflow({ databaseUrl, dataDir })
+let memory = sampleRss(server.process.pid!)
+let peakMb = 0
+await linkGarminUsers(server.baseUrl, users)
+const db = await connect(databaseUrl)
+let posted = 0
+
+// 1. End to end at saturation.
+{
+  const started = performance.now()
+  const ack = await postAll([server.pushUrl], posted, bodies, body)
+  posted += bodies
+  const done = await drained(db, posted * RECORDS_PER_DAILY)
+  const perSecond = bodies / ((done - started) / 1000)
+  console.log(`end to end: ${bodies} bodies in ${((done - started) / 1000).toFixed(2)} s = ${perSecond.toFixed(0)}/s (acks at ${ack.toFixed(0)}/s)`)
+  rated.push({ path: `ingest end to end, one daily each (${bodies} bodies, 32 clients)`, perSecond, target: "≥ 0.5× (≥ 1,000/s)" })
+}
+
+// 2. A fixed rate: does the backlog stay bounded?
+for (const offered of rates) {
+  const from = posted
+  let sent = 0
+  const figures = await openLoop({
+    rate: offered,
+    seconds,
+    send: () =>
+      fetch(server.pushUrl, { method: "POST", headers: pushHeaders, body: body(from + sent++) }).then(async (r) => (await r.arrayBuffer(), r.status === 200))
+  })
+  posted += figures.scheduled
+  const stoppedAt = performance.now()
+  const { waiting } = await progress(db)
+  const done = await drained(db, posted * RECORDS_PER_DAILY, 120_000).catch(() => undefined)
+  const lag = waiting / offered
+  const tail = done === undefined ? undefined : (done - stoppedAt) / 1000
+  console.log(
+    `at ${offered}/s for ${seconds} s: ack p50 ${figures.p50.toFixed(2)} ms p99 ${figures.p99.toFixed(1)} ms; ${waiting} bodies waiting when the offering stopped (${lag.toFixed(2)} s behind); ` +
+      (tail === undefined ? "not drained within 120 s" : `drained ${tail.toFixed(2)} s later`)
+  )
+  rows.push({
+    path: `ingest at a fixed ${offered}/s, open loop (${seconds} s)`,
+    wearflow: `${waiting} waiting at the end (${lag.toFixed(2)} s behind); ${tail === undefined ? "not drained in 120 s" : `drained in ${tail.toFixed(1)} s`}; ack p50 ${ms(figures.p50)}`,
+    anchor: `offered ${rate(offered, "/s")}`,
+    // The share of the offered rate stored end to end.
+    ratio: tail === undefined ? 0 : seconds / (seconds + tail),
+    target: "backlog bounded (< 1 s behind)",
+    met: tail !== undefined && lag < 1
+  })
+}
+peakMb = Math.max(peakMb, memory.stop())
+await server.stop()
+
+// 3. Drain of a pre-filled inbox.
+{
+  const receiver = await startWearflow({ databaseUrl, dataDir, env: { WEARFLOW_INGEST_CONCURRENCY: "0" } })
+  const before = (await progress(db)).events
+  await postAll([receiver.pushUrl], posted, bodies, body)
+  posted += bodies
+  server = await startWearflow({ databaseUrl, dataDir })
+  memory = sampleRss(server.process.pid!)
+  const perSecond = await drainRate(db, bodies)
+  await drained(db, before + bodies * RECORDS_PER_DAILY)
+  peakMb = Math.max(peakMb, memory.stop())
+  console.log(`drain of a pre-filled inbox (${bodies} bodies): ${perSecond.toFixed(0)}/s`)
+  rated.push({ path: `ingest drain, pre-filled inbox (${bodies} bodies)`, perSecond, target: "≥ 0.5×" })
+  await server.stop()
+  await receiver.stop()
+}
+
+const anchorAfter = await saturate([bare.url], seconds, body)
+await bare.stop()
+console.log(`bare ack path again at the end: ${anchorAfter.toFixed(0)} req/s`)
+const anchor = (anchorBefore + anchorAfter) / 2
+const anchorText = `bare ack: ${rate(anchor, "req/s")} (mean of ${rate(anchorBefore, "req/s")} before, ${rate(anchorAfter, "req/s")} after)`
+rows.unshift(...rated.map((r): BenchRow => ({
+  path: r.path,
+  wearflow: rate(r.perSecond, "notifications/s"),
+  anchor: anchorText,
+  ratio: r.perSecond / anchor,
+  target: r.target,
+  met: r.perSecond / anchor >= 0.5
+})))
+rows.push(memoryRow("ingest", peakMb))
+report(rows)
+await db.end()
+await postgres.stop()
