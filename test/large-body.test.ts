@@ -131,7 +131,11 @@ describe("one large notification", () => {
     const { inbox_id: inboxId } = (await response.json()) as { inbox_id: number }
     expect(await outcomeOf(inboxId)).toMatchObject({ pulled: 1, errors: [] })
     expect(garmin.requests.filter((r) => r.path === "/wellness-api/rest/dailies").length - pullsBefore).toBe(1)
-    const [job] = (await db.query("select attempts, completed from ingest_queue where id = $1", [`inbox-${inboxId}`])).rows
+    // The job is marked done just after its outcome is written.
+    const job = await eventually(async () => {
+      const [row] = (await db.query("select attempts, completed from ingest_queue where id = $1", [`inbox-${inboxId}`])).rows
+      return row?.completed ? row : undefined
+    })
     expect(job).toEqual({ attempts: 1, completed: true })
     expect(server.logs()).not.toContain("its lease was lost")
   })

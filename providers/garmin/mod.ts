@@ -6,7 +6,7 @@
  * changes run in the ingest worker through the `GarminProvider` this plugin builds, which also
  * carries the OAuth connect flows and token upkeep (auth.ts).
  */
-import { HttpApi, HttpApiBuilder, HttpClient, type HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpApi, HttpApiBuilder, HttpClient, HttpMiddleware, type HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
@@ -144,9 +144,10 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
           Effect.tapError((e) => Effect.logError("could not commit Garmin notification; answering 503", e.cause)),
           Effect.mapError(() => new ServiceUnavailable({ message: "notification not stored; retry later", retryable: true }))
         )
-        yield* Effect.logInfo("Garmin notification stored").pipe(
+        // This line stands for the request's: the server's own line for it is left out.
+        yield* HttpMiddleware.withLoggerDisabled(Effect.logInfo("Garmin notification stored").pipe(
           Effect.annotateLogs({ kind, inbox_id: inboxId, items: body.itemCount, ignored_keys: body.ignoredKeys, ignored_keys_omitted: body.ignoredKeysOmitted })
-        )
+        ))
         // Answered as built: it is a NotificationAccepted by its type, so encoding it again buys nothing.
         return HttpServerResponse.unsafeJson({
           inbox_id: inboxId,
