@@ -286,6 +286,11 @@ export interface Provider {
    * `kind` is the provider's own name for the body's kind, as it was committed to the inbox.
    */
   readonly itemsOf: (kind: string, body: unknown) => ReadonlyArray<NotificationItem>
+  /**
+   * Why the malformed items `itemsOf` leaves out cannot be processed (by key and index, never
+   * quoting values): recorded on the inbox row's outcome. Checked here, off the request path.
+   */
+  readonly problemsOf?: ((kind: string, body: unknown) => ReadonlyArray<{ readonly key: string; readonly index: number; readonly message: string }>) | undefined
   /** One normalizer per item key; keys without one are stored but produce no records. */
   readonly normalizers: Readonly<Record<string, Normalizer>>
   /** Fetches the data a pointer item names. */

@@ -14,7 +14,7 @@ import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { healthProbe, leakedProbeValues, probeValues } from "./support/health-probe.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
-import { sendGarminNotification } from "./support/wearflow-client.ts"
+import { inboxOutcomes, sendGarminNotification } from "./support/wearflow-client.ts"
 
 const fixture = (name: string) => readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8")
 const CLIENT_ID = "e2e-garmin-client"
@@ -54,6 +54,7 @@ const connect = async () => {
 }
 
 const count = async (query: string, params: Array<unknown> = []) => Number((await db.query(query, params)).rows[0].n)
+const outcomeOf = inboxOutcomes(() => db, 60_000)
 
 /** Waits until the ingest worker has processed every stored PUSH body. */
 const drained = () =>
@@ -257,10 +258,11 @@ describe("PING notifications", () => {
     expect(stored.rows[0].kind).toBe("ping")
     expect(stored.rows[0].body).toBe(fixture("ping-oauth2-health"))
 
+    // Items are checked off the request path: the problem is recorded on the stored body.
     const missingUrl = await sendGarminNotification(server.baseUrl, CLIENT_ID, "ping", { dailies: [{ userId: SPEC_USER }] })
-    expect(((await missingUrl.json()) as { errors: Array<{ message: string }> }).errors).toEqual([
-      { key: "dailies", index: 0, message: "callbackURL is missing" }
-    ])
+    const missing = (await missingUrl.json()) as { inbox_id: number; errors: Array<unknown> }
+    expect([missingUrl.status, missing.errors]).toEqual([200, []])
+    expect((await outcomeOf(missing.inbox_id)).errors).toEqual([{ key: "dailies", index: 0, message: "callbackURL is missing" }])
   })
 })
 
@@ -288,20 +290,27 @@ describe("bad input gets a clear error and harms nothing", () => {
     expect(await count("select count(*) as n from inbox")).toBe(stored)
   })
 
-  it("ignores unknown keys and reports invalid items without failing the delivery", async () => {
+  it("ignores unknown keys and records invalid items on the stored body without failing the delivery", async () => {
     const body = JSON.stringify({
       someFutureKey: [{ userId: SPEC_USER, value: 1 }],
-      dailies: [{ userId: SPEC_USER, steps: 918273645 }, "not-an-object"]
+      dailies: [{ userId: SPEC_USER, steps: 918273645 }, "not-an-object"],
+      sleeps: { userId: SPEC_USER }
     })
     const response = await push(body)
     expect(response.status).toBe(200)
-    const accepted = (await response.json()) as { ignored_keys: Array<string>; errors: Array<{ key: string; index: number; message: string }> }
+    const accepted = (await response.json()) as { inbox_id: number; accepted: Record<string, number>; ignored_keys: Array<string>; errors: Array<unknown>; errors_omitted: number }
     expect(accepted.ignored_keys).toEqual(["someFutureKey"])
-    expect(accepted.errors).toEqual([
-      { key: "dailies", index: 0, message: "summaryId is missing" },
-      { key: "dailies", index: 1, message: "item is not an object" }
-    ])
+    expect(accepted.accepted).toEqual({ dailies: 2 })
+    // Items are checked by the ingest worker, off the request path: Garmin never reads them.
+    expect([accepted.errors, accepted.errors_omitted]).toEqual([[], 0])
     expect(JSON.stringify(accepted)).not.toContain("918273645")
+    const outcome = await outcomeOf(accepted.inbox_id)
+    expect(outcome.errors).toEqual([
+      { key: "dailies", index: 0, message: "summaryId is missing" },
+      { key: "dailies", index: 1, message: "item is not an object" },
+      { key: "sleeps", index: -1, message: "sleeps must be a list" }
+    ])
+    expect(JSON.stringify(outcome)).not.toContain("918273645")
   })
 
   it("accepts a 12 MB body", async () => {
@@ -366,7 +375,8 @@ describe("bad input gets a clear error and harms nothing", () => {
     })
     const response = await push(body)
     expect(response.status).toBe(200)
-    expect(((await response.json()) as { errors: Array<{ message: string }> }).errors.map((e) => e.message)).toEqual([
+    const { inbox_id: inboxId } = (await response.json()) as { inbox_id: number }
+    expect((await outcomeOf(inboxId)).errors.map((e) => e.message)).toEqual([
       "userId is not a valid id",
       "summaryId is not a valid id"
     ])

@@ -100,6 +100,34 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       yield* sql`delete from ingest_queue where id = ${referenceId}`
     }))
 
+  it.effect("concurrent commits share transactions; each gets its own id, body and job, and a body Postgres refuses fails alone", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const inbox = yield* Inbox
+      const commitAll = (bodies: ReadonlyArray<string>) =>
+        Effect.forEach(bodies, (body) => Effect.either(inbox.commit({ provider: "garmin", kind: "push", body, itemCount: 0 })), { concurrency: "unbounded" })
+      const stored = (ids: ReadonlyArray<number>) =>
+        sql<{ id: string; body: string; job: string | null; tx: string }>`
+          select i.id, i.body, q.id as job, i.xmin::text as tx from inbox i left join ingest_queue q on q.id = 'inbox-' || i.id
+          where i.id in ${sql.in(ids)} order by i.id`
+
+      const bodies = Array.from({ length: 40 }, (_, i) => `{"n":${i}}`)
+      const ids = (yield* commitAll(bodies)).map(Either.getOrThrow)
+      const rows = yield* stored(ids)
+      expect(new Map(rows.map((r) => [Number(r.id), r.body]))).toEqual(new Map(ids.map((id, i) => [id, bodies[i]!])))
+      expect(rows.every((r) => r.job === ingestJobId(Number(r.id)))).toBe(true)
+      // Fewer transactions than bodies: they were committed in groups.
+      expect(new Set(rows.map((r) => r.tx)).size).toBeLessThan(ids.length)
+
+      // A NUL character (unescaped, so not JSON a handler would pass on) is refused by Postgres in text.
+      const mixed = Array.from({ length: 40 }, (_, i) => (i === 17 ? `{"refused":"\u0000"}` : `{"m":${i}}`))
+      const results = yield* commitAll(mixed)
+      expect(results.map((r, i) => [i, r._tag])).toEqual(mixed.map((_, i) => [i, i === 17 ? "Left" : "Right"]))
+      expect(results[17]).toMatchObject({ left: { _tag: "InboxUnavailable" } })
+      const kept = results.flatMap((r, i) => (r._tag === "Right" ? [[r.right, mixed[i]!] as const] : []))
+      expect(new Map((yield* stored(kept.map(([id]) => id))).map((r) => [Number(r.id), r.body]))).toEqual(new Map(kept))
+    }))
+
   it.effect("a changed record emits .updated, and an older delivery never overwrites a newer one", () =>
     Effect.gen(function* () {
       const user = yield* linkedUser("revisions", "garmin-revisions")

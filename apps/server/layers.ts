@@ -101,6 +101,9 @@ export const Http = (config: Config, api: typeof WearflowApi) => {
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),
     HttpServer.withLogAddress,
+    // No tracer exports spans: a span per request (its URL parsed, an attribute per header)
+    // is work for nobody on the hottest path. Re-enable it with an exporter.
+    HttpMiddleware.withTracerDisabledWhen(() => true),
     // Bun closes a connection silent for 10 s by default, before a request's own bounded wait
     // (WEARFLOW_DATABASE_WAIT, plus a provider call) could answer 503 with Retry-After.
     Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes, idleTimeout: 60 }))

@@ -1,9 +1,10 @@
-/** The Wearflow server on Bun: the app (App.ts), JSON logs at LOG_LEVEL, until SIGTERM. */
+/** The Wearflow server on Bun: the app (App.ts), JSON logs at LOG_LEVEL (logging.ts), until SIGTERM. */
 import { BunRuntime } from "@effect/platform-bun"
-import { Effect, Layer, Logger } from "effect"
+import { Effect, Layer } from "effect"
 import { App } from "./App.ts"
 import { ServerConfig } from "./config.ts"
+import * as Logging from "./logging.ts"
 
-const Logging = Effect.map(ServerConfig, ({ logLevel }) => Layer.merge(Logger.json, Logger.minimumLogLevel(logLevel))).pipe(Layer.unwrapEffect)
+const Logs = Effect.map(ServerConfig, ({ logLevel }) => Logging.layer(logLevel)).pipe(Layer.unwrapEffect)
 
-Layer.launch(App).pipe(Effect.provide(Logging), BunRuntime.runMain({ disablePrettyLogger: true }))
+Layer.launch(App).pipe(Effect.provide(Logs), BunRuntime.runMain({ disablePrettyLogger: true }))

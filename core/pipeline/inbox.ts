@@ -10,6 +10,7 @@ import { SqlClient, type Statement } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
 import { batched } from "../storage/batched.ts"
+import * as GroupCommit from "./group-commit.ts"
 import * as Queue from "./queue.ts"
 import type { Backlog } from "./queue.ts"
 import { QueueStoreTag } from "./queue.ts"
@@ -111,6 +112,22 @@ const JOB_ID_PREFIX = "inbox-"
 export const ingestJobId = (inboxId: number) => `${JOB_ID_PREFIX}${inboxId}`
 
 export const received = Metric.counter("wearflow_notifications_received_total")
+const receivedByProvider = new Map<string, Metric.Metric.Counter<number>>()
+/** The counter of one provider's notifications (built once: tagging a metric hashes its tags). */
+const receivedFrom = (provider: string) => {
+  let counter = receivedByProvider.get(provider)
+  if (counter === undefined) receivedByProvider.set(provider, counter = Metric.tagged(received, "provider", provider))
+  return counter
+}
+
+/**
+ * Providers give up on a webhook after tens of seconds (30 s is common); a stalled database
+ * must turn into a prompt 503 instead. A large body may take longer to write: a second more
+ * per 10 MB, up to 25 s.
+ */
+const commitTimeout = (characters: number) => Duration.millis(Math.min(25_000, 10_000 + characters / 10_000))
+/** How long a whole body may wait for its turn in the group commit (a turn lasts at most `commitTimeout`). */
+const COMMIT_WAIT_MS = 10_000
 
 /** Each item's stored text, in body order. */
 function* itemTexts(notification: Notification, group: BodyItems) {
@@ -140,6 +157,10 @@ function* partsOf(notification: Notification, limits: { readonly partBytes: numb
   }
 }
 
+/** The text stored for a whole body: its own, or with the redacted items' texts in place. */
+const storedBody = (notification: Notification) =>
+  notification.redacted && notification.redacted.size > 0 ? redactedBody(notification) : notification.body
+
 /** The body with the redacted items' texts in place of their own. */
 const redactedBody = (notification: Notification) => {
   const edits = (notification.items ?? [])
@@ -155,7 +176,7 @@ const redactedBody = (notification: Notification) => {
 }
 
 export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
-  effect: Effect.gen(function* () {
+  scoped: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     // Not called here (commit writes the job row itself), but its layer creates the queue table.
     yield* IngestQueue
@@ -175,31 +196,55 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
       )
 
     /**
-     * One statement stores the body and offers its ingest job (which normalizes its record
-     * items and fetches its pointer items): one round trip, atomic without an explicit transaction.
-     * The job row is exactly what `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })`
-     * writes (core/pipeline/queue.ts, the table of @effect/sql 0.52's SqlPersistedQueue);
-     * test/pipeline.test.ts checks the two agree.
+     * Whole bodies are written through a group commit (group-commit.ts): concurrent commits
+     * share one statement that stores their bodies and offers their ingest jobs, so one round
+     * trip and one WAL flush serve them all; atomic without an explicit transaction. Each job
+     * row is exactly what `IngestQueue.offer({ inboxId }, { id: ingestJobId(inboxId) })` writes
+     * (core/pipeline/queue.ts, the table of @effect/sql 0.52's SqlPersistedQueue);
+     * test/pipeline.test.ts checks the two agree. Ids are drawn first, so each body's id is
+     * known by its place in the batch.
      */
-    const commitWhole = (notification: Notification) =>
+    const writeWhole = (batch: ReadonlyArray<Notification>) =>
       Effect.gen(function* () {
-        const body = notification.redacted && notification.redacted.size > 0 ? redactedBody(notification) : notification.body
-        const rows = yield* sql<{ id: string }>`
-          with stored as (
-            insert into inbox (provider, kind, body, item_count, source_inbox_id, source_index)
-            values (${notification.provider}, ${notification.kind}, ${body}, ${notification.itemCount},
-                    ${notification.source?.inboxId ?? null}, ${notification.source?.index ?? null})
+        const rows = yield* sql<{ ord: string; id: string }>`
+          with input as (
+            select nextval(pg_get_serial_sequence('inbox', 'id')) as id, t.*
+            from unnest(${batch.map((n) => n.provider)}::text[], ${batch.map((n) => n.kind)}::text[],
+                        ${batch.map(storedBody)}::text[], ${batch.map((n) => n.itemCount)}::int[],
+                        ${batch.map((n) => n.source?.inboxId ?? null)}::bigint[], ${batch.map((n) => n.source?.index ?? null)}::int[])
+              with ordinality as t(provider, kind, body, item_count, source_inbox_id, source_index, ord)
+          ), stored as (
+            insert into inbox (id, provider, kind, body, item_count, source_inbox_id, source_index)
+            overriding system value
+            select id, provider, kind, body, item_count, source_inbox_id, source_index from input
             on conflict (source_inbox_id, source_index) where source_inbox_id is not null do nothing
             returning id
           ), queued as (
             insert into ${sql(QUEUE_TABLE)} (id, queue_name, element, completed, attempts, created_at, updated_at)
             select ${JOB_ID_PREFIX} || id, ${QUEUE_NAME}, json_build_object('inboxId', id)::text, false, 0, now(), now() from stored
           )
-          select id from stored`
-        // Already stored from an earlier attempt at the same pointer item: that row stands.
-        if (rows.length === 0 && notification.source) return yield* existing(notification.source)
-        return Number(rows[0]!.id)
+          select input.ord, input.id from input join stored using (id)`
+        const ids = new Map(rows.map((row) => [Number(row.ord) - 1, Number(row.id)]))
+        return yield* Effect.forEach(batch, (notification, i) => {
+          const id = ids.get(i)
+          // Already stored from an earlier attempt at the same pointer item: that row stands.
+          return id !== undefined ? Effect.succeed(id) : existing(notification.source!)
+        })
       })
+
+    const commitWhole = yield* GroupCommit.make({
+      write: writeWhole,
+      writeOne: (notification: Notification) => Effect.map(writeWhole([notification]), (ids) => ids[0]!),
+      // A few statements in flight: while one waits for its WAL flush the next is on its way
+      // (Postgres flushes them together), and no caller queues behind a single slow one.
+      flushers: 4,
+      maxItems: 500,
+      maxWeight: 4 * 1024 * 1024,
+      weight: (notification) => notification.body.length,
+      timeout: commitTimeout,
+      maxWait: Duration.millis(COMMIT_WAIT_MS),
+      onTimeout: () => new Error("inbox commit timed out")
+    })
 
     /**
      * A large body: one row for the notification (no body of its own; processed once all its
@@ -234,18 +279,15 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
 
     const commit = Effect.fn("Inbox.commit")(
       function* (notification: Notification) {
-        return yield* isLarge(notification) ? commitParts(notification) : commitWhole(notification)
+        return yield* isLarge(notification)
+          ? commitParts(notification).pipe(
+            Effect.timeoutFail({ duration: commitTimeout(notification.body.length), onTimeout: () => new Error("inbox commit timed out") })
+          )
+          : commitWhole(notification)
       },
       (effect, notification) =>
         effect.pipe(
-          // Providers give up on a webhook after tens of seconds (30 s is common); a stalled
-          // database must turn into a prompt 503 instead.
-          // A large body may take longer to write: a second more per 10 MB, up to 25 s.
-          Effect.timeoutFail({
-            duration: Duration.millis(Math.min(25_000, 10_000 + notification.body.length / 10_000)),
-            onTimeout: () => new Error("inbox commit timed out")
-          }),
-          Effect.tap(() => Metric.increment(Metric.tagged(received, "provider", notification.provider))),
+          Effect.tap(() => Metric.increment(receivedFrom(notification.provider))),
           Effect.tap(() => Queue.wakeTakers),
           Effect.mapError((cause) => new InboxUnavailable({ cause }))
         )
@@ -257,10 +299,6 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
         Effect.zipLeft(Queue.wakeTakers)
       )
 
-    /**
-     * Records what processing an inbox row did; a part queues the body's next part and, as
-     * the last to finish, marks the body processed with the parts' totals.
-     */
     /** Outcomes recorded for all takers finishing together, in one statement; answers each row's body, if a part. */
     const recordOutcome = batched((done: ReadonlyArray<{ readonly inboxId: number; readonly outcome: string }>) =>
       sql<{ id: string; part_of: string | null }>`
@@ -275,6 +313,10 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
       )
     )
 
+    /**
+     * Records what processing an inbox row did; a part queues the body's next part and, as
+     * the last to finish, marks the body processed with the parts' totals.
+     */
     const finish = Effect.fn("Inbox.finish")(function* (inboxId: number, outcome: unknown) {
       const partOf = yield* recordOutcome({ inboxId, outcome: JSON.stringify(outcome) })
       if (partOf === null) return
@@ -296,6 +338,9 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
     /** Whether the inbox can take a body right now. */
     const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError((cause) => new InboxUnavailable({ cause })))
 
-    return { commit, finish, queueNextPart, health } as const
+    /** When a body is stored in parts: a handler reads where its items lie only then. */
+    const partLimits = { partBytes: settings.partBytes, partItems: settings.partItems } as const
+
+    return { commit, finish, queueNextPart, health, partLimits } as const
   })
 }) {}

@@ -269,7 +269,9 @@ export const make = (options: IngestOptions = {}) =>
       const items = provider.itemsOf(row.kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
       // A part of a large body ranks, among deliveries, as the body it came in.
       const receivedAs = row.part_of === null ? job.inboxId : Number(row.part_of)
-      const outcome = { items: items.length, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] as Array<ItemProblem> }
+      // The items left out as malformed are the first problems of a first pass.
+      const problems = job.userKey === undefined ? provider.problemsOf?.(row.kind, body) ?? [] : []
+      const outcome = { items: items.length, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [...problems] as Array<ItemProblem> }
       for (const group of groupByUser(items).values()) yield* processGroup(provider, job, receivedAs, group, outcome)
       // A replay for one provider user does not overwrite the outcome of the first pass.
       if (job.userKey === undefined) yield* inbox.finish(job.inboxId, outcome)

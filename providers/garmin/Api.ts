@@ -19,8 +19,10 @@ export const NotificationAccepted = Schema.Struct({
   accepted: Schema.Record({ key: Schema.String, value: Schema.Int }).annotations({ description: "items per notification key" }),
   ignored_keys: Schema.Array(Schema.String).annotations({ description: "top-level keys Wearflow does not know (not processed); the first 100, each cut to 64 characters" }),
   ignored_keys_omitted: Schema.Int.annotations({ description: "unknown keys left out of ignored_keys" }),
-  errors: Schema.Array(ItemProblem).annotations({ description: "items that failed validation (stored, not processed), the first 100; values are never echoed" }),
-  errors_omitted: Schema.Int.annotations({ description: "invalid items left out of errors" })
+  errors: Schema.Array(ItemProblem).annotations({
+    description: "always empty: items are checked off the request path, and the problems of those that cannot be processed are recorded on the stored body (kept for compatibility)"
+  }),
+  errors_omitted: Schema.Int.annotations({ description: "always 0 (see errors)" })
 }).annotations({ identifier: "GarminNotificationAccepted" })
 
 export const GarminHealth = Schema.Struct({

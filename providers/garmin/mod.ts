@@ -1,12 +1,12 @@
 /**
  * The Garmin provider plugin: Health and Activity API PUSH and PING notifications.
  *
- * The request path only verifies the `garmin-client-id` header, parses and checks the body's
- * structure, commits it to the inbox and answers. Normalization, PING pulls and lifecycle
+ * The request path only verifies the `garmin-client-id` header, checks that the body is a JSON
+ * object, commits it to the inbox and answers. Normalization, PING pulls and lifecycle
  * changes run in the ingest worker through the `GarminProvider` this plugin builds, which also
  * carries the OAuth connect flows and token upkeep (auth.ts).
  */
-import { HttpApi, HttpApiBuilder, HttpClient } from "@effect/platform"
+import { HttpApi, HttpApiBuilder, HttpClient, HttpMiddleware, type HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
@@ -14,10 +14,10 @@ import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import type { Provider } from "@wearflow/core/provider"
 import { Context, Effect, Either, Layer, Metric, Option, Redacted } from "effect"
-import { GarminApi } from "./Api.ts"
+import { GarminApi, type NotificationAccepted } from "./Api.ts"
 import { GarminConfig, GarminHosts } from "./config.ts"
 import { normalizers } from "./normalize.ts"
-import { inspect, itemsOf, lifecycleOf, type NotificationKind, redactToken } from "./notifications.ts"
+import { inspect, itemsOf, lifecycleOf, type NotificationKind, problemsOf, redactToken } from "./notifications.ts"
 import { makePull } from "./pull.ts"
 import { makeAuth } from "./auth.ts"
 import { makeBackfill } from "./backfill.ts"
@@ -79,6 +79,7 @@ const layerGarminProvider = Layer.effect(
       id: manifest.id,
       name: "Garmin",
       itemsOf,
+      problemsOf,
       normalizers,
       // Pulled records are stored like a PUSH body: without OAuth 1.0a tokens.
       fetch: (item, credentials) =>
@@ -122,42 +123,40 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
         ? Effect.void
         : Effect.fail(new Unauthorized({ message: "missing or wrong garmin-client-id header" }))
 
+    /**
+     * What a 200 needs and nothing more: the header, a body that is a JSON object, the body
+     * committed. Items are checked by the ingest worker, which records their problems on the
+     * inbox row (Garmin never reads them), so the answer's `errors` stay empty.
+     */
     const receive = (kind: NotificationKind) =>
-      Effect.fn(`Garmin.${kind}`)(function* ({ request }: { readonly request: import("@effect/platform").HttpServerRequest.HttpServerRequest }) {
+      Effect.fn(`Garmin.${kind}`)(function* ({ request }: { readonly request: HttpServerRequest.HttpServerRequest }) {
         yield* authorize(request.headers["garmin-client-id"])
         const text = yield* Effect.mapError(request.text, () => new InvalidRequest({ message: "the request body could not be read" }))
-        // Read item by item, never as one object graph: a 100 MB body stays near 100 MB.
-        // (JSON.parse's own messages quote the input, so none are passed on.)
-        const summary = yield* Either.mapLeft(inspect(kind, text), (message) => new InvalidRequest({ message }))
+        const body = yield* Either.mapLeft(inspect(text, inbox.partLimits), (message) => new InvalidRequest({ message }))
         const inboxId = yield* inbox.commit({
           provider: manifest.id,
           kind,
           body: text,
-          itemCount: summary.itemCount,
-          items: summary.items,
-          redacted: summary.redacted
+          itemCount: body.itemCount,
+          items: body.items,
+          redacted: body.redacted
         }).pipe(
           Effect.tapError((e) => Effect.logError("could not commit Garmin notification; answering 503", e.cause)),
           Effect.mapError(() => new ServiceUnavailable({ message: "notification not stored; retry later", retryable: true }))
         )
-        yield* Effect.logInfo("Garmin notification stored").pipe(
-          Effect.annotateLogs({
-            kind,
-            inbox_id: inboxId,
-            items: summary.itemCount,
-            invalid_items: summary.errors.length + summary.errorsOmitted,
-            ignored_keys: summary.ignoredKeys,
-            ignored_keys_omitted: summary.ignoredKeysOmitted
-          })
-        )
-        return {
+        // This line stands for the request's: the server's own line for it is left out.
+        yield* HttpMiddleware.withLoggerDisabled(Effect.logInfo("Garmin notification stored").pipe(
+          Effect.annotateLogs({ kind, inbox_id: inboxId, items: body.itemCount, ignored_keys: body.ignoredKeys, ignored_keys_omitted: body.ignoredKeysOmitted })
+        ))
+        // Answered as built: it is a NotificationAccepted by its type, so encoding it again buys nothing.
+        return HttpServerResponse.unsafeJson({
           inbox_id: inboxId,
-          accepted: summary.accepted,
-          ignored_keys: summary.ignoredKeys,
-          ignored_keys_omitted: summary.ignoredKeysOmitted,
-          errors: summary.errors,
-          errors_omitted: summary.errorsOmitted
-        }
+          accepted: body.accepted,
+          ignored_keys: body.ignoredKeys,
+          ignored_keys_omitted: body.ignoredKeysOmitted,
+          errors: [],
+          errors_omitted: 0
+        } satisfies typeof NotificationAccepted.Type)
       }, (effect) =>
         effect.pipe(
           Effect.tapErrorTag("InvalidRequest", () => Metric.increment(rejected)),

@@ -1,7 +1,8 @@
 /**
  * Garmin notification bodies: `{"<summaryKey>": [items]}`, one body possibly carrying several
- * keys and many users. Validation here is the cheap, structural check done before the 200;
- * field-level validation happens in the normalizers, off the request path.
+ * keys and many users. Before the 200 only the body is checked (JSON, an object); each item's
+ * structure is checked by the ingest worker (`problemsOf`, `itemsOf`), its fields by the
+ * normalizers, all off the request path.
  */
 import { aliasDigest } from "@wearflow/core/crypto"
 import type { BodyItems } from "@wearflow/core/pipeline/inbox"
@@ -44,13 +45,6 @@ export interface ItemProblem {
   readonly key: string
   readonly index: number
   readonly message: string
-}
-
-export interface NotificationSummary {
-  readonly accepted: Record<string, number>
-  readonly ignoredKeys: ReadonlyArray<string>
-  readonly errors: ReadonlyArray<ItemProblem>
-  readonly itemCount: number
 }
 
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
@@ -99,57 +93,104 @@ const problemOf = (kind: string, key: string, item: unknown): string | undefined
   return isId(item.summaryId) ? undefined : "summaryId is not a valid id"
 }
 
-/** At most this many ignored keys and item problems are listed (and logged); the rest are counted. */
+/** At most this many ignored keys are listed (and logged); the rest are counted. */
 export const LISTED = 100
 /** Ignored keys are listed cut to this many characters. */
 const LISTED_KEY_LENGTH = 64
 
-export interface InspectedBody extends NotificationSummary {
-  /** Unknown keys and item problems left out of the lists. */
+/** What a body's text says, as far as the answer and storing it need. */
+export interface InspectedBody {
+  /** Items per known key. */
+  readonly accepted: Record<string, number>
+  /** Top-level keys Wearflow does not know: the first LISTED, each cut short. */
+  readonly ignoredKeys: ReadonlyArray<string>
   readonly ignoredKeysOmitted: number
-  readonly errorsOmitted: number
-  /** The body's items by key, as offsets into its text, for storing it in parts. */
-  readonly items: ReadonlyArray<BodyItems>
+  readonly itemCount: number
+  /**
+   * The body's items by key, as offsets into its text: only for a body stored in parts or
+   * with items redacted (both need them), else undefined.
+   */
+  readonly items: ReadonlyArray<BodyItems> | undefined
   /** The text to store instead of an item's own (by its start offset): OAuth 1.0a tokens replaced by their hash. */
-  readonly redacted: ReadonlyMap<number, string>
+  readonly redacted: ReadonlyMap<number, string> | undefined
 }
 
+/** When the inbox stores a body in parts (InboxSettings): then its items' offsets are needed. */
+export interface PartLimits {
+  readonly partBytes: number
+  readonly partItems: number
+}
+
+const invalidJson = (text: string) => `body is not valid JSON (${text.length} characters received)`
+const notObject = "body must be a JSON object whose keys are Garmin summary types"
+
 /**
- * Structural check of a body's text, item by item, without building the whole body's object
- * graph: counts per key, unknown keys, per-item problems, and where each item lies.
+ * What the request path checks before the 200: the text is a JSON object, and where its
+ * items lie when the inbox needs that. Each item is checked by the ingest worker
+ * (`problemsOf`), which records the problems on the inbox row: Garmin never reads them.
+ *
+ * A body the inbox stores whole is parsed whole (JSON.parse is the cheapest check there is);
+ * a body over `partBytes` is read item by item, never as one object graph, so a 100 MB body
+ * stays near 100 MB; so is a body with OAuth 1.0a tokens, which are replaced in its text.
  */
-export const inspect = (kind: NotificationKind, text: string): Either.Either<InspectedBody, string> => {
-  const invalid = `body is not valid JSON (${text.length} characters received)`
-  const notObject = "body must be a JSON object whose keys are Garmin summary types"
+export const inspect = (text: string, limits: PartLimits): Either.Either<InspectedBody, string> => {
+  if (text.length > limits.partBytes) return outline(text)
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    // (JSON.parse's own messages quote the input, so none are passed on.)
+    return Either.left(invalidJson(text))
+  }
+  if (!isRecord(body)) return Either.left(notObject)
+  const accepted: Record<string, number> = {}
+  const ignoredKeys: Array<string> = []
+  let ignoredKeysOmitted = 0
+  let itemCount = 0
+  let tokens = false
+  for (const key in body) {
+    const value = body[key]
+    if (!knownKeys.has(key)) {
+      if (ignoredKeys.length < LISTED) ignoredKeys.push(listedKey(key))
+      else ignoredKeysOmitted++
+    } else if (Array.isArray(value)) {
+      accepted[key] = value.length
+      itemCount += value.length
+      if (!tokens) tokens = value.some((item) => isRecord(item) && typeof item.userAccessToken === "string")
+    }
+  }
+  return tokens || itemCount > limits.partItems
+    ? outline(text)
+    : Either.right({ accepted, ignoredKeys, ignoredKeysOmitted, itemCount, items: undefined, redacted: undefined })
+}
+
+const listedKey = (key: string) => (key.length > LISTED_KEY_LENGTH ? `${key.slice(0, LISTED_KEY_LENGTH)}…` : key)
+
+/** `inspect` reading the text item by item: the items' offsets, and the text of each redacted one. */
+const outline = (text: string): Either.Either<InspectedBody, string> => {
   const scanned = scanObject(text)
   if (Either.isLeft(scanned)) {
     // Only a body that is not an object at all can be valid JSON here.
     if (!/^\s*\{/.test(text.slice(0, 64)) && parseSpan(text, 0, text.length) !== undefined) return Either.left(notObject)
-    return Either.left(invalid)
+    return Either.left(invalidJson(text))
   }
   const accepted: Record<string, number> = {}
   const ignoredKeys: Array<string> = []
-  const errors: Array<ItemProblem> = []
   const items: Array<BodyItems> = []
   const redacted = new Map<number, string>()
   let ignoredKeysOmitted = 0
-  let errorsOmitted = 0
   let itemCount = 0
-  const problem = (p: ItemProblem) => (errors.length < LISTED ? errors.push(p) : errorsOmitted++)
   // JSON.parse keeps the last of repeated keys; so does this.
   const entries = new Map(scanned.right.map((entry) => [entry.key, entry]))
   for (const entry of scanned.right) {
     if (entries.get(entry.key) !== entry) continue
     const { key } = entry
-    if (!knownKeys.has(key)) {
-      if (ignoredKeys.length < LISTED) ignoredKeys.push(key.length > LISTED_KEY_LENGTH ? `${key.slice(0, LISTED_KEY_LENGTH)}…` : key)
-      else ignoredKeysOmitted++
-      if (parseSpan(text, entry.start, entry.end) === undefined) return Either.left(invalid)
-      continue
-    }
-    if (entry.items === undefined) {
-      if (parseSpan(text, entry.start, entry.end) === undefined) return Either.left(invalid)
-      problem({ key, index: -1, message: `${key} must be a list` })
+    if (!knownKeys.has(key) || entry.items === undefined) {
+      if (!knownKeys.has(key)) {
+        if (ignoredKeys.length < LISTED) ignoredKeys.push(listedKey(key))
+        else ignoredKeysOmitted++
+      }
+      if (parseSpan(text, entry.start, entry.end) === undefined) return Either.left(invalidJson(text))
       continue
     }
     const spans = entry.items
@@ -159,14 +200,34 @@ export const inspect = (kind: NotificationKind, text: string): Either.Either<Ins
     for (let index = 0; index < spans.length / 2; index++) {
       const start = spans[2 * index]!
       const parsed = parseSpan(text, start, spans[2 * index + 1]!)
-      if (parsed === undefined) return Either.left(invalid)
-      const message = problemOf(kind, key, parsed.value)
-      if (message) problem({ key, index, message })
+      if (parsed === undefined) return Either.left(invalidJson(text))
       const stored = withoutToken(parsed.value)
       if (stored !== undefined) redacted.set(start, stored)
     }
   }
-  return Either.right({ accepted, ignoredKeys, ignoredKeysOmitted, errors, errorsOmitted, itemCount, items, redacted })
+  return Either.right({ accepted, ignoredKeys, ignoredKeysOmitted, itemCount, items, redacted })
+}
+
+/**
+ * Why items of a stored body cannot be processed, in body order: a known key whose value is
+ * not a list (index -1), and each item `problemOf` refuses. The ingest worker records them on
+ * the inbox row's outcome; the items themselves are left out by `itemsOf`.
+ */
+export const problemsOf = (kind: string, body: unknown): ReadonlyArray<ItemProblem> => {
+  if (!isRecord(body)) return []
+  const problems: Array<ItemProblem> = []
+  for (const [key, value] of Object.entries(body)) {
+    if (!knownKeys.has(key)) continue
+    if (!Array.isArray(value)) {
+      problems.push({ key, index: -1, message: `${key} must be a list` })
+      continue
+    }
+    value.forEach((raw, index) => {
+      const message = problemOf(kind, key, asReceived(raw))
+      if (message !== undefined) problems.push({ key, index, message })
+    })
+  }
+  return problems
 }
 
 /**
