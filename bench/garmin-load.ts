@@ -4,10 +4,12 @@
  * the API (so their items are stored, not parked), one-daily PUSH bodies, and closed-loop
  * posting and drain counting against the database.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import pg from "pg"
+import { startBareReceiver as startBare } from "./bare-receiver.ts"
+import { startBenchServer } from "./server.ts"
 
 const root = new URL("..", import.meta.url).pathname
 export const CLIENT_ID = "bench"
@@ -22,34 +24,8 @@ export const garminUserId = (i: number) => `bench-garmin-user-${i}`
 export const dailyBody = (i: number, users: number) =>
   JSON.stringify({ dailies: [{ ...daily, userId: garminUserId(i % users), summaryId: `bench-daily-${i}` }] })
 
-/** The anchor: the minimum a durable webhook receiver does (as bench/push.ts's baseline). */
-export const startBareReceiver = async (url: string) => {
-  const admin = new pg.Client({ connectionString: url })
-  admin.on("error", () => {})
-  await admin.connect()
-  await admin.query("create table if not exists baseline_inbox (id bigint generated always as identity primary key, body text not null, received_at timestamptz not null default now())")
-  await admin.end()
-  const pool = new pg.Pool({ connectionString: url, max: 20 })
-  pool.on("error", () => {})
-  const server = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    async fetch(request) {
-      if (request.headers.get("garmin-client-id") !== CLIENT_ID) return new Response(null, { status: 401 })
-      const text = await request.text()
-      JSON.parse(text)
-      const result = await pool.query("insert into baseline_inbox (body) values ($1) returning id", [text])
-      return Response.json({ inbox_id: Number(result.rows[0].id) })
-    }
-  })
-  return {
-    url: `http://127.0.0.1:${server.port}/`,
-    stop: async () => {
-      server.stop(true)
-      await pool.end()
-    }
-  }
-}
+/** The anchor: the minimum a durable webhook receiver does (bench/bare-receiver.ts). */
+export const startBareReceiver = (url: string) => startBare(url, CLIENT_ID)
 
 export interface WearflowServer {
   readonly baseUrl: string
@@ -60,43 +36,17 @@ export interface WearflowServer {
 
 /** Spawns apps/server/main.ts on `databaseUrl` and waits until it serves. */
 export const startWearflow = async (options: { readonly databaseUrl: string; readonly dataDir: string; readonly env?: Record<string, string> }): Promise<WearflowServer> => {
-  const port = 20_000 + Math.floor(Math.random() * 20_000)
-  const serverFlags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
-  const child = spawn(process.execPath, [...serverFlags, "apps/server/main.ts"], {
-    cwd: root,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      DATABASE_URL: options.databaseUrl,
-      GARMIN_CLIENT_ID: CLIENT_ID,
-      WEARFLOW_API_KEY: API_KEY,
-      WEARFLOW_DATA_DIR: options.dataDir,
-      // No backfill workflows for the linked users, and no pull ever leaves the machine.
-      WEARFLOW_BACKFILL_ON_CONNECT: "false",
-      GARMIN_API_URL: "http://127.0.0.1:9",
-      LOG_LEVEL: "Warn",
-      ...options.env
-    },
-    stdio: ["ignore", "inherit", "inherit"]
+  const server = await startBenchServer({
+    DATABASE_URL: options.databaseUrl,
+    GARMIN_CLIENT_ID: CLIENT_ID,
+    WEARFLOW_API_KEY: API_KEY,
+    WEARFLOW_DATA_DIR: options.dataDir,
+    // No backfill workflows for the linked users, and no pull ever leaves the machine.
+    WEARFLOW_BACKFILL_ON_CONNECT: "false",
+    GARMIN_API_URL: "http://127.0.0.1:9",
+    ...options.env
   })
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  const baseUrl = `http://127.0.0.1:${port}`
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode}`)
-    const ok = await fetch(`${baseUrl}/api/v1/webhooks/garmin/health`).then((r) => r.ok, () => false)
-    if (ok) break
-    await Bun.sleep(100)
-  }
-  return {
-    baseUrl,
-    pushUrl: `${baseUrl}/api/v1/webhooks/garmin/push`,
-    process: child,
-    stop: async () => {
-      if (child.exitCode === null) child.kill("SIGTERM")
-      await exited
-    }
-  }
+  return { baseUrl: server.url, pushUrl: `${server.url}/api/v1/webhooks/garmin/push`, process: server.process, stop: server.stop }
 }
 
 /** Creates `count` users and links each to Garmin user `garminUserId(i)`, through the API. */

@@ -9,17 +9,14 @@
  */
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { startBareReceiver } from "./bare-receiver.ts"
+import { API_KEY, garminUserId, linkGarminUsers, pushHeaders, startBareReceiver, startWearflow } from "./garmin-load.ts"
 import { openLoop } from "./open-loop.ts"
 import { startBenchPostgres } from "./postgres.ts"
 import { memoryRow, ms, rate as perSecond, report, sampleRss } from "./report.ts"
-import { startBenchServer } from "./server.ts"
 
 const rate = Number(process.env.BENCH_LATENCY_RATE ?? 200)
 const seconds = Number(process.env.BENCH_SECONDS ?? 10)
 const users = Number(process.env.BENCH_USERS ?? 20)
-const clientId = "bench"
-const apiKey = "bench-admin-key"
 
 const fixture = JSON.parse(await fs.readFile(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")) as {
   dailies: Array<Record<string, unknown>>
@@ -32,7 +29,7 @@ const bodyOf = (index: number) => {
   return JSON.stringify({
     dailies: [{
       ...fixture.dailies[0],
-      userId: `latency-user-${index % users}`,
+      userId: garminUserId(index % users),
       summaryId: `latency-${index}`,
       calendarDate: new Date(start * 1000).toISOString().slice(0, 10),
       startTimeInSeconds: start,
@@ -43,20 +40,17 @@ const bodyOf = (index: number) => {
 const indexOfDay = (day: string) => Math.round((Date.parse(`${day}T00:00:00Z`) / 1000 - FIRST_DAY) / DAY)
 
 const { dir, url: databaseUrl, stop: stopPostgres } = await startBenchPostgres("wearflow-bench-latency-")
-const server = await startBenchServer({
-  DATABASE_URL: databaseUrl,
-  GARMIN_CLIENT_ID: clientId,
-  WEARFLOW_API_KEY: apiKey,
-  WEARFLOW_DATA_DIR: path.join(dir, "data"),
-  WEARFLOW_WEBHOOK_ALLOW_HTTP: "true",
-  WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true"
+const server = await startWearflow({
+  databaseUrl,
+  dataDir: path.join(dir, "data"),
+  env: { WEARFLOW_WEBHOOK_ALLOW_HTTP: "true", WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true" }
 })
-const bare = await startBareReceiver(databaseUrl, clientId)
+const bare = await startBareReceiver(databaseUrl)
 
 const api = async (method: string, route: string, body?: unknown) => {
-  const response = await fetch(`${server.url}${route}`, {
+  const response = await fetch(`${server.baseUrl}${route}`, {
     method,
-    headers: { "x-api-key": apiKey, "content-type": "application/json" },
+    headers: { "x-api-key": API_KEY, "content-type": "application/json" },
     ...(body === undefined ? {} : { body: JSON.stringify(body) })
   })
   if (!response.ok) throw new Error(`${method} ${route}: ${response.status}`)
@@ -79,28 +73,24 @@ const endpoint = Bun.serve({
   }
 })
 await api("POST", "/v2/webhooks", { url: `http://127.0.0.1:${endpoint.port}/hooks`, filter_types: ["daily.data.activity.created"] })
-for (let u = 0; u < users; u++) {
-  const { user_id } = await api("POST", "/v2/user", { client_user_id: `latency-${u}` })
-  await api("POST", `/v2/user/${user_id}/connections/garmin`, { provider_user_id: `latency-user-${u}` })
-}
+await linkGarminUsers(server.baseUrl, users)
 
-const headers = { "garmin-client-id": clientId, "content-type": "application/json" }
 const post = (target: string, body: string) =>
-  fetch(target, { method: "POST", headers, body }).then(async (response) => (await response.arrayBuffer(), response.status === 200))
+  fetch(target, { method: "POST", headers: pushHeaders, body }).then(async (response) => (await response.arrayBuffer(), response.status === 200))
 
 console.log(`PUSH → webhook at ${rate}/s for ${seconds} s, one daily per body, ${users} linked users, Bun ${Bun.version}`)
 // Warm-up off the measured days (negative indexes are never looked up).
 await openLoop({ rate: 50, seconds: 1, send: (i) => post(bare.url, bodyOf(-1 - i)) })
 const anchor = await openLoop({ rate, seconds, send: (i) => post(bare.url, bodyOf(i)) })
 
-const memory = sampleRss(server.pid)
+const memory = sampleRss(server.process.pid!)
 const scheduled: Array<number> = []
 const acks = await openLoop({
   rate,
   seconds,
   send: (i, at) => {
     scheduled[i] = at
-    return post(`${server.url}/api/v1/webhooks/garmin/push`, bodyOf(i))
+    return post(server.pushUrl, bodyOf(i))
   }
 })
 // Wait for the stragglers: until every day arrived, or nothing new came for 30 s.

@@ -19,6 +19,7 @@ import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import pg from "pg"
+import { startBareReceiver } from "./bare-receiver.ts"
 import { openLoop, type OpenLoopFigures } from "./open-loop.ts"
 import { startBenchPostgres } from "./postgres.ts"
 import { type BenchRow, memoryRow, ms, rate as perSecond, report, sampleRss } from "./report.ts"
@@ -103,24 +104,9 @@ const { dir, url, stop: stopPostgres } = await startBenchPostgres("wearflow-benc
 const admin = new pg.Client({ connectionString: url })
 admin.on("error", () => {})
 await admin.connect()
-await admin.query("create table baseline_inbox (id bigint generated always as identity primary key, body text not null, received_at timestamptz not null default now())")
 await admin.query("create database bench_wearflow")
 
-// Baseline: the minimum a durable webhook receiver must do.
-const pool = new pg.Pool({ connectionString: url, max: 20 })
-// Postgres stops at the end of the run; idle connections it terminates are expected then.
-pool.on("error", () => {})
-const baseline = Bun.serve({
-  port: 0,
-  hostname: "127.0.0.1",
-  async fetch(request) {
-    if (request.headers.get("garmin-client-id") !== "bench") return new Response(null, { status: 401 })
-    const text = await request.text()
-    JSON.parse(text)
-    const result = await pool.query("insert into baseline_inbox (body) values ($1) returning id", [text])
-    return Response.json({ inbox_id: Number(result.rows[0].id) })
-  }
-})
+const baseline = await startBareReceiver(url, "bench")
 
 const port = 20_000 + Math.floor(Math.random() * 20_000)
 const serverFlags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
@@ -159,7 +145,7 @@ for (;;) {
 const rss = sampleRss(server.pid!)
 console.log(`Garmin PUSH (dailies.json, ${body.length} bytes), ${concurrency} concurrent clients, ${seconds} s each, Bun ${Bun.version}`)
 const headers = { "garmin-client-id": "bench", "content-type": "application/json" }
-const base = await measure("baseline", `http://127.0.0.1:${baseline.port}/`, headers, "bench")
+const base = await measure("baseline", baseline.url, headers, "bench")
 for (let r = 1; r < Number(process.env.BENCH_REPEAT ?? 1); r++) await measure("wearflow", `http://127.0.0.1:${port}/api/v1/webhooks/garmin/push`, headers, "bench_wearflow", server.pid)
 const wearflow = await measure("wearflow", `http://127.0.0.1:${port}/api/v1/webhooks/garmin/push`, headers, "bench_wearflow", server.pid)
 const saturation = wearflow.perSecond / base.perSecond
@@ -185,7 +171,7 @@ for (const rate of rates) {
     )
     return figures
   }
-  const bare = await paced("baseline", `http://127.0.0.1:${baseline.port}/`)
+  const bare = await paced("baseline", baseline.url)
   const ours = await paced("wearflow", `http://127.0.0.1:${port}/api/v1/webhooks/garmin/push`)
   console.log(`ratio wearflow/baseline at ${rate}/s: p50 ${(ours.p50 / bare.p50).toFixed(2)}×, p99 ${(ours.p99 / bare.p99).toFixed(2)}×`)
   const row = (quantile: "p50" | "p99", bound: number): BenchRow => {
@@ -209,7 +195,6 @@ console.log(`(the server wrote ${logLines} log lines)`)
 
 server.kill("SIGTERM")
 await new Promise((resolve) => server.once("exit", resolve))
-baseline.stop(true)
-await pool.end()
+await baseline.stop()
 await admin.end()
 await stopPostgres()

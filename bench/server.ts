@@ -36,7 +36,7 @@ export const startBenchServer = async (env: Record<string, string>): Promise<Ben
     pid: child.pid!,
     process: child,
     stop: async () => {
-      child.kill("SIGTERM")
+      if (child.exitCode === null) child.kill("SIGTERM")
       await exited
     }
   }
