@@ -15,7 +15,8 @@ export const makeArrivals = (sql: SqlClient.SqlClient, engine: WorkflowEngine.Wo
   /**
    * The items that answer a backfill request: inside a window asked of the provider that
    * is open, or closed less than a day ago (late stragglers). Their events are historical.
-   * A window being retried counts: its last request may have been taken with the answer lost.
+   * A window being asked or asked again counts: the provider may have taken a request whose
+   * answer is still on its way, or was lost.
    */
   const answering = Effect.fn("Arrivals.answering")(function* (
     provider: Provider,
@@ -35,15 +36,15 @@ export const makeArrivals = (sql: SqlClient.SqlClient, engine: WorkflowEngine.Wo
         with ordinality as a(key, t, i)
       join backfill_windows w on a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
       where w.user_id in ${sql.in(recipients.map((r) => r.userId))}
-        and (w.requested_at is not null or w.status = 'retrying') and (w.completed_at is null or w.completed_at > now() - interval '1 day')`
+        and (w.requested_at is not null or w.status in ('sending', 'retrying')) and (w.completed_at is null or w.completed_at > now() - interval '1 day')`
     for (const hit of hits) found.add(timed[Number(hit.i) - 1]!.item)
     return found
   })
 
   /**
    * Notes that data arrived for `recipients` (one provider user's items from one body).
-   * Windows waiting for that data (asked, or being asked again: an answer lost on the way
-   * may hide a request the provider took) record its span; a window whose data now reaches both
+   * Windows waiting for that data (asked, being asked, or being asked again: the provider may
+   * have taken a request whose answer is on its way or was lost) record its span; a window whose data now reaches both
    * of its ends is answered, so its chain moves on without waiting for the quiet period.
    */
   const recordArrivals = Effect.fn("Arrivals.recordArrivals")(function* (
@@ -67,7 +68,7 @@ export const makeArrivals = (sql: SqlClient.SqlClient, engine: WorkflowEngine.Wo
       hits as (
         select w.id, min(a.t) as lo, max(a.t) as hi, count(*)::int as n
         from backfill_windows w join arrived a on a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
-        where w.user_id in ${sql.in(recipients.map((r) => r.userId))} and w.status in ('requested', 'retrying')
+        where w.user_id in ${sql.in(recipients.map((r) => r.userId))} and w.status in ('requested', 'sending', 'retrying')
         group by w.id
       )
       update backfill_windows w set

@@ -3,7 +3,6 @@
  * types of the resource's Schema (rows.ts). Both run off the event loop (zlib's and DuckDB's
  * own threads).
  */
-import { DuckDBInstance } from "@duckdb/node-api"
 import { Data, Effect, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
@@ -101,7 +100,8 @@ export const ndjsonGzip: Encoder = ofPages((_resource, pages) =>
  */
 export const parquet = Effect.gen(function* () {
   const instance = yield* Effect.acquireRelease(
-    Effect.tryPromise({ try: () => DuckDBInstance.create(":memory:", { threads: "2" }), catch: failed("duckdb") }),
+    // Loaded here, not at start: DuckDB costs tens of MB that an NDJSON-only server need not carry.
+    Effect.tryPromise({ try: () => import("@duckdb/node-api").then(({ DuckDBInstance }) => DuckDBInstance.create(":memory:", { threads: "2" })), catch: failed("duckdb") }),
     (db) => Effect.sync(() => db.closeSync())
   )
   const scratch = yield* Effect.acquireRelease(

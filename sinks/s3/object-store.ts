@@ -3,11 +3,9 @@
  * A put under an existing key replaces it whole: that is how a re-sent batch overwrites its
  * own files instead of adding a copy.
  */
-import { DeleteObjectCommand } from "@aws-sdk/client-s3"
-import { Upload } from "@aws-sdk/lib-storage"
 import { NetPermissionDenied } from "@wearflow/core/host"
 import { allowsHost } from "@wearflow/core/plugin"
-import { objectKey, s3Client, type S3Location } from "@wearflow/core/storage/s3"
+import { objectKey, s3Client, type S3Location, s3Sdk } from "@wearflow/core/storage/s3"
 import { writeWholeFile } from "@wearflow/core/storage/whole-file"
 import * as HttpHandler from "./http-handler.ts"
 import { Data, Duration, Effect, Option } from "effect"
@@ -56,6 +54,9 @@ export const bucket = (location: S3Location, declared: Declared, partSize = PART
     const endpoint = endpointOf(location)
     if (!allowsHost(declared.hosts, endpoint)) return yield* new NetPermissionDenied({ plugin: declared.plugin, host: endpoint.host })
     const client = yield* s3Client(location, yield* HttpHandler.make)
+    // The SDK loads only when a bucket is configured (core/storage/s3.ts).
+    const { DeleteObjectCommand } = yield* s3Sdk
+    const { Upload } = yield* Effect.promise(() => import("@aws-sdk/lib-storage"))
     const where = `s3://${location.bucket}${location.prefix === "" ? "" : `/${location.prefix}`}`
     return {
       location: where,
