@@ -30,7 +30,7 @@ const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim()).filter(Bool
 const here = path.dirname(new URL(import.meta.url).pathname)
 const reportFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "wearflow-bench-all-")), "rows.jsonl")
 fs.writeFileSync(reportFile, "")
-const startedAt = performance.now()
+const startedAt = Date.now()
 const failed: Array<string> = []
 
 for (const bench of benchmarks) {
@@ -49,7 +49,7 @@ const rows = fs.readFileSync(reportFile, "utf8").split("\n").filter(Boolean).map
 const cpus = os.cpus()
 const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GB, ${os.platform()} ${os.arch()}, Bun ${Bun.version}`
 const text = [
-  `Machine: ${machine}; ${new Date().toISOString().slice(0, 10)}; ${((performance.now() - startedAt) / 60_000).toFixed(1)} min`,
+  `Machine: ${machine}; ${new Date().toISOString().slice(0, 10)}; ${((Date.now() - startedAt) / 60_000).toFixed(1)} min`,
   "",
   table(rows),
   "",

@@ -44,7 +44,8 @@ const recording = (expected: number) =>
           return received.length >= expected ? Deferred.succeed(done, undefined) : Effect.void
         })
     }
-    const runner = yield* SinkRunner.make(sink)
+    // No gather pause: on the test clock it would never end.
+    const runner = yield* SinkRunner.make(sink, { gather: 0 })
     // Start at the end of the outbox: earlier tests' events are not this runner's.
     yield* runner.once
     received.length = 0

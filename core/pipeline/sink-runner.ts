@@ -45,6 +45,11 @@ export interface SinkRunnerOptions {
   readonly batchBytes?: number
   /** Pause when the outbox has nothing new. */
   readonly idle?: Duration.DurationInput
+  /**
+   * While events keep coming, the pause before the next round, which rings do not cut: events
+   * gather into one round instead of a round each (10 ms; each round is a transaction).
+   */
+  readonly gather?: Duration.DurationInput
 }
 
 const toEntry = (row: OutboxRow): OutboxEntry => ({
@@ -84,6 +89,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     const batchSize = options.batchSize ?? 500
     const batchBytes = options.batchBytes ?? 8 * 1024 * 1024
     const idle = options.idle ?? Duration.millis(200)
+    const gather = Duration.decode(options.gather ?? Duration.millis(10))
     const historicalData = sink.historicalData ?? true
     const metric = <A extends Metric.Metric.Counter<number>>(m: A) => Metric.tagged(m, "sink", sink.id)
 
@@ -197,10 +203,13 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
       )
     )
 
+    /** Lets events gather before the next round (whatever rings meanwhile). */
+    const gathering = Duration.isZero(gather) ? Effect.void : Effect.sleep(gather)
+
     /**
-     * Rounds for ever: straight on after a full batch; after a delivery or a ring, short
-     * pauses growing while nothing new commits (CHASE); then the idle pause. A ring cuts any
-     * pause short.
+     * Rounds for ever: straight on after a full batch; while events come, a round each `gather`;
+     * when they stop, short pauses growing while nothing new commits (CHASE), then the idle
+     * pause. A ring cuts those pauses short, and the next round follows the gather pause.
      */
     const run = Effect.gen(function* () {
       let chase = CHASE.length
@@ -209,9 +218,17 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         const round = yield* attempt
         if (round?._tag === "Delivered" && round.full) continue
         const busy = (round?._tag === "Delivered" && round.count > 0) || (yield* OutboxWake.rings) !== ringsBefore
-        chase = busy ? 0 : Math.min(chase + 1, CHASE.length)
-        // Woken, it looks at once; if the append has not committed yet, the chase goes on.
-        if (yield* OutboxWake.pause(chase < CHASE.length ? Duration.min(CHASE[chase]!, idle) : idle)) chase = 0
+        if (busy) {
+          chase = 0
+          yield* gathering
+          continue
+        }
+        chase = Math.min(chase + 1, CHASE.length)
+        // Woken, it looks after the gather pause; if the append has not committed yet, the chase goes on.
+        if (yield* OutboxWake.pause(chase < CHASE.length ? Duration.min(CHASE[chase]!, idle) : idle)) {
+          chase = 0
+          yield* gathering
+        }
       }
     })
 
