@@ -226,13 +226,32 @@ export const make = (settings: Settings, store: ObjectStore) =>
     /** Every resource's schema, so tables can be defined before any data arrives. */
     const publishSchemas = Effect.forEach(resourceRows.values(), publishSchema, { discard: true })
 
-    /** A sealed batch's events from after `afterSeq`, a page at a time, in order. */
+    /**
+     * A sealed batch's events from after `afterSeq`, a page at a time, in order. The page's
+     * outbox positions are read first, then its outbox rows in one index scan over those
+     * positions (sorted, so Postgres walks the index once): joining the two tables looked the
+     * rows up one at a time, 5–8× the cost, and was the largest statement of the sink.
+     */
     const eventsAfter = (batch: BatchRow, afterSeq: string, pageEvents: number) =>
-      sql<OutboxRow & { readonly seq: string }>`
-        select p.seq::text as seq, o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
-        from etl_pending p join outbox o on o.position = p.position
-        where p.resource = ${batch.resource} and p.seq > ${afterSeq} and p.seq <= ${batch.last_seq} order by p.seq
-        limit ${pageEvents}`
+      Effect.gen(function* () {
+        const staged = yield* sql<{ readonly seq: string; readonly position: string }>`
+          select p.seq::text as seq, p.position::text as position from etl_pending p
+          where p.resource = ${batch.resource} and p.seq > ${afterSeq} and p.seq <= ${batch.last_seq} order by p.seq
+          limit ${pageEvents}`
+        // The next page starts after this one's last staged event, found in the outbox or not.
+        const next = staged.length === pageEvents ? Option.some(staged[staged.length - 1]!.seq) : Option.none<string>()
+        if (staged.length === 0) return { page: [], next }
+        const rows = yield* sql<OutboxRow>`
+          select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
+          from outbox o where o.position = any(${staged.map((s) => s.position)}::bigint[])`
+        const byPosition = new Map(rows.map((row) => [String(row.position), row]))
+        // In staging order; an event whose outbox row is gone is skipped, as the join skipped it.
+        const page = staged.flatMap((s) => {
+          const row = byPosition.get(s.position)
+          return row === undefined ? [] : [row]
+        })
+        return { page, next }
+      })
 
     /**
      * Renders and uploads one sealed batch: data file, then manifest. The same batch always
@@ -247,12 +266,11 @@ export const make = (settings: Settings, store: ObjectStore) =>
         let records = 0
         const pageEvents = pageEventsOf(batch)
         const pages = Stream.paginateChunkEffect(String(BigInt(batch.first_seq) - 1n), (afterSeq) =>
-          Effect.map(eventsAfter(batch, afterSeq, pageEvents), (page) => {
+          Effect.map(eventsAfter(batch, afterSeq, pageEvents), ({ next, page }) => {
             events += page.length
             const pageRows = page.flatMap((row) => rowsOf(rows, toEvent(row)))
             records += pageRows.length
-            const last = page.length === pageEvents ? page[page.length - 1]!.seq : undefined
-            return [Chunk.of(pageRows), last === undefined ? Option.none() : Option.some(last)] as const
+            return [Chunk.of(pageRows), next] as const
           }))
         const encoder = yield* encoderOf(batch.format)
         const body = yield* encoder.encodePages(rows, pages)
