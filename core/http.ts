@@ -59,6 +59,27 @@ export class ApiKeyAuth extends HttpApiMiddleware.Tag<ApiKeyAuth>()("ApiKeyAuth"
   security: { apiKey: HttpApiSecurity.apiKey({ in: "header", key: "x-api-key" }) }
 }) {}
 
+/** How soon a caller answered 503 may try again (`Retry-After`, in seconds). */
+export const RETRY_AFTER_SECONDS = 5
+
+/**
+ * A webhook endpoint the server answers straight from its fetch handler, before the HttpApi
+ * router and its middleware: for a provider's hottest POSTs, where that stack costs several
+ * times the work itself. `handle` keeps what the HttpApi route would: the same statuses and
+ * bodies (a 503 with `Retry-After`), no echo of the request's values, its own log line. The
+ * plugin's HttpApi group still declares the endpoint, for the docs and OpenAPI.
+ */
+export interface RawRoute {
+  readonly method: "POST"
+  /** An exact path, e.g. `/api/v1/webhooks/acme/push`. */
+  readonly path: string
+  readonly handle: (request: Request) => Effect.Effect<Response>
+}
+
+/** A JSON answer to a raw route's request; a 503 carries `Retry-After`. */
+export const rawJson = (body: unknown, status = 200): Response =>
+  Response.json(body, status === 503 ? { status, headers: { "retry-after": String(RETRY_AFTER_SECONDS) } } : { status })
+
 export const unavailable = () => new ServiceUnavailable({ message: "storage unavailable; retry later", retryable: true })
 
 /**

@@ -8,6 +8,7 @@
 import type { HttpApiGroup } from "@effect/platform"
 import { type Config, type Context, Data, type Duration, type Effect, type Either, type Layer } from "effect"
 import type { Connections } from "./connections/connections.ts"
+import type { RawRoute } from "./http.ts"
 import type { Provider, Providers } from "./provider.ts"
 import type { Sink } from "./sink.ts"
 
@@ -106,6 +107,11 @@ export interface Plugin<ROut = any, E = any, RIn = any, Conf = any> {
   readonly sink?: { readonly tag: Context.Tag<any, Sink>; readonly pacing?: SinkPacing }
   /** HTTP groups (built against `ApiId`) whose handlers `layer` provides; mounted by the app. */
   readonly routes?: ReadonlyArray<HttpApiGroup.HttpApiGroup.Any>
+  /**
+   * Webhook endpoints of `routes` answered before the HttpApi router (see `RawRoute`): the tag
+   * under which `layer` provides them.
+   */
+  readonly rawRoutes?: Context.Tag<any, ReadonlyArray<RawRoute>>
   /**
    * The part of `layer` that builds the Provider alone (no routes, no workers): what the CLI
    * loads to run commands beside the server. Defaults to `layer`.

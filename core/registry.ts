@@ -8,13 +8,13 @@
 import type { HttpClient } from "@effect/platform"
 import type { SqlClient } from "@effect/sql"
 import type { WorkflowEngine } from "@effect/workflow"
-import { Config, type ConfigError, type ConfigProvider, Data, Effect, Layer } from "effect"
+import { Config, type ConfigError, type ConfigProvider, Context, Data, Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import type { TokenCipher } from "./crypto.ts"
 import * as Host from "./host.ts"
-import type { ApiKeyAuth } from "./http.ts"
+import type { ApiKeyAuth, RawRoute } from "./http.ts"
 import type { Inbox } from "./pipeline/inbox.ts"
 import type { Plugin } from "./plugin.ts"
 import { type Provider, Providers } from "./provider.ts"
@@ -81,6 +81,7 @@ export const checkPlugin = (value: unknown): string | undefined => {
   if (manifest.kind === "provider" && value.provider === undefined) return "a provider plugin must name its Provider tag"
   if (manifest.kind === "sink" && !isObject(value.sink)) return "a sink plugin must name its Sink tag"
   if (value.routes !== undefined && !Array.isArray(value.routes)) return "its routes must be a list of HTTP groups"
+  if (value.rawRoutes !== undefined && !Context.isTag(value.rawRoutes)) return "its rawRoutes must be a tag"
   if (value.commands !== undefined && !Array.isArray(value.commands)) return "its commands must be a list"
   return undefined
 }
@@ -117,19 +118,22 @@ export const loadPlugins = (specifiers: ReadonlyArray<string>, root: string) =>
  */
 export type PluginEnvironment = HttpClient.HttpClient | SqlClient.SqlClient | Inbox | TokenCipher | WorkflowEngine.WorkflowEngine | ApiKeyAuth
 
+/** Every configured plugin's raw webhook routes (the server answers them before HttpApi). */
+export class RawRoutes extends Context.Tag("wearflow/RawRoutes")<RawRoutes, ReadonlyArray<RawRoute>>() {}
+
 /**
  * The configured plugins' layers, each built in its sandbox (host.ts), with the registries
- * the app reads: `Providers` (by id) and `Sinks` (in configuration order). `base` is where
+ * the app reads: `Providers` (by id), `Sinks` (in configuration order) and `RawRoutes`. `base` is where
  * configuration really comes from (the process environment in the app, a map in tests).
  */
 export const layer = (
   plugins: ReadonlyArray<Plugin>,
   base?: ConfigProvider.ConfigProvider
-): Layer.Layer<Providers | Sinks, ConfigError.ConfigError, PluginEnvironment> => {
+): Layer.Layer<Providers | Sinks | RawRoutes, ConfigError.ConfigError, PluginEnvironment> => {
   const built = plugins.map((plugin) => Host.load(plugin, base))
   // Plugins are loaded at run time: what they provide and need is checked when they build.
   const all = (built.length === 0 ? Layer.empty : Layer.mergeAll(...(built as [Layer.Layer<any, any, any>]))) as Layer.Layer<any, ConfigError.ConfigError, PluginEnvironment>
-  const registries = Layer.merge(
+  const registries = Layer.mergeAll(
     Layer.effect(
       Providers,
       Effect.map(
@@ -146,6 +150,10 @@ export const layer = (
       Sinks,
       Effect.forEach(plugins.filter((plugin) => plugin.sink !== undefined), (plugin) =>
         Effect.map(plugin.sink!.tag, (sink) => ({ sink, pacing: plugin.sink!.pacing ?? {} })))
+    ),
+    Layer.effect(
+      RawRoutes,
+      Effect.map(Effect.forEach(plugins.filter((plugin) => plugin.rawRoutes !== undefined), (plugin) => plugin.rawRoutes!), (routes) => routes.flat())
     )
   )
   return registries.pipe(Layer.provideMerge(all))
@@ -167,7 +175,7 @@ export const providersLayer = (
       .filter((plugin) => plugin.provider !== undefined)
       .map(({ manifest, provider, providerLayer, layer }): Plugin => ({ manifest, provider: provider!, layer: providerLayer ?? layer })),
     base
-  ) as Layer.Layer<Providers | Sinks, ConfigError.ConfigError, ProviderEnvironment>
+  ) as Layer.Layer<Providers | Sinks | RawRoutes, ConfigError.ConfigError, ProviderEnvironment>
 
 /** The HTTP groups the configured plugins mount. */
 export const routesOf = (plugins: ReadonlyArray<Plugin>) => plugins.flatMap((plugin) => plugin.routes ?? [])

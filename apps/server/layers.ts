@@ -29,13 +29,15 @@ import * as SyncOnConnect from "@wearflow/core/sync/on-connect"
 import * as SyncPoll from "@wearflow/core/sync/poll"
 import { SyncSettings } from "@wearflow/core/sync/settings"
 import { SyncStatus } from "@wearflow/core/sync/status"
-import { type Config as EffectConfig, Layer, Option, type Redacted } from "effect"
+import { RawRoutes } from "@wearflow/core/registry"
+import { type Config as EffectConfig, Effect, Layer, Option, type Redacted } from "effect"
 import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
 import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
+import { bunRoutes } from "./raw-routes.ts"
 import { layerRetryAfter, layerWithoutEchoedInput } from "./middleware.ts"
 
 type Config = EffectConfig.Config.Success<typeof ServerConfig>
@@ -87,7 +89,10 @@ export const Workers = (config: Config) =>
     SyncPoll.layerStarter.pipe(Layer.provideMerge(SyncPoll.layer))
   )
 
-/** The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs. */
+/**
+ * The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs; the
+ * plugins' raw webhook routes are answered before it (raw-routes.ts).
+ */
 export const Http = (config: Config, api: typeof WearflowApi) => {
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
@@ -106,6 +111,9 @@ export const Http = (config: Config, api: typeof WearflowApi) => {
     HttpMiddleware.withTracerDisabledWhen(() => true),
     // Bun closes a connection silent for 10 s by default, before a request's own bounded wait
     // (WEARFLOW_DATABASE_WAIT, plus a provider call) could answer 503 with Retry-After.
-    Layer.provide(BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes, idleTimeout: 60 }))
+    Layer.provide(Layer.unwrapEffect(Effect.gen(function* () {
+      const routes = bunRoutes(yield* RawRoutes, yield* Effect.runtime<never>())
+      return BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes, idleTimeout: 60, routes })
+    })))
   )
 }

@@ -5,7 +5,7 @@
  * failure before HttpApi encodes it; server middleware runs after the response is written.)
  */
 import { type HttpApi, HttpApiBuilder, type HttpApiEndpoint, HttpApiError, type HttpApiGroup, type HttpApp, HttpServerError, HttpServerResponse } from "@effect/platform"
-import { ServiceUnavailable } from "@wearflow/core/http"
+import { RETRY_AFTER_SECONDS, ServiceUnavailable } from "@wearflow/core/http"
 import { describeIssues } from "@wearflow/core/normalizer"
 import { Effect, Option, SchemaAST } from "effect"
 
@@ -80,9 +80,6 @@ export const layerWithoutEchoedInput = (api: HttpApi.HttpApi.Any) => HttpApiBuil
       )
     ) as HttpApp.Default<never>
 }))
-
-/** How soon a caller answered 503 may try again. */
-const RETRY_AFTER_SECONDS = 5
 
 const isUnavailable = (error: unknown): error is ServiceUnavailable => error instanceof ServiceUnavailable
 

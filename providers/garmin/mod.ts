@@ -6,9 +6,9 @@
  * changes run in the ingest worker through the `GarminProvider` this plugin builds, which also
  * carries the OAuth connect flows and token upkeep (auth.ts).
  */
-import { HttpApi, HttpApiBuilder, HttpClient, HttpMiddleware, type HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpApi, HttpApiBuilder, HttpClient, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { constantTimeEquals } from "@wearflow/core/crypto"
-import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
+import { ApiId, rawJson, type RawRoute, ServiceUnavailable } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { Manifest, Plugin } from "@wearflow/core/plugin"
@@ -109,63 +109,96 @@ const rejected = Metric.counter("wearflow_notifications_rejected_total").pipe(Me
 /** The Garmin group built against Wearflow's API id, so the app can mount it in its HttpApi. */
 const GarminHttpApi = HttpApi.make(ApiId).add(GarminApi)
 
-const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
+/** Garmin's PUSH and PING endpoints, answered before the HttpApi router (see `RawRoute`). */
+export class GarminRawRoutes extends Context.Tag("wearflow/providers/GarminRawRoutes")<GarminRawRoutes, ReadonlyArray<RawRoute>>() {}
+
+const refusal = (status: 400 | 401, _tag: "InvalidRequest" | "Unauthorized", message: string) => ({ status, body: { _tag, message } })
+
+const notStored = { _tag: "ServiceUnavailable", message: "notification not stored; retry later", retryable: true } as const
+
+const layerRawRoutes = Layer.effect(
+  GarminRawRoutes,
   Effect.gen(function* () {
     const config = yield* manifest.config
     const inbox = yield* Inbox
-    const databaseWait = yield* DatabaseWait
     if (Option.isNone(config.clientId)) {
       yield* Effect.logWarning("GARMIN_CLIENT_ID is not set: every Garmin notification will be refused with 401")
     }
-
-    const authorize = (header: string | undefined) =>
-      Option.isSome(config.clientId) && header !== undefined && constantTimeEquals(header, Redacted.value(config.clientId.value))
-        ? Effect.void
-        : Effect.fail(new Unauthorized({ message: "missing or wrong garmin-client-id header" }))
+    const authorized = (header: string | null) =>
+      Option.isSome(config.clientId) && header !== null && constantTimeEquals(header, Redacted.value(config.clientId.value))
 
     /**
      * What a 200 needs and nothing more: the header, a body that is a JSON object, the body
      * committed. Items are checked by the ingest worker, which records their problems on the
-     * inbox row (Garmin never reads them), so the answer's `errors` stay empty.
+     * inbox row (Garmin never reads them), so the answer's `errors` stay empty. Refusals name
+     * what is wrong, never the request's values.
      */
-    const receive = (kind: NotificationKind) =>
-      Effect.fn(`Garmin.${kind}`)(function* ({ request }: { readonly request: HttpServerRequest.HttpServerRequest }) {
-        yield* authorize(request.headers["garmin-client-id"])
-        const text = yield* Effect.mapError(request.text, () => new InvalidRequest({ message: "the request body could not be read" }))
-        const body = yield* Either.mapLeft(inspect(text, inbox.partLimits), (message) => new InvalidRequest({ message }))
-        const inboxId = yield* inbox.commit({
-          provider: manifest.id,
-          kind,
-          body: text,
-          itemCount: body.itemCount,
-          items: body.items,
-          redacted: body.redacted
-        }).pipe(
-          Effect.tapError((e) => Effect.logError("could not commit Garmin notification; answering 503", e.cause)),
-          Effect.mapError(() => new ServiceUnavailable({ message: "notification not stored; retry later", retryable: true }))
+    const receive = (kind: NotificationKind) => (request: Request): Effect.Effect<Response> =>
+      Effect.gen(function* () {
+        if (!authorized(request.headers.get("garmin-client-id"))) {
+          return refusal(401, "Unauthorized", "missing or wrong garmin-client-id header")
+        }
+        const text = yield* Effect.either(Effect.tryPromise(() => request.text()))
+        if (Either.isLeft(text)) return refusal(400, "InvalidRequest", "the request body could not be read")
+        const body = inspect(text.right, inbox.partLimits)
+        if (Either.isLeft(body)) return refusal(400, "InvalidRequest", body.left)
+        const { accepted, ignoredKeys, ignoredKeysOmitted, itemCount, items, redacted } = body.right
+        const stored = yield* Effect.either(inbox.commit({ provider: manifest.id, kind, body: text.right, itemCount, items, redacted }))
+        if (Either.isLeft(stored)) {
+          yield* Effect.logError("could not commit Garmin notification; answering 503", stored.left.cause)
+          return { status: 503, body: notStored }
+        }
+        yield* Effect.logInfo("Garmin notification stored").pipe(
+          Effect.annotateLogs({ kind, inbox_id: stored.right, items: itemCount, ignored_keys: ignoredKeys, ignored_keys_omitted: ignoredKeysOmitted })
         )
-        // This line stands for the request's: the server's own line for it is left out.
-        yield* HttpMiddleware.withLoggerDisabled(Effect.logInfo("Garmin notification stored").pipe(
-          Effect.annotateLogs({ kind, inbox_id: inboxId, items: body.itemCount, ignored_keys: body.ignoredKeys, ignored_keys_omitted: body.ignoredKeysOmitted })
-        ))
         // Answered as built: it is a NotificationAccepted by its type, so encoding it again buys nothing.
-        return HttpServerResponse.unsafeJson({
-          inbox_id: inboxId,
-          accepted: body.accepted,
-          ignored_keys: body.ignoredKeys,
-          ignored_keys_omitted: body.ignoredKeysOmitted,
-          errors: [],
-          errors_omitted: 0
-        } satisfies typeof NotificationAccepted.Type)
-      }, (effect) =>
-        effect.pipe(
-          Effect.tapErrorTag("InvalidRequest", () => Metric.increment(rejected)),
-          Effect.annotateLogs("plugin", manifest.id)
-        ))
+        return {
+          status: 200,
+          body: {
+            inbox_id: stored.right,
+            accepted,
+            ignored_keys: ignoredKeys,
+            ignored_keys_omitted: ignoredKeysOmitted,
+            errors: [],
+            errors_omitted: 0
+          } satisfies typeof NotificationAccepted.Type
+        }
+      }).pipe(
+        // The line of a refused request stands for the server's request line, which this route has not.
+        Effect.tap(({ status }) =>
+          status === 200 ? Effect.void : Effect.logInfo("Garmin notification refused").pipe(Effect.annotateLogs({ kind, status }))),
+        Effect.tap(({ status }) => (status === 400 ? Metric.increment(rejected) : Effect.void)),
+        Effect.map(({ body, status }) => rawJson(body, status)),
+        Effect.annotateLogs("plugin", manifest.id)
+      )
 
+    return [
+      { method: "POST", path: "/api/v1/webhooks/garmin/push", handle: receive("push") },
+      { method: "POST", path: "/api/v1/webhooks/garmin/ping", handle: receive("ping") }
+    ]
+  })
+)
+
+/**
+ * The Garmin group: the server answers PUSH and PING on their raw routes before the router
+ * reaches these handlers; a request the raw routes do not match exactly (a test client
+ * without the server) is answered here by the same code.
+ */
+const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
+  Effect.gen(function* () {
+    const inbox = yield* Inbox
+    const databaseWait = yield* DatabaseWait
+    const routes = yield* GarminRawRoutes
+    const viaRawRoute = (name: "push" | "ping") => ({ request }: { readonly request: HttpServerRequest.HttpServerRequest }) =>
+      HttpServerRequest.toWeb(request).pipe(
+        Effect.flatMap((web) => routes.find((route) => route.path.endsWith(`/${name}`))!.handle(web)),
+        Effect.map((response) => HttpServerResponse.raw(response, { status: response.status })),
+        Effect.orDie,
+        HttpMiddleware.withLoggerDisabled
+      )
     return handlers
-      .handleRaw("push", receive("push"))
-      .handleRaw("ping", receive("ping"))
+      .handleRaw("push", viaRawRoute("push"))
+      .handleRaw("ping", viaRawRoute("ping"))
       .handle("health", () =>
         inbox.health.pipe(
           Effect.timeoutFail({ duration: databaseWait, onTimeout: () => new Error("no answer in time") }),
@@ -173,7 +206,7 @@ const webhooks = HttpApiBuilder.group(GarminHttpApi, "garmin", (handlers) =>
           Effect.mapError(() => new ServiceUnavailable({ message: "database unavailable", retryable: true }))
         ))
   })
-)
+).pipe(Layer.provideMerge(layerRawRoutes))
 
 export const layer = Layer.merge(webhooks, layerProvider)
 
@@ -183,5 +216,6 @@ export const plugin = {
   provider: GarminProvider,
   providerLayer: layerProvider,
   routes: [GarminApi],
+  rawRoutes: GarminRawRoutes,
   commands: [migrateOAuth2]
 } satisfies Plugin
