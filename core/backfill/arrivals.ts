@@ -69,6 +69,8 @@ export const makeArrivals = (sql: SqlClient.SqlClient, engine: WorkflowEngine.Wo
         select w.id, min(a.t) as lo, max(a.t) as hi, count(*)::int as n
         from backfill_windows w join arrived a on a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
         where w.user_id in ${sql.in(recipients.map((r) => r.userId))} and w.status in ('requested', 'sending', 'retrying')
+          -- A window whose history Wearflow fetches itself counts its pages as they are committed (pages.ts).
+          and not exists (select 1 from backfill_pages p where p.window_id = w.id)
         group by w.id
       )
       update backfill_windows w set
