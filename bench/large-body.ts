@@ -5,7 +5,7 @@
  * size (the baseline: the same server's RSS just before the post, in the same run), the time
  * to the 200, and the time until the data is committed.
  *
- *   npm run bench:large-body      (env: BENCH_BODY_MB=100; BENCH_SERVER_FLAGS="--smol" passes flags to bun;
+ *   npm run bench:large-body      (env: BENCH_BODY_MB=100; BENCH_SERVER_FLAGS passes more flags to bun;
  *                                  BENCH_ANSWER_ONLY=1 stops at the 200, measuring the request path alone)
  */
 import { spawn } from "node:child_process"
@@ -13,6 +13,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import pg from "pg"
 import { startBenchPostgres } from "./postgres.ts"
+import { benchServerFlags } from "./server.ts"
 import { report } from "./report.ts"
 
 const bodyMb = Number(process.env.BENCH_BODY_MB ?? 100)
@@ -64,8 +65,7 @@ await db.connect()
 const port = 20_000 + Math.floor(Math.random() * 20_000)
 const baseUrl = `http://127.0.0.1:${port}`
 let logs = ""
-const serverFlags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
-const server = spawn(process.execPath, [...serverFlags, "apps/server/main.ts"], {
+const server = spawn(process.execPath, [...benchServerFlags, "apps/server/main.ts"], {
   cwd: new URL("..", import.meta.url).pathname,
   env: {
     ...process.env,

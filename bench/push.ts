@@ -22,6 +22,7 @@ import pg from "pg"
 import { startBareReceiver } from "./bare-receiver.ts"
 import { openLoop, type OpenLoopFigures } from "./open-loop.ts"
 import { startBenchPostgres } from "./postgres.ts"
+import { benchServerFlags } from "./server.ts"
 import { type BenchRow, memoryRow, ms, rate as perSecond, report, sampleRss } from "./report.ts"
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)
@@ -109,8 +110,7 @@ await admin.query("create database bench_wearflow")
 const baseline = await startBareReceiver(url, "bench")
 
 const port = 20_000 + Math.floor(Math.random() * 20_000)
-const serverFlags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
-const server = spawn(process.execPath, [...serverFlags, "apps/server/main.ts"], {
+const server = spawn(process.execPath, [...benchServerFlags, "apps/server/main.ts"], {
   cwd: new URL("..", import.meta.url).pathname,
   env: {
     ...process.env,

@@ -14,11 +14,16 @@ export interface BenchServer {
 
 const root = new URL("..", import.meta.url).pathname
 
-/** Starts the server with `env` over the bench's own (BENCH_SERVER_FLAGS, e.g. `--cpu-prof-md`, go to Bun). */
+/**
+ * Bun's flags for the server, as `npm start` runs it (`--smol`: a smaller heap collected more
+ * often), then BENCH_SERVER_FLAGS (e.g. `--cpu-prof-md`).
+ */
+export const benchServerFlags = ["--smol", ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)]
+
+/** Starts the server with `env` over the bench's own. */
 export const startBenchServer = async (env: Record<string, string>): Promise<BenchServer> => {
   const port = 20_000 + Math.floor(Math.random() * 20_000)
-  const flags = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)
-  const child = spawn(process.execPath, [...flags, path.join(root, "apps/server/main.ts")], {
+  const child = spawn(process.execPath, [...benchServerFlags, path.join(root, "apps/server/main.ts")], {
     cwd: root,
     env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Warn", ...env },
     stdio: ["ignore", "inherit", "inherit"]
