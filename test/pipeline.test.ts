@@ -67,6 +67,19 @@ const outboxCount = (userId: string) =>
   )
 
 layer(Services, { timeout: 60_000 })("pipeline", (it) => {
+  it.effect("jobs processed together share a store write, each with its own outcome and events; again, all unchanged", () =>
+    Effect.gen(function* () {
+      const names = ["together-1", "together-2", "together-3", "together-4"]
+      const users = yield* Effect.forEach(names, (name) => linkedUser(name, `garmin-${name}`))
+      const bodies = names.map((name) => fixture("dailies").replaceAll(GARMIN_USER, `garmin-${name}`))
+      const first = yield* Effect.all(bodies.map(ingest), { concurrency: "unbounded" })
+      for (const outcome of first) expect(outcome).toMatchObject({ items: 2, created: 4, updated: 0, unchanged: 0, errors: [] })
+      const counted = yield* Effect.forEach(users, (user) => outboxCount(user.user_id))
+      const again = yield* Effect.all(bodies.map(ingest), { concurrency: "unbounded" })
+      for (const outcome of again) expect(outcome).toMatchObject({ items: 2, created: 0, updated: 0, unchanged: 4, errors: [] })
+      expect(yield* Effect.forEach(users, (user) => outboxCount(user.user_id))).toEqual(counted)
+    }))
+
   it.effect("normalizes a PUSH body into records and one event per record; an identical re-delivery adds nothing", () =>
     Effect.gen(function* () {
       const user = yield* linkedUser("idempotent", "garmin-idempotent")

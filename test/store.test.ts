@@ -183,6 +183,67 @@ layer(Services, { timeout: 60_000 })("RecordStore.write", (it) => {
       expect(yield* samples(other.userId)).toEqual([[at(0), 70]])
     }))
 
+  it.effect("parts of several jobs in one write: each keeps its user, inbox id and historical marks, and gets its own outcome", () =>
+    Effect.gen(function* () {
+      const store = yield* RecordStore
+      const sql = yield* SqlClient.SqlClient
+      const alice = yield* freshUser
+      const bob = yield* freshUser
+      yield* store.write(alice, "garmin", [daily("kept", 2), daily("gone", 1)], 10)
+      yield* store.remove(alice, "garmin", ["gone"], 11)
+      const bobHistorical = daily("b-old", 1)
+      const outcomes = yield* store.writeParts([
+        // Older than what alice has stored, and than her deletion: only "new" is written.
+        { recipient: alice, provider: "garmin", records: [daily("kept", 1), daily("gone", 1), daily("new", 1)], inboxId: 9 },
+        { recipient: bob, provider: "garmin", records: [daily("kept", 7), bobHistorical, heartRate("hr", [[at(0), 80]])], inboxId: 5, historical: new Set([bobHistorical]) },
+        // Alice's "kept" again from a newer item in the same write: it wins over both.
+        { recipient: alice, provider: "garmin", records: [daily("kept", 3), heartRate("hr", [[at(0), 60], [at(1), 61]])], inboxId: 12 }
+      ])
+      expect(outcomes).toEqual([
+        { created: 1, updated: 0, unchanged: 2 },
+        { created: 3, updated: 0, unchanged: 0 },
+        { created: 1, updated: 1, unchanged: 0 }
+      ])
+      const stored = yield* sql<{ user_id: string; source_id: string; steps: number | null; inbox_id: string }>`
+        select user_id, source_id, (data->>'steps')::int as steps, inbox_id from records
+        where user_id in (${alice.userId}, ${bob.userId}) order by source_id, inbox_id`
+      expect(stored.map((r) => [r.user_id === alice.userId ? "alice" : "bob", r.source_id, r.steps, Number(r.inbox_id)])).toEqual([
+        ["bob", "b-old", 1, 5],
+        ["bob", "hr", null, 5],
+        ["alice", "hr", null, 12],
+        ["bob", "kept", 7, 5],
+        ["alice", "kept", 3, 12],
+        ["alice", "new", 1, 9]
+      ])
+      expect(yield* samples(alice.userId)).toEqual([[at(0), 60], [at(1), 61]])
+      expect(yield* samples(bob.userId)).toEqual([[at(0), 80]])
+      expect((yield* events(alice.userId)).map((e) => [e.event_type, e.source_id, e.steps])).toEqual([
+        ["daily.data.activity.created", "kept", 2],
+        // "gone" was removed: its events no longer join a record.
+        ["daily.data.activity.created", null, 1],
+        ["daily.data.activity.deleted", null, null],
+        ["daily.data.activity.created", "new", 1],
+        ["daily.data.activity.updated", "kept", 3],
+        ["daily.data.heartrate.created", "hr", null]
+      ])
+      expect((yield* events(bob.userId)).map((e) => [e.source_id, e.historical])).toEqual([["kept", false], ["b-old", true], ["hr", false]])
+    }))
+
+  it.effect("a write whose parts are refused as a whole changes nothing: no part is half written", () =>
+    Effect.gen(function* () {
+      const store = yield* RecordStore
+      const alice = yield* freshUser
+      const nobody = { userId: randomUUID(), teamId: alice.teamId, clientUserId: "nobody" }
+      const failed = yield* Effect.either(store.writeParts([
+        { recipient: alice, provider: "garmin", records: [daily("a", 1)], inboxId: 1 },
+        // No such user: the foreign key refuses the statement, and with it the transaction.
+        { recipient: nobody, provider: "garmin", records: [daily("a", 1)], inboxId: 1 }
+      ]))
+      expect(failed._tag).toBe("Left")
+      expect(yield* events(alice.userId)).toEqual([])
+      expect(yield* store.write(alice, "garmin", [daily("a", 1)], 1)).toEqual({ created: 1, updated: 0, unchanged: 0 })
+    }))
+
   it.effect("array literals read back as the values they were made of", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

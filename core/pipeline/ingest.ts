@@ -13,7 +13,8 @@
  * notification is never dropped by a burst of failed attempts.
  */
 import { SqlClient } from "@effect/sql"
-import { Context, type Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
+import { SqlError } from "@effect/sql/SqlError"
+import { Context, Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
 import { Links, userKey } from "../connections/links.ts"
 import { Connections } from "../connections/connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
@@ -21,9 +22,10 @@ import { type NotificationItem, type Provider, Providers, type UserRef } from ".
 import { batched } from "../storage/batched.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import { ActivityFiles } from "./files.ts"
+import * as GroupCommit from "./group-commit.ts"
 import { HistoryObserver } from "./history.ts"
 import { bodyOf, Inbox, INGEST_MAX_ATTEMPTS, type IngestJob, IngestQueue } from "./inbox.ts"
-import { type Recipient, RecordStore } from "./store.ts"
+import { type Recipient, RecordStore, type WritePart } from "./store.ts"
 
 export interface ItemProblem {
   readonly key: string
@@ -115,6 +117,25 @@ export const make = (options: IngestOptions = {}) =>
         })
       )
     )
+    /**
+     * Record writes through a group commit (group-commit.ts): the writes of the takers that
+     * reach this step together go as one store transaction, a handful of statements for all of
+     * them instead of for each. A batch the database refuses is written again part by part,
+     * so a job with a bad record fails alone (and `writeFor` goes on item by item).
+     */
+    const writeGrouped = yield* GroupCommit.make({
+      write: store.writeParts,
+      writeOne: (part: WritePart) => Effect.map(store.writeParts([part]), (outcomes) => outcomes[0]!),
+      // Two in flight: one gathers the takers that arrive while the other is written.
+      flushers: 2,
+      maxItems: 64,
+      maxWeight: 5_000,
+      weight: (part) => part.records.length,
+      timeout: () => Duration.minutes(5),
+      maxWait: Duration.minutes(5),
+      // No SQLSTATE: a transient failure, so the job waits the database out and tries again.
+      onTimeout: () => new SqlError({ cause: undefined, message: "record write timed out" })
+    })
     const pullRetry = Schedule.exponential(options.pullBackoff ?? "1 second").pipe(
       Schedule.union(Schedule.spaced("2 minutes")),
       Schedule.intersect(Schedule.recurs((options.pullAttempts ?? 8) - 1))
@@ -129,7 +150,7 @@ export const make = (options: IngestOptions = {}) =>
       errors: Array<ItemProblem>,
       historical: ReadonlySet<NormalizedRecord>
     ) =>
-      store.write(recipient, provider.id, normalized.flatMap((n) => n.records), inboxId, historical).pipe(
+      writeGrouped({ recipient, provider: provider.id, records: normalized.flatMap((n) => n.records), inboxId, historical }).pipe(
         // A record the database refuses for good (bad data) must not block its neighbours:
         // write item by item, and report the ones that cannot be stored.
         Effect.catchIf(isPermanentSqlError, () =>
@@ -302,7 +323,7 @@ export const make = (options: IngestOptions = {}) =>
   })
 
 export class IngestWorker extends Context.Tag("wearflow/IngestWorker")<IngestWorker, Effect.Effect.Success<ReturnType<typeof make>>>() {
-  static readonly layer = (options?: IngestOptions) => Layer.effect(IngestWorker, make(options))
+  static readonly layer = (options?: IngestOptions) => Layer.scoped(IngestWorker, make(options))
 }
 
 /** Runs `concurrency` takers on the ingest queue for the lifetime of the layer. */

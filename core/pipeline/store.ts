@@ -7,6 +7,7 @@
  * remembered so that an older delivery of it does not bring it back.
  */
 import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { Effect } from "effect"
 import { hash } from "node:crypto"
 import { stableUuid } from "../crypto.ts"
@@ -32,10 +33,29 @@ const placement = (record: NormalizedRecord): { calendarDate: string | null; sta
   return { calendarDate, startAt }
 }
 
+/**
+ * One caller's share of a write: records for one recipient from one inbox item. Writes of
+ * concurrent ingest jobs go to the database together (`writeParts`), each part keeping its own
+ * inbox id for the ordering and deletion rules.
+ */
+export interface WritePart {
+  readonly recipient: Recipient
+  readonly provider: string
+  readonly records: ReadonlyArray<NormalizedRecord>
+  readonly inboxId: number
+  /** Records whose events are marked as backfilled data. */
+  readonly historical?: ReadonlySet<NormalizedRecord>
+}
+
 /** A record ready to write: its stored id, its data as JSON with its hash, and its row. */
 interface Prepared {
   readonly record: NormalizedRecord
+  /** Its part's place in the write, and its own place in its part. */
+  readonly part: number
   readonly index: number
+  readonly recipient: Recipient
+  readonly provider: string
+  readonly inboxId: number
   readonly id: string
   /** The JSON of the record's data, which its hash and its event are made of. */
   readonly json: string
@@ -76,7 +96,13 @@ const rounds = (prepared: ReadonlyArray<Prepared>): ReadonlyArray<ReadonlyArray<
  * Within a batch the last sample per timestamp wins (one statement cannot insert a key twice).
  */
 const sampleColumns = (batches: ReadonlyArray<Prepared>) => {
-  const batch = { recordId: [] as Array<string>, resource: [] as Array<string>, sourceType: [] as Array<string> }
+  const batch = {
+    recordId: [] as Array<string>,
+    userId: [] as Array<string>,
+    provider: [] as Array<string>,
+    resource: [] as Array<string>,
+    sourceType: [] as Array<string>
+  }
   const sample = {
     batch: [] as Array<number>,
     ts: [] as Array<string>,
@@ -85,9 +111,11 @@ const sampleColumns = (batches: ReadonlyArray<Prepared>) => {
     timezoneOffset: [] as Array<number | null>,
     fields: [] as Array<string | null>
   }
-  for (const { id, record } of batches) {
+  for (const { id, record, recipient, provider } of batches) {
     if (record.kind !== "timeseries") continue
     const index = batch.recordId.push(id)
+    batch.userId.push(recipient.userId)
+    batch.provider.push(provider)
     batch.resource.push(record.resource)
     batch.sourceType.push(record.data.source.type)
     const latest = new Map(record.data.data.map((s) => [s.timestamp, s]))
@@ -125,24 +153,26 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
 
     /**
      * Upserts one round of records (no id twice) in one statement; answers those written
-     * (created, or changed and not older than what is stored). The records' JSON travels as
-     * one JSON array: as elements of a text[] each would be escaped, which cost more than the insert. Content hashes are compared in
-     * SQL; records a newer inbox item deleted stay deleted: a replayed or late older delivery
-     * is not written.
+     * (created, or changed and not older than what is stored). Each record carries its own
+     * recipient, provider and inbox id, so the parts of several jobs share the statement. The
+     * records' JSON travels as one JSON array: as elements of a text[] each would be escaped,
+     * which cost more than the insert. Content hashes are compared in SQL; records a newer
+     * inbox item deleted stay deleted: a replayed or late older delivery is not written.
      */
-    const upsertRecords = (recipient: Recipient, provider: string, round: ReadonlyArray<Prepared>, inboxId: number) =>
+    const upsertRecords = (round: ReadonlyArray<Prepared>) =>
       sql<{ id: string; inserted: boolean; created_at: Date; updated_at: Date }>`
         insert into records (id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id)
-        select r.id, ${recipient.userId}, ${provider}, r.resource, r.source_id, r.calendar_date, r.start_at, r.data,
-               decode(r.content_hash, 'hex'), ${inboxId}
-        from rows from (unnest(${arrayLiteral(round.map((p) => p.id))}::uuid[]), unnest(${arrayLiteral(round.map((p) => p.record.resource))}::text[]),
+        select r.id, r.user_id, r.provider, r.resource, r.source_id, r.calendar_date, r.start_at, r.data,
+               decode(r.content_hash, 'hex'), r.inbox_id
+        from rows from (unnest(${arrayLiteral(round.map((p) => p.id))}::uuid[]), unnest(${arrayLiteral(round.map((p) => p.recipient.userId))}::uuid[]),
+                        unnest(${arrayLiteral(round.map((p) => p.provider))}::text[]), unnest(${arrayLiteral(round.map((p) => p.record.resource))}::text[]),
                         unnest(${arrayLiteral(round.map((p) => p.record.sourceId))}::text[]), unnest(${arrayLiteral(round.map((p) => p.calendarDate))}::date[]),
                         unnest(${arrayLiteral(round.map((p) => p.startAt))}::timestamptz[]), jsonb_array_elements(${`[${round.map((p) => p.row).join(",")}]`}::jsonb),
-                        unnest(${arrayLiteral(round.map((p) => p.hash))}::text[]))
-          as r(id, resource, source_id, calendar_date, start_at, data, content_hash)
+                        unnest(${arrayLiteral(round.map((p) => p.hash))}::text[]), unnest(${arrayLiteral(round.map((p) => p.inboxId))}::bigint[]))
+          as r(id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id)
         where not exists (
           select 1 from record_deletions d
-          where d.user_id = ${recipient.userId} and d.provider = ${provider} and d.source_id = r.source_id and d.inbox_id > ${inboxId})
+          where d.user_id = r.user_id and d.provider = r.provider and d.source_id = r.source_id and d.inbox_id > r.inbox_id)
         on conflict (user_id, provider, resource, source_id) do update
           set data = excluded.data, content_hash = excluded.content_hash, calendar_date = excluded.calendar_date,
               start_at = excluded.start_at, inbox_id = excluded.inbox_id, updated_at = now()
@@ -156,7 +186,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
      * the record's row, locked by its upsert, orders concurrent writes of one batch. A sample is
      * keyed by its record and instant, so records never overwrite each other's samples.
      */
-    const replaceSamples = (recipient: Recipient, provider: string, batches: ReadonlyArray<Prepared>) =>
+    const replaceSamples = (batches: ReadonlyArray<Prepared>) =>
       Effect.gen(function* () {
         if (batches.length === 0) return
         const { batch, sample } = sampleColumns(batches)
@@ -164,61 +194,76 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
         if (sample.ts.length === 0) return
         yield* sql`
           insert into samples (user_id, resource, provider, source_type, ts, value, unit, timezone_offset, fields, record_id)
-          select ${recipient.userId}, b.resource, ${provider}, b.source_type, s.ts, s.value, s.unit, s.timezone_offset, s.fields::jsonb, b.record_id
+          select b.user_id, b.resource, b.provider, b.source_type, s.ts, s.value, s.unit, s.timezone_offset, s.fields::jsonb, b.record_id
           from unnest(${arrayLiteral(sample.batch)}::int[], ${arrayLiteral(sample.ts)}::timestamptz[], ${arrayLiteral(sample.value)}::float8[],
                       ${arrayLiteral(sample.unit)}::text[], ${arrayLiteral(sample.timezoneOffset)}::int[], ${arrayLiteral(sample.fields)}::text[])
             as s(batch, ts, value, unit, timezone_offset, fields)
-          join unnest(${arrayLiteral(batch.recordId)}::uuid[], ${arrayLiteral(batch.resource)}::text[], ${arrayLiteral(batch.sourceType)}::text[])
-            with ordinality as b(record_id, resource, source_type, batch) using (batch)`
+          join unnest(${arrayLiteral(batch.recordId)}::uuid[], ${arrayLiteral(batch.userId)}::uuid[], ${arrayLiteral(batch.provider)}::text[],
+                      ${arrayLiteral(batch.resource)}::text[], ${arrayLiteral(batch.sourceType)}::text[])
+            with ordinality as b(record_id, user_id, provider, resource, source_type, batch) using (batch)`
       })
 
     /**
-     * Upserts `records` for `recipient` and appends one outbox event per created or changed
-     * record, in the records' order. Runs in one transaction, a few statements per write
-     * whatever its size. A record from an older inbox item never overwrites one from a newer
-     * item, so out-of-order processing keeps the latest delivery. Events of records in
-     * `historical` are marked as backfilled data.
+     * Upserts the records of every part and appends one outbox event per created or changed
+     * record, parts in their order and each part's events in its records' order; answers each
+     * part's outcome. Runs in one transaction, a few statements per call whatever its size or
+     * number of parts. A record from an older inbox item never overwrites one from a newer
+     * item, so out-of-order processing keeps the latest delivery.
      */
-    const write = Effect.fn("RecordStore.write")(function* (
+    const writeParts = Effect.fn("RecordStore.writeParts")(function* (parts: ReadonlyArray<WritePart>) {
+      const prepared = parts.flatMap(({ recipient, provider, records, inboxId }, part) =>
+        records.map((record, index): Prepared => {
+          const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
+          const data = record.kind === "summary" ? { id, user_id: recipient.userId, ...record.data } : { user_id: recipient.userId, ...record.data }
+          const json = JSON.stringify(data)
+          return { record, part, index, recipient, provider, inboxId, id, json, row: rowOf(record, recipient, json), hash: hash("sha256", json, "hex"), ...placement(record) }
+        })
+      )
+      const events: Array<NewEvent & { readonly part: number; readonly index: number }> = []
+      const outcomes = parts.map((p) => ({ created: 0, updated: 0, unchanged: p.records.length }))
+      for (const round of rounds(prepared)) {
+        // In id order: concurrent writes lock shared rows in the same order, so they wait rather than deadlock.
+        const sorted = parts.length > 1 ? [...round].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) : round
+        const written = new Map((yield* upsertRecords(sorted)).map((row) => [row.id, row]))
+        yield* replaceSamples(sorted.filter((p) => p.record.kind === "timeseries" && written.has(p.id)))
+        for (const p of round) {
+          const row = written.get(p.id)
+          if (!row) continue
+          const outcome = outcomes[p.part]!
+          outcome.unchanged--
+          if (row.inserted) outcome.created++
+          else outcome.updated++
+          const eventType = `daily.data.${p.record.resource}.${row.inserted ? "created" : "updated"}`
+          events.push({
+            part: p.part,
+            index: p.index,
+            eventType,
+            teamId: p.recipient.teamId,
+            userId: p.recipient.userId,
+            recordId: p.id,
+            historical: parts[p.part]!.historical?.has(p.record) ?? false,
+            payload: envelopeJson(eventType, eventDataJson(p, row), p.recipient)
+          })
+        }
+      }
+      // Events in the records' order, whatever round wrote them: the same input emits the same sequence.
+      yield* appendEvents(sql, events.sort((a, b) => a.part - b.part || a.index - b.index))
+      return outcomes satisfies ReadonlyArray<WriteOutcome>
+    }, sql.withTransaction)
+
+    /**
+     * Upserts `records` for `recipient` and appends one outbox event per created or changed
+     * record, in the records' order, in one transaction (see `writeParts`). Events of records
+     * in `historical` are marked as backfilled data.
+     */
+    const write = (
       recipient: Recipient,
       provider: string,
       records: ReadonlyArray<NormalizedRecord>,
       inboxId: number,
       historical: ReadonlySet<NormalizedRecord> = new Set()
-    ) {
-      const prepared = records.map((record, index): Prepared => {
-        const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
-        const data = record.kind === "summary" ? { id, user_id: recipient.userId, ...record.data } : { user_id: recipient.userId, ...record.data }
-        const json = JSON.stringify(data)
-        return { record, index, id, json, row: rowOf(record, recipient, json), hash: hash("sha256", json, "hex"), ...placement(record) }
-      })
-      const events: Array<NewEvent & { readonly index: number }> = []
-      let created = 0
-      let updated = 0
-      for (const round of rounds(prepared)) {
-        const written = new Map((yield* upsertRecords(recipient, provider, round, inboxId)).map((row) => [row.id, row]))
-        yield* replaceSamples(recipient, provider, round.filter((p) => p.record.kind === "timeseries" && written.has(p.id)))
-        for (const p of round) {
-          const row = written.get(p.id)
-          if (!row) continue
-          if (row.inserted) created++
-          else updated++
-          const eventType = `daily.data.${p.record.resource}.${row.inserted ? "created" : "updated"}`
-          events.push({
-            index: p.index,
-            eventType,
-            teamId: recipient.teamId,
-            userId: recipient.userId,
-            recordId: p.id,
-            historical: historical.has(p.record),
-            payload: envelopeJson(eventType, eventDataJson(p, row), recipient)
-          })
-        }
-      }
-      // Events in the records' order, whatever round wrote them: the same input emits the same sequence.
-      yield* appendEvents(sql, events.sort((a, b) => a.index - b.index))
-      return { created, updated, unchanged: records.length - created - updated } satisfies WriteOutcome
-    }, sql.withTransaction)
+    ): Effect.Effect<WriteOutcome, SqlError> =>
+      Effect.map(writeParts([{ recipient, provider, records, inboxId, historical }]), (outcomes) => outcomes[0]!)
 
     /**
      * Removes `recipient`'s records stored from the provider's records `sourceIds` (every
@@ -269,6 +314,6 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
       return gone.length
     }, sql.withTransaction)
 
-    return { write, remove } as const
+    return { write, writeParts, remove } as const
   })
 }) {}
