@@ -40,6 +40,7 @@ import * as SinkRunner from "../core/pipeline/sink-runner.ts"
 import { type OutboxRow, toEvent } from "../core/pipeline/sink-runner.ts"
 import * as Database from "../core/storage/database.ts"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import { cpuMs, postgresCpuMs } from "./postgres.ts"
 import { keysOf, type Manifest as BatchManifest } from "../sinks/s3/batches.ts"
 import { type Encoder, type Format, ndjsonGzip, parquet } from "../sinks/s3/encode.ts"
 import { migrate as migrateEtl } from "../sinks/s3/migrations.ts"
@@ -81,34 +82,6 @@ const fmt = (n: number, digits = 0) =>
   Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a"
 
 const seconds = (ms: number) => (Number.isNaN(ms) ? "n/a" : `${(ms / 1000).toFixed(2)} s`)
-
-const cpuMs = () => {
-  const usage = process.cpuUsage()
-  return (usage.user + usage.system) / 1000
-}
-
-/**
- * CPU time of the Postgres server (the postmaster, its live children, and its reaped ones),
- * from /proc; NaN where there is no /proc. Clock ticks are 1/100 s on Linux.
- */
-const postgresCpuMs = async (pgDir: string): Promise<number> => {
-  try {
-    const postmaster = Number((await fs.readFile(path.join(pgDir, "postmaster.pid"), "utf8")).split("\n")[0])
-    let ticks = 0
-    for (const pid of await fs.readdir("/proc")) {
-      if (!/^\d+$/.test(pid)) continue
-      const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "")
-      // Fields after the command name, which may itself hold spaces or parentheses.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((i) => Number(fields[i]))
-      if (Number(pid) === postmaster) ticks += utime! + stime! + cutime! + cstime!
-      else if (Number(fields[1]) === postmaster) ticks += utime! + stime!
-    }
-    return ticks * 10
-  } catch {
-    return NaN
-  }
-}
 
 /** Releases what the run started, last first, even when it fails half-way. */
 const cleanups: Array<() => Promise<unknown>> = []

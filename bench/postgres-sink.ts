@@ -39,6 +39,7 @@ import type { EventEnvelope } from "../core/schema.ts"
 import type { Sink } from "../core/sink.ts"
 import * as Database from "../core/storage/database.ts"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import { cpuMs, postgresCpuMs } from "./postgres.ts"
 import * as PostgresSink from "../sinks/postgres/mod.ts"
 import { quote, type Table, tables } from "../sinks/postgres/tables.ts"
 import { ms, rate, report } from "./report.ts"
@@ -50,30 +51,6 @@ const env = (name: string, fallback: number) => {
 
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-const cpuMs = () => {
-  const usage = process.cpuUsage()
-  return (usage.user + usage.system) / 1000
-}
-
-/** CPU time of the Postgres server (postmaster, live and reaped children) from /proc, ms; NaN elsewhere. */
-const postgresCpuMs = async (pgDir: string): Promise<number> => {
-  try {
-    const postmaster = Number((await fs.readFile(path.join(pgDir, "postmaster.pid"), "utf8")).split("\n")[0])
-    let ticks = 0
-    for (const pid of await fs.readdir("/proc")) {
-      if (!/^\d+$/.test(pid)) continue
-      const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "")
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((i) => Number(fields[i]))
-      if (Number(pid) === postmaster) ticks += utime! + stime! + cutime! + cstime!
-      else if (Number(fields[1]) === postmaster) ticks += utime! + stime!
-    }
-    return ticks * 10
-  } catch {
-    return NaN
-  }
-}
-
 const TEAM = "7d3f5a2e-1c4b-4e8a-9f60-0b1c2d3e4f50"
 const USERS = 100
 const SCHEMA = "wearflow_data"

@@ -8,6 +8,12 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
 
+/** CPU time of this process so far, ms. */
+export const cpuMs = () => {
+  const usage = process.cpuUsage()
+  return (usage.user + usage.system) / 1000
+}
+
 /**
  * CPU time of the Postgres server in `pgDir` (the postmaster, its live children, and its reaped
  * ones), from /proc, ms; NaN where there is no /proc. Clock ticks are 1/100 s on Linux.
