@@ -40,6 +40,7 @@ import * as SinkRunner from "../core/pipeline/sink-runner.ts"
 import { type OutboxRow, toEvent } from "../core/pipeline/sink-runner.ts"
 import * as Database from "../core/storage/database.ts"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import { BENCH_TEAM, benchEvents } from "./outbox-events.ts"
 import { cpuMs, postgresCpuMs } from "./postgres.ts"
 import { keysOf, type Manifest as BatchManifest } from "../sinks/s3/batches.ts"
 import { type Encoder, type Format, ndjsonGzip, parquet } from "../sinks/s3/encode.ts"
@@ -137,41 +138,8 @@ const runBench = async () => {
 
   // ---- the outbox ---------------------------------------------------------------------------
   // Chunks of both kinds, one transaction each, so resources interleave in outbox order as they would live.
-  const TEAM = "7d3f5a2e-1c4b-4e8a-9f60-0b1c2d3e4f50"
-  const userSql = (e: string) => `('00000000-0000-4000-8000-' || lpad((${e} % ${USERS})::text, 12, '0'))::uuid`
-  const heartrateSql = `
-    insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
-    select gen_random_uuid(), 'daily.data.heartrate.created', $1::uuid, ${userSql("e")}, gen_random_uuid(),
-      jsonb_build_object(
-        'event_type', 'daily.data.heartrate.created', 'user_id', ${userSql("e")}, 'client_user_id', 'bench-user-' || (e % ${USERS}), 'team_id', $1::uuid,
-        'data', jsonb_build_object(
-          'source', jsonb_build_object('provider', 'garmin', 'type', 'watch', 'device_id', null, 'app_id', null),
-          'user_id', ${userSql("e")},
-          'data', (select jsonb_agg(jsonb_build_object(
-                     'timestamp', to_char(timestamp '2025-01-01' + make_interval(secs => ((e / ${USERS}) * $4::int + i) * 15), 'YYYY-MM-DD"T"HH24:MI:SS"+01:00"'),
-                     'timezone_offset', 3600, 'type', 'watch', 'unit', 'bpm', 'value', 52 + (e * 7 + i * 13) % 71) order by i)
-                   from generate_series(0, $4::int - 1) i))),
-      false
-    from generate_series($2::int, $3::int) e`
-  const activitySql = `
-    insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
-    select gen_random_uuid(), 'daily.data.activity.created', $1::uuid, ${userSql("e")}, a.id,
-      jsonb_build_object(
-        'event_type', 'daily.data.activity.created', 'user_id', ${userSql("e")}, 'client_user_id', 'bench-user-' || (e % ${USERS}), 'team_id', $1::uuid,
-        'data', jsonb_build_object(
-          'id', a.id, 'user_id', ${userSql("e")},
-          'created_at', to_char(a.day + interval '1 day 2 hours', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-          'updated_at', to_char(a.day + interval '1 day 2 hours' + make_interval(secs => e % 3600), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-          'date', to_char(a.day, 'YYYY-MM-DD"T00:00:00+01:00"'), 'calendar_date', to_char(a.day, 'YYYY-MM-DD'),
-          'calories_total', 1800 + (e * 37) % 1400 + 0.25, 'calories_active', 200 + (e * 37) % 900 + 0.5,
-          'steps', a.steps, 'daily_movement', round(a.steps * 0.762, 1),
-          'low', 90 + e % 180, 'medium', e % 45, 'high', e % 25, 'floors_climbed', e % 30,
-          'heart_rate', jsonb_build_object('avg_bpm', 62 + e % 25, 'min_bpm', 44 + e % 12, 'max_bpm', 140 + e % 50, 'resting_bpm', 50 + e % 15, 'avg_walking_bpm', null),
-          'wheelchair_use', null, 'wheelchair_push', null, 'timezone_offset', 3600,
-          'source', jsonb_build_object('provider', 'garmin', 'type', 'watch', 'device_id', 'fr965-' || (e % ${USERS}), 'app_id', null))),
-      false
-    from generate_series($2::int, $3::int) e,
-      lateral (select gen_random_uuid() as id, date '2024-01-01' + (e / ${USERS}) as day, 3000 + (e * 7919) % 17000 as steps) a`
+  const TEAM = BENCH_TEAM
+  const { heartrateSql, activitySql } = benchEvents(USERS)
 
   const setupStart = performance.now()
   const chunks = Math.max(1, Math.ceil(totalRecords / 50_000))
