@@ -13,7 +13,9 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { createHash } from "node:crypto"
 import { Redacted } from "effect"
+import pg from "pg"
 import type { Browser, Page } from "puppeteer-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { browserUnavailable, launchBrowser } from "./support/browser.ts"
@@ -24,6 +26,7 @@ import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.t
 
 const CLIENT_ID = "dashboard-garmin-client"
 const API_KEY = "dashboard-api-key"
+const OTHER_TEAM_KEY = "dashboard-other-team-key"
 const GARMIN_USER = "dashboard-garmin-user"
 const CLIENT_USER = "dashboard-customer-7"
 /** A client user id that is markup: the page must show it as text, never run it. */
@@ -35,6 +38,9 @@ const skip = await browserUnavailable()
 if (skip !== undefined) console.warn(`dashboard browser test skipped: ${skip}`)
 
 let dir: string
+/** Where the ETL files go: a plain file at first, so every batch waits, sealed and failing. */
+let etlDir: string
+let db: pg.Client
 let server: RunningServer
 let receiver: Receiver
 let browser: Browser
@@ -46,6 +52,18 @@ let markupUserId: string
 const problems: Array<string> = []
 
 const api = wearflowApi(() => server.baseUrl, API_KEY)
+const otherTeam = wearflowApi(() => server.baseUrl, OTHER_TEAM_KEY)
+
+interface EtlStatus {
+  enabled: boolean
+  staged: Array<{ resource: string; events: number }>
+  batches: Array<{ resource: string; status: string; failing: boolean; events: number; records: number }>
+}
+const etl = async (call = api) => {
+  const reply = await call("GET", "/v2/etl/batches")
+  expect(reply.status).toBe(200)
+  return reply.body as EtlStatus
+}
 
 const dailies = (steps: number) => {
   const body = JSON.parse(readFileSync(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")) as { dailies: Array<Record<string, unknown>> }
@@ -79,10 +97,13 @@ const screenshot = async (name: string) => {
 
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-dashboard-"))
+  etlDir = path.join(dir, "etl")
+  await fs.writeFile(etlDir, "not a directory")
   receiver = await startReceiver()
   receiver.fallback = 500
+  const databaseUrl = Redacted.value(await freshDatabaseUrl())
   server = await startServer({
-    DATABASE_URL: Redacted.value(await freshDatabaseUrl()),
+    DATABASE_URL: databaseUrl,
     GARMIN_CLIENT_ID: CLIENT_ID,
     GARMIN_API_URL: "http://127.0.0.1:9",
     WEARFLOW_API_KEY: API_KEY,
@@ -91,8 +112,14 @@ beforeAll(async () => {
     WEARFLOW_WEBHOOK_ALLOW_HTTP: "true",
     WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true",
     WEARFLOW_WEBHOOK_RETRY_SCHEDULE: "100 millis",
-    WEARFLOW_WEBHOOK_TIMEOUT: "5 seconds"
+    WEARFLOW_WEBHOOK_TIMEOUT: "5 seconds",
+    WEARFLOW_ETL_DIR: etlDir,
+    WEARFLOW_ETL_BATCH_SECONDS: "0.2"
   })
+  db = new pg.Client({ connectionString: databaseUrl })
+  await db.connect()
+  const team = (await db.query("insert into teams (id, name) values (gen_random_uuid(), 'other') returning id")).rows[0].id
+  await db.query("insert into api_keys (key_hash, team_id, label) values ($1, $2, 'test')", [createHash("sha256").update(OTHER_TEAM_KEY).digest(), team])
   const endpoint = await api("POST", "/v2/webhooks", { url: receiver.url, description: "the customer's receiver" })
   expect(endpoint.status).toBe(201)
   endpointId = endpoint.body.id
@@ -125,6 +152,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close()
+  await db?.end()
   await server?.stop()
   await receiver?.close()
   if (dir !== undefined) await fs.rm(dir, { recursive: true, force: true })
@@ -152,6 +180,19 @@ describe("the dashboard's server side", () => {
     expect(reply.status).toBe(200)
     expect(Object.keys(reply.body).sort()).toEqual(["oldest_job_age_seconds", "pending_jobs", "seconds_since_completion"])
     expect(reply.body.pending_jobs).toBeGreaterThanOrEqual(0)
+  })
+
+  it("answers a team the ETL batches holding its events, and nothing of them to another team", async () => {
+    expect((await fetch(`${server.baseUrl}/v2/etl/batches`)).status).toBe(401)
+    // The directory cannot be written: the team's events wait in a sealed batch whose writes fail.
+    const waiting = await eventually(async () => {
+      const status = await etl()
+      return status.batches.some((b) => b.failing) ? status : undefined
+    }, 30_000)
+    expect(waiting.enabled).toBe(true)
+    expect(waiting.batches.map((b) => b.resource)).toContain("activity")
+    expect(waiting.batches.every((b) => b.status === "sealed" && b.events > 0)).toBe(true)
+    expect(await etl(otherTeam)).toEqual({ enabled: true, staged: [], batches: [] })
   })
 })
 
@@ -219,6 +260,11 @@ describe.skipIf(skip !== undefined)("the dashboard in Chromium", () => {
     await page.waitForSelector("#ingest")
   })
 
+  it("shows the team's ETL batches waiting to be written", async () => {
+    await open("etl")
+    expect(await page.$$eval("#etl-batches tbody tr", (trs) => trs.map((tr) => tr.children[1]?.textContent))).toContain("activity")
+  })
+
   it("renders values as text, and runs without a script error or CSP violation", async () => {
     // A user whose client id is markup, found through the look-up (also while the server cannot list users).
     await open("connections")
@@ -229,5 +275,16 @@ describe.skipIf(skip !== undefined)("the dashboard in Chromium", () => {
     expect(await page.$("#injected")).toBeNull()
     expect(await page.title()).toBe("Wearflow dashboard")
     expect(problems).toEqual([])
+  })
+})
+
+describe("ETL batches once written", () => {
+  it("leave the team's view when the files are written", async () => {
+    await fs.rm(etlDir)
+    await eventually(async () => {
+      const status = await etl()
+      return status.batches.length === 0 && status.staged.length === 0 ? true : undefined
+    }, 90_000)
+    expect(Number((await db.query("select count(*) as n from etl_batches where status = 'written'")).rows[0].n)).toBeGreaterThan(0)
   })
 })

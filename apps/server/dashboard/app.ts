@@ -130,7 +130,7 @@ interface Alert { readonly id: string; readonly kind: string; readonly provider:
 interface IngestStatus { readonly pending_jobs: number; readonly oldest_job_age_seconds: number; readonly seconds_since_completion: number | null }
 interface EtlBatch {
   readonly id: string; readonly resource: string; readonly format: string; readonly status: string; readonly sealed_at: string
-  readonly written_at: string | null; readonly attempts: number; readonly failing: boolean; readonly events: number; readonly records: number
+  readonly attempts: number; readonly failing: boolean; readonly events: number; readonly records: number
 }
 interface EtlStaged { readonly resource: string; readonly events: number; readonly records: number; readonly oldest_staged_at: string }
 
@@ -345,15 +345,16 @@ const webhooksView = async (): Promise<Array<Child>> => {
 }
 
 const etlView = async (): Promise<Array<Child>> => {
-  const reply = await call<{ readonly batches: ReadonlyArray<EtlBatch>; readonly staged: ReadonlyArray<EtlStaged> }>("GET", "/v2/etl/batches")
+  const reply = await call<{ readonly enabled?: boolean; readonly batches: ReadonlyArray<EtlBatch>; readonly staged: ReadonlyArray<EtlStaged> }>("GET", "/v2/etl/batches")
   if (!reply.ok) return [h("h2", {}, "ETL batches"), isMissing(reply) ? unavailable("ETL batches", "/v2/etl/batches") : failure("ETL batches", reply)]
   const { batches, staged } = reply.body
   return [
-    h("h2", {}, "ETL: your events not yet in files"),
-    staged.length === 0 ? muted("Nothing waiting: every staged event of this team is written.")
+    reply.body.enabled === false ? h("p", { class: "note" }, "The ETL sink is off on this server (WEARFLOW_ETL_ENABLED=false).") : null,
+    h("h2", {}, "ETL: your events not yet in a batch"),
+    staged.length === 0 ? muted("None: every staged event of this team is in a batch.")
     : table(["Resource", "Events", "Records", "Oldest staged"], staged.map((s) => [s.resource, num(s.events), num(s.records), time(s.oldest_staged_at)]), { id: "etl-staged" }),
     h("h2", {}, "ETL batches holding your events"),
-    batches.length === 0 ? muted("No batch waits to be written.")
+    batches.length === 0 ? muted("None: every batch holding this team's events is written.")
     : table(["Batch", "Resource", "Format", "Status", "Sealed", "Attempts", "Your events", "Your records"], batches.map((b) => [
       id(b.id), b.resource, b.format, badge(b.failing ? `${b.status}, failing` : b.status, b.failing ? "bad" : tone(b.status)), time(b.sealed_at), num(b.attempts), num(b.events), num(b.records)
     ]), { id: "etl-batches" })
