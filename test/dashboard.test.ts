@@ -265,6 +265,38 @@ describe.skipIf(skip !== undefined)("the dashboard in Chromium", () => {
     expect(await page.$$eval("#etl-batches tbody tr", (trs) => trs.map((tr) => tr.children[1]?.textContent))).toContain("activity")
   })
 
+  it("lights up the routes other parts add: the user list, per-resource data and alerts", async () => {
+    // Their answers stood in by the browser, in the shapes those routes answer.
+    const userId = "11111111-2222-3333-4444-555555555555"
+    const stand = {
+      "/v2/user": { data: [{ user_id: userId, team_id: userId, client_user_id: "listed-user", created_on: "2026-12-01T00:00:00Z", connected_sources: [{ provider: "oura", provider_user_id: "o-1", status: "active", scopes: [], created_on: "2026-12-01T00:00:00Z" }] }], next_cursor: null },
+      "/v2/introspect/resources": { data: [{ user_id: userId, provider: { name: "Oura", slug: "oura", logo: null }, resources: { sleep: { oldest_data: "2026-11-01T00:00:00Z", newest_data: "2026-12-05T07:00:00Z", sent_count: 35 } } }], next_cursor: null },
+      "/v2/alerts": { data: [{ id: "a-1", kind: "connection_silent", provider: "oura", resource: "sleep", user_id: userId, since: "2026-12-06T00:00:00Z", last_data_at: "2026-12-05T07:00:00Z", status: "open" }], next_cursor: null }
+    } as Record<string, unknown>
+    const standIn = (request: import("puppeteer-core").HTTPRequest) => {
+      const body = stand[new URL(request.url()).pathname]
+      if (body === undefined || request.method() !== "GET") return void request.continue()
+      return void request.respond({ status: 200, contentType: "application/json", body: JSON.stringify(body) })
+    }
+    await page.setRequestInterception(true)
+    page.on("request", standIn)
+    try {
+      await open("connections")
+      const rows = await page.$$eval("#connections tbody tr", (trs) => trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent ?? "")))
+      expect(rows.find((cells) => cells[0] === "listed-user")).toEqual([
+        "listed-user", userId, "oura", "active", "2026-12-01 00:00:00 UTC", "sleep: last data 2026-12-05 07:00:00 UTC (35 sent)", "connection_silent (sleep) since 2026-12-06 00:00:00 UTC"
+      ])
+      expect(await page.$("[data-unavailable]")).toBeNull()
+      await open("alerts")
+      expect(await page.$$eval("#alerts tbody td", (tds) => tds.map((td) => td.textContent))).toEqual([
+        "connection_silent", "oura", "sleep", userId, "2026-12-06 00:00:00 UTC", "2026-12-05 07:00:00 UTC", "open"
+      ])
+    } finally {
+      page.off("request", standIn)
+      await page.setRequestInterception(false)
+    }
+  })
+
   it("renders values as text, and runs without a script error or CSP violation", async () => {
     // A user whose client id is markup, found through the look-up (also while the server cannot list users).
     await open("connections")

@@ -168,7 +168,9 @@ const lookedUp = (): Array<string> => JSON.parse(sessionStorage.getItem(LOOKED_U
  * it; otherwise the users seen in backfills and webhook messages, and those looked up by id.
  */
 const teamUsers = async (): Promise<{ readonly users: ReadonlyArray<User>; readonly listed: boolean; readonly more: boolean }> => {
-  const listed = await call<Page<User>>("GET", "/v2/user?limit=100")
+  // A server whose list takes fewer per page answers 400 to the limit: its default page then.
+  const first = await call<Page<User>>("GET", "/v2/user?limit=100")
+  const listed = !first.ok && first.status === 400 ? await call<Page<User>>("GET", "/v2/user") : first
   let users: ReadonlyArray<User>
   let more = false
   if (listed.ok) {
