@@ -14,13 +14,13 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { createHash } from "node:crypto"
-import { Redacted } from "effect"
-import pg from "pg"
+import type pg from "pg"
 import type { Browser, Page } from "puppeteer-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { browserUnavailable, launchBrowser } from "./support/browser.ts"
-import { freshDatabaseUrl } from "./support/database.ts"
-import { eventually, type RunningServer, startServer } from "./support/server.ts"
+import { backfillFinished, connectedUser } from "./support/backfill.ts"
+import { eventually, type RunningServer } from "./support/server.ts"
+import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { type Receiver, startReceiver } from "./support/webhook-receiver.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
 
@@ -37,6 +37,7 @@ const shots = fileURLToPath(new URL("../docs/dashboard/", import.meta.url))
 const skip = await browserUnavailable()
 if (skip !== undefined) console.warn(`dashboard browser test skipped: ${skip}`)
 
+let stack: GarminStack
 let dir: string
 /** Where the ETL files go: a plain file at first, so every batch waits, sealed and failing. */
 let etlDir: string
@@ -101,23 +102,28 @@ beforeAll(async () => {
   await fs.writeFile(etlDir, "not a directory")
   receiver = await startReceiver()
   receiver.fallback = 500
-  const databaseUrl = Redacted.value(await freshDatabaseUrl())
-  server = await startServer({
-    DATABASE_URL: databaseUrl,
-    GARMIN_CLIENT_ID: CLIENT_ID,
-    GARMIN_API_URL: "http://127.0.0.1:9",
-    WEARFLOW_API_KEY: API_KEY,
-    WEARFLOW_DATA_DIR: dir,
-    WEARFLOW_BACKFILL_ON_CONNECT: "false",
-    WEARFLOW_WEBHOOK_ALLOW_HTTP: "true",
-    WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true",
-    WEARFLOW_WEBHOOK_RETRY_SCHEDULE: "100 millis",
-    WEARFLOW_WEBHOOK_TIMEOUT: "5 seconds",
-    WEARFLOW_ETL_DIR: etlDir,
-    WEARFLOW_ETL_BATCH_SECONDS: "0.2"
+  stack = await startGarminStack({
+    name: "dashboard",
+    consumer: { consumerKey: CLIENT_ID, consumerSecret: "dashboard-garmin-secret" },
+    apiKey: API_KEY,
+    env: {
+      WEARFLOW_WEBHOOK_ALLOW_HTTP: "true",
+      WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true",
+      WEARFLOW_WEBHOOK_RETRY_SCHEDULE: "100 millis",
+      WEARFLOW_WEBHOOK_TIMEOUT: "5 seconds",
+      WEARFLOW_ETL_DIR: etlDir,
+      WEARFLOW_ETL_BATCH_SECONDS: "0.2",
+      // A backfill started from the API: two types of 40 days, three windows.
+      WEARFLOW_BACKFILL_DAYS: "40",
+      WEARFLOW_BACKFILL_TYPES: "dailies,sleeps",
+      WEARFLOW_BACKFILL_QUIET_PERIOD: "1 second",
+      WEARFLOW_BACKFILL_SETTLE: "300 millis",
+      WEARFLOW_BACKFILL_RETRY_BACKOFF: "200 millis"
+    }
   })
-  db = new pg.Client({ connectionString: databaseUrl })
-  await db.connect()
+  server = stack.server
+  db = stack.db
+  stack.garmin.state.backfill.deliverTo = `${server.baseUrl}/api/v1/webhooks/garmin/push`
   const team = (await db.query("insert into teams (id, name) values (gen_random_uuid(), 'other') returning id")).rows[0].id
   await db.query("insert into api_keys (key_hash, team_id, label) values ($1, $2, 'test')", [createHash("sha256").update(OTHER_TEAM_KEY).digest(), team])
   const endpoint = await api("POST", "/v2/webhooks", { url: receiver.url, description: "the customer's receiver" })
@@ -152,8 +158,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close()
-  await db?.end()
-  await server?.stop()
+  await stack?.close()
   await receiver?.close()
   if (dir !== undefined) await fs.rm(dir, { recursive: true, force: true })
 })
@@ -248,6 +253,19 @@ describe.skipIf(skip !== undefined)("the dashboard in Chromium", () => {
     await eventually(async () => ((await messages("failed")).length === 0 && (await messages("retrying")).length === 0 ? true : undefined), 30_000)
     await open("webhooks")
     expect(await page.$eval(`${card} .rate`, (b) => b.textContent)).toBe("100%")
+  })
+
+  it("shows a backfill's progress per resource", async () => {
+    const { userId } = await connectedUser(stack.garmin, api, "dashboard-history", { types: ["dailies", "sleeps"] })
+    expect((await api("POST", `/v2/user/${userId}/backfill/garmin`, {})).status).toBe(202)
+    const finished = await backfillFinished(api, userId)
+    expect(finished.status).toBe("done")
+    await open("syncs")
+    const row = await page.$$eval("#backfills tbody tr", (trs) => trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent ?? "")))
+    const mine = row.find((cells) => cells[0] === "dashboard-history")
+    expect(mine?.slice(1, 4)).toEqual(["garmin", "done", "request"])
+    expect(mine?.[6]).toMatch(/activity success\s+1\/1 windows · \d+ days with data/)
+    expect(mine?.[6]).toMatch(/sleep success\s+1\/1 windows/)
   })
 
   it("shows every other view, missing routes as not available", async () => {

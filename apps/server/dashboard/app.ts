@@ -52,7 +52,7 @@ const seconds = (value: number) =>
   value < 120 ? `${Math.round(value)} s` : value < 7200 ? `${Math.round(value / 60)} min` : value < 172800 ? `${Math.round(value / 3600)} h` : `${Math.round(value / 86400)} d`
 
 const tone = (status: string): "ok" | "warn" | "bad" | "muted" =>
-  /^(active|success|delivered|written|ok|polling|scheduled|enabled|resolved)$/.test(status) ? "ok"
+  /^(active|success|done|delivered|written|ok|polling|scheduled|enabled|resolved)$/.test(status) ? "ok"
   : /^(failure|failed|error|disabled|failing|stalled|open|revoked)$/.test(status) ? "bad"
   : /^(retrying|in_progress|pending|sealed|waiting|starting)$/.test(status) ? "warn"
   : "muted"
