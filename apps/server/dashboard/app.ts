@@ -188,7 +188,9 @@ const teamUsers = async (): Promise<{ readonly users: ReadonlyArray<User>; reado
         if (messages.ok) for (const message of messages.body.data ?? []) if (message.user_id !== null) ids.add(message.user_id)
       })
     }
-    users = [...ids].map((userId) => ({ user_id: userId, client_user_id: "" }))
+    // Each is read on its own (GET /v2/user/{id}): the first 100 found.
+    users = [...ids].slice(0, 100).map((userId) => ({ user_id: userId, client_user_id: "" }))
+    more = ids.size > 100
   }
   const extra = lookedUp().filter((userId) => !users.some((user) => user.user_id === userId))
   users = [...users, ...extra.map((userId) => ({ user_id: userId, client_user_id: "" }))]
