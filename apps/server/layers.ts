@@ -93,7 +93,7 @@ export const Workers = (config: Config) =>
  * The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs; the
  * plugins' raw webhook routes are answered before it (raw-routes.ts).
  */
-export const Http = (config: Config, api: typeof WearflowApi) => {
+export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) => {
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
@@ -106,13 +106,13 @@ export const Http = (config: Config, api: typeof WearflowApi) => {
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),
     HttpServer.withLogAddress,
-    // No tracer exports spans: a span per request (its URL parsed, an attribute per header)
-    // is work for nobody on the hottest path. Re-enable it with an exporter.
-    HttpMiddleware.withTracerDisabledWhen(() => true),
+    // Without an exporter a span per request (its URL parsed, an attribute per header) is work
+    // for nobody on the hottest path; with one, probes are left out.
+    HttpMiddleware.withTracerDisabledWhen((request) => !traced || request.url === "/health" || request.url === "/metrics"),
     // Bun closes a connection silent for 10 s by default, before a request's own bounded wait
     // (WEARFLOW_DATABASE_WAIT, plus a provider call) could answer 503 with Retry-After.
     Layer.provide(Layer.unwrapEffect(Effect.gen(function* () {
-      const routes = bunRoutes(yield* RawRoutes, yield* Effect.runtime<never>())
+      const routes = bunRoutes(yield* RawRoutes, yield* Effect.runtime<never>(), traced)
       return BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes, idleTimeout: 60, routes })
     })))
   )
