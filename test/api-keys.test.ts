@@ -6,10 +6,13 @@
  * on the app's routes and a plugin's; team keys never reach admin routes nor another team.
  */
 import { createHash } from "node:crypto"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
-import { eventually, type RunningServer } from "./support/server.ts"
+import { eventually, type RunningServer, startServer } from "./support/server.ts"
 
 const CONSUMER = { consumerKey: "keys-consumer-key", consumerSecret: "keys-consumer-secret" }
 const ADMIN_KEY = "keys-bootstrap-admin-key"
@@ -272,6 +275,27 @@ describe("teams and API keys", () => {
     const auditor = await createKey(teamA, { label: "auditor", admin: true, scope: "read_only" })
     expect((await call(second, auditor.key, "GET", "/v2/teams")).status).toBe(200)
     expect((await call(second, auditor.key, "POST", "/v2/teams", { name: "by-auditor" })).status).toBe(403)
+  })
+
+  it("a revoked bootstrap key stays revoked when a process starts with it again, and says so", async () => {
+    const defaultTeam = (await admin("GET", "/v2/teams")).body.data.find((t: { name: string }) => t.name === "default").id as string
+    const successor = await createKey(defaultTeam, { label: "successor admin", admin: true })
+    const [bootstrap] = (await admin("GET", `/v2/teams/${defaultTeam}/api_keys`)).body.data
+    expect(bootstrap).toMatchObject({ label: "bootstrap", admin: true })
+    expect((await call(second, successor.key, "DELETE", `/v2/teams/${defaultTeam}/api_keys/${bootstrap.id}`)).status).toBe(200)
+    expect((await admin("GET", "/v2/teams")).status).toBe(401)
+
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-api-keys-restart-"))
+    const third = await startServer({ ...stack.env, WEARFLOW_DATA_DIR: dataDir })
+    try {
+      await eventually(async () => (third.logs().includes("the bootstrap API key (WEARFLOW_API_KEY) is revoked or expired") ? true : undefined))
+      expect((await call(third, ADMIN_KEY, "GET", "/v2/teams")).status).toBe(401)
+      expect((await call(third, successor.key, "GET", "/v2/teams")).status).toBe(200)
+      expect(third.logs()).not.toContain(ADMIN_KEY)
+    } finally {
+      await third.stop()
+      await fs.rm(dataDir, { recursive: true, force: true })
+    }
   })
 
   it("no secret reaches either process's logs", () => {

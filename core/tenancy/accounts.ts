@@ -33,9 +33,13 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       const admin = options.admin ?? false
       // Replicas starting together bootstrap the same key: one creates the team, the others find it.
       yield* sql`select pg_advisory_xact_lock(hashtextextended('wearflow:bootstrap-key', 0))`
-      const existing = yield* sql<{ team_id: string }>`
-        update api_keys set admin = admin or ${admin} where key_hash = ${hash} returning team_id`
-      if (existing[0]) return existing[0].team_id
+      const existing = yield* sql<{ team_id: string; active: boolean }>`
+        update api_keys set admin = admin or ${admin} where key_hash = ${hash}
+        returning team_id, revoked_at is null and (expires_at is null or expires_at > now()) as active`
+      if (existing[0]) {
+        if (!existing[0].active) yield* Effect.logWarning("the bootstrap API key (WEARFLOW_API_KEY) is revoked or expired: it opens nothing; set another key")
+        return existing[0].team_id
+      }
       const teamId = randomUUID()
       yield* sql`insert into teams (id, name) values (${teamId}, ${name})`
       yield* sql`insert into api_keys (key_hash, team_id, label, admin) values (${hash}, ${teamId}, 'bootstrap', ${admin})`
