@@ -105,6 +105,8 @@ type KeyRow = {
   position: string
 }
 
+const pageSize = (limit: number | undefined) => Math.min(Math.max(1, Math.floor(limit ?? DEFAULT_PAGE)), MAX_PAGE)
+
 const iso = (d: Date | null) => (d === null ? null : d.toISOString())
 
 const toView = (row: KeyRow): ApiKeyView => ({
@@ -156,7 +158,7 @@ export class ApiKeys extends Effect.Service<ApiKeys>()("wearflow/ApiKeys", {
     })
 
     const listTeams = Effect.fn("ApiKeys.listTeams")(function* (options: { readonly limit?: number | undefined; readonly cursor?: string | undefined } = {}) {
-      const limit = options.limit ?? DEFAULT_PAGE
+      const limit = pageSize(options.limit)
       const rows = yield* sql<{ id: string; name: string; created_at: Date; position: string }>`
         select id, name, created_at, (extract(epoch from created_at) * 1000000)::bigint::text as position
         from teams where ${yield* after(options.cursor)} order by created_at, id limit ${limit + 1}`
@@ -186,7 +188,7 @@ export class ApiKeys extends Effect.Service<ApiKeys>()("wearflow/ApiKeys", {
       options: { readonly limit?: number | undefined; readonly cursor?: string | undefined } = {}
     ) {
       yield* requireTeam(teamId)
-      const limit = options.limit ?? DEFAULT_PAGE
+      const limit = pageSize(options.limit)
       const rows = yield* sql<KeyRow>`
         select ${keyColumns} from api_keys
         where team_id = ${teamId} and ${yield* after(options.cursor)}
