@@ -6,6 +6,7 @@
 import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { BunHttpServer } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { ApiKeys } from "@wearflow/core/tenancy/api-keys"
 import { Links } from "@wearflow/core/connections/links"
 import * as ApiKeyAuth from "@wearflow/core/tenancy/api-key-auth"
 import { Backfills, layerHistoryObserver } from "@wearflow/core/backfill/backfills"
@@ -37,6 +38,7 @@ import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfi
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
+import { TeamsLive } from "./teams/Http.ts"
 import { bunRoutes } from "./raw-routes.ts"
 import { layerRetryAfter, layerWithoutEchoedInput } from "./middleware.ts"
 
@@ -61,7 +63,8 @@ export const Core = (
     Inbox.Default,
     SyncStatus.Default,
     RecordStore.Default,
-    DataQuery.Default
+    DataQuery.Default,
+    ApiKeys.Default
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(
       Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
@@ -96,7 +99,11 @@ export const Workers = (config: Config) =>
 export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) => {
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
-    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
+    Layer.provide([
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)),
+      TeamsLive.pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
+      LinkLive(publicUrl)
+    ])
   )
   return HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput(api)),
