@@ -30,6 +30,13 @@ export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
   HttpApiSchema.annotations({ status: 401 })
 ) {}
 
+/** The key is known but may not do this: a read-only key writing, a team key on an admin route. */
+export class Forbidden extends Schema.TaggedError<Forbidden>()(
+  "Forbidden",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 403 })
+) {}
+
 export class NotFound extends Schema.TaggedError<NotFound>()(
   "NotFound",
   { message: Schema.String },
@@ -52,11 +59,29 @@ export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()
 /** The team the caller's API key belongs to. */
 export class CurrentTeam extends Context.Tag("wearflow/CurrentTeam")<CurrentTeam, { readonly teamId: string }>() {}
 
-/** The API-key security of every `/v2` group but the connect flow's pages; plugins' groups use it too. */
+const apiKeyHeader = HttpApiSecurity.apiKey({ in: "header", key: "x-api-key" })
+
+/**
+ * The API-key security of every `/v2` team group but the connect flow's pages; plugins' groups
+ * use it too. Revoked and expired keys are refused (401); read-only keys may only GET and HEAD (403).
+ */
 export class ApiKeyAuth extends HttpApiMiddleware.Tag<ApiKeyAuth>()("ApiKeyAuth", {
-  failure: Schema.Union(Unauthorized, ServiceUnavailable),
+  failure: Schema.Union(Unauthorized, Forbidden, ServiceUnavailable),
   provides: CurrentTeam,
-  security: { apiKey: HttpApiSecurity.apiKey({ in: "header", key: "x-api-key" }) }
+  security: { apiKey: apiKeyHeader }
+}) {}
+
+/** The admin key a request to an admin route came with: its id and its own team. */
+export class CurrentAdmin extends Context.Tag("wearflow/CurrentAdmin")<CurrentAdmin, { readonly keyId: string; readonly teamId: string }>() {}
+
+/**
+ * The security of admin routes (teams and their keys): only admin keys pass; a team key is
+ * refused with 403, a read-only admin key may only GET and HEAD.
+ */
+export class AdminKeyAuth extends HttpApiMiddleware.Tag<AdminKeyAuth>()("AdminKeyAuth", {
+  failure: Schema.Union(Unauthorized, Forbidden, ServiceUnavailable),
+  provides: CurrentAdmin,
+  security: { apiKey: apiKeyHeader }
 }) {}
 
 /** How soon a caller answered 503 may try again (`Retry-After`, in seconds). */

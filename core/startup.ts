@@ -9,9 +9,9 @@ import { Accounts } from "./tenancy/accounts.ts"
 import { Links } from "./connections/links.ts"
 import { Backfills, startChain } from "./backfill/backfills.ts"
 
-/** The operator's first API key opens the `default` team. */
+/** The operator's first API key opens the `default` team, as its admin key. */
 export const layerBootstrapKey = (apiKey: Redacted.Redacted<string>) =>
-  Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey)))
+  Layer.effectDiscard(Effect.flatMap(Accounts, (accounts) => accounts.ensureTeamKey("default", apiKey, { admin: true })))
 
 export const layerResumeBackfills = Layer.effectDiscard(
   Effect.flatMap(Backfills, (backfills) => backfills.scheduled).pipe(

@@ -27,6 +27,20 @@ export type Command =
   | { readonly _tag: "BackfillCancel"; readonly userId: string; readonly provider: string }
   | { readonly _tag: "SyncStatus"; readonly userId: string | undefined; readonly json: boolean }
   | { readonly _tag: "PluginNew"; readonly kind: "provider" | "sink"; readonly id: string; readonly dir: string | undefined }
+  | { readonly _tag: "TeamsCreate"; readonly name: string; readonly json: boolean }
+  | { readonly _tag: "TeamsList"; readonly json: boolean }
+  | {
+    readonly _tag: "KeysCreate"
+    readonly teamId: string
+    readonly label: string
+    readonly scope: "full" | "read_only"
+    readonly admin: boolean
+    readonly expiresInDays: number | undefined
+    readonly json: boolean
+  }
+  | { readonly _tag: "KeysList"; readonly teamId: string; readonly json: boolean }
+  | { readonly _tag: "KeysRevoke"; readonly teamId: string; readonly keyId: string }
+  | { readonly _tag: "KeysRotate"; readonly teamId: string; readonly keyId: string; readonly overlapHours: number | undefined; readonly json: boolean }
 
 /** The command line could not be understood (exit code 2). */
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
@@ -51,6 +65,12 @@ ${[...plugins].flatMap(([id, commands]) => commands.map((c) => `  wearflow ${id}
   wearflow backfill start --user USER_ID [--provider ${defaultProvider}] [--days N] [--types a,b] [--json]
   wearflow backfill cancel --user USER_ID [--provider ${defaultProvider}]
   wearflow sync status [--user USER_ID] [--json]
+  wearflow teams create --name NAME [--json]
+  wearflow teams list [--json]
+  wearflow keys create --team TEAM_ID --label LABEL [--read-only] [--admin] [--expires-in-days N] [--json]
+  wearflow keys list --team TEAM_ID [--json]
+  wearflow keys revoke --team TEAM_ID --key KEY_ID
+  wearflow keys rotate --team TEAM_ID --key KEY_ID [--overlap-hours N] [--json]
   wearflow --help
 
 Commands:
@@ -62,6 +82,16 @@ ${[...plugins].flatMap(([id, commands]) => commands.map((c) => commandLine(`${id
   backfill cancel         Asks the running server to stop a user's running backfill.
   sync status             Each polled connection's poll: state, cursor, last and next poll, last
                           error (reads the database; --json: one object per connection).
+  teams create            Creates a team; prints its id.
+  teams list              Every team: id, name, created.
+  keys create             Creates an API key for a team and prints it, this once, alone on stdout
+                          (only its hash is stored). --admin: it manages teams and keys through
+                          /v2/teams; --read-only: GET and HEAD only.
+  keys list               A team's keys: id, status, scope, admin, times, label; never a key.
+  keys revoke             Revokes a key by its id: every server process refuses it at once.
+  keys rotate             Creates a key like KEY_ID and prints it; KEY_ID keeps working for
+                          --overlap-hours (default 24; 0: it stops now).
+                          teams and keys work on the database directly, with the server up or down.
 
 Options of backfill:
   --user USER_ID    the Wearflow user id (required by start and cancel; status: every user)
@@ -83,7 +113,8 @@ WEARFLOW_PUBLIC_URL, else http://127.0.0.1:$PORT, default port 8080) with WEARFL
 Exit codes:
   0  the command did what it was asked
   1  backfill start: nothing was started (the server says why); backfill cancel: no backfill
-     was running; a plugin's command: some of its work failed (its report says which)
+     was running; keys: no such team or key (or the key no longer works, for rotate); a
+     plugin's command: some of its work failed (its report says which)
   2  usage error
   3  the database or the configuration is unusable, or the server cannot be reached or
      refuses the API key; nothing was changed
@@ -172,6 +203,85 @@ const parseBackfill = (sub: string, args: ReadonlyArray<string>, help: string, d
   return usageError(`unknown backfill command ${shown(sub)} (there are: ${BACKFILL_COMMANDS})`)
 }
 
+// Values given to teams and keys are never shown back: a mistyped key could be pasted into --key.
+const parseTeam = (value: string) => (UUID.test(value) ? Either.right(value.toLowerCase()) : usageError("--team must be a team id (a UUID; see wearflow teams list)"))
+const parseKeyId = (value: string) => (UUID.test(value) ? Either.right(value.toLowerCase()) : usageError("--key must be a key id (a UUID; see wearflow keys list), not the key itself"))
+const printable = (name: string, max: number) => (value: string) =>
+  value.length <= max && /^[^\u0000-\u001f\u007f]+$/.test(value) && value.isWellFormed()
+    ? Either.right(value)
+    : usageError(`--${name} must be 1 to ${max} printable characters`)
+const wholeNumber = (name: string, min: number, max: number) => (value: string) => {
+  const n = /^\d{1,6}$/.test(value) ? Number(value) : Number.NaN
+  return n >= min && n <= max ? Either.right(n) : usageError(`--${name} must be a whole number from ${min} to ${max}`)
+}
+
+const required = <A>(flags: Flags, name: string, what: string, parse: (value: string) => Either.Either<A, UsageError>) =>
+  flags.values.has(name) ? parse(flags.values.get(name)!) : usageError(`${what} needs --${name}`)
+
+/** parseFlags, its messages without the argument they quote. */
+const quietFlagsOf = (args: ReadonlyArray<string>, spec: Parameters<typeof parseFlags>[1]) =>
+  Either.mapLeft(parseFlags(args, spec), (message) => new UsageError({ message: message.replace(/ '.*'$/s, "") }))
+
+const TEAMS_COMMANDS = "create, list"
+const KEYS_COMMANDS = "create, list, revoke, rotate"
+
+const parseTeams = (sub: string, args: ReadonlyArray<string>): Either.Either<Command, UsageError> => {
+  switch (sub) {
+    case "create":
+      return Either.gen(function* () {
+        const flags = yield* quietFlagsOf(args, { values: { name: "a team name" }, switches: ["json"] })
+        return { _tag: "TeamsCreate", name: yield* required(flags, "name", "teams create", printable("name", 256)), json: flags.switches.has("json") } as const
+      })
+    case "list":
+      return Either.map(quietFlagsOf(args, { values: {}, switches: ["json"] }), (flags) => ({ _tag: "TeamsList", json: flags.switches.has("json") } as const))
+  }
+  return usageError(`unknown teams command (there are: ${TEAMS_COMMANDS})`)
+}
+
+const parseKeys = (sub: string, args: ReadonlyArray<string>): Either.Either<Command, UsageError> => {
+  const what = `keys ${sub}`
+  switch (sub) {
+    case "create":
+      return Either.gen(function* () {
+        const flags = yield* quietFlagsOf(args, {
+          values: { team: "a team id", label: "a label", "expires-in-days": "a number of days" },
+          switches: ["read-only", "admin", "json"]
+        })
+        return {
+          _tag: "KeysCreate",
+          teamId: yield* required(flags, "team", what, parseTeam),
+          label: yield* required(flags, "label", what, printable("label", 128)),
+          scope: flags.switches.has("read-only") ? "read_only" : "full",
+          admin: flags.switches.has("admin"),
+          expiresInDays: yield* optional(flags, "expires-in-days", wholeNumber("expires-in-days", 1, 3650)),
+          json: flags.switches.has("json")
+        } as const
+      })
+    case "list":
+      return Either.gen(function* () {
+        const flags = yield* quietFlagsOf(args, { values: { team: "a team id" }, switches: ["json"] })
+        return { _tag: "KeysList", teamId: yield* required(flags, "team", what, parseTeam), json: flags.switches.has("json") } as const
+      })
+    case "revoke":
+      return Either.gen(function* () {
+        const flags = yield* quietFlagsOf(args, { values: { team: "a team id", key: "a key id" }, switches: [] })
+        return { _tag: "KeysRevoke", teamId: yield* required(flags, "team", what, parseTeam), keyId: yield* required(flags, "key", what, parseKeyId) } as const
+      })
+    case "rotate":
+      return Either.gen(function* () {
+        const flags = yield* quietFlagsOf(args, { values: { team: "a team id", key: "a key id", "overlap-hours": "a number of hours" }, switches: ["json"] })
+        return {
+          _tag: "KeysRotate",
+          teamId: yield* required(flags, "team", what, parseTeam),
+          keyId: yield* required(flags, "key", what, parseKeyId),
+          overlapHours: yield* optional(flags, "overlap-hours", wholeNumber("overlap-hours", 0, 720)),
+          json: flags.switches.has("json")
+        } as const
+      })
+  }
+  return usageError(`unknown keys command (there are: ${KEYS_COMMANDS})`)
+}
+
 const count = (names: ReadonlyArray<string>) => (names.length === 1 ? `there is one: ${names[0]}` : `there are: ${names.join(", ")}`)
 
 /** `argv` without the runtime and script paths; `plugins`: the configured plugins' commands. */
@@ -214,6 +324,13 @@ export const parse = (argv: ReadonlyArray<string>, configured: Configured): Eith
       const parsed = yield* flagsOf(flags, { values: { user: "a user id" }, switches: ["json"] })
       return { _tag: "SyncStatus", userId: yield* optional(parsed, "user", parseUser), json: parsed.switches.has("json") } as const
     })
+  }
+  if (command === "teams" || command === "keys") {
+    const [sub, ...flags] = rest
+    const subcommands = command === "teams" ? TEAMS_COMMANDS : KEYS_COMMANDS
+    if (sub === undefined) return usageError(`no ${command} command given (there are: ${subcommands})`)
+    if (isHelp(sub) || flags.some(isHelp)) return Either.right({ _tag: "Help", text: help })
+    return command === "teams" ? parseTeams(sub, flags) : parseKeys(sub, flags)
   }
   if (command === "backfill") {
     const [sub, ...flags] = rest

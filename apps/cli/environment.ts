@@ -7,6 +7,7 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import type { MigrationError } from "@effect/sql/Migrator"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { ApiKeys } from "@wearflow/core/tenancy/api-keys"
 import { Links } from "@wearflow/core/connections/links"
 import { BackfillStatus } from "@wearflow/core/backfill/status"
 import { SyncStatus } from "@wearflow/core/sync/status"
@@ -128,6 +129,10 @@ export const statusLayer = (config: Config, plugins: ReadonlyArray<Plugin>) =>
 /** What `sync status` reads with: the server's database, two connections, no keys. */
 export const syncStatusLayer = (config: Config) =>
   SyncStatus.Default.pipe(Layer.provide(databaseLayer(config, 2)))
+
+/** What `teams` and `keys` work with: the server's database, two connections, no token keys. */
+export const keysLayer = (config: Config) =>
+  ApiKeys.Default.pipe(Layer.provide(databaseLayer(config, 2)))
 
 /** The running server as `backfill start` and `cancel` reach it. */
 export interface ServerEndpoint {

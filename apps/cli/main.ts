@@ -13,6 +13,7 @@ import type { CommandEnvironment, CommandOutput, CommandUnusable, Plugin, Plugin
 import { Cause, ConfigProvider, Effect, Either, Exit, Layer, Logger, LogLevel } from "effect"
 import { type Command, type Configured, parse } from "./args.ts"
 import * as Backfill from "./backfill.ts"
+import * as Keys from "./keys.ts"
 import * as Scaffold from "./scaffold.ts"
 import * as Sync from "./sync.ts"
 import { EnvironmentError, encryptionKeys, layer, loadConfig, loadPluginList } from "./environment.ts"
@@ -70,6 +71,18 @@ const run = (command: Command, plugins: ReadonlyArray<Plugin>): Effect.Effect<nu
       return Backfill.cancel(command).pipe(Effect.provide(quietLogging))
     case "SyncStatus":
       return Sync.status(command).pipe(Effect.provide(quietLogging))
+    case "TeamsCreate":
+      return Keys.createTeam(command).pipe(Effect.provide(quietLogging))
+    case "TeamsList":
+      return Keys.listTeams(command).pipe(Effect.provide(quietLogging))
+    case "KeysCreate":
+      return Keys.createKey(command).pipe(Effect.provide(quietLogging))
+    case "KeysList":
+      return Keys.listKeys(command).pipe(Effect.provide(quietLogging))
+    case "KeysRevoke":
+      return Keys.revokeKey(command).pipe(Effect.provide(quietLogging))
+    case "KeysRotate":
+      return Keys.rotateKey(command).pipe(Effect.provide(quietLogging))
     case "PluginNew":
       return Scaffold.run(command.kind, command.id, command.dir).pipe(Effect.catchTag("ScaffoldError", (e) => new EnvironmentError({ message: e.message })))
   }
@@ -91,6 +104,13 @@ const interruptedBy = (command: Command) => {
       return "interrupted; polls go on in the server"
     case "PluginNew":
       return "interrupted; the plugin folder may be incomplete: remove it and run again"
+    case "TeamsCreate":
+    case "KeysCreate":
+    case "KeysRevoke":
+    case "KeysRotate":
+      return "interrupted; the change may have been made: see wearflow teams list or keys list"
+    case "TeamsList":
+    case "KeysList":
     case "Help":
       return "interrupted"
   }

@@ -9,6 +9,7 @@ import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResour
 import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
 import { DashboardApi } from "./dashboard/Api.ts"
+import { TeamsApi } from "./teams/Api.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
@@ -278,6 +279,7 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(LinkApi)
   .add(DataApi)
   .add(BackfillApi)
+  .add(TeamsApi)
   .add(DashboardApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}

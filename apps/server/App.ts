@@ -8,6 +8,7 @@ import { Connections } from "@wearflow/core/connections/connections"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import * as Registry from "@wearflow/core/registry"
 import * as Startup from "@wearflow/core/startup"
+import { Tracing } from "@wearflow/core/tracing"
 import { Effect, Layer } from "effect"
 import { fileURLToPath } from "node:url"
 import WearflowConfig from "../../wearflow.config.ts"
@@ -22,7 +23,7 @@ export const App = Effect.gen(function* () {
   const Plugins = Registry.layer(plugins).pipe(Layer.provide(ApiKeyAuth.layer))
   const api = withPluginRoutes(Registry.routesOf(plugins))
 
-  return Layer.mergeAll(Http(config, api), Workers(config), Startup.layerReencryptTokens, Startup.layerResumeBackfills).pipe(
+  return Layer.mergeAll(Http(config, api, (yield* Tracing).enabled), Workers(config), Startup.layerReencryptTokens, Startup.layerResumeBackfills).pipe(
     Layer.provide(Startup.layerBootstrapKey(yield* resolveApiKey(config))),
     Layer.provideMerge(Backfilling),
     Layer.provideMerge(Connections.Default.pipe(Layer.provideMerge(Plugins))),

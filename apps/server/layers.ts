@@ -6,6 +6,7 @@
 import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { BunHttpServer } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
+import { ApiKeys } from "@wearflow/core/tenancy/api-keys"
 import { Links } from "@wearflow/core/connections/links"
 import * as ApiKeyAuth from "@wearflow/core/tenancy/api-key-auth"
 import { Backfills, layerHistoryObserver } from "@wearflow/core/backfill/backfills"
@@ -38,6 +39,7 @@ import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
+import { TeamsLive } from "./teams/Http.ts"
 import { bunRoutes } from "./raw-routes.ts"
 import { layerRetryAfter, layerWithoutEchoedInput } from "./middleware.ts"
 
@@ -62,7 +64,8 @@ export const Core = (
     Inbox.Default,
     SyncStatus.Default,
     RecordStore.Default,
-    DataQuery.Default
+    DataQuery.Default,
+    ApiKeys.Default
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(
       Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
@@ -94,10 +97,14 @@ export const Workers = (config: Config) =>
  * The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs; the
  * plugins' raw webhook routes are answered before it (raw-routes.ts).
  */
-export const Http = (config: Config, api: typeof WearflowApi) => {
+export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) => {
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
-    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
+    Layer.provide([
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive).pipe(Layer.provide(ApiKeyAuth.layer)),
+      TeamsLive.pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
+      LinkLive(publicUrl)
+    ])
   )
   return HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput(api)),
@@ -107,13 +114,13 @@ export const Http = (config: Config, api: typeof WearflowApi) => {
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),
     HttpServer.withLogAddress,
-    // No tracer exports spans: a span per request (its URL parsed, an attribute per header)
-    // is work for nobody on the hottest path. Re-enable it with an exporter.
-    HttpMiddleware.withTracerDisabledWhen(() => true),
+    // Without an exporter a span per request (its URL parsed, an attribute per header) is work
+    // for nobody on the hottest path; with one, probes are left out.
+    HttpMiddleware.withTracerDisabledWhen((request) => !traced || request.url === "/health" || request.url === "/metrics"),
     // Bun closes a connection silent for 10 s by default, before a request's own bounded wait
     // (WEARFLOW_DATABASE_WAIT, plus a provider call) could answer 503 with Retry-After.
     Layer.provide(Layer.unwrapEffect(Effect.gen(function* () {
-      const routes = bunRoutes(yield* RawRoutes, yield* Effect.runtime<never>())
+      const routes = bunRoutes(yield* RawRoutes, yield* Effect.runtime<never>(), traced)
       return BunHttpServer.layer({ port: config.port, hostname: config.host, maxRequestBodySize: config.maxBodyBytes, idleTimeout: 60, routes })
     })))
   )

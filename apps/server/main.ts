@@ -1,10 +1,14 @@
-/** The Wearflow server on Bun: the app (App.ts), JSON logs at LOG_LEVEL (logging.ts), until SIGTERM. */
+/**
+ * The Wearflow server on Bun: the app (App.ts), JSON logs at LOG_LEVEL (logging.ts), traces
+ * over OTLP when configured (tracing.ts), until SIGTERM.
+ */
 import { BunRuntime } from "@effect/platform-bun"
 import { Effect, Layer } from "effect"
 import { App } from "./App.ts"
 import { ServerConfig } from "./config.ts"
 import * as Logging from "./logging.ts"
+import * as Tracing from "./tracing.ts"
 
 const Logs = Effect.map(ServerConfig, ({ logLevel }) => Logging.layer(logLevel)).pipe(Layer.unwrapEffect)
 
-Layer.launch(App).pipe(Effect.provide(Logs), BunRuntime.runMain({ disablePrettyLogger: true }))
+Layer.launch(App).pipe(Effect.provide(Layer.merge(Logs, Tracing.layer)), BunRuntime.runMain({ disablePrettyLogger: true }))

@@ -4,8 +4,9 @@
  * router, the middleware and the request's own fiber setup. Each runs on the runtime captured
  * when the server starts (its logger included).
  */
+import { Headers, HttpTraceContext } from "@effect/platform"
 import type { RawRoute } from "@wearflow/core/http"
-import { Cause, Effect, Runtime } from "effect"
+import { Cause, Effect, Option, Runtime } from "effect"
 
 type BunRoutes = Record<string, { readonly POST: (request: Request) => Promise<Response> }>
 
@@ -16,11 +17,30 @@ const orServerError = (effect: Effect.Effect<Response>) =>
       Effect.as(Effect.logError("webhook route failed; answering 500", Cause.squash(cause)), new Response(null, { status: 500 })))
   )
 
-export const bunRoutes = (routes: ReadonlyArray<RawRoute>, runtime: Runtime.Runtime<never>): BunRoutes => {
+/**
+ * The request's server span, when traces are exported: in the caller's trace if it sent a
+ * `traceparent`. The inbox stores its context with the body (core/tracing.ts).
+ */
+const serverSpan = (route: RawRoute, request: Request) => (effect: Effect.Effect<Response>) => {
+  const parent = HttpTraceContext.fromHeaders(Headers.fromInput(request.headers))
+  return effect.pipe(
+    Effect.tap((response) => Effect.annotateCurrentSpan("http.response.status_code", response.status)),
+    Effect.withSpan(`${route.method} ${route.path}`, {
+      kind: "server",
+      attributes: { "http.request.method": route.method, "http.route": route.path },
+      ...(Option.isSome(parent) ? { parent: parent.value } : {})
+    })
+  )
+}
+
+export const bunRoutes = (routes: ReadonlyArray<RawRoute>, runtime: Runtime.Runtime<never>, traced = false): BunRoutes => {
   const run = Runtime.runPromise(runtime)
   const table: BunRoutes = {}
   for (const route of routes) {
-    table[route.path] = { [route.method]: (request: Request) => run(orServerError(route.handle(request))) } as BunRoutes[string]
+    const handle = traced
+      ? (request: Request) => run(orServerError(route.handle(request).pipe(serverSpan(route, request))))
+      : (request: Request) => run(orServerError(route.handle(request)))
+    table[route.path] = { [route.method]: handle } as BunRoutes[string]
   }
   return table
 }

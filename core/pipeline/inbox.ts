@@ -10,6 +10,7 @@ import { SqlClient, type Statement } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
 import { batched } from "../storage/batched.ts"
+import * as Tracing from "../tracing.ts"
 import * as GroupCommit from "./group-commit.ts"
 import * as Queue from "./queue.ts"
 import type { Backlog } from "./queue.ts"
@@ -95,6 +96,9 @@ export class InboxSettings extends Context.Tag("wearflow/InboxSettings")<InboxSe
   // several times its size) stays small between collections; 256 KB parts peaked ~50 MB higher.
   static readonly defaults = { partBytes: 64 * 1024, partItems: 1000, partsInFlight: 2 }
 }
+
+/** A notification as committed: with the traceparent of the request that stored it (core/tracing.ts). */
+type Received = Notification & { readonly traceContext: string | null }
 
 /** A body made of `records` under `key`, with where each lies (so a large one is stored in parts). */
 export const bodyOf = (key: string, records: ReadonlyArray<unknown>): Pick<Notification, "body" | "itemCount" | "items"> => {
@@ -206,19 +210,20 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
      * test/pipeline.test.ts checks the two agree. Ids are drawn first, so each body's id is
      * known by its place in the batch.
      */
-    const writeWhole = (batch: ReadonlyArray<Notification>) =>
+    const writeWhole = (batch: ReadonlyArray<Received>) =>
       Effect.gen(function* () {
         const rows = yield* sql<{ ord: string; id: string }>`
           with input as (
             select nextval(pg_get_serial_sequence('inbox', 'id')) as id, t.*
             from unnest(${batch.map((n) => n.provider)}::text[], ${batch.map((n) => n.kind)}::text[],
                         ${batch.map(storedBody)}::text[], ${batch.map((n) => n.itemCount)}::int[],
-                        ${batch.map((n) => n.source?.inboxId ?? null)}::bigint[], ${batch.map((n) => n.source?.index ?? null)}::int[])
-              with ordinality as t(provider, kind, body, item_count, source_inbox_id, source_index, ord)
+                        ${batch.map((n) => n.source?.inboxId ?? null)}::bigint[], ${batch.map((n) => n.source?.index ?? null)}::int[],
+                        ${batch.map((n) => n.traceContext)}::text[])
+              with ordinality as t(provider, kind, body, item_count, source_inbox_id, source_index, trace_context, ord)
           ), stored as (
-            insert into inbox (id, provider, kind, body, item_count, source_inbox_id, source_index)
+            insert into inbox (id, provider, kind, body, item_count, source_inbox_id, source_index, trace_context)
             overriding system value
-            select id, provider, kind, body, item_count, source_inbox_id, source_index from input
+            select id, provider, kind, body, item_count, source_inbox_id, source_index, trace_context from input
             on conflict (source_inbox_id, source_index) where source_inbox_id is not null do nothing
             returning id
           ), queued as (
@@ -236,7 +241,7 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
 
     const commitWhole = yield* GroupCommit.make({
       write: writeWhole,
-      writeOne: (notification: Notification) => Effect.map(writeWhole([notification]), (ids) => ids[0]!),
+      writeOne: (notification: Received) => Effect.map(writeWhole([notification]), (ids) => ids[0]!),
       // A few statements in flight: while one waits for its WAL flush the next is on its way
       // (Postgres flushes them together), and no caller queues behind a single slow one.
       flushers: 4,
@@ -253,12 +258,12 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
      * parts are) and a row per part, in one transaction; the first `partsInFlight` parts are
      * queued, and each part finishing queues the next (`finish`).
      */
-    const commitParts = (notification: Notification) =>
+    const commitParts = (notification: Received) =>
       Effect.gen(function* () {
         const [parent] = yield* sql<{ id: string }>`
-          insert into inbox (provider, kind, body, item_count, source_inbox_id, source_index)
+          insert into inbox (provider, kind, body, item_count, source_inbox_id, source_index, trace_context)
           values (${notification.provider}, ${notification.kind}, '', ${notification.itemCount},
-                  ${notification.source?.inboxId ?? null}, ${notification.source?.index ?? null})
+                  ${notification.source?.inboxId ?? null}, ${notification.source?.index ?? null}, ${notification.traceContext})
           on conflict (source_inbox_id, source_index) where source_inbox_id is not null do nothing
           returning id`
         if (!parent) return yield* existing(notification.source!)
@@ -266,8 +271,8 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
         let index = 0
         for (const part of partsOf(notification, settings)) {
           const stored = sql`
-            insert into inbox (provider, kind, body, item_count, part_of, part_index)
-            values (${notification.provider}, ${notification.kind}, ${part.body}, ${part.itemCount}, ${parentId}, ${index})
+            insert into inbox (provider, kind, body, item_count, part_of, part_index, trace_context)
+            values (${notification.provider}, ${notification.kind}, ${part.body}, ${part.itemCount}, ${parentId}, ${index}, ${notification.traceContext})
             returning id`
           yield* index < settings.partsInFlight ? queueJobs(stored) : stored
           index++
@@ -281,11 +286,12 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
 
     const commit = Effect.fn("Inbox.commit")(
       function* (notification: Notification) {
+        const received: Received = { ...notification, traceContext: yield* Tracing.currentTraceparent }
         return yield* isLarge(notification)
-          ? commitParts(notification).pipe(
+          ? commitParts(received).pipe(
             Effect.timeoutFail({ duration: commitTimeout(notification.body.length), onTimeout: () => new Error("inbox commit timed out") })
           )
-          : commitWhole(notification)
+          : commitWhole(received)
       },
       (effect, notification) =>
         effect.pipe(

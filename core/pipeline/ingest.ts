@@ -21,6 +21,7 @@ import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
 import { batched } from "../storage/batched.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
+import * as Tracing from "../tracing.ts"
 import { ActivityFiles } from "./files.ts"
 import * as GroupCommit from "./group-commit.ts"
 import { HistoryObserver } from "./history.ts"
@@ -109,8 +110,8 @@ export const make = (options: IngestOptions = {}) =>
     const history = yield* HistoryObserver
     /** Inbox rows by id, read for all takers at the same step in one statement. */
     const inboxRow = batched((ids: ReadonlyArray<number>) =>
-      sql<{ id: string; provider: string; kind: string; body: string; part_of: string | null }>`
-        select id, provider, kind, body, part_of from inbox where id = any(${ids}::bigint[])`.pipe(
+      sql<{ id: string; provider: string; kind: string; body: string; part_of: string | null; trace_context: string | null }>`
+        select id, provider, kind, body, part_of, trace_context from inbox where id = any(${ids}::bigint[])`.pipe(
         Effect.map((rows) => {
           const byId = new Map(rows.map((row) => [Number(row.id), row]))
           return ids.map((id) => byId.get(id))
@@ -285,6 +286,23 @@ export const make = (options: IngestOptions = {}) =>
         yield* Effect.logError("no provider plugin loaded for inbox item").pipe(Effect.annotateLogs("provider", row.provider))
         return nothing
       }
+      return yield* handle(job, row, provider).pipe(
+        Effect.withSpan("ingest notification", { kind: "consumer", attributes: { "wearflow.provider": provider.id, "wearflow.inbox_id": job.inboxId } }),
+        // The trace of the request that stored the body (core/tracing.ts), when traces are exported.
+        Tracing.continueTrace(row.trace_context)
+      )
+    }, (effect, job) =>
+      effect.pipe(
+        Effect.tapError((e) => Effect.logWarning("ingest paused by an error; retrying").pipe(Effect.annotateLogs("error", e.message))),
+        // Database outages are waited out, however long.
+        retryWhileTransient(),
+        // A part that fails goes back to the queue; the parts after it need not wait for it.
+        Effect.tapError(() => Effect.ignore(inbox.queueNextPart(job.inboxId))),
+        Effect.annotateLogs("inbox_id", job.inboxId)
+      ))
+
+    /** Processes one inbox row's items and records the outcome. */
+    const handle = (job: IngestJob, row: { readonly kind: string; readonly body: string; readonly part_of: string | null }, provider: Provider) => Effect.gen(function* () {
       // Bodies were parsed before they were stored; a body that no longer parses yields no items.
       const body = Either.try(() => JSON.parse(row.body) as unknown).pipe(Either.getOrElse(() => undefined))
       const items = provider.itemsOf(row.kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
@@ -309,15 +327,7 @@ export const make = (options: IngestOptions = {}) =>
         )
       }
       return outcome
-    }, (effect, job) =>
-      effect.pipe(
-        Effect.tapError((e) => Effect.logWarning("ingest paused by an error; retrying").pipe(Effect.annotateLogs("error", e.message))),
-        // Database outages are waited out, however long.
-        retryWhileTransient(),
-        // A part that fails goes back to the queue; the parts after it need not wait for it.
-        Effect.tapError(() => Effect.ignore(inbox.queueNextPart(job.inboxId))),
-        Effect.annotateLogs("inbox_id", job.inboxId)
-      ))
+    })
 
     return { process } as const
   })

@@ -17,6 +17,7 @@ import { Duration, Effect, Layer, Metric, Schedule } from "effect"
 import type { EventEnvelope } from "../schema.ts"
 import { type OutboxEntry, type OutboxEvent, type Sink, SinkError, Sinks } from "../sink.ts"
 import * as OutboxWake from "../outbox-wake.ts"
+import * as Tracing from "../tracing.ts"
 
 /** An outbox row as the runner reads it (`outboxColumns`). */
 export interface OutboxRow {
@@ -92,6 +93,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     const gather = Duration.decode(options.gather ?? Duration.millis(10))
     const historicalData = sink.historicalData ?? true
     const metric = <A extends Metric.Metric.Counter<number>>(m: A) => Metric.tagged(m, "sink", sink.id)
+    const traced = (yield* Tracing.Tracing).enabled
 
     yield* sql`insert into sink_cursors (sink_id) values (${sink.id}) on conflict do nothing`
 
@@ -133,6 +135,22 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     const advance = (last: OutboxRow) =>
       sql`update sink_cursors set tx = ${last.tx}::xid8, position = ${last.position}, updated_at = now() where sink_id = ${sink.id}`
 
+    /**
+     * With traces exported, a delivery is a span in the trace of each notification whose
+     * records the batch's events are about (the traceparent stored with its inbox row).
+     */
+    const inTracesOf = (rows: ReadonlyArray<OutboxRow>) => <A, E, R>(deliver: Effect.Effect<A, E, R>) =>
+      Effect.gen(function* () {
+        const records = rows.flatMap((row) => (row.record_id === null ? [] : [row.record_id]))
+        if (records.length === 0) return yield* deliver
+        const traces = yield* sql<{ trace_context: string }>`
+          select distinct i.trace_context from records r join inbox i on i.id = r.inbox_id
+          where r.id = any(${records}::uuid[]) and i.trace_context is not null`
+        return yield* deliver.pipe(
+          Tracing.spanInEach(`sink ${sink.id} delivery`, traces.map((t) => t.trace_context), { "wearflow.sink": sink.id, "wearflow.events": rows.length })
+        )
+      })
+
     /** One round: lock the cursor, read, deliver, advance; all or nothing. */
     const round = (onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
       Effect.gen(function* () {
@@ -143,7 +161,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         if (rows.length > 0) {
           // Events the sink opted out of are passed over: the cursor moves past them.
           const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
-          if (wanted.length > 0) yield* onBatch(wanted)
+          if (wanted.length > 0) yield* (traced ? onBatch(wanted).pipe(inTracesOf(wanted)) : onBatch(wanted))
           yield* advance(rows[rows.length - 1]!)
         }
         return { _tag: "Delivered", count: rows.length, full: isFull(rows) } as Round

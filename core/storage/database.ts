@@ -20,6 +20,8 @@ import inboxDedupe from "./migrations/0010_inbox_dedupe.ts"
 import recordDeletions from "./migrations/0011_record_deletions.ts"
 import connectionSync from "./migrations/0012_connection_sync.ts"
 import samplesUserCascade from "./migrations/0013_samples_user_cascade.ts"
+import apiKeys from "./migrations/0014_api_keys.ts"
+import inboxTraceContext from "./migrations/0020_inbox_trace_context.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
@@ -34,7 +36,9 @@ export const migrations = Migrator.fromRecord({
   "0010_inbox_dedupe": inboxDedupe,
   "0011_record_deletions": recordDeletions,
   "0012_connection_sync": connectionSync,
-  "0013_samples_user_cascade": samplesUserCascade
+  "0013_samples_user_cascade": samplesUserCascade,
+  "0014_api_keys": apiKeys,
+  "0020_inbox_trace_context": inboxTraceContext
 })
 
 export interface DatabaseOptions {

@@ -1,10 +1,10 @@
 /**
- * Tenancy: teams, their API keys, and their users. Every read and write is scoped to a team:
- * tenants never see each other's users. The lowest floor of core; provider connections
+ * Tenancy: teams and their users (the teams' API keys: api-keys.ts). Every read and write is
+ * scoped to a team: tenants never see each other's users. The lowest floor of core; provider connections
  * (links.ts, connections.ts) stand on it.
  */
 import { SqlClient } from "@effect/sql"
-import { Data, Effect, Option, type Redacted } from "effect"
+import { Data, Effect, type Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { hashApiKey } from "../crypto.ts"
 
@@ -24,23 +24,27 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
 
-    /** Makes sure `key` opens team `name` (the bootstrap key from WEARFLOW_API_KEY). */
-    const ensureTeamKey = Effect.fn("Accounts.ensureTeamKey")(function* (name: string, key: Redacted.Redacted<string>) {
+    /**
+     * Makes sure `key` opens team `name`, creating the team the first time. The bootstrap key
+     * (WEARFLOW_API_KEY) is made with `admin`: whoever holds it manages teams and keys.
+     */
+    const ensureTeamKey = Effect.fn("Accounts.ensureTeamKey")(function* (name: string, key: Redacted.Redacted<string>, options: { readonly admin?: boolean } = {}) {
       const hash = hashApiKey(key)
+      const admin = options.admin ?? false
       // Replicas starting together bootstrap the same key: one creates the team, the others find it.
       yield* sql`select pg_advisory_xact_lock(hashtextextended('wearflow:bootstrap-key', 0))`
-      const existing = yield* sql<{ team_id: string }>`select team_id from api_keys where key_hash = ${hash}`
-      if (existing[0]) return existing[0].team_id
+      const existing = yield* sql<{ team_id: string; active: boolean }>`
+        update api_keys set admin = admin or ${admin} where key_hash = ${hash}
+        returning team_id, revoked_at is null and (expires_at is null or expires_at > now()) as active`
+      if (existing[0]) {
+        if (!existing[0].active) yield* Effect.logWarning("the bootstrap API key (WEARFLOW_API_KEY) is revoked or expired: it opens nothing; set another key")
+        return existing[0].team_id
+      }
       const teamId = randomUUID()
       yield* sql`insert into teams (id, name) values (${teamId}, ${name})`
-      yield* sql`insert into api_keys (key_hash, team_id, label) values (${hash}, ${teamId}, 'bootstrap')`
+      yield* sql`insert into api_keys (key_hash, team_id, label, admin) values (${hash}, ${teamId}, 'bootstrap', ${admin})`
       return teamId
     }, sql.withTransaction)
-
-    const teamForApiKey = (key: Redacted.Redacted<string>) =>
-      sql<{ team_id: string }>`select team_id from api_keys where key_hash = ${hashApiKey(key)}`.pipe(
-        Effect.map((rows) => Option.fromNullable(rows[0]?.team_id))
-      )
 
     const toUser = (row: { id: string; client_user_id: string; team_id: string; created_at: Date }): User => ({
       user_id: row.id,
@@ -67,6 +71,6 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
       return toUser(rows[0])
     })
 
-    return { ensureTeamKey, teamForApiKey, createUser, getUser } as const
+    return { ensureTeamKey, createUser, getUser } as const
   })
 }) {}
