@@ -293,7 +293,7 @@ const runBench = async () => {
       )
     } else settings.push(["WEARFLOW_ETL_DIR", outDir])
     const App = SinkRunner.layer(EtlSink.EtlSink, EtlSink.plugin.sink.pacing).pipe(
-      Layer.provideMerge(Host.load(EtlSink.plugin, ConfigProvider.fromMap(new Map(settings)))),
+      Layer.provideMerge(Host.load({ manifest: EtlSink.manifest, layer: EtlSink.layer }, ConfigProvider.fromMap(new Map(settings)))),
       // Host.load guards an HttpClient; the sink makes no HTTP calls through it (the AWS SDK has its own).
       Layer.provide(OutboundHttp.layer()),
       Layer.provide(Layer.succeedContext(storageContext)),

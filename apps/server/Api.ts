@@ -8,6 +8,7 @@ import { ApiId, Conflict, InvalidRequest, NotFound, PrintableId, ServiceUnavaila
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
+import { DashboardApi } from "./dashboard/Api.ts"
 import { TeamsApi } from "./teams/Api.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
@@ -279,6 +280,7 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(DataApi)
   .add(BackfillApi)
   .add(TeamsApi)
+  .add(DashboardApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}
 

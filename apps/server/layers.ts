@@ -35,6 +35,7 @@ import { type Config as EffectConfig, Effect, Layer, Option, type Redacted } fro
 import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
 import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
+import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
@@ -100,7 +101,7 @@ export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) =
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([
-      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)),
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive).pipe(Layer.provide(ApiKeyAuth.layer)),
       TeamsLive.pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
       LinkLive(publicUrl)
     ])
@@ -108,7 +109,7 @@ export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) =
   return HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput(api)),
     Layer.provide(layerRetryAfter),
-    Layer.provide(Layer.merge(MetricsRoute, HealthRoute({ ingestStallAfter: config.ingestStallAfter }))),
+    Layer.provide(Layer.mergeAll(MetricsRoute, HealthRoute({ ingestStallAfter: config.ingestStallAfter }), DashboardRoute)),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),

@@ -60,7 +60,7 @@ const withSink = (settings: Record<string, string>, replicas: 1 | 2 = 1, runnerB
     const env = new Map(Object.entries({ WEARFLOW_ETL_DIR: dir, WEARFLOW_ETL_BATCH_SECONDS: "0.2", ...settings }))
     const replica = () =>
       SinkRunner.layer(EtlSink.EtlSink, { batchSize: runnerBatch, idle: "20 millis" }).pipe(
-        Layer.provideMerge(Host.load(EtlSink.plugin, ConfigProvider.fromMap(env))),
+        Layer.provideMerge(Host.load({ manifest: EtlSink.manifest, layer: EtlSink.layer }, ConfigProvider.fromMap(env))),
         Layer.provide(FetchHttpClient.layer)
       )
     const context = yield* Layer.build(

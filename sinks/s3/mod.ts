@@ -17,7 +17,9 @@
 import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import { type OutboxEntry, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option } from "effect"
+import { EtlApi } from "./Api.ts"
 import * as Batches from "./batches.ts"
+import { EtlLive } from "./http.ts"
 import { migrate } from "./migrations.ts"
 import * as ObjectStore from "./object-store.ts"
 import { config, type Settings } from "./settings.ts"
@@ -78,4 +80,10 @@ export const layer = Layer.scoped(
   })
 )
 
-export const plugin = { manifest, layer, sink: { tag: EtlSink, pacing: { batchSize: 2000 } } } satisfies Plugin
+/** The plugin: the sink and its flusher, and the team's read route over its staging (Api.ts). */
+export const plugin = {
+  manifest,
+  layer: EtlLive.pipe(Layer.provideMerge(layer)),
+  sink: { tag: EtlSink, pacing: { batchSize: 2000 } },
+  routes: [EtlApi]
+} satisfies Plugin
