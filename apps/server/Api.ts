@@ -8,6 +8,7 @@ import { ApiId, Conflict, InvalidRequest, NotFound, PrintableId, ServiceUnavaila
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
+import { ConnectedSource, UserLifecycleApi, UserView } from "./users/Api.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
@@ -23,21 +24,7 @@ export const CreateUser = Schema.Struct({
 
 export const CreatedUser = Schema.Struct({ user_id: Schema.UUID, client_user_id: Schema.String })
 
-export const ConnectedSource = Schema.Struct({
-  provider: Schema.String,
-  provider_user_id: Schema.String,
-  status: Schema.String,
-  scopes: Schema.Array(Schema.String),
-  created_on: Schema.String
-})
-
-export const UserView = Schema.Struct({
-  user_id: Schema.UUID,
-  team_id: Schema.UUID,
-  client_user_id: Schema.String,
-  created_on: Schema.String,
-  connected_sources: Schema.Array(ConnectedSource)
-}).annotations({ identifier: "User" })
+export { ConnectedSource, UserView }
 
 export const LinkedConnection = Schema.Struct({
   user_id: Schema.UUID,
@@ -274,6 +261,7 @@ export class DataApi extends HttpApiGroup.make("data")
 
 export class WearflowApi extends HttpApi.make(ApiId)
   .add(UsersApi)
+  .add(UserLifecycleApi)
   .add(LinkApi)
   .add(DataApi)
   .add(BackfillApi)

@@ -69,7 +69,14 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
               created_on: c.created_at
             }))
           }
-        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline))
+        }).pipe(
+          Effect.catchTags({
+            UserNotFound: (e) =>
+              Effect.fail(e.deleted ? new NotFound({ message: "user deleted; POST /v2/user/undo_delete restores it until its data is erased" }) : notFound()),
+            SqlError: () => Effect.fail(unavailable())
+          }),
+          deadline
+        ))
       .handle("link", ({ path, payload }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam

@@ -21,6 +21,7 @@ import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
 import * as InboxRetention from "@wearflow/core/pipeline/retention"
+import * as UserErasure from "@wearflow/core/erasure/erase"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
@@ -35,6 +36,7 @@ import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
 import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { UserLifecycleLive } from "./users/Http.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
 import { bunRoutes } from "./raw-routes.ts"
@@ -84,6 +86,7 @@ export const Workers = (config: Config) =>
     ),
     Connections.layerRefresher(config.tokenRefresh),
     InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
+    UserErasure.layer,
     SinkRunner.layerAll(),
     // Polled connections: their durable polls, started when linked and again at start.
     SyncPoll.layerStarter.pipe(Layer.provideMerge(SyncPoll.layer))
@@ -96,7 +99,7 @@ export const Workers = (config: Config) =>
 export const Http = (config: Config, api: typeof WearflowApi) => {
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
-    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
+    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), UserLifecycleLive, DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
   )
   return HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput(api)),
