@@ -14,6 +14,7 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
+import { gunzipSync } from "node:zlib"
 import { Webhook } from "svix"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type FakeGarmin, startFakeGarmin } from "../providers/garmin/testing/fake-garmin.ts"
@@ -82,6 +83,7 @@ beforeAll(async () => {
       WEARFLOW_WEBHOOK_ALLOW_HTTP: "true",
       WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true",
       WEARFLOW_USER_ERASURE_INTERVAL: "200 millis",
+      WEARFLOW_ETL_BATCH_SECONDS: "1",
       ...garmin.env,
       ...extra
     }
@@ -275,5 +277,19 @@ describe("erasure after the grace period", () => {
       team_id: expect.any(String),
       data: { user_id: userId, client_user_id: "erased", deleted_at: expect.any(String), erased_at: expect.any(String) }
     })
+    // And as a row of the ETL files' deleted_users dataset (whichever process wrote the batch).
+    const etlRow = await eventually(async () => {
+      for (const dir of dirs) {
+        const root = path.join(dir, "etl", "resource=deleted_users")
+        const files = await fs.readdir(root, { recursive: true }).catch(() => [] as Array<string>)
+        for (const file of files.filter((f) => f.endsWith(".ndjson.gz"))) {
+          const rows = gunzipSync(await fs.readFile(path.join(root, file))).toString("utf8").trim().split("\n").map((line) => JSON.parse(line))
+          const row = rows.find((r) => r.user_id === userId)
+          if (row) return row
+        }
+      }
+      return undefined
+    }, 30_000)
+    expect(etlRow).toMatchObject({ event_type: "user.deleted", user_id: userId, client_user_id: "erased", erased_at: expect.any(String) })
   })
 })
