@@ -4,7 +4,8 @@
  * their backfill cancelled, their later data kept from them, the user restored within the grace
  * period; and after it (a server configured with no grace) nothing of the user left in any
  * table — every table with a user_id column, the sinks' own included, raw bodies, staged ETL
- * events — while a `user.deleted` event reaches a webhook endpoint, verified with svix.
+ * events, stored activity files — while a `user.deleted` event reaches a webhook endpoint,
+ * verified with svix, and the ETL files' deleted_users dataset.
  * A second team can neither list, delete nor restore the first team's users.
  */
 import { Redacted } from "effect"
@@ -42,6 +43,7 @@ const api = wearflowApi(() => graceful.baseUrl, API_KEY)
 const eraser = wearflowApi(() => immediate.baseUrl, API_KEY)
 const otherTeam = wearflowApi(() => graceful.baseUrl, OTHER_TEAM_KEY)
 const push = garminWebhook(() => graceful.baseUrl, CONSUMER.consumerKey, "push")
+const ping = garminWebhook(() => graceful.baseUrl, CONSUMER.consumerKey, "ping")
 const processed = inboxOutcomes(() => db, 30_000)
 
 const count = async (query: string, params: Array<unknown> = []) => Number((await db.query(query, params)).rows[0].n)
@@ -219,6 +221,11 @@ describe("erasure after the grace period", () => {
     await processed(await push({ dailies: [dailyOf("garmin-erased", "erased-3", "2026-11-03"), dailyOf("garmin-bystander", "bystander-1", "2026-11-03")] }))
     expect(await count("select count(*) as n from records where user_id = $1 and resource = 'activity'", [userId])).toBe(3)
     expect(await count("select count(*) as n from samples where user_id = $1", [userId])).toBeGreaterThan(0)
+    // An activity file, fetched from Garmin and stored.
+    const callbackURL = garmin.addActivityFile("garmin-erased", { id: "erased-file-1", bytes: "a FIT file of the erased user" })
+    await processed(await ping({ activityFiles: [{ userId: "garmin-erased", summaryId: "erased-file-1", fileType: "FIT", callbackURL }] }))
+    const location = (await db.query("select location from activity_files where user_id = $1", [userId])).rows[0].location as string
+    expect(await fs.readFile(location, "utf8")).toBe("a FIT file of the erased user")
     // Every sink has taken the user's events: typed rows, webhook messages, staged ETL events.
     await eventually(async () => {
       const n = await count("select count(*) as n from outbox o, sink_cursors c where (o.tx, o.position) > (c.tx, c.position)")
@@ -259,6 +266,7 @@ describe("erasure after the grace period", () => {
     expect(await count("select count(*) as n from unlinked_notifications where provider_user_id = 'garmin-erased'")).toBe(0)
     expect(await count("select count(*) as n from inbox where strpos(body, 'bystander-1') > 0")).toBe(1)
     expect(await count("select count(*) as n from etl_pending where position = any($1::bigint[])", [positions])).toBe(0)
+    await expect(fs.access(location)).rejects.toThrow()
     expect(await count("select count(*) as n from records where user_id = $1", [bystander])).toBe(bystanderRows)
     expect((await api("GET", `/v2/user/${bystander}`)).status).toBe(200)
 

@@ -75,22 +75,24 @@ export const Core = (
 /** Backfill chains run in every process; their status feeds the API and the CLI. */
 export const Backfilling = Layer.merge(BackfillChains.layer, layerHistoryObserver).pipe(Layer.provideMerge(Layer.merge(Backfills.Default, BackfillStatus.Default)))
 
-export const Workers = (config: Config) =>
-  Layer.mergeAll(
+export const Workers = (config: Config) => {
+  const files = Option.match(config.filesBucket, {
+    onNone: () => ActivityFiles.layerLocal(path.join(config.dataDir, "files")),
+    onSome: (bucket) => ActivityFiles.layerS3(bucket, path.join(config.dataDir, "files"))
+  })
+  return Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
       Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
-      Layer.provide(Option.match(config.filesBucket, {
-        onNone: () => ActivityFiles.layerLocal(path.join(config.dataDir, "files")),
-        onSome: (bucket) => ActivityFiles.layerS3(bucket, path.join(config.dataDir, "files"))
-      }))
+      Layer.provide(files)
     ),
     Connections.layerRefresher(config.tokenRefresh),
     InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
-    UserErasure.layer,
+    UserErasure.layer.pipe(Layer.provide(files)),
     SinkRunner.layerAll(),
     // Polled connections: their durable polls, started when linked and again at start.
     SyncPoll.layerStarter.pipe(Layer.provideMerge(SyncPoll.layer))
   )
+}
 
 /**
  * The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs; the

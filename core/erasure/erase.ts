@@ -2,8 +2,9 @@
  * Erasure: once a deleted user's grace period has passed, everything Wearflow keeps of them
  * goes, in one transaction per user — each sink's own rows (`Sink.eraseUser`: typed tables,
  * webhook messages and attempts, ETL staging), their raw notification bodies, parked items,
- * outbox events and dead letters, then the user's row and every row keyed to it (connections,
- * records, samples, activity files, backfills, polls, link sessions). Then one `user.deleted`
+ * outbox events and dead letters, their stored activity files (those no other user has), then
+ * the user's row and every row keyed to it (connections, records, samples, activity file
+ * entries, backfills, polls, link sessions). Then one `user.deleted`
  * event goes into the outbox so sinks tell downstream systems to erase their copies.
  *
  * The transaction first locks every sink's cursor: a runner round in flight finishes first,
@@ -21,6 +22,7 @@
 import { SqlClient } from "@effect/sql"
 import { Effect, Layer, Metric, Schedule } from "effect"
 import { appendEvents, newEvent } from "../outbox.ts"
+import { ActivityFiles } from "../pipeline/files.ts"
 import { type DeletedUser, USER_DELETED } from "../schema.ts"
 import { Sinks } from "../sink.ts"
 import { retryWhileTransient } from "../storage/errors.ts"
@@ -35,6 +37,7 @@ const BATCH = 20
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const sinks = yield* Sinks
+  const activityFiles = yield* ActivityFiles
 
   /** The user's raw bodies: their items out, bodies with nothing else left gone. */
   const eraseBodies = (userId: string) =>
@@ -91,6 +94,12 @@ export const make = Effect.gen(function* () {
       yield* sql`select sink_id from sink_cursors order by sink_id for update`
       for (const { sink } of sinks) if (sink.eraseUser) yield* sink.eraseUser(userId)
       yield* eraseBodies(userId)
+      // Stored activity files no other user has (files are stored once per content); a failure
+      // leaves the user for the next sweep, and removing a file again is harmless.
+      const files = yield* sql<{ location: string }>`
+        select distinct f.location from activity_files f where f.user_id = ${userId}
+          and not exists (select 1 from activity_files o where o.location = f.location and o.user_id <> f.user_id)`
+      yield* activityFiles.remove(files.map((f) => f.location))
       yield* sql`delete from sink_dead_letters where event_id in (select event_id from outbox where user_id = ${userId})`
       yield* sql`delete from outbox where user_id = ${userId}`
       // Every row keyed to the user goes with it (foreign keys, and the samples trigger).
@@ -116,11 +125,18 @@ export const make = Effect.gen(function* () {
       for (const { id } of due) {
         const ok = yield* eraseOne(id).pipe(
           retryWhileTransient("1 minute"),
-          Effect.catchTag("SinkError", (error) =>
-            Effect.logWarning("a sink could not erase a deleted user; trying again later").pipe(
-              Effect.annotateLogs({ user_id: id, error: error.message }),
-              Effect.as(false)
-            ))
+          Effect.catchTags({
+            SinkError: (error) =>
+              Effect.logWarning("a sink could not erase a deleted user; trying again later").pipe(
+                Effect.annotateLogs({ user_id: id, error: error.message }),
+                Effect.as(false)
+              ),
+            FileStoreError: (error) =>
+              Effect.logWarning("could not remove a deleted user's activity files; trying again later").pipe(
+                Effect.annotateLogs({ user_id: id, error: error.message }),
+                Effect.as(false)
+              )
+          })
         )
         if (ok) {
           done++
