@@ -7,8 +7,9 @@
  * entries, backfills, polls, link sessions). Then one `user.deleted`
  * event goes into the outbox so sinks tell downstream systems to erase their copies.
  *
- * The transaction first locks every sink's cursor: a runner round in flight finishes first,
- * and none starts until the user's events are gone, so no sink writes them back.
+ * Before the sinks' part the transaction locks every sink's cursor: a runner round in flight
+ * finishes first, and none starts until the user's events are gone, so no sink writes them
+ * back. The slow parts (raw bodies, the cascade of the user's records) run before it.
  *
  * Raw bodies: a body naming one of the user's provider accounts loses the user's items;
  * what is left of other provider users' items stays (they are those users' data), and a body
@@ -90,9 +91,6 @@ export const make = Effect.gen(function* () {
         where id = ${userId} and deleted_at is not null and erase_after <= now()
         for update skip locked`
       if (!user) return false
-      // Waits for runner rounds in flight; none starts until this commits.
-      yield* sql`select sink_id from sink_cursors order by sink_id for update`
-      for (const { sink } of sinks) if (sink.eraseUser) yield* sink.eraseUser(userId)
       yield* eraseBodies(userId)
       // Stored activity files no other user has (files are stored once per content); a failure
       // leaves the user for the next sweep, and removing a file again is harmless.
@@ -100,11 +98,17 @@ export const make = Effect.gen(function* () {
         select distinct f.location from activity_files f where f.user_id = ${userId}
           and not exists (select 1 from activity_files o where o.location = f.location and o.user_id <> f.user_id)`
       yield* activityFiles.remove(files.map((f) => f.location))
-      yield* sql`delete from sink_dead_letters where event_id in (select event_id from outbox where user_id = ${userId})`
-      yield* sql`delete from outbox where user_id = ${userId}`
-      // Every row keyed to the user goes with it (foreign keys, and the samples trigger).
+      // The user's events, found before the sinks are held (the outbox has no index by user).
+      const [last] = yield* sql<{ position: string }>`select coalesce(max(position), 0)::text as position from outbox`
+      const events = yield* sql<{ position: string; event_id: string }>`select position, event_id from outbox where user_id = ${userId}`
+      yield* sql`delete from sink_dead_letters where event_id = any(${events.map((e) => e.event_id)}::uuid[])`
+      // Every row keyed to the user goes with them (foreign keys, and the samples trigger).
       yield* sql`delete from backfill_windows where user_id = ${userId}`
       yield* sql`delete from users where id = ${userId}`
+      // Waits for runner rounds in flight, and holds off new ones, only for the sinks' part.
+      yield* sql`select sink_id from sink_cursors order by sink_id for update`
+      for (const { sink } of sinks) if (sink.eraseUser) yield* sink.eraseUser(userId)
+      yield* sql`delete from outbox where position = any(${events.map((e) => e.position)}::bigint[]) or (position > ${last?.position ?? "0"}::bigint and user_id = ${userId})`
       const data: DeletedUser = {
         user_id: user.id,
         client_user_id: user.client_user_id,
