@@ -1,9 +1,9 @@
 /**
- * A deleted user's items taken out of a raw notification body. Bodies are JSON; an item is
- * an object in an array (a provider batching several users' records under a key) and belongs to the user when
- * one of its own fields is their provider user id. A body shared with other provider users
- * keeps their items; a body with nothing else left, or whose rest still names the user, is
- * the user's alone.
+ * A deleted user's items taken out of a raw notification body. Bodies are JSON; an item is an
+ * object in an array (a provider batching several users' records under a key) and belongs to
+ * the user when one of its own fields is their provider user id. A body shared with other
+ * provider users keeps their items; a body with nothing else left, or whose rest still names
+ * the user, is the user's alone (erasure errs on the side of erasing).
  */
 
 type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
