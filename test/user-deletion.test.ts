@@ -192,6 +192,7 @@ describe("DELETE /v2/user/{user_id}", () => {
     expect((await api("GET", `/v2/summary/activity/${userId}?start_date=2026-11-01`)).status).toBe(404)
     expect((await api("DELETE", `/v2/user/${userId}`)).status).toBe(404)
     expect((await api("GET", "/v2/user?limit=500")).body.users.map((u: { user_id: string }) => u.user_id)).not.toContain(userId)
+    expect((await api("GET", `/v2/introspect/historical_pull?user_id=${userId}`)).body.data).toEqual([])
     // Garmin's later data for the account is not stored as the user's.
     expect(await processed(await push({ dailies: [dailyOf("garmin-restored", "restored-2", "2026-11-02")] }))).toMatchObject({ unlinked: 1 })
     expect(await count("select count(*) as n from records where user_id = $1 and resource = 'activity'", [userId])).toBe(1)

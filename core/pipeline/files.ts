@@ -42,11 +42,12 @@ const localStore = (directory: string): FileStore => ({
       },
       catch: failure("local directory")
     }),
-  // Only inside the directory: a location is a path this store wrote.
+  // Only what a local store writes (`<dir>/<provider>/<sha-256>.<ext>`), possibly another
+  // process's directory on this machine; a file on another machine's disk is out of reach.
   remove: (location) =>
-    path.relative(path.resolve(directory), location).startsWith("..") || !path.isAbsolute(location)
-      ? Effect.void
-      : Effect.tryPromise({ try: () => fs.rm(location, { force: true }), catch: failure("local directory") })
+    path.isAbsolute(location) && /^[0-9a-f]{64}\.[a-z0-9]+$/.test(path.basename(location))
+      ? Effect.tryPromise({ try: () => fs.rm(location, { force: true }), catch: failure("local directory") })
+      : Effect.void
 })
 
 const s3Store = (client: S3Client, sdk: typeof import("@aws-sdk/client-s3"), options: S3FilesOptions): FileStore => ({
