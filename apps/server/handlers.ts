@@ -18,6 +18,7 @@ import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
 import { Duration, Effect, Option, Schema } from "effect"
 import { BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
+import { deletedNotFound } from "./users/Http.ts"
 
 /** The longest a provider call inside a request may take (the providers' own request timeout). */
 const PROVIDER_WAIT = Duration.seconds(30)
@@ -71,8 +72,7 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
           }
         }).pipe(
           Effect.catchTags({
-            UserNotFound: (e) =>
-              Effect.fail(e.deleted ? new NotFound({ message: "user deleted; POST /v2/user/undo_delete restores it until its data is erased" }) : notFound()),
+            UserNotFound: (e) => Effect.fail(e.deleted ? deletedNotFound() : notFound()),
             SqlError: () => Effect.fail(unavailable())
           }),
           deadline

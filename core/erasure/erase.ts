@@ -50,16 +50,22 @@ export const make = Effect.gen(function* () {
         ) as shared
         from provider_connections c where c.user_id = ${userId}`
       const accounts = owned.filter((a) => !a.shared)
-      const outcome = new Map<number, { theirs: boolean; body?: string }>()
+      // Bodies seen, and those that are the user's alone. One account per provider, so a body
+      // (of one provider) is looked at once.
+      const seen = new Set<number>()
+      const theirs: Array<number> = []
       for (const account of accounts) {
-        const rows = yield* sql<{ id: string; body: string }>`
-          select id, body from inbox where provider = ${account.provider} and strpos(body, ${account.provider_user_id}) > 0`
-        for (const row of rows) {
-          const id = Number(row.id)
-          const current = outcome.get(id)
-          if (current?.theirs) continue
-          const stripped = stripUser(current?.body ?? row.body, account.provider_user_id)
-          outcome.set(id, stripped._tag === "Theirs" ? { theirs: true } : { theirs: false, body: stripped.body })
+        // Ids first, then one body at a time: bodies may be large.
+        const found = yield* sql<{ id: string }>`
+          select id from inbox where provider = ${account.provider} and strpos(body, ${account.provider_user_id}) > 0 order by id`
+        for (const { id: text } of found) {
+          const id = Number(text)
+          seen.add(id)
+          const [row] = yield* sql<{ body: string }>`select body from inbox where id = ${id}`
+          if (row === undefined) continue
+          const stripped = stripUser(row.body, account.provider_user_id)
+          if (stripped._tag === "Theirs") theirs.push(id)
+          else yield* sql`update inbox set body = ${stripped.body} where id = ${id}`
         }
         yield* sql`delete from unlinked_notifications where provider = ${account.provider} and provider_user_id = ${account.provider_user_id}`
       }
@@ -69,11 +75,8 @@ export const make = Effect.gen(function* () {
           select inbox_id as id from records where user_id = ${userId}
           union select p.inbox_id from backfill_pages p join backfill_windows w on w.id = p.window_id where w.user_id = ${userId} and p.inbox_id is not null
           union select p.inbox_id from sync_pages p join provider_connections c on c.id = p.connection_id where c.user_id = ${userId} and p.inbox_id is not null`
-        for (const row of fetched) if (!outcome.has(Number(row.id))) outcome.set(Number(row.id), { theirs: true })
+        for (const row of fetched) if (!seen.has(Number(row.id))) theirs.push(Number(row.id))
       }
-      const theirs = [...outcome].filter(([, o]) => o.theirs).map(([id]) => id)
-      const shared = [...outcome].flatMap(([id, o]) => (o.theirs ? [] : [{ id, body: o.body! }]))
-      for (const { body, id } of shared) yield* sql`update inbox set body = ${body} where id = ${id}`
       if (theirs.length === 0) return
       // Processed and needed by nothing: deleted. Still to be processed: emptied (it yields nothing).
       yield* sql`

@@ -13,7 +13,8 @@ import { PAGE_DEFAULT, UserLifecycleApi } from "./Api.ts"
 const PROVIDER_WAIT = Duration.seconds(30)
 
 const notFound = () => new NotFound({ message: "user not found" })
-const deletedNotFound = () =>
+/** A deleted user, until erased: not found, and how to bring it back. */
+export const deletedNotFound = () =>
   new NotFound({ message: "user deleted; POST /v2/user/undo_delete restores it until its data is erased" })
 
 /** The cursor is opaque to callers: where the previous page ended, base64url. */
