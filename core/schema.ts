@@ -356,10 +356,24 @@ export type SampleOf<R extends TimeseriesResource> = Schema.Schema.Type<(typeof 
 /** The canonical unit of each timeseries resource. */
 export const unitOf = <R extends TimeseriesResource>(resource: R): (typeof Resources)[R]["unit"] => Resources[resource].unit
 
+/** The event that ends a deleted user: their data is erased from every table Wearflow owns. */
+export const USER_DELETED = "user.deleted"
+
+/** What a `user.deleted` event's `data` holds: who, and when they were deleted and erased. */
+export const DeletedUser = Schema.Struct({
+  user_id: Schema.UUID,
+  client_user_id: Schema.String,
+  deleted_at: Timestamp,
+  erased_at: Timestamp
+}).annotations({ identifier: "DeletedUser" })
+export type DeletedUser = typeof DeletedUser.Type
+
 export const EventType = Schema.Union(
   Schema.TemplateLiteral(Schema.Literal("daily", "historical"), ".data.", ResourceName, ".", Schema.Literal("created", "updated")),
   // A record the user deleted at the provider, removed from the store.
-  Schema.TemplateLiteral("daily.data.", ResourceName, ".deleted")
+  Schema.TemplateLiteral("daily.data.", ResourceName, ".deleted"),
+  // A deleted user whose data Wearflow has erased: downstream copies should go too.
+  Schema.Literal(USER_DELETED)
 )
 export type EventType = typeof EventType.Type
 

@@ -54,6 +54,13 @@ interface SinkBase {
    * true when absent. Backfill completion notices are sent either way.
    */
   readonly historicalData?: boolean
+  /**
+   * Erases whatever this sink keeps of a deleted user in Wearflow's own storage (typed tables,
+   * staged events, messages): runs in the erasure's transaction, before the user's outbox
+   * events go, while no runner round is in flight. Copies already delivered downstream are
+   * the receiver's to erase (the `user.deleted` event that follows tells them).
+   */
+  readonly eraseUser?: (userId: string) => Effect.Effect<void, SinkError>
 }
 
 /** A sink that receives whole events, payloads included (the usual kind). */

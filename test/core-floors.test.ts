@@ -13,7 +13,7 @@ const CORE = path.resolve(import.meta.dirname, "../core")
 
 const FLOORS: ReadonlyArray<readonly [RegExp, number, string]> = [
   [/^(registry|startup)\.ts$|^testing\//, 5, "app-facing"],
-  [/^(backfill|sync)\//, 4, "backfill"],
+  [/^(backfill|sync|erasure)\//, 4, "backfill"],
   [/^pipeline\//, 3, "pipeline"],
   [/^connections\//, 2, "connections"],
   [/^tenancy\//, 1, "tenancy"],

@@ -379,8 +379,8 @@ describe("ETL files in the local directory (the default)", () => {
     }
     const manifests = await fs.readdir(path.join(root, "_manifests/resource=activity"), { recursive: true })
     expect(manifests.some((m) => m.endsWith(".json"))).toBe(true)
-    // Every resource's schema (and the deletions dataset's) is there from the start, data or not.
-    expect((await fs.readdir(path.join(root, "_schemas"))).filter((f) => f.endsWith(".json")).length).toBe(Object.keys(Resources).length + 1)
+    // Every resource's schema (and the deletions and deleted_users datasets') is there from the start, data or not.
+    expect((await fs.readdir(path.join(root, "_schemas"))).filter((f) => f.endsWith(".json")).length).toBe(Object.keys(Resources).length + 2)
     expect(JSON.parse(await fs.readFile(path.join(root, "_schemas/deletions.json"), "utf8")).$ref).toBe("#/$defs/wearflow.etl.deletions")
     expect(JSON.parse(await fs.readFile(path.join(root, "_schemas/activity.json"), "utf8")).$schema).toContain("json-schema.org")
     expect((await fs.readdir(root, { recursive: true })).some((f) => f.endsWith(".partial"))).toBe(false)

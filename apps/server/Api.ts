@@ -10,6 +10,7 @@ import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
 import { DashboardApi } from "./dashboard/Api.ts"
 import { TeamsApi } from "./teams/Api.ts"
+import { ConnectedSource, UserLifecycleApi, UserView } from "./users/Api.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
@@ -25,21 +26,7 @@ export const CreateUser = Schema.Struct({
 
 export const CreatedUser = Schema.Struct({ user_id: Schema.UUID, client_user_id: Schema.String })
 
-export const ConnectedSource = Schema.Struct({
-  provider: Schema.String,
-  provider_user_id: Schema.String,
-  status: Schema.String,
-  scopes: Schema.Array(Schema.String),
-  created_on: Schema.String
-})
-
-export const UserView = Schema.Struct({
-  user_id: Schema.UUID,
-  team_id: Schema.UUID,
-  client_user_id: Schema.String,
-  created_on: Schema.String,
-  connected_sources: Schema.Array(ConnectedSource)
-}).annotations({ identifier: "User" })
+export { ConnectedSource, UserView }
 
 export const LinkedConnection = Schema.Struct({
   user_id: Schema.UUID,
@@ -276,6 +263,7 @@ export class DataApi extends HttpApiGroup.make("data")
 
 export class WearflowApi extends HttpApi.make(ApiId)
   .add(UsersApi)
+  .add(UserLifecycleApi)
   .add(LinkApi)
   .add(DataApi)
   .add(BackfillApi)

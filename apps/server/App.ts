@@ -5,6 +5,7 @@
  */
 import * as ApiKeyAuth from "@wearflow/core/tenancy/api-key-auth"
 import { Connections } from "@wearflow/core/connections/connections"
+import { ErasureSettings, UserDeletion } from "@wearflow/core/erasure/deletion"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import * as Registry from "@wearflow/core/registry"
 import * as Startup from "@wearflow/core/startup"
@@ -13,7 +14,7 @@ import { Effect, Layer } from "effect"
 import { fileURLToPath } from "node:url"
 import WearflowConfig from "../../wearflow.config.ts"
 import { withPluginRoutes } from "./Api.ts"
-import { BackfillConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, ServerConfig, SyncConfig } from "./config.ts"
+import { BackfillConfig, ErasureConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, ServerConfig, SyncConfig } from "./config.ts"
 import { Backfilling, Core, Http, Storage, Workers } from "./layers.ts"
 
 export const App = Effect.gen(function* () {
@@ -26,6 +27,7 @@ export const App = Effect.gen(function* () {
   return Layer.mergeAll(Http(config, api, (yield* Tracing).enabled), Workers(config), Startup.layerReencryptTokens, Startup.layerResumeBackfills).pipe(
     Layer.provide(Startup.layerBootstrapKey(yield* resolveApiKey(config))),
     Layer.provideMerge(Backfilling),
+    Layer.provideMerge(UserDeletion.Default.pipe(Layer.provideMerge(Layer.succeed(ErasureSettings, yield* ErasureConfig)))),
     Layer.provideMerge(Connections.Default.pipe(Layer.provideMerge(Plugins))),
     Layer.provide(Core(config, yield* RunnerConfig, yield* BackfillConfig, yield* SyncConfig)),
     Layer.provideMerge(Storage(config, yield* resolveEncryptionKey(config))),

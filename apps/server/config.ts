@@ -4,6 +4,7 @@
  * across restarts.
  */
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
+import { ErasureSettings } from "@wearflow/core/erasure/deletion"
 import { parseKeys } from "@wearflow/core/crypto"
 import { InboxSettings } from "@wearflow/core/pipeline/inbox"
 import { SyncSettings } from "@wearflow/core/sync/settings"
@@ -138,6 +139,12 @@ export const SyncConfig = Config.all({
   interval: Config.option(Config.duration("WEARFLOW_SYNC_INTERVAL").pipe(
     Config.validate({ message: "WEARFLOW_SYNC_INTERVAL must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
   )).pipe(Config.map(Option.getOrUndefined))
+})
+
+/** Deleted users: how long they can be restored before their data is erased, and how often erasure runs. */
+export const ErasureConfig = Config.all({
+  grace: Config.duration("WEARFLOW_USER_DELETION_GRACE").pipe(Config.withDefault(ErasureSettings.defaults.grace)),
+  interval: positive("WEARFLOW_USER_ERASURE_INTERVAL", ErasureSettings.defaults.interval)
 })
 
 /**

@@ -18,6 +18,7 @@ import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
 import { Duration, Effect, Option, Schema } from "effect"
 import { BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
+import { deletedNotFound } from "./users/Http.ts"
 
 /** The longest a provider call inside a request may take (the providers' own request timeout). */
 const PROVIDER_WAIT = Duration.seconds(30)
@@ -69,7 +70,13 @@ export const UsersLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi
               created_on: c.created_at
             }))
           }
-        }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline))
+        }).pipe(
+          Effect.catchTags({
+            UserNotFound: (e) => Effect.fail(e.deleted ? deletedNotFound() : notFound()),
+            SqlError: () => Effect.fail(unavailable())
+          }),
+          deadline
+        ))
       .handle("link", ({ path, payload }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam

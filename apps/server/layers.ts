@@ -22,6 +22,7 @@ import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
 import * as InboxRetention from "@wearflow/core/pipeline/retention"
+import * as UserErasure from "@wearflow/core/erasure/erase"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
@@ -37,6 +38,7 @@ import type { WearflowApi } from "./Api.ts"
 import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { UserLifecycleLive } from "./users/Http.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
 import { TeamsLive } from "./teams/Http.ts"
@@ -77,21 +79,24 @@ export const Core = (
 /** Backfill chains run in every process; their status feeds the API and the CLI. */
 export const Backfilling = Layer.merge(BackfillChains.layer, layerHistoryObserver).pipe(Layer.provideMerge(Layer.merge(Backfills.Default, BackfillStatus.Default)))
 
-export const Workers = (config: Config) =>
-  Layer.mergeAll(
+export const Workers = (config: Config) => {
+  const files = Option.match(config.filesBucket, {
+    onNone: () => ActivityFiles.layerLocal(path.join(config.dataDir, "files")),
+    onSome: (bucket) => ActivityFiles.layerS3(bucket, path.join(config.dataDir, "files"))
+  })
+  return Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
       Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
-      Layer.provide(Option.match(config.filesBucket, {
-        onNone: () => ActivityFiles.layerLocal(path.join(config.dataDir, "files")),
-        onSome: (bucket) => ActivityFiles.layerS3(bucket, path.join(config.dataDir, "files"))
-      }))
+      Layer.provide(files)
     ),
     Connections.layerRefresher(config.tokenRefresh),
     InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
+    UserErasure.layer.pipe(Layer.provide(files)),
     SinkRunner.layerAll(),
     // Polled connections: their durable polls, started when linked and again at start.
     SyncPoll.layerStarter.pipe(Layer.provideMerge(SyncPoll.layer))
   )
+}
 
 /**
  * The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs; the
@@ -101,7 +106,7 @@ export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) =
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([
-      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive).pipe(Layer.provide(ApiKeyAuth.layer)),
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive, UserLifecycleLive).pipe(Layer.provide(ApiKeyAuth.layer)),
       TeamsLive.pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
       LinkLive(publicUrl)
     ])

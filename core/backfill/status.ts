@@ -115,7 +115,7 @@ export class BackfillStatus extends Effect.Service<BackfillStatus>()("wearflow/B
       const rows = yield* sql<BackfillRow & { client_user_id: string }>`
         select distinct on (b.user_id, b.provider) b.*, u.client_user_id
         from backfills b join users u on u.id = b.user_id
-        where ${teamId === undefined ? sql`true` : sql`b.team_id = ${teamId}`}
+        where u.deleted_at is null and ${teamId === undefined ? sql`true` : sql`b.team_id = ${teamId}`}
           and ${filter.userId === undefined ? sql`true` : sql`b.user_id = ${filter.userId}`}
           and ${filter.provider === undefined ? sql`true` : sql`b.provider = ${filter.provider}`}
         order by b.user_id, b.provider, b.created_at desc`

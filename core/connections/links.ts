@@ -147,6 +147,22 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
         Effect.map((rows) => rows.map((r): Connection => ({ ...r, created_at: r.created_at.toISOString() })))
       )
 
+    /** The connections of several users, in one statement: by user id. */
+    const connectionsOfUsers = (userIds: ReadonlyArray<string>) =>
+      sql<{ user_id: string; provider: string; provider_user_id: string; status: string; scopes: Array<string>; created_at: Date }>`
+        select user_id, provider, provider_user_id, status, scopes, created_at from provider_connections
+        where user_id = any(${userIds}::uuid[]) order by provider`.pipe(
+        Effect.map((rows) => {
+          const byUser = new Map<string, Array<Connection>>()
+          for (const { user_id, ...r } of rows) {
+            const list = byUser.get(user_id) ?? []
+            list.push({ ...r, created_at: r.created_at.toISOString() })
+            byUser.set(user_id, list)
+          }
+          return byUser
+        })
+      )
+
     /**
      * Links `providerUserId` to the user (replacing an earlier link for that provider) with
      * the tokens and state of connect flow `flow`, tells the user's team
@@ -211,7 +227,7 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
       sql<{ user_id: string; team_id: string; client_user_id: string }>`
         select u.id as user_id, u.team_id, u.client_user_id
         from provider_connections c join users u on u.id = c.user_id
-        where c.provider = ${provider} and c.status = 'active'
+        where c.provider = ${provider} and c.status = 'active' and u.deleted_at is null
           and ${matchesUserRef(sql, ref)}
         order by c.created_at`
 
@@ -224,7 +240,7 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
         from provider_connections c join users u on u.id = c.user_id
         join unnest(${distinct.map((k) => k.provider)}::text[], ${distinct.map((k) => k.id)}::text[]) as k(provider, id)
           on c.provider = k.provider and c.provider_user_id = k.id
-        where c.status = 'active'
+        where c.status = 'active' and u.deleted_at is null
         order by c.created_at`.pipe(
         Effect.map((rows) => keys.map((k) => rows.filter((r) => r.provider === k.provider && r.provider_user_id === k.id)))
       )
@@ -352,6 +368,6 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
       return moved
     })
 
-    return { connectionsOf, link, recipientsOrPark, applyLifecycle, connectionError, reencryptTokens } as const
+    return { connectionsOf, connectionsOfUsers, link, recipientsOrPark, applyLifecycle, connectionError, reencryptTokens } as const
   })
 }) {}

@@ -1,12 +1,13 @@
 /**
  * Activity files (FIT, TCX, GPX) fetched for pointer items: stored once by content (its SHA-256
  * names it) in a local directory or an S3-compatible bucket, and recorded for every user the
- * provider account is linked to.
+ * provider account is linked to. Erasing a user removes the files no other user has.
  */
 import type { S3Client } from "@aws-sdk/client-s3"
 import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer, Schedule } from "effect"
 import { createHash } from "node:crypto"
+import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type { Fetched } from "../provider.ts"
 import { objectKey, s3Client, type S3Location, s3Sdk } from "../storage/s3.ts"
@@ -19,9 +20,10 @@ export class FileStoreError extends Data.TaggedError("FileStoreError")<{ readonl
 
 type FetchedFile = Extract<Fetched, { readonly _tag: "File" }>
 
-/** Where files go: `put` stores bytes under a key and says where they are. */
+/** Where files go: `put` stores bytes under a key and says where they are; `remove` deletes what is at such a place (if anything). */
 interface FileStore {
   readonly put: (key: string, bytes: Uint8Array, contentType: string) => Effect.Effect<string, FileStoreError>
+  readonly remove: (location: string) => Effect.Effect<void, FileStoreError>
 }
 
 /** The bucket activity files go to. */
@@ -39,7 +41,13 @@ const localStore = (directory: string): FileStore => ({
         return location
       },
       catch: failure("local directory")
-    })
+    }),
+  // Only what a local store writes (`<dir>/<provider>/<sha-256>.<ext>`), possibly another
+  // process's directory on this machine; a file on another machine's disk is out of reach.
+  remove: (location) =>
+    path.isAbsolute(location) && /^[0-9a-f]{64}\.[a-z0-9]+$/.test(path.basename(location))
+      ? Effect.tryPromise({ try: () => fs.rm(location, { force: true }), catch: failure("local directory") })
+      : Effect.void
 })
 
 const s3Store = (client: S3Client, sdk: typeof import("@aws-sdk/client-s3"), options: S3FilesOptions): FileStore => ({
@@ -50,12 +58,24 @@ const s3Store = (client: S3Client, sdk: typeof import("@aws-sdk/client-s3"), opt
         client.send(new sdk.PutObjectCommand({ Bucket: options.bucket, Key: fullKey, Body: bytes, ContentType: contentType }), { abortSignal: signal }),
       catch: failure(`bucket ${options.bucket}`)
     }).pipe(Effect.as(`s3://${options.bucket}/${fullKey}`))
+  },
+  remove: (location) => {
+    const prefix = `s3://${options.bucket}/`
+    if (!location.startsWith(prefix)) return Effect.void
+    return Effect.tryPromise({
+      try: (signal) => client.send(new sdk.DeleteObjectCommand({ Bucket: options.bucket, Key: location.slice(prefix.length) }), { abortSignal: signal }),
+      catch: failure(`bucket ${options.bucket}`)
+    }).pipe(Effect.asVoid)
   }
 })
 
 export class ActivityFiles extends Context.Tag("wearflow/ActivityFiles")<
   ActivityFiles,
-  { readonly save: (provider: string, recipients: ReadonlyArray<Recipient>, file: FetchedFile) => Effect.Effect<string, FileStoreError | import("@effect/sql").SqlError.SqlError> }
+  {
+    readonly save: (provider: string, recipients: ReadonlyArray<Recipient>, file: FetchedFile) => Effect.Effect<string, FileStoreError | import("@effect/sql").SqlError.SqlError>
+    /** Deletes stored files by their `location` (as activity_files records it); a missing one is no error. */
+    readonly remove: (locations: ReadonlyArray<string>) => Effect.Effect<void, FileStoreError>
+  }
 >() {
   /** Files kept in a local directory (`<data dir>/files` in the app). */
   static readonly layerLocal = (directory: string) => Layer.effect(ActivityFiles, make(localStore(directory)))
@@ -72,6 +92,8 @@ export class ActivityFiles extends Context.Tag("wearflow/ActivityFiles")<
         const bucket = s3Store(client, yield* s3Sdk, options)
         const local = localStore(fallbackDirectory)
         return yield* make({
+          // A file may have fallen back to local disk: each store removes only what it wrote.
+          remove: (location) => Effect.zipRight(bucket.remove(location), local.remove(location)),
           put: (key, bytes, contentType) =>
             bucket.put(key, bytes, contentType).pipe(
               Effect.retry(Schedule.exponential("500 millis").pipe(Schedule.intersect(Schedule.recurs(4)))),
@@ -104,5 +126,6 @@ const make = (store: FileStore) =>
       }
       return location
     })
-    return { save }
+    const remove = (locations: ReadonlyArray<string>) => Effect.forEach(locations, store.remove, { discard: true })
+    return { save, remove }
   })

@@ -15,8 +15,15 @@ export interface User {
   readonly created_at: string
 }
 
-export class UserNotFound extends Data.TaggedError("UserNotFound")<{ readonly userId: string }> {}
+/** No such user in the team; `deleted` when the user was deleted and waits for erasure. */
+export class UserNotFound extends Data.TaggedError("UserNotFound")<{ readonly userId: string; readonly deleted?: boolean }> {}
 export class UserExists extends Data.TaggedError("UserExists")<{ readonly userId: string }> {}
+
+/** Where a page of users ends: the last user's creation time (microseconds since the epoch) and id. */
+export interface UserPosition {
+  readonly micros: string
+  readonly userId: string
+}
 
 export const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 
@@ -65,12 +72,34 @@ export class Accounts extends Effect.Service<Accounts>()("wearflow/Accounts", {
 
     const getUser = Effect.fn("Accounts.getUser")(function* (teamId: string, userId: string) {
       if (!isUuid(userId)) return yield* new UserNotFound({ userId })
-      const rows = yield* sql<{ id: string; client_user_id: string; team_id: string; created_at: Date }>`
-        select id, client_user_id, team_id, created_at from users where id = ${userId} and team_id = ${teamId}`
+      const rows = yield* sql<{ id: string; client_user_id: string; team_id: string; created_at: Date; deleted: boolean }>`
+        select id, client_user_id, team_id, created_at, deleted_at is not null as deleted from users where id = ${userId} and team_id = ${teamId}`
       if (!rows[0]) return yield* new UserNotFound({ userId })
+      // A deleted user is gone for every purpose (data, links, backfills) until restored.
+      if (rows[0].deleted) return yield* new UserNotFound({ userId, deleted: true })
       return toUser(rows[0])
     })
 
-    return { ensureTeamKey, createUser, getUser } as const
+    /**
+     * A page of the team's users (deleted ones left out), oldest first, after `after` — the
+     * last user of the previous page — and whether more follow.
+     */
+    const listUsers = Effect.fn("Accounts.listUsers")(function* (teamId: string, limit: number, after: UserPosition | undefined) {
+      const rows = yield* sql<{ id: string; client_user_id: string; team_id: string; created_at: Date; micros: string }>`
+        select id, client_user_id, team_id, created_at, (extract(epoch from created_at) * 1000000)::bigint::text as micros
+        from users
+        where team_id = ${teamId} and deleted_at is null
+          ${after === undefined ? sql`` : sql`and (created_at, id) > ('epoch'::timestamptz + ${after.micros}::bigint * interval '1 microsecond', ${after.userId}::uuid)`}
+        order by created_at, id
+        limit ${limit + 1}`
+      const page = rows.slice(0, limit)
+      const last = page[page.length - 1]
+      return {
+        users: page.map(toUser),
+        next: rows.length > limit && last !== undefined ? { micros: last.micros, userId: last.id } satisfies UserPosition : undefined
+      }
+    })
+
+    return { ensureTeamKey, createUser, getUser, listUsers } as const
   })
 }) {}

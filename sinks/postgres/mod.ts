@@ -4,7 +4,8 @@
  * Upserts on the record id (summaries) or the sample's record and timestamp (timeseries):
  * re-sent batches change nothing, and two records' samples at one instant are two rows. A
  * deletion event (`daily.data.<resource>.deleted`) removes the record's rows: its summary row
- * by id, or its samples by record id. Rows are made in SQL from the events' JSON. Sharing the
+ * by id, or its samples by record id. A deleted user's rows go when the user is erased
+ * (`eraseUser`). Rows are made in SQL from the events' JSON. Sharing the
  * app's database, the sink reads the payloads straight from the outbox (they never travel to
  * the app and back) and its writes commit with the runner's cursor.
  *
@@ -87,6 +88,7 @@ export const make = (sql: SqlClient.SqlClient, schema: string) =>
     id: manifest.id,
     reads: "entries",
     health: writer.health,
+    eraseUser: writer.eraseUser,
     deliver: (batch) =>
       writer.write(batch, (events) => ({ _tag: "Outbox", positions: events.map((e) => e.position) }), (entry) => entry.recordId)
   }))
@@ -96,6 +98,7 @@ export const makeSending = (sql: SqlClient.SqlClient, schema: string) =>
   Effect.map(setUp(sql, schema), (writer): EventSink => ({
     id: manifest.id,
     health: writer.health,
+    eraseUser: writer.eraseUser,
     deliver: (batch) =>
       writer.write(batch, (events) => ({ _tag: "Sent", events }), (event) => event.recordId ?? (event.envelope.data as { id?: unknown } | null)?.id)
   }))
@@ -178,7 +181,13 @@ const setUp = (sql: SqlClient.SqlClient, schema: string) =>
 
     const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError(classify))
 
-    return { write, health } as const
+    /** A deleted user's rows, from every resource's table. */
+    const eraseUser = (userId: string) =>
+      Effect.forEach(tables, (table) => sql`delete from ${sql(schema)}.${sql(table.name)} where user_id = ${userId}`, { discard: true }).pipe(
+        Effect.mapError(classify)
+      )
+
+    return { write, health, eraseUser } as const
   })
 
 /**
@@ -232,7 +241,10 @@ const bookkeepingOf = (table: Table): Record<string, string> => ({
  */
 const outsideCallerTransaction = (sink: EventSink): EventSink => ({
   ...sink,
-  deliver: (batch) => Effect.mapInputContext(sink.deliver(batch), Context.omit(SqlClient.TransactionConnection))
+  deliver: (batch) => Effect.mapInputContext(sink.deliver(batch), Context.omit(SqlClient.TransactionConnection)),
+  ...(sink.eraseUser === undefined ? {} : {
+    eraseUser: (userId: string) => Effect.mapInputContext(sink.eraseUser!(userId), Context.omit(SqlClient.TransactionConnection))
+  })
 })
 
 /** Fails unless the URL's host is among `declared` (hosts as the manifest's `net` lists them). */

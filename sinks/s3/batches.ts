@@ -162,6 +162,10 @@ export const make = (settings: Settings, store: ObjectStore) =>
 
     const wake = Queue.offer(wakeup, undefined).pipe(Effect.asVoid)
 
+    /** Drops the staged references to a user's events (in the erasure's transaction, before the events go). */
+    const unstageUser = (userId: string) =>
+      sql`delete from etl_pending p using outbox o where o.position = p.position and o.user_id = ${userId}`.pipe(Effect.asVoid)
+
     const openTotals = sql<Due>`
       select p.resource, sum(p.records)::float8 as records, sum(p.bytes)::float8 as bytes,
              extract(epoch from now() - min(p.staged_at))::float8 * 1000 as age_ms
@@ -437,5 +441,5 @@ export const make = (settings: Settings, store: ObjectStore) =>
       Effect.zipRight(store.remove("_wearflow/write-check"))
     )
 
-    return { stage, wake, run, probe, publishSchemas } as const
+    return { stage, wake, unstageUser, run, probe, publishSchemas } as const
   })

@@ -75,6 +75,9 @@ export const layer = Layer.scoped(
       deliver: (entries: ReadonlyArray<OutboxEntry>) => batches.stage(entries).pipe(Effect.mapError(classify)),
       health: batches.probe.pipe(Effect.mapError((e) => new SinkError({ message: e.message, retryable: true, cause: e }))),
       afterCommit: batches.wake,
+      // Staged references to a deleted user's events (the events themselves go from the outbox
+      // next); a batch whose event is gone writes without it.
+      eraseUser: (userId) => batches.unstageUser(userId).pipe(Effect.mapError(classify)),
       historicalData: settings.historicalData
     } satisfies Sink
   })

@@ -78,6 +78,18 @@ describe("rows", () => {
     expect(Object.keys(rows[0]!)).toEqual(deletions.fields.map((f) => f.name))
   })
 
+  it("puts user.deleted in the deleted_users dataset: one row naming the user and when, no data", () => {
+    const deletedUsers = resourceOf("user.deleted")!
+    expect([deletedUsers.resource, deletedUsers.kind]).toEqual(["deleted_users", "user_deletion"])
+    const data = { user_id: USER, client_user_id: "client-7", deleted_at: "2026-11-15T10:00:00.000Z", erased_at: "2026-11-22T10:00:00.000Z" }
+    const rows = rowsOf(deletedUsers, eventOf("user.deleted", data))
+    expect(rows).toEqual([{
+      event_id: "0b5f0a7e-5c1d-4f8e-9a2b-3c4d5e6f7a8b", event_type: "user.deleted", emitted_at: "2026-11-22T10:00:00.000Z", historical: false,
+      team_id: TEAM, user_id: USER, client_user_id: "client-7", deleted_at: "2026-11-15T10:00:00.000Z", erased_at: "2026-11-22T10:00:00.000Z"
+    }])
+    expect(Object.keys(rows[0]!)).toEqual(deletedUsers.fields.map((f) => f.name))
+  })
+
   it("makes one row per sample, with the event's fields and exactly the schema's columns", () => {
     const heartrate = resourceRows.get("heartrate")!
     const event = eventOf("daily.data.heartrate.created", samples, true)

@@ -6,7 +6,7 @@
  * Schema of each dataset's rows and the Parquet column types are both derived from one Schema.
  */
 import { type Field, fieldsOf, type FieldType } from "@wearflow/core/field-types"
-import { Resources, ResourceName, resourceOfDataEvent, resourceOfDeletedEvent, Source, Timestamp } from "@wearflow/core/schema"
+import { Resources, ResourceName, resourceOfDataEvent, resourceOfDeletedEvent, Source, Timestamp, USER_DELETED } from "@wearflow/core/schema"
 import type { OutboxEvent } from "@wearflow/core/sink"
 import { JSONSchema, Schema } from "effect"
 import { createHash } from "node:crypto"
@@ -51,8 +51,8 @@ const rowSchemaOf = (resource: ResourceName) => {
 
 /** The dataset of records removed from the store (`daily.data.<resource>.deleted`), beside the resources. */
 export const DELETIONS = "deletions" as const
-/** What a batch holds: one resource's rows, or deletions. */
-export type Dataset = ResourceName | typeof DELETIONS
+/** What a batch holds: one resource's rows, deletions, or deleted users. */
+export type Dataset = ResourceName | typeof DELETIONS | typeof DELETED_USERS
 
 const deletionsSchema = Schema.Struct({
   ...EventFields,
@@ -69,10 +69,27 @@ const deletionsSchema = Schema.Struct({
     "One row per record removed from the store because the user deleted it at the provider (event daily.data.<resource>.deleted). A later created event for the same record id (in its resource's files) brings it back."
 })
 
+/**
+ * The dataset of users whose data Wearflow erased (`user.deleted`): every row of theirs in the
+ * other datasets should go too.
+ */
+export const DELETED_USERS = "deleted_users" as const
+
+const deletedUsersSchema = Schema.Struct({
+  ...EventFields,
+  deleted_at: Timestamp,
+  erased_at: Timestamp
+}).annotations({
+  identifier: "wearflow.etl.deleted_users",
+  title: "deleted_users rows",
+  description:
+    "One row per user deleted through the API whose data Wearflow has erased (event user.deleted), after the grace period. Drop every row of the user_id from every dataset."
+})
+
 export interface ResourceRows {
   readonly resource: Dataset
-  /** `deletion`: rows of the deletions dataset. */
-  readonly kind: "summary" | "timeseries" | "deletion"
+  /** `deletion`: rows of the deletions dataset; `user_deletion`: of deleted_users. */
+  readonly kind: "summary" | "timeseries" | "deletion" | "user_deletion"
   readonly fields: ReadonlyArray<Field>
   /** JSON Schema (draft-07) of one row. */
   readonly jsonSchema: JSONSchema.JsonSchema7Root
@@ -107,12 +124,12 @@ const duckType = (type: FieldType): string => {
 }
 
 const describe = (resource: Dataset): ResourceRows => {
-  const schema: Schema.Schema.AnyNoContext = resource === DELETIONS ? deletionsSchema : rowSchemaOf(resource)
+  const schema: Schema.Schema.AnyNoContext = resource === DELETIONS ? deletionsSchema : resource === DELETED_USERS ? deletedUsersSchema : rowSchemaOf(resource)
   const fields = fieldsOf(schema)
   const jsonSchema = JSONSchema.make(schema)
   return {
     resource,
-    kind: resource === DELETIONS ? "deletion" : Resources[resource].kind,
+    kind: resource === DELETIONS ? "deletion" : resource === DELETED_USERS ? "user_deletion" : Resources[resource].kind,
     fields,
     jsonSchema,
     schemaVersion: createHash("sha256").update(JSON.stringify(jsonSchema)).digest("hex").slice(0, 12),
@@ -120,17 +137,18 @@ const describe = (resource: Dataset): ResourceRows => {
   }
 }
 
-/** Every dataset's rows: each resource's, then deletions. */
+/** Every dataset's rows: each resource's, then deletions and deleted users. */
 export const resourceRows: ReadonlyMap<Dataset, ResourceRows> = new Map(
-  [...(Object.keys(Resources) as Array<Dataset>), DELETIONS].map((r) => [r, describe(r)])
+  [...(Object.keys(Resources) as Array<Dataset>), DELETIONS, DELETED_USERS].map((r) => [r, describe(r)])
 )
 
 /**
  * The dataset an event's rows go to: its resource for a data event, deletions for a deletion
- * event; undefined for other events (connections, backfill notices).
+ * event, deleted_users for `user.deleted`; undefined for other events (connections, backfill notices).
  */
 export const resourceOf = (eventType: string): ResourceRows | undefined => {
-  const name = resourceOfDataEvent(eventType) ?? (resourceOfDeletedEvent(eventType) === undefined ? undefined : DELETIONS)
+  const name = resourceOfDataEvent(eventType) ??
+    (resourceOfDeletedEvent(eventType) !== undefined ? DELETIONS : eventType === USER_DELETED ? DELETED_USERS : undefined)
   return name === undefined ? undefined : resourceRows.get(name)
 }
 
@@ -158,6 +176,7 @@ export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Re
   if (rows.kind === "deletion") {
     return [project({ record_id: event.recordId ?? data.id, resource: resourceOfDeletedEvent(event.eventType), provider: data.provider, source_id: data.source_id })]
   }
+  if (rows.kind === "user_deletion") return [project({ deleted_at: data.deleted_at, erased_at: data.erased_at })]
   if (rows.kind === "summary") return [project(data)]
   const samples = Array.isArray(data.data) ? (data.data as ReadonlyArray<Record<string, unknown>>) : []
   return samples.map((sample) => project({ ...sample, source: data.source, record_id: event.recordId }))

@@ -46,6 +46,10 @@ const sinkLayer = Layer.effect(
       deliver: (batch) => deliveries.fanOut(batch).pipe(Effect.mapError(classify)),
       health: sql`select 1 from webhook_endpoints limit 1`.pipe(Effect.asVoid, Effect.mapError(classify)),
       afterCommit: deliveries.sendFannedOut,
+      // A deleted user's messages and their attempts (the log's rows go with their message).
+      eraseUser: (userId) =>
+        sql`with gone as (delete from webhook_messages where user_id = ${userId} returning id)
+            delete from webhook_notices where message_id in (select id from gone)`.pipe(Effect.asVoid, Effect.mapError(classify)),
       historicalData: settings.historicalData
     } satisfies Sink
   })
