@@ -112,7 +112,7 @@ afterAll(async () => {
 describe("GET /v2/user", () => {
   it("lists the team's users a page at a time, each once, and refuses bad limits and cursors clearly", async () => {
     for (let i = 0; i < 7; i++) await createUser(`listed-${i}`)
-    const expected = (await db.query("select id from users u join api_keys k on k.team_id = u.team_id where k.label = 'bootstrap' and u.deleted_at is null")).rows.map((r) => r.id as string)
+    const expected = (await db.query("select u.id from users u join api_keys k on k.team_id = u.team_id where k.label = 'bootstrap' and u.deleted_at is null")).rows.map((r) => r.id as string)
     expect(expected.length).toBeGreaterThanOrEqual(7)
 
     const seen: Array<string> = []
