@@ -20,7 +20,7 @@ import * as Engine from "@wearflow/core/engine"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
-import * as InboxRetention from "@wearflow/core/pipeline/retention"
+import * as Retention from "@wearflow/core/pipeline/retention"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
@@ -83,7 +83,7 @@ export const Workers = (config: Config) =>
       }))
     ),
     Connections.layerRefresher(config.tokenRefresh),
-    InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
+    Retention.layer(config.retention),
     SinkRunner.layerAll(),
     // Polled connections: their durable polls, started when linked and again at start.
     SyncPoll.layerStarter.pipe(Layer.provideMerge(SyncPoll.layer))

@@ -18,6 +18,7 @@ import type { Manifest, Plugin } from "@wearflow/core/plugin"
 import { type OutboxEntry, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option } from "effect"
 import * as Batches from "./batches.ts"
+import * as Retention from "./retention.ts"
 import { migrate } from "./migrations.ts"
 import * as ObjectStore from "./object-store.ts"
 import { config, type Settings } from "./settings.ts"
@@ -73,7 +74,8 @@ export const layer = Layer.scoped(
       deliver: (entries: ReadonlyArray<OutboxEntry>) => batches.stage(entries).pipe(Effect.mapError(classify)),
       health: batches.probe.pipe(Effect.mapError((e) => new SinkError({ message: e.message, retryable: true, cause: e }))),
       afterCommit: batches.wake,
-      historicalData: settings.historicalData
+      historicalData: settings.historicalData,
+      retention: yield* Retention.make
     } satisfies Sink
   })
 )

@@ -19,6 +19,7 @@ import * as Deliveries from "./deliveries.ts"
 import * as Endpoints from "./endpoints.ts"
 import { migrate } from "./migrations.ts"
 import * as Retry from "./retry.ts"
+import * as Retention from "./retention.ts"
 import { config, type Settings, WebhookSettings } from "./settings.ts"
 import { WebhooksLive } from "./http.ts"
 
@@ -46,7 +47,8 @@ const sinkLayer = Layer.effect(
       deliver: (batch) => deliveries.fanOut(batch).pipe(Effect.mapError(classify)),
       health: sql`select 1 from webhook_endpoints limit 1`.pipe(Effect.asVoid, Effect.mapError(classify)),
       afterCommit: deliveries.sendFannedOut,
-      historicalData: settings.historicalData
+      historicalData: settings.historicalData,
+      retention: yield* Retention.make
     } satisfies Sink
   })
 )
