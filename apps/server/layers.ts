@@ -24,6 +24,7 @@ import * as Retention from "@wearflow/core/pipeline/retention"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
+import { ResourceIntrospection } from "@wearflow/core/introspect"
 import * as Database from "@wearflow/core/storage/database"
 import * as SyncOnConnect from "@wearflow/core/sync/on-connect"
 import * as SyncPoll from "@wearflow/core/sync/poll"
@@ -36,6 +37,7 @@ import type { WearflowApi } from "./Api.ts"
 import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { HealthRoute } from "./health.ts"
+import { IntrospectLive } from "./introspect/Http.ts"
 import { MetricsRoute } from "./metrics.ts"
 import { bunRoutes } from "./raw-routes.ts"
 import { layerRetryAfter, layerWithoutEchoedInput } from "./middleware.ts"
@@ -61,7 +63,8 @@ export const Core = (
     Inbox.Default,
     SyncStatus.Default,
     RecordStore.Default,
-    DataQuery.Default
+    DataQuery.Default,
+    ResourceIntrospection.Default
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(
       Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
@@ -96,7 +99,7 @@ export const Workers = (config: Config) =>
 export const Http = (config: Config, api: typeof WearflowApi) => {
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
-    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
+    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, IntrospectLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
   )
   return HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput(api)),
