@@ -34,3 +34,14 @@ export const pageOf = <A>(rows: ReadonlyArray<A>, limit: number, keyOf: (row: A)
   const items = rows.slice(0, limit)
   return { items, next: rows.length > limit && items.length > 0 ? encodeCursor(keyOf(items[items.length - 1]!)) : null }
 }
+
+const INSTANT = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2})?$/
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/** A timestamptz as Postgres prints it (`::text`), a valid instant: a sort key part that casts back exactly. */
+export const isInstantText = (text: string) => INSTANT.test(text) && !Number.isNaN(Date.parse(text.replace(" ", "T").replace(/([+-]\d{2})$/, "$1:00")))
+
+export const isUuidText = (text: string) => UUID.test(text)
+
+/** A sort key of (instant, uuid). */
+export const isInstantIdKey = (key: ReadonlyArray<string>) => key.length === 2 && isInstantText(key[0]!) && isUuidText(key[1]!)

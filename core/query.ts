@@ -5,6 +5,7 @@
 import { SqlClient } from "@effect/sql"
 import { Data, Effect, Either } from "effect"
 import type { Schema } from "effect"
+import { isInstantIdKey, isInstantText, isUuidText } from "./paging.ts"
 import type { Resources, SampleOf, SourceType, SummaryResource, TimeseriesResource } from "./schema.ts"
 
 /** The stored item of a summary resource, with its identity fields. */
@@ -60,14 +61,12 @@ export interface PageRequest {
 }
 
 const DAY_KEY = /^(\d{4}-\d{2}-\d{2}|infinity)$/
-const INSTANT_KEY = /^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2})?|infinity)$/
-const UUID_KEY = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-const validInstant = (text: string) => INSTANT_KEY.test(text) && (text === "infinity" || !Number.isNaN(Date.parse(text.replace(" ", "T").replace(/([+-]\d{2})$/, "$1:00"))))
 
 /** Whether a decoded cursor is a sort key of summaries (day, start, id) or of samples (time, record). */
 export const isSummaryKey = (key: ReadonlyArray<string>) =>
-  key.length === 3 && DAY_KEY.test(key[0]!) && (key[0] === "infinity" || isCalendarDay(key[0]!)) && validInstant(key[1]!) && UUID_KEY.test(key[2]!)
-export const isSampleKey = (key: ReadonlyArray<string>) => key.length === 2 && key[0] !== "infinity" && validInstant(key[0]!) && UUID_KEY.test(key[1]!)
+  key.length === 3 && DAY_KEY.test(key[0]!) && (key[0] === "infinity" || isCalendarDay(key[0]!)) &&
+  (key[1] === "infinity" || isInstantText(key[1]!)) && isUuidText(key[2]!)
+export const isSampleKey = isInstantIdKey
 
 export class DataQuery extends Effect.Service<DataQuery>()("wearflow/DataQuery", {
   effect: Effect.gen(function* () {

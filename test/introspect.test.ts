@@ -56,7 +56,12 @@ let teamA: Array<string>
 let teamB: Array<string>
 
 beforeAll(async () => {
-  stack = await startGarminStack({ name: "introspect", consumer: CONSUMER, apiKey: API_KEY })
+  stack = await startGarminStack({
+    name: "introspect",
+    consumer: CONSUMER,
+    apiKey: API_KEY,
+    env: { WEARFLOW_WEBHOOK_ALLOW_HTTP: "true", WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true" }
+  })
   const team = (await stack.db.query("insert into teams (id, name) values (gen_random_uuid(), 'other') returning id")).rows[0].id
   await stack.db.query("insert into api_keys (key_hash, team_id, label) values ($1, $2, 'test')", [createHash("sha256").update(OTHER_TEAM_KEY).digest(), team])
   teamA = await usersWithData(api, "team-a", 5, DAYS)
@@ -150,6 +155,45 @@ describe("paging the data API", () => {
     }
     expect((await otherTeam("GET", `${summaries}&limit=1`)).status).toBe(404)
     expect((await otherTeam("GET", `${summaries}&cursor=${summaryCursor}`)).status).toBe(404)
+  })
+})
+
+describe("unpaged data requests", () => {
+  it("refuse a range too large for one answer, and page it", async () => {
+    const created = await api("POST", "/v2/user", { client_user_id: "many-days" })
+    const userId = created.body.user_id as string
+    await stack.db.query(
+      `insert into records (id, user_id, provider, resource, source_id, calendar_date, data, content_hash, inbox_id)
+       select gen_random_uuid(), $1, 'garmin', 'activity', 'many-' || n, date '2000-01-01' + n,
+              (select data from records where resource = 'activity' limit 1), '\\x00', 0 from generate_series(0, 10000) n`,
+      [userId]
+    )
+    const reply = await api("GET", `/v2/summary/activity/${userId}?start_date=2000-01-01&end_date=2030-01-01`)
+    expect(reply.status).toBe(400)
+    expect(reply.body.message).toMatch(/page it with limit and cursor/)
+    const page = await api("GET", `/v2/summary/activity/${userId}?start_date=2000-01-01&end_date=2030-01-01&limit=1000`)
+    expect(page.status).toBe(200)
+    expect(page.body.activity.length).toBe(1000)
+    expect(typeof page.body.next_cursor).toBe("string")
+  })
+})
+
+describe("paging GET /v2/webhooks", () => {
+  it("pages the team's endpoints exactly once", async () => {
+    const create = async (call: typeof api) => {
+      const reply = await call("POST", "/v2/webhooks", { url: "http://127.0.0.1:9/hooks", filter_types: ["nothing.matches"] })
+      expect(reply.status, JSON.stringify(reply.body)).toBe(201)
+      return reply.body.id as string
+    }
+    const ours = [await create(api), await create(api), await create(api)]
+    const theirs = await create(otherTeam)
+    const pages = await allPages(api, "/v2/webhooks?limit=2", (body) => body.data.map((e: any) => e.id) as Array<string>)
+    expect(pages.map((p) => p.length)).toEqual([2, 1])
+    expect(pages.flat()).toEqual(ours)
+    expect((await otherTeam("GET", "/v2/webhooks")).body.data.map((e: any) => e.id)).toEqual([theirs])
+    const bad = await api("GET", "/v2/webhooks?cursor=WyJ4Il0")
+    expect(bad.status).toBe(400)
+    expect(JSON.stringify(bad.body)).not.toContain("WyJ4Il0")
   })
 })
 

@@ -3,7 +3,7 @@ import { HttpApi, HttpApiBuilder, HttpServerRequest } from "@effect/platform"
 import { ApiId, CurrentTeam, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import { Effect, Option, Redacted, Schema } from "effect"
-import { RotateSecret, WebhooksApi } from "./Api.ts"
+import { ENDPOINTS_PAGE, RotateSecret, WebhooksApi } from "./Api.ts"
 import { WebhookEndpoints } from "./endpoints.ts"
 
 /** The sink's failures as wire errors; messages never carry secrets or payloads. */
@@ -47,7 +47,7 @@ export const WebhooksLive = HttpApiBuilder.group(WebhooksHttpApi, "webhooks", (h
     const call = <A, R>(effect: Effect.Effect<A, { readonly _tag: string; readonly message: string }, R>) => deadline(wire(effect))
     return handlers
       .handle("create", ({ payload }) => call(Effect.flatMap(team, (t) => endpoints.create(t, payload))))
-      .handle("list", () => call(Effect.flatMap(team, (t) => endpoints.list(t))).pipe(Effect.map((data) => ({ data }))))
+      .handle("list", ({ urlParams }) => call(Effect.flatMap(team, (t) => endpoints.listPage(t, urlParams.limit ?? ENDPOINTS_PAGE.default, urlParams.cursor))))
       .handle("get", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.get(t, path.id))))
       .handle("update", ({ path, payload }) => call(Effect.flatMap(team, (t) => endpoints.update(t, path.id, payload))))
       .handle("delete", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.remove(t, path.id))))
