@@ -50,6 +50,8 @@ beforeAll(async () => {
     apiKey: API_KEY,
     env: {
       WEARFLOW_RETENTION_INTERVAL: "200 millis",
+      // The job is a cluster singleton: a restarted server takes it over soon.
+      WEARFLOW_RUNNER_LOCK_EXPIRATION: "3 seconds",
       WEARFLOW_RETENTION_INBOX: HOUR,
       WEARFLOW_RETENTION_QUEUE: HOUR,
       WEARFLOW_RETENTION_OUTBOX: HOUR,
@@ -203,27 +205,6 @@ describe("retention", () => {
     expect(await count("select count(*) as n from cluster_replies r where not exists (select 1 from cluster_messages m where m.id = r.request_id)")).toBe(0)
   })
 
-  it("keeps health data by default, and removes it past an age the operator sets", async () => {
-    const { userId } = await userWithData("health")
-    await outcomeOf(await push({ dailies: [{ ...daily, userId: "garmin-health", summaryId: "health-1", calendarDate: "2023-05-01" }] }))
-    const records = await count("select count(*) as n from records where user_id = $1", [userId])
-    expect(records).toBeGreaterThan(0)
-    const samples = await count("select count(*) as n from samples where user_id = $1", [userId])
-    await swept()
-    expect(await count("select count(*) as n from records where user_id = $1", [userId])).toBe(records)
-    expect(await count("select count(*) as n from samples where user_id = $1", [userId])).toBe(samples)
-
-    // A second process on the database with an age for health data: data from 2023 goes, samples with it.
-    let replica: RunningServer | undefined
-    try {
-      replica = await startServer({ ...stack.env, WEARFLOW_RETENTION_INTERVAL: "200 millis", WEARFLOW_RETENTION_HEALTH_DATA: "365 days", WEARFLOW_DATA_DIR: `${stack.dataDir}-replica` })
-      await eventually(async () => ((await count("select count(*) as n from records where user_id = $1", [userId])) === 0 ? true : undefined), 30_000)
-      expect(await count("select count(*) as n from samples where user_id = $1", [userId])).toBe(0)
-    } finally {
-      await replica?.stop()
-    }
-  })
-
   it("shows table sizes and rows removed per table in /metrics", async () => {
     await stack.db.query("analyze")
     const text = await (await fetch(`${stack.server.baseUrl}/metrics`)).text()
@@ -235,5 +216,26 @@ describe("retention", () => {
     expect(value(/^wearflow_retention_rows_removed_total\{table="webhook_messages"\} (\d+)$/m)).toBeGreaterThan(0)
     // Health data has no policy unless the operator sets an age.
     expect(text).not.toMatch(/^wearflow_retention_rows_removed_total\{table="records"\}/m)
+  })
+  it("keeps health data by default, and removes it past an age the operator sets", async () => {
+    const { userId } = await userWithData("health")
+    await outcomeOf(await push({ dailies: [{ ...daily, userId: "garmin-health", summaryId: "health-1", calendarDate: "2023-05-01" }] }))
+    const records = await count("select count(*) as n from records where user_id = $1", [userId])
+    expect(records).toBeGreaterThan(0)
+    const samples = await count("select count(*) as n from samples where user_id = $1", [userId])
+    await swept()
+    expect(await count("select count(*) as n from records where user_id = $1", [userId])).toBe(records)
+    expect(await count("select count(*) as n from samples where user_id = $1", [userId])).toBe(samples)
+
+    // Restarted with an age for health data: data from 2023 goes, samples with it.
+    await stack.server.stop()
+    let restarted: RunningServer | undefined
+    try {
+      restarted = await startServer({ ...stack.env, WEARFLOW_RETENTION_HEALTH_DATA: "365 days" })
+      await eventually(async () => ((await count("select count(*) as n from records where user_id = $1", [userId])) === 0 ? true : undefined), 60_000)
+      expect(await count("select count(*) as n from samples where user_id = $1", [userId])).toBe(0)
+    } finally {
+      await restarted?.stop()
+    }
   })
 })

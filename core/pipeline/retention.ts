@@ -1,6 +1,6 @@
 /**
- * Retention: every table that grows with use has a policy, and one background job enforces
- * them all — at start and every `interval`, each policy a batch at a time (`limit` rows per
+ * Retention: every table that grows with use has a policy, and one background job on the
+ * engine enforces them all — at start and every `interval`, each policy a batch at a time (`limit` rows per
  * statement, rows others hold skipped), so no statement runs long or holds many locks.
  *
  * - inbox: processed raw bodies. Kept: bodies not yet processed, bodies parked for a
@@ -16,8 +16,9 @@
  *   otherwise kept until the user is deleted.
  * - each sink's own tables (core/sink.ts SinkRetention), e.g. webhook messages, ETL batches.
  */
+import { Singleton } from "@effect/cluster"
 import { SqlClient, type SqlError } from "@effect/sql"
-import { Config, Duration, Effect, Layer, Metric, Option, Schedule } from "effect"
+import { Config, Duration, Effect, Metric, Option, Schedule } from "effect"
 import { type SinkRetention, Sinks } from "../sink.ts"
 import { retryWhileTransient } from "../storage/errors.ts"
 
@@ -308,18 +309,24 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
   return { sweep } as const
 })
 
-/** Sweeps at start and every `interval` for the lifetime of the layer. */
+/**
+ * The job, on the engine: one runner among the processes sharing the database sweeps (a
+ * cluster singleton, taken over by another runner when its own stops), at start and every
+ * `interval`. Deletes skip rows others hold, so an overlap during a takeover is harmless.
+ */
 export const layer = (options: RetentionOptions) =>
-  Layer.scopedDiscard(
+  Singleton.make(
+    "wearflow/retention",
     Effect.gen(function* () {
       const { sweep } = yield* make(options)
       yield* sweep.pipe(
         Effect.tap((removed) =>
           Object.keys(removed).length > 0 ? Effect.logInfo("removed rows past their retention").pipe(Effect.annotateLogs(removed)) : Effect.void),
         Effect.catchAllCause((cause) => Effect.logWarning("retention sweep failed; trying again later", cause)),
-        Effect.repeat(Schedule.spaced(options.interval)),
-        Effect.annotateLogs("module", "Retention"),
-        Effect.forkScoped
+        Effect.repeat(Schedule.spaced(options.interval))
       )
-    })
+    }).pipe(
+      Effect.catchAllCause((cause) => Effect.logError("retention job could not start", cause)),
+      Effect.annotateLogs("module", "Retention")
+    )
   )
