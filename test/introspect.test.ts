@@ -194,6 +194,12 @@ describe("paging GET /v2/webhooks", () => {
     const bad = await api("GET", "/v2/webhooks?cursor=WyJ4Il0")
     expect(bad.status).toBe(400)
     expect(JSON.stringify(bad.body)).not.toContain("WyJ4Il0")
+    // The message log's cursors are opaque too: a bare sequence number is not one.
+    for (const route of [`/v2/webhooks/${ours[0]}/messages?cursor=12345`, `/v2/webhooks/${ours[0]}/messages?cursor=WyJ4Il0`]) {
+      const reply = await api("GET", route)
+      expect(reply.status).toBe(400)
+      expect(JSON.stringify(reply.body)).not.toMatch(/12345|WyJ4Il0/)
+    }
   })
 })
 

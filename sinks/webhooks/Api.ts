@@ -112,7 +112,7 @@ export class WebhooksApi extends HttpApiGroup.make("webhooks")
       .setUrlParams(Schema.Struct({
         status: Schema.optional(MessageStatus),
         limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 250))),
-        cursor: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d{1,19}$/)))
+        cursor: Schema.optional(Schema.String.annotations({ description: "`next_cursor` of the previous page" }))
       }))
       .addSuccess(Schema.Struct({ data: Schema.Array(WebhookMessage), next_cursor: Schema.NullOr(Schema.String) }))
 

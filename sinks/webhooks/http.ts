@@ -1,8 +1,9 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
 import { HttpApi, HttpApiBuilder, HttpServerRequest } from "@effect/platform"
 import { ApiId, CurrentTeam, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
+import { decodeCursor, encodeCursor } from "@wearflow/core/paging"
 import { DatabaseWait } from "@wearflow/core/storage/database"
-import { Effect, Option, Redacted, Schema } from "effect"
+import { Effect, Either, Option, Redacted, Schema } from "effect"
 import { ENDPOINTS_PAGE, RotateSecret, WebhooksApi } from "./Api.ts"
 import { WebhookEndpoints } from "./endpoints.ts"
 
@@ -60,12 +61,20 @@ export const WebhooksLive = HttpApiBuilder.group(WebhooksHttpApi, "webhooks", (h
           Effect.map((key) => ({ key: Redacted.value(key) }))
         ))
       .handle("messages", ({ path, urlParams }) =>
-        call(Effect.flatMap(team, (t) =>
-          endpoints.messages(t, path.id, {
-            limit: urlParams.limit ?? 50,
-            ...(urlParams.status ? { status: urlParams.status } : {}),
-            ...(urlParams.cursor ? { before: urlParams.cursor } : {})
-          }))))
+        Effect.gen(function* () {
+          // The cursor is opaque: the last message's sequence number, encoded.
+          const before = urlParams.cursor === undefined ? undefined : Either.getOrUndefined(decodeCursor(urlParams.cursor, 1))?.[0]
+          if (urlParams.cursor !== undefined && (before === undefined || !/^\d{1,19}$/.test(before))) {
+            return yield* new InvalidRequest({ message: "cursor is not one this API gave out" })
+          }
+          const page = yield* call(Effect.flatMap(team, (t) =>
+            endpoints.messages(t, path.id, {
+              limit: urlParams.limit ?? 50,
+              ...(urlParams.status ? { status: urlParams.status } : {}),
+              ...(before ? { before } : {})
+            })))
+          return { data: page.data, next_cursor: page.next_cursor === null ? null : encodeCursor([page.next_cursor]) }
+        }))
       .handle("recover", ({ path, payload }) =>
         call(Effect.flatMap(team, (t) => endpoints.recover(t, path.id, payload.since))).pipe(Effect.map((recovered) => ({ recovered }))))
       .handle("resend", ({ path }) =>
