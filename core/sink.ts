@@ -67,8 +67,11 @@ export interface SinkRetention {
   readonly policies: ReadonlyArray<{
     readonly table: string
     readonly defaultAge: Duration.Duration
-    /** Removes at most `limit` rows finished more than `age` ago, in one short statement; how many went. */
-    readonly remove: (age: Duration.Duration, limit: number) => Effect.Effect<number, SqlError.SqlError>
+    /**
+     * At the start of a sweep (bounds read once): the statement removing a batch of at most
+     * `limit` rows finished more than `age` ago; how many went. Called until a batch comes back short.
+     */
+    readonly batches: (age: Duration.Duration) => Effect.Effect<(limit: number) => Effect.Effect<number, SqlError.SqlError>, SqlError.SqlError>
   }>
   /** The first (tx, position) in outbox order it may still read; null when none. */
   readonly outboxHold?: Effect.Effect<{ readonly tx: string; readonly position: string } | null, SqlError.SqlError>

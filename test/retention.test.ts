@@ -167,6 +167,28 @@ describe("retention", () => {
     await eventually(async () => ((await count("select count(*) as n from webhook_messages where id = $1", [ids[0]])) === 0 ? true : undefined), 30_000)
   })
 
+  it("removes dead letters, polled pages and expired connect sessions past their age", async () => {
+    const { userId } = await userWithData("bookkeeping")
+    const connection = (await stack.db.query("select c.id, u.team_id from provider_connections c join users u on u.id = c.user_id where c.user_id = $1", [userId])).rows[0]
+    for (const [label, age] of [["old", "2 hours"], ["recent", "1 minute"]] as const) {
+      await stack.db.query("insert into sink_dead_letters (sink_id, event_id, position, error, created_at) values ($1, gen_random_uuid(), 0, 'x', now() - $2::interval)", [`retention-${label}`, age])
+      await stack.db.query("insert into sync_pages (connection_id, round, page, digest, committed_at) values ($1, $2, 0, '\\x00', now() - $3::interval)", [connection.id, label === "old" ? 1 : 2, age])
+      await stack.db.query(
+        "insert into link_sessions (id, team_id, user_id, provider, created_at, expires_at) values ($1, $2, $3, 'garmin', now() - $4::interval, now() - $4::interval)",
+        [`retention-${label}`, connection.team_id, userId, age]
+      )
+    }
+    await eventually(async () =>
+      (await count("select count(*) as n from sink_dead_letters where sink_id = 'retention-old'")) +
+          (await count("select count(*) as n from sync_pages where connection_id = $1 and round = 1", [connection.id])) +
+          (await count("select count(*) as n from link_sessions where id = 'retention-old'")) === 0
+        ? true
+        : undefined, 30_000)
+    expect(await count("select count(*) as n from sink_dead_letters where sink_id = 'retention-recent'")).toBe(1)
+    expect(await count("select count(*) as n from sync_pages where connection_id = $1 and round = 2", [connection.id])).toBe(1)
+    expect(await count("select count(*) as n from link_sessions where id = 'retention-recent'")).toBe(1)
+  })
+
   it("removes written ETL batches past their age, keeping failed and recent ones", async () => {
     const insert = (status: string, age: string) =>
       stack.db.query(
@@ -203,6 +225,8 @@ describe("retention", () => {
     expect(await count("select count(*) as n from cluster_messages where entity_id = 'suspended'")).toBe(1)
     expect(await count("select count(*) as n from cluster_replies where request_id = $1", [request])).toBe(1)
     expect(await count("select count(*) as n from cluster_replies r where not exists (select 1 from cluster_messages m where m.id = r.request_id)")).toBe(0)
+    // Journals are found by execution id: the job indexed the cluster's table for that.
+    expect(await count("select count(*) as n from pg_indexes where indexname = 'wearflow_cluster_messages_by_entity'")).toBe(1)
   })
 
   it("shows table sizes and rows removed per table in /metrics", async () => {

@@ -51,9 +51,12 @@ const removedFrom = (table: string) => Metric.tagged(rowsRemoved, "table", table
 
 interface Policy {
   readonly table: string
-  /** Removes at most `limit` rows; how many went. */
-  readonly remove: (limit: number) => Effect.Effect<number, SqlError.SqlError>
+  /** At the start of a sweep (bounds read once): the statement removing a batch of at most `limit` rows; how many went. */
+  readonly batches: Effect.Effect<(limit: number) => Effect.Effect<number, SqlError.SqlError>, SqlError.SqlError>
 }
+
+/** A policy whose batches need nothing read first. */
+const policy = (table: string, remove: (limit: number) => Effect.Effect<number, SqlError.SqlError>): Policy => ({ table, batches: Effect.succeed(remove) })
 
 const secondsOf = (age: Duration.Duration) => Duration.toSeconds(age)
 
@@ -74,9 +77,7 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
   const { ages } = options
   const rows = <A extends object>(effect: Effect.Effect<ReadonlyArray<A>, SqlError.SqlError>) => Effect.map(effect, (r) => r.length)
 
-  const inbox: Policy = {
-    table: "inbox",
-    remove: (limit) =>
+  const inbox = policy("inbox", (limit) =>
       rows(sql`
         delete from inbox where id in (
           select i.id from inbox i
@@ -87,29 +88,22 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
           order by i.processed_at
           limit ${limit}
           for update of i skip locked)
-        returning id`)
-  }
+        returning id`))
 
-  const queue: Policy = {
-    table: "ingest_queue",
-    remove: (limit) =>
+  const queue = policy("ingest_queue", (limit) =>
       rows(sql`
         delete from ingest_queue where sequence in (
           select sequence from ingest_queue where completed and updated_at < now() - make_interval(secs => ${secondsOf(ages.queue)})
           limit ${limit} for update skip locked)
-        returning sequence`)
-  }
+        returning sequence`))
 
-  const parked: Policy = {
-    table: "unlinked_notifications",
-    remove: (limit) =>
+  const parked = policy("unlinked_notifications", (limit) =>
       rows(sql`
         delete from unlinked_notifications where (provider, provider_user_id, inbox_id) in (
           select provider, provider_user_id, inbox_id from unlinked_notifications
           where received_at < now() - make_interval(secs => ${secondsOf(ages.parked)})
           limit ${limit} for update skip locked)
-        returning inbox_id`)
-  }
+        returning inbox_id`))
 
   /**
    * The outbox is cut below a bound: the earliest of every registered sink's cursor (inclusive),
@@ -135,50 +129,40 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
 
   const outbox: Policy = {
     table: "outbox",
-    remove: (limit) =>
-      Effect.flatMap(outboxBound, (bound) => {
-        // No sink at all: nothing reads the outbox after its age.
-        if (bound === undefined || (bound.through === undefined && sinks.length > 0)) return Effect.succeed(0)
-        const through = bound.through ? sql`and (tx, position) <= (${bound.through.tx}::xid8, ${bound.through.position}::bigint)` : sql``
-        const until = bound.until ? sql`and (tx, position) < (${bound.until.tx}::xid8, ${bound.until.position}::bigint)` : sql``
-        return rows(sql`
-          delete from outbox where position in (
-            select position from outbox
-            where created_at < now() - make_interval(secs => ${secondsOf(ages.outbox)}) ${through} ${until}
-            order by tx, position limit ${limit} for update skip locked)
-          returning position`)
-      })
+    batches: Effect.map(outboxBound, (bound) => (limit: number) => {
+      // No sink at all: nothing reads the outbox after its age.
+      if (bound === undefined || (bound.through === undefined && sinks.length > 0)) return Effect.succeed(0)
+      const through = bound.through ? sql`and (tx, position) <= (${bound.through.tx}::xid8, ${bound.through.position}::bigint)` : sql``
+      const until = bound.until ? sql`and (tx, position) < (${bound.until.tx}::xid8, ${bound.until.position}::bigint)` : sql``
+      return rows(sql`
+        delete from outbox where position in (
+          select position from outbox
+          where created_at < now() - make_interval(secs => ${secondsOf(ages.outbox)}) ${through} ${until}
+          order by tx, position limit ${limit} for update skip locked)
+        returning position`)
+    })
   }
 
-  const deadLetters: Policy = {
-    table: "sink_dead_letters",
-    remove: (limit) =>
+  const deadLetters = policy("sink_dead_letters", (limit) =>
       rows(sql`
         delete from sink_dead_letters where (sink_id, event_id) in (
           select sink_id, event_id from sink_dead_letters where created_at < now() - make_interval(secs => ${secondsOf(ages.deadLetters)})
           limit ${limit} for update skip locked)
-        returning event_id`)
-  }
+        returning event_id`))
 
-  const syncPages: Policy = {
-    table: "sync_pages",
-    remove: (limit) =>
+  const syncPages = policy("sync_pages", (limit) =>
       rows(sql`
         delete from sync_pages where (connection_id, round, page, digest) in (
           select connection_id, round, page, digest from sync_pages where committed_at < now() - make_interval(secs => ${secondsOf(ages.syncPages)})
           limit ${limit} for update skip locked)
-        returning round`)
-  }
+        returning round`))
 
-  const linkSessions: Policy = {
-    table: "link_sessions",
-    remove: (limit) =>
+  const linkSessions = policy("link_sessions", (limit) =>
       rows(sql`
         delete from link_sessions where id in (
           select id from link_sessions where expires_at < now() - make_interval(secs => ${secondsOf(ages.linkSessions)})
           limit ${limit} for update skip locked)
-        returning id`)
-  }
+        returning id`))
 
   /**
    * A workflow's journal is its entity's messages and their replies ('Workflow/<name>', its
@@ -188,9 +172,7 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
    * would run a child again whose journal it could not find. Its age counts from that exit,
    * whose id is a snowflake (milliseconds since 2025-01-01, shifted by 22 bits).
    */
-  const workflows: Policy = {
-    table: "cluster_messages",
-    remove: (limit) =>
+  const workflows = policy("cluster_messages", (limit) =>
       Effect.gen(function* () {
         const [exists] = yield* sql<{ present: boolean }>`select to_regclass('cluster_messages') is not null and to_regclass('cluster_replies') is not null as present`
         if (!exists?.present) return 0
@@ -242,13 +224,10 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
           select (select count(*) from messages)::int as messages, (select count(*) from replies)::int as replies`
         yield* Metric.incrementBy(removedFrom("cluster_replies"), (removed?.replies ?? 0) + (orphans?.replies ?? 0))
         return (removed?.messages ?? 0) + (orphans?.messages ?? 0)
-      })
-  }
+      }))
 
   /** Health data by the time it describes; a record's samples go with it. */
-  const records = (age: Duration.Duration): Policy => ({
-    table: "records",
-    remove: (limit) =>
+  const records = (age: Duration.Duration): Policy => policy("records", (limit) =>
       Effect.gen(function* () {
         const [removed] = yield* sql<{ records: number; samples: number }>`
           with old as (
@@ -263,12 +242,10 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
           select (select count(*) from old)::int as records, (select count(*) from samples)::int as samples`
         yield* Metric.incrementBy(removedFrom("samples"), removed?.samples ?? 0)
         return removed?.records ?? 0
-      })
-  })
+      }))
 
   const ofSink = (retention: SinkRetention) =>
-    Effect.forEach(retention.policies, (policy) =>
-      Effect.map(sinkAge(policy.table, policy.defaultAge), (age): Policy => ({ table: policy.table, remove: (limit) => policy.remove(age, limit) })))
+    Effect.forEach(retention.policies, (p) => Effect.map(sinkAge(p.table, p.defaultAge), (age): Policy => ({ table: p.table, batches: p.batches(age) })))
 
   const policies: ReadonlyArray<Policy> = [
     queue,
@@ -285,12 +262,23 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
   ]
   const batch = options.batchSize ?? 500
 
+  // A workflow's journal is found by its execution id, which the cluster's table has no index
+  // for (the cluster creates it at the engine's start, after migrations): built here, once,
+  // without blocking the cluster's writes.
+  const [cluster] = yield* sql<{ present: boolean }>`select to_regclass('cluster_messages') is not null as present`
+  if (cluster?.present) {
+    yield* sql.unsafe("create index concurrently if not exists wearflow_cluster_messages_by_entity on cluster_messages (entity_id)").pipe(
+      Effect.catchAll((error) => Effect.logWarning("could not index the cluster's messages for retention; sweeps read more").pipe(Effect.annotateLogs("error", error.message)))
+    )
+  }
+
   /** One policy, batch after batch until a batch comes back short; how many rows went. */
   const enforce = (policy: Policy) =>
     Effect.gen(function* () {
+      const remove = yield* policy.batches.pipe(retryWhileTransient("1 minute"))
       let total = 0
       for (;;) {
-        const removed = yield* policy.remove(batch).pipe(retryWhileTransient("1 minute"))
+        const removed = yield* remove(batch).pipe(retryWhileTransient("1 minute"))
         total += removed
         yield* Metric.incrementBy(removedFrom(policy.table), removed)
         if (removed < batch) return total

@@ -11,11 +11,12 @@ export const make = Effect.map(SqlClient.SqlClient, (sql): SinkRetention => ({
   policies: [{
     table: "etl_batches",
     defaultAge: Duration.days(30),
-    remove: (age, limit) =>
-      sql`delete from etl_batches where id in (
-            select id from etl_batches where status = 'written' and written_at < now() - make_interval(secs => ${Duration.toSeconds(age)})
-            order by id limit ${limit} for update skip locked)
-          returning id`.pipe(Effect.map((rows) => rows.length))
+    batches: (age) =>
+      Effect.succeed((limit: number) =>
+        sql`delete from etl_batches where id in (
+              select id from etl_batches where status = 'written' and written_at < now() - make_interval(secs => ${Duration.toSeconds(age)})
+              order by id limit ${limit} for update skip locked)
+            returning id`.pipe(Effect.map((rows) => rows.length)))
   }],
   outboxHold: sql<{ tx: string; position: string }>`
     select o.tx::text as tx, o.position::text as position
