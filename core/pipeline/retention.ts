@@ -78,32 +78,32 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
   const rows = <A extends object>(effect: Effect.Effect<ReadonlyArray<A>, SqlError.SqlError>) => Effect.map(effect, (r) => r.length)
 
   const inbox = policy("inbox", (limit) =>
-      rows(sql`
-        delete from inbox where id in (
-          select i.id from inbox i
-          where i.processed_at < now() - make_interval(secs => ${secondsOf(ages.inbox)})
-            and not exists (select 1 from unlinked_notifications u where u.inbox_id = i.id)
-            and not exists (select 1 from inbox c where c.source_inbox_id = i.id and c.processed_at is null)
-            and not exists (select 1 from inbox c where c.part_of = i.id and c.processed_at is null)
-          order by i.processed_at
-          limit ${limit}
-          for update of i skip locked)
-        returning id`))
+    rows(sql`
+      delete from inbox where id in (
+        select i.id from inbox i
+        where i.processed_at < now() - make_interval(secs => ${secondsOf(ages.inbox)})
+          and not exists (select 1 from unlinked_notifications u where u.inbox_id = i.id)
+          and not exists (select 1 from inbox c where c.source_inbox_id = i.id and c.processed_at is null)
+          and not exists (select 1 from inbox c where c.part_of = i.id and c.processed_at is null)
+        order by i.processed_at
+        limit ${limit}
+        for update of i skip locked)
+      returning id`))
 
   const queue = policy("ingest_queue", (limit) =>
-      rows(sql`
-        delete from ingest_queue where sequence in (
-          select sequence from ingest_queue where completed and updated_at < now() - make_interval(secs => ${secondsOf(ages.queue)})
-          limit ${limit} for update skip locked)
-        returning sequence`))
+    rows(sql`
+      delete from ingest_queue where sequence in (
+        select sequence from ingest_queue where completed and updated_at < now() - make_interval(secs => ${secondsOf(ages.queue)})
+        limit ${limit} for update skip locked)
+      returning sequence`))
 
   const parked = policy("unlinked_notifications", (limit) =>
-      rows(sql`
-        delete from unlinked_notifications where (provider, provider_user_id, inbox_id) in (
-          select provider, provider_user_id, inbox_id from unlinked_notifications
-          where received_at < now() - make_interval(secs => ${secondsOf(ages.parked)})
-          limit ${limit} for update skip locked)
-        returning inbox_id`))
+    rows(sql`
+      delete from unlinked_notifications where (provider, provider_user_id, inbox_id) in (
+        select provider, provider_user_id, inbox_id from unlinked_notifications
+        where received_at < now() - make_interval(secs => ${secondsOf(ages.parked)})
+        limit ${limit} for update skip locked)
+      returning inbox_id`))
 
   /**
    * The outbox is cut below a bound: the earliest of every registered sink's cursor (inclusive),
@@ -144,25 +144,25 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
   }
 
   const deadLetters = policy("sink_dead_letters", (limit) =>
-      rows(sql`
-        delete from sink_dead_letters where (sink_id, event_id) in (
-          select sink_id, event_id from sink_dead_letters where created_at < now() - make_interval(secs => ${secondsOf(ages.deadLetters)})
-          limit ${limit} for update skip locked)
-        returning event_id`))
+    rows(sql`
+      delete from sink_dead_letters where (sink_id, event_id) in (
+        select sink_id, event_id from sink_dead_letters where created_at < now() - make_interval(secs => ${secondsOf(ages.deadLetters)})
+        limit ${limit} for update skip locked)
+      returning event_id`))
 
   const syncPages = policy("sync_pages", (limit) =>
-      rows(sql`
-        delete from sync_pages where (connection_id, round, page, digest) in (
-          select connection_id, round, page, digest from sync_pages where committed_at < now() - make_interval(secs => ${secondsOf(ages.syncPages)})
-          limit ${limit} for update skip locked)
-        returning round`))
+    rows(sql`
+      delete from sync_pages where (connection_id, round, page, digest) in (
+        select connection_id, round, page, digest from sync_pages where committed_at < now() - make_interval(secs => ${secondsOf(ages.syncPages)})
+        limit ${limit} for update skip locked)
+      returning round`))
 
   const linkSessions = policy("link_sessions", (limit) =>
-      rows(sql`
-        delete from link_sessions where id in (
-          select id from link_sessions where expires_at < now() - make_interval(secs => ${secondsOf(ages.linkSessions)})
-          limit ${limit} for update skip locked)
-        returning id`))
+    rows(sql`
+      delete from link_sessions where id in (
+        select id from link_sessions where expires_at < now() - make_interval(secs => ${secondsOf(ages.linkSessions)})
+        limit ${limit} for update skip locked)
+      returning id`))
 
   /**
    * A workflow's journal is its entity's messages and their replies ('Workflow/<name>', its
@@ -173,76 +173,76 @@ export const make = Effect.fnUntraced(function* (options: RetentionOptions) {
    * whose id is a snowflake (milliseconds since 2025-01-01, shifted by 22 bits).
    */
   const workflows = policy("cluster_messages", (limit) =>
-      Effect.gen(function* () {
-        const [exists] = yield* sql<{ present: boolean }>`select to_regclass('cluster_messages') is not null and to_regclass('cluster_replies') is not null as present`
-        if (!exists?.present) return 0
-        const cutoffMillis = Date.now() - Duration.toMillis(ages.workflows) - Date.UTC(2025, 0, 1)
-        if (cutoffMillis <= 0) return 0
-        const cutoff = (BigInt(Math.floor(cutoffMillis)) << 22n).toString()
-        const [removed] = yield* sql<{ messages: number; replies: number }>`
-          with done as (
-            select m.entity_type, m.entity_id from cluster_messages m
-            where m.tag = 'run' and m.processed and m.entity_type like 'Workflow/%' and m.entity_type <> 'Workflow/-/DurableClock'
-              and exists (
-                select 1 from cluster_replies r
-                where r.request_id = m.id and r.kind = 0 and r.id < ${cutoff}::bigint
-                  and (r.payload like '{"_tag":"Success","value":{"_tag":"Complete"%' or r.payload like '{"_tag":"Failure"%'))
-              and not exists (
-                select 1 from cluster_messages w
-                where w.entity_id = m.entity_id and w.entity_type in (m.entity_type, 'Workflow/-/DurableClock') and not w.processed)
-              and not exists (
-                select 1 from cluster_messages p
-                where m.payload like '%"~@effect/workflow/parent"%' and p.tag = 'run'
-                  and p.entity_type = 'Workflow/' || (m.payload::jsonb -> '~@effect/workflow/parent' ->> 'workflowName')
-                  and p.entity_id = m.payload::jsonb -> '~@effect/workflow/parent' ->> 'executionId')
-            limit ${limit}
-          ), journal as (
-            select c.id from cluster_messages c join done d
-              on c.entity_id = d.entity_id and c.entity_type in (d.entity_type, 'Workflow/-/DurableClock')
-            for update of c skip locked
-          ), replies as (
-            delete from cluster_replies where request_id in (select id from journal) returning 1
-          ), messages as (
-            delete from cluster_messages where id in (select id from journal) returning 1
-          )
-          select (select count(*) from messages)::int as messages, (select count(*) from replies)::int as replies`
-        // Messages that came after their workflow's journal went (a late resume): nothing reads them.
-        const [orphans] = yield* sql<{ messages: number; replies: number }>`
-          with journal as (
-            select o.id from cluster_messages o
-            where o.processed and o.entity_type like 'Workflow/%' and o.id < ${cutoff}::bigint
-              and not exists (
-                select 1 from cluster_messages r
-                where r.tag = 'run' and r.entity_id = o.entity_id and r.entity_type like 'Workflow/%' and r.entity_type <> 'Workflow/-/DurableClock')
-            limit ${limit}
-            for update of o skip locked
-          ), replies as (
-            delete from cluster_replies where request_id in (select id from journal) returning 1
-          ), messages as (
-            delete from cluster_messages where id in (select id from journal) returning 1
-          )
-          select (select count(*) from messages)::int as messages, (select count(*) from replies)::int as replies`
-        yield* Metric.incrementBy(removedFrom("cluster_replies"), (removed?.replies ?? 0) + (orphans?.replies ?? 0))
-        return (removed?.messages ?? 0) + (orphans?.messages ?? 0)
-      }))
+    Effect.gen(function* () {
+      const [exists] = yield* sql<{ present: boolean }>`select to_regclass('cluster_messages') is not null and to_regclass('cluster_replies') is not null as present`
+      if (!exists?.present) return 0
+      const cutoffMillis = Date.now() - Duration.toMillis(ages.workflows) - Date.UTC(2025, 0, 1)
+      if (cutoffMillis <= 0) return 0
+      const cutoff = (BigInt(Math.floor(cutoffMillis)) << 22n).toString()
+      const [removed] = yield* sql<{ messages: number; replies: number }>`
+        with done as (
+          select m.entity_type, m.entity_id from cluster_messages m
+          where m.tag = 'run' and m.processed and m.entity_type like 'Workflow/%' and m.entity_type <> 'Workflow/-/DurableClock'
+            and exists (
+              select 1 from cluster_replies r
+              where r.request_id = m.id and r.kind = 0 and r.id < ${cutoff}::bigint
+                and (r.payload like '{"_tag":"Success","value":{"_tag":"Complete"%' or r.payload like '{"_tag":"Failure"%'))
+            and not exists (
+              select 1 from cluster_messages w
+              where w.entity_id = m.entity_id and w.entity_type in (m.entity_type, 'Workflow/-/DurableClock') and not w.processed)
+            and not exists (
+              select 1 from cluster_messages p
+              where m.payload like '%"~@effect/workflow/parent"%' and p.tag = 'run'
+                and p.entity_type = 'Workflow/' || (m.payload::jsonb -> '~@effect/workflow/parent' ->> 'workflowName')
+                and p.entity_id = m.payload::jsonb -> '~@effect/workflow/parent' ->> 'executionId')
+          limit ${limit}
+        ), journal as (
+          select c.id from cluster_messages c join done d
+            on c.entity_id = d.entity_id and c.entity_type in (d.entity_type, 'Workflow/-/DurableClock')
+          for update of c skip locked
+        ), replies as (
+          delete from cluster_replies where request_id in (select id from journal) returning 1
+        ), messages as (
+          delete from cluster_messages where id in (select id from journal) returning 1
+        )
+        select (select count(*) from messages)::int as messages, (select count(*) from replies)::int as replies`
+      // Messages that came after their workflow's journal went (a late resume): nothing reads them.
+      const [orphans] = yield* sql<{ messages: number; replies: number }>`
+        with journal as (
+          select o.id from cluster_messages o
+          where o.processed and o.entity_type like 'Workflow/%' and o.id < ${cutoff}::bigint
+            and not exists (
+              select 1 from cluster_messages r
+              where r.tag = 'run' and r.entity_id = o.entity_id and r.entity_type like 'Workflow/%' and r.entity_type <> 'Workflow/-/DurableClock')
+          limit ${limit}
+          for update of o skip locked
+        ), replies as (
+          delete from cluster_replies where request_id in (select id from journal) returning 1
+        ), messages as (
+          delete from cluster_messages where id in (select id from journal) returning 1
+        )
+        select (select count(*) from messages)::int as messages, (select count(*) from replies)::int as replies`
+      yield* Metric.incrementBy(removedFrom("cluster_replies"), (removed?.replies ?? 0) + (orphans?.replies ?? 0))
+      return (removed?.messages ?? 0) + (orphans?.messages ?? 0)
+    }))
 
   /** Health data by the time it describes; a record's samples go with it. */
   const records = (age: Duration.Duration): Policy => policy("records", (limit) =>
-      Effect.gen(function* () {
-        const [removed] = yield* sql<{ records: number; samples: number }>`
-          with old as (
-            delete from records where id in (
-              select id from records
-              where coalesce(start_at, calendar_date::timestamptz) < now() - make_interval(secs => ${secondsOf(age)})
-              limit ${limit} for update skip locked)
-            returning id
-          ), samples as (
-            delete from samples where record_id in (select id from old) returning 1
-          )
-          select (select count(*) from old)::int as records, (select count(*) from samples)::int as samples`
-        yield* Metric.incrementBy(removedFrom("samples"), removed?.samples ?? 0)
-        return removed?.records ?? 0
-      }))
+    Effect.gen(function* () {
+      const [removed] = yield* sql<{ records: number; samples: number }>`
+        with old as (
+          delete from records where id in (
+            select id from records
+            where coalesce(start_at, calendar_date::timestamptz) < now() - make_interval(secs => ${secondsOf(age)})
+            limit ${limit} for update skip locked)
+          returning id
+        ), samples as (
+          delete from samples where record_id in (select id from old) returning 1
+        )
+        select (select count(*) from old)::int as records, (select count(*) from samples)::int as samples`
+      yield* Metric.incrementBy(removedFrom("samples"), removed?.samples ?? 0)
+      return removed?.records ?? 0
+    }))
 
   const ofSink = (retention: SinkRetention) =>
     Effect.forEach(retention.policies, (p) => Effect.map(sinkAge(p.table, p.defaultAge), (age): Policy => ({ table: p.table, batches: p.batches(age) })))
