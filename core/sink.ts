@@ -4,7 +4,7 @@
  * destination; the runner (pipeline/sink-runner.ts) then advances its cursor.
  */
 import type { SqlError } from "@effect/sql"
-import { Context, Data, type Effect } from "effect"
+import { Context, Data, type Duration, type Effect } from "effect"
 import type { SinkPacing } from "./plugin.ts"
 import type { EventEnvelope } from "./schema.ts"
 import { isTransient, sqlState } from "./storage/errors.ts"
@@ -61,6 +61,27 @@ interface SinkBase {
    * the receiver's to erase (the `user.deleted` event that follows tells them).
    */
   readonly eraseUser?: (userId: string) => Effect.Effect<void, SinkError>
+  /** The sink's own growing tables and the outbox events it still reads, for retention (pipeline/retention.ts). */
+  readonly retention?: SinkRetention
+}
+
+/**
+ * A sink's part in retention: its own tables' policies (each swept with the age configured
+ * as WEARFLOW_RETENTION_<TABLE>, else its default), and the first outbox event it may still
+ * read though its cursor has passed it (e.g. a message it may resend), which the outbox keeps.
+ */
+export interface SinkRetention {
+  readonly policies: ReadonlyArray<{
+    readonly table: string
+    readonly defaultAge: Duration.Duration
+    /**
+     * At the start of a sweep (bounds read once): the statement removing a batch of at most
+     * `limit` rows finished more than `age` ago; how many went. Called until a batch comes back short.
+     */
+    readonly batches: (age: Duration.Duration) => Effect.Effect<(limit: number) => Effect.Effect<number, SqlError.SqlError>, SqlError.SqlError>
+  }>
+  /** The first (tx, position) in outbox order it may still read; null when none. */
+  readonly outboxHold?: Effect.Effect<{ readonly tx: string; readonly position: string } | null, SqlError.SqlError>
 }
 
 /** A sink that receives whole events, payloads included (the usual kind). */

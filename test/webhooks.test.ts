@@ -458,7 +458,7 @@ describe("management API", () => {
     expect(Date.parse(patched.body.updated_at)).toBeGreaterThanOrEqual(Date.parse(created.updated_at))
 
     // Another team sees none of it.
-    expect((await otherTeam("GET", "/v2/webhooks")).body).toEqual({ data: [] })
+    expect((await otherTeam("GET", "/v2/webhooks")).body).toEqual({ data: [], next_cursor: null })
     expect((await otherTeam("GET", `/v2/webhooks/${created.id}`)).status).toBe(404)
     expect((await otherTeam("GET", `/v2/webhooks/${created.id}/secret`)).status).toBe(404)
     expect((await otherTeam("DELETE", `/v2/webhooks/${created.id}`)).status).toBe(404)

@@ -11,6 +11,8 @@ import { ApiKeyAuth } from "@wearflow/core/http"
 import { DashboardApi } from "./dashboard/Api.ts"
 import { TeamsApi } from "./teams/Api.ts"
 import { ConnectedSource, UserLifecycleApi, UserView } from "./users/Api.ts"
+import { PageParams } from "@wearflow/core/paging"
+import { IntrospectApi } from "./introspect/Api.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
@@ -153,8 +155,10 @@ export const HistoricalPulls = Schema.Struct({
     ended_at: Schema.NullOr(Schema.String),
     historical_pulls: Schema.Record({ key: Schema.String, value: HistoricalPull })
   })),
-  next_cursor: Schema.Null
+  next_cursor: Schema.NullOr(Schema.String)
 }).annotations({ identifier: "HistoricalPulls" })
+
+export const HISTORICAL_PULLS_PAGE = { default: 100, max: 500 }
 
 /** Each polled connection of a user: where its poll stands. */
 export const ConnectionSyncs = Schema.Struct({
@@ -187,9 +191,9 @@ export class BackfillApi extends HttpApiGroup.make("backfill")
   )
   .add(
     HttpApiEndpoint.get("status", "/v2/introspect/historical_pull")
-      .setUrlParams(Schema.Struct({ user_id: Schema.optional(Schema.String), provider: Schema.optional(Schema.String) }))
+      .setUrlParams(Schema.Struct({ user_id: Schema.optional(Schema.String), provider: Schema.optional(Schema.String), ...PageParams(HISTORICAL_PULLS_PAGE.max) }))
       .addSuccess(HistoricalPulls)
-      .annotate(OpenApi.Description, "Per user and provider, the latest backfill's status per resource.")
+      .annotate(OpenApi.Description, `Per user and provider, the latest backfill's status per resource; a page at a time (limit, default ${HISTORICAL_PULLS_PAGE.default}), follow next_cursor.`)
   )
   .add(
     HttpApiEndpoint.get("sync")`/v2/user/${UserId}/sync`
@@ -217,24 +221,44 @@ export class LinkApi extends HttpApiGroup.make("link")
   )
   .annotate(OpenApi.Title, "Connect flow") {}
 
-const DateRange = Schema.Struct({
-  start_date: Schema.String.annotations({ description: "YYYY-MM-DD (whole local day) or ISO 8601 date-time" }),
-  end_date: Schema.optional(Schema.String.annotations({ description: "inclusive; YYYY-MM-DD or ISO 8601 date-time" }))
-})
+/** Paging of the data API: summaries and timeseries samples, a page at a time. */
+export const DATA_PAGES = {
+  summaries: { default: 100, max: 1000, unpaged: 10_000 },
+  samples: { default: 1000, max: 10_000, unpaged: 100_000 }
+} as const
+
+const DateRange = (pages: { readonly default: number; readonly max: number; readonly unpaged: number }) =>
+  Schema.Struct({
+    start_date: Schema.String.annotations({ description: "YYYY-MM-DD (whole local day) or ISO 8601 date-time" }),
+    end_date: Schema.optional(Schema.String.annotations({ description: "inclusive; YYYY-MM-DD or ISO 8601 date-time" })),
+    ...PageParams(pages.max)
+  })
+
+const pagingNote = (pages: { readonly default: number; readonly unpaged: number }, shape: string) =>
+  `Without limit or cursor, the whole range in one answer (at most ${pages.unpaged} items: a larger range is refused with 400, page it). ` +
+  `With either, a page of limit items (default ${pages.default}) ${shape}; follow next_cursor (null on the last page).`
 
 const summary = <const R extends string, S extends Schema.Schema.Any>(resource: R, item: S) =>
   HttpApiEndpoint.get(resource, `/v2/summary/${resource}/:user_id`)
     .setPath(Schema.Struct({ user_id: Schema.String }))
-    .setUrlParams(DateRange)
-    .addSuccess(Schema.Struct({ [resource]: Schema.Array(item) } as { [K in R]: Schema.Array$<S> }))
+    .setUrlParams(DateRange(DATA_PAGES.summaries))
+    .addSuccess(
+      Schema.Struct({ [resource]: Schema.Array(item), next_cursor: Schema.optional(Schema.NullOr(Schema.String)) } as {
+        [K in R]: Schema.Array$<S>
+      } & { next_cursor: Schema.optional<Schema.NullOr<typeof Schema.String>> })
+    )
     .addError(NotFound)
+    .annotate(OpenApi.Description, pagingNote(DATA_PAGES.summaries, `as { ${resource}: [...], next_cursor }`))
 
-const timeseries = <const R extends TimeseriesResource>(resource: R) =>
-  HttpApiEndpoint.get(resource, `/v2/timeseries/:user_id/${resource}`)
+const timeseries = <const R extends TimeseriesResource>(resource: R) => {
+  const sample = Resources[resource].schema as (typeof Resources)[R]["schema"]
+  return HttpApiEndpoint.get(resource, `/v2/timeseries/:user_id/${resource}`)
     .setPath(Schema.Struct({ user_id: Schema.String }))
-    .setUrlParams(DateRange)
-    .addSuccess(Schema.Array(Resources[resource].schema as (typeof Resources)[R]["schema"]))
+    .setUrlParams(DateRange(DATA_PAGES.samples))
+    .addSuccess(Schema.Union(Schema.Array(sample), Schema.Struct({ data: Schema.Array(sample), next_cursor: Schema.NullOr(Schema.String) })))
     .addError(NotFound)
+    .annotate(OpenApi.Description, pagingNote(DATA_PAGES.samples, "as { data: [...], next_cursor }"))
+}
 
 export class DataApi extends HttpApiGroup.make("data")
   .add(summary("activity", Activity))
@@ -269,6 +293,7 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(BackfillApi)
   .add(TeamsApi)
   .add(DashboardApi)
+  .add(IntrospectApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}
 

@@ -52,12 +52,8 @@ export const ServerConfig = Config.all({
   ),
   /** /health reports ingestion stalled when the oldest waiting job is this old and none completed meanwhile. */
   ingestStallAfter: Config.duration("WEARFLOW_INGEST_STALL_AFTER").pipe(Config.withDefault(Duration.minutes(5))),
-  /** How long processed raw bodies are kept in the inbox, and how often older ones are deleted. */
-  inboxRetention: Config.duration("WEARFLOW_INBOX_RETENTION").pipe(Config.withDefault(Duration.days(7))),
-  inboxRetentionInterval: Config.duration("WEARFLOW_INBOX_RETENTION_INTERVAL").pipe(
-    Config.withDefault(Duration.minutes(10)),
-    Config.validate({ message: "WEARFLOW_INBOX_RETENTION_INTERVAL must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
-  ),
+  /** How long rows of each growing table are kept, and how often older ones are deleted (RetentionConfig). */
+  retention: Config.suspend(() => RetentionConfig),
   /** First wait before retrying a fetch the provider answered with 429/5xx (doubling, at most 2 min). */
   pullBackoff: Config.duration("WEARFLOW_PULL_BACKOFF").pipe(Config.withDefault(Duration.seconds(1))),
   maxBodyBytes: Config.integer("WEARFLOW_MAX_BODY_BYTES").pipe(Config.withDefault(128 * 1024 * 1024)),
@@ -94,6 +90,47 @@ const positive = (name: string, fallback: Duration.Duration) =>
     Config.withDefault(fallback),
     Config.validate({ message: `${name} must be a positive duration`, validation: (d) => Duration.toMillis(d) > 0 })
   )
+
+/** `name`, else the older `legacy` name, else `fallback`. */
+const age = (name: string, fallback: Duration.Duration, legacy?: string) =>
+  (legacy ? Config.duration(name).pipe(Config.orElse(() => Config.duration(legacy))) : Config.duration(name)).pipe(Config.withDefault(fallback))
+
+/**
+ * Retention (core/pipeline/retention.ts): the age past which each growing table's rows go.
+ * Sinks' own tables read WEARFLOW_RETENTION_<TABLE> the same way (WEARFLOW_RETENTION_WEBHOOK_MESSAGES,
+ * 30 days; WEARFLOW_RETENTION_WEBHOOK_NOTICES, 30 days; WEARFLOW_RETENTION_ETL_BATCHES, 30 days).
+ */
+export const RetentionConfig = Config.all({
+  /** How often the job sweeps (also at start). */
+  interval: age("WEARFLOW_RETENTION_INTERVAL", Duration.minutes(10), "WEARFLOW_INBOX_RETENTION_INTERVAL").pipe(
+    Config.validate({ message: "WEARFLOW_RETENTION_INTERVAL must be a positive duration", validation: (d) => Duration.toMillis(d) > 0 })
+  ),
+  /** Rows per delete statement: short statements, few locks. */
+  batchSize: Config.integer("WEARFLOW_RETENTION_BATCH").pipe(
+    Config.withDefault(500),
+    Config.validate({ message: "WEARFLOW_RETENTION_BATCH must be 1..10000", validation: (n) => n >= 1 && n <= 10_000 })
+  ),
+  ages: Config.all({
+    /** Processed raw bodies (WEARFLOW_INBOX_RETENTION, its older name, still read). */
+    inbox: age("WEARFLOW_RETENTION_INBOX", Duration.days(7), "WEARFLOW_INBOX_RETENTION"),
+    /** Completed ingest jobs. */
+    queue: age("WEARFLOW_RETENTION_QUEUE", Duration.days(1)),
+    /** Outbox events every sink has passed. */
+    outbox: age("WEARFLOW_RETENTION_OUTBOX", Duration.days(7)),
+    /** Notifications for provider users nobody linked. */
+    parked: age("WEARFLOW_RETENTION_PARKED", Duration.days(30)),
+    /** Journals of finished workflows (backfill chains, polls, webhook retries). */
+    workflows: age("WEARFLOW_RETENTION_WORKFLOWS", Duration.days(7)),
+    /** Events a sink rejected for good. */
+    deadLetters: age("WEARFLOW_RETENTION_DEAD_LETTERS", Duration.days(30)),
+    /** Pages polled connections committed (they dedupe a round tried again). */
+    syncPages: age("WEARFLOW_RETENTION_SYNC_PAGES", Duration.days(7)),
+    /** Connect-flow sessions, after they expire. */
+    linkSessions: age("WEARFLOW_RETENTION_LINK_SESSIONS", Duration.days(1)),
+    /** Health data (records and samples) by the time it describes; unset: kept until the user is deleted. */
+    records: Config.option(Config.duration("WEARFLOW_RETENTION_HEALTH_DATA"))
+  })
+})
 
 /** Backfills (history requests): what to ask for, when a window counts as complete, the provider's budget. */
 export const BackfillConfig = Config.all({

@@ -13,11 +13,12 @@ import { Connections, type LinkOutcome } from "@wearflow/core/connections/connec
 import { describeParseError } from "@wearflow/core/normalizer"
 import { Providers } from "@wearflow/core/provider"
 import { Conflict, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
-import { DataQuery, parseDateRange } from "@wearflow/core/query"
+import { decodeCursor, pageOf } from "@wearflow/core/paging"
+import { DataQuery, isSampleKey, isSummaryKey, parseDateRange } from "@wearflow/core/query"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import type { SummaryResource, TimeseriesResource } from "@wearflow/core/schema"
 import { Duration, Effect, Option, Schema } from "effect"
-import { BackfillConflict, CurrentTeam, WearflowApi } from "./Api.ts"
+import { BackfillConflict, CurrentTeam, DATA_PAGES, HISTORICAL_PULLS_PAGE, WearflowApi } from "./Api.ts"
 import { deletedNotFound } from "./users/Http.ts"
 
 /** The longest a provider call inside a request may take (the providers' own request timeout). */
@@ -205,6 +206,16 @@ export const LinkLive = (publicUrl: string) => HttpApiBuilder.group(WearflowApi,
   })
 )
 
+/** The data API's query parameters: a date range, and optionally a page. */
+interface DataParams {
+  readonly start_date: string
+  readonly end_date?: string | undefined
+  readonly limit?: number | undefined
+  readonly cursor?: string | undefined
+}
+
+const invalidCursor = () => new InvalidRequest({ message: "cursor is not one this API gave out" })
+
 export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
   Effect.gen(function* () {
     const accounts = yield* Accounts
@@ -212,7 +223,7 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
     const deadline = within(yield* DatabaseWait)
 
     /** Resolves the user within the caller's team and the date range, or fails on the wire. */
-    const scope = (userId: string, params: { readonly start_date: string; readonly end_date?: string | undefined }) =>
+    const scope = (userId: string, params: DataParams) =>
       Effect.gen(function* () {
         const { teamId } = yield* CurrentTeam
         const range = yield* Effect.mapError(parseDateRange(params.start_date, params.end_date), (e) => new InvalidRequest({ message: e.message }))
@@ -220,19 +231,47 @@ export const DataLive = HttpApiBuilder.group(WearflowApi, "data", (handlers) =>
         return { user, range }
       })
 
+    /**
+     * The rows to read: one more than the page (so the answer knows whether another follows),
+     * or, unpaged, one more than the most one answer holds (so a larger range is refused).
+     */
+    const pageFor = (params: DataParams, pages: { readonly default: number; readonly unpaged: number }, keySize: number, isKey: (key: ReadonlyArray<string>) => boolean) =>
+      Effect.gen(function* () {
+        if (params.limit === undefined && params.cursor === undefined) return { paged: false, limit: pages.unpaged, read: { limit: pages.unpaged + 1 } } as const
+        const after = params.cursor === undefined ? undefined : yield* Effect.mapError(decodeCursor(params.cursor, keySize), invalidCursor)
+        if (after !== undefined && !isKey(after)) return yield* invalidCursor()
+        const limit = params.limit ?? pages.default
+        return { paged: true, limit, read: { limit: limit + 1, after } } as const
+      })
+
+    const tooLarge = (max: number) => new InvalidRequest({ message: `the range holds more than ${max} items; page it with limit and cursor` })
+
     const summary = <R extends SummaryResource>(resource: R) =>
-      ({ path, urlParams }: { readonly path: { readonly user_id: string }; readonly urlParams: { readonly start_date: string; readonly end_date?: string | undefined } }) =>
+      ({ path, urlParams }: { readonly path: { readonly user_id: string }; readonly urlParams: DataParams }) =>
         Effect.gen(function* () {
+          const page = yield* pageFor(urlParams, DATA_PAGES.summaries, 3, isSummaryKey)
           const { user, range } = yield* scope(path.user_id, urlParams)
-          const items = yield* query.summaries(user.user_id, resource, range)
-          return { [resource]: items } as never
+          const rows = yield* query.summaryRows(user.user_id, resource, range, page.read)
+          if (!page.paged) {
+            if (rows.length > page.limit) return yield* tooLarge(page.limit)
+            return { [resource]: rows.map((r) => r.item) } as never
+          }
+          const { items, next } = pageOf(rows, page.limit, (r) => r.key)
+          return { [resource]: items.map((r) => r.item), next_cursor: next } as never
         }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline)
 
     const series = <R extends TimeseriesResource>(resource: R) =>
-      ({ path, urlParams }: { readonly path: { readonly user_id: string }; readonly urlParams: { readonly start_date: string; readonly end_date?: string | undefined } }) =>
+      ({ path, urlParams }: { readonly path: { readonly user_id: string }; readonly urlParams: DataParams }) =>
         Effect.gen(function* () {
+          const page = yield* pageFor(urlParams, DATA_PAGES.samples, 2, isSampleKey)
           const { user, range } = yield* scope(path.user_id, urlParams)
-          return yield* query.samples(user.user_id, resource, range)
+          const rows = yield* query.sampleRows(user.user_id, resource, range, page.read)
+          if (!page.paged) {
+            if (rows.length > page.limit) return yield* tooLarge(page.limit)
+            return rows.map((r) => r.item)
+          }
+          const { items, next } = pageOf(rows, page.limit, (r) => r.key)
+          return { data: items.map((r) => r.item), next_cursor: next }
         }).pipe(Effect.catchTags({ UserNotFound: () => Effect.fail(notFound()), SqlError: () => Effect.fail(unavailable()) }), deadline)
 
     return handlers
@@ -302,10 +341,17 @@ export const BackfillLive = HttpApiBuilder.group(WearflowApi, "backfill", (handl
       .handle("status", ({ urlParams }) =>
         Effect.gen(function* () {
           const { teamId } = yield* CurrentTeam
+          const after = urlParams.cursor === undefined ? undefined : yield* Effect.mapError(decodeCursor(urlParams.cursor, 2), invalidCursor)
+          if (after !== undefined && !isUuid(after[0]!)) return yield* invalidCursor()
           // An id that cannot be a user's matches none (and never reaches a uuid column).
           if (urlParams.user_id !== undefined && !isUuid(urlParams.user_id)) return { data: [], next_cursor: null }
-          const data = yield* status.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider })
-          return { data, next_cursor: null }
+          const limit = urlParams.limit ?? HISTORICAL_PULLS_PAGE.default
+          const rows = yield* status.status(teamId, { userId: urlParams.user_id, provider: urlParams.provider }, {
+            limit: limit + 1,
+            after: after && [after[0]!, after[1]!]
+          })
+          const { items, next } = pageOf(rows, limit, (b) => [b.user_id, b.provider.slug])
+          return { data: items, next_cursor: next }
         }).pipe(Effect.catchTags({ SqlError: () => Effect.fail(unavailable()) }), deadline))
       .handle("sync", ({ path }) =>
         Effect.gen(function* () {

@@ -21,11 +21,12 @@ import * as Engine from "@wearflow/core/engine"
 import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
-import * as InboxRetention from "@wearflow/core/pipeline/retention"
+import * as Retention from "@wearflow/core/pipeline/retention"
 import * as UserErasure from "@wearflow/core/erasure/erase"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
+import { ResourceIntrospection } from "@wearflow/core/introspect"
 import * as Database from "@wearflow/core/storage/database"
 import * as SyncOnConnect from "@wearflow/core/sync/on-connect"
 import * as SyncPoll from "@wearflow/core/sync/poll"
@@ -40,6 +41,7 @@ import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { UserLifecycleLive } from "./users/Http.ts"
 import { HealthRoute } from "./health.ts"
+import { IntrospectLive } from "./introspect/Http.ts"
 import { MetricsRoute } from "./metrics.ts"
 import { TeamsLive } from "./teams/Http.ts"
 import { bunRoutes } from "./raw-routes.ts"
@@ -67,7 +69,8 @@ export const Core = (
     SyncStatus.Default,
     RecordStore.Default,
     DataQuery.Default,
-    ApiKeys.Default
+    ApiKeys.Default,
+    ResourceIntrospection.Default
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(
       Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
@@ -90,7 +93,7 @@ export const Workers = (config: Config) => {
       Layer.provide(files)
     ),
     Connections.layerRefresher(config.tokenRefresh),
-    InboxRetention.layer({ retention: config.inboxRetention, interval: config.inboxRetentionInterval }),
+    Retention.layer(config.retention),
     UserErasure.layer.pipe(Layer.provide(files)),
     SinkRunner.layerAll(),
     // Polled connections: their durable polls, started when linked and again at start.
@@ -106,7 +109,7 @@ export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) =
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([
-      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive, UserLifecycleLive).pipe(Layer.provide(ApiKeyAuth.layer)),
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive, UserLifecycleLive, IntrospectLive).pipe(Layer.provide(ApiKeyAuth.layer)),
       TeamsLive.pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
       LinkLive(publicUrl)
     ])

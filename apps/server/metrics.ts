@@ -1,8 +1,11 @@
 /**
  * `GET /metrics`: every metric of this process (ingest, sinks, the ETL backlog, …) in
- * Prometheus' text format, for a scraper. Counts and sizes only: no health data, no ids.
+ * Prometheus' text format, for a scraper. Counts and sizes only: no health data, no ids. Table
+ * sizes (rows estimated, bytes) are read from the catalog when scraped; rows retention removed
+ * are `wearflow_retention_rows_removed_total{table}`.
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import { SqlClient } from "@effect/sql"
 import { IngestBacklog } from "@wearflow/core/pipeline/inbox"
 import { Effect, Metric, MetricState, Option } from "effect"
 import type { MetricPair } from "effect"
@@ -54,9 +57,25 @@ const backlogJobs = Metric.gauge("wearflow_ingest_backlog_jobs", { description: 
 const oldestJobAge = Metric.gauge("wearflow_ingest_oldest_job_age_seconds", { description: "age of the oldest ingest job not yet completed" })
 const sinceProgress = Metric.gauge("wearflow_ingest_seconds_since_completion", { description: "seconds since an ingest job last completed" })
 
+const tableRows = Metric.gauge("wearflow_table_rows_estimate", { description: "rows per table, as Postgres estimates them (pg_class.reltuples)" })
+const tableBytes = Metric.gauge("wearflow_table_bytes", { description: "bytes per table with its indexes and TOAST (pg_total_relation_size)" })
+
+/** Every table's estimated rows and size: cheap catalog reads, no scan. Tables outside `public` are named with their schema. */
+const tableSizes = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<{ name: string; rows: number; bytes: number }>`
+    select case when n.nspname = 'public' then c.relname else n.nspname || '.' || c.relname end as name,
+           greatest(c.reltuples, 0)::float8 as rows, pg_total_relation_size(c.oid)::float8 as bytes
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_%'`.pipe(
+    Effect.flatMap((tables) =>
+      Effect.forEach(tables, (t) =>
+        Effect.all([Metric.set(Metric.tagged(tableRows, "table", t.name), t.rows), Metric.set(Metric.tagged(tableBytes, "table", t.name), t.bytes)]), { discard: true }))
+  ))
+
 export const MetricsRoute = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
     const backlog = yield* IngestBacklog
+    const sql = yield* SqlClient.SqlClient
     yield* router.get(
       "/metrics",
       Effect.gen(function* () {
@@ -72,6 +91,7 @@ export const MetricsRoute = HttpApiBuilder.Router.use((router) =>
           Effect.timeout("5 seconds"),
           Effect.ignore
         )
+        yield* tableSizes.pipe(Effect.provideService(SqlClient.SqlClient, sql), Effect.timeout("5 seconds"), Effect.ignore)
         return HttpServerResponse.text(exposition(Metric.unsafeSnapshot()), { contentType: "text/plain; version=0.0.4; charset=utf-8" })
       })
     )

@@ -110,15 +110,24 @@ export class BackfillStatus extends Effect.Service<BackfillStatus>()("wearflow/B
         } satisfies BackfillView
       })
 
-    /** The latest backfill of each user (and provider) in the team, or of one user. */
-    const status = Effect.fn("BackfillStatus.status")(function* (teamId: string | undefined, filter: { readonly userId?: string | undefined; readonly provider?: string | undefined }) {
+    /**
+     * The latest backfill of each user (and provider) in the team, or of one user, in (user,
+     * provider) order; with a page, at most `limit` after the (user, provider) `after`.
+     */
+    const status = Effect.fn("BackfillStatus.status")(function* (
+      teamId: string | undefined,
+      filter: { readonly userId?: string | undefined; readonly provider?: string | undefined },
+      page?: { readonly limit: number; readonly after?: readonly [userId: string, provider: string] | undefined }
+    ) {
       const rows = yield* sql<BackfillRow & { client_user_id: string }>`
         select distinct on (b.user_id, b.provider) b.*, u.client_user_id
         from backfills b join users u on u.id = b.user_id
         where u.deleted_at is null and ${teamId === undefined ? sql`true` : sql`b.team_id = ${teamId}`}
           and ${filter.userId === undefined ? sql`true` : sql`b.user_id = ${filter.userId}`}
           and ${filter.provider === undefined ? sql`true` : sql`b.provider = ${filter.provider}`}
-        order by b.user_id, b.provider, b.created_at desc`
+          ${page?.after === undefined ? sql`` : sql`and (b.user_id, b.provider) > (${page.after[0]}::uuid, ${page.after[1]})`}
+        order by b.user_id, b.provider, b.created_at desc
+        ${page === undefined ? sql`` : sql`limit ${page.limit}`}`
       return yield* Effect.forEach(rows, viewOf)
     })
 

@@ -22,6 +22,7 @@ import connectionSync from "./migrations/0012_connection_sync.ts"
 import samplesUserCascade from "./migrations/0013_samples_user_cascade.ts"
 import apiKeys from "./migrations/0014_api_keys.ts"
 import userDeletion from "./migrations/0015_user_deletion.ts"
+import retention from "./migrations/0016_retention.ts"
 import inboxTraceContext from "./migrations/0020_inbox_trace_context.ts"
 
 export const migrations = Migrator.fromRecord({
@@ -40,6 +41,7 @@ export const migrations = Migrator.fromRecord({
   "0013_samples_user_cascade": samplesUserCascade,
   "0014_api_keys": apiKeys,
   "0015_user_deletion": userDeletion,
+  "0016_retention": retention,
   "0020_inbox_trace_context": inboxTraceContext
 })
 

@@ -20,6 +20,7 @@ import { Config, Context, Effect, Layer, Option } from "effect"
 import { EtlApi } from "./Api.ts"
 import * as Batches from "./batches.ts"
 import { EtlLive } from "./http.ts"
+import * as Retention from "./retention.ts"
 import { migrate } from "./migrations.ts"
 import * as ObjectStore from "./object-store.ts"
 import { config, type Settings } from "./settings.ts"
@@ -78,7 +79,8 @@ export const layer = Layer.scoped(
       // Staged references to a deleted user's events (the events themselves go from the outbox
       // next); a batch whose event is gone writes without it.
       eraseUser: (userId) => batches.unstageUser(userId).pipe(Effect.mapError(classify)),
-      historicalData: settings.historicalData
+      historicalData: settings.historicalData,
+      retention: yield* Retention.make
     } satisfies Sink
   })
 )

@@ -5,6 +5,7 @@
  * plugin's `routes`.
  */
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { PageParams } from "@wearflow/core/paging"
 import { ApiKeyAuth, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
 
@@ -84,9 +85,16 @@ export const WebhookMessage = Schema.Struct({
   attempts: Schema.Array(Attempt)
 }).annotations({ identifier: "WebhookMessage" })
 
+export const ENDPOINTS_PAGE = { default: 100, max: 250 }
+
 export class WebhooksApi extends HttpApiGroup.make("webhooks")
   .add(HttpApiEndpoint.post("create", "/v2/webhooks").setPayload(CreateWebhook).addSuccess(Webhook, { status: 201 }))
-  .add(HttpApiEndpoint.get("list", "/v2/webhooks").addSuccess(Schema.Struct({ data: Schema.Array(Webhook) })))
+  .add(
+    HttpApiEndpoint.get("list", "/v2/webhooks")
+      .setUrlParams(Schema.Struct(PageParams(ENDPOINTS_PAGE.max)))
+      .addSuccess(Schema.Struct({ data: Schema.Array(Webhook), next_cursor: Schema.NullOr(Schema.String) }))
+      .annotate(OpenApi.Description, `The team's endpoints in creation order, a page at a time (limit, default ${ENDPOINTS_PAGE.default}); follow next_cursor.`)
+  )
   .add(HttpApiEndpoint.get("get")`/v2/webhooks/${WebhookId}`.addSuccess(Webhook))
   .add(HttpApiEndpoint.patch("update")`/v2/webhooks/${WebhookId}`.setPayload(UpdateWebhook).addSuccess(Webhook))
   .add(HttpApiEndpoint.del("delete")`/v2/webhooks/${WebhookId}`.addSuccess(HttpApiSchema.NoContent))
@@ -104,7 +112,7 @@ export class WebhooksApi extends HttpApiGroup.make("webhooks")
       .setUrlParams(Schema.Struct({
         status: Schema.optional(MessageStatus),
         limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 250))),
-        cursor: Schema.optional(Schema.String.pipe(Schema.pattern(/^\d{1,19}$/)))
+        cursor: Schema.optional(Schema.String.annotations({ description: "`next_cursor` of the previous page" }))
       }))
       .addSuccess(Schema.Struct({ data: Schema.Array(WebhookMessage), next_cursor: Schema.NullOr(Schema.String) }))
 

@@ -5,9 +5,10 @@
  */
 import { SqlClient, type SqlError } from "@effect/sql"
 import { isUuid } from "@wearflow/core/tenancy/accounts"
+import { decodeCursor, isInstantIdKey, pageOf } from "@wearflow/core/paging"
 import { type DecryptionError, reencrypted, TokenCipher } from "@wearflow/core/crypto"
 import { PublicInternet } from "@wearflow/core/public-internet"
-import { Context, Data, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Context, Data, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { Deliveries } from "./deliveries.ts"
 import { WebhookSettings } from "./settings.ts"
@@ -129,6 +130,8 @@ const checkFilter = (types: ReadonlyArray<string>): InvalidEndpoint | undefined 
 export class WebhookEndpoints extends Context.Tag("wearflow/webhooks/WebhookEndpoints")<WebhookEndpoints, {
   readonly create: (teamId: string, input: NewEndpoint) => Effect.Effect<Endpoint, SqlError.SqlError | EndpointRefused | InvalidEndpoint>
   readonly list: (teamId: string) => Effect.Effect<ReadonlyArray<Endpoint>, SqlError.SqlError>
+  /** At most `limit` endpoints in creation order after the cursor's, and the next page's cursor (null on the last). */
+  readonly listPage: (teamId: string, limit: number, cursor: string | undefined) => Effect.Effect<{ readonly data: ReadonlyArray<Endpoint>; readonly next_cursor: string | null }, SqlError.SqlError | InvalidEndpoint>
   readonly get: (teamId: string, id: string) => Effect.Effect<Endpoint, Failure>
   readonly update: (teamId: string, id: string, changes: EndpointChanges) => Effect.Effect<Endpoint, Failure | EndpointRefused | InvalidEndpoint>
   readonly remove: (teamId: string, id: string) => Effect.Effect<void, Failure>
@@ -345,6 +348,20 @@ export const layer = Layer.effect(
       reencrypt,
       create,
       list: (teamId) => sql<EndpointRow>`select ${columns} from webhook_endpoints where team_id = ${teamId} order by created_at, id`.pipe(Effect.map((rows) => rows.map(view))),
+      listPage: (teamId, limit, cursor) =>
+        Effect.gen(function* () {
+          // The cursor is the last endpoint's (created_at, id), as Postgres prints them: exact to the microsecond.
+          const after = cursor === undefined ? undefined : Either.getOrUndefined(decodeCursor(cursor, 2))
+          if (cursor !== undefined && (after === undefined || !isInstantIdKey(after))) {
+            return yield* new InvalidEndpoint({ message: "cursor is not one this API gave out" })
+          }
+          const rows = yield* sql<EndpointRow & { k_created: string; k_id: string }>`
+            select ${columns}, created_at::text as k_created, id::text as k_id from webhook_endpoints
+            where team_id = ${teamId} ${after === undefined ? sql`` : sql`and (created_at, id) > (${after[0]}::timestamptz, ${after[1]}::uuid)`}
+            order by created_at, id limit ${limit + 1}`
+          const { items, next } = pageOf(rows, limit, (r) => [r.k_created, r.k_id])
+          return { data: items.map(view), next_cursor: next }
+        }),
       get: (teamId, id) => Effect.map(find(teamId, id), view),
       update,
       remove: (teamId, id) =>

@@ -1,9 +1,10 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
 import { HttpApi, HttpApiBuilder, HttpServerRequest } from "@effect/platform"
 import { ApiId, CurrentTeam, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
+import { decodeCursor, encodeCursor } from "@wearflow/core/paging"
 import { DatabaseWait } from "@wearflow/core/storage/database"
-import { Effect, Option, Redacted, Schema } from "effect"
-import { RotateSecret, WebhooksApi } from "./Api.ts"
+import { Effect, Either, Option, Redacted, Schema } from "effect"
+import { ENDPOINTS_PAGE, RotateSecret, WebhooksApi } from "./Api.ts"
 import { WebhookEndpoints } from "./endpoints.ts"
 
 /** The sink's failures as wire errors; messages never carry secrets or payloads. */
@@ -47,7 +48,7 @@ export const WebhooksLive = HttpApiBuilder.group(WebhooksHttpApi, "webhooks", (h
     const call = <A, R>(effect: Effect.Effect<A, { readonly _tag: string; readonly message: string }, R>) => deadline(wire(effect))
     return handlers
       .handle("create", ({ payload }) => call(Effect.flatMap(team, (t) => endpoints.create(t, payload))))
-      .handle("list", () => call(Effect.flatMap(team, (t) => endpoints.list(t))).pipe(Effect.map((data) => ({ data }))))
+      .handle("list", ({ urlParams }) => call(Effect.flatMap(team, (t) => endpoints.listPage(t, urlParams.limit ?? ENDPOINTS_PAGE.default, urlParams.cursor))))
       .handle("get", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.get(t, path.id))))
       .handle("update", ({ path, payload }) => call(Effect.flatMap(team, (t) => endpoints.update(t, path.id, payload))))
       .handle("delete", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.remove(t, path.id))))
@@ -60,12 +61,20 @@ export const WebhooksLive = HttpApiBuilder.group(WebhooksHttpApi, "webhooks", (h
           Effect.map((key) => ({ key: Redacted.value(key) }))
         ))
       .handle("messages", ({ path, urlParams }) =>
-        call(Effect.flatMap(team, (t) =>
-          endpoints.messages(t, path.id, {
-            limit: urlParams.limit ?? 50,
-            ...(urlParams.status ? { status: urlParams.status } : {}),
-            ...(urlParams.cursor ? { before: urlParams.cursor } : {})
-          }))))
+        Effect.gen(function* () {
+          // The cursor is opaque: the last message's sequence number, encoded.
+          const before = urlParams.cursor === undefined ? undefined : Either.getOrUndefined(decodeCursor(urlParams.cursor, 1))?.[0]
+          if (urlParams.cursor !== undefined && (before === undefined || !/^\d{1,19}$/.test(before))) {
+            return yield* new InvalidRequest({ message: "cursor is not one this API gave out" })
+          }
+          const page = yield* call(Effect.flatMap(team, (t) =>
+            endpoints.messages(t, path.id, {
+              limit: urlParams.limit ?? 50,
+              ...(urlParams.status ? { status: urlParams.status } : {}),
+              ...(before ? { before } : {})
+            })))
+          return { data: page.data, next_cursor: page.next_cursor === null ? null : encodeCursor([page.next_cursor]) }
+        }))
       .handle("recover", ({ path, payload }) =>
         call(Effect.flatMap(team, (t) => endpoints.recover(t, path.id, payload.since))).pipe(Effect.map((recovered) => ({ recovered }))))
       .handle("resend", ({ path }) =>

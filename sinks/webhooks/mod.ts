@@ -19,6 +19,7 @@ import * as Deliveries from "./deliveries.ts"
 import * as Endpoints from "./endpoints.ts"
 import { migrate } from "./migrations.ts"
 import * as Retry from "./retry.ts"
+import * as Retention from "./retention.ts"
 import { config, type Settings, WebhookSettings } from "./settings.ts"
 import { WebhooksLive } from "./http.ts"
 
@@ -50,7 +51,8 @@ const sinkLayer = Layer.effect(
       eraseUser: (userId) =>
         sql`with gone as (delete from webhook_messages where user_id = ${userId} returning id)
             delete from webhook_notices where message_id in (select id from gone)`.pipe(Effect.asVoid, Effect.mapError(classify)),
-      historicalData: settings.historicalData
+      historicalData: settings.historicalData,
+      retention: yield* Retention.make
     } satisfies Sink
   })
 )
