@@ -8,6 +8,7 @@ import { ApiId, Conflict, InvalidRequest, NotFound, PrintableId, ServiceUnavaila
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { Schema } from "effect"
 import { ApiKeyAuth } from "@wearflow/core/http"
+import { AlertsApi } from "./alerts/Api.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
@@ -277,6 +278,7 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(LinkApi)
   .add(DataApi)
   .add(BackfillApi)
+  .add(AlertsApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}
 

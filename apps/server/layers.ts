@@ -21,6 +21,8 @@ import { ActivityFiles } from "@wearflow/core/pipeline/files"
 import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } from "@wearflow/core/pipeline/inbox"
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
 import * as InboxRetention from "@wearflow/core/pipeline/retention"
+import * as GapMonitor from "@wearflow/core/pipeline/gap-monitor"
+import * as OperatorWebhook from "@wearflow/core/operator-webhook"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
@@ -33,8 +35,9 @@ import { RawRoutes } from "@wearflow/core/registry"
 import { type Config as EffectConfig, Effect, Layer, Option, type Redacted } from "effect"
 import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
-import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
+import { type AlertConfig, type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
+import { AlertsLive } from "./alerts/Http.ts"
 import { HealthRoute } from "./health.ts"
 import { MetricsRoute } from "./metrics.ts"
 import { bunRoutes } from "./raw-routes.ts"
@@ -90,13 +93,26 @@ export const Workers = (config: Config) =>
   )
 
 /**
+ * Silent-gap monitoring (its arrivals sink and its rounds) in every process, and the operator
+ * webhook sending alert events when WEARFLOW_OPERATOR_WEBHOOK_URL is set.
+ */
+export const Alerting = (alerts: EffectConfig.Config.Success<typeof AlertConfig>, secret: Option.Option<Redacted.Redacted<string>>) =>
+  Layer.mergeAll(
+    GapMonitor.layer(alerts),
+    Option.match(Option.all({ url: alerts.operatorWebhookUrl, secret }), {
+      onNone: () => Layer.empty,
+      onSome: ({ secret, url }) => OperatorWebhook.layer({ url, secret, backoff: alerts.operatorWebhookBackoff, timeout: alerts.operatorWebhookTimeout })
+    })
+  )
+
+/**
  * The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs; the
  * plugins' raw webhook routes are answered before it (raw-routes.ts).
  */
 export const Http = (config: Config, api: typeof WearflowApi) => {
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
-    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
+    Layer.provide([Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, AlertsLive).pipe(Layer.provide(ApiKeyAuth.layer)), LinkLive(publicUrl)])
   )
   return HttpApiBuilder.serve(HttpMiddleware.logger).pipe(
     Layer.provide(layerWithoutEchoedInput(api)),

@@ -20,6 +20,7 @@ import inboxDedupe from "./migrations/0010_inbox_dedupe.ts"
 import recordDeletions from "./migrations/0011_record_deletions.ts"
 import connectionSync from "./migrations/0012_connection_sync.ts"
 import samplesUserCascade from "./migrations/0013_samples_user_cascade.ts"
+import gapAlerts from "./migrations/0017_gap_alerts.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
@@ -34,7 +35,8 @@ export const migrations = Migrator.fromRecord({
   "0010_inbox_dedupe": inboxDedupe,
   "0011_record_deletions": recordDeletions,
   "0012_connection_sync": connectionSync,
-  "0013_samples_user_cascade": samplesUserCascade
+  "0013_samples_user_cascade": samplesUserCascade,
+  "0017_gap_alerts": gapAlerts
 })
 
 export interface DatabaseOptions {
