@@ -49,7 +49,11 @@ export const defaults = {
   minDays: 5
 } satisfies GapMonitorSettings
 
-/** Inbox rows read per round at most; a backlog is caught up over several rounds. */
+/**
+ * Inbox ids read per round at most; a backlog is caught up over several rounds. A body whose
+ * insert commits after a later id was read is not seen: at worst a provider's last arrival
+ * reads a moment early, until its next body.
+ */
 const INBOX_STEP = 200_000
 /** Daily arrival rows are kept this many days past the window. */
 const KEEP_EXTRA_DAYS = 30
@@ -81,7 +85,8 @@ export const make = Effect.fnUntraced(function* (settings: GapMonitorSettings) {
       select provider, at from fresh
       on conflict (provider) do update set last_received_at = greatest(provider_arrivals.last_received_at, excluded.last_received_at)
     )
-    update gap_monitor_state set inbox_id = greatest(inbox_id, coalesce((select max(id) from fresh), inbox_id))`
+    -- Every id up to the step's end was read (ids deleted by retention leave gaps to step over).
+    update gap_monitor_state set inbox_id = greatest(inbox_id, least(inbox_id + ${INBOX_STEP}, coalesce((select max(id) from inbox), inbox_id)))`
 
   const connectionGaps = sql`
     select 'connection.gap'::text as kind, l.user_id || '/' || l.provider || '/' || l.resource as subject, l.team_id, l.user_id,
