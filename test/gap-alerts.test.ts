@@ -149,11 +149,6 @@ beforeAll(async () => {
 }, 120_000)
 
 afterAll(async () => {
-  if (process.env.GAP_DEBUG) {
-    console.log(JSON.stringify(await rows("select id, alert_id, event_type, attempts, last_error, delivered_at from operator_notices order by id"), null, 1))
-    console.log(JSON.stringify(await rows("select * from webhook_messages"), null, 1).slice(0, 3000))
-    for (const s of servers) console.log(s.logs().split("\n").filter((l) => /rror|arn|alert|exhaust/i.test(l)).slice(-40).join("\n"))
-  }
   await db?.end()
   await Promise.all(servers.map((s) => s.stop()))
   await operator?.close()
@@ -316,4 +311,14 @@ describe("silent-gap alerts", () => {
     expect((await api("POST", `/v2/webhooks/messages/${messageId}/resend`)).status).toBe(202)
     await eventFor(alert.id, "alert.cleared")
   }, 60_000)
+
+  it("erasing a user erases their arrivals, alerts and the operator events naming them", async () => {
+    expect((await rows("select 1 from alerts where user_id = $1", [userId])).length).toBeGreaterThan(0)
+    await db.query("delete from users where id = $1", [userId])
+    const left = await rows(`
+      select (select count(*) from data_arrivals where user_id = $1)
+           + (select count(*) from alerts where user_id = $1)
+           + (select count(*) from operator_notices where payload::text like '%' || $1 || '%') as n`, [userId])
+    expect(Number(left[0].n)).toBe(0)
+  })
 })

@@ -59,7 +59,8 @@ export default Effect.gen(function* () {
   yield* sql`create table operator_notices (
     id bigint generated always as identity primary key,
     event_id uuid not null unique,
-    alert_id uuid not null,
+    -- Erasing a user erases their alerts, and with them the events naming them.
+    alert_id uuid not null references alerts(id) on delete cascade,
     event_type text not null,
     payload jsonb not null,
     created_at timestamptz not null default now(),
@@ -69,4 +70,5 @@ export default Effect.gen(function* () {
     delivered_at timestamptz
   )`
   yield* sql`create index operator_notices_waiting on operator_notices (next_attempt_at) where delivered_at is null`
+  yield* sql`create index operator_notices_by_alert on operator_notices (alert_id)`
 })
