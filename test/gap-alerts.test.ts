@@ -172,6 +172,7 @@ describe("silent-gap alerts", () => {
 
     // History: data on each of the 7 days up to three days ago, then nothing (72 h > 48 h).
     await db.query(`update data_arrivals set day = day - 3, last_at = last_at - interval '3 days' where user_id = $1`, [userId])
+    await db.query(`update connection_arrivals set last_day = last_day - 3, last_at = last_at - interval '3 days' where user_id = $1`, [userId])
     await db.query(`
       insert into data_arrivals (user_id, provider, resource, day, team_id, events, last_at)
       select user_id, provider, resource, day - g, team_id, 1, last_at - make_interval(days => g)
@@ -317,6 +318,7 @@ describe("silent-gap alerts", () => {
     await db.query("delete from users where id = $1", [userId])
     const left = await rows(`
       select (select count(*) from data_arrivals where user_id = $1)
+           + (select count(*) from connection_arrivals where user_id = $1)
            + (select count(*) from alerts where user_id = $1)
            + (select count(*) from operator_notices where payload::text like '%' || $1 || '%') as n`, [userId])
     expect(Number(left[0].n)).toBe(0)

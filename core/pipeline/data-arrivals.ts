@@ -1,5 +1,6 @@
 /**
- * When data arrives, per user, provider, resource and UTC day (`data_arrivals`): an internal
+ * When data arrives, per user, provider, resource and UTC day (`data_arrivals`, and the latest
+ * per user, provider and resource in `connection_arrivals`): an internal
  * sink on the event outbox, so the ingest path does no extra work. It reads entries (no
  * payloads) of `daily.data.<resource>.created|updated` events, takes each record's provider
  * from the store, and adds them up in the sink runner's transaction — its counts and its
@@ -33,16 +34,24 @@ export const make = Effect.gen(function* () {
       })
       if (arrivals.length === 0) return Effect.void
       return sql`
-        insert into data_arrivals (user_id, provider, resource, day, team_id, events, last_at)
-        select e.user_id, r.provider, e.resource, (e.created_at at time zone 'UTC')::date, e.team_id, count(*), max(e.created_at)
-        from unnest(${arrayLiteral(arrivals.map((a) => a.userId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.teamId))}::uuid[],
-                    ${arrayLiteral(arrivals.map((a) => a.recordId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.resource))}::text[],
-                    ${arrayLiteral(arrivals.map((a) => a.createdAt.toISOString()))}::timestamptz[])
-          as e(user_id, team_id, record_id, resource, created_at)
-        join records r on r.id = e.record_id
-        group by 1, 2, 3, 4, 5
-        on conflict (user_id, provider, resource, day) do update
-          set events = data_arrivals.events + excluded.events, last_at = greatest(data_arrivals.last_at, excluded.last_at)`.pipe(
+        with e as (
+          select e.user_id, r.provider, e.resource, (e.created_at at time zone 'UTC')::date as day, e.team_id, count(*)::int as events, max(e.created_at) as last_at
+          from unnest(${arrayLiteral(arrivals.map((a) => a.userId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.teamId))}::uuid[],
+                      ${arrayLiteral(arrivals.map((a) => a.recordId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.resource))}::text[],
+                      ${arrayLiteral(arrivals.map((a) => a.createdAt.toISOString()))}::timestamptz[])
+            as e(user_id, team_id, record_id, resource, created_at)
+          join records r on r.id = e.record_id
+          group by 1, 2, 3, 4, 5
+        ), daily as (
+          insert into data_arrivals (user_id, provider, resource, day, team_id, events, last_at)
+          select user_id, provider, resource, day, team_id, events, last_at from e
+          on conflict (user_id, provider, resource, day) do update
+            set events = data_arrivals.events + excluded.events, last_at = greatest(data_arrivals.last_at, excluded.last_at)
+        )
+        insert into connection_arrivals (user_id, provider, resource, team_id, last_at, last_day)
+        select user_id, provider, resource, team_id, max(last_at), max(day) from e group by 1, 2, 3, 4
+        on conflict (user_id, provider, resource) do update
+          set last_at = greatest(connection_arrivals.last_at, excluded.last_at), last_day = greatest(connection_arrivals.last_day, excluded.last_day)`.pipe(
         Effect.asVoid,
         Effect.mapError(sinkErrorFromSql(SINK_ID))
       )

@@ -13,7 +13,8 @@
  *   reached the inbox) for `providerSilence` (24 h).
  *
  * An alert clears itself when data arrives again after it (or its connections are gone).
- * Arrivals come from the outbox (data-arrivals.ts) and from the inbox, read past a cursor.
+ * Arrivals come from the outbox (data-arrivals.ts: the latest per connection and resource is
+ * what the rules scan, the daily rows say how often) and from the inbox, read past a cursor.
  * Time is the database's `now()`, so every process agrees on it.
  *
  * Two processes may run it: a round holds a transaction-scoped advisory lock, and a process
@@ -57,6 +58,7 @@ export const defaults = {
 const INBOX_STEP = 200_000
 /** Daily arrival rows are kept this many days past the window. */
 const KEEP_EXTRA_DAYS = 30
+const PRUNE_EVERY_MS = 3_600_000
 
 export interface RoundOutcome {
   readonly ran: boolean
@@ -92,10 +94,7 @@ export const make = Effect.fnUntraced(function* (settings: GapMonitorSettings) {
     select 'connection.gap'::text as kind, l.user_id || '/' || l.provider || '/' || l.resource as subject, l.team_id, l.user_id,
            l.provider, l.resource, null::uuid as endpoint_id, null::text as message_id, null::text as detail,
            l.last_at as since, l.last_at as last_data_at
-    from (
-      select user_id, team_id, provider, resource, max(last_at) as last_at, max(day) as last_day
-      from data_arrivals group by user_id, team_id, provider, resource
-    ) l
+    from connection_arrivals l
     where l.last_at < now() - make_interval(secs => ${connectionSilence})
       and (select count(*) from data_arrivals d
            where d.user_id = l.user_id and d.provider = l.provider and d.resource = l.resource and d.day > l.last_day - ${windowDays}::int) >= ${minDays}
@@ -104,8 +103,8 @@ export const make = Effect.fnUntraced(function* (settings: GapMonitorSettings) {
   const connectionGapsOver = sql`
     select a.id from alerts a
     where a.kind = 'connection.gap' and a.status = 'open'
-      and (exists (select 1 from data_arrivals d
-                   where d.user_id = a.user_id and d.provider = a.provider and d.resource = a.resource and d.last_at > a.last_data_at)
+      and (exists (select 1 from connection_arrivals c
+                   where c.user_id = a.user_id and c.provider = a.provider and c.resource = a.resource and c.last_at > a.last_data_at)
            or not exists (select 1 from provider_connections c where c.user_id = a.user_id and c.provider = a.provider and c.status = 'active'))`
 
   /** Whether alias `t`'s team has an active connection to `t`'s provider. */
@@ -118,8 +117,8 @@ export const make = Effect.fnUntraced(function* (settings: GapMonitorSettings) {
            l.provider, l.resource, null::uuid as endpoint_id, null::text as message_id, null::text as detail,
            l.last_at as since, l.last_at as last_data_at
     from (
-      select team_id, provider, resource, max(last_at) as last_at, max(day) as last_day
-      from data_arrivals group by team_id, provider, resource
+      select team_id, provider, resource, max(last_at) as last_at, max(last_day) as last_day
+      from connection_arrivals group by team_id, provider, resource
     ) l
     where l.last_at < now() - make_interval(secs => ${volumeSilence})
       and (select count(distinct d.day) from data_arrivals d
@@ -129,8 +128,8 @@ export const make = Effect.fnUntraced(function* (settings: GapMonitorSettings) {
   const volumeDropsOver = sql`
     select a.id from alerts a
     where a.kind = 'resource.volume_drop' and a.status = 'open'
-      and (exists (select 1 from data_arrivals d
-                   where d.team_id = a.team_id and d.provider = a.provider and d.resource = a.resource and d.last_at > a.last_data_at)
+      and (exists (select 1 from connection_arrivals c
+                   where c.team_id = a.team_id and c.provider = a.provider and c.resource = a.resource and c.last_at > a.last_data_at)
            or not ${teamHasActive("a")})`
 
   const silentProviders = sql`
@@ -154,6 +153,8 @@ export const make = Effect.fnUntraced(function* (settings: GapMonitorSettings) {
     sql`delete from alerts where status = 'cleared' and cleared_at < now() - interval '90 days'`
   ], { discard: true })
 
+  let lastPrune = 0
+
   /** One round, if no other process is running one: read the inbox, clear, open, prune. */
   const round = Effect.gen(function* () {
     const [lock] = yield* sql<{ locked: boolean }>`select pg_try_advisory_xact_lock(hashtextextended('wearflow:gap-monitor', 0)) as locked`
@@ -164,7 +165,11 @@ export const make = Effect.fnUntraced(function* (settings: GapMonitorSettings) {
     for (const over of [connectionGapsOver, volumeDropsOver, silentProvidersOver]) cleared += yield* clearAlerts(sql, over)
     let opened = 0
     for (const candidates of [connectionGaps, volumeDrops, silentProviders]) opened += yield* openAlerts(sql, candidates)
-    yield* prune
+    // Pruning reads the whole daily table: hourly is often enough.
+    if (Date.now() - lastPrune >= PRUNE_EVERY_MS) {
+      yield* prune
+      lastPrune = Date.now()
+    }
     return { ran: true, opened, cleared } satisfies RoundOutcome
   }).pipe(sql.withTransaction, retryWhileTransient("1 minute"))
 

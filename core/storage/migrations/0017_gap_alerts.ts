@@ -6,7 +6,8 @@ import { Effect } from "effect"
  *
  * `data_arrivals`: per user, provider, resource and UTC day, how many data events arrived and
  * when the last did — counted from the outbox by an internal sink (pipeline/data-arrivals.ts),
- * so the ingest path writes nothing more. `provider_arrivals`: per provider, when a body last
+ * so the ingest path writes nothing more; `connection_arrivals` keeps the latest per user,
+ * provider and resource. `provider_arrivals`: per provider, when a body last
  * reached the inbox (anything at all), read incrementally past `inbox_id`.
  *
  * `alerts`: one row per problem, open until it clears itself; at most one open row per
@@ -26,6 +27,18 @@ export default Effect.gen(function* () {
     primary key (user_id, provider, resource, day)
   )`
   yield* sql`create index data_arrivals_by_team on data_arrivals (team_id, provider, resource, day)`
+  // The latest arrival per user, provider and resource: what the monitor's rules scan (one row
+  // per connection and resource, not one per day).
+  yield* sql`create table connection_arrivals (
+    user_id uuid not null references users(id) on delete cascade,
+    provider text not null,
+    resource text not null,
+    team_id uuid not null,
+    last_at timestamptz not null,
+    last_day date not null,
+    primary key (user_id, provider, resource)
+  )`
+  yield* sql`create index connection_arrivals_by_team on connection_arrivals (team_id, provider, resource)`
   yield* sql`create table provider_arrivals (
     provider text primary key,
     last_received_at timestamptz not null
