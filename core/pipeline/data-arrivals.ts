@@ -35,12 +35,17 @@ export const make = Effect.gen(function* () {
       if (arrivals.length === 0) return Effect.void
       return sql`
         with e as (
-          select e.user_id, r.provider, e.resource, (e.created_at at time zone 'UTC')::date as day, e.team_id, count(*)::int as events, max(e.created_at) as last_at
-          from unnest(${arrayLiteral(arrivals.map((a) => a.userId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.teamId))}::uuid[],
-                      ${arrayLiteral(arrivals.map((a) => a.recordId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.resource))}::text[],
-                      ${arrayLiteral(arrivals.map((a) => a.createdAt.toISOString()))}::timestamptz[])
-            as e(user_id, team_id, record_id, resource, created_at)
-          join records r on r.id = e.record_id
+          select e.user_id, e.provider, e.resource, (e.created_at at time zone 'UTC')::date as day, e.team_id, count(*)::int as events, max(e.created_at) as last_at
+          from (
+            -- A lookup by id per event (a join may scan all records instead).
+            select e.*, (select r.provider from records r where r.id = e.record_id) as provider
+              from unnest(${arrayLiteral(arrivals.map((a) => a.userId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.teamId))}::uuid[],
+                        ${arrayLiteral(arrivals.map((a) => a.recordId))}::uuid[], ${arrayLiteral(arrivals.map((a) => a.resource))}::text[],
+                        ${arrayLiteral(arrivals.map((a) => a.createdAt.toISOString()))}::timestamptz[])
+              as e(user_id, team_id, record_id, resource, created_at)
+            offset 0 -- looked up once per event, not again for the filter below
+          ) e
+          where e.provider is not null
           group by 1, 2, 3, 4, 5
         ), daily as (
           insert into data_arrivals (user_id, provider, resource, day, team_id, events, last_at)
