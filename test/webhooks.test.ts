@@ -356,6 +356,12 @@ describe("failures and retries", () => {
     expect(disabled.disabled_reason).toMatch(/^failing continuously since \d{4}-/)
     const notices = await db.query("select kind from webhook_notices where endpoint_id = $1 and kind = 'endpoint.disabled'", [endpoint.id])
     expect(notices.rowCount).toBe(1)
+    // The operator's alert for it is open (test/gap-alerts.test.ts follows alerts to the operator webhook).
+    const alert = await db.query("select status, team_id, detail from alerts where kind = 'endpoint.disabled' and endpoint_id = $1", [endpoint.id])
+    expect(alert.rows).toEqual([{ status: "open", team_id: expect.any(String), detail: expect.stringMatching(/^failing continuously since \d{4}-/) }])
+    const listed = await api("GET", "/v2/alerts")
+    expect(listed.body.data.filter((a: { endpoint_id: string }) => a.endpoint_id === endpoint.id).map((a: { kind: string }) => a.kind)).toContain("endpoint.disabled")
+    expect((await otherTeam("GET", "/v2/alerts?status=all")).body.data).toEqual([])
 
     // Events for a disabled endpoint make no messages; re-enabling starts again.
     const sent = await drainedFor(endpoint.id)
@@ -369,6 +375,7 @@ describe("failures and retries", () => {
     target.fallback = 200
     const enabled = await api("PATCH", `/v2/webhooks/${endpoint.id}`, { disabled: false })
     expect(enabled.body).toMatchObject({ disabled: false, disabled_reason: null })
+    expect((await db.query("select status from alerts where kind = 'endpoint.disabled' and endpoint_id = $1", [endpoint.id])).rows).toEqual([{ status: "cleared" }])
     await api("POST", `/v2/webhooks/${endpoint.id}/test`)
     await waitFor(() => (target.received.length > sent ? true : undefined))
   })

@@ -14,8 +14,8 @@ import { Effect, Layer } from "effect"
 import { fileURLToPath } from "node:url"
 import WearflowConfig from "../../wearflow.config.ts"
 import { withPluginRoutes } from "./Api.ts"
-import { BackfillConfig, ErasureConfig, resolveApiKey, resolveEncryptionKey, RunnerConfig, ServerConfig, SyncConfig } from "./config.ts"
-import { Backfilling, Core, Http, Storage, Workers } from "./layers.ts"
+import { AlertConfig, BackfillConfig, ErasureConfig, resolveApiKey, resolveEncryptionKey, resolveOperatorWebhookSecret, RunnerConfig, ServerConfig, SyncConfig } from "./config.ts"
+import { Alerting, Backfilling, Core, Http, Storage, Workers } from "./layers.ts"
 
 export const App = Effect.gen(function* () {
   const config = yield* ServerConfig
@@ -23,8 +23,9 @@ export const App = Effect.gen(function* () {
   const plugins = yield* Registry.loadPlugins((yield* WearflowConfig).plugins, fileURLToPath(new URL("../../", import.meta.url)))
   const Plugins = Registry.layer(plugins).pipe(Layer.provide(ApiKeyAuth.layer))
   const api = withPluginRoutes(Registry.routesOf(plugins))
+  const alerts = yield* AlertConfig
 
-  return Layer.mergeAll(Http(config, api, (yield* Tracing).enabled), Workers(config), Startup.layerReencryptTokens, Startup.layerResumeBackfills).pipe(
+  return Layer.mergeAll(Http(config, api, (yield* Tracing).enabled), Workers(config), Alerting(alerts, yield* resolveOperatorWebhookSecret(config, alerts)), Startup.layerReencryptTokens, Startup.layerResumeBackfills).pipe(
     Layer.provide(Startup.layerBootstrapKey(yield* resolveApiKey(config))),
     Layer.provideMerge(Backfilling),
     Layer.provideMerge(UserDeletion.Default.pipe(Layer.provideMerge(Layer.succeed(ErasureSettings, yield* ErasureConfig)))),

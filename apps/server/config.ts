@@ -6,7 +6,9 @@
 import { BackfillSettings } from "@wearflow/core/backfill/settings"
 import { ErasureSettings } from "@wearflow/core/erasure/deletion"
 import { parseKeys } from "@wearflow/core/crypto"
+import * as GapMonitor from "@wearflow/core/pipeline/gap-monitor"
 import { InboxSettings } from "@wearflow/core/pipeline/inbox"
+import { isSecret, newSecret } from "@wearflow/core/webhook-signature"
 import { SyncSettings } from "@wearflow/core/sync/settings"
 import { s3LocationConfig } from "@wearflow/core/storage/s3"
 import { Config, Data, Duration, Effect, LogLevel, Option, Redacted } from "effect"
@@ -185,6 +187,41 @@ export const ErasureConfig = Config.all({
 })
 
 /**
+ * Silent-gap monitoring (core/pipeline/gap-monitor.ts) and the operator webhook its alerts and
+ * webhook-endpoint notices go to. Defaults: a round every 5 min; a connection+resource that
+ * arrived on 5 of the 7 days up to its last data is "daily" and alerts after 48 h of silence;
+ * a team's steady resource after 24 h; a provider with active connections after 24 h of
+ * nothing at all. The webhook is off unless WEARFLOW_OPERATOR_WEBHOOK_URL is set; its secret
+ * (`whsec_...`) is WEARFLOW_OPERATOR_WEBHOOK_SECRET or one generated into the data dir.
+ */
+export const AlertConfig = Config.all({
+  interval: positive("WEARFLOW_GAP_MONITOR_INTERVAL", GapMonitor.defaults.interval),
+  connectionSilence: positive("WEARFLOW_GAP_CONNECTION_SILENCE", GapMonitor.defaults.connectionSilence),
+  volumeSilence: positive("WEARFLOW_GAP_VOLUME_SILENCE", GapMonitor.defaults.volumeSilence),
+  providerSilence: positive("WEARFLOW_GAP_PROVIDER_SILENCE", GapMonitor.defaults.providerSilence),
+  windowDays: Config.integer("WEARFLOW_GAP_WINDOW_DAYS").pipe(
+    Config.withDefault(GapMonitor.defaults.windowDays),
+    Config.validate({ message: "WEARFLOW_GAP_WINDOW_DAYS must be 1..60", validation: (n) => n >= 1 && n <= 60 })
+  ),
+  minDays: Config.integer("WEARFLOW_GAP_MIN_DAYS").pipe(Config.withDefault(GapMonitor.defaults.minDays)),
+  operatorWebhookUrl: Config.option(
+    Config.string("WEARFLOW_OPERATOR_WEBHOOK_URL").pipe(
+      Config.validate({ message: "WEARFLOW_OPERATOR_WEBHOOK_URL must be an http(s) URL", validation: (s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol) }),
+      Config.map((s) => new URL(s))
+    )
+  ),
+  operatorWebhookSecret: Config.option(
+    Config.redacted("WEARFLOW_OPERATOR_WEBHOOK_SECRET").pipe(
+      Config.validate({ message: "WEARFLOW_OPERATOR_WEBHOOK_SECRET must be whsec_ and 24-64 bytes of base64", validation: (s) => isSecret(Redacted.value(s)) })
+    )
+  ),
+  operatorWebhookBackoff: positive("WEARFLOW_OPERATOR_WEBHOOK_BACKOFF", Duration.seconds(5)),
+  operatorWebhookTimeout: positive("WEARFLOW_OPERATOR_WEBHOOK_TIMEOUT", Duration.seconds(15))
+}).pipe(
+  Config.validate({ message: "WEARFLOW_GAP_MIN_DAYS must be 1..WEARFLOW_GAP_WINDOW_DAYS", validation: ({ minDays, windowDays }) => minDays >= 1 && minDays <= windowDays })
+)
+
+/**
  * This process as a workflow runner: an address unique among the processes sharing the
  * database and stable across restarts (default: host name and PORT).
  */
@@ -255,3 +292,19 @@ export const resolveEncryptionKey = (config: ServerConfig) =>
         : Effect.fail(new SecretFileError({ message: "token encryption keys must be 32 bytes each, base64 or hex, separated by commas" }))
     })
   )
+
+/**
+ * The operator webhook's signing secret: WEARFLOW_OPERATOR_WEBHOOK_SECRET, or one generated
+ * into the data dir (its path is logged, never the secret). None when no URL is set.
+ */
+export const resolveOperatorWebhookSecret = (config: ServerConfig, alerts: Config.Config.Success<typeof AlertConfig>) =>
+  Option.isNone(alerts.operatorWebhookUrl)
+    ? Effect.succeed(Option.none<Redacted.Redacted<string>>())
+    : Option.match(alerts.operatorWebhookSecret, {
+        onSome: (secret) => Effect.succeed(Option.some(secret)),
+        onNone: () =>
+          secretFile(config.dataDir, "operator-webhook-secret", newSecret).pipe(
+            Effect.tap((s) => Effect.logInfo(`WEARFLOW_OPERATOR_WEBHOOK_SECRET is not set; signing with the secret in ${s.file}`)),
+            Effect.map((s) => Option.some(Redacted.make(s.value)))
+          )
+      })

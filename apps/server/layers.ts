@@ -23,6 +23,8 @@ import { IngestBacklog, IngestQueue, Inbox, InboxSettings, layerQueueStore } fro
 import { IngestWorker, layerTakers } from "@wearflow/core/pipeline/ingest"
 import * as Retention from "@wearflow/core/pipeline/retention"
 import * as UserErasure from "@wearflow/core/erasure/erase"
+import * as GapMonitor from "@wearflow/core/pipeline/gap-monitor"
+import * as OperatorWebhook from "@wearflow/core/operator-webhook"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { RecordStore } from "@wearflow/core/pipeline/store"
 import { DataQuery } from "@wearflow/core/query"
@@ -36,10 +38,11 @@ import { RawRoutes } from "@wearflow/core/registry"
 import { type Config as EffectConfig, Effect, Layer, Option, type Redacted } from "effect"
 import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
-import { type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
+import { type AlertConfig, type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { UserLifecycleLive } from "./users/Http.ts"
+import { AlertsLive } from "./alerts/Http.ts"
 import { HealthRoute } from "./health.ts"
 import { IntrospectLive } from "./introspect/Http.ts"
 import { MetricsRoute } from "./metrics.ts"
@@ -102,6 +105,19 @@ export const Workers = (config: Config) => {
 }
 
 /**
+ * Silent-gap monitoring (its arrivals sink and its rounds) in every process, and the operator
+ * webhook sending alert events when WEARFLOW_OPERATOR_WEBHOOK_URL is set.
+ */
+export const Alerting = (alerts: EffectConfig.Config.Success<typeof AlertConfig>, secret: Option.Option<Redacted.Redacted<string>>) =>
+  Layer.mergeAll(
+    GapMonitor.layer(alerts),
+    Option.match(Option.all({ url: alerts.operatorWebhookUrl, secret }), {
+      onNone: () => Layer.empty,
+      onSome: ({ secret, url }) => OperatorWebhook.layer({ url, secret, backoff: alerts.operatorWebhookBackoff, timeout: alerts.operatorWebhookTimeout })
+    })
+  )
+
+/**
  * The HTTP server: `api` (the app's groups and the plugins'), health, metrics, docs; the
  * plugins' raw webhook routes are answered before it (raw-routes.ts).
  */
@@ -109,7 +125,7 @@ export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) =
   const publicUrl = Option.getOrElse(config.publicUrl, () => `http://localhost:${config.port}`)
   const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([
-      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive, UserLifecycleLive, IntrospectLive).pipe(Layer.provide(ApiKeyAuth.layer)),
+      Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive, UserLifecycleLive, IntrospectLive, AlertsLive).pipe(Layer.provide(ApiKeyAuth.layer)),
       TeamsLive.pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
       LinkLive(publicUrl)
     ])

@@ -12,6 +12,7 @@
 import { SqlClient, type SqlError } from "@effect/sql"
 import type { WorkflowEngine } from "@effect/workflow"
 import { ShardingConfig } from "@effect/cluster"
+import { clearAlerts, raiseAlert } from "@wearflow/core/alerts"
 import { TokenCipher } from "@wearflow/core/crypto"
 import { PublicInternet } from "@wearflow/core/public-internet"
 import type { OutboxEvent } from "@wearflow/core/sink"
@@ -353,6 +354,11 @@ export const layer = Layer.scoped(
           on conflict do nothing`
         const delivered = outcomes.filter((o) => o.result.ok).length
         if (delivered > 0) yield* Metric.incrementBy(messagesDelivered, delivered)
+        // A failed message delivered by hand (resend, recover) clears its exhaustion alert.
+        const resent = outcomes.filter((o) => o.result.ok && o.trigger === "manual").map((o) => o.message.id)
+        if (resent.length > 0) {
+          yield* clearAlerts(sql, sql`select id from alerts where kind = 'message.attempt.exhausted' and status = 'open' and subject = any(${resent}::text[])`)
+        }
         yield* Metric.incrementBy(attemptsSucceeded, delivered)
         yield* Metric.incrementBy(attemptsFailed, outcomes.length - delivered)
         yield* endpointHealth(outcomes)
@@ -381,6 +387,15 @@ export const layer = Layer.scoped(
           targets.delete(endpoint.id)
           yield* sql`insert into webhook_notices (team_id, endpoint_id, kind, detail)
                      values (${endpoint.team_id}, ${endpoint.id}, 'endpoint.disabled', ${`failing continuously since ${endpoint.failing_since.toISOString()}`})`
+          // The operator hears of it too (an alert and the operator webhook); re-enabling clears it.
+          yield* raiseAlert(sql, {
+            kind: "endpoint.disabled",
+            subject: endpoint.id,
+            teamId: endpoint.team_id,
+            endpointId: endpoint.id,
+            detail: `failing continuously since ${endpoint.failing_since.toISOString()}`,
+            since: endpoint.failing_since
+          })
           yield* Effect.logWarning("webhook endpoint disabled: it kept failing").pipe(
             Effect.annotateLogs({ endpoint_id: endpoint.id, failing_since: endpoint.failing_since.toISOString() })
           )
@@ -610,6 +625,15 @@ export const layer = Layer.scoped(
         if (!message) return
         yield* sql`insert into webhook_notices (team_id, endpoint_id, message_id, kind, detail)
                    values (${message.team_id}, ${message.endpoint_id}, ${messageId}, 'message.attempt.exhausted', ${`${message.attempts} attempts failed`})`
+        // The operator hears of it too; delivering the message later (resend, recover) clears it.
+        yield* raiseAlert(sql, {
+          kind: "message.attempt.exhausted",
+          subject: messageId,
+          teamId: message.team_id,
+          endpointId: message.endpoint_id,
+          messageId,
+          detail: `${message.attempts} attempts failed`
+        })
         yield* Metric.increment(messagesFailed)
         yield* Effect.logWarning("webhook message failed after its last retry").pipe(
           Effect.annotateLogs({ message_id: messageId, endpoint_id: message.endpoint_id, attempts: message.attempts })

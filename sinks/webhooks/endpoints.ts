@@ -4,6 +4,7 @@
  * Secrets and custom headers are stored encrypted. Every query is scoped to the caller's team.
  */
 import { SqlClient, type SqlError } from "@effect/sql"
+import { clearAlerts, resolveAlert } from "@wearflow/core/alerts"
 import { isUuid } from "@wearflow/core/tenancy/accounts"
 import { decodeCursor, isInstantIdKey, pageOf } from "@wearflow/core/paging"
 import { type DecryptionError, reencrypted, TokenCipher } from "@wearflow/core/crypto"
@@ -216,6 +217,8 @@ export const layer = Layer.effect(
             updated_at = now()
           where id = ${current.id}
           returning ${columns}`
+        // Re-enabled by its team: the operator's endpoint.disabled alert clears.
+        if (changes.disabled === false) yield* resolveAlert(sql, "endpoint.disabled", current.id)
         yield* deliveries.invalidate(current.id)
         return view(rows[0]!)
       })
@@ -366,7 +369,12 @@ export const layer = Layer.effect(
       update,
       remove: (teamId, id) =>
         find(teamId, id).pipe(
-          Effect.flatMap((row) => sql`delete from webhook_endpoints where id = ${row.id}`.pipe(Effect.zipRight(deliveries.forget(row.id))))
+          Effect.flatMap((row) =>
+            sql`delete from webhook_endpoints where id = ${row.id}`.pipe(
+              // Its open alerts (disabled, exhausted messages) concern nothing any more.
+              Effect.zipRight(clearAlerts(sql, sql`select id from alerts where endpoint_id = ${row.id} and status = 'open'`)),
+              Effect.zipRight(deliveries.forget(row.id))
+            ))
         ),
       headers,
       setHeaders,

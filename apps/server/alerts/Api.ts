@@ -1,0 +1,49 @@
+/**
+ * `GET /v2/alerts`: the caller's team's operator alerts — silent connections and resources of
+ * its users, notices of its webhook endpoints — newest first, cursor-paged. Provider-wide
+ * alerts (a provider silent for everyone) belong to no team: only an admin listing shows them.
+ * Alerts name ids, kinds and times, never health values.
+ */
+import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import { ApiKeyAuth, InvalidRequest, ServiceUnavailable } from "@wearflow/core/http"
+import { Schema } from "effect"
+
+export const AlertView = Schema.Struct({
+  id: Schema.UUID,
+  kind: Schema.Literal("connection.gap", "resource.volume_drop", "provider.silent", "endpoint.disabled", "message.attempt.exhausted"),
+  status: Schema.Literal("open", "cleared"),
+  team_id: Schema.NullOr(Schema.String),
+  user_id: Schema.NullOr(Schema.String),
+  provider: Schema.NullOr(Schema.String),
+  resource: Schema.NullOr(Schema.String),
+  endpoint_id: Schema.NullOr(Schema.String),
+  message_id: Schema.NullOr(Schema.String),
+  detail: Schema.NullOr(Schema.String),
+  since: Schema.String.annotations({ description: "since when the problem stands: the last data before the silence, or when the notice happened" }),
+  last_data_at: Schema.NullOr(Schema.String),
+  opened_at: Schema.String,
+  cleared_at: Schema.NullOr(Schema.String)
+}).annotations({ identifier: "Alert" })
+
+export const AlertsPage = Schema.Struct({
+  data: Schema.Array(AlertView),
+  next_cursor: Schema.NullOr(Schema.String).annotations({ description: "pass as `cursor` for the next page; null on the last" })
+}).annotations({ identifier: "AlertsPage" })
+
+export const AlertsQuery = Schema.Struct({
+  status: Schema.optional(Schema.Literal("open", "cleared", "all").annotations({ description: "default: open" })),
+  limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)).annotations({ description: "1..100, default 50" })),
+  cursor: Schema.optional(Schema.String.pipe(Schema.maxLength(200)))
+})
+
+export class AlertsApi extends HttpApiGroup.make("alerts")
+  .add(
+    HttpApiEndpoint.get("list", "/v2/alerts")
+      .setUrlParams(AlertsQuery)
+      .addSuccess(AlertsPage)
+      .annotate(OpenApi.Description, "The team's operator alerts (silent connections and resources, webhook endpoint notices), newest first.")
+  )
+  .addError(InvalidRequest)
+  .addError(ServiceUnavailable)
+  .middleware(ApiKeyAuth)
+  .annotate(OpenApi.Title, "Alerts") {}

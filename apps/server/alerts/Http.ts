@@ -1,0 +1,51 @@
+/**
+ * Handlers of AlertsApi: the caller's team's alerts, a page at a time. The cursor is opaque
+ * (base64url of the last alert's opening time and id); a cursor that does not decode is a 400
+ * that does not quote it.
+ */
+import { HttpApiBuilder } from "@effect/platform"
+import { type Alert, Alerts } from "@wearflow/core/alerts"
+import { InvalidRequest, unavailable, within } from "@wearflow/core/http"
+import { isUuid } from "@wearflow/core/tenancy/accounts"
+import { DatabaseWait } from "@wearflow/core/storage/database"
+import { Effect, Layer } from "effect"
+import { CurrentTeam, WearflowApi } from "../Api.ts"
+
+const encodeCursor = (next: { readonly openedAt: Date; readonly id: string }) =>
+  Buffer.from(`${next.openedAt.toISOString()}|${next.id}`).toString("base64url")
+
+const decodeCursor = (cursor: string) => {
+  const [at, id, ...rest] = Buffer.from(cursor, "base64url").toString("utf8").split("|")
+  const openedAt = new Date(at ?? "")
+  return rest.length === 0 && id !== undefined && isUuid(id) && !Number.isNaN(openedAt.getTime()) ? { openedAt, id } : undefined
+}
+
+const iso = (date: Date | null) => (date === null ? null : date.toISOString())
+
+const view = (a: Alert) => ({
+  ...a,
+  since: a.since.toISOString(),
+  last_data_at: iso(a.last_data_at),
+  opened_at: a.opened_at.toISOString(),
+  cleared_at: iso(a.cleared_at)
+})
+
+export const AlertsLive = HttpApiBuilder.group(WearflowApi, "alerts", (handlers) =>
+  Effect.gen(function* () {
+    const alerts = yield* Alerts
+    const deadline = within(yield* DatabaseWait)
+    return handlers.handle("list", ({ urlParams }) =>
+      Effect.gen(function* () {
+        const { teamId } = yield* CurrentTeam
+        const after = urlParams.cursor === undefined ? undefined : decodeCursor(urlParams.cursor)
+        if (urlParams.cursor !== undefined && after === undefined) return yield* Effect.fail(new InvalidRequest({ message: "cursor is not valid" }))
+        // Team keys see their team's alerts only. ADMIN (lead): an admin key (AdminKeyAuth) lists
+        // every alert, provider-wide ones (team_id null) included, with `scope: { _tag: "All" }`.
+        const page = yield* alerts.list({ scope: { _tag: "Team", teamId }, status: urlParams.status ?? "open", limit: urlParams.limit ?? 50, after })
+        return { data: page.alerts.map(view), next_cursor: page.next ? encodeCursor(page.next) : null }
+      }).pipe(
+        Effect.catchTag("SqlError", () => Effect.fail(unavailable())),
+        deadline
+      ))
+  })
+).pipe(Layer.provide(Alerts.Default))
