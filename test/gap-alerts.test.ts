@@ -94,12 +94,12 @@ const linkedUser = async (client: typeof api, garminUserId: string) => {
 }
 
 /** Every page of the caller's alerts, following `next_cursor`. */
-const allPages = async (client: typeof api, query: string) => {
+const allPages = async (client: typeof api, query: string, route = "/v2/alerts") => {
   const seen: Array<Record<string, unknown>> = []
   let cursor: string | null = null
   let pages = 0
   do {
-    const reply = await client("GET", `/v2/alerts?${query}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`)
+    const reply = await client("GET", `${route}?${query}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`)
     expect(reply.status, JSON.stringify(reply.body)).toBe(200)
     seen.push(...reply.body.data)
     cursor = reply.body.next_cursor
@@ -241,7 +241,7 @@ describe("silent-gap alerts", () => {
       (await rows("select 1 from alerts where kind = 'resource.volume_drop' and resource = 'activity' and status = 'open'")).length === 0 ? true : undefined, 30_000)
   }, 60_000)
 
-  it("a provider with active connections that sent nothing at all raises a provider-wide alert no team lists", async () => {
+  it("a provider with active connections that sent nothing at all raises a provider-wide alert no team lists, the admin listing does", async () => {
     await db.query("update provider_arrivals set last_received_at = now() - interval '30 hours' where provider = 'garmin'")
     const [alert] = await eventually(async () => {
       const found = await rows("select * from alerts where kind = 'provider.silent' and provider = 'garmin' and status = 'open'")
@@ -255,6 +255,13 @@ describe("silent-gap alerts", () => {
       const { alerts } = await allPages(client, "status=all")
       expect(alerts.map((a) => a.id)).not.toContain(alert.id)
     }
+    // The admin listing shows it (the bootstrap key is an admin key), a page at a time, beside
+    // the teams' own; a team key is refused there.
+    const admin = await allPages(api, "status=all&limit=1", "/v2/admin/alerts")
+    expect(admin.alerts.map((a) => a.id)).toContain(alert.id)
+    expect(new Set(admin.alerts.map((a) => a.id)).size).toBe(admin.alerts.length)
+    expect(admin.alerts.some((a) => a.team_id !== null)).toBe(true)
+    expect((await otherTeam("GET", "/v2/admin/alerts")).status).toBe(403)
 
     // Anything from the provider clears it — also past a long run of inbox ids that are gone
     // (retention deletes old bodies): the monitor's read of the inbox steps over the gap.

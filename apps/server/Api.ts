@@ -13,7 +13,7 @@ import { TeamsApi } from "./teams/Api.ts"
 import { ConnectedSource, UserLifecycleApi, UserView } from "./users/Api.ts"
 import { PageParams } from "@wearflow/core/paging"
 import { IntrospectApi } from "./introspect/Api.ts"
-import { AlertsApi } from "./alerts/Api.ts"
+import { AdminAlertsApi, AlertsApi } from "./alerts/Api.ts"
 
 export { ApiKeyAuth, CurrentTeam } from "@wearflow/core/http"
 
@@ -296,6 +296,7 @@ export class WearflowApi extends HttpApi.make(ApiId)
   .add(DashboardApi)
   .add(IntrospectApi)
   .add(AlertsApi)
+  .add(AdminAlertsApi)
   .annotate(OpenApi.Title, "Wearflow")
   .annotate(OpenApi.Description, "Self-hosted wearable-data pipeline: provider webhooks in, normalized data out.") {}
 

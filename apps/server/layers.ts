@@ -42,7 +42,7 @@ import { type AlertConfig, type BackfillConfig, type RunnerConfig, runnerAddress
 import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { UserLifecycleLive } from "./users/Http.ts"
-import { AlertsLive } from "./alerts/Http.ts"
+import { AdminAlertsLive, AlertsLive } from "./alerts/Http.ts"
 import { HealthRoute } from "./health.ts"
 import { IntrospectLive } from "./introspect/Http.ts"
 import { MetricsRoute } from "./metrics.ts"
@@ -126,7 +126,7 @@ export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) =
   const Api = HttpApiBuilder.api(api).pipe(
     Layer.provide([
       Layer.mergeAll(UsersLive(publicUrl), DataLive, BackfillLive, DashboardLive, UserLifecycleLive, IntrospectLive, AlertsLive).pipe(Layer.provide(ApiKeyAuth.layer)),
-      TeamsLive.pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
+      Layer.merge(TeamsLive, AdminAlertsLive).pipe(Layer.provide(ApiKeyAuth.layerAdmin)),
       LinkLive(publicUrl)
     ])
   )

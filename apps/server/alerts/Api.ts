@@ -1,11 +1,12 @@
 /**
  * `GET /v2/alerts`: the caller's team's operator alerts — silent connections and resources of
  * its users, notices of its webhook endpoints — newest first, cursor-paged. Provider-wide
- * alerts (a provider silent for everyone) belong to no team: only an admin listing shows them.
+ * alerts (a provider silent for everyone) belong to no team: only the admin listing,
+ * `GET /v2/admin/alerts`, shows them, beside every team's.
  * Alerts name ids, kinds and times, never health values.
  */
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
-import { ApiKeyAuth, InvalidRequest, ServiceUnavailable } from "@wearflow/core/http"
+import { AdminKeyAuth, ApiKeyAuth, Forbidden, InvalidRequest, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
 
 export const AlertView = Schema.Struct({
@@ -47,3 +48,17 @@ export class AlertsApi extends HttpApiGroup.make("alerts")
   .addError(ServiceUnavailable)
   .middleware(ApiKeyAuth)
   .annotate(OpenApi.Title, "Alerts") {}
+
+/** Every alert, of every team and provider-wide: admin keys only. */
+export class AdminAlertsApi extends HttpApiGroup.make("adminAlerts")
+  .add(
+    HttpApiEndpoint.get("list", "/v2/admin/alerts")
+      .setUrlParams(AlertsQuery)
+      .addSuccess(AlertsPage)
+      .annotate(OpenApi.Description, "Every operator alert — each team's, and provider-wide ones (a provider silent for everyone) — newest first. Admin keys only.")
+  )
+  .addError(InvalidRequest)
+  .addError(ServiceUnavailable)
+  .addError(Forbidden)
+  .middleware(AdminKeyAuth)
+  .annotate(OpenApi.Title, "Alerts (admin)") {}

@@ -30,22 +30,33 @@ const view = (a: Alert) => ({
   cleared_at: iso(a.cleared_at)
 })
 
+/** A page of the alerts `scope` selects. */
+const listPage = (
+  alerts: Alerts,
+  scope: Parameters<Alerts["list"]>[0]["scope"],
+  urlParams: { readonly status?: "open" | "cleared" | "all" | undefined; readonly limit?: number | undefined; readonly cursor?: string | undefined }
+) =>
+  Effect.gen(function* () {
+    const after = urlParams.cursor === undefined ? undefined : decodeCursor(urlParams.cursor)
+    if (urlParams.cursor !== undefined && after === undefined) return yield* Effect.fail(new InvalidRequest({ message: "cursor is not valid" }))
+    const page = yield* alerts.list({ scope, status: urlParams.status ?? "open", limit: urlParams.limit ?? 50, after })
+    return { data: page.alerts.map(view), next_cursor: page.next ? encodeCursor(page.next) : null }
+  }).pipe(Effect.catchTag("SqlError", () => Effect.fail(unavailable())))
+
 export const AlertsLive = HttpApiBuilder.group(WearflowApi, "alerts", (handlers) =>
   Effect.gen(function* () {
     const alerts = yield* Alerts
     const deadline = within(yield* DatabaseWait)
+    // Team keys see their team's alerts only; provider-wide ones are the admin listing's.
     return handlers.handle("list", ({ urlParams }) =>
-      Effect.gen(function* () {
-        const { teamId } = yield* CurrentTeam
-        const after = urlParams.cursor === undefined ? undefined : decodeCursor(urlParams.cursor)
-        if (urlParams.cursor !== undefined && after === undefined) return yield* Effect.fail(new InvalidRequest({ message: "cursor is not valid" }))
-        // Team keys see their team's alerts only. ADMIN (lead): an admin key (AdminKeyAuth) lists
-        // every alert, provider-wide ones (team_id null) included, with `scope: { _tag: "All" }`.
-        const page = yield* alerts.list({ scope: { _tag: "Team", teamId }, status: urlParams.status ?? "open", limit: urlParams.limit ?? 50, after })
-        return { data: page.alerts.map(view), next_cursor: page.next ? encodeCursor(page.next) : null }
-      }).pipe(
-        Effect.catchTag("SqlError", () => Effect.fail(unavailable())),
-        deadline
-      ))
+      Effect.flatMap(CurrentTeam, ({ teamId }) => listPage(alerts, { _tag: "Team", teamId }, urlParams)).pipe(deadline))
+  })
+).pipe(Layer.provide(Alerts.Default))
+
+export const AdminAlertsLive = HttpApiBuilder.group(WearflowApi, "adminAlerts", (handlers) =>
+  Effect.gen(function* () {
+    const alerts = yield* Alerts
+    const deadline = within(yield* DatabaseWait)
+    return handlers.handle("list", ({ urlParams }) => listPage(alerts, { _tag: "All" }, urlParams).pipe(deadline))
   })
 ).pipe(Layer.provide(Alerts.Default))
