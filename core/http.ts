@@ -56,8 +56,11 @@ export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()
   HttpApiSchema.annotations({ status: 503 })
 ) {}
 
-/** The team the caller's API key belongs to. */
-export class CurrentTeam extends Context.Tag("wearflow/CurrentTeam")<CurrentTeam, { readonly teamId: string }>() {}
+/**
+ * The team the caller's API key belongs to; `readOnly` when the key may only read (a route that
+ * answers with a secret refuses it: reading a secret is more than reading data).
+ */
+export class CurrentTeam extends Context.Tag("wearflow/CurrentTeam")<CurrentTeam, { readonly teamId: string; readonly readOnly?: boolean }>() {}
 
 const apiKeyHeader = HttpApiSecurity.apiKey({ in: "header", key: "x-api-key" })
 

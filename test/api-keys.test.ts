@@ -238,6 +238,19 @@ describe("teams and API keys", () => {
       expect(reply.body).toEqual({ _tag: "Forbidden", message: "this API key is read-only" })
     }
     expect((await db.query("select count(*)::int as n from users where team_id = $1", [teamId])).rows[0].n).toBe(1)
+
+    // Secrets are more than data: an endpoint's signing secret and custom headers need a full key.
+    const endpoint = await call(first, writer.key, "POST", "/v2/webhooks", { url: "https://example.com/hook" })
+    expect(endpoint.status).toBe(201)
+    for (const route of [`/v2/webhooks/${endpoint.body.id}/secret`, `/v2/webhooks/${endpoint.body.id}/headers`]) {
+      // The process that stored the secret reads it (each test process has its own encryption key).
+      const refused = await call(first, reader.key, "GET", route)
+      expect(refused.status).toBe(403)
+      expect(JSON.stringify(refused.body)).not.toContain("whsec_")
+      const allowed = await call(first, writer.key, "GET", route)
+      expect(allowed.status, `${route} ${JSON.stringify(allowed.body)}`).toBe(200)
+    }
+    expect((await call(second, reader.key, "GET", `/v2/webhooks/${endpoint.body.id}`)).status).toBe(200)
   })
 
   it("team keys never reach admin routes, nor another team's data", async () => {

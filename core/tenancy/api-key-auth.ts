@@ -40,7 +40,7 @@ const adminOnly = (identity: KeyIdentity) =>
 
 export const layer = Layer.effect(
   ApiKeyAuth,
-  Effect.map(check, (authenticate) => ApiKeyAuth.of({ apiKey: (key) => Effect.map(authenticate(key), ({ teamId }) => ({ teamId })) }))
+  Effect.map(check, (authenticate) => ApiKeyAuth.of({ apiKey: (key) => Effect.map(authenticate(key), ({ scope, teamId }) => ({ teamId, readOnly: scope === "read_only" })) }))
 ).pipe(Layer.provide(ApiKeys.Default))
 
 export const layerAdmin = Layer.effect(

@@ -1,6 +1,6 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
 import { HttpApi, HttpApiBuilder, HttpServerRequest } from "@effect/platform"
-import { ApiId, CurrentTeam, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
+import { ApiId, CurrentTeam, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
 import { decodeCursor, encodeCursor } from "@wearflow/core/paging"
 import { DatabaseWait } from "@wearflow/core/storage/database"
 import { Effect, Either, Option, Redacted, Schema } from "effect"
@@ -25,6 +25,9 @@ const wire = <A, R>(
   })
 
 const team = Effect.map(CurrentTeam, (t) => t.teamId)
+/** The team, for a route that answers with a secret (signing secret, custom headers): read-only keys may not. */
+const teamWithSecrets = Effect.flatMap(CurrentTeam, (t) =>
+  t.readOnly === true ? Effect.fail(new Forbidden({ message: "this API key is read-only; secrets need a full key" })) : Effect.succeed(t.teamId))
 
 /** The rotate route's body: none, or `{key?}`. */
 const rotateBody = Effect.gen(function* () {
@@ -52,10 +55,10 @@ export const WebhooksLive = HttpApiBuilder.group(WebhooksHttpApi, "webhooks", (h
       .handle("get", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.get(t, path.id))))
       .handle("update", ({ path, payload }) => call(Effect.flatMap(team, (t) => endpoints.update(t, path.id, payload))))
       .handle("delete", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.remove(t, path.id))))
-      .handle("headers", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.headers(t, path.id))).pipe(Effect.map((headers) => ({ headers }))))
+      .handle("headers", ({ path }) => Effect.flatMap(teamWithSecrets, (t) => call(endpoints.headers(t, path.id))).pipe(Effect.map((headers) => ({ headers }))))
       .handle("setHeaders", ({ path, payload }) =>
         call(Effect.flatMap(team, (t) => endpoints.setHeaders(t, path.id, payload.headers))).pipe(Effect.map((headers) => ({ headers }))))
-      .handle("secret", ({ path }) => call(Effect.flatMap(team, (t) => endpoints.secret(t, path.id))).pipe(Effect.map((key) => ({ key: Redacted.value(key) }))))
+      .handle("secret", ({ path }) => Effect.flatMap(teamWithSecrets, (t) => call(endpoints.secret(t, path.id))).pipe(Effect.map((key) => ({ key: Redacted.value(key) }))))
       .handle("rotateSecret", ({ path }) =>
         call(Effect.flatMap(Effect.all([team, rotateBody]), ([t, key]) => endpoints.rotateSecret(t, path.id, key))).pipe(
           Effect.map((key) => ({ key: Redacted.value(key) }))
