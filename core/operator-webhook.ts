@@ -13,7 +13,7 @@ import { HttpClient, HttpClientRequest } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect, Layer, Metric, type Redacted, Schedule } from "effect"
 import { retryWhileTransient } from "./storage/errors.ts"
-import { signedHeaders } from "./webhook-signature.ts"
+import { signedRequestHeaders } from "./webhook-signature.ts"
 
 export interface OperatorWebhookOptions {
   readonly url: URL
@@ -55,7 +55,7 @@ export const make = Effect.fnUntraced(function* (options: OperatorWebhookOptions
   const attempt = (eventId: string, body: string) =>
     HttpClientRequest.post(options.url).pipe(
       HttpClientRequest.bodyText(body, "application/json"),
-      HttpClientRequest.setHeaders(signedHeaders(options.secret, eventId, Math.floor(Date.now() / 1000), body)),
+      HttpClientRequest.setHeaders(signedRequestHeaders(options.secret, eventId, Math.floor(Date.now() / 1000), body)),
       client.execute,
       Effect.map((response) => (response.status >= 200 && response.status < 300 ? undefined : `status ${response.status}`)),
       Effect.scoped,

@@ -1,8 +1,8 @@
 /**
- * Standard Webhooks / Svix signatures for the webhooks core sends itself (the operator
- * webhook): `v1,` + base64(HMAC-SHA256(key, `${id}.${timestamp}.${body}`)), the key being the
- * decoded bytes of a `whsec_<base64>` secret — what `svix` and `standardwebhooks` verify.
- * (The webhooks sink signs customers' messages the same way with its own module: core names no sink.)
+ * Standard Webhooks / Svix signatures: `v1,` + base64(HMAC-SHA256(key, `${id}.${timestamp}.${body}`)),
+ * the key being the decoded bytes of a `whsec_<base64>` secret — what `svix` and
+ * `standardwebhooks` verify. The operator webhook (operator-webhook.ts) and the webhooks sink
+ * both sign with it.
  */
 import { Redacted } from "effect"
 import { createHmac, randomBytes } from "node:crypto"
@@ -21,10 +21,16 @@ export const isSecret = (text: string): boolean => {
   return bytes >= 24 && bytes <= 64
 }
 
-/** The headers of one signed request, under both Svix's and Standard Webhooks' names. */
-export const signedHeaders = (secret: Redacted.Redacted<string>, id: string, timestamp: number, body: string): Record<string, string> => {
-  const key = Buffer.from(Redacted.value(secret).slice(PREFIX.length), "base64")
-  const signature = "v1," + createHmac("sha256", key).update(`${id}.${timestamp}.${body}`).digest("base64")
+/** The HMAC key of a `whsec_` secret. */
+export const keyOf = (secret: Redacted.Redacted<string>): Buffer => Buffer.from(Redacted.value(secret).slice(PREFIX.length), "base64")
+
+/** The signature header value for one request, one `v1,` entry per key (several during a secret's rotation). */
+export const sign = (keys: ReadonlyArray<Buffer>, id: string, timestamp: number, body: string): string =>
+  keys.map((key) => "v1," + createHmac("sha256", key).update(`${id}.${timestamp}.${body}`).digest("base64")).join(" ")
+
+/** The headers of one request signed with `secret`, under both Svix's and Standard Webhooks' names. */
+export const signedRequestHeaders = (secret: Redacted.Redacted<string>, id: string, timestamp: number, body: string): Record<string, string> => {
+  const signature = sign([keyOf(secret)], id, timestamp, body)
   return {
     "webhook-id": id,
     "webhook-timestamp": String(timestamp),
