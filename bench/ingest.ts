@@ -19,6 +19,7 @@
  *                          INGEST_BENCH_PG_STATS=1 loads pg_stat_statements and prints the statements
  *                          per body of the drain, the most frequent first)
  */
+import * as fs from "node:fs"
 import * as path from "node:path"
 import {
   connect,
@@ -132,14 +133,28 @@ await server.stop()
   }
   server = await startWearflow({ databaseUrl, dataDir })
   memory = sampleRss(server.process.pid!)
+  // CPU per body, the server's and Postgres': a measure other load on the machine barely moves.
+  const cpuBefore = { server: processCpuMs(server.process.pid!), postgres: await postgres.cpuMs() }
   const perSecond = await drainRate(db, bodies)
   await drained(db, before + bodies * RECORDS_PER_DAILY)
+  const cpu = { server: (processCpuMs(server.process.pid!) - cpuBefore.server) / bodies, postgres: ((await postgres.cpuMs()) - cpuBefore.postgres) / bodies }
   peakMb = Math.max(peakMb, memory.stop())
-  console.log(`drain of a pre-filled inbox (${bodies} bodies): ${perSecond.toFixed(0)}/s`)
+  console.log(`drain of a pre-filled inbox (${bodies} bodies): ${perSecond.toFixed(0)}/s; CPU per body: server ${cpu.server.toFixed(2)} ms, Postgres ${cpu.postgres.toFixed(2)} ms`)
   if (pgStats) printStatements(await statementsPerBody(bodies))
   rated.push({ path: `ingest drain, pre-filled inbox (${bodies} bodies)`, perSecond, target: "≥ 0.5×" })
   await server.stop()
   await receiver.stop()
+}
+
+/** CPU time of process `pid` so far (user + system), ms, from /proc; NaN where there is none. */
+function processCpuMs(pid: number) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return NaN
+  }
 }
 
 /**

@@ -67,7 +67,7 @@ const outboxCount = (userId: string) =>
   )
 
 layer(Services, { timeout: 60_000 })("pipeline", (it) => {
-  it.effect("jobs processed together share a store write, each with its own outcome and events; again, all unchanged", () =>
+  it.effect("jobs processed at the same time each get their own outcome and events; again, all unchanged", () =>
     Effect.gen(function* () {
       const names = ["together-1", "together-2", "together-3", "together-4"]
       const users = yield* Effect.forEach(names, (name) => linkedUser(name, `garmin-${name}`))
@@ -78,6 +78,46 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const again = yield* Effect.all(bodies.map(ingest), { concurrency: "unbounded" })
       for (const outcome of again) expect(outcome).toMatchObject({ items: 2, created: 0, updated: 0, unchanged: 4, errors: [] })
       expect(yield* Effect.forEach(users, (user) => outboxCount(user.user_id))).toEqual(counted)
+    }))
+
+  it.effect("a batch of jobs is processed as one: each its own outcome and events; a job whose step fails fails alone, the others stand", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const inbox = yield* Inbox
+      const worker = yield* IngestWorker
+      const names = ["batch-1", "batch-2", "batch-3"]
+      const users = yield* Effect.forEach(names, (name) => linkedUser(name, `garmin-${name}`))
+      const ids = yield* Effect.forEach(names, (name) =>
+        inbox.commit({ provider: "garmin", kind: "push", body: fixture("dailies").replaceAll(GARMIN_USER, `garmin-${name}`), itemCount: 0 }))
+      // Two jobs of one body in the batch too: its records are written once, its events emitted once.
+      const exits = yield* worker.processBatch([...ids, ids[0]!].map((inboxId) => ({ inboxId })))
+      expect(exits.map((exit) => exit._tag)).toEqual(["Success", "Success", "Success", "Success"])
+      const outcomes = exits.map((exit) => (exit._tag === "Success" ? exit.value : undefined))
+      for (const outcome of outcomes.slice(0, 3)) expect(outcome).toMatchObject({ items: 2, created: 4, updated: 0, unchanged: 0, errors: [] })
+      expect(outcomes[3]).toMatchObject({ items: 2, created: 0, updated: 0, unchanged: 4, errors: [] })
+      // The link's event and four data events each.
+      expect(yield* Effect.forEach(users, (user) => outboxCount(user.user_id))).toEqual([5, 5, 5])
+      const [stored] = yield* sql<{ n: number }>`select count(*)::int as n from inbox where id in ${sql.in(ids)} and processed_at is not null`
+      expect(stored!.n).toBe(3)
+
+      // The outcome of one job cannot be recorded (a statement all the batch's jobs share): it
+      // fails alone, with the database's error; the others are stored, each event once.
+      const more = ["batch-4", "batch-5", "batch-6"]
+      const moreUsers = yield* Effect.forEach(more, (name) => linkedUser(name, `garmin-${name}`))
+      const moreIds = yield* Effect.forEach(more, (name) =>
+        inbox.commit({ provider: "garmin", kind: "push", body: fixture("dailies").replaceAll(GARMIN_USER, `garmin-${name}`), itemCount: 0 }))
+      yield* sql.unsafe(`create or replace function refuse_outcome() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$`)
+      yield* sql.unsafe(`create trigger refuse_outcome before update on inbox for each row when (new.id = ${moreIds[1]} and new.outcome is not null) execute function refuse_outcome()`)
+      const failing = yield* worker.processBatch(moreIds.map((inboxId) => ({ inboxId }))).pipe(
+        Effect.ensuring(Effect.orDie(sql.unsafe(`drop trigger refuse_outcome on inbox`)))
+      )
+      expect(failing.map((exit) => exit._tag)).toEqual(["Success", "Failure", "Success"])
+      expect(yield* Effect.forEach(moreUsers, (user) => outboxCount(user.user_id))).toEqual([5, 5, 5])
+      const processed = yield* sql<{ id: string }>`select id from inbox where id in ${sql.in(moreIds)} and processed_at is not null order by id`
+      expect(processed.map((row) => Number(row.id))).toEqual([moreIds[0], moreIds[2]])
+      // Taken again, the failed job finishes; its records were stored once.
+      expect(yield* worker.process({ inboxId: moreIds[1]! })).toMatchObject({ items: 2, created: 0, unchanged: 4, errors: [] })
+      expect(yield* outboxCount(moreUsers[1]!.user_id)).toBe(5)
     }))
 
   it.effect("normalizes a PUSH body into records and one event per record; an identical re-delivery adds nothing", () =>
