@@ -120,6 +120,34 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       expect(yield* outboxCount(moreUsers[1]!.user_id)).toBe(5)
     }))
 
+  it.effect("in one batch, data answers only its own users' history requests: historical for them, counted once in their window", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const inbox = yield* Inbox
+      const asking = yield* linkedUser("history-asking", "garmin-history-asking")
+      const live = yield* linkedUser("history-live", "garmin-history-live")
+      // An open request of the first user's for every daily, with ends far from the data (never covered).
+      const backfillId = crypto.randomUUID()
+      const windowId = crypto.randomUUID()
+      yield* sql`insert into backfills (id, team_id, user_id, provider, linked_at, origin, status, range_end)
+                 values (${backfillId}, ${asking.team_id}, ${asking.user_id}, 'garmin', now(), 'test', 'running', '2100-01-01')`
+      yield* sql`insert into backfill_windows (id, backfill_id, user_id, seq, type, resource, keys, range_start, range_end, tracked_until, status, requested_at)
+                 values (${windowId}, ${backfillId}, ${asking.user_id}, 0, 'dailies', 'activity', ${["dailies"]}, '2000-01-01', '2100-01-01', '2100-01-01', 'requested', now())`
+      const ids = yield* Effect.forEach(["garmin-history-asking", "garmin-history-live"], (garminUser) =>
+        inbox.commit({ provider: "garmin", kind: "push", body: fixture("dailies").replaceAll(GARMIN_USER, garminUser), itemCount: 0 }))
+      const exits = yield* (yield* IngestWorker).processBatch(ids.map((inboxId) => ({ inboxId })))
+      expect(exits.map((exit) => exit._tag)).toEqual(["Success", "Success"])
+      const historical = (userId: string) =>
+        sql<{ historical: boolean }>`select historical from outbox where user_id = ${userId} and record_id is not null`.pipe(
+          Effect.map((rows) => rows.map((row) => row.historical))
+        )
+      expect(yield* historical(asking.user_id)).toEqual([true, true, true, true])
+      expect(yield* historical(live.user_id)).toEqual([false, false, false, false])
+      // The fixture's two dailies, once: not the other user's as well.
+      const [window] = yield* sql<{ items: number }>`select items from backfill_windows where id = ${windowId}`
+      expect(window!.items).toBe(2)
+    }))
+
   it.effect("normalizes a PUSH body into records and one event per record; an identical re-delivery adds nothing", () =>
     Effect.gen(function* () {
       const user = yield* linkedUser("idempotent", "garmin-idempotent")

@@ -347,7 +347,9 @@ export const make = (options: IngestOptions = {}) =>
           outcome.unchanged += written[i]!.unchanged
         })
 
-        yield* eachJob(runs, (run) =>
+        // Deletions and pointers are rare: only the jobs that have some take these steps.
+        const deleting = runs.filter((run) => run.groups.some((group) => group.deletions.length > 0 && group.recipients.length > 0))
+        yield* eachJob(deleting, (run) =>
           Effect.forEach(run.groups, (group) =>
             Effect.forEach(group.deletions.length === 0 ? [] : group.recipients, (recipient) =>
               Effect.map(removeFor(recipient, run.provider, group.deletions, run.receivedAs, run.outcome.errors), (n) => {
@@ -357,7 +359,8 @@ export const make = (options: IngestOptions = {}) =>
         // Stored first: a backfill told its data is in may complete and announce it at once.
         yield* history.recordArrivals(arrivals(storing.filter((group) => group.run.failure === undefined)))
 
-        yield* eachJob(runs, (run) =>
+        const pulling = runs.filter((run) => run.groups.some((group) => group.pointers.length > 0 && group.recipients.length > 0))
+        yield* eachJob(pulling, (run) =>
           Effect.forEach(run.groups, (group) => (group.pointers.length > 0 && group.recipients.length > 0 ? pull(group) : Effect.void), { discard: true }))
 
         // A replay for one provider user does not overwrite the outcome of the first pass.
