@@ -22,8 +22,8 @@ export const ServerConfig = Config.all({
   apiKey: Config.option(Config.redacted("WEARFLOW_API_KEY")),
   encryptionKey: Config.option(Config.redacted("WEARFLOW_ENCRYPTION_KEY")),
   logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
-  // Ingest jobs in flight, taken as two batches (core/pipeline/ingest.ts layerTakers): a batch
-  // costs about the same statements whatever its size, so larger ones cost less per job.
+  // Ingest jobs in flight, taken in batches of up to 32 (core/pipeline/ingest.ts layerTakers):
+  // a batch costs about the same statements whatever its size, so larger ones cost less per job.
   ingestConcurrency: Config.integer("WEARFLOW_INGEST_CONCURRENCY").pipe(
     Config.withDefault(64),
     Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 0..64 (0: this process only receives)", validation: (n) => n >= 0 && n <= 64 })

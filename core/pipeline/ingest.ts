@@ -13,7 +13,7 @@
  * notification is never dropped by a burst of failed attempts.
  */
 import { SqlClient } from "@effect/sql"
-import { type Cause, Context, Duration, Effect, Either, Exit, Layer, Metric, Schedule } from "effect"
+import { type Cause, Context, Deferred, Duration, Effect, Either, Exit, FiberId, Layer, Metric, Schedule } from "effect"
 import { Links, userKey } from "../connections/links.ts"
 import { Connections } from "../connections/connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
@@ -443,37 +443,73 @@ export class IngestWorker extends Context.Tag("wearflow/IngestWorker")<IngestWor
   static readonly layer = (options?: IngestOptions) => Layer.scoped(IngestWorker, make(options))
 }
 
-/**
- * Takers of batches of ingest jobs: while one batch waits on the database the other is
- * worked on in this process. More would split the backlog into smaller batches, each with
- * the same statements.
- */
-const TAKERS = 2
+/** The most jobs one batch takes: a batch costs about the same statements whatever its size. */
+const MAX_BATCH = 32
 
 /**
  * Runs up to `concurrency` ingest jobs at a time for the lifetime of the layer, as batches
- * (IngestWorker.processBatch) of up to `concurrency / TAKERS` jobs each.
+ * (IngestWorker.processBatch) of up to MAX_BATCH jobs. A batch is claimed as soon as jobs are
+ * waiting and some of the `concurrency` are free, while earlier batches are still worked on;
+ * so a batch held up (a slow pull) holds up only its own jobs, and the rest go on.
  */
-export const layerTakers = (concurrency: number, takers = TAKERS) =>
+export const layerTakers = (concurrency: number) =>
   Layer.scopedDiscard(
     Effect.gen(function* () {
       if (concurrency <= 0) return
       const queue = yield* IngestQueue
       const worker = yield* IngestWorker
-      const count = Math.min(concurrency, takers)
-      const maxJobs = Math.ceil(concurrency / count)
-      const taker = queue.takeBatch((jobs) => worker.processBatch(jobs.map((job) => job.value)), { maxAttempts: INGEST_MAX_ATTEMPTS, maxJobs }).pipe(
-        Effect.flatMap((exits) => {
-          const failed = exits.filter(Exit.isFailure)
-          return failed.length === 0 ? Effect.void : Effect.forEach(failed, (exit) => Effect.logError("ingest job failed; it stays queued for another attempt", exit.cause), { discard: true }).pipe(
-            Effect.zipRight(Effect.sleep("1 second"))
+      let free = concurrency
+      let freed = Deferred.unsafeMake<void>(FiberId.none)
+      const release = (jobs: number) =>
+        Effect.suspend(() => {
+          free += jobs
+          return Deferred.succeed(freed, undefined)
+        })
+      /** Waits until some jobs may start; answers how many and counts them as started. */
+      const reserve = Effect.suspend(function wait(): Effect.Effect<number> {
+        if (free === 0) {
+          freed = Deferred.unsafeMake<void>(FiberId.none)
+          return Effect.zipRight(Deferred.await(freed), Effect.suspend(wait))
+        }
+        const jobs = Math.min(MAX_BATCH, free)
+        free -= jobs
+        return Effect.succeed(jobs)
+      })
+      const logFailures = (exits: ReadonlyArray<Exit.Exit<unknown, unknown>>) => {
+        const failed = exits.filter(Exit.isFailure)
+        return failed.length === 0 ? Effect.void : Effect.forEach(failed, (exit) => Effect.logError("ingest job failed; it stays queued for another attempt", exit.cause), { discard: true }).pipe(
+          Effect.zipRight(Effect.sleep("1 second"))
+        )
+      }
+      /** One batch: claims up to `reserved` jobs (the unused part is given back at once), processes and settles them. */
+      const batch = (reserved: number, claimed: Deferred.Deferred<void>) =>
+        Effect.suspend(() => {
+          /** The jobs this batch runs, once claimed; until then it holds all it reserved. */
+          let holding = reserved
+          return queue.takeBatch((jobs) => {
+            const taken = jobs.length
+            holding = taken
+            return Effect.zipRight(
+              Effect.zipRight(release(reserved - taken), Deferred.succeed(claimed, undefined)),
+              worker.processBatch(jobs.map((job) => job.value))
+            )
+          }, { maxAttempts: INGEST_MAX_ATTEMPTS, maxJobs: reserved }).pipe(
+            Effect.flatMap(logFailures),
+            Effect.catchAllCause((cause) =>
+              Effect.logError("ingest jobs failed; they stay queued for another attempt", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))
+            ),
+            Effect.ensuring(Effect.suspend(() => Effect.zipRight(release(holding), Deferred.succeed(claimed, undefined))))
           )
-        }),
-        Effect.catchAllCause((cause) =>
-          Effect.logError("ingest jobs failed; they stay queued for another attempt", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))
-        ),
-        Effect.forever
-      )
-      yield* Effect.forkScoped(Effect.all(Array.from({ length: count }, () => taker), { concurrency: "unbounded", discard: true }))
+        })
+      const taker = Effect.gen(function* () {
+        for (;;) {
+          const reserved = yield* reserve
+          const claimed = Deferred.unsafeMake<void>(FiberId.none)
+          yield* Effect.forkScoped(batch(reserved, claimed))
+          // The next claim once this one has its jobs: one process claims one batch at a time.
+          yield* Deferred.await(claimed)
+        }
+      })
+      yield* Effect.forkScoped(taker)
     })
   )

@@ -394,7 +394,9 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {
             const rows = yield* restore(nextBatch(opts.maxAttempts ?? 10, Math.max(1, opts.maxJobs)))
-            const decoded = yield* Effect.forEach(rows, (row) => Effect.exit(decode(JSON.parse(row.element))))
+            // A row whose element does not parse or decode fails alone.
+            const decoded = yield* Effect.forEach(rows, (row) =>
+              Effect.exit(Effect.flatMap(Effect.try(() => JSON.parse(row.element) as unknown), decode)))
             const runnable = rows.flatMap((row, i) => {
               const value = decoded[i]!
               return Exit.isSuccess(value) ? [{ row, job: { value: value.value, id: row.id, attempts: row.attempts } }] : []
