@@ -9,6 +9,8 @@
  *   body (so it is durable and processed like any other), or kept as a file.
  * Items for provider users nobody has linked are parked (see Accounts.recipientsOrPark).
  * Data items also tell running backfills that the history they asked for is arriving.
+ * Jobs are taken in batches and each batch is processed as one: a statement per step for all
+ * its jobs. A job that fails in a batch runs again alone, so it fails alone.
  * Transient database failures are retried with back-off inside the job, so an acknowledged
  * notification is never dropped by a burst of failed attempts.
  */
@@ -294,9 +296,9 @@ export const make = (options: IngestOptions = {}) =>
      * as a job alone: lifecycle items change connections first; record items are normalized
      * and stored; deletion items remove what was stored (after the records, so a body that
      * holds both a record and its deletion leaves it deleted); pointer items are fetched and
-     * kept (as a new inbox body or a file). Answers each job's outcome, or undefined for a job
-     * that failed (its steps so far are idempotent: it runs again alone); fails as a whole
-     * when a step shared by all does.
+     * kept (as a new inbox body or a file). Answers each job's exit: its outcome, or the
+     * failure of a step of its own (what it did so far is idempotent); fails as a whole when a
+     * step shared by all does.
      */
     const attempt = (jobs: ReadonlyArray<IngestJob>) =>
       Effect.gen(function* () {
