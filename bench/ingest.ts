@@ -15,8 +15,11 @@
  *
  *   bun bench/ingest.ts   (env: INGEST_BENCH_BODIES=2000 INGEST_BENCH_RATES=200,1000 BENCH_SECONDS=5
  *                          INGEST_BENCH_USERS=50; WEARFLOW_INGEST_CONCURRENCY etc. reach the server;
- *                          BENCH_SERVER_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/x" profiles it)
+ *                          BENCH_SERVER_FLAGS="--cpu-prof-md --cpu-prof-dir=/tmp/x" profiles it;
+ *                          INGEST_BENCH_PG_STATS=1 loads pg_stat_statements and prints the statements
+ *                          per body of the drain, the most frequent first)
  */
+import * as fs from "node:fs"
 import * as path from "node:path"
 import {
   connect,
@@ -42,7 +45,16 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const rates = (process.env.INGEST_BENCH_RATES ?? "200,1000").split(",").map(Number).filter((r) => r > 0)
 const body = (i: number) => dailyBody(i, users)
 
+const pgStats = process.env.INGEST_BENCH_PG_STATS === "1"
+
 const postgres = await startBenchPostgres("wearflow-bench-ingest-")
+if (pgStats) {
+  // shared_preload_libraries takes a restart: the bench's own server, restarted in place.
+  const admin = await connect(postgres.url)
+  await admin.query("alter system set shared_preload_libraries = 'pg_stat_statements'")
+  await admin.end()
+  await postgres.restart()
+}
 const admin = await connect(postgres.url)
 await admin.query("create database bench_wearflow")
 await admin.end()
@@ -115,15 +127,56 @@ await server.stop()
   const before = (await progress(db)).events
   await postAll([receiver.pushUrl], posted, bodies, body)
   posted += bodies
+  if (pgStats) {
+    await db.query("create extension if not exists pg_stat_statements")
+    await db.query("select pg_stat_statements_reset()")
+  }
   server = await startWearflow({ databaseUrl, dataDir })
   memory = sampleRss(server.process.pid!)
+  // CPU per body, the server's and Postgres': a measure other load on the machine barely moves.
+  const cpuBefore = { server: processCpuMs(server.process.pid!), postgres: await postgres.cpuMs() }
   const perSecond = await drainRate(db, bodies)
   await drained(db, before + bodies * RECORDS_PER_DAILY)
+  const cpu = { server: (processCpuMs(server.process.pid!) - cpuBefore.server) / bodies, postgres: ((await postgres.cpuMs()) - cpuBefore.postgres) / bodies }
   peakMb = Math.max(peakMb, memory.stop())
-  console.log(`drain of a pre-filled inbox (${bodies} bodies): ${perSecond.toFixed(0)}/s`)
+  console.log(`drain of a pre-filled inbox (${bodies} bodies): ${perSecond.toFixed(0)}/s; CPU per body: server ${cpu.server.toFixed(2)} ms, Postgres ${cpu.postgres.toFixed(2)} ms`)
+  if (pgStats) printStatements(await statementsPerBody(bodies))
   rated.push({ path: `ingest drain, pre-filled inbox (${bodies} bodies)`, perSecond, target: "≥ 0.5×" })
   await server.stop()
   await receiver.stop()
+}
+
+/** CPU time of process `pid` so far (user + system), ms, from /proc; NaN where there is none. */
+function processCpuMs(pid: number) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return NaN
+  }
+}
+
+/**
+ * Statements Postgres executed during the drain, per body: every one the server sent (start-up,
+ * sink runners and the worker alike), this bench's own progress polls left out.
+ */
+async function statementsPerBody(count: number) {
+  const { rows } = await db.query<{ query: string; calls: string }>(
+    `select query, calls::text from pg_stat_statements
+     where dbid = (select oid from pg_database where datname = current_database())
+       and query not like '%pg_stat_statements%' and query not like '%processed_at is null) as waiting%'
+     order by calls desc`
+  )
+  return rows
+    .map((r) => ({ perBody: Number(r.calls) / count, query: r.query.replace(/\s+/g, " ").slice(0, 110) }))
+    .sort((a, b) => b.perBody - a.perBody)
+}
+
+function printStatements(statements: ReadonlyArray<{ readonly perBody: number; readonly query: string }>) {
+  const total = statements.reduce((sum, s) => sum + s.perBody, 0)
+  console.log(`statements per body during the drain: ${total.toFixed(2)} (all the server's, sink runners included)`)
+  for (const s of statements.slice(0, 20)) console.log(`  ${s.perBody.toFixed(3)}  ${s.query}`)
 }
 
 const anchorAfter = await saturate([bare.url], seconds, body)

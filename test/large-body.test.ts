@@ -141,6 +141,51 @@ describe("one large notification", () => {
   })
 })
 
+describe("slow pulls", () => {
+  it("hold up only the jobs taken with them: notifications after them are processed meanwhile", async () => {
+    const slowUsers = ["garmin-held-1", "garmin-held-2"]
+    for (const id of slowUsers) {
+      const user = garmin.addUser(id, {
+        oauth2: { accessToken: `access-${id}`, accessTokenExpiresAt: Date.now() + 86_400_000, refreshToken: `refresh-${id}`, refreshTokenExpiresAt: Date.now() + 90 * 86_400_000 }
+      })
+      user.data.dailies = [{ ...daily, userId: id, summaryId: `${id}-1`, calendarDate: "2024-05-01" }]
+      const created = await api("POST", "/v2/user", { client_user_id: `large-${id}` })
+      await api("POST", `/v2/user/${created.body.user_id}/connections/garmin`, {
+        provider_user_id: id,
+        oauth2: { access_token: `access-${id}`, refresh_token: `refresh-${id}` }
+      })
+    }
+    const liveUser = await newUser("large-held-live", "garmin-held-live")
+    // Garmin holds both pulls until the end of the test.
+    let answer = () => {}
+    const hold = new Promise<void>((resolve) => (answer = resolve))
+    garmin.inject({ path: "/wellness-api/rest/dailies", hold, times: 2 })
+    const pulls = () => garmin.requests.filter((r) => r.path === "/wellness-api/rest/dailies").length
+    const held: Array<number> = []
+    try {
+      // One at a time, each taken once the last one's pull is under way: each is a batch of its own.
+      for (const id of slowUsers) {
+        const before = pulls()
+        const response = await sendGarminNotification(server.baseUrl, CONSUMER.consumerKey, "ping", {
+          dailies: [{ userId: id, callbackURL: garmin.pingUrl("dailies", { userId: id }, NOW - 3600, NOW) }]
+        })
+        held.push(((await response.json()) as { inbox_id: number }).inbox_id)
+        await eventually(async () => (pulls() > before ? true : undefined))
+      }
+      const response = await push({ dailies: dailies("garmin-held-live", "held-live", 1) })
+      const { inbox_id: liveId } = (await response.json()) as { inbox_id: number }
+      expect(await outcomeOf(liveId)).toMatchObject({ created: 2, errors: [] })
+      // Both pulls are still held: the notification went past them.
+      const waiting = await db.query("select count(*)::int as n from inbox where id = any($1) and processed_at is null", [held])
+      expect(waiting.rows[0].n).toBe(2)
+      expect(await count("select count(*)::int as n from records where user_id = $1", [liveUser])).toBe(2)
+    } finally {
+      answer()
+    }
+    for (const id of held) expect(await outcomeOf(id)).toMatchObject({ pulled: 1, errors: [] })
+  })
+})
+
 describe("what a notification's answer lists", () => {
   it("lists at most 100 unknown keys, and counts the rest, in the answer and the log; invalid items are counted on the stored body", async () => {
     const body: Record<string, unknown> = {}

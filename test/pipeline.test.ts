@@ -67,7 +67,7 @@ const outboxCount = (userId: string) =>
   )
 
 layer(Services, { timeout: 60_000 })("pipeline", (it) => {
-  it.effect("jobs processed together share a store write, each with its own outcome and events; again, all unchanged", () =>
+  it.effect("jobs processed at the same time each get their own outcome and events; again, all unchanged", () =>
     Effect.gen(function* () {
       const names = ["together-1", "together-2", "together-3", "together-4"]
       const users = yield* Effect.forEach(names, (name) => linkedUser(name, `garmin-${name}`))
@@ -78,6 +78,74 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const again = yield* Effect.all(bodies.map(ingest), { concurrency: "unbounded" })
       for (const outcome of again) expect(outcome).toMatchObject({ items: 2, created: 0, updated: 0, unchanged: 4, errors: [] })
       expect(yield* Effect.forEach(users, (user) => outboxCount(user.user_id))).toEqual(counted)
+    }))
+
+  it.effect("a batch of jobs is processed as one: each its own outcome and events; a job whose step fails fails alone, the others stand", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const inbox = yield* Inbox
+      const worker = yield* IngestWorker
+      const names = ["batch-1", "batch-2", "batch-3"]
+      const users = yield* Effect.forEach(names, (name) => linkedUser(name, `garmin-${name}`))
+      const ids = yield* Effect.forEach(names, (name) =>
+        inbox.commit({ provider: "garmin", kind: "push", body: fixture("dailies").replaceAll(GARMIN_USER, `garmin-${name}`), itemCount: 0 }))
+      // Two jobs of one body in the batch too: its records are written once, its events emitted once.
+      const exits = yield* worker.processBatch([...ids, ids[0]!].map((inboxId) => ({ inboxId })))
+      expect(exits.map((exit) => exit._tag)).toEqual(["Success", "Success", "Success", "Success"])
+      const outcomes = exits.map((exit) => (exit._tag === "Success" ? exit.value : undefined))
+      for (const outcome of outcomes.slice(0, 3)) expect(outcome).toMatchObject({ items: 2, created: 4, updated: 0, unchanged: 0, errors: [] })
+      expect(outcomes[3]).toMatchObject({ items: 2, created: 0, updated: 0, unchanged: 4, errors: [] })
+      // The link's event and four data events each.
+      expect(yield* Effect.forEach(users, (user) => outboxCount(user.user_id))).toEqual([5, 5, 5])
+      const [stored] = yield* sql<{ n: number }>`select count(*)::int as n from inbox where id in ${sql.in(ids)} and processed_at is not null`
+      expect(stored!.n).toBe(3)
+
+      // The outcome of one job cannot be recorded (a statement all the batch's jobs share): it
+      // fails alone, with the database's error; the others are stored, each event once.
+      const more = ["batch-4", "batch-5", "batch-6"]
+      const moreUsers = yield* Effect.forEach(more, (name) => linkedUser(name, `garmin-${name}`))
+      const moreIds = yield* Effect.forEach(more, (name) =>
+        inbox.commit({ provider: "garmin", kind: "push", body: fixture("dailies").replaceAll(GARMIN_USER, `garmin-${name}`), itemCount: 0 }))
+      yield* sql.unsafe(`create or replace function refuse_outcome() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$`)
+      yield* sql.unsafe(`create trigger refuse_outcome before update on inbox for each row when (new.id = ${moreIds[1]} and new.outcome is not null) execute function refuse_outcome()`)
+      const failing = yield* worker.processBatch(moreIds.map((inboxId) => ({ inboxId }))).pipe(
+        Effect.ensuring(Effect.orDie(sql.unsafe(`drop trigger refuse_outcome on inbox`)))
+      )
+      expect(failing.map((exit) => exit._tag)).toEqual(["Success", "Failure", "Success"])
+      expect(yield* Effect.forEach(moreUsers, (user) => outboxCount(user.user_id))).toEqual([5, 5, 5])
+      const processed = yield* sql<{ id: string }>`select id from inbox where id in ${sql.in(moreIds)} and processed_at is not null order by id`
+      expect(processed.map((row) => Number(row.id))).toEqual([moreIds[0], moreIds[2]])
+      // Taken again, the failed job finishes; its records were stored once.
+      expect(yield* worker.process({ inboxId: moreIds[1]! })).toMatchObject({ items: 2, created: 0, unchanged: 4, errors: [] })
+      expect(yield* outboxCount(moreUsers[1]!.user_id)).toBe(5)
+    }))
+
+  it.effect("in one batch, data answers only its own users' history requests: historical for them, counted once in their window", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const inbox = yield* Inbox
+      const asking = yield* linkedUser("history-asking", "garmin-history-asking")
+      const live = yield* linkedUser("history-live", "garmin-history-live")
+      // An open request of the first user's for every daily, with ends far from the data (never covered).
+      const backfillId = crypto.randomUUID()
+      const windowId = crypto.randomUUID()
+      yield* sql`insert into backfills (id, team_id, user_id, provider, linked_at, origin, status, range_end)
+                 values (${backfillId}, ${asking.team_id}, ${asking.user_id}, 'garmin', now(), 'test', 'running', '2100-01-01')`
+      yield* sql`insert into backfill_windows (id, backfill_id, user_id, seq, type, resource, keys, range_start, range_end, tracked_until, status, requested_at)
+                 values (${windowId}, ${backfillId}, ${asking.user_id}, 0, 'dailies', 'activity', ${["dailies"]}, '2000-01-01', '2100-01-01', '2100-01-01', 'requested', now())`
+      const ids = yield* Effect.forEach(["garmin-history-asking", "garmin-history-live"], (garminUser) =>
+        inbox.commit({ provider: "garmin", kind: "push", body: fixture("dailies").replaceAll(GARMIN_USER, garminUser), itemCount: 0 }))
+      const exits = yield* (yield* IngestWorker).processBatch(ids.map((inboxId) => ({ inboxId })))
+      expect(exits.map((exit) => exit._tag)).toEqual(["Success", "Success"])
+      const historical = (userId: string) =>
+        sql<{ historical: boolean }>`select historical from outbox where user_id = ${userId} and record_id is not null`.pipe(
+          Effect.map((rows) => rows.map((row) => row.historical))
+        )
+      expect(yield* historical(asking.user_id)).toEqual([true, true, true, true])
+      expect(yield* historical(live.user_id)).toEqual([false, false, false, false])
+      // The fixture's two dailies, once: not the other user's as well.
+      const [window] = yield* sql<{ items: number }>`select items from backfill_windows where id = ${windowId}`
+      expect(window!.items).toBe(2)
     }))
 
   it.effect("normalizes a PUSH body into records and one event per record; an identical re-delivery adds nothing", () =>

@@ -8,7 +8,7 @@ import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import * as Queue from "@wearflow/core/pipeline/queue"
 import * as Database from "@wearflow/core/storage/database"
-import { Deferred, Effect, Fiber, Layer, Option, Schema, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Option, Schema, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import { freshDatabaseUrl } from "./support/database.ts"
 
@@ -113,6 +113,41 @@ layer(Services, { timeout: 60_000 })("queue leases", (it) => {
       yield* Fiber.interrupt(takers)
       expect([...runs.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, n) => n))
       expect([...runs.values()].every((count) => count === 1)).toBe(true)
+    }))
+
+  it.scoped("batches: every job of a burst runs once; successes are completed, a failure is retried alone", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const mine = (yield* Queue.QueueStoreTag).make("batches", Job)
+      const runs = new Map<number, number>()
+      const sizes: Array<number> = []
+      // Job 7 fails on its first attempt only.
+      const takers = yield* Effect.fork(Effect.all(
+        Array.from({ length: 2 }, () =>
+          Effect.forever(mine.takeBatch((jobs) =>
+            Effect.sync(() => {
+              sizes.push(jobs.length)
+              return jobs.map((job) => {
+                runs.set(job.value.n, (runs.get(job.value.n) ?? 0) + 1)
+                return job.value.n === 7 && job.attempts === 0 ? Exit.fail("refused") : Exit.succeed(job.value.n)
+              })
+            }), { maxJobs: 8 }))),
+        { concurrency: "unbounded", discard: true }
+      ))
+      for (let n = 0; n < 40; n++) yield* mine.offer({ n }, { id: `batches-${n}` })
+      for (;;) {
+        const [row] = yield* sql<{ done: number }>`select count(*)::int as done from test_queue where queue_name = 'batches' and completed and acquired_by is null`
+        if (row!.done === 40) break
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 50)))
+      }
+      yield* Fiber.interrupt(takers)
+      expect([...runs.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, n) => n))
+      expect([...runs.entries()].filter(([, count]) => count !== 1)).toEqual([[7, 2]])
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(8)
+      const attempts = yield* sql<{ id: string; attempts: number; last_failure: string | null }>`
+        select id, attempts, last_failure from test_queue where queue_name = 'batches' and attempts <> 1`
+      expect(attempts.map((row) => [row.id, row.attempts])).toEqual([["batches-7", 2]])
+      expect(attempts[0]!.last_failure).toContain("refused")
     }))
 
   it.scoped("a taker sleeping out a long poll interval wakes when this process queues a job", () =>

@@ -25,10 +25,10 @@ export const ServerConfig = Config.all({
   apiKey: Config.option(Config.redacted("WEARFLOW_API_KEY")),
   encryptionKey: Config.option(Config.redacted("WEARFLOW_ENCRYPTION_KEY")),
   logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
-  // Takers at the same step share round trips (one claim, one body read, ... for them all):
-  // more of them cost less per job. Each holds at most one database connection.
+  // Ingest jobs in flight, taken in batches of up to 32 (core/pipeline/ingest.ts layerTakers):
+  // a batch costs about the same statements whatever its size, so larger ones cost less per job.
   ingestConcurrency: Config.integer("WEARFLOW_INGEST_CONCURRENCY").pipe(
-    Config.withDefault(16),
+    Config.withDefault(64),
     Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 0..64 (0: this process only receives)", validation: (n) => n >= 0 && n <= 64 })
   ),
   /** Database connections per process: the ingest takers, the sinks and the requests share them. */

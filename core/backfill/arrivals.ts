@@ -6,69 +6,70 @@
 import { SqlClient } from "@effect/sql"
 import { WorkflowEngine } from "@effect/workflow"
 import { Effect, Layer } from "effect"
-import type { Recipient } from "../outbox.ts"
-import { HistoryObserver } from "../pipeline/history.ts"
-import type { NotificationItem, Provider } from "../provider.ts"
+import { type Arrival, HistoryObserver } from "../pipeline/history.ts"
+import type { NotificationItem } from "../provider.ts"
 import { answerWindow } from "./workflows.ts"
+
+/** One row per recipient and timed item of every arrival: whose window the item may fall in, and where it came from. */
+const timedRows = (arrivals: ReadonlyArray<Arrival>) => {
+  const rows = { userId: [] as Array<string>, key: [] as Array<string>, time: [] as Array<string>, arrival: [] as Array<number>, item: [] as Array<number> }
+  arrivals.forEach(({ provider, recipients, items }, a) => {
+    const history = provider.backfill
+    if (history === undefined || recipients.length === 0) return
+    items.forEach((item, i) => {
+      const time = history.itemTime(item)
+      if (time === undefined) return
+      for (const recipient of recipients) {
+        rows.userId.push(recipient.userId)
+        rows.key.push(item.key)
+        rows.time.push(time.toISOString())
+        rows.arrival.push(a)
+        rows.item.push(i)
+      }
+    })
+  })
+  return rows
+}
 
 export const makeArrivals = (sql: SqlClient.SqlClient, engine: WorkflowEngine.WorkflowEngine["Type"]) => {
   /**
    * The items that answer a backfill request: inside a window asked of the provider that
    * is open, or closed less than a day ago (late stragglers). Their events are historical.
    * A window being asked or asked again counts: the provider may have taken a request whose
-   * answer is still on its way, or was lost.
+   * answer is still on its way, or was lost. An item answers only its own recipients' windows:
+   * the arrivals of many bodies and users go in one statement.
    */
-  const answering = Effect.fn("Arrivals.answering")(function* (
-    provider: Provider,
-    recipients: ReadonlyArray<Recipient>,
-    items: ReadonlyArray<NotificationItem>
-  ) {
-    const history = provider.backfill
-    const found = new Set<NotificationItem>()
-    if (history === undefined || recipients.length === 0) return found
-    const timed = items.flatMap((item) => {
-      const time = history.itemTime(item)
-      return time === undefined ? [] : [{ item, time }]
-    })
-    if (timed.length === 0) return found
-    const hits = yield* sql<{ i: number }>`
-      select distinct a.i from unnest(${timed.map((t) => t.item.key)}::text[], ${timed.map((t) => t.time.toISOString())}::timestamptz[])
-        with ordinality as a(key, t, i)
-      join backfill_windows w on a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
-      where w.user_id in ${sql.in(recipients.map((r) => r.userId))}
-        and (w.requested_at is not null or w.status in ('sending', 'retrying')) and (w.completed_at is null or w.completed_at > now() - interval '1 day')`
-    for (const hit of hits) found.add(timed[Number(hit.i) - 1]!.item)
+  const answering = Effect.fn("Arrivals.answering")(function* (arrivals: ReadonlyArray<Arrival>) {
+    const found = arrivals.map(() => new Set<NotificationItem>())
+    const rows = timedRows(arrivals)
+    if (rows.key.length === 0) return found
+    const hits = yield* sql<{ arrival: number; item: number }>`
+      select distinct a.arrival, a.item
+      from unnest(${rows.userId}::uuid[], ${rows.key}::text[], ${rows.time}::timestamptz[], ${rows.arrival}::int[], ${rows.item}::int[])
+        as a(user_id, key, t, arrival, item)
+      join backfill_windows w on w.user_id = a.user_id and a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
+      where (w.requested_at is not null or w.status in ('sending', 'retrying')) and (w.completed_at is null or w.completed_at > now() - interval '1 day')`
+    for (const hit of hits) found[hit.arrival]!.add(arrivals[hit.arrival]!.items[hit.item]!)
     return found
   })
 
   /**
-   * Notes that data arrived for `recipients` (one provider user's items from one body).
-   * Windows waiting for that data (asked, being asked, or being asked again: the provider may
-   * have taken a request whose answer is on its way or was lost) record its span; a window whose data now reaches both
-   * of its ends is answered, so its chain moves on without waiting for the quiet period.
+   * Notes that data arrived: per arrival, one provider user's items from one body, for its
+   * recipients. Windows waiting for that data (asked, being asked, or being asked again: the
+   * provider may have taken a request whose answer is on its way or was lost) record its span;
+   * a window whose data now reaches both of its ends is answered, so its chain moves on
+   * without waiting for the quiet period. An item counts only for its own recipients' windows,
+   * once per window, however many arrivals go in the statement.
    */
-  const recordArrivals = Effect.fn("Arrivals.recordArrivals")(function* (
-    provider: Provider,
-    recipients: ReadonlyArray<Recipient>,
-    items: ReadonlyArray<NotificationItem>
-  ) {
-    const history = provider.backfill
-    if (history === undefined || recipients.length === 0) return
-    const keys: Array<string> = []
-    const times: Array<string> = []
-    for (const item of items) {
-      const time = history.itemTime(item)
-      if (time === undefined) continue
-      keys.push(item.key)
-      times.push(time.toISOString())
-    }
-    if (keys.length === 0) return
+  const recordArrivals = Effect.fn("Arrivals.recordArrivals")(function* (arrivals: ReadonlyArray<Arrival>) {
+    const rows = timedRows(arrivals)
+    if (rows.key.length === 0) return
     const answered = yield* sql<{ id: string; backfill_id: string; newly_covered: boolean }>`
-      with arrived as (select * from unnest(${keys}::text[], ${times}::timestamptz[]) as a(key, t)),
+      with arrived as (select * from unnest(${rows.userId}::uuid[], ${rows.key}::text[], ${rows.time}::timestamptz[]) as a(user_id, key, t)),
       hits as (
         select w.id, min(a.t) as lo, max(a.t) as hi, count(*)::int as n
-        from backfill_windows w join arrived a on a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
-        where w.user_id in ${sql.in(recipients.map((r) => r.userId))} and w.status in ('requested', 'sending', 'retrying')
+        from backfill_windows w join arrived a on w.user_id = a.user_id and a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
+        where w.status in ('requested', 'sending', 'retrying')
           -- A window whose history Wearflow fetches itself counts its pages as they are committed (pages.ts).
           and not exists (select 1 from backfill_pages p where p.window_id = w.id)
         group by w.id

@@ -3,27 +3,34 @@
  * an open request (their events are historical), and that data arrived (a request's range may
  * now be stored). A hook the backfill floor provides (backfill/arrivals.ts), so that ingestion never
  * imports the floor above it. A pipeline without history requests provides `none`.
+ *
+ * Both take the arrivals of a whole batch of jobs at once (one statement each): each arrival
+ * is one provider user's items from one body and the users they went to, and an item only
+ * ever counts for its own arrival's recipients.
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Effect, Layer } from "effect"
 import type { Recipient } from "../outbox.ts"
 import type { NotificationItem, Provider } from "../provider.ts"
 
+/** One provider user's items from one body, and the users their data goes to. */
+export interface Arrival {
+  readonly provider: Provider
+  readonly recipients: ReadonlyArray<Recipient>
+  readonly items: ReadonlyArray<NotificationItem>
+}
+
 export interface HistoryObserver {
-  /** The items that answer a history request of these recipients. */
-  readonly answering: (
-    provider: Provider,
-    recipients: ReadonlyArray<Recipient>,
-    items: ReadonlyArray<NotificationItem>
-  ) => Effect.Effect<ReadonlySet<NotificationItem>, SqlError>
-  /** Called once the items' records are stored. */
-  readonly recordArrivals: (provider: Provider, recipients: ReadonlyArray<Recipient>, items: ReadonlyArray<NotificationItem>) => Effect.Effect<void, SqlError>
+  /** Per arrival, the items that answer a history request of its recipients. */
+  readonly answering: (arrivals: ReadonlyArray<Arrival>) => Effect.Effect<ReadonlyArray<ReadonlySet<NotificationItem>>, SqlError>
+  /** Called once the arrivals' records are stored. */
+  readonly recordArrivals: (arrivals: ReadonlyArray<Arrival>) => Effect.Effect<void, SqlError>
 }
 
 export const HistoryObserver = Context.GenericTag<HistoryObserver>("wearflow/HistoryObserver")
 
 /** No history requests: nothing answers, arrivals go unrecorded. */
 export const none = Layer.succeed(HistoryObserver, {
-  answering: () => Effect.succeed(new Set()),
+  answering: (arrivals) => Effect.succeed(arrivals.map(() => new Set())),
   recordArrivals: () => Effect.void
 })

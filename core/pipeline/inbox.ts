@@ -5,7 +5,6 @@
  * keep no credentials (the provider hands over items with secrets replaced), and processed
  * ones are deleted after the retention period (retention.ts).
  */
-import type * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient, type Statement } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Context, Data, Duration, Effect, Layer, Metric, Option, Schema } from "effect"
@@ -29,7 +28,7 @@ export type IngestJob = typeof IngestJob.Type
 const QUEUE_TABLE = "ingest_queue"
 const QUEUE_NAME = "ingest"
 
-export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue, PersistedQueue.PersistedQueue<IngestJob>>() {
+export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue, Queue.BatchQueue<IngestJob>>() {
   static readonly layer = Layer.effect(IngestQueue, Effect.map(QueueStoreTag, (store) => store.make(QUEUE_NAME, IngestJob)))
 }
 

@@ -9,21 +9,20 @@
  *   body (so it is durable and processed like any other), or kept as a file.
  * Items for provider users nobody has linked are parked (see Accounts.recipientsOrPark).
  * Data items also tell running backfills that the history they asked for is arriving.
+ * Jobs are taken in batches and each batch is processed as one: a statement per step for all
+ * its jobs. A job that fails in a batch runs again alone, so it fails alone.
  * Transient database failures are retried with back-off inside the job, so an acknowledged
  * notification is never dropped by a burst of failed attempts.
  */
 import { SqlClient } from "@effect/sql"
-import { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Either, Layer, Metric, Schedule } from "effect"
+import { type Cause, Context, Deferred, Duration, Effect, Either, Exit, FiberId, Layer, Metric, Schedule } from "effect"
 import { Links, userKey } from "../connections/links.ts"
 import { Connections } from "../connections/connections.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { type NotificationItem, type Provider, Providers, type UserRef } from "../provider.ts"
-import { batched } from "../storage/batched.ts"
 import { isTransient, retryWhileTransient, sqlState } from "../storage/errors.ts"
 import * as Tracing from "../tracing.ts"
 import { ActivityFiles } from "./files.ts"
-import * as GroupCommit from "./group-commit.ts"
 import { HistoryObserver } from "./history.ts"
 import { bodyOf, Inbox, INGEST_MAX_ATTEMPTS, type IngestJob, IngestQueue } from "./inbox.ts"
 import { type Recipient, RecordStore, type WritePart } from "./store.ts"
@@ -98,6 +97,45 @@ export interface IngestOptions {
 
 const isPermanentSqlError = (e: { readonly _tag: string }) => e._tag === "SqlError" && !isTransient(e as never)
 
+/** An inbox row as the worker reads it. */
+interface InboxRow {
+  readonly id: string
+  readonly provider: string
+  readonly kind: string
+  readonly body: string
+  readonly part_of: string | null
+  /** The traceparent of the request that stored it, when traces are exported (core/tracing.ts). */
+  readonly trace_context: string | null
+}
+
+type MutableOutcome = { -readonly [K in keyof IngestOutcome]: K extends "errors" ? Array<ItemProblem> : IngestOutcome[K] }
+
+/** One job of a batch on its way: what it read, what it did so far, and whether it failed. */
+interface JobRun {
+  readonly job: IngestJob
+  readonly provider: Provider
+  /** Where its records rank among deliveries: a part of a large body, as the body it came in. */
+  readonly receivedAs: number
+  readonly outcome: MutableOutcome
+  readonly groups: ReadonlyArray<GroupRun>
+  /** Set once a step of its own failed: it leaves the batch. */
+  failure: Cause.Cause<unknown> | undefined
+}
+
+/** One provider user's items in a job, sorted by what they carry. */
+interface GroupRun {
+  readonly run: JobRun
+  readonly ref: UserRef
+  readonly lifecycle: ReadonlyArray<{ readonly item: NotificationItem; readonly change: NonNullable<ReturnType<Provider["lifecycle"]>> }>
+  readonly records: ReadonlyArray<NotificationItem>
+  readonly pointers: ReadonlyArray<NotificationItem>
+  readonly deletions: ReadonlyArray<NotificationItem & { readonly carries: "deletion" }>
+  recipients: ReadonlyArray<Recipient>
+  readonly normalized: Array<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }>
+}
+
+const countOf = (group: GroupRun) => group.records.length + group.pointers.length + group.deletions.length
+
 export const make = (options: IngestOptions = {}) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -108,55 +146,27 @@ export const make = (options: IngestOptions = {}) =>
     const inbox = yield* Inbox
     const files = yield* ActivityFiles
     const history = yield* HistoryObserver
-    /** Inbox rows by id, read for all takers at the same step in one statement. */
-    const inboxRow = batched((ids: ReadonlyArray<number>) =>
-      sql<{ id: string; provider: string; kind: string; body: string; part_of: string | null; trace_context: string | null }>`
-        select id, provider, kind, body, part_of, trace_context from inbox where id = any(${ids}::bigint[])`.pipe(
-        Effect.map((rows) => {
-          const byId = new Map(rows.map((row) => [Number(row.id), row]))
-          return ids.map((id) => byId.get(id))
-        })
+    /** The inbox rows of a batch's jobs, in one statement. */
+    const inboxRows = (ids: ReadonlyArray<number>) =>
+      sql<InboxRow>`select id, provider, kind, body, part_of, trace_context from inbox where id = any(${ids}::bigint[])`.pipe(
+        Effect.map((rows) => new Map(rows.map((row) => [Number(row.id), row])))
       )
-    )
-    /**
-     * Record writes through a group commit (group-commit.ts): the writes of the takers that
-     * reach this step together go as one store transaction, a handful of statements for all of
-     * them instead of for each. A batch the database refuses is written again part by part,
-     * so a job with a bad record fails alone (and `writeFor` goes on item by item).
-     */
-    const writeGrouped = yield* GroupCommit.make({
-      write: store.writeParts,
-      writeOne: (part: WritePart) => Effect.map(store.writeParts([part]), (outcomes) => outcomes[0]!),
-      // Two in flight: one gathers the takers that arrive while the other is written.
-      flushers: 2,
-      maxItems: 64,
-      maxWeight: 5_000,
-      weight: (part) => part.records.length,
-      timeout: () => Duration.minutes(5),
-      maxWait: Duration.minutes(5),
-      // No SQLSTATE: a transient failure, so the job waits the database out and tries again.
-      onTimeout: () => new SqlError({ cause: undefined, message: "record write timed out" })
-    })
     const pullRetry = Schedule.exponential(options.pullBackoff ?? "1 second").pipe(
       Schedule.union(Schedule.spaced("2 minutes")),
       Schedule.intersect(Schedule.recurs((options.pullAttempts ?? 8) - 1))
     )
 
-    /** Writes normalized records for one recipient; records the database refuses become item problems. */
-    const writeFor = (
-      recipient: Recipient,
-      provider: Provider,
-      normalized: ReadonlyArray<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }>,
-      inboxId: number,
-      errors: Array<ItemProblem>,
-      historical: ReadonlySet<NormalizedRecord>
-    ) =>
-      writeGrouped({ recipient, provider: provider.id, records: normalized.flatMap((n) => n.records), inboxId, historical }).pipe(
+    /**
+     * Writes one part (one recipient's records from one job) when the batch's write was
+     * refused; records the database refuses for good become item problems of its job.
+     */
+    const writeAlone = (part: WritePart, normalized: GroupRun["normalized"], errors: Array<ItemProblem>) =>
+      Effect.map(store.writeParts([part]), (outcomes) => outcomes[0]!).pipe(
         // A record the database refuses for good (bad data) must not block its neighbours:
         // write item by item, and report the ones that cannot be stored.
         Effect.catchIf(isPermanentSqlError, () =>
           Effect.reduce(normalized, { created: 0, updated: 0, unchanged: 0 }, (total, { item, records }) =>
-            store.write(recipient, provider.id, records, inboxId, historical).pipe(
+            store.write(part.recipient, part.provider, records, part.inboxId, part.historical).pipe(
               Effect.map((o) => ({ created: total.created + o.created, updated: total.updated + o.updated, unchanged: total.unchanged + o.unchanged })),
               Effect.catchIf(isPermanentSqlError, (e) =>
                 Effect.sync(() => {
@@ -188,109 +198,230 @@ export const make = (options: IngestOptions = {}) =>
             )))
       )
 
-    /**
-     * One provider user's items: lifecycle items change connections; record items are
-     * normalized and stored; deletion items remove what was stored (after the records, so a
-     * body that holds both a record and its deletion leaves it deleted); pointer items are
-     * fetched and kept (as a new inbox body or a file).
-     */
-    const processGroup = Effect.fn("IngestWorker.processGroup")(function* (
-      provider: Provider,
-      job: IngestJob,
-      receivedAs: number,
-      group: UserGroup,
-      outcome: { unlinked: number; created: number; updated: number; unchanged: number; deleted: number; pulled: number; errors: Array<ItemProblem> }
-    ) {
-      const { errors } = outcome
-      const records: Array<NotificationItem> = []
-      const pointers: Array<NotificationItem> = []
-      const deletions: Array<NotificationItem & { readonly carries: "deletion" }> = []
-      for (const item of group.items) {
-        const change = provider.lifecycle(item)
-        if (change) yield* links.applyLifecycle(provider, group.ref, change, job.inboxId)
-        else if (item.carries === "pointer") pointers.push(item)
-        else if (item.carries === "deletion") deletions.push(item)
-        else if (provider.normalizers[item.key] !== undefined) records.push(item)
-      }
-      const count = records.length + pointers.length + deletions.length
-      if (count === 0) return
-      const recipients = yield* links.recipientsOrPark(provider.id, group.ref, job.inboxId, count)
-      if (recipients.length === 0) {
-        outcome.unlinked += count
-        return
-      }
-      if (records.length > 0) {
-        const normalized: Array<{ readonly item: NotificationItem; readonly records: ReadonlyArray<NormalizedRecord> }> = []
-        for (const item of records) {
-          Either.match(provider.normalizers[item.key]!(item.raw), {
-            onLeft: (error) => errors.push({ key: item.key, index: item.index, message: error.message }),
-            onRight: (records) => normalized.push({ item, records })
-          })
-        }
-        const answering = yield* history.answering(provider, recipients, normalized.map((n) => n.item))
-        const historical = new Set(normalized.filter((n) => answering.has(n.item)).flatMap((n) => n.records))
-        for (const recipient of recipients) {
-          const written = yield* writeFor(recipient, provider, normalized, receivedAs, errors, historical)
-          outcome.created += written.created
-          outcome.updated += written.updated
-          outcome.unchanged += written.unchanged
-        }
-        // Stored first: a backfill told its data is in may complete and announce it at once.
-        yield* history.recordArrivals(provider, recipients, normalized.map((n) => n.item))
-      }
-      if (deletions.length > 0) {
-        for (const recipient of recipients) outcome.deleted += yield* removeFor(recipient, provider, deletions, receivedAs, errors)
-      }
-      if (pointers.length === 0) return
-      const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
-        Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
-      )
-      for (const item of pointers) {
-        const result = yield* provider.fetch(item, credentials).pipe(
-          // A provider that said when to come back (429 Retry-After) is not asked sooner.
-          Effect.tapError((e) => (e.retryable && e.retryAfter !== undefined ? Effect.sleep(e.retryAfter) : Effect.void)),
-          Effect.retry({ schedule: pullRetry, while: (e) => e.retryable }),
-          Effect.either
+    /** Fetches a group's pointer items and keeps what comes back (a new inbox body, or a file). */
+    const pull = (group: GroupRun) =>
+      Effect.gen(function* () {
+        const { provider, job, outcome } = group.run
+        const credentials = yield* connections.credentialsFor(provider.id, group.ref).pipe(
+          Effect.catchTag("DecryptionError", (e) => Effect.logError(e.message).pipe(Effect.as(undefined)))
         )
-        if (Either.isLeft(result)) {
-          errors.push({ key: item.key, index: item.index, message: result.left.message })
-          yield* Effect.logWarning("fetch failed").pipe(
-            Effect.annotateLogs({ key: item.key, index: item.index, status: result.left.status, error: result.left.message })
+        for (const item of group.pointers) {
+          const result = yield* provider.fetch(item, credentials).pipe(
+            // A provider that said when to come back (429 Retry-After) is not asked sooner.
+            Effect.tapError((e) => (e.retryable && e.retryAfter !== undefined ? Effect.sleep(e.retryAfter) : Effect.void)),
+            Effect.retry({ schedule: pullRetry, while: (e) => e.retryable }),
+            Effect.either
           )
-          continue
+          if (Either.isLeft(result)) {
+            outcome.errors.push({ key: item.key, index: item.index, message: result.left.message })
+            yield* Effect.logWarning("fetch failed").pipe(
+              Effect.annotateLogs({ key: item.key, index: item.index, status: result.left.status, error: result.left.message })
+            )
+            continue
+          }
+          const data = result.right
+          if (data._tag === "Records") {
+            yield* inbox.commit({
+              provider: provider.id,
+              kind: data.kind,
+              ...bodyOf(data.key, data.records),
+              source: { inboxId: job.inboxId, index: item.index }
+            })
+          } else {
+            yield* files.save(provider.id, group.recipients, data)
+          }
+          outcome.pulled++
         }
-        const data = result.right
-        if (data._tag === "Records") {
-          yield* inbox.commit({
-            provider: provider.id,
-            kind: data.kind,
-            ...bodyOf(data.key, data.records),
-            source: { inboxId: job.inboxId, index: item.index }
-          })
-        } else {
-          yield* files.save(provider.id, recipients, data)
-        }
-        outcome.pulled++
-      }
-    })
+      })
 
+    /** A job's read of its row: its groups of items by provider user, or nothing to do. */
+    const start = (job: IngestJob, row: InboxRow | undefined) =>
+      Effect.gen(function* () {
+        if (!row) {
+          yield* Effect.logWarning("inbox item vanished before processing")
+          return undefined
+        }
+        const provider = providers.get(row.provider)
+        if (!provider) {
+          yield* Effect.logError("no provider plugin loaded for inbox item").pipe(Effect.annotateLogs("provider", row.provider))
+          return undefined
+        }
+        // Bodies were parsed before they were stored; a body that no longer parses yields no items.
+        const body = Either.try(() => JSON.parse(row.body) as unknown).pipe(Either.getOrElse(() => undefined))
+        const items = provider.itemsOf(row.kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
+        // The items left out as malformed are the first problems of a first pass.
+        const problems = job.userKey === undefined ? provider.problemsOf?.(row.kind, body) ?? [] : []
+        const groups: Array<GroupRun> = []
+        const run: JobRun = {
+          job,
+          provider,
+          receivedAs: row.part_of === null ? job.inboxId : Number(row.part_of),
+          outcome: { items: items.length, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [...problems] },
+          groups,
+          failure: undefined
+        }
+        for (const { ref, items: userItems } of groupByUser(items).values()) {
+          const group: GroupRun = { run, ref, lifecycle: [], records: [], pointers: [], deletions: [], recipients: [], normalized: [] }
+          for (const item of userItems) {
+            const change = provider.lifecycle(item)
+            if (change) (group.lifecycle as Array<GroupRun["lifecycle"][number]>).push({ item, change })
+            else if (item.carries === "pointer") (group.pointers as Array<NotificationItem>).push(item)
+            else if (item.carries === "deletion") (group.deletions as Array<GroupRun["deletions"][number]>).push(item)
+            else if (provider.normalizers[item.key] !== undefined) (group.records as Array<NotificationItem>).push(item)
+          }
+          groups.push(group)
+        }
+        return run
+      })
+
+    /**
+     * A job's own steps, over all jobs at once: a job whose step fails keeps its failure and
+     * leaves the batch; the others go on. Jobs run at once, as concurrent takers did, so the
+     * look-ups they make (recipients, outcomes) share statements (storage/batched.ts).
+     */
+    const eachJob = <E>(runs: ReadonlyArray<JobRun>, step: (run: JobRun) => Effect.Effect<void, E>) =>
+      Effect.forEach(runs, (run) =>
+        run.failure !== undefined ? Effect.void : step(run).pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.sync(() => {
+              run.failure = cause
+            })
+          )
+        ), { concurrency: "unbounded", discard: true })
+
+    const live = (runs: ReadonlyArray<JobRun>) => runs.filter((run) => run.failure === undefined)
+    const groupsOf = (runs: ReadonlyArray<JobRun>) => live(runs).flatMap((run) => run.groups)
+
+    /**
+     * Jobs processed as one, each step once for them all: one read of their bodies, one look-up
+     * of their recipients, one `answering`, one store transaction holding every job's records
+     * (each with its own inbox id), one arrivals update, one outcome update. Per provider user
+     * as a job alone: lifecycle items change connections first; record items are normalized
+     * and stored; deletion items remove what was stored (after the records, so a body that
+     * holds both a record and its deletion leaves it deleted); pointer items are fetched and
+     * kept (as a new inbox body or a file). Answers each job's exit: its outcome, or the
+     * failure of a step of its own (what it did so far is idempotent); fails as a whole when a
+     * step shared by all does.
+     */
+    const attempt = (jobs: ReadonlyArray<IngestJob>) =>
+      Effect.flatMap(inboxRows(jobs.map((job) => job.inboxId)), (rows) =>
+        attemptOn(jobs, rows).pipe(
+          // With traces exported: the batch's work is a span in the trace of each notification in
+          // it, the one its request started and stored with the inbox row (core/tracing.ts).
+          Tracing.spanInEach("ingest notification", traceparentsOf(rows), { "wearflow.jobs": jobs.length })
+        ))
+
+    const traceparentsOf = (rows: ReadonlyMap<number, InboxRow>) => {
+      const traces = new Set<string>()
+      for (const row of rows.values()) if (row.trace_context !== null) traces.add(row.trace_context)
+      return traces
+    }
+
+    const attemptOn = (jobs: ReadonlyArray<IngestJob>, rows: ReadonlyMap<number, InboxRow>) =>
+      Effect.gen(function* () {
+        const started = yield* Effect.forEach(jobs, (job) => start(job, rows.get(job.inboxId)))
+        const runs = started.filter((run): run is JobRun => run !== undefined)
+
+        yield* eachJob(runs, (run) =>
+          Effect.forEach(run.groups, (group) =>
+            Effect.gen(function* () {
+              for (const { change } of group.lifecycle) yield* links.applyLifecycle(run.provider, group.ref, change, run.job.inboxId)
+              const count = countOf(group)
+              if (count === 0) return
+              group.recipients = yield* links.recipientsOrPark(run.provider.id, group.ref, run.job.inboxId, count)
+              if (group.recipients.length === 0) run.outcome.unlinked += count
+            }), { concurrency: "unbounded", discard: true }))
+
+        const storing = groupsOf(runs).filter((group) => group.recipients.length > 0 && group.records.length > 0)
+        for (const group of storing) {
+          const normalizer = group.run.provider.normalizers
+          for (const item of group.records) {
+            Either.match(normalizer[item.key]!(item.raw), {
+              onLeft: (error) => group.run.outcome.errors.push({ key: item.key, index: item.index, message: error.message }),
+              onRight: (records) => group.normalized.push({ item, records })
+            })
+          }
+        }
+        const arrivals = (groups: ReadonlyArray<GroupRun>) =>
+          groups.map((group) => ({ provider: group.run.provider, recipients: group.recipients, items: group.normalized.map((n) => n.item) }))
+        const answering = yield* history.answering(arrivals(storing))
+        const parts = storing.flatMap((group, g) => {
+          const historical = new Set(group.normalized.filter((n) => answering[g]!.has(n.item)).flatMap((n) => n.records))
+          const records = group.normalized.flatMap((n) => n.records)
+          return group.recipients.map((recipient) => ({
+            group,
+            part: { recipient, provider: group.run.provider.id, records, inboxId: group.run.receivedAs, historical } satisfies WritePart
+          }))
+        })
+        const written = yield* store.writeParts(parts.map((p) => p.part)).pipe(
+          // A batch the database refuses for good: each part alone, so a bad record fails only its own.
+          Effect.catchIf(isPermanentSqlError, () =>
+            Effect.forEach(parts, ({ group, part }) => writeAlone(part, group.normalized, group.run.outcome.errors)))
+        )
+        parts.forEach(({ group }, i) => {
+          const { outcome } = group.run
+          outcome.created += written[i]!.created
+          outcome.updated += written[i]!.updated
+          outcome.unchanged += written[i]!.unchanged
+        })
+
+        // Deletions and pointers are rare: only the jobs that have some take these steps.
+        const deleting = runs.filter((run) => run.groups.some((group) => group.deletions.length > 0 && group.recipients.length > 0))
+        yield* eachJob(deleting, (run) =>
+          Effect.forEach(run.groups, (group) =>
+            Effect.forEach(group.deletions.length === 0 ? [] : group.recipients, (recipient) =>
+              Effect.map(removeFor(recipient, run.provider, group.deletions, run.receivedAs, run.outcome.errors), (n) => {
+                run.outcome.deleted += n
+              }), { discard: true }), { discard: true }))
+
+        // Stored first: a backfill told its data is in may complete and announce it at once.
+        yield* history.recordArrivals(arrivals(storing.filter((group) => group.run.failure === undefined)))
+
+        const pulling = runs.filter((run) => run.groups.some((group) => group.pointers.length > 0 && group.recipients.length > 0))
+        yield* eachJob(pulling, (run) =>
+          Effect.forEach(run.groups, (group) => (group.pointers.length > 0 && group.recipients.length > 0 ? pull(group) : Effect.void), { discard: true }))
+
+        // A replay for one provider user does not overwrite the outcome of the first pass.
+        yield* eachJob(runs, (run) => (run.job.userKey === undefined ? inbox.finish(run.job.inboxId, run.outcome) : Effect.void))
+
+        return yield* Effect.forEach(jobs, (_, i): Effect.Effect<Exit.Exit<IngestOutcome, StepError>> => {
+          const run = started[i]
+          if (run === undefined) return Effect.succeed(Exit.succeed(nothing))
+          if (run.failure !== undefined) return Effect.succeed(Exit.failCause(run.failure as Cause.Cause<StepError>))
+          return Effect.as(report(run), Exit.succeed(run.outcome))
+        })
+      })
+    type StepError =
+      | Effect.Effect.Error<ReturnType<typeof links.applyLifecycle>>
+      | Effect.Effect.Error<ReturnType<typeof removeFor>>
+      | Effect.Effect.Error<ReturnType<typeof pull>>
+      | Effect.Effect.Error<ReturnType<typeof inbox.finish>>
+
+    const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] }
+
+    /** A finished job's metrics and, when items failed, its warning. */
+    const report = (run: JobRun) =>
+      Effect.gen(function* () {
+        const { outcome, provider } = run
+        const counters = countersOf(provider.id)
+        yield* Metric.incrementBy(counters.processed, outcome.items)
+        yield* Metric.incrementBy(counters.unlinked, outcome.unlinked)
+        yield* Metric.incrementBy(counters.errors, outcome.errors.length)
+        yield* Metric.incrementBy(counters.pulled, outcome.pulled)
+        yield* Metric.incrementBy(counters.deleted, outcome.deleted)
+        if (outcome.errors.length > 0) {
+          // Paths and problem kinds only: item errors never carry health values.
+          yield* Effect.logWarning("notification items failed").pipe(
+            Effect.annotateLogs({ provider: provider.id, errors: outcome.errors.slice(0, 20) }),
+            Effect.annotateLogs("inbox_id", run.job.inboxId)
+          )
+        }
+      })
+
+    /** One job alone; transient database failures are waited out, a failure for good is the job's. */
     const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
-      const nothing: IngestOutcome = { items: 0, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [] }
-      const row = yield* inboxRow(job.inboxId)
-      if (!row) {
-        yield* Effect.logWarning("inbox item vanished before processing")
-        return nothing
-      }
-      const provider = providers.get(row.provider)
-      if (!provider) {
-        yield* Effect.logError("no provider plugin loaded for inbox item").pipe(Effect.annotateLogs("provider", row.provider))
-        return nothing
-      }
-      return yield* handle(job, row, provider).pipe(
-        Effect.withSpan("ingest notification", { kind: "consumer", attributes: { "wearflow.provider": provider.id, "wearflow.inbox_id": job.inboxId } }),
-        // The trace of the request that stored the body (core/tracing.ts), when traces are exported.
-        Tracing.continueTrace(row.trace_context)
-      )
+      const [exit] = yield* attempt([job])
+      return yield* exit!
     }, (effect, job) =>
       effect.pipe(
         Effect.tapError((e) => Effect.logWarning("ingest paused by an error; retrying").pipe(Effect.annotateLogs("error", e.message))),
@@ -301,53 +432,102 @@ export const make = (options: IngestOptions = {}) =>
         Effect.annotateLogs("inbox_id", job.inboxId)
       ))
 
-    /** Processes one inbox row's items and records the outcome. */
-    const handle = (job: IngestJob, row: { readonly kind: string; readonly body: string; readonly part_of: string | null }, provider: Provider) => Effect.gen(function* () {
-      // Bodies were parsed before they were stored; a body that no longer parses yields no items.
-      const body = Either.try(() => JSON.parse(row.body) as unknown).pipe(Either.getOrElse(() => undefined))
-      const items = provider.itemsOf(row.kind, body).filter((item) => job.userKey === undefined || (item.user !== undefined && userKey(item.user) === job.userKey))
-      // A part of a large body ranks, among deliveries, as the body it came in.
-      const receivedAs = row.part_of === null ? job.inboxId : Number(row.part_of)
-      // The items left out as malformed are the first problems of a first pass.
-      const problems = job.userKey === undefined ? provider.problemsOf?.(row.kind, body) ?? [] : []
-      const outcome = { items: items.length, unlinked: 0, created: 0, updated: 0, unchanged: 0, deleted: 0, pulled: 0, errors: [...problems] as Array<ItemProblem> }
-      for (const group of groupByUser(items).values()) yield* processGroup(provider, job, receivedAs, group, outcome)
-      // A replay for one provider user does not overwrite the outcome of the first pass.
-      if (job.userKey === undefined) yield* inbox.finish(job.inboxId, outcome)
-      const counters = countersOf(provider.id)
-      yield* Metric.incrementBy(counters.processed, outcome.items)
-      yield* Metric.incrementBy(counters.unlinked, outcome.unlinked)
-      yield* Metric.incrementBy(counters.errors, outcome.errors.length)
-      yield* Metric.incrementBy(counters.pulled, outcome.pulled)
-      yield* Metric.incrementBy(counters.deleted, outcome.deleted)
-      if (outcome.errors.length > 0) {
-        // Paths and problem kinds only: item errors never carry health values.
-        yield* Effect.logWarning("notification items failed").pipe(
-          Effect.annotateLogs({ provider: provider.id, errors: outcome.errors.slice(0, 20) })
+    /**
+     * Jobs processed as one (`attempt`); answers each job's exit, in order. A job that failed
+     * in the batch, or all of them when a step they shared failed, run again alone (`process`),
+     * one after the other, so that they share no statement again: what the batch did is
+     * idempotent, so a job fails alone and is retried, waited out or failed exactly as when it
+     * is taken alone, while the others stand.
+     */
+    const processBatch = (jobs: ReadonlyArray<IngestJob>) =>
+      jobs.length === 1
+        ? Effect.map(Effect.exit(process(jobs[0]!)), (exit) => [exit])
+        : attempt(jobs).pipe(
+          Effect.withSpan("IngestWorker.processBatch", { attributes: { jobs: jobs.length } }),
+          Effect.exit,
+          Effect.flatMap((batch) =>
+            Effect.forEach(jobs, (job, i) => {
+              const exit = Exit.isSuccess(batch) ? batch.value[i]! : undefined
+              return exit !== undefined && Exit.isSuccess(exit) ? Effect.succeed<Exit.Exit<IngestOutcome, JobError>>(exit) : Effect.exit(process(job))
+            })
+          )
         )
-      }
-      return outcome
-    })
 
-    return { process } as const
+    type JobError = Effect.Effect.Error<ReturnType<typeof process>>
+    return { process, processBatch } as const
   })
 
 export class IngestWorker extends Context.Tag("wearflow/IngestWorker")<IngestWorker, Effect.Effect.Success<ReturnType<typeof make>>>() {
   static readonly layer = (options?: IngestOptions) => Layer.scoped(IngestWorker, make(options))
 }
 
-/** Runs `concurrency` takers on the ingest queue for the lifetime of the layer. */
+/** The most jobs one batch takes: a batch costs about the same statements whatever its size. */
+const MAX_BATCH = 32
+
+/**
+ * Runs up to `concurrency` ingest jobs at a time for the lifetime of the layer, as batches
+ * (IngestWorker.processBatch) of up to MAX_BATCH jobs. A batch is claimed as soon as jobs are
+ * waiting and some of the `concurrency` are free, while earlier batches are still worked on;
+ * so a batch held up (a slow pull) holds up only its own jobs, and the rest go on.
+ */
 export const layerTakers = (concurrency: number) =>
   Layer.scopedDiscard(
     Effect.gen(function* () {
+      if (concurrency <= 0) return
       const queue = yield* IngestQueue
       const worker = yield* IngestWorker
-      const taker = queue.take((job) => worker.process(job), { maxAttempts: INGEST_MAX_ATTEMPTS }).pipe(
-        Effect.catchAllCause((cause) =>
-          Effect.logError("ingest job failed; it stays queued for another attempt", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))
-        ),
-        Effect.forever
-      )
-      yield* Effect.forkScoped(Effect.all(Array.from({ length: concurrency }, () => taker), { concurrency: "unbounded", discard: true }))
+      let free = concurrency
+      let freed = Deferred.unsafeMake<void>(FiberId.none)
+      const release = (jobs: number) =>
+        Effect.suspend(() => {
+          free += jobs
+          return Deferred.succeed(freed, undefined)
+        })
+      /** Waits until some jobs may start; answers how many and counts them as started. */
+      const reserve = Effect.suspend(function wait(): Effect.Effect<number> {
+        if (free === 0) {
+          freed = Deferred.unsafeMake<void>(FiberId.none)
+          return Effect.zipRight(Deferred.await(freed), Effect.suspend(wait))
+        }
+        const jobs = Math.min(MAX_BATCH, free)
+        free -= jobs
+        return Effect.succeed(jobs)
+      })
+      const logFailures = (exits: ReadonlyArray<Exit.Exit<unknown, unknown>>) => {
+        const failed = exits.filter(Exit.isFailure)
+        return failed.length === 0 ? Effect.void : Effect.forEach(failed, (exit) => Effect.logError("ingest job failed; it stays queued for another attempt", exit.cause), { discard: true }).pipe(
+          Effect.zipRight(Effect.sleep("1 second"))
+        )
+      }
+      /** One batch: claims up to `reserved` jobs (the unused part is given back at once), processes and settles them. */
+      const batch = (reserved: number, claimed: Deferred.Deferred<void>) =>
+        Effect.suspend(() => {
+          /** The jobs this batch runs, once claimed; until then it holds all it reserved. */
+          let holding = reserved
+          return queue.takeBatch((jobs) => {
+            const taken = jobs.length
+            holding = taken
+            return Effect.zipRight(
+              Effect.zipRight(release(reserved - taken), Deferred.succeed(claimed, undefined)),
+              worker.processBatch(jobs.map((job) => job.value))
+            )
+          }, { maxAttempts: INGEST_MAX_ATTEMPTS, maxJobs: reserved }).pipe(
+            Effect.flatMap(logFailures),
+            Effect.catchAllCause((cause) =>
+              Effect.logError("ingest jobs failed; they stay queued for another attempt", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))
+            ),
+            Effect.ensuring(Effect.suspend(() => Effect.zipRight(release(holding), Deferred.succeed(claimed, undefined))))
+          )
+        })
+      const taker = Effect.gen(function* () {
+        for (;;) {
+          const reserved = yield* reserve
+          const claimed = Deferred.unsafeMake<void>(FiberId.none)
+          yield* Effect.forkScoped(batch(reserved, claimed))
+          // The next claim once this one has its jobs: one process claims one batch at a time.
+          yield* Deferred.await(claimed)
+        }
+      })
+      yield* Effect.forkScoped(taker)
     })
   )

@@ -13,6 +13,11 @@
  * then waiting in one statement (the others take theirs from the claimed batch), and jobs
  * that finish together are marked completed in one statement. A taker with nothing to do
  * sleeps for the poll interval, or until this process queues a job (`wakeTakers`).
+ *
+ * `takeBatch` takes up to a given number of jobs at once, for work that does many jobs as one
+ * (one statement per step for them all). Each job still ends on its own: those that succeed
+ * are completed together, one that fails is retried (or left alone after its attempts) as a
+ * job taken alone would be.
  */
 import * as PersistedQueue from "@effect/experimental/PersistedQueue"
 import { SqlClient } from "@effect/sql"
@@ -72,9 +77,31 @@ interface Claimed extends Held {
   readonly attempts: number
 }
 
+/** A job of a batch, as `takeBatch` hands it over. */
+export interface BatchJob<A> {
+  readonly value: A
+  readonly id: string
+  readonly attempts: number
+}
+
+/** A queue whose jobs may also be taken in batches. */
+export interface BatchQueue<A> extends PersistedQueue.PersistedQueue<A> {
+  /**
+   * Takes up to `maxJobs` jobs (waiting for one if none is ready) and runs `f` on them all;
+   * `f` answers each job's exit, in their order, and each job is settled by its own exit. A
+   * job whose value does not decode fails alone without reaching `f`. If the lease of any job
+   * is lost meanwhile, `f` is stopped: the lost jobs are left to their new holder and the
+   * others go back to the queue untouched.
+   */
+  readonly takeBatch: <B, E, R>(
+    f: (jobs: ReadonlyArray<BatchJob<A>>) => Effect.Effect<ReadonlyArray<Exit.Exit<B, E>>, never, R>,
+    options: { readonly maxAttempts?: number; readonly maxJobs: number }
+  ) => Effect.Effect<ReadonlyArray<Exit.Exit<B, E | PersistedQueue.PersistedQueueError>>, PersistedQueue.PersistedQueueError, R>
+}
+
 /** The queue table and the jobs this process holds in it. */
 export interface QueueStore {
-  readonly make: <A, I>(name: string, schema: Schema.Schema<A, I>) => PersistedQueue.PersistedQueue<A>
+  readonly make: <A, I>(name: string, schema: Schema.Schema<A, I>) => BatchQueue<A>
   /** Jobs not yet completed that may still be taken (fewer than `maxAttempts` failures). */
   readonly backlog: (name: string, maxAttempts: number) => Effect.Effect<Backlog, import("@effect/sql").SqlError.SqlError>
 }
@@ -239,7 +266,7 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
       flushing = false
       return Effect.void
     }
-    const release = Effect.forEach(batch, (c) => Deferred.succeed(c.done, undefined), { discard: true })
+    const release = Effect.forEach(new Set(batch.map((c) => c.done)), (done) => Deferred.succeed(done, undefined), { discard: true })
     return sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL, updated_at = NOW(), completed = TRUE, attempts = attempts + 1
                WHERE sequence IN ${sql.in(batch.map((c) => c.sequence))} AND acquired_by = ${workerId}`.pipe(
       // If this fails for good the leases lapse and the jobs run again: at least once, never twice at once.
@@ -250,11 +277,12 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     )
   })
 
-  /** A finished job, marked completed with those that finish meanwhile (one statement for them all). */
-  const complete = (sequence: number) =>
+  /** Finished jobs, marked completed with those that finish meanwhile (one statement for them all). */
+  const complete = (sequences: ReadonlyArray<number>) =>
     Effect.suspend(() => {
+      if (sequences.length === 0) return Effect.void
       const done = Deferred.unsafeMake<void>(FiberId.none)
-      completions.push({ sequence, done })
+      for (const sequence of sequences) completions.push({ sequence, done })
       if (flushing) return Deferred.await(done)
       flushing = true
       // A daemon: it releases its waiters whatever happens, also while the store closes.
@@ -263,7 +291,7 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
 
   /** Later writes to a job's row only apply while this process still holds it. */
   const settle = (sequence: number, exit: Exit.Exit<unknown, unknown>, attempts: number) => {
-    if (Exit.isSuccess(exit)) return complete(sequence)
+    if (Exit.isSuccess(exit)) return complete([sequence])
     const statement = Cause.isInterruptedOnly(exit.cause)
       ? sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL WHERE sequence = ${sequence} AND acquired_by = ${workerId}`
       : sql`UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL, updated_at = NOW(), attempts = ${attempts + 1},
@@ -273,7 +301,7 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     return statement.pipe(Effect.retry({ times: 5, schedule: Schedule.exponential(100, 1.5) }), Effect.ignoreLogged)
   }
 
-  const queueOf = <A, I>(name: string, schema: Schema.Schema<A, I>): PersistedQueue.PersistedQueue<A> => {
+  const queueOf = <A, I>(name: string, schema: Schema.Schema<A, I>): BatchQueue<A> => {
     const encode = Schema.encode(schema)
     const decode = Schema.decodeUnknown(schema)
     /** One taker at a time looks for jobs: while the queue is empty the process polls it once per interval, not once per taker. */
@@ -306,6 +334,26 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
           })),
         () => Effect.sync(() => waiting--)
       )
+    /** Up to `maxJobs` jobs: those claimed earlier, else a batch claimed now; waits for one when none is ready. */
+    const nextBatch = (maxAttempts: number, maxJobs: number) =>
+      turn.withPermits(1)(Effect.gen(function* () {
+        for (;;) {
+          const jobs: Array<Claimed> = []
+          while (jobs.length < maxJobs && ready.length > 0) {
+            const claimed = ready.shift()!
+            // Lost while it waited here: its new holder runs it.
+            if (yield* Deferred.isDone(claimed.lost)) held.delete(claimed.sequence)
+            else jobs.push(claimed)
+          }
+          if (jobs.length > 0) return jobs
+          const seen = wakes
+          const rows = yield* claim(name, maxAttempts, maxJobs).pipe(
+            Effect.catchAllCause((cause) => Effect.logWarning("could not poll the queue", cause).pipe(Effect.as([] as Array<Claimed>)))
+          )
+          if (rows.length > 0) return rows
+          yield* nap(seen)
+        }
+      }))
     unstarted.add(ready)
 
     return {
@@ -340,6 +388,50 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
             }
             yield* settle(row.sequence, exit, row.attempts)
             return yield* exit
+          })
+        ),
+      takeBatch: (f, opts) =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function* () {
+            const rows = yield* restore(nextBatch(opts.maxAttempts ?? 10, Math.max(1, opts.maxJobs)))
+            // A row whose element does not parse or decode fails alone.
+            const decoded = yield* Effect.forEach(rows, (row) =>
+              Effect.exit(Effect.flatMap(Effect.try(() => JSON.parse(row.element) as unknown), decode)))
+            const runnable = rows.flatMap((row, i) => {
+              const value = decoded[i]!
+              return Exit.isSuccess(value) ? [{ row, job: { value: value.value, id: row.id, attempts: row.attempts } }] : []
+            })
+            const anyLost = Effect.raceAll(runnable.map(({ row }) => Deferred.await(row.lost)))
+            const ran = runnable.length === 0
+              ? Exit.succeed([])
+              : yield* f(runnable.map((r) => r.job)).pipe(
+                Effect.raceFirst(anyLost.pipe(Effect.zipRight(Effect.interrupt))),
+                restore,
+                Effect.exit
+              )
+            const exitOf = new Map(runnable.map(({ row }, i) => [row.sequence, Exit.isSuccess(ran) ? ran.value[i]! : ran]))
+            const exits: Array<Exit.Exit<unknown, unknown>> = []
+            const completed: Array<number> = []
+            const failed: Array<{ readonly row: Claimed; readonly exit: Exit.Exit<unknown, unknown> }> = []
+            for (const [i, row] of rows.entries()) {
+              held.delete(row.sequence)
+              if (yield* Deferred.isDone(row.lost)) {
+                yield* Effect.logWarning("queue job stopped: its lease was lost").pipe(Effect.annotateLogs("job", row.id))
+                exits.push(Exit.fail(leaseLost(row.id)))
+                continue
+              }
+              const decodeExit = decoded[i]!
+              const exit: Exit.Exit<unknown, unknown> = Exit.isFailure(decodeExit) ? decodeExit : exitOf.get(row.sequence)!
+              exits.push(exit)
+              if (Exit.isSuccess(exit)) completed.push(row.sequence)
+              else failed.push({ row, exit })
+            }
+            // Those that succeeded in one statement; each failure on its own, as a job taken alone.
+            yield* Effect.all([complete(completed), Effect.forEach(failed, ({ row, exit }) => settle(row.sequence, exit, row.attempts), { discard: true })], {
+              concurrency: "unbounded",
+              discard: true
+            })
+            return exits as never
           })
         )
     }

@@ -34,9 +34,9 @@ const placement = (record: NormalizedRecord): { calendarDate: string | null; sta
 }
 
 /**
- * One caller's share of a write: records for one recipient from one inbox item. Writes of
- * concurrent ingest jobs go to the database together (`writeParts`), each part keeping its own
- * inbox id for the ordering and deletion rules.
+ * One caller's share of a write: records for one recipient from one inbox item. The records
+ * of a batch of ingest jobs go to the database together (`writeParts`), each part keeping its
+ * own inbox id for the ordering and deletion rules.
  */
 export interface WritePart {
   readonly recipient: Recipient

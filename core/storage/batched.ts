@@ -1,9 +1,9 @@
 /**
- * Look-ups from concurrent fibers served by one statement. The ingest takers of a process
- * reach the same step of their jobs together under load (read the body, find the recipients,
- * record the outcome); each asks for its own key, and one call of `run` answers all who asked
- * before it started. A round trip per batch instead of per job: the worker's time goes to
- * round trips and their protocol work, on both sides, far more than to the statements.
+ * Look-ups from concurrent fibers served by one statement. The jobs of an ingest batch reach
+ * the same step together (find the recipients, record the outcome) and ask through services
+ * that serve one key at a time; each asks for its own key, and one call of `run` answers all
+ * who asked before it started. A round trip per batch instead of per job: the worker's time
+ * goes to round trips and their protocol work, on both sides, far more than to the statements.
  */
 import { SqlClient } from "@effect/sql"
 import { Context, Deferred, Effect, Exit, FiberId } from "effect"
