@@ -276,7 +276,6 @@ describe.skipIf(skip !== undefined)("the dashboard in Chromium", () => {
     expect(row![0]).toBe("message.attempt.exhausted")
     expect(row![1]).toContain(`endpoint ${endpointId}`)
     expect(row![2]).toMatch(/^\d+ attempts failed$/)
-    await screenshot("alerts")
   })
 
   it("resends a failed message from the webhooks view until the receiver has it", async () => {
@@ -302,6 +301,7 @@ describe.skipIf(skip !== undefined)("the dashboard in Chromium", () => {
     expect((await cells("#alerts")).some((cells) => cells[1]?.includes(failedMessage))).toBe(false)
     const cleared = (await cells("#alerts-cleared")).find((cells) => cells[1]?.includes(failedMessage))
     expect(cleared?.[0]).toBe("message.attempt.exhausted")
+    await screenshot("alerts")
   })
 
   it("recovers every failed message of an endpoint", async () => {
