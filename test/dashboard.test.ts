@@ -347,6 +347,19 @@ describe.skipIf(skip !== undefined)("the dashboard in Chromium", () => {
     expect(await page.$$eval("#etl-batches tbody tr", (trs) => trs.map((tr) => tr.children[1]?.textContent))).toContain("activity")
   })
 
+  it("reads the user list a page at a time up to its bound, and Show more reads the next", async () => {
+    const team = (await db.query("select team_id from users where client_user_id = $1", [CLIENT_USER])).rows[0].team_id as string
+    await db.query("insert into users (id, team_id, client_user_id) select gen_random_uuid(), $1, 'listed-' || n from generate_series(1, 250) n", [team])
+    const total = Number((await db.query("select count(*) as n from users where team_id = $1 and deleted_at is null", [team])).rows[0].n)
+    await open("connections")
+    // Each of these users has one connection or none: one row each.
+    expect(await page.$$eval("#connections tbody tr", (trs) => trs.length)).toBe(200)
+    await page.click("button.more")
+    await loaded("connections")
+    expect(await page.$$eval("#connections tbody tr", (trs) => trs.length)).toBe(total)
+    expect(await page.$("button.more")).toBeNull()
+  })
+
   it("renders values as text, and runs without a script error or CSP violation", async () => {
     // A user whose client id is markup, listed like any other.
     await open("connections")
