@@ -1,14 +1,13 @@
 /**
  * The dashboard's script: signs in with an API key (kept in sessionStorage, sent as
  * `x-api-key`), reads the team's JSON API and renders each view. Every value from the API is
- * inserted as text (`append` of strings, `setAttribute`), never parsed as HTML. A route this
- * server does not have yet (404) shows as "not available" instead of failing the view, so
- * the page works against older and newer servers alike.
+ * inserted as text (`append` of strings, `setAttribute`), never parsed as HTML. The webhooks
+ * and ETL views read routes of sink plugins: a server that does not run that sink (see
+ * WEARFLOW_PLUGINS) has no such route, and the view says "not available" instead of failing.
  */
 export {}
 
 const KEY = "wearflow.dashboard.apiKey"
-const LOOKED_UP = "wearflow.dashboard.users"
 
 // ---- elements -------------------------------------------------------------------------------
 
@@ -92,7 +91,7 @@ const call = async <T>(method: string, path: string, body?: unknown): Promise<Re
   return { ok: false, status: response.status, message }
 }
 
-/** A route this server does not serve (yet): the router's 404/405, not an endpoint's own NotFound. */
+/** A route this server does not serve (a sink plugin it does not run): the router's 404/405, not an endpoint's own NotFound. */
 const isMissing = (reply: Reply<unknown>) => !reply.ok && (reply.status === 405 || (reply.status === 404 && reply.message === "HTTP 404"))
 
 const failure = (what: string, reply: Reply<unknown>) => h("p", { class: "error" }, `${what}: ${reply.ok ? "" : reply.message}`)
@@ -114,8 +113,15 @@ const mapLimit = async <A, B>(items: ReadonlyArray<A>, limit: number, work: (ite
 // ---- the API's shapes -------------------------------------------------------------------------
 
 interface ConnectedSource { readonly provider: string; readonly provider_user_id: string; readonly status: string; readonly created_on: string }
-interface User { readonly user_id: string; readonly client_user_id: string; readonly created_on?: string; readonly connected_sources?: ReadonlyArray<ConnectedSource> }
-interface Page<T> { readonly data?: ReadonlyArray<T>; readonly users?: ReadonlyArray<T>; readonly next_cursor?: string | null }
+interface User { readonly user_id: string; readonly client_user_id: string; readonly created_on: string; readonly connected_sources: ReadonlyArray<ConnectedSource> }
+interface UserPage { readonly users: ReadonlyArray<User>; readonly next_cursor: string | null }
+interface Page<T> { readonly data: ReadonlyArray<T>; readonly next_cursor: string | null }
+interface ResourceStats {
+  readonly last_attempt: { readonly timestamp: string; readonly status: "success" | "failure" } | null
+  readonly oldest_data: string | null; readonly newest_data: string | null; readonly sent_count: number
+}
+/** GET /v2/introspect/resources: provider slug → resource → its statistics, per user. */
+interface UserResources { readonly user_id: string; readonly client_user_id: string; readonly provider: Record<string, Record<string, ResourceStats>> }
 interface Webhook { readonly id: string; readonly url: string; readonly description: string; readonly disabled: boolean; readonly disabled_reason: string | null; readonly filter_types: ReadonlyArray<string> }
 interface Attempt { readonly attempt: number; readonly trigger: string; readonly attempted_at: string; readonly status: string; readonly response_status_code: number | null; readonly latency_ms: number; readonly error: string | null }
 interface Message { readonly id: string; readonly event_type: string; readonly user_id: string | null; readonly status: string; readonly created_at: string; readonly delivered_at: string | null; readonly attempts: ReadonlyArray<Attempt> }
@@ -126,7 +132,12 @@ interface Backfill {
   readonly historical_pulls: Record<string, HistoricalPull>
 }
 interface Sync { readonly provider: string; readonly state: string; readonly rounds: number; readonly last_poll_at: string | null; readonly next_poll_at: string | null; readonly last_error: string | null }
-interface Alert { readonly id: string; readonly kind: string; readonly provider: string | null; readonly resource: string | null; readonly user_id: string | null; readonly since: string; readonly last_data_at: string | null; readonly status: string }
+interface Alert {
+  readonly id: string; readonly kind: string; readonly status: "open" | "cleared"
+  readonly user_id: string | null; readonly provider: string | null; readonly resource: string | null
+  readonly endpoint_id: string | null; readonly message_id: string | null; readonly detail: string | null
+  readonly since: string; readonly last_data_at: string | null; readonly opened_at: string; readonly cleared_at: string | null
+}
 interface IngestStatus { readonly pending_jobs: number; readonly oldest_job_age_seconds: number; readonly seconds_since_completion: number | null }
 interface EtlBatch {
   readonly id: string; readonly resource: string; readonly format: string; readonly status: string; readonly sealed_at: string
@@ -134,121 +145,87 @@ interface EtlBatch {
 }
 interface EtlStaged { readonly resource: string; readonly events: number; readonly records: number; readonly oldest_staged_at: string }
 
-/** One resource's data of one connection, whatever names the introspection route gives its fields. */
-interface ResourceState { readonly user_id: string; readonly provider: string; readonly resource: string; readonly newest: string | null; readonly oldest: string | null; readonly lastAttempt: string | null; readonly count: number | null }
-
-const str = (value: unknown): string | null => (typeof value === "string" ? value : null)
-const slug = (provider: unknown): string => str(provider) ?? str((provider as { slug?: unknown } | null)?.slug) ?? "?"
-
-const resourceStates = (items: ReadonlyArray<Record<string, unknown>>): Array<ResourceState> =>
-  items.flatMap((item) => {
-    const userId = str(item["user_id"]) ?? ""
-    const provider = slug(item["provider"])
-    const state = (resource: string, r: Record<string, unknown>): ResourceState => ({
-      user_id: userId,
-      provider,
-      resource,
-      newest: str(r["newest_data"]) ?? str(r["newest_data_at"]) ?? str(r["last_data_at"]),
-      oldest: str(r["oldest_data"]) ?? str(r["oldest_data_at"]),
-      lastAttempt: str(r["last_attempt"]) ?? str(r["latest_attempt"]) ?? str(r["last_attempt_at"]),
-      count: typeof r["sent_count"] === "number" ? r["sent_count"] : typeof r["count"] === "number" ? r["count"] : null
-    })
-    const resources = item["resources"]
-    if (Array.isArray(resources)) return resources.map((r: Record<string, unknown>) => state(str(r["resource"]) ?? "?", r))
-    if (typeof resources === "object" && resources !== null) return Object.entries(resources as Record<string, Record<string, unknown>>).map(([name, r]) => state(name, r))
-    return typeof item["resource"] === "string" ? [state(item["resource"], item)] : []
-  })
-
-// ---- users ------------------------------------------------------------------------------------
-
-const lookedUp = (): Array<string> => JSON.parse(sessionStorage.getItem(LOOKED_UP) ?? "[]") as Array<string>
-
 /**
- * The team's users with their connections: the user list (GET /v2/user) where the server has
- * it; otherwise the users seen in backfills and webhook messages, and those looked up by id.
+ * A list read a page at a time (`limit` each), following `next_cursor` until `bound` items are
+ * read or the list ends: the items, and whether the list goes on.
  */
-const teamUsers = async (): Promise<{ readonly users: ReadonlyArray<User>; readonly listed: boolean; readonly more: boolean }> => {
-  // A server whose list takes fewer per page answers 400 to the limit: its default page then.
-  const first = await call<Page<User>>("GET", "/v2/user?limit=100")
-  const listed = !first.ok && first.status === 400 ? await call<Page<User>>("GET", "/v2/user") : first
-  let users: ReadonlyArray<User>
-  let more = false
-  if (listed.ok) {
-    users = listed.body.data ?? listed.body.users ?? []
-    more = listed.body.next_cursor !== null && listed.body.next_cursor !== undefined
-  } else {
-    if (!isMissing(listed)) throw new Error(listed.message)
-    const ids = new Set<string>()
-    const pulls = await call<Page<Backfill>>("GET", "/v2/introspect/historical_pull")
-    if (pulls.ok) for (const pull of pulls.body.data ?? []) ids.add(pull.user_id)
-    const hooks = await call<Page<Webhook>>("GET", "/v2/webhooks")
-    if (hooks.ok) {
-      await mapLimit(hooks.body.data ?? [], 4, async (hook) => {
-        const messages = await call<Page<Message>>("GET", `/v2/webhooks/${encodeURIComponent(hook.id)}/messages?limit=250`)
-        if (messages.ok) for (const message of messages.body.data ?? []) if (message.user_id !== null) ids.add(message.user_id)
-      })
-    }
-    // Each is read on its own (GET /v2/user/{id}): the first 100 found.
-    users = [...ids].slice(0, 100).map((userId) => ({ user_id: userId, client_user_id: "" }))
-    more = ids.size > 100
-  }
-  const extra = lookedUp().filter((userId) => !users.some((user) => user.user_id === userId))
-  users = [...users, ...extra.map((userId) => ({ user_id: userId, client_user_id: "" }))]
-  const complete = await mapLimit(users, 6, async (user) => {
-    if (user.connected_sources !== undefined) return user
-    const full = await call<User>("GET", `/v2/user/${encodeURIComponent(user.user_id)}`)
-    return full.ok ? full.body : undefined
-  })
-  return { users: complete.filter((user): user is User => user !== undefined), listed: listed.ok, more }
+const collect = async <T, B extends { readonly next_cursor: string | null }>(
+  path: string, items: (body: B) => ReadonlyArray<T>, limit: number, bound: number
+): Promise<Reply<{ readonly items: ReadonlyArray<T>; readonly more: boolean }>> => {
+  const read: Array<T> = []
+  let cursor: string | null = null
+  do {
+    const query: string = `limit=${Math.min(limit, bound - read.length)}${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`
+    const page: Reply<B> = await call<B>("GET", `${path}${path.includes("?") ? "&" : "?"}${query}`)
+    if (!page.ok) return page
+    read.push(...items(page.body))
+    cursor = page.body.next_cursor
+  } while (cursor !== null && read.length < bound)
+  return { ok: true, body: { items: read, more: cursor !== null } }
 }
 
 // ---- views ------------------------------------------------------------------------------------
 
-const openAlerts = async (): Promise<Reply<Page<Alert>>> => call<Page<Alert>>("GET", "/v2/alerts?status=open")
+/** How many users the connections view reads; "Show more" raises it. */
+const USERS_STEP = 200
+let usersBound = USERS_STEP
+/** How many open alerts the alerts view reads; "Show more" raises it. */
+const ALERTS_STEP = 100
+let alertsBound = ALERTS_STEP
+
+const more = (text: string, raise: () => void) =>
+  h("p", { class: "actions" }, h("span", { class: "muted" }, text), h("button", { type: "button", class: "more", onclick: () => { raise(); void show() } }, "Show more"))
+
+const stats = (resources: Record<string, ResourceStats> | undefined) => {
+  const entries = Object.entries(resources ?? {})
+  if (entries.length === 0) return h("span", { class: "muted" }, "no data yet")
+  return h("ul", {}, ...entries.map(([resource, s]) => h("li", {},
+    `${resource}: last data ${time(s.newest_data)} (${s.sent_count} sent)`,
+    s.last_attempt?.status === "failure" ? h("span", { class: "error" }, ` · last attempt failed ${time(s.last_attempt.timestamp)}`) : null)))
+}
 
 const connectionsView = async (): Promise<Array<Child>> => {
-  const [{ users, listed, more }, resources, alerts] = await Promise.all([
-    teamUsers(),
-    call<Page<Record<string, unknown>>>("GET", "/v2/introspect/resources"),
-    openAlerts()
+  const [users, resources, alerts] = await Promise.all([
+    collect<User, UserPage>("/v2/user", (b) => b.users, 100, usersBound),
+    collect<UserResources, Page<UserResources>>("/v2/introspect/resources", (b) => b.data, 100, usersBound),
+    collect<Alert, Page<Alert>>("/v2/alerts?status=open", (b) => b.data, 100, 500)
   ])
-  const states = resources.ok ? resourceStates(resources.body.data ?? []) : []
-  const gaps = alerts.ok ? alerts.body.data ?? [] : []
-  const rows = users.flatMap((user) =>
-    (user.connected_sources ?? []).map((source) => {
-      const own = states.filter((s) => s.user_id === user.user_id && s.provider === source.provider)
-      const open = gaps.filter((a) => a.user_id === user.user_id && (a.provider === null || a.provider === source.provider))
-      return [
-        user.client_user_id,
-        id(user.user_id),
-        source.provider,
-        badge(source.status, tone(source.status)),
-        time(source.created_on),
-        own.length === 0
-          ? h("span", { class: "muted" }, resources.ok ? "no data yet" : "—")
-          : h("ul", {}, ...own.map((s) => h("li", {}, `${s.resource}: last data ${time(s.newest)}`, s.count === null ? null : ` (${s.count} sent)`))),
-        open.length === 0 ? h("span", { class: "ok" }, "none") : h("ul", {}, ...open.map((a) => h("li", { class: "bad" }, `${a.kind}${a.resource === null ? "" : ` (${a.resource})`} since ${time(a.since)}`)))
-      ] as Array<Child>
+  if (!users.ok) return [h("h2", {}, "Connections"), failure("Users", users)]
+  const byUser = new Map(resources.ok ? resources.body.items.map((r) => [r.user_id, r.provider]) : [])
+  if (resources.ok && resources.body.more) {
+    // The introspection pages users by id, the user list by creation: the connected users shown
+    // that its pages did not reach are read one by one.
+    const unread = users.body.items.filter((u) => u.connected_sources.length > 0 && !byUser.has(u.user_id))
+    await mapLimit(unread, 6, async (user) => {
+      const one = await call<Page<UserResources>>("GET", `/v2/introspect/resources?user_id=${encodeURIComponent(user.user_id)}`)
+      if (one.ok) for (const r of one.body.data) byUser.set(r.user_id, r.provider)
     })
+  }
+  const gaps = alerts.ok ? alerts.body.items : []
+  const rows = users.body.items.flatMap((user): Array<Array<Child>> =>
+    user.connected_sources.length === 0
+      ? [[user.client_user_id, id(user.user_id), "—", badge("not connected", "muted"), "—", "—", "—"]]
+      : user.connected_sources.map((source) => {
+        const open = gaps.filter((a) => a.user_id === user.user_id && (a.provider === null || a.provider === source.provider))
+        return [
+          user.client_user_id,
+          id(user.user_id),
+          source.provider,
+          badge(source.status, tone(source.status)),
+          time(source.created_on),
+          resources.ok ? stats(byUser.get(user.user_id)?.[source.provider]) : "—",
+          open.length === 0 ? h("span", { class: "ok" }, "none") : h("ul", {}, ...open.map((a) => h("li", { class: "bad" }, `${a.kind}${a.resource === null ? "" : ` (${a.resource})`} since ${time(a.since)}`)))
+        ]
+      })
   )
-  const lookup = h("form", { class: "actions", id: "lookup" },
-    h("label", {}, "Look up a user by id ", h("input", { name: "user", size: "38", required: true, autocomplete: "off" })),
-    h("button", { type: "submit" }, "Add"))
-  lookup.addEventListener("submit", (event) => {
-    event.preventDefault()
-    const value = (lookup.querySelector("input") as HTMLInputElement).value.trim()
-    if (value.length > 0) sessionStorage.setItem(LOOKED_UP, JSON.stringify([...new Set([...lookedUp(), value])]))
-    void show()
-  })
   return [
     h("h2", {}, "Connections"),
-    listed ? null : h("p", { class: "note" }, "This server cannot list users (GET /v2/user): showing the users seen in backfills, webhook messages and look-ups."),
     rows.length === 0
-      ? muted("No connected users yet.")
+      ? muted("No users yet.")
       : table(["Client user id", "User id", "Provider", "Status", "Connected", "Per-resource last data", "Gaps"], rows, { id: "connections" }),
-    more ? muted("Showing the first 100 users.") : null,
-    resources.ok ? null : isMissing(resources) ? unavailable("Per-resource data", "/v2/introspect/resources") : failure("Per-resource data", resources),
-    lookup
+    users.body.more ? more(`Showing the first ${users.body.items.length} users.`, () => (usersBound += USERS_STEP)) : null,
+    resources.ok ? null : failure("Per-resource data", resources),
+    alerts.ok ? null : failure("Gaps", alerts)
   ]
 }
 
@@ -257,11 +234,13 @@ const progress = (done: number, total: number) =>
 
 const syncsView = async (): Promise<Array<Child>> => {
   const pulls = await call<Page<Backfill>>("GET", "/v2/introspect/historical_pull")
-  const backfills = pulls.ok ? pulls.body.data ?? [] : []
-  const { users } = await teamUsers()
-  const polled = await mapLimit(users.filter((u) => (u.connected_sources ?? []).length > 0).slice(0, 50), 6, async (user) => {
-    const reply = await call<Page<Sync>>("GET", `/v2/user/${encodeURIComponent(user.user_id)}/sync`)
-    return reply.ok ? (reply.body.data ?? []).map((sync) => ({ user, sync })) : []
+  const backfills = pulls.ok ? pulls.body.data : []
+  // Each user's polls are a request of their own: those of the first 50 connected users.
+  const users = await collect<User, UserPage>("/v2/user", (b) => b.users, 100, 500)
+  const connected = users.ok ? users.body.items.filter((u) => u.connected_sources.length > 0) : []
+  const polled = await mapLimit(connected.slice(0, 50), 6, async (user) => {
+    const reply = await call<{ readonly data: ReadonlyArray<Sync> }>("GET", `/v2/user/${encodeURIComponent(user.user_id)}/sync`)
+    return reply.ok ? reply.body.data.map((sync) => ({ user, sync })) : []
   })
   const syncs = polled.flat()
   return [
@@ -306,7 +285,7 @@ const action = (label: string, run: () => Promise<Reply<unknown>>, done: (reply:
 
 const webhookCard = async (hook: Webhook): Promise<HTMLElement> => {
   const messages = await call<Page<Message>>("GET", `/v2/webhooks/${encodeURIComponent(hook.id)}/messages?limit=250`)
-  const list = messages.ok ? messages.body.data ?? [] : []
+  const list = messages.ok ? messages.body.data : []
   const counts = { delivered: 0, failed: 0, retrying: 0, pending: 0 } as Record<string, number>
   for (const m of list) counts[m.status] = (counts[m.status] ?? 0) + 1
   const finished = (counts["delivered"] ?? 0) + (counts["failed"] ?? 0)
@@ -339,12 +318,13 @@ const webhookCard = async (hook: Webhook): Promise<HTMLElement> => {
 }
 
 const webhooksView = async (): Promise<Array<Child>> => {
-  const hooks = await call<Page<Webhook>>("GET", "/v2/webhooks")
+  const hooks = await collect<Webhook, Page<Webhook>>("/v2/webhooks", (b) => b.data, 100, 100)
   if (!hooks.ok) return [h("h2", {}, "Webhook endpoints"), isMissing(hooks) ? unavailable("Webhooks", "/v2/webhooks") : failure("Webhook endpoints", hooks)]
-  const endpoints = hooks.body.data ?? []
+  const endpoints = hooks.body.items
   return [
     h("h2", {}, "Webhook endpoints"),
-    ...(endpoints.length === 0 ? [muted("No webhook endpoints.")] : await mapLimit(endpoints, 4, webhookCard))
+    ...(endpoints.length === 0 ? [muted("No webhook endpoints.")] : await mapLimit(endpoints, 4, webhookCard)),
+    hooks.body.more ? muted(`Showing the first ${endpoints.length} endpoints.`) : null
   ]
 }
 
@@ -371,7 +351,7 @@ const ingestView = async (): Promise<Array<Child>> => {
     fetch("/health", { cache: "no-store", credentials: "omit" }).then((r) => r.json() as Promise<{ status: string; database: string; sinks: Record<string, string> }>, () => null)
   ])
   const figures = !reply.ok
-    ? (isMissing(reply) ? unavailable("Ingest backlog", "/v2/introspect/ingest") : failure("Ingest backlog", reply))
+    ? failure("Ingest backlog", reply)
     : h("div", { class: "figures", id: "ingest" },
       h("div", { class: "figure" }, h("b", {}, reply.body.pending_jobs), "notifications waiting"),
       h("div", { class: "figure" }, h("b", {}, seconds(reply.body.oldest_job_age_seconds)), "oldest waiting"),
@@ -389,16 +369,33 @@ const ingestView = async (): Promise<Array<Child>> => {
   ]
 }
 
+/** What an alert is about: a user's connection or resource, a provider, an endpoint or one of its messages. */
+const subject = (a: Alert) =>
+  h("ul", { class: "subject" },
+    a.provider === null ? null : h("li", {}, a.provider, a.resource === null ? "" : ` · ${a.resource}`),
+    a.user_id === null ? null : h("li", {}, "user ", id(a.user_id)),
+    a.endpoint_id === null ? null : h("li", {}, "endpoint ", id(a.endpoint_id)),
+    a.message_id === null ? null : h("li", {}, "message ", id(a.message_id)))
+
 const alertsView = async (): Promise<Array<Child>> => {
-  const reply = await openAlerts()
-  if (!reply.ok) return [h("h2", {}, "Alerts"), isMissing(reply) ? unavailable("Alerts", "/v2/alerts") : failure("Alerts", reply)]
-  const alerts = reply.body.data ?? []
+  const [open, cleared] = await Promise.all([
+    collect<Alert, Page<Alert>>("/v2/alerts?status=open", (b) => b.data, 100, alertsBound),
+    call<Page<Alert>>("GET", "/v2/alerts?status=cleared&limit=20")
+  ])
+  if (!open.ok) return [h("h2", {}, "Open alerts"), failure("Alerts", open)]
   return [
     h("h2", {}, "Open alerts"),
-    alerts.length === 0 ? muted("No open alerts.")
-    : table(["Kind", "Provider", "Resource", "User", "Since", "Last data", "Status"], alerts.map((a) => [
-      a.kind, a.provider ?? "—", a.resource ?? "—", id(a.user_id), time(a.since), time(a.last_data_at), badge(a.status, tone(a.status))
-    ]), { id: "alerts" })
+    open.body.items.length === 0 ? muted("No open alerts.")
+    : table(["Kind", "About", "Detail", "Since", "Opened"], open.body.items.map((a) => [
+      badge(a.kind, "bad"), subject(a), a.detail ?? "—", time(a.since), time(a.opened_at)
+    ]), { id: "alerts" }),
+    open.body.more ? more(`Showing the newest ${open.body.items.length} open alerts.`, () => (alertsBound += ALERTS_STEP)) : null,
+    h("h2", {}, "Recently cleared"),
+    !cleared.ok ? failure("Cleared alerts", cleared)
+    : cleared.body.data.length === 0 ? muted("None.")
+    : table(["Kind", "About", "Detail", "Since", "Cleared"], cleared.body.data.map((a) => [
+      badge(a.kind, "muted"), subject(a), a.detail ?? "—", time(a.since), time(a.cleared_at)
+    ]), { id: "alerts-cleared" })
   ]
 }
 
@@ -455,7 +452,6 @@ const signedIn = (signed: boolean) => {
 const signOut = (reason?: string) => {
   apiKey = null
   sessionStorage.removeItem(KEY)
-  sessionStorage.removeItem(LOOKED_UP)
   signedIn(false)
   byId<HTMLInputElement>("api-key").value = ""
   byId("sign-in-error").textContent = reason ?? ""
@@ -468,7 +464,7 @@ const start = () => {
     const input = byId<HTMLInputElement>("api-key")
     apiKey = input.value.trim()
     try {
-      const probe = await call("GET", "/v2/introspect/historical_pull")
+      const probe = await call("GET", "/v2/user?limit=1")
       if (!probe.ok) throw new Error(probe.message)
     } catch (error) {
       if (!(error instanceof SignedOut)) signOut(`Could not sign in: ${error instanceof Error ? error.message : "no answer"}`)
