@@ -24,7 +24,7 @@ import apiKeys from "./migrations/0014_api_keys.ts"
 import userDeletion from "./migrations/0015_user_deletion.ts"
 import retention from "./migrations/0016_retention.ts"
 import gapAlerts from "./migrations/0017_gap_alerts.ts"
-import inboxTraceContext from "./migrations/0020_inbox_trace_context.ts"
+import inboxTraceContext from "./migrations/0018_inbox_trace_context.ts"
 
 export const migrations = Migrator.fromRecord({
   "0001_foundation": foundation,
@@ -44,7 +44,7 @@ export const migrations = Migrator.fromRecord({
   "0015_user_deletion": userDeletion,
   "0016_retention": retention,
   "0017_gap_alerts": gapAlerts,
-  "0020_inbox_trace_context": inboxTraceContext
+  "0018_inbox_trace_context": inboxTraceContext
 })
 
 export interface DatabaseOptions {
