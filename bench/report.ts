@@ -32,7 +32,7 @@ const cells = (row: BenchRow) => [
   row.path,
   row.wearflow,
   row.anchor,
-  row.ratio === undefined ? "—" : `${row.ratio.toFixed(2)}×`,
+  row.ratio === undefined || row.ratio === null || !Number.isFinite(row.ratio) ? "—" : `${row.ratio.toFixed(2)}×`,
   row.target,
   row.met === undefined ? "—" : row.met ? "yes" : "no"
 ]

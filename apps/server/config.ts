@@ -27,8 +27,10 @@ export const ServerConfig = Config.all({
   logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
   // Ingest jobs in flight, taken in batches of up to 32 (core/pipeline/ingest.ts layerTakers):
   // a batch costs about the same statements whatever its size, so larger ones cost less per job.
+  // 32: at 64 the workers drained ~20% faster but took the CPU the PUSH acks need (saturation
+  // 1,791 → 984 req/s, p99 at 1,000/s 44 → 99 ms; bench/push.ts, bench/ingest.ts).
   ingestConcurrency: Config.integer("WEARFLOW_INGEST_CONCURRENCY").pipe(
-    Config.withDefault(64),
+    Config.withDefault(32),
     Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 0..64 (0: this process only receives)", validation: (n) => n >= 0 && n <= 64 })
   ),
   /** Database connections per process: the ingest takers, the sinks and the requests share them. */
