@@ -167,7 +167,8 @@ layer(Services, { timeout: 60_000 })("queue leases", (it) => {
           }
         })
       yield* completed("sleepy-1")
-      // The taker has looked again and found nothing: it sleeps now.
+      // The taker has looked again and found nothing: it sleeps now (for an hour, without the wake).
+      while ((yield* Queue.sleepingTakers) === 0) yield* Effect.promise(() => new Promise((r) => setTimeout(r, 5)))
       yield* sleepy.offer({ n: 2 }, { id: "sleepy-2" })
       yield* completed("sleepy-2")
       yield* Fiber.interrupt(taker)

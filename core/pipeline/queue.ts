@@ -48,6 +48,9 @@ export const wakeTakers = Effect.sync(() => {
   for (const wake of [...sleepers]) wake()
 })
 
+/** How many takers of this process sleep now (for tests that must act while one does). */
+export const sleepingTakers = Effect.sync(() => sleepers.size)
+
 /** A job's lease was lost to another process (it renewed too late): the job stopped here. */
 export class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly id: string }> {
   readonly retryable = true
