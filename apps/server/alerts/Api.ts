@@ -37,13 +37,12 @@ export const AlertsQuery = Schema.Struct({
   cursor: Schema.optional(Schema.String.pipe(Schema.maxLength(200)))
 })
 
+/** The one listing, on a team's route and on the admin's. */
+const listAlerts = (path: "/v2/alerts" | "/v2/admin/alerts", description: string) =>
+  HttpApiEndpoint.get("list", path).setUrlParams(AlertsQuery).addSuccess(AlertsPage).annotate(OpenApi.Description, description)
+
 export class AlertsApi extends HttpApiGroup.make("alerts")
-  .add(
-    HttpApiEndpoint.get("list", "/v2/alerts")
-      .setUrlParams(AlertsQuery)
-      .addSuccess(AlertsPage)
-      .annotate(OpenApi.Description, "The team's operator alerts (silent connections and resources, webhook endpoint notices), newest first.")
-  )
+  .add(listAlerts("/v2/alerts", "The team's operator alerts (silent connections and resources, webhook endpoint notices), newest first."))
   .addError(InvalidRequest)
   .addError(ServiceUnavailable)
   .middleware(ApiKeyAuth)
@@ -51,12 +50,7 @@ export class AlertsApi extends HttpApiGroup.make("alerts")
 
 /** Every alert, of every team and provider-wide: admin keys only. */
 export class AdminAlertsApi extends HttpApiGroup.make("adminAlerts")
-  .add(
-    HttpApiEndpoint.get("list", "/v2/admin/alerts")
-      .setUrlParams(AlertsQuery)
-      .addSuccess(AlertsPage)
-      .annotate(OpenApi.Description, "Every operator alert — each team's, and provider-wide ones (a provider silent for everyone) — newest first. Admin keys only.")
-  )
+  .add(listAlerts("/v2/admin/alerts", "Every operator alert — each team's, and provider-wide ones (a provider silent for everyone) — newest first. Admin keys only."))
   .addError(InvalidRequest)
   .addError(ServiceUnavailable)
   .addError(Forbidden)

@@ -1,24 +1,27 @@
 /**
  * Handlers of AlertsApi: the caller's team's alerts, a page at a time. The cursor is opaque
- * (base64url of the last alert's opening time and id); a cursor that does not decode is a 400
+ * (core/paging.ts, over the last alert's opening time and id); a cursor that does not decode is a 400
  * that does not quote it.
  */
 import { HttpApiBuilder } from "@effect/platform"
 import { type Alert, Alerts } from "@wearflow/core/alerts"
 import { InvalidRequest, unavailable, within } from "@wearflow/core/http"
-import { isUuid } from "@wearflow/core/tenancy/accounts"
+import { decodeCursor, encodeCursor, isUuidText } from "@wearflow/core/paging"
 import { DatabaseWait } from "@wearflow/core/storage/database"
-import { Effect, Layer } from "effect"
+import { Effect, Either, Layer } from "effect"
 import { CurrentTeam, WearflowApi } from "../Api.ts"
 
-const encodeCursor = (next: { readonly openedAt: Date; readonly id: string }) =>
-  Buffer.from(`${next.openedAt.toISOString()}|${next.id}`).toString("base64url")
+/** The cursor after `next`: core's opaque page cursor over (opening time, id). */
+const encodeAlertCursor = (next: { readonly openedAt: Date; readonly id: string }) => encodeCursor([next.openedAt.toISOString(), next.id])
 
-const decodeCursor = (cursor: string) => {
-  const [at, id, ...rest] = Buffer.from(cursor, "base64url").toString("utf8").split("|")
-  const openedAt = new Date(at ?? "")
-  return rest.length === 0 && id !== undefined && isUuid(id) && !Number.isNaN(openedAt.getTime()) ? { openedAt, id } : undefined
-}
+const decodeAlertCursor = (cursor: string) =>
+  Either.match(decodeCursor(cursor, 2), {
+    onLeft: () => undefined,
+    onRight: ([at, id]) => {
+      const openedAt = new Date(at!)
+      return isUuidText(id!) && !Number.isNaN(openedAt.getTime()) ? { openedAt, id: id! } : undefined
+    }
+  })
 
 const iso = (date: Date | null) => (date === null ? null : date.toISOString())
 
@@ -37,10 +40,10 @@ const listPage = (
   urlParams: { readonly status?: "open" | "cleared" | "all" | undefined; readonly limit?: number | undefined; readonly cursor?: string | undefined }
 ) =>
   Effect.gen(function* () {
-    const after = urlParams.cursor === undefined ? undefined : decodeCursor(urlParams.cursor)
+    const after = urlParams.cursor === undefined ? undefined : decodeAlertCursor(urlParams.cursor)
     if (urlParams.cursor !== undefined && after === undefined) return yield* Effect.fail(new InvalidRequest({ message: "cursor is not valid" }))
     const page = yield* alerts.list({ scope, status: urlParams.status ?? "open", limit: urlParams.limit ?? 50, after })
-    return { data: page.alerts.map(view), next_cursor: page.next ? encodeCursor(page.next) : null }
+    return { data: page.alerts.map(view), next_cursor: page.next ? encodeAlertCursor(page.next) : null }
   }).pipe(Effect.catchTag("SqlError", () => Effect.fail(unavailable())))
 
 export const AlertsLive = HttpApiBuilder.group(WearflowApi, "alerts", (handlers) =>
