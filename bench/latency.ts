@@ -105,6 +105,32 @@ while (arrivals.size < scheduled.length && performance.now() - quietSince < 30_0
 }
 const peak = memory.stop()
 
+// Where the time went, per stage, from the database's own clocks (each a transaction's start).
+{
+  const { SQL } = await import("bun")
+  const db = new SQL(databaseUrl)
+  const rows = (await db.unsafe(`
+    select extract(epoch from r.created_at - i.received_at) * 1000 as to_record,
+           extract(epoch from i.processed_at - i.received_at) * 1000 as to_processed,
+           extract(epoch from m.created_at - o.created_at) * 1000 as to_message,
+           extract(epoch from m.first_attempted_at - m.created_at) * 1000 as to_attempt
+      from outbox o
+      join records r on r.id = o.record_id
+      join inbox i on i.id = r.inbox_id
+      join webhook_messages m on m.event_id = o.event_id
+     where o.event_type = 'daily.data.activity.created'`)) as Array<Record<string, number>>
+  await db.close()
+  const quantiles = (key: string) => {
+    const values = rows.map((row) => Number(row[key])).filter(Number.isFinite).sort((a, b) => a - b)
+    const q = (p: number) => values[Math.min(values.length - 1, Math.floor(p * values.length))] ?? Number.NaN
+    return `p50 ${ms(q(0.5))} p99 ${ms(q(0.99))}`
+  }
+  console.log(
+    `stages (${rows.length} events): inbox → record ${quantiles("to_record")}; inbox → processed ${quantiles("to_processed")}; ` +
+      `outbox → webhook message ${quantiles("to_message")}; message → first attempt ${quantiles("to_attempt")}`
+  )
+}
+
 const latencies = scheduled.flatMap((at, i) => (arrivals.has(i) ? [arrivals.get(i)! - at] : [])).sort((a, b) => a - b)
 const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? Number.NaN
 const p50 = at(0.5)

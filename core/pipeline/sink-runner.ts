@@ -7,8 +7,9 @@
  * Only events from transactions older than every running one are read (pg_snapshot_xmin):
  * an event committed late by a slow transaction is never skipped.
  *
- * When the outbox has nothing new, the runner sleeps its idle pause, unless this process
- * appends to the outbox meanwhile (outbox-wake.ts): then it looks again at once, and keeps
+ * Before a round, one cheap statement asks whether it would read anything: most looks while
+ * events commit find nothing yet. When the outbox has nothing new, the runner sleeps its idle
+ * pause, unless this process appends to the outbox meanwhile (outbox-wake.ts): then it looks again at once, and keeps
  * looking at short, growing intervals while the appending transaction commits. Runners in
  * other processes see the event at their next idle poll.
  */
@@ -136,6 +137,21 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
       sql`update sink_cursors set tx = ${last.tx}::xid8, position = ${last.position}, updated_at = now() where sink_id = ${sink.id}`
 
     /**
+     * Whether a round would read anything: one statement outside a transaction, where a round is
+     * four (begin, lock, read, commit). Most looks while events commit find nothing yet.
+     */
+    // Lateral, so the look starts at the cursor in the (tx, position) index (a join scans the outbox).
+    const anythingNew = sql<{ found: boolean }>`
+      select exists (
+        select 1 from sink_cursors c cross join lateral (
+          select 1 from outbox o
+          where (o.tx, o.position) > (c.tx, c.position) and o.tx < pg_snapshot_xmin(pg_current_snapshot())
+          order by o.tx, o.position limit 1
+        ) n
+        where c.sink_id = ${sink.id}
+      ) as found`.pipe(Effect.map(([row]) => row?.found === true))
+
+    /**
      * With traces exported, a delivery is a span in the trace of each notification whose
      * records the batch's events are about (the traceparent stored with its inbox row).
      */
@@ -231,10 +247,14 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
      */
     const run = Effect.gen(function* () {
       let chase = CHASE.length
+      let full = false
       for (;;) {
         const ringsBefore = yield* OutboxWake.rings
-        const round = yield* attempt
-        if (round?._tag === "Delivered" && round.full) continue
+        // After a full batch more is waiting for sure; otherwise a round only when there is something to read.
+        const worthARound: boolean = full || (yield* anythingNew.pipe(Effect.orElseSucceed(() => true)))
+        const round: Round | undefined = worthARound ? yield* attempt : undefined
+        full = round?._tag === "Delivered" && round.full
+        if (full) continue
         const busy = (round?._tag === "Delivered" && round.count > 0) || (yield* OutboxWake.rings) !== ringsBefore
         if (busy) {
           chase = 0
