@@ -162,21 +162,24 @@ function processCpuMs(pid: number) {
  * sink runners and the worker alike), this bench's own progress polls left out.
  */
 async function statementsPerBody(count: number) {
-  const { rows } = await db.query<{ query: string; calls: string }>(
-    `select query, calls::text from pg_stat_statements
+  const { rows } = await db.query<{ query: string; calls: string; ms: number }>(
+    `select query, calls::text, total_exec_time as ms from pg_stat_statements
      where dbid = (select oid from pg_database where datname = current_database())
-       and query not like '%pg_stat_statements%' and query not like '%processed_at is null) as waiting%'
-     order by calls desc`
+       and query not like '%pg_stat_statements%' and query not like '%processed_at is null) as waiting%'`
   )
-  return rows
-    .map((r) => ({ perBody: Number(r.calls) / count, query: r.query.replace(/\s+/g, " ").slice(0, 110) }))
-    .sort((a, b) => b.perBody - a.perBody)
+  return rows.map((r) => ({ perBody: Number(r.calls) / count, msPerBody: r.ms / count, query: r.query.replace(/\s+/g, " ").slice(0, 100) }))
 }
 
-function printStatements(statements: ReadonlyArray<{ readonly perBody: number; readonly query: string }>) {
+type Statement = { readonly perBody: number; readonly msPerBody: number; readonly query: string }
+
+function printStatements(statements: ReadonlyArray<Statement>) {
   const total = statements.reduce((sum, s) => sum + s.perBody, 0)
-  console.log(`statements per body during the drain: ${total.toFixed(2)} (all the server's, sink runners included)`)
-  for (const s of statements.slice(0, 20)) console.log(`  ${s.perBody.toFixed(3)}  ${s.query}`)
+  const time = statements.reduce((sum, s) => sum + s.msPerBody, 0)
+  console.log(`statements per body during the drain: ${total.toFixed(2)}, executing ${time.toFixed(3)} ms (all the server's, sink runners included)`)
+  console.log("  the most frequent:")
+  for (const s of [...statements].sort((a, b) => b.perBody - a.perBody).slice(0, 12)) console.log(`  ${s.perBody.toFixed(3)}  ${s.msPerBody.toFixed(3)} ms  ${s.query}`)
+  console.log("  the most time:")
+  for (const s of [...statements].sort((a, b) => b.msPerBody - a.msPerBody).slice(0, 12)) console.log(`  ${s.perBody.toFixed(3)}  ${s.msPerBody.toFixed(3)} ms  ${s.query}`)
 }
 
 const anchorAfter = await saturate([bare.url], seconds, body)
