@@ -14,6 +14,7 @@ import { stableUuid } from "../crypto.ts"
 import { arrayLiteral } from "../storage/pg-array.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
 import { appendEvents, type NewEvent, newEvent, type Recipient } from "../outbox.ts"
+import * as OutboxWake from "../outbox-wake.ts"
 import type { DeletedRecord, ResourceName } from "../schema.ts"
 
 export { appendEvent, appendEvents, eventsEmitted, newEvent, type Recipient } from "../outbox.ts"
@@ -208,7 +209,8 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
      * record, parts in their order and each part's events in its records' order; answers each
      * part's outcome. Runs in one transaction, a few statements per call whatever its size or
      * number of parts. A record from an older inbox item never overwrites one from a newer
-     * item, so out-of-order processing keeps the latest delivery.
+     * item, so out-of-order processing keeps the latest delivery. The sink runners are rung
+     * again once it commits: the ring at the append comes before the events can be read.
      */
     const writeParts = Effect.fn("RecordStore.writeParts")(function* (parts: ReadonlyArray<WritePart>) {
       const prepared = parts.flatMap(({ recipient, provider, records, inboxId }, part) =>
@@ -249,7 +251,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
       // Events in the records' order, whatever round wrote them: the same input emits the same sequence.
       yield* appendEvents(sql, events.sort((a, b) => a.part - b.part || a.index - b.index))
       return outcomes satisfies ReadonlyArray<WriteOutcome>
-    }, sql.withTransaction)
+    }, sql.withTransaction, (committed) => Effect.zipLeft(committed, OutboxWake.ring))
 
     /**
      * Upserts `records` for `recipient` and appends one outbox event per created or changed
