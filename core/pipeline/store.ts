@@ -183,15 +183,17 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     /**
      * The samples of written timeseries batches. A written batch replaces its record's samples:
      * a revised batch (a final sleep after a tentative one) drops those it no longer has. So the
-     * samples go as plain inserts after one delete per write, cheaper than an upsert per sample;
+     * samples go as plain inserts after one delete of the `updated` records' samples, cheaper
+     * than an upsert per sample;
      * the record's row, locked by its upsert, orders concurrent writes of one batch. A sample is
      * keyed by its record and instant, so records never overwrite each other's samples.
      */
-    const replaceSamples = (batches: ReadonlyArray<Prepared>) =>
+    const replaceSamples = (batches: ReadonlyArray<Prepared>, updated: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         if (batches.length === 0) return
         const { batch, sample } = sampleColumns(batches)
-        yield* sql`delete from samples where record_id = any(${arrayLiteral(batch.recordId)}::uuid[])`
+        // A record just inserted has no samples yet: whatever deletes a record deletes its samples.
+        if (updated.length > 0) yield* sql`delete from samples where record_id = any(${arrayLiteral(updated)}::uuid[])`
         if (sample.ts.length === 0) return
         yield* sql`
           insert into samples (user_id, resource, provider, source_type, ts, value, unit, timezone_offset, fields, record_id)
@@ -227,7 +229,8 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
         // In id order: concurrent writes lock shared rows in the same order, so they wait rather than deadlock.
         const sorted = parts.length > 1 ? [...round].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) : round
         const written = new Map((yield* upsertRecords(sorted)).map((row) => [row.id, row]))
-        yield* replaceSamples(sorted.filter((p) => p.record.kind === "timeseries" && written.has(p.id)))
+        const batches = sorted.filter((p) => p.record.kind === "timeseries" && written.has(p.id))
+        yield* replaceSamples(batches, batches.flatMap((p) => (written.get(p.id)!.inserted ? [] : [p.id])))
         for (const p of round) {
           const row = written.get(p.id)
           if (!row) continue
