@@ -12,14 +12,19 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { type BenchRow, table } from "./report.ts"
+import { benchServerEnv, benchServerFlags } from "./server.ts"
 
-/** Each benchmark with the settings it runs with here (shorter than its own defaults where they are long). */
-const benchmarks: ReadonlyArray<{ readonly name: string; readonly file: string; readonly env?: Record<string, string> }> = [
+/**
+ * Each benchmark with the settings it runs with here (shorter than its own defaults where they
+ * are long). `hostsWearflow`: the bench's own process runs Wearflow's sink, so it runs as
+ * `npm start` runs the server (its flags and variables, bench/server.ts).
+ */
+const benchmarks: ReadonlyArray<{ readonly name: string; readonly file: string; readonly env?: Record<string, string>; readonly hostsWearflow?: boolean }> = [
   { name: "push", file: "push.ts", env: { BENCH_SECONDS: "5", BENCH_RATES: "1000" } },
   { name: "ingest", file: "ingest.ts" },
   { name: "store", file: "store.ts" },
   { name: "postgres-sink", file: "postgres-sink.ts" },
-  { name: "webhooks", file: "webhooks.ts" },
+  { name: "webhooks", file: "webhooks.ts", hostsWearflow: true },
   { name: "etl", file: "etl.ts", env: { ETL_BENCH_SUMMARY_SHARE: "1", ETL_BENCH_FORMATS: "ndjson", ETL_BENCH_S3: "0", ETL_BENCH_RECORDS: "100000" } },
   { name: "latency", file: "latency.ts" },
   { name: "large-body", file: "large-body.ts" },
@@ -37,9 +42,9 @@ for (const bench of benchmarks) {
   if (only && !only.includes(bench.name)) continue
   if (!fs.existsSync(path.join(here, bench.file))) continue
   console.log(`\n=== ${bench.name} (bench/${bench.file}) ===`)
-  const result = spawnSync(process.execPath, [path.join(here, bench.file)], {
+  const result = spawnSync(process.execPath, [...(bench.hostsWearflow ? benchServerFlags : []), path.join(here, bench.file)], {
     cwd: path.join(here, ".."),
-    env: { ...process.env, ...bench.env, BENCH_REPORT: reportFile },
+    env: { ...process.env, ...(bench.hostsWearflow ? benchServerEnv : {}), ...bench.env, BENCH_REPORT: reportFile },
     stdio: "inherit"
   })
   if (result.status !== 0) failed.push(`${bench.name} (exit ${result.status ?? result.signal})`)
