@@ -13,6 +13,14 @@ export class Tracing extends Context.Reference<Tracing>()("wearflow/Tracing", {
   defaultValue: () => ({ enabled: false })
 }) {}
 
+/**
+ * `Effect.fn(name)` when traces are exported, `Effect.fnUntraced` when not. The traced form
+ * captures a stack trace at every call (10–30 µs in Bun, against about 1 µs untraced), which
+ * the hot paths (a commit per request, a look-up per job) would pay for spans nobody exports.
+ */
+export const fn = (name: string): Effect.Effect<typeof Effect.fnUntraced> =>
+  Effect.map(Tracing, (tracing) => (tracing.enabled ? Effect.fn(name) : Effect.fnUntraced) as typeof Effect.fnUntraced)
+
 /** The W3C traceparent of `span`. */
 export const traceparentOf = (span: Tracer.AnySpan) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 

@@ -110,9 +110,12 @@ const requestsOnly = (tracer: Tracer.Tracer): Tracer.Tracer =>
     context: (f, fiber) => tracer.context(f, fiber)
   })
 
-/** The OTLP tracer and `Tracing` on, when configured; nothing otherwise. */
+/**
+ * The OTLP tracer and `Tracing` on, when configured. Otherwise no spans at all: Effect's own
+ * tracer would still make one, with its attributes, at every `Effect.fn` and `withSpan` call.
+ */
 export const layer = Layer.unwrapEffect(Effect.map(TracingConfig, Option.match({
-  onNone: () => Layer.empty,
+  onNone: () => Layer.setTracerEnabled(false),
   onSome: (config) =>
     Layer.merge(
       Layer.unwrapScoped(Effect.map(

@@ -14,6 +14,7 @@ import { aliasDigest, reencrypted, TokenCipher } from "../crypto.ts"
 import { ERASE_LEGACY_COLUMNS, LEGACY_SECRET_COLUMNS } from "./legacy-credentials.ts"
 import { appendEvent, type Recipient } from "../outbox.ts"
 import type { ConnectionTokens, Credentials, LifecycleChange, Provider, UserRef } from "../provider.ts"
+import * as Tracing from "../tracing.ts"
 
 /**
  * Linking a provider user hands the notifications parked for them (by id or alias key) to
@@ -247,7 +248,7 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
     })
 
     /** Parks `inboxId`'s items for a provider user unless someone linked them meanwhile; answers the recipients found. */
-    const parkUnlessLinked = Effect.fn("Links.parkUnlessLinked")(function* (
+    const parkUnlessLinked = (yield* Tracing.fn("Links.parkUnlessLinked"))(function* (
       provider: string,
       ref: UserRef,
       inboxId: number,
@@ -270,7 +271,7 @@ export class Links extends Effect.Service<Links>()("wearflow/Links", {
      * holds `itemCount` items for them, so linking them later replays it. A linked user's
      * recipients are read without the lock: it only orders parking against linking.
      */
-    const recipientsOrPark = Effect.fn("Links.recipientsOrPark")(function* (
+    const recipientsOrPark = (yield* Tracing.fn("Links.recipientsOrPark"))(function* (
       provider: string,
       ref: UserRef,
       inboxId: number,

@@ -283,7 +283,7 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
     const isLarge = (notification: Notification) =>
       notification.items !== undefined && (notification.body.length > settings.partBytes || notification.itemCount > settings.partItems)
 
-    const commit = Effect.fn("Inbox.commit")(
+    const commit = (yield* Tracing.fn("Inbox.commit"))(
       function* (notification: Notification) {
         const received: Received = { ...notification, traceContext: yield* Tracing.currentTraceparent }
         return yield* isLarge(notification)
@@ -324,7 +324,7 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
      * Records what processing an inbox row did; a part queues the body's next part and, as
      * the last to finish, marks the body processed with the parts' totals.
      */
-    const finish = Effect.fn("Inbox.finish")(function* (inboxId: number, outcome: unknown) {
+    const finish = (yield* Tracing.fn("Inbox.finish"))(function* (inboxId: number, outcome: unknown) {
       const partOf = yield* recordOutcome({ inboxId, outcome: JSON.stringify(outcome) })
       if (partOf === null) return
       yield* queueNextPart(inboxId)

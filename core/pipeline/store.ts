@@ -16,6 +16,7 @@ import type { NormalizedRecord } from "../normalizer.ts"
 import { appendEvents, type NewEvent, newEvent, type Recipient } from "../outbox.ts"
 import * as OutboxWake from "../outbox-wake.ts"
 import type { DeletedRecord, ResourceName } from "../schema.ts"
+import * as Tracing from "../tracing.ts"
 
 export { appendEvent, appendEvents, eventsEmitted, newEvent, type Recipient } from "../outbox.ts"
 
@@ -214,7 +215,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
      * item, so out-of-order processing keeps the latest delivery. The sink runners are rung
      * again once it commits: the ring at the append comes before the events can be read.
      */
-    const writeParts = Effect.fn("RecordStore.writeParts")(function* (parts: ReadonlyArray<WritePart>) {
+    const writeParts = (yield* Tracing.fn("RecordStore.writeParts"))(function* (parts: ReadonlyArray<WritePart>) {
       const prepared = parts.flatMap(({ recipient, provider, records, inboxId }, part) =>
         records.map((record, index): Prepared => {
           const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
