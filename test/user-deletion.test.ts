@@ -85,7 +85,9 @@ beforeAll(async () => {
       WEARFLOW_WEBHOOK_ALLOW_HTTP: "true",
       WEARFLOW_WEBHOOK_ALLOW_PRIVATE: "true",
       WEARFLOW_USER_ERASURE_INTERVAL: "200 millis",
-      WEARFLOW_ETL_BATCH_SECONDS: "1",
+      // Long enough that the user's events are still staged when the test looks, even on a
+      // loaded machine (a batch written meanwhile would take them out of etl_pending).
+      WEARFLOW_ETL_BATCH_SECONDS: "30",
       ...garmin.env,
       ...extra
     }
@@ -298,7 +300,7 @@ describe("erasure after the grace period", () => {
         }
       }
       return undefined
-    }, 30_000)
+    }, 120_000)
     expect(etlRow).toMatchObject({ event_type: "user.deleted", user_id: userId, client_user_id: "erased", erased_at: expect.any(String) })
-  })
+  }, 240_000)
 })
