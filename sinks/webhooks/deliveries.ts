@@ -86,6 +86,8 @@ type LaneResult =
   | { readonly _tag: "Unsendable" }
   /** The endpoint could not be read (database trouble): nothing was sent. */
   | { readonly _tag: "Unreadable"; readonly error: unknown }
+  /** Its lease was about to end before its turn came: nothing was sent, the lease sweep frees it. */
+  | { readonly _tag: "Lapsed" }
 
 /** What the recorder records: an attempt, or a message that could not be sent. */
 type Recordable = Outcome | { readonly unsendable: Message }
@@ -123,7 +125,17 @@ const CLAIM_BATCH = 1000
 const MAX_IN_FLIGHT = 16384
 const RECORD_BATCH = 2000
 // Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
-const LEASE = "15 minutes"
+const LEASE_MS = 15 * 60_000
+const LEASE = `${LEASE_MS} milliseconds`
+/** A claimed message whose lease ends within this is not sent: another process may have it by then. */
+const LEASE_MARGIN_MS = 60_000
+/**
+ * A lane takes claims for this many seconds of its own recent pace (at least `maxWaiting`),
+ * so a fast endpoint's messages are claimed at fan-out instead of by a later claim statement,
+ * while a slow one still takes few.
+ */
+const LANE_BACKLOG_SECONDS = 30
+const PACE_WINDOW_MS = 250
 const TARGET_TTL_MS = 1000
 const POLL = Duration.millis(500)
 
@@ -131,6 +143,8 @@ const POLL = Duration.millis(500)
 interface Job {
   readonly message: Message
   readonly settle: (result: LaneResult) => void
+  /** When this process's lease on the message ends (ms since epoch); none for a retry's attempt. */
+  readonly leaseEnds?: number
 }
 
 /**
@@ -144,6 +158,13 @@ interface Lane {
   sending: number
   nextSlot: number
   closed: boolean
+  /** Attempts finished in the current pace window, which started at `windowStart`. */
+  done: number
+  windowStart: number
+  /** Attempts per second in the last full window. */
+  pace: number
+  /** Left out of claims (full) when last asked: it asks for more once half empty. */
+  full: boolean
 }
 
 const waitingIn = (lane: Lane) => lane.waiting.length - lane.head
@@ -174,10 +195,10 @@ export const layer = Layer.scoped(
       onNone: () => randomUUID(),
       onSome: (config) => Option.match(config.runnerAddress, { onNone: () => randomUUID(), onSome: (a) => `${a.host}:${a.port}` })
     })
-    // A lane with this many messages waiting takes no more claims (a slow endpoint must not
-    // gather messages whose lease could run out in its queue); at half, it asks for more.
+    // A lane with this many messages waiting (or LANE_BACKLOG_SECONDS of its pace, if more)
+    // takes no more claims (a slow endpoint must not gather messages whose lease could run out
+    // in its queue); at half, it asks for more.
     const maxWaiting = settings.endpointConcurrency * 32
-    const lowWater = maxWaiting / 2
     const wakeups = yield* Queue.sliding<void>(1)
 
     // ---- endpoints ----------------------------------------------------------------------
@@ -252,6 +273,24 @@ export const layer = Layer.scoped(
       return { _tag: "Attempted", result: await sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body) }
     }
 
+    /** How many messages the lane may have waiting before it takes no more claims. */
+    const roomOf = (lane: Lane, now: number) => {
+      // A pace not refreshed for two windows is stale: the lane has been idle or stuck.
+      const pace = now - lane.windowStart < 2 * PACE_WINDOW_MS ? lane.pace : 0
+      return Math.max(maxWaiting, Math.min(MAX_IN_FLIGHT, pace * LANE_BACKLOG_SECONDS))
+    }
+
+    const finished = (lane: Lane) => {
+      lane.sending--
+      lane.done++
+      const now = Date.now()
+      if (now - lane.windowStart >= PACE_WINDOW_MS) {
+        lane.pace = (lane.done * 1000) / (now - lane.windowStart)
+        lane.done = 0
+        lane.windowStart = now
+      }
+    }
+
     /** Starts waiting messages while the lane has room for another request. */
     const pump = (lane: Lane) => {
       while (!lane.closed && lane.sending < settings.endpointConcurrency && lane.head < lane.waiting.length) {
@@ -262,10 +301,17 @@ export const layer = Layer.scoped(
           lane.head = 0
         }
         // Claimed more before the lane runs dry, rather than after.
-        if (waitingIn(lane) === lowWater) wakeups.unsafeOffer(undefined)
+        if (lane.full && waitingIn(lane) * 2 < roomOf(lane, Date.now())) {
+          lane.full = false
+          wakeups.unsafeOffer(undefined)
+        }
+        if (job.leaseEnds !== undefined && Date.now() > job.leaseEnds - LEASE_MARGIN_MS) {
+          job.settle({ _tag: "Lapsed" })
+          continue
+        }
         lane.sending++
         void attempt(lane, job.message).then((result) => {
-          lane.sending--
+          finished(lane)
           job.settle(result)
           pump(lane)
         })
@@ -275,7 +321,7 @@ export const layer = Layer.scoped(
     const laneOf = (endpointId: string): Lane => {
       const existing = lanes.get(endpointId)
       if (existing) return existing
-      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false }
+      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false, done: 0, windowStart: Date.now(), pace: 0, full: false }
       lanes.set(endpointId, lane)
       return lane
     }
@@ -307,8 +353,9 @@ export const layer = Layer.scoped(
           settle: (sent) =>
             resume(
               sent._tag === "Attempted" ? Effect.succeed(Option.some(sent.result))
-                : sent._tag === "Unsendable" ? Effect.succeed(Option.none())
-                : Effect.die(sent.error)
+                : sent._tag === "Unreadable" ? Effect.die(sent.error)
+                // A retry's attempt has no lease to lapse: only unsendable is left.
+                : Effect.succeed(Option.none())
             )
         })
       )
@@ -344,7 +391,9 @@ export const layer = Layer.scoped(
               first_latency_ms = case when r.ok and m.attempts = 0 then r.latency else m.first_latency_ms end,
               first_response_excerpt = case when r.ok and m.attempts = 0 then r.excerpt else m.first_response_excerpt end,
               updated_at = now()
-            from r where m.id = r.id
+            -- The ids again as an array: the planner looks them up in the primary key instead of
+            -- hashing a scan of the whole table (it cannot count an unnest's rows).
+            from r where m.id = r.id and m.id = any(${col((o) => o.message.id)}::text[])
             returning m.id, m.attempts, m.first_attempted_at is not null and m.attempts = 1 as in_row
           )
           insert into webhook_attempt_log (message_id, attempt, trigger, attempted_at, status, response_status, latency_ms, response_excerpt, error)
@@ -454,16 +503,19 @@ export const layer = Layer.scoped(
 
     // ---- dispatching ----------------------------------------------------------------------
 
-    /** Queues a claimed message in its lane; its outcome goes to the recorder. */
-    const dispatch = (message: Message) => {
+    /** Queues a message claimed until `leaseEnds` in its lane; its outcome goes to the recorder. */
+    const dispatch = (message: Message, leaseEnds: number) => {
       held++
       enqueue(message.endpoint_id, {
         message,
+        leaseEnds,
         settle: (sent) => {
-          if (sent._tag === "Unreadable") {
+          if (sent._tag === "Unreadable" || sent._tag === "Lapsed") {
             // Left leased: sent again once its lease is freed.
             held--
-            Runtime.runFork(runtime)(Effect.logError("could not read a webhook endpoint; the message waits for its lease to end", sent.error))
+            if (sent._tag === "Unreadable") {
+              Runtime.runFork(runtime)(Effect.logError("could not read a webhook endpoint; the message waits for its lease to end", sent.error))
+            }
             return
           }
           toRecord.push(sent._tag === "Attempted" ? { message, trigger: message.attempts === 0 ? "first" : "manual", result: sent.result } : { unsendable: message })
@@ -472,7 +524,15 @@ export const layer = Layer.scoped(
       })
     }
 
-    const busyLanes = () => [...lanes].filter(([, lane]) => waitingIn(lane) >= maxWaiting).map(([id]) => id)
+    const busyLanes = () => {
+      const now = Date.now()
+      const busy: Array<string> = []
+      for (const [id, lane] of lanes) {
+        lane.full = waitingIn(lane) >= roomOf(lane, now)
+        if (lane.full) busy.push(id)
+      }
+      return busy
+    }
 
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
       sql<MessageRow>`
@@ -498,8 +558,9 @@ export const layer = Layer.scoped(
 
     const dispatcher = Effect.gen(function* () {
       const room = Math.min(CLAIM_BATCH, MAX_IN_FLIGHT - held)
+      const leaseEnds = Date.now() + LEASE_MS
       const claimed = room > 0 ? yield* claim(room, busyLanes()) : []
-      for (const row of claimed) dispatch(toMessage(row))
+      for (const row of claimed) dispatch(toMessage(row), leaseEnds)
       if (claimed.length < room || room <= 0) yield* Queue.take(wakeups).pipe(Effect.timeout(POLL), Effect.ignore)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("webhook dispatcher failed; retrying", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))),
@@ -512,13 +573,15 @@ export const layer = Layer.scoped(
      * committed. The runner calls `sendFannedOut` only after a commit, so entries of any other
      * transaction were rolled back (or their commit was lost: those are released to the dispatcher).
      */
-    let fannedOut: Array<{ readonly xact: string; readonly messages: ReadonlyArray<Message> }> = []
+    let fannedOut: Array<{ readonly xact: string; readonly leaseEnds: number; readonly messages: ReadonlyArray<Message> }> = []
 
     const fanOut = (batch: ReadonlyArray<OutboxEvent>) =>
       Effect.gen(function* () {
         // Claimed at once unless the endpoint is FIFO (the dispatcher keeps each user's order),
         // its lane is full, or the process has as many messages in hand as it may hold.
         const room = Math.max(0, MAX_IN_FLIGHT - held)
+        // The lease runs from the transaction's start (now()), which is before this.
+        const leaseEnds = Date.now() + LEASE_MS - LEASE_MARGIN_MS
         const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }>`
           insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
           select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
@@ -553,7 +616,7 @@ export const layer = Layer.scoped(
           if (row.status !== "sending") waiting = true
           else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body: bodyFor(row.event_id) })
         }
-        fannedOut.push({ xact: rows[0]!.xact, messages })
+        fannedOut.push({ xact: rows[0]!.xact, leaseEnds, messages })
         if (waiting) yield* Queue.offer(wakeups, undefined)
       })
 
@@ -567,7 +630,7 @@ export const layer = Layer.scoped(
         if (entry.xact !== committed) continue
         for (const message of entry.messages) {
           sent.add(message.id)
-          dispatch(message)
+          dispatch(message, entry.leaseEnds)
         }
       }
       const stale = entries.filter((e) => e.xact !== committed).flatMap((e) => e.messages.map((m) => m.id)).filter((id) => !sent.has(id))
