@@ -15,7 +15,7 @@ import { ShardingConfig } from "@effect/cluster"
 import { clearAlerts, raiseAlert } from "@wearflow/core/alerts"
 import { TokenCipher } from "@wearflow/core/crypto"
 import { PublicInternet } from "@wearflow/core/public-internet"
-import type { OutboxEvent } from "@wearflow/core/sink"
+import type { OutboxEntry } from "@wearflow/core/sink"
 import { retryWhileTransient } from "@wearflow/core/storage/errors"
 import { Context, Duration, Effect, Layer, Metric, Option, Queue, Redacted, Runtime, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
@@ -32,20 +32,13 @@ interface Message {
   readonly attempts: number
   readonly run: number
   readonly status: string
-  /** The JSON body exactly as sent on every attempt (`bodyOf` its payload). */
+  /**
+   * The body of every attempt: its payload (the outbox event's, or its own for test messages)
+   * as Postgres renders it (`payload::text`). Every attempt reads the same stored payload the
+   * same way, so every attempt sends the same bytes; and the payload is never parsed here.
+   */
   readonly body: string
 }
-
-/** A message row with its payload (the outbox event's, or its own for test messages). */
-type MessageRow = Omit<Message, "body"> & { readonly payload: unknown }
-
-/**
- * The body of every attempt of a message: its payload as JSON. The fan-out and the retries
- * render the same stored payload the same way, so every attempt sends the same bytes.
- */
-const bodyOf = (payload: unknown): string => JSON.stringify(payload)
-
-const toMessage = ({ payload, ...row }: MessageRow): Message => ({ ...row, body: bodyOf(payload) })
 
 /** An endpoint as sending needs it; secrets decrypted, cached briefly. */
 interface Target {
@@ -100,7 +93,7 @@ export class Deliveries extends Context.Tag("wearflow/webhooks/Deliveries")<Deli
    * Writes one message per (event, matching endpoint) in the sink runner's transaction, in
    * outbox order, most of them already claimed by this process; `sendFannedOut` sends those.
    */
-  readonly fanOut: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SqlError.SqlError>
+  readonly fanOut: (batch: ReadonlyArray<OutboxEntry>) => Effect.Effect<void, SqlError.SqlError>
   /** After the runner's transaction committed: sends what its fan-out claimed. */
   readonly sendFannedOut: Effect.Effect<void>
   /** Claims due messages now (after a resend or a recover). */
@@ -535,7 +528,7 @@ export const layer = Layer.scoped(
     }
 
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
-      sql<MessageRow>`
+      sql<Message>`
         with claimed as (
           update webhook_messages m set status = 'sending', lease_until = now() + ${LEASE}::interval, leased_by = ${instance}
           from (
@@ -552,7 +545,7 @@ export const layer = Layer.scoped(
           where m.id = picked.id
           returning m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, m.event_id, m.payload, m.seq
         )
-        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload) as payload
+        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload)::text as body
         from claimed c left join outbox o on o.event_id = c.event_id
         order by c.seq`
 
@@ -560,7 +553,7 @@ export const layer = Layer.scoped(
       const room = Math.min(CLAIM_BATCH, MAX_IN_FLIGHT - held)
       const leaseEnds = Date.now() + LEASE_MS
       const claimed = room > 0 ? yield* claim(room, busyLanes()) : []
-      for (const row of claimed) dispatch(toMessage(row), leaseEnds)
+      for (const message of claimed) dispatch(message, leaseEnds)
       if (claimed.length < room || room <= 0) yield* Queue.take(wakeups).pipe(Effect.timeout(POLL), Effect.ignore)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("webhook dispatcher failed; retrying", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))),
@@ -575,7 +568,7 @@ export const layer = Layer.scoped(
      */
     let fannedOut: Array<{ readonly xact: string; readonly leaseEnds: number; readonly messages: ReadonlyArray<Message> }> = []
 
-    const fanOut = (batch: ReadonlyArray<OutboxEvent>) =>
+    const fanOut = (batch: ReadonlyArray<OutboxEntry>) =>
       Effect.gen(function* () {
         // Claimed at once unless the endpoint is FIFO (the dispatcher keeps each user's order),
         // its lane is full, or the process has as many messages in hand as it may hold.
@@ -603,18 +596,18 @@ export const layer = Layer.scoped(
           on conflict (id) do nothing
           returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact`
         if (rows.length === 0) return
+        // The bodies of the events whose messages were claimed, once per event however many endpoints.
+        const claimedEvents = [...new Set(rows.filter((row) => row.status === "sending").map((row) => row.event_id))]
         const bodies = new Map<string, string>()
-        const envelopes = new Map(batch.map((e) => [e.eventId, e.envelope]))
-        const bodyFor = (eventId: string) => {
-          let body = bodies.get(eventId)
-          if (body === undefined) bodies.set(eventId, (body = bodyOf(envelopes.get(eventId))))
-          return body
+        if (claimedEvents.length > 0) {
+          for (const row of yield* sql<{ event_id: string; body: string }>`
+            select event_id, payload::text as body from outbox where event_id = any(${claimedEvents}::uuid[])`) bodies.set(row.event_id, row.body)
         }
         const messages: Array<Message> = []
         let waiting = false
         for (const row of rows) {
           if (row.status !== "sending") waiting = true
-          else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body: bodyFor(row.event_id) })
+          else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body: bodies.get(row.event_id)! })
         }
         fannedOut.push({ xact: rows[0]!.xact, leaseEnds, messages })
         if (waiting) yield* Queue.offer(wakeups, undefined)
@@ -663,12 +656,11 @@ export const layer = Layer.scoped(
     // ---- retries (called from the workflow's activities) -------------------------------------
     const retry = (messageId: string, run: number) =>
       Effect.gen(function* () {
-        const rows = yield* sql<MessageRow>`
-          select m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, coalesce(m.payload, o.payload) as payload
+        const rows = yield* sql<Message>`
+          select m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, coalesce(m.payload, o.payload)::text as body
           from webhook_messages m left join outbox o on o.event_id = m.event_id where m.id = ${messageId}`
-        const row = rows[0]
-        if (!row || row.run !== run || row.status === "delivered" || row.status === "failed") return "settled" as const
-        const message = toMessage(row)
+        const message = rows[0]
+        if (!message || message.run !== run || message.status === "delivered" || message.status === "failed") return "settled" as const
         const sent = yield* sendNow(message)
         if (Option.isNone(sent)) {
           yield* settleUnsendable([message.id])
