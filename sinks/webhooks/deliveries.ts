@@ -193,6 +193,16 @@ export const layer = Layer.scoped(
     // in its queue); at half, it asks for more.
     const maxWaiting = settings.endpointConcurrency * 32
     const wakeups = yield* Queue.sliding<void>(1)
+    /**
+     * Whether unclaimed messages may be waiting here: a fan-out left some, a lane was full, or
+     * messages were freed. Room freed in a lane or in hand is worth a claim only then; other
+     * processes' messages are found by the dispatcher's poll.
+     */
+    let unclaimedMayWait = true
+    const unclaimedWait = () => {
+      unclaimedMayWait = true
+      wakeups.unsafeOffer(undefined)
+    }
 
     // ---- endpoints ----------------------------------------------------------------------
     const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number }>()
@@ -296,7 +306,7 @@ export const layer = Layer.scoped(
         // Claimed more before the lane runs dry, rather than after.
         if (lane.full && waitingIn(lane) * 2 < roomOf(lane, Date.now())) {
           lane.full = false
-          wakeups.unsafeOffer(undefined)
+          if (unclaimedMayWait) wakeups.unsafeOffer(undefined)
         }
         if (job.leaseEnds !== undefined && Date.now() > job.leaseEnds - LEASE_MARGIN_MS) {
           job.settle({ _tag: "Lapsed" })
@@ -487,7 +497,7 @@ export const layer = Layer.scoped(
           Effect.ensuring(Effect.sync(() => {
             // Their room is free: claim more now rather than at the next poll.
             held -= batch.length
-            wakeups.unsafeOffer(undefined)
+            if (unclaimedMayWait) wakeups.unsafeOffer(undefined)
           }))
         )
       })),
@@ -552,7 +562,14 @@ export const layer = Layer.scoped(
     const dispatcher = Effect.gen(function* () {
       const room = Math.min(CLAIM_BATCH, MAX_IN_FLIGHT - held)
       const leaseEnds = Date.now() + LEASE_MS
-      const claimed = room > 0 ? yield* claim(room, busyLanes()) : []
+      let claimed: ReadonlyArray<Message> = []
+      if (room > 0) {
+        const busy = busyLanes()
+        // Cleared before the claim's snapshot: whatever is left unclaimed after it sets it again.
+        unclaimedMayWait = false
+        claimed = yield* claim(room, busy).pipe(Effect.tapErrorCause(() => Effect.sync(() => (unclaimedMayWait = true))))
+        if (claimed.length === room || busy.length > 0) unclaimedMayWait = true
+      }
       for (const message of claimed) dispatch(message, leaseEnds)
       if (claimed.length < room || room <= 0) yield* Queue.take(wakeups).pipe(Effect.timeout(POLL), Effect.ignore)
     }).pipe(
@@ -575,7 +592,15 @@ export const layer = Layer.scoped(
         const room = Math.max(0, MAX_IN_FLIGHT - held)
         // The lease runs from the transaction's start (now()), which is before this.
         const leaseEnds = Date.now() + LEASE_MS - LEASE_MARGIN_MS
+        const teams = [...new Set(batch.map((e) => e.teamId))]
+        // The endpoints are read `for key share`: none is deleted before this commits (messages
+        // have no foreign key to them; an endpoint's deletion takes its messages, migrations.ts).
         const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }>`
+          with endpoints as (
+            select id, team_id, fifo, filter_types from webhook_endpoints
+            where team_id = any(${teams}::uuid[]) and not disabled
+            for key share
+          )
           insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
           select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
                  case when f.claimed then 'sending' else 'pending' end,
@@ -587,7 +612,7 @@ export const layer = Layer.scoped(
             from unnest(${batch.map((e) => e.eventId)}::uuid[], ${batch.map((e) => e.eventType)}::text[],
                         ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
                  with ordinality as e(event_id, event_type, team_id, user_id, ord)
-            join webhook_endpoints w on w.team_id = e.team_id and not w.disabled
+            join endpoints w on w.team_id = e.team_id
               and (cardinality(w.filter_types) = 0 or exists (
                 select 1 from unnest(w.filter_types) f
                 where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
@@ -610,7 +635,7 @@ export const layer = Layer.scoped(
           else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body: bodies.get(row.event_id)! })
         }
         fannedOut.push({ xact: rows[0]!.xact, leaseEnds, messages })
-        if (waiting) yield* Queue.offer(wakeups, undefined)
+        if (waiting) unclaimedWait()
       })
 
     const sendFannedOut = Effect.suspend(() => {
@@ -630,7 +655,7 @@ export const layer = Layer.scoped(
       if (stale.length === 0) return Effect.void
       return sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null
                  where id = any(${stale}::text[]) and status = 'sending' and leased_by = ${instance}`.pipe(
-        Effect.zipRight(Queue.offer(wakeups, undefined)),
+        Effect.zipRight(Effect.sync(unclaimedWait)),
         Effect.catchAllCause((cause) => Effect.logError("could not release webhook messages of a rolled-back fan-out; their lease will", cause)),
         Effect.asVoid
       )
@@ -698,7 +723,7 @@ export const layer = Layer.scoped(
     return {
       fanOut,
       sendFannedOut,
-      wake: Queue.offer(wakeups, undefined).pipe(Effect.asVoid),
+      wake: Effect.sync(unclaimedWait),
       retry,
       exhaust,
       invalidate: (endpointId) => Effect.sync(() => targets.delete(endpointId)),
