@@ -115,7 +115,10 @@ export const messagesDelivered = Metric.counter("wearflow_webhook_messages_deliv
 export const messagesFailed = Metric.counter("wearflow_webhook_messages_failed_total")
 
 const CLAIM_BATCH = 1000
-const MAX_IN_FLIGHT = 16384
+/** Messages this process holds claimed at once (bodies are shared by the messages of one event). */
+const MAX_IN_FLIGHT = 32768
+/** Messages one lane may hold waiting, however fast its endpoint. */
+const MAX_LANE_WAITING = 16384
 const RECORD_BATCH = 2000
 // Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
 const LEASE_MS = 15 * 60_000
@@ -128,7 +131,7 @@ const LEASE_MARGIN_MS = 60_000
  * while a slow one still takes few.
  */
 const LANE_BACKLOG_SECONDS = 30
-const PACE_WINDOW_MS = 250
+const PACE_WINDOW_MS = 100
 const TARGET_TTL_MS = 1000
 const POLL = Duration.millis(500)
 
@@ -280,7 +283,7 @@ export const layer = Layer.scoped(
     const roomOf = (lane: Lane, now: number) => {
       // A pace not refreshed for two windows is stale: the lane has been idle or stuck.
       const pace = now - lane.windowStart < 2 * PACE_WINDOW_MS ? lane.pace : 0
-      return Math.max(maxWaiting, Math.min(MAX_IN_FLIGHT, pace * LANE_BACKLOG_SECONDS))
+      return Math.max(maxWaiting, Math.min(MAX_LANE_WAITING, pace * LANE_BACKLOG_SECONDS))
     }
 
     const finished = (lane: Lane) => {
