@@ -119,6 +119,14 @@ const CLAIM_BATCH = 1000
 const MAX_IN_FLIGHT = 32768
 /** Messages one lane may hold waiting, however fast its endpoint. */
 const MAX_LANE_WAITING = 16384
+/**
+ * Body bytes (as stored) one fan-out reads; the messages of events past it are left to claims.
+ * The runner reads entries, without payloads, so this is what bounds a round of large events.
+ */
+const ROUND_BYTES = 8 * 1024 * 1024
+/** Body bytes one lane may hold waiting, and this process in hand (a body shared by endpoints counts for each). */
+const MAX_LANE_BYTES = 32 * 1024 * 1024
+const MAX_HELD_BYTES = 64 * 1024 * 1024
 const RECORD_BATCH = 2000
 // Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
 const LEASE_MS = 15 * 60_000
@@ -161,6 +169,8 @@ interface Lane {
   pace: number
   /** Left out of claims (full) when last asked: it asks for more once half empty. */
   full: boolean
+  /** Body bytes of the messages waiting. */
+  waitingBytes: number
 }
 
 const waitingIn = (lane: Lane) => lane.waiting.length - lane.head
@@ -250,8 +260,11 @@ export const layer = Layer.scoped(
 
     // ---- lanes ----------------------------------------------------------------------------
     const lanes = new Map<string, Lane>()
-    /** Messages this process has claimed and not yet recorded: at most MAX_IN_FLIGHT are claimed. */
+    /** Messages this process has claimed and not yet recorded (at most MAX_IN_FLIGHT are claimed), and their body bytes. */
     let held = 0
+    let heldBytes = 0
+    /** How many more messages this process may claim now. */
+    const roomInHand = () => (heldBytes >= MAX_HELD_BYTES ? 0 : Math.max(0, MAX_IN_FLIGHT - held))
 
     /** Waits for the endpoint's next slot under its rate limit (messages per second). */
     const paced = (lane: Lane, rateLimit: number | null) => {
@@ -302,12 +315,13 @@ export const layer = Layer.scoped(
       while (!lane.closed && lane.sending < settings.endpointConcurrency && lane.head < lane.waiting.length) {
         const job = lane.waiting[lane.head]!
         lane.waiting[lane.head++] = undefined as unknown as Job
+        lane.waitingBytes -= job.message.body.length
         if (lane.head > 1024 && lane.head * 2 > lane.waiting.length) {
           lane.waiting.splice(0, lane.head)
           lane.head = 0
         }
         // Claimed more before the lane runs dry, rather than after.
-        if (lane.full && waitingIn(lane) * 2 < roomOf(lane, Date.now())) {
+        if (lane.full && waitingIn(lane) * 2 < roomOf(lane, Date.now()) && lane.waitingBytes * 2 < MAX_LANE_BYTES) {
           lane.full = false
           if (unclaimedMayWait) wakeups.unsafeOffer(undefined)
         }
@@ -327,7 +341,7 @@ export const layer = Layer.scoped(
     const laneOf = (endpointId: string): Lane => {
       const existing = lanes.get(endpointId)
       if (existing) return existing
-      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false, done: 0, windowStart: Date.now(), pace: 0, full: false }
+      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false, done: 0, windowStart: Date.now(), pace: 0, full: false, waitingBytes: 0 }
       lanes.set(endpointId, lane)
       return lane
     }
@@ -335,6 +349,7 @@ export const layer = Layer.scoped(
     const enqueue = (endpointId: string, job: Job) => {
       const lane = laneOf(endpointId)
       lane.waiting.push(job)
+      lane.waitingBytes += job.message.body.length
       pump(lane)
     }
 
@@ -500,6 +515,7 @@ export const layer = Layer.scoped(
           Effect.ensuring(Effect.sync(() => {
             // Their room is free: claim more now rather than at the next poll.
             held -= batch.length
+            for (const item of batch) heldBytes -= ("unsendable" in item ? item.unsendable : item.message).body.length
             if (unclaimedMayWait) wakeups.unsafeOffer(undefined)
           }))
         )
@@ -512,6 +528,7 @@ export const layer = Layer.scoped(
     /** Queues a message claimed until `leaseEnds` in its lane; its outcome goes to the recorder. */
     const dispatch = (message: Message, leaseEnds: number) => {
       held++
+      heldBytes += message.body.length
       enqueue(message.endpoint_id, {
         message,
         leaseEnds,
@@ -519,6 +536,7 @@ export const layer = Layer.scoped(
           if (sent._tag === "Unreadable" || sent._tag === "Lapsed") {
             // Left leased: sent again once its lease is freed.
             held--
+            heldBytes -= message.body.length
             if (sent._tag === "Unreadable") {
               Runtime.runFork(runtime)(Effect.logError("could not read a webhook endpoint; the message waits for its lease to end", sent.error))
             }
@@ -534,7 +552,7 @@ export const layer = Layer.scoped(
       const now = Date.now()
       const busy: Array<string> = []
       for (const [id, lane] of lanes) {
-        lane.full = waitingIn(lane) >= roomOf(lane, now)
+        lane.full = waitingIn(lane) >= roomOf(lane, now) || lane.waitingBytes >= MAX_LANE_BYTES
         if (lane.full) busy.push(id)
       }
       return busy
@@ -563,7 +581,7 @@ export const layer = Layer.scoped(
         order by c.seq`
 
     const dispatcher = Effect.gen(function* () {
-      const room = Math.min(CLAIM_BATCH, MAX_IN_FLIGHT - held)
+      const room = Math.min(CLAIM_BATCH, roomInHand())
       const leaseEnds = Date.now() + LEASE_MS
       let claimed: ReadonlyArray<Message> = []
       if (room > 0) {
@@ -592,7 +610,7 @@ export const layer = Layer.scoped(
       Effect.gen(function* () {
         // Claimed at once unless the endpoint is FIFO (the dispatcher keeps each user's order),
         // its lane is full, or the process has as many messages in hand as it may hold.
-        const room = Math.max(0, MAX_IN_FLIGHT - held)
+        const room = roomInHand()
         // The lease runs from the transaction's start (now()), which is before this.
         const leaseEnds = Date.now() + LEASE_MS - LEASE_MARGIN_MS
         const teams = [...new Set(batch.map((e) => e.teamId))]
@@ -624,18 +642,33 @@ export const layer = Layer.scoped(
           on conflict (id) do nothing
           returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact`
         if (rows.length === 0) return
-        // The bodies of the events whose messages were claimed, once per event however many endpoints.
+        // The bodies of the events whose messages were claimed, once per event however many
+        // endpoints, in outbox order up to ROUND_BYTES (the first whatever its size).
         const claimedEvents = [...new Set(rows.filter((row) => row.status === "sending").map((row) => row.event_id))]
         const bodies = new Map<string, string>()
         if (claimedEvents.length > 0) {
           for (const row of yield* sql<{ event_id: string; body: string }>`
-            select event_id, payload::text as body from outbox where event_id = any(${claimedEvents}::uuid[])`) bodies.set(row.event_id, row.body)
+            select event_id, payload::text as body from (
+              select o.event_id, o.payload, sum(pg_column_size(o.payload)) over (order by k.ord) - pg_column_size(o.payload) as before
+              from unnest(${claimedEvents}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
+            ) b
+            where before < ${ROUND_BYTES}`) bodies.set(row.event_id, row.body)
         }
         const messages: Array<Message> = []
+        const unread: Array<string> = []
         let waiting = false
         for (const row of rows) {
           if (row.status !== "sending") waiting = true
-          else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body: bodies.get(row.event_id)! })
+          else {
+            const body = bodies.get(row.event_id)
+            if (body === undefined) unread.push(row.id)
+            else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body })
+          }
+        }
+        if (unread.length > 0) {
+          // Past the round's bytes: left unclaimed, for the dispatcher's claims.
+          yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where id = any(${unread}::text[])`
+          waiting = true
         }
         fannedOut.push({ xact: rows[0]!.xact, leaseEnds, messages })
         if (waiting) unclaimedWait()
