@@ -21,6 +21,7 @@
  *          WEBHOOK_BENCH_ENDPOINTS=1,10        endpoint counts of the throughput runs (e.g. 1,10,100)
  *          WEBHOOK_BENCH_TODAY_P99=210         the paced p99 (ms) before issue 16, which the paced row is judged against
  *          WEBHOOK_BENCH_TRACE=1               prints the pipeline's progress every 100 ms
+ *          WEBHOOK_BENCH_PG_STATS=1            loads pg_stat_statements and prints each run's costliest statements
  */
 import { Effect, Layer, Logger, LogLevel, ManagedRuntime, Option, Redacted, ConfigProvider } from "effect"
 import { spawn, type ChildProcess } from "node:child_process"
@@ -211,7 +212,31 @@ const runBench = async () => {
   cleanups.push(() => fs.rm(dir, { recursive: true, force: true }))
   const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
   cleanups.push(() => Effect.runPromise(database.stop))
+  const pgStats = process.env.WEBHOOK_BENCH_PG_STATS === "1"
+  if (pgStats) {
+    // pg_stat_statements must be preloaded: set it, restart, then the extension can be created.
+    const admin = new pg.Client({ connectionString: Redacted.value(database.url) })
+    await admin.connect()
+    await admin.query("alter system set shared_preload_libraries = 'pg_stat_statements'")
+    await admin.end()
+    await Effect.runPromise(Effect.zipRight(database.stop, database.start))
+  }
   const db = new pg.Pool({ connectionString: Redacted.value(database.url), max: 4, idleTimeoutMillis: 0 })
+  if (pgStats) await db.query("create extension if not exists pg_stat_statements")
+  /** The statements that took the most time in Postgres since the last call, with their share. */
+  const printStatements = async (name: string) => {
+    if (!pgStats) return
+    const top = (await db.query(
+      `select calls::float8 as calls, total_exec_time::float8 as ms, rows::float8 as rows,
+              sum(total_exec_time) over ()::float8 as all_ms, regexp_replace(query, '\\s+', ' ', 'g') as query
+       from pg_stat_statements where query not like '%pg_stat_statements%' order by total_exec_time desc limit 10`
+    )).rows as Array<{ calls: number; ms: number; rows: number; all_ms: number; query: string }>
+    console.log(`  Postgres, ${name}: ${(top[0]?.all_ms ?? 0).toFixed(0)} ms executing statements`)
+    for (const s of top) {
+      console.log(`    ${((100 * s.ms) / s.all_ms).toFixed(0).padStart(3)}% ${s.ms.toFixed(0).padStart(6)} ms ${String(s.calls).padStart(6)} calls ${String(s.rows).padStart(7)} rows  ${s.query.slice(0, 160)}`)
+    }
+    await db.query("select pg_stat_statements_reset()")
+  }
   // Postgres stops at the end of the run; idle connections it terminates are expected then.
   db.on("error", () => {})
   cleanups.push(() => db.end())
@@ -438,8 +463,9 @@ const runBench = async () => {
           console.log(`  t=${String(at).padStart(6)} ms  fanned out ${p.messages}  leased ${p.leased}  received ${unique}  recorded ${p.delivered}  retrying/failed ${p.failing}`)
         }
         if (!Number.isNaN(stages.recorded)) break
-        // Counting is a scan of the messages: not so often that it weighs on what is measured.
-        await sleep(trace ? 100 : 250)
+        // Counting is a scan of the messages, on the same 2 cores as what is measured: once a
+        // second (the stages' resolution) costs the sink's runs a fraction of what 4 a second did.
+        await sleep(trace ? 100 : 1000)
       }
     })()
     return {
@@ -474,6 +500,7 @@ const runBench = async () => {
     await writer.query("begin")
     for (let i = 0; i < events; i += 1000) await writer.query(appendSql, [teamId, JSON.stringify(data), Date.now(), from + i, from + Math.min(events, i + 1000) - 1])
     const appended = Date.now() - appendStarted
+    if (pgStats) await db.query("select pg_stat_statements_reset()")
     const meter = cpuMeter()
     const t0 = Date.now()
     await writer.query("commit")
@@ -484,6 +511,7 @@ const runBench = async () => {
     const cpu = meter(expected)
     const stats = await receiverStats()
     const stages = complete ? await watcher.stop() : watcher.abandon()
+    await printStatements(name)
     // Cut short: the rate is what arrived within the budget; the rest is dropped with the endpoints.
     const wallMs = complete ? stats.last - t0 : cutAt - t0
     const at = (x: number) => (Number.isNaN(x) ? "n/a" : `${x} ms`)

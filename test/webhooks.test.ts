@@ -475,6 +475,24 @@ describe("management API", () => {
     expect((await api("GET", "/v2/webhooks/not-a-uuid")).status).toBe(404)
   })
 
+  it("deleting an endpoint deletes its messages and their attempts (messages have no foreign key to endpoints)", async () => {
+    const failing = await receiver()
+    failing.answers = [500]
+    const doomed = await createEndpoint({ url: failing.url })
+    const kept = await createEndpoint({ url: (await receiver()).url })
+    const { message_id: failed } = (await api("POST", `/v2/webhooks/${doomed.id}/test`)).body
+    await api("POST", `/v2/webhooks/${kept.id}/test`)
+    // The doomed endpoint's message has a failed first attempt in the attempt log.
+    await eventually(async () => ((await count("select count(*) as n from webhook_attempt_log where message_id = $1", [failed])) >= 1 ? true : undefined))
+    await eventually(async () => ((await count("select count(*) as n from webhook_messages where endpoint_id = $1 and status = 'delivered'", [kept.id])) === 1 ? true : undefined))
+
+    expect((await api("DELETE", `/v2/webhooks/${doomed.id}`)).status).toBe(204)
+    expect(await count("select count(*) as n from webhook_messages where endpoint_id = $1", [doomed.id])).toBe(0)
+    expect(await count("select count(*) as n from webhook_attempt_log where message_id = $1", [failed])).toBe(0)
+    expect(await count("select count(*) as n from webhook_messages where endpoint_id = $1", [kept.id])).toBe(1)
+    expect((await api("DELETE", `/v2/webhooks/${kept.id}`)).status).toBe(204)
+  })
+
   it("refuses bad input with a clear error", async () => {
     const cases: Array<[Record<string, unknown>, string]> = [
       [{ url: "ftp://example.com/" }, "http(s)"],

@@ -15,7 +15,7 @@ import { ShardingConfig } from "@effect/cluster"
 import { clearAlerts, raiseAlert } from "@wearflow/core/alerts"
 import { TokenCipher } from "@wearflow/core/crypto"
 import { PublicInternet } from "@wearflow/core/public-internet"
-import type { OutboxEvent } from "@wearflow/core/sink"
+import type { OutboxEntry } from "@wearflow/core/sink"
 import { retryWhileTransient } from "@wearflow/core/storage/errors"
 import { Context, Duration, Effect, Layer, Metric, Option, Queue, Redacted, Runtime, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
@@ -32,20 +32,13 @@ interface Message {
   readonly attempts: number
   readonly run: number
   readonly status: string
-  /** The JSON body exactly as sent on every attempt (`bodyOf` its payload). */
+  /**
+   * The body of every attempt: its payload (the outbox event's, or its own for test messages)
+   * as Postgres renders it (`payload::text`). Every attempt reads the same stored payload the
+   * same way, so every attempt sends the same bytes; and the payload is never parsed here.
+   */
   readonly body: string
 }
-
-/** A message row with its payload (the outbox event's, or its own for test messages). */
-type MessageRow = Omit<Message, "body"> & { readonly payload: unknown }
-
-/**
- * The body of every attempt of a message: its payload as JSON. The fan-out and the retries
- * render the same stored payload the same way, so every attempt sends the same bytes.
- */
-const bodyOf = (payload: unknown): string => JSON.stringify(payload)
-
-const toMessage = ({ payload, ...row }: MessageRow): Message => ({ ...row, body: bodyOf(payload) })
 
 /** An endpoint as sending needs it; secrets decrypted, cached briefly. */
 interface Target {
@@ -86,6 +79,8 @@ type LaneResult =
   | { readonly _tag: "Unsendable" }
   /** The endpoint could not be read (database trouble): nothing was sent. */
   | { readonly _tag: "Unreadable"; readonly error: unknown }
+  /** Its lease was about to end before its turn came: nothing was sent, the lease sweep frees it. */
+  | { readonly _tag: "Lapsed" }
 
 /** What the recorder records: an attempt, or a message that could not be sent. */
 type Recordable = Outcome | { readonly unsendable: Message }
@@ -98,7 +93,7 @@ export class Deliveries extends Context.Tag("wearflow/webhooks/Deliveries")<Deli
    * Writes one message per (event, matching endpoint) in the sink runner's transaction, in
    * outbox order, most of them already claimed by this process; `sendFannedOut` sends those.
    */
-  readonly fanOut: (batch: ReadonlyArray<OutboxEvent>) => Effect.Effect<void, SqlError.SqlError>
+  readonly fanOut: (batch: ReadonlyArray<OutboxEntry>) => Effect.Effect<void, SqlError.SqlError>
   /** After the runner's transaction committed: sends what its fan-out claimed. */
   readonly sendFannedOut: Effect.Effect<void>
   /** Claims due messages now (after a resend or a recover). */
@@ -120,10 +115,31 @@ export const messagesDelivered = Metric.counter("wearflow_webhook_messages_deliv
 export const messagesFailed = Metric.counter("wearflow_webhook_messages_failed_total")
 
 const CLAIM_BATCH = 1000
-const MAX_IN_FLIGHT = 16384
+/** Messages this process holds claimed at once (bodies are shared by the messages of one event). */
+const MAX_IN_FLIGHT = 32768
+/** Messages one lane may hold waiting, however fast its endpoint. */
+const MAX_LANE_WAITING = 16384
+/**
+ * Body bytes (as stored) one fan-out reads; the messages of events past it are left to claims.
+ * The runner reads entries, without payloads, so this is what bounds a round of large events.
+ */
+const ROUND_BYTES = 8 * 1024 * 1024
+/** Body bytes one lane may hold waiting, and this process in hand (a body shared by endpoints counts for each). */
+const MAX_LANE_BYTES = 32 * 1024 * 1024
+const MAX_HELD_BYTES = 64 * 1024 * 1024
 const RECORD_BATCH = 2000
 // Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
-const LEASE = "15 minutes"
+const LEASE_MS = 15 * 60_000
+const LEASE = `${LEASE_MS} milliseconds`
+/** A claimed message whose lease ends within this is not sent: another process may have it by then. */
+const LEASE_MARGIN_MS = 60_000
+/**
+ * A lane takes claims for this many seconds of its own recent pace (at least `maxWaiting`),
+ * so a fast endpoint's messages are claimed at fan-out instead of by a later claim statement,
+ * while a slow one still takes few.
+ */
+const LANE_BACKLOG_SECONDS = 30
+const PACE_WINDOW_MS = 100
 const TARGET_TTL_MS = 1000
 const POLL = Duration.millis(500)
 
@@ -131,6 +147,8 @@ const POLL = Duration.millis(500)
 interface Job {
   readonly message: Message
   readonly settle: (result: LaneResult) => void
+  /** When this process's lease on the message ends (ms since epoch); none for a retry's attempt. */
+  readonly leaseEnds?: number
 }
 
 /**
@@ -144,6 +162,15 @@ interface Lane {
   sending: number
   nextSlot: number
   closed: boolean
+  /** Attempts finished in the current pace window, which started at `windowStart`. */
+  done: number
+  windowStart: number
+  /** Attempts per second in the last full window. */
+  pace: number
+  /** Left out of claims (full) when last asked: it asks for more once half empty. */
+  full: boolean
+  /** Body bytes of the messages waiting. */
+  waitingBytes: number
 }
 
 const waitingIn = (lane: Lane) => lane.waiting.length - lane.head
@@ -174,11 +201,21 @@ export const layer = Layer.scoped(
       onNone: () => randomUUID(),
       onSome: (config) => Option.match(config.runnerAddress, { onNone: () => randomUUID(), onSome: (a) => `${a.host}:${a.port}` })
     })
-    // A lane with this many messages waiting takes no more claims (a slow endpoint must not
-    // gather messages whose lease could run out in its queue); at half, it asks for more.
+    // A lane with this many messages waiting (or LANE_BACKLOG_SECONDS of its pace, if more)
+    // takes no more claims (a slow endpoint must not gather messages whose lease could run out
+    // in its queue); at half, it asks for more.
     const maxWaiting = settings.endpointConcurrency * 32
-    const lowWater = maxWaiting / 2
     const wakeups = yield* Queue.sliding<void>(1)
+    /**
+     * Whether unclaimed messages may be waiting here: a fan-out left some, a lane was full, or
+     * messages were freed. Room freed in a lane or in hand is worth a claim only then; other
+     * processes' messages are found by the dispatcher's poll.
+     */
+    let unclaimedMayWait = true
+    const unclaimedWait = () => {
+      unclaimedMayWait = true
+      wakeups.unsafeOffer(undefined)
+    }
 
     // ---- endpoints ----------------------------------------------------------------------
     const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number }>()
@@ -223,8 +260,11 @@ export const layer = Layer.scoped(
 
     // ---- lanes ----------------------------------------------------------------------------
     const lanes = new Map<string, Lane>()
-    /** Messages this process has claimed and not yet recorded: at most MAX_IN_FLIGHT are claimed. */
+    /** Messages this process has claimed and not yet recorded (at most MAX_IN_FLIGHT are claimed), and their body bytes. */
     let held = 0
+    let heldBytes = 0
+    /** How many more messages this process may claim now. */
+    const roomInHand = () => (heldBytes >= MAX_HELD_BYTES ? 0 : Math.max(0, MAX_IN_FLIGHT - held))
 
     /** Waits for the endpoint's next slot under its rate limit (messages per second). */
     const paced = (lane: Lane, rateLimit: number | null) => {
@@ -252,20 +292,46 @@ export const layer = Layer.scoped(
       return { _tag: "Attempted", result: await sender.attempt(target.id, target.url, sendHeaders(target, message, now), message.body) }
     }
 
+    /** How many messages the lane may have waiting before it takes no more claims. */
+    const roomOf = (lane: Lane, now: number) => {
+      // A pace not refreshed for two windows is stale: the lane has been idle or stuck.
+      const pace = now - lane.windowStart < 2 * PACE_WINDOW_MS ? lane.pace : 0
+      return Math.max(maxWaiting, Math.min(MAX_LANE_WAITING, pace * LANE_BACKLOG_SECONDS))
+    }
+
+    const finished = (lane: Lane) => {
+      lane.sending--
+      lane.done++
+      const now = Date.now()
+      if (now - lane.windowStart >= PACE_WINDOW_MS) {
+        lane.pace = (lane.done * 1000) / (now - lane.windowStart)
+        lane.done = 0
+        lane.windowStart = now
+      }
+    }
+
     /** Starts waiting messages while the lane has room for another request. */
     const pump = (lane: Lane) => {
       while (!lane.closed && lane.sending < settings.endpointConcurrency && lane.head < lane.waiting.length) {
         const job = lane.waiting[lane.head]!
         lane.waiting[lane.head++] = undefined as unknown as Job
+        lane.waitingBytes -= job.message.body.length
         if (lane.head > 1024 && lane.head * 2 > lane.waiting.length) {
           lane.waiting.splice(0, lane.head)
           lane.head = 0
         }
         // Claimed more before the lane runs dry, rather than after.
-        if (waitingIn(lane) === lowWater) wakeups.unsafeOffer(undefined)
+        if (lane.full && waitingIn(lane) * 2 < roomOf(lane, Date.now()) && lane.waitingBytes * 2 < MAX_LANE_BYTES) {
+          lane.full = false
+          if (unclaimedMayWait) wakeups.unsafeOffer(undefined)
+        }
+        if (job.leaseEnds !== undefined && Date.now() > job.leaseEnds - LEASE_MARGIN_MS) {
+          job.settle({ _tag: "Lapsed" })
+          continue
+        }
         lane.sending++
         void attempt(lane, job.message).then((result) => {
-          lane.sending--
+          finished(lane)
           job.settle(result)
           pump(lane)
         })
@@ -275,7 +341,7 @@ export const layer = Layer.scoped(
     const laneOf = (endpointId: string): Lane => {
       const existing = lanes.get(endpointId)
       if (existing) return existing
-      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false }
+      const lane: Lane = { waiting: [], head: 0, sending: 0, nextSlot: 0, closed: false, done: 0, windowStart: Date.now(), pace: 0, full: false, waitingBytes: 0 }
       lanes.set(endpointId, lane)
       return lane
     }
@@ -283,6 +349,7 @@ export const layer = Layer.scoped(
     const enqueue = (endpointId: string, job: Job) => {
       const lane = laneOf(endpointId)
       lane.waiting.push(job)
+      lane.waitingBytes += job.message.body.length
       pump(lane)
     }
 
@@ -307,8 +374,9 @@ export const layer = Layer.scoped(
           settle: (sent) =>
             resume(
               sent._tag === "Attempted" ? Effect.succeed(Option.some(sent.result))
-                : sent._tag === "Unsendable" ? Effect.succeed(Option.none())
-                : Effect.die(sent.error)
+                : sent._tag === "Unreadable" ? Effect.die(sent.error)
+                // A retry's attempt has no lease to lapse: only unsendable is left.
+                : Effect.succeed(Option.none())
             )
         })
       )
@@ -344,7 +412,9 @@ export const layer = Layer.scoped(
               first_latency_ms = case when r.ok and m.attempts = 0 then r.latency else m.first_latency_ms end,
               first_response_excerpt = case when r.ok and m.attempts = 0 then r.excerpt else m.first_response_excerpt end,
               updated_at = now()
-            from r where m.id = r.id
+            -- The ids again as an array: the planner looks them up in the primary key instead of
+            -- hashing a scan of the whole table (it cannot count an unnest's rows).
+            from r where m.id = r.id and m.id = any(${col((o) => o.message.id)}::text[])
             returning m.id, m.attempts, m.first_attempted_at is not null and m.attempts = 1 as in_row
           )
           insert into webhook_attempt_log (message_id, attempt, trigger, attempted_at, status, response_status, latency_ms, response_excerpt, error)
@@ -445,7 +515,8 @@ export const layer = Layer.scoped(
           Effect.ensuring(Effect.sync(() => {
             // Their room is free: claim more now rather than at the next poll.
             held -= batch.length
-            wakeups.unsafeOffer(undefined)
+            for (const item of batch) heldBytes -= ("unsendable" in item ? item.unsendable : item.message).body.length
+            if (unclaimedMayWait) wakeups.unsafeOffer(undefined)
           }))
         )
       })),
@@ -454,16 +525,21 @@ export const layer = Layer.scoped(
 
     // ---- dispatching ----------------------------------------------------------------------
 
-    /** Queues a claimed message in its lane; its outcome goes to the recorder. */
-    const dispatch = (message: Message) => {
+    /** Queues a message claimed until `leaseEnds` in its lane; its outcome goes to the recorder. */
+    const dispatch = (message: Message, leaseEnds: number) => {
       held++
+      heldBytes += message.body.length
       enqueue(message.endpoint_id, {
         message,
+        leaseEnds,
         settle: (sent) => {
-          if (sent._tag === "Unreadable") {
+          if (sent._tag === "Unreadable" || sent._tag === "Lapsed") {
             // Left leased: sent again once its lease is freed.
             held--
-            Runtime.runFork(runtime)(Effect.logError("could not read a webhook endpoint; the message waits for its lease to end", sent.error))
+            heldBytes -= message.body.length
+            if (sent._tag === "Unreadable") {
+              Runtime.runFork(runtime)(Effect.logError("could not read a webhook endpoint; the message waits for its lease to end", sent.error))
+            }
             return
           }
           toRecord.push(sent._tag === "Attempted" ? { message, trigger: message.attempts === 0 ? "first" : "manual", result: sent.result } : { unsendable: message })
@@ -472,10 +548,18 @@ export const layer = Layer.scoped(
       })
     }
 
-    const busyLanes = () => [...lanes].filter(([, lane]) => waitingIn(lane) >= maxWaiting).map(([id]) => id)
+    const busyLanes = () => {
+      const now = Date.now()
+      const busy: Array<string> = []
+      for (const [id, lane] of lanes) {
+        lane.full = waitingIn(lane) >= roomOf(lane, now) || lane.waitingBytes >= MAX_LANE_BYTES
+        if (lane.full) busy.push(id)
+      }
+      return busy
+    }
 
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
-      sql<MessageRow>`
+      sql<Message>`
         with claimed as (
           update webhook_messages m set status = 'sending', lease_until = now() + ${LEASE}::interval, leased_by = ${instance}
           from (
@@ -492,14 +576,22 @@ export const layer = Layer.scoped(
           where m.id = picked.id
           returning m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, m.event_id, m.payload, m.seq
         )
-        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload) as payload
+        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload)::text as body
         from claimed c left join outbox o on o.event_id = c.event_id
         order by c.seq`
 
     const dispatcher = Effect.gen(function* () {
-      const room = Math.min(CLAIM_BATCH, MAX_IN_FLIGHT - held)
-      const claimed = room > 0 ? yield* claim(room, busyLanes()) : []
-      for (const row of claimed) dispatch(toMessage(row))
+      const room = Math.min(CLAIM_BATCH, roomInHand())
+      const leaseEnds = Date.now() + LEASE_MS
+      let claimed: ReadonlyArray<Message> = []
+      if (room > 0) {
+        const busy = busyLanes()
+        // Cleared before the claim's snapshot: whatever is left unclaimed after it sets it again.
+        unclaimedMayWait = false
+        claimed = yield* claim(room, busy).pipe(Effect.tapErrorCause(() => Effect.sync(() => (unclaimedMayWait = true))))
+        if (claimed.length === room || busy.length > 0) unclaimedMayWait = true
+      }
+      for (const message of claimed) dispatch(message, leaseEnds)
       if (claimed.length < room || room <= 0) yield* Queue.take(wakeups).pipe(Effect.timeout(POLL), Effect.ignore)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("webhook dispatcher failed; retrying", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))),
@@ -512,14 +604,24 @@ export const layer = Layer.scoped(
      * committed. The runner calls `sendFannedOut` only after a commit, so entries of any other
      * transaction were rolled back (or their commit was lost: those are released to the dispatcher).
      */
-    let fannedOut: Array<{ readonly xact: string; readonly messages: ReadonlyArray<Message> }> = []
+    let fannedOut: Array<{ readonly xact: string; readonly leaseEnds: number; readonly messages: ReadonlyArray<Message> }> = []
 
-    const fanOut = (batch: ReadonlyArray<OutboxEvent>) =>
+    const fanOut = (batch: ReadonlyArray<OutboxEntry>) =>
       Effect.gen(function* () {
         // Claimed at once unless the endpoint is FIFO (the dispatcher keeps each user's order),
         // its lane is full, or the process has as many messages in hand as it may hold.
-        const room = Math.max(0, MAX_IN_FLIGHT - held)
+        const room = roomInHand()
+        // The lease runs from the transaction's start (now()), which is before this.
+        const leaseEnds = Date.now() + LEASE_MS - LEASE_MARGIN_MS
+        const teams = [...new Set(batch.map((e) => e.teamId))]
+        // The endpoints are read `for key share`: none is deleted before this commits (messages
+        // have no foreign key to them; an endpoint's deletion takes its messages, migrations.ts).
         const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }>`
+          with endpoints as (
+            select id, team_id, fifo, filter_types from webhook_endpoints
+            where team_id = any(${teams}::uuid[]) and not disabled
+            for key share
+          )
           insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
           select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
                  case when f.claimed then 'sending' else 'pending' end,
@@ -531,7 +633,7 @@ export const layer = Layer.scoped(
             from unnest(${batch.map((e) => e.eventId)}::uuid[], ${batch.map((e) => e.eventType)}::text[],
                         ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
                  with ordinality as e(event_id, event_type, team_id, user_id, ord)
-            join webhook_endpoints w on w.team_id = e.team_id and not w.disabled
+            join endpoints w on w.team_id = e.team_id
               and (cardinality(w.filter_types) = 0 or exists (
                 select 1 from unnest(w.filter_types) f
                 where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
@@ -540,21 +642,36 @@ export const layer = Layer.scoped(
           on conflict (id) do nothing
           returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact`
         if (rows.length === 0) return
+        // The bodies of the events whose messages were claimed, once per event however many
+        // endpoints, in outbox order up to ROUND_BYTES (the first whatever its size).
+        const claimedEvents = [...new Set(rows.filter((row) => row.status === "sending").map((row) => row.event_id))]
         const bodies = new Map<string, string>()
-        const envelopes = new Map(batch.map((e) => [e.eventId, e.envelope]))
-        const bodyFor = (eventId: string) => {
-          let body = bodies.get(eventId)
-          if (body === undefined) bodies.set(eventId, (body = bodyOf(envelopes.get(eventId))))
-          return body
+        if (claimedEvents.length > 0) {
+          for (const row of yield* sql<{ event_id: string; body: string }>`
+            select event_id, payload::text as body from (
+              select o.event_id, o.payload, sum(pg_column_size(o.payload)) over (order by k.ord) - pg_column_size(o.payload) as before
+              from unnest(${claimedEvents}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
+            ) b
+            where before < ${ROUND_BYTES}`) bodies.set(row.event_id, row.body)
         }
         const messages: Array<Message> = []
+        const unread: Array<string> = []
         let waiting = false
         for (const row of rows) {
           if (row.status !== "sending") waiting = true
-          else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body: bodyFor(row.event_id) })
+          else {
+            const body = bodies.get(row.event_id)
+            if (body === undefined) unread.push(row.id)
+            else messages.push({ id: row.id, endpoint_id: row.endpoint_id, team_id: row.team_id, attempts: 0, run: 0, status: "sending", body })
+          }
         }
-        fannedOut.push({ xact: rows[0]!.xact, messages })
-        if (waiting) yield* Queue.offer(wakeups, undefined)
+        if (unread.length > 0) {
+          // Past the round's bytes: left unclaimed, for the dispatcher's claims.
+          yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where id = any(${unread}::text[])`
+          waiting = true
+        }
+        fannedOut.push({ xact: rows[0]!.xact, leaseEnds, messages })
+        if (waiting) unclaimedWait()
       })
 
     const sendFannedOut = Effect.suspend(() => {
@@ -567,14 +684,14 @@ export const layer = Layer.scoped(
         if (entry.xact !== committed) continue
         for (const message of entry.messages) {
           sent.add(message.id)
-          dispatch(message)
+          dispatch(message, entry.leaseEnds)
         }
       }
       const stale = entries.filter((e) => e.xact !== committed).flatMap((e) => e.messages.map((m) => m.id)).filter((id) => !sent.has(id))
       if (stale.length === 0) return Effect.void
       return sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null
                  where id = any(${stale}::text[]) and status = 'sending' and leased_by = ${instance}`.pipe(
-        Effect.zipRight(Queue.offer(wakeups, undefined)),
+        Effect.zipRight(Effect.sync(unclaimedWait)),
         Effect.catchAllCause((cause) => Effect.logError("could not release webhook messages of a rolled-back fan-out; their lease will", cause)),
         Effect.asVoid
       )
@@ -600,12 +717,11 @@ export const layer = Layer.scoped(
     // ---- retries (called from the workflow's activities) -------------------------------------
     const retry = (messageId: string, run: number) =>
       Effect.gen(function* () {
-        const rows = yield* sql<MessageRow>`
-          select m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, coalesce(m.payload, o.payload) as payload
+        const rows = yield* sql<Message>`
+          select m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, coalesce(m.payload, o.payload)::text as body
           from webhook_messages m left join outbox o on o.event_id = m.event_id where m.id = ${messageId}`
-        const row = rows[0]
-        if (!row || row.run !== run || row.status === "delivered" || row.status === "failed") return "settled" as const
-        const message = toMessage(row)
+        const message = rows[0]
+        if (!message || message.run !== run || message.status === "delivered" || message.status === "failed") return "settled" as const
         const sent = yield* sendNow(message)
         if (Option.isNone(sent)) {
           yield* settleUnsendable([message.id])
@@ -643,7 +759,7 @@ export const layer = Layer.scoped(
     return {
       fanOut,
       sendFannedOut,
-      wake: Queue.offer(wakeups, undefined).pipe(Effect.asVoid),
+      wake: Effect.sync(unclaimedWait),
       retry,
       exhaust,
       invalidate: (endpointId) => Effect.sync(() => targets.delete(endpointId)),

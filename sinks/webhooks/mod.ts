@@ -43,6 +43,9 @@ const sinkLayer = Layer.effect(
     const settings = yield* WebhookSettings
     return {
       id: manifest.id,
+      // Entries: the fan-out reads the bodies of the messages it claims itself, as text, so
+      // payloads are neither sized by the runner nor parsed and printed again here.
+      reads: "entries",
       // One message per (event, matching endpoint), in outbox order (deliveries.ts).
       deliver: (batch) => deliveries.fanOut(batch).pipe(Effect.mapError(classify)),
       health: sql`select 1 from webhook_endpoints limit 1`.pipe(Effect.asVoid, Effect.mapError(classify)),
