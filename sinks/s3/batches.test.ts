@@ -213,16 +213,21 @@ describe("batches", () => {
       yield* Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         const day = activity(1)
-        yield* append([
-          day,
-          heartrate(4),
-          // Values JSON escapes, a missing field, nesting, a number with a fraction.
-          { ...day, data: { ...day.data, id: randomUUID(), calendar_date: "2026-01-02", steps: 12.5, source: { ...source, device_id: "a\"b\nc\u0001é" } } },
-          { type: "daily.data.activity.deleted", data: { id: day.data.id, user_id: USER, provider: "garmin", resource: "activity", source_id: "s-1" } },
-          { type: "user.deleted", data: { user_id: USER, deleted_at: "2026-01-03T00:00:00.000Z", erased_at: "2026-01-04T00:00:00.000Z" } }
-        ])
-        // Emission times with microseconds, as now() gives them.
-        yield* sql`update outbox set created_at = created_at + make_interval(secs => position * 0.000291)`
+        // One transaction: the runner sees the events only as finally written.
+        yield* sql.withTransaction(Effect.gen(function* () {
+          yield* append([
+            day,
+            heartrate(4),
+            // Values JSON escapes, a missing field, nesting, a number with a fraction.
+            { ...day, data: { ...day.data, id: randomUUID(), calendar_date: "2026-01-02", steps: 12.5, source: { ...source, device_id: "a\"b\nc\u0001é" } } },
+            { type: "daily.data.activity.deleted", data: { id: day.data.id, user_id: USER, provider: "garmin", resource: "activity", source_id: "s-1" } },
+            { type: "user.deleted", data: { user_id: USER, deleted_at: "2026-01-03T00:00:00.000Z", erased_at: "2026-01-04T00:00:00.000Z" } }
+          ])
+          // Emission times with microseconds, as now() gives them; a record id on samples; a client user id with a tab and a line break.
+          yield* sql`update outbox set created_at = created_at + make_interval(secs => position * 0.000291)`
+          yield* sql`update outbox set record_id = gen_random_uuid() where event_type = 'daily.data.heartrate.created'`
+          yield* sql`update outbox set payload = jsonb_set(payload, '{client_user_id}', to_jsonb(E'a\tb\nc'::text)) where event_type = 'user.deleted'`
+        }))
         yield* drained
         const events = yield* sql<OutboxRow>`
           select position, tx::text as tx, event_id, event_type, team_id, user_id, record_id, payload, created_at, historical
