@@ -499,7 +499,8 @@ export const make = (settings: Settings, store: ObjectStore) =>
             continue
           }
           yield* Effect.sleep(CHECK_INTERVAL)
-          const rest = Duration.millis(Math.min(1000, sealed.nextDueMs ?? 1000))
+          // The pause just slept counts: the next batch due is looked at when it falls due, not a pause later.
+          const rest = Duration.millis(Math.max(0, Math.min(1000, sealed.nextDueMs ?? 1000) - Duration.toMillis(CHECK_INTERVAL)))
           yield* Queue.take(wakeup).pipe(Effect.timeout(rest), Effect.ignore)
         } else yield* Effect.sleep(CHECK_INTERVAL)
       }
