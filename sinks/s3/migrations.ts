@@ -65,6 +65,8 @@ const chunkedStaging = Effect.gen(function* () {
     alter column positions set not null,
     alter column event_records set not null,
     alter column events set not null`
+  // A chunk's arrays are written once and read once: compressing them cost more than they save.
+  yield* sql`alter table etl_pending alter column positions set storage external, alter column event_records set storage external`
 })
 
 export const migrate = withMigrationLock(
