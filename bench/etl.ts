@@ -264,7 +264,7 @@ const runBench = async () => {
       `select (select position from sink_cursors where sink_id = 's3')::text as cursor,
               (select coalesce(sum(records), 0) from etl_batches)::float8 as sealed,
               (select coalesce(sum(records), 0) from etl_batches where status = 'written')::float8 as written,
-              ${trace ? "(select count(*) from etl_pending)::float8" : "(select exists (select 1 from etl_pending))::int"} as pending`
+              ${trace ? "(select coalesce(sum(events), 0) from etl_pending)::float8" : "(select exists (select 1 from etl_pending))::int"} as pending`
     )).rows[0] as { cursor: string | null; sealed: number; written: number; pending: number }
 
   let runIndex = 0

@@ -237,7 +237,7 @@ describe("erasure after the grace period", () => {
     expect(await count("select count(*) as n from wearflow_data.activity where user_id = $1", [userId])).toBe(3)
     expect(await count("select count(*) as n from webhook_messages where user_id = $1", [userId])).toBeGreaterThan(0)
     const positions = (await db.query("select position from outbox where user_id = $1", [userId])).rows.map((r) => r.position as string)
-    expect(await count("select count(*) as n from etl_pending where position = any($1::bigint[])", [positions])).toBeGreaterThan(0)
+    expect(await count("select count(*) as n from etl_pending where positions && $1::bigint[]", [positions])).toBeGreaterThan(0)
     const bystanderRows = await count("select count(*) as n from records where user_id = $1", [bystander])
 
     // Deleted through the process with no grace period: erased at its (or any process's) next sweep.
@@ -268,7 +268,7 @@ describe("erasure after the grace period", () => {
     expect(await count("select count(*) as n from inbox where strpos(body, 'garmin-erased') > 0")).toBe(0)
     expect(await count("select count(*) as n from unlinked_notifications where provider_user_id = 'garmin-erased'")).toBe(0)
     expect(await count("select count(*) as n from inbox where strpos(body, 'bystander-1') > 0")).toBe(1)
-    expect(await count("select count(*) as n from etl_pending where position = any($1::bigint[])", [positions])).toBe(0)
+    expect(await count("select count(*) as n from etl_pending where positions && $1::bigint[]", [positions])).toBe(0)
     await expect(fs.access(location)).rejects.toThrow()
     expect(await count("select count(*) as n from records where user_id = $1", [bystander])).toBe(bystanderRows)
     expect((await api("GET", `/v2/user/${bystander}`)).status).toBe(200)

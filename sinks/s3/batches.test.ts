@@ -8,6 +8,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import * as Host from "@wearflow/core/host"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
+import type { OutboxRow } from "@wearflow/core/pipeline/sink-runner"
 import * as Database from "@wearflow/core/storage/database"
 import { ConfigProvider, Deferred, Effect, Layer, Logger, LogLevel, Option, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
@@ -18,6 +19,7 @@ import { gunzipSync } from "node:zlib"
 import { freshDatabaseUrl } from "../../test/support/database.ts"
 import * as Batches from "./batches.ts"
 import { migrate } from "./migrations.ts"
+import { resourceOf, rowsOf as rowsOfEvent } from "./rows.ts"
 import * as EtlSink from "./mod.ts"
 import type { ObjectStore } from "./object-store.ts"
 import { config } from "./settings.ts"
@@ -201,6 +203,43 @@ describe("batches", () => {
             ["daily.data.activity.deleted", day.data.id, "activity", "oura", "doc-1"],
             ["daily.data.heartrate.deleted", day.data.id, "heartrate", "oura", "doc-1"]
           ])
+        }
+      }).pipe(Effect.provide(context))
+    }))
+
+  it.scopedLive("files hold, byte for byte, the rows rowsOf makes of each whole outbox event, in outbox order", () =>
+    Effect.gen(function* () {
+      const { context, dir } = yield* withSink({}, 1, 5)
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const day = activity(1)
+        // One transaction: the runner sees the events only as finally written.
+        yield* sql.withTransaction(Effect.gen(function* () {
+          yield* append([
+            day,
+            heartrate(4),
+            // Values JSON escapes, a missing field, nesting, a number with a fraction.
+            { ...day, data: { ...day.data, id: randomUUID(), calendar_date: "2026-01-02", steps: 12.5, source: { ...source, device_id: "a\"b\nc\u0001é" } } },
+            { type: "daily.data.activity.deleted", data: { id: day.data.id, user_id: USER, provider: "garmin", resource: "activity", source_id: "s-1" } },
+            { type: "user.deleted", data: { user_id: USER, deleted_at: "2026-01-03T00:00:00.000Z", erased_at: "2026-01-04T00:00:00.000Z" } }
+          ])
+          // Emission times with microseconds, as now() gives them; a record id on samples; a client user id with a tab and a line break.
+          yield* sql`update outbox set created_at = created_at + make_interval(secs => position * 0.000291)`
+          yield* sql`update outbox set record_id = gen_random_uuid() where event_type = 'daily.data.heartrate.created'`
+          yield* sql`update outbox set payload = jsonb_set(payload, '{client_user_id}', to_jsonb(E'a\tb\nc'::text)) where event_type = 'user.deleted'`
+        }))
+        yield* drained
+        const events = yield* sql<OutboxRow>`
+          select position, tx::text as tx, event_id, event_type, team_id, user_id, record_id, payload, created_at, historical
+          from outbox order by tx, position`
+        for (const dataset of ["activity", "heartrate", "deletions", "deleted_users"]) {
+          const expected = events.filter((e) => resourceOf(e.event_type)?.resource === dataset)
+            .flatMap((e) => rowsOfEvent(resourceOf(e.event_type)!, SinkRunner.toEvent(e)))
+            .map((row) => JSON.stringify(row) + "\n").join("")
+          const manifests = yield* manifestsOf(dir, dataset)
+          const files = yield* Effect.promise(() => Promise.all(manifests.flatMap((m) => m.files.map((f) => fs.readFile(path.join(dir, f.key))))))
+          expect(files.map((f) => gunzipSync(f).toString("utf8")).join(""), dataset).toBe(expected)
+          expect(expected.length, dataset).toBeGreaterThan(0)
         }
       }).pipe(Effect.provide(context))
     }))

@@ -10,13 +10,13 @@
  * minute apart); new events stay staged, unsealed, and form full batches once it is back.
  */
 import { SqlClient, type SqlConnection, type SqlError } from "@effect/sql"
-import { type OutboxRow, toEvent } from "@wearflow/core/pipeline/sink-runner"
 import type { OutboxEntry } from "@wearflow/core/sink"
-import { Chunk, Duration, Effect, Either, ExecutionStrategy, Exit, Metric, Option, Queue, Schedule, Scope, Stream } from "effect"
+import { Duration, Effect, Either, ExecutionStrategy, Exit, Metric, Queue, Schedule, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
+import { chunksOf, type Open } from "./chunks.ts"
 import { contentTypeOf, type EncodeError, type Encoder, extensionOf, type Format, ndjsonGzip, parquet } from "./encode.ts"
 import type { ObjectStore, StorageError } from "./object-store.ts"
-import { resourceOf, resourceRows, type ResourceRows, rowsOf } from "./rows.ts"
+import { resourceOf, resourceRows, type ResourceRows, rowsFrom, type RowSource } from "./rows.ts"
 import type { Settings } from "./settings.ts"
 
 const backlogRecords = Metric.gauge("wearflow_etl_backlog_records")
@@ -128,43 +128,93 @@ export const make = (settings: Settings, store: ObjectStore) =>
     )
     const encoderOf = (format: Format): Effect.Effect<Encoder, EncodeError> => (format === "parquet" ? startParquet : Effect.succeed(ndjsonGzip))
 
+    const limits = settings.batch
+
     /**
      * Stages a runner batch's data events, in the runner's transaction: staged exactly when
-     * the cursor moves past them. Their row counts and sizes are read in Postgres, so the
-     * payloads never travel to this process until their batch is written. A payload stored
-     * uncompressed counts its stored size (jsonb's is within a few percent of its JSON text's),
-     * read from its header: printing every summary as text to measure it cost more than the
-     * rest of staging together. A compressed one is printed, or the limit would count it small.
+     * the cursor moves past them. Each resource's events become chunks, one staging row each,
+     * cut at the batch limits: the first chunk fills what the resource's open batch has room
+     * for, the next ones a whole batch each, so sealing whole chunks gives the batches sealing
+     * single events gave. Row counts and sizes are read in Postgres, so the payloads never
+     * travel to this process until their batch is written. A payload stored uncompressed
+     * counts its stored size (jsonb's is within a few percent of its JSON text's), read from
+     * its header: printing every summary as text to measure it cost more than the rest of
+     * staging together. A compressed one is printed, or the limit would count it small.
      */
     const stage = (entries: ReadonlyArray<OutboxEntry>) => {
       const positions: Array<string> = []
-      const resources: Array<string> = []
-      const timeseries: Array<boolean> = []
+      const datasets: Array<string> = []
+      const timeseriesTypes = new Set<string>()
       for (const entry of entries) {
         const rows = resourceOf(entry.eventType)
         if (rows === undefined) continue
         positions.push(entry.position)
-        resources.push(rows.resource)
-        timeseries.push(rows.kind === "timeseries")
+        datasets.push(rows.resource)
+        if (rows.kind === "timeseries") timeseriesTypes.add(entry.eventType)
       }
       if (positions.length === 0) return Effect.void
-      return sql`
-        insert into etl_pending (position, resource, records, bytes)
-        select e.position, e.resource,
-               case when not e.timeseries then 1
-                    when jsonb_typeof(o.payload -> 'data' -> 'data') = 'array' then jsonb_array_length(o.payload -> 'data' -> 'data')
-                    else 0 end,
-               case when pg_column_compression(o.payload) is null then pg_column_size(o.payload) else octet_length(o.payload::text) end
-        from unnest(${positions}::bigint[], ${resources}::text[], ${timeseries}::boolean[]) with ordinality as e(position, resource, timeseries, n)
-        join outbox o on o.position = e.position
-        order by e.n`.pipe(Effect.asVoid)
+      return Effect.gen(function* () {
+        // One index scan over the positions (a join to unnest() let the planner scan the whole
+        // outbox). Positions are digits: an array literal built here costs less than pg's escaping.
+        const sized = yield* sql<{ readonly position: string; readonly records: number; readonly bytes: number }>`
+          select o.position::text as position,
+                 case when not (o.event_type = any(${[...timeseriesTypes]}::text[])) then 1
+                      when jsonb_typeof(o.payload -> 'data' -> 'data') = 'array' then jsonb_array_length(o.payload -> 'data' -> 'data')
+                      else 0 end as records,
+                 case when pg_column_compression(o.payload) is null then pg_column_size(o.payload) else octet_length(o.payload::text) end as bytes
+          from outbox o where o.position = any(${`{${positions.join(",")}}`}::bigint[])`
+        if (sized.length === 0) return
+        const open = yield* sql<Open>`
+          select p.resource, sum(p.records)::float8 as records, sum(p.bytes)::float8 as bytes
+          from etl_pending p left join etl_sealed s on s.resource = p.resource
+          where p.resource = any(${[...new Set(datasets)]}::text[]) and p.seq > coalesce(s.through_seq, 0)
+          group by p.resource`
+        const sizes = new Map(sized.map((e) => [e.position, e]))
+        // In staging order; an event whose outbox row is gone is not staged.
+        const events = positions.flatMap((position, i) => {
+          const size = sizes.get(position)
+          return size === undefined ? [] : [{ dataset: datasets[i]!, position, records: size.records, bytes: size.bytes }]
+        })
+        const chunks = chunksOf(events, open, limits)
+        yield* sql`
+          insert into etl_pending (resource, positions, event_records, events, records, bytes)
+          select c.resource, string_to_array(c.positions, ',')::bigint[], string_to_array(c.event_records, ',')::integer[], c.events, c.records, c.bytes
+          from unnest(${chunks.map((c) => c.dataset)}::text[], ${chunks.map((c) => c.positions.join(","))}::text[],
+                      ${chunks.map((c) => c.records.join(","))}::text[], ${chunks.map((c) => c.records.length)}::integer[],
+                      ${chunks.map((c) => c.totalRecords)}::integer[], ${chunks.map((c) => c.bytes)}::bigint[])
+            with ordinality as c(resource, positions, event_records, events, records, bytes, n)
+          order by c.n`
+      })
     }
 
     const wake = Queue.offer(wakeup, undefined).pipe(Effect.asVoid)
 
-    /** Drops the staged references to a user's events (in the erasure's transaction, before the events go). */
+    /**
+     * Drops the staged references to a user's events (in the erasure's transaction, before the
+     * events go): out of each chunk that holds one, its size shrinking in proportion; a chunk
+     * left empty goes. A sealed batch holding one writes without it.
+     */
     const unstageUser = (userId: string) =>
-      sql`delete from etl_pending p using outbox o where o.position = p.position and o.user_id = ${userId}`.pipe(Effect.asVoid)
+      sql`
+        with gone as (select position from outbox where user_id = ${userId}),
+        kept as (
+          select p.resource, p.seq,
+                 coalesce(array_agg(e.position order by e.i) filter (where g.position is null), '{}') as positions,
+                 coalesce(array_agg(e.records order by e.i) filter (where g.position is null), '{}') as event_records,
+                 coalesce(sum(e.records) filter (where g.position is null), 0) as records
+          from etl_pending p
+          cross join lateral unnest(p.positions, p.event_records) with ordinality as e(position, records, i)
+          left join gone g on g.position = e.position
+          where p.positions && (select coalesce(array_agg(position), '{}') from gone)
+          group by p.resource, p.seq
+        ),
+        shrunk as (
+          update etl_pending p
+          set positions = k.positions, event_records = k.event_records, records = k.records,
+              bytes = p.bytes * cardinality(k.positions) / greatest(p.events, 1), events = cardinality(k.positions)
+          from kept k where p.resource = k.resource and p.seq = k.seq and cardinality(k.positions) > 0
+        )
+        delete from etl_pending p using kept k where p.resource = k.resource and p.seq = k.seq and cardinality(k.positions) = 0`.pipe(Effect.asVoid)
 
     const openTotals = sql<Due>`
       select p.resource, sum(p.records)::float8 as records, sum(p.bytes)::float8 as bytes,
@@ -172,29 +222,28 @@ export const make = (settings: Settings, store: ObjectStore) =>
       from etl_pending p left join etl_sealed s on s.resource = p.resource
       where p.seq > coalesce(s.through_seq, 0) group by p.resource`
 
-    const limits = settings.batch
     const ageLimit = Duration.toMillis(limits.age)
     const isDue = (d: Due) => d.records >= limits.records || d.bytes >= limits.bytes || d.age_ms >= ageLimit
 
-    /** Seals one batch of `resource`: its oldest open events, up to the record and byte limits. */
+    /** Seals one batch of `resource`: its oldest open chunks, up to the record and byte limits. */
     const sealOne = (resource: string) =>
       sql`
         with open as (
-          select p.seq, p.records, p.bytes from etl_pending p
+          select p.seq, p.events, p.records, p.bytes from etl_pending p
           where p.resource = ${resource} and p.seq > coalesce((select through_seq from etl_sealed where resource = ${resource}), 0)
           order by p.seq limit ${limits.records}
         ),
         running as (
-          select seq, records, row_number() over w as n, sum(records) over w as total_records, sum(bytes) over w as total_bytes
+          select seq, events, records, row_number() over w as n, sum(records) over w as total_records, sum(bytes) over w as total_bytes
           from open window w as (order by seq)
         ),
         picked as (
-          select seq, records from running
+          select seq, events, records from running
           where n = 1 or (total_records <= ${limits.records} and total_bytes <= ${limits.bytes})
         ),
         batch as (
           insert into etl_batches (resource, format, first_seq, last_seq, events, records)
-          select ${resource}, ${settings.format}, min(seq), max(seq), count(*), coalesce(sum(records), 0) from picked having count(*) > 0
+          select ${resource}, ${settings.format}, min(seq), max(seq), coalesce(sum(events), 0), coalesce(sum(records), 0) from picked having count(*) > 0
           returning last_seq
         )
         insert into etl_sealed (resource, through_seq) select ${resource}, last_seq from batch
@@ -230,32 +279,58 @@ export const make = (settings: Settings, store: ObjectStore) =>
     /** Every resource's schema, so tables can be defined before any data arrives. */
     const publishSchemas = Effect.forEach(resourceRows.values(), publishSchema, { discard: true })
 
+    /** A sealed batch's staged events: its chunks' outbox positions, in staging order. */
+    const positionsOf = (batch: BatchRow) =>
+      sql<{ readonly positions: string }>`
+        select array_to_string(p.positions, ',') as positions from etl_pending p
+        where p.resource = ${batch.resource} and p.seq between ${batch.first_seq} and ${batch.last_seq} order by p.seq`.pipe(
+        Effect.map((chunks) => chunks.flatMap((c) => (c.positions === "" ? [] : c.positions.split(","))))
+      )
+
     /**
-     * A sealed batch's events from after `afterSeq`, a page at a time, in order. The page's
-     * outbox positions are read first, then its outbox rows in one index scan over those
-     * positions (sorted, so Postgres walks the index once): joining the two tables looked the
-     * rows up one at a time, 5–8× the cost, and was the largest statement of the sink.
+     * One page of a batch's events, in staging order, read in one index scan over their
+     * positions; an event whose outbox row is gone is skipped. Only what the rows take is
+     * read: the payload's client user id and data, and the emission time as text
+     * (`toISOString`'s form). The page comes as one text, a line per event and a tab between
+     * fields: a result row per event cost more in the driver (a message per row, a string per
+     * field) than splitting. No field can hold a tab or a line break: the free-form ones
+     * (client user id, data) come as JSON text, which escapes both.
      */
-    const eventsAfter = (batch: BatchRow, afterSeq: string, pageEvents: number) =>
-      Effect.gen(function* () {
-        const staged = yield* sql<{ readonly seq: string; readonly position: string }>`
-          select p.seq::text as seq, p.position::text as position from etl_pending p
-          where p.resource = ${batch.resource} and p.seq > ${afterSeq} and p.seq <= ${batch.last_seq} order by p.seq
-          limit ${pageEvents}`
-        // The next page starts after this one's last staged event, found in the outbox or not.
-        const next = staged.length === pageEvents ? Option.some(staged[staged.length - 1]!.seq) : Option.none<string>()
-        if (staged.length === 0) return { page: [], next }
-        const rows = yield* sql<OutboxRow>`
-          select o.position, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id, o.payload, o.created_at, o.historical
-          from outbox o where o.position = any(${staged.map((s) => s.position)}::bigint[])`
-        const byPosition = new Map(rows.map((row) => [String(row.position), row]))
-        // In staging order; an event whose outbox row is gone is skipped, as the join skipped it.
-        const page = staged.flatMap((s) => {
-          const row = byPosition.get(s.position)
-          return row === undefined ? [] : [row]
+    const eventsAt = (positions: ReadonlyArray<string>) =>
+      sql<{ readonly page: string | null }>`
+        select string_agg(concat_ws(E'\t',
+                 o.position, o.event_id, o.event_type, to_char(o.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                 case when o.historical then 't' else 'f' end, o.team_id, o.user_id, coalesce(o.record_id::text, ''),
+                 coalesce((o.payload -> 'client_user_id')::text, 'null'), coalesce((o.payload -> 'data')::text, 'null')), E'\n') as page
+        from outbox o where o.position = any(${`{${positions.join(",")}}`}::bigint[])`.pipe(
+        Effect.map(([result]) => {
+          const byPosition = new Map<string, RowSource>()
+          for (const line of result?.page?.split("\n") ?? []) {
+            const [position, eventId, eventType, emittedAt, historical, teamId, userId, recordId, clientUserId, data] = line.split("\t") as [
+              string, string, string, string, string, string, string, string, string, string
+            ]
+            byPosition.set(position, {
+              eventId,
+              eventType,
+              emittedAt,
+              historical: historical === "t",
+              teamId,
+              userId,
+              recordId: recordId === "" ? null : recordId,
+              // An envelope without a client user id gave rows without the field.
+              clientUserId: (JSON.parse(clientUserId) as string | null) ?? undefined,
+              data: JSON.parse(data)
+            })
+          }
+          return positions.flatMap((position) => {
+            const event = byPosition.get(position)
+            return event === undefined ? [] : [event]
+          })
         })
-        return { page, next }
-      })
+      )
+
+    /** Pages read at once while a batch is written: the next page is read while this one is encoded. */
+    const PAGES_AHEAD = 2
 
     /**
      * Renders and uploads one sealed batch: data file, then manifest. The same batch always
@@ -269,13 +344,17 @@ export const make = (settings: Settings, store: ObjectStore) =>
         let events = 0
         let records = 0
         const pageEvents = pageEventsOf(batch)
-        const pages = Stream.paginateChunkEffect(String(BigInt(batch.first_seq) - 1n), (afterSeq) =>
-          Effect.map(eventsAfter(batch, afterSeq, pageEvents), ({ next, page }) => {
+        const positions = yield* positionsOf(batch)
+        const starts = Array.from({ length: Math.ceil(positions.length / pageEvents) }, (_, i) => i * pageEvents)
+        const pages = Stream.fromIterable(starts).pipe(
+          Stream.mapEffect((start) => eventsAt(positions.slice(start, start + pageEvents)), { concurrency: PAGES_AHEAD }),
+          Stream.map((page) => {
             events += page.length
-            const pageRows = page.flatMap((row) => rowsOf(rows, toEvent(row)))
+            const pageRows = page.flatMap((event) => rowsFrom(rows, event))
             records += pageRows.length
-            return [Chunk.of(pageRows), next] as const
-          }))
+            return pageRows
+          })
+        )
         const encoder = yield* encoderOf(batch.format)
         const body = yield* encoder.encodePages(rows, pages)
         const keys = keysOf(batch)
@@ -420,7 +499,8 @@ export const make = (settings: Settings, store: ObjectStore) =>
             continue
           }
           yield* Effect.sleep(CHECK_INTERVAL)
-          const rest = Duration.millis(Math.min(1000, sealed.nextDueMs ?? 1000))
+          // The pause just slept counts: the next batch due is looked at when it falls due, not a pause later.
+          const rest = Duration.millis(Math.max(0, Math.min(1000, sealed.nextDueMs ?? 1000) - Duration.toMillis(CHECK_INTERVAL)))
           yield* Queue.take(wakeup).pipe(Effect.timeout(rest), Effect.ignore)
         } else yield* Effect.sleep(CHECK_INTERVAL)
       }

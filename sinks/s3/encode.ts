@@ -69,23 +69,32 @@ export const ndjsonGzip: Encoder = ofPages((_resource, pages) =>
         gzip.once("error", reject)
       })
       ended.catch(() => {})
-      return { gzip, out, ended }
+      return { gzip, out, ended, written: Promise.resolve() }
     }),
-    ({ ended, gzip, out }) =>
+    (state) =>
+      // A page is rendered while zlib still compresses the one before (its own thread): one page
+      // waits at most, so memory stays at two pages' text.
       Stream.runForEach(pages, (rows) =>
         Effect.tryPromise({
-          try: () => new Promise<void>((resolve, reject) => gzip.write(ndjson(rows), (e) => (e ? reject(e) : resolve()))),
+          try: () => {
+            const text = ndjson(rows)
+            const before = state.written
+            state.written = new Promise<void>((resolve, reject) => state.gzip.write(text, (e) => (e ? reject(e) : resolve())))
+            state.written.catch(() => {})
+            return before
+          },
           catch: failed("gzip")
         })).pipe(
           Effect.zipRight(Effect.tryPromise({
-            try: () => {
-              gzip.end()
-              return ended
+            try: async () => {
+              await state.written
+              state.gzip.end()
+              return state.ended
             },
             catch: failed("gzip")
           })),
           Effect.map(() => {
-            const b = Buffer.concat(out)
+            const b = Buffer.concat(state.out)
             return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
           })
         ),

@@ -20,17 +20,20 @@ export const EtlLive = HttpApiBuilder.group(EtlHttpApi, "etl", (handlers) =>
         const { teamId } = yield* CurrentTeam
         const [staged, batches] = yield* Effect.all([
           sql<{ resource: string; events: number; records: number; oldest_staged_at: Date }>`
-            select p.resource, count(*)::int as events, coalesce(sum(p.records), 0)::int as records, min(p.staged_at) as oldest_staged_at
-            from etl_pending p join outbox o on o.position = p.position
+            select p.resource, count(*)::int as events, coalesce(sum(e.records), 0)::int as records, min(p.staged_at) as oldest_staged_at
+            from etl_pending p
+            cross join lateral unnest(p.positions, p.event_records) as e(position, records)
+            join outbox o on o.position = e.position
             where o.team_id = ${teamId}
               and p.seq > coalesce((select s.through_seq from etl_sealed s where s.resource = p.resource), 0)
             group by p.resource order by p.resource`,
           sql<{ id: string; resource: string; format: string; status: "sealed" | "failed"; sealed_at: Date; attempts: number; failing: boolean; events: number; records: number }>`
             select b.id::text as id, b.resource, b.format, b.status, b.sealed_at, b.attempts, b.last_error is not null as failing,
-                   count(*)::int as events, coalesce(sum(p.records), 0)::int as records
+                   count(*)::int as events, coalesce(sum(e.records), 0)::int as records
             from etl_batches b
             join etl_pending p on p.resource = b.resource and p.seq between b.first_seq and b.last_seq
-            join outbox o on o.position = p.position
+            cross join lateral unnest(p.positions, p.event_records) as e(position, records)
+            join outbox o on o.position = e.position
             where b.status in ('sealed', 'failed') and o.team_id = ${teamId}
             group by b.id order by b.id desc limit 100`
         ], { concurrency: 2 })

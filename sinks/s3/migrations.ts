@@ -45,9 +45,33 @@ const stagingAndBatches = Effect.gen(function* () {
   )`
 })
 
+/**
+ * One staging row per runner batch and resource (a chunk of its events, cut so a chunk alone
+ * stays within the batch limits) instead of one per event: staging 2,000 events was 2,000
+ * inserted rows, and every check summed and every write listed them again. A chunk keeps its
+ * events' outbox positions in staging order and each one's record count; batches are still
+ * ranges of `seq`. Rows staged before keep their number as chunks of one event.
+ */
+const chunkedStaging = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  yield* sql`alter table etl_pending
+    add column positions bigint[],
+    add column event_records integer[],
+    add column events integer,
+    alter column bytes type bigint`
+  yield* sql`update etl_pending set positions = array[position], event_records = array[records], events = 1`
+  yield* sql`alter table etl_pending
+    drop column position,
+    alter column positions set not null,
+    alter column event_records set not null,
+    alter column events set not null`
+  // A chunk's arrays are written once and read once: compressing them cost more than they save.
+  yield* sql`alter table etl_pending alter column positions set storage external, alter column event_records set storage external`
+})
+
 export const migrate = withMigrationLock(
   Migrator.make({})({
-    loader: Migrator.fromRecord({ "0001_staging_batches": stagingAndBatches }),
+    loader: Migrator.fromRecord({ "0001_staging_batches": stagingAndBatches, "0002_chunked_staging": chunkedStaging }),
     table: "etl_migrations"
   })
 )

@@ -89,6 +89,6 @@ export const layer = Layer.scoped(
 export const plugin = {
   manifest,
   layer: EtlLive.pipe(Layer.provideMerge(layer)),
-  sink: { tag: EtlSink, pacing: { batchSize: 2000 } },
+  sink: { tag: EtlSink, pacing: { batchSize: 10_000 } },
   routes: [EtlApi]
 } satisfies Plugin

@@ -18,8 +18,9 @@ export const make = Effect.map(SqlClient.SqlClient, (sql): SinkRetention => ({
               order by id limit ${limit} for update skip locked)
             returning id`.pipe(Effect.map((rows) => rows.length)))
   }],
+  // A chunk's events are in outbox order, so the first staged event is the first of some chunk.
   outboxHold: sql<{ tx: string; position: string }>`
     select o.tx::text as tx, o.position::text as position
-    from etl_pending p join outbox o on o.position = p.position
+    from outbox o where o.position in (select p.positions[1] from etl_pending p)
     order by o.tx, o.position limit 1`.pipe(Effect.map(([first]) => first ?? null))
 }))

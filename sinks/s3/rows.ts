@@ -154,16 +154,44 @@ export const resourceOf = (eventType: string): ResourceRows | undefined => {
 
 const sourceName: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(renamedInFiles).map(([from, to]) => [to, from]))
 
+/** What an event's rows take from it: its outbox fields and, from its payload, the client user id and data. */
+export interface RowSource {
+  readonly eventId: string
+  readonly eventType: string
+  /** When the event was emitted, as `Date#toISOString` writes it. */
+  readonly emittedAt: string
+  readonly historical: boolean
+  readonly teamId: string
+  readonly userId: string
+  readonly recordId: string | null
+  readonly clientUserId: string | undefined
+  readonly data: unknown
+}
+
 /** The rows of one event, with exactly the schema's fields (missing ones null). */
-export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Record<string, unknown>> => {
+export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Record<string, unknown>> =>
+  rowsFrom(rows, {
+    eventId: event.eventId,
+    eventType: event.eventType,
+    emittedAt: event.createdAt.toISOString(),
+    historical: event.historical,
+    teamId: event.teamId,
+    userId: event.userId,
+    recordId: event.recordId,
+    clientUserId: event.envelope.client_user_id,
+    data: event.envelope.data
+  })
+
+/** The rows of one event as the writer reads it (batches.ts): what `rowsOf` makes of the whole event. */
+export const rowsFrom = (rows: ResourceRows, event: RowSource): ReadonlyArray<Record<string, unknown>> => {
   const base: Record<string, unknown> = {
     event_id: event.eventId,
     event_type: event.eventType,
-    emitted_at: event.createdAt.toISOString(),
+    emitted_at: event.emittedAt,
     historical: event.historical,
     team_id: event.teamId,
     user_id: event.userId,
-    client_user_id: event.envelope.client_user_id
+    client_user_id: event.clientUserId
   }
   const project = (values: Record<string, unknown>) => {
     const row: Record<string, unknown> = {}
@@ -172,7 +200,7 @@ export const rowsOf = (rows: ResourceRows, event: OutboxEvent): ReadonlyArray<Re
     }
     return row
   }
-  const data = (event.envelope.data ?? {}) as Record<string, unknown>
+  const data = (event.data ?? {}) as Record<string, unknown>
   if (rows.kind === "deletion") {
     return [project({ record_id: event.recordId ?? data.id, resource: resourceOfDeletedEvent(event.eventType), provider: data.provider, source_id: data.source_id })]
   }
