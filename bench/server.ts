@@ -16,9 +16,9 @@ export interface BenchServer {
 const root = new URL("..", import.meta.url).pathname
 
 /**
- * The server as `npm start` runs it: the start script's variables (`NAME=${NAME:-default}`,
- * e.g. the heap size the collector plans for) and Bun's flags (`--smol`), then
- * BENCH_SERVER_FLAGS (e.g. `--cpu-prof-md`).
+ * The server as `npm start` runs it: the start script's variables, if any
+ * (`NAME=${NAME:-default}`), and Bun's flags (`--smol`), then BENCH_SERVER_FLAGS
+ * (e.g. `--cpu-prof-md`).
  */
 const startScript: string = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).scripts.start
 const startParts = /^((?:\w+=\S+\s+)*)bun((?:\s+--[\w-]+)*)\s+apps\/server\/main\.ts$/.exec(startScript.trim())

@@ -7,15 +7,8 @@ import { Effect, Layer } from "effect"
 import { App } from "./App.ts"
 import { ServerConfig } from "./config.ts"
 import * as Logging from "./logging.ts"
-import { ioFirst } from "./scheduler.ts"
 import * as Tracing from "./tracing.ts"
 
 const Logs = Effect.map(ServerConfig, ({ logLevel }) => Logging.layer(logLevel)).pipe(Layer.unwrapEffect)
 
-const burst = Number(process.env.WEARFLOW_SCHEDULER_BURST ?? 8)
-
-Layer.launch(App).pipe(
-  Effect.provide(Layer.merge(Logs, Tracing.layer)),
-  burst > 0 ? Effect.withScheduler(ioFirst(burst)) : (x) => x,
-  BunRuntime.runMain({ disablePrettyLogger: true })
-)
+Layer.launch(App).pipe(Effect.provide(Layer.merge(Logs, Tracing.layer)), BunRuntime.runMain({ disablePrettyLogger: true }))
