@@ -19,7 +19,6 @@
  *                          INGEST_BENCH_PG_STATS=1 loads pg_stat_statements and prints the statements
  *                          per body of the drain, the most frequent first)
  */
-import * as fs from "node:fs"
 import * as path from "node:path"
 import {
   connect,
@@ -37,7 +36,7 @@ import {
 } from "./garmin-load.ts"
 import { openLoop } from "./open-loop.ts"
 import { startBenchPostgres } from "./postgres.ts"
-import { type BenchRow, memoryRow, ms, rate, report, sampleRss } from "./report.ts"
+import { type BenchRow, memoryRow, ms, processCpuMs, rate, report, sampleRss } from "./report.ts"
 
 const bodies = Number(process.env.INGEST_BENCH_BODIES ?? 2000)
 const users = Number(process.env.INGEST_BENCH_USERS ?? 50)
@@ -144,17 +143,6 @@ await server.stop()
   rated.push({ path: `ingest drain, pre-filled inbox (${bodies} bodies)`, perSecond, target: "≥ 0.5×" })
   await server.stop()
   await receiver.stop()
-}
-
-/** CPU time of process `pid` so far (user + system), ms, from /proc; NaN where there is none. */
-function processCpuMs(pid: number) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-    return (Number(fields[11]) + Number(fields[12])) * 10
-  } catch {
-    return NaN
-  }
 }
 
 /**

@@ -3,7 +3,8 @@
  * at a fixed rate (open loop), each daily's `daily.data.activity.created` webhook received by a
  * loopback endpoint; latency from the POST's scheduled send time to the webhook's arrival. The
  * anchor, in the same run: the bare receiver's ack latency at the same rate (bench/bare-receiver.ts),
- * whose p99 shows the machine's commit stalls. Also the server's peak RSS.
+ * whose p99 shows the machine's commit stalls. Also the server's peak RSS, and the p50 of each
+ * stage from the database's clocks (track_commit_timestamp on).
  *
  *   bun bench/latency.ts        (env: BENCH_LATENCY_RATE=200 BENCH_SECONDS=10 BENCH_USERS=20)
  */
@@ -12,7 +13,7 @@ import * as path from "node:path"
 import { API_KEY, garminUserId, linkGarminUsers, pushHeaders, startBareReceiver, startWearflow } from "./garmin-load.ts"
 import { openLoop } from "./open-loop.ts"
 import { startBenchPostgres } from "./postgres.ts"
-import { memoryRow, ms, rate as perSecond, report, sampleRss } from "./report.ts"
+import { memoryRow, ms, processCpuMs, rate as perSecond, report, sampleRss } from "./report.ts"
 
 const rate = Number(process.env.BENCH_LATENCY_RATE ?? 200)
 const seconds = Number(process.env.BENCH_SECONDS ?? 10)
@@ -39,7 +40,16 @@ const bodyOf = (index: number) => {
 }
 const indexOfDay = (day: string) => Math.round((Date.parse(`${day}T00:00:00Z`) / 1000 - FIRST_DAY) / DAY)
 
-const { dir, url: databaseUrl, stop: stopPostgres } = await startBenchPostgres("wearflow-bench-latency-")
+const postgres = await startBenchPostgres("wearflow-bench-latency-")
+const { dir, url: databaseUrl, stop: stopPostgres } = postgres
+{
+  // Commit times, for the stages below (a setting that takes a restart).
+  const { SQL } = await import("bun")
+  const admin = new SQL(databaseUrl)
+  await admin.unsafe("alter system set track_commit_timestamp = on")
+  await admin.close()
+  await postgres.restart()
+}
 const server = await startWearflow({
   databaseUrl,
   dataDir: path.join(dir, "data"),
@@ -84,6 +94,7 @@ await openLoop({ rate: 50, seconds: 1, send: (i) => post(bare.url, bodyOf(-1 - i
 const anchor = await openLoop({ rate, seconds, send: (i) => post(bare.url, bodyOf(i)) })
 
 const memory = sampleRss(server.process.pid!)
+const cpuBefore = { server: processCpuMs(server.process.pid!), at: performance.now() }
 const scheduled: Array<number> = []
 const acks = await openLoop({
   rate,
@@ -104,15 +115,17 @@ while (arrivals.size < scheduled.length && performance.now() - quietSince < 30_0
   await Bun.sleep(50)
 }
 const peak = memory.stop()
+const serverBusy = (processCpuMs(server.process.pid!) - cpuBefore.server) / (performance.now() - cpuBefore.at)
 
-// Where the time went, per stage, from the database's own clocks (each a transaction's start).
+// Where the time went, per stage, from the database's clocks: a transaction's start (now())
+// and, for the outbox rows (never updated), their commit (pg_xact_commit_timestamp).
 {
   const { SQL } = await import("bun")
   const db = new SQL(databaseUrl)
   const rows = (await db.unsafe(`
-    select extract(epoch from r.created_at - i.received_at) * 1000 as to_record,
-           extract(epoch from i.processed_at - i.received_at) * 1000 as to_processed,
-           extract(epoch from m.created_at - o.created_at) * 1000 as to_message,
+    select extract(epoch from r.created_at - i.received_at) * 1000 as to_worker,
+           extract(epoch from pg_xact_commit_timestamp(o.xmin) - r.created_at) * 1000 as store_commit,
+           extract(epoch from m.created_at - pg_xact_commit_timestamp(o.xmin)) * 1000 as to_fan_out,
            extract(epoch from m.first_attempted_at - m.created_at) * 1000 as to_attempt
       from outbox o
       join records r on r.id = o.record_id
@@ -120,17 +133,15 @@ const peak = memory.stop()
       join webhook_messages m on m.event_id = o.event_id
      where o.event_type = 'daily.data.activity.created'`)) as Array<Record<string, number>>
   await db.close()
-  const quantiles = (key: string) => {
+  const p50 = (key: string) => {
     const values = rows.map((row) => Number(row[key])).filter(Number.isFinite).sort((a, b) => a - b)
-    const q = (p: number) => values[Math.min(values.length - 1, Math.floor(p * values.length))] ?? Number.NaN
-    return `p50 ${ms(q(0.5))} p99 ${ms(q(0.99))}`
+    return ms(values[Math.floor(0.5 * values.length)] ?? Number.NaN)
   }
   console.log(
-    `stages (${rows.length} events): inbox → record ${quantiles("to_record")}; inbox → processed ${quantiles("to_processed")}; ` +
-      `outbox → webhook message ${quantiles("to_message")}; message → first attempt ${quantiles("to_attempt")}`
+    `stages, p50 of ${rows.length} events: body stored → the worker's store transaction starts ${p50("to_worker")}, ` +
+      `→ it commits ${p50("store_commit")}, → the webhooks fan-out starts ${p50("to_fan_out")}, → the first attempt ${p50("to_attempt")}`
   )
 }
-
 const latencies = scheduled.flatMap((at, i) => (arrivals.has(i) ? [arrivals.get(i)! - at] : [])).sort((a, b) => a - b)
 const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? Number.NaN
 const p50 = at(0.5)
@@ -139,7 +150,7 @@ const missing = scheduled.length - latencies.length
 console.log(
   `bare ack   p50 ${ms(anchor.p50)}  p99 ${ms(anchor.p99)}\n` +
     `wearflow   ack p50 ${ms(acks.p50)} p99 ${ms(acks.p99)}; PUSH → webhook p50 ${ms(p50)}  p90 ${ms(at(0.9))}  p99 ${ms(p99)}  max ${ms(latencies.at(-1) ?? Number.NaN)}; ` +
-    `${latencies.length} of ${scheduled.length} arrived, non-200 acks: ${acks.failures}`
+    `${latencies.length} of ${scheduled.length} arrived, non-200 acks: ${acks.failures}; the server's CPU: ${(serverBusy * 100).toFixed(0)}% of a core`
 )
 // p99 may be 1.5× the bare receiver's when the machine's commit stalls exceed 250 ms.
 const p99Limit = Math.max(250, 1.5 * anchor.p99)

@@ -96,3 +96,14 @@ export const memoryRow = (benchmark: string, peakMb: number): BenchRow => ({
   target: "≤ 256 MB",
   met: peakMb <= 256
 })
+
+/** CPU time of process `pid` so far (user + system), ms, from /proc; NaN where there is none. */
+export function processCpuMs(pid: number) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return NaN
+  }
+}
