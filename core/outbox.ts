@@ -56,6 +56,8 @@ export const newEvent = (envelope: EventEnvelope, recordId: string | null, histo
  * Appends `events` to the outbox in their order (inside the caller's transaction, if any), in
  * one statement: a store write of hundreds of records is one round trip, not hundreds. Rows are
  * produced in order (`rows from … with ordinality`), so their positions follow the order given.
+ * The caller rings the sink runners (OutboxWake.ring) once its transaction commits: a ring
+ * before that sends every runner looking for events it cannot read yet.
  */
 export const appendEvents = (sql: SqlClient.SqlClient, events: ReadonlyArray<NewEvent>) => {
   if (events.length === 0) return Effect.void
@@ -71,7 +73,6 @@ export const appendEvents = (sql: SqlClient.SqlClient, events: ReadonlyArray<New
                     unnest(${arrayLiteral(events.map((e) => e.historical))}::boolean[]))
       with ordinality as e(event_type, team_id, user_id, record_id, payload, historical, n)
     order by n`.pipe(
-    Effect.zipRight(Effect.forEach(counts, ([eventType, n]) => Metric.incrementBy(Metric.tagged(eventsEmitted, "event_type", eventType), n), { discard: true })),
-    Effect.zipRight(OutboxWake.ring)
+    Effect.zipRight(Effect.forEach(counts, ([eventType, n]) => Metric.incrementBy(Metric.tagged(eventsEmitted, "event_type", eventType), n), { discard: true }))
   )
 }

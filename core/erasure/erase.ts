@@ -29,6 +29,7 @@ import { Sinks } from "../sink.ts"
 import { retryWhileTransient } from "../storage/errors.ts"
 import { stripUser } from "./bodies.ts"
 import { ErasureSettings } from "./deletion.ts"
+import * as OutboxWake from "../outbox-wake.ts"
 
 export const usersErased = Metric.counter("wearflow_users_erased_total")
 
@@ -120,7 +121,7 @@ export const make = Effect.gen(function* () {
       }
       yield* appendEvents(sql, [newEvent({ event_type: USER_DELETED, data, user_id: user.id, client_user_id: user.client_user_id, team_id: user.team_id }, null)])
       return true
-    }).pipe(sql.withTransaction)
+    }).pipe(sql.withTransaction, Effect.tap(OutboxWake.ring))
 
   /** Erases every user whose grace period has passed, a few at a time; answers how many. */
   const sweep = Effect.gen(function* () {

@@ -213,7 +213,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
      * part's outcome. Runs in one transaction, a few statements per call whatever its size or
      * number of parts. A record from an older inbox item never overwrites one from a newer
      * item, so out-of-order processing keeps the latest delivery. The sink runners are rung
-     * again once it commits: the ring at the append comes before the events can be read.
+     * once it commits, when its events can be read.
      */
     const writeParts = (yield* Tracing.fn("RecordStore.writeParts"))(function* (parts: ReadonlyArray<WritePart>) {
       const prepared = parts.flatMap(({ recipient, provider, records, inboxId }, part) =>
@@ -318,7 +318,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
         }, record.id)
       }))
       return gone.length
-    }, sql.withTransaction)
+    }, sql.withTransaction, (committed) => Effect.zipLeft(committed, OutboxWake.ring))
 
     return { write, writeParts, remove } as const
   })
