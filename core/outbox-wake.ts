@@ -1,9 +1,10 @@
 /**
  * Wakes this process's sink runners when it appends to the outbox, so a runner looks at once
  * instead of sleeping out its idle pause. In-process only: runners in other processes keep
- * their idle poll. A ring comes at the append, before the appending transaction commits, so a
- * runner woken by it keeps looking for a short while (see pipeline/sink-runner.ts); what it reads is
- * still only what every older transaction has finished with (pg_snapshot_xmin).
+ * their idle poll. The record store and erasure ring once their transaction commits; a single
+ * `appendEvent` rings at the append, before its transaction commits, so a runner woken keeps
+ * looking for a short while (see pipeline/sink-runner.ts). What it reads is still only what
+ * every older transaction has finished with (pg_snapshot_xmin).
  */
 import { Duration, Effect } from "effect"
 

@@ -9,9 +9,9 @@
  *
  * Before a round, one cheap statement asks whether it would read anything: most looks while
  * events commit find nothing yet. When the outbox has nothing new, the runner sleeps its idle
- * pause, unless this process appends to the outbox meanwhile (outbox-wake.ts): then it looks again at once, and keeps
- * looking at short, growing intervals while the appending transaction commits. Runners in
- * other processes see the event at their next idle poll.
+ * pause, unless this process rings meanwhile (outbox-wake.ts): then it looks again at once,
+ * and keeps looking at short, growing intervals in case the appending transaction has not
+ * committed yet. Runners in other processes see the event at their next idle poll.
  */
 import { SqlClient, SqlError } from "@effect/sql"
 import { Duration, Effect, Layer, Metric, Schedule } from "effect"
@@ -163,9 +163,9 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /**
      * Whether a round would read anything: one statement outside a transaction, where a round is
-     * four (begin, lock, read, commit). Most looks while events commit find nothing yet.
+     * four (begin, lock, read, commit). Lateral, so the look starts at the cursor in the
+     * (tx, position) index (a join scans the outbox).
      */
-    // Lateral, so the look starts at the cursor in the (tx, position) index (a join scans the outbox).
     const anythingNew = sql<{ found: boolean }>`
       select exists (
         select 1 from sink_cursors c cross join lateral (
