@@ -25,7 +25,7 @@
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import { DuckDBInstance } from "@duckdb/node-api"
 import { SqlClient } from "@effect/sql"
-import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime, Option, Redacted } from "effect"
+import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime, Option } from "effect"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -39,9 +39,8 @@ import * as OutboundHttp from "../core/http-client.ts"
 import * as SinkRunner from "../core/pipeline/sink-runner.ts"
 import { type OutboxRow, toEvent } from "../core/pipeline/sink-runner.ts"
 import * as Database from "../core/storage/database.ts"
-import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
 import { BENCH_TEAM, benchEvents } from "./outbox-events.ts"
-import { cpuMs, postgresCpuMs } from "./postgres.ts"
+import { cpuMs, postgresCpuMs, startBenchPostgres } from "./postgres.ts"
 import { keysOf, type Manifest as BatchManifest } from "../sinks/s3/batches.ts"
 import { type Encoder, type Format, ndjsonGzip, parquet } from "../sinks/s3/encode.ts"
 import { migrate as migrateEtl } from "../sinks/s3/migrations.ts"
@@ -109,21 +108,11 @@ const runBench = async () => {
   const totalEvents = timeseriesEvents + summaryEvents
 
   // Postgres, with a pool of our own for set-up and progress queries.
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-etl-"))
-  await fs.chmod(dir, 0o755)
-  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }))
+  const postgres = await startBenchPostgres("wearflow-bench-etl-", pgStats ? { shared_preload_libraries: "pg_stat_statements" } : {})
+  cleanups.push(postgres.stop)
+  const { dir } = postgres
   const pgDir = path.join(dir, "pg")
-  const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir, database: "bench" }))
-  cleanups.push(() => Effect.runPromise(database.stop))
-  if (pgStats) {
-    // pg_stat_statements must be preloaded: set it, restart, then the extension can be created.
-    const admin = new pg.Client({ connectionString: Redacted.value(database.url) })
-    await admin.connect()
-    await admin.query("alter system set shared_preload_libraries = 'pg_stat_statements'")
-    await admin.end()
-    await Effect.runPromise(Effect.zipRight(database.stop, database.start))
-  }
-  const db = new pg.Pool({ connectionString: Redacted.value(database.url), max: 2 })
+  const db = new pg.Pool({ connectionString: postgres.url, max: 2 })
   if (pgStats) await db.query("create extension if not exists pg_stat_statements")
   // Postgres stops at the end of the run; idle connections it terminates are expected then.
   db.on("error", () => {})
@@ -131,7 +120,7 @@ const runBench = async () => {
 
   // One migrated database for every run; each run builds only the sink on top of it.
   const quiet = Logger.minimumLogLevel(LogLevel.Warning)
-  const storage = ManagedRuntime.make(Database.layer({ url: Option.some(database.url), dataDir: dir }).pipe(Layer.provide(quiet)))
+  const storage = ManagedRuntime.make(Database.layer({ url: Option.some(postgres.redactedUrl), dataDir: dir }).pipe(Layer.provide(quiet)))
   cleanups.push(() => storage.dispose())
   const storageContext = (await storage.runtime()).context
   await storage.runPromise(migrateEtl)

@@ -46,14 +46,7 @@ const body = (i: number) => dailyBody(i, users)
 
 const pgStats = process.env.INGEST_BENCH_PG_STATS === "1"
 
-const postgres = await startBenchPostgres("wearflow-bench-ingest-")
-if (pgStats) {
-  // shared_preload_libraries takes a restart: the bench's own server, restarted in place.
-  const admin = await connect(postgres.url)
-  await admin.query("alter system set shared_preload_libraries = 'pg_stat_statements'")
-  await admin.end()
-  await postgres.restart()
-}
+const postgres = await startBenchPostgres("wearflow-bench-ingest-", pgStats ? { shared_preload_libraries: "pg_stat_statements" } : {})
 const admin = await connect(postgres.url)
 await admin.query("create database bench_wearflow")
 await admin.end()

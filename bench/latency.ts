@@ -40,16 +40,8 @@ const bodyOf = (index: number) => {
 }
 const indexOfDay = (day: string) => Math.round((Date.parse(`${day}T00:00:00Z`) / 1000 - FIRST_DAY) / DAY)
 
-const postgres = await startBenchPostgres("wearflow-bench-latency-")
-const { dir, url: databaseUrl, stop: stopPostgres } = postgres
-{
-  // Commit times, for the stages below (a setting that takes a restart).
-  const { SQL } = await import("bun")
-  const admin = new SQL(databaseUrl)
-  await admin.unsafe("alter system set track_commit_timestamp = on")
-  await admin.close()
-  await postgres.restart()
-}
+// Commit times, for the stages below.
+const { dir, url: databaseUrl, stop: stopPostgres } = await startBenchPostgres("wearflow-bench-latency-", { track_commit_timestamp: "on" })
 const server = await startWearflow({
   databaseUrl,
   dataDir: path.join(dir, "data"),

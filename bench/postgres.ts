@@ -6,6 +6,7 @@ import { Effect, Redacted } from "effect"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
+import pg from "pg"
 import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
 
 /** CPU time of this process so far, ms. */
@@ -37,14 +38,29 @@ export const postgresCpuMs = async (pgDir: string): Promise<number> => {
   }
 }
 
-export const startBenchPostgres = async (prefix: string) => {
+/**
+ * An embedded Postgres for a bench, in a directory of its own (`dir`, the server's data in
+ * `dir/pg`). `settings` (e.g. `shared_preload_libraries`, `track_commit_timestamp`) are set
+ * with `alter system`, then the server restarts once so that they apply.
+ */
+export const startBenchPostgres = async (prefix: string, settings: Readonly<Record<string, string>> = {}) => {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix))
   // Postgres runs as an unprivileged user when started as root: it must reach the directory.
   await fs.chmod(dir, 0o755)
   const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
+  const entries = Object.entries(settings)
+  if (entries.length > 0) {
+    const admin = new pg.Client({ connectionString: Redacted.value(database.url) })
+    await admin.connect()
+    for (const [name, value] of entries) await admin.query(`alter system set ${name} = '${value}'`)
+    await admin.end()
+    await Effect.runPromise(Effect.zipRight(database.stop, database.start))
+  }
   return {
     dir,
     url: Redacted.value(database.url),
+    /** The URL as the database layer takes it. */
+    redactedUrl: database.url,
     /** CPU time of the server so far, ms (see postgresCpuMs). */
     cpuMs: () => postgresCpuMs(path.join(dir, "pg")),
     /** Stops and starts the server on the same port (for settings that take a restart). */

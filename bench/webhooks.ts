@@ -42,7 +42,7 @@ import * as Host from "../core/host.ts"
 import * as OutboundHttp from "../core/http-client.ts"
 import * as SinkRunner from "../core/pipeline/sink-runner.ts"
 import * as Database from "../core/storage/database.ts"
-import * as EmbeddedPostgres from "../core/storage/embedded-postgres.ts"
+import { startBenchPostgres } from "./postgres.ts"
 import * as WebhooksSink from "../sinks/webhooks/mod.ts"
 import { ms, rate, report, sampleRss } from "./report.ts"
 
@@ -207,21 +207,11 @@ const runBench = async () => {
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
   // Postgres, with a pool of our own for appends and progress queries.
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "wearflow-bench-webhooks-"))
-  await fs.chmod(dir, 0o755)
-  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }))
-  const database = await Effect.runPromise(EmbeddedPostgres.start({ pgDir: path.join(dir, "pg"), database: "bench" }))
-  cleanups.push(() => Effect.runPromise(database.stop))
   const pgStats = process.env.WEBHOOK_BENCH_PG_STATS === "1"
-  if (pgStats) {
-    // pg_stat_statements must be preloaded: set it, restart, then the extension can be created.
-    const admin = new pg.Client({ connectionString: Redacted.value(database.url) })
-    await admin.connect()
-    await admin.query("alter system set shared_preload_libraries = 'pg_stat_statements'")
-    await admin.end()
-    await Effect.runPromise(Effect.zipRight(database.stop, database.start))
-  }
-  const db = new pg.Pool({ connectionString: Redacted.value(database.url), max: 4, idleTimeoutMillis: 0 })
+  const postgres = await startBenchPostgres("wearflow-bench-webhooks-", pgStats ? { shared_preload_libraries: "pg_stat_statements" } : {})
+  cleanups.push(postgres.stop)
+  const { dir } = postgres
+  const db = new pg.Pool({ connectionString: postgres.url, max: 4, idleTimeoutMillis: 0 })
   if (pgStats) await db.query("create extension if not exists pg_stat_statements")
   /** The statements that took the most time in Postgres since the last call, with their share. */
   const printStatements = async (name: string) => {
@@ -409,7 +399,7 @@ const runBench = async () => {
     ["WEARFLOW_WEBHOOK_ENDPOINT_CONCURRENCY", String(concurrency)]
   ]))
   const Storage = layerTokenCipher(Redacted.make([randomBytes(32)])).pipe(
-    Layer.provideMerge(Database.layer({ url: Option.some(database.url), dataDir: dir }))
+    Layer.provideMerge(Database.layer({ url: Option.some(postgres.redactedUrl), dataDir: dir }))
   )
   const App = SinkRunner.layer(WebhooksSink.WebhooksSink, { idle: "20 millis", batchSize: 1000 }).pipe(
     // The sink alone: the endpoints API (and its API-key check) is not what is measured.
