@@ -12,12 +12,12 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { type BenchRow, table } from "./report.ts"
-import { benchServerEnv, benchServerFlags } from "./server.ts"
+import { benchServerFlags } from "./server.ts"
 
 /**
  * Each benchmark with the settings it runs with here (shorter than its own defaults where they
- * are long). `hostsWearflow`: the bench's own process runs Wearflow's sink, so it runs as
- * `npm start` runs the server (its flags and variables, bench/server.ts).
+ * are long). `hostsWearflow`: the bench's own process runs Wearflow's sink, so it runs with
+ * the flags `npm start` gives the server (bench/server.ts).
  */
 const benchmarks: ReadonlyArray<{ readonly name: string; readonly file: string; readonly env?: Record<string, string>; readonly hostsWearflow?: boolean }> = [
   { name: "push", file: "push.ts", env: { BENCH_SECONDS: "5", BENCH_RATES: "1000" } },
@@ -44,7 +44,7 @@ for (const bench of benchmarks) {
   console.log(`\n=== ${bench.name} (bench/${bench.file}) ===`)
   const result = spawnSync(process.execPath, [...(bench.hostsWearflow ? benchServerFlags : []), path.join(here, bench.file)], {
     cwd: path.join(here, ".."),
-    env: { ...process.env, ...(bench.hostsWearflow ? benchServerEnv : {}), ...bench.env, BENCH_REPORT: reportFile },
+    env: { ...process.env, ...bench.env, BENCH_REPORT: reportFile },
     stdio: "inherit"
   })
   if (result.status !== 0) failed.push(`${bench.name} (exit ${result.status ?? result.signal})`)

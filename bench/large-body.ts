@@ -13,7 +13,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import pg from "pg"
 import { startBenchPostgres } from "./postgres.ts"
-import { benchServerEnv, benchServerFlags } from "./server.ts"
+import { benchServerFlags } from "./server.ts"
 import { report } from "./report.ts"
 
 const bodyMb = Number(process.env.BENCH_BODY_MB ?? 100)
@@ -69,7 +69,6 @@ const server = spawn(process.execPath, [...benchServerFlags, "apps/server/main.t
   cwd: new URL("..", import.meta.url).pathname,
   env: {
     ...process.env,
-    ...benchServerEnv,
     PORT: String(port),
     HOST: "127.0.0.1",
     DATABASE_URL: url,

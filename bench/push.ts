@@ -22,7 +22,7 @@ import pg from "pg"
 import { startBareReceiver } from "./bare-receiver.ts"
 import { openLoop, type OpenLoopFigures } from "./open-loop.ts"
 import { startBenchPostgres } from "./postgres.ts"
-import { benchServerEnv, benchServerFlags } from "./server.ts"
+import { benchServerFlags } from "./server.ts"
 import { type BenchRow, memoryRow, ms, rate as perSecond, report, sampleRss } from "./report.ts"
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)
@@ -114,7 +114,6 @@ const server = spawn(process.execPath, [...benchServerFlags, "apps/server/main.t
   cwd: new URL("..", import.meta.url).pathname,
   env: {
     ...process.env,
-    ...benchServerEnv,
     PORT: String(port),
     HOST: "127.0.0.1",
     DATABASE_URL: url.replace(/\/bench$/, "/bench_wearflow"),

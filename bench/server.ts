@@ -16,28 +16,20 @@ export interface BenchServer {
 const root = new URL("..", import.meta.url).pathname
 
 /**
- * The server as `npm start` runs it: the start script's variables, if any
- * (`NAME=${NAME:-default}`), and Bun's flags (`--smol`), then BENCH_SERVER_FLAGS
- * (e.g. `--cpu-prof-md`).
+ * The server as `npm start` runs it: Bun's flags from package.json's start script (`--smol`),
+ * then BENCH_SERVER_FLAGS (e.g. `--cpu-prof-md`).
  */
 const startScript: string = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).scripts.start
-const startParts = /^((?:\w+=\S+\s+)*)bun((?:\s+--[\w-]+)*)\s+apps\/server\/main\.ts$/.exec(startScript.trim())
-if (startParts === null) throw new Error(`bench/server.ts does not understand package.json's start script: ${startScript}`)
-export const benchServerEnv: Record<string, string> = Object.fromEntries(
-  startParts[1]!.trim().split(/\s+/).filter(Boolean).map((assignment) => {
-    const [, name, fallback] = /^(\w+)=\$\{\w+:-(.*)\}$/.exec(assignment) ?? []
-    if (name === undefined) throw new Error(`bench/server.ts: unexpected assignment in the start script: ${assignment}`)
-    return [name, process.env[name] ?? fallback!]
-  })
-)
-export const benchServerFlags = [...startParts[2]!.trim().split(/\s+/).filter(Boolean), ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)]
+const startFlags = /^bun((?:\s+--[\w-]+)*)\s+apps\/server\/main\.ts$/.exec(startScript.trim())
+if (startFlags === null) throw new Error(`bench/server.ts does not understand package.json's start script: ${startScript}`)
+export const benchServerFlags = [...startFlags[1]!.trim().split(/\s+/).filter(Boolean), ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)]
 
 /** Starts the server with `env` over the bench's own. */
 export const startBenchServer = async (env: Record<string, string>): Promise<BenchServer> => {
   const port = 20_000 + Math.floor(Math.random() * 20_000)
   const child = spawn(process.execPath, [...benchServerFlags, path.join(root, "apps/server/main.ts")], {
     cwd: root,
-    env: { ...process.env, ...benchServerEnv, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Warn", ...env },
+    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Warn", ...env },
     stdio: ["ignore", "inherit", "inherit"]
   })
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
