@@ -176,7 +176,7 @@ rows.unshift(...rated.map((r): BenchRow => ({
   target: r.target,
   met: r.perSecond / anchor >= 0.5
 })))
-rows.push(memoryRow("ingest", peakMb))
+rows.push(memoryRow("ingest", peakMb, memory.processes))
 report(rows)
 await db.end()
 await postgres.stop()

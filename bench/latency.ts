@@ -171,7 +171,7 @@ report([
     target: "all",
     met: missing === 0
   },
-  memoryRow("PUSH → webhook", peak)
+  memoryRow("PUSH → webhook", peak, memory.processes)
 ])
 
 await server.stop()

@@ -189,7 +189,7 @@ for (const rate of rates) {
   rows.push(row("p50", 3), row("p99", 1.5))
 }
 
-rows.push(memoryRow("push", rss.stop()))
+rows.push(memoryRow("push", rss.stop(), rss.processes))
 report(rows)
 console.log(`(the server wrote ${logLines} log lines)`)
 

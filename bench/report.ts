@@ -70,28 +70,60 @@ export const rssOf = (pid: number): number | undefined => {
   }
 }
 
-/** Samples a process's RSS every `everyMs` until stopped; `stop()` answers the peak in MB. */
+/** `pid` and its descendants (a server and the worker processes it started). */
+const treeOf = (pid: number): Array<number> => {
+  let children: Array<number>
+  try {
+    children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number)
+  } catch {
+    try {
+      children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number)
+    } catch {
+      children = []
+    }
+  }
+  return [pid, ...children.flatMap(treeOf)]
+}
+
+/** RSS of `pid` and its descendants together, MB, and how many processes that is. */
+const rssOfTree = (pid: number) => {
+  const pids = treeOf(pid)
+  return { mb: pids.reduce((sum, p) => sum + (rssOf(p) ?? 0), 0), processes: pids.length }
+}
+
+/**
+ * Samples the RSS of a process and its descendants together every `everyMs` until stopped;
+ * `stop()` answers the peak in MB, `processes` the most processes seen at once.
+ */
 export const sampleRss = (pid: number, everyMs = 100) => {
-  let peak = rssOf(pid) ?? 0
-  const timer = setInterval(() => {
-    peak = Math.max(peak, rssOf(pid) ?? 0)
-  }, everyMs)
+  let peak = 0
+  let processes = 1
+  const sample = () => {
+    const now = rssOfTree(pid)
+    peak = Math.max(peak, now.mb)
+    processes = Math.max(processes, now.processes)
+  }
+  sample()
+  const timer = setInterval(sample, everyMs)
   return {
     get peak() {
       return peak
     },
+    get processes() {
+      return processes
+    },
     stop: () => {
       clearInterval(timer)
-      peak = Math.max(peak, rssOf(pid) ?? 0)
+      sample()
       return peak
     }
   }
 }
 
-/** The memory row every benchmark that runs the server adds. */
-export const memoryRow = (benchmark: string, peakMb: number): BenchRow => ({
+/** The memory row every benchmark that runs the server adds: the server and its worker processes together. */
+export const memoryRow = (benchmark: string, peakMb: number, processes = 1): BenchRow => ({
   path: `server RSS, peak, ${benchmark}`,
-  wearflow: `${figure(peakMb)} MB`,
+  wearflow: `${figure(peakMb)} MB${processes > 1 ? ` (${processes} processes together)` : ""}`,
   anchor: "—",
   target: "≤ 256 MB",
   met: peakMb <= 256

@@ -1,10 +1,11 @@
 /**
  * Wakes this process's sink runners when it appends to the outbox, so a runner looks at once
- * instead of sleeping out its idle pause. In-process only: runners in other processes keep
- * their idle poll. The record store and erasure ring once their transaction commits; a single
- * `appendEvent` rings at the append, before its transaction commits, so a runner woken keeps
- * looking for a short while (see pipeline/sink-runner.ts). What it reads is still only what
- * every older transaction has finished with (pg_snapshot_xmin).
+ * instead of sleeping out its idle pause; a server passes its rings on to the worker processes
+ * it started, and they theirs to it (`forwardRings`, `ringFromPeer`). The record store and
+ * erasure ring once their transaction commits; a single `appendEvent` rings at the append,
+ * before its transaction commits, so a runner woken keeps looking for a short while (see
+ * pipeline/sink-runner.ts). What it reads is still only what every older transaction has
+ * finished with (pg_snapshot_xmin).
  */
 import { Duration, Effect } from "effect"
 
@@ -13,10 +14,25 @@ const sleepers = new Set<() => void>()
 
 /** Says events were appended (their transaction may still be open). */
 export const ring = Effect.sync(() => {
+  ringHere()
+  for (const forward of forwards) forward()
+})
+
+const ringHere = () => {
   appends++
   for (const wake of sleepers) wake()
   sleepers.clear()
-})
+}
+
+/** Carriers of this process's rings to the processes it works with. */
+const forwards = new Set<() => void>()
+
+/** Calls `forward` on every ring of this process's own, while the scope is open. */
+export const forwardRings = (forward: () => void) =>
+  Effect.acquireRelease(Effect.sync(() => forwards.add(forward)), () => Effect.sync(() => forwards.delete(forward)))
+
+/** A ring from another process: this process's runners look, and it goes no further. */
+export const ringFromPeer = Effect.sync(ringHere)
 
 /** How many rings so far: a runner compares it across a round to learn of appends meanwhile. */
 export const rings = Effect.sync(() => appends)

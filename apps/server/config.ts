@@ -33,6 +33,23 @@ export const ServerConfig = Config.all({
     Config.withDefault(32),
     Config.validate({ message: "WEARFLOW_INGEST_CONCURRENCY must be 0..64 (0: this process only receives)", validation: (n) => n >= 0 && n <= 64 })
   ),
+  /**
+   * What this process does: `all` (the HTTP API and the background work), `receiver` (the HTTP
+   * API only: requests and provider webhooks), `worker` (the background work only: ingest,
+   * sinks, polls, token refresh, retention, alerts). Processes of every role share the database.
+   */
+  role: Config.literal("all", "receiver", "worker")("WEARFLOW_ROLE").pipe(Config.withDefault("all" as const)),
+  /**
+   * Worker processes an `all` server starts and watches beside itself; it then only receives,
+   * so requests and background work each have an event loop (and a core) of their own. 0: one
+   * process does everything.
+   */
+  workerProcesses: Config.integer("WEARFLOW_WORKER_PROCESSES").pipe(
+    Config.withDefault(1),
+    Config.validate({ message: "WEARFLOW_WORKER_PROCESSES must be 0..16", validation: (n) => n >= 0 && n <= 16 })
+  ),
+  /** The name a server gives a worker process it starts (`worker-1`, …): in its logs and metrics. */
+  processName: Config.option(Config.string("WEARFLOW_PROCESS_NAME")),
   /** Database connections per process: the ingest takers, the sinks and the requests share them. */
   databasePool: Config.integer("WEARFLOW_DATABASE_POOL").pipe(
     Config.withDefault(32),

@@ -4,7 +4,7 @@
  * for many lines instead of a synchronous write each (one or two per request at INFO). Lines
  * still queued when the process exits are written then.
  */
-import { Layer, Logger, type LogLevel } from "effect"
+import { HashMap, Layer, Logger, type LogLevel, Option } from "effect"
 import * as fs from "node:fs"
 
 let queued: Array<string> = []
@@ -40,7 +40,14 @@ const queueLine = (line: string) => {
 /** Effect's JSON log line, queued. */
 export const jsonLines = Logger.make((options) => queueLine(Logger.jsonLogger.log(options)))
 
-/** Replaces Effect's default logger with `jsonLines`, at `level` and above. */
-export const layer = (level: LogLevel.LogLevel) =>
-  Layer.merge(Logger.replace(Logger.defaultLogger, jsonLines), Logger.minimumLogLevel(level))
+/** `jsonLines` with this process's name among each line's annotations. */
+const jsonLinesOf = (process: string) =>
+  Logger.make((options) => queueLine(Logger.jsonLogger.log({ ...options, annotations: HashMap.set(options.annotations, "process", process) })))
+
+/**
+ * Replaces Effect's default logger with `jsonLines`, at `level` and above; a worker process's
+ * lines carry its `process` name.
+ */
+export const layer = (level: LogLevel.LogLevel, process: Option.Option<string> = Option.none()) =>
+  Layer.merge(Logger.replace(Logger.defaultLogger, Option.match(process, { onNone: () => jsonLines, onSome: jsonLinesOf })), Logger.minimumLogLevel(level))
 

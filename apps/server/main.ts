@@ -1,6 +1,7 @@
 /**
  * The Wearflow server on Bun: the app (App.ts), JSON logs at LOG_LEVEL (logging.ts), traces
- * over OTLP when configured (tracing.ts), until SIGTERM.
+ * over OTLP when configured (tracing.ts), until SIGTERM. A worker process's log lines carry
+ * its name.
  */
 import { BunRuntime } from "@effect/platform-bun"
 import { Effect, Layer } from "effect"
@@ -9,6 +10,6 @@ import { ServerConfig } from "./config.ts"
 import * as Logging from "./logging.ts"
 import * as Tracing from "./tracing.ts"
 
-const Logs = Effect.map(ServerConfig, ({ logLevel }) => Logging.layer(logLevel)).pipe(Layer.unwrapEffect)
+const Logs = Effect.map(ServerConfig, ({ logLevel, processName }) => Logging.layer(logLevel, processName)).pipe(Layer.unwrapEffect)
 
 Layer.launch(App).pipe(Effect.provide(Layer.merge(Logs, Tracing.layer)), BunRuntime.runMain({ disablePrettyLogger: true }))

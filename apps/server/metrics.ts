@@ -1,6 +1,6 @@
 /**
- * `GET /metrics`: every metric of this process (ingest, sinks, the ETL backlog, …) in
- * Prometheus' text format, for a scraper. Counts and sizes only: no health data, no ids. Table
+ * `GET /metrics`: every metric of this process and of the worker processes it started (ingest,
+ * sinks, the ETL backlog, …; theirs labelled `process`) in Prometheus' text format, for a scraper. Counts and sizes only: no health data, no ids. Table
  * sizes (rows estimated, bytes) are read from the catalog when scraped; rows retention removed
  * are `wearflow_retention_rows_removed_total{table}`.
  */
@@ -9,6 +9,7 @@ import { SqlClient } from "@effect/sql"
 import { IngestBacklog } from "@wearflow/core/pipeline/inbox"
 import { Effect, Metric, MetricState, Option } from "effect"
 import type { MetricPair } from "effect"
+import { WorkerMetrics } from "./worker-processes.ts"
 
 const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"')
 
@@ -17,33 +18,54 @@ const labelsOf = (tags: ReadonlyArray<{ readonly key: string; readonly value: st
   return all.length === 0 ? "" : `{${all.map(([k, v]) => `${k}="${escape(v)}"`).join(",")}}`
 }
 
-/** One text exposition of `pairs`, grouped by metric name. */
-export const exposition = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): string => {
-  const byName = new Map<string, { type: string; help: string | undefined; lines: Array<string> }>()
+/** A metric's series as Prometheus text lines, with its type and help: what a worker process sends its server. */
+export interface MetricFamily {
+  readonly name: string
+  readonly type: string
+  readonly help: string | undefined
+  readonly lines: ReadonlyArray<string>
+}
+export type MetricFamilies = ReadonlyArray<MetricFamily>
+
+/** `pairs` as families, each series labelled with `labels` beside its own tags. */
+export const familiesOf = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>, labels: ReadonlyArray<[string, string]> = []): MetricFamilies => {
+  const byName = new Map<string, { name: string; type: string; help: string | undefined; lines: Array<string> }>()
   const entry = (name: string, type: string, help: Option.Option<string>) => {
-    const found = byName.get(name) ?? { type, help: Option.getOrUndefined(help), lines: [] }
+    const found = byName.get(name) ?? { name, type, help: Option.getOrUndefined(help), lines: [] }
     byName.set(name, found)
     return found.lines
   }
   for (const { metricKey: key, metricState: state } of pairs) {
-    const tags = key.tags
-    if (MetricState.isCounterState(state)) entry(key.name, "counter", key.description).push(`${key.name}${labelsOf(tags)} ${state.count}`)
-    else if (MetricState.isGaugeState(state)) entry(key.name, "gauge", key.description).push(`${key.name}${labelsOf(tags)} ${state.value}`)
+    const tags = labelsOf(key.tags, labels)
+    const tagsWith = (extra: [string, string]) => labelsOf(key.tags, [...labels, extra])
+    if (MetricState.isCounterState(state)) entry(key.name, "counter", key.description).push(`${key.name}${tags} ${state.count}`)
+    else if (MetricState.isGaugeState(state)) entry(key.name, "gauge", key.description).push(`${key.name}${tags} ${state.value}`)
     else if (MetricState.isHistogramState(state)) {
       const lines = entry(key.name, "histogram", key.description)
-      for (const [bound, count] of state.buckets) lines.push(`${key.name}_bucket${labelsOf(tags, [["le", String(bound)]])} ${count}`)
-      lines.push(`${key.name}_bucket${labelsOf(tags, [["le", "+Inf"]])} ${state.count}`)
-      lines.push(`${key.name}_sum${labelsOf(tags)} ${state.sum}`, `${key.name}_count${labelsOf(tags)} ${state.count}`)
+      for (const [bound, count] of state.buckets) lines.push(`${key.name}_bucket${tagsWith(["le", String(bound)])} ${count}`)
+      lines.push(`${key.name}_bucket${tagsWith(["le", "+Inf"])} ${state.count}`)
+      lines.push(`${key.name}_sum${tags} ${state.sum}`, `${key.name}_count${tags} ${state.count}`)
     } else if (MetricState.isFrequencyState(state)) {
       const lines = entry(key.name, "counter", key.description)
-      for (const [value, count] of state.occurrences) lines.push(`${key.name}${labelsOf(tags, [["value", value]])} ${count}`)
+      for (const [value, count] of state.occurrences) lines.push(`${key.name}${tagsWith(["value", value])} ${count}`)
     } else if (MetricState.isSummaryState(state)) {
       const lines = entry(key.name, "summary", key.description)
       for (const [quantile, value] of state.quantiles) {
-        if (Option.isSome(value)) lines.push(`${key.name}${labelsOf(tags, [["quantile", String(quantile)]])} ${value.value}`)
+        if (Option.isSome(value)) lines.push(`${key.name}${tagsWith(["quantile", String(quantile)])} ${value.value}`)
       }
-      lines.push(`${key.name}_sum${labelsOf(tags)} ${state.sum}`, `${key.name}_count${labelsOf(tags)} ${state.count}`)
+      lines.push(`${key.name}_sum${tags} ${state.sum}`, `${key.name}_count${tags} ${state.count}`)
     }
+  }
+  return [...byName.values()]
+}
+
+/** One text exposition of the families of one or more processes, each metric's series together. */
+export const render = (...sources: ReadonlyArray<MetricFamilies>): string => {
+  const byName = new Map<string, { type: string; help: string | undefined; lines: Array<string> }>()
+  for (const family of sources.flat()) {
+    const found = byName.get(family.name) ?? { type: family.type, help: family.help, lines: [] }
+    byName.set(family.name, found)
+    found.lines.push(...family.lines)
   }
   let text = ""
   for (const [name, { type, help, lines }] of [...byName].sort(([a], [b]) => a.localeCompare(b))) {
@@ -92,7 +114,8 @@ export const MetricsRoute = HttpApiBuilder.Router.use((router) =>
           Effect.ignore
         )
         yield* tableSizes.pipe(Effect.provideService(SqlClient.SqlClient, sql), Effect.timeout("5 seconds"), Effect.ignore)
-        return HttpServerResponse.text(exposition(Metric.unsafeSnapshot()), { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+        const workers = yield* (yield* WorkerMetrics)
+        return HttpServerResponse.text(render(familiesOf(Metric.unsafeSnapshot()), ...workers), { contentType: "text/plain; version=0.0.4; charset=utf-8" })
       })
     )
   })

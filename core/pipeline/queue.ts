@@ -12,7 +12,8 @@
  * Round trips are shared: the taker whose turn it is to look claims a job for every taker
  * then waiting in one statement (the others take theirs from the claimed batch), and jobs
  * that finish together are marked completed in one statement. A taker with nothing to do
- * sleeps for the poll interval, or until this process queues a job (`wakeTakers`).
+ * sleeps for the poll interval, or until this process queues a job (`wakeTakers`) or one it
+ * works with says it did (`wakeTakersFromPeer`).
  *
  * `takeBatch` takes up to a given number of jobs at once, for work that does many jobs as one
  * (one statement per step for them all). Each job still ends on its own: those that succeed
@@ -44,9 +45,24 @@ let wakes = 0
  * instead of after the poll interval. Harmless when there is none: they look and sleep again.
  */
 export const wakeTakers = Effect.sync(() => {
+  wakeHere()
+  for (const forward of forwards) forward()
+})
+
+const wakeHere = () => {
   wakes++
   for (const wake of [...sleepers]) wake()
-})
+}
+
+/** Carriers of this process's wakes to the processes it works with. */
+const forwards = new Set<() => void>()
+
+/** Calls `forward` on every wake of this process's own, while the scope is open. */
+export const forwardWakes = (forward: () => void) =>
+  Effect.acquireRelease(Effect.sync(() => forwards.add(forward)), () => Effect.sync(() => forwards.delete(forward)))
+
+/** A wake from another process: this process's takers look, and it goes no further. */
+export const wakeTakersFromPeer = Effect.sync(wakeHere)
 
 /** How many takers of this process sleep now (for tests that must act while one does). */
 export const sleepingTakers = Effect.sync(() => sleepers.size)

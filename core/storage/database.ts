@@ -92,8 +92,11 @@ const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
     applicationName: "wearflow"
   })
 
+/** Where the database is: DATABASE_URL, or the embedded server's (for processes this one starts). */
+export class DatabaseUrl extends Context.Tag("wearflow/DatabaseUrl")<DatabaseUrl, Redacted.Redacted<string>>() {}
+
 /** SqlClient on a migrated database. An embedded server is stopped after the pool closes. */
-export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | DatabaseWait, EmbeddedPostgres.EmbeddedPostgresError | Migrator.MigrationError | import("@effect/sql").SqlError.SqlError> =>
+export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | DatabaseWait | DatabaseUrl, EmbeddedPostgres.EmbeddedPostgresError | Migrator.MigrationError | import("@effect/sql").SqlError.SqlError> =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
       const url = Option.isSome(options.url)
@@ -104,6 +107,6 @@ export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient
           )).url
       const wait = Duration.decode(options.wait ?? DatabaseWait.defaultValue())
       const client = clientLayer(url, options.maxConnections ?? 20)
-      return Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client), Layer.merge(Layer.succeed(DatabaseWait, wait)))
+      return Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client), Layer.merge(Layer.succeed(DatabaseWait, wait)), Layer.merge(Layer.succeed(DatabaseUrl, url)))
     })
   )
