@@ -2,7 +2,7 @@
  * Effect's durable engines on Postgres: @effect/workflow on @effect/cluster, for long-lived
  * processes (backfill chains), plus a rate limiter whose budget lives in the database.
  *
- * Every process is a runner. Runners share shards through Postgres (advisory locks) and
+ * Every process that works is a runner (one that only receives is a client). Runners share shards through Postgres (advisory locks) and
  * reach each other only through the database: messages are stored, the runner owning the
  * shard picks them up. A runner that dies keeps its shards until its lock expires; one
  * restarted under the same address takes them back at once.
@@ -15,8 +15,12 @@ import * as RateLimiterStore from "./storage/rate-limiter-store.ts"
 import { wholeMillis } from "./time.ts"
 
 export interface EngineOptions {
-  /** This runner's address: unique among the processes sharing the database, stable across restarts. */
-  readonly runnerAddress: { readonly host: string; readonly port: number }
+  /**
+   * This runner's address: unique among the processes sharing the database, stable across
+   * restarts. Undefined: a client only, which starts workflows and reads their state but runs
+   * none (a process that only receives leaves them to the workers).
+   */
+  readonly runnerAddress: { readonly host: string; readonly port: number } | undefined
   /** How long a dead runner's shards stay locked before others take them (default 35 s). */
   readonly lockExpiration?: Duration.DurationInput
 }
@@ -24,7 +28,7 @@ export interface EngineOptions {
 const shardingConfig = (options: EngineOptions) => {
   const expiration = Duration.decode(options.lockExpiration ?? Duration.seconds(35))
   return ShardingConfig.layer({
-    runnerAddress: Option.some(RunnerAddress.make(options.runnerAddress.host, options.runnerAddress.port)),
+    runnerAddress: options.runnerAddress === undefined ? Option.none() : Option.some(RunnerAddress.make(options.runnerAddress.host, options.runnerAddress.port)),
     shardLockExpiration: expiration,
     shardLockRefreshInterval: Duration.divide(expiration, 3).pipe(Option.getOrElse(() => expiration)),
     // Work sent to another runner is found in storage: this bounds how long it waits there.

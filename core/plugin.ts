@@ -6,11 +6,22 @@
  * (host.ts) enforces both. Which plugins run is configuration (registry.ts), never an import.
  */
 import type { HttpApiGroup } from "@effect/platform"
-import { type Config, type Context, Data, type Duration, type Effect, type Either, type Layer } from "effect"
+import { type Config, Context, Data, type Duration, Effect, type Either, type Layer } from "effect"
 import type { Connections } from "./connections/connections.ts"
 import type { RawRoute } from "./http.ts"
 import type { Provider, Providers } from "./provider.ts"
 import type { Sink } from "./sink.ts"
+
+/**
+ * Whether this process does the background work (ingest, the sinks' deliveries, daemons) or
+ * only receives requests. A plugin starts its background loops with `forkWhenWorking`, so a
+ * receiver runs none of them: they run in the worker processes, once per deployment's share.
+ */
+export class BackgroundWork extends Context.Reference<BackgroundWork>()("wearflow/BackgroundWork", { defaultValue: () => true }) {}
+
+/** Forks `loop` for the scope's lifetime where this process does background work; elsewhere nothing. */
+export const forkWhenWorking = <A, E, R>(loop: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(BackgroundWork, (works) => (works ? Effect.asVoid(Effect.forkScoped(loop)) : Effect.void))
 
 export interface Permissions {
   /**

@@ -11,6 +11,7 @@ import type { FakeGarmin } from "../providers/garmin/testing/fake-garmin.ts"
 import { type GarminStack, startGarminStack } from "./support/stack.ts"
 import { eventually } from "./support/server.ts"
 import { dailySteps, garminWebhook, wearflowApi } from "./support/wearflow-client.ts"
+import { scrape } from "./support/metrics.ts"
 
 const CONSUMER = { consumerKey: "connect-consumer-key", consumerSecret: "connect-consumer-secret" }
 const API_KEY = "connect-api-key"
@@ -50,8 +51,7 @@ const connectionOf = async (userId: string) =>
 
 /** Token refresh rounds a server has finished (its /metrics). */
 const refreshRounds = async (baseUrl: string) => {
-  const text = await (await fetch(`${baseUrl}/metrics`)).text()
-  return Number(/^wearflow_token_refresh_rounds_total (\d+)$/m.exec(text)?.[1] ?? 0)
+  return (await scrape(baseUrl, "wearflow_token_refresh_rounds_total")) ?? 0
 }
 
 /**

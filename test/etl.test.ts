@@ -18,6 +18,7 @@ import { freshDatabaseUrl } from "./support/database.ts"
 import { type S3Server, startS3 } from "./support/s3.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
+import { scrape } from "./support/metrics.ts"
 
 const fixture = (name: string) => readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8")
 const CLIENT_ID = "etl-garmin-client"
@@ -322,10 +323,7 @@ describe("ETL files in an S3-compatible bucket", () => {
     await eventually(async () => ((await count("select count(*) as n from etl_batches where status = 'sealed' and attempts > 0")) > 0 ? true : undefined), 30_000)
     await eventually(async () => (server.logs().includes("ETL batch could not be written") ? true : undefined))
     expect(server.logs()).toMatch(/"backlog_records":[1-9]/)
-    const metric = async (name: string) => {
-      const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
-      return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN)
-    }
+    const metric = async (name: string) => (await scrape(server.baseUrl, name)) ?? Number.NaN
     // The other sinks carry on meanwhile.
     await eventually(async () => ((await count(
       "select count(*) as n from outbox o, sink_cursors c where c.sink_id = 'postgres' and (o.tx, o.position) > (c.tx, c.position)")) === 0 ? true : undefined))

@@ -21,6 +21,7 @@ import { freshDatabaseUrl } from "./support/database.ts"
 import { eventually, type RunningServer, startServer } from "./support/server.ts"
 import { type Received, type Receiver, startReceiver } from "./support/webhook-receiver.ts"
 import { sendGarminNotification, wearflowApi } from "./support/wearflow-client.ts"
+import { scrape } from "./support/metrics.ts"
 
 const fixture = (name: string) => readFileSync(new URL(`../providers/garmin/testing/fixtures/${name}.json`, import.meta.url), "utf8")
 const CLIENT_ID = "gap-alerts-garmin-client"
@@ -109,9 +110,7 @@ const allPages = async (client: typeof api, query: string, route = "/v2/alerts")
 }
 
 const metricValue = async (kind: string, provider: string) => {
-  const text = await (await fetch(`${servers[1]!.baseUrl}/metrics`)).text()
-  const line = text.split("\n").find((l) => l.startsWith(`wearflow_alerts_open{kind="${kind}",provider="${provider}"}`))
-  return line === undefined ? undefined : Number(line.split(" ").at(-1))
+  return scrape(servers[1]!.baseUrl, "wearflow_alerts_open", { kind, provider })
 }
 
 beforeAll(async () => {

@@ -8,6 +8,7 @@ import * as ApiKeyAuth from "@wearflow/core/tenancy/api-key-auth"
 import { Connections } from "@wearflow/core/connections/connections"
 import { ErasureSettings, UserDeletion } from "@wearflow/core/erasure/deletion"
 import * as OutboundHttp from "@wearflow/core/http-client"
+import { BackgroundWork } from "@wearflow/core/plugin"
 import * as Registry from "@wearflow/core/registry"
 import * as Startup from "@wearflow/core/startup"
 import { Tracing } from "@wearflow/core/tracing"
@@ -16,7 +17,7 @@ import { fileURLToPath } from "node:url"
 import WearflowConfig from "../../wearflow.config.ts"
 import { withPluginRoutes } from "./Api.ts"
 import { DatabaseUrl } from "@wearflow/core/storage/database"
-import { AlertConfig, BackfillConfig, ErasureConfig, resolveApiKey, resolveEncryptionKey, resolveOperatorWebhookSecret, RunnerConfig, runnerAddress, ServerConfig, SyncConfig } from "./config.ts"
+import { AlertConfig, BackfillConfig, ErasureConfig, receivesOnly, resolveApiKey, resolveEncryptionKey, resolveOperatorWebhookSecret, RunnerConfig, runnerAddress, ServerConfig, SyncConfig } from "./config.ts"
 import { Alerting, Backfilling, Core, Http, Storage, Workers } from "./layers.ts"
 import * as WorkerProcesses from "./worker-processes.ts"
 
@@ -44,7 +45,7 @@ export const App = Effect.gen(function* () {
       )
   // Ingest, sinks, polls, token refresh, retention, alerts: in this process unless its workers do them.
   const alerts = yield* AlertConfig
-  const Working = config.role === "receiver" || supervising
+  const Working = receivesOnly(config)
     ? Layer.empty
     : Layer.merge(Workers(config), Alerting(alerts, yield* resolveOperatorWebhookSecret(config, alerts)))
 
@@ -56,6 +57,8 @@ export const App = Effect.gen(function* () {
     Layer.provideMerge(Connections.Default.pipe(Layer.provideMerge(Plugins))),
     Layer.provide(Core(config, runner, yield* BackfillConfig, yield* SyncConfig)),
     Layer.provideMerge(Storage(config, yield* resolveEncryptionKey(config))),
-    Layer.provide(OutboundHttp.layer())
+    Layer.provide(OutboundHttp.layer()),
+    // What only receives starts none of the plugins' background loops.
+    Layer.provide(Layer.succeed(BackgroundWork, !receivesOnly(config)))
   )
 }).pipe(Layer.unwrapEffect)

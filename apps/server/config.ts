@@ -251,6 +251,9 @@ export const RunnerConfig = Config.all({
   lockExpiration: positive("WEARFLOW_RUNNER_LOCK_EXPIRATION", Duration.seconds(35))
 })
 
+/** Whether this process leaves all background work to others: a receiver, or a server with worker processes. */
+export const receivesOnly = (config: ServerConfig) => config.role === "receiver" || (config.role === "all" && config.workerProcesses > 0)
+
 /** The runner address: WEARFLOW_RUNNER_ADDRESS, or this host's name and the HTTP port. */
 export const runnerAddress = (runner: Config.Config.Success<typeof RunnerConfig>, port: number) =>
   Option.match(runner.address, {

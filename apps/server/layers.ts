@@ -38,7 +38,7 @@ import { RawRoutes } from "@wearflow/core/registry"
 import { type Config as EffectConfig, Effect, Layer, Option, type Redacted } from "effect"
 import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
-import { type AlertConfig, type BackfillConfig, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
+import { type AlertConfig, type BackfillConfig, receivesOnly, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { UserLifecycleLive } from "./users/Http.ts"
@@ -76,7 +76,7 @@ export const Core = (
     ResourceIntrospection.Default
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(
-      Engine.layer({ runnerAddress: runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
+      Engine.layer({ runnerAddress: receivesOnly(config) ? undefined : runnerAddress(runner, config.port), lockExpiration: runner.lockExpiration }),
       Layer.succeed(BackfillSettings, backfill),
       Layer.succeed(SyncSettings, sync)
     ))

@@ -21,6 +21,7 @@ import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/
 import { SqlClient } from "@effect/sql"
 import { Data, Duration, Effect, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import { apiUrlOf, clientOf, EVENT_TYPES, type EventType, OuraConfig } from "./config.ts"
+import { forkWhenWorking } from "@wearflow/core/plugin"
 
 /** Renewed when it expires sooner than this. */
 export const RENEW_WITHIN = Duration.days(7)
@@ -225,7 +226,7 @@ export const layer = Layer.scopedDiscard(
       Effect.repeat(Schedule.spaced(config.webhook.checkInterval)),
       Effect.catchAllCause((cause) => Effect.logError("Oura webhook subscription daemon stopped", cause)),
       Effect.annotateLogs("plugin", "oura"),
-      Effect.forkScoped
+      forkWhenWorking
     )
   })
 )

@@ -14,7 +14,7 @@
  * so any other host is refused; a bucket whose endpoint is not declared fails the layer. One exception: without explicit keys, the SDK's default
  * credential chain may ask the instance-metadata service (EC2, ECS) over its own connections.
  */
-import type { Manifest, Plugin } from "@wearflow/core/plugin"
+import { forkWhenWorking, type Manifest, type Plugin } from "@wearflow/core/plugin"
 import { type OutboxEntry, type Sink, SinkError, sinkErrorFromSql } from "@wearflow/core/sink"
 import { Config, Context, Effect, Layer, Option } from "effect"
 import { EtlApi } from "./Api.ts"
@@ -60,7 +60,7 @@ export const layer = Layer.scoped(
       ? yield* ObjectStore.bucket(settings.destination.location, { plugin: manifest.id, hosts: yield* manifest.permissions.net })
       : ObjectStore.directory(settings.destination.path)
     const batches = yield* Batches.make(settings, store)
-    yield* Effect.forkScoped(batches.run.pipe(Effect.annotateLogs("sink", manifest.id)))
+    yield* forkWhenWorking(batches.run.pipe(Effect.annotateLogs("sink", manifest.id)))
     // In the background: a slow or unreachable store must not hold up the server's start.
     yield* batches.probe.pipe(
       Effect.zipRight(batches.publishSchemas),

@@ -23,6 +23,7 @@ import { WebhookRetry } from "./retry-workflow.ts"
 import * as Sender from "./sender.ts"
 import { WebhookSettings } from "./settings.ts"
 import { keyOf, type SignatureHeaders, sign, signedHeaders } from "./signing.ts"
+import { forkWhenWorking } from "@wearflow/core/plugin"
 
 /** A message as the dispatcher and the retries handle it. */
 interface Message {
@@ -62,6 +63,7 @@ interface TargetRow {
   readonly rate_limit: number | null
   readonly disabled: boolean
   readonly failing: boolean
+  readonly revision: string
 }
 
 type Trigger = "first" | "retry" | "manual"
@@ -218,7 +220,12 @@ export const layer = Layer.scoped(
     }
 
     // ---- endpoints ----------------------------------------------------------------------
-    const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number }>()
+    /**
+     * Read endpoints, each with its revision (`updated_at`): the fan-out reads the revision of
+     * every endpoint it fans out to and drops a cached one that is older, so a change made in
+     * any process reaches every message fanned out after it.
+     */
+    const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number; readonly revision: string | undefined }>()
     /**
      * Endpoints whose failing streak may be open (seen so when read, or failed here): only
      * these need a success written back, so a healthy endpoint's batches skip that statement.
@@ -230,7 +237,7 @@ export const layer = Layer.scoped(
       Effect.gen(function* () {
         const rows = yield* sql<TargetRow>`
           select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled,
-                 failing_since is not null as failing
+                 failing_since is not null as failing, updated_at::text as revision
           from webhook_endpoints where id = ${endpointId}`
         const row = rows[0]
         if (row?.failing) mayBeFailing.add(endpointId)
@@ -244,7 +251,7 @@ export const layer = Layer.scoped(
           const headers = row.headers ? JSON.parse(Redacted.value(yield* cipher.decrypt(row.headers))) as Record<string, string> : {}
           target = Option.some({ id: row.id, url: new URL(row.url), scheme: row.signature_headers, keys, headers, rateLimit: row.rate_limit, disabled: row.disabled })
         }
-        targets.set(endpointId, { target, loadedAt: Date.now() })
+        targets.set(endpointId, { target, loadedAt: Date.now(), revision: row?.revision })
         return target
       })
     /** The endpoint, from the cache while fresh; rejects when it cannot be read. */
@@ -616,12 +623,12 @@ export const layer = Layer.scoped(
         const teams = [...new Set(batch.map((e) => e.teamId))]
         // The endpoints are read `for key share`: none is deleted before this commits (messages
         // have no foreign key to them; an endpoint's deletion takes its messages, migrations.ts).
-        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }>`
+        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string; revision: string }>`
           with endpoints as (
-            select id, team_id, fifo, filter_types from webhook_endpoints
+            select id, team_id, fifo, filter_types, updated_at from webhook_endpoints
             where team_id = any(${teams}::uuid[]) and not disabled
             for key share
-          )
+          ), inserted as (
           insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
           select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
                  case when f.claimed then 'sending' else 'pending' end,
@@ -640,8 +647,14 @@ export const layer = Layer.scoped(
           ) f
           order by f.ord, f.endpoint_id
           on conflict (id) do nothing
-          returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact`
+          returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact
+          )
+          select i.*, w.updated_at::text as revision from inserted i join endpoints w on w.id = i.endpoint_id`
         if (rows.length === 0) return
+        for (const row of rows) {
+          const cached = targets.get(row.endpoint_id)
+          if (cached !== undefined && cached.revision !== row.revision) targets.delete(row.endpoint_id)
+        }
         // The bodies of the events whose messages were claimed, once per event however many
         // endpoints, in outbox order up to ROUND_BYTES (the first whatever its size).
         const claimedEvents = [...new Set(rows.filter((row) => row.status === "sending").map((row) => row.event_id))]
@@ -701,7 +714,7 @@ export const layer = Layer.scoped(
     yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where leased_by = ${instance} and status = 'sending'`
     const expiredLeases = sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null
                               where status = 'sending' and lease_until < now()`
-    yield* Effect.forkScoped(
+    yield* forkWhenWorking(
       expiredLeases.pipe(
         Effect.tap((freed) => (freed.length > 0 ? Effect.logWarning("freed webhook messages whose process stopped holding them").pipe(Effect.annotateLogs("messages", freed.length)) : Effect.void)),
         Effect.catchAllCause((cause) => Effect.logError("could not free expired webhook leases", cause)),
@@ -709,8 +722,8 @@ export const layer = Layer.scoped(
         Effect.delay("1 minute")
       )
     )
-    yield* Effect.forkScoped(recorder)
-    yield* Effect.forkScoped(dispatcher)
+    yield* forkWhenWorking(recorder)
+    yield* forkWhenWorking(dispatcher)
     // Lanes are plain callbacks: on shutdown they stop taking messages (the pools close with the sender).
     yield* Effect.addFinalizer(() => Effect.sync(() => lanes.forEach((lane) => (lane.closed = true))))
 

@@ -1,5 +1,6 @@
 /** Spawns the real Bun server (apps/server/main.ts) and waits until it serves. */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { freePort } from "../../core/storage/embedded-postgres.ts"
 
@@ -11,8 +12,24 @@ export interface RunningServer {
   readonly process: ChildProcess
   /** Everything the server wrote to stdout and stderr so far. */
   readonly logs: () => string
-  /** Sends `signal` and resolves with the exit code. */
-  readonly stop: (signal?: NodeJS.Signals) => Promise<number | null>
+  /**
+   * Sends `signal` and resolves with the exit code. SIGKILL kills the worker processes the
+   * server started as well, as a crash of the machine would (`alone`: the server only).
+   */
+  readonly stop: (signal?: NodeJS.Signals, options?: { readonly alone?: boolean }) => Promise<number | null>
+}
+
+/** The processes `pid` started (Linux /proc, else pgrep): a server's worker processes. */
+export const childrenOf = (pid: number): Array<number> => {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number)
+  } catch {
+    try {
+      return execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number)
+    } catch {
+      return []
+    }
+  }
 }
 
 /** `env` may depend on the server's own base URL (e.g. a public URL a provider calls back). */
@@ -48,8 +65,16 @@ export const startServer = async (
     baseUrl,
     process: child,
     logs: () => output,
-    stop: async (signal = "SIGTERM") => {
+    stop: async (signal = "SIGTERM", options) => {
+      const workers = signal === "SIGKILL" && !options?.alone ? childrenOf(child.pid!) : []
       if (child.exitCode === null) child.kill(signal)
+      for (const pid of workers) {
+        try {
+          process.kill(pid, "SIGKILL")
+        } catch {
+          // gone already
+        }
+      }
       return exited
     }
   }
