@@ -14,7 +14,7 @@ import * as path from "node:path"
 import pg from "pg"
 import { startBenchPostgres } from "./postgres.ts"
 import { benchServerFlags } from "./server.ts"
-import { report } from "./report.ts"
+import { report, rssOfTree } from "./report.ts"
 
 const bodyMb = Number(process.env.BENCH_BODY_MB ?? 100)
 const fixture = JSON.parse(await fs.readFile(new URL("../providers/garmin/testing/fixtures/dailies.json", import.meta.url), "utf8")) as {
@@ -45,11 +45,8 @@ const generateBody = (bytes: number) => {
   return { body: `{"dailies":[${texts.join(",")}]}`, dailies: texts.length }
 }
 
-const rssOf = async (pid: number) => {
-  const status = await fs.readFile(`/proc/${pid}/status`, "utf8").catch(() => "")
-  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
-  return kb * 1024
-}
+/** Bytes resident in the process and the processes it started (the server's worker). */
+const rssOf = async (pid: number) => rssOfTree(pid).mb * 1024 * 1024
 
 /** Stops the run after the 200 (BENCH_ANSWER_ONLY). */
 class AnswerOnly extends Error {}

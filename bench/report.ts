@@ -86,7 +86,7 @@ const treeOf = (pid: number): Array<number> => {
 }
 
 /** RSS of `pid` and its descendants together, MB, and how many processes that is. */
-const rssOfTree = (pid: number) => {
+export const rssOfTree = (pid: number) => {
   const pids = treeOf(pid)
   return { mb: pids.reduce((sum, p) => sum + (rssOf(p) ?? 0), 0), processes: pids.length }
 }

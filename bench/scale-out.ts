@@ -1,10 +1,11 @@
 /**
  * Scale-out: two server processes on one database against one, measured in the same run.
  *
- * 1. PUSH ack at saturation (32 clients, BENCH_SECONDS): one receive-only process
- *    (WEARFLOW_INGEST_CONCURRENCY=0), then two, the clients spread over both.
+ * 1. PUSH ack at saturation (32 clients, BENCH_SECONDS): one receiver (WEARFLOW_ROLE=receiver),
+ *    then two, the clients spread over both.
  * 2. Ingest drain: SCALE_BENCH_BODIES one-daily bodies taken into the inbox, then drained by
- *    one process with workers, then (another as many) by two.
+ *    one process doing all the work itself (WEARFLOW_WORKER_PROCESSES=0), then (another as
+ *    many) by two.
  * On a machine of few cores the second process mostly adds contention (for the cores, and for
  * Postgres, which runs on them too): the ratio says how much of its work it adds, not what
  * two machines would do.
@@ -49,7 +50,9 @@ const startProcesses = async (count: number, env: Record<string, string>) => {
   }
 }
 
-const receiveOnly = { WEARFLOW_INGEST_CONCURRENCY: "0" }
+/** Processes that only receive; and processes that do all the work themselves (no worker process of their own). */
+const receiveOnly = { WEARFLOW_ROLE: "receiver" }
+const allInOne = { WEARFLOW_WORKER_PROCESSES: "0" }
 
 // 1. PUSH ack at saturation.
 const pushFigures: Array<number> = []
@@ -75,7 +78,7 @@ for (const count of [1, 2]) {
   await postAll([receiver.servers[0]!.pushUrl], posted, bodies, body)
   posted += bodies
   await receiver.stop()
-  const group = await startProcesses(count, {})
+  const group = await startProcesses(count, allInOne)
   const perSecond = await drainRate(db, bodies)
   await drained(db, eventsBefore + posted * RECORDS_PER_DAILY)
   console.log(`ingest drain, ${count} process${count === 1 ? "" : "es"}: ${perSecond.toFixed(0)} notifications/s`)
