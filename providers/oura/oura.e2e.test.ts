@@ -13,6 +13,7 @@ import * as path from "node:path"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freshDatabaseUrl } from "../../test/support/database.ts"
+import { metricSum } from "../../test/support/metrics.ts"
 import { eventually, type RunningServer, startServer } from "../../test/support/server.ts"
 import { type ApiReply, wearflowApi } from "../../test/support/wearflow-client.ts"
 import { DEFAULT_DATA_TYPES } from "./config.ts"
@@ -119,9 +120,10 @@ describe("Oura webhook subscriptions", () => {
     // The state operators watch.
     const metrics = await eventually(async () => {
       const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
-      return text.includes(`wearflow_oura_webhook_subscriptions ${wanted}`) ? text : undefined
+      return metricSum(text, "wearflow_oura_webhook_subscriptions") === wanted ? text : undefined
     }, WAIT_MS)
-    expect(metrics).toContain(`wearflow_oura_webhook_subscriptions_wanted ${wanted}`)
+    // The worker process that keeps the subscriptions says so too.
+    expect(metricSum(metrics, "wearflow_oura_webhook_subscriptions_wanted", { process: "worker-1" })).toBe(wanted)
   })
 
   it("answers the verification challenge only for the right token", async () => {
