@@ -221,9 +221,9 @@ export const layer = Layer.scoped(
 
     // ---- endpoints ----------------------------------------------------------------------
     /**
-     * Read endpoints, each with its revision (`updated_at`): the fan-out reads the revision of
-     * every endpoint it fans out to and drops a cached one that is older, so a change made in
-     * any process reaches every message fanned out after it.
+     * Read endpoints, each with its revision (`updated_at`): the fan-out and the dispatcher's
+     * claims read the revision of each message's endpoint and drop a cached one that is older,
+     * so a change made in any process reaches every message claimed after it.
      */
     const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number; readonly revision: string | undefined }>()
     /**
@@ -254,6 +254,13 @@ export const layer = Layer.scoped(
         targets.set(endpointId, { target, loadedAt: Date.now(), revision: row?.revision })
         return target
       })
+    /** Forgets cached endpoints older than the revisions a claim or fan-out just read with its messages. */
+    const dropOutdated = (read: ReadonlyArray<{ readonly endpoint_id: string; readonly revision?: string | null | undefined }>) => {
+      for (const { endpoint_id, revision } of read) {
+        const cached = targets.get(endpoint_id)
+        if (cached !== undefined && revision != null && cached.revision !== revision) targets.delete(endpoint_id)
+      }
+    }
     /** The endpoint, from the cache while fresh; rejects when it cannot be read. */
     const targetOf = (endpointId: string): Option.Option<Target> | Promise<Option.Option<Target>> => {
       const cached = targets.get(endpointId)
@@ -566,7 +573,7 @@ export const layer = Layer.scoped(
     }
 
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
-      sql<Message>`
+      sql<Message & { readonly revision: string | null }>`
         with claimed as (
           update webhook_messages m set status = 'sending', lease_until = now() + ${LEASE}::interval, leased_by = ${instance}
           from (
@@ -583,8 +590,9 @@ export const layer = Layer.scoped(
           where m.id = picked.id
           returning m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, m.event_id, m.payload, m.seq
         )
-        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload)::text as body
-        from claimed c left join outbox o on o.event_id = c.event_id
+        select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload)::text as body,
+               w.updated_at::text as revision
+        from claimed c left join outbox o on o.event_id = c.event_id left join webhook_endpoints w on w.id = c.endpoint_id
         order by c.seq`
 
     const dispatcher = Effect.gen(function* () {
@@ -596,6 +604,7 @@ export const layer = Layer.scoped(
         // Cleared before the claim's snapshot: whatever is left unclaimed after it sets it again.
         unclaimedMayWait = false
         claimed = yield* claim(room, busy).pipe(Effect.tapErrorCause(() => Effect.sync(() => (unclaimedMayWait = true))))
+        dropOutdated(claimed)
         if (claimed.length === room || busy.length > 0) unclaimedMayWait = true
       }
       for (const message of claimed) dispatch(message, leaseEnds)
@@ -651,10 +660,7 @@ export const layer = Layer.scoped(
           )
           select i.*, w.updated_at::text as revision from inserted i join endpoints w on w.id = i.endpoint_id`
         if (rows.length === 0) return
-        for (const row of rows) {
-          const cached = targets.get(row.endpoint_id)
-          if (cached !== undefined && cached.revision !== row.revision) targets.delete(row.endpoint_id)
-        }
+        dropOutdated(rows)
         // The bodies of the events whose messages were claimed, once per event however many
         // endpoints, in outbox order up to ROUND_BYTES (the first whatever its size).
         const claimedEvents = [...new Set(rows.filter((row) => row.status === "sending").map((row) => row.event_id))]
