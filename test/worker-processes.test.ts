@@ -52,6 +52,8 @@ describe("a server and its worker process", () => {
     const userId = await linked("one")
     await outcomeOf(await push({ dailies: [{ ...daily, userId: "garmin-one", summaryId: "one-1" }] }))
     expect(await records(userId)).toBe(1)
+    const health = await fetch(`${stack.server.baseUrl}/health`)
+    expect([health.status, await health.json()]).toMatchObject([200, { status: "ok", workers: { status: "ok", running: 1, wanted: 1 } }])
     const metrics = await (await fetch(`${stack.server.baseUrl}/metrics`)).text()
     // Ingest ran in the worker: its counters carry its name.
     expect(metrics).toMatch(/^wearflow_items_processed_total\{provider="garmin",process="worker-1"\} [1-9]/m)

@@ -2,7 +2,8 @@
  * `GET /health`: whether this process can do its work — the database answers, every sink
  * passes its own check (the ETL sink writes and removes an object, proving write access), and
  * ingestion is moving: it counts as stalled when jobs wait, the oldest for longer than
- * `ingestStallAfter`, and no job completed in that time. 200 when all pass, 503 otherwise.
+ * `ingestStallAfter`, and no job completed in that time; and the worker processes it started
+ * all run. 200 when all pass, 503 otherwise.
  * Unauthenticated, so the body says only which checks fail (and the backlog's size and age);
  * why is in the log.
  */
@@ -11,6 +12,7 @@ import { IngestBacklog, Inbox } from "@wearflow/core/pipeline/inbox"
 import type { Backlog } from "@wearflow/core/pipeline/queue"
 import { Sinks } from "@wearflow/core/sink"
 import { Duration, Effect } from "effect"
+import { StartedWorkers } from "./worker-processes.ts"
 
 type Status = "ok" | "failing"
 
@@ -36,13 +38,17 @@ export const HealthRoute = (options: { readonly ingestStallAfter: Duration.Durat
       const backlog = yield* IngestBacklog
       const stallAfter = Duration.decode(options.ingestStallAfter)
       const sinks = (yield* Sinks).map(({ sink }) => sink)
+      const workers = yield* StartedWorkers
       yield* router.get(
         "/health",
         Effect.gen(function* () {
-          const [[database, ...results], ingest] = yield* Effect.all([
+          const [[database, ...results], ingest, processes] = yield* Effect.all([
             Effect.all([check("database", inbox.health), ...sinks.map((sink) => check(`sink ${sink.id}`, sink.health))], { concurrency: "unbounded" }),
-            backlog.pipe(Effect.timeout("10 seconds"), Effect.option)
+            backlog.pipe(Effect.timeout("10 seconds"), Effect.option),
+            workers.running
           ], { concurrency: "unbounded" })
+          const workersDown = processes !== undefined && processes.running < processes.wanted
+          if (workersDown) yield* Effect.logWarning("health check failing").pipe(Effect.annotateLogs({ check: "workers", error: "a worker process is not running" }))
           const stalled = ingest._tag === "Some" && isStalled(ingest.value, stallAfter)
           if (stalled) yield* Effect.logWarning("health check failing").pipe(Effect.annotateLogs({ check: "ingest", error: "the ingest backlog has not moved" }))
           const body = {
@@ -50,9 +56,10 @@ export const HealthRoute = (options: { readonly ingestStallAfter: Duration.Durat
             sinks: Object.fromEntries(sinks.map((sink, i) => [sink.id, results[i]!])),
             ingest: ingest._tag === "Some"
               ? { status: stalled ? "stalled" : "ok", pending_jobs: ingest.value.pending, oldest_job_age_seconds: Math.round(ingest.value.oldestSeconds) }
-              : { status: "unknown" }
+              : { status: "unknown" },
+            ...(processes === undefined ? {} : { workers: { status: workersDown ? "failing" : "ok", running: processes.running, wanted: processes.wanted } })
           }
-          const ok = database === "ok" && results.every((r) => r === "ok") && !stalled
+          const ok = database === "ok" && results.every((r) => r === "ok") && !stalled && !workersDown
           return yield* HttpServerResponse.json({ status: ok ? "ok" : "failing", ...body }, { status: ok ? 200 : 503 })
         })
       )

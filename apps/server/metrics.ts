@@ -9,7 +9,7 @@ import { SqlClient } from "@effect/sql"
 import { IngestBacklog } from "@wearflow/core/pipeline/inbox"
 import { Effect, Metric, MetricState, Option } from "effect"
 import type { MetricPair } from "effect"
-import { WorkerMetrics } from "./worker-processes.ts"
+import { StartedWorkers } from "./worker-processes.ts"
 
 const escape = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"')
 
@@ -114,7 +114,7 @@ export const MetricsRoute = HttpApiBuilder.Router.use((router) =>
           Effect.ignore
         )
         yield* tableSizes.pipe(Effect.provideService(SqlClient.SqlClient, sql), Effect.timeout("5 seconds"), Effect.ignore)
-        const workers = yield* (yield* WorkerMetrics)
+        const workers = yield* (yield* StartedWorkers).metrics
         return HttpServerResponse.text(render(familiesOf(Metric.unsafeSnapshot()), ...workers), { contentType: "text/plain; version=0.0.4; charset=utf-8" })
       })
     )

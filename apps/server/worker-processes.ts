@@ -27,9 +27,14 @@ export interface WorkerProcessesOptions {
   readonly runnerAddress: { readonly host: string; readonly port: number }
 }
 
-/** The workers' own metrics, labelled with the worker's name; a worker that does not answer in time is left out. */
-export class WorkerMetrics extends Context.Reference<WorkerMetrics>()("wearflow/WorkerMetrics", {
-  defaultValue: (): Effect.Effect<ReadonlyArray<MetricFamilies>> => Effect.succeed([])
+/** The worker processes a server started, as /metrics and /health see them. None when it started none. */
+export class StartedWorkers extends Context.Reference<StartedWorkers>()("wearflow/StartedWorkers", {
+  defaultValue: (): {
+    /** Their metrics, labelled with each one's name; a worker that does not answer in time is left out. */
+    readonly metrics: Effect.Effect<ReadonlyArray<MetricFamilies>>
+    /** How many run now, of how many it starts. */
+    readonly running: Effect.Effect<{ readonly running: number; readonly wanted: number } | undefined>
+  } => ({ metrics: Effect.succeed([]), running: Effect.succeed(undefined) })
 }) {}
 
 type Wake = "queue" | "outbox"
@@ -67,7 +72,7 @@ const maxPause = Duration.minutes(1)
 /** The server's side: starts, watches and stops the workers. */
 export const layer = (options: WorkerProcessesOptions) =>
   Layer.scoped(
-    WorkerMetrics,
+    StartedWorkers,
     Effect.gen(function* () {
       const runtime = yield* Effect.runtime<never>()
       const runFork = Runtime.runFork(runtime)
@@ -155,9 +160,12 @@ export const layer = (options: WorkerProcessesOptions) =>
           return Effect.sync(() => answers.delete(id))
         }).pipe(Effect.timeoutTo({ duration: "2 seconds", onSuccess: (o) => o, onTimeout: () => Option.none() }))
 
-      return Effect.suspend(() => Effect.forEach([...running.values()], metricsOf, { concurrency: "unbounded" })).pipe(
-        Effect.map((all) => all.flatMap((o) => (Option.isSome(o) ? [o.value] : [])))
-      )
+      return {
+        metrics: Effect.suspend(() => Effect.forEach([...running.values()], metricsOf, { concurrency: "unbounded" })).pipe(
+          Effect.map((all) => all.flatMap((o) => (Option.isSome(o) ? [o.value] : [])))
+        ),
+        running: Effect.sync(() => ({ running: [...running.values()].filter((child) => child.connected).length, wanted: options.count }))
+      }
     })
   )
 
