@@ -614,46 +614,53 @@ export const layer = Layer.scoped(
         // The lease runs from the transaction's start (now()), which is before this.
         const leaseEnds = Date.now() + LEASE_MS - LEASE_MARGIN_MS
         const teams = [...new Set(batch.map((e) => e.teamId))]
+        const events = batch.map((e) => e.eventId)
         // The endpoints are read `for key share`: none is deleted before this commits (messages
         // have no foreign key to them; an endpoint's deletion takes its messages, migrations.ts).
-        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }>`
+        // The same statement reads the bodies of the events whose messages were claimed, once per
+        // event however many endpoints (on its first claimed message's row), in outbox order up to
+        // ROUND_BYTES (the first whatever its size): the fan-out is one round trip.
+        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string; body: string | null }>`
           with endpoints as (
             select id, team_id, fifo, filter_types from webhook_endpoints
             where team_id = any(${teams}::uuid[]) and not disabled
             for key share
-          )
-          insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
-          select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
-                 case when f.claimed then 'sending' else 'pending' end,
-                 case when f.claimed then now() + ${LEASE}::interval else '-infinity' end,
-                 case when f.claimed then ${instance} end
-          from (
-            select 'msg_' || md5(w.id::text || ':' || e.event_id::text) as id, w.id as endpoint_id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo, e.ord,
-                   not w.fifo and not (w.id = any(${busyLanes()}::uuid[])) and row_number() over (order by e.ord, w.id) <= ${room} as claimed
-            from unnest(${batch.map((e) => e.eventId)}::uuid[], ${batch.map((e) => e.eventType)}::text[],
-                        ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
-                 with ordinality as e(event_id, event_type, team_id, user_id, ord)
-            join endpoints w on w.team_id = e.team_id
-              and (cardinality(w.filter_types) = 0 or exists (
-                select 1 from unnest(w.filter_types) f
-                where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
-          ) f
-          order by f.ord, f.endpoint_id
-          on conflict (id) do nothing
-          returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact`
-        if (rows.length === 0) return
-        // The bodies of the events whose messages were claimed, once per event however many
-        // endpoints, in outbox order up to ROUND_BYTES (the first whatever its size).
-        const claimedEvents = [...new Set(rows.filter((row) => row.status === "sending").map((row) => row.event_id))]
-        const bodies = new Map<string, string>()
-        if (claimedEvents.length > 0) {
-          for (const row of yield* sql<{ event_id: string; body: string }>`
-            select event_id, payload::text as body from (
+          ), inserted as (
+            insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
+            select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
+                   case when f.claimed then 'sending' else 'pending' end,
+                   case when f.claimed then now() + ${LEASE}::interval else '-infinity' end,
+                   case when f.claimed then ${instance} end
+            from (
+              select 'msg_' || md5(w.id::text || ':' || e.event_id::text) as id, w.id as endpoint_id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo, e.ord,
+                     not w.fifo and not (w.id = any(${busyLanes()}::uuid[])) and row_number() over (order by e.ord, w.id) <= ${room} as claimed
+              from unnest(${events}::uuid[], ${batch.map((e) => e.eventType)}::text[],
+                          ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
+                   with ordinality as e(event_id, event_type, team_id, user_id, ord)
+              join endpoints w on w.team_id = e.team_id
+                and (cardinality(w.filter_types) = 0 or exists (
+                  select 1 from unnest(w.filter_types) f
+                  where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
+            ) f
+            order by f.ord, f.endpoint_id
+            on conflict (id) do nothing
+            returning id, endpoint_id, team_id, event_id, status, seq
+          ), bodies as materialized (
+            -- Materialized: read once, not again for each message row it is joined to.
+            select b.event_id, b.payload::text as body from (
               select o.event_id, o.payload, sum(pg_column_size(o.payload)) over (order by k.ord) - pg_column_size(o.payload) as before
-              from unnest(${claimedEvents}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
+              from unnest(${events}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
+              where k.event_id in (select event_id from inserted where status = 'sending')
             ) b
-            where before < ${ROUND_BYTES}`) bodies.set(row.event_id, row.body)
-        }
+            where before < ${ROUND_BYTES}
+          )
+          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, pg_current_xact_id()::text as xact,
+                 case when row_number() over (partition by i.event_id, i.status order by i.seq) = 1 then b.body end as body
+          from inserted i left join bodies b on b.event_id = i.event_id and i.status = 'sending'
+          order by i.seq`
+        if (rows.length === 0) return
+        const bodies = new Map<string, string>()
+        for (const row of rows) if (row.body !== null) bodies.set(row.event_id, row.body)
         const messages: Array<Message> = []
         const unread: Array<string> = []
         let waiting = false
