@@ -135,4 +135,37 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       yield* delivered(4)
       expect(batches).toEqual([[yield* eventIdAt(sql, 20)], [yield* eventIdAt(sql, 21)], [yield* eventIdAt(sql, 22), yield* eventIdAt(sql, 23)]])
     }))
+
+  it.scoped("a runner that could not read a rung event yet, held back by another sink's round, looks again when that round commits", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // Another sink whose first round stays open until released: its transaction holds back every read.
+      const holding = yield* Deferred.make<void>()
+      const released = yield* Deferred.make<void>()
+      let armed = false
+      const holder = {
+        id: `holder-${randomUUID().slice(0, 8)}`,
+        health: Effect.void,
+        deliver: () => (armed ? Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(released)) : Effect.void)
+      }
+      const holderRunner = yield* SinkRunner.make(holder, { gather: 0 })
+      // From the end of the outbox, like the recording runner.
+      yield* holderRunner.once
+      armed = true
+      const sink = yield* recording(Infinity)
+      yield* Effect.forkScoped(holderRunner.run)
+      yield* until(Effect.map(OutboxWake.waiting, (n) => n >= 2))
+
+      yield* appendEvent(sql, envelope(30), null)
+      yield* Deferred.await(holding)
+      yield* until(Effect.sync(() => sink.received.length === 1))
+      // Appended while the holder's round is open: rung, but not readable until that round ends.
+      yield* appendEvent(sql, envelope(31), null)
+      yield* atRest
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 30)])
+      // The holder's round commits: the runner reads at once (its chase pauses never end on the test clock).
+      yield* Deferred.succeed(released, undefined)
+      yield* until(Effect.sync(() => sink.received.length === 2))
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 30), yield* eventIdAt(sql, 31)])
+    }))
 })

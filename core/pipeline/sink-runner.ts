@@ -101,6 +101,24 @@ type SizedRow = OutboxRow & { readonly available: number | null }
  */
 const CHASE = [1, 2, 4, 8, 16, 32, 64, 128].map((ms) => Duration.millis(ms))
 
+/**
+ * Runners of this process chasing a ring they could not read yet. A round's transaction holds
+ * back every sink's reads (pg_snapshot_xmin) while it runs, so when one commits the chasers
+ * look again at once instead of at their next chase pause.
+ */
+const chasers = new Set<() => void>()
+
+const roundEnded = Effect.sync(() => {
+  for (const wake of chasers) wake()
+  chasers.clear()
+})
+
+const nextRoundEnd = Effect.async<void>((resume) => {
+  const wake = () => resume(Effect.void)
+  chasers.add(wake)
+  return Effect.sync(() => chasers.delete(wake))
+})
+
 export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -257,6 +275,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /** One delivery attempt; how many events were taken. */
     const once = round(deliverBatch).pipe(
+      Effect.tap((r) => (r._tag === "Delivered" ? roundEnded : Effect.void)),
       Effect.tap((r) =>
         r._tag === "Delivered" && r.count > 0
           ? Metric.incrementBy(metric(eventsDelivered), r.count).pipe(Effect.zipRight(sink.afterCommit ?? Effect.void))
@@ -315,8 +334,11 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
           continue
         }
         chase = Math.min(chase + 1, CHASE.length)
+        // Chasing, another sink's round's end (or the pause's) is worth a look too, a step of the chase.
+        const chasing = chase < CHASE.length
+        const pause = OutboxWake.pause(chasing ? Duration.min(CHASE[chase]!, idle) : idle)
         // Woken, it looks (after what is left of the gather pause); if the append has not committed yet, the chase goes on.
-        if (yield* OutboxWake.pause(chase < CHASE.length ? Duration.min(CHASE[chase]!, idle) : idle)) {
+        if (yield* (chasing ? Effect.raceFirst(pause, Effect.as(nextRoundEnd, false)) : pause)) {
           chase = 0
           yield* gathered(lastRound)
         }
