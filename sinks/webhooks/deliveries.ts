@@ -49,6 +49,8 @@ interface Target {
   readonly headers: Record<string, string>
   readonly rateLimit: number | null
   readonly disabled: boolean
+  /** The endpoint row's `updated_at` as read: a fan-out that reads another drops the cached target. */
+  readonly version: string
 }
 
 interface TargetRow {
@@ -62,6 +64,7 @@ interface TargetRow {
   readonly rate_limit: number | null
   readonly disabled: boolean
   readonly failing: boolean
+  readonly version: string
 }
 
 type Trigger = "first" | "retry" | "manual"
@@ -229,7 +232,7 @@ export const layer = Layer.scoped(
     const readTarget = (endpointId: string) =>
       Effect.gen(function* () {
         const rows = yield* sql<TargetRow>`
-          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled,
+          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled, updated_at::text as version,
                  failing_since is not null as failing
           from webhook_endpoints where id = ${endpointId}`
         const row = rows[0]
@@ -242,7 +245,9 @@ export const layer = Layer.scoped(
             keys.push({ key: keyOf(yield* cipher.decrypt(row.previous_secret)), until: row.previous_secret_until.getTime() })
           }
           const headers = row.headers ? JSON.parse(Redacted.value(yield* cipher.decrypt(row.headers))) as Record<string, string> : {}
-          target = Option.some({ id: row.id, url: new URL(row.url), scheme: row.signature_headers, keys, headers, rateLimit: row.rate_limit, disabled: row.disabled })
+          target = Option.some({
+            id: row.id, url: new URL(row.url), scheme: row.signature_headers, keys, headers, rateLimit: row.rate_limit, disabled: row.disabled, version: row.version
+          })
         }
         targets.set(endpointId, { target, loadedAt: Date.now() })
         return target
@@ -253,7 +258,9 @@ export const layer = Layer.scoped(
       if (cached && Date.now() - cached.loadedAt < TARGET_TTL_MS) return cached.target
       const inProgress = reading.get(endpointId)
       if (inProgress) return inProgress
-      const read = Runtime.runPromise(runtime)(readTarget(endpointId)).finally(() => reading.delete(endpointId))
+      const read: Promise<Option.Option<Target>> = Runtime.runPromise(runtime)(readTarget(endpointId)).finally(() => {
+        if (reading.get(endpointId) === read) reading.delete(endpointId)
+      })
       reading.set(endpointId, read)
       return read
     }
@@ -620,9 +627,9 @@ export const layer = Layer.scoped(
         // The same statement reads the bodies of the events whose messages were claimed, once per
         // event however many endpoints (on its first claimed message's row), in outbox order up to
         // ROUND_BYTES (the first whatever its size): the fan-out is one round trip.
-        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string; body: string | null }>`
+        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string; version: string; body: string | null }>`
           with endpoints as (
-            select id, team_id, fifo, filter_types from webhook_endpoints
+            select id, team_id, fifo, filter_types, updated_at from webhook_endpoints
             where team_id = any(${teams}::uuid[]) and not disabled
             for key share
           ), inserted as (
@@ -654,11 +661,19 @@ export const layer = Layer.scoped(
             ) b
             where before < ${ROUND_BYTES}
           )
-          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, pg_current_xact_id()::text as xact,
+          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, pg_current_xact_id()::text as xact, w.updated_at::text as version,
                  case when row_number() over (partition by i.event_id, i.status order by i.seq) = 1 then b.body end as body
-          from inserted i left join bodies b on b.event_id = i.event_id and i.status = 'sending'
+          from inserted i join endpoints w on w.id = i.endpoint_id left join bodies b on b.event_id = i.event_id and i.status = 'sending'
           order by i.seq`
         if (rows.length === 0) return
+        // An endpoint changed since it was cached (in any process) is read again before these are sent.
+        for (const row of rows) {
+          const cached = targets.get(row.endpoint_id)
+          if (cached !== undefined && Option.match(cached.target, { onNone: () => true, onSome: (target) => target.version !== row.version })) {
+            targets.delete(row.endpoint_id)
+            reading.delete(row.endpoint_id)
+          }
+        }
         const bodies = new Map<string, string>()
         for (const row of rows) if (row.body !== null) bodies.set(row.event_id, row.body)
         const messages: Array<Message> = []
