@@ -625,9 +625,11 @@ export const layer = Layer.scoped(
         // The endpoints are read `for key share`: none is deleted before this commits (messages
         // have no foreign key to them; an endpoint's deletion takes its messages, migrations.ts).
         // The same statement reads the bodies of the events whose messages were claimed, once per
-        // event however many endpoints (on its first claimed message's row), in outbox order up to
-        // ROUND_BYTES (the first whatever its size): the fan-out is one round trip.
-        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string; version: string; body: string | null }>`
+        // event however many endpoints, in outbox order up to ROUND_BYTES (the first whatever its
+        // size), and the endpoints' versions: the fan-out is one round trip.
+        const rows = yield* sql<{
+          id: string | null; endpoint_id: string | null; team_id: string; event_id: string | null; status: string; xact: string; version: string | null; body: string | null
+        }>`
           with endpoints as (
             select id, team_id, fifo, filter_types, updated_at from webhook_endpoints
             where team_id = any(${teams}::uuid[]) and not disabled
@@ -652,8 +654,7 @@ export const layer = Layer.scoped(
             order by f.ord, f.endpoint_id
             on conflict (id) do nothing
             returning id, endpoint_id, team_id, event_id, status, seq
-          ), bodies as materialized (
-            -- Materialized: read once, not again for each message row it is joined to.
+          ), bodies as (
             select b.event_id, b.payload::text as body from (
               select o.event_id, o.payload, sum(pg_column_size(o.payload)) over (order by k.ord) - pg_column_size(o.payload) as before
               from unnest(${events}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
@@ -661,25 +662,35 @@ export const layer = Layer.scoped(
             ) b
             where before < ${ROUND_BYTES}
           )
-          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, pg_current_xact_id()::text as xact, w.updated_at::text as version,
-                 case when row_number() over (partition by i.event_id, i.status order by i.seq) = 1 then b.body end as body
-          from inserted i join endpoints w on w.id = i.endpoint_id left join bodies b on b.event_id = i.event_id and i.status = 'sending'
-          order by i.seq`
-        if (rows.length === 0) return
-        // An endpoint changed since it was cached (in any process) is read again before these are sent.
+          -- Three kinds of rows, none joined to another (a join of thousands of messages to their
+          -- bodies was planned as a nested loop): messages, bodies, the endpoints' versions.
+          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, null::text as body, null::text as version, i.seq,
+                 pg_current_xact_id()::text as xact
+          from inserted i
+          union all
+          select null, null, null, b.event_id, null, b.body, null, null, null from bodies b
+          union all
+          select null, w.id, null, null, null, null, w.updated_at::text, null, null from endpoints w
+          order by seq nulls first`
+        const bodies = new Map<string, string>()
+        const inserted: Array<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }> = []
         for (const row of rows) {
-          const cached = targets.get(row.endpoint_id)
-          if (cached !== undefined && Option.match(cached.target, { onNone: () => true, onSome: (target) => target.version !== row.version })) {
-            targets.delete(row.endpoint_id)
-            reading.delete(row.endpoint_id)
+          if (row.id !== null) inserted.push(row as typeof inserted[number])
+          else if (row.body !== null) bodies.set(row.event_id!, row.body)
+          else {
+            // An endpoint changed since it was cached (in any process) is read again before these are sent.
+            const cached = targets.get(row.endpoint_id!)
+            if (cached !== undefined && Option.match(cached.target, { onNone: () => true, onSome: (target) => target.version !== row.version })) {
+              targets.delete(row.endpoint_id!)
+              reading.delete(row.endpoint_id!)
+            }
           }
         }
-        const bodies = new Map<string, string>()
-        for (const row of rows) if (row.body !== null) bodies.set(row.event_id, row.body)
+        if (inserted.length === 0) return
         const messages: Array<Message> = []
         const unread: Array<string> = []
         let waiting = false
-        for (const row of rows) {
+        for (const row of inserted) {
           if (row.status !== "sending") waiting = true
           else {
             const body = bodies.get(row.event_id)
@@ -692,7 +703,7 @@ export const layer = Layer.scoped(
           yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where id = any(${unread}::text[])`
           waiting = true
         }
-        fannedOut.push({ xact: rows[0]!.xact, leaseEnds, messages })
+        fannedOut.push({ xact: inserted[0]!.xact, leaseEnds, messages })
         if (waiting) unclaimedWait()
       })
 
