@@ -125,12 +125,14 @@ const serverBusy = (processCpuMs(server.process.pid!) - cpuBefore.server) / (per
       join webhook_messages m on m.event_id = o.event_id
      where o.event_type = 'daily.data.activity.created'`)) as Array<Record<string, number>>
   await db.close()
+  // p50, and p90 in brackets: a stage's tail shows waits its median hides.
   const p50 = (key: string) => {
     const values = rows.map((row) => Number(row[key])).filter(Number.isFinite).sort((a, b) => a - b)
-    return ms(values[Math.floor(0.5 * values.length)] ?? Number.NaN)
+    const at = (q: number) => ms(values[Math.floor(q * values.length)] ?? Number.NaN)
+    return `${at(0.5)} (${at(0.9)})`
   }
   console.log(
-    `stages, p50 of ${rows.length} events: body stored → the worker's store transaction starts ${p50("to_worker")}, ` +
+    `stages, p50 (p90) of ${rows.length} events: body stored → the worker's store transaction starts ${p50("to_worker")}, ` +
       `→ it commits ${p50("store_commit")}, → the webhooks fan-out starts ${p50("to_fan_out")}, → the first attempt ${p50("to_attempt")}`
   )
 }

@@ -11,7 +11,7 @@ import * as OutboxWake from "@wearflow/core/outbox-wake"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import type { EventEnvelope } from "@wearflow/core/schema"
 import * as Database from "@wearflow/core/storage/database"
-import { Deferred, Effect, Layer, Option, Redacted } from "effect"
+import { Chunk, Deferred, Effect, Layer, Option, Redacted, TestClock } from "effect"
 import { randomUUID } from "node:crypto"
 import pg from "pg"
 import { expect } from "vitest"
@@ -25,10 +25,14 @@ const USER = randomUUID()
 const envelope = (n: number): EventEnvelope =>
   ({ event_type: "daily.data.activity.created", data: { n }, user_id: USER, client_user_id: "c", team_id: TEAM }) as unknown as EventEnvelope
 
-/** Until a runner waits for a ring, its round done (on the real clock: the test clock stands still). */
-const atRest = Effect.gen(function* () {
-  while ((yield* OutboxWake.waiting) === 0) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
-})
+/** Until `condition` holds, looking every few milliseconds of the real clock (the test clock stands still). */
+const until = (condition: Effect.Effect<boolean>) =>
+  Effect.gen(function* () {
+    while (!(yield* condition)) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 5)))
+  })
+
+/** Until a runner waits for a ring, its round done. */
+const atRest = until(Effect.map(OutboxWake.waiting, (n) => n > 0))
 
 /** A sink that records event ids, and a runner feeding it from the end of the outbox, at rest. */
 const recording = (expected: number) =>
@@ -91,5 +95,77 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       yield* appendEvent(sql, envelope(12), null)
       yield* sink.done
       expect(sink.received).toEqual([yield* eventIdAt(sql, 10), yield* eventIdAt(sql, 11), yield* eventIdAt(sql, 12)])
+    }))
+
+  it.scoped("a ring after a rest is read at once; while events keep coming, they gather for the gather pause into one round", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const batches: Array<Array<string>> = []
+      const sink = {
+        id: `gather-${randomUUID().slice(0, 8)}`,
+        health: Effect.void,
+        deliver: (batch: ReadonlyArray<{ readonly eventId: string }>) => Effect.sync(() => void batches.push(batch.map((e) => e.eventId)))
+      }
+      const runner = yield* SinkRunner.make(sink, { gather: "10 millis" })
+      yield* runner.once
+      batches.length = 0
+      yield* Effect.forkScoped(runner.run)
+      yield* atRest
+      const delivered = (n: number) => until(Effect.sync(() => batches.flat().length >= n))
+      /** Until the runner sleeps out its gather pause: a sleep ending 10 ms from now. */
+      const gathering = until(Effect.gen(function* () {
+        const end = (yield* TestClock.currentTimeMillis) + 10
+        return Chunk.some(yield* TestClock.sleeps(), (at) => at === end)
+      }))
+
+      // At rest since it started: the ring is read at once (the test clock never reaches a pause's end).
+      yield* appendEvent(sql, envelope(20), null)
+      yield* delivered(1)
+      yield* gathering
+      yield* TestClock.adjust("10 millis")
+      yield* atRest
+      // At rest a gather pause after its last round: again at once.
+      yield* appendEvent(sql, envelope(21), null)
+      yield* delivered(2)
+      // Busy: events rung meanwhile wait for the gather pause, then come in one round.
+      yield* gathering
+      yield* appendEvent(sql, envelope(22), null)
+      yield* appendEvent(sql, envelope(23), null)
+      yield* TestClock.adjust("10 millis")
+      yield* delivered(4)
+      expect(batches).toEqual([[yield* eventIdAt(sql, 20)], [yield* eventIdAt(sql, 21)], [yield* eventIdAt(sql, 22), yield* eventIdAt(sql, 23)]])
+    }))
+
+  it.scoped("a runner that could not read a rung event yet, held back by another sink's round, looks again when that round commits", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // Another sink whose first round stays open until released: its transaction holds back every read.
+      const holding = yield* Deferred.make<void>()
+      const released = yield* Deferred.make<void>()
+      let armed = false
+      const holder = {
+        id: `holder-${randomUUID().slice(0, 8)}`,
+        health: Effect.void,
+        deliver: () => (armed ? Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(released)) : Effect.void)
+      }
+      const holderRunner = yield* SinkRunner.make(holder, { gather: 0 })
+      // From the end of the outbox, like the recording runner.
+      yield* holderRunner.once
+      armed = true
+      const sink = yield* recording(Infinity)
+      yield* Effect.forkScoped(holderRunner.run)
+      yield* until(Effect.map(OutboxWake.waiting, (n) => n >= 2))
+
+      yield* appendEvent(sql, envelope(30), null)
+      yield* Deferred.await(holding)
+      yield* until(Effect.sync(() => sink.received.length === 1))
+      // Appended while the holder's round is open: rung, but not readable until that round ends.
+      yield* appendEvent(sql, envelope(31), null)
+      yield* atRest
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 30)])
+      // The holder's round commits: the runner reads at once (its chase pauses never end on the test clock).
+      yield* Deferred.succeed(released, undefined)
+      yield* until(Effect.sync(() => sink.received.length === 2))
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 30), yield* eventIdAt(sql, 31)])
     }))
 })

@@ -1,8 +1,9 @@
 /**
  * Feeds one sink from the outbox, in order, in batches. Each round runs in one transaction
- * that locks the sink's cursor (so only one process feeds a sink), reads the next batch of
- * committed events, delivers it, and advances the cursor. A sink writing to this same
- * database joins that transaction, so its rows and its cursor commit together.
+ * whose first statement locks the sink's cursor (so only one process feeds a sink), reads the
+ * next batch of committed events and moves the cursor past them; then the sink takes them. A
+ * sink writing to this same database joins that transaction, so its rows and its cursor
+ * commit together; a failed delivery rolls the cursor back.
  *
  * Only events from transactions older than every running one are read (pg_snapshot_xmin):
  * an event committed late by a slow transaction is never skipped.
@@ -11,10 +12,11 @@
  * events commit find nothing yet. When the outbox has nothing new, the runner sleeps its idle
  * pause, unless this process rings meanwhile (outbox-wake.ts): then it looks again at once,
  * and keeps looking at short, growing intervals in case the appending transaction has not
- * committed yet. Runners in other processes see the event at their next idle poll.
+ * committed yet. Runners in other processes see the event at their next idle poll. While
+ * events keep coming, rounds start at most one per gather pause, so they gather into batches.
  */
-import { SqlClient, SqlError } from "@effect/sql"
-import { Duration, Effect, Layer, Metric, Schedule } from "effect"
+import { SqlClient, SqlError, type Statement } from "@effect/sql"
+import { Clock, Duration, Effect, Layer, Metric, Schedule } from "effect"
 import type { EventEnvelope } from "../schema.ts"
 import { type OutboxEntry, type OutboxEvent, type Sink, SinkError, Sinks } from "../sink.ts"
 import * as OutboxWake from "../outbox-wake.ts"
@@ -48,8 +50,9 @@ export interface SinkRunnerOptions {
   /** Pause when the outbox has nothing new. */
   readonly idle?: Duration.DurationInput
   /**
-   * While events keep coming, the pause before the next round, which rings do not cut: events
-   * gather into one round instead of a round each (10 ms; each round is a transaction).
+   * While events keep coming, the least time from one round's start to the next's, which rings
+   * do not cut: events gather into one round instead of a round each (10 ms; each round is a
+   * transaction). A round that took longer, or a ring after a rest this long, is followed at once.
    */
   readonly gather?: Duration.DurationInput
 }
@@ -89,14 +92,8 @@ export const toEvent = (row: OutboxRow): OutboxEvent => ({ ...toEntry(row), enve
 /** `full`: the batch stopped at a limit, so more events are likely waiting. */
 type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean }
 
-/** A batch row with the size of the next events read (`nextEvents`; null for entries). */
+/** A batch row with the size of the next events read (`takeEvents`; null for entries). */
 type SizedRow = OutboxRow & { readonly available: number | null }
-
-/** Where a sink is in the outbox: after this event. */
-interface Cursor {
-  readonly tx: string
-  readonly position: string
-}
 
 /**
  * Pauses after a ring or a delivery, while more may be committing: an appending transaction
@@ -104,66 +101,111 @@ interface Cursor {
  */
 const CHASE = [1, 2, 4, 8, 16, 32, 64, 128].map((ms) => Duration.millis(ms))
 
+/**
+ * Runners of this process chasing a ring they could not read yet. A round's transaction holds
+ * back every sink's reads (pg_snapshot_xmin) while it runs, so when one commits the chasers
+ * look again at once instead of at their next chase pause.
+ */
+const chasers = new Set<() => void>()
+
+const roundEnded = Effect.sync(() => {
+  for (const wake of chasers) wake()
+  chasers.clear()
+})
+
+const nextRoundEnd = Effect.async<void>((resume) => {
+  const wake = () => resume(Effect.void)
+  chasers.add(wake)
+  return Effect.sync(() => chasers.delete(wake))
+})
+
 export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const batchSize = options.batchSize ?? 500
     const batchBytes = options.batchBytes ?? 8 * 1024 * 1024
     const idle = options.idle ?? Duration.millis(200)
-    const gather = Duration.decode(options.gather ?? Duration.millis(10))
+    const gatherMs = Duration.toMillis(options.gather ?? Duration.millis(10))
     const historicalData = sink.historicalData ?? true
     const metric = <A extends Metric.Metric.Counter<number>>(m: A) => Metric.tagged(m, "sink", sink.id)
     const traced = (yield* Tracing.Tracing).enabled
 
     yield* sql`insert into sink_cursors (sink_id) values (${sink.id}) on conflict do nothing`
 
-    // The next events in order after the cursor. The cursor is a parameter, not a join, so the
-    // read starts at it in the (tx, position) index instead of walking every event before it.
-    const after = (cursor: Cursor) => sql`
-      from outbox o
-      where (o.tx, o.position) > (${cursor.tx}::xid8, ${cursor.position}::bigint)
-        and o.tx < pg_snapshot_xmin(pg_current_snapshot())
-      order by o.tx, o.position
-      limit ${batchSize}`
+    /**
+     * A round's first statement: locks the sink's cursor (skipped when another process holds it),
+     * reads the next events in order after it, and moves it past them. Moved before they are
+     * delivered, in the round's transaction: if the delivery fails, it rolls back with it.
+     * `columns`: what the reader reads of each event, `tx_order` and `position` among them (the
+     * cursor moves to the last); `batch` may cut the events further; `result`: what it answers.
+     * Lateral, so the read starts at the cursor in the (tx, position) index instead of walking
+     * every event before it. One statement where it was three: a round holds its transaction
+     * (and the transaction id every sink's reads wait for, pg_snapshot_xmin) for less.
+     */
+    const take = <A extends object>(columns: Statement.Fragment, batch: (events: Statement.Fragment) => Statement.Fragment, result: Statement.Fragment) => sql<A>`
+      with cursor as (
+        select tx, position from sink_cursors where sink_id = ${sink.id} for update skip locked
+      ), batch as (
+        ${batch(sql`
+          select ${columns}
+          from cursor c cross join lateral (
+            select * from outbox o
+            where (o.tx, o.position) > (c.tx, c.position) and o.tx < pg_snapshot_xmin(pg_current_snapshot())
+            order by o.tx, o.position
+            limit ${batchSize}
+          ) o`)}
+      ), moved as (
+        update sink_cursors s set tx = l.tx, position = l.position, updated_at = now()
+        from (select b.tx_order as tx, b.position from batch b order by b.tx_order desc, b.position desc limit 1) l
+        where s.sink_id = ${sink.id}
+      )
+      ${result}`
 
     // Entries carry no payload: `batchSize` of them at most. They come as one text, a line each
     // and a tab between fields (none of which holds either): a result row per entry costs the
     // driver a message and a parse per field, several times this, on every sink's every round.
-    const nextEntries = (cursor: Cursor) =>
-      sql<{ readonly page: string | null }>`
-        select string_agg(concat_ws(E'\t', o.position, o.tx::text, o.event_id, o.event_type, o.team_id, o.user_id,
-                                    coalesce(o.record_id::text, ''), to_char(o.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                                    o.historical::int), E'\n' order by o.tx, o.position) as page
-        from (select o.* ${after(cursor)}) o`.pipe(
-        Effect.map(([result]) => (result?.page ?? "") === "" ? [] : result!.page!.split("\n").map(entryRow))
-      )
+    const takeEntries = take<{ readonly locked: boolean; readonly page: string | null }>(
+      sql`o.tx as tx_order, o.position, concat_ws(E'\t', o.position, o.tx::text, o.event_id, o.event_type, o.team_id, o.user_id,
+            coalesce(o.record_id::text, ''), to_char(o.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            o.historical::int) as line`,
+      (events) => events,
+      sql`select exists (select 1 from cursor) as locked, (select string_agg(b.line, E'\n' order by b.tx_order, b.position) from batch b) as page`
+    ).pipe(
+      Effect.map(([row]) => {
+        if (row?.locked !== true) return undefined
+        return (row.page ?? "") === "" ? [] : row.page!.split("\n").map(entryRow)
+      })
+    )
 
     // Events: up to `batchSize`, then cut at `batchBytes` of payload; `available` says how many
     // the count limit let through, so a cut batch reads as full.
-    const nextEvents = (cursor: Cursor) => sql<SizedRow>`
-      select position, tx, event_id, event_type, team_id, user_id, record_id, payload, created_at, historical, available::float8 as available
-      from (
-        select n.*, sum(n.bytes) over (order by n.tx_order, n.position) as running, row_number() over (order by n.tx_order, n.position) as k,
-               count(*) over () as available
-        from (
-          select o.position, o.tx as tx_order, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
-                 o.payload, octet_length(o.payload::text) as bytes, o.created_at, o.historical
-          ${after(cursor)}
-        ) n
-      ) b
-      where k = 1 or running <= ${batchBytes}
-      order by k`
+    const takeEvents = take<SizedRow & { readonly locked: boolean }>(
+      sql`o.position, o.tx as tx_order, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
+          o.payload, octet_length(o.payload::text) as bytes, o.created_at, o.historical`,
+      (events) => sql`
+        select * from (
+          select n.*, sum(n.bytes) over (order by n.tx_order, n.position) as running, row_number() over (order by n.tx_order, n.position) as k,
+                 count(*) over () as available
+          from (${events}) n
+        ) b
+        where k = 1 or running <= ${batchBytes}`,
+      sql`select exists (select 1 from cursor) as locked, b.position, b.tx, b.event_id, b.event_type, b.team_id, b.user_id, b.record_id,
+                 b.payload, b.created_at, b.historical, b.available::float8 as available
+          from (select 1) one left join batch b on true
+          order by b.k`
+    ).pipe(
+      Effect.map((rows): ReadonlyArray<SizedRow> | undefined =>
+        rows[0]?.locked !== true ? undefined : rows.filter((row) => row.position !== null))
+    )
 
-    const nextBatch = sink.reads === "entries" ? nextEntries : nextEvents
+    /** The batch a round delivers; undefined when another process holds the cursor. */
+    const takeBatch: Effect.Effect<ReadonlyArray<SizedRow> | undefined, SqlError.SqlError> = sink.reads === "entries" ? takeEntries : takeEvents
     const isFull = (rows: ReadonlyArray<SizedRow>) =>
       rows.length > 0 && (rows.length >= batchSize || (rows[0]!.available !== null && rows.length < rows[0]!.available))
 
-    const advance = (last: OutboxRow) =>
-      sql`update sink_cursors set tx = ${last.tx}::xid8, position = ${last.position}, updated_at = now() where sink_id = ${sink.id}`
-
     /**
      * Whether a round would read anything: one statement outside a transaction, where a round is
-     * four (begin, lock, read, commit). Lateral, so the look starts at the cursor in the
+     * three (begin, take, commit) and holds a transaction id. Lateral, so the look starts at the cursor in the
      * (tx, position) index (a join scans the outbox).
      */
     const anythingNew = sql<{ found: boolean }>`
@@ -192,19 +234,14 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         )
       })
 
-    /** One round: lock the cursor, read, deliver, advance; all or nothing. */
+    /** One round: lock the cursor, read and move it past what was read, deliver; all or nothing. */
     const round = (onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
       Effect.gen(function* () {
-        const [cursor] = yield* sql<Cursor>`
-          select tx::text as tx, position::text as position from sink_cursors where sink_id = ${sink.id} for update skip locked`
-        if (cursor === undefined) return { _tag: "Busy" } as Round
-        const rows = yield* nextBatch(cursor)
-        if (rows.length > 0) {
-          // Events the sink opted out of are passed over: the cursor moves past them.
-          const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
-          if (wanted.length > 0) yield* (traced ? onBatch(wanted).pipe(inTracesOf(wanted)) : onBatch(wanted))
-          yield* advance(rows[rows.length - 1]!)
-        }
+        const rows = yield* takeBatch
+        if (rows === undefined) return { _tag: "Busy" } as Round
+        // Events the sink opted out of are passed over: the cursor moved past them.
+        const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
+        if (wanted.length > 0) yield* (traced ? onBatch(wanted).pipe(inTracesOf(wanted)) : onBatch(wanted))
         return { _tag: "Delivered", count: rows.length, full: isFull(rows) } as Round
       }).pipe(sql.withTransaction)
 
@@ -238,6 +275,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /** One delivery attempt; how many events were taken. */
     const once = round(deliverBatch).pipe(
+      Effect.tap((r) => (r._tag === "Delivered" ? roundEnded : Effect.void)),
       Effect.tap((r) =>
         r._tag === "Delivered" && r.count > 0
           ? Metric.incrementBy(metric(eventsDelivered), r.count).pipe(Effect.zipRight(sink.afterCommit ?? Effect.void))
@@ -262,35 +300,47 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
       )
     )
 
-    /** Lets events gather before the next round (whatever rings meanwhile). */
-    const gathering = Duration.isZero(gather) ? Effect.void : Effect.sleep(gather)
+    /**
+     * Lets events gather: a round starts at least `gather` after the one before it started
+     * (whatever rings meanwhile). A round that took that long, or a runner at rest since, looks at once.
+     */
+    const gathered = (lastRound: number) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const rest = gatherMs - (now - lastRound)
+        return rest > 0 ? Effect.sleep(Duration.millis(rest)) : Effect.void
+      })
 
     /**
-     * Rounds for ever: straight on after a full batch; while events come, a round each `gather`;
-     * when they stop, short pauses growing while nothing new commits (CHASE), then the idle
-     * pause. A ring cuts those pauses short, and the next round follows the gather pause.
+     * Rounds for ever: straight on after a full batch; while events come, a round each `gather`
+     * at most; when they stop, short pauses growing while nothing new commits (CHASE), then the
+     * idle pause. A ring cuts those pauses short.
      */
     const run = Effect.gen(function* () {
       let chase = CHASE.length
       let full = false
+      let lastRound = Number.NEGATIVE_INFINITY
       for (;;) {
         const ringsBefore = yield* OutboxWake.rings
         // After a full batch more is waiting for sure; otherwise a round only when there is something to read.
         const worthARound: boolean = full || (yield* anythingNew.pipe(Effect.orElseSucceed(() => true)))
+        if (worthARound) lastRound = yield* Clock.currentTimeMillis
         const round: Round | undefined = worthARound ? yield* attempt : undefined
         full = round?._tag === "Delivered" && round.full
         if (full) continue
         const busy = (round?._tag === "Delivered" && round.count > 0) || (yield* OutboxWake.rings) !== ringsBefore
         if (busy) {
           chase = 0
-          yield* gathering
+          yield* gathered(lastRound)
           continue
         }
         chase = Math.min(chase + 1, CHASE.length)
-        // Woken, it looks after the gather pause; if the append has not committed yet, the chase goes on.
-        if (yield* OutboxWake.pause(chase < CHASE.length ? Duration.min(CHASE[chase]!, idle) : idle)) {
+        // Chasing, another sink's round's end (or the pause's) is worth a look too, a step of the chase.
+        const chasing = chase < CHASE.length
+        const pause = OutboxWake.pause(chasing ? Duration.min(CHASE[chase]!, idle) : idle)
+        // Woken, it looks (after what is left of the gather pause); if the append has not committed yet, the chase goes on.
+        if (yield* (chasing ? Effect.raceFirst(pause, Effect.as(nextRoundEnd, false)) : pause)) {
           chase = 0
-          yield* gathering
+          yield* gathered(lastRound)
         }
       }
     })

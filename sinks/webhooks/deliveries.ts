@@ -50,6 +50,8 @@ interface Target {
   readonly headers: Record<string, string>
   readonly rateLimit: number | null
   readonly disabled: boolean
+  /** The endpoint row's `updated_at` as read: a fan-out that reads another drops the cached target. */
+  readonly version: string
 }
 
 interface TargetRow {
@@ -63,7 +65,7 @@ interface TargetRow {
   readonly rate_limit: number | null
   readonly disabled: boolean
   readonly failing: boolean
-  readonly revision: string
+  readonly version: string
 }
 
 type Trigger = "first" | "retry" | "manual"
@@ -221,11 +223,11 @@ export const layer = Layer.scoped(
 
     // ---- endpoints ----------------------------------------------------------------------
     /**
-     * Read endpoints, each with its revision (`updated_at`): the fan-out and the dispatcher's
-     * claims read the revision of each message's endpoint and drop a cached one that is older,
+     * Read endpoints, each with its version (`updated_at`): the fan-out and the dispatcher's
+     * claims read the version of each message's endpoint and drop a cached one that differs,
      * so a change made in any process reaches every message claimed after it.
      */
-    const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number; readonly revision: string | undefined }>()
+    const targets = new Map<string, { readonly target: Option.Option<Target>; readonly loadedAt: number }>()
     /**
      * Endpoints whose failing streak may be open (seen so when read, or failed here): only
      * these need a success written back, so a healthy endpoint's batches skip that statement.
@@ -236,8 +238,8 @@ export const layer = Layer.scoped(
     const readTarget = (endpointId: string) =>
       Effect.gen(function* () {
         const rows = yield* sql<TargetRow>`
-          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled,
-                 failing_since is not null as failing, updated_at::text as revision
+          select id, url, signature_headers, secret, previous_secret, previous_secret_until, headers, rate_limit, disabled, updated_at::text as version,
+                 failing_since is not null as failing
           from webhook_endpoints where id = ${endpointId}`
         const row = rows[0]
         if (row?.failing) mayBeFailing.add(endpointId)
@@ -249,16 +251,19 @@ export const layer = Layer.scoped(
             keys.push({ key: keyOf(yield* cipher.decrypt(row.previous_secret)), until: row.previous_secret_until.getTime() })
           }
           const headers = row.headers ? JSON.parse(Redacted.value(yield* cipher.decrypt(row.headers))) as Record<string, string> : {}
-          target = Option.some({ id: row.id, url: new URL(row.url), scheme: row.signature_headers, keys, headers, rateLimit: row.rate_limit, disabled: row.disabled })
+          target = Option.some({
+            id: row.id, url: new URL(row.url), scheme: row.signature_headers, keys, headers, rateLimit: row.rate_limit, disabled: row.disabled, version: row.version
+          })
         }
-        targets.set(endpointId, { target, loadedAt: Date.now(), revision: row?.revision })
+        targets.set(endpointId, { target, loadedAt: Date.now() })
         return target
       })
-    /** Forgets cached endpoints older than the revisions a claim or fan-out just read with its messages. */
-    const dropOutdated = (read: ReadonlyArray<{ readonly endpoint_id: string; readonly revision?: string | null | undefined }>) => {
-      for (const { endpoint_id, revision } of read) {
-        const cached = targets.get(endpoint_id)
-        if (cached !== undefined && revision != null && cached.revision !== revision) targets.delete(endpoint_id)
+    /** Forgets a cached endpoint whose version differs from the one a claim or fan-out just read: it is read again before its messages are sent. */
+    const dropOutdated = (endpointId: string, version: string | null) => {
+      const cached = targets.get(endpointId)
+      if (cached !== undefined && Option.match(cached.target, { onNone: () => true, onSome: (target) => target.version !== version })) {
+        targets.delete(endpointId)
+        reading.delete(endpointId)
       }
     }
     /** The endpoint, from the cache while fresh; rejects when it cannot be read. */
@@ -267,7 +272,9 @@ export const layer = Layer.scoped(
       if (cached && Date.now() - cached.loadedAt < TARGET_TTL_MS) return cached.target
       const inProgress = reading.get(endpointId)
       if (inProgress) return inProgress
-      const read = Runtime.runPromise(runtime)(readTarget(endpointId)).finally(() => reading.delete(endpointId))
+      const read: Promise<Option.Option<Target>> = Runtime.runPromise(runtime)(readTarget(endpointId)).finally(() => {
+        if (reading.get(endpointId) === read) reading.delete(endpointId)
+      })
       reading.set(endpointId, read)
       return read
     }
@@ -573,7 +580,7 @@ export const layer = Layer.scoped(
     }
 
     const claim = (limit: number, busy: ReadonlyArray<string>) =>
-      sql<Message & { readonly revision: string | null }>`
+      sql<Message & { readonly version: string | null }>`
         with claimed as (
           update webhook_messages m set status = 'sending', lease_until = now() + ${LEASE}::interval, leased_by = ${instance}
           from (
@@ -591,20 +598,20 @@ export const layer = Layer.scoped(
           returning m.id, m.endpoint_id, m.team_id, m.attempts, m.run, m.status, m.event_id, m.payload, m.seq
         )
         select c.id, c.endpoint_id, c.team_id, c.attempts, c.run, c.status, coalesce(c.payload, o.payload)::text as body,
-               w.updated_at::text as revision
+               w.updated_at::text as version
         from claimed c left join outbox o on o.event_id = c.event_id left join webhook_endpoints w on w.id = c.endpoint_id
         order by c.seq`
 
     const dispatcher = Effect.gen(function* () {
       const room = Math.min(CLAIM_BATCH, roomInHand())
       const leaseEnds = Date.now() + LEASE_MS
-      let claimed: ReadonlyArray<Message> = []
+      let claimed: ReadonlyArray<Message & { readonly version: string | null }> = []
       if (room > 0) {
         const busy = busyLanes()
         // Cleared before the claim's snapshot: whatever is left unclaimed after it sets it again.
         unclaimedMayWait = false
         claimed = yield* claim(room, busy).pipe(Effect.tapErrorCause(() => Effect.sync(() => (unclaimedMayWait = true))))
-        dropOutdated(claimed)
+        for (const message of claimed) dropOutdated(message.endpoint_id, message.version)
         if (claimed.length === room || busy.length > 0) unclaimedMayWait = true
       }
       for (const message of claimed) dispatch(message, leaseEnds)
@@ -630,53 +637,70 @@ export const layer = Layer.scoped(
         // The lease runs from the transaction's start (now()), which is before this.
         const leaseEnds = Date.now() + LEASE_MS - LEASE_MARGIN_MS
         const teams = [...new Set(batch.map((e) => e.teamId))]
+        const events = batch.map((e) => e.eventId)
         // The endpoints are read `for key share`: none is deleted before this commits (messages
         // have no foreign key to them; an endpoint's deletion takes its messages, migrations.ts).
-        const rows = yield* sql<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string; revision: string }>`
+        // The same statement reads the bodies of the events whose messages were claimed, once per
+        // event however many endpoints, in outbox order up to ROUND_BYTES (the first whatever its
+        // size), and the endpoints' versions: the fan-out is one round trip.
+        const rows = yield* sql<{
+          id: string | null; endpoint_id: string | null; team_id: string; event_id: string | null; status: string; xact: string; version: string | null; body: string | null
+        }>`
           with endpoints as (
             select id, team_id, fifo, filter_types, updated_at from webhook_endpoints
             where team_id = any(${teams}::uuid[]) and not disabled
             for key share
           ), inserted as (
-          insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
-          select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
-                 case when f.claimed then 'sending' else 'pending' end,
-                 case when f.claimed then now() + ${LEASE}::interval else '-infinity' end,
-                 case when f.claimed then ${instance} end
-          from (
-            select 'msg_' || md5(w.id::text || ':' || e.event_id::text) as id, w.id as endpoint_id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo, e.ord,
-                   not w.fifo and not (w.id = any(${busyLanes()}::uuid[])) and row_number() over (order by e.ord, w.id) <= ${room} as claimed
-            from unnest(${batch.map((e) => e.eventId)}::uuid[], ${batch.map((e) => e.eventType)}::text[],
-                        ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
-                 with ordinality as e(event_id, event_type, team_id, user_id, ord)
-            join endpoints w on w.team_id = e.team_id
-              and (cardinality(w.filter_types) = 0 or exists (
-                select 1 from unnest(w.filter_types) f
-                where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
-          ) f
-          order by f.ord, f.endpoint_id
-          on conflict (id) do nothing
-          returning id, endpoint_id, team_id, event_id, status, pg_current_xact_id()::text as xact
-          )
-          select i.*, w.updated_at::text as revision from inserted i join endpoints w on w.id = i.endpoint_id`
-        if (rows.length === 0) return
-        dropOutdated(rows)
-        // The bodies of the events whose messages were claimed, once per event however many
-        // endpoints, in outbox order up to ROUND_BYTES (the first whatever its size).
-        const claimedEvents = [...new Set(rows.filter((row) => row.status === "sending").map((row) => row.event_id))]
-        const bodies = new Map<string, string>()
-        if (claimedEvents.length > 0) {
-          for (const row of yield* sql<{ event_id: string; body: string }>`
-            select event_id, payload::text as body from (
+            insert into webhook_messages (id, endpoint_id, team_id, event_id, event_type, user_id, fifo, status, lease_until, leased_by)
+            select f.id, f.endpoint_id, f.team_id, f.event_id, f.event_type, f.user_id, f.fifo,
+                   case when f.claimed then 'sending' else 'pending' end,
+                   case when f.claimed then now() + ${LEASE}::interval else '-infinity' end,
+                   case when f.claimed then ${instance} end
+            from (
+              select 'msg_' || md5(w.id::text || ':' || e.event_id::text) as id, w.id as endpoint_id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo, e.ord,
+                     not w.fifo and not (w.id = any(${busyLanes()}::uuid[])) and row_number() over (order by e.ord, w.id) <= ${room} as claimed
+              from unnest(${events}::uuid[], ${batch.map((e) => e.eventType)}::text[],
+                          ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
+                   with ordinality as e(event_id, event_type, team_id, user_id, ord)
+              join endpoints w on w.team_id = e.team_id
+                and (cardinality(w.filter_types) = 0 or exists (
+                  select 1 from unnest(w.filter_types) f
+                  where f = e.event_type or (right(f, 1) = '*' and starts_with(e.event_type, left(f, -1)))))
+            ) f
+            order by f.ord, f.endpoint_id
+            on conflict (id) do nothing
+            returning id, endpoint_id, team_id, event_id, status, seq
+          ), bodies as (
+            select b.event_id, b.payload::text as body from (
               select o.event_id, o.payload, sum(pg_column_size(o.payload)) over (order by k.ord) - pg_column_size(o.payload) as before
-              from unnest(${claimedEvents}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
+              from unnest(${events}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
+              where k.event_id in (select event_id from inserted where status = 'sending')
             ) b
-            where before < ${ROUND_BYTES}`) bodies.set(row.event_id, row.body)
+            where before < ${ROUND_BYTES}
+          )
+          -- Three kinds of rows, none joined to another (a join of thousands of messages to their
+          -- bodies was planned as a nested loop): messages, bodies, the endpoints' versions.
+          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, null::text as body, null::text as version, i.seq,
+                 pg_current_xact_id()::text as xact
+          from inserted i
+          union all
+          select null, null, null, b.event_id, null, b.body, null, null, null from bodies b
+          union all
+          select null, w.id, null, null, null, null, w.updated_at::text, null, null from endpoints w
+          order by seq nulls first`
+        const bodies = new Map<string, string>()
+        const inserted: Array<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }> = []
+        for (const row of rows) {
+          if (row.id !== null) inserted.push(row as typeof inserted[number])
+          else if (row.body !== null) bodies.set(row.event_id!, row.body)
+          // An endpoint changed since it was cached (in any process) is read again before these are sent.
+          else dropOutdated(row.endpoint_id!, row.version)
         }
+        if (inserted.length === 0) return
         const messages: Array<Message> = []
         const unread: Array<string> = []
         let waiting = false
-        for (const row of rows) {
+        for (const row of inserted) {
           if (row.status !== "sending") waiting = true
           else {
             const body = bodies.get(row.event_id)
@@ -689,7 +713,7 @@ export const layer = Layer.scoped(
           yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where id = any(${unread}::text[])`
           waiting = true
         }
-        fannedOut.push({ xact: rows[0]!.xact, leaseEnds, messages })
+        fannedOut.push({ xact: inserted[0]!.xact, leaseEnds, messages })
         if (waiting) unclaimedWait()
       })
 
