@@ -28,8 +28,13 @@ export type IngestJob = typeof IngestJob.Type
 const QUEUE_TABLE = "ingest_queue"
 const QUEUE_NAME = "ingest"
 
+/** The inbox columns the ingest worker reads of a job's row. */
+export const INBOX_ROW_COLUMNS = ["id", "provider", "kind", "body", "part_of", "trace_context"] as const
+
 export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue, Queue.BatchQueue<IngestJob>>() {
-  static readonly layer = Layer.effect(IngestQueue, Effect.map(QueueStoreTag, (store) => store.make(QUEUE_NAME, IngestJob)))
+  // A claim reads its jobs' inbox rows too: the worker's first step costs no round trip of its own.
+  static readonly layer = Layer.effect(IngestQueue, Effect.map(QueueStoreTag, (store) =>
+    store.make(QUEUE_NAME, IngestJob, { attach: { table: "inbox", key: "id", field: "inboxId", columns: INBOX_ROW_COLUMNS } })))
 }
 
 /** Failed attempts after which an ingest job is left alone (it stays in the table for operators). */
