@@ -390,15 +390,19 @@ export const make = (options: IngestOptions = {}) =>
                 run.outcome.deleted += n
               }), { discard: true }), { discard: true }))
 
-        // Stored first: a backfill told its data is in may complete and announce it at once.
-        yield* history.recordArrivals(arrivals(storing.filter((group) => group.run.failure === undefined)))
-
         const pulling = runs.filter((run) => run.groups.some((group) => group.pointers.length > 0 && group.recipients.length > 0))
-        yield* eachJob(pulling, (run) =>
-          Effect.forEach(run.groups, (group) => (group.pointers.length > 0 && group.recipients.length > 0 ? pull(group) : Effect.void), { discard: true }))
-
-        // A replay for one provider user does not overwrite the outcome of the first pass.
-        yield* eachJob(runs, (run) => (run.job.userKey === undefined ? inbox.finish(run.job.inboxId, run.outcome) : Effect.void))
+        yield* Effect.all([
+          // Stored first: a backfill told its data is in may complete and announce it at once.
+          history.recordArrivals(arrivals(storing.filter((group) => group.run.failure === undefined))),
+          // Meanwhile (the two share nothing): pulls, then each job's outcome. Should the arrivals
+          // fail, every job runs again alone and records its outcome again.
+          Effect.gen(function* () {
+            yield* eachJob(pulling, (run) =>
+              Effect.forEach(run.groups, (group) => (group.pointers.length > 0 && group.recipients.length > 0 ? pull(group) : Effect.void), { discard: true }))
+            // A replay for one provider user does not overwrite the outcome of the first pass.
+            yield* eachJob(runs, (run) => (run.job.userKey === undefined ? inbox.finish(run.job.inboxId, run.outcome) : Effect.void))
+          })
+        ], { concurrency: "unbounded", discard: true })
 
         return yield* Effect.forEach(jobs, (_, i): Effect.Effect<Exit.Exit<IngestOutcome, StepError>> => {
           const run = started[i]
