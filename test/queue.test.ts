@@ -150,6 +150,35 @@ layer(Services, { timeout: 60_000 })("queue leases", (it) => {
       expect(attempts[0]!.last_failure).toContain("refused")
     }))
 
+  it.scoped("a batch claim reads each job's attach row in the same statement; a row gone reads as nulls; an element that is not JSON fails alone", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`create table test_attached (id bigint primary key, body text not null)`
+      yield* sql`insert into test_attached values (1, 'one'), (2, 'two'), (4, 'four')`
+      const attach = { table: "test_attached", key: "id", field: "n", columns: ["id", "body"] }
+      const mine = (yield* Queue.QueueStoreTag).make("attach", Job, { attach })
+      for (const n of [1, 2, 3]) yield* mine.offer({ n }, { id: `attach-${n}` })
+      yield* sql`insert into test_queue (id, queue_name, element, completed, attempts, created_at, updated_at)
+                 values ('attach-bad', 'attach', 'not json {"n": 1', false, 0, now(), now()),
+                        ('attach-4', 'attach', json_build_object('n', 4)::text, false, 0, now(), now())`
+      const seen = new Map<number, unknown>()
+      let failures = 0
+      while (seen.size < 4 || failures < 1) {
+        const exits = yield* mine.takeBatch((jobs) =>
+          Effect.sync(() => jobs.map((job) => {
+            seen.set(job.value.n, job.attached)
+            return Exit.succeed(job.value.n)
+          })), { maxJobs: 8, maxAttempts: 1 })
+        failures += exits.filter(Exit.isFailure).length
+      }
+      expect(Object.fromEntries(seen)).toEqual({ 1: { id: "1", body: "one" }, 2: { id: "2", body: "two" }, 3: { id: null, body: null }, 4: { id: "4", body: "four" } })
+      const rows = yield* sql<{ id: string; completed: boolean; attempts: number }>`
+        select id, completed, attempts from test_queue where queue_name = 'attach' order by id`
+      expect(rows.map((row) => [row.id, row.completed, row.attempts])).toEqual([
+        ["attach-1", true, 1], ["attach-2", true, 1], ["attach-3", true, 1], ["attach-4", true, 1], ["attach-bad", false, 1]
+      ])
+    }))
+
   it.scoped("a taker sleeping out a long poll interval wakes when this process queues a job", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

@@ -170,6 +170,40 @@ layer(Services, { timeout: 60_000 })("RecordStore.write", (it) => {
       ])
     }))
 
+  it.effect("summaries of several parts (one statement): the same envelopes, in the parts' order, historical marked, an update with its new updated_at", () =>
+    Effect.gen(function* () {
+      const store = yield* RecordStore
+      const sql = yield* SqlClient.SqlClient
+      const [first, second] = [yield* freshUser, yield* freshUser]
+      yield* store.write(second, "garmin", [daily("b", 1)], 1)
+      const late = daily("a", 2)
+      const outcomes = yield* store.writeParts([
+        { recipient: first!, provider: "garmin", records: [daily("z", 3), late], inboxId: 2, historical: new Set([late]) },
+        { recipient: second!, provider: "garmin", records: [daily("b", 4), daily("c", 5)], inboxId: 3 }
+      ])
+      expect(outcomes).toEqual([{ created: 2, updated: 0, unchanged: 0 }, { created: 1, updated: 1, unchanged: 0 }])
+      const rows = yield* sql<{ id: string; user_id: string; source_id: string; created_at: Date; updated_at: Date }>`
+        select id, user_id, source_id, created_at, updated_at from records where user_id in (${first!.userId}, ${second!.userId})`
+      const envelope = (user: typeof first, sourceId: string, steps: number, type: string) => {
+        const row = rows.find((r) => r.user_id === user!.userId && r.source_id === sourceId)!
+        return {
+          event_type: `daily.data.activity.${type}`,
+          data: { id: row.id, user_id: user!.userId, ...daily(sourceId, steps).data, created_at: row.created_at.toISOString(), updated_at: row.updated_at.toISOString() },
+          user_id: user!.userId,
+          client_user_id: user!.clientUserId,
+          team_id: user!.teamId
+        }
+      }
+      const appended = yield* sql<{ payload: unknown; historical: boolean }>`
+        select payload, historical from outbox where user_id in (${first!.userId}, ${second!.userId}) order by position offset 1`
+      expect(appended).toEqual([
+        { payload: envelope(first, "z", 3, "created"), historical: false },
+        { payload: envelope(first, "a", 2, "created"), historical: true },
+        { payload: envelope(second, "b", 4, "updated"), historical: false },
+        { payload: envelope(second, "c", 5, "created"), historical: false }
+      ])
+    }))
+
   it.effect("a user's deletion takes their samples with their records", () =>
     Effect.gen(function* () {
       const store = yield* RecordStore

@@ -28,8 +28,13 @@ export type IngestJob = typeof IngestJob.Type
 const QUEUE_TABLE = "ingest_queue"
 const QUEUE_NAME = "ingest"
 
+/** The inbox columns the ingest worker reads of a job's row. */
+export const INBOX_ROW_COLUMNS = ["id", "provider", "kind", "body", "part_of", "trace_context"] as const
+
 export class IngestQueue extends Context.Tag("wearflow/IngestQueue")<IngestQueue, Queue.BatchQueue<IngestJob>>() {
-  static readonly layer = Layer.effect(IngestQueue, Effect.map(QueueStoreTag, (store) => store.make(QUEUE_NAME, IngestJob)))
+  // A claim reads its jobs' inbox rows too: the worker's first step costs no round trip of its own.
+  static readonly layer = Layer.effect(IngestQueue, Effect.map(QueueStoreTag, (store) =>
+    store.make(QUEUE_NAME, IngestJob, { attach: { table: "inbox", key: "id", field: "inboxId", columns: INBOX_ROW_COLUMNS } })))
 }
 
 /** Failed attempts after which an ingest job is left alone (it stays in the table for operators). */
@@ -231,6 +236,8 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
           )
           select input.ord, input.id from input join stored using (id)`
         const ids = new Map(rows.map((row) => [Number(row.ord) - 1, Number(row.id)]))
+        // The jobs are committed: the takers hear of them now, before the callers are resumed.
+        if (rows.length > 0) yield* Queue.wakeTakers
         return yield* Effect.forEach(batch, (notification, i) => {
           const id = ids.get(i)
           // Already stored from an earlier attempt at the same pointer item: that row stands.
@@ -288,14 +295,14 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
         const received: Received = { ...notification, traceContext: yield* Tracing.currentTraceparent }
         return yield* isLarge(notification)
           ? commitParts(received).pipe(
-            Effect.timeoutFail({ duration: commitTimeout(notification.body.length), onTimeout: () => new Error("inbox commit timed out") })
+            Effect.timeoutFail({ duration: commitTimeout(notification.body.length), onTimeout: () => new Error("inbox commit timed out") }),
+            Effect.zipLeft(Queue.wakeTakers)
           )
           : commitWhole(received)
       },
       (effect, notification) =>
         effect.pipe(
           Effect.tap(() => Metric.increment(receivedFrom(notification.provider))),
-          Effect.tap(() => Queue.wakeTakers),
           Effect.mapError((cause) => new InboxUnavailable({ cause }))
         )
     )

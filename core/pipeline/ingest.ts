@@ -97,6 +97,22 @@ export interface IngestOptions {
 
 const isPermanentSqlError = (e: { readonly _tag: string }) => e._tag === "SqlError" && !isTransient(e as never)
 
+/** The inbox rows of a batch's jobs as their claim read them (Queue.Attach), by id. */
+export type ClaimedRows = ReadonlyMap<number, InboxRow>
+
+/**
+ * The inbox rows claimed with `jobs` (IngestQueue's attach); undefined when some job came
+ * without one (a row gone, which is rare): then the batch reads its rows, as it would anyway.
+ */
+const claimedRowsOf = (jobs: ReadonlyArray<{ readonly attached?: Readonly<Record<string, unknown>> | undefined }>): ClaimedRows | undefined => {
+  const rows = new Map<number, InboxRow>()
+  for (const { attached } of jobs) {
+    if (attached === undefined || attached.id === null || attached.id === undefined) return undefined
+    rows.set(Number(attached.id), attached as unknown as InboxRow)
+  }
+  return rows
+}
+
 /** An inbox row as the worker reads it. */
 interface InboxRow {
   readonly id: string
@@ -303,8 +319,8 @@ export const make = (options: IngestOptions = {}) =>
      * failure of a step of its own (what it did so far is idempotent); fails as a whole when a
      * step shared by all does.
      */
-    const attempt = (jobs: ReadonlyArray<IngestJob>) =>
-      Effect.flatMap(inboxRows(jobs.map((job) => job.inboxId)), (rows) =>
+    const attempt = (jobs: ReadonlyArray<IngestJob>, claimed?: ClaimedRows) =>
+      Effect.flatMap(claimed === undefined ? inboxRows(jobs.map((job) => job.inboxId)) : Effect.succeed(claimed), (rows) =>
         attemptOn(jobs, rows).pipe(
           // With traces exported: the batch's work is a span in the trace of each notification in
           // it, the one its request started and stored with the inbox row (core/tracing.ts).
@@ -374,15 +390,19 @@ export const make = (options: IngestOptions = {}) =>
                 run.outcome.deleted += n
               }), { discard: true }), { discard: true }))
 
-        // Stored first: a backfill told its data is in may complete and announce it at once.
-        yield* history.recordArrivals(arrivals(storing.filter((group) => group.run.failure === undefined)))
-
         const pulling = runs.filter((run) => run.groups.some((group) => group.pointers.length > 0 && group.recipients.length > 0))
-        yield* eachJob(pulling, (run) =>
-          Effect.forEach(run.groups, (group) => (group.pointers.length > 0 && group.recipients.length > 0 ? pull(group) : Effect.void), { discard: true }))
-
-        // A replay for one provider user does not overwrite the outcome of the first pass.
-        yield* eachJob(runs, (run) => (run.job.userKey === undefined ? inbox.finish(run.job.inboxId, run.outcome) : Effect.void))
+        yield* Effect.all([
+          // Stored first: a backfill told its data is in may complete and announce it at once.
+          history.recordArrivals(arrivals(storing.filter((group) => group.run.failure === undefined))),
+          // Meanwhile (the two share nothing): pulls, then each job's outcome. Should the arrivals
+          // fail, every job runs again alone and records its outcome again.
+          Effect.gen(function* () {
+            yield* eachJob(pulling, (run) =>
+              Effect.forEach(run.groups, (group) => (group.pointers.length > 0 && group.recipients.length > 0 ? pull(group) : Effect.void), { discard: true }))
+            // A replay for one provider user does not overwrite the outcome of the first pass.
+            yield* eachJob(runs, (run) => (run.job.userKey === undefined ? inbox.finish(run.job.inboxId, run.outcome) : Effect.void))
+          })
+        ], { concurrency: "unbounded", discard: true })
 
         return yield* Effect.forEach(jobs, (_, i): Effect.Effect<Exit.Exit<IngestOutcome, StepError>> => {
           const run = started[i]
@@ -418,9 +438,12 @@ export const make = (options: IngestOptions = {}) =>
         }
       })
 
-    /** One job alone; transient database failures are waited out, a failure for good is the job's. */
-    const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob) {
-      const [exit] = yield* attempt([job])
+    /**
+     * One job alone; transient database failures are waited out, a failure for good is the job's.
+     * Its inbox row is read, unless given as its claim read it (a row's columns never change).
+     */
+    const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob, claimed?: ClaimedRows) {
+      const [exit] = yield* attempt([job], claimed)
       return yield* exit!
     }, (effect, job) =>
       effect.pipe(
@@ -439,10 +462,10 @@ export const make = (options: IngestOptions = {}) =>
      * idempotent, so a job fails alone and is retried, waited out or failed exactly as when it
      * is taken alone, while the others stand.
      */
-    const processBatch = (jobs: ReadonlyArray<IngestJob>) =>
+    const processBatch = (jobs: ReadonlyArray<IngestJob>, claimed?: ClaimedRows) =>
       jobs.length === 1
-        ? Effect.map(Effect.exit(process(jobs[0]!)), (exit) => [exit])
-        : attempt(jobs).pipe(
+        ? Effect.map(Effect.exit(process(jobs[0]!, claimed)), (exit) => [exit])
+        : attempt(jobs, claimed).pipe(
           Effect.withSpan("IngestWorker.processBatch", { attributes: { jobs: jobs.length } }),
           Effect.exit,
           Effect.flatMap((batch) =>
@@ -509,7 +532,7 @@ export const layerTakers = (concurrency: number) =>
             holding = taken
             return Effect.zipRight(
               Effect.zipRight(release(reserved - taken), Deferred.succeed(claimed, undefined)),
-              worker.processBatch(jobs.map((job) => job.value))
+              worker.processBatch(jobs.map((job) => job.value), claimedRowsOf(jobs))
             )
           }, { maxAttempts: INGEST_MAX_ATTEMPTS, maxJobs: reserved }).pipe(
             Effect.flatMap(logFailures),

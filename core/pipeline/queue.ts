@@ -11,9 +11,11 @@
  *
  * Round trips are shared: the taker whose turn it is to look claims a job for every taker
  * then waiting in one statement (the others take theirs from the claimed batch), and jobs
- * that finish together are marked completed in one statement. A taker with nothing to do
- * sleeps for the poll interval, or until this process queues a job (`wakeTakers`) or one it
- * works with says it did (`wakeTakersFromPeer`).
+ * that finish together are marked completed in one statement. A queue may read a row per job
+ * with its claim (`Attach`, the job's first read), in the same statement. A taker with nothing
+ * to do sleeps for the poll interval, or until this process queues a job (`wakeTakers`) or one
+ * it works with says it did (`wakeTakersFromPeer`); a batch claim that found fewer jobs than it
+ * asked for also sleeps before the next, rather than asking again at once for nothing.
  *
  * `takeBatch` takes up to a given number of jobs at once, for work that does many jobs as one
  * (one statement per step for them all). Each job still ends on its own: those that succeed
@@ -77,13 +79,6 @@ export class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly id: stri
 
 const leaseLost = (id: string) => new PersistedQueue.PersistedQueueError({ message: new LeaseLost({ id }).message, cause: new LeaseLost({ id }) })
 
-interface Row {
-  readonly sequence: number
-  readonly id: string
-  readonly element: string
-  readonly attempts: number
-}
-
 interface Held {
   readonly lost: Deferred.Deferred<void>
 }
@@ -94,6 +89,7 @@ interface Claimed extends Held {
   readonly id: string
   readonly element: string
   readonly attempts: number
+  readonly attached: Readonly<Record<string, unknown>> | undefined
 }
 
 /** A job of a batch, as `takeBatch` hands it over. */
@@ -101,6 +97,20 @@ export interface BatchJob<A> {
   readonly value: A
   readonly id: string
   readonly attempts: number
+  /** The columns of the queue's `attach` row for this job (by column name), when it has one. */
+  readonly attached?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * A row a claim reads along with each job, in the same statement: the row of `table` whose
+ * bigint `key` equals the job's JSON element's integer `field` (its `columns`). A job's first
+ * step is usually to read such a row; read with the claim it costs no round trip of its own.
+ */
+export interface Attach {
+  readonly table: string
+  readonly key: string
+  readonly field: string
+  readonly columns: ReadonlyArray<string>
 }
 
 /** A queue whose jobs may also be taken in batches. */
@@ -120,7 +130,7 @@ export interface BatchQueue<A> extends PersistedQueue.PersistedQueue<A> {
 
 /** The queue table and the jobs this process holds in it. */
 export interface QueueStore {
-  readonly make: <A, I>(name: string, schema: Schema.Schema<A, I>) => BatchQueue<A>
+  readonly make: <A, I>(name: string, schema: Schema.Schema<A, I>, options?: { readonly attach?: Attach }) => BatchQueue<A>
   /** Jobs not yet completed that may still be taken (fewer than `maxAttempts` failures). */
   readonly backlog: (name: string, maxAttempts: number) => Effect.Effect<Backlog, import("@effect/sql").SqlError.SqlError>
 }
@@ -231,9 +241,10 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     Effect.interruptible
   )
 
-  /** Claims up to `limit` jobs, oldest first; they are held from here on. */
-  const claim = (name: string, maxAttempts: number, limit: number) =>
-    sql<Row & { updated_at: Date }>`
+  /** Claims up to `limit` jobs, oldest first, with their `attach` rows; they are held from here on. */
+  const claim = (name: string, maxAttempts: number, limit: number, attach: Attach | undefined) => {
+    type Row = Record<string, unknown> & { sequence: number; id: string; element: string; attempts: number; updated_at: Date }
+    const update = sql<Row>`
       UPDATE ${table} SET acquired_at = NOW(), acquired_by = ${workerId}
       WHERE sequence = ANY(ARRAY(
         SELECT sequence FROM ${table}
@@ -243,18 +254,28 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
         FOR UPDATE SKIP LOCKED
         LIMIT ${limit}
       ))
-      RETURNING sequence, id, element, attempts, updated_at`.pipe(
+      RETURNING sequence, id, element, attempts, updated_at`
+    const statement = attach === undefined ? update : sql<Row>`
+      WITH claimed AS (${update})
+      SELECT claimed.*, ${sql.join(", ", false)(attach.columns.map((c, i) => sql`a.${sql(c)} AS ${sql(`attached_${i}`)}`))}
+      FROM claimed
+      -- The key read out of the element's text, never cast from it: an element that is not JSON fails alone, later.
+      LEFT JOIN LATERAL (SELECT substring(claimed.element FROM ${`"${attach.field}"[[:space:]]*:[[:space:]]*([0-9]+)`}) AS key) k ON TRUE
+      LEFT JOIN ${sql(attach.table)} a ON a.${sql(attach.key)} = CASE WHEN length(k.key) <= 18 THEN k.key::bigint END`
+    return statement.pipe(
       Effect.map((rows) =>
         rows
-          .map((row) => ({ ...row, sequence: Number(row.sequence) }))
+          .map((row): Row => ({ ...row, sequence: Number(row.sequence) }))
           .sort((a, b) => a.updated_at.getTime() - b.updated_at.getTime() || a.sequence - b.sequence)
           .map((row): Claimed => {
-            const claimed = { sequence: row.sequence, id: row.id, element: row.element, attempts: row.attempts, lost: Deferred.unsafeMake<void>(FiberId.none) }
+            const attached = attach === undefined ? undefined : Object.fromEntries(attach.columns.map((c, i) => [c, row[`attached_${i}`]]))
+            const claimed = { sequence: row.sequence, id: row.id, element: row.element, attempts: row.attempts, attached, lost: Deferred.unsafeMake<void>(FiberId.none) }
             held.set(row.sequence, claimed)
             return claimed
           })
       )
     )
+  }
 
   /** Sleeps for the poll interval, or until `wakeTakers`; not at all when a wake came since `seen`. */
   const nap = (seen: number) =>
@@ -320,7 +341,8 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
     return statement.pipe(Effect.retry({ times: 5, schedule: Schedule.exponential(100, 1.5) }), Effect.ignoreLogged)
   }
 
-  const queueOf = <A, I>(name: string, schema: Schema.Schema<A, I>): BatchQueue<A> => {
+  const queueOf = <A, I>(name: string, schema: Schema.Schema<A, I>, options?: { readonly attach?: Attach }): BatchQueue<A> => {
+    const attach = options?.attach
     const encode = Schema.encode(schema)
     const decode = Schema.decodeUnknown(schema)
     /** One taker at a time looks for jobs: while the queue is empty the process polls it once per interval, not once per taker. */
@@ -344,7 +366,7 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
                 continue
               }
               const seen = wakes
-              const rows = yield* claim(name, maxAttempts, Math.min(batchSize, waiting)).pipe(
+              const rows = yield* claim(name, maxAttempts, Math.min(batchSize, waiting), attach).pipe(
                 Effect.catchAllCause((cause) => Effect.logWarning("could not poll the queue", cause).pipe(Effect.as([] as Array<Claimed>)))
               )
               if (rows.length > 0) ready.push(...rows)
@@ -353,6 +375,12 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
           })),
         () => Effect.sync(() => waiting--)
       )
+    /**
+     * The wakes seen before the last batch claim, when it found fewer jobs than it asked for:
+     * the queue was empty then, so the next claim waits for a wake (or the poll interval) rather
+     * than asking at once, which would find nothing but cost a statement per batch.
+     */
+    let drainedAt: number | undefined
     /** Up to `maxJobs` jobs: those claimed earlier, else a batch claimed now; waits for one when none is ready. */
     const nextBatch = (maxAttempts: number, maxJobs: number) =>
       turn.withPermits(1)(Effect.gen(function* () {
@@ -365,12 +393,13 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
             else jobs.push(claimed)
           }
           if (jobs.length > 0) return jobs
+          if (drainedAt !== undefined) yield* nap(drainedAt)
           const seen = wakes
-          const rows = yield* claim(name, maxAttempts, maxJobs).pipe(
+          const rows = yield* claim(name, maxAttempts, maxJobs, attach).pipe(
             Effect.catchAllCause((cause) => Effect.logWarning("could not poll the queue", cause).pipe(Effect.as([] as Array<Claimed>)))
           )
+          drainedAt = rows.length < maxJobs ? seen : undefined
           if (rows.length > 0) return rows
-          yield* nap(seen)
         }
       }))
     unstarted.add(ready)
@@ -418,7 +447,7 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
               Effect.exit(Effect.flatMap(Effect.try(() => JSON.parse(row.element) as unknown), decode)))
             const runnable = rows.flatMap((row, i) => {
               const value = decoded[i]!
-              return Exit.isSuccess(value) ? [{ row, job: { value: value.value, id: row.id, attempts: row.attempts } }] : []
+              return Exit.isSuccess(value) ? [{ row, job: { value: value.value, id: row.id, attempts: row.attempts, attached: row.attached } }] : []
             })
             const anyLost = Effect.raceAll(runnable.map(({ row }) => Deferred.await(row.lost)))
             const ran = runnable.length === 0

@@ -8,12 +8,12 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect } from "effect"
+import { Effect, Metric } from "effect"
 import { hash } from "node:crypto"
 import { stableUuid } from "../crypto.ts"
 import { arrayLiteral } from "../storage/pg-array.ts"
 import type { NormalizedRecord } from "../normalizer.ts"
-import { appendEvents, type NewEvent, newEvent, type Recipient } from "../outbox.ts"
+import { appendEvents, eventsEmitted, type NewEvent, newEvent, type Recipient } from "../outbox.ts"
 import * as OutboxWake from "../outbox-wake.ts"
 import type { DeletedRecord, ResourceName } from "../schema.ts"
 import * as Tracing from "../tracing.ts"
@@ -207,16 +207,9 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
             with ordinality as b(record_id, user_id, provider, resource, source_type, batch) using (batch)`
       })
 
-    /**
-     * Upserts the records of every part and appends one outbox event per created or changed
-     * record, parts in their order and each part's events in its records' order; answers each
-     * part's outcome. Runs in one transaction, a few statements per call whatever its size or
-     * number of parts. A record from an older inbox item never overwrites one from a newer
-     * item, so out-of-order processing keeps the latest delivery. The sink runners are rung
-     * once it commits, when its events can be read.
-     */
-    const writeParts = (yield* Tracing.fn("RecordStore.writeParts"))(function* (parts: ReadonlyArray<WritePart>) {
-      const prepared = parts.flatMap(({ recipient, provider, records, inboxId }, part) =>
+    /** Each part's records ready to write, parts in their order and each part's records in theirs. */
+    const prepare = (parts: ReadonlyArray<WritePart>) =>
+      parts.flatMap(({ recipient, provider, records, inboxId }, part) =>
         records.map((record, index): Prepared => {
           const id = stableUuid(recipient.userId, provider, record.resource, record.sourceId)
           const data = record.kind === "summary" ? { id, user_id: recipient.userId, ...record.data } : { user_id: recipient.userId, ...record.data }
@@ -224,38 +217,133 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
           return { record, part, index, recipient, provider, inboxId, id, json, row: rowOf(record, recipient, json), hash: hash("sha256", json, "hex"), ...placement(record) }
         })
       )
-      const events: Array<NewEvent & { readonly part: number; readonly index: number }> = []
-      const outcomes = parts.map((p) => ({ created: 0, updated: 0, unchanged: p.records.length }))
-      for (const round of rounds(prepared)) {
-        // In id order: concurrent writes lock shared rows in the same order, so they wait rather than deadlock.
-        const sorted = parts.length > 1 ? [...round].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) : round
-        const written = new Map((yield* upsertRecords(sorted)).map((row) => [row.id, row]))
-        const batches = sorted.filter((p) => p.record.kind === "timeseries" && written.has(p.id))
-        yield* replaceSamples(batches, batches.flatMap((p) => (written.get(p.id)!.inserted ? [] : [p.id])))
-        for (const p of round) {
-          const row = written.get(p.id)
-          if (!row) continue
+
+    /** In id order: concurrent writes lock shared rows in the same order, so they wait rather than deadlock. */
+    const byId = (round: ReadonlyArray<Prepared>) => [...round].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+
+    /**
+     * Summaries, none twice: the records and their events in one statement, atomic without a
+     * transaction; one round trip instead of four (BEGIN, upsert, append, COMMIT), the worker's
+     * share of the PUSH → webhook latency. The events are made in SQL from what the upsert
+     * wrote: the envelope as `envelopeJson` makes it, the data with the row's created_at and
+     * updated_at as JavaScript's toISOString writes them (Postgres's microseconds cut to
+     * milliseconds, as the driver reads a timestamp). Events in the records' order (`n`).
+     */
+    const writeAtOnce = (parts: ReadonlyArray<WritePart>, prepared: ReadonlyArray<Prepared>) =>
+      Effect.gen(function* () {
+        const order = new Map(prepared.map((p, n) => [p, n]))
+        const sorted = byId(prepared)
+        const rows = yield* sql<{ id: string; inserted: boolean }>`
+          with input as (
+            select * from rows from (
+              unnest(${arrayLiteral(sorted.map((p) => p.id))}::uuid[]), unnest(${arrayLiteral(sorted.map((p) => p.recipient.userId))}::uuid[]),
+              unnest(${arrayLiteral(sorted.map((p) => p.provider))}::text[]), unnest(${arrayLiteral(sorted.map((p) => p.record.resource))}::text[]),
+              unnest(${arrayLiteral(sorted.map((p) => p.record.sourceId))}::text[]), unnest(${arrayLiteral(sorted.map((p) => p.calendarDate))}::date[]),
+              unnest(${arrayLiteral(sorted.map((p) => p.startAt))}::timestamptz[]), jsonb_array_elements(${`[${sorted.map((p) => p.row).join(",")}]`}::jsonb),
+              unnest(${arrayLiteral(sorted.map((p) => p.hash))}::text[]), unnest(${arrayLiteral(sorted.map((p) => p.inboxId))}::bigint[]),
+              unnest(${arrayLiteral(sorted.map((p) => p.recipient.teamId))}::uuid[]), unnest(${sorted.map((p) => p.recipient.clientUserId)}::text[]),
+              unnest(${arrayLiteral(sorted.map((p) => parts[p.part]!.historical?.has(p.record) ?? false))}::boolean[]),
+              unnest(${arrayLiteral(sorted.map((p) => order.get(p)!))}::int[]))
+            with ordinality
+              as r(id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id, team_id, client_user_id, historical, n, locking)
+          ), written as (
+            insert into records (id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id)
+            select r.id, r.user_id, r.provider, r.resource, r.source_id, r.calendar_date, r.start_at, r.data, decode(r.content_hash, 'hex'), r.inbox_id
+            from input r
+            where not exists (
+              select 1 from record_deletions d
+              where d.user_id = r.user_id and d.provider = r.provider and d.source_id = r.source_id and d.inbox_id > r.inbox_id)
+            order by r.locking
+            on conflict (user_id, provider, resource, source_id) do update
+              set data = excluded.data, content_hash = excluded.content_hash, calendar_date = excluded.calendar_date,
+                  start_at = excluded.start_at, inbox_id = excluded.inbox_id, updated_at = now()
+              where records.content_hash <> excluded.content_hash and records.inbox_id <= excluded.inbox_id
+            returning id, (xmax = 0) as inserted, created_at, updated_at
+          ), appended as (
+            insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
+            select gen_random_uuid(), e.event_type, r.team_id, r.user_id, r.id,
+                   jsonb_build_object(
+                     'event_type', e.event_type,
+                     'data', r.data || jsonb_build_object(
+                       'created_at', to_char(w.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                       'updated_at', to_char(w.updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+                     'user_id', r.user_id, 'client_user_id', r.client_user_id, 'team_id', r.team_id),
+                   r.historical
+            from written w join input r using (id)
+            cross join lateral (select 'daily.data.' || r.resource || case when w.inserted then '.created' else '.updated' end as event_type) e
+            order by r.n
+          )
+          select id, inserted from written`
+        const written = new Map(rows.map((row) => [row.id, row.inserted]))
+        const outcomes = parts.map((p) => ({ created: 0, updated: 0, unchanged: p.records.length }))
+        const emitted = new Map<string, number>()
+        for (const p of prepared) {
+          const inserted = written.get(p.id)
+          if (inserted === undefined) continue
           const outcome = outcomes[p.part]!
           outcome.unchanged--
-          if (row.inserted) outcome.created++
+          if (inserted) outcome.created++
           else outcome.updated++
-          const eventType = `daily.data.${p.record.resource}.${row.inserted ? "created" : "updated"}`
-          events.push({
-            part: p.part,
-            index: p.index,
-            eventType,
-            teamId: p.recipient.teamId,
-            userId: p.recipient.userId,
-            recordId: p.id,
-            historical: parts[p.part]!.historical?.has(p.record) ?? false,
-            payload: envelopeJson(eventType, eventDataJson(p, row), p.recipient)
-          })
+          const eventType = `daily.data.${p.record.resource}.${inserted ? "created" : "updated"}`
+          emitted.set(eventType, (emitted.get(eventType) ?? 0) + 1)
         }
-      }
-      // Events in the records' order, whatever round wrote them: the same input emits the same sequence.
-      yield* appendEvents(sql, events.sort((a, b) => a.part - b.part || a.index - b.index))
-      return outcomes satisfies ReadonlyArray<WriteOutcome>
-    }, sql.withTransaction, (committed) => Effect.zipLeft(committed, OutboxWake.ring))
+        yield* Effect.forEach(emitted, ([eventType, n]) => Metric.incrementBy(Metric.tagged(eventsEmitted, "event_type", eventType), n), { discard: true })
+        return outcomes
+      })
+
+    /**
+     * Records in rounds (a record twice, or timeseries batches with their samples), a few
+     * statements per round, in one transaction.
+     */
+    const writeInRounds = (parts: ReadonlyArray<WritePart>, prepared: ReadonlyArray<Prepared>) =>
+      Effect.gen(function* () {
+        const events: Array<NewEvent & { readonly part: number; readonly index: number }> = []
+        const outcomes = parts.map((p) => ({ created: 0, updated: 0, unchanged: p.records.length }))
+        for (const round of rounds(prepared)) {
+          const sorted = parts.length > 1 ? byId(round) : round
+          const written = new Map((yield* upsertRecords(sorted)).map((row) => [row.id, row]))
+          const batches = sorted.filter((p) => p.record.kind === "timeseries" && written.has(p.id))
+          yield* replaceSamples(batches, batches.flatMap((p) => (written.get(p.id)!.inserted ? [] : [p.id])))
+          for (const p of round) {
+            const row = written.get(p.id)
+            if (!row) continue
+            const outcome = outcomes[p.part]!
+            outcome.unchanged--
+            if (row.inserted) outcome.created++
+            else outcome.updated++
+            const eventType = `daily.data.${p.record.resource}.${row.inserted ? "created" : "updated"}`
+            events.push({
+              part: p.part,
+              index: p.index,
+              eventType,
+              teamId: p.recipient.teamId,
+              userId: p.recipient.userId,
+              recordId: p.id,
+              historical: parts[p.part]!.historical?.has(p.record) ?? false,
+              payload: envelopeJson(eventType, eventDataJson(p, row), p.recipient)
+            })
+          }
+        }
+        // Events in the records' order, whatever round wrote them: the same input emits the same sequence.
+        yield* appendEvents(sql, events.sort((a, b) => a.part - b.part || a.index - b.index))
+        return outcomes
+      }).pipe(sql.withTransaction)
+
+    /**
+     * Upserts the records of every part and appends one outbox event per created or changed
+     * record, parts in their order and each part's events in its records' order; answers each
+     * part's outcome. Atomic, a few statements per call whatever its size or number of parts;
+     * summaries alone (no record twice) in one statement. A record from an older inbox item
+     * never overwrites one from a newer item, so out-of-order processing keeps the latest
+     * delivery. The sink runners are rung once it commits, when its events can be read.
+     */
+    const writeParts = (yield* Tracing.fn("RecordStore.writeParts"))(function* (parts: ReadonlyArray<WritePart>) {
+      const prepared = prepare(parts)
+      if (prepared.length === 0) return parts.map(() => ({ created: 0, updated: 0, unchanged: 0 })) satisfies ReadonlyArray<WriteOutcome>
+      const atOnce = prepared.every((p) => p.record.kind === "summary") && rounds(prepared).length === 1
+      const r = yield* (atOnce ? writeAtOnce(parts, prepared) : writeInRounds(parts, prepared))
+      return r satisfies ReadonlyArray<WriteOutcome>
+    }, (committed) => Effect.zipLeft(committed, OutboxWake.ring))
 
     /**
      * Upserts `records` for `recipient` and appends one outbox event per created or changed
