@@ -91,7 +91,7 @@ describe("plugins from configuration", () => {
 
   it("runs the default list (Oura and Withings included) with no OURA_* or WITHINGS_* set: it serves, warns once for each, and stays idle", async () => {
     const { WEARFLOW_PLUGINS: _default, ...env } = await envWith("")
-    const server = await startServer({ ...env, WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis" })
+    const server = await startServer({ ...env, WEARFLOW_TOKEN_REFRESH_INTERVAL: "100 millis", WEARFLOW_WORKER_PROCESSES: "1" })
     servers.push(server)
     const spec = (await (await fetch(`${server.baseUrl}/openapi.json`)).json()) as { paths: Record<string, unknown> }
     expect(Object.keys(spec.paths)).toContain("/api/v1/webhooks/oura")

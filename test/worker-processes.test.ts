@@ -1,6 +1,6 @@
 /**
- * Requests and background work in separate processes: a server started as `npm start` starts
- * it receives, and its worker process ingests and delivers; the server restarts a worker that
+ * Requests and background work in separate processes: a server with WEARFLOW_WORKER_PROCESSES=1
+ * receives, and its worker process ingests and delivers; the server restarts a worker that
  * dies and takes it down when it dies itself. A receiver alone stores what it is sent; a
  * worker started beside it on the same database processes it.
  */
@@ -39,7 +39,7 @@ describe("a server and its worker process", () => {
   const records = async (userId: string) => Number((await stack.db.query("select count(*) as n from records where user_id = $1", [userId])).rows[0].n)
 
   beforeAll(async () => {
-    // As `npm start` runs: one worker process (the default).
+    // One worker process, as WEARFLOW_WORKER_PROCESSES=1 asks.
     stack = await startGarminStack({ name: "worker-processes", consumer: CONSUMER, apiKey: API_KEY, env: { WEARFLOW_WORKER_PROCESSES: "1" } })
   })
   afterAll(async () => {
