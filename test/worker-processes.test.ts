@@ -5,7 +5,6 @@
  * worker started beside it on the same database processes it.
  */
 import { spawn } from "node:child_process"
-import * as fs from "node:fs"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { childrenOf, eventually, type RunningServer } from "./support/server.ts"
@@ -47,8 +46,9 @@ describe("a server and its worker process", () => {
   })
 
   it("the worker ingests what the server receives, and its metrics are the server's", async () => {
-    const worker = await workerOf(stack.server)
-    expect(fs.existsSync(`/proc/${worker}`) ? fs.readFileSync(`/proc/${worker}/environ`, "utf8").includes("WEARFLOW_ROLE=worker") : true).toBe(true)
+    await workerOf(stack.server)
+    // The worker is up and says who it is in every line it logs.
+    await eventually(async () => (stack.server.logs().includes('"process":"worker-1"') ? true : undefined))
     const userId = await linked("one")
     await outcomeOf(await push({ dailies: [{ ...daily, userId: "garmin-one", summaryId: "one-1" }] }))
     expect(await records(userId)).toBe(1)
