@@ -7,8 +7,9 @@
  *
  *   npm run bench:large-body      (env: BENCH_BODY_MB=100; BENCH_SERVER_FLAGS passes more flags to bun;
  *                                  BENCH_ANSWER_ONLY=1 stops at the 200, measuring the request path alone;
- *                                  BENCH_STOP_AFTER_PARTS=200 stops once that many parts are committed: the
- *                                  peak comes in the first parts, storing them all takes minutes)
+ *                                  BENCH_STOP_AFTER_PARTS=200 stops once that many parts are committed: a quick
+ *                                  look (storing all 1,645 parts takes minutes), though the whole run's peak may
+ *                                  come later, the heap swinging with each part's garbage)
  */
 import { spawn } from "node:child_process"
 import * as fs from "node:fs/promises"
