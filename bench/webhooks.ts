@@ -44,7 +44,7 @@ import * as SinkRunner from "../core/pipeline/sink-runner.ts"
 import * as Database from "../core/storage/database.ts"
 import { startBenchPostgres } from "./postgres.ts"
 import * as WebhooksSink from "../sinks/webhooks/mod.ts"
-import { ms, rate, report, sampleRss } from "./report.ts"
+import { ms, rate, report, rssOf } from "./report.ts"
 
 // ---- the receiver (child process) ---------------------------------------------------------
 
@@ -198,10 +198,14 @@ const runBench = async () => {
   const todayP99 = env("WEBHOOK_BENCH_TODAY_P99", TODAY_P99_MS)
   // This process runs the sink as the server would: its memory during the Wearflow runs is the
   // sink's (sampled from a collected heap, without the baseline's garbage). Once a second:
-  // reading /proc is not free, and this process's CPU is part of what is measured.
+  // reading /proc is not free, and this process's CPU is part of what is measured. This process
+  // alone: the receiver is its child, and counting it with the sink (as sampleRss counts a
+  // server's workers) put its ~150 MB of ids and latencies on the sink's figure.
   const sinkRss = () => {
     Bun.gc(true)
-    return sampleRss(process.pid, 1000)
+    let peak = rssOf(process.pid) ?? 0
+    const timer = setInterval(() => (peak = Math.max(peak, rssOf(process.pid) ?? 0)), 1000)
+    return { stop: () => (clearInterval(timer), Math.max(peak, rssOf(process.pid) ?? 0)) }
   }
   const STALL_MS = 30_000
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -586,6 +590,7 @@ const runBench = async () => {
   const rssOfPaced = sinkRss()
   const pacedRun = await paced(pacedRate, pacedSeconds)
   const peakRss = Math.max(runsPeak, rssOfPaced.stop())
+  console.log(`sink process RSS, peak: ${peakRss.toFixed(0)} MB (the receiver's own process, not counted: ${(rssOf(receiverProcess.pid!) ?? NaN).toFixed(0)} MB at the end)`)
 
   // ---- the table --------------------------------------------------------------------------------
   const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a")
