@@ -320,8 +320,9 @@ export const make = (options: IngestOptions = {}) =>
 
     /**
      * Jobs processed as one, each step once for them all: one read of their bodies, one look-up
-     * of their recipients, one `answering`, one store transaction holding every job's records
-     * (each with its own inbox id), one arrivals update, one outcome update. Per provider user
+     * of their recipients and, alongside it, one `answering` (by provider user id), one store
+     * statement holding every job's records (each with its own inbox id), one arrivals update,
+     * one outcome update (unless left to the jobs' completion). Per provider user
      * as a job alone: lifecycle items change connections first; record items are normalized
      * and stored; deletion items remove what was stored (after the records, so a body that
      * holds both a record and its deletion leaves it deleted); pointer items are fetched and
@@ -348,15 +349,27 @@ export const make = (options: IngestOptions = {}) =>
         const started = yield* Effect.forEach(jobs, (job) => start(job, rows.get(job.inboxId)))
         const runs = started.filter((run): run is JobRun => run !== undefined)
 
-        yield* eachJob(runs, (run) =>
-          Effect.forEach(run.groups, (group) =>
-            Effect.gen(function* () {
-              for (const { change } of group.lifecycle) yield* links.applyLifecycle(run.provider, group.ref, change, run.job.inboxId)
-              const count = countOf(group)
-              if (count === 0) return
-              group.recipients = yield* links.recipientsOrPark(run.provider.id, group.ref, run.job.inboxId, count)
-              if (group.recipients.length === 0) run.outcome.unlinked += count
-            }), { concurrency: "unbounded", discard: true }))
+        // Which records answer a history request is asked alongside the recipients' look-up, by
+        // provider user id, unless a lifecycle item may change the connections first or a user
+        // is known only by an alias: then after it, by the recipients found.
+        const alongside = runs.every((run) => run.groups.every((group) => group.lifecycle.length === 0 && (group.records.length === 0 || group.ref._tag === "UserId")))
+        const asked = alongside ? groupsOf(runs).filter((group) => group.records.length > 0) : []
+        const [answeredAlongside] = yield* Effect.all([
+          asked.length === 0 ? Effect.succeed([]) : history.answeringByProviderUser(asked.map((group) => ({
+            provider: group.run.provider,
+            providerUserId: group.ref._tag === "UserId" ? group.ref.id : "",
+            items: group.records
+          }))),
+          eachJob(runs, (run) =>
+            Effect.forEach(run.groups, (group) =>
+              Effect.gen(function* () {
+                for (const { change } of group.lifecycle) yield* links.applyLifecycle(run.provider, group.ref, change, run.job.inboxId)
+                const count = countOf(group)
+                if (count === 0) return
+                group.recipients = yield* links.recipientsOrPark(run.provider.id, group.ref, run.job.inboxId, count)
+                if (group.recipients.length === 0) run.outcome.unlinked += count
+              }), { concurrency: "unbounded", discard: true }))
+        ], { concurrency: "unbounded" })
 
         const storing = groupsOf(runs).filter((group) => group.recipients.length > 0 && group.records.length > 0)
         for (const group of storing) {
@@ -370,7 +383,8 @@ export const make = (options: IngestOptions = {}) =>
         }
         const arrivals = (groups: ReadonlyArray<GroupRun>) =>
           groups.map((group) => ({ provider: group.run.provider, recipients: group.recipients, items: group.normalized.map((n) => n.item) }))
-        const answering = yield* history.answering(arrivals(storing))
+        const answeredBy = new Map(asked.map((group, g) => [group, answeredAlongside[g]!]))
+        const answering = alongside ? storing.map((group) => answeredBy.get(group)!) : yield* history.answering(arrivals(storing))
         const parts = storing.flatMap((group, g) => {
           const historical = new Set(group.normalized.filter((n) => answering[g]!.has(n.item)).flatMap((n) => n.records))
           const records = group.normalized.flatMap((n) => n.records)
