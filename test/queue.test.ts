@@ -179,6 +179,32 @@ layer(Services, { timeout: 60_000 })("queue leases", (it) => {
       ])
     }))
 
+  it.scoped("a batch's alongCompletion statement is run with the completion of the jobs that succeeded, and only theirs", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`create table test_along (n int primary key)`
+      const mine = (yield* Queue.QueueStoreTag).make("along", Job)
+      for (const n of [1, 2, 3]) yield* mine.offer({ n }, { id: `along-${n}` })
+      const given: Array<ReadonlyArray<number>> = []
+      let taken = 0
+      while (taken < 3) {
+        const exits = yield* mine.takeBatch((jobs) =>
+          Effect.sync(() => jobs.map((job) => (job.value.n === 2 ? Exit.fail("refused") : Exit.succeed(job.value.n)))), {
+          maxJobs: 8,
+          maxAttempts: 1,
+          alongCompletion: (values) => {
+            given.push(values)
+            return sql`insert into test_along select unnest(${values}::int[])`
+          }
+        })
+        taken += exits.length
+      }
+      expect(given.flat().sort()).toEqual([1, 3])
+      expect((yield* sql<{ n: number }>`select n from test_along order by n`).map((r) => r.n)).toEqual([1, 3])
+      const rows = yield* sql<{ id: string; completed: boolean }>`select id, completed from test_queue where queue_name = 'along' order by id`
+      expect(rows.map((row) => [row.id, row.completed])).toEqual([["along-1", true], ["along-2", false], ["along-3", true]])
+    }))
+
   it.scoped("a taker sleeping out a long poll interval wakes when this process queues a job", () =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient

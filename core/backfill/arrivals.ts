@@ -6,7 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { WorkflowEngine } from "@effect/workflow"
 import { Effect, Layer } from "effect"
-import { type Arrival, HistoryObserver } from "../pipeline/history.ts"
+import { type Arrival, HistoryObserver, type ProviderUserArrival } from "../pipeline/history.ts"
 import type { NotificationItem } from "../provider.ts"
 import { answerWindow } from "./workflows.ts"
 
@@ -54,6 +54,41 @@ export const makeArrivals = (sql: SqlClient.SqlClient, engine: WorkflowEngine.Wo
   })
 
   /**
+   * `answering` for arrivals known by provider user id: their recipients are the users of the
+   * provider user's active connections (as Links.recipientsOrPark finds them), joined here, so
+   * the ingest worker asks this alongside its recipients' look-up rather than after it.
+   */
+  const answeringByProviderUser = Effect.fn("Arrivals.answeringByProviderUser")(function* (arrivals: ReadonlyArray<ProviderUserArrival>) {
+    const found = arrivals.map(() => new Set<NotificationItem>())
+    const rows = { provider: [] as Array<string>, providerUserId: [] as Array<string>, key: [] as Array<string>, time: [] as Array<string>, arrival: [] as Array<number>, item: [] as Array<number> }
+    arrivals.forEach(({ provider, providerUserId, items }, a) => {
+      const history = provider.backfill
+      if (history === undefined) return
+      items.forEach((item, i) => {
+        const time = history.itemTime(item)
+        if (time === undefined) return
+        rows.provider.push(provider.id)
+        rows.providerUserId.push(providerUserId)
+        rows.key.push(item.key)
+        rows.time.push(time.toISOString())
+        rows.arrival.push(a)
+        rows.item.push(i)
+      })
+    })
+    if (rows.key.length === 0) return found
+    const hits = yield* sql<{ arrival: number; item: number }>`
+      select distinct a.arrival, a.item
+      from unnest(${rows.provider}::text[], ${rows.providerUserId}::text[], ${rows.key}::text[], ${rows.time}::timestamptz[], ${rows.arrival}::int[], ${rows.item}::int[])
+        as a(provider, provider_user_id, key, t, arrival, item)
+      join provider_connections c on c.provider = a.provider and c.provider_user_id = a.provider_user_id and c.status = 'active'
+      join users u on u.id = c.user_id and u.deleted_at is null
+      join backfill_windows w on w.user_id = u.id and a.key = any(w.keys) and a.t >= w.range_start and a.t < w.tracked_until
+      where (w.requested_at is not null or w.status in ('sending', 'retrying')) and (w.completed_at is null or w.completed_at > now() - interval '1 day')`
+    for (const hit of hits) found[hit.arrival]!.add(arrivals[hit.arrival]!.items[hit.item]!)
+    return found
+  })
+
+  /**
    * Notes that data arrived: per arrival, one provider user's items from one body, for its
    * recipients. Windows waiting for that data (asked, being asked, or being asked again: the
    * provider may have taken a request whose answer is on its way or was lost) record its span;
@@ -92,7 +127,7 @@ export const makeArrivals = (sql: SqlClient.SqlClient, engine: WorkflowEngine.Wo
     )
   })
 
-  return { answering, recordArrivals } as const
+  return { answering, answeringByProviderUser, recordArrivals } as const
 }
 
 /** The ingest worker's history hook (pipeline/history.ts). */

@@ -349,12 +349,24 @@ export class Inbox extends Effect.Service<Inbox>()("wearflow/Inbox", {
           and not exists (select 1 from inbox c where c.part_of = p.id and c.processed_at is null)`
     })
 
+    /**
+     * The statement that records whole bodies' outcomes, not run: the ingest takers run it with
+     * the completion of the bodies' jobs (IngestQueue's alongCompletion), one round trip for
+     * both; nothing to record, nothing to run. Parts are recorded by `finish` (the next part
+     * is queued and the body totalled once a part's outcome is committed).
+     */
+    const outcomesStatement = (done: ReadonlyArray<{ readonly inboxId: number; readonly outcome: unknown }>) =>
+      done.length === 0 ? undefined : sql`
+        update inbox set processed_at = now(), outcome = v.outcome
+        from unnest(${done.map((d) => d.inboxId)}::bigint[], ${done.map((d) => JSON.stringify(d.outcome))}::jsonb[]) as v(id, outcome)
+        where inbox.id = v.id`
+
     /** Whether the inbox can take a body right now. */
     const health = sql`select 1`.pipe(Effect.asVoid, Effect.mapError((cause) => new InboxUnavailable({ cause })))
 
     /** When a body is stored in parts: a handler reads where its items lie only then. */
     const partLimits = { partBytes: settings.partBytes, partItems: settings.partItems } as const
 
-    return { commit, finish, queueNextPart, health, partLimits } as const
+    return { commit, finish, outcomesStatement, queueNextPart, health, partLimits } as const
   })
 }) {}

@@ -97,6 +97,16 @@ export interface IngestOptions {
 
 const isPermanentSqlError = (e: { readonly _tag: string }) => e._tag === "SqlError" && !isTransient(e as never)
 
+/** Where the inbox ids of whole bodies whose outcome was left to the caller go; undefined: each is recorded. */
+type Unrecorded = Set<number> | undefined
+
+/** A job the takers ran: its outcome, and whether it is still to be recorded (with its completion). */
+export interface Taken {
+  readonly inboxId: number
+  readonly outcome: IngestOutcome
+  readonly unrecorded: boolean
+}
+
 /** The inbox rows of a batch's jobs as their claim read them (Queue.Attach), by id. */
 export type ClaimedRows = ReadonlyMap<number, InboxRow>
 
@@ -310,8 +320,9 @@ export const make = (options: IngestOptions = {}) =>
 
     /**
      * Jobs processed as one, each step once for them all: one read of their bodies, one look-up
-     * of their recipients, one `answering`, one store transaction holding every job's records
-     * (each with its own inbox id), one arrivals update, one outcome update. Per provider user
+     * of their recipients and, alongside it, one `answering` (by provider user id), one store
+     * statement holding every job's records (each with its own inbox id), one arrivals update,
+     * one outcome update (unless left to the jobs' completion). Per provider user
      * as a job alone: lifecycle items change connections first; record items are normalized
      * and stored; deletion items remove what was stored (after the records, so a body that
      * holds both a record and its deletion leaves it deleted); pointer items are fetched and
@@ -319,9 +330,9 @@ export const make = (options: IngestOptions = {}) =>
      * failure of a step of its own (what it did so far is idempotent); fails as a whole when a
      * step shared by all does.
      */
-    const attempt = (jobs: ReadonlyArray<IngestJob>, claimed?: ClaimedRows) =>
+    const attempt = (jobs: ReadonlyArray<IngestJob>, claimed: ClaimedRows | undefined, unrecorded: Unrecorded) =>
       Effect.flatMap(claimed === undefined ? inboxRows(jobs.map((job) => job.inboxId)) : Effect.succeed(claimed), (rows) =>
-        attemptOn(jobs, rows).pipe(
+        attemptOn(jobs, rows, unrecorded).pipe(
           // With traces exported: the batch's work is a span in the trace of each notification in
           // it, the one its request started and stored with the inbox row (core/tracing.ts).
           Tracing.spanInEach("ingest notification", traceparentsOf(rows), { "wearflow.jobs": jobs.length })
@@ -333,20 +344,32 @@ export const make = (options: IngestOptions = {}) =>
       return traces
     }
 
-    const attemptOn = (jobs: ReadonlyArray<IngestJob>, rows: ReadonlyMap<number, InboxRow>) =>
+    const attemptOn = (jobs: ReadonlyArray<IngestJob>, rows: ReadonlyMap<number, InboxRow>, unrecorded: Unrecorded) =>
       Effect.gen(function* () {
         const started = yield* Effect.forEach(jobs, (job) => start(job, rows.get(job.inboxId)))
         const runs = started.filter((run): run is JobRun => run !== undefined)
 
-        yield* eachJob(runs, (run) =>
-          Effect.forEach(run.groups, (group) =>
-            Effect.gen(function* () {
-              for (const { change } of group.lifecycle) yield* links.applyLifecycle(run.provider, group.ref, change, run.job.inboxId)
-              const count = countOf(group)
-              if (count === 0) return
-              group.recipients = yield* links.recipientsOrPark(run.provider.id, group.ref, run.job.inboxId, count)
-              if (group.recipients.length === 0) run.outcome.unlinked += count
-            }), { concurrency: "unbounded", discard: true }))
+        // Which records answer a history request is asked alongside the recipients' look-up, by
+        // provider user id, unless a lifecycle item may change the connections first or a user
+        // is known only by an alias: then after it, by the recipients found.
+        const alongside = runs.every((run) => run.groups.every((group) => group.lifecycle.length === 0 && (group.records.length === 0 || group.ref._tag === "UserId")))
+        const asked = alongside ? groupsOf(runs).filter((group) => group.records.length > 0) : []
+        const [answeredAlongside] = yield* Effect.all([
+          asked.length === 0 ? Effect.succeed([]) : history.answeringByProviderUser(asked.map((group) => ({
+            provider: group.run.provider,
+            providerUserId: group.ref._tag === "UserId" ? group.ref.id : "",
+            items: group.records
+          }))),
+          eachJob(runs, (run) =>
+            Effect.forEach(run.groups, (group) =>
+              Effect.gen(function* () {
+                for (const { change } of group.lifecycle) yield* links.applyLifecycle(run.provider, group.ref, change, run.job.inboxId)
+                const count = countOf(group)
+                if (count === 0) return
+                group.recipients = yield* links.recipientsOrPark(run.provider.id, group.ref, run.job.inboxId, count)
+                if (group.recipients.length === 0) run.outcome.unlinked += count
+              }), { concurrency: "unbounded", discard: true }))
+        ], { concurrency: "unbounded" })
 
         const storing = groupsOf(runs).filter((group) => group.recipients.length > 0 && group.records.length > 0)
         for (const group of storing) {
@@ -360,7 +383,8 @@ export const make = (options: IngestOptions = {}) =>
         }
         const arrivals = (groups: ReadonlyArray<GroupRun>) =>
           groups.map((group) => ({ provider: group.run.provider, recipients: group.recipients, items: group.normalized.map((n) => n.item) }))
-        const answering = yield* history.answering(arrivals(storing))
+        const answeredBy = new Map(asked.map((group, g) => [group, answeredAlongside[g]!]))
+        const answering = alongside ? storing.map((group) => answeredBy.get(group)!) : yield* history.answering(arrivals(storing))
         const parts = storing.flatMap((group, g) => {
           const historical = new Set(group.normalized.filter((n) => answering[g]!.has(n.item)).flatMap((n) => n.records))
           const records = group.normalized.flatMap((n) => n.records)
@@ -400,7 +424,12 @@ export const make = (options: IngestOptions = {}) =>
             yield* eachJob(pulling, (run) =>
               Effect.forEach(run.groups, (group) => (group.pointers.length > 0 && group.recipients.length > 0 ? pull(group) : Effect.void), { discard: true }))
             // A replay for one provider user does not overwrite the outcome of the first pass.
-            yield* eachJob(runs, (run) => (run.job.userKey === undefined ? inbox.finish(run.job.inboxId, run.outcome) : Effect.void))
+            // A whole body's outcome is left for its job's completion when the caller records it there.
+            yield* eachJob(runs, (run) => {
+              if (run.job.userKey !== undefined) return Effect.void
+              if (unrecorded !== undefined && run.receivedAs === run.job.inboxId) return Effect.sync(() => unrecorded.add(run.job.inboxId))
+              return inbox.finish(run.job.inboxId, run.outcome)
+            })
           })
         ], { concurrency: "unbounded", discard: true })
 
@@ -441,9 +470,10 @@ export const make = (options: IngestOptions = {}) =>
     /**
      * One job alone; transient database failures are waited out, a failure for good is the job's.
      * Its inbox row is read, unless given as its claim read it (a row's columns never change).
+     * With `unrecorded`, a whole body's outcome is left to the caller (its id added there).
      */
-    const process = Effect.fn("IngestWorker.process")(function* (job: IngestJob, claimed?: ClaimedRows) {
-      const [exit] = yield* attempt([job], claimed)
+    const processOne = Effect.fn("IngestWorker.process")(function* (job: IngestJob, claimed: ClaimedRows | undefined, unrecorded: Unrecorded) {
+      const [exit] = yield* attempt([job], claimed, unrecorded)
       return yield* exit!
     }, (effect, job) =>
       effect.pipe(
@@ -455,6 +485,25 @@ export const make = (options: IngestOptions = {}) =>
         Effect.annotateLogs("inbox_id", job.inboxId)
       ))
 
+    const process = (job: IngestJob, claimed?: ClaimedRows) => processOne(job, claimed, undefined)
+
+    const processBatchWith = (jobs: ReadonlyArray<IngestJob>, claimed: ClaimedRows | undefined, unrecorded: Unrecorded) =>
+      jobs.length === 1
+        ? Effect.map(Effect.exit(processOne(jobs[0]!, claimed, unrecorded)), (exit) => [exit])
+        : attempt(jobs, claimed, unrecorded).pipe(
+          Effect.withSpan("IngestWorker.processBatch", { attributes: { jobs: jobs.length } }),
+          Effect.exit,
+          Effect.flatMap((batch) =>
+            Effect.forEach(jobs, (job, i) => {
+              const exit = Exit.isSuccess(batch) ? batch.value[i]! : undefined
+              if (exit !== undefined && Exit.isSuccess(exit)) return Effect.succeed<Exit.Exit<IngestOutcome, JobError>>(exit)
+              // Alone, it records its outcome itself.
+              unrecorded?.delete(job.inboxId)
+              return Effect.exit(process(job))
+            })
+          )
+        )
+
     /**
      * Jobs processed as one (`attempt`); answers each job's exit, in order. A job that failed
      * in the batch, or all of them when a step they shared failed, run again alone (`process`),
@@ -462,22 +511,26 @@ export const make = (options: IngestOptions = {}) =>
      * idempotent, so a job fails alone and is retried, waited out or failed exactly as when it
      * is taken alone, while the others stand.
      */
-    const processBatch = (jobs: ReadonlyArray<IngestJob>, claimed?: ClaimedRows) =>
-      jobs.length === 1
-        ? Effect.map(Effect.exit(process(jobs[0]!, claimed)), (exit) => [exit])
-        : attempt(jobs, claimed).pipe(
-          Effect.withSpan("IngestWorker.processBatch", { attributes: { jobs: jobs.length } }),
-          Effect.exit,
-          Effect.flatMap((batch) =>
-            Effect.forEach(jobs, (job, i) => {
-              const exit = Exit.isSuccess(batch) ? batch.value[i]! : undefined
-              return exit !== undefined && Exit.isSuccess(exit) ? Effect.succeed<Exit.Exit<IngestOutcome, JobError>>(exit) : Effect.exit(process(job))
-            })
-          )
-        )
+    const processBatch = (jobs: ReadonlyArray<IngestJob>, claimed?: ClaimedRows) => processBatchWith(jobs, claimed, undefined)
+
+    /**
+     * Jobs as the takers run them (`processBatch`), but a whole body's outcome is not recorded:
+     * it is answered, to be recorded with the completion of its job (`recordAlong`), one round
+     * trip for both.
+     */
+    const processTaken = (jobs: ReadonlyArray<IngestJob>, claimed?: ClaimedRows) =>
+      Effect.suspend(() => {
+        const unrecorded = new Set<number>()
+        return Effect.map(processBatchWith(jobs, claimed, unrecorded), (exits) =>
+          exits.map((exit, i) =>
+            Exit.map(exit, (outcome): Taken => ({ inboxId: jobs[i]!.inboxId, outcome, unrecorded: unrecorded.has(jobs[i]!.inboxId) }))))
+      })
+
+    /** The statement recording the outcomes `processTaken` left, to run with their jobs' completion. */
+    const recordAlong = (taken: ReadonlyArray<Taken>) => inbox.outcomesStatement(taken.filter((t) => t.unrecorded))
 
     type JobError = Effect.Effect.Error<ReturnType<typeof process>>
-    return { process, processBatch } as const
+    return { process, processBatch, processTaken, recordAlong } as const
   })
 
 export class IngestWorker extends Context.Tag("wearflow/IngestWorker")<IngestWorker, Effect.Effect.Success<ReturnType<typeof make>>>() {
@@ -489,7 +542,7 @@ const MAX_BATCH = 32
 
 /**
  * Runs up to `concurrency` ingest jobs at a time for the lifetime of the layer, as batches
- * (IngestWorker.processBatch) of up to MAX_BATCH jobs. A batch is claimed as soon as jobs are
+ * (IngestWorker.processTaken, their outcomes recorded with their completion) of up to MAX_BATCH jobs. A batch is claimed as soon as jobs are
  * waiting and some of the `concurrency` are free, while earlier batches are still worked on;
  * so a batch held up (a slow pull) holds up only its own jobs, and the rest go on.
  */
@@ -532,9 +585,10 @@ export const layerTakers = (concurrency: number) =>
             holding = taken
             return Effect.zipRight(
               Effect.zipRight(release(reserved - taken), Deferred.succeed(claimed, undefined)),
-              worker.processBatch(jobs.map((job) => job.value), claimedRowsOf(jobs))
+              worker.processTaken(jobs.map((job) => job.value), claimedRowsOf(jobs))
             )
-          }, { maxAttempts: INGEST_MAX_ATTEMPTS, maxJobs: reserved }).pipe(
+            // The outcomes go with the jobs' completion: one statement for both.
+          }, { maxAttempts: INGEST_MAX_ATTEMPTS, maxJobs: reserved, alongCompletion: worker.recordAlong }).pipe(
             Effect.flatMap(logFailures),
             Effect.catchAllCause((cause) =>
               Effect.logError("ingest jobs failed; they stay queued for another attempt", cause).pipe(Effect.zipRight(Effect.sleep("1 second")))

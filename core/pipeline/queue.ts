@@ -23,7 +23,7 @@
  * job taken alone would be.
  */
 import * as PersistedQueue from "@effect/experimental/PersistedQueue"
-import { SqlClient } from "@effect/sql"
+import { SqlClient, type Statement } from "@effect/sql"
 import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Exit, FiberId, Layer, Schedule, Schema } from "effect"
 import { randomUUID } from "node:crypto"
 import { withMigrationLock } from "../storage/database.ts"
@@ -124,7 +124,17 @@ export interface BatchQueue<A> extends PersistedQueue.PersistedQueue<A> {
    */
   readonly takeBatch: <B, E, R>(
     f: (jobs: ReadonlyArray<BatchJob<A>>) => Effect.Effect<ReadonlyArray<Exit.Exit<B, E>>, never, R>,
-    options: { readonly maxAttempts?: number; readonly maxJobs: number }
+    options: {
+      readonly maxAttempts?: number
+      readonly maxJobs: number
+      /**
+       * What goes with the completion of the jobs that succeeded (given their values): a
+       * statement run in the completion's own (a data-modifying CTE), so the two are one round
+       * trip and atomic; nothing when undefined. Should it fail for good, neither is done and
+       * the jobs run again once their leases lapse.
+       */
+      readonly alongCompletion?: (values: ReadonlyArray<B>) => Statement.Statement<unknown> | undefined
+    }
   ) => Effect.Effect<ReadonlyArray<Exit.Exit<B, E | PersistedQueue.PersistedQueueError>>, PersistedQueue.PersistedQueueError, R>
 }
 
@@ -329,6 +339,21 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
       return Effect.zipRight(Effect.forkDaemon(flushCompletions), Deferred.await(done))
     })
 
+  /**
+   * Finished jobs marked completed in one statement with `along` (see takeBatch's
+   * alongCompletion), rather than with the jobs of other batches (`complete`).
+   */
+  const completeAlong = (sequences: ReadonlyArray<number>, along: Statement.Statement<unknown> | undefined) =>
+    sequences.length === 0 || along === undefined
+      ? complete(sequences)
+      : sql`WITH along AS (${along})
+            UPDATE ${table} SET acquired_at = NULL, acquired_by = NULL, updated_at = NOW(), completed = TRUE, attempts = attempts + 1
+            WHERE sequence IN ${sql.in(sequences)} AND acquired_by = ${workerId}`.pipe(
+        // If this fails for good the leases lapse and the jobs run again: at least once, never twice at once.
+        Effect.retry({ times: 5, schedule: Schedule.exponential(100, 1.5) }),
+        Effect.ignoreLogged
+      )
+
   /** Later writes to a job's row only apply while this process still holds it. */
   const settle = (sequence: number, exit: Exit.Exit<unknown, unknown>, attempts: number) => {
     if (Exit.isSuccess(exit)) return complete([sequence])
@@ -460,6 +485,7 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
             const exitOf = new Map(runnable.map(({ row }, i) => [row.sequence, Exit.isSuccess(ran) ? ran.value[i]! : ran]))
             const exits: Array<Exit.Exit<unknown, unknown>> = []
             const completed: Array<number> = []
+            const values: Array<unknown> = []
             const failed: Array<{ readonly row: Claimed; readonly exit: Exit.Exit<unknown, unknown> }> = []
             for (const [i, row] of rows.entries()) {
               held.delete(row.sequence)
@@ -471,11 +497,14 @@ export const make = Effect.fnUntraced(function* (options: QueueOptions) {
               const decodeExit = decoded[i]!
               const exit: Exit.Exit<unknown, unknown> = Exit.isFailure(decodeExit) ? decodeExit : exitOf.get(row.sequence)!
               exits.push(exit)
-              if (Exit.isSuccess(exit)) completed.push(row.sequence)
-              else failed.push({ row, exit })
+              if (Exit.isSuccess(exit)) {
+                completed.push(row.sequence)
+                values.push(exit.value)
+              } else failed.push({ row, exit })
             }
+            const along = completed.length === 0 ? undefined : opts.alongCompletion?.(values as never)
             // Those that succeeded in one statement; each failure on its own, as a job taken alone.
-            yield* Effect.all([complete(completed), Effect.forEach(failed, ({ row, exit }) => settle(row.sequence, exit, row.attempts), { discard: true })], {
+            yield* Effect.all([completeAlong(completed, along), Effect.forEach(failed, ({ row, exit }) => settle(row.sequence, exit, row.attempts), { discard: true })], {
               concurrency: "unbounded",
               discard: true
             })

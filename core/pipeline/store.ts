@@ -222,17 +222,23 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     const byId = (round: ReadonlyArray<Prepared>) => [...round].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
 
     /**
-     * Summaries, none twice: the records and their events in one statement, atomic without a
-     * transaction; one round trip instead of four (BEGIN, upsert, append, COMMIT), the worker's
-     * share of the PUSH → webhook latency. The events are made in SQL from what the upsert
+     * Records, none twice (summaries, timeseries batches or both): the records, a written
+     * batch's samples and the events in one statement, atomic without a transaction; one round
+     * trip instead of four or five (BEGIN, upsert, samples, append, COMMIT), the worker's share
+     * of the PUSH → webhook latency. A summary's event is made in SQL from what the upsert
      * wrote: the envelope as `envelopeJson` makes it, the data with the row's created_at and
      * updated_at as JavaScript's toISOString writes them (Postgres's microseconds cut to
-     * milliseconds, as the driver reads a timestamp). Events in the records' order (`n`).
+     * milliseconds, as the driver reads a timestamp); a batch's event data is its JSON as sent.
+     * An updated batch's old samples are deleted before its new ones go in (`cleared` is read
+     * first): a tuple this transaction deleted no longer counts for the samples' key, so a
+     * revised batch replaces samples at the same instants. Events in the records' order (`n`).
      */
     const writeAtOnce = (parts: ReadonlyArray<WritePart>, prepared: ReadonlyArray<Prepared>) =>
       Effect.gen(function* () {
         const order = new Map(prepared.map((p, n) => [p, n]))
         const sorted = byId(prepared)
+        const batches = sorted.filter((p) => p.record.kind === "timeseries")
+        const { batch, sample } = sampleColumns(batches)
         const rows = yield* sql<{ id: string; inserted: boolean }>`
           with input as (
             select * from rows from (
@@ -243,9 +249,10 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
               unnest(${arrayLiteral(sorted.map((p) => p.hash))}::text[]), unnest(${arrayLiteral(sorted.map((p) => p.inboxId))}::bigint[]),
               unnest(${arrayLiteral(sorted.map((p) => p.recipient.teamId))}::uuid[]), unnest(${sorted.map((p) => p.recipient.clientUserId)}::text[]),
               unnest(${arrayLiteral(sorted.map((p) => parts[p.part]!.historical?.has(p.record) ?? false))}::boolean[]),
-              unnest(${arrayLiteral(sorted.map((p) => order.get(p)!))}::int[]))
+              unnest(${arrayLiteral(sorted.map((p) => order.get(p)!))}::int[]),
+              jsonb_array_elements(${`[${sorted.map((p) => (p.record.kind === "summary" ? "null" : p.json)).join(",")}]`}::jsonb))
             with ordinality
-              as r(id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id, team_id, client_user_id, historical, n, locking)
+              as r(id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id, team_id, client_user_id, historical, n, batch_data, locking)
           ), written as (
             insert into records (id, user_id, provider, resource, source_id, calendar_date, start_at, data, content_hash, inbox_id)
             select r.id, r.user_id, r.provider, r.resource, r.source_id, r.calendar_date, r.start_at, r.data, decode(r.content_hash, 'hex'), r.inbox_id
@@ -264,15 +271,30 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
             select gen_random_uuid(), e.event_type, r.team_id, r.user_id, r.id,
                    jsonb_build_object(
                      'event_type', e.event_type,
-                     'data', r.data || jsonb_build_object(
+                     'data', case when jsonb_typeof(r.batch_data) = 'object' then r.batch_data else r.data || jsonb_build_object(
                        'created_at', to_char(w.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                       'updated_at', to_char(w.updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+                       'updated_at', to_char(w.updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) end,
                      'user_id', r.user_id, 'client_user_id', r.client_user_id, 'team_id', r.team_id),
                    r.historical
             from written w join input r using (id)
             cross join lateral (select 'daily.data.' || r.resource || case when w.inserted then '.created' else '.updated' end as event_type) e
             order by r.n
-          )
+          )${batches.length === 0 ? sql`` : sql`, cleared as (
+            delete from samples s using written w where s.record_id = w.id and not w.inserted
+            returning 1
+          ), sampled as (
+            insert into samples (user_id, resource, provider, source_type, ts, value, unit, timezone_offset, fields, record_id)
+            select b.user_id, b.resource, b.provider, b.source_type, s.ts, s.value, s.unit, s.timezone_offset, s.fields::jsonb, b.record_id
+            from unnest(${arrayLiteral(sample.batch)}::int[], ${arrayLiteral(sample.ts)}::timestamptz[], ${arrayLiteral(sample.value)}::float8[],
+                        ${arrayLiteral(sample.unit)}::text[], ${arrayLiteral(sample.timezoneOffset)}::int[], ${arrayLiteral(sample.fields)}::text[])
+              as s(batch, ts, value, unit, timezone_offset, fields)
+            join unnest(${arrayLiteral(batch.recordId)}::uuid[], ${arrayLiteral(batch.userId)}::uuid[], ${arrayLiteral(batch.provider)}::text[],
+                        ${arrayLiteral(batch.resource)}::text[], ${arrayLiteral(batch.sourceType)}::text[])
+              with ordinality as b(record_id, user_id, provider, resource, source_type, batch) using (batch)
+            where b.record_id in (select id from written)
+              -- The old samples go first: read here, cleared runs to its end before a sample is inserted.
+              and (select count(*) from cleared) >= 0
+          )`}
           select id, inserted from written`
         const written = new Map(rows.map((row) => [row.id, row.inserted]))
         const outcomes = parts.map((p) => ({ created: 0, updated: 0, unchanged: p.records.length }))
@@ -340,7 +362,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     const writeParts = (yield* Tracing.fn("RecordStore.writeParts"))(function* (parts: ReadonlyArray<WritePart>) {
       const prepared = prepare(parts)
       if (prepared.length === 0) return parts.map(() => ({ created: 0, updated: 0, unchanged: 0 })) satisfies ReadonlyArray<WriteOutcome>
-      const atOnce = prepared.every((p) => p.record.kind === "summary") && rounds(prepared).length === 1
+      const atOnce = rounds(prepared).length === 1
       const r = yield* (atOnce ? writeAtOnce(parts, prepared) : writeInRounds(parts, prepared))
       return r satisfies ReadonlyArray<WriteOutcome>
     }, (committed) => Effect.zipLeft(committed, OutboxWake.ring))
