@@ -25,7 +25,7 @@
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import { DuckDBInstance } from "@duckdb/node-api"
 import { SqlClient } from "@effect/sql"
-import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime, Option } from "effect"
+import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -42,7 +42,7 @@ import * as Database from "../core/storage/database.ts"
 import { BENCH_TEAM, benchEvents } from "./outbox-events.ts"
 import { cpuMs, postgresCpuMs, startBenchPostgres } from "./postgres.ts"
 import { keysOf, type Manifest as BatchManifest } from "../sinks/s3/batches.ts"
-import { type Encoder, type Format, ndjsonGzip, parquet } from "../sinks/s3/encode.ts"
+import { type Encoder, type Format, ndjsonGzip, parquet, writeSeconds } from "../sinks/s3/encode.ts"
 import { migrate as migrateEtl } from "../sinks/s3/migrations.ts"
 import * as EtlSink from "../sinks/s3/mod.ts"
 import { resourceOf, rowsOf } from "../sinks/s3/rows.ts"
@@ -256,6 +256,10 @@ const runBench = async () => {
               ${trace ? "(select coalesce(sum(events), 0) from etl_pending)::float8" : "(select exists (select 1 from etl_pending))::int"} as pending`
     )).rows[0] as { cursor: string | null; sealed: number; written: number; pending: number }
 
+  /** Seconds the writers spent per stage so far (sinks/s3/encode.ts writeSeconds), in STAGES order. */
+  const STAGES = ["read", "render", "gzip", "store"] as const
+  const writeStages = () => Effect.runPromise(Effect.forEach(STAGES, (stage) => Metric.value(writeSeconds(stage)).pipe(Effect.map((state) => state.count))))
+
   let runIndex = 0
   const pipeline = async (format: Format, target: Destination): Promise<Run> => {
     const name = `Wearflow ${format} → ${target}`
@@ -290,6 +294,7 @@ const runBench = async () => {
     )
 
     if (pgStats) await db.query("select pg_stat_statements_reset()")
+    const stages0 = await writeStages()
     // The clock includes building the sink: the runner starts as the layer is built.
     const [cpu0, pg0] = [cpuMs(), await postgresCpuMs(pgDir)]
     const t0 = performance.now()
@@ -318,6 +323,7 @@ const runBench = async () => {
     const wallMs = at()
     const bunCpuMs = cpuMs() - cpu0
     const pgCpuMs = (await postgresCpuMs(pgDir)) - pg0
+    const stageSeconds = (await writeStages()).map((seconds, i) => seconds - stages0[i]!)
     await runtime.dispose()
     if (pgStats) await printStatements(name)
 
@@ -336,6 +342,7 @@ const runBench = async () => {
       name, format, target, records: written, wallMs, bytes, batches: batches.reduce((n, b) => n + b.n, 0), partial: !complete, bunCpuMs, pgCpuMs,
       split: `sink built ${seconds(stages.built)}, all staged ${seconds(stages.staged)}, first batch written ${seconds(stages.firstWritten)}, ` +
         `last sealed ${seconds(stages.lastSealed)}, all written ${seconds(wallMs)}; ` +
+        `writers' stages (summed over pages; reads overlap the page before): ${STAGES.map((stage, i) => `${stage} ${stageSeconds[i]!.toFixed(2)} s`).join(", ")}; ` +
         `batches ${batches.map((b) => `${b.resource} ${b.n} × ${b.min === b.max ? fmt(b.min) : `${fmt(b.min)}–${fmt(b.max)}`}`).join(", ")}` +
         `${target === "directory" && bytes !== recordedBytes ? `; on disk ${bytes} bytes ≠ recorded ${recordedBytes}` : ""}`,
       check
