@@ -298,15 +298,16 @@ export const make = (settings: Settings, store: ObjectStore) =>
      * One page of a batch's events, in staging order, as NDJSON lines and their counts; an
      * event whose outbox row is gone is skipped. One index scan over their positions, reading
      * only what the rows take: the payload's client user id and data (as JSON text) and the
-     * emission time as text (`toISOString`'s form). The page comes as one text, a line per
-     * event and a tab between fields: a result row per event cost more in the driver (a
-     * message per row, a string per field) than splitting. No field can hold a tab or a line
-     * break: the free-form ones (client user id, data) come as JSON text, which escapes both.
+     * emission time in milliseconds (Postgres' to_char cost a fifth of the read). The page
+     * comes as one text, a line per event and a tab between fields: a result row per event
+     * cost more in the driver (a message per row, a string per field) than splitting. No field
+     * can hold a tab or a line break: the free-form ones (client user id, data) come as JSON
+     * text, which escapes both.
      */
     const linesAt = (rows: ResourceRows, positions: ReadonlyArray<string>) =>
       sql<{ readonly page: string | null }>`
         select string_agg(concat_ws(E'\t',
-                 o.position, o.event_id, o.event_type, to_char(o.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                 o.position, o.event_id, o.event_type, floor(extract(epoch from o.created_at) * 1000)::bigint,
                  case when o.historical then 't' else 'f' end, o.team_id, o.user_id, coalesce(o.record_id::text, ''),
                  coalesce((o.payload -> 'client_user_id')::text, 'null'), coalesce((o.payload -> 'data')::text, 'null')), E'\n') as page
         from outbox o where o.position = any(${`{${positions.join(",")}}`}::bigint[])`.pipe(
@@ -320,13 +321,13 @@ export const make = (settings: Settings, store: ObjectStore) =>
           for (const position of positions) {
             const line = byPosition.get(position)
             if (line === undefined) continue
-            const [, eventId, eventType, emittedAt, historical, teamId, userId, recordId, clientUserId, data] = line.split("\t") as [
+            const [, eventId, eventType, emittedMs, historical, teamId, userId, recordId, clientUserId, data] = line.split("\t") as [
               string, string, string, string, string, string, string, string, string, string
             ]
             const eventRows = rowsFrom(rows, {
               eventId,
               eventType,
-              emittedAt,
+              emittedAt: new Date(Number(emittedMs)).toISOString(),
               historical: historical === "t",
               teamId,
               userId,
