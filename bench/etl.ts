@@ -16,6 +16,7 @@
  *          ETL_BENCH_FORMATS=ndjson,parquet
  *          ETL_BENCH_BATCH_RECORDS=100000  WEARFLOW_ETL_BATCH_RECORDS, and the baseline's batch size
  *          ETL_BENCH_ROUNDS=3              rounds per scenario (the median is reported)
+ *          ETL_BENCH_GZIP_LEVEL=6          WEARFLOW_ETL_GZIP_LEVEL, and the baseline's (bytes/record and CPU show the trade-off)
  *          ETL_BENCH_S3=0                  skips the runs into an s3rver bucket on loopback (s3rver runs
  *                                          in this process, sharing its event loop and CPU with the sink)
  *          ETL_BENCH_BUDGET_SECONDS=60     a run still writing after this is cut short
@@ -94,6 +95,7 @@ const runBench = async () => {
   const summaryShare = Number.isFinite(share) && share >= 0 && share <= 1 ? share : 0.1
   const batchRecords = Math.floor(env("ETL_BENCH_BATCH_RECORDS", 100_000))
   const rounds = Math.floor(env("ETL_BENCH_ROUNDS", 3))
+  const gzipLevel = Math.min(9, Math.floor(env("ETL_BENCH_GZIP_LEVEL", 6)))
   const budgetMs = env("ETL_BENCH_BUDGET_SECONDS", 60) * 1000
   const formats = (process.env.ETL_BENCH_FORMATS ?? "ndjson,parquet").split(",").map((f) => f.trim())
     .filter((f): f is Format => f === "ndjson" || f === "parquet")
@@ -147,7 +149,7 @@ const runBench = async () => {
     `ETL sink, outbox → files: ${fmt(totalRecords)} records in ${fmt(outbox.events)} events ` +
       `(${fmt(timeseriesEvents)} heartrate × ${samplesPerEvent} samples, ${fmt(summaryEvents)} activity summaries), ` +
       `${(outbox.json / totalRecords).toFixed(0)} bytes of payload JSON per record; set up in ${seconds(performance.now() - setupStart)}. ` +
-      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch ${fmt(EtlSink.plugin.sink.pacing.batchSize)} events (as the server); ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
+      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch ${fmt(EtlSink.plugin.sink.pacing.batchSize)} events (as the server); gzip level ${gzipLevel}; ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
   )
 
   // ---- baseline: rowsOf + encoder on rows read once ------------------------------------------
@@ -187,7 +189,7 @@ const runBench = async () => {
   const baseline = (format: Format, batches: ReadonlyArray<ReadonlyArray<OutboxRow>>): Promise<Run> =>
     storage.runPromise(Effect.scoped(Effect.gen(function* () {
       // DuckDB starts outside the clock, as the sink starts it once per process.
-      const encoder: Encoder = format === "parquet" ? yield* parquet : ndjsonGzip
+      const encoder: Encoder = format === "parquet" ? yield* parquet : ndjsonGzip(gzipLevel)
       let rowsMs = 0
       let bytes = 0
       let records = 0
@@ -273,7 +275,8 @@ const runBench = async () => {
     const settings: Array<[string, string]> = [
       ["WEARFLOW_ETL_FORMAT", format],
       ["WEARFLOW_ETL_BATCH_RECORDS", String(batchRecords)],
-      ["WEARFLOW_ETL_BATCH_SECONDS", "1"]
+      ["WEARFLOW_ETL_BATCH_SECONDS", "1"],
+      ["WEARFLOW_ETL_GZIP_LEVEL", String(gzipLevel)]
     ]
     if (target === "s3rver") {
       settings.push(

@@ -133,7 +133,8 @@ export const make = (settings: Settings, store: ObjectStore) =>
           ))
       })
     )
-    const encoderOf = (format: Format): Effect.Effect<Encoder, EncodeError> => (format === "parquet" ? startParquet : Effect.succeed(ndjsonGzip))
+    const ndjson = ndjsonGzip(settings.gzipLevel)
+    const encoderOf = (format: Format): Effect.Effect<Encoder, EncodeError> => (format === "parquet" ? startParquet : Effect.succeed(ndjson))
 
     const limits = settings.batch
 

@@ -81,11 +81,14 @@ const waitingForGzip = (wait: () => Promise<void>) =>
     catch: failed("gzip")
   }).pipe(Effect.flatMap((seconds) => Metric.incrementBy(writeSeconds("gzip"), seconds)))
 
-/** Gzipped NDJSON, one row per line. Served as .ndjson.gz, no Content-Encoding: the object is the gzip file. */
-export const ndjsonGzip: Encoder = ofLines((_resource, pages) =>
+/**
+ * Gzipped NDJSON, one row per line, at zlib's `level` (1-9). Served as .ndjson.gz, no
+ * Content-Encoding: the object is the gzip file.
+ */
+export const ndjsonGzip = (level: number): Encoder => ofLines((_resource, pages) =>
   Effect.acquireUseRelease(
     Effect.sync(() => {
-      const gzip = zlib.createGzip({ level: 6 })
+      const gzip = zlib.createGzip({ level })
       const out: Array<Buffer> = []
       gzip.on("data", (chunk: Buffer) => out.push(chunk))
       const ended = new Promise<void>((resolve, reject) => {
