@@ -16,7 +16,7 @@
  *          ETL_BENCH_FORMATS=ndjson,parquet
  *          ETL_BENCH_BATCH_RECORDS=100000  WEARFLOW_ETL_BATCH_RECORDS, and the baseline's batch size
  *          ETL_BENCH_ROUNDS=3              rounds per scenario (the median is reported)
- *          ETL_BENCH_GZIP_LEVEL=6          WEARFLOW_ETL_GZIP_LEVEL, and the baseline's (bytes/record and CPU show the trade-off)
+ *          ETL_BENCH_GZIP_LEVEL=4          WEARFLOW_ETL_GZIP_LEVEL (its default), and the baseline's (bytes/record and CPU show the trade-off)
  *          ETL_BENCH_S3=0                  skips the runs into an s3rver bucket on loopback (s3rver runs
  *                                          in this process, sharing its event loop and CPU with the sink)
  *          ETL_BENCH_BUDGET_SECONDS=60     a run still writing after this is cut short
@@ -95,7 +95,7 @@ const runBench = async () => {
   const summaryShare = Number.isFinite(share) && share >= 0 && share <= 1 ? share : 0.1
   const batchRecords = Math.floor(env("ETL_BENCH_BATCH_RECORDS", 100_000))
   const rounds = Math.floor(env("ETL_BENCH_ROUNDS", 3))
-  const gzipLevel = Math.min(9, Math.floor(env("ETL_BENCH_GZIP_LEVEL", 6)))
+  const gzipLevel = Math.min(9, Math.floor(env("ETL_BENCH_GZIP_LEVEL", 4)))
   const budgetMs = env("ETL_BENCH_BUDGET_SECONDS", 60) * 1000
   const formats = (process.env.ETL_BENCH_FORMATS ?? "ndjson,parquet").split(",").map((f) => f.trim())
     .filter((f): f is Format => f === "ndjson" || f === "parquet")
