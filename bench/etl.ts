@@ -16,6 +16,7 @@
  *          ETL_BENCH_FORMATS=ndjson,parquet
  *          ETL_BENCH_BATCH_RECORDS=100000  WEARFLOW_ETL_BATCH_RECORDS, and the baseline's batch size
  *          ETL_BENCH_ROUNDS=3              rounds per scenario (the median is reported)
+ *          ETL_BENCH_GZIP_LEVEL=4          WEARFLOW_ETL_GZIP_LEVEL (its default), and the baseline's (bytes/record and CPU show the trade-off)
  *          ETL_BENCH_S3=0                  skips the runs into an s3rver bucket on loopback (s3rver runs
  *                                          in this process, sharing its event loop and CPU with the sink)
  *          ETL_BENCH_BUDGET_SECONDS=60     a run still writing after this is cut short
@@ -25,7 +26,7 @@
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3"
 import { DuckDBInstance } from "@duckdb/node-api"
 import { SqlClient } from "@effect/sql"
-import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime, Option } from "effect"
+import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -42,7 +43,7 @@ import * as Database from "../core/storage/database.ts"
 import { BENCH_TEAM, benchEvents } from "./outbox-events.ts"
 import { cpuMs, postgresCpuMs, startBenchPostgres } from "./postgres.ts"
 import { keysOf, type Manifest as BatchManifest } from "../sinks/s3/batches.ts"
-import { type Encoder, type Format, ndjsonGzip, parquet } from "../sinks/s3/encode.ts"
+import { type Encoder, type Format, ndjsonGzip, parquet, writeSeconds } from "../sinks/s3/encode.ts"
 import { migrate as migrateEtl } from "../sinks/s3/migrations.ts"
 import * as EtlSink from "../sinks/s3/mod.ts"
 import { resourceOf, rowsOf } from "../sinks/s3/rows.ts"
@@ -94,6 +95,7 @@ const runBench = async () => {
   const summaryShare = Number.isFinite(share) && share >= 0 && share <= 1 ? share : 0.1
   const batchRecords = Math.floor(env("ETL_BENCH_BATCH_RECORDS", 100_000))
   const rounds = Math.floor(env("ETL_BENCH_ROUNDS", 3))
+  const gzipLevel = Math.min(9, Math.floor(env("ETL_BENCH_GZIP_LEVEL", 4)))
   const budgetMs = env("ETL_BENCH_BUDGET_SECONDS", 60) * 1000
   const formats = (process.env.ETL_BENCH_FORMATS ?? "ndjson,parquet").split(",").map((f) => f.trim())
     .filter((f): f is Format => f === "ndjson" || f === "parquet")
@@ -147,7 +149,7 @@ const runBench = async () => {
     `ETL sink, outbox → files: ${fmt(totalRecords)} records in ${fmt(outbox.events)} events ` +
       `(${fmt(timeseriesEvents)} heartrate × ${samplesPerEvent} samples, ${fmt(summaryEvents)} activity summaries), ` +
       `${(outbox.json / totalRecords).toFixed(0)} bytes of payload JSON per record; set up in ${seconds(performance.now() - setupStart)}. ` +
-      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch ${fmt(EtlSink.plugin.sink.pacing.batchSize)} events (as the server); ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
+      `Sink: batch ${fmt(batchRecords)} records / 1 s, runner batch ${fmt(EtlSink.plugin.sink.pacing.batchSize)} events (as the server); gzip level ${gzipLevel}; ${rounds} rounds each; Bun ${Bun.version}, ${os.cpus().length} cores`
   )
 
   // ---- baseline: rowsOf + encoder on rows read once ------------------------------------------
@@ -187,7 +189,7 @@ const runBench = async () => {
   const baseline = (format: Format, batches: ReadonlyArray<ReadonlyArray<OutboxRow>>): Promise<Run> =>
     storage.runPromise(Effect.scoped(Effect.gen(function* () {
       // DuckDB starts outside the clock, as the sink starts it once per process.
-      const encoder: Encoder = format === "parquet" ? yield* parquet : ndjsonGzip
+      const encoder: Encoder = format === "parquet" ? yield* parquet : ndjsonGzip(gzipLevel)
       let rowsMs = 0
       let bytes = 0
       let records = 0
@@ -256,6 +258,10 @@ const runBench = async () => {
               ${trace ? "(select coalesce(sum(events), 0) from etl_pending)::float8" : "(select exists (select 1 from etl_pending))::int"} as pending`
     )).rows[0] as { cursor: string | null; sealed: number; written: number; pending: number }
 
+  /** Seconds the writers spent per stage so far (sinks/s3/encode.ts writeSeconds), in STAGES order. */
+  const STAGES = ["read", "render", "gzip", "store"] as const
+  const writeStages = () => Effect.runPromise(Effect.forEach(STAGES, (stage) => Metric.value(writeSeconds(stage)).pipe(Effect.map((state) => state.count))))
+
   let runIndex = 0
   const pipeline = async (format: Format, target: Destination): Promise<Run> => {
     const name = `Wearflow ${format} → ${target}`
@@ -269,7 +275,8 @@ const runBench = async () => {
     const settings: Array<[string, string]> = [
       ["WEARFLOW_ETL_FORMAT", format],
       ["WEARFLOW_ETL_BATCH_RECORDS", String(batchRecords)],
-      ["WEARFLOW_ETL_BATCH_SECONDS", "1"]
+      ["WEARFLOW_ETL_BATCH_SECONDS", "1"],
+      ["WEARFLOW_ETL_GZIP_LEVEL", String(gzipLevel)]
     ]
     if (target === "s3rver") {
       settings.push(
@@ -290,6 +297,7 @@ const runBench = async () => {
     )
 
     if (pgStats) await db.query("select pg_stat_statements_reset()")
+    const stages0 = await writeStages()
     // The clock includes building the sink: the runner starts as the layer is built.
     const [cpu0, pg0] = [cpuMs(), await postgresCpuMs(pgDir)]
     const t0 = performance.now()
@@ -318,6 +326,7 @@ const runBench = async () => {
     const wallMs = at()
     const bunCpuMs = cpuMs() - cpu0
     const pgCpuMs = (await postgresCpuMs(pgDir)) - pg0
+    const stageSeconds = (await writeStages()).map((seconds, i) => seconds - stages0[i]!)
     await runtime.dispose()
     if (pgStats) await printStatements(name)
 
@@ -336,6 +345,7 @@ const runBench = async () => {
       name, format, target, records: written, wallMs, bytes, batches: batches.reduce((n, b) => n + b.n, 0), partial: !complete, bunCpuMs, pgCpuMs,
       split: `sink built ${seconds(stages.built)}, all staged ${seconds(stages.staged)}, first batch written ${seconds(stages.firstWritten)}, ` +
         `last sealed ${seconds(stages.lastSealed)}, all written ${seconds(wallMs)}; ` +
+        `writers' stages (summed over pages; reads overlap the page before): ${STAGES.map((stage, i) => `${stage} ${stageSeconds[i]!.toFixed(2)} s`).join(", ")}; ` +
         `batches ${batches.map((b) => `${b.resource} ${b.n} × ${b.min === b.max ? fmt(b.min) : `${fmt(b.min)}–${fmt(b.max)}`}`).join(", ")}` +
         `${target === "directory" && bytes !== recordedBytes ? `; on disk ${bytes} bytes ≠ recorded ${recordedBytes}` : ""}`,
       check

@@ -15,7 +15,7 @@ import { randomUUID } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
-import { gunzipSync } from "node:zlib"
+import { gunzipSync, gzipSync } from "node:zlib"
 import { freshDatabaseUrl } from "../../test/support/database.ts"
 import * as Batches from "./batches.ts"
 import { migrate } from "./migrations.ts"
@@ -242,6 +242,29 @@ describe("batches", () => {
           expect(expected.length, dataset).toBeGreaterThan(0)
         }
       }).pipe(Effect.provide(context))
+    }))
+
+  it.scopedLive("compresses NDJSON at WEARFLOW_ETL_GZIP_LEVEL", () =>
+    Effect.gen(function* () {
+      const { context, dir } = yield* withSink({ WEARFLOW_ETL_GZIP_LEVEL: "1" }, 1, 100)
+      yield* Effect.gen(function* () {
+        yield* append(Array.from({ length: 20 }, () => heartrate(50)))
+        yield* drained
+        const [manifest] = yield* manifestsOf(dir, "heartrate")
+        const file = yield* Effect.promise(() => fs.readFile(path.join(dir, manifest!.files[0]!.key)))
+        const text = gunzipSync(file)
+        // zlib's output depends only on the text and the level: the file is level 1's, not the default's.
+        expect(Buffer.compare(file, gzipSync(text, { level: 1 }))).toBe(0)
+        expect(Buffer.compare(file, gzipSync(text, { level: 6 }))).not.toBe(0)
+      }).pipe(Effect.provide(context))
+    }))
+
+  it.effect("refuses a gzip level outside 1-9", () =>
+    Effect.gen(function* () {
+      for (const level of ["0", "10"]) {
+        const refused = yield* Effect.flip(config.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["WEARFLOW_ETL_GZIP_LEVEL", level]])))))
+        expect(String(refused)).toContain("WEARFLOW_ETL_GZIP_LEVEL must be 1-9")
+      }
     }))
 
   it.scopedLive("two replicas on one database share the work: each event's rows in exactly one file", () =>

@@ -3,7 +3,7 @@
  * types of the resource's Schema (rows.ts). Both run off the event loop (zlib's and DuckDB's
  * own threads).
  */
-import { Data, Effect, Stream } from "effect"
+import { Data, Effect, Metric, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
@@ -19,6 +19,16 @@ export const contentTypeOf: Record<Format, string> = { ndjson: "application/x-nd
 /** Rows that could not be turned into a file: a value outside its schema, or the encoder could not start. */
 export class EncodeError extends Data.TaggedError("EncodeError")<{ readonly message: string; readonly retryable: boolean }> {}
 
+/**
+ * Seconds a writer spent on each stage of writing batches (`read` a page of events, `render`
+ * its lines, wait for `gzip`, `store` the file), summed over pages: reads overlap the
+ * rendering and compression of the page before.
+ */
+export const writeSeconds = (stage: "read" | "render" | "gzip" | "store") =>
+  Metric.counter("wearflow_etl_write_stage_seconds_total", { description: "Seconds spent per stage of writing ETL batches" }).pipe(
+    Metric.tagged("stage", stage)
+  )
+
 const ndjson = (rows: ReadonlyArray<Record<string, unknown>>) => {
   let text = ""
   for (const row of rows) text += JSON.stringify(row) + "\n"
@@ -29,14 +39,17 @@ type Rows = ReadonlyArray<Record<string, unknown>>
 
 export interface Encoder {
   readonly encode: (resource: ResourceRows, rows: Rows) => Effect.Effect<Uint8Array, EncodeError>
-  /** The rows of every page, in order, as one file: only one page's rows are held at a time. */
-  readonly encodePages: <E, R>(resource: ResourceRows, pages: Stream.Stream<Rows, E, R>) => Effect.Effect<Uint8Array, EncodeError | E, R>
+  /**
+   * Pages of NDJSON lines (each line with its "\n"), in order, as one file: only a page's text
+   * (two, while gzip compresses the one before) is held at a time.
+   */
+  readonly encodeLines: <E, R>(resource: ResourceRows, pages: Stream.Stream<string, E, R>) => Effect.Effect<Uint8Array, EncodeError | E, R>
 }
 
 /** An encoder from its paged form. */
-const ofPages = (encodePages: Encoder["encodePages"]): Encoder => ({
-  encode: (resource, rows) => encodePages(resource, Stream.make(rows)),
-  encodePages
+const ofLines = (encodeLines: Encoder["encodeLines"]): Encoder => ({
+  encode: (resource, rows) => encodeLines(resource, Stream.make(ndjson(rows))),
+  encodeLines
 })
 
 /** The encoder itself failed (zlib, DuckDB starting, a scratch file): worth trying again. */
@@ -57,11 +70,25 @@ const duckdbFailed = (resource: string) => (e: unknown) => {
     : new EncodeError({ message: `parquet (${resource}): DuckDB ${kind}`, retryable: true })
 }
 
-/** Gzipped NDJSON, one row per line. Served as .ndjson.gz, no Content-Encoding: the object is the gzip file. */
-export const ndjsonGzip: Encoder = ofPages((_resource, pages) =>
+/** Waits for zlib, counting the wait as the gzip stage. */
+const waitingForGzip = (wait: () => Promise<void>) =>
+  Effect.tryPromise({
+    try: async () => {
+      const start = performance.now()
+      await wait()
+      return (performance.now() - start) / 1000
+    },
+    catch: failed("gzip")
+  }).pipe(Effect.flatMap((seconds) => Metric.incrementBy(writeSeconds("gzip"), seconds)))
+
+/**
+ * Gzipped NDJSON, one row per line, at zlib's `level` (1-9). Served as .ndjson.gz, no
+ * Content-Encoding: the object is the gzip file.
+ */
+export const ndjsonGzip = (level: number): Encoder => ofLines((_resource, pages) =>
   Effect.acquireUseRelease(
     Effect.sync(() => {
-      const gzip = zlib.createGzip({ level: 6 })
+      const gzip = zlib.createGzip({ level })
       const out: Array<Buffer> = []
       gzip.on("data", (chunk: Buffer) => out.push(chunk))
       const ended = new Promise<void>((resolve, reject) => {
@@ -72,26 +99,19 @@ export const ndjsonGzip: Encoder = ofPages((_resource, pages) =>
       return { gzip, out, ended, written: Promise.resolve() }
     }),
     (state) =>
-      // A page is rendered while zlib still compresses the one before (its own thread): one page
-      // waits at most, so memory stays at two pages' text.
-      Stream.runForEach(pages, (rows) =>
-        Effect.tryPromise({
-          try: () => {
-            const text = ndjson(rows)
-            const before = state.written
-            state.written = new Promise<void>((resolve, reject) => state.gzip.write(text, (e) => (e ? reject(e) : resolve())))
-            state.written.catch(() => {})
-            return before
-          },
-          catch: failed("gzip")
+      // A page is read and rendered while zlib still compresses the one before (its own thread):
+      // one page waits at most, so memory stays at two pages' text.
+      Stream.runForEach(pages, (text) =>
+        waitingForGzip(() => {
+          const before = state.written
+          state.written = new Promise<void>((resolve, reject) => state.gzip.write(text, (e) => (e ? reject(e) : resolve())))
+          state.written.catch(() => {})
+          return before
         })).pipe(
-          Effect.zipRight(Effect.tryPromise({
-            try: async () => {
-              await state.written
-              state.gzip.end()
-              return state.ended
-            },
-            catch: failed("gzip")
+          Effect.zipRight(waitingForGzip(async () => {
+            await state.written
+            state.gzip.end()
+            return state.ended
           })),
           Effect.map(() => {
             const b = Buffer.concat(state.out)
@@ -117,13 +137,13 @@ export const parquet = Effect.gen(function* () {
     Effect.tryPromise({ try: () => fs.mkdtemp(path.join(os.tmpdir(), "wearflow-etl-")), catch: failed("scratch directory") }),
     (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
   )
-  const encoder: Encoder = ofPages((resource, pages) =>
+  const encoder: Encoder = ofLines((resource, pages) =>
       Effect.acquireUseRelease(
         Effect.sync(() => path.join(scratch, randomBytes(8).toString("hex"))),
         (base) =>
           Effect.tryPromise({ try: () => fs.writeFile(`${base}.ndjson`, ""), catch: failed(`parquet scratch file (${resource.resource})`) }).pipe(
-            Effect.zipRight(Stream.runForEach(pages, (rows) =>
-              Effect.tryPromise({ try: () => fs.appendFile(`${base}.ndjson`, ndjson(rows)), catch: failed(`parquet scratch file (${resource.resource})`) }))),
+            Effect.zipRight(Stream.runForEach(pages, (text) =>
+              Effect.tryPromise({ try: () => fs.appendFile(`${base}.ndjson`, text), catch: failed(`parquet scratch file (${resource.resource})`) }))),
             Effect.zipRight(Effect.tryPromise({
               try: async () => {
                 const connection = await instance.connect()

@@ -139,7 +139,7 @@ describe("encoding", () => {
 
   it.effect("NDJSON.gz holds one JSON row per line", () =>
     Effect.gen(function* () {
-      const bytes = yield* ndjsonGzip.encode(heartrate, rows)
+      const bytes = yield* ndjsonGzip(6).encode(heartrate, rows)
       const lines = gunzipSync(bytes).toString("utf8").trimEnd().split("\n")
       expect(lines.map((l) => JSON.parse(l))).toEqual(rows)
     }))

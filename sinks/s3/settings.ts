@@ -13,6 +13,11 @@ export interface Settings {
   readonly enabled: boolean
   readonly destination: Destination
   readonly format: Format
+  /**
+   * zlib's level for NDJSON files: lower writes faster and larger (bench:etl measures both).
+   * 4 by default: on summary rows 2% larger than 6 for a third less compression time.
+   */
+  readonly gzipLevel: number
   /** A resource's staged events are sealed into a batch at whichever limit comes first. */
   readonly batch: {
     readonly records: number
@@ -51,6 +56,10 @@ export const config: Config.Config<Settings> = Config.all({
     )
   ),
   format: Config.literal("ndjson", "parquet")("WEARFLOW_ETL_FORMAT").pipe(Config.withDefault("ndjson" as const)),
+  gzipLevel: Config.integer("WEARFLOW_ETL_GZIP_LEVEL").pipe(
+    Config.withDefault(4),
+    Config.validate({ message: "WEARFLOW_ETL_GZIP_LEVEL must be 1-9", validation: (n) => n >= 1 && n <= 9 })
+  ),
   batch: Config.all({
     records: positiveInteger("WEARFLOW_ETL_BATCH_RECORDS", 100_000),
     bytes: positiveInteger("WEARFLOW_ETL_BATCH_BYTES", 64 * 1024 * 1024),
