@@ -1,18 +1,22 @@
 /**
- * When the memory ceiling (memory-ceiling.ts) asks for a full collection: the resident size is
- * within reach of the ceiling, the last one it asked for is at least `spacingMs` ago, and the
- * heap grew since then (above the ceiling with nothing new to collect, another collection would
- * be a full mark of the heap for nothing).
+ * When the memory ceiling (memory-ceiling.ts) runs a full collection: the resident size is
+ * within reach of the ceiling, the heap grew since the last one (above the ceiling with nothing
+ * new to collect, another would be a full mark for nothing), and the collections so far kept
+ * within their share of the time: after a pause of p ms the next waits p / `share` (at least
+ * `spacingMs`), so they never take more than that share of the event loop.
  */
 export interface Ceiling {
   readonly ceilingBytes: number
+  /** The least time between two collections. */
   readonly spacingMs: number
+  /** The most of the time collections may pause the event loop, e.g. 0.05. */
+  readonly share: number
 }
 
 export interface CeilingState {
-  /** When it last asked for a collection (ms since the epoch); 0: never. */
-  readonly lastAt: number
-  /** The heap's lowest size read since then: about what the collections left live. */
+  /** No collection before this time (ms since the epoch). */
+  readonly notBefore: number
+  /** The heap's lowest size read since the last collection: about what it left live. */
   readonly low: number
 }
 
@@ -22,7 +26,7 @@ export interface Reading {
   readonly now: number
 }
 
-export const initialCeilingState: CeilingState = { lastAt: 0, low: Number.POSITIVE_INFINITY }
+export const initialCeilingState: CeilingState = { notBefore: 0, low: Number.POSITIVE_INFINITY }
 
 /**
  * Collections start at three quarters of the ceiling: the allocator keeps the pages it gets
@@ -33,10 +37,13 @@ export const threshold = (ceiling: Ceiling) => ceiling.ceilingBytes * 0.75
 /** How much the heap must have grown over its low since the last collection: 8 MB, or a tenth of the low. */
 const minGrowth = (low: number) => Math.max(8 * 1024 * 1024, low / 10)
 
-export const collectNow = (ceiling: Ceiling, state: CeilingState, reading: Reading): { readonly collect: boolean; readonly state: CeilingState } => {
-  const low = Math.min(state.low, reading.heapSize)
-  const collect = reading.rss >= threshold(ceiling) &&
-    reading.now - state.lastAt >= ceiling.spacingMs &&
-    reading.heapSize - low >= minGrowth(low)
-  return { collect, state: collect ? { lastAt: reading.now, low: reading.heapSize } : { lastAt: state.lastAt, low } }
-}
+export const collectNow = (ceiling: Ceiling, state: CeilingState, reading: Reading): boolean =>
+  reading.rss >= threshold(ceiling) &&
+  reading.now >= state.notBefore &&
+  reading.heapSize - Math.min(state.low, reading.heapSize) >= minGrowth(Math.min(state.low, reading.heapSize))
+
+/** The state after a reading: the collection it ran (with its pause), or none. */
+export const next = (ceiling: Ceiling, state: CeilingState, reading: Reading, collection?: { readonly pauseMs: number }): CeilingState =>
+  collection === undefined
+    ? { notBefore: state.notBefore, low: Math.min(state.low, reading.heapSize) }
+    : { notBefore: reading.now + Math.max(ceiling.spacingMs, collection.pauseMs / ceiling.share), low: reading.heapSize }

@@ -5,12 +5,12 @@
  * the worker) many short-lived objects outlive an eden collection, are promoted, and the heap's
  * capacity grows to two or three times what is live: measured at a PUSH → webhook peak, 62 MB
  * live, 204 MB of heap capacity, 354–366 MB resident. Near the ceiling a full collection
- * runs, at most once a `spacing`, and only when the heap grew since the last one; below it
- * nothing runs. Freed blocks are then reused rather than new ones mapped, so the resident
+ * runs when the heap grew since the last one, at most once a `spacing` and within its `share`
+ * of the time; below it nothing runs. Freed blocks are then reused rather than new ones mapped, so the resident
  * size levels off instead of growing with the backlog.
  */
 import { Config, Duration, Effect, Layer, Schedule } from "effect"
-import { type CeilingState, collectNow, initialCeilingState } from "./memory-ceiling-policy.ts"
+import { type CeilingState, collectNow, initialCeilingState, next } from "./memory-ceiling-policy.ts"
 
 export const MemoryCeilingConfig = Config.all({
   ceilingMb: Config.integer("WEARFLOW_MEMORY_CEILING_MB").pipe(
@@ -23,15 +23,20 @@ const MB = 1024 * 1024
 
 /** How often the resident size is read: a read of /proc, no allocation to speak of. */
 const every = Duration.millis(250)
-/** At least this long between two collections it asks for: each costs a full mark of the heap. */
+/** At least this long between two collections: each costs a full mark of the heap. */
 const spacing = Duration.seconds(1)
+/**
+ * The most of the time the collections may pause the event loop: after a pause of p the next
+ * waits 20 p. Once a second at first (-60 MB of RSS under bench/push.ts), but a loaded machine's
+ * longer pauses space them out rather than take the acks' and the workers' time.
+ */
+const share = 0.05
 
 /**
  * Bun's runtime: its resident size, the JavaScriptCore heap's size, and a full collection,
  * synchronous. The concurrent one Bun offers (Bun.gc(false)) bought little: at a PUSH → webhook
  * peak 338 MB against 351 MB without, where a full collection gave 294–301 MB against 366 MB.
- * Its pause is a mark of what is live: 50–160 ms measured on a loaded 2-core machine, at most
- * once a `spacing`, and only above three quarters of the ceiling.
+ * Its pause is a mark of what is live: 50–160 ms measured on a loaded 2-core machine.
  */
 const runtime = Effect.promise(async () => {
   const jsc = await import("bun:jsc")
@@ -43,18 +48,21 @@ export const layer = Layer.scopedDiscard(Effect.gen(function* () {
   const { ceilingMb } = yield* MemoryCeilingConfig
   if (ceilingMb === 0 || typeof Bun === "undefined") return
   const bun = yield* runtime
-  const ceiling = { ceilingBytes: ceilingMb * MB, spacingMs: Duration.toMillis(spacing) }
+  const ceiling = { ceilingBytes: ceilingMb * MB, spacingMs: Duration.toMillis(spacing), share }
   let state: CeilingState = initialCeilingState
   const check = Effect.suspend(() => {
-    const heapSize = bun.heapSize()
-    const decision = collectNow(ceiling, state, { rss: bun.rss(), heapSize, now: Date.now() })
-    state = decision.state
-    if (!decision.collect) return Effect.void
+    const reading = { rss: bun.rss(), heapSize: bun.heapSize(), now: Date.now() }
+    if (!collectNow(ceiling, state, reading)) {
+      state = next(ceiling, state, reading)
+      return Effect.void
+    }
     const started = performance.now()
     bun.collect()
+    const pauseMs = performance.now() - started
+    state = next(ceiling, state, reading, { pauseMs })
     return Effect.logDebug("memory ceiling: full collection").pipe(Effect.annotateLogs({
-      pauseMs: Math.round(performance.now() - started),
-      heapMb: Math.round(heapSize / MB),
+      pauseMs: Math.round(pauseMs),
+      heapMb: Math.round(reading.heapSize / MB),
       rssMb: Math.round(bun.rss() / MB)
     }))
   })
