@@ -51,8 +51,8 @@ it("spaces collections out when they pause long: a 100 ms pause is followed by 2
 const read = (env: Record<string, string>) =>
   Effect.runSync(Effect.either(Effect.withConfigProvider(MemoryCeilingConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))))
 
-it("is 256 MB unless WEARFLOW_MEMORY_CEILING_MB says otherwise; 0 turns it off; a ceiling below 64 MB is refused", () => {
-  expect(Either.getOrThrow(read({})).ceilingMb).toBe(256)
+it("is off unless WEARFLOW_MEMORY_CEILING_MB sets it; a ceiling below 64 MB is refused", () => {
+  expect(Either.getOrThrow(read({})).ceilingMb).toBe(0)
   expect(Either.getOrThrow(read({ WEARFLOW_MEMORY_CEILING_MB: "0" })).ceilingMb).toBe(0)
   expect(Either.getOrThrow(read({ WEARFLOW_MEMORY_CEILING_MB: "512" })).ceilingMb).toBe(512)
   expect(Either.isLeft(read({ WEARFLOW_MEMORY_CEILING_MB: "32" }))).toBe(true)

@@ -1,20 +1,22 @@
 /**
- * A soft ceiling on the server's resident memory (WEARFLOW_MEMORY_CEILING_MB, default 256; 0:
- * off). JavaScriptCore collects its old generation only once the heap has about doubled since
- * the last full collection. Under a backlog (requests waiting on a commit, bodies waiting on
- * the worker) many short-lived objects outlive an eden collection, are promoted, and the heap's
- * capacity grows to two or three times what is live: measured at a PUSH → webhook peak, 62 MB
- * live, 204 MB of heap capacity, 354–366 MB resident. Near the ceiling a full collection
- * runs when the heap grew since the last one, at most once a `spacing` and within its `share`
- * of the time; below it nothing runs. Freed blocks are then reused rather than new ones mapped, so the resident
- * size levels off instead of growing with the backlog.
+ * A soft ceiling on the server's resident memory (WEARFLOW_MEMORY_CEILING_MB, e.g. 256; 0, the
+ * default: off). JavaScriptCore collects its old generation only once the heap has about
+ * doubled since the last full collection. Under a backlog (requests waiting on a commit, bodies
+ * waiting on the worker) many short-lived objects outlive an eden collection, are promoted, and
+ * the heap's capacity grows to two or three times what is live: measured at a PUSH → webhook
+ * peak, 62 MB live, 204 MB of heap capacity, 354–366 MB resident. Near the ceiling a full
+ * collection runs when the heap grew since the last one, at most once a `spacing` and within
+ * its `share` of the time; below it nothing runs. Freed blocks are then reused rather than new
+ * ones mapped, so the resident size levels off instead of growing with the backlog.
  */
 import { Config, Duration, Effect, Layer, Schedule } from "effect"
 import { type CeilingState, collectNow, initialCeilingState, next } from "./memory-ceiling-policy.ts"
 
 export const MemoryCeilingConfig = Config.all({
   ceilingMb: Config.integer("WEARFLOW_MEMORY_CEILING_MB").pipe(
-    Config.withDefault(256),
+    // Off by default: on the loaded 2-core machine it cut the RSS peaks by 50-140 MB, but ingest
+    // end to end measured 0.77-0.79x of without in four same-window pairs of five (bench/ingest.ts).
+    Config.withDefault(0),
     Config.validate({ message: "WEARFLOW_MEMORY_CEILING_MB must be 0 (off) or at least 64", validation: (n) => n === 0 || n >= 64 })
   )
 })
