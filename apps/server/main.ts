@@ -1,15 +1,16 @@
 /**
  * The Wearflow server on Bun: the app (App.ts), JSON logs at LOG_LEVEL (logging.ts), traces
- * over OTLP when configured (tracing.ts), until SIGTERM. A worker process's log lines carry
- * its name.
+ * over OTLP when configured (tracing.ts), a soft ceiling on its memory (memory-ceiling.ts),
+ * until SIGTERM. A worker process's log lines carry its name.
  */
 import { BunRuntime } from "@effect/platform-bun"
 import { Effect, Layer } from "effect"
 import { App } from "./App.ts"
 import { ServerConfig } from "./config.ts"
 import * as Logging from "./logging.ts"
+import * as MemoryCeiling from "./memory-ceiling.ts"
 import * as Tracing from "./tracing.ts"
 
 const Logs = Effect.map(ServerConfig, ({ logLevel, processName }) => Logging.layer(logLevel, processName)).pipe(Layer.unwrapEffect)
 
-Layer.launch(App).pipe(Effect.provide(Layer.merge(Logs, Tracing.layer)), BunRuntime.runMain({ disablePrettyLogger: true }))
+Layer.launch(Layer.merge(App, MemoryCeiling.layer)).pipe(Effect.provide(Layer.merge(Logs, Tracing.layer)), BunRuntime.runMain({ disablePrettyLogger: true }))

@@ -4,9 +4,7 @@
  * to it (@effect/opentelemetry's OTLP exporter, no OpenTelemetry SDK in the process) and the
  * trace context travels with each notification (core/tracing.ts). Unset, nothing is traced.
  */
-import { FetchHttpClient } from "@effect/platform"
-import * as OtlpSerialization from "@effect/opentelemetry/OtlpSerialization"
-import * as OtlpTracer from "@effect/opentelemetry/OtlpTracer"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { Tracing } from "@wearflow/core/tracing"
 import { Config, ConfigError, type Context, Duration, Effect, Either, type Exit, Layer, Option, Redacted, Tracer } from "effect"
 import { randomBytes } from "node:crypto"
@@ -110,6 +108,11 @@ const requestsOnly = (tracer: Tracer.Tracer): Tracer.Tracer =>
     context: (f, fiber) => tracer.context(f, fiber)
   })
 
+/** The OTLP exporter's modules, loaded only when traces are exported. */
+const otlp = Effect.promise(() =>
+  Promise.all([import("@effect/opentelemetry/OtlpTracer"), import("@effect/opentelemetry/OtlpSerialization")])
+)
+
 /**
  * The OTLP tracer and `Tracing` on, when configured. Otherwise no spans at all: Effect's own
  * tracer would still make one, with its attributes, at every `Effect.fn` and `withSpan` call.
@@ -118,18 +121,19 @@ export const layer = Layer.unwrapEffect(Effect.map(TracingConfig, Option.match({
   onNone: () => Layer.setTracerEnabled(false),
   onSome: (config) =>
     Layer.merge(
-      Layer.unwrapScoped(Effect.map(
-        OtlpTracer.make({
-          url: config.url,
-          headers: config.headers,
-          exportInterval: config.exportInterval,
-          resource: { serviceName: config.serviceName, attributes: config.attributes }
-        }),
-        (tracer) => Layer.setTracer(requestsOnly(tracer))
-      )).pipe(
-        Layer.provide(config.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
-        Layer.provide(FetchHttpClient.layer)
-      ),
+      Layer.unwrapEffect(Effect.map(otlp, ([OtlpTracer, OtlpSerialization]) =>
+        Layer.unwrapScoped(Effect.map(
+          OtlpTracer.make({
+            url: config.url,
+            headers: config.headers,
+            exportInterval: config.exportInterval,
+            resource: { serviceName: config.serviceName, attributes: config.attributes }
+          }),
+          (tracer) => Layer.setTracer(requestsOnly(tracer))
+        )).pipe(
+          Layer.provide(config.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
+          Layer.provide(FetchHttpClient.layer)
+        ))),
       Layer.succeed(Tracing, { enabled: true })
     )
 })))
