@@ -8,12 +8,13 @@
  * Only events from transactions older than every running one are read (pg_snapshot_xmin):
  * an event committed late by a slow transaction is never skipped.
  *
- * Before a round, one cheap statement asks whether it would read anything: most looks while
- * events commit find nothing yet. When the outbox has nothing new, the runner sleeps its idle
- * pause, unless this process rings meanwhile (outbox-wake.ts): then it looks again at once,
- * and keeps looking at short, growing intervals in case the appending transaction has not
- * committed yet. Runners in other processes see the event at their next idle poll. While
- * events keep coming, rounds start at most one per gather pause, so they gather into batches.
+ * Before a round, one cheap statement asks whether it would read anything, and if not, whether
+ * committed events are held back by an older transaction still running. When the outbox has
+ * nothing new, the runner sleeps its idle pause, unless this process rings meanwhile
+ * (outbox-wake.ts): then it looks again at once. It keeps looking at short, growing intervals
+ * only while that can find something: events held back, or a ring that came before its
+ * transaction committed. Runners in other processes see the event at their next idle poll.
+ * While events keep coming, rounds start at most one per gather pause, so they gather into batches.
  */
 import { SqlClient, SqlError, type Statement } from "@effect/sql"
 import { Clock, Duration, Effect, Layer, Metric, Schedule } from "effect"
@@ -88,6 +89,12 @@ const toEntry = (row: OutboxRow): OutboxEntry => ({
 })
 
 export const toEvent = (row: OutboxRow): OutboxEvent => ({ ...toEntry(row), envelope: row.payload })
+
+/**
+ * What a look finds past a sink's cursor: events a round would read; only events that an older
+ * transaction still running holds back (pg_snapshot_xmin); or no committed event at all.
+ */
+type Look = "readable" | "held" | "none"
 
 /** `full`: the batch stopped at a limit, so more events are likely waiting. */
 type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean }
@@ -205,18 +212,21 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /**
      * Whether a round would read anything: one statement outside a transaction, where a round is
-     * three (begin, take, commit) and holds a transaction id. Lateral, so the look starts at the cursor in the
-     * (tx, position) index (a join scans the outbox).
+     * three (begin, take, commit) and holds a transaction id. It reads the first committed event
+     * past the cursor, xmin or not: readable when its transaction is older than every running one,
+     * held back when not (so are all after it, in (tx, position) order), none when there is none.
+     * Lateral, so the look starts at the cursor in the (tx, position) index (a join scans the outbox).
      */
-    const anythingNew = sql<{ found: boolean }>`
-      select exists (
-        select 1 from sink_cursors c cross join lateral (
-          select 1 from outbox o
-          where (o.tx, o.position) > (c.tx, c.position) and o.tx < pg_snapshot_xmin(pg_current_snapshot())
+    const look = sql<{ look: Look | null }>`
+      select (
+        select case when n.tx < pg_snapshot_xmin(pg_current_snapshot()) then 'readable' else 'held' end
+        from sink_cursors c cross join lateral (
+          select o.tx from outbox o
+          where (o.tx, o.position) > (c.tx, c.position)
           order by o.tx, o.position limit 1
         ) n
         where c.sink_id = ${sink.id}
-      ) as found`.pipe(Effect.map(([row]) => row?.found === true))
+      ) as look`.pipe(Effect.map(([row]): Look => row?.look ?? "none"))
 
     /**
      * With traces exported, a delivery is a span in the trace of each notification whose
@@ -312,33 +322,49 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /**
      * Rounds for ever: straight on after a full batch; while events come, a round each `gather`
-     * at most; when they stop, short pauses growing while nothing new commits (CHASE), then the
-     * idle pause. A ring cuts those pauses short.
+     * at most. When nothing is readable: if events are held back (pg_snapshot_xmin), short
+     * pauses growing (CHASE), each cut short by this process's next round end, since a round's
+     * transaction holds back every sink's reads; after a ring that may precede its commit, the
+     * same pauses, in case it has not committed yet; otherwise the idle pause. A ring cuts any
+     * of them short. A look that finds nothing committed past the cursor waits for a ring: a
+     * round end cannot make anything readable then, and a committed append rings.
      */
     const run = Effect.gen(function* () {
       let chase = CHASE.length
+      let early = CHASE.length
+      let earlyRings = yield* OutboxWake.ringsBeforeCommit
       let full = false
       let lastRound = Number.NEGATIVE_INFINITY
       for (;;) {
         const ringsBefore = yield* OutboxWake.rings
         // After a full batch more is waiting for sure; otherwise a round only when there is something to read.
-        const worthARound: boolean = full || (yield* anythingNew.pipe(Effect.orElseSucceed(() => true)))
-        if (worthARound) lastRound = yield* Clock.currentTimeMillis
-        const round: Round | undefined = worthARound ? yield* attempt : undefined
+        const found: Look = full ? "readable" : yield* look.pipe(Effect.orElseSucceed((): Look => "readable"))
+        if (found === "readable") lastRound = yield* Clock.currentTimeMillis
+        const round: Round | undefined = found === "readable" ? yield* attempt : undefined
         full = round?._tag === "Delivered" && round.full
         if (full) continue
+        // A ring that may precede its commit starts a chase of its own: its events may not be visible yet.
+        const rungEarly = yield* OutboxWake.ringsBeforeCommit
+        if (rungEarly !== earlyRings) {
+          earlyRings = rungEarly
+          early = 0
+        }
         const busy = (round?._tag === "Delivered" && round.count > 0) || (yield* OutboxWake.rings) !== ringsBefore
         if (busy) {
           chase = 0
           yield* gathered(lastRound)
           continue
         }
-        chase = Math.min(chase + 1, CHASE.length)
-        // Chasing, another sink's round's end (or the pause's) is worth a look too, a step of the chase.
-        const chasing = chase < CHASE.length
-        const pause = OutboxWake.pause(chasing ? Duration.min(CHASE[chase]!, idle) : idle)
+        // Read nothing though a look found events (another process's round has the cursor): held too.
+        const held = found !== "none"
+        chase = held ? Math.min(chase + 1, CHASE.length) : CHASE.length
+        early = Math.min(early + 1, CHASE.length)
+        const step = held && chase < CHASE.length ? chase : early < CHASE.length ? early : undefined
+        const pause = OutboxWake.pause(step === undefined ? idle : Duration.min(CHASE[step]!, idle))
+        // Held back, another sink's round's end (or the pause's) is worth a look too, a step of the chase.
+        const woken = yield* (held && chase < CHASE.length ? Effect.raceFirst(pause, Effect.as(nextRoundEnd, false)) : pause)
         // Woken, it looks (after what is left of the gather pause); if the append has not committed yet, the chase goes on.
-        if (yield* (chasing ? Effect.raceFirst(pause, Effect.as(nextRoundEnd, false)) : pause)) {
+        if (woken) {
           chase = 0
           yield* gathered(lastRound)
         }
