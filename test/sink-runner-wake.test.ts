@@ -168,4 +168,27 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       yield* until(Effect.sync(() => sink.received.length === 2))
       expect(sink.received).toEqual([yield* eventIdAt(sql, 30), yield* eventIdAt(sql, 31)])
     }))
+
+  it.scoped("a committed ring that finds nothing past the cursor sends the runner back to its idle pause, not chasing", () =>
+    Effect.gen(function* () {
+      const sink = {
+        id: `rest-${randomUUID().slice(0, 8)}`,
+        health: Effect.void,
+        deliver: () => Effect.void
+      }
+      const runner = yield* SinkRunner.make(sink, { gather: 0, idle: "1 second" })
+      yield* runner.once
+      yield* Effect.forkScoped(runner.run)
+      yield* atRest
+      yield* TestClock.adjust("500 millis")
+      const now = yield* TestClock.currentTimeMillis
+      // Pauses begun before the ring (the test clock keeps even those a ring cut short).
+      const before = new Set(yield* TestClock.sleeps())
+      const newPauses = Effect.map(TestClock.sleeps(), (at) => Chunk.toReadonlyArray(at).filter((t) => !before.has(t)))
+      // Rung after a commit (as the store rings), with nothing appended: the look finds no event at all.
+      yield* OutboxWake.ring
+      yield* until(Effect.map(newPauses, (ends) => ends.length > 0))
+      // Its next pause: the idle one (ending 1 s from now), not a chase step of a few milliseconds.
+      expect(yield* newPauses).toEqual([now + 1000])
+    }))
 })
