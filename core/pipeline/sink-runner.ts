@@ -96,6 +96,21 @@ export const toEvent = (row: OutboxRow): OutboxEvent => ({ ...toEntry(row), enve
  */
 type Look = "readable" | "held" | "none"
 
+/** A look's finding, and the oldest transaction running then (pg_snapshot_xmin): what holds events back. */
+interface Looked {
+  readonly found: Look
+  readonly xmin: string
+}
+
+/** What a look is taken to find after a full batch, or when it fails: a round will tell. */
+const readable: Looked = { found: "readable", xmin: "" }
+
+/** A round's batch and its transaction. */
+interface Taken {
+  readonly tx: string
+  readonly rows: ReadonlyArray<SizedRow>
+}
+
 /** `full`: the batch stopped at a limit, so more events are likely waiting. */
 type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean }
 
@@ -109,22 +124,33 @@ type SizedRow = OutboxRow & { readonly available: number | null }
 const CHASE = [1, 2, 4, 8, 16, 32, 64, 128].map((ms) => Duration.millis(ms))
 
 /**
- * Runners of this process chasing a ring they could not read yet. A round's transaction holds
- * back every sink's reads (pg_snapshot_xmin) while it runs, so when one commits the chasers
- * look again at once instead of at their next chase pause.
+ * The transactions of this process's rounds open now. A round's transaction holds back every
+ * sink's reads (pg_snapshot_xmin) while it runs: a runner whose events it holds back waits for
+ * that round's end and looks again at once, and only then (not at every round's end).
  */
-const chasers = new Set<() => void>()
+const openRounds = new Set<string>()
 
-const roundEnded = Effect.sync(() => {
-  for (const wake of chasers) wake()
-  chasers.clear()
-})
+/** Runners waiting for the end of the round with the transaction given. */
+const chasers = new Map<() => void, string>()
 
-const nextRoundEnd = Effect.async<void>((resume) => {
-  const wake = () => resume(Effect.void)
-  chasers.add(wake)
-  return Effect.sync(() => chasers.delete(wake))
-})
+const roundEnded = (tx: string) =>
+  Effect.sync(() => {
+    openRounds.delete(tx)
+    for (const [wake, awaited] of chasers) {
+      if (awaited !== tx) continue
+      chasers.delete(wake)
+      wake()
+    }
+  })
+
+/** Resumes when this process's round with transaction `tx` ends: at once if it is not open. */
+const roundEnd = (tx: string) =>
+  Effect.async<void>((resume) => {
+    if (!openRounds.has(tx)) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    chasers.set(wake, tx)
+    return Effect.sync(() => void chasers.delete(wake))
+  })
 
 export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
   Effect.gen(function* () {
@@ -171,22 +197,23 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     // Entries carry no payload: `batchSize` of them at most. They come as one text, a line each
     // and a tab between fields (none of which holds either): a result row per entry costs the
     // driver a message and a parse per field, several times this, on every sink's every round.
-    const takeEntries = take<{ readonly locked: boolean; readonly page: string | null }>(
+    const takeEntries = take<{ readonly locked: boolean; readonly page: string | null; readonly round_tx: string }>(
       sql`o.tx as tx_order, o.position, concat_ws(E'\t', o.position, o.tx::text, o.event_id, o.event_type, o.team_id, o.user_id,
             coalesce(o.record_id::text, ''), to_char(o.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
             o.historical::int) as line`,
       (events) => events,
-      sql`select exists (select 1 from cursor) as locked, (select string_agg(b.line, E'\n' order by b.tx_order, b.position) from batch b) as page`
+      sql`select exists (select 1 from cursor) as locked, (select string_agg(b.line, E'\n' order by b.tx_order, b.position) from batch b) as page,
+          pg_current_xact_id()::text as round_tx`
     ).pipe(
-      Effect.map(([row]) => {
+      Effect.map(([row]): Taken | undefined => {
         if (row?.locked !== true) return undefined
-        return (row.page ?? "") === "" ? [] : row.page!.split("\n").map(entryRow)
+        return { tx: row.round_tx, rows: (row.page ?? "") === "" ? [] : row.page!.split("\n").map(entryRow) }
       })
     )
 
     // Events: up to `batchSize`, then cut at `batchBytes` of payload; `available` says how many
     // the count limit let through, so a cut batch reads as full.
-    const takeEvents = take<SizedRow & { readonly locked: boolean }>(
+    const takeEvents = take<SizedRow & { readonly locked: boolean; readonly round_tx: string }>(
       sql`o.position, o.tx as tx_order, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
           o.payload, octet_length(o.payload::text) as bytes, o.created_at, o.historical`,
       (events) => sql`
@@ -197,16 +224,16 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         ) b
         where k = 1 or running <= ${batchBytes}`,
       sql`select exists (select 1 from cursor) as locked, b.position, b.tx, b.event_id, b.event_type, b.team_id, b.user_id, b.record_id,
-                 b.payload, b.created_at, b.historical, b.available::float8 as available
+                 b.payload, b.created_at, b.historical, b.available::float8 as available, pg_current_xact_id()::text as round_tx
           from (select 1) one left join batch b on true
           order by b.k`
     ).pipe(
-      Effect.map((rows): ReadonlyArray<SizedRow> | undefined =>
-        rows[0]?.locked !== true ? undefined : rows.filter((row) => row.position !== null))
+      Effect.map((rows): Taken | undefined =>
+        rows[0]?.locked !== true ? undefined : { tx: rows[0].round_tx, rows: rows.filter((row) => row.position !== null) })
     )
 
-    /** The batch a round delivers; undefined when another process holds the cursor. */
-    const takeBatch: Effect.Effect<ReadonlyArray<SizedRow> | undefined, SqlError.SqlError> = sink.reads === "entries" ? takeEntries : takeEvents
+    /** The batch a round delivers, and the round's transaction; undefined when another process holds the cursor. */
+    const takeBatch: Effect.Effect<Taken | undefined, SqlError.SqlError> = sink.reads === "entries" ? takeEntries : takeEvents
     const isFull = (rows: ReadonlyArray<SizedRow>) =>
       rows.length > 0 && (rows.length >= batchSize || (rows[0]!.available !== null && rows.length < rows[0]!.available))
 
@@ -217,7 +244,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
      * held back when not (so are all after it, in (tx, position) order), none when there is none.
      * Lateral, so the look starts at the cursor in the (tx, position) index (a join scans the outbox).
      */
-    const look = sql<{ look: Look | null }>`
+    const look = sql<{ look: Look | null; xmin: string }>`
       select (
         select case when n.tx < pg_snapshot_xmin(pg_current_snapshot()) then 'readable' else 'held' end
         from sink_cursors c cross join lateral (
@@ -226,7 +253,9 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
           order by o.tx, o.position limit 1
         ) n
         where c.sink_id = ${sink.id}
-      ) as look`.pipe(Effect.map(([row]): Look => row?.look ?? "none"))
+      ) as look, pg_snapshot_xmin(pg_current_snapshot())::text as xmin`.pipe(
+      Effect.map(([row]): Looked => ({ found: row?.look ?? "none", xmin: row?.xmin ?? "" }))
+    )
 
     /**
      * With traces exported, a delivery is a span in the trace of each notification whose
@@ -246,14 +275,25 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /** One round: lock the cursor, read and move it past what was read, deliver; all or nothing. */
     const round = (onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
+      Effect.suspend(() => {
+        // Open from the take until the transaction ends, committed or not (`roundEnd`).
+        let open: string | undefined
+        return Effect.gen(function* () {
+          const taken = yield* takeBatch
+          if (taken === undefined) return { _tag: "Busy" } as Round
+          open = taken.tx
+          openRounds.add(open)
+          return yield* deliverTaken(taken.rows, onBatch)
+        }).pipe(sql.withTransaction, Effect.ensuring(Effect.suspend(() => (open === undefined ? Effect.void : roundEnded(open)))))
+      })
+
+    const deliverTaken = (rows: ReadonlyArray<SizedRow>, onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
       Effect.gen(function* () {
-        const rows = yield* takeBatch
-        if (rows === undefined) return { _tag: "Busy" } as Round
         // Events the sink opted out of are passed over: the cursor moved past them.
         const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
         if (wanted.length > 0) yield* (traced ? onBatch(wanted).pipe(inTracesOf(wanted)) : onBatch(wanted))
         return { _tag: "Delivered", count: rows.length, full: isFull(rows) } as Round
-      }).pipe(sql.withTransaction)
+      })
 
     const permanently = (error: SinkError | SqlError.SqlError): error is SinkError => error._tag === "SinkError" && !error.retryable
 
@@ -285,7 +325,6 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /** One delivery attempt; how many events were taken. */
     const once = round(deliverBatch).pipe(
-      Effect.tap((r) => (r._tag === "Delivered" ? roundEnded : Effect.void)),
       Effect.tap((r) =>
         r._tag === "Delivered" && r.count > 0
           ? Metric.incrementBy(metric(eventsDelivered), r.count).pipe(Effect.zipRight(sink.afterCommit ?? Effect.void))
@@ -322,12 +361,11 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /**
      * Rounds for ever: straight on after a full batch; while events come, a round each `gather`
-     * at most. When nothing is readable: if events are held back (pg_snapshot_xmin), short
-     * pauses growing (CHASE), each cut short by this process's next round end, since a round's
-     * transaction holds back every sink's reads; after a ring that may precede its commit, the
-     * same pauses, in case it has not committed yet; otherwise the idle pause. A ring cuts any
-     * of them short. A look that finds nothing committed past the cursor waits for a ring: a
-     * round end cannot make anything readable then, and a committed append rings.
+     * at most. When nothing is readable: if events are held back (pg_snapshot_xmin) by a round
+     * of this process, until that round ends; by another transaction, short pauses growing
+     * (CHASE); after a ring that may precede its commit, the same pauses, in case it has not
+     * committed yet; otherwise the idle pause. A ring cuts any of them short. A look that finds
+     * nothing committed past the cursor waits for a ring: a committed append rings.
      */
     const run = Effect.gen(function* () {
       let chase = CHASE.length
@@ -338,7 +376,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
       for (;;) {
         const ringsBefore = yield* OutboxWake.rings
         // After a full batch more is waiting for sure; otherwise a round only when there is something to read.
-        const found: Look = full ? "readable" : yield* look.pipe(Effect.orElseSucceed((): Look => "readable"))
+        const { found, xmin }: Looked = full ? readable : yield* look.pipe(Effect.orElseSucceed(() => readable))
         if (found === "readable") lastRound = yield* Clock.currentTimeMillis
         const round: Round | undefined = found === "readable" ? yield* attempt : undefined
         full = round?._tag === "Delivered" && round.full
@@ -355,14 +393,18 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
           yield* gathered(lastRound)
           continue
         }
-        // Read nothing though a look found events (another process's round has the cursor): held too.
-        const held = found !== "none"
-        chase = held ? Math.min(chase + 1, CHASE.length) : CHASE.length
-        early = Math.min(early + 1, CHASE.length)
-        const step = held && chase < CHASE.length ? chase : early < CHASE.length ? early : undefined
-        const pause = OutboxWake.pause(step === undefined ? idle : Duration.min(CHASE[step]!, idle))
-        // Held back, another sink's round's end (or the pause's) is worth a look too, a step of the chase.
-        const woken = yield* (held && chase < CHASE.length ? Effect.raceFirst(pause, Effect.as(nextRoundEnd, false)) : pause)
+        let woken: boolean
+        if (found === "held" && openRounds.has(xmin)) {
+          // Held back by a round of this process: its end is when to look again (or a ring's).
+          woken = yield* Effect.raceFirst(OutboxWake.pause(idle), Effect.as(roundEnd(xmin), false))
+        } else {
+          // Held back by another transaction (or another process's round has the cursor): short
+          // pauses growing; after a ring before its commit, the same; otherwise the idle pause.
+          chase = found !== "none" ? Math.min(chase + 1, CHASE.length) : CHASE.length
+          early = Math.min(early + 1, CHASE.length)
+          const step = Math.min(chase, early)
+          woken = yield* OutboxWake.pause(step < CHASE.length ? Duration.min(CHASE[step]!, idle) : idle)
+        }
         // Woken, it looks (after what is left of the gather pause); if the append has not committed yet, the chase goes on.
         if (woken) {
           chase = 0
