@@ -122,15 +122,17 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       // At rest since it started: the ring is read at once (the test clock never reaches a pause's end).
       yield* appendEvent(sql, envelope(20), null)
       yield* delivered(1)
-      yield* gathering
+      // Nothing left past its batch: it rests, no gather pause.
+      yield* atRest
       yield* TestClock.adjust("10 millis")
       yield* atRest
       // At rest a gather pause after its last round: again at once.
       yield* appendEvent(sql, envelope(21), null)
       yield* delivered(2)
-      // Busy: events rung meanwhile wait for the gather pause, then come in one round.
-      yield* gathering
+      // Busy: events rung within a gather pause of the last round wait for its end, then come in one round.
+      yield* atRest
       yield* appendEvent(sql, envelope(22), null)
+      yield* gathering
       yield* appendEvent(sql, envelope(23), null)
       yield* TestClock.adjust("10 millis")
       yield* delivered(4)

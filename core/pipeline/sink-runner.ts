@@ -105,14 +105,16 @@ interface Looked {
 /** What a look is taken to find after a full batch, or when it fails: a round will tell. */
 const readable: Looked = { found: "readable", xmin: "" }
 
-/** A round's batch and its transaction. */
+/** A round's batch, its transaction, and whether events past the batch are held back. */
 interface Taken {
   readonly tx: string
+  readonly held: boolean
   readonly rows: ReadonlyArray<SizedRow>
 }
 
 /** `full`: the batch stopped at a limit, so more events are likely waiting. */
-type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean }
+/** `held`: events past the cursor the round could not read yet, held back by an older transaction. */
+type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean; readonly held: boolean }
 
 /** A batch row with the size of the next events read (`takeEvents`; null for entries). */
 type SizedRow = OutboxRow & { readonly available: number | null }
@@ -130,23 +132,23 @@ const CHASE = [1, 2, 4, 8, 16, 32, 64, 128].map((ms) => Duration.millis(ms))
  */
 const openRounds = new Set<string>()
 
-/** Runners waiting for the end of the round with the transaction given. */
-const chasers = new Map<() => void, string>()
+/** Runners waiting for the end of the round with the transaction given (of any round: undefined). */
+const chasers = new Map<() => void, string | undefined>()
 
 const roundEnded = (tx: string) =>
   Effect.sync(() => {
     openRounds.delete(tx)
     for (const [wake, awaited] of chasers) {
-      if (awaited !== tx) continue
+      if (awaited !== undefined && awaited !== tx) continue
       chasers.delete(wake)
       wake()
     }
   })
 
-/** Resumes when this process's round with transaction `tx` ends: at once if it is not open. */
-const roundEnd = (tx: string) =>
+/** Resumes when this process's round with transaction `tx` ends (at once if it is not open), or any round's. */
+const roundEnd = (tx: string | undefined) =>
   Effect.async<void>((resume) => {
-    if (!openRounds.has(tx)) return resume(Effect.void)
+    if (tx !== undefined && !openRounds.has(tx)) return resume(Effect.void)
     const wake = () => resume(Effect.void)
     chasers.set(wake, tx)
     return Effect.sync(() => void chasers.delete(wake))
@@ -187,6 +189,14 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
             order by o.tx, o.position
             limit ${batchSize}
           ) o`)}
+      ), held as (
+        select exists (
+          select 1 from cursor c cross join lateral (
+            select 1 from outbox o
+            where (o.tx, o.position) > (c.tx, c.position) and o.tx >= pg_snapshot_xmin(pg_current_snapshot())
+            order by o.tx, o.position limit 1
+          ) h
+        ) as held
       ), moved as (
         update sink_cursors s set tx = l.tx, position = l.position, updated_at = now()
         from (select b.tx_order as tx, b.position from batch b order by b.tx_order desc, b.position desc limit 1) l
@@ -197,23 +207,23 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     // Entries carry no payload: `batchSize` of them at most. They come as one text, a line each
     // and a tab between fields (none of which holds either): a result row per entry costs the
     // driver a message and a parse per field, several times this, on every sink's every round.
-    const takeEntries = take<{ readonly locked: boolean; readonly page: string | null; readonly round_tx: string }>(
+    const takeEntries = take<{ readonly locked: boolean; readonly page: string | null; readonly round_tx: string; readonly held: boolean }>(
       sql`o.tx as tx_order, o.position, concat_ws(E'\t', o.position, o.tx::text, o.event_id, o.event_type, o.team_id, o.user_id,
             coalesce(o.record_id::text, ''), to_char(o.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
             o.historical::int) as line`,
       (events) => events,
       sql`select exists (select 1 from cursor) as locked, (select string_agg(b.line, E'\n' order by b.tx_order, b.position) from batch b) as page,
-          pg_current_xact_id()::text as round_tx`
+          pg_current_xact_id()::text as round_tx, (select held from held) as held`
     ).pipe(
       Effect.map(([row]): Taken | undefined => {
         if (row?.locked !== true) return undefined
-        return { tx: row.round_tx, rows: (row.page ?? "") === "" ? [] : row.page!.split("\n").map(entryRow) }
+        return { tx: row.round_tx, held: row.held, rows: (row.page ?? "") === "" ? [] : row.page!.split("\n").map(entryRow) }
       })
     )
 
     // Events: up to `batchSize`, then cut at `batchBytes` of payload; `available` says how many
     // the count limit let through, so a cut batch reads as full.
-    const takeEvents = take<SizedRow & { readonly locked: boolean; readonly round_tx: string }>(
+    const takeEvents = take<SizedRow & { readonly locked: boolean; readonly round_tx: string; readonly held: boolean }>(
       sql`o.position, o.tx as tx_order, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
           o.payload, octet_length(o.payload::text) as bytes, o.created_at, o.historical`,
       (events) => sql`
@@ -224,12 +234,13 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         ) b
         where k = 1 or running <= ${batchBytes}`,
       sql`select exists (select 1 from cursor) as locked, b.position, b.tx, b.event_id, b.event_type, b.team_id, b.user_id, b.record_id,
-                 b.payload, b.created_at, b.historical, b.available::float8 as available, pg_current_xact_id()::text as round_tx
+                 b.payload, b.created_at, b.historical, b.available::float8 as available, pg_current_xact_id()::text as round_tx,
+                 (select held from held) as held
           from (select 1) one left join batch b on true
           order by b.k`
     ).pipe(
       Effect.map((rows): Taken | undefined =>
-        rows[0]?.locked !== true ? undefined : { tx: rows[0].round_tx, rows: rows.filter((row) => row.position !== null) })
+        rows[0]?.locked !== true ? undefined : { tx: rows[0].round_tx, held: rows[0].held, rows: rows.filter((row) => row.position !== null) })
     )
 
     /** The batch a round delivers, and the round's transaction; undefined when another process holds the cursor. */
@@ -283,16 +294,16 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
           if (taken === undefined) return { _tag: "Busy" } as Round
           open = taken.tx
           openRounds.add(open)
-          return yield* deliverTaken(taken.rows, onBatch)
+          return yield* deliverTaken(taken, onBatch)
         }).pipe(sql.withTransaction, Effect.ensuring(Effect.suspend(() => (open === undefined ? Effect.void : roundEnded(open)))))
       })
 
-    const deliverTaken = (rows: ReadonlyArray<SizedRow>, onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
+    const deliverTaken = ({ held, rows }: Taken, onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
       Effect.gen(function* () {
         // Events the sink opted out of are passed over: the cursor moved past them.
         const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
         if (wanted.length > 0) yield* (traced ? onBatch(wanted).pipe(inTracesOf(wanted)) : onBatch(wanted))
-        return { _tag: "Delivered", count: rows.length, full: isFull(rows) } as Round
+        return { _tag: "Delivered", count: rows.length, full: isFull(rows), held } as Round
       })
 
     const permanently = (error: SinkError | SqlError.SqlError): error is SinkError => error._tag === "SinkError" && !error.retryable
@@ -387,23 +398,28 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
           earlyRings = rungEarly
           early = 0
         }
-        const busy = (round?._tag === "Delivered" && round.count > 0) || (yield* OutboxWake.rings) !== ringsBefore
+        // After a round, what is left past its batch: events held back, or none yet (another process's round had the cursor: held).
+        const left: Look = round === undefined ? found : round._tag === "Busy" || round.held ? "held" : "none"
+        // More may be readable now: events rung meanwhile, or ones held back when the round began.
+        const busy = (round?._tag === "Delivered" && round.count > 0 && round.held) || (yield* OutboxWake.rings) !== ringsBefore
         if (busy) {
           chase = 0
           yield* gathered(lastRound)
           continue
         }
         let woken: boolean
-        if (found === "held" && openRounds.has(xmin)) {
+        if (round === undefined && found === "held" && openRounds.has(xmin)) {
           // Held back by a round of this process: its end is when to look again (or a ring's).
           woken = yield* Effect.raceFirst(OutboxWake.pause(idle), Effect.as(roundEnd(xmin), false))
         } else {
           // Held back by another transaction (or another process's round has the cursor): short
           // pauses growing; after a ring before its commit, the same; otherwise the idle pause.
-          chase = found !== "none" ? Math.min(chase + 1, CHASE.length) : CHASE.length
+          chase = left !== "none" ? Math.min(chase + 1, CHASE.length) : CHASE.length
           early = Math.min(early + 1, CHASE.length)
           const step = Math.min(chase, early)
-          woken = yield* OutboxWake.pause(step < CHASE.length ? Duration.min(CHASE[step]!, idle) : idle)
+          const pause = OutboxWake.pause(step < CHASE.length ? Duration.min(CHASE[step]!, idle) : idle)
+          // Held back by a transaction not known here (maybe a round whose take has not answered yet), any round's end is worth a look too.
+          woken = yield* (left === "held" && chase < CHASE.length ? Effect.raceFirst(pause, Effect.as(roundEnd(undefined), false)) : pause)
         }
         // Woken, it looks (after what is left of the gather pause); if the append has not committed yet, the chase goes on.
         if (woken) {
