@@ -28,7 +28,8 @@ export const appendEvent = (sql: SqlClient.SqlClient, envelope: EventEnvelope, r
     insert into outbox (event_id, event_type, team_id, user_id, record_id, payload, historical)
     values (${randomUUID()}, ${envelope.event_type}, ${envelope.team_id}, ${envelope.user_id}, ${recordId}, ${JSON.stringify(envelope)}::jsonb, ${historical})`.pipe(
     Effect.zipRight(Metric.increment(Metric.tagged(eventsEmitted, "event_type", envelope.event_type))),
-    Effect.zipRight(OutboxWake.ring)
+    // Rung at the append, maybe inside a transaction still open: runners chase it a while.
+    Effect.zipRight(OutboxWake.ringBeforeCommit)
   )
 
 /** An event about to be appended (`appendEvents`): what its outbox row is keyed by, and its envelope as JSON. */

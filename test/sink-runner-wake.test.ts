@@ -9,6 +9,7 @@ import { SqlClient } from "@effect/sql"
 import { appendEvent } from "@wearflow/core/outbox"
 import * as OutboxWake from "@wearflow/core/outbox-wake"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
+import { SinkError } from "@wearflow/core/sink"
 import type { EventEnvelope } from "@wearflow/core/schema"
 import * as Database from "@wearflow/core/storage/database"
 import { Chunk, Deferred, Effect, Layer, Option, Redacted, TestClock } from "effect"
@@ -121,15 +122,17 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       // At rest since it started: the ring is read at once (the test clock never reaches a pause's end).
       yield* appendEvent(sql, envelope(20), null)
       yield* delivered(1)
-      yield* gathering
+      // Nothing left past its batch: it rests, no gather pause.
+      yield* atRest
       yield* TestClock.adjust("10 millis")
       yield* atRest
       // At rest a gather pause after its last round: again at once.
       yield* appendEvent(sql, envelope(21), null)
       yield* delivered(2)
-      // Busy: events rung meanwhile wait for the gather pause, then come in one round.
-      yield* gathering
+      // Busy: events rung within a gather pause of the last round wait for its end, then come in one round.
+      yield* atRest
       yield* appendEvent(sql, envelope(22), null)
+      yield* gathering
       yield* appendEvent(sql, envelope(23), null)
       yield* TestClock.adjust("10 millis")
       yield* delivered(4)
@@ -167,5 +170,65 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       yield* Deferred.succeed(released, undefined)
       yield* until(Effect.sync(() => sink.received.length === 2))
       expect(sink.received).toEqual([yield* eventIdAt(sql, 30), yield* eventIdAt(sql, 31)])
+    }))
+
+  it.scoped("a committed ring that finds nothing past the cursor sends the runner back to its idle pause, not chasing", () =>
+    Effect.gen(function* () {
+      const sink = {
+        id: `rest-${randomUUID().slice(0, 8)}`,
+        health: Effect.void,
+        deliver: () => Effect.void
+      }
+      const runner = yield* SinkRunner.make(sink, { gather: 0, idle: "1 second" })
+      yield* runner.once
+      yield* Effect.forkScoped(runner.run)
+      yield* atRest
+      yield* TestClock.adjust("500 millis")
+      const now = yield* TestClock.currentTimeMillis
+      // Pauses begun before the ring (the test clock keeps even those a ring cut short).
+      const before = new Set(yield* TestClock.sleeps())
+      const newPauses = Effect.map(TestClock.sleeps(), (at) => Chunk.toReadonlyArray(at).filter((t) => !before.has(t)))
+      // Rung after a commit (as the store rings), with nothing appended: the look finds no event at all.
+      yield* OutboxWake.ring
+      yield* until(Effect.map(newPauses, (ends) => ends.length > 0))
+      // Its next pause: the idle one (ending 1 s from now), not a chase step of a few milliseconds.
+      expect(yield* newPauses).toEqual([now + 1000])
+    }))
+
+  it.scoped("a runner held back by another sink's round that fails looks again when that round rolls back", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      // Another sink whose first round stays open until released, then fails (retried only after a back-off the test clock never reaches).
+      const holding = yield* Deferred.make<void>()
+      const released = yield* Deferred.make<void>()
+      let armed = false
+      const holder = {
+        id: `failing-${randomUUID().slice(0, 8)}`,
+        health: Effect.void,
+        deliver: () =>
+          armed
+            ? Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(released)).pipe(
+              Effect.zipRight(Effect.fail(new SinkError({ message: "unavailable", retryable: true })))
+            )
+            : Effect.void
+      }
+      const holderRunner = yield* SinkRunner.make(holder, { gather: 0 })
+      yield* holderRunner.once
+      armed = true
+      const sink = yield* recording(Infinity)
+      yield* Effect.forkScoped(holderRunner.run)
+      yield* until(Effect.map(OutboxWake.waiting, (n) => n >= 2))
+
+      yield* appendEvent(sql, envelope(40), null)
+      yield* Deferred.await(holding)
+      yield* until(Effect.sync(() => sink.received.length === 1))
+      // Appended while the holder's round is open: not readable until that round ends.
+      yield* appendEvent(sql, envelope(41), null)
+      yield* atRest
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 40)])
+      // The holder's round fails and rolls back: the runner reads at once (its pauses never end on the test clock).
+      yield* Deferred.succeed(released, undefined)
+      yield* until(Effect.sync(() => sink.received.length === 2))
+      expect(sink.received).toEqual([yield* eventIdAt(sql, 40), yield* eventIdAt(sql, 41)])
     }))
 })

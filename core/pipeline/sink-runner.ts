@@ -8,12 +8,13 @@
  * Only events from transactions older than every running one are read (pg_snapshot_xmin):
  * an event committed late by a slow transaction is never skipped.
  *
- * Before a round, one cheap statement asks whether it would read anything: most looks while
- * events commit find nothing yet. When the outbox has nothing new, the runner sleeps its idle
- * pause, unless this process rings meanwhile (outbox-wake.ts): then it looks again at once,
- * and keeps looking at short, growing intervals in case the appending transaction has not
- * committed yet. Runners in other processes see the event at their next idle poll. While
- * events keep coming, rounds start at most one per gather pause, so they gather into batches.
+ * Before a round, one cheap statement asks whether it would read anything, and if not, whether
+ * committed events are held back by an older transaction still running. When the outbox has
+ * nothing new, the runner sleeps its idle pause, unless this process rings meanwhile
+ * (outbox-wake.ts): then it looks again at once. It keeps looking at short, growing intervals
+ * only while that can find something: events held back, or a ring that came before its
+ * transaction committed. Runners in other processes see the event at their next idle poll.
+ * While events keep coming, rounds start at most one per gather pause, so they gather into batches.
  */
 import { SqlClient, SqlError, type Statement } from "@effect/sql"
 import { Clock, Duration, Effect, Layer, Metric, Schedule } from "effect"
@@ -89,8 +90,31 @@ const toEntry = (row: OutboxRow): OutboxEntry => ({
 
 export const toEvent = (row: OutboxRow): OutboxEvent => ({ ...toEntry(row), envelope: row.payload })
 
+/**
+ * What a look finds past a sink's cursor: events a round would read; only events that an older
+ * transaction still running holds back (pg_snapshot_xmin); or no committed event at all.
+ */
+type Look = "readable" | "held" | "none"
+
+/** A look's finding, and the oldest transaction running then (pg_snapshot_xmin): what holds events back. */
+interface Looked {
+  readonly found: Look
+  readonly xmin: string
+}
+
+/** What a look is taken to find after a full batch, or when it fails: a round will tell. */
+const readable: Looked = { found: "readable", xmin: "" }
+
+/** A round's batch, its transaction, and whether events past the batch are held back. */
+interface Taken {
+  readonly tx: string
+  readonly held: boolean
+  readonly rows: ReadonlyArray<SizedRow>
+}
+
 /** `full`: the batch stopped at a limit, so more events are likely waiting. */
-type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean }
+/** `held`: events past the cursor the round could not read yet, held back by an older transaction. */
+type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean; readonly held: boolean }
 
 /** A batch row with the size of the next events read (`takeEvents`; null for entries). */
 type SizedRow = OutboxRow & { readonly available: number | null }
@@ -102,22 +126,33 @@ type SizedRow = OutboxRow & { readonly available: number | null }
 const CHASE = [1, 2, 4, 8, 16, 32, 64, 128].map((ms) => Duration.millis(ms))
 
 /**
- * Runners of this process chasing a ring they could not read yet. A round's transaction holds
- * back every sink's reads (pg_snapshot_xmin) while it runs, so when one commits the chasers
- * look again at once instead of at their next chase pause.
+ * The transactions of this process's rounds open now. A round's transaction holds back every
+ * sink's reads (pg_snapshot_xmin) while it runs: a runner whose events it holds back waits for
+ * that round's end and looks again at once, and only then (not at every round's end).
  */
-const chasers = new Set<() => void>()
+const openRounds = new Set<string>()
 
-const roundEnded = Effect.sync(() => {
-  for (const wake of chasers) wake()
-  chasers.clear()
-})
+/** Runners waiting for the end of the round with the transaction given (of any round: undefined). */
+const chasers = new Map<() => void, string | undefined>()
 
-const nextRoundEnd = Effect.async<void>((resume) => {
-  const wake = () => resume(Effect.void)
-  chasers.add(wake)
-  return Effect.sync(() => chasers.delete(wake))
-})
+const roundEnded = (tx: string) =>
+  Effect.sync(() => {
+    openRounds.delete(tx)
+    for (const [wake, awaited] of chasers) {
+      if (awaited !== undefined && awaited !== tx) continue
+      chasers.delete(wake)
+      wake()
+    }
+  })
+
+/** Resumes when this process's round with transaction `tx` ends (at once if it is not open), or any round's. */
+const roundEnd = (tx: string | undefined) =>
+  Effect.async<void>((resume) => {
+    if (tx !== undefined && !openRounds.has(tx)) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    chasers.set(wake, tx)
+    return Effect.sync(() => void chasers.delete(wake))
+  })
 
 export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
   Effect.gen(function* () {
@@ -154,6 +189,14 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
             order by o.tx, o.position
             limit ${batchSize}
           ) o`)}
+      ), held as (
+        select exists (
+          select 1 from cursor c cross join lateral (
+            select 1 from outbox o
+            where (o.tx, o.position) > (c.tx, c.position) and o.tx >= pg_snapshot_xmin(pg_current_snapshot())
+            order by o.tx, o.position limit 1
+          ) h
+        ) as held
       ), moved as (
         update sink_cursors s set tx = l.tx, position = l.position, updated_at = now()
         from (select b.tx_order as tx, b.position from batch b order by b.tx_order desc, b.position desc limit 1) l
@@ -164,22 +207,23 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
     // Entries carry no payload: `batchSize` of them at most. They come as one text, a line each
     // and a tab between fields (none of which holds either): a result row per entry costs the
     // driver a message and a parse per field, several times this, on every sink's every round.
-    const takeEntries = take<{ readonly locked: boolean; readonly page: string | null }>(
+    const takeEntries = take<{ readonly locked: boolean; readonly page: string | null; readonly round_tx: string; readonly held: boolean }>(
       sql`o.tx as tx_order, o.position, concat_ws(E'\t', o.position, o.tx::text, o.event_id, o.event_type, o.team_id, o.user_id,
             coalesce(o.record_id::text, ''), to_char(o.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
             o.historical::int) as line`,
       (events) => events,
-      sql`select exists (select 1 from cursor) as locked, (select string_agg(b.line, E'\n' order by b.tx_order, b.position) from batch b) as page`
+      sql`select exists (select 1 from cursor) as locked, (select string_agg(b.line, E'\n' order by b.tx_order, b.position) from batch b) as page,
+          pg_current_xact_id()::text as round_tx, (select held from held) as held`
     ).pipe(
-      Effect.map(([row]) => {
+      Effect.map(([row]): Taken | undefined => {
         if (row?.locked !== true) return undefined
-        return (row.page ?? "") === "" ? [] : row.page!.split("\n").map(entryRow)
+        return { tx: row.round_tx, held: row.held, rows: (row.page ?? "") === "" ? [] : row.page!.split("\n").map(entryRow) }
       })
     )
 
     // Events: up to `batchSize`, then cut at `batchBytes` of payload; `available` says how many
     // the count limit let through, so a cut batch reads as full.
-    const takeEvents = take<SizedRow & { readonly locked: boolean }>(
+    const takeEvents = take<SizedRow & { readonly locked: boolean; readonly round_tx: string; readonly held: boolean }>(
       sql`o.position, o.tx as tx_order, o.tx::text as tx, o.event_id, o.event_type, o.team_id, o.user_id, o.record_id,
           o.payload, octet_length(o.payload::text) as bytes, o.created_at, o.historical`,
       (events) => sql`
@@ -190,33 +234,39 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         ) b
         where k = 1 or running <= ${batchBytes}`,
       sql`select exists (select 1 from cursor) as locked, b.position, b.tx, b.event_id, b.event_type, b.team_id, b.user_id, b.record_id,
-                 b.payload, b.created_at, b.historical, b.available::float8 as available
+                 b.payload, b.created_at, b.historical, b.available::float8 as available, pg_current_xact_id()::text as round_tx,
+                 (select held from held) as held
           from (select 1) one left join batch b on true
           order by b.k`
     ).pipe(
-      Effect.map((rows): ReadonlyArray<SizedRow> | undefined =>
-        rows[0]?.locked !== true ? undefined : rows.filter((row) => row.position !== null))
+      Effect.map((rows): Taken | undefined =>
+        rows[0]?.locked !== true ? undefined : { tx: rows[0].round_tx, held: rows[0].held, rows: rows.filter((row) => row.position !== null) })
     )
 
-    /** The batch a round delivers; undefined when another process holds the cursor. */
-    const takeBatch: Effect.Effect<ReadonlyArray<SizedRow> | undefined, SqlError.SqlError> = sink.reads === "entries" ? takeEntries : takeEvents
+    /** The batch a round delivers, and the round's transaction; undefined when another process holds the cursor. */
+    const takeBatch: Effect.Effect<Taken | undefined, SqlError.SqlError> = sink.reads === "entries" ? takeEntries : takeEvents
     const isFull = (rows: ReadonlyArray<SizedRow>) =>
       rows.length > 0 && (rows.length >= batchSize || (rows[0]!.available !== null && rows.length < rows[0]!.available))
 
     /**
      * Whether a round would read anything: one statement outside a transaction, where a round is
-     * three (begin, take, commit) and holds a transaction id. Lateral, so the look starts at the cursor in the
-     * (tx, position) index (a join scans the outbox).
+     * three (begin, take, commit) and holds a transaction id. It reads the first committed event
+     * past the cursor, xmin or not: readable when its transaction is older than every running one,
+     * held back when not (so are all after it, in (tx, position) order), none when there is none.
+     * Lateral, so the look starts at the cursor in the (tx, position) index (a join scans the outbox).
      */
-    const anythingNew = sql<{ found: boolean }>`
-      select exists (
-        select 1 from sink_cursors c cross join lateral (
-          select 1 from outbox o
-          where (o.tx, o.position) > (c.tx, c.position) and o.tx < pg_snapshot_xmin(pg_current_snapshot())
+    const look = sql<{ look: Look | null; xmin: string }>`
+      select (
+        select case when n.tx < pg_snapshot_xmin(pg_current_snapshot()) then 'readable' else 'held' end
+        from sink_cursors c cross join lateral (
+          select o.tx from outbox o
+          where (o.tx, o.position) > (c.tx, c.position)
           order by o.tx, o.position limit 1
         ) n
         where c.sink_id = ${sink.id}
-      ) as found`.pipe(Effect.map(([row]) => row?.found === true))
+      ) as look, pg_snapshot_xmin(pg_current_snapshot())::text as xmin`.pipe(
+      Effect.map(([row]): Looked => ({ found: row?.look ?? "none", xmin: row?.xmin ?? "" }))
+    )
 
     /**
      * With traces exported, a delivery is a span in the trace of each notification whose
@@ -236,14 +286,25 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /** One round: lock the cursor, read and move it past what was read, deliver; all or nothing. */
     const round = (onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
+      Effect.suspend(() => {
+        // Open from the take until the transaction ends, committed or not (`roundEnd`).
+        let open: string | undefined
+        return Effect.gen(function* () {
+          const taken = yield* takeBatch
+          if (taken === undefined) return { _tag: "Busy" } as Round
+          open = taken.tx
+          openRounds.add(open)
+          return yield* deliverTaken(taken, onBatch)
+        }).pipe(sql.withTransaction, Effect.ensuring(Effect.suspend(() => (open === undefined ? Effect.void : roundEnded(open)))))
+      })
+
+    const deliverTaken = ({ held, rows }: Taken, onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
       Effect.gen(function* () {
-        const rows = yield* takeBatch
-        if (rows === undefined) return { _tag: "Busy" } as Round
         // Events the sink opted out of are passed over: the cursor moved past them.
         const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
         if (wanted.length > 0) yield* (traced ? onBatch(wanted).pipe(inTracesOf(wanted)) : onBatch(wanted))
-        return { _tag: "Delivered", count: rows.length, full: isFull(rows) } as Round
-      }).pipe(sql.withTransaction)
+        return { _tag: "Delivered", count: rows.length, full: isFull(rows), held } as Round
+      })
 
     const permanently = (error: SinkError | SqlError.SqlError): error is SinkError => error._tag === "SinkError" && !error.retryable
 
@@ -275,7 +336,6 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /** One delivery attempt; how many events were taken. */
     const once = round(deliverBatch).pipe(
-      Effect.tap((r) => (r._tag === "Delivered" ? roundEnded : Effect.void)),
       Effect.tap((r) =>
         r._tag === "Delivered" && r.count > 0
           ? Metric.incrementBy(metric(eventsDelivered), r.count).pipe(Effect.zipRight(sink.afterCommit ?? Effect.void))
@@ -312,33 +372,57 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
 
     /**
      * Rounds for ever: straight on after a full batch; while events come, a round each `gather`
-     * at most; when they stop, short pauses growing while nothing new commits (CHASE), then the
-     * idle pause. A ring cuts those pauses short.
+     * at most. When nothing is readable: if events are held back (pg_snapshot_xmin) by a round
+     * of this process, until that round ends; by another transaction, short pauses growing
+     * (CHASE); after a ring that may precede its commit, the same pauses, in case it has not
+     * committed yet; otherwise the idle pause. A ring cuts any of them short. A look that finds
+     * nothing committed past the cursor waits for a ring: a committed append rings.
      */
     const run = Effect.gen(function* () {
       let chase = CHASE.length
+      let early = CHASE.length
+      let earlyRings = yield* OutboxWake.ringsBeforeCommit
       let full = false
       let lastRound = Number.NEGATIVE_INFINITY
       for (;;) {
         const ringsBefore = yield* OutboxWake.rings
         // After a full batch more is waiting for sure; otherwise a round only when there is something to read.
-        const worthARound: boolean = full || (yield* anythingNew.pipe(Effect.orElseSucceed(() => true)))
-        if (worthARound) lastRound = yield* Clock.currentTimeMillis
-        const round: Round | undefined = worthARound ? yield* attempt : undefined
+        const { found, xmin }: Looked = full ? readable : yield* look.pipe(Effect.orElseSucceed(() => readable))
+        if (found === "readable") lastRound = yield* Clock.currentTimeMillis
+        const round: Round | undefined = found === "readable" ? yield* attempt : undefined
         full = round?._tag === "Delivered" && round.full
         if (full) continue
-        const busy = (round?._tag === "Delivered" && round.count > 0) || (yield* OutboxWake.rings) !== ringsBefore
+        // A ring that may precede its commit starts a chase of its own: its events may not be visible yet.
+        const rungEarly = yield* OutboxWake.ringsBeforeCommit
+        if (rungEarly !== earlyRings) {
+          earlyRings = rungEarly
+          early = 0
+        }
+        // After a round, what is left past its batch: events held back, or none yet (another process's round had the cursor: held).
+        const left: Look = round === undefined ? found : round._tag === "Busy" || round.held ? "held" : "none"
+        // More may be readable now: events rung meanwhile, or ones held back when the round began.
+        const busy = (round?._tag === "Delivered" && round.count > 0 && round.held) || (yield* OutboxWake.rings) !== ringsBefore
         if (busy) {
           chase = 0
           yield* gathered(lastRound)
           continue
         }
-        chase = Math.min(chase + 1, CHASE.length)
-        // Chasing, another sink's round's end (or the pause's) is worth a look too, a step of the chase.
-        const chasing = chase < CHASE.length
-        const pause = OutboxWake.pause(chasing ? Duration.min(CHASE[chase]!, idle) : idle)
+        let woken: boolean
+        if (round === undefined && found === "held" && openRounds.has(xmin)) {
+          // Held back by a round of this process: its end is when to look again (or a ring's).
+          woken = yield* Effect.raceFirst(OutboxWake.pause(idle), Effect.as(roundEnd(xmin), false))
+        } else {
+          // Held back by another transaction (or another process's round has the cursor): short
+          // pauses growing; after a ring before its commit, the same; otherwise the idle pause.
+          chase = left !== "none" ? Math.min(chase + 1, CHASE.length) : CHASE.length
+          early = Math.min(early + 1, CHASE.length)
+          const step = Math.min(chase, early)
+          const pause = OutboxWake.pause(step < CHASE.length ? Duration.min(CHASE[step]!, idle) : idle)
+          // Held back by a transaction not known here (maybe a round whose take has not answered yet), any round's end is worth a look too.
+          woken = yield* (left === "held" && chase < CHASE.length ? Effect.raceFirst(pause, Effect.as(roundEnd(undefined), false)) : pause)
+        }
         // Woken, it looks (after what is left of the gather pause); if the append has not committed yet, the chase goes on.
-        if (yield* (chasing ? Effect.raceFirst(pause, Effect.as(nextRoundEnd, false)) : pause)) {
+        if (woken) {
           chase = 0
           yield* gathered(lastRound)
         }
