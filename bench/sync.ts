@@ -14,7 +14,9 @@
  *   npm run bench:sync
  *     env: SYNC_BENCH_CONNECTIONS=200   SYNC_BENCH_SECONDS=20   SYNC_BENCH_INTERVAL="5 seconds"
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect, Layer, Logger, LogLevel, ManagedRuntime, Option, Redacted, Schema } from "effect"
 import { randomBytes } from "node:crypto"

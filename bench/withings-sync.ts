@@ -15,7 +15,7 @@
  *   npm run bench:withings
  *     env: WITHINGS_BENCH_CONNECTIONS=100   WITHINGS_BENCH_SECONDS=20   WITHINGS_BENCH_INTERVAL="5 seconds"
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { SqlClient } from "@effect/sql"
 import { ConfigProvider, Duration, Effect, Layer, Logger, LogLevel, ManagedRuntime, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"

@@ -4,7 +4,10 @@
  * `--allow-net=host` / `--allow-env=NAME`, enforced per plugin). Only a plugin that declares
  * `internet` is given the public-internet guard (`PublicInternet`).
  */
-import { HttpClient, HttpClientError, type HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import type * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { Cause, ConfigError, ConfigProvider, Context, Data, Effect, HashSet, Layer } from "effect"
 import { allowsEnv, allowsHost, type Manifest, type Plugin } from "./plugin.ts"
 import * as PublicInternet from "./public-internet.ts"

@@ -3,7 +3,7 @@
  * connections and bounded waits. Redirects are not followed, so the plugin host's host check
  * (host.ts) is the last word on where a request goes.
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { Effect, Layer } from "effect"
 // The file path, not the bare name: Bun answers a bare "undici" import with its own partial
 // stand-in, which ignores the dispatcher (no pool, no timeouts).

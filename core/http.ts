@@ -3,7 +3,9 @@
  * and the app's groups form one HttpApi), and the wire errors. Error bodies carry a message
  * that names what is wrong, never the request's values.
  */
-import { HttpApiMiddleware, HttpApiSchema, HttpApiSecurity } from "@effect/platform"
+import * as HttpApiMiddleware from "@effect/platform/HttpApiMiddleware"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import { Context, Duration, Effect, Schema } from "effect"
 
 /** Printable text of 1..`max` characters: no control characters (Postgres refuses NUL), no lone surrogates. */

@@ -9,7 +9,8 @@
  * processes never send it at once. The `webhook-id` / `svix-id` is the notice's event id,
  * the same on every retry: receivers dedupe on it.
  */
-import { HttpClient, HttpClientRequest } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect, Layer, Metric, type Redacted, Schedule } from "effect"
 import { retryWhileTransient } from "./storage/errors.ts"

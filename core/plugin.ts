@@ -5,7 +5,7 @@
  * plugin may reach (hosts, or the public internet) and read (environment variables); the host
  * (host.ts) enforces both. Which plugins run is configuration (registry.ts), never an import.
  */
-import type { HttpApiGroup } from "@effect/platform"
+import type * as HttpApiGroup from "@effect/platform/HttpApiGroup"
 import { type Config, Context, Data, type Duration, Effect, type Either, type Layer } from "effect"
 import type { Connections } from "./connections/connections.ts"
 import type { RawRoute } from "./http.ts"

@@ -5,7 +5,7 @@
  * `mod.ts` (the package's main entry) exports `plugin`. A plugin left out is never imported:
  * its routes do not exist and its environment is never read.
  */
-import type { HttpClient } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
 import type { SqlClient } from "@effect/sql"
 import type { WorkflowEngine } from "@effect/workflow"
 import { Config, type ConfigError, type ConfigProvider, Context, Data, Effect, Layer } from "effect"

@@ -6,7 +6,9 @@
  * commit, and `historical.data.<resource>.created` goes out only once every page is processed.
  * Pages are processed by the test (no ingest takers run), so the order is the test's to see.
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { SqlClient } from "@effect/sql"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { Links } from "@wearflow/core/connections/links"

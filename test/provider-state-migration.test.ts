@@ -3,7 +3,7 @@
  * own columns for OAuth 1.0a connections move into Garmin's encrypted state, the token digests
  * connections were routed by become aliases, and key rotation covers the state.
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { Migrator, SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { expect, it } from "@effect/vitest"

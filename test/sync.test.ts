@@ -10,7 +10,9 @@
  * once, and a wake from either reaches the poll. The poll hands over to a fresh execution every two rounds, so
  * all of this also holds across hand-overs. Pages are processed by the test (no ingest takers run).
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { SqlClient } from "@effect/sql"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { Links } from "@wearflow/core/connections/links"

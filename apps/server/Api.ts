@@ -3,7 +3,11 @@
  * backfills. The server adds the groups of the plugins it runs (`withPluginRoutes`); OpenAPI and
  * the docs page are generated from the result.
  */
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { ApiId, Conflict, InvalidRequest, NotFound, PrintableId, ServiceUnavailable } from "@wearflow/core/http"
 import { Activity, Body, MenstrualCycle, Resources, Sleep, type TimeseriesResource, Workout, WorkoutStream } from "@wearflow/core/schema"
 import { Schema } from "effect"

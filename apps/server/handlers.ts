@@ -3,7 +3,8 @@
  * Core failures map to wire errors here: unknown users are 404 (also across teams, so a team
  * cannot probe another team's ids), storage outages 503.
  */
-import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Accounts, isUuid } from "@wearflow/core/tenancy/accounts"
 import { Links } from "@wearflow/core/connections/links"
 import { Backfills, interruptChain, startChain } from "@wearflow/core/backfill/backfills"

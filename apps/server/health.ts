@@ -7,7 +7,8 @@
  * Unauthenticated, so the body says only which checks fail (and the backlog's size and age);
  * why is in the log.
  */
-import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { IngestBacklog, Inbox } from "@wearflow/core/pipeline/inbox"
 import type { Backlog } from "@wearflow/core/pipeline/queue"
 import { Sinks } from "@wearflow/core/sink"

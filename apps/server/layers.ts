@@ -3,7 +3,10 @@
  * core services, the background workers, and the HTTP server with the app's and the plugins'
  * routes. App.ts puts them together.
  */
-import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApiScalar from "@effect/platform/HttpApiScalar"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { BunHttpServer } from "@effect/platform-bun"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { ApiKeys } from "@wearflow/core/tenancy/api-keys"

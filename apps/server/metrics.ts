@@ -4,7 +4,8 @@
  * sizes (rows estimated, bytes) are read from the catalog when scraped; rows retention removed
  * are `wearflow_retention_rows_removed_total{table}`.
  */
-import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { SqlClient } from "@effect/sql"
 import { IngestBacklog } from "@wearflow/core/pipeline/inbox"
 import { Effect, Metric, MetricState, Option } from "effect"

@@ -4,7 +4,14 @@
  * names the fields and the kind of problem only. (An API-level middleware: it sees the
  * failure before HttpApi encodes it; server middleware runs after the response is written.)
  */
-import { type HttpApi, HttpApiBuilder, type HttpApiEndpoint, HttpApiError, type HttpApiGroup, type HttpApp, HttpServerError, HttpServerResponse } from "@effect/platform"
+import type * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import type * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiError from "@effect/platform/HttpApiError"
+import type * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import type * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpServerError from "@effect/platform/HttpServerError"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { RETRY_AFTER_SECONDS, ServiceUnavailable } from "@wearflow/core/http"
 import { describeIssues } from "@wearflow/core/normalizer"
 import { Effect, Option, SchemaAST } from "effect"

@@ -4,7 +4,8 @@
  * router, the middleware and the request's own fiber setup. Each runs on the runtime captured
  * when the server starts (its logger included).
  */
-import { Headers, HttpTraceContext } from "@effect/platform"
+import * as Headers from "@effect/platform/Headers"
+import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import type { RawRoute } from "@wearflow/core/http"
 import { Cause, Effect, Option, Runtime } from "effect"
 

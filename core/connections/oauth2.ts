@@ -8,7 +8,9 @@
  * Errors name what failed and the provider's standard error code, never a token, a secret,
  * or the provider's free-text description.
  */
-import { type HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { Duration, Effect, Redacted, Schema } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import { AuthError, type Connected, type ConnectionTokens, type PendingAuth } from "../provider.ts"

@@ -6,7 +6,7 @@
  * answer within WEARFLOW_DATABASE_WAIT is a 503, not a hung request. The app's groups and
  * plugins' groups share them.
  */
-import { HttpServerRequest } from "@effect/platform"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import { Effect, Layer, Option, type Redacted } from "effect"
 import { ApiKeys, type KeyIdentity } from "./api-keys.ts"
 import { AdminKeyAuth, ApiKeyAuth, Forbidden, unavailable, Unauthorized, within } from "../http.ts"

@@ -14,7 +14,9 @@
  * by page through core's sync pages, and polling again from the cursor it answered adds
  * nothing.
  */
-import { HttpApi, HttpApiBuilder, HttpServer } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { SqlClient } from "@effect/sql"
 import { ConfigProvider, Duration, Effect, Either, Layer, ManagedRuntime, Redacted } from "effect"
 import { fileURLToPath } from "node:url"

@@ -3,7 +3,7 @@
  * under test loaded through the host (its configuration from `env` only): inbox → ingest
  * worker → store + outbox, and the plugin's own layer (its routes' handlers, its daemons).
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { ConfigProvider, Layer, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as os from "node:os"

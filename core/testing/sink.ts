@@ -4,7 +4,7 @@
  * reaches the destination, and that re-sending the same batches (a crash before the cursor
  * moved) leaves the destination as it was; besides the manifest, the source scan and health.
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { SqlClient } from "@effect/sql"
 import { ConfigProvider, Effect, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"

@@ -3,7 +3,9 @@
  * health check for the portal's endpoint test. Bodies are read raw (not decoded by HttpApi)
  * so that they can be stored exactly as received and malformed JSON is never echoed back.
  */
-import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Schema } from "effect"
 

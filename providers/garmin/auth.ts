@@ -6,7 +6,9 @@
  * Everything goes through the plugin's sandboxed HttpClient, so only Garmin's configured
  * hosts are reached.
  */
-import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { AuthError, type Connected, type Credentials, type ProviderAuth } from "@wearflow/core/provider"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import * as OAuth2 from "@wearflow/core/connections/oauth2"

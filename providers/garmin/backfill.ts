@@ -3,7 +3,8 @@
  * data arrives later through the ordinary PING/PUSH notifications, so this module only asks
  * and classifies the answer; the chaining and the "is it done?" inference live in core.
  */
-import { type HttpClient, HttpClientRequest } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type { BackfillAnswer, BackfillType, NotificationItem, ProviderBackfill } from "@wearflow/core/provider"
 import { Duration, Effect } from "effect"
 import { endpoint, signFor } from "./auth.ts"

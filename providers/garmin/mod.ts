@@ -6,7 +6,12 @@
  * changes run in the ingest worker through the `GarminProvider` this plugin builds, which also
  * carries the OAuth connect flows and token upkeep (auth.ts).
  */
-import { HttpApi, HttpApiBuilder, HttpClient, HttpMiddleware, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, rawJson, type RawRoute, ServiceUnavailable } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"

@@ -4,7 +4,9 @@
  * signed with the consumer key/secret and the user's token/secret. Only declared hosts are
  * reached (the plugin host refuses others), so a callbackURL elsewhere is refused, not fetched.
  */
-import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { type Credentials, type Fetched, FetchError, type NotificationItem } from "@wearflow/core/provider"
 import { Duration, Effect, Option } from "effect"
 import { consumerOf, type GarminConfig } from "./config.ts"

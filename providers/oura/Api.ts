@@ -3,7 +3,9 @@
  * and the notification POST. Notification bodies are read raw (not decoded by HttpApi): the
  * signature covers the exact bytes, and they are stored as received.
  */
-import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Schema } from "effect"
 import { CALLBACK_PATH } from "./config.ts"

@@ -6,7 +6,8 @@
  * opened by the user's browser; every call the plugin makes goes to Oura's API host through
  * its sandboxed HttpClient.
  */
-import { type HttpClient, HttpClientRequest } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as OAuth2 from "@wearflow/core/connections/oauth2"
 import { AuthError, type ProviderAuth } from "@wearflow/core/provider"
 import { Duration, Effect, Option, Schema } from "effect"

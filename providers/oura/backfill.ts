@@ -12,7 +12,8 @@
  * by instant over whole UTC days and committed one UTC day per page: a heart-rate record
  * replaces a day's samples whole (normalize/heartrate.ts).
  */
-import { type HttpClient, HttpClientRequest } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type { BackfillAnswer, BackfillType, Credentials, HistoryPages, NotificationItem, ProviderBackfill, TimeRange } from "@wearflow/core/provider"
 import { Duration, Effect, Schema } from "effect"
 import { type RequestBudget, turn } from "./budget.ts"

@@ -5,7 +5,9 @@
  * host is reached (the plugin host refuses others). A `delete` names no pointer (it is a
  * deletion item, notifications.ts): nothing is fetched for it.
  */
-import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { type Credentials, type NotificationItem, FetchError, type Fetched } from "@wearflow/core/provider"
 import { Duration, Effect } from "effect"
 import { apiUrlOf, type OuraConfig } from "./config.ts"

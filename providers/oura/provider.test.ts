@@ -2,7 +2,7 @@
  * The Oura Provider on its own, against the fake Oura: which items a stored body holds, and
  * how fetching a notification's document answers every status Oura gives.
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import * as Host from "@wearflow/core/host"
 import type { BackfillAnswer, Credentials, HistoryPage, NotificationItem, Provider } from "@wearflow/core/provider"
 import { ConfigProvider, Duration, Effect, Either, Layer, Redacted } from "effect"

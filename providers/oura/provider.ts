@@ -4,7 +4,7 @@
  * behalf (fetching a notified document, listing history) draws on Oura's rate limit, shared
  * by every process through the database (budget.ts).
  */
-import { HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { FetchError, type Provider } from "@wearflow/core/provider"
 import { Context, Effect, Layer } from "effect"
 import { makeAuth } from "./auth.ts"

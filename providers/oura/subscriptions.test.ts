@@ -2,7 +2,8 @@
  * The subscription daemon against the fake Oura: serialized across processes, renewals,
  * recreation of subscriptions Oura no longer knows, and pairs another callback URL holds.
  */
-import { FetchHttpClient, HttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { PgClient } from "@effect/sql-pg"
 import * as Host from "@wearflow/core/host"
 import { ConfigProvider, Effect, Layer, Redacted } from "effect"

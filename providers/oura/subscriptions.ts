@@ -17,7 +17,9 @@
  * failure either: the pair is taken by a subscription with another callback URL, which is
  * logged and left alone.
  */
-import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { SqlClient } from "@effect/sql"
 import { Data, Duration, Effect, Layer, Metric, Option, Redacted, Schedule, Schema } from "effect"
 import { apiUrlOf, clientOf, EVENT_TYPES, type EventType, OuraConfig } from "./config.ts"

@@ -5,7 +5,9 @@
  * fetched later by the ingest worker. Unknown data types are stored and ignored, never
  * refused: a refusal would only make Oura retry.
  */
-import { HttpApi, HttpApiBuilder, type HttpServerRequest } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, InvalidRequest, ServiceUnavailable, Unauthorized } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"

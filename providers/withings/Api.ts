@@ -5,7 +5,10 @@
  * answers 404 as if nothing were there. Notification bodies are read raw (not decoded by
  * HttpApi): they are bounded and checked by the plugin, whose messages never quote them.
  */
-import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
 import { CALLBACK_PATH } from "./config.ts"

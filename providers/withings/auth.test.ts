@@ -3,7 +3,8 @@
  * the authorize URL, the code flow with its `userid` and granted scopes, rotating refresh
  * tokens, status-in-200 failures mapped to reasons, and the signed revoke.
  */
-import { FetchHttpClient, HttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { describe, expect, it } from "@effect/vitest"
 import * as Host from "@wearflow/core/host"
 import { AuthError, type ConnectionTokens, type Credentials, type ProviderAuth } from "@wearflow/core/provider"

@@ -7,7 +7,7 @@
  * under the connection's row lock). Disconnecting is Withings' signed `revoke`, which also
  * drops the user's notification subscriptions.
  */
-import type { HttpClient } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
 import * as OAuth2 from "@wearflow/core/connections/oauth2"
 import { AuthError, type ConnectionTokens, type ProviderAuth } from "@wearflow/core/provider"
 import { Duration, Effect, Option, Schema } from "effect"

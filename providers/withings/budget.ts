@@ -6,7 +6,7 @@
  */
 import { RateLimiter } from "@effect/experimental/RateLimiter"
 import * as RateLimiterStore from "@wearflow/core/storage/rate-limiter-store"
-import { HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import { WithingsConfig } from "./config.ts"
 

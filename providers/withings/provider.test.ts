@@ -1,5 +1,5 @@
 /** The Withings Provider as provider.ts builds it: token calls draw on the shared request budget too. */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { ConfigProvider, Duration, Effect, Layer, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type RequestBudget, type Turn, WithingsBudget } from "./budget.ts"

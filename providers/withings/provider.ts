@@ -5,7 +5,7 @@
  * Every request made on a user's behalf draws on Withings' application-wide rate limit,
  * shared by every process through the database (budget.ts).
  */
-import { HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { FetchError, type Provider } from "@wearflow/core/provider"
 import { Context, Effect, Layer } from "effect"
 import { makeAuth } from "./auth.ts"

@@ -5,7 +5,8 @@
  * into a WithingsError whose `outcome` says what the caller should do. Messages name the
  * action and the status code only: Withings' free-text `error` may repeat anything.
  */
-import { type HttpClient, HttpClientRequest } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { Data, Duration, Effect, Redacted, Schema } from "effect"
 import { type RequestBudget } from "./budget.ts"
 import { apiUrlOf, type WithingsConfig } from "./config.ts"

@@ -2,7 +2,8 @@
  * Withings' request signing: the HMAC over the signed fields' values in field-name order, and
  * the getnonce → signed call sequence against the fake Withings.
  */
-import { FetchHttpClient, HttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, Redacted } from "effect"
 import * as Budget from "./budget.ts"

@@ -3,7 +3,8 @@
  * our callback URL with a HEAD (answered here by a loopback server): the applis the scopes
  * allow and no others, nothing twice, what vanished made again, ours at an old secret revoked.
  */
-import { FetchHttpClient, HttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import type { Credentials } from "@wearflow/core/provider"
 import { Cause, ConfigProvider, Effect, Exit, Option, Redacted } from "effect"
 import { createServer, type Server } from "node:http"

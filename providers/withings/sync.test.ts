@@ -1,6 +1,6 @@
 /** The Withings poll against the fake Withings over loopback: what each round stores and where the next one starts. */
 import type { Credentials, HistoryPage, PollAnswer } from "@wearflow/core/provider"
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import * as Host from "@wearflow/core/host"
 import { ConfigProvider, Duration, Effect, Layer } from "effect"
 import * as Budget from "./budget.ts"

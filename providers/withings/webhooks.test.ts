@@ -2,7 +2,9 @@
  * The callback's handlers on a web handler with an inbox double: what the real server's
  * tests cannot arrange (a failing inbox, an unset secret, a body streamed without length).
  */
-import { HttpApi, HttpApiBuilder, HttpServer } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { ApiId } from "@wearflow/core/http"
 import { Inbox, InboxUnavailable, type Notification } from "@wearflow/core/pipeline/inbox"
 import { ConfigProvider, Effect, Layer } from "effect"

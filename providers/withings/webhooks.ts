@@ -7,7 +7,10 @@
  * refused: a refusal would only make Withings retry. The URL holds the secret, so these
  * requests are left out of the server's request log and logged here without it.
  */
-import { HttpApi, HttpApiBuilder, HttpMiddleware, type HttpServerRequest } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import { constantTimeEquals } from "@wearflow/core/crypto"
 import { ApiId, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Inbox } from "@wearflow/core/pipeline/inbox"

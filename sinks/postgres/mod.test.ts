@@ -3,7 +3,7 @@
  * whose host is not declared is refused before any connection. (Writing through a declared
  * URL: test/pipeline.test.ts.)
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import * as Host from "@wearflow/core/host"

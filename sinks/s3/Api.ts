@@ -6,7 +6,9 @@
  * staged and it drops out of this view. Failure messages are not sent (they may describe a
  * row), only whether the last write failed.
  */
-import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { ApiKeyAuth, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
 

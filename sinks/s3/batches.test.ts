@@ -3,7 +3,7 @@
  * whose rows its schema refuses, two replicas sharing the work, and an upload that hangs
  * without holding back the other sinks.
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import * as Host from "@wearflow/core/host"

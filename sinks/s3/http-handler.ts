@@ -6,7 +6,8 @@
  * Bodies are whole byte arrays (the sink uploads buffers; multipart parts are buffers too)
  * and responses are read whole: S3's answers to puts, deletes and multipart steps are small.
  */
-import { HttpClient, HttpClientRequest } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { Effect, Runtime } from "effect"
 
 /** The part of a Smithy request the handler reads. */

@@ -1,5 +1,6 @@
 /** The handler of the ETL sink's read route (Api.ts): the team's staged events and batches, from Postgres. */
-import { HttpApi, HttpApiBuilder } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { SqlClient } from "@effect/sql"
 import { ApiId, CurrentTeam, unavailable, within } from "@wearflow/core/http"
 import { DatabaseWait } from "@wearflow/core/storage/database"

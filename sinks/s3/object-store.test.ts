@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import type { S3Location } from "@wearflow/core/storage/s3"
-import { HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import * as Host from "@wearflow/core/host"
 import * as OutboundHttp from "@wearflow/core/http-client"
 import { Effect, Layer, Option, Redacted } from "effect"

@@ -4,7 +4,10 @@
  * webhooks sink's own group, behind the app's API-key security; the app mounts it from the
  * plugin's `routes`.
  */
-import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { PageParams } from "@wearflow/core/paging"
 import { ApiKeyAuth, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"

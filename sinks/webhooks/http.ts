@@ -1,5 +1,7 @@
 /** Handlers of the webhook endpoints API: the sink's services, mapped to wire errors. */
-import { HttpApi, HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import { ApiId, CurrentTeam, Forbidden, InvalidRequest, NotFound, ServiceUnavailable, unavailable, within } from "@wearflow/core/http"
 import { decodeCursor, encodeCursor } from "@wearflow/core/paging"
 import { DatabaseWait } from "@wearflow/core/storage/database"

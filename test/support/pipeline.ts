@@ -2,7 +2,7 @@
  * The pipeline's services on a test database, as the server wires them: inbox → ingest
  * worker → store + outbox, with the Garmin provider loaded through the plugin host.
  */
-import { FetchHttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { Links } from "@wearflow/core/connections/links"
 import * as OnConnect from "@wearflow/core/backfill/on-connect"

@@ -5,7 +5,9 @@
  * `GET /v2/admin/alerts`, shows them, beside every team's.
  * Alerts name ids, kinds and times, never health values.
  */
-import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { AdminKeyAuth, ApiKeyAuth, Forbidden, InvalidRequest, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
 

@@ -3,7 +3,7 @@
  * (core/paging.ts, over the last alert's opening time and id); a cursor that does not decode is a 400
  * that does not quote it.
  */
-import { HttpApiBuilder } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { type Alert, Alerts } from "@wearflow/core/alerts"
 import { InvalidRequest, unavailable, within } from "@wearflow/core/http"
 import { decodeCursor, encodeCursor, isUuidText } from "@wearflow/core/paging"

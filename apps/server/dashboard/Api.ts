@@ -4,7 +4,9 @@
  * every team (a provider's notification may carry several teams' users), so its figures are
  * the pipeline's, the same `/health` shows without a key.
  */
-import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { ApiKeyAuth, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
 

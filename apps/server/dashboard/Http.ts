@@ -5,7 +5,9 @@
  * calls the JSON API with `x-api-key` — no cookie, so no request forgery to guard against — and
  * a strict Content-Security-Policy allows only its own script, style and API calls.
  */
-import { HttpApi, HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { ApiId, unavailable, within } from "@wearflow/core/http"
 import { IngestBacklog } from "@wearflow/core/pipeline/inbox"
 import { DatabaseWait } from "@wearflow/core/storage/database"

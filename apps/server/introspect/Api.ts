@@ -2,7 +2,9 @@
  * `GET /v2/introspect/resources`: per user, provider and resource, what arrived (Junction's
  * introspection shape), a page of users at a time.
  */
-import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { ApiKeyAuth, InvalidRequest, ServiceUnavailable } from "@wearflow/core/http"
 import { PageParams } from "@wearflow/core/paging"
 import { Schema } from "effect"

@@ -1,5 +1,5 @@
 /** Handlers of the introspection group. */
-import { HttpApiBuilder } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { CurrentTeam, InvalidRequest, unavailable, within } from "@wearflow/core/http"
 import { ResourceIntrospection } from "@wearflow/core/introspect"
 import { decodeCursor } from "@wearflow/core/paging"

@@ -3,7 +3,10 @@
  * key is answered 403. A key's secret is in the answer that creates it (or rotates to it) and
  * nowhere else; lists carry labels, scopes and times. Lists are paged by cursor.
  */
-import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { AdminKeyAuth, Conflict, InvalidRequest, NotFound, PrintableId, ServiceUnavailable } from "@wearflow/core/http"
 import { MAX_PAGE } from "@wearflow/core/tenancy/api-keys"
 import { Schema } from "effect"

@@ -2,7 +2,7 @@
  * Handlers of the admin API (teams/Api.ts). Each change is logged with the ids of the key and
  * team it touched and of the admin key that made it, never a secret.
  */
-import { HttpApiBuilder } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { Conflict, CurrentAdmin, InvalidRequest, NotFound, unavailable, within } from "@wearflow/core/http"
 import { type ApiKeyView, ApiKeys, type CreatedApiKey } from "@wearflow/core/tenancy/api-keys"
 import { DatabaseWait } from "@wearflow/core/storage/database"

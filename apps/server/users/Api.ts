@@ -2,7 +2,10 @@
  * A team's users over their lifetime: the list (paged), deletion and its undo. The user's own
  * shape (UserView) lives here too; Api.ts uses it for `GET /v2/user/{user_id}`.
  */
-import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
+import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { ApiKeyAuth, Conflict, InvalidRequest, NotFound, ServiceUnavailable } from "@wearflow/core/http"
 import { Schema } from "effect"
 

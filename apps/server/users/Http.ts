@@ -1,5 +1,6 @@
 /** Handlers of the users list, deletion and undo (users/Api.ts). */
-import { HttpApi, HttpApiBuilder } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import { interruptChain } from "@wearflow/core/backfill/backfills"
 import { Links } from "@wearflow/core/connections/links"
 import { UserDeletion } from "@wearflow/core/erasure/deletion"

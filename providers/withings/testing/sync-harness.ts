@@ -3,7 +3,8 @@
  * loopback (unmetered budget), pages recorded in memory, users seeded with recent data, and
  * what the committed pages normalize to.
  */
-import { FetchHttpClient, HttpClient } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { SqlClient } from "@effect/sql"
 import * as Host from "@wearflow/core/host"
 import { IngestWorker } from "@wearflow/core/pipeline/ingest"
