@@ -19,8 +19,9 @@ import { NetPermissionDenied } from "@wearflow/core/host"
 import { allowsHost, type Manifest, type Plugin } from "@wearflow/core/plugin"
 import { type EntrySink, type EventSink, type OutboxEntry, type OutboxEvent, type Sink, sinkErrorFromSql } from "@wearflow/core/sink"
 import { resourceOfDataEvent, resourceOfDeletedEvent } from "@wearflow/core/schema"
+import { retryWhileTransient } from "@wearflow/core/storage/errors"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
-import { type Column, ddlOf, quote, type Table, tables, UNKNOWN_RECORD } from "./tables.ts"
+import { type Column, ddlOf, isCurrent, quote, type Table, type TableInCatalog, tables, UNKNOWN_RECORD } from "./tables.ts"
 
 export interface PostgresSinkConfig {
   /** Another database to write to; by default the app's own. */
@@ -103,11 +104,28 @@ export const makeSending = (sql: SqlClient.SqlClient, schema: string) =>
       writer.write(batch, (events) => ({ _tag: "Sent", events }), (event) => event.recordId ?? (event.envelope.data as { id?: unknown } | null)?.id)
   }))
 
+/** The typed tables of `schema` as the catalog has them; reading it takes no table lock. */
+const catalogOf = (sql: SqlClient.SqlClient, schema: string) =>
+  sql<{ name: string; columns: Array<string>; primary_key: Array<string>; indexed_by_user: boolean }>`
+    select c.relname::text as name,
+      array(select a.attname::text from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns,
+      array(select a.attname::text from pg_constraint k join pg_attribute a on a.attrelid = k.conrelid and a.attnum = any (k.conkey)
+            where k.conrelid = c.oid and k.contype = 'p') as primary_key,
+      exists (select 1 from pg_index x join pg_class i on i.oid = x.indexrelid
+              where x.indrelid = c.oid and i.relname = c.relname || '_by_user') as indexed_by_user
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = ${schema} and c.relkind in ('r', 'p')`.pipe(
+    Effect.map((rows): ReadonlyArray<TableInCatalog> =>
+      rows.map((r) => ({ name: r.name, columns: r.columns, primaryKey: r.primary_key, indexedByUser: r.indexed_by_user })))
+  )
+
 const setUp = (sql: SqlClient.SqlClient, schema: string) =>
   Effect.gen(function* () {
     // Replicas starting together would race on the same DDL ("if not exists" does not
-    // serialize catalog inserts): one creates the tables while the others wait.
-    yield* sql.withTransaction(
+    // serialize catalog inserts): one creates the tables while the others wait. Tables already
+    // as they should be get no DDL at all: its locks would wait on (or deadlock with) another
+    // process's deliveries.
+    if (!isCurrent(tables, yield* catalogOf(sql, schema))) yield* sql.withTransaction(
       Effect.gen(function* () {
         yield* sql`select pg_advisory_xact_lock(hashtextextended(${`wearflow:sink-postgres:${schema}`}, 0))`
         yield* sql.unsafe(`create schema if not exists "${schema}"`)
@@ -115,7 +133,7 @@ const setUp = (sql: SqlClient.SqlClient, schema: string) =>
           for (const statement of ddlOf(schema, table)) yield* sql.unsafe(statement)
         }
       })
-    )
+    ).pipe(retryWhileTransient("1 minute")) // a deadlock with a running replica's deliveries (40P01) passes on a retry
     const byResource = new Map(tables.map((t) => [t.resource as string, t]))
     const statements = new Map(tables.map((t) => [t, upsertOf(schema, t)]))
 

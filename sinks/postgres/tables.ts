@@ -93,6 +93,29 @@ export const ddlOf = (schema: string, table: Table): ReadonlyArray<string> => {
   ]
 }
 
+/** What the catalog says one typed table has (`catalogOf` in mod.ts reads it). */
+export interface TableInCatalog {
+  readonly name: string
+  readonly columns: ReadonlyArray<string>
+  readonly primaryKey: ReadonlyArray<string>
+  readonly indexedByUser: boolean
+}
+
+/**
+ * Whether `ddlOf` would change anything: a table, column or index missing, or a sample table
+ * still on the old key. Checked before the DDL because `alter table` locks a table even when
+ * the column is there, and a replica starting beside one that writes must not wait on it.
+ */
+export const isCurrent = (schema: ReadonlyArray<Table>, catalog: ReadonlyArray<TableInCatalog>): boolean => {
+  const found = new Map(catalog.map((t) => [t.name, t]))
+  return schema.every((table) => {
+    const present = found.get(table.name)
+    return present !== undefined && present.indexedByUser &&
+      table.columns.every((c) => present.columns.includes(c.name)) &&
+      (table.kind !== "timeseries" || present.primaryKey.includes("record_id"))
+  })
+}
+
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`
 
 /**
