@@ -3,6 +3,7 @@
  * holds the Wearflow server's data dir), and how to stop it and remove the directory.
  */
 import { Effect, Redacted } from "effect"
+import { readFileSync } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -56,6 +57,15 @@ export const startBenchPostgres = async (prefix: string, settings: Readonly<Reco
     await admin.end()
     await Effect.runPromise(Effect.zipRight(database.stop, database.start))
   }
+  // A bench that fails leaves no Postgres behind: an immediate shutdown (SIGQUIT) of the postmaster at exit.
+  const pidFile = path.join(dir, "pg", "postmaster.pid")
+  process.once("exit", () => {
+    try {
+      process.kill(Number(readFileSync(pidFile, "utf8").split("\n")[0]), "SIGQUIT")
+    } catch {
+      // stopped already: no pid file
+    }
+  })
   return {
     dir,
     url: Redacted.value(database.url),

@@ -24,6 +24,12 @@ const startFlags = /^bun((?:\s+--[\w-]+)*)\s+apps\/server\/main\.ts$/.exec(start
 if (startFlags === null) throw new Error(`bench/server.ts does not understand package.json's start script: ${startScript}`)
 export const benchServerFlags = [...startFlags[1]!.trim().split(/\s+/).filter(Boolean), ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)]
 
+/** Servers still running: killed if the bench exits without stopping them (a failed step). */
+const running = new Set<ChildProcess>()
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL")
+})
+
 /** Starts the server with `env` over the bench's own. */
 export const startBenchServer = async (env: Record<string, string>): Promise<BenchServer> => {
   const port = 20_000 + Math.floor(Math.random() * 20_000)
@@ -32,7 +38,9 @@ export const startBenchServer = async (env: Record<string, string>): Promise<Ben
     env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Warn", ...env },
     stdio: ["ignore", "inherit", "inherit"]
   })
+  running.add(child)
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  void exited.then(() => running.delete(child))
   const url = `http://127.0.0.1:${port}`
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before it answered /health`)
