@@ -181,6 +181,17 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
           where records.content_hash <> excluded.content_hash and records.inbox_id <= excluded.inbox_id
         returning id, (xmax = 0) as inserted, created_at, updated_at`
 
+    /** What `insert into samples` takes: each sample with its batch's record, user, provider, resource and source type. */
+    const samplesInsert = ({ batch, sample }: ReturnType<typeof sampleColumns>) => sql`
+      (user_id, resource, provider, source_type, ts, value, unit, timezone_offset, fields, record_id)
+      select b.user_id, b.resource, b.provider, b.source_type, s.ts, s.value, s.unit, s.timezone_offset, s.fields::jsonb, b.record_id
+      from unnest(${arrayLiteral(sample.batch)}::int[], ${arrayLiteral(sample.ts)}::timestamptz[], ${arrayLiteral(sample.value)}::float8[],
+                  ${arrayLiteral(sample.unit)}::text[], ${arrayLiteral(sample.timezoneOffset)}::int[], ${arrayLiteral(sample.fields)}::text[])
+        as s(batch, ts, value, unit, timezone_offset, fields)
+      join unnest(${arrayLiteral(batch.recordId)}::uuid[], ${arrayLiteral(batch.userId)}::uuid[], ${arrayLiteral(batch.provider)}::text[],
+                  ${arrayLiteral(batch.resource)}::text[], ${arrayLiteral(batch.sourceType)}::text[])
+        with ordinality as b(record_id, user_id, provider, resource, source_type, batch) using (batch)`
+
     /**
      * The samples of written timeseries batches. A written batch replaces its record's samples:
      * a revised batch (a final sleep after a tentative one) drops those it no longer has. So the
@@ -192,19 +203,11 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
     const replaceSamples = (batches: ReadonlyArray<Prepared>, updated: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         if (batches.length === 0) return
-        const { batch, sample } = sampleColumns(batches)
+        const columns = sampleColumns(batches)
         // A record just inserted has no samples yet: whatever deletes a record deletes its samples.
         if (updated.length > 0) yield* sql`delete from samples where record_id = any(${arrayLiteral(updated)}::uuid[])`
-        if (sample.ts.length === 0) return
-        yield* sql`
-          insert into samples (user_id, resource, provider, source_type, ts, value, unit, timezone_offset, fields, record_id)
-          select b.user_id, b.resource, b.provider, b.source_type, s.ts, s.value, s.unit, s.timezone_offset, s.fields::jsonb, b.record_id
-          from unnest(${arrayLiteral(sample.batch)}::int[], ${arrayLiteral(sample.ts)}::timestamptz[], ${arrayLiteral(sample.value)}::float8[],
-                      ${arrayLiteral(sample.unit)}::text[], ${arrayLiteral(sample.timezoneOffset)}::int[], ${arrayLiteral(sample.fields)}::text[])
-            as s(batch, ts, value, unit, timezone_offset, fields)
-          join unnest(${arrayLiteral(batch.recordId)}::uuid[], ${arrayLiteral(batch.userId)}::uuid[], ${arrayLiteral(batch.provider)}::text[],
-                      ${arrayLiteral(batch.resource)}::text[], ${arrayLiteral(batch.sourceType)}::text[])
-            with ordinality as b(record_id, user_id, provider, resource, source_type, batch) using (batch)`
+        if (columns.sample.ts.length === 0) return
+        yield* sql`insert into samples ${samplesInsert(columns)}`
       })
 
     /** Each part's records ready to write, parts in their order and each part's records in theirs. */
@@ -238,7 +241,6 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
         const order = new Map(prepared.map((p, n) => [p, n]))
         const sorted = byId(prepared)
         const batches = sorted.filter((p) => p.record.kind === "timeseries")
-        const { batch, sample } = sampleColumns(batches)
         const rows = yield* sql<{ id: string; inserted: boolean }>`
           with input as (
             select * from rows from (
@@ -283,14 +285,7 @@ export class RecordStore extends Effect.Service<RecordStore>()("wearflow/RecordS
             delete from samples s using written w where s.record_id = w.id and not w.inserted
             returning 1
           ), sampled as (
-            insert into samples (user_id, resource, provider, source_type, ts, value, unit, timezone_offset, fields, record_id)
-            select b.user_id, b.resource, b.provider, b.source_type, s.ts, s.value, s.unit, s.timezone_offset, s.fields::jsonb, b.record_id
-            from unnest(${arrayLiteral(sample.batch)}::int[], ${arrayLiteral(sample.ts)}::timestamptz[], ${arrayLiteral(sample.value)}::float8[],
-                        ${arrayLiteral(sample.unit)}::text[], ${arrayLiteral(sample.timezoneOffset)}::int[], ${arrayLiteral(sample.fields)}::text[])
-              as s(batch, ts, value, unit, timezone_offset, fields)
-            join unnest(${arrayLiteral(batch.recordId)}::uuid[], ${arrayLiteral(batch.userId)}::uuid[], ${arrayLiteral(batch.provider)}::text[],
-                        ${arrayLiteral(batch.resource)}::text[], ${arrayLiteral(batch.sourceType)}::text[])
-              with ordinality as b(record_id, user_id, provider, resource, source_type, batch) using (batch)
+            insert into samples ${samplesInsert(sampleColumns(batches))}
             where b.record_id in (select id from written)
               -- The old samples go first: read here, cleared runs to its end before a sample is inserted.
               and (select count(*) from cleared) >= 0
