@@ -386,12 +386,13 @@ describe("durability", () => {
     }
   })
 
+  // Usually 11-17 s; once in nine runs it took over 60 s (cause not yet found): 150 s bounds a hang, it is not a time it should take.
   it("two server processes on one database: each step runs once", async () => {
     const h = await harness("backfill-two", { WEARFLOW_ENCRYPTION_KEY: randomBytes(32).toString("base64") }, 2)
     try {
       const second = wearflowApi(() => h.stack.servers[1]!.baseUrl, API_KEY)
       const users = await Promise.all(["two-a", "two-b", "two-c", "two-d"].map((name, i) => connected(h, name, { api: i % 2 === 0 ? h.api : second })))
-      const views = await Promise.all(users.map((u) => backfillFinished(h.api, u.userId, 60_000)))
+      const views = await Promise.all(users.map((u) => backfillFinished(h.api, u.userId, 120_000)))
       for (const view of views) expect(Object.values(view.historical_pulls).map((p) => p.status)).toEqual(["success", "success", "success"])
       for (const user of users) {
         expect(requestsOf(h.garmin, user.garminId).map((r) => r.type)).toEqual(["dailies", "sleeps", "activities", "activities"])
@@ -401,5 +402,5 @@ describe("durability", () => {
     } finally {
       await h.stack.close()
     }
-  })
+  }, 150_000)
 })
