@@ -139,17 +139,22 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       expect(batches).toEqual([[yield* eventIdAt(sql, 20)], [yield* eventIdAt(sql, 21)], [yield* eventIdAt(sql, 22), yield* eventIdAt(sql, 23)]])
     }))
 
-  it.scoped("a runner that could not read a rung event yet, held back by another sink's round, looks again when that round commits", () =>
+  /**
+   * Another sink's first round stays open until released, then `ends` (a failure is retried only
+   * after a back-off the test clock never reaches); an event appended while it is open is read
+   * by the recording runner once that round ends.
+   */
+  const heldBackUntilTheRoundEnds = (ends: "commits" | "fails", first: number) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      // Another sink whose first round stays open until released: its transaction holds back every read.
       const holding = yield* Deferred.make<void>()
       const released = yield* Deferred.make<void>()
       let armed = false
+      const ending = ends === "commits" ? Effect.void : Effect.fail(new SinkError({ message: "unavailable", retryable: true }))
       const holder = {
         id: `holder-${randomUUID().slice(0, 8)}`,
         health: Effect.void,
-        deliver: () => (armed ? Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(released)) : Effect.void)
+        deliver: () => (armed ? Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(released)).pipe(Effect.zipRight(ending)) : Effect.void)
       }
       const holderRunner = yield* SinkRunner.make(holder, { gather: 0 })
       // From the end of the outbox, like the recording runner.
@@ -159,18 +164,21 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
       yield* Effect.forkScoped(holderRunner.run)
       yield* until(Effect.map(OutboxWake.waiting, (n) => n >= 2))
 
-      yield* appendEvent(sql, envelope(30), null)
+      yield* appendEvent(sql, envelope(first), null)
       yield* Deferred.await(holding)
       yield* until(Effect.sync(() => sink.received.length === 1))
       // Appended while the holder's round is open: rung, but not readable until that round ends.
-      yield* appendEvent(sql, envelope(31), null)
+      yield* appendEvent(sql, envelope(first + 1), null)
       yield* atRest
-      expect(sink.received).toEqual([yield* eventIdAt(sql, 30)])
-      // The holder's round commits: the runner reads at once (its chase pauses never end on the test clock).
+      expect(sink.received).toEqual([yield* eventIdAt(sql, first)])
+      // The holder's round ends: the runner reads at once (its pauses never end on the test clock).
       yield* Deferred.succeed(released, undefined)
       yield* until(Effect.sync(() => sink.received.length === 2))
-      expect(sink.received).toEqual([yield* eventIdAt(sql, 30), yield* eventIdAt(sql, 31)])
-    }))
+      expect(sink.received).toEqual([yield* eventIdAt(sql, first), yield* eventIdAt(sql, first + 1)])
+    })
+
+  it.scoped("a runner that could not read a rung event yet, held back by another sink's round, looks again when that round commits", () =>
+    heldBackUntilTheRoundEnds("commits", 30))
 
   it.scoped("a committed ring that finds nothing past the cursor sends the runner back to its idle pause, not chasing", () =>
     Effect.gen(function* () {
@@ -196,39 +204,5 @@ layer(Services, { timeout: 60_000 })("sink runner wake", (it) => {
     }))
 
   it.scoped("a runner held back by another sink's round that fails looks again when that round rolls back", () =>
-    Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
-      // Another sink whose first round stays open until released, then fails (retried only after a back-off the test clock never reaches).
-      const holding = yield* Deferred.make<void>()
-      const released = yield* Deferred.make<void>()
-      let armed = false
-      const holder = {
-        id: `failing-${randomUUID().slice(0, 8)}`,
-        health: Effect.void,
-        deliver: () =>
-          armed
-            ? Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(released)).pipe(
-              Effect.zipRight(Effect.fail(new SinkError({ message: "unavailable", retryable: true })))
-            )
-            : Effect.void
-      }
-      const holderRunner = yield* SinkRunner.make(holder, { gather: 0 })
-      yield* holderRunner.once
-      armed = true
-      const sink = yield* recording(Infinity)
-      yield* Effect.forkScoped(holderRunner.run)
-      yield* until(Effect.map(OutboxWake.waiting, (n) => n >= 2))
-
-      yield* appendEvent(sql, envelope(40), null)
-      yield* Deferred.await(holding)
-      yield* until(Effect.sync(() => sink.received.length === 1))
-      // Appended while the holder's round is open: not readable until that round ends.
-      yield* appendEvent(sql, envelope(41), null)
-      yield* atRest
-      expect(sink.received).toEqual([yield* eventIdAt(sql, 40)])
-      // The holder's round fails and rolls back: the runner reads at once (its pauses never end on the test clock).
-      yield* Deferred.succeed(released, undefined)
-      yield* until(Effect.sync(() => sink.received.length === 2))
-      expect(sink.received).toEqual([yield* eventIdAt(sql, 40), yield* eventIdAt(sql, 41)])
-    }))
+    heldBackUntilTheRoundEnds("fails", 40))
 })
