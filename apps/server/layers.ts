@@ -4,7 +4,6 @@
  * routes. App.ts puts them together.
  */
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
-import * as HttpApiScalar from "@effect/platform/HttpApiScalar"
 import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import * as HttpServer from "@effect/platform/HttpServer"
 import { BunHttpServer } from "@effect/platform-bun"
@@ -43,6 +42,7 @@ import * as path from "node:path"
 import type { WearflowApi } from "./Api.ts"
 import { type AlertConfig, type BackfillConfig, receivesOnly, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
+import { DocsRoute } from "./docs-route.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { UserLifecycleLive } from "./users/Http.ts"
 import { AdminAlertsLive, AlertsLive } from "./alerts/Http.ts"
@@ -137,7 +137,7 @@ export const Http = (config: Config, api: typeof WearflowApi, traced: boolean) =
     Layer.provide(layerWithoutEchoedInput(api)),
     Layer.provide(layerRetryAfter),
     Layer.provide(Layer.mergeAll(MetricsRoute, HealthRoute({ ingestStallAfter: config.ingestStallAfter }), DashboardRoute)),
-    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    Layer.provide(DocsRoute),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(Api),
     HttpServer.withLogAddress,
