@@ -17,7 +17,7 @@
  * While events keep coming, rounds start at most one per gather pause, so they gather into batches.
  */
 import { SqlClient, SqlError, type Statement } from "@effect/sql"
-import { Clock, Duration, Effect, Layer, Metric, Schedule } from "effect"
+import { Clock, Data, Duration, Effect, Layer, Metric, Schedule } from "effect"
 import type { EventEnvelope } from "../schema.ts"
 import { type OutboxEntry, type OutboxEvent, type Sink, SinkError, Sinks } from "../sink.ts"
 import * as OutboxWake from "../outbox-wake.ts"
@@ -115,6 +115,9 @@ interface Taken {
 /** `full`: the batch stopped at a limit, so more events are likely waiting. */
 /** `held`: events past the cursor the round could not read yet, held back by an older transaction. */
 type Round = { readonly _tag: "Busy" } | { readonly _tag: "Delivered"; readonly count: number; readonly full: boolean; readonly held: boolean }
+
+/** The sink rejected a round's batch for good: the round rolls back, and the next delivers it event by event. */
+class BatchRejected extends Data.TaggedError("BatchRejected") {}
 
 /** A batch row with the size of the next events read (`takeEvents`; null for entries). */
 type SizedRow = OutboxRow & { readonly available: number | null }
@@ -285,7 +288,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
       })
 
     /** One round: lock the cursor, read and move it past what was read, deliver; all or nothing. */
-    const round = (onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
+    const round = <E>(onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, E>) =>
       Effect.suspend(() => {
         // Open from the take until the transaction ends, committed or not (`roundEnd`).
         let open: string | undefined
@@ -298,7 +301,7 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         }).pipe(sql.withTransaction, Effect.ensuring(Effect.suspend(() => (open === undefined ? Effect.void : roundEnded(open)))))
       })
 
-    const deliverTaken = ({ held, rows }: Taken, onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, SinkError | SqlError.SqlError>) =>
+    const deliverTaken = <E>({ held, rows }: Taken, onBatch: (batch: ReadonlyArray<OutboxRow>) => Effect.Effect<void, E>) =>
       Effect.gen(function* () {
         // Events the sink opted out of are passed over: the cursor moved past them.
         const wanted = historicalData ? rows : rows.filter((row) => !row.historical)
@@ -320,22 +323,26 @@ export const make = (sink: Sink, options: SinkRunnerOptions = {}) =>
         )
       )
 
-    /**
-     * Delivers a batch. If the sink rejects it for good, each event is retried alone so that
-     * only the events it really refuses are dead-lettered. Each attempt runs in a savepoint:
-     * a same-database sink's partial writes roll back with it.
-     */
     const deliverRows = (rows: ReadonlyArray<OutboxRow>) =>
-      sql.withTransaction(sink.reads === "entries" ? sink.deliver(rows.map(toEntry)) : sink.deliver(rows.map(toEvent)))
+      sink.reads === "entries" ? sink.deliver(rows.map(toEntry)) : sink.deliver(rows.map(toEvent))
 
+    /**
+     * Delivers a batch in the round's transaction itself, no savepoint (a round trip each round).
+     * If the sink rejects it for good, the round rolls back and the next round delivers its
+     * events one by one, each in a savepoint (a same-database sink's partial writes roll back
+     * with it), so that only the events the sink really refuses are dead-lettered.
+     */
     const deliverBatch = (rows: ReadonlyArray<OutboxRow>) =>
-      deliverRows(rows).pipe(
-        Effect.catchIf(permanently, () =>
-          Effect.forEach(rows, (row) => deliverRows([row]).pipe(Effect.catchIf(permanently, (error) => deadLetter(row, error))), { discard: true }))
-      )
+      deliverRows(rows).pipe(Effect.catchIf(permanently, () => Effect.fail(new BatchRejected())))
+
+    const deliverEach = (rows: ReadonlyArray<OutboxRow>) =>
+      Effect.forEach(rows, (row) => sql.withTransaction(deliverRows([row])).pipe(Effect.catchIf(permanently, (error) => deadLetter(row, error))), {
+        discard: true
+      })
 
     /** One delivery attempt; how many events were taken. */
     const once = round(deliverBatch).pipe(
+      Effect.catchTag("BatchRejected", () => round(deliverEach)),
       Effect.tap((r) =>
         r._tag === "Delivered" && r.count > 0
           ? Metric.incrementBy(metric(eventsDelivered), r.count).pipe(Effect.zipRight(sink.afterCommit ?? Effect.void))

@@ -1,9 +1,9 @@
 /**
  * Sending messages. The hot path has no workflow and no fiber per message in it: the fan-out
- * writes each new message already claimed (a lease, so one process sends it), and once the
- * sink runner's transaction commits they go straight to their endpoint's lane (concurrency,
- * rate limit, pooled connections); outcomes are recorded in batches, and a first attempt
- * that succeeds is recorded in the message row alone. Messages not claimed at fan-out (FIFO
+ * writes each new message already claimed (a lease, so one process sends it), and they go
+ * straight to their endpoint's lane (concurrency, rate limit, pooled connections) without
+ * waiting for the sink runner's commit; outcomes are recorded in batches once it has ended,
+ * and a first attempt that succeeds is recorded in the message row alone. Messages not claimed at fan-out (FIFO
  * endpoints, full lanes, resends, recovers, freed leases) are claimed in batches by the
  * dispatcher. Only a failed attempt starts a durable `WebhookRetry` workflow (retry.ts),
  * which owns the message from then on. A slow or dead endpoint fills its own lane and is left
@@ -89,17 +89,23 @@ type LaneResult =
 /** What the recorder records: an attempt, or a message that could not be sent. */
 type Recordable = Outcome | { readonly unsendable: Message }
 
+/** A fan-out's messages, sent before its round's transaction ended: their outcomes wait for that. */
+interface FanOutRound {
+  ended: boolean
+  readonly outcomes: Array<Recordable>
+}
+
 /** What a retry attempt found. */
 export type RetryOutcome = "delivered" | "failed" | "settled"
 
 export class Deliveries extends Context.Tag("wearflow/webhooks/Deliveries")<Deliveries, {
   /**
    * Writes one message per (event, matching endpoint) in the sink runner's transaction, in
-   * outbox order, most of them already claimed by this process; `sendFannedOut` sends those.
+   * outbox order, most of them already claimed by this process, and sends those at once.
    */
   readonly fanOut: (batch: ReadonlyArray<OutboxEntry>) => Effect.Effect<void, SqlError.SqlError>
-  /** After the runner's transaction committed: sends what its fan-out claimed. */
-  readonly sendFannedOut: Effect.Effect<void>
+  /** After the runner's transaction committed: the outcomes of what its fan-out sent are recorded. */
+  readonly roundsEnded: Effect.Effect<void>
   /** Claims due messages now (after a resend or a recover). */
   readonly wake: Effect.Effect<void>
   /** One retry attempt of a message owned by its retry workflow's `run`. */
@@ -546,8 +552,11 @@ export const layer = Layer.scoped(
 
     // ---- dispatching ----------------------------------------------------------------------
 
-    /** Queues a message claimed until `leaseEnds` in its lane; its outcome goes to the recorder. */
-    const dispatch = (message: Message, leaseEnds: number) => {
+    /**
+     * Queues a message claimed until `leaseEnds` in its lane; its outcome goes to the recorder,
+     * once the fan-out `round` that wrote it (if any) has ended.
+     */
+    const dispatch = (message: Message, leaseEnds: number, round?: FanOutRound) => {
       held++
       heldBytes += message.body.length
       enqueue(message.endpoint_id, {
@@ -563,7 +572,9 @@ export const layer = Layer.scoped(
             }
             return
           }
-          toRecord.push(sent._tag === "Attempted" ? { message, trigger: message.attempts === 0 ? "first" : "manual", result: sent.result } : { unsendable: message })
+          const outcome: Recordable = sent._tag === "Attempted" ? { message, trigger: message.attempts === 0 ? "first" : "manual", result: sent.result } : { unsendable: message }
+          if (round !== undefined && !round.ended) return void round.outcomes.push(outcome)
+          toRecord.push(outcome)
           recorderWake.unsafeOffer(undefined)
         }
       })
@@ -622,12 +633,8 @@ export const layer = Layer.scoped(
     )
 
     // ---- fan-out --------------------------------------------------------------------------
-    /**
-     * Messages the fan-out claimed, per runner transaction (its id): sent once that one has
-     * committed. The runner calls `sendFannedOut` only after a commit, so entries of any other
-     * transaction were rolled back (or their commit was lost: those are released to the dispatcher).
-     */
-    let fannedOut: Array<{ readonly xact: string; readonly leaseEnds: number; readonly messages: ReadonlyArray<Message> }> = []
+    /** Fan-outs whose round's transaction has not ended yet (`roundsEnded`). */
+    let openFanOuts: Array<FanOutRound> = []
 
     const fanOut = (batch: ReadonlyArray<OutboxEntry>) =>
       Effect.gen(function* () {
@@ -644,7 +651,7 @@ export const layer = Layer.scoped(
         // event however many endpoints, in outbox order up to ROUND_BYTES (the first whatever its
         // size), and the endpoints' versions: the fan-out is one round trip.
         const rows = yield* sql<{
-          id: string | null; endpoint_id: string | null; team_id: string; event_id: string | null; status: string; xact: string; version: string | null; body: string | null
+          id: string | null; endpoint_id: string | null; team_id: string; event_id: string | null; status: string; version: string | null; body: string | null
         }>`
           with endpoints as (
             select id, team_id, fifo, filter_types, updated_at from webhook_endpoints
@@ -680,16 +687,15 @@ export const layer = Layer.scoped(
           )
           -- Three kinds of rows, none joined to another (a join of thousands of messages to their
           -- bodies was planned as a nested loop): messages, bodies, the endpoints' versions.
-          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, null::text as body, null::text as version, i.seq,
-                 pg_current_xact_id()::text as xact
+          select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, null::text as body, null::text as version, i.seq
           from inserted i
           union all
-          select null, null, null, b.event_id, null, b.body, null, null, null from bodies b
+          select null, null, null, b.event_id, null, b.body, null, null from bodies b
           union all
-          select null, w.id, null, null, null, null, w.updated_at::text, null, null from endpoints w
+          select null, w.id, null, null, null, null, w.updated_at::text, null from endpoints w
           order by seq nulls first`
         const bodies = new Map<string, string>()
-        const inserted: Array<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string; xact: string }> = []
+        const inserted: Array<{ id: string; endpoint_id: string; team_id: string; event_id: string; status: string }> = []
         for (const row of rows) {
           if (row.id !== null) inserted.push(row as typeof inserted[number])
           else if (row.body !== null) bodies.set(row.event_id!, row.body)
@@ -713,31 +719,29 @@ export const layer = Layer.scoped(
           yield* sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null where id = any(${unread}::text[])`
           waiting = true
         }
-        fannedOut.push({ xact: inserted[0]!.xact, leaseEnds, messages })
         if (waiting) unclaimedWait()
+        // Sent now, before the round commits (its commit is a round trip, on a busy process
+        // often more): a message is already at-least-once. If the round rolls back, the events
+        // are fanned out again, and the same messages (same ids) sent again.
+        const round: FanOutRound = { ended: false, outcomes: [] }
+        openFanOuts.push(round)
+        for (const message of messages) dispatch(message, leaseEnds, round)
       })
 
-    const sendFannedOut = Effect.suspend(() => {
-      if (fannedOut.length === 0) return Effect.void
-      const entries = fannedOut
-      fannedOut = []
-      const committed = entries[entries.length - 1]!.xact
-      const sent = new Set<string>()
-      for (const entry of entries) {
-        if (entry.xact !== committed) continue
-        for (const message of entry.messages) {
-          sent.add(message.id)
-          dispatch(message, entry.leaseEnds)
-        }
+    /**
+     * The runner's round ended (after its commit): the outcomes its fan-outs' messages had are
+     * recorded now and later ones at once. Those of an earlier round that rolled back too: its
+     * rows are gone (an update finds none), or, if its commit only looked lost, are there to record.
+     */
+    const roundsEnded = Effect.sync(() => {
+      if (openFanOuts.length === 0) return
+      for (const round of openFanOuts) {
+        round.ended = true
+        for (const outcome of round.outcomes) toRecord.push(outcome)
+        round.outcomes.length = 0
       }
-      const stale = entries.filter((e) => e.xact !== committed).flatMap((e) => e.messages.map((m) => m.id)).filter((id) => !sent.has(id))
-      if (stale.length === 0) return Effect.void
-      return sql`update webhook_messages set status = 'pending', lease_until = '-infinity', leased_by = null
-                 where id = any(${stale}::text[]) and status = 'sending' and leased_by = ${instance}`.pipe(
-        Effect.zipRight(Effect.sync(unclaimedWait)),
-        Effect.catchAllCause((cause) => Effect.logError("could not release webhook messages of a rolled-back fan-out; their lease will", cause)),
-        Effect.asVoid
-      )
+      openFanOuts = []
+      if (toRecord.length > 0) recorderWake.unsafeOffer(undefined)
     })
 
     // A restarted process frees the messages it held when it stopped; others' after their lease.
@@ -801,7 +805,7 @@ export const layer = Layer.scoped(
 
     return {
       fanOut,
-      sendFannedOut,
+      roundsEnded,
       wake: Effect.sync(unclaimedWait),
       retry,
       exhaust,

@@ -2,7 +2,8 @@
  * The webhooks sink: every outbox event becomes one message per endpoint of its team whose
  * filter it passes, signed Svix-style (`svix-*` or `webhook-*` headers) and retried on
  * Svix's schedule. Messages are recorded in the sink runner's transaction (so each event
- * fans out exactly once), already claimed, and sent right after it commits (deliveries.ts).
+ * fans out once), already claimed, and sent at once; their outcomes are recorded after it
+ * commits (deliveries.ts).
  *
  * Permissions: endpoints are customers' own URLs, configured at run time, so the sink cannot
  * name its hosts up front (`net` is empty). It declares `internet` instead, and the host
@@ -49,7 +50,7 @@ const sinkLayer = Layer.effect(
       // One message per (event, matching endpoint), in outbox order (deliveries.ts).
       deliver: (batch) => deliveries.fanOut(batch).pipe(Effect.mapError(classify)),
       health: sql`select 1 from webhook_endpoints limit 1`.pipe(Effect.asVoid, Effect.mapError(classify)),
-      afterCommit: deliveries.sendFannedOut,
+      afterCommit: deliveries.roundsEnded,
       // A deleted user's messages and their attempts (the log's rows go with their message).
       eraseUser: (userId) =>
         sql`with gone as (delete from webhook_messages where user_id = ${userId} returning id)

@@ -10,6 +10,12 @@ import { StringDecoder } from "node:string_decoder"
 // The file path, not the bare name: Bun answers a bare "undici" import with its own stand-in.
 import { Pool } from "undici/index.js"
 
+/** An attempt in flight: when it times out, and how. */
+interface InFlight {
+  readonly deadline: number
+  readonly timeOut: () => void
+}
+
 export interface AttemptResult {
   readonly ok: boolean
   readonly attemptedAt: Date
@@ -62,51 +68,96 @@ export const make = (guard: Guard, options: SenderOptions) =>
       return pool
     }
 
-    /** POSTs `body`; never fails: the outcome is in the result. */
-    const attempt = (endpointId: string, url: URL, headers: Record<string, string>, body: string): Promise<AttemptResult> => {
-      const attemptedAt = new Date()
-      const started = performance.now()
-      const done = (fields: Omit<AttemptResult, "attemptedAt" | "latencyMs">): AttemptResult => ({
-        ...fields,
-        attemptedAt,
-        latencyMs: Math.round(performance.now() - started)
-      })
-      // The attempt's one deadline, cleared as soon as it ends: AbortSignal.timeout's timer and
-      // signal would each live out the whole timeout (15 s of them, thousands a second, held).
-      const deadline = new AbortController()
-      const timer = setTimeout(() => deadline.abort(new DOMException("the attempt timed out", "TimeoutError")), options.timeoutMs)
-      timer.unref?.()
-      return poolFor(endpointId, url)
-        .request({
-          method: "POST",
-          path: url.pathname + url.search,
-          headers: { ...headers, "content-type": "application/json", "user-agent": "Wearflow-Webhooks/1" },
-          body,
-          signal: deadline.signal
-        })
-        .then(async (response) => {
-          let excerpt = ""
-          if (response.statusCode === 204 || response.headers["content-length"] === "0") {
-            // Nothing to read (most receivers): skip the stream's iterator.
-            await response.body.dump()
-          } else {
-            // Decoded as a stream, so a character split across chunks or by the cut stays whole or is left out.
-            const decoder = new StringDecoder("utf8")
-            let size = 0
-            for await (const chunk of response.body) {
-              if (size < EXCERPT_BYTES) excerpt += decoder.write(Buffer.from(chunk).subarray(0, EXCERPT_BYTES - size))
-              size += chunk.length
-              if (size > DRAIN_BYTES) break
-            }
-          }
-          const status = response.statusCode
+    /**
+     * Attempts in flight, each with its deadline: one sweep a tick aborts those past theirs,
+     * rather than a timer and an AbortController per attempt (thousands a second). A deadline
+     * may overrun by up to one tick (a tenth of the timeout, at most a second).
+     */
+    const inFlight = new Set<InFlight>()
+    const tick = Math.max(10, Math.min(1000, options.timeoutMs / 10))
+    const sweep = setInterval(() => {
+      const now = performance.now()
+      for (const attempt of inFlight) if (now >= attempt.deadline) attempt.timeOut()
+    }, tick)
+    sweep.unref?.()
+    yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(sweep)))
+
+    /**
+     * POSTs `body`; never fails: the outcome is in the result. Dispatched with a handler of its
+     * own (no response stream, no abort signal): the status and the start of the body are all
+     * an attempt keeps.
+     */
+    const attempt = (endpointId: string, url: URL, headers: Record<string, string>, body: string): Promise<AttemptResult> =>
+      new Promise((resolve) => {
+        const attemptedAt = new Date()
+        const started = performance.now()
+        let status = 0
+        let size = 0
+        let excerpt = ""
+        let decoder: StringDecoder | undefined
+        let abort: ((reason: Error) => void) | undefined
+        let timedOut: Error | undefined
+        let settled = false
+        const settle = (fields: Omit<AttemptResult, "attemptedAt" | "latencyMs">) => {
+          if (settled) return
+          settled = true
+          inFlight.delete(flight)
+          resolve({ ...fields, attemptedAt, latencyMs: Math.round(performance.now() - started) })
+        }
+        const answered = () => {
           const ok = status >= 200 && status < 300
           const error = ok ? null : status >= 300 && status < 400 ? `redirect (${status}) not followed` : `HTTP ${status}`
-          return done({ ok, status, excerpt: excerpt.length > 0 ? excerpt : null, error })
-        })
-        .catch((error: unknown) => done({ ok: false, status: null, excerpt: null, error: describe(error) }))
-        .finally(() => clearTimeout(timer))
-    }
+          settle({ ok, status, excerpt: excerpt.length > 0 ? excerpt : null, error })
+        }
+        const flight: InFlight = {
+          deadline: started + options.timeoutMs,
+          timeOut: () => {
+            inFlight.delete(flight)
+            timedOut = new DOMException("the attempt timed out", "TimeoutError")
+            // Not yet on a connection: aborted as soon as it gets one.
+            abort?.(timedOut)
+          }
+        }
+        inFlight.add(flight)
+        try {
+          poolFor(endpointId, url).dispatch(
+            {
+              method: "POST",
+              path: url.pathname + url.search,
+              headers: { ...headers, "content-type": "application/json", "user-agent": "Wearflow-Webhooks/1" },
+              body
+            },
+            {
+              onConnect: (abortRequest: (reason: Error) => void) => {
+                abort = abortRequest
+                if (timedOut) abortRequest(timedOut)
+              },
+              onHeaders: (statusCode: number) => {
+                status = statusCode
+                return true
+              },
+              onData: (chunk: Buffer) => {
+                if (size < EXCERPT_BYTES) {
+                  // Decoded as a stream, so a character split across chunks or by the cut stays whole or is left out.
+                  decoder ??= new StringDecoder("utf8")
+                  excerpt += decoder.write(chunk.subarray(0, EXCERPT_BYTES - size))
+                }
+                size += chunk.length
+                if (size > DRAIN_BYTES) {
+                  // Enough read: the outcome is known, the connection is dropped rather than drained.
+                  answered()
+                  abort?.(new Error("response body not drained"))
+                }
+                return true
+              },
+              onComplete: answered,
+              onError: (error: Error) => settle({ ok: false, status: null, excerpt: null, error: describe(error) })
+            }
+          )
+        } catch (error) {
+          settle({ ok: false, status: null, excerpt: null, error: describe(error) })
+        }
+      })
 
     /** Drops an endpoint's connections (deleted or moved). */
     const forget = (endpointId: string) => {
