@@ -8,8 +8,8 @@ import { Accounts } from "@wearflow/core/tenancy/accounts"
 import { Links } from "@wearflow/core/connections/links"
 import { Connections } from "@wearflow/core/connections/connections"
 import { makeTokenCipher } from "@wearflow/core/crypto"
-import { Inbox, IngestQueue, ingestJobId } from "@wearflow/core/pipeline/inbox"
-import { IngestWorker } from "@wearflow/core/pipeline/ingest"
+import { bodyOf, Inbox, IngestQueue, ingestJobId } from "@wearflow/core/pipeline/inbox"
+import { IngestWorker, make as makeIngestWorker, PartGarbage } from "@wearflow/core/pipeline/ingest"
 import * as SinkRunner from "@wearflow/core/pipeline/sink-runner"
 import { DataQuery, parseDateRange } from "@wearflow/core/query"
 import { type OutboxEvent, SinkError } from "@wearflow/core/sink"
@@ -164,6 +164,27 @@ layer(Services, { timeout: 60_000 })("pipeline", (it) => {
       const activity = yield* (yield* DataQuery).summaries(user.user_id, "activity", range)
       expect(activity.map((a) => a.steps)).toEqual([4210, 3305])
     }))
+
+  it.effect("the worker tells PartGarbage the characters of the large bodies' parts it processed, and nothing of whole bodies", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const inbox = yield* Inbox
+      yield* linkedUser("part-garbage", "garmin-part-garbage")
+      const told: Array<number> = []
+      const worker = yield* makeIngestWorker().pipe(Effect.provideService(PartGarbage, { processed: (characters) => Effect.sync(() => void told.push(characters)) }))
+      const daily = JSON.parse(fixture("dailies")).dailies[0]
+      const records = Array.from({ length: 60 }, (_, i) => ({ ...daily, userId: "garmin-part-garbage", summaryId: `part-garbage-${i}`, filler: "x".repeat(2000) }))
+      const bodyId = yield* inbox.commit({ provider: "garmin", kind: "push", ...bodyOf("dailies", records) })
+      const parts = yield* sql<{ id: string; characters: number }>`select id, length(body) as characters from inbox where part_of = ${bodyId} order by part_index`
+      expect(parts.length).toBeGreaterThan(1)
+      const exits = yield* worker.processBatch(parts.map((part) => ({ inboxId: Number(part.id) })))
+      expect(exits.every((exit) => exit._tag === "Success")).toBe(true)
+      expect(told).toEqual([parts.reduce((sum, part) => sum + part.characters, 0)])
+
+      const whole = yield* inbox.commit({ provider: "garmin", kind: "push", body: fixture("dailies").replaceAll(GARMIN_USER, "garmin-part-garbage"), itemCount: 0 })
+      yield* worker.process({ inboxId: whole })
+      expect(told).toHaveLength(1)
+    }).pipe(Effect.scoped))
 
   it.effect("the inbox's one-statement commit writes the very job IngestQueue.offer would", () =>
     Effect.gen(function* () {

@@ -43,6 +43,7 @@ import type { WearflowApi } from "./Api.ts"
 import { type AlertConfig, type BackfillConfig, receivesOnly, type RunnerConfig, runnerAddress, type ServerConfig, type SyncConfig } from "./config.ts"
 import { DashboardLive, DashboardRoute } from "./dashboard/Http.ts"
 import { DocsRoute } from "./docs-route.ts"
+import { layerPartGarbage } from "./large-body-garbage.ts"
 import { BackfillLive, DataLive, LinkLive, UsersLive } from "./handlers.ts"
 import { UserLifecycleLive } from "./users/Http.ts"
 import { AdminAlertsLive, AlertsLive } from "./alerts/Http.ts"
@@ -96,7 +97,8 @@ export const Workers = (config: Config) => {
   return Layer.mergeAll(
     layerTakers(config.ingestConcurrency).pipe(
       Layer.provide(IngestWorker.layer({ pullBackoff: config.pullBackoff })),
-      Layer.provide(files)
+      Layer.provide(files),
+      Layer.provide(layerPartGarbage)
     ),
     Connections.layerRefresher(config.tokenRefresh),
     Retention.layer(config.retention),

@@ -2,12 +2,14 @@
  * The plugins' raw webhook routes (`RawRoute`), as Bun.serve `routes`: Bun matches them before
  * the fetch handler the HttpApi app is served through, so a provider's hottest POSTs skip the
  * router, the middleware and the request's own fiber setup. Each runs on the runtime captured
- * when the server starts (its logger included).
+ * when the server starts (its logger included). A large body's answer is followed by a full
+ * collection (large-body-garbage.ts).
  */
 import * as Headers from "@effect/platform/Headers"
 import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import type { RawRoute } from "@wearflow/core/http"
 import { Cause, Effect, Option, Runtime } from "effect"
+import { COLLECT_AFTER_BYTES, collectAfterAnswer } from "./large-body-garbage.ts"
 
 type BunRoutes = Record<string, { readonly POST: (request: Request) => Promise<Response> }>
 
@@ -34,13 +36,20 @@ const serverSpan = (route: RawRoute, request: Request) => (effect: Effect.Effect
   )
 }
 
+const isLarge = (request: Request) => Number(request.headers.get("content-length")) >= COLLECT_AFTER_BYTES
+
 export const bunRoutes = (routes: ReadonlyArray<RawRoute>, runtime: Runtime.Runtime<never>, traced = false): BunRoutes => {
   const run = Runtime.runPromise(runtime)
   const table: BunRoutes = {}
   for (const route of routes) {
-    const handle = traced
+    const answer = traced
       ? (request: Request) => run(orServerError(route.handle(request).pipe(serverSpan(route, request))))
       : (request: Request) => run(orServerError(route.handle(request)))
+    const handle = (request: Request) => {
+      const answered = answer(request)
+      if (isLarge(request)) void answered.then(collectAfterAnswer, collectAfterAnswer)
+      return answered
+    }
     table[route.path] = { [route.method]: handle } as BunRoutes[string]
   }
   return table
