@@ -11,12 +11,16 @@
 import { PartGarbage } from "@wearflow/core/pipeline/ingest"
 import { Effect, Layer } from "effect"
 
-/** A full collection, synchronous; answers its pause in ms. None outside Bun. */
+/** The most of the time these collections may pause the event loop: after a pause p, none for p / SHARE. */
+const SHARE = 0.05
+let notBefore = 0
+
+/** A full collection, synchronous, unless the last one was too recent (SHARE). None outside Bun. */
 const collect = () => {
-  if (typeof Bun === "undefined") return 0
   const started = performance.now()
+  if (typeof Bun === "undefined" || started < notBefore) return
   Bun.gc(true)
-  return performance.now() - started
+  notBefore = started + (performance.now() - started) * (1 + 1 / SHARE)
 }
 
 /** A request body of at least this many bytes is followed by a collection once answered (`collectAfterAnswer`). */
@@ -29,21 +33,17 @@ export const collectAfterAnswer = () => {
 
 /** A collection after this many characters of parts processed: ~50 MB of their garbage (~3 MB per 64 KB part measured). */
 const PART_CHARACTERS_PER_COLLECTION = 1024 * 1024
-/** The most of the time these collections may pause the event loop: after a pause p, none for p / SHARE. */
-const SHARE = 0.05
 
 /** The ingest worker's parts' garbage collected as it goes (PartGarbage). */
 export const layerPartGarbage = Layer.sync(PartGarbage, () => {
   let since = 0
-  let notBefore = 0
   return {
     processed: (characters: number) =>
       Effect.sync(() => {
         since += characters
-        const now = performance.now()
-        if (since < PART_CHARACTERS_PER_COLLECTION || now < notBefore) return
+        if (since < PART_CHARACTERS_PER_COLLECTION || performance.now() < notBefore) return
         since = 0
-        notBefore = now + collect() / SHARE
+        collect()
       })
   }
 })
