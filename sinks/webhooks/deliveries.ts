@@ -513,6 +513,22 @@ export const layer = Layer.scoped(
                    where id = any(${messages.map((m) => m.id)}::text[]) and status = 'sending'`
       }).pipe(Effect.provide(engine))
 
+    /**
+     * Outcomes split into runs in which no message comes twice, in their order: a message sent
+     * again after its fan-out's round rolled back can have two outcomes in one batch, and an
+     * update joins each row to one of its outcomes only (the other send would go unrecorded).
+     */
+    const withoutRepeats = (outcomes: ReadonlyArray<Outcome>) => {
+      const runs: Array<Array<Outcome>> = []
+      const seen = new Map<string, number>()
+      for (const outcome of outcomes) {
+        const run = seen.get(outcome.message.id) ?? 0
+        seen.set(outcome.message.id, run + 1)
+        ;(runs[run] ??= []).push(outcome)
+      }
+      return runs
+    }
+
     /** Outcomes of dispatched messages, waiting for the recorder; `recorderWake` says there are some. */
     const toRecord: Array<Recordable> = []
     const recorderWake = yield* Queue.sliding<void>(1)
@@ -524,9 +540,10 @@ export const layer = Layer.scoped(
         const unsendable: Array<string> = []
         for (const item of batch) "unsendable" in item ? unsendable.push(item.unsendable.id) : attempted.push(item)
         const failed = attempted.filter((o) => !o.result.ok).map((o) => o.message)
+        const runs = withoutRepeats(attempted)
         // Successes of healthy endpoints are one statement, atomic alone: no transaction's round trips.
-        const oneStatement = unsendable.length === 0 && failed.length === 0 && !attempted.some((o) => mayBeFailing.has(o.message.endpoint_id))
-        const recording = Effect.zipRight(record(attempted), settleUnsendable(unsendable))
+        const oneStatement = runs.length <= 1 && unsendable.length === 0 && failed.length === 0 && !attempted.some((o) => mayBeFailing.has(o.message.endpoint_id))
+        const recording = Effect.zipRight(Effect.forEach(runs, record, { discard: true }), settleUnsendable(unsendable))
         yield* oneStatement ? recording : sql.withTransaction(recording)
         if (failed.length > 0) yield* startRetries(failed)
       })
