@@ -94,6 +94,15 @@ const eventsOf = (team: string, count: number) =>
     }))
   })
 
+/** A runner's round that fans `events` out and commits, then tells the sink it ended. */
+const committedRound = (events: ReadonlyArray<OutboxEntry>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const deliveries = yield* Deliveries
+    yield* sql.withTransaction(deliveries.fanOut(events))
+    yield* deliveries.roundsEnded
+  })
+
 const messagesOf = (events: ReadonlyArray<OutboxEntry>) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     sql<{ id: string; status: string; attempts: number }>`
@@ -135,14 +144,7 @@ describe("webhooks fan-out", () => {
       expect(await runtime.runPromise(messagesOf(events))).toEqual([])
 
       // The runner's next round fans the same events out again and commits.
-      await runtime.runPromise(
-        Effect.gen(function* () {
-          const sql = yield* SqlClient.SqlClient
-          const deliveries = yield* Deliveries
-          yield* sql.withTransaction(deliveries.fanOut(events))
-          yield* deliveries.roundsEnded
-        })
-      )
+      await runtime.runPromise(committedRound(events))
       // Both sends of each message recorded: the rolled-back round's (held until this round ended) and this round's.
       const messages = await eventually(async () => {
         const delivered = allDelivered(3)(await runtime.runPromise(messagesOf(events)))
@@ -165,14 +167,7 @@ describe("webhooks fan-out", () => {
       events = await first.runPromise(eventsOf("fan-out-stopped", 3))
       // One request at a time per endpoint: while the first is held, the other two wait in the lane.
       receiver.answers = ["hold"]
-      await first.runPromise(
-        Effect.gen(function* () {
-          const sql = yield* SqlClient.SqlClient
-          const deliveries = yield* Deliveries
-          yield* sql.withTransaction(deliveries.fanOut(events))
-          yield* deliveries.roundsEnded
-        })
-      )
+      await first.runPromise(committedRound(events))
       await eventually(async () => (receiver.held() === 1 ? true : undefined))
     } finally {
       await first.dispose()
