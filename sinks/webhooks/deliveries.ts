@@ -3,9 +3,9 @@
  * writes each new message already claimed (a lease, so one process sends it), and they go
  * straight to their endpoint's lane (concurrency, rate limit, pooled connections) without
  * waiting for the sink runner's commit; outcomes are recorded in batches once it has ended,
- * and a first attempt that succeeds is recorded in the message row alone. Messages not claimed at fan-out (FIFO
- * endpoints, full lanes, resends, recovers, freed leases) are claimed in batches by the
- * dispatcher. Only a failed attempt starts a durable `WebhookRetry` workflow (retry.ts),
+ * and a first attempt that succeeds is recorded in the message row alone. Messages not claimed
+ * at fan-out (FIFO endpoints, full lanes, resends, recovers, freed leases) are claimed in
+ * batches by the dispatcher. Only a failed attempt starts a durable `WebhookRetry` workflow (retry.ts),
  * which owns the message from then on. A slow or dead endpoint fills its own lane and is left
  * out of claims until its lane drains, so it never holds back the others.
  */

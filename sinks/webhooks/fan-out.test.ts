@@ -25,6 +25,7 @@ import { randomBytes } from "node:crypto"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Webhook } from "svix"
+import { eventually } from "../../test/support/server.ts"
 import { type Receiver, startReceiver } from "../../test/support/webhook-receiver.ts"
 import { Deliveries, plugin, WebhookEndpoints } from "./mod.ts"
 
@@ -63,14 +64,6 @@ const startProcess = (): ManagedRuntime.ManagedRuntime<any, any> => {
   return ManagedRuntime.make(
     Registry.layer([plugin], ConfigProvider.fromMap(new Map(Object.entries(env)))).pipe(Layer.provide(ApiKeyAuth.layer), Layer.provideMerge(Base))
   )
-}
-
-const eventually = async <A>(probe: () => Promise<A | undefined>): Promise<A> => {
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
 }
 
 /** A team with an endpoint at the receiver, and `count` new events of one of its users, as the runner hands them over. */
