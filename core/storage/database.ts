@@ -3,10 +3,13 @@
  * embedded server under the data dir. Numbered migrations run at start-up.
  */
 import { Migrator, SqlClient } from "@effect/sql"
+import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
 import * as path from "node:path"
+import pg from "pg"
 import * as EmbeddedPostgres from "./embedded-postgres.ts"
+import * as PreparedStatements from "./prepared-statements.ts"
 import foundation from "./migrations/0001_foundation.ts"
 import pullsIdentityConnect from "./migrations/0002_pulls_identity_connect.ts"
 import connectFlowsRevisions from "./migrations/0003_connect_flows_revisions.ts"
@@ -84,11 +87,29 @@ export const withMigrationLock = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 export const migrate = withMigrationLock(Migrator.make({})({ loader: migrations }))
 
 const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
-  PgClient.layer({
-    url,
-    maxConnections,
-    // Also bounds the wait for a pooled connection: a full pool in front of a frozen database would otherwise queue for ever.
-    connectTimeout: Duration.seconds(5),
+  PgClient.layerFromPool({
+    acquire: Effect.acquireRelease(
+      Effect.gen(function* () {
+        const pool = new pg.Pool({
+          connectionString: Redacted.value(url),
+          max: maxConnections,
+          // Also bounds the wait for a pooled connection: a full pool in front of a frozen database would otherwise queue for ever.
+          connectionTimeoutMillis: 5_000,
+          application_name: "wearflow",
+          Client: PreparedStatements.clientClass(PreparedStatements.namer())
+        })
+        pool.on("error", () => undefined) // an idle connection's error: the pool drops it
+        yield* Effect.tryPromise({
+          try: () => pool.query("select 1"),
+          catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+        }).pipe(
+          Effect.timeoutFail({ duration: Duration.seconds(5), onTimeout: () => new SqlError({ cause: new Error("Connection timed out"), message: "PgClient: Connection timed out" }) }),
+          Effect.tapError(() => Effect.promise(() => pool.end()))
+        )
+        return pool
+      }),
+      (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
+    ),
     applicationName: "wearflow"
   })
 
