@@ -55,6 +55,8 @@ export interface DatabaseOptions {
   readonly url: Option.Option<Redacted.Redacted<string>>
   readonly dataDir: string
   readonly maxConnections?: number
+  /** Statements run again and again prepared on each connection (default true; prepared-statements.ts). */
+  readonly preparedStatements?: boolean
   /** How long a request may wait for the database before it is answered 503 (see DatabaseWait). */
   readonly wait?: Duration.DurationInput
 }
@@ -86,7 +88,7 @@ export const withMigrationLock = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 
 export const migrate = withMigrationLock(Migrator.make({})({ loader: migrations }))
 
-const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
+const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number, preparedStatements: boolean) =>
   PgClient.layerFromPool({
     acquire: Effect.acquireRelease(
       Effect.gen(function* () {
@@ -96,7 +98,7 @@ const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
           // Also bounds the wait for a pooled connection: a full pool in front of a frozen database would otherwise queue for ever.
           connectionTimeoutMillis: 5_000,
           application_name: "wearflow",
-          Client: PreparedStatements.clientClass(PreparedStatements.namer())
+          ...(preparedStatements ? { Client: PreparedStatements.clientClass(PreparedStatements.namer()) } : {})
         })
         pool.on("error", () => undefined) // an idle connection's error: the pool drops it
         yield* Effect.tryPromise({
@@ -127,7 +129,7 @@ export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient
             (db) => db.stop.pipe(Effect.tapError((e) => Effect.logError(e.message)), Effect.ignore)
           )).url
       const wait = Duration.decode(options.wait ?? DatabaseWait.defaultValue())
-      const client = clientLayer(url, options.maxConnections ?? 20)
+      const client = clientLayer(url, options.maxConnections ?? 20, options.preparedStatements ?? true)
       return Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client), Layer.merge(Layer.succeed(DatabaseWait, wait)), Layer.merge(Layer.succeed(DatabaseUrl, url)))
     })
   )

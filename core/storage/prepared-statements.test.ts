@@ -31,32 +31,48 @@ describe("namer", () => {
   })
 })
 
-const run = <A>(effect: Effect.Effect<A, unknown, SqlClient.SqlClient>) =>
+const run = <A>(effect: Effect.Effect<A, unknown, SqlClient.SqlClient>, preparedStatements = true) =>
   freshDatabaseUrl().then((url) =>
-    Effect.runPromise(effect.pipe(Effect.provide(Database.layer({ url: Option.some(url), dataDir: "unused", maxConnections: 2 }))) as Effect.Effect<A>))
+    Effect.runPromise(effect.pipe(Effect.provide(Database.layer({ url: Option.some(url), dataDir: "unused", maxConnections: 2, preparedStatements }))) as Effect.Effect<A>))
+
+/** Runs a statement ten times on one connection; what that connection then holds prepared of it. */
+const preparedAfterTenRuns = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  // In a transaction, so on one connection: the one whose prepared statements are listed.
+  return yield* sql.withTransaction(Effect.gen(function* () {
+    const results: Array<number> = []
+    for (let i = 0; i < 10; i++) {
+      const [row] = yield* sql<{ readonly n: number }>`select ${i}::int * 2 as n, 'prepared-statements-test' as tag`
+      results.push(row!.n)
+    }
+    const prepared = yield* sql<{ readonly name: string }>`
+      select name from pg_prepared_statements where statement like ${"%prepared-statements-" + "test%"}`
+    return { prepared, results }
+  }))
+})
 
 describe("the database pool", () => {
   it("prepares a statement run often, once per connection, with the same results", () =>
     run(
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
-        // In a transaction, so on one connection: the one whose prepared statements are listed.
-        const { prepared, results } = yield* sql.withTransaction(Effect.gen(function* () {
-          const results: Array<number> = []
-          for (let i = 0; i < 10; i++) {
-            const [row] = yield* sql<{ readonly n: number }>`select ${i}::int * 2 as n, 'prepared-statements-test' as tag`
-            results.push(row!.n)
-          }
-          const prepared = yield* sql<{ readonly name: string }>`
-            select name from pg_prepared_statements where statement like ${"%prepared-statements-" + "test%"}`
-          return { prepared, results }
-        }))
+        const { prepared, results } = yield* preparedAfterTenRuns
         expect(results).toEqual([0, 2, 4, 6, 8, 10, 12, 14, 16, 18])
         expect(prepared).toHaveLength(1)
         expect(prepared[0]!.name).toMatch(/^wearflow_\d+$/)
         // A statement without parameters is never named (it may hold several statements).
         for (let i = 0; i < 5; i++) yield* sql.unsafe("select 1 as one; select 2 as two")
       })
+    ))
+
+  it("prepares nothing when told not to (WEARFLOW_DATABASE_PREPARED_STATEMENTS=false)", () =>
+    run(
+      Effect.gen(function* () {
+        const { prepared, results } = yield* preparedAfterTenRuns
+        expect(results).toEqual([0, 2, 4, 6, 8, 10, 12, 14, 16, 18])
+        expect(prepared).toEqual([])
+      }),
+      false
     ))
 
   it("replaces a connection whose prepared statement a schema change broke; the next try succeeds", () =>
