@@ -52,8 +52,8 @@ it("spaces collections out: at least a second apart, and 2 s after a pause of 10
 const read = (env: Record<string, string>) =>
   Effect.runSync(Effect.either(Effect.withConfigProvider(HeapGrowthConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))))
 
-it("grows by 8 MB unless WEARFLOW_HEAP_GROWTH_MB says otherwise; 0 turns the collections off; below 0 is refused", () => {
-  expect(Either.getOrThrow(read({})).growthMb).toBe(8)
+it("grows by 16 MB unless WEARFLOW_HEAP_GROWTH_MB says otherwise; 0 turns the collections off; below 0 is refused", () => {
+  expect(Either.getOrThrow(read({})).growthMb).toBe(16)
   expect(Either.getOrThrow(read({ WEARFLOW_HEAP_GROWTH_MB: "0" })).growthMb).toBe(0)
   expect(Either.getOrThrow(read({ WEARFLOW_HEAP_GROWTH_MB: "32" })).growthMb).toBe(32)
   expect(Either.isLeft(read({ WEARFLOW_HEAP_GROWTH_MB: "-1" }))).toBe(true)

@@ -1,14 +1,17 @@
 /**
- * Full collections paced by the heap's growth (WEARFLOW_HEAP_GROWTH_MB, default 8; 0: off),
- * which keep the server's resident memory under load within 256 MB. Under load most of the
- * resident size is the JavaScriptCore heap's blocks: what the last full collection left live
- * (~40 MB under bench/push.ts), garbage promoted by eden collections since, and the room eden
- * allocates into. The engine collects its old generation only once it has about doubled, so
- * the promoted garbage reached ~65 MB over ~40 MB live (a peak of 321–331 MB resident against
- * 270 with these collections). The eden room is sized at each full collection as a multiple of
- * the heap: BUN_JSC_heapGrowthMaxIncrease=1 in the start script (package.json) makes it about
- * the heap's size, not twice it, as it already is on machines under 16 GB of RAM; together
- * the peak under bench/push.ts was 225 MB.
+ * Full collections paced by the heap's growth (WEARFLOW_HEAP_GROWTH_MB, default 16; 0: off),
+ * which with the start script's BUN_JSC_heapGrowthMaxIncrease=1 keep the server's resident
+ * memory under load within 256 MB. Under load the resident size is Bun's code (~50 MB), its
+ * own allocations (~50–80 MB), and the JavaScriptCore heap's blocks (up to ~160 MB): what the
+ * last full collection left live (~40 MB under bench/push.ts), garbage promoted by eden
+ * collections since, and the room eden allocates into. The engine collects its old generation
+ * only once it has about doubled, so promoted garbage reached ~65 MB over ~40 MB live. The eden
+ * room is sized at each full collection as a multiple of the heap: on machines with 16 GB of
+ * RAM or more JavaScriptCore allows twice the heap, which heapGrowthMaxIncrease=1 brings to
+ * once, as on smaller machines. Peaks measured alternately against neither: bench/push.ts
+ * 213–220 against 282–297 MB, bench/ingest.ts 222–233 against 335–346, bench/latency.ts
+ * 229–230 against 247–277; each alone left 245–265 MB. The collections cost about 4% more
+ * server CPU per ingested body (16 MB; 8 MB cost ~9%, 32 MB ~3% but peaks of 238–251 MB).
  *
  * A collection runs when the heap grew past the last live size by this many MB, or a quarter
  * of it if more (memory-ceiling-policy.ts), within 5% of the time.
@@ -18,7 +21,7 @@ import { collectNow, initialPolicyState, next, type PolicyState } from "./memory
 
 export const HeapGrowthConfig = Config.all({
   growthMb: Config.integer("WEARFLOW_HEAP_GROWTH_MB").pipe(
-    Config.withDefault(8),
+    Config.withDefault(16),
     Config.validate({ message: "WEARFLOW_HEAP_GROWTH_MB must be 0 (off) or more", validation: (n) => n >= 0 })
   )
 })
