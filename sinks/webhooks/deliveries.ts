@@ -453,6 +453,8 @@ export const layer = Layer.scoped(
           insert into webhook_attempt_log (message_id, attempt, trigger, attempted_at, status, response_status, latency_ms, response_excerpt, error)
           select r.id, c.attempts, r.trigger, r.at, case when r.ok then 'success' else 'failure' end, r.status, r.latency, r.excerpt, r.error
           from r join counted c on c.id = r.id
+          -- Committed without waiting for the WAL flush: an outcome lost with the server leaves its
+          -- message leased, so it is sent again (at least once), as when the process dies.
           where not c.in_row and (select set_config('synchronous_commit', 'off', true)) = 'off'
           on conflict do nothing`
         const delivered = outcomes.filter((o) => o.result.ok).length
@@ -714,6 +716,10 @@ export const layer = Layer.scoped(
           )
           -- Three kinds of rows, none joined to another (a join of thousands of messages to their
           -- bodies was planned as a nested loop): messages, bodies, the endpoints' versions.
+          -- The round commits without waiting for its WAL flush (a stall of the disk no longer
+          -- holds the next round): its messages are sent before it commits anyway, so a commit
+          -- lost with the server only means the events are fanned out and sent again; any later
+          -- synchronous commit flushes it.
           select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, null::text as body, null::text as version, i.seq
           from inserted i
           where (select set_config('synchronous_commit', 'off', true)) = 'off'
