@@ -16,13 +16,23 @@ export interface BenchServer {
 const root = new URL("..", import.meta.url).pathname
 
 /**
- * The server as `npm start` runs it: Bun's flags from package.json's start script (`--smol`),
- * then BENCH_SERVER_FLAGS (e.g. `--cpu-prof-md`).
+ * The server as `npm start` runs it: the environment its start script sets (e.g.
+ * `BUN_JSC_heapGrowthMaxIncrease=1`), Bun's flags from it (`--smol`), then BENCH_SERVER_FLAGS
+ * (e.g. `--cpu-prof-md`).
  */
 const startScript: string = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")).scripts.start
-const startFlags = /^bun((?:\s+--[\w-]+)*)\s+apps\/server\/main\.ts$/.exec(startScript.trim())
-if (startFlags === null) throw new Error(`bench/server.ts does not understand package.json's start script: ${startScript}`)
-export const benchServerFlags = [...startFlags[1]!.trim().split(/\s+/).filter(Boolean), ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)]
+const start = /^((?:[A-Za-z_]\w*=\S+\s+)*)bun((?:\s+--[\w-]+)*)\s+apps\/server\/main\.ts$/.exec(startScript.trim())
+if (start === null) throw new Error(`bench/server.ts does not understand package.json's start script: ${startScript}`)
+export const benchServerFlags = [...start[2]!.trim().split(/\s+/).filter(Boolean), ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter(Boolean)]
+/** The start script's environment, unless the bench's own sets a variable (to compare). */
+export const benchServerEnv: Record<string, string> = Object.fromEntries(
+  start[1]!.trim().split(/\s+/).filter(Boolean).map((assignment) => {
+    const [name, ...value] = assignment.split("=")
+    return [name!, process.env[name!] ?? value.join("=")]
+  })
+)
+// Benches that spawn the server themselves (push.ts, large-body.ts) pass it the bench's environment.
+Object.assign(process.env, benchServerEnv)
 
 /** Servers still running: killed if the bench exits without stopping them (a failed step). */
 const running = new Set<ChildProcess>()

@@ -56,6 +56,11 @@ export const ServerConfig = Config.all({
     Config.withDefault(32),
     Config.validate({ message: "WEARFLOW_DATABASE_POOL must be 4..500", validation: (n) => n >= 4 && n <= 500 })
   ),
+  /**
+   * Statements run again and again are prepared on each connection (core/storage/prepared-statements.ts).
+   * Off for a pooler that cannot keep them: PgBouncer in transaction mode before 1.21.
+   */
+  databasePreparedStatements: Config.boolean("WEARFLOW_DATABASE_PREPARED_STATEMENTS").pipe(Config.withDefault(true)),
   /** How long a crashed process's in-flight queue items stay locked before another takes them. */
   queueLockExpiration: Config.duration("WEARFLOW_QUEUE_LOCK_EXPIRATION").pipe(Config.withDefault(Duration.seconds(30))),
   /** Large bodies are stored and processed as parts of at most this many characters / items. */

@@ -61,7 +61,7 @@ export const Storage = (config: Config, encryptionKey: Redacted.Redacted<Readonl
     Layer.merge(IngestQueue.layer, IngestBacklog.layer).pipe(Layer.provide(layerQueueStore({ lockExpiration: config.queueLockExpiration }))),
     layerTokenCipher(encryptionKey),
     Layer.succeed(InboxSettings, { partBytes: config.partBytes, partItems: config.partItems, partsInFlight: config.partsInFlight })
-  ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir, wait: config.databaseWait, maxConnections: config.databasePool })))
+  ).pipe(Layer.provideMerge(Database.layer({ url: config.databaseUrl, dataDir: config.dataDir, wait: config.databaseWait, maxConnections: config.databasePool, preparedStatements: config.databasePreparedStatements })))
 
 export const Core = (
   config: Config,

@@ -3,10 +3,13 @@
  * embedded server under the data dir. Numbered migrations run at start-up.
  */
 import { Migrator, SqlClient } from "@effect/sql"
+import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
 import * as path from "node:path"
+import pg from "pg"
 import * as EmbeddedPostgres from "./embedded-postgres.ts"
+import * as PreparedStatements from "./prepared-statements.ts"
 import foundation from "./migrations/0001_foundation.ts"
 import pullsIdentityConnect from "./migrations/0002_pulls_identity_connect.ts"
 import connectFlowsRevisions from "./migrations/0003_connect_flows_revisions.ts"
@@ -52,6 +55,8 @@ export interface DatabaseOptions {
   readonly url: Option.Option<Redacted.Redacted<string>>
   readonly dataDir: string
   readonly maxConnections?: number
+  /** Statements run again and again prepared on each connection (default true; prepared-statements.ts). */
+  readonly preparedStatements?: boolean
   /** How long a request may wait for the database before it is answered 503 (see DatabaseWait). */
   readonly wait?: Duration.DurationInput
 }
@@ -83,12 +88,30 @@ export const withMigrationLock = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 
 export const migrate = withMigrationLock(Migrator.make({})({ loader: migrations }))
 
-const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number) =>
-  PgClient.layer({
-    url,
-    maxConnections,
-    // Also bounds the wait for a pooled connection: a full pool in front of a frozen database would otherwise queue for ever.
-    connectTimeout: Duration.seconds(5),
+const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number, preparedStatements: boolean) =>
+  PgClient.layerFromPool({
+    acquire: Effect.acquireRelease(
+      Effect.gen(function* () {
+        const pool = new pg.Pool({
+          connectionString: Redacted.value(url),
+          max: maxConnections,
+          // Also bounds the wait for a pooled connection: a full pool in front of a frozen database would otherwise queue for ever.
+          connectionTimeoutMillis: 5_000,
+          application_name: "wearflow",
+          ...(preparedStatements ? { Client: PreparedStatements.clientClass(PreparedStatements.namer()) } : {})
+        })
+        pool.on("error", () => undefined) // an idle connection's error: the pool drops it
+        yield* Effect.tryPromise({
+          try: () => pool.query("select 1"),
+          catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+        }).pipe(
+          Effect.timeoutFail({ duration: Duration.seconds(5), onTimeout: () => new SqlError({ cause: new Error("Connection timed out"), message: "PgClient: Connection timed out" }) }),
+          Effect.tapError(() => Effect.promise(() => pool.end()))
+        )
+        return pool
+      }),
+      (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
+    ),
     applicationName: "wearflow"
   })
 
@@ -106,7 +129,7 @@ export const layer = (options: DatabaseOptions): Layer.Layer<SqlClient.SqlClient
             (db) => db.stop.pipe(Effect.tapError((e) => Effect.logError(e.message)), Effect.ignore)
           )).url
       const wait = Duration.decode(options.wait ?? DatabaseWait.defaultValue())
-      const client = clientLayer(url, options.maxConnections ?? 20)
+      const client = clientLayer(url, options.maxConnections ?? 20, options.preparedStatements ?? true)
       return Layer.effectDiscard(migrate).pipe(Layer.provideMerge(client), Layer.merge(Layer.succeed(DatabaseWait, wait)), Layer.merge(Layer.succeed(DatabaseUrl, url)))
     })
   )

@@ -138,6 +138,7 @@ const ROUND_BYTES = 8 * 1024 * 1024
 const MAX_LANE_BYTES = 32 * 1024 * 1024
 const MAX_HELD_BYTES = 64 * 1024 * 1024
 const RECORD_BATCH = 2000
+const RECORD_GATHER = Duration.millis(20)
 // Long enough for a full lane behind an endpoint that times out; a restarted process frees its own at once.
 const LEASE_MS = 15 * 60_000
 const LEASE = `${LEASE_MS} milliseconds`
@@ -419,13 +420,18 @@ export const layer = Layer.scoped(
       Effect.gen(function* () {
         if (outcomes.length === 0) return
         const col = <A>(f: (o: Outcome) => A) => outcomes.map(f)
+        // Columns without commas travel as one comma-separated text each ('n' for null): as
+        // array elements each would be quoted and escaped, and each time formatted as a date.
+        const list = (f: (o: Outcome) => string | number | boolean | null) => outcomes.map((o) => f(o) ?? "n").join(",")
+        const ids = list((o) => o.message.id)
         yield* sql`
           with r as (
-            select * from unnest(
-              ${col((o) => o.message.id)}::text[], ${col((o) => o.trigger)}::text[], ${col((o) => o.result.attemptedAt.toISOString())}::timestamptz[],
-              ${col((o) => o.result.ok)}::bool[], ${col((o) => o.result.status)}::int[], ${col((o) => o.result.latencyMs)}::int[],
+            select r.id, r.trigger, to_timestamp(r.at_ms / 1000.0) as at, r.ok, r.status, r.latency, r.excerpt, r.error from unnest(
+              string_to_array(${ids}, ','), string_to_array(${list((o) => o.trigger)}, ','), string_to_array(${list((o) => o.result.attemptedAt.getTime())}, ',')::float8[],
+              string_to_array(${list((o) => o.result.ok)}, ',')::bool[], string_to_array(${list((o) => o.result.status)}, ',', 'n')::int[],
+              string_to_array(${list((o) => o.result.latencyMs)}, ',')::int[],
               ${col((o) => o.result.excerpt)}::text[], ${col((o) => o.result.error)}::text[]
-            ) as r(id, trigger, at, ok, status, latency, excerpt, error)
+            ) as r(id, trigger, at_ms, ok, status, latency, excerpt, error)
           ), counted as (
             update webhook_messages m set
               attempts = m.attempts + 1,
@@ -441,13 +447,15 @@ export const layer = Layer.scoped(
               updated_at = now()
             -- The ids again as an array: the planner looks them up in the primary key instead of
             -- hashing a scan of the whole table (it cannot count an unnest's rows).
-            from r where m.id = r.id and m.id = any(${col((o) => o.message.id)}::text[])
+            from r where m.id = r.id and m.id = any(string_to_array(${ids}, ','))
             returning m.id, m.attempts, m.first_attempted_at is not null and m.attempts = 1 as in_row
           )
           insert into webhook_attempt_log (message_id, attempt, trigger, attempted_at, status, response_status, latency_ms, response_excerpt, error)
           select r.id, c.attempts, r.trigger, r.at, case when r.ok then 'success' else 'failure' end, r.status, r.latency, r.excerpt, r.error
           from r join counted c on c.id = r.id
-          where not c.in_row
+          -- Committed without waiting for the WAL flush: an outcome lost with the server leaves its
+          -- message leased, so it is sent again (at least once), as when the process dies.
+          where not c.in_row and (select set_config('synchronous_commit', 'off', true)) = 'off'
           on conflict do nothing`
         const delivered = outcomes.filter((o) => o.result.ok).length
         if (delivered > 0) yield* Metric.incrementBy(messagesDelivered, delivered)
@@ -550,6 +558,8 @@ export const layer = Layer.scoped(
 
     // A batch that cannot be recorded stays leased: its messages are sent again once freed.
     const recorder = Queue.take(recorderWake).pipe(
+      // Outcomes come one by one as answers arrive: a short wait gathers them into fewer statements.
+      Effect.zipRight(Effect.suspend(() => (toRecord.length < RECORD_BATCH / 2 ? Effect.sleep(RECORD_GATHER) : Effect.void))),
       Effect.zipRight(Effect.suspend(() => {
         const batch = toRecord.splice(0, RECORD_BATCH)
         if (toRecord.length > 0) recorderWake.unsafeOffer(undefined)
@@ -661,7 +671,8 @@ export const layer = Layer.scoped(
         // The lease runs from the transaction's start (now()), which is before this.
         const leaseEnds = Date.now() + LEASE_MS - LEASE_MARGIN_MS
         const teams = [...new Set(batch.map((e) => e.teamId))]
-        const events = batch.map((e) => e.eventId)
+        // Uuids travel as one comma-separated text each: as array elements each would be quoted and escaped.
+        const events = batch.map((e) => e.eventId).join(",")
         // The endpoints are read `for key share`: none is deleted before this commits (messages
         // have no foreign key to them; an endpoint's deletion takes its messages, migrations.ts).
         // The same statement reads the bodies of the events whose messages were claimed, once per
@@ -683,8 +694,9 @@ export const layer = Layer.scoped(
             from (
               select 'msg_' || md5(w.id::text || ':' || e.event_id::text) as id, w.id as endpoint_id, w.team_id, e.event_id, e.event_type, e.user_id, w.fifo, e.ord,
                      not w.fifo and not (w.id = any(${busyLanes()}::uuid[])) and row_number() over (order by e.ord, w.id) <= ${room} as claimed
-              from unnest(${events}::uuid[], ${batch.map((e) => e.eventType)}::text[],
-                          ${batch.map((e) => e.teamId)}::uuid[], ${batch.map((e) => e.userId)}::uuid[])
+              from unnest(string_to_array(${events}, ',')::uuid[], ${batch.map((e) => e.eventType)}::text[],
+                          string_to_array(${batch.map((e) => e.teamId).join(",")}, ',')::uuid[],
+                          string_to_array(${batch.map((e) => e.userId).join(",")}, ',')::uuid[])
                    with ordinality as e(event_id, event_type, team_id, user_id, ord)
               join endpoints w on w.team_id = e.team_id
                 and (cardinality(w.filter_types) = 0 or exists (
@@ -697,15 +709,20 @@ export const layer = Layer.scoped(
           ), bodies as (
             select b.event_id, b.payload::text as body from (
               select o.event_id, o.payload, sum(pg_column_size(o.payload)) over (order by k.ord) - pg_column_size(o.payload) as before
-              from unnest(${events}::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
+              from unnest(string_to_array(${events}, ',')::uuid[]) with ordinality as k(event_id, ord) join outbox o on o.event_id = k.event_id
               where k.event_id in (select event_id from inserted where status = 'sending')
             ) b
             where before < ${ROUND_BYTES}
           )
           -- Three kinds of rows, none joined to another (a join of thousands of messages to their
           -- bodies was planned as a nested loop): messages, bodies, the endpoints' versions.
+          -- The round commits without waiting for its WAL flush (a stall of the disk no longer
+          -- holds the next round): its messages are sent before it commits anyway, so a commit
+          -- lost with the server only means the events are fanned out and sent again; any later
+          -- synchronous commit flushes it.
           select i.id, i.endpoint_id, i.team_id, i.event_id, i.status, null::text as body, null::text as version, i.seq
           from inserted i
+          where (select set_config('synchronous_commit', 'off', true)) = 'off'
           union all
           select null, null, null, b.event_id, null, b.body, null, null from bodies b
           union all
