@@ -1,6 +1,6 @@
 /**
  * The Wearflow server on Bun: the app (App.ts), JSON logs at LOG_LEVEL (logging.ts), traces
- * over OTLP when configured (tracing.ts), a soft ceiling on its memory (memory-ceiling.ts),
+ * over OTLP when configured (tracing.ts), full collections paced by its heap's growth (heap-growth.ts),
  * until SIGTERM. A worker process's log lines carry its name.
  */
 import { BunRuntime } from "@effect/platform-bun"
@@ -8,9 +8,9 @@ import { Effect, Layer } from "effect"
 import { App } from "./App.ts"
 import { ServerConfig } from "./config.ts"
 import * as Logging from "./logging.ts"
-import * as MemoryCeiling from "./memory-ceiling.ts"
+import * as HeapGrowth from "./heap-growth.ts"
 import * as Tracing from "./tracing.ts"
 
 const Logs = Effect.map(ServerConfig, ({ logLevel, processName }) => Logging.layer(logLevel, processName)).pipe(Layer.unwrapEffect)
 
-Layer.launch(Layer.merge(App, MemoryCeiling.layer)).pipe(Effect.provide(Layer.merge(Logs, Tracing.layer)), BunRuntime.runMain({ disablePrettyLogger: true }))
+Layer.launch(Layer.merge(App, HeapGrowth.layer)).pipe(Effect.provide(Layer.merge(Logs, Tracing.layer)), BunRuntime.runMain({ disablePrettyLogger: true }))

@@ -14,10 +14,10 @@
  * server CPU per ingested body (16 MB; 8 MB cost ~9%, 32 MB ~3% but peaks of 238–251 MB).
  *
  * A collection runs when the heap grew past the last live size by this many MB, or a quarter
- * of it if more (memory-ceiling-policy.ts), within 5% of the time.
+ * of it if more (heap-growth-policy.ts), within 5% of the time.
  */
 import { Config, Duration, Effect, Layer, Schedule } from "effect"
-import { collectNow, initialPolicyState, next, type PolicyState } from "./memory-ceiling-policy.ts"
+import { collectNow, initialPolicyState, next, type PolicyState } from "./heap-growth-policy.ts"
 
 export const HeapGrowthConfig = Config.all({
   growthMb: Config.integer("WEARFLOW_HEAP_GROWTH_MB").pipe(

@@ -1,5 +1,5 @@
 /**
- * When memory-ceiling.ts runs a full collection: the heap grew past what the last full
+ * When heap-growth.ts runs a full collection: the heap grew past what the last full
  * collection left live by `growthBytes` (or a quarter of the live size, if more), and the
  * collections so far kept within their share of the time: after a pause of p ms the next
  * waits p / `share` (at least `spacingMs`), so they never take more than that share of the

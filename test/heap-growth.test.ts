@@ -1,11 +1,11 @@
 /**
- * Full collections paced by the heap's growth (apps/server/memory-ceiling.ts): when one runs,
+ * Full collections paced by the heap's growth (apps/server/heap-growth.ts): when one runs,
  * and the configuration. What they buy is measured by bench/ (the server RSS rows).
  */
 import { ConfigProvider, Effect, Either } from "effect"
 import { expect, it } from "vitest"
-import { HeapGrowthConfig } from "../apps/server/memory-ceiling.ts"
-import { collectNow, initialPolicyState, next, type PolicyState } from "../apps/server/memory-ceiling-policy.ts"
+import { HeapGrowthConfig } from "../apps/server/heap-growth.ts"
+import { collectNow, initialPolicyState, next, type PolicyState } from "../apps/server/heap-growth-policy.ts"
 
 const MB = 1024 * 1024
 const policy = { growthBytes: 8 * MB, spacingMs: 1000, share: 0.05 }
