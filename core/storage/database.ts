@@ -88,6 +88,12 @@ export const withMigrationLock = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 
 export const migrate = withMigrationLock(Migrator.make({})({ loader: migrations }))
 
+/**
+ * How long a new connection may take, the first one included. Also bounds the wait for a pooled
+ * connection: a full pool in front of a frozen database would otherwise queue for ever.
+ */
+const connectTimeout = Duration.seconds(5)
+
 const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number, preparedStatements: boolean) =>
   PgClient.layerFromPool({
     acquire: Effect.acquireRelease(
@@ -95,17 +101,17 @@ const clientLayer = (url: Redacted.Redacted<string>, maxConnections: number, pre
         const pool = new pg.Pool({
           connectionString: Redacted.value(url),
           max: maxConnections,
-          // Also bounds the wait for a pooled connection: a full pool in front of a frozen database would otherwise queue for ever.
-          connectionTimeoutMillis: 5_000,
+          connectionTimeoutMillis: Duration.toMillis(connectTimeout),
           application_name: "wearflow",
           ...(preparedStatements ? { Client: PreparedStatements.clientClass(PreparedStatements.namer()) } : {})
         })
         pool.on("error", () => undefined) // an idle connection's error: the pool drops it
+        // The first connection, before the pool is handed out (PgClient.layer did this; layerFromPool does not).
         yield* Effect.tryPromise({
           try: () => pool.query("select 1"),
           catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
         }).pipe(
-          Effect.timeoutFail({ duration: Duration.seconds(5), onTimeout: () => new SqlError({ cause: new Error("Connection timed out"), message: "PgClient: Connection timed out" }) }),
+          Effect.timeoutFail({ duration: connectTimeout, onTimeout: () => new SqlError({ cause: new Error("Connection timed out"), message: "PgClient: Connection timed out" }) }),
           Effect.tapError(() => Effect.promise(() => pool.end()))
         )
         return pool

@@ -70,5 +70,4 @@ export const clientClass = (nameOf: (text: string) => string | undefined): typeo
         ;(callback as Callback)(error, result)
       })
     }
-
   }
