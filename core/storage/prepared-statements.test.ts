@@ -65,6 +65,39 @@ describe("the database pool", () => {
       })
     ))
 
+  it("prepares a statement anew as its table grows, so that its plan is made for the table's size", () =>
+    run(
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`create table grows (id int primary key, v int)`
+        yield* sql`insert into grows select n, n * 10 from generate_series(1, 10) as n`
+        // Statistics of the small table, as autovacuum would have taken them.
+        yield* sql`analyze grows`
+        return yield* sql.withTransaction(Effect.gen(function* () {
+          // Ten ids, as many rows as Postgres assumes for an array parameter: the generic plan is as cheap as a custom one, so it is kept.
+          const ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+          const values = ids.map((id) => id * 10)
+          // As the queue's claim reads inbox rows: a join of the given ids with the table.
+          const read = sql<{ readonly v: number }>`
+            select g.v, 'prepared-statements-grows' as tag from unnest(${ids}::int[]) as u(id) join grows g on g.id = u.id order by g.v`
+          // Planned while the table is ten rows: a hash join over a sequential scan is the cheapest plan.
+          for (let i = 0; i < 10; i++) expect((yield* read).map((r) => r.v)).toEqual(values)
+          // It grows (no ANALYZE: a cached plan would be kept as it is).
+          yield* sql`insert into grows select n, n * 10 from generate_series(11, 50000) as n`
+          for (let i = 0; i < 30; i++) expect((yield* read).map((r) => r.v)).toEqual(values)
+          const prepared = yield* sql<{ readonly name: string }>`
+            select name from pg_prepared_statements where statement like ${"%prepared-statements-" + "grows%"}`
+          // Prepared anew (at the 16th and 32nd runs), the earlier ones deallocated.
+          expect(prepared).toHaveLength(1)
+          expect(prepared[0]!.name).toMatch(/^wearflow_\d+_2$/)
+          const plan = yield* sql.unsafe<{ readonly "QUERY PLAN": string }>(`explain execute ${prepared[0]!.name}('{${ids.join(",")}}')`)
+          const planText = plan.map((line) => line["QUERY PLAN"]).join("\n")
+          expect(planText).toMatch(/Index (Only )?Scan/)
+          expect(planText).not.toMatch(/Seq Scan on grows/)
+        }))
+      })
+    ))
+
   it("prepares nothing when told not to (WEARFLOW_DATABASE_PREPARED_STATEMENTS=false)", () =>
     run(
       Effect.gen(function* () {
