@@ -19,6 +19,11 @@ describe("chunksOf", () => {
     expect(chunks.map((c) => c.totalRecords)).toEqual([3, 10, 10, 2])
   })
 
+  it("says what each chunk's batch held before it: the open batch's for the first, nothing for a whole batch", () => {
+    const chunks = chunksOf(events("activity", Array(15).fill(1)), [{ resource: "activity", records: 7, bytes: 70 }], limits)
+    expect(chunks.map((c) => [c.before.records + c.totalRecords, c.before.bytes + c.bytes])).toEqual([[10, 100], [10, 100], [2, 20]])
+  })
+
   it("starts a new batch when the open one has no room left, without an empty chunk", () => {
     const chunks = chunksOf(events("activity", [1, 1]), [{ resource: "activity", records: 10, bytes: 100 }], limits)
     expect(chunks.map((c) => c.totalRecords)).toEqual([2])

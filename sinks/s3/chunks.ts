@@ -27,6 +27,8 @@ export interface Chunk {
   readonly records: Array<number>
   totalRecords: number
   bytes: number
+  /** What its batch held before it: the open batch's for a dataset's first chunk, else nothing. */
+  readonly before: { readonly records: number; readonly bytes: number }
 }
 
 /** The limits a batch is sealed at. */
@@ -50,7 +52,7 @@ export const chunksOf = (events: ReadonlyArray<StagedEvent>, open: ReadonlyArray
       const records = before?.records ?? 0
       const bytes = before?.bytes ?? 0
       state = {
-        chunk: { dataset: event.dataset, positions: [], records: [], totalRecords: 0, bytes: 0 },
+        chunk: { dataset: event.dataset, positions: [], records: [], totalRecords: 0, bytes: 0, before: { records, bytes } },
         roomRecords: limits.records - records,
         roomBytes: limits.bytes - bytes,
         // Nothing before it in its batch: it takes its first event whatever the size.
@@ -62,7 +64,7 @@ export const chunksOf = (events: ReadonlyArray<StagedEvent>, open: ReadonlyArray
     const fits = chunk.totalRecords + event.records <= state.roomRecords && chunk.bytes + event.bytes <= state.roomBytes
     if (!fits && (chunk.positions.length > 0 || !state.fresh)) {
       if (chunk.positions.length > 0) done.push(chunk)
-      state.chunk = { dataset: event.dataset, positions: [], records: [], totalRecords: 0, bytes: 0 }
+      state.chunk = { dataset: event.dataset, positions: [], records: [], totalRecords: 0, bytes: 0, before: { records: 0, bytes: 0 } }
       state.roomRecords = limits.records
       state.roomBytes = limits.bytes
       state.fresh = true

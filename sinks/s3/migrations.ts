@@ -69,9 +69,29 @@ const chunkedStaging = Effect.gen(function* () {
   yield* sql`alter table etl_pending alter column positions set storage external, alter column event_records set storage external`
 })
 
+/**
+ * Each chunk keeps what its batch holds once it is staged (its fill), so staging reads the open
+ * batch's fill from the last chunk instead of summing every open chunk at each round. Rows
+ * staged before get their own size, and each resource's last open chunk the open batch's sum.
+ */
+const chunkFill = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  yield* sql`alter table etl_pending add column fill_records bigint, add column fill_bytes bigint`
+  yield* sql`update etl_pending set fill_records = records, fill_bytes = bytes`
+  yield* sql`
+    update etl_pending p set fill_records = o.records, fill_bytes = o.bytes
+    from (
+      select p.resource, max(p.seq) as seq, sum(p.records) as records, sum(p.bytes) as bytes
+      from etl_pending p left join etl_sealed s on s.resource = p.resource
+      where p.seq > coalesce(s.through_seq, 0) group by p.resource
+    ) o
+    where p.resource = o.resource and p.seq = o.seq`
+  yield* sql`alter table etl_pending alter column fill_records set not null, alter column fill_bytes set not null`
+})
+
 export const migrate = withMigrationLock(
   Migrator.make({})({
-    loader: Migrator.fromRecord({ "0001_staging_batches": stagingAndBatches, "0002_chunked_staging": chunkedStaging }),
+    loader: Migrator.fromRecord({ "0001_staging_batches": stagingAndBatches, "0002_chunked_staging": chunkedStaging, "0003_chunk_fill": chunkFill }),
     table: "etl_migrations"
   })
 )
