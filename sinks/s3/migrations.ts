@@ -89,9 +89,7 @@ const chunkFill = Effect.gen(function* () {
   yield* sql`alter table etl_pending alter column fill_records set not null, alter column fill_bytes set not null`
 })
 
-export const migrate = withMigrationLock(
-  Migrator.make({})({
-    loader: Migrator.fromRecord({ "0001_staging_batches": stagingAndBatches, "0002_chunked_staging": chunkedStaging, "0003_chunk_fill": chunkFill }),
-    table: "etl_migrations"
-  })
-)
+/** The migrations in their order, by name. */
+export const migrations = { "0001_staging_batches": stagingAndBatches, "0002_chunked_staging": chunkedStaging, "0003_chunk_fill": chunkFill }
+
+export const migrate = withMigrationLock(Migrator.make({})({ loader: Migrator.fromRecord(migrations), table: "etl_migrations" }))
