@@ -198,8 +198,7 @@ report([
     wearflow: `${ms(quantile(cold.latencies, 0.5))} / ${ms(quantile(cold.latencies, 0.99))}`,
     anchor: `bare ack p99 ${ms(anchor.p99)}`,
     ratio: quantile(cold.latencies, 0.5) / anchor.p50,
-    target: "reported",
-    met: cold.latencies.length === cold.offered
+    target: cold.latencies.length === cold.offered ? "reported" : `reported; ${cold.offered - cold.latencies.length} never arrived`
   }]),
   memoryRow("PUSH → webhook", peak, memory.processes)
 ])
