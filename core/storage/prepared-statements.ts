@@ -90,7 +90,7 @@ const nameAt = (name: string, generation: number) => (generation === 0 ? name : 
 export const clientClass = (nameOf: (text: string) => string | undefined, replanning: Replanning = replanningDefaults): typeof pg.Client =>
   class PreparingClient extends pg.Client {
     /** This connection's prepared statements, by the namer's name. */
-    readonly plans = new Map<string, Plan>()
+    private readonly plans = new Map<string, Plan>()
 
     /** The name to run `named` under now: the same, or a new one when its plan is due to be made anew. */
     private nameNow(named: string): { readonly name: string; readonly plan: Plan } {

@@ -43,37 +43,31 @@ export interface Limits {
  */
 export const chunksOf = (events: ReadonlyArray<StagedEvent>, open: ReadonlyArray<Open>, limits: Limits): Array<Chunk> => {
   const done: Array<Chunk> = []
-  const current = new Map<string, { chunk: Chunk; roomRecords: number; roomBytes: number; fresh: boolean }>()
+  /** Each dataset's chunk being filled; its room is the batch limits less what its batch held before it. */
+  const current = new Map<string, Chunk>()
   const opened = new Map(open.map((o) => [o.resource, o]))
+  const empty = (dataset: string, before: Chunk["before"]): Chunk => ({ dataset, positions: [], records: [], totalRecords: 0, bytes: 0, before })
   for (const event of events) {
-    let state = current.get(event.dataset)
-    if (state === undefined) {
+    let chunk = current.get(event.dataset)
+    if (chunk === undefined) {
       const before = opened.get(event.dataset)
-      const records = before?.records ?? 0
-      const bytes = before?.bytes ?? 0
-      state = {
-        chunk: { dataset: event.dataset, positions: [], records: [], totalRecords: 0, bytes: 0, before: { records, bytes } },
-        roomRecords: limits.records - records,
-        roomBytes: limits.bytes - bytes,
-        // Nothing before it in its batch: it takes its first event whatever the size.
-        fresh: records === 0 && bytes === 0
-      }
-      current.set(event.dataset, state)
+      chunk = empty(event.dataset, { records: before?.records ?? 0, bytes: before?.bytes ?? 0 })
+      current.set(event.dataset, chunk)
     }
-    const { chunk } = state
-    const fits = chunk.totalRecords + event.records <= state.roomRecords && chunk.bytes + event.bytes <= state.roomBytes
-    if (!fits && (chunk.positions.length > 0 || !state.fresh)) {
+    const fits = chunk.before.records + chunk.totalRecords + event.records <= limits.records &&
+      chunk.before.bytes + chunk.bytes + event.bytes <= limits.bytes
+    // A chunk with nothing before it in its batch takes its first event whatever the size.
+    const fresh = chunk.before.records === 0 && chunk.before.bytes === 0
+    if (!fits && (chunk.positions.length > 0 || !fresh)) {
       if (chunk.positions.length > 0) done.push(chunk)
-      state.chunk = { dataset: event.dataset, positions: [], records: [], totalRecords: 0, bytes: 0, before: { records: 0, bytes: 0 } }
-      state.roomRecords = limits.records
-      state.roomBytes = limits.bytes
-      state.fresh = true
+      chunk = empty(event.dataset, { records: 0, bytes: 0 })
+      current.set(event.dataset, chunk)
     }
-    state.chunk.positions.push(event.position)
-    state.chunk.records.push(event.records)
-    state.chunk.totalRecords += event.records
-    state.chunk.bytes += event.bytes
+    chunk.positions.push(event.position)
+    chunk.records.push(event.records)
+    chunk.totalRecords += event.records
+    chunk.bytes += event.bytes
   }
-  for (const { chunk } of current.values()) if (chunk.positions.length > 0) done.push(chunk)
+  for (const chunk of current.values()) if (chunk.positions.length > 0) done.push(chunk)
   return done
 }
